@@ -1,0 +1,905 @@
+//! The whole command-line grammar of `cargo xtask`, in one place.
+//!
+//! The parser and the `--help` texts live side by side so they cannot drift apart. Parsing is
+//! pure (no I/O): it turns the argument list into a [`Command`], a request for help, or a
+//! [`UsageError`] whose message is one line naming the valid choices (exit code 2).
+
+use std::fmt;
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Run(Command),
+    /// Print this help text and exit 0.
+    Help(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Ci(Ci),
+    Testhost(Testhost),
+    SetupServer(SetupServer),
+    Deploy(Deploy),
+    Demo(Demo),
+    Bench(Bench),
+}
+
+/// Stages of `cargo xtask ci`, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Tools,
+    Rust,
+    Backend,
+    Frontend,
+    Config,
+    E2e,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Tools,
+        Stage::Rust,
+        Stage::Backend,
+        Stage::Frontend,
+        Stage::Config,
+        Stage::E2e,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Tools => "tools",
+            Stage::Rust => "rust",
+            Stage::Backend => "backend",
+            Stage::Frontend => "frontend",
+            Stage::Config => "config",
+            Stage::E2e => "e2e",
+        }
+    }
+    fn parse(s: &str) -> Result<Stage, UsageError> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| UsageError::choice("stage", s, &Stage::ALL.map(Stage::name)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ci {
+    /// Stages to run, in order. Empty means none were selected (never produced by the parser).
+    pub stages: Vec<Stage>,
+    /// Only the end-to-end scenarios whose name contains one of these (empty: all).
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    App,
+    Db,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::App => "app",
+            Role::Db => "db",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Testhost {
+    Build { rebuild: bool },
+    Up { name: String, role: Role },
+    Down { name: Option<String> },
+    Status,
+    Ssh { name: String, command: Vec<String> },
+    Exec { name: String, command: Vec<String> },
+    Delay { name: String, millis: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolchainSource {
+    /// uv from PyPI, Node.js from the npm registry: works on hosts that reach only registries.
+    Registry,
+    /// The spec's own sources: astral.sh installer, nvm, GitHub downloads.
+    Upstream,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupServer {
+    pub admin: Option<String>,
+    pub deploy_key: Option<String>,
+    pub backend_env: Option<String>,
+    pub frontend_env: Option<String>,
+    pub force_env: bool,
+    pub toolchain: ToolchainSource,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Backend,
+    Frontend,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::All => "all",
+            Scope::Backend => "backend",
+            Scope::Frontend => "frontend",
+        }
+    }
+    pub fn backend(self) -> bool {
+        matches!(self, Scope::All | Scope::Backend)
+    }
+    pub fn frontend(self) -> bool {
+        matches!(self, Scope::All | Scope::Frontend)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deploy {
+    Release {
+        scope: Scope,
+        dry_run: bool,
+        skip_local_checks: bool,
+    },
+    List,
+    Rollback {
+        release: Option<String>,
+        force: bool,
+        dry_run: bool,
+    },
+    Unlock {
+        yes: bool,
+    },
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demo {
+    pub down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bench {
+    pub runs: u32,
+    pub wan: bool,
+    pub lan: bool,
+}
+
+/// A one-line usage error; `main` prints it and exits with status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl UsageError {
+    fn new(msg: impl Into<String>) -> UsageError {
+        UsageError(msg.into())
+    }
+    fn choice(what: &str, got: &str, valid: &[&str]) -> UsageError {
+        UsageError(format!(
+            "unknown {what} '{got}' (valid: {})",
+            valid.join(", ")
+        ))
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub const HELP: &str = "\
+cargo xtask: build, test and deploy the innercontext monorepo
+
+Usage: cargo xtask <COMMAND> [ARGS]
+
+Commands:
+  ci             Run every test of the repository (the README's test command)
+  testhost       Boot and manage local Debian 12 machines to deploy to
+  setup-server   Provision a fresh Debian 12 host over ssh (idempotent)
+  deploy         Deploy a release, list releases, roll back, unlock, show status
+  demo           Boot the local test host, provision it, deploy, print the URL
+  bench          Measure deploy speed, ssh handshakes, bytes sent and failed requests
+
+Run 'cargo xtask <COMMAND> --help' for the arguments of one command.
+";
+
+pub const HELP_CI: &str = "\
+cargo xtask ci: run every test of the repository
+
+Usage: cargo xtask ci [--only STAGE[,STAGE...]] [--skip STAGE[,STAGE...]] [--filter TEXT]...
+
+Installs what is missing on a Debian 12 machine (apt packages, uv from PyPI, Node.js and pnpm
+from the npm registry), then runs the stages in order, stopping at the first failure:
+  tools      install or check the toolchains
+  rust       cargo fmt --check, clippy -D warnings, unit tests
+  backend    ruff and pytest against a throwaway local PostgreSQL
+  frontend   pnpm install --frozen-lockfile, svelte-check, build
+  config     systemd-analyze verify, nginx -t, shellcheck, actionlint
+  e2e        end-to-end scenarios against the local test host (needs root)
+
+Options:
+  --only STAGES   run only these stages (comma separated)
+  --skip STAGES   run all stages but these
+  --filter TEXT   run only the end-to-end scenarios whose name contains TEXT (repeatable)
+  -h, --help      print this help
+";
+
+pub const HELP_TESTHOST: &str = "\
+cargo xtask testhost: local Debian 12 machines (systemd-nspawn) to deploy to
+
+Usage: cargo xtask testhost <build|up|down|status|ssh|exec|delay> [ARGS]
+
+  build [--rebuild]          debootstrap and cache the bookworm image (idempotent)
+  up NAME [--role app|db]    boot machine NAME (app: a fresh host; db: PostgreSQL listening
+                             on its own address) and print how to reach it
+  down NAME | --all          shut down and remove every trace of a machine
+  status                     list machines
+  ssh NAME [CMD...]          ssh in as root with strict host-key checking
+  exec NAME CMD...           run a command inside the machine without ssh
+  delay NAME MS              put a proxy adding MS ms each way in front of its sshd (0 removes)
+
+NAME: 1-8 lowercase letters or digits, starting with a letter. Requires root on Linux.
+";
+
+pub const HELP_SETUP_SERVER: &str = "\
+cargo xtask setup-server: first-time provisioning of a Debian 12 host, idempotent
+
+Usage: cargo xtask setup-server [OPTIONS]
+
+Connects as DEPLOY_ADMIN (default root@<host of DEPLOY_SERVER>) and brings the host to the state a
+deploy needs: runtime packages, uv, Node.js, the innercontext user and directories, the env files,
+the sudoers drop-in, the systemd units and the nginx site. Every step reports changed/unchanged.
+
+Options:
+  --admin USER@HOST          admin login (overrides DEPLOY_ADMIN)
+  --deploy-key FILE          public key to authorize for the innercontext user
+  --backend-env FILE         local file to install as shared/backend/.env
+  --frontend-env FILE        local file to install as shared/frontend/.env.production
+  --force-env                overwrite env files that already exist on the host
+  --toolchain registry|upstream
+                             where uv and Node.js come from (default: registry, i.e. PyPI and
+                             the npm registry; upstream: the installers the spec names)
+  --dry-run                  print what would change, change nothing
+  -h, --help                 print this help
+";
+
+pub const HELP_DEPLOY: &str = "\
+cargo xtask deploy: atomic release-based deploys with automatic rollback
+
+Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-checks]
+       cargo xtask deploy list
+       cargo xtask deploy rollback [RELEASE] [--force] [--dry-run]
+       cargo xtask deploy unlock [--yes]
+       cargo xtask deploy status
+
+  all (default)   check, upload and activate backend and frontend
+  backend         only the backend changes; the frontend is carried over from current
+  frontend        only the frontend changes; the backend is carried over from current
+  list            releases newest first, with state, commit, age, size and current
+  rollback        switch back to RELEASE (default: newest successful one before current);
+                  --force is needed when the database is ahead of that release's migrations
+  unlock          show the deploy lock and remove it (asks unless --yes)
+  status          current release, unit states, lock, disk and database revision
+
+Options:
+  --dry-run            print the plan, remote commands included, and change nothing
+  --skip-local-checks  skip lint, tests and the clean-tree check (the build still runs)
+  --force              rollback past a database migration
+  --yes                unlock without asking
+  -h, --help           print this help
+
+Environment:
+  DEPLOY_SERVER        ssh destination (default: innercontext)
+  DEPLOY_ROOT          absolute path on the server (default: /opt/innercontext)
+  DEPLOY_ALLOW_DIRTY   1 to deploy a tree with uncommitted changes
+  DEPLOY_SSH_CONFIG    ssh config file to use instead of ~/.ssh/config
+  DEPLOY_HEALTH_TIMEOUT seconds to wait for health (default: 60)
+  DEPLOY_KEEP          successful releases to keep (default: 5)
+";
+
+pub const HELP_DEMO: &str = "\
+cargo xtask demo: the whole product on local test machines
+
+Usage: cargo xtask demo [--down]
+
+Boots the test host (an app machine and a db machine), runs setup-server, deploys, and prints the
+URL of the app through nginx. The machines stay up until 'cargo xtask demo --down'.
+";
+
+pub const HELP_BENCH: &str = "\
+cargo xtask bench: measure the deployer against the local test host
+
+Usage: cargo xtask bench [--runs N] [--lan-only|--wan-only]
+
+Prints a table (median, min, max of N runs, default 5): incremental and no-op deploys, rollback
+until healthy, ssh handshakes and bytes sent per deploy, failed requests under load during deploy
+and rollback, and the floor (a bare unit restart until healthy); once on the direct link and once
+through a 25 ms each-way latency proxy.
+";
+
+/// A cursor over the arguments after the command name.
+struct Args {
+    items: Vec<String>,
+    pos: usize,
+}
+
+impl Args {
+    fn new(items: Vec<String>) -> Args {
+        Args { items, pos: 0 }
+    }
+    fn next(&mut self) -> Option<String> {
+        let item = self.items.get(self.pos).cloned();
+        if item.is_some() {
+            self.pos += 1;
+        }
+        item
+    }
+    fn rest(&mut self) -> Vec<String> {
+        let rest = self.items[self.pos..].to_vec();
+        self.pos = self.items.len();
+        rest
+    }
+    fn wants_help(&self) -> bool {
+        self.items[self.pos..]
+            .iter()
+            .take_while(|a| a.as_str() != "--")
+            .any(|a| a == "-h" || a == "--help")
+    }
+    fn value(&mut self, flag: &str) -> Result<String, UsageError> {
+        match self.next() {
+            Some(v) if !v.starts_with("--") => Ok(v),
+            _ => Err(UsageError::new(format!("{flag} needs a value"))),
+        }
+    }
+    fn finish(&mut self, cmd: &str) -> Result<(), UsageError> {
+        match self.next() {
+            None => Ok(()),
+            Some(extra) => Err(unexpected(cmd, &extra)),
+        }
+    }
+}
+
+fn unexpected(cmd: &str, arg: &str) -> UsageError {
+    if arg.starts_with('-') {
+        UsageError::new(format!(
+            "unknown flag '{arg}' for '{cmd}' (see 'cargo xtask {cmd} --help')"
+        ))
+    } else {
+        UsageError::new(format!(
+            "unexpected argument '{arg}' for '{cmd}' (see 'cargo xtask {cmd} --help')"
+        ))
+    }
+}
+
+/// Parse `cargo xtask` arguments (without the program name).
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageError> {
+    let mut args = Args::new(args.into_iter().collect());
+    let Some(cmd) = args.next() else {
+        return Ok(Parsed::Help(HELP));
+    };
+    type ParseFn = fn(&mut Args) -> Result<Command, UsageError>;
+    let (help, parse_cmd): (&'static str, ParseFn) = match cmd.as_str() {
+        "-h" | "--help" | "help" => return Ok(Parsed::Help(HELP)),
+        "ci" => (HELP_CI, parse_ci),
+        "testhost" => (HELP_TESTHOST, parse_testhost),
+        "setup-server" => (HELP_SETUP_SERVER, parse_setup_server),
+        "deploy" => (HELP_DEPLOY, parse_deploy),
+        "demo" => (HELP_DEMO, parse_demo),
+        "bench" => (HELP_BENCH, parse_bench),
+        other => {
+            return Err(UsageError::choice(
+                "command",
+                other,
+                &["ci", "testhost", "setup-server", "deploy", "demo", "bench"],
+            ))
+        }
+    };
+    if args.wants_help() {
+        return Ok(Parsed::Help(help));
+    }
+    parse_cmd(&mut args).map(Parsed::Run)
+}
+
+fn stage_list(value: &str) -> Result<Vec<Stage>, UsageError> {
+    value.split(',').map(Stage::parse).collect()
+}
+
+fn parse_ci(args: &mut Args) -> Result<Command, UsageError> {
+    let mut only: Option<Vec<Stage>> = None;
+    let mut skip: Vec<Stage> = Vec::new();
+    let mut filter = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--only" => only = Some(stage_list(&args.value("--only")?)?),
+            "--skip" => skip.extend(stage_list(&args.value("--skip")?)?),
+            "--filter" => filter.push(args.value("--filter")?),
+            other => return Err(unexpected("ci", other)),
+        }
+    }
+    let stages: Vec<Stage> = Stage::ALL
+        .into_iter()
+        .filter(|s| only.as_ref().is_none_or(|o| o.contains(s)) && !skip.contains(s))
+        .collect();
+    if stages.is_empty() {
+        return Err(UsageError::new("no stage left to run after --only/--skip"));
+    }
+    Ok(Command::Ci(Ci { stages, filter }))
+}
+
+/// Machine names become interface names (`ve-NAME`, 15 bytes at most) and paths.
+pub fn validate_machine_name(name: &str) -> Result<(), UsageError> {
+    let ok = (1..=8).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(format!(
+            "invalid machine name '{name}': use 1-8 lowercase letters or digits, starting with a letter"
+        )))
+    }
+}
+
+fn machine_name(args: &mut Args, sub: &str) -> Result<String, UsageError> {
+    let name = args
+        .next()
+        .ok_or_else(|| UsageError::new(format!("testhost {sub} needs a machine NAME")))?;
+    validate_machine_name(&name)?;
+    Ok(name)
+}
+
+fn parse_testhost(args: &mut Args) -> Result<Command, UsageError> {
+    const SUBS: [&str; 7] = ["build", "up", "down", "status", "ssh", "exec", "delay"];
+    let sub = args.next().ok_or_else(|| {
+        UsageError::new(format!(
+            "testhost needs a subcommand (valid: {})",
+            SUBS.join(", ")
+        ))
+    })?;
+    let th = match sub.as_str() {
+        "build" => {
+            let mut rebuild = false;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--rebuild" => rebuild = true,
+                    other => return Err(unexpected("testhost", other)),
+                }
+            }
+            Testhost::Build { rebuild }
+        }
+        "up" => {
+            let name = machine_name(args, "up")?;
+            let mut role = Role::App;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--role" => {
+                        role = match args.value("--role")?.as_str() {
+                            "app" => Role::App,
+                            "db" => Role::Db,
+                            other => return Err(UsageError::choice("role", other, &["app", "db"])),
+                        }
+                    }
+                    other => return Err(unexpected("testhost", other)),
+                }
+            }
+            Testhost::Up { name, role }
+        }
+        "down" => match args.next() {
+            Some(a) if a == "--all" => {
+                args.finish("testhost")?;
+                Testhost::Down { name: None }
+            }
+            Some(name) => {
+                validate_machine_name(&name)?;
+                args.finish("testhost")?;
+                Testhost::Down { name: Some(name) }
+            }
+            None => {
+                return Err(UsageError::new(
+                    "testhost down needs a machine NAME or --all",
+                ))
+            }
+        },
+        "status" => {
+            args.finish("testhost")?;
+            Testhost::Status
+        }
+        "ssh" => {
+            let name = machine_name(args, "ssh")?;
+            Testhost::Ssh {
+                name,
+                command: args.rest(),
+            }
+        }
+        "exec" => {
+            let name = machine_name(args, "exec")?;
+            let command = args.rest();
+            if command.is_empty() {
+                return Err(UsageError::new("testhost exec needs a command to run"));
+            }
+            Testhost::Exec { name, command }
+        }
+        "delay" => {
+            let name = machine_name(args, "delay")?;
+            let ms = args
+                .next()
+                .ok_or_else(|| UsageError::new("testhost delay needs MS (0 removes the delay)"))?;
+            let millis = ms
+                .parse::<u32>()
+                .ok()
+                .filter(|m| *m <= 10_000)
+                .ok_or_else(|| {
+                    UsageError::new(format!("invalid delay '{ms}': use milliseconds 0-10000"))
+                })?;
+            args.finish("testhost")?;
+            Testhost::Delay { name, millis }
+        }
+        other => return Err(UsageError::choice("testhost subcommand", other, &SUBS)),
+    };
+    Ok(Command::Testhost(th))
+}
+
+fn parse_setup_server(args: &mut Args) -> Result<Command, UsageError> {
+    let mut s = SetupServer {
+        admin: None,
+        deploy_key: None,
+        backend_env: None,
+        frontend_env: None,
+        force_env: false,
+        toolchain: ToolchainSource::Registry,
+        dry_run: false,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--admin" => s.admin = Some(args.value("--admin")?),
+            "--deploy-key" => s.deploy_key = Some(args.value("--deploy-key")?),
+            "--backend-env" => s.backend_env = Some(args.value("--backend-env")?),
+            "--frontend-env" => s.frontend_env = Some(args.value("--frontend-env")?),
+            "--force-env" => s.force_env = true,
+            "--toolchain" => {
+                s.toolchain = match args.value("--toolchain")?.as_str() {
+                    "registry" => ToolchainSource::Registry,
+                    "upstream" => ToolchainSource::Upstream,
+                    other => {
+                        return Err(UsageError::choice(
+                            "toolchain source",
+                            other,
+                            &["registry", "upstream"],
+                        ))
+                    }
+                }
+            }
+            "--dry-run" => s.dry_run = true,
+            other => return Err(unexpected("setup-server", other)),
+        }
+    }
+    Ok(Command::SetupServer(s))
+}
+
+fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
+    const SUBS: [&str; 7] = [
+        "all", "backend", "frontend", "list", "rollback", "unlock", "status",
+    ];
+    // The subcommand is optional (default: all), so flags may come first.
+    let first_positional = args.items[args.pos..]
+        .iter()
+        .position(|a| !a.starts_with('-'))
+        .map(|i| args.items.remove(args.pos + i));
+    let sub = first_positional.unwrap_or_else(|| "all".to_string());
+    let mut dry_run = false;
+    let mut skip_local_checks = false;
+    let mut force = false;
+    let mut yes = false;
+    let mut release = None;
+    let mut flag_seen = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dry-run" => dry_run = true,
+            "--skip-local-checks" => skip_local_checks = true,
+            "--force" => force = true,
+            "--yes" => yes = true,
+            a if !a.starts_with('-') && sub == "rollback" && release.is_none() => {
+                release = Some(a.to_string());
+                continue;
+            }
+            other => return Err(unexpected("deploy", other)),
+        }
+        flag_seen.push(arg);
+    }
+    let allowed: &[&str] = match sub.as_str() {
+        "all" | "backend" | "frontend" => &["--dry-run", "--skip-local-checks"],
+        "rollback" => &["--force", "--dry-run"],
+        "unlock" => &["--yes"],
+        "list" | "status" => &[],
+        other => return Err(UsageError::choice("deploy command", other, &SUBS)),
+    };
+    if let Some(bad) = flag_seen.iter().find(|f| !allowed.contains(&f.as_str())) {
+        return Err(UsageError::new(format!(
+            "flag '{bad}' does not apply to 'deploy {sub}' (see 'cargo xtask deploy --help')"
+        )));
+    }
+    let deploy = match sub.as_str() {
+        "all" => Deploy::Release {
+            scope: Scope::All,
+            dry_run,
+            skip_local_checks,
+        },
+        "backend" => Deploy::Release {
+            scope: Scope::Backend,
+            dry_run,
+            skip_local_checks,
+        },
+        "frontend" => Deploy::Release {
+            scope: Scope::Frontend,
+            dry_run,
+            skip_local_checks,
+        },
+        "rollback" => Deploy::Rollback {
+            release,
+            force,
+            dry_run,
+        },
+        "unlock" => Deploy::Unlock { yes },
+        "list" => Deploy::List,
+        _ => Deploy::Status,
+    };
+    Ok(Command::Deploy(deploy))
+}
+
+fn parse_demo(args: &mut Args) -> Result<Command, UsageError> {
+    let mut down = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--down" => down = true,
+            other => return Err(unexpected("demo", other)),
+        }
+    }
+    Ok(Command::Demo(Demo { down }))
+}
+
+fn parse_bench(args: &mut Args) -> Result<Command, UsageError> {
+    let mut b = Bench {
+        runs: 5,
+        wan: true,
+        lan: true,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => {
+                let v = args.value("--runs")?;
+                b.runs = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=50).contains(n))
+                    .ok_or_else(|| UsageError::new(format!("invalid --runs '{v}': use 1-50")))?;
+            }
+            "--lan-only" => b.wan = false,
+            "--wan-only" => b.lan = false,
+            other => return Err(unexpected("bench", other)),
+        }
+    }
+    if !b.wan && !b.lan {
+        return Err(UsageError::new(
+            "--lan-only and --wan-only exclude each other",
+        ));
+    }
+    Ok(Command::Bench(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Parsed, UsageError> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+    fn run(args: &[&str]) -> Command {
+        match p(args) {
+            Ok(Parsed::Run(c)) => c,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+    fn err(args: &[&str]) -> String {
+        match p(args) {
+            Err(e) => e.0,
+            other => panic!("{args:?} should fail, gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_args_and_help_print_top_help() {
+        assert_eq!(p(&[]), Ok(Parsed::Help(HELP)));
+        assert_eq!(p(&["--help"]), Ok(Parsed::Help(HELP)));
+        assert_eq!(p(&["-h"]), Ok(Parsed::Help(HELP)));
+    }
+
+    #[test]
+    fn every_command_has_its_own_help() {
+        for (cmd, help) in [
+            ("ci", HELP_CI),
+            ("testhost", HELP_TESTHOST),
+            ("setup-server", HELP_SETUP_SERVER),
+            ("deploy", HELP_DEPLOY),
+            ("demo", HELP_DEMO),
+            ("bench", HELP_BENCH),
+        ] {
+            assert_eq!(p(&[cmd, "--help"]), Ok(Parsed::Help(help)), "{cmd}");
+            assert!(
+                HELP.contains(&format!("  {cmd} ")),
+                "{cmd} missing from top help"
+            );
+            assert!(help.contains(&format!("cargo xtask {cmd}")));
+        }
+        // Help anywhere among the flags wins, even after a subcommand.
+        assert_eq!(
+            p(&["deploy", "rollback", "-h"]),
+            Ok(Parsed::Help(HELP_DEPLOY))
+        );
+    }
+
+    #[test]
+    fn unknown_command_names_the_choices() {
+        let e = err(&["deplyo"]);
+        assert!(e.contains("'deplyo'") && e.contains("deploy") && e.contains("setup-server"));
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn deploy_defaults_to_all() {
+        assert_eq!(
+            run(&["deploy"]),
+            Command::Deploy(Deploy::Release {
+                scope: Scope::All,
+                dry_run: false,
+                skip_local_checks: false
+            })
+        );
+        assert_eq!(
+            run(&["deploy", "--dry-run"]),
+            Command::Deploy(Deploy::Release {
+                scope: Scope::All,
+                dry_run: true,
+                skip_local_checks: false
+            })
+        );
+        assert_eq!(
+            run(&["deploy", "--dry-run", "backend"]),
+            Command::Deploy(Deploy::Release {
+                scope: Scope::Backend,
+                dry_run: true,
+                skip_local_checks: false
+            })
+        );
+    }
+
+    #[test]
+    fn deploy_rollback_takes_an_optional_release_and_force() {
+        assert_eq!(
+            run(&["deploy", "rollback"]),
+            Command::Deploy(Deploy::Rollback {
+                release: None,
+                force: false,
+                dry_run: false
+            })
+        );
+        assert_eq!(
+            run(&["deploy", "rollback", "20261128T101500Z", "--force"]),
+            Command::Deploy(Deploy::Rollback {
+                release: Some("20261128T101500Z".into()),
+                force: true,
+                dry_run: false
+            })
+        );
+        assert!(err(&["deploy", "rollback", "a", "b"]).contains("unexpected argument 'b'"));
+    }
+
+    #[test]
+    fn deploy_rejects_flags_that_do_not_apply() {
+        assert!(err(&["deploy", "list", "--force"]).contains("does not apply"));
+        assert!(err(&["deploy", "all", "--force"]).contains("does not apply"));
+        assert!(err(&["deploy", "unlock", "--dry-run"]).contains("does not apply"));
+        assert!(err(&["deploy", "--frobnicate"]).contains("unknown flag '--frobnicate'"));
+        let e = err(&["deploy", "everything"]);
+        assert!(e.contains("'everything'") && e.contains("rollback"), "{e}");
+    }
+
+    #[test]
+    fn ci_stages() {
+        assert_eq!(
+            run(&["ci"]),
+            Command::Ci(Ci {
+                stages: Stage::ALL.to_vec(),
+                filter: vec![]
+            })
+        );
+        assert_eq!(
+            run(&["ci", "--only", "e2e,rust", "--filter", "lock"]),
+            Command::Ci(Ci {
+                stages: vec![Stage::Rust, Stage::E2e],
+                filter: vec!["lock".into()]
+            })
+        );
+        assert_eq!(
+            run(&["ci", "--skip", "e2e"]),
+            Command::Ci(Ci {
+                stages: Stage::ALL[..5].to_vec(),
+                filter: vec![]
+            })
+        );
+        assert!(err(&["ci", "--only", "java"]).contains("valid: tools, rust"));
+        assert!(err(&["ci", "--only"]).contains("needs a value"));
+        assert!(err(&["ci", "--only", "e2e", "--skip", "e2e"]).contains("no stage left"));
+    }
+
+    #[test]
+    fn testhost_names_are_validated() {
+        assert_eq!(
+            run(&["testhost", "up", "app", "--role", "db"]),
+            Command::Testhost(Testhost::Up {
+                name: "app".into(),
+                role: Role::Db
+            })
+        );
+        for bad in ["", "App", "1app", "app-1", "toolongname", "a/b", "../x"] {
+            assert!(
+                err(&["testhost", "up", bad]).contains("invalid machine name"),
+                "{bad}"
+            );
+        }
+        assert!(err(&["testhost", "up", "app", "--role", "web"]).contains("valid: app, db"));
+        assert_eq!(
+            run(&["testhost", "ssh", "app", "systemctl", "is-system-running"]),
+            Command::Testhost(Testhost::Ssh {
+                name: "app".into(),
+                command: vec!["systemctl".into(), "is-system-running".into()]
+            })
+        );
+        assert!(err(&["testhost", "exec", "app"]).contains("needs a command"));
+        assert!(err(&["testhost", "delay", "app", "-5"]).contains("invalid delay"));
+        assert_eq!(
+            run(&["testhost", "down", "--all"]),
+            Command::Testhost(Testhost::Down { name: None })
+        );
+        assert!(err(&["testhost", "fly"]).contains("valid: build, up"));
+    }
+
+    #[test]
+    fn setup_server_flags() {
+        let Command::SetupServer(s) = run(&[
+            "setup-server",
+            "--admin",
+            "root@10.0.0.2",
+            "--toolchain",
+            "upstream",
+            "--force-env",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(s.admin.as_deref(), Some("root@10.0.0.2"));
+        assert_eq!(s.toolchain, ToolchainSource::Upstream);
+        assert!(s.force_env && !s.dry_run);
+        assert!(err(&["setup-server", "--toolchain", "nvm"]).contains("valid: registry, upstream"));
+        assert!(err(&["setup-server", "--backend-env"]).contains("needs a value"));
+    }
+
+    #[test]
+    fn bench_flags() {
+        assert_eq!(
+            run(&["bench", "--runs", "3", "--lan-only"]),
+            Command::Bench(Bench {
+                runs: 3,
+                wan: false,
+                lan: true
+            })
+        );
+        assert!(err(&["bench", "--runs", "0"]).contains("invalid --runs"));
+    }
+}

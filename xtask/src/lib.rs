@@ -1,0 +1,48 @@
+//! The innercontext xtask: tests, a local test host, provisioning and deployment.
+//!
+//! `main` parses the command line (`flags`) and calls [`run`]; each command lives in its own
+//! module. The library form lets the end-to-end harness (`tests/e2e.rs`) reuse the test host.
+
+pub mod bench;
+pub mod ci;
+pub mod config;
+pub mod demo;
+pub mod deploy;
+pub mod flags;
+pub mod health;
+pub mod lock;
+pub mod quote;
+pub mod release;
+pub mod setup_server;
+pub mod ssh;
+pub mod testhost;
+pub mod tools;
+pub mod ui;
+
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+use xshell::Shell;
+
+use flags::Command;
+
+/// The repository root: the parent of the xtask crate.
+pub fn project_root() -> Utf8PathBuf {
+    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+/// Run one parsed command from the repository root.
+pub fn run(cmd: Command) -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match cmd {
+        Command::Ci(c) => ci::run(c, &sh),
+        Command::Testhost(t) => testhost::run(t, &sh),
+        Command::SetupServer(s) => setup_server::run(s, &sh),
+        Command::Deploy(d) => deploy::run(d, &sh),
+        Command::Demo(d) => demo::run(d, &sh),
+        Command::Bench(b) => bench::run(b, &sh),
+    }
+}

@@ -1,10 +1,364 @@
-//! TODO
+//! `cargo xtask ci`: every test of the repository, from a fresh Debian 12 machine.
+//!
+//! Stages run in order and stop at the first failure; each prints one line with its duration.
+//! The backend stage gets a throwaway PostgreSQL cluster on loopback ([`Postgres`]), which is
+//! stopped and removed however the stage ends.
 
-use anyhow::Result;
-use xshell::Shell;
+use std::time::Instant;
 
-use crate::flags::Ci;
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use xshell::{cmd, Shell};
 
-pub fn run(_cmd: Ci, _sh: &Shell) -> Result<()> {
-    anyhow::bail!("not implemented yet")
+use crate::flags::{Ci, Stage};
+use crate::{tools, ui};
+
+pub fn run(ci: Ci, sh: &Shell) -> Result<()> {
+    let start = Instant::now();
+    let mut passed = Vec::new();
+    for stage in &ci.stages {
+        let result = ui::step(&format!("ci: {}", stage.name()), || match stage {
+            Stage::Tools => tools::ensure_all(sh),
+            Stage::Rust => rust(sh),
+            Stage::Backend => backend(sh),
+            Stage::Frontend => frontend(sh),
+            Stage::Config => config(sh),
+            Stage::E2e => e2e(sh, &ci.filter),
+        });
+        if let Err(e) = result {
+            eprintln!(
+                "ci: stage '{}' failed after {} (passed before it: {})",
+                stage.name(),
+                ui::secs(start.elapsed()),
+                if passed.is_empty() {
+                    "none".to_string()
+                } else {
+                    passed.join(", ")
+                }
+            );
+            return Err(e);
+        }
+        passed.push(stage.name());
+    }
+    eprintln!("ci: all stages passed in {}", ui::secs(start.elapsed()));
+    Ok(())
+}
+
+fn rust(sh: &Shell) -> Result<()> {
+    cmd!(sh, "cargo fmt --all --check")
+        .run()
+        .context("cargo fmt --check: run 'cargo fmt'")?;
+    cmd!(sh, "cargo clippy --quiet --all-targets -- -D warnings")
+        .run()
+        .context("cargo clippy")?;
+    cmd!(sh, "cargo test --quiet -p xtask --lib --bins")
+        .run()
+        .context("Rust unit tests")?;
+    Ok(())
+}
+
+/// Environment for child processes that use the project's toolchains.
+fn tool_env(sh: &Shell) -> xshell::PushEnv<'_> {
+    sh.push_env("PATH", tools::path_with_tools())
+}
+
+/// uv settings shared by CI and deploy: system Python, never download interpreters.
+pub fn uv_env(sh: &Shell) -> [xshell::PushEnv<'_>; 2] {
+    [
+        sh.push_env("UV_PYTHON_DOWNLOADS", "never"),
+        sh.push_env("UV_NATIVE_TLS", "1"),
+    ]
+}
+
+/// Backend lint and tests against a real, throwaway PostgreSQL.
+pub fn backend(sh: &Shell) -> Result<()> {
+    tools::ensure_all(sh)?;
+    let _path = tool_env(sh);
+    let _uv = uv_env(sh);
+    let _dir = sh.push_dir("backend");
+    cmd!(sh, "uv sync --quiet --locked")
+        .run()
+        .context("uv sync --locked (backend)")?;
+    cmd!(sh, "uv run --locked ruff check .")
+        .run()
+        .context("ruff check (backend)")?;
+    cmd!(sh, "uv run --locked ruff format --check .")
+        .run()
+        .context("ruff format --check (backend): run 'uv run ruff format'")?;
+    let pg = Postgres::start(sh)?;
+    let _db = sh.push_env("TEST_DATABASE_URL", pg.url());
+    cmd!(sh, "uv run --locked pytest -q")
+        .run()
+        .context("pytest (backend)")?;
+    Ok(())
+}
+
+/// Frontend install, type check and build with the pinned Node.js and pnpm.
+pub fn frontend(sh: &Shell) -> Result<()> {
+    tools::ensure_all(sh)?;
+    let _path = tool_env(sh);
+    let _dir = sh.push_dir("frontend");
+    let _ci = sh.push_env("CI", "true");
+    cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent")
+        .run()
+        .context("pnpm install --frozen-lockfile")?;
+    cmd!(sh, "pnpm run --silent check")
+        .run()
+        .context("svelte-check (frontend)")?;
+    cmd!(sh, "pnpm run --silent build")
+        .run()
+        .context("pnpm build (frontend)")?;
+    Ok(())
+}
+
+/// Static checks of everything that is configuration: shell scripts, units, nginx, workflows.
+fn config(sh: &Shell) -> Result<()> {
+    tools::ensure_all(sh)?;
+    let scripts: Vec<Utf8PathBuf> = files_with_ext(&crate::project_root().join("scripts"), "sh")?;
+    let mut shell_files = scripts.clone();
+    shell_files.push(".ci/run".into());
+    cmd!(sh, "shellcheck --severity=style {shell_files...}")
+        .run()
+        .context("shellcheck")?;
+    verify_units(sh)?;
+    nginx_test(sh)?;
+    Ok(())
+}
+
+fn files_with_ext(dir: &Utf8Path, ext: &str) -> Result<Vec<Utf8PathBuf>> {
+    let mut files = Vec::new();
+    if !dir.exists() {
+        return Ok(files);
+    }
+    for entry in fs_err::read_dir(dir)? {
+        let path = Utf8PathBuf::try_from(entry?.path())?;
+        if path.extension() == Some(ext) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `systemd-analyze verify` in a scratch root laid out like the server, so the units'
+/// executables and paths resolve the way they will in production.
+fn verify_units(sh: &Shell) -> Result<()> {
+    let root = sh.create_temp_dir()?;
+    let root = Utf8Path::from_path(root.path())
+        .context("temp dir is not UTF-8")?
+        .to_path_buf();
+    let release = root.join("opt/innercontext/releases/verify");
+    for dir in ["backend/.venv/bin", "frontend/build"] {
+        sh.create_dir(release.join(dir))?;
+    }
+    // Placeholders only for the files the units name; systemd checks they exist and are executable.
+    for exe in [
+        release.join("backend/.venv/bin/python"),
+        root.join("usr/local/bin/node"),
+    ] {
+        sh.create_dir(exe.parent().unwrap())?;
+        sh.write_file(&exe, "#!/bin/sh\n")?;
+        cmd!(sh, "chmod 755 {exe}").run()?;
+    }
+    sh.write_file(release.join("frontend/.env.production"), "")?;
+    std::os::unix::fs::symlink("releases/verify", root.join("opt/innercontext/current"))?;
+    // The stock units (sysinit.target, network-online.target, ...) our units depend on.
+    let lib = root.join("usr/lib/systemd");
+    sh.create_dir(&lib)?;
+    cmd!(sh, "cp -a /usr/lib/systemd/system {lib}/").run()?;
+    let units_dir = root.join("etc/systemd/system");
+    sh.create_dir(&units_dir)?;
+    let units = files_with_ext(&crate::project_root().join("systemd"), "service")?;
+    let mut targets = Vec::new();
+    for unit in &units {
+        let dest = units_dir.join(unit.file_name().unwrap());
+        sh.copy_file(unit, &dest)?;
+        targets.push(dest);
+    }
+    for socket in files_with_ext(&crate::project_root().join("systemd"), "socket")? {
+        let dest = units_dir.join(socket.file_name().unwrap());
+        sh.copy_file(&socket, &dest)?;
+        targets.push(dest);
+    }
+    let out = cmd!(sh, "systemd-analyze verify --root={root} {targets...}")
+        .ignore_status()
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Lines about units we do not ship (the host's own, in a bare scratch root) are noise.
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("innercontext"))
+        .collect();
+    if !out.status.success() || !ours.is_empty() {
+        bail!("systemd-analyze verify found problems in systemd/:\n{stderr}");
+    }
+    Ok(())
+}
+
+/// `nginx -t` on a minimal main config that includes our site.
+fn nginx_test(sh: &Shell) -> Result<()> {
+    let dir = sh.create_temp_dir()?;
+    let dir = Utf8Path::from_path(dir.path())
+        .context("temp dir is not UTF-8")?
+        .to_path_buf();
+    let site = crate::project_root().join("nginx/innercontext.conf");
+    let conf = dir.join("nginx.conf");
+    sh.write_file(
+        &conf,
+        format!(
+            "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n    include /etc/nginx/mime.types;\n    access_log off;\n    include {site};\n}}\n"
+        ),
+    )?;
+    cmd!(sh, "nginx -q -t -c {conf}")
+        .run()
+        .context("nginx -t on nginx/innercontext.conf")?;
+    Ok(())
+}
+
+fn e2e(sh: &Shell, filter: &[String]) -> Result<()> {
+    if !tools::is_root() {
+        bail!("the end-to-end stage boots test machines and needs root: run 'sudo cargo xtask ci', or skip it with --skip e2e");
+    }
+    tools::ensure_all(sh)?;
+    let _path = tool_env(sh);
+    cmd!(sh, "cargo test --quiet -p xtask --test e2e -- {filter...}")
+        .run()
+        .context("end-to-end scenarios")?;
+    Ok(())
+}
+
+/// A throwaway PostgreSQL cluster on 127.0.0.1, removed on drop.
+pub struct Postgres {
+    dir: Utf8PathBuf,
+    port: u16,
+    bin: Utf8PathBuf,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    pub fn start(sh: &Shell) -> Result<Postgres> {
+        let bin = Utf8PathBuf::from("/usr/lib/postgresql/15/bin");
+        if !bin.join("initdb").exists() {
+            bail!("PostgreSQL 15 server binaries are missing: apt-get install postgresql (or run 'cargo xtask ci --only tools')");
+        }
+        let dir = Utf8PathBuf::from(format!(
+            "/tmp/innercontext-pg-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        sh.create_dir(&dir)?;
+        let as_postgres = tools::is_root();
+        if as_postgres {
+            // initdb refuses to run as root.
+            cmd!(sh, "chown postgres: {dir}").run()?;
+        }
+        let port = free_port()?;
+        let pg = Postgres {
+            dir,
+            port,
+            bin,
+            as_postgres,
+        };
+        let data = pg.dir.join("data");
+        pg.pg_cmd(
+            sh,
+            "initdb",
+            &[
+                "-D",
+                data.as_str(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("initdb for the test database")?;
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            pg.dir
+        );
+        let log = pg.dir.join("log");
+        pg.pg_cmd(
+            sh,
+            "pg_ctl",
+            &[
+                "-D",
+                data.as_str(),
+                "-o",
+                &opts,
+                "-l",
+                log.as_str(),
+                "-w",
+                "start",
+            ],
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| format!("starting the test PostgreSQL (log: {log})"))?;
+        let port_s = port.to_string();
+        pg.pg_cmd(
+            sh,
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port_s,
+                "-U",
+                "postgres",
+                "innercontext_test",
+            ],
+        )
+        .run()
+        .context("createdb innercontext_test")?;
+        Ok(pg)
+    }
+
+    fn pg_cmd<'a>(&self, sh: &'a Shell, tool: &str, args: &[&str]) -> xshell::Cmd<'a> {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            cmd!(sh, "runuser -u postgres -- {exe} {args...}")
+        } else {
+            cmd!(sh, "{exe} {args...}")
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql+psycopg://postgres@127.0.0.1:{}/innercontext_test",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Ok(sh) = Shell::new() {
+            let data = self.dir.join("data");
+            let _ = self
+                .pg_cmd(
+                    &sh,
+                    "pg_ctl",
+                    &["-D", data.as_str(), "-m", "immediate", "-w", "stop"],
+                )
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
+        let _ = fs_err::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
 }

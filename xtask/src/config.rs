@@ -1,1 +1,213 @@
-//! TODO
+//! Deploy configuration from the environment, validated before anything touches the server.
+
+use anyhow::{bail, Result};
+use camino::Utf8PathBuf;
+
+pub const DEFAULT_SERVER: &str = "innercontext";
+pub const DEFAULT_ROOT: &str = "/opt/innercontext";
+pub const DEFAULT_HEALTH_TIMEOUT: u64 = 60;
+pub const DEFAULT_KEEP: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// ssh destination, `[user@]host`.
+    pub server: String,
+    /// Absolute path of the deploy root on the server.
+    pub root: String,
+    pub allow_dirty: bool,
+    /// ssh config file (`ssh -F`); None uses the user's own.
+    pub ssh_config: Option<Utf8PathBuf>,
+    pub health_timeout: u64,
+    pub keep: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Build from any lookup function (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let server = get("DEPLOY_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        validate_destination("DEPLOY_SERVER", &server)?;
+        let root = get("DEPLOY_ROOT").unwrap_or_else(|| DEFAULT_ROOT.to_string());
+        validate_root(&root)?;
+        let allow_dirty = match get("DEPLOY_ALLOW_DIRTY").as_deref() {
+            None | Some("") | Some("0") => false,
+            Some("1") => true,
+            Some(other) => bail!("DEPLOY_ALLOW_DIRTY must be 1 or 0, not '{other}'"),
+        };
+        let ssh_config = match get("DEPLOY_SSH_CONFIG").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(path) => {
+                let path = Utf8PathBuf::from(path);
+                if !path.is_file() {
+                    bail!("DEPLOY_SSH_CONFIG points to '{path}', which is not a file");
+                }
+                Some(path)
+            }
+        };
+        let health_timeout = number(
+            &get,
+            "DEPLOY_HEALTH_TIMEOUT",
+            DEFAULT_HEALTH_TIMEOUT,
+            1,
+            3600,
+        )?;
+        let keep = number(&get, "DEPLOY_KEEP", DEFAULT_KEEP as u64, 1, 100)? as usize;
+        Ok(Config {
+            server,
+            root,
+            allow_dirty,
+            ssh_config,
+            health_timeout,
+            keep,
+        })
+    }
+
+    /// The host part of the destination (`innercontext` for `deploy@innercontext`).
+    pub fn host(&self) -> &str {
+        host_of(&self.server)
+    }
+}
+
+pub fn host_of(dest: &str) -> &str {
+    dest.rsplit_once('@').map_or(dest, |(_, h)| h)
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64> {
+    match get(key).filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => bail!("{key} must be a whole number from {min} to {max}, not '{v}'"),
+        },
+    }
+}
+
+/// An ssh destination `[user@]host`: no option injection, nothing a shell would interpret.
+pub fn validate_destination(var: &str, dest: &str) -> Result<()> {
+    let (user, host) = match dest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, dest),
+    };
+    let host_ok = !host.is_empty()
+        && !host.starts_with('-')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
+    let user_ok = user.is_none_or(|u| {
+        !u.is_empty()
+            && !u.starts_with('-')
+            && u.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    });
+    if !host_ok || !user_ok {
+        bail!("{var} '{dest}' is not a valid ssh destination: use [user@]host with letters, digits, '.', '-', '_'");
+    }
+    Ok(())
+}
+
+/// The deploy root: absolute, normalised, made of characters no shell treats specially.
+pub fn validate_root(root: &str) -> Result<()> {
+    let chars_ok = root
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+    let parts_ok = root
+        .split('/')
+        .skip(1)
+        .all(|p| !p.is_empty() && p != "." && p != "..");
+    if !root.starts_with('/') || root == "/" || !chars_ok || !parts_ok {
+        bail!(
+            "DEPLOY_ROOT '{}' must be an absolute path like /opt/innercontext made of letters, digits, '/', '.', '-', '_' (no spaces, quotes, '..' or shell syntax)",
+            root.escape_debug()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.server, "innercontext");
+        assert_eq!(c.root, "/opt/innercontext");
+        assert!(!c.allow_dirty);
+        assert_eq!(c.keep, 5);
+        assert_eq!(c.ssh_config, None);
+    }
+
+    #[test]
+    fn hostile_roots_are_rejected() {
+        for bad in [
+            "opt/innercontext",
+            "/",
+            "/opt/inner context",
+            "/opt/'x'",
+            "/opt/\"x\"",
+            "/opt/$(touch /tmp/pwned)",
+            "/opt/x;rm -rf /",
+            "/opt/x\ny",
+            "/opt/../etc",
+            "/opt//x",
+            "/opt/x/",
+            "/opt/`id`",
+            "",
+        ] {
+            let e = cfg(&[("DEPLOY_ROOT", bad)]).unwrap_err().to_string();
+            assert!(e.starts_with("DEPLOY_ROOT"), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{bad:?} error spans lines: {e}");
+        }
+        assert!(cfg(&[("DEPLOY_ROOT", "/srv/app-1/v_2.0")]).is_ok());
+    }
+
+    #[test]
+    fn destinations_are_validated() {
+        for bad in [
+            "-oProxyCommand=x",
+            "a b",
+            "u@",
+            "@h",
+            "h;id",
+            "-l@h",
+            "u@-h",
+            "$(id)",
+        ] {
+            assert!(cfg(&[("DEPLOY_SERVER", bad)]).is_err(), "{bad}");
+        }
+        let c = cfg(&[("DEPLOY_SERVER", "innercontext@10.213.1.2")]).unwrap();
+        assert_eq!(c.host(), "10.213.1.2");
+    }
+
+    #[test]
+    fn flags_and_numbers() {
+        assert!(cfg(&[("DEPLOY_ALLOW_DIRTY", "1")]).unwrap().allow_dirty);
+        assert!(cfg(&[("DEPLOY_ALLOW_DIRTY", "yes")]).is_err());
+        assert!(cfg(&[("DEPLOY_KEEP", "0")]).is_err());
+        assert_eq!(
+            cfg(&[("DEPLOY_HEALTH_TIMEOUT", "5")])
+                .unwrap()
+                .health_timeout,
+            5
+        );
+        assert!(cfg(&[("DEPLOY_SSH_CONFIG", "/nonexistent/cfg")]).is_err());
+    }
+}

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod deploy;
 pub mod flags;
 pub mod health;
+pub mod interrupt;
 pub mod lock;
 pub mod quote;
 pub mod release;

@@ -1,1 +1,305 @@
-//! TODO
+//! One ssh master connection per command, shared by every ssh and rsync call.
+//!
+//! [`Session::connect`] authenticates once and leaves an OpenSSH ControlMaster behind a
+//! private socket; every later call multiplexes over it (≈12 ms instead of ≈300 ms each).
+//! [`Session`] closes the master when dropped. Remote command lines are built only from
+//! [`crate::quote`]d words.
+
+use std::process::Output;
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::{interrupt, quote};
+
+pub struct Session {
+    dest: String,
+    config: Option<Utf8PathBuf>,
+    control_dir: Utf8PathBuf,
+    closed: bool,
+}
+
+/// The parsed result of a remote script: `key=value` lines on stdout.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn parse(stdout: &str) -> Reply {
+        let pairs = stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Reply { pairs }
+    }
+    /// The last value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    /// Every value of `key`, in order.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+impl Session {
+    /// Open the master connection (one handshake) or fail with a one-line diagnosis.
+    pub fn connect(dest: &str, config: Option<&Utf8Path>) -> Result<Session> {
+        if let Some(cfg) = config {
+            if cfg.as_str().contains(['\'', '"', '\\']) {
+                bail!("ssh config path '{cfg}' must not contain quotes or backslashes");
+            }
+        }
+        let control_dir = private_tempdir()?;
+        let mut session = Session {
+            dest: dest.to_string(),
+            config: config.map(Utf8Path::to_path_buf),
+            control_dir,
+            closed: false,
+        };
+        let mut args = session.base_args();
+        args.splice(
+            0..0,
+            [
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                "ControlPersist=120",
+                "-o",
+                "ServerAliveInterval=5",
+                "-o",
+                "ServerAliveCountMax=3",
+            ]
+            .map(String::from),
+        );
+        // Remove the ControlMaster=no that base_args carries: the first one wins in ssh.
+        if let Some(i) = args.iter().position(|a| a == "ControlMaster=no") {
+            args.drain(i - 1..=i);
+        }
+        args.push(dest.to_string());
+        args.push("true".to_string());
+        let out = duct::cmd("ssh", &args)
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .context("running ssh (is openssh-client installed?)")?;
+        if !out.status.success() {
+            session.closed = true;
+            let _ = fs_err::remove_dir_all(&session.control_dir);
+            bail!("{}", diagnose(dest, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(session)
+    }
+
+    pub fn dest(&self) -> &str {
+        &self.dest
+    }
+
+    fn control_path(&self) -> Utf8PathBuf {
+        self.control_dir.join("master")
+    }
+
+    /// Options every ssh call of this session carries.
+    pub fn base_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(cfg) = &self.config {
+            args.push("-F".to_string());
+            args.push(cfg.to_string());
+        }
+        for opt in [
+            format!("ControlPath={}", self.control_path()),
+            "ControlMaster=no".to_string(),
+            "BatchMode=yes".to_string(),
+            "ConnectTimeout=10".to_string(),
+        ] {
+            args.push("-o".to_string());
+            args.push(opt);
+        }
+        args
+    }
+
+    /// The `-e` value for rsync: ssh with this session's options (rsync splits it on spaces and
+    /// honours single quotes).
+    pub fn rsync_rsh(&self) -> String {
+        let mut words = vec!["ssh".to_string()];
+        words.extend(self.base_args().into_iter().map(|a| {
+            if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        }));
+        words.join(" ")
+    }
+
+    /// Run a remote command line (already quoted) and capture stdout; stderr passes through.
+    pub fn run_line(&self, line: &str, what: &str) -> Result<Output> {
+        let mut args = self.base_args();
+        args.push(self.dest.clone());
+        args.push(line.to_string());
+        let handle = duct::cmd("ssh", &args)
+            .stdin_null()
+            .stdout_capture()
+            .unchecked()
+            .start()
+            .with_context(|| format!("starting ssh for {what}"))?;
+        interrupt::wait(&handle, what)
+    }
+
+    /// Run a bash script from the repository's `scripts/` with positional arguments. The script
+    /// text travels as one quoted argument of `bash -c`, so no upload is needed and the remote
+    /// shell sees every value quoted.
+    pub fn script(&self, script: &str, name: &str, args: &[String]) -> Result<(Output, Reply)> {
+        let mut words = vec!["bash".to_string(), "-c".to_string(), script.to_string()];
+        words.push(name.to_string());
+        words.extend(args.iter().cloned());
+        let out = self.run_line(&quote::join(&words), name)?;
+        let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
+        Ok((out, reply))
+    }
+
+    /// Whether the master connection is still up.
+    pub fn alive(&self) -> bool {
+        let mut args = self.base_args();
+        args.extend(["-O".to_string(), "check".to_string(), self.dest.clone()]);
+        duct::cmd("ssh", &args)
+            .stdin_null()
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Close the master connection. Also done on drop.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let mut args = self.base_args();
+        args.extend(["-O".to_string(), "exit".to_string(), self.dest.clone()]);
+        let _ = duct::cmd("ssh", &args)
+            .stdin_null()
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run();
+        let _ = fs_err::remove_dir_all(&self.control_dir);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A 0700 directory for the control socket (short path: unix sockets are limited to 108 bytes).
+fn private_tempdir() -> Result<Utf8PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = Utf8PathBuf::from("/tmp");
+    for attempt in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "ic-ssh-{}-{:x}{attempt}",
+            std::process::id(),
+            nanos
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {dir}")),
+        }
+    }
+    bail!("could not create a private directory under /tmp for the ssh control socket")
+}
+
+/// Turn ssh's stderr into one line that says what to do.
+pub fn diagnose(dest: &str, stderr: &str) -> String {
+    let s = stderr;
+    let hint = if s.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || s.contains("Host key verification failed")
+        || s.contains("No ED25519 host key is known")
+        || s.contains("host key for")
+    {
+        "the server's host key is unknown or does not match known_hosts: verify the key out of band and add it (ssh-keyscan, then compare fingerprints); host-key checking is never disabled"
+    } else if s.contains("Permission denied") {
+        "the server refused the key: authorize your public key for that user (cargo xtask setup-server --deploy-key FILE) or check DEPLOY_SERVER's user"
+    } else if s.contains("Could not resolve hostname") {
+        "the host name does not resolve: check DEPLOY_SERVER and your ~/.ssh/config (or DEPLOY_SSH_CONFIG)"
+    } else if s.contains("Connection refused") {
+        "nothing accepts ssh connections there: is sshd running and the port right?"
+    } else if s.contains("timed out") || s.contains("No route to host") || s.contains("unreachable")
+    {
+        "the host is unreachable: check the address, the network and that the server is up"
+    } else {
+        "ssh failed"
+    };
+    let detail = s
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("@@@"))
+        .unwrap_or("");
+    format!("cannot connect to {dest}: {hint} ({detail})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_takes_key_value_lines() {
+        let r = Reply::parse("current=20261128T101500Z\nnoise\nrelease=a\nrelease=b\nx=1=2\n");
+        assert_eq!(r.get("current"), Some("20261128T101500Z"));
+        assert_eq!(r.all("release"), vec!["a", "b"]);
+        assert_eq!(r.get("x"), Some("1=2"));
+        assert_eq!(r.get("missing"), None);
+    }
+
+    #[test]
+    fn diagnosis_is_one_line_with_advice() {
+        let d = diagnose(
+            "innercontext@10.0.0.2",
+            "@@@@@\nHost key verification failed.\n",
+        );
+        assert!(
+            d.contains("host key") && d.contains("never disabled"),
+            "{d}"
+        );
+        assert!(!d.contains('\n'));
+        let d = diagnose("h", "ssh: connect to host h port 22: Connection refused\n");
+        assert!(d.contains("sshd running"), "{d}");
+        let d = diagnose("u@h", "u@h: Permission denied (publickey).\n");
+        assert!(d.contains("setup-server --deploy-key"), "{d}");
+    }
+
+    #[test]
+    fn rsync_rsh_reuses_the_master() {
+        let s = Session {
+            dest: "x".into(),
+            config: Some("/tmp/a b/cfg".into()),
+            control_dir: "/tmp/ic-ssh-1".into(),
+            closed: true,
+        };
+        let rsh = s.rsync_rsh();
+        assert!(rsh.starts_with("ssh -F '/tmp/a b/cfg' -o ControlPath=/tmp/ic-ssh-1/master"));
+        assert!(rsh.contains("ControlMaster=no") && rsh.contains("BatchMode=yes"));
+    }
+}

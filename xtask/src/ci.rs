@@ -111,6 +111,20 @@ pub fn frontend(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
+/// Only install and build the frontend (deploys with --skip-local-checks).
+pub fn frontend_build(sh: &Shell) -> Result<()> {
+    tools::ensure_all(sh)?;
+    let _path = tool_env(sh);
+    let _dir = sh.push_dir("frontend");
+    cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent")
+        .run()
+        .context("pnpm install --frozen-lockfile")?;
+    cmd!(sh, "pnpm run --silent build")
+        .run()
+        .context("pnpm build (frontend)")?;
+    Ok(())
+}
+
 /// Static checks of everything that is configuration: shell scripts, units, nginx, workflows.
 fn config(sh: &Shell) -> Result<()> {
     tools::ensure_all(sh)?;

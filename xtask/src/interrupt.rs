@@ -5,12 +5,13 @@
 //! processes are polled by [`wait`] and killed when the flag is set. A second signal exits at
 //! once with status 130.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+static CLEANUP: AtomicBool = AtomicBool::new(false);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
@@ -49,6 +50,13 @@ pub fn check() -> Result<()> {
     Ok(())
 }
 
+/// From now on, waits no longer abort on an interrupt that already arrived: the cleanup
+/// (restore the previous release, release the lock) must run to its end. A second Ctrl-C still
+/// exits at once.
+pub fn enter_cleanup() {
+    CLEANUP.store(true, Ordering::SeqCst);
+}
+
 /// Wait for a started child, killing it if an interrupt arrives meanwhile.
 pub fn wait(handle: &duct::Handle, what: &str) -> Result<std::process::Output> {
     loop {
@@ -58,7 +66,7 @@ pub fn wait(handle: &duct::Handle, what: &str) -> Result<std::process::Output> {
         {
             return Ok(out.clone());
         }
-        if requested() {
+        if requested() && !CLEANUP.load(Ordering::SeqCst) {
             let _ = handle.kill();
             bail!("interrupted during {what}");
         }

@@ -16,6 +16,7 @@ pub mod quote;
 pub mod release;
 pub mod setup_server;
 pub mod ssh;
+pub mod steps;
 pub mod testhost;
 pub mod tools;
 pub mod ui;

@@ -1,1 +1,365 @@
-//! TODO
+//! Releases: names, states, and the pure choices made about them (next name, what to prune,
+//! what to roll back to). Names are fixed-width UTC timestamps, so sorting by name is sorting
+//! by age; mtimes are never consulted.
+
+use anyhow::{bail, Result};
+use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
+
+const NAME_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
+
+const ISO_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// Failed or abandoned releases are removed once they are this old (seconds).
+pub const FAILED_GRACE_SECS: i64 = 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Preparing,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+impl State {
+    pub fn parse(s: &str) -> State {
+        match s {
+            "preparing" => State::Preparing,
+            "succeeded" => State::Succeeded,
+            "failed" => State::Failed,
+            _ => State::Unknown,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Preparing => "preparing",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    pub state: State,
+    pub commit: String,
+    pub revision: String,
+}
+
+impl Release {
+    /// Parse a `release=` value from the remote script: `NAME STATE COMMIT REVISION`.
+    pub fn parse(line: &str) -> Option<Release> {
+        let mut parts = line.split(' ');
+        let name = parts.next()?.to_string();
+        if !is_name(&name) {
+            return None;
+        }
+        let state = State::parse(parts.next().unwrap_or(""));
+        let commit = parts.next().unwrap_or("-").to_string();
+        let revision = parts.next().unwrap_or("-").to_string();
+        Some(Release {
+            name,
+            state,
+            commit,
+            revision,
+        })
+    }
+}
+
+pub fn name_for(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(NAME_FORMAT)
+        .expect("a UTC time always formats")
+}
+
+/// UTC time as `2026-11-28T10:15:30Z`.
+pub fn iso(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(ISO_FORMAT)
+        .expect("a UTC time always formats")
+}
+
+pub fn parse_name(name: &str) -> Option<OffsetDateTime> {
+    let t = time::PrimitiveDateTime::parse(name, NAME_FORMAT).ok()?;
+    Some(t.assume_utc())
+}
+
+/// Exactly `YYYYMMDDTHHMMSSZ` and a real date: nothing else may name a release.
+pub fn is_name(name: &str) -> bool {
+    name.len() == 16 && parse_name(name).is_some()
+}
+
+/// A user-supplied release name (rollback target), with a message that says what is wrong.
+pub fn validate_user_name(name: &str) -> Result<()> {
+    if !is_name(name) {
+        bail!(
+            "'{}' is not a release name: use one from 'cargo xtask deploy list' (like 20261128T101530Z)",
+            name.escape_debug()
+        );
+    }
+    Ok(())
+}
+
+/// The name for a new release: now, or one second past the newest existing one if the clock
+/// would not move forward (two deploys within a second, or a server clock ahead of ours).
+pub fn next_name(now: OffsetDateTime, existing: &[Release]) -> String {
+    let newest = existing.iter().filter_map(|r| parse_name(&r.name)).max();
+    match newest {
+        Some(n) if n >= now.replace_nanosecond(0).unwrap_or(now) => {
+            name_for(n + time::Duration::seconds(1))
+        }
+        _ => name_for(now),
+    }
+}
+
+/// Which releases to delete after a successful deploy: keep the newest `keep` successful ones
+/// (the current release among them whatever its state), remove older successful ones, and
+/// remove failed or abandoned ones older than the grace period. Never `current`, never
+/// `protect` (the release being deployed).
+pub fn prune(
+    releases: &[Release],
+    current: Option<&str>,
+    protect: Option<&str>,
+    keep: usize,
+    now: OffsetDateTime,
+) -> Vec<String> {
+    let mut sorted: Vec<&Release> = releases.iter().collect();
+    sorted.sort_by(|a, b| b.name.cmp(&a.name));
+    let untouchable = |name: &str| Some(name) == current || Some(name) == protect;
+    // The current release always stays and takes one of the `keep` places.
+    let mut kept_ok = usize::from(releases.iter().any(|r| Some(r.name.as_str()) == current));
+    let mut doomed = Vec::new();
+    for r in sorted {
+        if untouchable(&r.name) {
+            continue;
+        }
+        match r.state {
+            State::Succeeded => {
+                if kept_ok < keep {
+                    kept_ok += 1;
+                } else {
+                    doomed.push(r.name.clone());
+                }
+            }
+            State::Failed | State::Preparing | State::Unknown => {
+                let old = parse_name(&r.name)
+                    .is_some_and(|t| (now - t).whole_seconds() > FAILED_GRACE_SECS);
+                if old {
+                    doomed.push(r.name.clone());
+                }
+            }
+        }
+    }
+    doomed.sort();
+    doomed
+}
+
+/// The release to roll back to: the named one (must exist and have succeeded) or the newest
+/// successful release older than current.
+pub fn rollback_target(
+    releases: &[Release],
+    current: Option<&str>,
+    requested: Option<&str>,
+) -> Result<String> {
+    let current = match current {
+        Some(c) => c,
+        None => bail!("there is no current release to roll back from: deploy first"),
+    };
+    if let Some(name) = requested {
+        validate_user_name(name)?;
+        let Some(r) = releases.iter().find(|r| r.name == name) else {
+            bail!("release {name} does not exist on the server: see 'cargo xtask deploy list'");
+        };
+        if r.state != State::Succeeded {
+            bail!(
+                "release {name} is {}, not succeeded: only releases that passed their health checks can be rolled back to",
+                r.state.name()
+            );
+        }
+        if name == current {
+            bail!("release {name} is already current");
+        }
+        return Ok(name.to_string());
+    }
+    releases
+        .iter()
+        .filter(|r| r.state == State::Succeeded && r.name.as_str() < current)
+        .map(|r| r.name.clone())
+        .max()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no successful release older than current ({current}) to roll back to: see 'cargo xtask deploy list'"
+            )
+        })
+}
+
+/// Human age: `42s`, `3m12s`, `5h03m`, `2d04h`.
+pub fn age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn r(name: &str, state: State) -> Release {
+        Release {
+            name: name.to_string(),
+            state,
+            commit: "-".into(),
+            revision: "-".into(),
+        }
+    }
+
+    #[test]
+    fn names_are_fixed_width_utc() {
+        let t = datetime!(2026-11-28 10:15:30.999 +01:00);
+        assert_eq!(name_for(t), "20261128T091530Z");
+        assert_eq!(iso(t), "2026-11-28T09:15:30Z");
+        assert!(is_name("20261128T091530Z"));
+        for bad in [
+            "20261128T091530",
+            "2026-11-28",
+            "../20261128T091530Z",
+            "/etc",
+            "20261328T091530Z",
+            "20261128T091530Z ",
+            "",
+            "current",
+        ] {
+            assert!(!is_name(bad), "{bad}");
+        }
+        // Sorting names sorts by time.
+        let mut names = ["20261128T091530Z", "20251231T235959Z", "20261128T091529Z"];
+        names.sort();
+        assert_eq!(names[0], "20251231T235959Z");
+    }
+
+    #[test]
+    fn next_name_moves_forward() {
+        let now = datetime!(2026-11-28 10:15:30.5 UTC);
+        assert_eq!(next_name(now, &[]), "20261128T101530Z");
+        let same = [r("20261128T101530Z", State::Succeeded)];
+        assert_eq!(next_name(now, &same), "20261128T101531Z");
+        let future = [r("20261128T120000Z", State::Failed)];
+        assert_eq!(next_name(now, &future), "20261128T120001Z");
+        let past = [r("20261128T101529Z", State::Succeeded)];
+        assert_eq!(next_name(now, &past), "20261128T101530Z");
+    }
+
+    #[test]
+    fn prune_keeps_five_successful_and_current() {
+        let now = datetime!(2026-11-28 12:00:00 UTC);
+        let releases: Vec<Release> = (0..8)
+            .map(|i| r(&format!("20261128T10000{i}Z"), State::Succeeded))
+            .collect();
+        let doomed = prune(&releases, Some("20261128T100007Z"), None, 5, now);
+        assert_eq!(
+            doomed,
+            vec!["20261128T100000Z", "20261128T100001Z", "20261128T100002Z"]
+        );
+        // current is old (after a rollback): it is kept and counts as one of the five.
+        let doomed = prune(&releases, Some("20261128T100001Z"), None, 5, now);
+        assert_eq!(
+            doomed,
+            vec!["20261128T100000Z", "20261128T100002Z", "20261128T100003Z"]
+        );
+    }
+
+    #[test]
+    fn failed_releases_do_not_count_and_expire() {
+        let now = datetime!(2026-11-28 12:00:00 UTC);
+        let releases = vec![
+            r("20261120T000000Z", State::Failed),    // old failed: removed
+            r("20261127T110000Z", State::Preparing), // abandoned, 25h: removed
+            r("20261128T100000Z", State::Succeeded),
+            r("20261128T110000Z", State::Failed), // recent failed: kept for a look
+            r("20261128T113000Z", State::Succeeded),
+            r("20261128T115959Z", State::Preparing), // being deployed: protected
+        ];
+        let doomed = prune(
+            &releases,
+            Some("20261128T113000Z"),
+            Some("20261128T115959Z"),
+            1,
+            now,
+        );
+        assert_eq!(
+            doomed,
+            vec!["20261120T000000Z", "20261127T110000Z", "20261128T100000Z"]
+        );
+    }
+
+    #[test]
+    fn prune_never_touches_current_even_if_failed_and_old() {
+        let now = datetime!(2026-12-28 12:00:00 UTC);
+        let releases = vec![r("20261128T100000Z", State::Failed)];
+        assert!(prune(&releases, Some("20261128T100000Z"), None, 5, now).is_empty());
+    }
+
+    #[test]
+    fn rollback_defaults_to_newest_successful_before_current() {
+        let releases = vec![
+            r("20261128T100000Z", State::Succeeded),
+            r("20261128T100100Z", State::Succeeded),
+            r("20261128T100200Z", State::Failed),
+            r("20261128T100300Z", State::Succeeded),
+            r("20261128T100400Z", State::Succeeded),
+        ];
+        let cur = Some("20261128T100300Z");
+        assert_eq!(
+            rollback_target(&releases, cur, None).unwrap(),
+            "20261128T100100Z"
+        );
+        assert_eq!(
+            rollback_target(&releases, cur, Some("20261128T100400Z")).unwrap(),
+            "20261128T100400Z"
+        );
+        let e = |req| {
+            rollback_target(&releases, cur, Some(req))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e("20261128T100200Z").contains("is failed"));
+        assert!(e("20261128T999999Z").contains("not a release name"));
+        assert!(e("20261128T100500Z").contains("does not exist"));
+        assert!(e("../x").contains("not a release name"));
+        assert!(e("/etc").contains("not a release name"));
+        assert!(e("20261128T100300Z").contains("already current"));
+        let e = rollback_target(&releases, Some("20261128T100000Z"), None).unwrap_err();
+        assert!(e.to_string().contains("no successful release older"));
+        assert!(rollback_target(&releases, None, None).is_err());
+    }
+
+    #[test]
+    fn release_lines_parse() {
+        let rel = Release::parse("20261128T100000Z succeeded abc1234 0002_price_history").unwrap();
+        assert_eq!(rel.state, State::Succeeded);
+        assert_eq!(rel.commit, "abc1234");
+        assert_eq!(rel.revision, "0002_price_history");
+        assert!(Release::parse("junk succeeded").is_none());
+        assert_eq!(
+            Release::parse("20261128T100000Z weird").unwrap().state,
+            State::Unknown
+        );
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(192), "3m12s");
+        assert_eq!(age(3 * 3600 + 60), "3h01m");
+        assert_eq!(age(2 * 86400 + 7200), "2d02h");
+        assert_eq!(age(-3), "0s");
+    }
+}

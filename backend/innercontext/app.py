@@ -1,0 +1,38 @@
+"""Application factory."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from innercontext.api import router
+from innercontext.config import Settings, get_settings
+from innercontext.db import create_db_engine, create_session_factory
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; ``settings`` default to the environment and ``.env``.
+
+    The engine is created here (no connection is made until a request needs one) and disposed
+    of on shutdown. Tests pass their own settings to point the app at any database.
+    """
+    settings = settings or get_settings()
+    engine = create_db_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        logger.info(
+            "innercontext API starting (GEMINI_API_KEY %s)",
+            "configured" if settings.gemini_configured else "not configured",
+        )
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="innercontext", lifespan=lifespan)
+    app.state.engine = engine
+    app.state.session_factory = create_session_factory(engine)
+    app.include_router(router)
+    return app

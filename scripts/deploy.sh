@@ -11,6 +11,13 @@ umask 022
 
 UNITS_ALL="innercontext innercontext-node innercontext-pricing-worker"
 
+# Options of fail / activate (see parse_opts).
+opt_root="" opt_release="" opt_previous=- opt_token="" opt_result="" opt_started=""
+opt_started_epoch=0 opt_deployer="" opt_commit="" opt_scope="" opt_revision="" opt_prune=""
+opt_restart="" opt_check="" opt_probe="" opt_timeout=60 opt_stable=4 opt_mark=yes
+result_file=${result_file:-}
+job_error=""
+
 die() {
     printf 'error=%s\n' "$*"
     exit 1
@@ -351,36 +358,132 @@ release_lock() {
     fi
 }
 
-# finish ROOT NEW TOKEN LOG_LINE [PRUNE...]: mark success, prune, log, unlock.
-cmd_finish() {
-    local root=$1 new=$2 token=$3 line=$4 old cur
-    shift 4
-    check_root "$root"
-    if [ "$new" != - ]; then
-        check_release "$new"
-        put "$root/releases/$new/.state" succeeded
-    fi
-    cur=$(current_release "$root")
-    for old in "$@"; do
-        check_release "$old"
-        [ "$old" != "$cur" ] || die "refusing to prune the current release $old"
-        rm -rf "${root:?}/releases/$old"
-        printf 'pruned=%s\n' "$old"
+# Options of finish / fail / activate come as key=value words; only these keys exist.
+parse_opts() {
+    local kv key
+    for kv in "$@"; do
+        key=${kv%%=*}
+        case "$key" in
+            root | release | previous | token | result | started | started_epoch | deployer | commit | \
+                scope | revision | prune | restart | check | probe | timeout | stable | mark)
+                printf -v "opt_$key" '%s' "${kv#*=}"
+                ;;
+            *) die "unknown option '$key'" ;;
+        esac
     done
-    printf '%s\n' "$line" >>"$root/deploy.log"
-    release_lock "$root" "$token"
 }
 
-# fail ROOT NEW TOKEN LOG_LINE: mark the release failed, log, unlock.
-cmd_fail() {
-    local root=$1 new=$2 token=$3 line=$4
-    check_root "$root"
-    if [ "$new" != - ]; then
-        check_release "$new"
-        [ -d "$root/releases/$new" ] && put "$root/releases/$new/.state" failed
+# The one line per deploy in deploy.log: time, who, commit, scope, release, result, duration, revision.
+log_entry() {
+    local duration
+    duration=$(awk -v s="${opt_started_epoch:-0}" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}')
+    printf '%s deployer=%s commit=%s scope=%s release=%s result=%s duration=%ss alembic=%s\n' \
+        "${opt_started:--}" "${opt_deployer:--}" "${opt_commit:--}" "${opt_scope:--}" \
+        "${opt_release:--}" "$1" "$duration" "${opt_revision:--}" | tr -c '[:print:]\n' '_' >>"$opt_root/deploy.log"
+}
+
+mark() {
+    if [ "${opt_mark:-yes}" = yes ] && [ -d "$opt_root/releases/$opt_release" ]; then
+        put "$opt_root/releases/$opt_release/.state" "$1"
     fi
-    printf '%s\n' "$line" >>"$root/deploy.log"
-    release_lock "$root" "$token"
+}
+
+prune() {
+    local old cur
+    cur=$(current_release "$opt_root")
+    for old in ${opt_prune//,/ }; do
+        check_release "$old"
+        if [ "$old" = "$cur" ] || [ "$old" = "$opt_release" ]; then
+            continue
+        fi
+        rm -rf "${opt_root:?}/releases/$old"
+        printf 'pruned=%s\n' "$old"
+    done
+}
+
+# fail key=value...: a deploy that never switched: mark the release failed, log, unlock.
+cmd_fail() {
+    parse_opts "$@"
+    check_root "$opt_root"
+    check_release "$opt_release"
+    mark failed
+    log_entry "${opt_result:-failed}"
+    release_lock "$opt_root" "$opt_token"
+}
+
+# Run one step of the activation in a subshell, print its line, keep its error.
+job_step() {
+    local name=$1 start out status=0
+    shift
+    start=$(date +%s.%N)
+    out=$("$@" 2>&1) || status=$?
+    printf '    %-44s %s (%ss)\n' "$name" "$([ "$status" = 0 ] && echo ok || echo FAILED)" \
+        "$(awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}')"
+    printf '%s\n' "$out" | grep -v -e '^previous=' -e '^healthy=' -e '^error=' || true
+    job_error=$(printf '%s\n' "$out" | sed -n 's/^error=//p' | tail -n 1)
+    return "$status"
+}
+
+# The activation, detached from the client: switch, restart, health, then either finish
+# (succeeded, prune, log, unlock) or put the previous release back. It runs to its end even
+# if the client is killed or the connection drops, so the server is never left half-switched.
+# shellcheck disable=SC2086 # unit lists are validated words, split on purpose
+activate_job() {
+    parse_opts "$@"
+    local units check probes result error="" prev_label
+    units=${opt_restart//,/ }
+    check=${opt_check//,/ }
+    probes=${opt_probe//,/ }
+    if job_step "switch current -> $opt_release" cmd_switch "$opt_root" "$opt_release" &&
+        job_step "restart ${units// /, }" cmd_restart $units &&
+        job_step "health checks" cmd_health "$opt_timeout" "$opt_stable" $check -- $probes; then
+        mark succeeded
+        prune
+        log_entry success
+        release_lock "$opt_root" "$opt_token" >/dev/null
+        printf 'result=success\n' >"$result_file"
+        return 0
+    fi
+    error=$job_error
+    prev_label=${opt_previous}
+    if [ "$opt_previous" = - ]; then
+        prev_label="no release"
+        job_step "remove current (first deploy)" cmd_switch "$opt_root" - || true
+        result=failed
+    elif job_step "switch current -> $prev_label" cmd_switch "$opt_root" "$opt_previous" &&
+        job_step "restart ${UNITS_ALL// /, }" cmd_restart $UNITS_ALL &&
+        job_step "health checks of $prev_label" cmd_health "$opt_timeout" "$opt_stable" $check -- $probes; then
+        result=rolled-back
+    else
+        result=rollback-failed
+    fi
+    mark failed
+    log_entry "$result"
+    release_lock "$opt_root" "$opt_token" >/dev/null
+    printf 'result=%s\nerror=%s\n' "$result" "${error:-unknown}" >"$result_file"
+    return 1
+}
+
+# activate key=value...: start the activation job and follow its output until it ends.
+cmd_activate() {
+    parse_opts "$@"
+    check_root "$opt_root"
+    check_release "$opt_release"
+    [ "$opt_previous" = - ] || check_release "$opt_previous"
+    local dir=$opt_root/releases/$opt_release log result offset pid
+    log=$dir/.activate.log
+    result=$dir/.activate.result
+    rm -f "$result"
+    touch "$log"
+    offset=$(($(stat -c %s "$log") + 1))
+    result_file=$result setsid nohup bash -c "$BASH_EXECUTION_STRING" deploy.sh activate-job "$@" \
+        </dev/null >>"$log" 2>&1 &
+    pid=$!
+    tail -c "+$offset" -s 0.1 -f --pid="$pid" "$log" >&2 || true
+    wait "$pid" || true
+    [ -f "$result" ] || die "the activation on $(hostname) ended without a result (see $log)"
+    cat "$result"
+    rm -f "$result"
 }
 
 # unlock ROOT TOKEN|--force
@@ -444,8 +547,12 @@ main() {
         switch) cmd_switch "$@" ;;
         restart) cmd_restart "$@" ;;
         health) cmd_health "$@" ;;
-        finish) cmd_finish "$@" ;;
         fail) cmd_fail "$@" ;;
+        activate) cmd_activate "$@" ;;
+        activate-job)
+            result_file=${result_file:?}
+            activate_job "$@"
+            ;;
         unlock) cmd_unlock "$@" ;;
         sizes) cmd_sizes "$@" ;;
         dbcheck) cmd_dbcheck "$@" ;;

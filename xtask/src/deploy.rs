@@ -270,95 +270,47 @@ fn walk(root: &camino::Utf8Path, rel: &str, out: &mut Vec<String>) -> Result<()>
     Ok(())
 }
 
-/// A deploy (or rollback) that holds the lock: everything needed to finish or undo it.
-struct Run<'a> {
+/// A deploy or rollback that holds the lock: what it needs to record its end.
+struct Held<'a> {
     remote: &'a Remote,
     cfg: &'a Config,
-    local: &'a Local,
     token: String,
-    /// The release being activated (new, or the rollback target).
     release: String,
-    /// `current` before we started.
-    previous: Option<String>,
-    switched: bool,
-    revision: String,
-    started: Instant,
     started_at: OffsetDateTime,
+    deployer: String,
+    commit: String,
     scope: &'static str,
+    started_iso: String,
+    revision: String,
+    /// Whether a failure marks the release failed (not for rollback targets).
+    mark: bool,
 }
 
-impl Run<'_> {
-    fn log_line(&self, result: &str) -> String {
-        steps::LogEntry {
-            time: &rfc3339(self.started_at),
-            deployer: &self.local.deployer,
-            commit: &self.local.commit,
-            dirty: self.local.dirty,
-            scope: self.scope,
+impl Held<'_> {
+    fn record(&self) -> steps::Record<'_> {
+        steps::Record {
+            root: &self.remote.root,
             release: &self.release,
-            result,
-            duration_secs: self.started.elapsed().as_secs_f64(),
+            token: &self.token,
+            started: &self.started_iso,
+            started_epoch: self.started_at.unix_timestamp_nanos() as f64 / 1e9,
+            deployer: &self.deployer,
+            commit: &self.commit,
+            scope: self.scope,
             revision: &self.revision,
         }
-        .line()
     }
 
-    fn activate(&mut self, units: &[&str]) -> Result<()> {
-        self.switched = true;
-        ui::step(&format!("switch current -> {}", self.release), || {
-            self.remote
-                .call(&steps::switch(&self.remote.root, Some(&self.release)))
-        })?;
-        interrupt::check()?;
-        ui::step(&format!("restart {}", units.join(", ")), || {
-            self.remote.call(&steps::restart(units))
-        })?;
-        interrupt::check()?;
-        ui::step("health checks", || {
-            self.remote.call(&steps::health(self.cfg.health_timeout))
-        })?;
-        Ok(())
-    }
-
-    /// After a failure: put the previous release back (if we switched), record the failure in
-    /// the release and deploy.log, and release the lock. Returns the result word for messages.
-    fn recover(&mut self, mark_release: Option<&str>, units: &[&str]) -> &'static str {
+    /// A failure before the switch: `current` is untouched. Mark the release, log, unlock.
+    fn abandon(&self) -> &'static str {
         interrupt::enter_cleanup();
-        let mut result = "failed";
-        if self.switched {
-            let previous = self.previous.clone();
-            let label = previous.as_deref().unwrap_or("no release (first deploy)");
-            eprintln!("==> rolling back to {label}");
-            let restored = ui::step(&format!("switch current -> {label}"), || {
-                self.remote
-                    .call(&steps::switch(&self.remote.root, previous.as_deref()))
-            })
-            .and_then(|_| {
-                if previous.is_none() {
-                    return Ok(());
-                }
-                ui::step(&format!("restart {}", units.join(", ")), || {
-                    self.remote.call(&steps::restart(units))
-                })?;
-                ui::step(&format!("health checks of {label}"), || {
-                    self.remote.call(&steps::health(self.cfg.health_timeout))
-                })
-                .map(|_| ())
-            });
-            result = match restored {
-                Ok(()) => "rolled-back",
-                Err(ref e) => {
-                    eprintln!("error: restoring {label} failed too: {e:#}");
-                    "rollback-failed"
-                }
-            };
-        }
-        if interrupt::requested() && result == "failed" {
-            result = "interrupted";
-        }
-        let line = self.log_line(result);
-        let call = steps::fail(&self.remote.root, mark_release, &self.token, &line);
-        if let Err(e) = self.release_with(&call) {
+        let result = if interrupt::requested() {
+            "interrupted"
+        } else {
+            "failed"
+        };
+        let call = steps::fail(&self.record(), result, self.mark);
+        if let Err(e) = self.call_retrying(&call) {
             eprintln!(
                 "error: could not record the failure and release the lock ({e:#}); once no deploy runs: cargo xtask deploy unlock"
             );
@@ -366,11 +318,11 @@ impl Run<'_> {
         result
     }
 
-    /// Run a lock-releasing call, retrying once on a fresh connection if the master is gone.
-    fn release_with(&self, call: &RemoteCall) -> Result<Reply> {
+    /// Run a call; if the connection is gone, once more on a new connection.
+    fn call_retrying(&self, call: &RemoteCall) -> Result<Reply> {
         ui::step("record result and unlock", || {
             self.remote.call(call).or_else(|first| {
-                eprintln!("warning: {first:#}; retrying on a new connection");
+                eprint!("(retrying on a new connection: {first:#}) ");
                 let retry = Session::connect(&self.cfg.server, self.cfg.ssh_config.as_deref())?;
                 let (out, reply) = retry.script(SCRIPT, "deploy.sh", &call.argv())?;
                 if !out.status.success() {
@@ -379,6 +331,55 @@ impl Run<'_> {
                 Ok(reply)
             })
         })
+    }
+
+    /// Switch, restart, health, and finish or restore: one job on the server that completes
+    /// even if we are interrupted or lose the connection. Returns the job's result word.
+    fn activate_call(
+        &self,
+        previous: Option<&str>,
+        restart: &[&str],
+        prune: &[String],
+    ) -> RemoteCall {
+        steps::activate(
+            &self.record(),
+            previous,
+            restart,
+            self.cfg.health_timeout,
+            prune,
+            self.mark,
+        )
+    }
+
+    fn activate(
+        &self,
+        previous: Option<&str>,
+        restart: &[&str],
+        prune: &[String],
+    ) -> Result<String> {
+        let call = self.activate_call(previous, restart, prune);
+        // From here on the server owns the outcome: an interrupt no longer aborts the wait.
+        interrupt::enter_cleanup();
+        eprintln!(
+            "==> activate {} (runs on the server to its end)",
+            self.release
+        );
+        let (out, reply) = self.remote.call_raw(&call)?;
+        match reply.get("result") {
+            Some(result) => {
+                if result != "success" {
+                    bail!(
+                        "{result}: {}",
+                        reply.get("error").unwrap_or("activation failed")
+                    );
+                }
+                Ok(result.to_string())
+            }
+            None => bail!(
+                "{}; the server finishes the activation on its own (or restores the previous release): check with 'cargo xtask deploy status'",
+                self.remote.failure(&call, &out.status, &reply)
+            ),
+        }
     }
 }
 
@@ -418,7 +419,7 @@ fn deploy(sh: &Shell, cfg: &Config, scope: Scope, dry_run: bool, skip_checks: bo
     let remote = Remote::connect(cfg)?;
     let snap = remote.snapshot()?;
     snap.warn_junk(&cfg.root);
-    if (scope != Scope::All) && snap.current.is_none() {
+    if scope != Scope::All && snap.current.is_none() {
         bail!(
             "there is no current release on {}: the first deploy must be 'deploy all'",
             snap.host
@@ -446,67 +447,71 @@ fn deploy(sh: &Shell, cfg: &Config, scope: Scope, dry_run: bool, skip_checks: bo
         ui::interactive(),
         &file_list,
     );
+    let prune = release::prune(
+        &snap.releases,
+        current,
+        Some(&name),
+        cfg.keep.saturating_sub(1),
+        started_at,
+    );
+    let mut held = Held {
+        remote: &remote,
+        cfg,
+        token: lock.token.clone(),
+        release: name.clone(),
+        started_at,
+        started_iso: lock.started.clone(),
+        deployer: local.deployer.clone(),
+        commit: lock.commit.clone(),
+        scope: scope.name(),
+        revision: "-".to_string(),
+        mark: true,
+    };
 
     if dry_run {
-        let plan = [
-            (
-                "lock and create the release",
-                steps::begin(&cfg.root, &name, scope.name(), &lock).render(),
-            ),
-            (
-                "upload (rsync)",
-                format!("rsync {}", crate::quote::join(&rsync)),
-            ),
-            (
-                "link env, uv sync, migrate",
-                steps::prepare(&cfg.root, &name, scope, current, &origin).render(),
-            ),
-            (
-                "switch current",
-                steps::switch(&cfg.root, Some(&name)).render(),
-            ),
-            ("restart", steps::restart(&units).render()),
-            ("health", steps::health(cfg.health_timeout).render()),
-            (
-                "finish: prune, log, unlock",
-                steps::finish(&cfg.root, Some(&name), &lock.token, "<log line>", &[]).render(),
-            ),
-            (
-                "on failure after the switch",
-                steps::switch(&cfg.root, current).render(),
-            ),
-        ];
         println!(
             "Plan for 'deploy {}' to {} ({}), nothing will be changed:",
             scope.name(),
             cfg.server,
             snap.host
         );
-        if skip_checks {
-            println!(
-                "  local: {}",
-                if scope.frontend() {
-                    "build frontend (checks skipped)"
-                } else {
-                    "(checks skipped)"
-                }
-            );
-        } else {
-            println!(
-                "  local: clean tree{}{}",
-                if scope.backend() {
+        let checks = match (skip_checks, scope) {
+            (true, s) if s.frontend() => "build the frontend (checks skipped)".to_string(),
+            (true, _) => "none (checks skipped)".to_string(),
+            (false, s) => format!(
+                "clean tree{}{}",
+                if s.backend() {
                     ", backend ruff + pytest"
                 } else {
                     ""
                 },
-                if scope.frontend() {
-                    ", frontend check + build"
+                if s.frontend() {
+                    ", frontend check + tests + build"
                 } else {
                     ""
                 }
-            );
-        }
-        for (what, line) in plan {
+            ),
+        };
+        println!("  local: {checks}");
+        for (what, line) in [
+            (
+                "preflight, lock, create the release",
+                steps::begin(&cfg.root, &name, scope.name(), &lock).render(),
+            ),
+            ("upload", format!("rsync {}", crate::quote::join(&rsync))),
+            (
+                "link env, uv sync, migrate",
+                steps::prepare(&cfg.root, &name, scope, current, &origin).render(),
+            ),
+            (
+                "switch, restart, health; then finish or restore (server-side job)",
+                held.activate_call(current, &units, &prune).render(),
+            ),
+            (
+                "on a failure before the switch",
+                steps::fail(&held.record(), "failed", true).render(),
+            ),
+        ] {
             println!("  {what}:\n      {line}");
         }
         return Ok(());
@@ -519,78 +524,43 @@ fn deploy(sh: &Shell, cfg: &Config, scope: Scope, dry_run: bool, skip_checks: bo
         &remote,
         &steps::begin(&cfg.root, &name, scope.name(), &lock),
     )?;
-    let mut run = Run {
-        remote: &remote,
-        cfg,
-        local: &local,
-        token: lock.token.clone(),
-        release: name.clone(),
-        previous: snap.current.clone(),
-        switched: false,
-        revision: "-".to_string(),
-        started,
-        started_at,
-        scope: scope.name(),
-    };
-
-    let shipped = ship(
-        sh,
-        &mut run,
-        scope,
-        &rsync,
-        current,
-        &origin,
-        &units,
-        files.len(),
-    );
-    match shipped {
-        Ok(()) => {
-            let prune = release::prune(
-                &snap.releases,
-                Some(&name),
-                Some(&name),
-                cfg.keep,
-                started_at,
-            );
-            let line = run.log_line("success");
-            let reply = run.release_with(&steps::finish(
-                &cfg.root,
-                Some(&name),
-                &run.token,
-                &line,
-                &prune,
-            ))?;
-            let pruned = reply.all("pruned");
+    let prepared = (|| -> Result<()> {
+        ui::step(&format!("upload {} files", files.len()), || {
+            upload(sh, &rsync)
+        })?;
+        interrupt::check()?;
+        let reply = ui::step("link env, uv sync, migrate", || {
+            remote.call(&steps::prepare(&cfg.root, &name, scope, current, &origin))
+        })?;
+        held.revision = reply.get("revision").unwrap_or("-").to_string();
+        for w in reply.all("warn") {
+            eprintln!("warning: {w}");
+        }
+        interrupt::check()
+    })();
+    if let Err(e) = prepared {
+        let result = held.abandon();
+        return Err(e.context(format!(
+            "deploy of {name} {result}; current was not touched ({}); release {name} marked failed",
+            current.unwrap_or("no release")
+        )));
+    }
+    match held.activate(current, &units, &prune) {
+        Ok(_) => {
             eprintln!(
-                "deployed {name} ({} {}, alembic {}) to {} in {}{}",
+                "deployed {name} ({} {}, alembic {}) to {} in {}",
                 scope.name(),
-                local.commit,
-                run.revision,
+                held.commit,
+                held.revision,
                 snap.host,
-                ui::secs(started.elapsed()),
-                if pruned.is_empty() {
-                    String::new()
-                } else {
-                    format!("; pruned {}", pruned.join(", "))
-                }
+                ui::secs(started.elapsed())
             );
             Ok(())
         }
-        Err(e) => {
-            let result = run.recover(Some(&name), &health::ALL_UNITS);
-            let now = snap.current.as_deref().unwrap_or("no release");
-            let where_now = match result {
-                "rolled-back" => format!("current is back at {now} and healthy"),
-                "rollback-failed" => {
-                    format!("current is {now} but NOT healthy: see the journal output above")
-                }
-                _ if run.switched => format!("current is {now}"),
-                _ => format!("current was not touched ({now})"),
-            };
-            Err(e.context(format!(
-                "deploy of {name} failed ({result}); {where_now}; release {name} marked failed"
-            )))
-        }
+        Err(e) => Err(e.context(format!(
+            "deploy of {name} failed after the switch; see above whether {} was restored (rolled-back) or not; release {name} marked failed",
+            current.unwrap_or("no release")
+        ))),
     }
 }
 
@@ -600,32 +570,6 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = fs_err::remove_file(&self.0);
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn ship(
-    sh: &Shell,
-    run: &mut Run,
-    scope: Scope,
-    rsync: &[String],
-    current: Option<&str>,
-    origin: &Origin,
-    units: &[&str],
-    file_count: usize,
-) -> Result<()> {
-    let root = run.remote.root.clone();
-    ui::step(&format!("upload {file_count} files"), || upload(sh, rsync))?;
-    interrupt::check()?;
-    let reply = ui::step("link env, uv sync, migrate", || {
-        run.remote
-            .call(&steps::prepare(&root, &run.release, scope, current, origin))
-    })?;
-    run.revision = reply.get("revision").unwrap_or("-").to_string();
-    for w in reply.all("warn") {
-        eprintln!("warning: {w}");
-    }
-    interrupt::check()?;
-    run.activate(units)
 }
 
 fn upload(sh: &Shell, args: &[String]) -> Result<()> {
@@ -655,11 +599,11 @@ fn upload(sh: &Shell, args: &[String]) -> Result<()> {
                 .unwrap_or("see the output above")
         );
     }
-    if let (Some(sent), Some(total)) = (
+    if let (Some(sent), Some(files)) = (
         steps::rsync_stat(&text, "Total bytes sent"),
-        steps::rsync_stat(&text, "Total file size"),
+        steps::rsync_stat(&text, "Number of regular files transferred"),
     ) {
-        eprintln!("    sent {sent} bytes for {total} bytes of files (unchanged files hard-linked on the server)");
+        eprint!("[{files} files changed, {sent} bytes sent] ");
     }
     Ok(())
 }
@@ -825,16 +769,31 @@ fn rollback(cfg: &Config, requested: Option<&str>, force: bool, dry_run: bool) -
         }
         eprintln!("WARNING: {msg}; continuing because of --force");
     }
-    let target_release = snap.releases.iter().find(|r| r.name == target).cloned();
+    let commit = snap
+        .releases
+        .iter()
+        .find(|r| r.name == target)
+        .map(|r| r.commit.clone())
+        .unwrap_or_else(|| "-".into());
     let local = Local {
-        commit: target_release
-            .as_ref()
-            .map(|r| r.commit.clone())
-            .unwrap_or_else(|| "-".into()),
+        commit,
         dirty: false,
         deployer: deployer(),
     };
     let lock = new_lock(&local, &format!("rollback {target}"));
+    let held = Held {
+        remote: &remote,
+        cfg,
+        token: lock.token.clone(),
+        release: target.clone(),
+        started_at,
+        started_iso: lock.started.clone(),
+        deployer: local.deployer.clone(),
+        commit: local.commit.clone(),
+        scope: "rollback",
+        revision: db_rev,
+        mark: false,
+    };
     let units = health::ALL_UNITS;
     if dry_run {
         println!(
@@ -847,18 +806,8 @@ fn rollback(cfg: &Config, requested: Option<&str>, force: bool, dry_run: bool) -
                 steps::begin(&cfg.root, &target, "rollback", &lock).render(),
             ),
             (
-                "switch current",
-                steps::switch(&cfg.root, Some(&target)).render(),
-            ),
-            ("restart", steps::restart(&units).render()),
-            ("health", steps::health(cfg.health_timeout).render()),
-            (
-                "finish: log, unlock",
-                steps::finish(&cfg.root, None, &lock.token, "<log line>", &[]).render(),
-            ),
-            (
-                "on failure",
-                steps::switch(&cfg.root, Some(&current)).render(),
+                "switch, restart, health; then finish or restore (server-side job)",
+                held.activate_call(Some(&current), &units, &[]).render(),
             ),
         ] {
             println!("  {what}:\n      {line}");
@@ -869,41 +818,12 @@ fn rollback(cfg: &Config, requested: Option<&str>, force: bool, dry_run: bool) -
         &remote,
         &steps::begin(&cfg.root, &target, "rollback", &lock),
     )?;
-    let mut run = Run {
-        remote: &remote,
-        cfg,
-        local: &local,
-        token: lock.token.clone(),
-        release: target.clone(),
-        previous: Some(current.clone()),
-        switched: false,
-        revision: db_rev,
-        started,
-        started_at,
-        scope: "rollback",
-    };
-    match run.activate(&units) {
-        Ok(()) => {
-            let line = run.log_line("success");
-            run.release_with(&steps::finish(&cfg.root, None, &run.token, &line, &[]))?;
-            eprintln!(
-                "rolled back {} -> {target} on {} in {}",
-                current,
-                snap.host,
-                ui::secs(started.elapsed())
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let result = run.recover(None, &units);
-            Err(e.context(format!(
-                "rollback to {target} failed ({result}); current is {}",
-                if result == "rolled-back" {
-                    format!("back at {current} and healthy")
-                } else {
-                    current.clone()
-                }
-            )))
-        }
-    }
+    held.activate(Some(&current), &units, &[])
+        .map_err(|e| e.context(format!("rollback to {target} failed")))?;
+    eprintln!(
+        "rolled back {current} -> {target} on {} in {}",
+        snap.host,
+        ui::secs(started.elapsed())
+    );
+    Ok(())
 }

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 static CLEANUP: AtomicBool = AtomicBool::new(false);
+static NOTIFIED: AtomicBool = AtomicBool::new(false);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
@@ -66,9 +67,14 @@ pub fn wait(handle: &duct::Handle, what: &str) -> Result<std::process::Output> {
         {
             return Ok(out.clone());
         }
-        if requested() && !CLEANUP.load(Ordering::SeqCst) {
-            let _ = handle.kill();
-            bail!("interrupted during {what}");
+        if requested() {
+            if !CLEANUP.load(Ordering::SeqCst) {
+                let _ = handle.kill();
+                bail!("interrupted during {what}");
+            }
+            if !NOTIFIED.swap(true, Ordering::SeqCst) {
+                eprintln!("\n(interrupt received: finishing {what} so the server is left consistent; Ctrl-C again to stop waiting)");
+            }
         }
     }
 }

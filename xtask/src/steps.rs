@@ -85,46 +85,68 @@ pub fn prepare(
     )
 }
 
-/// Point `current` at `target` (None: remove `current`, restoring a first deploy's absence).
-pub fn switch(root: &str, target: Option<&str>) -> RemoteCall {
-    RemoteCall::new("switch", [root.to_string(), opt(target)])
+/// What deploy.log records about a deploy or rollback, and which lock it holds.
+pub struct Record<'a> {
+    pub root: &'a str,
+    pub release: &'a str,
+    pub token: &'a str,
+    /// Start time, `2026-11-28T10:15:30Z`, and as Unix seconds (for the duration).
+    pub started: &'a str,
+    pub started_epoch: f64,
+    pub deployer: &'a str,
+    /// Commit, with `+dirty` when the tree had changes.
+    pub commit: &'a str,
+    pub scope: &'a str,
+    pub revision: &'a str,
 }
 
-pub fn restart(units: &[&str]) -> RemoteCall {
-    RemoteCall::new("restart", units.iter().map(|u| u.to_string()))
+impl Record<'_> {
+    fn args(&self) -> Vec<String> {
+        vec![
+            format!("root={}", self.root),
+            format!("release={}", self.release),
+            format!("token={}", self.token),
+            format!("started={}", clean(self.started)),
+            format!("started_epoch={:.3}", self.started_epoch),
+            format!("deployer={}", clean(self.deployer).replace(' ', "_")),
+            format!("commit={}", clean(self.commit).replace(' ', "_")),
+            format!("scope={}", self.scope),
+            format!("revision={}", clean(self.revision).replace(' ', "_")),
+        ]
+    }
 }
 
-pub fn health(timeout_secs: u64) -> RemoteCall {
-    RemoteCall::new("health", crate::health::check_args(timeout_secs))
+/// A deploy that never switched: mark the release failed (unless it is a rollback target),
+/// log `result`, release the lock.
+pub fn fail(rec: &Record, result: &str, mark: bool) -> RemoteCall {
+    let mut args = rec.args();
+    args.push(format!("result={result}"));
+    args.push(format!("mark={}", if mark { "yes" } else { "no" }));
+    RemoteCall::new("fail", args)
 }
 
-pub fn finish(
-    root: &str,
-    release: Option<&str>,
-    token: &str,
-    log_line: &str,
+/// Switch, restart, check health, then finish or put `previous` back: run on the server as a
+/// job that completes even if this client dies.
+pub fn activate(
+    rec: &Record,
+    previous: Option<&str>,
+    restart: &[&str],
+    timeout_secs: u64,
     prune: &[String],
+    mark: bool,
 ) -> RemoteCall {
-    let mut args = vec![
-        root.to_string(),
-        opt(release),
-        token.to_string(),
-        log_line.to_string(),
-    ];
-    args.extend(prune.iter().cloned());
-    RemoteCall::new("finish", args)
-}
-
-pub fn fail(root: &str, release: Option<&str>, token: &str, log_line: &str) -> RemoteCall {
-    RemoteCall::new(
-        "fail",
-        [
-            root.to_string(),
-            opt(release),
-            token.to_string(),
-            log_line.to_string(),
-        ],
-    )
+    let mut args = rec.args();
+    args.extend([
+        format!("previous={}", opt(previous)),
+        format!("restart={}", restart.join(",")),
+        format!("check={}", crate::health::ALL_UNITS.join(",")),
+        format!("probe={}", crate::health::PROBES.join(",")),
+        format!("timeout={timeout_secs}"),
+        format!("stable={}", crate::health::STABLE_POLLS),
+        format!("prune={}", prune.join(",")),
+        format!("mark={}", if mark { "yes" } else { "no" }),
+    ]);
+    RemoteCall::new("activate", args)
 }
 
 pub fn unlock(root: &str, token: &str) -> RemoteCall {
@@ -223,37 +245,6 @@ pub fn rsync_stat(output: &str, label: &str) -> Option<u64> {
     })
 }
 
-/// The deploy.log line: time, who, commit, scope, release, result, duration, revision.
-pub struct LogEntry<'a> {
-    pub time: &'a str,
-    pub deployer: &'a str,
-    pub commit: &'a str,
-    pub dirty: bool,
-    pub scope: &'a str,
-    pub release: &'a str,
-    pub result: &'a str,
-    pub duration_secs: f64,
-    pub revision: &'a str,
-}
-
-impl LogEntry<'_> {
-    pub fn line(&self) -> String {
-        let word = |s: &str| clean(s).replace(' ', "_");
-        format!(
-            "{} deployer={} commit={}{} scope={} release={} result={} duration={:.1}s alembic={}",
-            word(self.time),
-            word(self.deployer),
-            word(self.commit),
-            if self.dirty { "+dirty" } else { "" },
-            word(self.scope),
-            word(self.release),
-            word(self.result),
-            self.duration_secs,
-            word(self.revision),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,19 +268,6 @@ mod tests {
         assert_eq!(
             b.render(),
             "scripts/deploy.sh begin /opt/innercontext 20261128T101530Z all 300 user=alice host=laptop pid=7 started=2026-11-28T10:15:30Z started_epoch=1 'command=deploy all' commit=abc token=7-1"
-        );
-        let s = switch("/opt/innercontext", None);
-        assert_eq!(s.render(), "scripts/deploy.sh switch /opt/innercontext -");
-        let f = finish(
-            "/srv/x",
-            Some("20261128T101530Z"),
-            "t",
-            "a b; $(c)",
-            &["20261101T000000Z".into()],
-        );
-        assert_eq!(
-            f.render(),
-            "scripts/deploy.sh finish /srv/x 20261128T101530Z t 'a b; $(c)' 20261101T000000Z"
         );
     }
 
@@ -402,26 +380,35 @@ mod tests {
     }
 
     #[test]
-    fn log_line_has_every_field_on_one_line() {
-        let e = LogEntry {
-            time: "2026-11-28T10:15:30Z",
-            deployer: "alice@laptop",
-            commit: "abc1234",
-            dirty: true,
-            scope: "all",
+    fn activation_carries_everything_the_server_needs_to_finish_alone() {
+        let rec = Record {
+            root: "/opt/ic",
             release: "20261128T101530Z",
-            result: "success",
-            duration_secs: 42.06,
+            token: "7-1",
+            started: "2026-11-28T10:15:30Z",
+            started_epoch: 1795860930.25,
+            deployer: "eve\nforged line",
+            commit: "abc1234+dirty",
+            scope: "backend",
             revision: "0002_price_history",
         };
-        assert_eq!(
-            e.line(),
-            "2026-11-28T10:15:30Z deployer=alice@laptop commit=abc1234+dirty scope=all release=20261128T101530Z result=success duration=42.1s alembic=0002_price_history"
+        let a = activate(
+            &rec,
+            Some("20261128T000000Z"),
+            &["innercontext", "innercontext-pricing-worker"],
+            60,
+            &["20261101T000000Z".into(), "20261102T000000Z".into()],
+            true,
         );
-        let evil = LogEntry {
-            deployer: "eve\nforged line",
-            ..e
-        };
-        assert!(!evil.line().contains('\n'));
+        assert_eq!(
+            a.render(),
+            "scripts/deploy.sh activate root=/opt/ic release=20261128T101530Z token=7-1 started=2026-11-28T10:15:30Z started_epoch=1795860930.250 deployer=eve_forged_line commit=abc1234+dirty scope=backend revision=0002_price_history previous=20261128T000000Z restart=innercontext,innercontext-pricing-worker check=innercontext,innercontext-node,innercontext-pricing-worker probe=http://127.0.0.1:8000/health-check,http://127.0.0.1:3000/ timeout=60 stable=4 prune=20261101T000000Z,20261102T000000Z mark=yes"
+        );
+        let f = fail(&rec, "interrupted", false);
+        assert!(
+            f.render().ends_with("result=interrupted mark=no"),
+            "{}",
+            f.render()
+        );
     }
 }

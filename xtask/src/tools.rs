@@ -31,8 +31,10 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
 ];
 
+/// Toolchains live beside the xtask that installed them, even when it works on another
+/// checkout (XTASK_PROJECT_ROOT), so scratch copies share one installation.
 pub fn tools_dir() -> Utf8PathBuf {
-    crate::project_root().join("target/tools")
+    camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools")
 }
 
 pub fn node_bin_dir() -> Utf8PathBuf {

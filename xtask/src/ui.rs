@@ -9,14 +9,16 @@ pub fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Run `f` as a named step: prints `==> name ... ok (1.2s)` or `... FAILED (1.2s)`.
+/// Run `f` as a named step: prints `==> name` when it starts and `ok (1.2s)` or
+/// `FAILED (1.2s)` when it ends, on the same line unless the step printed something itself.
 pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = Instant::now();
+    eprint!("==> {name:<44} ");
     let result = f();
     let took = secs(start.elapsed());
     match &result {
-        Ok(_) => eprintln!("==> {name:<40} ok   ({took})"),
-        Err(_) => eprintln!("==> {name:<40} FAILED ({took})"),
+        Ok(_) => eprintln!("ok ({took})"),
+        Err(_) => eprintln!("FAILED ({took})"),
     }
     result
 }

@@ -82,6 +82,12 @@ meta() {
     printf '%s' "${v:--}"
 }
 
+# db_revision BACKEND_DIR: the database's alembic revision as that release sees it ('' if none).
+db_revision() {
+    (cd "$1" && .venv/bin/python -m alembic current 2>/dev/null </dev/null) |
+        sed -n 's/^\([A-Za-z0-9_][A-Za-z0-9_]*\)\( (.*)\)\{0,1\}$/\1/p' | sed -n '1p'
+}
+
 list_releases() {
     local root=$1 dir name
     for dir in "$root"/releases/*; do
@@ -212,8 +218,9 @@ cmd_prepare() {
     mkdir -p "$root/shared/uv-cache"
     if ! (cd "$rel/backend" &&
         UV_CACHE_DIR=$root/shared/uv-cache UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=hardlink \
-            UV_SYSTEM_CERTS=1 uv sync --locked --no-dev --no-progress --python /usr/bin/python3 \
-            </dev/null >>"$log" 2>&1); then
+            UV_SYSTEM_CERTS=1 uv sync --locked --no-dev --no-progress --compile-bytecode \
+            --python /usr/bin/python3 </dev/null >>"$log" 2>&1 &&
+        .venv/bin/python -m compileall -q innercontext >>"$log" 2>&1); then
         tail -n 30 "$log" >&2
         die "uv sync failed in $rel/backend on $(hostname) (log: $log)"
     fi
@@ -224,8 +231,7 @@ cmd_prepare() {
             die "database migration (alembic upgrade head) failed in $rel/backend on $(hostname): check DATABASE_URL in $root/shared/backend/.env and the migration (log: $log)"
         fi
     fi
-    revision=$(cd "$rel/backend" && .venv/bin/python -m alembic current 2>>"$log" </dev/null |
-        awk 'NF {print $1; exit}') || revision=""
+    revision=$(db_revision "$rel/backend") || revision=""
     {
         printf 'release=%s\n' "$new"
         printf 'commit=%s\n' "$commit"
@@ -264,14 +270,22 @@ cmd_switch() {
     mv -T "$tmp" "$root/current"
 }
 
-# restart UNIT...: only the listed units, through the sudoers drop-in.
+# restart UNIT...: only the listed units, through the sudoers drop-in, all at once.
 cmd_restart() {
-    local unit
+    local unit pids=() failed=""
     for unit in "$@"; do
         check_unit "$unit"
-        sudo -n /usr/bin/systemctl restart "$unit" </dev/null ||
-            die "sudo -n systemctl restart $unit failed on $(hostname): check the sudoers drop-in (cargo xtask setup-server)"
     done
+    for unit in "$@"; do
+        sudo -n /usr/bin/systemctl restart "$unit" </dev/null &
+        pids+=("$!")
+    done
+    for unit in "$@"; do
+        wait "${pids[0]}" || failed="$failed $unit"
+        pids=("${pids[@]:1}")
+    done
+    [ -z "$failed" ] ||
+        die "sudo -n systemctl restart failed for${failed} on $(hostname): check the sudoers drop-in (cargo xtask setup-server)"
 }
 
 unit_state() {
@@ -283,7 +297,7 @@ unit_restarts() {
 }
 
 # health TIMEOUT STABLE UNIT... -- URL...: every unit active and every URL answering 2xx,
-# STABLE times in a row half a second apart, with no unit restarting meanwhile.
+# STABLE times in a row a quarter second apart, with no unit restarting meanwhile.
 cmd_health() {
     local timeout=$1 stable=$2 deadline ok streak=0 unit url bad="" restarts="" r
     shift 2
@@ -330,7 +344,7 @@ cmd_health() {
         if [ "$(date +%s)" -ge "$deadline" ]; then
             break
         fi
-        sleep 0.5
+        sleep 0.25
     done
     echo "healthy=no"
     for unit in "${units[@]}"; do
@@ -419,7 +433,7 @@ job_step() {
     out=$("$@" 2>&1) || status=$?
     printf '    %-44s %s (%ss)\n' "$name" "$([ "$status" = 0 ] && echo ok || echo FAILED)" \
         "$(awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}')"
-    printf '%s\n' "$out" | grep -v -e '^previous=' -e '^healthy=' -e '^error=' || true
+    printf '%s\n' "$out" | grep -v -e '^previous=' -e '^healthy=' -e '^error=' -e '^$' || true
     job_error=$(printf '%s\n' "$out" | sed -n 's/^error=//p' | tail -n 1)
     return "$status"
 }
@@ -510,11 +524,12 @@ cmd_dbcheck() {
     check_release "$target"
     cur=$(current_release "$root")
     [ -n "$cur" ] || die "no current release"
-    rev=$(cd "$root/current/backend" && .venv/bin/python -m alembic current 2>/dev/null </dev/null |
-        awk 'NF {print $1; exit}') || die "cannot read the database revision with $root/current/backend (check DATABASE_URL)"
-    if [ -n "$rev" ]; then
-        (cd "$root/releases/$target/backend" && .venv/bin/python -m alembic show "$rev" \
-            </dev/null >/dev/null 2>&1) || known=no
+    rev=$(db_revision "$root/current/backend") ||
+        die "cannot read the database revision with $root/current/backend (check DATABASE_URL)"
+    # A release knows a revision when one of its migration scripts declares it.
+    if [ -n "$rev" ] && ! grep -Eqs "^revision(: str)? = ['\"]${rev}['\"]" \
+        "$root/releases/$target/backend/alembic/versions/"*.py; then
+        known=no
     fi
     printf 'db_revision=%s\n' "${rev:--}"
     printf 'target_knows=%s\n' "$known"
@@ -530,8 +545,7 @@ cmd_status() {
     printf 'disk=%s\n' "$(df -Ph "$root" | awk 'NR==2 {print $4 " free of " $2 " (" $5 " used)"}')"
     rev=""
     if [ -x "$root/current/backend/.venv/bin/python" ]; then
-        rev=$(cd "$root/current/backend" && .venv/bin/python -m alembic current 2>/dev/null </dev/null |
-            awk 'NF {print $1; exit}') || rev="unreadable"
+        rev=$(db_revision "$root/current/backend") || rev="unreadable"
     fi
     printf 'db_revision=%s\n' "${rev:--}"
 }

@@ -20,8 +20,8 @@ pub fn run(ci: Ci, sh: &Shell) -> Result<()> {
         let result = ui::step(&format!("ci: {}", stage.name()), || match stage {
             Stage::Tools => tools::ensure_all(sh),
             Stage::Rust => rust(sh),
-            Stage::Backend => backend(sh),
-            Stage::Frontend => frontend(sh),
+            Stage::Backend => backend(sh, Noise::Show),
+            Stage::Frontend => frontend(sh, Noise::Show),
             Stage::Config => config(sh),
             Stage::E2e => e2e(sh, &ci.filter),
         });
@@ -70,62 +70,103 @@ pub fn uv_env(sh: &Shell) -> [xshell::PushEnv<'_>; 2] {
     ]
 }
 
+/// Whether a check shows its tools' output as it runs (CI) or only when it fails (deploy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noise {
+    Show,
+    Quiet,
+}
+
+fn exec(cmd: xshell::Cmd<'_>, noise: Noise, what: &str) -> Result<()> {
+    match noise {
+        Noise::Show => cmd.run().with_context(|| what.to_string()),
+        Noise::Quiet => {
+            let out = cmd.quiet().ignore_status().output()?;
+            if !out.status.success() {
+                eprintln!();
+                std::io::Write::write_all(&mut std::io::stderr(), &out.stdout)?;
+                std::io::Write::write_all(&mut std::io::stderr(), &out.stderr)?;
+                bail!("{what} failed ({})", out.status);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Backend lint and tests against a real, throwaway PostgreSQL.
-pub fn backend(sh: &Shell) -> Result<()> {
+pub fn backend(sh: &Shell, noise: Noise) -> Result<()> {
     tools::ensure_all(sh)?;
     let _path = tool_env(sh);
     let _uv = uv_env(sh);
     let _dir = sh.push_dir("backend");
-    cmd!(sh, "uv sync --quiet --locked")
-        .run()
-        .context("uv sync --locked (backend)")?;
-    cmd!(sh, "uv run --locked ruff check .")
-        .run()
-        .context("ruff check (backend)")?;
-    cmd!(sh, "uv run --locked ruff format --check .")
-        .run()
-        .context("ruff format --check (backend): run 'uv run ruff format'")?;
+    exec(
+        cmd!(sh, "uv sync --quiet --locked"),
+        noise,
+        "uv sync --locked (backend)",
+    )?;
+    exec(
+        cmd!(sh, "uv run --locked ruff check ."),
+        noise,
+        "ruff check (backend)",
+    )?;
+    exec(
+        cmd!(sh, "uv run --locked ruff format --check ."),
+        noise,
+        "ruff format --check (backend): run 'uv run ruff format'",
+    )?;
     let pg = Postgres::start(sh)?;
     let _db = sh.push_env("TEST_DATABASE_URL", pg.url());
-    cmd!(sh, "uv run --locked pytest -q")
-        .run()
-        .context("pytest (backend)")?;
-    Ok(())
+    exec(
+        cmd!(sh, "uv run --locked pytest -q"),
+        noise,
+        "pytest (backend)",
+    )
 }
 
-/// Frontend install, type check and build with the pinned Node.js and pnpm.
-pub fn frontend(sh: &Shell) -> Result<()> {
+/// Frontend install, type check, unit tests and build with the pinned Node.js and pnpm.
+pub fn frontend(sh: &Shell, noise: Noise) -> Result<()> {
     tools::ensure_all(sh)?;
     let _path = tool_env(sh);
     let _dir = sh.push_dir("frontend");
     let _ci = sh.push_env("CI", "true");
-    cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent")
-        .run()
-        .context("pnpm install --frozen-lockfile")?;
-    cmd!(sh, "pnpm run --silent check")
-        .run()
-        .context("svelte-check (frontend)")?;
-    cmd!(sh, "pnpm run --silent test")
-        .run()
-        .context("unit tests (frontend)")?;
-    cmd!(sh, "pnpm run --silent build")
-        .run()
-        .context("pnpm build (frontend)")?;
-    Ok(())
+    exec(
+        cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent"),
+        noise,
+        "pnpm install --frozen-lockfile",
+    )?;
+    exec(
+        cmd!(sh, "pnpm run --silent check"),
+        noise,
+        "svelte-check (frontend)",
+    )?;
+    exec(
+        cmd!(sh, "pnpm run --silent test"),
+        noise,
+        "unit tests (frontend)",
+    )?;
+    exec(
+        cmd!(sh, "pnpm run --silent build"),
+        noise,
+        "pnpm build (frontend)",
+    )
 }
 
 /// Only install and build the frontend (deploys with --skip-local-checks).
-pub fn frontend_build(sh: &Shell) -> Result<()> {
+pub fn frontend_build(sh: &Shell, noise: Noise) -> Result<()> {
     tools::ensure_all(sh)?;
     let _path = tool_env(sh);
     let _dir = sh.push_dir("frontend");
-    cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent")
-        .run()
-        .context("pnpm install --frozen-lockfile")?;
-    cmd!(sh, "pnpm run --silent build")
-        .run()
-        .context("pnpm build (frontend)")?;
-    Ok(())
+    let _ci = sh.push_env("CI", "true");
+    exec(
+        cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent"),
+        noise,
+        "pnpm install --frozen-lockfile",
+    )?;
+    exec(
+        cmd!(sh, "pnpm run --silent build"),
+        noise,
+        "pnpm build (frontend)",
+    )
 }
 
 /// Static checks of everything that is configuration: shell scripts, units, nginx, workflows.
@@ -286,7 +327,7 @@ impl Postgres {
         let as_postgres = tools::is_root();
         if as_postgres {
             // initdb refuses to run as root.
-            cmd!(sh, "chown postgres: {dir}").run()?;
+            cmd!(sh, "chown postgres: {dir}").quiet().run()?;
         }
         let port = free_port()?;
         let pg = Postgres {

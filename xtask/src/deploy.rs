@@ -174,11 +174,26 @@ fn local_origin(sh: &Shell, cfg: &Config) -> Result<Local> {
 fn deployer() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(user_from_passwd)
+        .unwrap_or_else(|| "unknown".to_string());
     let host = fs_err::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string());
     format!("{user}@{host}")
+}
+
+/// The login name of our uid, from /etc/passwd (CI runners often set no USER).
+fn user_from_passwd() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = fs_err::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = fs_err::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_string())
+    })
 }
 
 fn utc_now() -> OffsetDateTime {
@@ -211,23 +226,58 @@ fn new_lock(local: &Local, command: &str) -> LockInfo {
     }
 }
 
-/// Local checks for the scope, fail-fast; the frontend is always built (the server never builds).
+/// Local checks for the scope, fail-fast; the frontend is always built (the server never
+/// builds), unless the build on disk was made from exactly the committed frontend/ tree.
 fn local_checks(sh: &Shell, scope: Scope, skip: bool) -> Result<()> {
+    let quiet = ci::Noise::Quiet;
     if scope.backend() && !skip {
-        ui::step("local checks: backend (ruff, pytest)", || ci::backend(sh))?;
+        ui::step("local checks: backend (ruff, pytest)", || {
+            ci::backend(sh, quiet)
+        })?;
     }
     if scope.frontend() {
-        if skip {
-            ui::step("build frontend", || ci::frontend_build(sh))?;
-        } else {
-            ui::step("local checks: frontend (check, build)", || ci::frontend(sh))?;
-        }
+        let stamp = frontend_stamp(sh)?;
+        let stamp_file = crate::project_root().join("target/frontend-build.stamp");
+        let built = fs_err::read_to_string(&stamp_file).ok();
         let entry = crate::project_root().join("frontend/build/index.js");
+        if !skip {
+            fs_err::remove_file(&stamp_file).ok();
+            ui::step("local checks: frontend (check, tests, build)", || {
+                ci::frontend(sh, quiet)
+            })?;
+        } else if stamp.is_some() && built == stamp && entry.exists() {
+            eprintln!("==> build frontend: up to date with the committed frontend/ tree");
+        } else {
+            fs_err::remove_file(&stamp_file).ok();
+            ui::step("build frontend", || ci::frontend_build(sh, quiet))?;
+        }
         if !entry.exists() {
             bail!("the frontend build did not produce {entry}");
         }
+        if let Some(stamp) = stamp {
+            fs_err::create_dir_all(stamp_file.parent().unwrap())?;
+            fs_err::write(&stamp_file, stamp)?;
+        }
     }
     interrupt::check()
+}
+
+/// The git tree of frontend/ when it has no uncommitted changes (None otherwise).
+fn frontend_stamp(sh: &Shell) -> Result<Option<String>> {
+    let changes = cmd!(
+        sh,
+        "git status --porcelain --untracked-files=normal -- frontend"
+    )
+    .quiet()
+    .read()?;
+    if !changes.trim().is_empty() {
+        return Ok(None);
+    }
+    let tree = cmd!(sh, "git rev-parse HEAD:frontend").quiet().read()?;
+    Ok(Some(format!(
+        "{tree} node {}\n",
+        crate::tools::NODE_VERSION
+    )))
 }
 
 /// The files this release uploads, relative to the repository root.

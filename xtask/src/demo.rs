@@ -1,10 +1,111 @@
-//! TODO
+//! `cargo xtask demo`: the whole product on local test machines, the way a newcomer tries it.
+//!
+//! Boots an app machine (a fresh Debian 12 host) and a db machine (PostgreSQL), provisions the
+//! app machine with `setup-server`, deploys with `deploy all`, and prints the URL of the app
+//! through nginx. The same binary runs each step as a child process with the environment a
+//! user would set, so the demo exercises exactly the documented commands.
 
-use anyhow::Result;
-use xshell::Shell;
+use anyhow::{bail, Context, Result};
+use camino::Utf8PathBuf;
+use xshell::{cmd, Shell};
 
-use crate::flags::Demo;
+use crate::flags::{Demo, Role};
+use crate::{testhost, tools, ui};
 
-pub fn run(_cmd: Demo, _sh: &Shell) -> Result<()> {
-    anyhow::bail!("not implemented yet")
+pub const APP: &str = "app";
+pub const DB: &str = "db";
+
+pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
+    if !tools::is_root() {
+        bail!("the demo boots local machines with systemd-nspawn and needs root: run it with sudo");
+    }
+    if demo.down {
+        for name in [APP, DB] {
+            ui::step(&format!("stop machine {name}"), || testhost::down(sh, name))?;
+        }
+        return Ok(());
+    }
+    ui::step("build the test host image", || testhost::build(sh, false))?;
+    let db = ui::step("boot the db machine", || testhost::up(sh, DB, Role::Db))?;
+    let app = ui::step("boot the app machine", || testhost::up(sh, APP, Role::App))?;
+    let env = Environment::for_machines(&app, &db)?;
+    let xtask = std::env::current_exe().context("locating the xtask binary")?;
+
+    let key = app.public_key();
+    let (backend, frontend) = (&env.backend_env, &env.frontend_env);
+    env.apply(cmd!(
+        sh,
+        "{xtask} setup-server --deploy-key {key} --backend-env {backend} --frontend-env {frontend}"
+    ))
+    .run()
+    .context("setup-server on the demo machine")?;
+
+    env.apply(cmd!(sh, "{xtask} deploy all"))
+        .env("DEPLOY_ALLOW_DIRTY", "1")
+        .run()
+        .context("deploy to the demo machine")?;
+
+    let url = format!("http://{}/", app.ip);
+    println!();
+    println!("innercontext is running at {url} (API: {url}api/health-check)");
+    println!("Deploy again, list releases or roll back with:");
+    println!(
+        "  export DEPLOY_SSH_CONFIG={} DEPLOY_SERVER=innercontext@{}",
+        app.ssh_config, app.name
+    );
+    println!("  cargo xtask deploy list");
+    println!("Log in: cargo xtask testhost ssh {APP}. Stop it all: cargo xtask demo --down");
+    Ok(())
+}
+
+/// The environment and env files a user would prepare for the two machines.
+pub struct Environment {
+    pub ssh_config: Utf8PathBuf,
+    pub server: String,
+    pub admin: String,
+    pub backend_env: Utf8PathBuf,
+    pub frontend_env: Utf8PathBuf,
+}
+
+impl Environment {
+    /// Write env files for `app` talking to `db` under target/demo/<app name>/.
+    pub fn for_machines(app: &testhost::Machine, db: &testhost::Machine) -> Result<Environment> {
+        let dir = tools::tools_dir().join("../demo").join(&app.name);
+        fs_err::create_dir_all(&dir)?;
+        let backend_env = dir.join("backend.env");
+        let frontend_env = dir.join("frontend.env.production");
+        let db = testhost::db_info(db);
+        write_private(
+            &backend_env,
+            &format!("DATABASE_URL={}\nPRICING_INTERVAL_SECONDS=30\n", db.url()),
+        )?;
+        write_private(
+            &frontend_env,
+            &format!(
+                "PUBLIC_API_BASE=http://127.0.0.1:8000\nORIGIN=http://{}\n",
+                app.ip
+            ),
+        )?;
+        Ok(Environment {
+            ssh_config: app.ssh_config.clone(),
+            server: format!("innercontext@{}", app.name),
+            admin: format!("root@{}", app.name),
+            backend_env,
+            frontend_env,
+        })
+    }
+
+    /// Add the deploy variables to a command.
+    pub fn apply<'a>(&self, cmd: xshell::Cmd<'a>) -> xshell::Cmd<'a> {
+        cmd.env("DEPLOY_SSH_CONFIG", &self.ssh_config)
+            .env("DEPLOY_SERVER", &self.server)
+            .env("DEPLOY_ADMIN", &self.admin)
+    }
+}
+
+fn write_private(path: &Utf8PathBuf, contents: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::write(path, contents)?;
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
 }

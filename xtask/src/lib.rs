@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod lock;
 pub mod quote;
 pub mod release;
+pub mod scratch;
 pub mod setup_server;
 pub mod ssh;
 pub mod steps;
@@ -27,8 +28,14 @@ use xshell::Shell;
 
 use flags::Command;
 
-/// The repository root: the parent of the xtask crate.
+/// The repository root: the parent of the xtask crate, or `XTASK_PROJECT_ROOT` when set (the
+/// end-to-end tests deploy scratch copies of the repository with the already built binary).
 pub fn project_root() -> Utf8PathBuf {
+    if let Some(root) = std::env::var_os("XTASK_PROJECT_ROOT") {
+        if let Ok(root) = Utf8PathBuf::from_path_buf(root.into()) {
+            return root;
+        }
+    }
     Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the repository root")

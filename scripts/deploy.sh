@@ -420,7 +420,11 @@ cmd_fail() {
     parse_opts "$@"
     check_root "$opt_root"
     check_release "$opt_release"
-    mark failed
+    # On a full disk the partial upload goes first, so the state can be written.
+    if ! mark failed 2>/dev/null; then
+        rm -rf "${opt_root:?}/releases/$opt_release/backend" "${opt_root:?}/releases/$opt_release/frontend"
+        mark failed || true
+    fi
     log_entry "${opt_result:-failed}"
     release_lock "$opt_root" "$opt_token"
 }

@@ -433,24 +433,42 @@ impl Held<'_> {
     }
 }
 
-fn take_lock(remote: &Remote, call: &RemoteCall) -> Result<Reply> {
-    ui::step("preflight and lock", || {
-        let (out, reply) = remote.call_raw(call)?;
-        if out.status.code() == Some(3) && reply.get("conflict") == Some("yes") {
-            let holder = LockInfo::from_reply(&reply)
-                .map(|l| l.describe(reply.get("now").and_then(|n| n.parse().ok()).unwrap_or(0)))
-                .unwrap_or_else(|| "held by an unknown deploy".to_string());
-            bail!(
-                "another deploy holds {}/.deploy.lock on {}: {holder}; if it is not running any more: cargo xtask deploy unlock",
-                remote.root,
-                reply.get("host").unwrap_or("the server")
-            );
-        }
-        if !out.status.success() {
-            bail!("{}", remote.failure(call, &out.status, &reply));
-        }
-        Ok(reply)
-    })
+/// Why taking the lock failed: refused (we surely do not hold it: another deploy, a failed
+/// preflight) or unknown (interrupted or disconnected: we may hold it).
+enum LockFailure {
+    Refused(anyhow::Error),
+    Unknown(anyhow::Error),
+}
+
+fn take_lock(remote: &Remote, call: &RemoteCall) -> std::result::Result<Reply, LockFailure> {
+    let outcome = ui::step("preflight and lock", || {
+        interrupt::shielded(|| remote.call_raw(call)).map_err(anyhow::Error::from)
+    });
+    let (out, reply) = outcome.map_err(LockFailure::Unknown)?;
+    if out.status.code() == Some(3) && reply.get("conflict") == Some("yes") {
+        let holder = LockInfo::from_reply(&reply)
+            .map(|l| l.describe(reply.get("now").and_then(|n| n.parse().ok()).unwrap_or(0)))
+            .unwrap_or_else(|| "held by an unknown deploy".to_string());
+        return Err(LockFailure::Refused(anyhow::anyhow!(
+            "another deploy holds {}/.deploy.lock on {}: {holder}; if it is not running any more: cargo xtask deploy unlock",
+            remote.root,
+            reply.get("host").unwrap_or("the server")
+        )));
+    }
+    if !out.status.success() {
+        let e = anyhow::anyhow!("{}", remote.failure(call, &out.status, &reply));
+        return Err(if reply.get("error").is_some() {
+            LockFailure::Refused(e)
+        } else {
+            LockFailure::Unknown(e)
+        });
+    }
+    if interrupt::requested() {
+        return Err(LockFailure::Unknown(anyhow::anyhow!(
+            "interrupted while taking the lock"
+        )));
+    }
+    Ok(reply)
 }
 
 fn deploy(sh: &Shell, cfg: &Config, scope: Scope, dry_run: bool, skip_checks: bool) -> Result<()> {
@@ -570,17 +588,29 @@ fn deploy(sh: &Shell, cfg: &Config, scope: Scope, dry_run: bool, skip_checks: bo
     fs_err::write(&file_list, files.join("\0"))?;
     let _cleanup = RemoveOnDrop(file_list.clone());
 
-    take_lock(
+    match take_lock(
         &remote,
         &steps::begin(&cfg.root, &name, scope.name(), &lock),
-    )?;
+    ) {
+        Ok(_) => {}
+        Err(LockFailure::Refused(e)) => return Err(e),
+        Err(LockFailure::Unknown(e)) => {
+            // We may hold the lock: release it if it is ours and record the failure.
+            let result = held.abandon();
+            return Err(e.context(format!(
+                "deploy of {name} {result}; current was not touched"
+            )));
+        }
+    }
     let prepared = (|| -> Result<()> {
         ui::step(&format!("upload {} files", files.len()), || {
             upload(sh, &rsync)
         })?;
         interrupt::check()?;
         let reply = ui::step("link env, uv sync, migrate", || {
-            remote.call(&steps::prepare(&cfg.root, &name, scope, current, &origin))
+            interrupt::shielded(|| {
+                remote.call(&steps::prepare(&cfg.root, &name, scope, current, &origin))
+            })
         })?;
         held.revision = reply.get("revision").unwrap_or("-").to_string();
         for w in reply.all("warn") {
@@ -864,10 +894,17 @@ fn rollback(cfg: &Config, requested: Option<&str>, force: bool, dry_run: bool) -
         }
         return Ok(());
     }
-    take_lock(
+    match take_lock(
         &remote,
         &steps::begin(&cfg.root, &target, "rollback", &lock),
-    )?;
+    ) {
+        Ok(_) => {}
+        Err(LockFailure::Refused(e)) => return Err(e),
+        Err(LockFailure::Unknown(e)) => {
+            held.abandon();
+            return Err(e.context("rollback did not start; current was not touched"));
+        }
+    }
     held.activate(Some(&current), &units, &[])
         .map_err(|e| e.context(format!("rollback to {target} failed")))?;
     eprintln!(

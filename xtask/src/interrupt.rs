@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 static CLEANUP: AtomicBool = AtomicBool::new(false);
 static NOTIFIED: AtomicBool = AtomicBool::new(false);
+static SHIELDED: AtomicUsize = AtomicUsize::new(0);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
@@ -58,6 +59,16 @@ pub fn enter_cleanup() {
     CLEANUP.store(true, Ordering::SeqCst);
 }
 
+/// Run `f` without letting an interrupt kill the remote call in progress: for short steps
+/// whose outcome we must know (taking the lock, preparing the release). The interrupt is
+/// still seen by the next [`check`].
+pub fn shielded<T>(f: impl FnOnce() -> T) -> T {
+    SHIELDED.fetch_add(1, Ordering::SeqCst);
+    let out = f();
+    SHIELDED.fetch_sub(1, Ordering::SeqCst);
+    out
+}
+
 /// Wait for a started child, killing it if an interrupt arrives meanwhile.
 pub fn wait(handle: &duct::Handle, what: &str) -> Result<std::process::Output> {
     loop {
@@ -68,7 +79,7 @@ pub fn wait(handle: &duct::Handle, what: &str) -> Result<std::process::Output> {
             return Ok(out.clone());
         }
         if requested() {
-            if !CLEANUP.load(Ordering::SeqCst) {
+            if !CLEANUP.load(Ordering::SeqCst) && SHIELDED.load(Ordering::SeqCst) == 0 {
                 let _ = handle.kill();
                 bail!("interrupted during {what}");
             }

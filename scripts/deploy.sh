@@ -411,7 +411,7 @@ prune() {
             continue
         fi
         rm -rf "${opt_root:?}/releases/$old"
-        printf 'pruned=%s\n' "$old"
+        printf '    pruned %s\n' "$old"
     done
 }
 

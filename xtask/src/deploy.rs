@@ -442,7 +442,7 @@ enum LockFailure {
 
 fn take_lock(remote: &Remote, call: &RemoteCall) -> std::result::Result<Reply, LockFailure> {
     let outcome = ui::step("preflight and lock", || {
-        interrupt::shielded(|| remote.call_raw(call)).map_err(anyhow::Error::from)
+        interrupt::shielded(|| remote.call_raw(call))
     });
     let (out, reply) = outcome.map_err(LockFailure::Unknown)?;
     if out.status.code() == Some(3) && reply.get("conflict") == Some("yes") {

@@ -87,13 +87,36 @@ impl Role {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Testhost {
-    Build { rebuild: bool },
-    Up { name: String, role: Role },
-    Down { name: Option<String> },
+    Build {
+        rebuild: bool,
+    },
+    Up {
+        name: String,
+        role: Role,
+    },
+    Down {
+        name: Option<String>,
+    },
     Status,
-    Ssh { name: String, command: Vec<String> },
-    Exec { name: String, command: Vec<String> },
-    Delay { name: String, millis: u32 },
+    Ssh {
+        name: String,
+        command: Vec<String>,
+    },
+    Exec {
+        name: String,
+        command: Vec<String>,
+    },
+    Delay {
+        name: String,
+        millis: u32,
+    },
+    /// Hidden: the latency proxy `delay` starts in the background (not in the help).
+    Proxy {
+        listen: String,
+        to: String,
+        millis: u32,
+        port_file: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -542,6 +565,36 @@ fn parse_testhost(args: &mut Args) -> Result<Command, UsageError> {
             args.finish("testhost")?;
             Testhost::Delay { name, millis }
         }
+        "proxy" => {
+            let (mut listen, mut to, mut millis, mut port_file) = (None, None, None, None);
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--listen" => listen = Some(args.value("--listen")?),
+                    "--to" => to = Some(args.value("--to")?),
+                    "--delay" => {
+                        let v = args.value("--delay")?;
+                        millis = Some(v.parse::<u32>().map_err(|_| {
+                            UsageError::new(format!("invalid --delay '{v}': use milliseconds"))
+                        })?);
+                    }
+                    "--port-file" => port_file = Some(args.value("--port-file")?),
+                    other => return Err(unexpected("testhost", other)),
+                }
+            }
+            match (listen, to, millis, port_file) {
+                (Some(listen), Some(to), Some(millis), Some(port_file)) => Testhost::Proxy {
+                    listen,
+                    to,
+                    millis,
+                    port_file,
+                },
+                _ => {
+                    return Err(UsageError::new(
+                        "testhost proxy needs --listen ADDR --to ADDR --delay MS --port-file FILE",
+                    ))
+                }
+            }
+        }
         other => return Err(UsageError::choice("testhost subcommand", other, &SUBS)),
     };
     Ok(Command::Testhost(th))
@@ -869,6 +922,29 @@ mod tests {
             Command::Testhost(Testhost::Down { name: None })
         );
         assert!(err(&["testhost", "fly"]).contains("valid: build, up"));
+        // The proxy is internal: parsed, but not offered among the choices.
+        assert!(!err(&["testhost", "fly"]).contains("proxy"));
+        assert_eq!(
+            run(&[
+                "testhost",
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "10.213.1.2:22",
+                "--delay",
+                "25",
+                "--port-file",
+                "/tmp/p"
+            ]),
+            Command::Testhost(Testhost::Proxy {
+                listen: "127.0.0.1:0".into(),
+                to: "10.213.1.2:22".into(),
+                millis: 25,
+                port_file: "/tmp/p".into()
+            })
+        );
+        assert!(err(&["testhost", "proxy", "--listen", "x"]).contains("needs --listen"));
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! The cached images: a bookworm rootfs that looks like a fresh LXC container (systemd, sshd,
+//! sudo, curl, ca-certificates, python3; no app user, nginx, uv, node or app directories, which
+//! are setup-server's job), and an overlay layer on top of it with PostgreSQL for the `db`
+//! role, so the app image stays clean.
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use xshell::{cmd, Shell};
+
+use super::{key_path, machine, render, state, sys, CGROUP_DIR, DB_NAME, DB_PASSWORD, SUBNET};
+use crate::flags::Role;
+use crate::ui;
+
+/// Bump when the image contents change: `build` then rebuilds, `up` asks for a build.
+const IMAGE_VERSION: &str = "1";
+
+/// What the host needs to run machines.
+pub const HOST_PACKAGES: &[&str] = &[
+    "systemd-container",
+    "debootstrap",
+    "nftables",
+    "rsync",
+    "openssh-client",
+    "iproute2",
+];
+
+fn images_dir() -> Utf8PathBuf {
+    state().join("images")
+}
+
+pub fn base_dir() -> Utf8PathBuf {
+    images_dir().join("base")
+}
+
+pub fn db_layer_dir() -> Utf8PathBuf {
+    images_dir().join("db")
+}
+
+fn stamp(dir: &Utf8Path) -> Utf8PathBuf {
+    Utf8PathBuf::from(format!("{dir}.done"))
+}
+
+fn build_log() -> Utf8PathBuf {
+    images_dir().join("build.log")
+}
+
+fn is_built(dir: &Utf8Path) -> bool {
+    dir.is_dir() && std::fs::read_to_string(stamp(dir)).is_ok_and(|s| s.trim() == IMAGE_VERSION)
+}
+
+/// Fail unless the images a machine of `role` boots from are built and current.
+pub fn require(role: Role) -> Result<()> {
+    let ok = is_built(&base_dir())
+        && (role == Role::App || is_built(&db_layer_dir()))
+        && key_path().exists();
+    if !ok {
+        bail!(
+            "the test host image is not built or out of date: run 'cargo xtask testhost build' (about 2 minutes the first time)"
+        );
+    }
+    Ok(())
+}
+
+pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
+    let base_ok = !rebuild && is_built(&base_dir());
+    let db_ok = base_ok && is_built(&db_layer_dir());
+    if !(base_ok && db_ok) {
+        let running = machine::list_running()?;
+        if !running.is_empty() {
+            let names: Vec<String> = running.into_iter().map(|m| m.name).collect();
+            bail!(
+                "machines {} run on the current image: take them down before rebuilding it (cargo xtask testhost down --all)",
+                names.join(", ")
+            );
+        }
+    }
+    ui::step("host packages", || ensure_host_packages(sh))?;
+    ui::step("throwaway ssh key", || ensure_key(sh))?;
+    fs_err::create_dir_all(images_dir())?;
+    if !base_ok {
+        fs_err::write(build_log(), "")?;
+        ui::step("base image: debootstrap bookworm", || build_base(sh))?;
+    }
+    if !db_ok {
+        ui::step("db layer: PostgreSQL", build_db_layer)?;
+    }
+    let size = |d: Utf8PathBuf| {
+        cmd!(sh, "du -sm {d}")
+            .quiet()
+            .read()
+            .ok()
+            .and_then(|o| o.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "?".into())
+    };
+    eprintln!(
+        "image {} in {} (base {} MB, db layer {} MB)",
+        if base_ok && db_ok { "cached" } else { "built" },
+        images_dir(),
+        size(base_dir()),
+        size(db_layer_dir())
+    );
+    Ok(())
+}
+
+fn ensure_host_packages(sh: &Shell) -> Result<()> {
+    let format = "-f=${db:Status-Status}";
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            cmd!(sh, "dpkg-query -W {format} {p}")
+                .quiet()
+                .ignore_stderr()
+                .read()
+                .map_or(true, |s| s.trim() != "installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing host packages: {}", missing.join(" "));
+    cmd!(sh, "apt-get update -q")
+        .quiet()
+        .run()
+        .context("apt-get update on the host")?;
+    let packages = missing.clone();
+    cmd!(
+        sh,
+        "apt-get install -y -q --no-install-recommends {packages...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .quiet()
+    .run()
+    .with_context(|| format!("installing {} on the host", missing.join(" ")))?;
+    Ok(())
+}
+
+/// The throwaway ed25519 key authorized for root on every machine.
+fn ensure_key(sh: &Shell) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = key_path();
+    if key.exists() && Utf8PathBuf::from(format!("{key}.pub")).exists() {
+        return Ok(());
+    }
+    let dir = key.parent().expect("key has a directory");
+    fs_err::create_dir_all(dir)?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(format!("{key}.pub"));
+    cmd!(
+        sh,
+        "ssh-keygen -q -t ed25519 -N '' -C innercontext-testhost -f {key}"
+    )
+    .quiet()
+    .run()
+    .context("generating the test host's ssh key")?;
+    fs_err::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The host's apt sources, for the mirror to debootstrap from and to give the machines.
+fn host_mirrors() -> render::Mirrors {
+    let mut text = String::new();
+    for f in [
+        "/etc/apt/sources.list.d/debian.sources",
+        "/etc/apt/sources.list",
+    ] {
+        text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+        text.push('\n');
+    }
+    render::parse_mirrors(&text)
+}
+
+fn build_base(sh: &Shell) -> Result<()> {
+    let new = images_dir().join("base.new");
+    remove_tree(&new)?;
+    let mirrors = host_mirrors();
+    let args = render::debootstrap_args(&new, &mirrors.debian);
+    run_logged(duct::cmd("debootstrap", &args), "debootstrap")?;
+
+    // Trust what the host trusts (TLS-inspecting proxies are common), use its mirror.
+    let cas = Utf8Path::new("/usr/local/share/ca-certificates");
+    if cas.is_dir() {
+        let dest = new.join("usr/local/share/ca-certificates");
+        fs_err::create_dir_all(&dest)?;
+        let src = format!("{cas}/.");
+        cmd!(sh, "cp -a {src} {dest}")
+            .quiet()
+            .run()
+            .context("copying the host's CA certificates into the image")?;
+    }
+    fs_err::create_dir_all(new.join("etc/apt/sources.list.d"))?;
+    fs_err::write(
+        new.join("etc/apt/sources.list.d/debian.sources"),
+        render::apt_sources(&mirrors),
+    )?;
+    run_in_image(
+        &new,
+        None,
+        &["bash".into(), "-c".into(), render::CUSTOMIZE_BASE.into()],
+    )?;
+
+    let _ = std::fs::remove_file(stamp(&db_layer_dir()));
+    remove_tree(&db_layer_dir())?;
+    let _ = std::fs::remove_file(stamp(&base_dir()));
+    remove_tree(&base_dir())?;
+    fs_err::rename(&new, base_dir())?;
+    fs_err::write(stamp(&base_dir()), format!("{IMAGE_VERSION}\n"))?;
+    Ok(())
+}
+
+fn build_db_layer() -> Result<()> {
+    let new = images_dir().join("db.new");
+    remove_tree(&new)?;
+    let (upper, work, root) = (new.join("upper"), new.join("work"), new.join("root"));
+    for d in [&upper, &work, &root] {
+        fs_err::create_dir_all(d)?;
+    }
+    let lower = [base_dir()];
+    run_in_image(
+        &root,
+        Some((&lower, &upper, &work)),
+        &[
+            "bash".into(),
+            "-c".into(),
+            render::BUILD_DB_LAYER.into(),
+            "build-db-layer".into(),
+            SUBNET.into(),
+            DB_NAME.into(),
+            DB_PASSWORD.into(),
+        ],
+    )?;
+    let _ = std::fs::remove_file(stamp(&db_layer_dir()));
+    remove_tree(&db_layer_dir())?;
+    fs_err::rename(&upper, db_layer_dir())?;
+    remove_tree(&new)?;
+    fs_err::write(stamp(&db_layer_dir()), format!("{IMAGE_VERSION}\n"))?;
+    Ok(())
+}
+
+/// Run `argv` in the image tree `root` under systemd-nspawn (not booted, host network), in a
+/// private mount namespace and its own cgroup; `overlay` = (lower layers, upper, work).
+fn run_in_image(
+    root: &Utf8Path,
+    overlay: Option<(&[Utf8PathBuf], &Utf8Path, &Utf8Path)>,
+    argv: &[String],
+) -> Result<()> {
+    let cgroups: Vec<Utf8PathBuf> = sys::cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join(CGROUP_DIR).join("_build"))
+        .collect();
+    for cg in &cgroups {
+        fs_err::create_dir_all(cg)?;
+    }
+    let script = render::build_script(&cgroups, overlay, root, argv);
+    let result = run_logged(
+        duct::cmd(
+            "unshare",
+            ["--mount", "--propagation", "private", "bash", "-c", &script],
+        ),
+        "systemd-nspawn",
+    );
+    for cg in &cgroups {
+        sys::remove_cgroup_tree(cg)?;
+        if let Some(parent) = cg.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    let _ = std::fs::remove_dir_all("/run/systemd/nspawn/propagate/ictestbuild");
+    result
+}
+
+/// Run a build command with its output appended to the build log; on failure, show its end.
+fn run_logged(expr: duct::Expression, what: &str) -> Result<()> {
+    let log = build_log();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {log}"))?;
+    let out = expr
+        .stdin_null()
+        // duct applies the outermost redirection first: stderr joins stdout after it is the log.
+        .stderr_to_stdout()
+        .stdout_file(file)
+        .unchecked()
+        .run()
+        .with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        bail!(
+            "{what} failed ({}); last lines of {log}:\n{}",
+            out.status,
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Remove a directory tree of ours, refusing if anything is mounted below it.
+fn remove_tree(dir: &Utf8Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mounts = sys::mounts_under(dir);
+    if !mounts.is_empty() {
+        bail!(
+            "{dir} has mounts ({}): unmount them first",
+            mounts.join(", ")
+        );
+    }
+    fs_err::remove_dir_all(dir)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_live_in_the_state_dir() {
+        assert_eq!(base_dir(), "/var/lib/innercontext-testhost/images/base");
+        assert_eq!(
+            stamp(&db_layer_dir()),
+            "/var/lib/innercontext-testhost/images/db.done"
+        );
+        for p in [
+            "systemd-container",
+            "debootstrap",
+            "nftables",
+            "rsync",
+            "openssh-client",
+            "iproute2",
+        ] {
+            assert!(HOST_PACKAGES.contains(&p));
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! `cargo xtask testhost`: real Debian 12 servers booted locally with systemd-nspawn, to
+//! deploy to in tests, benchmarks and the demo.
+//!
+//! Each machine is a bookworm system with systemd as PID 1, sshd and sudo, on a copy-on-write
+//! overlay of a cached image that looks like a fresh LXC container; the `db` role adds a
+//! PostgreSQL layer listening on the machine's own address. Layout on the host:
+//!
+//! ```text
+//! /var/lib/innercontext-testhost/
+//!   images/base/        debootstrapped rootfs (systemd, sshd, sudo, curl, python3; no app software)
+//!   images/base.done    stamp with the image format version
+//!   images/db/          overlay layer over base: PostgreSQL with the app's database and user
+//!   images/db.done
+//!   images/build.log    output of the last build
+//!   key/id_ed25519      throwaway key authorized for root on every machine (0600, + .pub)
+//!   machines/NAME/      info (role, subnet), pid (systemd-nspawn), log (console),
+//!                       upper/ work/ root/ (the overlay, mounted only in the machine's own
+//!                       mount namespace, so it vanishes with it), ssh_config, known_hosts,
+//!                       proxy.pid proxy.port proxy.log delay (the latency proxy)
+//!   lock/               short-lived lock around subnet allocation and NAT changes
+//!   ip_forward.orig     the host's net.ipv4.ip_forward before the first machine came up
+//! ```
+//!
+//! Machine with subnet N: `10.213.N.2/24` on `host0` inside, `10.213.N.1/24` on `ve-NAME` on
+//! the host. cgroups: `/sys/fs/cgroup/{unified,systemd}/innercontext-testhost/NAME`. NAT:
+//! nftables table `inet innercontext_testhost`, masquerading what leaves 10.213.0.0/16, removed
+//! (and ip_forward restored) when the last machine goes down.
+
+mod image;
+mod machine;
+mod net;
+mod proxy;
+mod render;
+mod sys;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use xshell::Shell;
+
+use crate::flags::{self, Role, Testhost};
+use crate::quote;
+
+/// Everything the test host keeps on this machine.
+pub const STATE_DIR: &str = "/var/lib/innercontext-testhost";
+/// The private subnet of all machines; machine N uses 10.213.N.0/24.
+pub const SUBNET: &str = "10.213.0.0/16";
+const SUBNET_PREFIX: &str = "10.213";
+/// nftables table (family inet) with the NAT rule.
+pub const NFT_TABLE: &str = "innercontext_testhost";
+/// Name of the cgroup directory holding one directory per machine.
+pub const CGROUP_DIR: &str = "innercontext-testhost";
+
+/// The database the `db` role serves, and its user (same name).
+pub const DB_NAME: &str = "innercontext";
+/// Password of the database user: a throwaway for machines on a private subnet.
+pub const DB_PASSWORD: &str = "testhost-db-4b1c9e";
+
+/// Overrides where the delay proxy's binary (this xtask) is found: tests run from another
+/// executable and set it to `env!("CARGO_BIN_EXE_xtask")`.
+pub const XTASK_BIN_ENV: &str = "INNERCONTEXT_XTASK_BIN";
+
+/// A running machine and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub name: String,
+    pub role: Role,
+    /// The machine's address on its veth, e.g. 10.213.N.2.
+    pub ip: String,
+    /// The host side of the veth, 10.213.N.1.
+    pub host_ip: String,
+    /// Per-machine ssh_config: `ssh -F <ssh_config> NAME` (root) or `innercontext@NAME`.
+    pub ssh_config: Utf8PathBuf,
+    /// Private key authorized for root (0600).
+    pub key: Utf8PathBuf,
+    pub known_hosts: Utf8PathBuf,
+}
+
+impl Machine {
+    /// The public half of [`Machine::key`], to authorize for other users (the deploy user).
+    pub fn public_key(&self) -> Utf8PathBuf {
+        Utf8PathBuf::from(format!("{}.pub", self.key))
+    }
+
+    /// ssh arguments (without the `ssh` program) to run `argv` on the machine as `user`
+    /// (None: root, the ssh_config default). Words are quoted for the remote shell.
+    pub fn ssh_args(&self, user: Option<&str>, argv: &[String]) -> Vec<String> {
+        let dest = match user {
+            Some(u) => format!("{u}@{}", self.name),
+            None => self.name.clone(),
+        };
+        let mut args = vec!["-F".to_string(), self.ssh_config.to_string(), dest];
+        if !argv.is_empty() {
+            args.push("--".to_string());
+            args.push(quote::join(argv));
+        }
+        args
+    }
+
+    /// Run `argv` as root over ssh and capture its output, whatever its exit status.
+    pub fn ssh_output(&self, argv: &[&str]) -> Result<std::process::Output> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        duct::cmd("ssh", self.ssh_args(None, &argv))
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .context("running ssh (is openssh-client installed?)")
+    }
+
+    /// Run `argv` as root over ssh (strict host-key checking) and return its stdout; fails
+    /// with a diagnosis if ssh cannot connect, with stderr if the command fails.
+    pub fn ssh(&self, argv: &[&str]) -> Result<String> {
+        let out = self.ssh_output(argv)?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() == Some(255) {
+                bail!("{}", crate::ssh::diagnose(&self.name, &stderr));
+            }
+            bail!(
+                "'{}' failed on {} ({}): {}",
+                quote::join(argv),
+                self.name,
+                out.status,
+                stderr.trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// How the app reaches the database of a `db` machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbInfo {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl DbInfo {
+    /// The backend's `DATABASE_URL`, as in the deployment guide.
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql+psycopg://{}:{}@{}/{}",
+            self.user, self.password, self.host, self.database
+        )
+    }
+}
+
+/// The database of a `db` machine: database and user `innercontext`, on the machine's address.
+pub fn db_info(m: &Machine) -> DbInfo {
+    DbInfo {
+        host: m.ip.clone(),
+        port: 5432,
+        database: DB_NAME.to_string(),
+        user: DB_NAME.to_string(),
+        password: DB_PASSWORD.to_string(),
+    }
+}
+
+/// Install the host packages, make the throwaway key and debootstrap the images, unless cached.
+pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
+    require_root()?;
+    image::build(sh, rebuild)
+}
+
+/// Boot machine `name`. A running, healthy machine is returned as is; a stale one (a test run
+/// that died) is cleaned up and booted again.
+pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
+    require_root()?;
+    check_name(name)?;
+    machine::up(sh, name, role)
+}
+
+/// Shut machine `name` down and remove every trace of it (also of a stale one). Idempotent.
+pub fn down(sh: &Shell, name: &str) -> Result<()> {
+    require_root()?;
+    check_name(name)?;
+    machine::down(sh, name)
+}
+
+/// Take every machine down, and whatever stale machine left behind.
+pub fn down_all(sh: &Shell) -> Result<()> {
+    require_root()?;
+    machine::down_all(sh)
+}
+
+/// A running machine.
+pub fn machine(name: &str) -> Result<Machine> {
+    check_name(name)?;
+    machine::running(name)?.with_context(|| {
+        format!("machine {name} is not running: start it with 'cargo xtask testhost up {name}'")
+    })
+}
+
+/// Every running machine, by name.
+pub fn list() -> Result<Vec<Machine>> {
+    machine::list_running()
+}
+
+/// Put a proxy adding `millis` ms each way in front of the machine's sshd and point its
+/// ssh_config there (`HostKeyAlias` keeps checking the real host key); 0 removes it.
+pub fn delay(sh: &Shell, name: &str, millis: u32) -> Result<()> {
+    require_root()?;
+    let m = machine(name)?;
+    proxy::set_delay(sh, &m, millis)
+}
+
+/// The delay currently in front of a machine's sshd, in ms (None: direct).
+pub fn current_delay(name: &str) -> Option<u32> {
+    proxy::current_delay(name)
+}
+
+/// Run `argv` inside the machine (in all its namespaces, as root, without ssh) and return its
+/// stdout; fails with its stderr if it exits non-zero.
+pub fn exec(_sh: &Shell, name: &str, argv: &[String]) -> Result<String> {
+    require_root()?;
+    let out = machine::exec_expr(name, argv)?
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("running nsenter for machine {name}"))?;
+    if !out.status.success() {
+        bail!(
+            "'{}' failed in machine {name} ({}): {}",
+            quote::join(argv),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Anything machines leave behind that no running machine accounts for: mounts under the
+/// state directory, cgroup directories, `ve-*` interfaces, the nftables table and changed
+/// ip_forward (once no machine runs), systemd-nspawn and proxy processes, machine directories,
+/// nspawn's runtime directories. Empty after `down` of every machine.
+pub fn leftovers() -> Result<Vec<String>> {
+    machine::leftovers()
+}
+
+/// Run one `cargo xtask testhost` command.
+pub fn run(cmd: Testhost, sh: &Shell) -> Result<()> {
+    if let Testhost::Proxy {
+        listen,
+        to,
+        millis,
+        port_file,
+    } = &cmd
+    {
+        return proxy::serve(listen, to, *millis, Utf8Path::new(port_file));
+    }
+    require_root()?;
+    match cmd {
+        Testhost::Build { rebuild } => build(sh, rebuild),
+        Testhost::Up { name, role } => {
+            let start = std::time::Instant::now();
+            let m = up(sh, &name, role)?;
+            print!("{}", describe(&m, start.elapsed()));
+            Ok(())
+        }
+        Testhost::Down { name: Some(name) } => down(sh, &name),
+        Testhost::Down { name: None } => down_all(sh),
+        Testhost::Status => {
+            print!("{}", machine::status_table()?);
+            Ok(())
+        }
+        Testhost::Ssh { name, command } => {
+            let m = machine(&name)?;
+            // Like ssh itself: the words are joined and the remote shell parses them, so
+            // `testhost ssh app 'systemctl is-active nginx || journalctl -u nginx'` works.
+            let mut args = m.ssh_args(None, &[]);
+            if !command.is_empty() {
+                args.push("--".into());
+                args.push(command.join(" "));
+            }
+            let status = duct::cmd("ssh", args)
+                .unchecked()
+                .run()
+                .context("running ssh (is openssh-client installed?)")?
+                .status;
+            if !status.success() {
+                bail!("ssh to {name} exited with {status}");
+            }
+            Ok(())
+        }
+        Testhost::Exec { name, command } => {
+            let status = machine::exec_expr(&name, &command)?
+                .unchecked()
+                .run()
+                .with_context(|| format!("running nsenter for machine {name}"))?
+                .status;
+            if !status.success() {
+                bail!("'{}' in {name} exited with {status}", quote::join(&command));
+            }
+            Ok(())
+        }
+        Testhost::Delay { name, millis } => {
+            delay(sh, &name, millis)?;
+            let m = machine(&name)?;
+            if millis == 0 {
+                println!(
+                    "{name}: no delay; ssh -F {} {name} goes straight to {}",
+                    m.ssh_config, m.ip
+                );
+            } else {
+                println!(
+                    "{name}: +{millis} ms each way; ssh -F {} {name} goes through the proxy",
+                    m.ssh_config
+                );
+            }
+            Ok(())
+        }
+        Testhost::Proxy { .. } => unreachable!("handled above"),
+    }
+}
+
+/// What `up` prints: how to reach the machine.
+fn describe(m: &Machine, took: Duration) -> String {
+    let mut s = format!(
+        "machine {name} (role {role}) is up in {took}\n\
+         \x20 ssh:          ssh -F {cfg} {name}\n\
+         \x20 address:      {ip} (host side {host_ip})\n\
+         \x20 user:         root (or any user you authorize: ssh -F {cfg} USER@{name})\n\
+         \x20 key:          {key} (public: {public})\n\
+         \x20 ssh_config:   {cfg}\n\
+         \x20 known_hosts:  {kh} (strict host-key checking)\n",
+        name = m.name,
+        role = m.role.name(),
+        took = crate::ui::secs(took),
+        cfg = m.ssh_config,
+        ip = m.ip,
+        host_ip = m.host_ip,
+        key = m.key,
+        public = m.public_key(),
+        kh = m.known_hosts,
+    );
+    if m.role == Role::Db {
+        let db = db_info(m);
+        s.push_str(&format!(
+            "  PostgreSQL:   {}:{} database {} user {}\n  DATABASE_URL={}\n",
+            db.host,
+            db.port,
+            db.database,
+            db.user,
+            db.url()
+        ));
+    }
+    s
+}
+
+fn check_name(name: &str) -> Result<()> {
+    flags::validate_machine_name(name).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn require_root() -> Result<()> {
+    if !cfg!(target_os = "linux") || !sys::is_root() {
+        bail!(
+            "cargo xtask testhost needs root on Linux (systemd-nspawn, overlay mounts, veth, nftables): run it as root, e.g. 'sudo -E cargo xtask testhost ...'"
+        );
+    }
+    Ok(())
+}
+
+/// Paths of the state directory.
+fn state() -> Utf8PathBuf {
+    Utf8PathBuf::from(STATE_DIR)
+}
+
+fn machines_dir() -> Utf8PathBuf {
+    state().join("machines")
+}
+
+fn machine_dir(name: &str) -> Utf8PathBuf {
+    machines_dir().join(name)
+}
+
+fn key_path() -> Utf8PathBuf {
+    state().join("key/id_ed25519")
+}
+
+fn lock_dir() -> Utf8PathBuf {
+    state().join("lock")
+}
+
+fn ip(subnet: u8) -> String {
+    format!("{SUBNET_PREFIX}.{subnet}.2")
+}
+
+fn host_ip(subnet: u8) -> String {
+    format!("{SUBNET_PREFIX}.{subnet}.1")
+}
+
+fn veth(name: &str) -> String {
+    format!("ve-{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Machine {
+        Machine {
+            name: "app".into(),
+            role: Role::App,
+            ip: ip(3),
+            host_ip: host_ip(3),
+            ssh_config: machine_dir("app").join("ssh_config"),
+            key: key_path(),
+            known_hosts: machine_dir("app").join("known_hosts"),
+        }
+    }
+
+    #[test]
+    fn addresses_follow_the_subnet() {
+        let m = sample();
+        assert_eq!(
+            (m.ip.as_str(), m.host_ip.as_str()),
+            ("10.213.3.2", "10.213.3.1")
+        );
+        assert_eq!(veth("app"), "ve-app");
+        assert_eq!(
+            m.public_key(),
+            "/var/lib/innercontext-testhost/key/id_ed25519.pub"
+        );
+    }
+
+    #[test]
+    fn ssh_args_quote_the_remote_command() {
+        let m = sample();
+        assert_eq!(
+            m.ssh_args(Some("innercontext"), &["echo".into(), "a b".into()]),
+            vec![
+                "-F",
+                "/var/lib/innercontext-testhost/machines/app/ssh_config",
+                "innercontext@app",
+                "--",
+                "echo 'a b'"
+            ]
+        );
+        assert_eq!(m.ssh_args(None, &[]).len(), 3);
+    }
+
+    #[test]
+    fn database_url_matches_the_deployment_guide() {
+        let mut m = sample();
+        m.role = Role::Db;
+        let db = db_info(&m);
+        assert_eq!(
+            db.url(),
+            format!("postgresql+psycopg://innercontext:{DB_PASSWORD}@10.213.3.2/innercontext")
+        );
+        // No character that would need escaping in the URL or the env file.
+        assert!(DB_PASSWORD
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert!(describe(&m, Duration::from_secs(2)).contains("DATABASE_URL=postgresql+psycopg://"));
+    }
+}

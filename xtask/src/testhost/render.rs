@@ -1,0 +1,572 @@
+//! Every text the test host writes or runs, as pure functions of their inputs.
+//!
+//! Files put into a machine (network, known_hosts, ssh_config), the nftables ruleset, the apt
+//! sources, and the shell scripts that boot a machine or build an image are rendered here and
+//! checked by the unit tests below; the modules that run them stay thin.
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::quote;
+
+/// The systemd-networkd file for the container side of the veth (`host0`).
+pub fn host0_network(ip: &str, host_ip: &str) -> String {
+    format!(
+        "# Written by cargo xtask testhost: a static address on the private test subnet.\n\
+         [Match]\n\
+         Name=host0\n\
+         \n\
+         [Network]\n\
+         Address={ip}/24\n\
+         Gateway={host_ip}\n\
+         LinkLocalAddressing=no\n\
+         IPv6AcceptRA=no\n"
+    )
+}
+
+/// The per-machine known_hosts: the machine's own host keys under its name and address.
+/// `pubkeys` are the contents of the `ssh_host_*_key.pub` files.
+pub fn known_hosts(name: &str, ip: &str, pubkeys: &[String]) -> String {
+    let mut out = String::new();
+    for key in pubkeys {
+        // "TYPE BASE64 COMMENT": drop the comment (root@host of the machine that made it).
+        let mut words = key.split_whitespace();
+        if let (Some(kind), Some(blob)) = (words.next(), words.next()) {
+            out.push_str(&format!("{name},{ip} {kind} {blob}\n"));
+        }
+    }
+    out
+}
+
+/// Where ssh reaches a machine: its sshd directly, or the delay proxy in front of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The per-machine ssh_config. `Host NAME` goes to `endpoint` (the machine, or its delay
+/// proxy); every other setting applies to both NAME and the address. `User root` is only a
+/// default: `ssh -F FILE innercontext@NAME` overrides it. `HostKeyAlias NAME` makes ssh check
+/// the machine's real key whichever address and port it connects to.
+pub fn ssh_config(
+    name: &str,
+    ip: &str,
+    endpoint: &Endpoint,
+    key: &Utf8Path,
+    known_hosts: &Utf8Path,
+) -> String {
+    format!(
+        "# Written by cargo xtask testhost for machine {name}; rewritten by 'testhost delay'.\n\
+         Host {name}\n\
+         \x20   HostName {host}\n\
+         \x20   Port {port}\n\
+         \n\
+         Host {name} {ip}\n\
+         \x20   User root\n\
+         \x20   IdentityFile {key}\n\
+         \x20   IdentitiesOnly yes\n\
+         \x20   UserKnownHostsFile {known_hosts}\n\
+         \x20   GlobalKnownHostsFile /dev/null\n\
+         \x20   StrictHostKeyChecking yes\n\
+         \x20   HostKeyAlias {name}\n\
+         \x20   UpdateHostKeys no\n\
+         \x20   BatchMode yes\n\
+         \x20   ConnectTimeout 5\n",
+        host = endpoint.host,
+        port = endpoint.port,
+    )
+}
+
+/// The nftables table that lets the machines reach the package registries: masquerade what
+/// leaves the test subnet, leave traffic between machines untouched (the database sees the app
+/// machine's own address). Replaces the table atomically if it exists.
+pub fn nft_ruleset(table: &str, subnet: &str) -> String {
+    format!(
+        "table inet {table}\n\
+         delete table inet {table}\n\
+         table inet {table} {{\n\
+         \x20 chain postrouting {{\n\
+         \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20   ip saddr {subnet} ip daddr != {subnet} masquerade\n\
+         \x20 }}\n\
+         }}\n"
+    )
+}
+
+/// The Debian mirrors named by the host's apt sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrors {
+    pub debian: String,
+    pub security: String,
+}
+
+impl Default for Mirrors {
+    fn default() -> Mirrors {
+        Mirrors {
+            debian: "http://deb.debian.org/debian".into(),
+            security: "http://deb.debian.org/debian-security".into(),
+        }
+    }
+}
+
+/// Find the Debian and security mirrors in a deb822 `.sources` file or a one-line
+/// `sources.list`; what is not found keeps the default.
+pub fn parse_mirrors(text: &str) -> Mirrors {
+    let mut m = Mirrors::default();
+    let mut found_debian = false;
+    let mut found_security = false;
+    for line in text.lines().map(str::trim) {
+        let uris: Vec<&str> = if let Some(rest) = line.strip_prefix("URIs:") {
+            rest.split_whitespace().collect()
+        } else if line.starts_with("deb ") {
+            line.split_whitespace()
+                .skip(1)
+                .filter(|w| !w.starts_with('['))
+                .take(1)
+                .collect()
+        } else {
+            continue;
+        };
+        for uri in uris {
+            let uri = uri.trim_end_matches('/');
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                continue;
+            }
+            if uri.ends_with("-security") {
+                if !found_security {
+                    m.security = uri.to_string();
+                    found_security = true;
+                }
+            } else if uri.ends_with("/debian") && !found_debian {
+                m.debian = uri.to_string();
+                found_debian = true;
+            }
+        }
+    }
+    m
+}
+
+/// apt sources for the machines: the host's mirror with -updates and -security, as a fresh
+/// Debian 12 server has them.
+pub fn apt_sources(m: &Mirrors) -> String {
+    format!(
+        "Types: deb\n\
+         URIs: {debian}\n\
+         Suites: bookworm bookworm-updates\n\
+         Components: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\
+         \n\
+         Types: deb\n\
+         URIs: {security}\n\
+         Suites: bookworm-security\n\
+         Components: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        debian = m.debian,
+        security = m.security,
+    )
+}
+
+/// Packages of the base image: what a fresh Debian 12 LXC container has, plus python3.
+pub const IMAGE_PACKAGES: &[&str] = &[
+    "systemd-sysv",
+    "dbus",
+    "libpam-systemd",
+    "libnss-myhostname",
+    "openssh-server",
+    "sudo",
+    "curl",
+    "ca-certificates",
+    "iproute2",
+    "procps",
+    "netbase",
+    "python3",
+];
+
+/// The argv of debootstrap for the base image.
+pub fn debootstrap_args(target: &Utf8Path, mirror: &str) -> Vec<String> {
+    vec![
+        "--variant=minbase".into(),
+        format!("--include={}", IMAGE_PACKAGES.join(",")),
+        "bookworm".into(),
+        target.to_string(),
+        mirror.into(),
+    ]
+}
+
+/// Run inside the fresh debootstrap tree (under systemd-nspawn, not booted): trust the host's
+/// CAs (copied in beforehand), enable systemd-networkd, and leave it looking like a new
+/// container: no machine-id, hostname or ssh host keys of its own, empty apt lists.
+pub const CUSTOMIZE_BASE: &str = r#"set -eu
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+update-ca-certificates --fresh >/dev/null
+systemctl enable systemd-networkd.service systemd-networkd.socket >/dev/null 2>&1
+rm -f /etc/apt/sources.list /etc/hostname /etc/ssh/ssh_host_*
+# A machine-id of its own at first boot (dbus's copy would otherwise be everyone's id).
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+ln -s /etc/machine-id /var/lib/dbus/machine-id
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+mkdir -p /var/lib/apt/lists/partial
+"#;
+
+/// Run inside the database layer (an overlay over the base image, under systemd-nspawn, not
+/// booted): install PostgreSQL, listen on every address (the veth address is configured at
+/// boot, after the image is built), allow password logins from the test subnet, and create the
+/// app's database and user. `$1` = subnet, `$2` = database and user, `$3` = password.
+pub const BUILD_DB_LAYER: &str = r#"set -eu
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+subnet=$1 db=$2 password=$3
+# Packages must not start daemons inside the build container.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+apt-get update -q
+apt-get install -y -q --no-install-recommends postgresql
+rm -f /usr/sbin/policy-rc.d
+version=$(ls /etc/postgresql | sort -n | tail -n 1)
+conf=/etc/postgresql/$version/main
+echo "listen_addresses = '*'" > "$conf/conf.d/innercontext-testhost.conf"
+echo "host $db $db $subnet scram-sha-256" >> "$conf/pg_hba.conf"
+pg_ctlcluster "$version" main start
+runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -v db="$db" -v pw="$password" <<'SQL'
+CREATE ROLE :"db" LOGIN PASSWORD :'pw';
+CREATE DATABASE :"db" OWNER :"db";
+SQL
+pg_ctlcluster "$version" main stop
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+mkdir -p /var/lib/apt/lists/partial
+"#;
+
+/// Everything the boot script needs.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub name: String,
+    pub pid_file: Utf8PathBuf,
+    /// cgroup directories the launcher joins before starting systemd-nspawn.
+    pub cgroups: Vec<Utf8PathBuf>,
+    /// Overlay lower layers, topmost first.
+    pub lower: Vec<Utf8PathBuf>,
+    pub upper: Utf8PathBuf,
+    pub work: Utf8PathBuf,
+    pub root: Utf8PathBuf,
+}
+
+/// The bash script that boots a machine. It runs in a private mount namespace (`unshare
+/// --mount`), so the overlay vanishes with the machine even if everything is killed; it keeps
+/// its PID through every `exec`, so the PID it records is systemd-nspawn's.
+pub fn launch_script(l: &Launch) -> String {
+    let q = |p: &Utf8Path| quote::sh(p.as_str());
+    let lower = l
+        .lower
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut s = String::from(
+        "set -eu\n\
+         # Close inherited descriptors but stdio: whoever captures our caller's output must not\n\
+         # wait for the container to exit.\n\
+         for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ \"$fd\" -gt 2 ]; then eval \"exec $fd>&-\"; fi; done\n",
+    );
+    s.push_str(&format!("echo $$ > {}\n", q(&l.pid_file)));
+    for cg in &l.cgroups {
+        s.push_str(&format!("echo $$ > {}\n", q(&cg.join("cgroup.procs"))));
+    }
+    s.push_str(&format!(
+        "mount -t overlay overlay -o {} {}\n",
+        quote::sh(&format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            l.upper, l.work
+        )),
+        q(&l.root)
+    ));
+    s.push_str("exec env SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 ");
+    s.push_str(&quote::join(nspawn_boot_args(&l.name, &l.root)));
+    s.push('\n');
+    s
+}
+
+/// systemd-nspawn booting a machine. PID 1 of the host is not systemd: without both
+/// `--register=no` and `--keep-unit` nspawn wants the system bus.
+pub fn nspawn_boot_args(name: &str, root: &Utf8Path) -> Vec<String> {
+    vec![
+        "systemd-nspawn".into(),
+        "--boot".into(),
+        format!("--directory={root}"),
+        format!("--machine={name}"),
+        "--register=no".into(),
+        "--keep-unit".into(),
+        "--network-veth".into(),
+        "--resolv-conf=copy-host".into(),
+        "--console=read-only".into(),
+        "--link-journal=no".into(),
+    ]
+}
+
+/// The bash script that runs one command in an image tree under systemd-nspawn (not booted,
+/// host network) for the build: in a private mount namespace, optionally on an overlay.
+pub fn build_script(
+    cgroups: &[Utf8PathBuf],
+    overlay: Option<(&[Utf8PathBuf], &Utf8Path, &Utf8Path)>,
+    root: &Utf8Path,
+    command: &[String],
+) -> String {
+    let mut s = String::from("set -eu\n");
+    for cg in cgroups {
+        s.push_str(&format!(
+            "echo $$ > {}\n",
+            quote::sh(cg.join("cgroup.procs").as_str())
+        ));
+    }
+    if let Some((lower, upper, work)) = overlay {
+        let lower = lower
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(":");
+        s.push_str(&format!(
+            "mount -t overlay overlay -o {} {}\n",
+            quote::sh(&format!("lowerdir={lower},upperdir={upper},workdir={work}")),
+            quote::sh(root.as_str())
+        ));
+    }
+    let mut argv: Vec<String> = vec![
+        "systemd-nspawn".into(),
+        "--quiet".into(),
+        format!("--directory={root}"),
+        "--machine=ictestbuild".into(),
+        "--register=no".into(),
+        "--keep-unit".into(),
+        "--resolv-conf=copy-host".into(),
+        "--link-journal=no".into(),
+        "--pipe".into(),
+        "--".into(),
+    ];
+    argv.extend(command.iter().cloned());
+    s.push_str("exec env SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 ");
+    s.push_str(&quote::join(argv));
+    s.push('\n');
+    s
+}
+
+/// The bash script that starts a long-running process detached from its caller: own session,
+/// no inherited descriptors but stdio, PID recorded before `exec`.
+pub fn detach_script(pid_file: &Utf8Path, argv: &[String]) -> String {
+    format!(
+        "set -eu\n\
+         for fd in /proc/$$/fd/*; do fd=${{fd##*/}}; if [ \"$fd\" -gt 2 ]; then eval \"exec $fd>&-\"; fi; done\n\
+         echo $$ > {}\n\
+         exec {}\n",
+        quote::sh(pid_file.as_str()),
+        quote::join(argv)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_file_is_static() {
+        let n = host0_network("10.213.3.2", "10.213.3.1");
+        assert!(n.contains("Name=host0\n"));
+        assert!(n.contains("Address=10.213.3.2/24\nGateway=10.213.3.1\n"));
+        assert!(!n.contains("DHCP"));
+    }
+
+    #[test]
+    fn known_hosts_lists_name_and_address_without_comments() {
+        let kh = known_hosts(
+            "app",
+            "10.213.1.2",
+            &[
+                "ssh-ed25519 AAAAC3Nza root@vm\n".into(),
+                "ecdsa-sha2-nistp256 AAAAE2 root@vm".into(),
+                "garbage".into(),
+            ],
+        );
+        assert_eq!(
+            kh,
+            "app,10.213.1.2 ssh-ed25519 AAAAC3Nza\napp,10.213.1.2 ecdsa-sha2-nistp256 AAAAE2\n"
+        );
+    }
+
+    #[test]
+    fn ssh_config_is_strict_and_lets_the_user_be_overridden() {
+        let direct = Endpoint {
+            host: "10.213.1.2".into(),
+            port: 22,
+        };
+        let c = ssh_config(
+            "app",
+            "10.213.1.2",
+            &direct,
+            "/s/key/id_ed25519".into(),
+            "/s/machines/app/known_hosts".into(),
+        );
+        let golden = "\
+# Written by cargo xtask testhost for machine app; rewritten by 'testhost delay'.
+Host app
+    HostName 10.213.1.2
+    Port 22
+
+Host app 10.213.1.2
+    User root
+    IdentityFile /s/key/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile /s/machines/app/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    HostKeyAlias app
+    UpdateHostKeys no
+    BatchMode yes
+    ConnectTimeout 5
+";
+        assert_eq!(c, golden);
+        let proxied = ssh_config(
+            "app",
+            "10.213.1.2",
+            &Endpoint {
+                host: "127.0.0.1".into(),
+                port: 40022,
+            },
+            "/k".into(),
+            "/kh".into(),
+        );
+        assert!(proxied.contains("Host app\n    HostName 127.0.0.1\n    Port 40022\n"));
+        assert!(proxied.contains("HostKeyAlias app\n"));
+    }
+
+    #[test]
+    fn nft_ruleset_masquerades_only_what_leaves_the_subnet() {
+        let r = nft_ruleset("innercontext_testhost", "10.213.0.0/16");
+        assert!(r.starts_with(
+            "table inet innercontext_testhost\ndelete table inet innercontext_testhost\n"
+        ));
+        assert!(r.contains("ip saddr 10.213.0.0/16 ip daddr != 10.213.0.0/16 masquerade\n"));
+        // nft needs newlines between the statements of a chain.
+        assert!(r.contains("policy accept;\n"));
+    }
+
+    #[test]
+    fn mirrors_come_from_the_host_sources() {
+        let deb822 = "Types: deb\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\n\
+                      URIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n\n\
+                      Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n";
+        assert_eq!(
+            parse_mirrors(deb822),
+            Mirrors {
+                debian: "http://mirror.example/debian".into(),
+                security: "http://mirror.example/debian-security".into()
+            }
+        );
+        let list = "deb [arch=amd64] http://m.example/debian bookworm main\n";
+        assert_eq!(parse_mirrors(list).debian, "http://m.example/debian");
+        assert_eq!(parse_mirrors(list).security, Mirrors::default().security);
+        assert_eq!(parse_mirrors(""), Mirrors::default());
+        let s = apt_sources(&Mirrors::default());
+        assert!(s.contains("Suites: bookworm bookworm-updates\n"));
+        assert!(
+            s.contains("URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n")
+        );
+    }
+
+    #[test]
+    fn image_has_no_app_software() {
+        for absent in ["nginx", "postgresql", "nodejs", "rsync"] {
+            assert!(!IMAGE_PACKAGES.contains(&absent), "{absent}");
+        }
+        let args = debootstrap_args("/s/images/base.new".into(), "http://m/debian");
+        assert_eq!(args[0], "--variant=minbase");
+        assert!(args[1].contains("openssh-server,sudo,curl,ca-certificates"));
+        assert_eq!(
+            &args[2..],
+            ["bookworm", "/s/images/base.new", "http://m/debian"]
+        );
+    }
+
+    #[test]
+    fn launch_script_boots_on_a_private_overlay() {
+        let l = Launch {
+            name: "app".into(),
+            pid_file: "/s/machines/app/pid".into(),
+            cgroups: vec![
+                "/sys/fs/cgroup/unified/innercontext-testhost/app".into(),
+                "/sys/fs/cgroup/systemd/innercontext-testhost/app".into(),
+            ],
+            lower: vec!["/s/images/db".into(), "/s/images/base".into()],
+            upper: "/s/machines/app/upper".into(),
+            work: "/s/machines/app/work".into(),
+            root: "/s/machines/app/root".into(),
+        };
+        let s = launch_script(&l);
+        assert!(s.contains("echo $$ > /s/machines/app/pid\n"));
+        assert!(
+            s.contains("echo $$ > /sys/fs/cgroup/unified/innercontext-testhost/app/cgroup.procs\n")
+        );
+        assert!(s.contains("mount -t overlay overlay -o lowerdir=/s/images/db:/s/images/base,upperdir=/s/machines/app/upper,workdir=/s/machines/app/work /s/machines/app/root\n"));
+        assert!(s.ends_with("exec env SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --boot --directory=/s/machines/app/root --machine=app --register=no --keep-unit --network-veth --resolv-conf=copy-host --console=read-only --link-journal=no\n"));
+        // The pid is written before joining the cgroups and mounting, which may fail.
+        assert!(s.find("/pid").unwrap() < s.find("mount -t").unwrap());
+    }
+
+    #[test]
+    fn scripts_survive_bash() {
+        for script in [
+            CUSTOMIZE_BASE.to_string(),
+            BUILD_DB_LAYER.to_string(),
+            detach_script("/tmp/a b/pid".into(), &["echo".into(), "it's".into()]),
+            build_script(
+                &["/sys/fs/cgroup/x".into()],
+                Some((&["/l".into()], "/u".into(), "/w".into())),
+                "/r".into(),
+                &["sh".into(), "-c".into(), "echo $1".into()],
+            ),
+        ] {
+            let out = std::process::Command::new("bash")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn detach_script_closes_descriptors_and_records_the_pid() {
+        let dir = std::env::temp_dir().join(format!("th-detach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = Utf8PathBuf::from_path_buf(dir.join("pid")).unwrap();
+        let out_file = dir.join("out");
+        let s = detach_script(
+            &pid_file,
+            &[
+                "sh".into(),
+                "-c".into(),
+                format!("ls /proc/$$/fd > {}", out_file.display()),
+            ],
+        );
+        // Give the script an extra inherited descriptor (9) that must be closed.
+        let status = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("exec 9</dev/null; exec bash -c {}", quote::sh(&s)),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let fds = std::fs::read_to_string(&out_file).unwrap();
+        assert!(!fds.lines().any(|l| l == "9"), "fd 9 inherited: {fds}");
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(pid > 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,324 @@
+//! End-to-end scenarios against real Debian 12 machines booted on this host (the test host).
+//!
+//! A tiny harness (`harness = false`): scenarios run one after another in the order of
+//! [`SCENARIOS`], each a `fn(&mut Ctx) -> anyhow::Result<()>`; a panic counts as a failure.
+//! One line per scenario, then a summary table, and as the very last line `N passed, N failed`.
+//!
+//! ```text
+//! cargo test -p xtask --test e2e                 # everything (as root)
+//! cargo test -p xtask --test e2e -- lock ssh     # scenarios whose name contains "lock" or "ssh"
+//! cargo test -p xtask --test e2e -- --list       # names only
+//! ```
+//!
+//! Libtest flags cargo may pass (`--nocapture`, `-q`, `--test-threads N`, ...) are accepted and
+//! ignored; `--skip TEXT` leaves out matching scenarios and `--exact` matches whole names.
+//! The machines are shared: [`Ctx::machines`] boots the app and db machines once, and they are
+//! taken down at the end even when scenarios fail.
+
+mod setup_server;
+mod testhost;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use xshell::Shell;
+use xtask::flags::Role;
+use xtask::testhost::{self as th, Machine};
+
+/// Names of the shared machines (distinct from the demo's, so a running demo is left alone).
+pub const APP: &str = "e2eapp";
+pub const DB: &str = "e2edb";
+
+type Scenario = fn(&mut Ctx) -> Result<()>;
+
+/// Every scenario, in the order they run. `testhost::down_leaves_nothing_behind` takes the
+/// shared machines down and must stay last.
+const SCENARIOS: &[(&str, Scenario)] = &[
+    (
+        "testhost::two_machines_boot_in_parallel",
+        testhost::two_machines_boot_in_parallel,
+    ),
+    (
+        "testhost::ssh_checks_host_keys_strictly",
+        testhost::ssh_checks_host_keys_strictly,
+    ),
+    (
+        "testhost::image_is_a_fresh_server",
+        testhost::image_is_a_fresh_server,
+    ),
+    (
+        "testhost::app_logs_in_to_postgres_on_db",
+        testhost::app_logs_in_to_postgres_on_db,
+    ),
+    (
+        "testhost::exec_runs_inside_the_machine",
+        testhost::exec_runs_inside_the_machine,
+    ),
+    (
+        "testhost::delay_adds_latency_to_ssh",
+        testhost::delay_adds_latency_to_ssh,
+    ),
+    (
+        "testhost::up_returns_a_healthy_machine",
+        testhost::up_returns_a_healthy_machine,
+    ),
+    (
+        "testhost::stale_machine_is_cleaned_by_up",
+        testhost::stale_machine_is_cleaned_by_up,
+    ),
+    (
+        "setup_server::fresh_host_bad_input_changes_nothing",
+        setup_server::fresh_host_bad_input_changes_nothing,
+    ),
+    (
+        "setup_server::fresh_host_is_provisioned",
+        setup_server::fresh_host_is_provisioned,
+    ),
+    (
+        "setup_server::second_run_changes_nothing",
+        setup_server::second_run_changes_nothing,
+    ),
+    (
+        "setup_server::drift_is_repaired",
+        setup_server::drift_is_repaired,
+    ),
+    (
+        "setup_server::env_files_are_kept_unless_forced",
+        setup_server::env_files_are_kept_unless_forced,
+    ),
+    (
+        "setup_server::bad_sudoers_never_lands",
+        setup_server::bad_sudoers_never_lands,
+    ),
+    (
+        "setup_server::admin_through_sudo",
+        setup_server::admin_through_sudo,
+    ),
+    (
+        "setup_server::unreachable_host_and_wrong_key_fail_cleanly",
+        setup_server::unreachable_host_and_wrong_key_fail_cleanly,
+    ),
+    (
+        "testhost::down_leaves_nothing_behind",
+        testhost::down_leaves_nothing_behind,
+    ),
+];
+
+/// The app and db machines shared by the scenarios.
+pub struct Machines {
+    pub app: Machine,
+    pub db: Machine,
+}
+
+/// State shared by the scenarios of one run.
+pub struct Ctx {
+    pub sh: Shell,
+    machines: Option<Machines>,
+}
+
+impl Ctx {
+    fn new() -> Result<Ctx> {
+        Ok(Ctx {
+            sh: Shell::new()?,
+            machines: None,
+        })
+    }
+
+    /// The app and db machines, built and booted (in parallel) on first use.
+    pub fn machines(&mut self) -> Result<&Machines> {
+        if self.machines.is_none() {
+            th::build(&self.sh, false).context("building the test host image")?;
+            let (app, db) = std::thread::scope(|s| {
+                let app = s.spawn(|| th::up(&Shell::new()?, APP, Role::App));
+                let db = s.spawn(|| th::up(&Shell::new()?, DB, Role::Db));
+                (join(app), join(db))
+            });
+            let (app, db) = match (app, db) {
+                (Ok(app), Ok(db)) => (app, db),
+                (app, db) => {
+                    let _ = th::down(&self.sh, APP);
+                    let _ = th::down(&self.sh, DB);
+                    app.context("booting the app machine")?;
+                    db.context("booting the db machine")?;
+                    unreachable!("one of them failed");
+                }
+            };
+            self.machines = Some(Machines { app, db });
+        }
+        Ok(self.machines.as_ref().expect("booted above"))
+    }
+
+    /// Take the shared machines down (if this run booted them).
+    pub fn take_down(&mut self) -> Result<()> {
+        if self.machines.take().is_some() {
+            th::down(&self.sh, APP)?;
+            th::down(&self.sh, DB)?;
+        }
+        Ok(())
+    }
+}
+
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join()
+        .unwrap_or_else(|p| Err(anyhow::anyhow!("panicked: {}", panic_message(&*p))))
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// What to run, from the command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Selection {
+    include: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    list: bool,
+}
+
+impl Selection {
+    fn parse(args: impl IntoIterator<Item = String>) -> Selection {
+        // libtest flags that take a value; their value must not become a filter.
+        const WITH_VALUE: &[&str] = &[
+            "--test-threads",
+            "--color",
+            "--format",
+            "--logfile",
+            "--shuffle-seed",
+            "-Z",
+        ];
+        let mut sel = Selection::default();
+        let mut args = args.into_iter();
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--skip" => sel.skip.extend(args.next()),
+                "--exact" => sel.exact = true,
+                "--list" => sel.list = true,
+                f if WITH_VALUE.contains(&f) => {
+                    args.next();
+                }
+                f if f.starts_with('-') => {} // --nocapture, -q, --quiet, --color=always, ...
+                filter => sel.include.push(filter.to_string()),
+            }
+        }
+        sel
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        let hit = |f: &String| {
+            if self.exact {
+                name == f
+            } else {
+                name.contains(f.as_str())
+            }
+        };
+        (self.include.is_empty() || self.include.iter().any(hit)) && !self.skip.iter().any(hit)
+    }
+}
+
+struct Outcome {
+    name: &'static str,
+    took: Duration,
+    error: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let sel = Selection::parse(std::env::args().skip(1));
+    let selected: Vec<(&'static str, Scenario)> = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|(n, _)| sel.wants(n))
+        .collect();
+    if sel.list {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    // The delay proxy runs as `xtask testhost proxy`: point the library at the built binary.
+    std::env::set_var(th::XTASK_BIN_ENV, env!("CARGO_BIN_EXE_xtask"));
+
+    if let Err(e) = preflight() {
+        println!("error: {e:#}");
+        println!("0 passed, {} failed", selected.len().max(1));
+        return ExitCode::FAILURE;
+    }
+    println!("running {} e2e scenarios", selected.len());
+    let mut ctx = match Ctx::new() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("error: {e:#}");
+            println!("0 passed, {} failed", selected.len().max(1));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut outcomes = Vec::new();
+    for (name, scenario) in selected {
+        let start = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| scenario(&mut ctx)));
+        let took = start.elapsed();
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(p) => Some(format!("panicked: {}", panic_message(&*p))),
+        };
+        match &error {
+            None => println!("PASS  {name} ({})", secs(took)),
+            Some(e) => {
+                println!("FAIL  {name} ({})", secs(took));
+                for line in e.lines() {
+                    println!("      {line}");
+                }
+            }
+        }
+        outcomes.push(Outcome { name, took, error });
+    }
+    // The shared machines go down whatever happened.
+    let teardown = ctx.take_down();
+    if let Err(e) = &teardown {
+        println!("FAIL  taking the shared machines down: {e:#}");
+    }
+
+    let passed = outcomes.iter().filter(|o| o.error.is_none()).count();
+    let failed = outcomes.len() - passed;
+    println!();
+    println!("{:<52} {:>8}  result", "scenario", "time");
+    for o in &outcomes {
+        println!(
+            "{:<52} {:>8}  {}",
+            o.name,
+            secs(o.took),
+            if o.error.is_none() { "pass" } else { "FAIL" }
+        );
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || teardown.is_err() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The scenarios boot machines: they need root on Linux, and refuse (fail) without it.
+fn preflight() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|u| u.split_whitespace().nth(1))
+        == Some("0");
+    anyhow::ensure!(
+        root,
+        "the e2e scenarios boot local machines (systemd-nspawn, veth, nftables) and need root on Linux: run 'sudo -E cargo test -p xtask --test e2e'"
+    );
+    Ok(())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}

@@ -244,10 +244,12 @@ cmd_prepare() {
     printf 'revision=%s\n' "${revision:--}"
 
     # Units and the nginx site are installed by setup-server: say when they drifted.
-    local unit
-    for unit in $UNITS_ALL; do
-        cmp -s "/etc/systemd/system/$unit.service" "$rel/systemd/$unit.service" ||
-            printf 'warn=/etc/systemd/system/%s.service differs from the release: run cargo xtask setup-server to install it\n' "$unit"
+    local unit name
+    for unit in "$rel"/systemd/*.service "$rel"/systemd/*.socket; do
+        [ -f "$unit" ] || continue
+        name=$(basename "$unit")
+        cmp -s "/etc/systemd/system/$name" "$unit" ||
+            printf 'warn=/etc/systemd/system/%s differs from the release: run cargo xtask setup-server to install it\n' "$name"
     done
     cmp -s /etc/nginx/sites-available/innercontext "$rel/nginx/innercontext.conf" ||
         printf 'warn=/etc/nginx/sites-available/innercontext differs from the release: run cargo xtask setup-server to install it\n'

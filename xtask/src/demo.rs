@@ -59,6 +59,7 @@ pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
 }
 
 /// The environment and env files a user would prepare for the two machines.
+#[derive(Debug, Clone)]
 pub struct Environment {
     pub ssh_config: Utf8PathBuf,
     pub server: String,

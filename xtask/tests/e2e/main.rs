@@ -15,8 +15,13 @@
 //! The machines are shared: [`Ctx::machines`] boots the app and db machines once, and they are
 //! taken down at the end even when scenarios fail.
 
+mod demo;
+mod deploy;
+mod faults;
 mod setup_server;
+mod support;
 mod testhost;
+mod workflow;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
@@ -100,6 +105,78 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "setup_server::unreachable_host_and_wrong_key_fail_cleanly",
         setup_server::unreachable_host_and_wrong_key_fail_cleanly,
     ),
+    ("workflow::steps_parse", workflow::workflow_steps_parse),
+    ("deploy::first_deploy_all", deploy::first_deploy_all),
+    (
+        "deploy::backend_one_file_one_handshake",
+        deploy::backend_one_file_one_handshake,
+    ),
+    ("deploy::frontend_only", deploy::frontend_only),
+    ("deploy::list_releases", deploy::list_releases),
+    (
+        "deploy::rollback_while_serving",
+        deploy::rollback_while_serving,
+    ),
+    ("deploy::lock_conflict", deploy::lock_conflict),
+    ("deploy::failing_migration", deploy::failing_migration),
+    (
+        "deploy::failed_health_rolls_back",
+        deploy::failed_health_rolls_back,
+    ),
+    ("deploy::interrupt_mid_upload", deploy::interrupt_mid_upload),
+    (
+        "workflow::deploy_workflow_runs_against_the_test_host",
+        workflow::deploy_workflow_runs_against_the_test_host,
+    ),
+    ("faults::kill_at_lock", faults::kill_at_lock),
+    ("faults::kill_at_upload", faults::kill_at_upload),
+    ("faults::kill_at_prepare", faults::kill_at_prepare),
+    ("faults::kill_at_activate", faults::kill_at_activate),
+    ("faults::interrupt_at_lock", faults::interrupt_at_lock),
+    ("faults::interrupt_at_upload", faults::interrupt_at_upload),
+    ("faults::interrupt_at_prepare", faults::interrupt_at_prepare),
+    (
+        "faults::interrupt_at_activate",
+        faults::interrupt_at_activate,
+    ),
+    ("faults::cut_at_lock", faults::cut_at_lock),
+    ("faults::cut_at_upload", faults::cut_at_upload),
+    ("faults::cut_at_prepare", faults::cut_at_prepare),
+    ("faults::cut_at_activate", faults::cut_at_activate),
+    ("faults::concurrent_at_lock", faults::concurrent_at_lock),
+    ("faults::concurrent_at_upload", faults::concurrent_at_upload),
+    (
+        "faults::concurrent_at_prepare",
+        faults::concurrent_at_prepare,
+    ),
+    (
+        "faults::concurrent_at_activate",
+        faults::concurrent_at_activate,
+    ),
+    ("faults::health_503", faults::health_503),
+    (
+        "faults::frontend_does_not_start",
+        faults::frontend_does_not_start,
+    ),
+    ("faults::worker_crash_loops", faults::worker_crash_loops),
+    (
+        "faults::disk_full_during_upload",
+        faults::disk_full_during_upload,
+    ),
+    (
+        "faults::current_never_dangles",
+        faults::current_never_dangles,
+    ),
+    ("faults::bad_input_is_refused", faults::bad_input_is_refused),
+    (
+        "faults::bad_remote_state_is_refused",
+        faults::bad_remote_state_is_refused,
+    ),
+    ("faults::security_properties", faults::security_properties),
+    (
+        "demo::up_serves_and_down_cleans",
+        demo::up_serves_and_down_cleans,
+    ),
     (
         "testhost::down_leaves_nothing_behind",
         testhost::down_leaves_nothing_behind,
@@ -116,6 +193,10 @@ pub struct Machines {
 pub struct Ctx {
     pub sh: Shell,
     machines: Option<Machines>,
+    site: Option<support::Site>,
+    /// Scratch checkouts of the deploy and fault scenarios.
+    pub scratch: Option<xtask::scratch::Scratch>,
+    pub fault_scratch: Option<xtask::scratch::Scratch>,
 }
 
 impl Ctx {
@@ -123,6 +204,9 @@ impl Ctx {
         Ok(Ctx {
             sh: Shell::new()?,
             machines: None,
+            site: None,
+            scratch: None,
+            fault_scratch: None,
         })
     }
 
@@ -150,8 +234,40 @@ impl Ctx {
         Ok(self.machines.as_ref().expect("booted above"))
     }
 
+    /// The shared machines, provisioned with setup-server (by the setup-server scenarios, or
+    /// now), with the environment a user deploys with.
+    pub fn site(&mut self) -> Result<support::Site> {
+        if self.site.is_none() {
+            let ms = self.machines()?;
+            let (app, db) = (ms.app.clone(), ms.db.clone());
+            let env = xtask::demo::Environment::for_machines(&app, &db)?;
+            let site = support::Site { app, db, env };
+            let provisioned = site.sh("test -f /etc/sudoers.d/innercontext-deploy && test -d /opt/innercontext/releases && echo yes || echo no")?;
+            if provisioned.trim() != "yes" {
+                let key = site.app.public_key();
+                site.xtask(
+                    &support::repo(),
+                    &[
+                        "setup-server",
+                        "--deploy-key",
+                        key.as_str(),
+                        "--backend-env",
+                        site.env.backend_env.as_str(),
+                        "--frontend-env",
+                        site.env.frontend_env.as_str(),
+                    ],
+                )?
+                .ok()
+                .context("provisioning the shared app machine")?;
+            }
+            self.site = Some(site);
+        }
+        Ok(self.site.clone().expect("set above"))
+    }
+
     /// Take the shared machines down (if this run booted them).
     pub fn take_down(&mut self) -> Result<()> {
+        self.site = None;
         if self.machines.take().is_some() {
             th::down(&self.sh, APP)?;
             th::down(&self.sh, DB)?;
@@ -296,11 +412,48 @@ fn main() -> ExitCode {
             if o.error.is_none() { "pass" } else { "FAIL" }
         );
     }
+    print_fault_matrix(&outcomes);
     println!("{passed} passed, {failed} failed");
     if failed > 0 || teardown.is_err() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The fault scenarios `faults::FAULT_at_STEP` as a table: fault × step → pass/FAIL.
+fn print_fault_matrix(outcomes: &[Outcome]) {
+    const STEPS: [&str; 4] = ["lock", "upload", "prepare", "activate"];
+    let cells: Vec<(&str, &str, bool)> = outcomes
+        .iter()
+        .filter_map(|o| {
+            let rest = o.name.strip_prefix("faults::")?;
+            let (fault, step) = rest.split_once("_at_")?;
+            Some((fault, step, o.error.is_none()))
+        })
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    println!();
+    println!("fault matrix (step at which the fault strikes)");
+    print!("{:<14}", "fault");
+    for step in STEPS {
+        print!("{step:>10}");
+    }
+    println!();
+    let mut faults: Vec<&str> = cells.iter().map(|c| c.0).collect();
+    faults.dedup();
+    for fault in faults {
+        print!("{fault:<14}");
+        for step in STEPS {
+            let cell = cells
+                .iter()
+                .find(|c| c.0 == fault && c.1 == step)
+                .map_or("-", |c| if c.2 { "pass" } else { "FAIL" });
+            print!("{cell:>10}");
+        }
+        println!();
     }
 }
 

@@ -53,7 +53,11 @@ pub fn two_machines_boot_in_parallel(ctx: &mut Ctx) -> Result<()> {
             "unexpected address {}",
             m.ip
         );
-        ensure!(m.host_ip == format!("{}.1", m.ip.trim_end_matches(".2")));
+        let net =
+            m.ip.rsplit_once('.')
+                .map(|(net, _)| net)
+                .unwrap_or_default();
+        ensure!(m.host_ip == format!("{net}.1"), "{} vs {}", m.host_ip, m.ip);
         ensure!(
             th::machine(&m.name)? == *m,
             "machine({}) differs from up()",

@@ -1,0 +1,330 @@
+//! Deploy scenarios against the provisioned test host: the happy paths, incremental uploads,
+//! list and rollback under load, a concurrent deploy, a failing migration, a release that
+//! fails its health check after the switch, Ctrl-C mid-upload, and one ssh handshake.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::support::{Background, Load, Scratch, Site, ROOT};
+use crate::Ctx;
+
+/// The scratch checkout shared by the deploy scenarios, made on first use.
+fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
+    if ctx.scratch.is_none() {
+        ctx.scratch = Some(Scratch::new("deploy")?);
+    }
+    Ok(ctx.scratch.as_ref().unwrap())
+}
+
+fn deploy(site: &Site, scratch: &Scratch, args: &[&str]) -> Result<crate::support::Run> {
+    let mut full = vec!["deploy"];
+    full.extend(args);
+    site.xtask(&scratch.dir, &full)
+}
+
+/// The first deploy with every local check, then the site answers through nginx.
+pub fn first_deploy_all(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = Scratch::new("first")?;
+    let run = deploy(&site, &s, &["all"])?.ok()?;
+    let all = run.all();
+    for step in [
+        "local checks: backend",
+        "local checks: frontend",
+        "preflight and lock",
+        "upload",
+        "switch current",
+        "health checks",
+    ] {
+        ensure!(all.contains(step), "no '{step}' step in:\n{all}");
+    }
+    let name = run.release().context("no release name in the output")?;
+    ensure!(site.current()? == name, "current is not {name}");
+    ensure!(site.state(&name)? == "succeeded");
+    ensure!(!site.locked()?, "lock left behind");
+    site.assert_serving()?;
+    let (_, health) = site.get("/api/health-check")?;
+    ensure!(
+        health.contains("0002_price_history"),
+        "health-check: {health}"
+    );
+    let log = site.last_log()?;
+    ensure!(
+        log.contains(&format!("release={name}"))
+            && log.contains("result=success")
+            && log.contains("scope=all"),
+        "deploy.log: {log}"
+    );
+    // The env links are relative, into shared/.
+    let links = site.sh(&format!(
+        "readlink {ROOT}/current/backend/.env {ROOT}/current/frontend/.env.production"
+    ))?;
+    ensure!(
+        links.trim() == "../../../shared/backend/.env\n../../../shared/frontend/.env.production",
+        "env links: {links}"
+    );
+    Ok(())
+}
+
+/// Change one backend file: only that file travels, everything else is hard-linked, the
+/// frontend is carried over, and the deploy used exactly one ssh connection.
+pub fn backend_one_file_one_handshake(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let before = site.current()?;
+    let logins_before = site.deploy_logins()?;
+    let path = "backend/innercontext/pricing.py";
+    let text = s.read(path)?;
+    s.write(path, &format!("{text}\n# deployed by the e2e suite\n"))?;
+    s.commit("touch pricing")?;
+    let run = deploy(&site, s, &["backend", "--skip-local-checks"])?.ok()?;
+    let logins = site.deploy_logins()? - logins_before;
+    ensure!(logins == 1, "a deploy made {logins} ssh logins, expected 1");
+    ensure!(
+        run.all().contains("[1 files changed"),
+        "expected exactly one changed file:\n{}",
+        run.all()
+    );
+    let after = site.current()?;
+    ensure!(after != before);
+    let inode = |rel: &str, file: &str| -> Result<String> {
+        Ok(site
+            .sh(&format!("stat -c %i {ROOT}/releases/{rel}/{file}"))?
+            .trim()
+            .to_string())
+    };
+    for same in [
+        "backend/innercontext/api.py",
+        "frontend/build/index.js",
+        "backend/uv.lock",
+    ] {
+        ensure!(
+            inode(&before, same)? == inode(&after, same)?,
+            "{same} was not hard-linked"
+        );
+    }
+    ensure!(
+        inode(&before, path)? != inode(&after, path)?,
+        "{path} did not change"
+    );
+    site.assert_serving()?;
+    Ok(())
+}
+
+/// A frontend-only deploy carries the backend over and still has its own virtualenv.
+pub fn frontend_only(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let css = "frontend/src/app.css";
+    let text = s.read(css)?;
+    s.write(css, &format!("{text}\n/* e2e */\n"))?;
+    s.commit("touch css")?;
+    let run = deploy(&site, s, &["frontend", "--skip-local-checks"])?.ok()?;
+    ensure!(
+        run.all().contains("restart innercontext-node"),
+        "{}",
+        run.all()
+    );
+    ensure!(
+        !run.all().contains("restart innercontext,"),
+        "backend restarted:\n{}",
+        run.all()
+    );
+    let cur = site.current()?;
+    site.sh(&format!("test -x {ROOT}/releases/{cur}/backend/.venv/bin/python && test -f {ROOT}/releases/{cur}/backend/innercontext/main.py"))?;
+    site.assert_serving()
+}
+
+/// `deploy list`: newest first, states, the current mark.
+pub fn list_releases(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let run = deploy(&site, s, &["list"])?.ok()?;
+    let cur = site.current()?;
+    let rows: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("succeeded") || l.contains("failed"))
+        .collect();
+    ensure!(rows.len() >= 3, "expected 3+ releases:\n{}", run.stdout);
+    ensure!(
+        rows[0].starts_with('*') && rows[0].contains(&cur),
+        "newest first and current:\n{}",
+        run.stdout
+    );
+    let names: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.split_whitespace().find(|w| w.len() == 16))
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    ensure!(names == sorted, "not newest first: {names:?}");
+    Ok(())
+}
+
+/// Roll back (default, then by name) while requests flow through nginx: none fails.
+pub fn rollback_while_serving(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let releases = site.releases()?;
+    let cur = site.current()?;
+    let previous = releases
+        .iter()
+        .filter(|r| r.as_str() < cur.as_str())
+        .max()
+        .cloned()
+        .context("no older release")?;
+    let load = Load::start(&site.app.ip);
+    let run = deploy(&site, s, &["rollback"]);
+    let (requests, failures) = load.finish();
+    run?.ok()?;
+    ensure!(
+        site.current()? == previous,
+        "rollback did not go to {previous}"
+    );
+    ensure!(
+        failures.is_empty(),
+        "{} of {requests} requests failed during rollback: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    ensure!(requests > 10, "only {requests} requests made");
+    ensure!(site.last_log()?.contains("scope=rollback"));
+    // And forward again, by name.
+    deploy(&site, s, &["rollback", &cur])?.ok()?;
+    ensure!(site.current()? == cur);
+    site.assert_serving()
+}
+
+/// A second deploy while the first holds the lock fails at once and names the holder.
+pub fn lock_conflict(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    s.commit("another release")?;
+    let log = s.dir.join("../innercontext-e2e-first.log");
+    let mut first = Background::start(
+        site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]),
+        &log,
+    )?;
+    first.wait_for("==> upload", Duration::from_secs(120))?;
+    ensure!(site.locked()?, "the first deploy holds no lock");
+    let second = deploy(&site, s, &["backend", "--skip-local-checks"])?.failed()?;
+    let msg = second.all();
+    ensure!(
+        msg.contains("another deploy holds")
+            && msg.contains("deploy backend")
+            && msg.contains("ago"),
+        "{msg}"
+    );
+    let (status, out) = first.wait(Duration::from_secs(300))?;
+    ensure!(status.success(), "the first deploy failed:\n{out}");
+    ensure!(!site.locked()?);
+    Ok(())
+}
+
+/// A migration that fails: `current` untouched, release marked failed, lock released.
+pub fn failing_migration(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let before = site.current()?;
+    s.write(
+        "backend/alembic/versions/0099_broken.py",
+        "\"\"\"A migration that fails.\"\"\"\n\nfrom alembic import op\n\nrevision = \"0099_broken\"\ndown_revision = \"0002_price_history\"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    op.execute(\"SELECT * FROM table_that_does_not_exist\")\n\n\ndef downgrade() -> None:\n    pass\n",
+    )?;
+    s.commit("broken migration")?;
+    let run = deploy(&site, s, &["backend", "--skip-local-checks"])?.failed()?;
+    s.undo()?;
+    let msg = run.all();
+    ensure!(
+        msg.contains("database migration") && msg.contains("current was not touched"),
+        "{msg}"
+    );
+    let name = run.release().context("no release name")?;
+    ensure!(site.current()? == before, "current moved");
+    ensure!(site.state(&name)? == "failed", "release not marked failed");
+    ensure!(!site.locked()?, "lock left behind");
+    ensure!(site.last_log()?.contains("result=failed"));
+    site.assert_serving()
+}
+
+/// A backend that crashes on start: health fails after the switch, the deploy switches back,
+/// the old release serves, the new one is marked failed.
+pub fn failed_health_rolls_back(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let before = site.current()?;
+    let main = "backend/innercontext/main.py";
+    let text = s.read(main)?;
+    s.write(
+        main,
+        &format!("{text}\nraise RuntimeError(\"e2e: this release cannot start\")\n"),
+    )?;
+    s.commit("crash on start")?;
+    let run = site
+        .command(&s.dir, &["deploy", "backend", "--skip-local-checks"])
+        .env("DEPLOY_HEALTH_TIMEOUT", "10")
+        .output()?;
+    s.undo()?;
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    ensure!(!run.status.success(), "deploy succeeded:\n{msg}");
+    ensure!(
+        msg.contains("rolled-back") && msg.contains("journalctl -u innercontext"),
+        "{msg}"
+    );
+    ensure!(
+        msg.contains("e2e: this release cannot start"),
+        "journal tail missing:\n{msg}"
+    );
+    ensure!(site.current()? == before, "current is not back at {before}");
+    let failed = site.releases()?.into_iter().max().unwrap();
+    ensure!(site.state(&failed)? == "failed");
+    ensure!(!site.locked()?);
+    ensure!(site.last_log()?.contains("result=rolled-back"));
+    site.assert_serving()
+}
+
+/// Ctrl-C during the upload: lock released, `current` untouched, release marked failed.
+pub fn interrupt_mid_upload(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let before = site.current()?;
+    // Enough incompressible bytes that the upload is still running when the signal arrives.
+    let mut big = vec![0u8; 192 * 1024 * 1024];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    fs_err::write(s.dir.join("backend/big.bin"), &big)?;
+    s.commit("big file")?;
+    let log = s.dir.join("../innercontext-e2e-interrupt.log");
+    let mut bg = Background::start(
+        site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]),
+        &log,
+    )?;
+    bg.wait_for("==> upload", Duration::from_secs(120))?;
+    bg.signal("INT")?;
+    let (status, out) = bg.wait(Duration::from_secs(120))?;
+    s.undo()?;
+    ensure!(!status.success(), "deploy survived SIGINT:\n{out}");
+    ensure!(out.contains("interrupted"), "{out}");
+    ensure!(
+        !out.contains("==> link env"),
+        "the upload finished before the interrupt:\n{out}"
+    );
+    ensure!(site.current()? == before, "current moved");
+    ensure!(!site.locked()?, "lock left behind");
+    ensure!(
+        site.last_log()?.contains("result=interrupted"),
+        "{}",
+        site.last_log()?
+    );
+    site.assert_serving()
+}

@@ -1,0 +1,313 @@
+//! Helpers for the deploy scenarios: a scratch copy of the repository to change and deploy,
+//! the built xtask binary run with a user's environment, HTTP through nginx, and checks on the
+//! server over ssh.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use xtask::demo::Environment;
+pub use xtask::scratch::Scratch;
+use xtask::testhost::Machine;
+
+pub const ROOT: &str = "/opt/innercontext";
+
+pub fn xtask_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_xtask")
+}
+
+/// The repository this test binary was built from.
+pub fn repo() -> Utf8PathBuf {
+    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The app and db machines, provisioned, and the environment a user would deploy with.
+#[derive(Clone)]
+pub struct Site {
+    pub app: Machine,
+    pub db: Machine,
+    pub env: Environment,
+}
+
+impl Site {
+    /// Run the xtask binary in `dir` (a checkout) with the site's deploy environment.
+    pub fn command(&self, dir: &Utf8Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(xtask_bin());
+        cmd.args(args)
+            .current_dir(dir)
+            .env("XTASK_PROJECT_ROOT", dir)
+            .env("DEPLOY_SSH_CONFIG", &self.env.ssh_config)
+            .env("DEPLOY_SERVER", &self.env.server)
+            .env("DEPLOY_ADMIN", &self.env.admin)
+            .env("DEPLOY_HEALTH_TIMEOUT", "40")
+            .env("CI", "true")
+            .env_remove("DEPLOY_ALLOW_DIRTY")
+            .env_remove("DEPLOY_ROOT")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run and capture; stdout and stderr together for assertions.
+    pub fn xtask(&self, dir: &Utf8Path, args: &[&str]) -> Result<Run> {
+        Run::capture(self.command(dir, args))
+    }
+
+    /// Run as root on the app machine.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        self.app.ssh(&["bash", "-c", script])
+    }
+
+    pub fn current(&self) -> Result<String> {
+        let link = self.sh(&format!("readlink {ROOT}/current"))?;
+        Ok(link.trim().trim_start_matches("releases/").to_string())
+    }
+
+    pub fn state(&self, release: &str) -> Result<String> {
+        Ok(self
+            .sh(&format!("cat {ROOT}/releases/{release}/.state"))?
+            .trim()
+            .to_string())
+    }
+
+    pub fn releases(&self) -> Result<Vec<String>> {
+        let out = self.sh(&format!("ls -1 {ROOT}/releases"))?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
+    pub fn locked(&self) -> Result<bool> {
+        Ok(self
+            .sh(&format!(
+                "test -d {ROOT}/.deploy.lock && echo yes || echo no"
+            ))?
+            .trim()
+            == "yes")
+    }
+
+    pub fn last_log(&self) -> Result<String> {
+        Ok(self
+            .sh(&format!("tail -n 1 {ROOT}/deploy.log"))?
+            .trim()
+            .to_string())
+    }
+
+    /// GET through nginx on the app machine.
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(&self.app.ip, 80, path)
+    }
+
+    /// The site answers through nginx: the page and the API's health check.
+    pub fn assert_serving(&self) -> Result<()> {
+        let (status, body) = self.get("/api/health-check")?;
+        ensure!(status == 200, "/api/health-check answered {status}: {body}");
+        let (status, body) = self.get("/")?;
+        ensure!(status == 200, "/ answered {status}: {body}");
+        Ok(())
+    }
+
+    /// Accepted ssh logins of the deploy user so far (sshd's journal on the app machine).
+    pub fn deploy_logins(&self) -> Result<usize> {
+        let out = self.sh("journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true")?;
+        Ok(out.trim().parse().unwrap_or(0))
+    }
+}
+
+/// A finished xtask run.
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn capture(mut cmd: Command) -> Result<Run> {
+        let out: Output = cmd.output().context("running the xtask binary")?;
+        Ok(Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    pub fn ok(self) -> Result<Run> {
+        ensure!(
+            self.status.success(),
+            "xtask failed ({}):\n{}",
+            self.status,
+            self.all()
+        );
+        Ok(self)
+    }
+
+    pub fn failed(self) -> Result<Run> {
+        ensure!(
+            !self.status.success(),
+            "xtask should have failed but succeeded:\n{}",
+            self.all()
+        );
+        Ok(self)
+    }
+
+    /// The release name the run announced (`deploy of NAME` / `deployed NAME`).
+    pub fn release(&self) -> Option<String> {
+        self.all().split_whitespace().find_map(|w| {
+            let w = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            xtask::release::is_name(w).then(|| w.to_string())
+        })
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status and body.
+pub fn http_get(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream =
+        TcpStream::connect((host, port)).with_context(|| format!("connecting to {host}:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nX-Forwarded-Proto: http\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status from {host}:{port}{path}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Requests through nginx in a loop on a thread, counting failures, until stopped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Load {
+    pub fn start(host: &str) -> Load {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let host = host.to_string();
+        let handle = std::thread::spawn(move || {
+            let mut total = 0;
+            let mut failures = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                for path in ["/api/health-check", "/"] {
+                    total += 1;
+                    match http_get(&host, 80, path) {
+                        Ok((200, _)) => {}
+                        Ok((s, body)) => failures.push(format!(
+                            "{path}: {s} {}",
+                            body.chars().take(80).collect::<String>()
+                        )),
+                        Err(e) => failures.push(format!("{path}: {e:#}")),
+                    }
+                }
+            }
+            (total, failures)
+        });
+        Load { stop, handle }
+    }
+
+    /// Stop and return (requests, failures).
+    pub fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle
+            .join()
+            .unwrap_or((0, vec!["load thread panicked".into()]))
+    }
+}
+
+/// Start the xtask in the background with stderr going to a file we can watch.
+pub struct Background {
+    pub child: Child,
+    pub log: Utf8PathBuf,
+}
+
+impl Background {
+    pub fn start(mut cmd: Command, log: &Utf8Path) -> Result<Background> {
+        let file = fs_err::File::create(log)?;
+        let out = file.try_clone()?;
+        let child = cmd
+            .stdout(Stdio::from(out.into_parts().0))
+            .stderr(Stdio::from(file.into_parts().0))
+            .spawn()
+            .context("starting the xtask binary")?;
+        Ok(Background {
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn output(&self) -> String {
+        fs_err::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the output contains `needle` (or the process ends), with a deadline.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.output().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "process ended ({status}) before printing {needle:?}:\n{}",
+                    self.output()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("no {needle:?} within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self.child.id().to_string();
+        run_ok(Command::new("kill").args(["-s", sig, &pid]), "kill")?;
+        Ok(())
+    }
+
+    pub fn wait(mut self, timeout: Duration) -> Result<(std::process::ExitStatus, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((status, self.output()));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("process did not end within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -225,6 +225,9 @@ cmd_prepare() {
         die "uv sync failed in $rel/backend on $(hostname) (log: $log)"
     fi
 
+    # Nothing in a release is writable by other users, whatever the tools created.
+    find "$rel" -perm /022 ! -type l -exec chmod go-w {} +
+
     if [ "$scope" = all ] || [ "$scope" = backend ]; then
         if ! (cd "$rel/backend" && .venv/bin/python -m alembic upgrade head </dev/null >>"$log" 2>&1); then
             tail -n 30 "$log" >&2
@@ -490,6 +493,10 @@ cmd_activate() {
     check_root "$opt_root"
     check_release "$opt_release"
     [ "$opt_previous" = - ] || check_release "$opt_previous"
+    # Only the holder of the lock may switch: a client killed and unlocked by someone else
+    # must not activate late.
+    [ "$(meta "$opt_root/.deploy.lock/info" token)" = "$opt_token" ] ||
+        die "this deploy no longer holds $opt_root/.deploy.lock on $(hostname): nothing was switched"
     local dir=$opt_root/releases/$opt_release log result offset pid
     log=$dir/.activate.log
     result=$dir/.activate.result

@@ -71,17 +71,20 @@ fn snapshot(site: &Site) -> Result<Snapshot> {
     Ok(Snapshot { shared, log_lines })
 }
 
-/// Wait for a lock to go away by itself (a server-side activation finishing).
+/// Wait for a lock to go away by itself: an activation job the client left behind on the
+/// server releases it when it ends. Without such a job, a lock is stale at once.
 fn wait_unlocked(site: &Site, timeout: Duration) -> Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
-        if !site.locked()? {
-            return Ok(true);
+        let state = site.sh(&format!(
+            "if [ -d {ROOT}/.deploy.lock ]; then if pgrep -f 'deploy.sh [a]ctivate-job' >/dev/null; then echo busy; else echo stale; fi; else echo free; fi"
+        ))?;
+        match state.trim() {
+            "free" => return Ok(true),
+            "stale" => return Ok(false),
+            _ if Instant::now() > deadline => return Ok(false),
+            _ => std::thread::sleep(Duration::from_millis(200)),
         }
-        if Instant::now() > deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -146,9 +149,16 @@ fn invariants(site: &Site, scratch: &Scratch, before: &Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// The fault scenarios' checkout; the site has a current release before the first of them.
 fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
     if ctx.fault_scratch.is_none() {
-        ctx.fault_scratch = Some(Scratch::new("faults")?);
+        let s = Scratch::new("faults")?;
+        let site = ctx.site()?;
+        if site.current_opt()?.is_none() {
+            site.xtask(&s.dir, &["deploy", "all", "--skip-local-checks"])?
+                .ok()?;
+        }
+        ctx.fault_scratch = Some(s);
     }
     Ok(ctx.fault_scratch.as_ref().unwrap())
 }

@@ -76,6 +76,13 @@ impl Site {
         self.app.ssh(&["bash", "-c", script])
     }
 
+    /// The current release, if there is one.
+    pub fn current_opt(&self) -> Result<Option<String>> {
+        let link = self.sh(&format!("readlink {ROOT}/current || true"))?;
+        let name = link.trim().trim_start_matches("releases/");
+        Ok((!name.is_empty()).then(|| name.to_string()))
+    }
+
     pub fn current(&self) -> Result<String> {
         let link = self.sh(&format!("readlink {ROOT}/current"))?;
         Ok(link.trim().trim_start_matches("releases/").to_string())

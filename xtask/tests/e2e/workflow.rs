@@ -179,7 +179,7 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
         ("DEPLOY_KNOWN_HOSTS", known_hosts.trim_end()),
     ];
 
-    let before = site.current()?;
+    let before = site.current_opt()?;
     let (ok, out) = runner.run(&all[0], &secrets)?;
     ensure!(ok, "{}:\n{out}", all[0].name);
     let mode = site_mode(&temp.join("deploy-ssh/key"))?;
@@ -190,7 +190,10 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     ensure!(ok, "{}:\n{out}", all[2].name);
     ensure!(!temp.join("deploy-ssh").exists(), "the key was not removed");
     let after = site.current()?;
-    ensure!(after != before, "the workflow did not deploy a new release");
+    ensure!(
+        Some(&after) != before.as_ref(),
+        "the workflow did not deploy a new release"
+    );
     let summary = fs_err::read_to_string(&runner.summary)?;
     ensure!(
         summary.contains("Result: **success**") && summary.contains(&format!("deployed {after}")),

@@ -93,17 +93,9 @@ impl Bencher {
     }
 
     fn command(&self, args: &[&str]) -> Result<Command> {
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(args)
-            .current_dir(&self.scratch.dir)
-            .env("XTASK_PROJECT_ROOT", &self.scratch.dir)
-            .env("DEPLOY_SSH_CONFIG", &self.env.ssh_config)
-            .env("DEPLOY_SERVER", &self.env.server)
-            .env("DEPLOY_ADMIN", &self.env.admin)
-            .env("CI", "true")
-            .env_remove("DEPLOY_ALLOW_DIRTY")
-            .env_remove("DEPLOY_ROOT");
-        Ok(cmd)
+        Ok(self
+            .env
+            .command(std::env::current_exe()?, &self.scratch.dir, args))
     }
 
     /// Run the xtask on the scratch checkout; its combined output.

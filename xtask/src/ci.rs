@@ -129,34 +129,15 @@ pub fn backend(sh: &Shell, noise: Noise) -> Result<()> {
 
 /// Frontend install, type check, unit tests and build with the pinned Node.js and pnpm.
 pub fn frontend(sh: &Shell, noise: Noise) -> Result<()> {
-    tools::ensure_all(sh)?;
-    let _path = tool_env(sh);
-    let _dir = sh.push_dir("frontend");
-    let _ci = sh.push_env("CI", "true");
-    exec(
-        cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent"),
-        noise,
-        "pnpm install --frozen-lockfile",
-    )?;
-    exec(
-        cmd!(sh, "pnpm run --silent check"),
-        noise,
-        "svelte-check (frontend)",
-    )?;
-    exec(
-        cmd!(sh, "pnpm run --silent test"),
-        noise,
-        "unit tests (frontend)",
-    )?;
-    exec(
-        cmd!(sh, "pnpm run --silent build"),
-        noise,
-        "pnpm build (frontend)",
-    )
+    frontend_steps(sh, noise, true)
 }
 
 /// Only install and build the frontend (deploys with --skip-local-checks).
 pub fn frontend_build(sh: &Shell, noise: Noise) -> Result<()> {
+    frontend_steps(sh, noise, false)
+}
+
+fn frontend_steps(sh: &Shell, noise: Noise, checks: bool) -> Result<()> {
     tools::ensure_all(sh)?;
     let _path = tool_env(sh);
     let _dir = sh.push_dir("frontend");
@@ -166,6 +147,18 @@ pub fn frontend_build(sh: &Shell, noise: Noise) -> Result<()> {
         noise,
         "pnpm install --frozen-lockfile",
     )?;
+    if checks {
+        exec(
+            cmd!(sh, "pnpm run --silent check"),
+            noise,
+            "svelte-check (frontend)",
+        )?;
+        exec(
+            cmd!(sh, "pnpm run --silent test"),
+            noise,
+            "unit tests (frontend)",
+        )?;
+    }
     exec(
         cmd!(sh, "pnpm run --silent build"),
         noise,

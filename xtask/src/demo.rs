@@ -96,6 +96,28 @@ impl Environment {
         })
     }
 
+    /// The xtask binary `exe` run on the checkout `dir` with this environment, as a user would
+    /// (a clean slate for the other deploy variables; non-interactive output).
+    pub fn command(
+        &self,
+        exe: impl AsRef<std::ffi::OsStr>,
+        dir: &camino::Utf8Path,
+        args: &[&str],
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(args)
+            .current_dir(dir)
+            .env("XTASK_PROJECT_ROOT", dir)
+            .env("DEPLOY_SSH_CONFIG", &self.ssh_config)
+            .env("DEPLOY_SERVER", &self.server)
+            .env("DEPLOY_ADMIN", &self.admin)
+            .env("CI", "true")
+            .env_remove("DEPLOY_ALLOW_DIRTY")
+            .env_remove("DEPLOY_ROOT")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
     /// Add the deploy variables to a command.
     pub fn apply<'a>(&self, cmd: xshell::Cmd<'a>) -> xshell::Cmd<'a> {
         cmd.env("DEPLOY_SSH_CONFIG", &self.ssh_config)

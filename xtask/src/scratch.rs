@@ -7,7 +7,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use camino::Utf8PathBuf;
 
-fn run_ok(cmd: &mut Command, what: &str) -> Result<String> {
+/// Run a command; its stdout, or an error with everything it printed.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {what}"))?;
     if !out.status.success() {
         bail!(

@@ -10,7 +10,7 @@
 //! shared one is already provisioned.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -143,16 +143,8 @@ impl Host {
     }
 
     fn xtask(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.args(args)
-            .current_dir(repo())
-            .env("DEPLOY_SSH_CONFIG", &self.env.ssh_config)
-            .env("DEPLOY_SERVER", &self.env.server)
-            .env("DEPLOY_ADMIN", &self.env.admin)
-            .env("CI", "true")
-            .env_remove("DEPLOY_ROOT")
-            .env_remove(xtask::setup_server::SUDOERS_SOURCE_ENV)
-            .stdin(Stdio::null());
+        let mut cmd = self.env.command(env!("CARGO_BIN_EXE_xtask"), &repo(), args);
+        cmd.env_remove(xtask::setup_server::SUDOERS_SOURCE_ENV);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xtask::demo::Environment;
-pub use xtask::scratch::Scratch;
+pub use xtask::scratch::{run_ok, Scratch};
 use xtask::testhost::Machine;
 
 pub const ROOT: &str = "/opt/innercontext";
@@ -27,19 +27,6 @@ pub fn repo() -> Utf8PathBuf {
         .to_path_buf()
 }
 
-fn run_ok(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The app and db machines, provisioned, and the environment a user would deploy with.
 #[derive(Clone)]
 pub struct Site {
@@ -51,18 +38,8 @@ pub struct Site {
 impl Site {
     /// Run the xtask binary in `dir` (a checkout) with the site's deploy environment.
     pub fn command(&self, dir: &Utf8Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(xtask_bin());
-        cmd.args(args)
-            .current_dir(dir)
-            .env("XTASK_PROJECT_ROOT", dir)
-            .env("DEPLOY_SSH_CONFIG", &self.env.ssh_config)
-            .env("DEPLOY_SERVER", &self.env.server)
-            .env("DEPLOY_ADMIN", &self.env.admin)
-            .env("DEPLOY_HEALTH_TIMEOUT", "40")
-            .env("CI", "true")
-            .env_remove("DEPLOY_ALLOW_DIRTY")
-            .env_remove("DEPLOY_ROOT")
-            .stdin(Stdio::null());
+        let mut cmd = self.env.command(xtask_bin(), dir, args);
+        cmd.env("DEPLOY_HEALTH_TIMEOUT", "40");
         cmd
     }
 

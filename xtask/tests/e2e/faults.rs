@@ -546,7 +546,7 @@ pub fn bad_input_is_refused(ctx: &mut Ctx) -> Result<()> {
         (
             "unreachable server".into(),
             vec!["deploy".into(), "list".into()],
-            vec![("DEPLOY_SERVER", "innercontext@10.213.250.2".into())],
+            vec![("DEPLOY_SERVER", "innercontext@127.0.0.1".into())],
             "cannot connect",
         ),
         (

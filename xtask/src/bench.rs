@@ -129,7 +129,7 @@ impl Bencher {
     fn change_both(&self, n: u32) -> Result<()> {
         for (path, comment) in [
             (
-                "backend/innercontext/pricing.py",
+                "backend/innercontext/__init__.py",
                 format!("# bench change {n}\n"),
             ),
             (

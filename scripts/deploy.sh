@@ -121,7 +121,14 @@ cmd_probe() {
     check_root "$root"
     printf 'now=%s\n' "$(date -u +%s)"
     printf 'host=%s\n' "$(hostname)"
-    printf 'current=%s\n' "$(current_release "$root")"
+    local cur
+    cur=$(current_release "$root")
+    printf 'current=%s\n' "$cur"
+    if [ -n "$cur" ]; then
+        printf 'current.state=%s\n' "$(state_of "$root/releases/$cur")"
+        printf 'current.backend_commit=%s\n' "$(meta "$root/releases/$cur/.release" backend_commit)"
+        printf 'current.frontend_commit=%s\n' "$(meta "$root/releases/$cur/.release" frontend_commit)"
+    fi
     list_releases "$root"
     lock_info "$root"
 }
@@ -235,9 +242,20 @@ cmd_prepare() {
         fi
     fi
     revision=$(db_revision "$rel/backend") || revision=""
+    # Which commit each half of the release comes from (the carried-over half keeps its own).
+    local made=$commit backend_commit frontend_commit
+    [ "$dirty" = no ] || made="$commit+dirty"
+    backend_commit=$made
+    frontend_commit=$made
+    case "$scope" in
+        backend) frontend_commit=$(meta "$root/releases/$cur/.release" frontend_commit) ;;
+        frontend) backend_commit=$(meta "$root/releases/$cur/.release" backend_commit) ;;
+    esac
     {
         printf 'release=%s\n' "$new"
         printf 'commit=%s\n' "$commit"
+        printf 'backend_commit=%s\n' "$backend_commit"
+        printf 'frontend_commit=%s\n' "$frontend_commit"
         printf 'dirty=%s\n' "$dirty"
         printf 'scope=%s\n' "$scope"
         printf 'deployer=%s\n' "$deployer"

@@ -217,8 +217,8 @@ impl Bencher {
                 })
             };
             let runs = b.runs;
-            let (mut inc, mut inc_checks, mut noop, mut rollback, mut floor) =
-                (vec![], vec![], vec![], vec![], vec![]);
+            let (mut inc, mut inc_checks, mut noop, mut redeploy, mut rollback, mut floor) =
+                (vec![], vec![], vec![], vec![], vec![], vec![]);
             let (mut handshakes, mut sent, mut changed) = (vec![], vec![], vec![]);
             for _ in 0..runs {
                 change += 1;
@@ -231,10 +231,17 @@ impl Bencher {
                 handshakes.push(self.ssh_logins()? - logins);
                 sent.push(sent_bytes(&out).unwrap_or(f64::NAN));
                 changed.push(self.changed_bytes()?);
-                let (t, _) = ui::step(&format!("{link}: no-op deploy"), || {
+                let (t, out) = ui::step(&format!("{link}: no-op deploy"), || {
                     self.timed(&["all", "--skip-local-checks"])
                 })?;
+                if !out.contains("nothing to deploy") {
+                    bail!("the no-op deploy made a release:\n{out}");
+                }
                 noop.push(t);
+                let (t, _) = ui::step(&format!("{link}: redeploy, nothing changed"), || {
+                    self.timed(&["all", "--skip-local-checks", "--redeploy"])
+                })?;
+                redeploy.push(t);
                 let (t, _) = ui::step(&format!("{link}: rollback"), || self.timed(&["rollback"]))?;
                 rollback.push(t);
                 // Forward again so the next round starts from the newest release.
@@ -271,7 +278,13 @@ impl Bencher {
                 inc_checks,
                 "",
             );
-            row("no-op deploy", "s", noop, "<= floor + 2 s");
+            row(
+                "no-op deploy (nothing to deploy)",
+                "s",
+                noop,
+                "<= floor + 2 s",
+            );
+            row("redeploy, nothing changed (--redeploy)", "s", redeploy, "");
             row("rollback until healthy", "s", rollback, "< 3 s");
             row("floor: bare API restart until healthy", "s", floor, "");
             row("ssh handshakes per deploy", "", handshakes, "1");

@@ -33,7 +33,8 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
             scope,
             dry_run,
             skip_local_checks,
-        } => deploy(sh, &cfg, scope, dry_run, skip_local_checks),
+            redeploy,
+        } => deploy(sh, &cfg, scope, dry_run, skip_local_checks, redeploy),
         Deploy::List => list(&cfg),
         Deploy::Rollback {
             release,
@@ -110,6 +111,8 @@ struct Snapshot {
     releases: Vec<Release>,
     junk: Vec<String>,
     lock: Option<LockInfo>,
+    /// What `current` was made from: its state and the commit of each half.
+    current_made: release::Made,
 }
 
 impl Snapshot {
@@ -128,6 +131,17 @@ impl Snapshot {
                 .collect(),
             junk: reply.all("junk").into_iter().map(str::to_string).collect(),
             lock: LockInfo::from_reply(reply),
+            current_made: release::Made {
+                state: release::State::parse(reply.get("current.state").unwrap_or("")),
+                backend_commit: reply
+                    .get("current.backend_commit")
+                    .unwrap_or("-")
+                    .to_string(),
+                frontend_commit: reply
+                    .get("current.frontend_commit")
+                    .unwrap_or("-")
+                    .to_string(),
+            },
         }
     }
 
@@ -471,19 +485,19 @@ fn take_lock(remote: &Remote, call: &RemoteCall) -> std::result::Result<Reply, L
     Ok(reply)
 }
 
-fn deploy(sh: &Shell, cfg: &Config, scope: Scope, dry_run: bool, skip_checks: bool) -> Result<()> {
+fn deploy(
+    sh: &Shell,
+    cfg: &Config,
+    scope: Scope,
+    dry_run: bool,
+    skip_checks: bool,
+    redeploy: bool,
+) -> Result<()> {
     let started = Instant::now();
     let started_at = utc_now();
     let local = local_origin(sh, cfg)?;
-    if !dry_run {
-        local_checks(sh, scope, skip_checks)?;
-    }
-    let files = if dry_run && scope.frontend() {
-        Vec::new()
-    } else {
-        upload_files(sh, scope)?
-    };
 
+    // A read-only look first: there may be nothing to deploy.
     let remote = Remote::connect(cfg)?;
     let snap = remote.snapshot()?;
     snap.warn_junk(&cfg.root);
@@ -493,6 +507,25 @@ fn deploy(sh: &Shell, cfg: &Config, scope: Scope, dry_run: bool, skip_checks: bo
             snap.host
         );
     }
+    if !redeploy && snap.current_made.runs(scope, &local.commit, local.dirty) {
+        eprintln!(
+            "nothing to deploy: the current release {} on {} already runs commit {} ({}); use --redeploy to make a new release anyway",
+            snap.current.as_deref().unwrap_or("?"),
+            snap.host,
+            local.commit,
+            scope.name()
+        );
+        return Ok(());
+    }
+
+    if !dry_run {
+        local_checks(sh, scope, skip_checks)?;
+    }
+    let files = if dry_run && scope.frontend() {
+        Vec::new()
+    } else {
+        upload_files(sh, scope)?
+    };
     let name = release::next_name(started_at, &snap.releases);
     let lock = new_lock(&local, &format!("deploy {}", scope.name()));
     let origin = Origin {

@@ -167,6 +167,7 @@ pub enum Deploy {
         scope: Scope,
         dry_run: bool,
         skip_local_checks: bool,
+        redeploy: bool,
     },
     List,
     Rollback {
@@ -295,7 +296,7 @@ Options:
 pub const HELP_DEPLOY: &str = "\
 cargo xtask deploy: atomic release-based deploys with automatic rollback
 
-Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-checks]
+Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-checks] [--redeploy]
        cargo xtask deploy list
        cargo xtask deploy rollback [RELEASE] [--force] [--dry-run]
        cargo xtask deploy unlock [--yes]
@@ -312,7 +313,8 @@ Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-check
 
 Options:
   --dry-run            print the plan, remote commands included, and change nothing
-  --skip-local-checks  skip lint, tests and the clean-tree check (the build still runs)
+  --skip-local-checks  skip lint and tests (the build and the clean-tree check still run)
+  --redeploy           make a new release even if current already runs this commit
   --force              rollback past a database migration
   --yes                unlock without asking
   -h, --help           print this help
@@ -649,6 +651,7 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
     let sub = first_positional.unwrap_or_else(|| "all".to_string());
     let mut dry_run = false;
     let mut skip_local_checks = false;
+    let mut redeploy = false;
     let mut force = false;
     let mut yes = false;
     let mut release = None;
@@ -657,6 +660,7 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
         match arg.as_str() {
             "--dry-run" => dry_run = true,
             "--skip-local-checks" => skip_local_checks = true,
+            "--redeploy" => redeploy = true,
             "--force" => force = true,
             "--yes" => yes = true,
             a if !a.starts_with('-') && sub == "rollback" && release.is_none() => {
@@ -668,7 +672,7 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
         flag_seen.push(arg);
     }
     let allowed: &[&str] = match sub.as_str() {
-        "all" | "backend" | "frontend" => &["--dry-run", "--skip-local-checks"],
+        "all" | "backend" | "frontend" => &["--dry-run", "--skip-local-checks", "--redeploy"],
         "rollback" => &["--force", "--dry-run"],
         "unlock" => &["--yes"],
         "list" | "status" => &[],
@@ -684,16 +688,19 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
             scope: Scope::All,
             dry_run,
             skip_local_checks,
+            redeploy,
         },
         "backend" => Deploy::Release {
             scope: Scope::Backend,
             dry_run,
             skip_local_checks,
+            redeploy,
         },
         "frontend" => Deploy::Release {
             scope: Scope::Frontend,
             dry_run,
             skip_local_checks,
+            redeploy,
         },
         "rollback" => Deploy::Rollback {
             release,
@@ -812,7 +819,8 @@ mod tests {
             Command::Deploy(Deploy::Release {
                 scope: Scope::All,
                 dry_run: false,
-                skip_local_checks: false
+                skip_local_checks: false,
+                redeploy: false
             })
         );
         assert_eq!(
@@ -820,7 +828,8 @@ mod tests {
             Command::Deploy(Deploy::Release {
                 scope: Scope::All,
                 dry_run: true,
-                skip_local_checks: false
+                skip_local_checks: false,
+                redeploy: false
             })
         );
         assert_eq!(
@@ -828,7 +837,8 @@ mod tests {
             Command::Deploy(Deploy::Release {
                 scope: Scope::Backend,
                 dry_run: true,
-                skip_local_checks: false
+                skip_local_checks: false,
+                redeploy: false
             })
         );
     }

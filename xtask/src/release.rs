@@ -69,6 +69,27 @@ impl Release {
     }
 }
 
+/// What a release was made from: its state and the commit of each half (`-` when unknown;
+/// `+dirty` marks a tree with uncommitted changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Made {
+    pub state: State,
+    pub backend_commit: String,
+    pub frontend_commit: String,
+}
+
+impl Made {
+    /// Whether this (current) release already runs `commit` for every half `scope` ships, so a
+    /// deploy would change nothing. A dirty tree is never considered deployed.
+    pub fn runs(&self, scope: crate::flags::Scope, commit: &str, dirty: bool) -> bool {
+        !dirty
+            && self.state == State::Succeeded
+            && commit != "-"
+            && (!scope.backend() || self.backend_commit == commit)
+            && (!scope.frontend() || self.frontend_commit == commit)
+    }
+}
+
 pub fn name_for(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(NAME_FORMAT)
@@ -352,6 +373,35 @@ mod tests {
             Release::parse("20261128T100000Z weird").unwrap().state,
             State::Unknown
         );
+    }
+
+    #[test]
+    fn a_deploy_of_what_current_runs_changes_nothing() {
+        use crate::flags::Scope;
+        let made = |b: &str, f: &str| Made {
+            state: State::Succeeded,
+            backend_commit: b.into(),
+            frontend_commit: f.into(),
+        };
+        let same = made("abc", "abc");
+        assert!(same.runs(Scope::All, "abc", false));
+        assert!(
+            !same.runs(Scope::All, "abc", true),
+            "dirty trees always deploy"
+        );
+        assert!(!same.runs(Scope::All, "def", false));
+        // A backend-only deploy at def carried the frontend over from abc.
+        let mixed = made("def", "abc");
+        assert!(mixed.runs(Scope::Backend, "def", false));
+        assert!(!mixed.runs(Scope::Frontend, "def", false));
+        assert!(!mixed.runs(Scope::All, "def", false));
+        let failed = Made {
+            state: State::Failed,
+            ..same.clone()
+        };
+        assert!(!failed.runs(Scope::All, "abc", false));
+        assert!(!made("-", "-").runs(Scope::All, "-", false));
+        assert!(!made("abc+dirty", "abc+dirty").runs(Scope::All, "abc", false));
     }
 
     #[test]

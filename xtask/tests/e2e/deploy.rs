@@ -136,6 +136,20 @@ pub fn frontend_only(ctx: &mut Ctx) -> Result<()> {
     site.assert_serving()
 }
 
+/// A deploy of the commit `current` already runs changes nothing, unless asked to.
+pub fn nothing_to_deploy(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let before = site.releases()?;
+    let run = deploy(&site, s, &["all", "--skip-local-checks"])?.ok()?;
+    ensure!(run.stderr.contains("nothing to deploy"), "{}", run.all());
+    ensure!(site.releases()? == before, "a release was made");
+    let run = deploy(&site, s, &["all", "--skip-local-checks", "--redeploy"])?.ok()?;
+    ensure!(run.all().contains("deployed "), "{}", run.all());
+    ensure!(site.releases()?.len() == before.len() + 1 || before.len() >= 5);
+    site.assert_serving()
+}
+
 /// `deploy list`: newest first, states, the current mark.
 pub fn list_releases(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
@@ -209,7 +223,7 @@ pub fn lock_conflict(ctx: &mut Ctx) -> Result<()> {
     )?;
     first.wait_for("==> upload", Duration::from_secs(120))?;
     ensure!(site.locked()?, "the first deploy holds no lock");
-    let second = deploy(&site, s, &["backend", "--skip-local-checks"])?.failed()?;
+    let second = deploy(&site, s, &["backend", "--skip-local-checks", "--redeploy"])?.failed()?;
     let msg = second.all();
     ensure!(
         msg.contains("another deploy holds")

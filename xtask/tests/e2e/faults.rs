@@ -196,7 +196,10 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
         Fault::Interrupt => bg.signal("INT")?,
         Fault::Cut => cut_connection(bg.child.id())?,
         Fault::Concurrent => {
-            second = Some(site.xtask(&s.dir, &["deploy", "all", "--skip-local-checks"])?);
+            second = Some(site.xtask(
+                &s.dir,
+                &["deploy", "all", "--skip-local-checks", "--redeploy"],
+            )?);
         }
     }
     let (status, out) = bg.wait(Duration::from_secs(240))?;
@@ -643,6 +646,7 @@ pub fn bad_remote_state_is_refused(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = scratch(ctx)?;
     // A world-readable env file: refused before any change, then put back.
+    s.commit("refused: world-readable env file")?;
     site.sh(&format!("chmod 644 {ROOT}/shared/backend/.env"))?;
     let run = site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"]);
     site.sh(&format!("chmod 600 {ROOT}/shared/backend/.env"))?;
@@ -654,6 +658,7 @@ pub fn bad_remote_state_is_refused(ctx: &mut Ctx) -> Result<()> {
     );
     ensure!(!site.locked()?);
     // Sudo that wants a password (the spec's failure): refused in preflight.
+    s.commit("refused: sudo wants a password")?;
     site.sh("mv /etc/sudoers.d/innercontext-deploy /root/innercontext-deploy.saved")?;
     let run = site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"]);
     site.sh("mv /root/innercontext-deploy.saved /etc/sudoers.d/innercontext-deploy")?;

@@ -112,6 +112,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         deploy::backend_one_file_one_handshake,
     ),
     ("deploy::frontend_only", deploy::frontend_only),
+    ("deploy::nothing_to_deploy", deploy::nothing_to_deploy),
     ("deploy::list_releases", deploy::list_releases),
     (
         "deploy::rollback_while_serving",

@@ -170,20 +170,6 @@ impl Session {
         Ok((out, reply))
     }
 
-    /// Whether the master connection is still up.
-    pub fn alive(&self) -> bool {
-        let mut args = self.base_args();
-        args.extend(["-O".to_string(), "check".to_string(), self.dest.clone()]);
-        duct::cmd("ssh", &args)
-            .stdin_null()
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
     /// Close the master connection. Also done on drop.
     pub fn close(&mut self) {
         if self.closed {

@@ -214,10 +214,6 @@ fn utc_now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    release::iso(t)
-}
-
 fn new_lock(local: &Local, command: &str) -> LockInfo {
     let now = utc_now();
     let (user, host) = local
@@ -228,7 +224,7 @@ fn new_lock(local: &Local, command: &str) -> LockInfo {
         user: user.to_string(),
         host: host.to_string(),
         pid: std::process::id(),
-        started: rfc3339(now),
+        started: release::iso(now),
         started_epoch: now.unix_timestamp(),
         command: command.to_string(),
         commit: format!(

@@ -72,19 +72,8 @@ impl Bencher {
         let env = Environment::for_machines(&app, &db)?;
         let scratch = Scratch::new("bench")?;
         let bench = Bencher { app, env, scratch };
-        let key = bench.app.public_key();
         ui::step("setup-server", || {
-            bench
-                .xtask(&[
-                    "setup-server",
-                    "--deploy-key",
-                    key.as_str(),
-                    "--backend-env",
-                    bench.env.backend_env.as_str(),
-                    "--frontend-env",
-                    bench.env.frontend_env.as_str(),
-                ])
-                .map(drop)
+            bench.xtask(&bench.env.setup_server_args()).map(drop)
         })?;
         ui::step("first deploy", || {
             bench.deploy(&["all", "--skip-local-checks"]).map(drop)

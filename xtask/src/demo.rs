@@ -31,14 +31,10 @@ pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
     let env = Environment::for_machines(&app, &db)?;
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
 
-    let key = app.public_key();
-    let (backend, frontend) = (&env.backend_env, &env.frontend_env);
-    env.apply(cmd!(
-        sh,
-        "{xtask} setup-server --deploy-key {key} --backend-env {backend} --frontend-env {frontend}"
-    ))
-    .run()
-    .context("setup-server on the demo machine")?;
+    let setup = env.setup_server_args();
+    env.apply(cmd!(sh, "{xtask} {setup...}"))
+        .run()
+        .context("setup-server on the demo machine")?;
 
     env.apply(cmd!(sh, "{xtask} deploy all"))
         .env("DEPLOY_ALLOW_DIRTY", "1")
@@ -64,6 +60,8 @@ pub struct Environment {
     pub ssh_config: Utf8PathBuf,
     pub server: String,
     pub admin: String,
+    /// The public key setup-server authorizes for the deploy user.
+    pub deploy_key: Utf8PathBuf,
     pub backend_env: Utf8PathBuf,
     pub frontend_env: Utf8PathBuf,
 }
@@ -91,6 +89,7 @@ impl Environment {
             ssh_config: app.ssh_config.clone(),
             server: format!("innercontext@{}", app.name),
             admin: format!("root@{}", app.name),
+            deploy_key: app.public_key(),
             backend_env,
             frontend_env,
         })
@@ -116,6 +115,19 @@ impl Environment {
             .env_remove("DEPLOY_ROOT")
             .stdin(std::process::Stdio::null());
         cmd
+    }
+
+    /// `setup-server` with this environment's deploy key and env files.
+    pub fn setup_server_args(&self) -> Vec<&str> {
+        vec![
+            "setup-server",
+            "--deploy-key",
+            self.deploy_key.as_str(),
+            "--backend-env",
+            self.backend_env.as_str(),
+            "--frontend-env",
+            self.frontend_env.as_str(),
+        ]
     }
 
     /// Add the deploy variables to a command.

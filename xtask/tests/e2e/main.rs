@@ -245,21 +245,9 @@ impl Ctx {
             let site = support::Site { app, db, env };
             let provisioned = site.sh("test -f /etc/sudoers.d/innercontext-deploy && test -d /opt/innercontext/releases && echo yes || echo no")?;
             if provisioned.trim() != "yes" {
-                let key = site.app.public_key();
-                site.xtask(
-                    &support::repo(),
-                    &[
-                        "setup-server",
-                        "--deploy-key",
-                        key.as_str(),
-                        "--backend-env",
-                        site.env.backend_env.as_str(),
-                        "--frontend-env",
-                        site.env.frontend_env.as_str(),
-                    ],
-                )?
-                .ok()
-                .context("provisioning the shared app machine")?;
+                site.xtask(&support::repo(), &site.env.setup_server_args())?
+                    .ok()
+                    .context("provisioning the shared app machine")?;
             }
             self.site = Some(site);
         }

@@ -128,16 +128,7 @@ impl Host {
 
     /// `cargo xtask setup-server` with the key and env file flags, `args` and `env` added.
     fn setup(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
-        let key = self.m.public_key();
-        let mut full: Vec<&str> = vec![
-            "setup-server",
-            "--deploy-key",
-            key.as_str(),
-            "--backend-env",
-            self.env.backend_env.as_str(),
-            "--frontend-env",
-            self.env.frontend_env.as_str(),
-        ];
+        let mut full = self.env.setup_server_args();
         full.extend(args);
         self.xtask(&full, env)
     }

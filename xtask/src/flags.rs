@@ -138,6 +138,21 @@ pub struct SetupServer {
     pub dry_run: bool,
 }
 
+impl Default for SetupServer {
+    /// No flags given: everything from the environment, the registry toolchains.
+    fn default() -> SetupServer {
+        SetupServer {
+            admin: None,
+            deploy_key: None,
+            backend_env: None,
+            frontend_env: None,
+            force_env: false,
+            toolchain: ToolchainSource::Registry,
+            dry_run: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     All,
@@ -603,15 +618,7 @@ fn parse_testhost(args: &mut Args) -> Result<Command, UsageError> {
 }
 
 fn parse_setup_server(args: &mut Args) -> Result<Command, UsageError> {
-    let mut s = SetupServer {
-        admin: None,
-        deploy_key: None,
-        backend_env: None,
-        frontend_env: None,
-        force_env: false,
-        toolchain: ToolchainSource::Registry,
-        dry_run: false,
-    };
+    let mut s = SetupServer::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--admin" => s.admin = Some(args.value("--admin")?),

@@ -973,15 +973,7 @@ mod tests {
     }
 
     fn cmd() -> SetupServer {
-        SetupServer {
-            admin: None,
-            deploy_key: None,
-            backend_env: None,
-            frontend_env: None,
-            force_env: false,
-            toolchain: ToolchainSource::Registry,
-            dry_run: false,
-        }
+        SetupServer::default()
     }
 
     fn facts() -> Facts {

@@ -222,15 +222,16 @@ pub fn path_with_tools() -> String {
 
 /// Everything the local checks and the tests need.
 pub fn ensure_all(sh: &Shell) -> Result<()> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = (|| {
-            ensure_apt(sh, &[])?;
-            ensure_uv(sh)?;
-            ensure_node(sh)?;
-            ensure_actionlint(sh).map(drop)
-        })();
-    });
-    result
+    // Checked once per process, and only a success is remembered: a failed install is tried
+    // again (and fails loudly again) by the next caller.
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    ensure_apt(sh, &[])?;
+    ensure_uv(sh)?;
+    ensure_node(sh)?;
+    ensure_actionlint(sh)?;
+    DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
 }

@@ -16,7 +16,9 @@ def test_uvicorn_serves_the_app_from_settings(spawn, db, database_url: str, free
         database_url=database_url,
         gemini_api_key="gemini-secret-value",
     )
-    server.wait_for_line("Application startup complete")
+    # uvicorn logs "Application startup complete" before it binds the port; "Uvicorn running
+    # on" comes after the socket listens.
+    server.wait_for_line("Uvicorn running on")
 
     connection = http.client.HTTPConnection("127.0.0.1", free_port, timeout=5)
     try:

@@ -67,6 +67,12 @@ impl Scratch {
         Ok(s)
     }
 
+    /// A path beside the checkout for files that must not be in it (logs, configs):
+    /// `<dir>.<what>`, so concurrent scratch copies never share one.
+    pub fn sidecar(&self, what: &str) -> Utf8PathBuf {
+        Utf8PathBuf::from(format!("{}.{what}", self.dir))
+    }
+
     pub fn git(&self, args: &[&str]) -> Result<String> {
         run_ok(
             Command::new("git")

@@ -12,7 +12,7 @@ use crate::Ctx;
 /// The scratch checkout shared by the deploy scenarios, made on first use.
 fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
     if ctx.scratch.is_none() {
-        ctx.scratch = Some(Scratch::new("deploy")?);
+        ctx.scratch = Some(crate::support::scratch("deploy")?);
     }
     Ok(ctx.scratch.as_ref().unwrap())
 }
@@ -26,7 +26,7 @@ fn deploy(site: &Site, scratch: &Scratch, args: &[&str]) -> Result<crate::suppor
 /// The first deploy with every local check, then the site answers through nginx.
 pub fn first_deploy_all(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
-    let s = Scratch::new("first")?;
+    let s = crate::support::scratch("first")?;
     let run = deploy(&site, &s, &["all"])?.ok()?;
     let all = run.all();
     for step in [
@@ -238,7 +238,7 @@ pub fn lock_conflict(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = scratch(ctx)?;
     s.commit("another release")?;
-    let log = s.dir.join("../innercontext-e2e-first.log");
+    let log = s.sidecar("first.log");
     let mut first = Background::start(
         site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]),
         &log,
@@ -340,7 +340,7 @@ pub fn interrupt_mid_upload(ctx: &mut Ctx) -> Result<()> {
     }
     fs_err::write(s.dir.join("backend/big.bin"), &big)?;
     s.commit("big file")?;
-    let log = s.dir.join("../innercontext-e2e-interrupt.log");
+    let log = s.sidecar("interrupt.log");
     let mut bg = Background::start(
         site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]),
         &log,

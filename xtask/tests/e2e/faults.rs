@@ -152,7 +152,7 @@ fn invariants(site: &Site, scratch: &Scratch, before: &Snapshot) -> Result<()> {
 /// The fault scenarios' checkout; the site has a current release before the first of them.
 fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
     if ctx.fault_scratch.is_none() {
-        let s = Scratch::new("faults")?;
+        let s = crate::support::scratch("faults")?;
         let site = ctx.site()?;
         if site.current_opt()?.is_none() {
             site.xtask(&s.dir, &["deploy", "all", "--skip-local-checks"])?
@@ -182,9 +182,7 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
     let s = scratch(ctx)?;
     let before = snapshot(&site)?;
     s.commit("a release to interrupt")?;
-    let log = s
-        .dir
-        .with_file_name(format!("innercontext-fault-{}.log", std::process::id()));
+    let log = s.sidecar("fault.log");
     let mut bg = Background::start(
         site.command(&s.dir, &["deploy", "all", "--skip-local-checks"]),
         &log,
@@ -389,7 +387,7 @@ pub fn current_never_dangles(ctx: &mut Ctx) -> Result<()> {
         site.app
             .ssh_args(None, &["bash".into(), "-c".into(), watcher]),
     );
-    let log = s.dir.with_file_name("innercontext-watch.log");
+    let log = s.sidecar("watch.log");
     let bg = Background::start(cmd, &log)?;
     let result = (|| -> Result<()> {
         for i in 0..3 {
@@ -684,11 +682,11 @@ pub fn bad_remote_state_is_refused(ctx: &mut Ctx) -> Result<()> {
     );
     site.sh(&format!("test -d '{ROOT}/releases/not a release' && test -f {ROOT}/releases/README && rm -rf '{ROOT}/releases/not a release' {ROOT}/releases/README"))?;
     // An unknown host key: refused, host-key checking stays on.
-    let bad_known = s.dir.with_file_name("innercontext-bad-known-hosts");
+    let bad_known = s.sidecar("bad-known-hosts");
     let cfg = fs_err::read_to_string(&site.app.ssh_config)?;
     let known = site.app.known_hosts.to_string();
     fs_err::write(&bad_known, "")?;
-    let bad_cfg = s.dir.with_file_name("innercontext-bad-ssh-config");
+    let bad_cfg = s.sidecar("bad-ssh-config");
     fs_err::write(&bad_cfg, cfg.replace(&known, bad_known.as_str()))?;
     let run = site
         .command(&s.dir, &["deploy", "list"])

@@ -32,9 +32,38 @@ use xshell::Shell;
 use xtask::flags::Role;
 use xtask::testhost::{self as th, Machine};
 
-/// Names of the shared machines (distinct from the demo's, so a running demo is left alone).
-pub const APP: &str = "e2eapp";
-pub const DB: &str = "e2edb";
+/// This run's id: a prefix of every machine and scratch directory it makes, so runs in other
+/// checkouts (or a user's demo) are never touched. `INNERCONTEXT_E2E_ID`: 1-3 lowercase letters
+/// or digits, starting with a letter (default `e2e`).
+pub fn run_id() -> String {
+    let id = std::env::var("INNERCONTEXT_E2E_ID").unwrap_or_default();
+    let ok = !id.is_empty()
+        && id.len() <= 3
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        id
+    } else {
+        "e2e".to_string()
+    }
+}
+
+/// A machine name of this run: `<run id><role>` (at most 8 characters).
+pub fn machine_name(role: &str) -> String {
+    format!("{}{role}", run_id())
+}
+
+/// The shared app machine of this run (distinct from the demo's).
+pub fn app_name() -> String {
+    machine_name("app")
+}
+
+/// The shared db machine of this run.
+pub fn db_name() -> String {
+    machine_name("db")
+}
 
 type Scenario = fn(&mut Ctx) -> Result<()>;
 
@@ -216,15 +245,15 @@ impl Ctx {
         if self.machines.is_none() {
             th::build(&self.sh, false).context("building the test host image")?;
             let (app, db) = std::thread::scope(|s| {
-                let app = s.spawn(|| th::up(&Shell::new()?, APP, Role::App));
-                let db = s.spawn(|| th::up(&Shell::new()?, DB, Role::Db));
+                let app = s.spawn(|| th::up(&Shell::new()?, &app_name(), Role::App));
+                let db = s.spawn(|| th::up(&Shell::new()?, &db_name(), Role::Db));
                 (join(app), join(db))
             });
             let (app, db) = match (app, db) {
                 (Ok(app), Ok(db)) => (app, db),
                 (app, db) => {
-                    let _ = th::down(&self.sh, APP);
-                    let _ = th::down(&self.sh, DB);
+                    let _ = th::down(&self.sh, &app_name());
+                    let _ = th::down(&self.sh, &db_name());
                     app.context("booting the app machine")?;
                     db.context("booting the db machine")?;
                     unreachable!("one of them failed");
@@ -258,8 +287,8 @@ impl Ctx {
     pub fn take_down(&mut self) -> Result<()> {
         self.site = None;
         if self.machines.take().is_some() {
-            th::down(&self.sh, APP)?;
-            th::down(&self.sh, DB)?;
+            th::down(&self.sh, &app_name())?;
+            th::down(&self.sh, &db_name())?;
         }
         Ok(())
     }

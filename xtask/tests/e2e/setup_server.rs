@@ -21,9 +21,6 @@ use xtask::testhost::{self as th, Machine};
 
 use crate::Ctx;
 
-/// A private machine for the fresh-host scenarios when the shared one is already provisioned.
-const PRIVATE: &str = "e2efresh";
-
 /// Step names in the order setup-server prints them (after `target`).
 const STEPS: [&str; 10] = [
     "packages",
@@ -84,9 +81,12 @@ impl Host {
             return Ok(shared);
         }
         let db = ctx.machines()?.db.clone();
-        let guard = PrivateMachine(PRIVATE.to_string());
-        th::down(&ctx.sh, PRIVATE)?;
-        let m = th::up(&ctx.sh, PRIVATE, Role::App)?;
+        // A private machine for the fresh-host scenarios when the shared one is already
+        // provisioned.
+        let name = crate::machine_name("fresh");
+        let guard = PrivateMachine(name.clone());
+        th::down(&ctx.sh, &name)?;
+        let m = th::up(&ctx.sh, &name, Role::App)?;
         let env = Environment::for_machines(&m, &db)?;
         Ok(Host {
             m,

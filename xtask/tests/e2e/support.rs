@@ -15,6 +15,11 @@ use xtask::testhost::Machine;
 
 pub const ROOT: &str = "/opt/innercontext";
 
+/// A scratch checkout of this run (its directory carries the run id).
+pub fn scratch(name: &str) -> Result<Scratch> {
+    Scratch::new(&format!("{}-{name}", crate::run_id()))
+}
+
 pub fn xtask_bin() -> &'static str {
     env!("CARGO_BIN_EXE_xtask")
 }

@@ -9,10 +9,7 @@ use xshell::Shell;
 use xtask::flags::Role;
 use xtask::testhost::{self as th, Machine};
 
-use crate::{Ctx, APP, DB};
-
-/// A third machine, for the crash-safety scenario only.
-const CRASH: &str = "e2ecrash";
+use crate::{app_name, db_name, machine_name, Ctx};
 
 /// Run ssh with the machine's config plus `extra` options; (success, stdout, stderr).
 fn ssh(m: &Machine, extra: &[&str], argv: &[&str]) -> Result<(bool, String, String)> {
@@ -66,7 +63,7 @@ pub fn two_machines_boot_in_parallel(ctx: &mut Ctx) -> Result<()> {
     }
     let names: Vec<String> = th::list()?.into_iter().map(|m| m.name).collect();
     ensure!(
-        names.contains(&APP.to_string()) && names.contains(&DB.to_string()),
+        names.contains(&app_name()) && names.contains(&db_name()),
         "list() = {names:?}"
     );
     // Each machine has host keys of its own.
@@ -76,7 +73,12 @@ pub fn two_machines_boot_in_parallel(ctx: &mut Ctx) -> Result<()> {
         ka.iter().all(|k| !kd.contains(k)),
         "the machines share a host key"
     );
-    println!("      booted {APP} and {DB} in {:.1}s", took.as_secs_f64());
+    println!(
+        "      booted {} and {} in {:.1}s",
+        app_name(),
+        db_name(),
+        took.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -111,7 +113,10 @@ pub fn ssh_checks_host_keys_strictly(ctx: &mut Ctx) -> Result<()> {
         // The db machine's keys under the app machine's name: a changed host key.
         let wrong = dir.join("wrong");
         let db_keys = fs_err::read_to_string(&db.known_hosts)?;
-        fs_err::write(&wrong, db_keys.replace(&format!("{DB},{}", db.ip), APP))?;
+        fs_err::write(
+            &wrong,
+            db_keys.replace(&format!("{},{}", db_name(), db.ip), &app_name()),
+        )?;
         let opt = format!("UserKnownHostsFile={}", wrong.display());
         let (ok, _, err) = ssh(app, &["-o", &opt], &["true"])?;
         ensure!(!ok, "ssh accepted the wrong host key");
@@ -159,7 +164,7 @@ pub fn image_is_a_fresh_server(ctx: &mut Ctx) -> Result<()> {
         .filter(|l| l.starts_with("missing:") || l.starts_with("present:"))
         .collect();
     ensure!(problems.is_empty(), "app image: {problems:?}");
-    ensure!(out.contains(&format!("hostname:{APP} ")), "{out}");
+    ensure!(out.contains(&format!("hostname:{} ", app_name())), "{out}");
     let db_out = db.ssh(&["bash", "-c", probe])?;
     ensure!(
         db_out.contains("present:postgresql") && db_out.contains("present:psql"),
@@ -322,14 +327,22 @@ pub fn exec_runs_inside_the_machine(ctx: &mut Ctx) -> Result<()> {
     ctx.machines()?;
     let sh = Shell::new()?;
     let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let host = th::exec(&sh, APP, &argv(&["hostname"]))?;
-    ensure!(host.trim() == APP, "hostname inside: {host}");
-    let init = th::exec(&sh, APP, &argv(&["cat", "/proc/1/comm"]))?;
+    let host = th::exec(&sh, &app_name(), &argv(&["hostname"]))?;
+    ensure!(host.trim() == app_name(), "hostname inside: {host}");
+    let init = th::exec(&sh, &app_name(), &argv(&["cat", "/proc/1/comm"]))?;
     ensure!(init.trim() == "systemd", "PID 1 inside: {init}");
-    let addr = th::exec(&sh, DB, &argv(&["ip", "-4", "-o", "addr", "show", "host0"]))?;
-    ensure!(addr.contains(&th::machine(DB)?.ip), "{addr}");
-    let err = th::exec(&sh, APP, &argv(&["sh", "-c", "echo oops >&2; exit 3"]))
-        .expect_err("a failing command succeeded");
+    let addr = th::exec(
+        &sh,
+        &db_name(),
+        &argv(&["ip", "-4", "-o", "addr", "show", "host0"]),
+    )?;
+    ensure!(addr.contains(&th::machine(&db_name())?.ip), "{addr}");
+    let err = th::exec(
+        &sh,
+        &app_name(),
+        &argv(&["sh", "-c", "echo oops >&2; exit 3"]),
+    )
+    .expect_err("a failing command succeeded");
     ensure!(
         format!("{err:#}").contains("oops"),
         "stderr not reported: {err:#}"
@@ -354,9 +367,9 @@ pub fn delay_adds_latency_to_ssh(ctx: &mut Ctx) -> Result<()> {
     let sh = Shell::new()?;
     let delay_ms = 100;
     let direct = ssh_round_trip(&app, 3)?;
-    th::delay(&sh, APP, delay_ms)?;
+    th::delay(&sh, &app_name(), delay_ms)?;
     let result = (|| -> Result<Duration> {
-        ensure!(th::current_delay(APP) == Some(delay_ms));
+        ensure!(th::current_delay(&app_name()) == Some(delay_ms));
         let config = fs_err::read_to_string(&app.ssh_config)?;
         ensure!(config.contains("HostName 127.0.0.1"), "{config}");
         let delayed = ssh_round_trip(&app, 3)?;
@@ -371,12 +384,12 @@ pub fn delay_adds_latency_to_ssh(ctx: &mut Ctx) -> Result<()> {
         ensure!(!ok && err.contains("Host key verification failed"), "{err}");
         Ok(delayed)
     })();
-    th::delay(&sh, APP, 0)?;
+    th::delay(&sh, &app_name(), 0)?;
     let delayed = result?;
-    ensure!(th::current_delay(APP).is_none());
+    ensure!(th::current_delay(&app_name()).is_none());
     let config = fs_err::read_to_string(&app.ssh_config)?;
     ensure!(config.contains(&format!("HostName {}", app.ip)), "{config}");
-    let marker = format!("/machines/{APP}/proxy.port");
+    let marker = format!("/machines/{}/proxy.port", app_name());
     let proxies: Vec<String> = fs_err::read_dir("/proc")?
         .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
@@ -392,10 +405,10 @@ pub fn delay_adds_latency_to_ssh(ctx: &mut Ctx) -> Result<()> {
 
 pub fn up_returns_a_healthy_machine(ctx: &mut Ctx) -> Result<()> {
     let app = ctx.machines()?.app.clone();
-    let pid = || fs_err::read_to_string(format!("{}/machines/{APP}/pid", th::STATE_DIR));
+    let pid = || fs_err::read_to_string(format!("{}/machines/{}/pid", th::STATE_DIR, app_name()));
     let before = pid()?;
     let start = Instant::now();
-    let again = th::up(&Shell::new()?, APP, Role::App)?;
+    let again = th::up(&Shell::new()?, &app_name(), Role::App)?;
     ensure!(again == app, "up returned another machine: {again:?}");
     ensure!(pid()? == before, "up rebooted a healthy machine");
     ensure!(
@@ -403,7 +416,7 @@ pub fn up_returns_a_healthy_machine(ctx: &mut Ctx) -> Result<()> {
         "up of a running machine took {:?}",
         start.elapsed()
     );
-    let err = th::up(&Shell::new()?, APP, Role::Db).expect_err("role change accepted");
+    let err = th::up(&Shell::new()?, &app_name(), Role::Db).expect_err("role change accepted");
     ensure!(
         format!("{err:#}").contains("already up with role app"),
         "{err:#}"
@@ -416,10 +429,12 @@ pub fn up_returns_a_healthy_machine(ctx: &mut Ctx) -> Result<()> {
 pub fn stale_machine_is_cleaned_by_up(ctx: &mut Ctx) -> Result<()> {
     let sh = Shell::new()?;
     ctx.machines()?; // the shared machines must survive this
+                     // A third machine, for this scenario only.
+    let crash = machine_name("crash");
     let result = (|| -> Result<()> {
-        let first = th::up(&sh, CRASH, Role::App)?;
+        let first = th::up(&sh, &crash, Role::App)?;
         let first_keys = host_keys(&first)?;
-        let pid: i32 = fs_err::read_to_string(format!("{}/machines/{CRASH}/pid", th::STATE_DIR))?
+        let pid: i32 = fs_err::read_to_string(format!("{}/machines/{crash}/pid", th::STATE_DIR))?
             .trim()
             .parse()?;
         // A test run that dies takes nothing with it: simulate by killing nspawn outright.
@@ -428,18 +443,18 @@ pub fn stale_machine_is_cleaned_by_up(ctx: &mut Ctx) -> Result<()> {
             .status()?;
         ensure!(status.success(), "kill -KILL {pid} failed");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while th::machine(CRASH).is_ok() {
+        while th::machine(&crash).is_ok() {
             if Instant::now() > deadline {
-                bail!("machine {CRASH} still counts as running after its nspawn was killed");
+                bail!("machine {crash} still counts as running after its nspawn was killed");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let left: Vec<String> = th::leftovers()?
             .into_iter()
-            .filter(|l| l.contains(CRASH))
+            .filter(|l| l.contains(&crash))
             .collect();
         ensure!(!left.is_empty(), "a killed machine left nothing to clean?");
-        let second = th::up(&sh, CRASH, Role::App)?;
+        let second = th::up(&sh, &crash, Role::App)?;
         let (ok, out, err) = ssh(&second, &[], &["systemctl", "is-system-running"])?;
         ensure!(
             ok && out.trim() == "running",
@@ -450,19 +465,19 @@ pub fn stale_machine_is_cleaned_by_up(ctx: &mut Ctx) -> Result<()> {
             host_keys(&second)? != first_keys,
             "the rebooted machine kept its old host keys"
         );
-        th::down(&sh, CRASH)?;
+        th::down(&sh, &crash)?;
         let left: Vec<String> = th::leftovers()?
             .into_iter()
-            .filter(|l| l.contains(CRASH))
+            .filter(|l| l.contains(&crash))
             .collect();
-        ensure!(left.is_empty(), "left behind by {CRASH}: {left:#?}");
+        ensure!(left.is_empty(), "left behind by {crash}: {left:#?}");
         Ok(())
     })();
-    let _ = th::down(&sh, CRASH);
+    let _ = th::down(&sh, &crash);
     result?;
     // The shared machines were not disturbed.
-    for name in [APP, DB] {
-        th::machine(name)?.ssh(&["true"])?;
+    for name in [app_name(), db_name()] {
+        th::machine(&name)?.ssh(&["true"])?;
     }
     Ok(())
 }
@@ -472,9 +487,9 @@ pub fn down_leaves_nothing_behind(ctx: &mut Ctx) -> Result<()> {
     let start = Instant::now();
     ctx.take_down()?;
     let took = start.elapsed();
-    for name in [APP, DB] {
+    for name in [app_name(), db_name()] {
         ensure!(
-            th::machine(name).is_err(),
+            th::machine(&name).is_err(),
             "{name} still running after down"
         );
         ensure!(
@@ -485,7 +500,7 @@ pub fn down_leaves_nothing_behind(ctx: &mut Ctx) -> Result<()> {
     let left = th::leftovers()?;
     ensure!(left.is_empty(), "left behind after down: {left:#?}");
     // down is idempotent.
-    th::down(&ctx.sh, APP)?;
+    th::down(&ctx.sh, &app_name())?;
     println!("      both machines down in {:.1}s", took.as_secs_f64());
     Ok(())
 }

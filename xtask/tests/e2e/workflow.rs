@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::{bail, ensure, Context, Result};
 use camino::Utf8PathBuf;
 
-use crate::support::{repo, Scratch};
+use crate::support::repo;
 use crate::Ctx;
 
 /// A workflow step: its name, its `run:` script, and whether it runs after a failure.
@@ -140,7 +140,7 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     ensure!(
         !yaml.contains("StrictHostKeyChecking no") && !yaml.contains("StrictHostKeyChecking=no")
     );
-    let scratch = Scratch::new("workflow")?;
+    let scratch = crate::support::scratch("workflow")?;
     let temp = scratch.dir.with_file_name("innercontext-runner-temp");
     if temp.exists() {
         fs_err::remove_dir_all(&temp)?;

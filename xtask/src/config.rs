@@ -7,6 +7,8 @@ pub const DEFAULT_SERVER: &str = "innercontext";
 pub const DEFAULT_ROOT: &str = "/opt/innercontext";
 pub const DEFAULT_HEALTH_TIMEOUT: u64 = 60;
 pub const DEFAULT_KEEP: usize = 5;
+/// How long every unit must have been up, and every probe answering, to count as healthy.
+pub const DEFAULT_HEALTH_STABLE_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -18,6 +20,7 @@ pub struct Config {
     /// ssh config file (`ssh -F`); None uses the user's own.
     pub ssh_config: Option<Utf8PathBuf>,
     pub health_timeout: u64,
+    pub health_stable_ms: u64,
     pub keep: usize,
 }
 
@@ -54,6 +57,13 @@ impl Config {
             1,
             3600,
         )?;
+        let health_stable_ms = number(
+            &get,
+            "DEPLOY_HEALTH_STABLE_MS",
+            DEFAULT_HEALTH_STABLE_MS,
+            0,
+            60_000,
+        )?;
         let keep = number(&get, "DEPLOY_KEEP", DEFAULT_KEEP as u64, 1, 100)? as usize;
         Ok(Config {
             server,
@@ -61,6 +71,7 @@ impl Config {
             allow_dirty,
             ssh_config,
             health_timeout,
+            health_stable_ms,
             keep,
         })
     }

@@ -160,25 +160,35 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("faults::kill_at_lock", faults::kill_at_lock),
     ("faults::kill_at_upload", faults::kill_at_upload),
-    ("faults::kill_at_prepare", faults::kill_at_prepare),
+    ("faults::kill_at_sync", faults::kill_at_sync),
+    ("faults::kill_at_migrate", faults::kill_at_migrate),
     ("faults::kill_at_activate", faults::kill_at_activate),
+    ("faults::term_at_lock", faults::term_at_lock),
+    ("faults::term_at_sync", faults::term_at_sync),
+    ("faults::term_at_activate", faults::term_at_activate),
     ("faults::interrupt_at_lock", faults::interrupt_at_lock),
     ("faults::interrupt_at_upload", faults::interrupt_at_upload),
-    ("faults::interrupt_at_prepare", faults::interrupt_at_prepare),
+    ("faults::interrupt_at_sync", faults::interrupt_at_sync),
+    ("faults::interrupt_at_migrate", faults::interrupt_at_migrate),
     (
         "faults::interrupt_at_activate",
         faults::interrupt_at_activate,
     ),
+    ("faults::interrupt_at_record", faults::interrupt_at_record),
+    ("faults::hangup_at_lock", faults::hangup_at_lock),
+    ("faults::hangup_at_upload", faults::hangup_at_upload),
+    ("faults::hangup_at_sync", faults::hangup_at_sync),
+    ("faults::hangup_at_migrate", faults::hangup_at_migrate),
+    ("faults::hangup_at_activate", faults::hangup_at_activate),
     ("faults::cut_at_lock", faults::cut_at_lock),
     ("faults::cut_at_upload", faults::cut_at_upload),
-    ("faults::cut_at_prepare", faults::cut_at_prepare),
+    ("faults::cut_at_sync", faults::cut_at_sync),
     ("faults::cut_at_activate", faults::cut_at_activate),
+    ("faults::drop_at_upload", faults::drop_at_upload),
+    ("faults::drop_at_activate", faults::drop_at_activate),
     ("faults::concurrent_at_lock", faults::concurrent_at_lock),
     ("faults::concurrent_at_upload", faults::concurrent_at_upload),
-    (
-        "faults::concurrent_at_prepare",
-        faults::concurrent_at_prepare,
-    ),
+    ("faults::concurrent_at_sync", faults::concurrent_at_sync),
     (
         "faults::concurrent_at_activate",
         faults::concurrent_at_activate,
@@ -441,7 +451,7 @@ fn main() -> ExitCode {
 
 /// The fault scenarios `faults::FAULT_at_STEP` as a table: fault × step → pass/FAIL.
 fn print_fault_matrix(outcomes: &[Outcome]) {
-    const STEPS: [&str; 4] = ["lock", "upload", "prepare", "activate"];
+    const STEPS: [&str; 6] = ["lock", "upload", "sync", "migrate", "activate", "record"];
     let cells: Vec<(&str, &str, bool)> = outcomes
         .iter()
         .filter_map(|o| {

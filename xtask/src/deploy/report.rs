@@ -172,7 +172,8 @@ mod tests {
             ),
         );
         assert!(
-            rb.contains("rolled back: not healthy")
+            rb.contains("rolled-back (")
+                && rb.contains("is healthy): not healthy")
                 && rb.ends_with("current is 20261128T101530Z again"),
             "{rb}"
         );

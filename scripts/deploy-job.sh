@@ -492,7 +492,7 @@ job_deploy() {
     if [ "$opt_begin" != yes ]; then
         emit phase awaiting-begin
         if ! await_msg begin; then
-            finish_with "$stop_result" "$stop_reason; nothing was changed"
+            finish_with "$stop_result" "$stop_reason; stopped before it changed anything"
             return
         fi
     fi
@@ -503,7 +503,7 @@ job_deploy() {
     made_release=yes
     emit phase awaiting-upload
     if ! await_msg uploaded; then
-        finish_with "$stop_result" "$stop_reason during the upload; current was not touched"
+        finish_with "$stop_result" "$stop_reason; stopped while waiting for the upload; current was not touched"
         return
     fi
     if ! run_step prepare "prepare: env links, virtualenv, assets" step_prepare; then
@@ -512,7 +512,7 @@ job_deploy() {
     fi
     emit phase awaiting-checks
     if ! await_msg checked; then
-        finish_with "$stop_result" "$stop_reason before the migration; current was not touched"
+        finish_with "$stop_result" "$stop_reason; stopped before the migration; current was not touched"
         return
     fi
     if [ "$opt_scope" != frontend ] && [ "$opt_role" = primary ]; then
@@ -525,7 +525,7 @@ job_deploy() {
     fi
     emit phase awaiting-go
     if ! await_msg go; then
-        finish_with "$stop_result" "$stop_reason before the switch; current was not touched"
+        finish_with "$stop_result" "$stop_reason; stopped before the switch; current was not touched"
         return
     fi
     activate "$opt_release"

@@ -308,10 +308,10 @@ sub_run() {
     # Its own session, no terminal, stdin closed, none of our descriptors: the ssh session can
     # end at any moment without it noticing.
     (cd / && exec setsid "${SELF[@]}" job "root=$root" "token=$opt_token" </dev/null >>"$jobdir/job.out" 2>&1 7>&-) &
-    out started yes
     out token "$opt_token"
     out now "$(now_s)"
     out jobdir "$jobdir"
+    out started yes
     follow_stream "$root" "$opt_token" 0 driver
 }
 

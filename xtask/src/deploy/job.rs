@@ -238,6 +238,10 @@ pub struct Job {
     pub notes: Vec<Vec<String>>,
     /// Messages sent, in order.
     pub sent: Vec<String>,
+    /// What the last follower said on stderr when it ended without the job's result.
+    pub last_error: String,
+    /// Re-attaches so far.
+    pub reattaches: u32,
 }
 
 /// What [`Job::wait`] saw.
@@ -260,12 +264,14 @@ impl Job {
         call: &Call,
         host: &str,
     ) -> Result<std::result::Result<Job, Refusal>> {
-        let root = call
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("root="))
-            .unwrap_or("")
-            .to_string();
+        let arg = |key: &str| {
+            call.args
+                .iter()
+                .find_map(|a| a.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or("")
+                .to_string()
+        };
+        let (root, token) = (arg("root"), arg("token"));
         let mut follower = Follower::start(&session, call, true)?;
         let mut reply = Reply::default();
         loop {
@@ -303,7 +309,7 @@ impl Job {
         }
         Ok(Ok(Job {
             host: host.to_string(),
-            token: reply.get("token").unwrap_or("").to_string(),
+            token,
             root,
             session,
             follower: Some(follower),
@@ -312,6 +318,8 @@ impl Job {
             outcome: None,
             notes: Vec::new(),
             sent: Vec::new(),
+            last_error: String::new(),
+            reattaches: 0,
         }))
     }
 
@@ -375,13 +383,18 @@ impl Job {
             let Some(f) = self.follower.as_ref() else {
                 return Wait::Lost;
             };
-            match f.rx.recv_timeout(Duration::from_millis(50)) {
+            let got = f.rx.recv_timeout(Duration::from_millis(50));
+            match got {
                 Ok(Incoming::Event(e, bytes)) => {
                     self.offset += bytes as u64;
                     self.absorb(&e);
                     watcher.event(&self.host, &e);
                 }
-                Ok(Incoming::Reply(_)) => {}
+                Ok(Incoming::Reply(line)) => {
+                    if let Some(e) = line.strip_prefix("error=") {
+                        self.last_error = e.to_string();
+                    }
+                }
                 Ok(Incoming::Eof) => {
                     // The job ended; its result event came before.
                     if self.outcome.is_none() {
@@ -391,7 +404,18 @@ impl Job {
                 Ok(Incoming::Closed) | Err(RecvTimeoutError::Disconnected) => {
                     if let Some(mut f) = self.follower.take() {
                         f.beating.store(false, Ordering::SeqCst);
-                        let _ = f.child.wait();
+                        let status = f.child.wait();
+                        // The reader thread may still hold the last words: give it a moment.
+                        std::thread::sleep(Duration::from_millis(20));
+                        if self.last_error.is_empty() {
+                            self.last_error = match last_line(&f.stderr_text()) {
+                                Some(l) => l.to_string(),
+                                None => format!(
+                                    "ssh ended: {}",
+                                    status.map(|s| s.to_string()).unwrap_or_default()
+                                ),
+                            };
+                        }
                     }
                     if self.outcome.is_some() {
                         return Wait::Finished;
@@ -424,6 +448,15 @@ impl Job {
     pub fn reattach(&mut self, dest: &str, ssh_config: Option<&camino::Utf8Path>) -> Result<()> {
         if let Some(mut f) = self.follower.take() {
             f.close();
+        }
+        self.last_error.clear();
+        self.reattaches += 1;
+        if self.reattaches > 3 {
+            bail!(
+                "the connection dropped {} times ({})",
+                self.reattaches,
+                self.last_error
+            );
         }
         let session = Session::connect(dest, ssh_config)?;
         let call = Call::deploy(

@@ -75,6 +75,7 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     }
 
     let checks = Checks::start(scope, opts.skip_local_checks, opts.recheck)?;
+    test_pause_before_lock();
     let job = super::start_job(session, &call, &snap.host)?;
     let job = match job {
         Ok(job) => job,
@@ -123,6 +124,21 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         return Ok(());
     }
     Err(anyhow!("{line}"))
+}
+
+/// Test hook (`INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK=FILE`): wait while FILE exists, between
+/// the plan and the lock, so a test can land another deploy in that window.
+fn test_pause_before_lock() {
+    let Some(file) = std::env::var_os("INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK") else {
+        return;
+    };
+    say!(
+        "(test hook: paused before the lock while {} exists)",
+        file.to_string_lossy()
+    );
+    while std::path::Path::new(&file).exists() && !interrupt::requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,9 +224,10 @@ impl Driver<'_> {
 
     fn stop_local(&mut self) {
         self.checks.abort();
-        if let Some((mut child, _)) = self.rsync.take() {
+        if let Some((mut child, started)) = self.rsync.take() {
             proc::signal_group(child.id(), SIGTERM);
             let _ = child.wait();
+            say!("stopped ({})", ui::secs(started.elapsed()));
         }
     }
 
@@ -415,16 +432,18 @@ impl Driver<'_> {
     /// The connection dropped: reconnect once and re-attach; before the point of no return,
     /// ask the job to stop (we cannot know what the network did to the upload).
     fn on_lost(&mut self) -> Result<()> {
-        self.printer.close_line();
         let stage = self.stage.name();
+        self.stop_local();
+        self.printer.close_line();
         say!(
-            "==> the connection to {} was lost during {stage}: reconnecting",
-            self.job.host
+            "==> the connection to {} was lost during {stage}{}: reconnecting",
+            self.job.host,
+            if self.job.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.job.last_error)
+            }
         );
-        if let Some((mut child, _)) = self.rsync.take() {
-            proc::signal_group(child.id(), SIGTERM);
-            let _ = child.wait();
-        }
         match self
             .job
             .reattach(&self.cfg.server, self.cfg.ssh_config.as_deref())

@@ -331,10 +331,11 @@ fn wait_for_step(site: &Site, bg: &mut Background, step: Step) -> Result<()> {
                 !out.contains("==> upload") && server(&format!("test -d {ROOT}/.deploy.lock"))?
             }
             Step::Upload => out.contains("==> upload"),
-            Step::Sync => server("pgrep -u innercontext -f '[u]v sync --locked' >/dev/null")?,
-            Step::Migrate => {
-                server("pgrep -u innercontext -f '[i]nnercontext.deploytool migrate' >/dev/null")?
-            }
+            // The tools' own processes (the job's bash names them in its script text).
+            Step::Sync => server("pgrep -u innercontext -x uv >/dev/null")?,
+            Step::Migrate => server(
+                "pgrep -u innercontext -f '^[^ ]*python[0-9.]* -m innercontext[.]deploytool migrate' >/dev/null",
+            )?,
             Step::Activate => out.contains("==> switch current"),
             Step::Record => out.contains("==> record"),
         };
@@ -367,7 +368,14 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
         xtask::testhost::delay(&xshell::Shell::new()?, &app, 1)?;
     }
     let log = s.sidecar("fault.log");
-    let mut cmd = site.command(&s.dir, &["deploy", "all", "--skip-local-checks"]);
+    // At `uv sync` the local checks still run (so the deployer has not said `checked` yet): the
+    // server must stop before the migration when the deployer disappears there.
+    let args: &[&str] = if step == Step::Sync {
+        &["deploy", "all", "--recheck"]
+    } else {
+        &["deploy", "all", "--skip-local-checks"]
+    };
+    let mut cmd = site.command(&s.dir, args);
     // Its own process group, like a shell job in a terminal: the group signals reach it.
     cmd.process_group(0);
     let mut bg = Background::start(cmd, &log)?;

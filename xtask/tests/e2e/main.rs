@@ -18,6 +18,7 @@
 mod demo;
 mod deploy;
 mod faults;
+mod lifecycle;
 mod setup_server;
 mod support;
 mod testhost;
@@ -193,6 +194,46 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "faults::concurrent_at_activate",
         faults::concurrent_at_activate,
     ),
+    (
+        "lifecycle::dangling_current_is_recoverable",
+        lifecycle::dangling_current_is_recoverable,
+    ),
+    (
+        "lifecycle::future_release_is_never_newest",
+        lifecycle::future_release_is_never_newest,
+    ),
+    (
+        "lifecycle::masked_unit_is_refused",
+        lifecycle::masked_unit_is_refused,
+    ),
+    (
+        "lifecycle::env_file_shapes_are_diagnosed",
+        lifecycle::env_file_shapes_are_diagnosed,
+    ),
+    (
+        "lifecycle::unprunable_release_does_not_break_the_deploy",
+        lifecycle::unprunable_release_does_not_break_the_deploy,
+    ),
+    (
+        "lifecycle::concurrent_unlocks_remove_one_lock",
+        lifecycle::concurrent_unlocks_remove_one_lock,
+    ),
+    (
+        "lifecycle::unlock_refuses_a_live_job_unless_forced",
+        lifecycle::unlock_refuses_a_live_job_unless_forced,
+    ),
+    (
+        "lifecycle::a_deploy_landing_meanwhile_is_not_reverted",
+        lifecycle::a_deploy_landing_meanwhile_is_not_reverted,
+    ),
+    (
+        "lifecycle::status_follow_reattaches",
+        lifecycle::status_follow_reattaches,
+    ),
+    (
+        "lifecycle::boot_check_restores_an_intact_release",
+        lifecycle::boot_check_restores_an_intact_release,
+    ),
     ("faults::health_503", faults::health_503),
     (
         "faults::frontend_does_not_start",
@@ -237,6 +278,7 @@ pub struct Ctx {
     /// Scratch checkouts of the deploy and fault scenarios.
     pub scratch: Option<xtask::scratch::Scratch>,
     pub fault_scratch: Option<xtask::scratch::Scratch>,
+    pub lifecycle_scratch: Option<xtask::scratch::Scratch>,
 }
 
 impl Ctx {
@@ -247,6 +289,7 @@ impl Ctx {
             site: None,
             scratch: None,
             fault_scratch: None,
+            lifecycle_scratch: None,
         })
     }
 

@@ -10,6 +10,7 @@
 #           pass the deployer's messages (stdin, one per line) to it
 #   follow  re-attach to a job's events (a deployer that reconnects, or `deploy status --follow`)
 #   unlock  remove the lock that was shown (by token), never under a live job unless forced
+#   log     the last lines of deploy.log
 #   job     the job itself (internal)
 #
 # Replies are key=value lines; a refusal prints one `error=...` line and exits non-zero.
@@ -110,6 +111,8 @@ last_job() { # ROOT: the newest job directory and its result
         sed -n 's/^\([a-z_]*\)=\(.*\)$/job.\1=\2/p' "$dir/result"
     fi
     out job.events "$(wc -c <"$dir/events" 2>/dev/null || echo 0)"
+    # Its last lines (for status), without the time.
+    tail -n 8 "$dir/events" 2>/dev/null | cut -f2- | while IFS= read -r l; do out job.line "$l"; done
 }
 
 # --- preflight -------------------------------------------------------------------------------
@@ -445,6 +448,17 @@ sub_unlock() {
     log_line "$root" "$(iso_now)" "$opt_deployer" "$(meta "$lock/info" commit)" - "$release" unlocked 0.0 - \
         "lock of $(meta "$lock/info" user)@$(meta "$lock/info" host) since $(meta "$lock/info" started) removed by deploy unlock (its job was not running)"
     release_lock "$root" "$opt_token"
+}
+
+# --- log -------------------------------------------------------------------------------------
+
+# The last LINES lines of deploy.log, each as a `line=` reply.
+sub_log() {
+    parse_opts log "$@"
+    check_root "$opt_root"
+    check_digits lines "$opt_lines"
+    [ -f "$opt_root/$C_LOG" ] || return 0
+    tail -n "$opt_lines" "$opt_root/$C_LOG" | while IFS= read -r l; do out line "$l"; done
 }
 
 main() {

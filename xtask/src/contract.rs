@@ -217,6 +217,10 @@ pub const SUBS: &[Sub] = &[
         name: "job",
         keys: &["root", "token"],
     },
+    Sub {
+        name: "log",
+        keys: &["root", "lines"],
+    },
 ];
 
 /// The keys of `sub`.

@@ -225,6 +225,9 @@ pub enum Deploy {
     Status {
         follow: bool,
     },
+    Log {
+        lines: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +372,7 @@ Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-check
        cargo xtask deploy rollback [RELEASE] [--force] [--dry-run]
        cargo xtask deploy unlock [--yes] [--force]
        cargo xtask deploy status [--follow]
+       cargo xtask deploy log [-n N]
 
   all (default)   check, upload and activate backend and frontend
   backend         only the backend changes; the frontend is carried over from current
@@ -381,6 +385,8 @@ Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-check
                   job holding it runs, unless --force (which stops that job first)
   status          current release, units, lock, disk, database revision, the last deploy job;
                   --follow re-attaches to a running deploy's output
+  log             deploy.log as a table: who deployed what when, the result and why
+                  (-n N: the last N entries, default 20)
 
 Options:
   --dry-run            print the plan, remote commands included, and change nothing
@@ -752,8 +758,8 @@ fn parse_setup_server(args: &mut Args) -> Result<Command, UsageError> {
 }
 
 fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
-    const SUBS: [&str; 7] = [
-        "all", "backend", "frontend", "list", "rollback", "unlock", "status",
+    const SUBS: [&str; 8] = [
+        "all", "backend", "frontend", "list", "rollback", "unlock", "status", "log",
     ];
     // The subcommand is optional (default: all), so flags may come first.
     let first_positional = args.items[args.pos..]
@@ -774,9 +780,20 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
     let mut yes = false;
     let mut follow = false;
     let mut release = None;
+    let mut lines = 20;
     let mut flag_seen = Vec::new();
     let mut positional_only = false;
     while let Some(arg) = args.next() {
+        if !positional_only && (arg == "-n" || arg == "--lines") {
+            let v = args.value(&arg)?;
+            lines = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| UsageError::new(format!("invalid {arg} '{v}': use 1-10000")))?;
+            flag_seen.push(arg);
+            continue;
+        }
         if !positional_only {
             let known = match arg.as_str() {
                 "--" => {
@@ -817,6 +834,7 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
         "rollback" => &["--force", "--dry-run"],
         "unlock" => &["--yes", "--force"],
         "status" => &["--follow"],
+        "log" => &["-n", "--lines"],
         _ => &[],
     };
     if let Some(bad) = flag_seen.iter().find(|f| !allowed.contains(&f.as_str())) {
@@ -845,6 +863,7 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
         },
         ("unlock", _) => Deploy::Unlock { yes, force },
         ("list", _) => Deploy::List,
+        ("log", _) => Deploy::Log { lines },
         _ => Deploy::Status { follow },
     };
     Ok(Command::Deploy(deploy))
@@ -1032,6 +1051,20 @@ mod tests {
             })
         );
         assert!(err(&["deploy", "list", "--follow"]).contains("does not apply to 'deploy list'"));
+    }
+
+    #[test]
+    fn deploy_log_lines() {
+        assert_eq!(
+            run(&["deploy", "log"]),
+            Command::Deploy(Deploy::Log { lines: 20 })
+        );
+        assert_eq!(
+            run(&["deploy", "log", "-n", "5"]),
+            Command::Deploy(Deploy::Log { lines: 5 })
+        );
+        assert!(err(&["deploy", "log", "-n", "0"]).contains("invalid -n"));
+        assert!(err(&["deploy", "status", "-n", "5"]).contains("does not apply"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod checks;
 pub mod job;
 pub mod list;
 pub mod local;
+pub mod log;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
@@ -62,6 +63,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
         } => rollback::run(&cfg, release.as_deref(), force, dry_run),
         Deploy::Unlock { yes, force } => unlock::run(&cfg, yes, force),
         Deploy::Status { follow } => status::run(&cfg, follow),
+        Deploy::Log { lines } => log::run(&cfg, lines),
     }
 }
 

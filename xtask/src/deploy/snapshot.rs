@@ -89,6 +89,8 @@ pub struct LastJob {
     pub duration: String,
     /// Bytes of its event stream so far.
     pub events: u64,
+    /// Its last events, without their time (kind and fields, space-separated).
+    pub lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +127,11 @@ impl Snapshot {
                 .get("job.events")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
+            lines: reply
+                .all("job.line")
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
         });
         let units = reply
             .all("unit")

@@ -59,7 +59,18 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
                     format!(": {}", j.reason)
                 }
             ),
-            None => show!("last job: {} running", j.token),
+            None => show!(
+                "last job: {} RUNNING ({})",
+                j.token,
+                snap.lock
+                    .as_ref()
+                    .map(|l| l.phase.as_str())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("?")
+            ),
+        }
+        for l in &j.lines {
+            show!("          | {l}");
         }
     }
     if follow {

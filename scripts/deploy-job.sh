@@ -92,7 +92,7 @@ await_msg() {
         if [ -e "$lock/msg/abort" ]; then
             stop_reason=$(head -c 300 "$lock/msg/abort")
             stop_result=${stop_reason%%:*}
-            in_list "$stop_result" "interrupted failed" || stop_result=interrupted
+            in_list "$stop_result" "interrupted failed refused" || stop_result=interrupted
             stop_reason=${stop_reason#*: }
             return 1
         fi
@@ -120,6 +120,7 @@ step_seed() {
     umask 022
     mkdir "$rel" || fail "release $opt_release already exists on $(hostname)"
     put "$rel/$C_STATE_FILE" "$C_STATE_PREPARING"
+    write_meta -
     status=$(current_status "$root")
     if [ "$status" != ok ]; then
         emit note seed none "$status"
@@ -249,18 +250,7 @@ step_prepare() {
     # Nothing in a release is writable by other users, whatever the tools created.
     find "$rel" -perm /022 ! -type l -exec chmod go-w {} +
     share_assets
-    {
-        printf 'release=%s\n' "$opt_release"
-        printf 'commit=%s\n' "$opt_commit"
-        printf 'backend_commit=%s\n' "$(half_commit backend)"
-        printf 'frontend_commit=%s\n' "$(half_commit frontend)"
-        printf 'dirty=%s\n' "$opt_dirty"
-        printf 'scope=%s\n' "$opt_scope"
-        printf 'deployer=%s\n' "$opt_deployer"
-        printf 'created=%s\n' "$(iso_now)"
-        printf 'venv=%s\n' "$(getv venv -)"
-        printf 'alembic_revision=-\n'
-    } >"$rel/$C_META_FILE"
+    write_meta "$(getv venv -)"
     # Units and the nginx site are installed by setup-server: say when they drifted.
     for unit in "$rel"/systemd/*.service "$rel"/systemd/*.socket; do
         [ -f "$unit" ] || continue
@@ -275,6 +265,23 @@ step_prepare() {
     seal_lines "$rel" >"$rel/.seal"
     revision=$(getv revision "")
     : "${revision:=}"
+}
+
+# The release's metadata (what `deploy list` shows); written when the release is made, so a
+# release that fails in prepare still says which commit it was, and again once prepared.
+write_meta() { # VENV
+    {
+        printf 'release=%s\n' "$opt_release"
+        printf 'commit=%s\n' "$opt_commit"
+        printf 'backend_commit=%s\n' "$(half_commit backend)"
+        printf 'frontend_commit=%s\n' "$(half_commit frontend)"
+        printf 'dirty=%s\n' "$opt_dirty"
+        printf 'scope=%s\n' "$opt_scope"
+        printf 'deployer=%s\n' "$opt_deployer"
+        printf 'created=%s\n' "$(iso_now)"
+        printf 'venv=%s\n' "$1"
+        printf 'alembic_revision=-\n'
+    } >"$rel/$C_META_FILE"
 }
 
 # Which commit a half of the release comes from (the carried-over half keeps its own).
@@ -533,6 +540,13 @@ job_deploy() {
 
 job_rollback() {
     local rev known
+    if [ "$opt_begin" != yes ]; then
+        emit phase awaiting-begin
+        if ! await_msg begin; then
+            finish_with "$stop_result" "$stop_reason; stopped before it changed anything"
+            return
+        fi
+    fi
     rev=$(api_revision)
     if [ -n "$rev" ]; then
         known=no
@@ -561,6 +575,14 @@ job_rollback() {
             emit warn "cannot read the database revision ($tool_error): continuing because of --force"
             ;;
     esac
+    if [ "$opt_begin" != yes ]; then
+        # A fleet: switch when the client says it is this host's turn.
+        emit phase awaiting-go
+        if ! await_msg go; then
+            finish_with "$stop_result" "$stop_reason; stopped before the switch; current was not touched"
+            return
+        fi
+    fi
     activate "$opt_target"
 }
 

@@ -13,6 +13,7 @@
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
 
 pub mod checks;
+pub mod fleet;
 pub mod job;
 pub mod list;
 pub mod local;
@@ -53,6 +54,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
                 skip_local_checks,
                 redeploy,
                 recheck,
+                batch: 1,
             },
         ),
         Deploy::List => list::run(&cfg),
@@ -103,6 +105,29 @@ pub fn probe_with(
         say!("warning: {w}");
     }
     Ok(snap)
+}
+
+/// The same without a step line or warnings (fleets probe in parallel and print once).
+pub fn probe_quiet(
+    session: &Session,
+    cfg: &Config,
+    status: bool,
+    sizes: bool,
+) -> Result<snapshot::Snapshot> {
+    let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let call = Call::deploy(
+        "probe",
+        &[
+            ("root", cfg.root.clone()),
+            ("db", yn(status)),
+            ("sizes", yn(sizes)),
+        ],
+    );
+    let (out, reply) = session.call(&call)?;
+    if !out.status.success() {
+        anyhow::bail!("{}", failure(session, &call, &out.status, &reply));
+    }
+    Ok(snapshot::Snapshot::from_reply(&reply))
 }
 
 pub fn probe(session: &Session, cfg: &Config, status: bool) -> Result<snapshot::Snapshot> {

@@ -1,17 +1,21 @@
-//! `cargo xtask deploy [all|backend|frontend]`: the deploy as the client drives it.
+//! `cargo xtask deploy [all|backend|frontend]`: the deploy as the client drives it, on one host
+//! or a fleet.
 //!
-//! 1. Read the server (one probe) and plan: nothing to deploy, or which release, what to
-//!    restart and prune.
-//! 2. Start the local checks (child processes) and, at the same time, the server job: it takes
-//!    the lock, checks current is what we planned against, and seeds the new release from it.
-//! 3. Upload what differs (once the frontend build is there), then tell the job `uploaded`: it
-//!    prepares the release (env links, virtualenv, assets) while the checks go on.
-//! 4. When every check passed: `checked` and `go`. The job migrates, switches, restarts, checks
-//!    health, and finishes or restores, by itself; we follow its events and print them.
+//! 1. Start the local checks (child processes: the frontend build first), then read every
+//!    server (one connection and one probe per host, in parallel) and plan: nothing to deploy,
+//!    or one release for all hosts, what to restart and prune on each.
+//! 2. Start the server job on each host, in order, each taking its lock and checking current is
+//!    what we planned against; it seeds the new release from current.
+//! 3. Upload what differs to each host (once the frontend build is there), then tell its job
+//!    `uploaded`: it prepares the release (env links, virtualenv, assets) while the checks go on.
+//! 4. When every check passed: `checked`. The primary migrates; then the hosts switch, restart
+//!    and check health, one batch at a time (one host: at once, and it finishes by itself).
 //!
-//! Until `checked` is sent, any failure or interrupt here makes the job stop before the
-//! migration (`abort`); a vanished deployer does the same by falling silent. After it, the job
-//! finishes the deploy whatever happens to us. The last line says what the server ended with.
+//! Until `checked` is sent, a failure or an interrupt here makes every job stop before the
+//! migration (`abort`); a vanished deployer does the same by falling silent. After it, a single
+//! host finishes whatever happens to us; a fleet keeps going only while we watch (a healthy host
+//! waits for our `commit`, and goes back without one). The last line says what the servers
+//! ended with.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,10 +25,11 @@ use xshell::Shell;
 
 use crate::config::Config;
 use crate::deploy::checks::Checks;
-use crate::deploy::job::{Job, Refusal, Wait};
+use crate::deploy::fleet::{self, Member, Output, Rollout};
+use crate::deploy::job::Wait;
 use crate::deploy::local::{self, Transfer};
-use crate::deploy::plan::{self, Asker, Decision, HostRole, JobPlan};
-use crate::deploy::report::{self, Printer};
+use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
+use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::snapshot::Snapshot;
 use crate::flags::{CheckPart, Scope};
 use crate::interrupt::{self, SIGTERM};
@@ -35,30 +40,37 @@ pub struct Options {
     pub skip_local_checks: bool,
     pub redeploy: bool,
     pub recheck: bool,
+    /// Fleets: hosts that switch at once (1: rolling; `--parallel`: all).
+    pub batch: usize,
 }
 
 pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<()> {
     let started = Instant::now();
     let local = local::origin(sh, cfg)?;
-    let session = super::connect(cfg)?;
-    let snap = super::probe(&session, cfg, false)?;
+    // The checks (and the frontend build the upload needs) run while we connect.
+    let checks = if opts.dry_run {
+        None
+    } else {
+        Some(Checks::start(scope, opts.skip_local_checks, opts.recheck)?)
+    };
+    let sessions = fleet::connect_all(cfg)?;
+    let snaps = fleet::probe_all(&sessions, cfg, false, false)?;
     let estimate = local::manifest(sh, scope)
         .map(|m| local::size_of(&m))
         .unwrap_or(0);
-    let plan = match plan::deploy(
-        &snap,
-        &local,
-        cfg,
-        scope,
-        opts.redeploy,
-        estimate,
-        HostRole::Primary,
-    )? {
-        Decision::Nothing(msg) => {
+    let hosts: Vec<(crate::config::Host, Snapshot)> = cfg
+        .hosts
+        .iter()
+        .cloned()
+        .zip(snaps.iter().cloned())
+        .collect();
+    let plans = match plan::fleet_deploy(&hosts, &local, cfg, scope, opts.redeploy, estimate)? {
+        FleetDecision::Nothing(msg) => {
+            drop(checks);
             say!("{msg}");
             return Ok(());
         }
-        Decision::Deploy(p) => p,
+        FleetDecision::Deploy(p) => p,
     };
     let token = plan::token();
     let asker = Asker {
@@ -68,62 +80,76 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         commit: &local.commit,
         dirty: local.dirty,
     };
-    let call = plan.run_call(cfg, &asker);
+    let calls: Vec<crate::remote::Call> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
     if opts.dry_run {
-        print_plan(cfg, &snap, &plan, scope, &opts, &call.render());
+        for ((host, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
+            print_plan(cfg, &host.dest, snap, p, scope, &opts, &call.render());
+        }
+        if plans.len() > 1 {
+            crate::show!(
+                "  fleet: the primary ({}) migrates; hosts switch {} at a time, each health-gated; if one fails, every switched host goes back",
+                cfg.server,
+                opts.batch.min(plans.len())
+            );
+        }
         return Ok(());
     }
-
-    let checks = Checks::start(scope, opts.skip_local_checks, opts.recheck)?;
+    let mut checks = checks.expect("started unless dry run");
     test_pause_before_lock();
-    let job = super::start_job(session, &call, &snap.host)?;
-    let job = match job {
-        Ok(job) => job,
-        Err(Refusal::Locked { message, lock }) => {
-            drop(checks);
-            let holder = lock
-                .map(|l| l.describe(snap.now))
-                .unwrap_or_else(|| "holder unknown".into());
-            let advice = if message.contains("STALE") || holder.contains("STALE") {
-                "; its job is not running: remove it with 'cargo xtask deploy unlock'"
-            } else {
-                "; wait for it, or follow it with 'cargo xtask deploy status --follow'"
-            };
-            bail!("{message}: {holder}{advice}");
-        }
-        Err(Refusal::Refused(message)) => {
-            drop(checks);
-            bail!("{message}");
+    let mut out: Box<dyn Output> = if plans.len() == 1 {
+        Box::new(Printer::new(false))
+    } else {
+        Box::new(FleetPrinter::new(
+            snaps.iter().map(|s| s.host.clone()).collect(),
+        ))
+    };
+    let starts = hosts
+        .iter()
+        .cloned()
+        .zip(sessions)
+        .zip(calls)
+        .map(|(((h, s), session), call)| (h, s, session, call))
+        .collect();
+    let members = match fleet::start_all(starts, out.as_mut(), cfg.ssh_config.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            checks.abort();
+            return Err(e);
         }
     };
+    let release = plans[0].release().to_string();
+    let n = members.len();
     let mut d = Driver {
         sh,
         cfg,
         scope,
-        plan: &plan,
-        snap: &snap,
-        job,
+        release: release.clone(),
+        uploads: (0..n).map(|_| Upload::default()).collect(),
+        members,
         checks,
-        printer: Printer::new(false),
-        stage: Stage::Seeding,
-        rsync: None,
+        out,
+        rollout: Rollout::new(opts.batch),
         aborted: false,
+        checked: false,
         signals_seen: 0,
-        upload_started: None,
     };
-    let outcome = d.run()?;
-    let what = format!(
-        "deploy of {} ({} {})",
-        plan.release(),
-        scope.name(),
-        local.made()
-    );
-    let line = report::final_line(&what, &snap.host, &outcome);
-    if outcome.success() {
-        say!("{line} ({} in all)", ui::secs(started.elapsed()));
-        return Ok(());
+    d.run()?;
+    d.out.close();
+    let what = format!("deploy of {release} ({} {})", scope.name(), local.made());
+    if n == 1 {
+        let outcome = d.members[0]
+            .job
+            .outcome
+            .clone()
+            .ok_or_else(|| anyhow!("the job ended without a result"))?;
+        let line = report::final_line(&what, d.members[0].name(), &outcome);
+        if outcome.success() {
+            say!("{line} ({} in all)", ui::secs(started.elapsed()));
+            return Ok(());
+        }
+        return Err(anyhow!("{line}"));
     }
-    Err(anyhow!("{line}"))
+    report::fleet_summary(&what, &d.members, started.elapsed())
 }
 
 /// Test hook (`INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK=FILE`): wait while FILE exists, between
@@ -141,93 +167,127 @@ fn test_pause_before_lock() {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// The job seeds the release; the frontend build may still run.
-    Seeding,
-    Uploading,
-    /// Uploaded; the job prepares; the checks may still run.
-    Checking,
-    /// `checked` and `go` sent: the server finishes on its own.
-    Activating,
-}
-
-impl Stage {
-    fn name(self) -> &'static str {
-        match self {
-            Stage::Seeding => "the seed of the release",
-            Stage::Uploading => "the upload",
-            Stage::Checking => "the local checks",
-            Stage::Activating => "the activation",
-        }
-    }
+/// One host's upload.
+#[derive(Default)]
+struct Upload {
+    rsync: Option<(Child, Instant)>,
+    /// The upload ended and the job was told `uploaded`.
+    done: bool,
+    started: bool,
+    summary: String,
 }
 
 struct Driver<'a> {
     sh: &'a Shell,
     cfg: &'a Config,
     scope: Scope,
-    plan: &'a JobPlan,
-    snap: &'a Snapshot,
-    job: Job,
+    release: String,
+    members: Vec<Member>,
+    uploads: Vec<Upload>,
     checks: Checks,
-    printer: Printer,
-    stage: Stage,
-    rsync: Option<(Child, Instant)>,
-    /// The job was told to stop before the switch.
+    out: Box<dyn Output>,
+    rollout: Rollout,
+    /// The jobs were told to stop before the switch.
     aborted: bool,
+    /// `checked` was sent.
+    checked: bool,
     signals_seen: usize,
-    upload_started: Option<Instant>,
 }
 
 impl Driver<'_> {
-    fn run(&mut self) -> Result<crate::deploy::job::Outcome> {
+    fn fleet(&self) -> bool {
+        self.members.len() > 1
+    }
+
+    fn run(&mut self) -> Result<()> {
+        if self.fleet() {
+            for m in &mut self.members {
+                m.job.send("begin")?;
+            }
+        }
         loop {
             self.on_signals()?;
             self.on_checks()?;
-            match self
-                .job
-                .wait(&mut self.printer, Duration::from_millis(50), &|_| false)
-            {
-                Wait::Finished => break,
-                Wait::Lost => self.on_lost()?,
-                Wait::Reached | Wait::Timeout => {}
+            let tick = Duration::from_millis(if self.fleet() { 15 } else { 50 });
+            for i in 0..self.members.len() {
+                if self.members[i].job.outcome.is_some() {
+                    continue;
+                }
+                let w = self.members[i]
+                    .job
+                    .wait(self.out.as_mut(), tick, &|_| false);
+                if w == Wait::Lost {
+                    self.on_lost(i)?;
+                }
             }
-            self.on_upload()?;
+            for i in 0..self.members.len() {
+                self.on_upload(i)?;
+            }
             self.advance()?;
+            if self.members.iter().all(|m| m.job.outcome.is_some()) {
+                break;
+            }
         }
-        self.printer.close_line();
         self.stop_local();
-        self.job
-            .outcome
-            .clone()
-            .ok_or_else(|| anyhow!("the job on {} ended without a result", self.job.host))
+        Ok(())
     }
 
-    /// Tell the job to stop before the migration, once; stop what runs here.
+    /// Tell every job to stop before the migration (or, in a fleet after it, to go back).
     fn abort(&mut self, result: &str, why: &str) {
         self.stop_local();
-        if self.aborted || self.job.has_sent("checked") {
+        if self.aborted {
             return;
         }
         self.aborted = true;
-        self.printer.close_line();
+        self.out.close();
+        if self.checked && self.fleet() {
+            self.rollout.back(&mut self.members, why, self.out.as_mut());
+            return;
+        }
+        if self.checked {
+            return;
+        }
         say!(
             "==> {why}: telling {} to stop before the switch",
-            self.job.host
+            self.members
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let msg = format!("abort {result}: {why}");
-        if self.job.send(&msg).is_err() {
-            say!("    (the connection is gone: the job stops by itself once it misses us)");
+        for m in &mut self.members {
+            if m.job.outcome.is_none() && m.job.send(&msg).is_err() {
+                say!(
+                    "    ({}: the connection is gone; the job stops by itself once it misses us)",
+                    m.name()
+                );
+            }
         }
     }
 
     fn stop_local(&mut self) {
         self.checks.abort();
-        if let Some((mut child, started)) = self.rsync.take() {
-            proc::signal_group(child.id(), SIGTERM);
-            let _ = child.wait();
-            say!("stopped ({})", ui::secs(started.elapsed()));
+        for u in &mut self.uploads {
+            if let Some((mut child, started)) = u.rsync.take() {
+                proc::signal_group(child.id(), SIGTERM);
+                let _ = child.wait();
+                if self.members.len() == 1 {
+                    say!("stopped ({})", ui::secs(started.elapsed()));
+                }
+            }
+        }
+    }
+
+    fn stage_name(&self) -> &'static str {
+        if self.checked {
+            "the activation"
+        } else if self.uploads.iter().all(|u| u.done) {
+            "the local checks"
+        } else if self.uploads.iter().any(|u| u.started) {
+            "the upload"
+        } else {
+            "the seed of the release"
         }
     }
 
@@ -237,23 +297,35 @@ impl Driver<'_> {
             return Ok(());
         }
         self.signals_seen = n;
-        self.printer.close_line();
+        self.out.close();
+        let hosts = self
+            .members
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         if n >= 2 {
             say!(
-                "stopped watching: the job on {} goes on by itself; 'cargo xtask deploy status --follow' shows how it ends",
-                self.job.host
+                "stopped watching: the job on {hosts} goes on by itself{}; 'cargo xtask deploy status --follow' shows how it ends",
+                if self.fleet() {
+                    " (a fleet without its deployer goes back to its previous release)"
+                } else {
+                    ""
+                }
             );
-            self.job.detach();
+            for m in &mut self.members {
+                m.job.detach();
+            }
             bail!("interrupted by {} (twice)", interrupt::describe());
         }
-        if self.job.has_sent("checked") {
+        let why = format!("{} during {}", interrupt::describe(), self.stage_name());
+        if self.checked && !self.fleet() {
             say!(
                 "==> {} received: the server already runs {} and completes it (the migration may have started); Ctrl-C again to stop watching",
                 interrupt::describe(),
-                self.stage.name()
+                self.stage_name()
             );
         } else {
-            let why = format!("{} during {}", interrupt::describe(), self.stage.name());
             self.abort("interrupted", &why);
         }
         Ok(())
@@ -272,16 +344,17 @@ impl Driver<'_> {
                 CheckPart::Frontend => "local checks: frontend (svelte-check, tests)",
                 CheckPart::Build => "build the frontend",
             };
-            self.printer.close_line();
-            say!(
+            let line = format!(
                 "==> {label:<44} {} ({:.1}s){cached}",
                 if r.ok { "ok" } else { "FAILED" },
                 r.secs
             );
-            if !r.ok {
-                for l in r.tail.lines() {
-                    say!("    | {l}");
-                }
+            let tail = if r.ok { String::new() } else { r.tail.clone() };
+            self.out.line(&line);
+            for l in tail.lines() {
+                say!("    | {l}");
+            }
+            if !tail.is_empty() || !r.ok {
                 let why = format!("the local checks failed ({})", part.name());
                 self.abort("failed", &why);
             }
@@ -289,53 +362,86 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// Move the deploy on when the job and the checks allow it.
+    /// Move the deploy on when the jobs and the checks allow it.
     fn advance(&mut self) -> Result<()> {
-        if self.aborted {
+        if self.aborted && !self.checked {
             return Ok(());
         }
-        match self.stage {
-            Stage::Seeding
-                if self.job.phase == "awaiting-upload"
-                    && !self.checks.build_pending()
-                    && self.checks.failed().is_none() =>
+        let build_ready = !self.checks.build_pending() && self.checks.failed().is_none();
+        for i in 0..self.members.len() {
+            if !self.uploads[i].started
+                && self.members[i].job.phase == "awaiting-upload"
+                && build_ready
+                && !self.aborted
             {
-                self.start_upload()?;
+                self.start_upload(i)?;
             }
-            Stage::Checking if self.checks.all_done() && self.checks.failed().is_none() => {
-                self.job.send("checked")?;
-                self.job.send("go")?;
-                self.stage = Stage::Activating;
+        }
+        if !self.checked
+            && !self.aborted
+            && self.uploads.iter().all(|u| u.done)
+            && self.checks.all_done()
+            && self.checks.failed().is_none()
+        {
+            if self.fleet() {
+                self.print_uploads();
             }
-            _ => {}
+            for m in &mut self.members {
+                m.job.send("checked")?;
+            }
+            self.checked = true;
+            if !self.fleet() {
+                self.members[0].job.send("go")?;
+                self.members[0].activated = true;
+            }
+        }
+        if self.checked && self.fleet() {
+            self.rollout.advance(&mut self.members, self.out.as_mut())?;
         }
         Ok(())
     }
 
-    fn start_upload(&mut self) -> Result<()> {
+    fn print_uploads(&mut self) {
+        let summary: Vec<String> = self
+            .members
+            .iter()
+            .zip(&self.uploads)
+            .map(|(m, u)| format!("{} {}", m.name(), u.summary))
+            .collect();
+        self.out.line(&format!(
+            "==> {:<44} ok [{}]",
+            format!("upload to {} hosts", self.members.len()),
+            summary.join("; ")
+        ));
+    }
+
+    fn start_upload(&mut self, i: usize) -> Result<()> {
+        let single = self.members.len() == 1;
         let manifest = local::manifest(self.sh, self.scope)?;
         if self.scope.frontend() && !manifest.iter().any(|p| p.starts_with("frontend/build/")) {
             bail!("the frontend build is missing (frontend/build): run 'cargo xtask check build'");
         }
-        let seed = self
+        let m = &mut self.members[i];
+        let seed = m
             .job
             .notes
             .iter()
-            .find(|n| n.first().map(String::as_str) == Some("seed"));
-        let drift: Vec<String> = self
+            .find(|n| n.first().map(String::as_str) == Some("seed"))
+            .cloned();
+        let drift: Vec<String> = m
             .job
             .notes
             .iter()
             .filter(|n| n.first().map(String::as_str) == Some("drift"))
             .filter_map(|n| n.get(1).cloned())
             .collect();
-        let seeded_from_current = seed.is_some_and(|s| {
-            s.get(2).map(String::as_str) == Some("verified")
-                && s.get(1).map(String::as_str) == self.snap.current.name()
-        });
         // A base made from a dirty tree is not its commit: only a clean base can be diffed.
-        let base = self.snap.current_made.backend_commit.clone();
-        let seeded_from_current = seeded_from_current && !base.ends_with("+dirty") && base != "-";
+        let base = m.snap.current_made.backend_commit.clone();
+        let seeded_from_current = seed.as_ref().is_some_and(|s| {
+            s.get(2).map(String::as_str) == Some("verified")
+                && s.get(1).map(String::as_str) == m.snap.current.name()
+        }) && !base.ends_with("+dirty")
+            && base != "-";
         let changed = if seeded_from_current && self.scope.backend() {
             local::changed_backend(self.sh, &base)?
         } else {
@@ -349,59 +455,64 @@ impl Driver<'_> {
             None => (Transfer::Full, Vec::new()),
         };
         let send = local::to_send(&manifest, &transfer, &changed, &drift);
-        self.job.send_manifest(&manifest)?;
-        let list = self.job.session().private_dir().join("upload.list");
+        m.job.send_manifest(&manifest)?;
+        let list = m.job.session().private_dir().join("upload.list");
         fs_err::write(&list, send.join("\0"))?;
         let how = match &transfer {
             Transfer::Diff { base } => format!("changed since {base}"),
             Transfer::Full => "compared by checksum".to_string(),
         };
         let args = rsync_args(
-            &self.job.session().rsync_rsh(),
-            &rsync_dest(&self.cfg.server),
+            &m.job.session().rsync_rsh(),
+            &rsync_dest(&m.host.dest),
             &self.cfg.root,
-            self.plan.release(),
-            ui::interactive(),
+            &self.release,
+            single && ui::interactive(),
             &list,
         );
-        self.printer.close_line();
-        ui::step_start(&format!(
-            "upload {} of {} files ({how})",
-            send.len(),
-            manifest.len()
-        ));
+        if single {
+            self.out.close();
+            ui::step_start(&format!(
+                "upload {} of {} files ({how})",
+                send.len(),
+                manifest.len()
+            ));
+        }
         let mut cmd = Command::new("rsync");
         cmd.args(&args)
             .current_dir(crate::project_root())
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
-        if ui::interactive() {
+        if single && ui::interactive() {
             cmd.stdout(Stdio::inherit());
         } else {
             cmd.stdout(Stdio::piped());
         }
         proc::isolate(&mut cmd);
         let child = cmd.spawn().context("starting rsync (is it installed?)")?;
-        self.rsync = Some((child, Instant::now()));
-        self.upload_started = Some(Instant::now());
-        self.stage = Stage::Uploading;
+        self.uploads[i].rsync = Some((child, Instant::now()));
+        self.uploads[i].started = true;
+        self.uploads[i].summary = format!("{} of {} files ({how})", send.len(), manifest.len());
         Ok(())
     }
 
-    fn on_upload(&mut self) -> Result<()> {
-        let Some((child, started)) = self.rsync.as_mut() else {
+    fn on_upload(&mut self, i: usize) -> Result<()> {
+        let Some((child, started)) = self.uploads[i].rsync.as_mut() else {
             return Ok(());
         };
         if child.try_wait()?.is_none() {
             return Ok(());
         }
         let took = started.elapsed();
-        let (child, _) = self.rsync.take().expect("checked above");
+        let (child, _) = self.uploads[i].rsync.take().expect("checked above");
         let out = child.wait_with_output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let single = self.members.len() == 1;
         if !out.status.success() {
-            say!("FAILED ({})", ui::secs(took));
+            if single {
+                say!("FAILED ({})", ui::secs(took));
+            }
             let last = stderr
                 .lines()
                 .chain(stdout.lines())
@@ -409,10 +520,14 @@ impl Driver<'_> {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("see the output above")
                 .to_string();
-            if self.job.session().master_pid().is_none() {
-                return self.on_lost();
+            if self.members[i].job.session().master_pid().is_none() {
+                return self.on_lost(i);
             }
-            let why = format!("the upload failed (rsync {}: {last})", out.status);
+            let why = format!(
+                "the upload to {} failed (rsync {}: {last})",
+                self.members[i].name(),
+                out.status
+            );
             self.abort("failed", &why);
             return Ok(());
         }
@@ -420,55 +535,69 @@ impl Driver<'_> {
             rsync_stat(&stdout, "Number of regular files transferred"),
             rsync_stat(&stdout, "Total bytes sent"),
         ) {
-            (Some(files), Some(sent)) => format!(" [{files} files changed, {sent} bytes sent]"),
+            (Some(files), Some(sent)) => format!("{files} files changed, {sent} bytes sent"),
             _ => String::new(),
         };
-        say!("ok ({}){stats}", ui::secs(took));
-        self.job.send("uploaded")?;
-        self.stage = Stage::Checking;
+        if single {
+            if stats.is_empty() {
+                say!("ok ({})", ui::secs(took));
+            } else {
+                say!("ok ({}) [{stats}]", ui::secs(took));
+            }
+        } else {
+            self.uploads[i].summary = format!("{:.1}s, {stats}", took.as_secs_f64());
+        }
+        self.members[i].job.send("uploaded")?;
+        self.uploads[i].done = true;
         Ok(())
     }
 
-    /// The connection dropped: reconnect once and re-attach; before the point of no return,
-    /// ask the job to stop (we cannot know what the network did to the upload).
-    fn on_lost(&mut self) -> Result<()> {
-        let stage = self.stage.name();
-        self.stop_local();
-        self.printer.close_line();
+    /// A connection dropped: reconnect once and re-attach; before `checked`, ask every job to
+    /// stop (we cannot know what the network did to the upload); in a fleet after it, the
+    /// fleet goes back.
+    fn on_lost(&mut self, i: usize) -> Result<()> {
+        let stage = self.stage_name();
+        if let Some((mut child, _)) = self.uploads[i].rsync.take() {
+            proc::signal_group(child.id(), SIGTERM);
+            let _ = child.wait();
+            self.uploads[i].started = true;
+        }
+        if self.members.len() == 1 {
+            self.stop_local();
+        }
+        self.out.close();
+        let name = self.members[i].name().to_string();
+        let cause = self.members[i].job.last_error.clone();
         say!(
-            "==> the connection to {} was lost during {stage}{}: reconnecting",
-            self.job.host,
-            if self.job.last_error.is_empty() {
+            "==> the connection to {name} was lost during {stage}{}: reconnecting",
+            if cause.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", self.job.last_error)
+                format!(" ({cause})")
             }
         );
-        match self
+        let dest = self.members[i].host.dest.clone();
+        match self.members[i]
             .job
-            .reattach(&self.cfg.server, self.cfg.ssh_config.as_deref())
+            .reattach(&dest, self.cfg.ssh_config.as_deref())
         {
             Ok(()) => {
                 say!("    reconnected; following the job again");
-                if !self.job.has_sent("checked") {
-                    let why = format!(
-                        "the connection to {} was lost during {stage}",
-                        self.job.host
-                    );
+                if !self.checked || self.fleet() {
+                    let why = format!("the connection to {name} was lost during {stage}");
                     self.abort("interrupted", &why);
                 }
                 Ok(())
             }
             Err(e) => {
                 self.stop_local();
-                let next = if self.job.has_sent("checked") {
+                let next = if self.checked && !self.fleet() {
                     "the server completes the deploy (or restores the previous release) by itself"
                 } else {
-                    "the server job stops before the switch by itself once it misses us (about 10s)"
+                    "the server job stops before the switch (or goes back) by itself once it misses us (about 10s)"
                 };
                 bail!(
-                    "lost the connection to {} during {stage} and could not reconnect ({e:#}): {next}; 'cargo xtask deploy status' shows the outcome",
-                    self.job.host
+                    "lost the connection to {name} during {stage} and could not reconnect ({e:#}): {next}; 'cargo xtask deploy status' shows the outcome"
                 )
             }
         }
@@ -543,6 +672,7 @@ pub fn rsync_stat(output: &str, label: &str) -> Option<u64> {
 
 fn print_plan(
     cfg: &Config,
+    dest: &str,
     snap: &Snapshot,
     plan: &JobPlan,
     scope: Scope,
@@ -552,7 +682,7 @@ fn print_plan(
     crate::show!(
         "Plan for '{}' to {} ({}), nothing will be changed:",
         plan.command(),
-        cfg.server,
+        dest,
         snap.host
     );
     let checks = match (opts.skip_local_checks, scope) {

@@ -5,29 +5,13 @@
 use anyhow::{bail, Result};
 use time::OffsetDateTime;
 
-use crate::config::Config;
+use crate::config::{Config, HostRole};
 use crate::contract::{self, Half, Unit};
 use crate::deploy::local::Local;
 use crate::deploy::snapshot::{Current, Snapshot};
 use crate::flags::Scope;
 use crate::release;
 use crate::remote::Call;
-
-/// A host's part in a fleet: the primary migrates the database and runs the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostRole {
-    Primary,
-    Secondary,
-}
-
-impl HostRole {
-    pub fn name(self) -> &'static str {
-        match self {
-            HostRole::Primary => "primary",
-            HostRole::Secondary => "secondary",
-        }
-    }
-}
 
 /// The units a host of `role` runs, in the contract's order.
 pub fn units_of(role: HostRole) -> Vec<Unit> {
@@ -137,6 +121,85 @@ pub fn deploy(
         wait_for_verdict: false,
         begin: true,
     }))
+}
+
+/// What a deploy to a fleet comes to: one release for every host, or nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetDecision {
+    Nothing(String),
+    Deploy(Vec<JobPlan>),
+}
+
+/// Plan a deploy of `scope` on every host (`hosts` and their snapshots, in DEPLOY_SERVER's
+/// order): one release name (the primary's clock, past every host's newest release), each host
+/// checked against its own `current`; with more than one host each job takes its lock and
+/// waits for `begin`, and a healthy host waits for the fleet's verdict.
+pub fn fleet_deploy(
+    hosts: &[(crate::config::Host, Snapshot)],
+    local: &Local,
+    cfg: &Config,
+    scope: Scope,
+    redeploy: bool,
+    upload_bytes: u64,
+) -> Result<FleetDecision> {
+    let fleet = hosts.len() > 1;
+    let primary = hosts
+        .iter()
+        .find(|(h, _)| h.role == HostRole::Primary)
+        .map(|(_, s)| s)
+        .unwrap_or(&hosts[0].1);
+    let same_release = hosts
+        .iter()
+        .all(|(_, s)| s.current.name() == primary.current.name());
+    if !redeploy && same_release {
+        let all_run = hosts
+            .iter()
+            .all(|(_, s)| s.current_made.runs(scope, &local.commit, local.dirty));
+        if all_run {
+            let n = hosts.len();
+            return Ok(FleetDecision::Nothing(format!(
+                "nothing to deploy: the current release {} on {} already runs commit {} ({}); use --redeploy to make a new release anyway",
+                primary.current.name().unwrap_or("?"),
+                if n == 1 {
+                    primary.host.clone()
+                } else {
+                    format!("all {n} hosts")
+                },
+                local.commit,
+                scope.name()
+            )));
+        }
+    }
+    let now =
+        OffsetDateTime::from_unix_timestamp(primary.now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let every: Vec<release::Release> = hosts
+        .iter()
+        .flat_map(|(_, s)| release::present(&s.releases, s.now))
+        .collect();
+    let name = release::next_name(now, &every);
+    let mut plans = Vec::new();
+    for (host, snap) in hosts {
+        let Decision::Deploy(mut p) =
+            deploy(snap, local, cfg, scope, true, upload_bytes, host.role)?
+        else {
+            unreachable!("a redeploy always deploys")
+        };
+        p.mode = Mode::Deploy {
+            release: name.clone(),
+            scope,
+        };
+        p.prune = release::prune(
+            &snap.releases,
+            snap.current.name(),
+            Some(&name),
+            cfg.keep.saturating_sub(1),
+            now,
+        );
+        p.begin = !fleet;
+        p.wait_for_verdict = fleet;
+        plans.push(p);
+    }
+    Ok(FleetDecision::Deploy(plans))
 }
 
 /// Plan a rollback to `requested` (or the newest successful release before current).
@@ -430,6 +493,64 @@ mod tests {
             vec!["innercontext-node"]
         );
         assert_eq!(units_of(HostRole::Primary).len(), 3);
+    }
+
+    #[test]
+    fn a_fleet_gets_one_release_and_waits_for_its_verdict() {
+        use crate::config::Host;
+        let host = |d: &str, role| Host {
+            dest: d.into(),
+            role,
+        };
+        let a = snap(
+            Current::Release("20261128T110000Z".into()),
+            &[("20261128T110000Z", State::Succeeded)],
+        );
+        let mut b = a.clone();
+        b.host = "app2".into();
+        // app2 once had a release a little later (say, a deploy that failed there only).
+        b.releases.push(Release {
+            name: "20261128T115959Z".into(),
+            state: State::Failed,
+            commit: "x".into(),
+            revision: "-".into(),
+        });
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a.clone()),
+            (host("app2", HostRole::Secondary), b),
+        ];
+        let FleetDecision::Deploy(plans) =
+            fleet_deploy(&hosts, &local("def"), &cfg(), Scope::All, false, 0).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[0].release(), "20261128T120000Z");
+        assert_eq!(plans[1].release(), "20261128T120000Z", "one name for all");
+        assert!(plans.iter().all(|p| !p.begin && p.wait_for_verdict));
+        assert_eq!(plans[1].restart, vec!["innercontext", "innercontext-node"]);
+        // Nothing to deploy only when every host runs the commit.
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a.clone()),
+            (host("app2", HostRole::Secondary), a.clone()),
+        ];
+        assert!(matches!(
+            fleet_deploy(&hosts, &local("abc"), &cfg(), Scope::All, false, 0).unwrap(),
+            FleetDecision::Nothing(m) if m.contains("all 2 hosts")
+        ));
+        // One host alone plans as before.
+        let FleetDecision::Deploy(one) = fleet_deploy(
+            &[(host("app1", HostRole::Primary), a)],
+            &local("def"),
+            &cfg(),
+            Scope::All,
+            false,
+            0,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(one[0].begin && !one[0].wait_for_verdict);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! What the deployer prints: the job's events as step lines (one per step, with the duration
 //! the server measured), and a final line that says what the server ended with.
 
+use std::collections::BTreeMap;
+
+use crate::deploy::fleet::Output;
 use crate::deploy::job::{Event, Outcome, Watcher};
 use crate::{say, say_part, ui};
 
@@ -94,6 +97,206 @@ impl Watcher for Printer {
             }
             _ => {}
         }
+    }
+}
+
+impl Output for Printer {
+    fn line(&mut self, text: &str) {
+        self.close_line();
+        say!("{text}");
+    }
+    fn close(&mut self) {
+        self.close_line();
+    }
+}
+
+/// The steps every host of a fleet runs before it switches: one line each for the fleet.
+const SHARED_STEPS: [&str; 3] = ["seed", "prepare", "record"];
+
+/// Renders a fleet's events: one line per shared step once every host that runs it ended it
+/// (with a per-host summary), one line per host for its activation, and a failing host's
+/// details in full.
+pub struct FleetPrinter {
+    hosts: Vec<String>,
+    /// (step, host) -> (ok, seconds, error)
+    ended: BTreeMap<(String, String), (bool, String, String)>,
+    /// (step, host) -> label, for steps that started.
+    started: BTreeMap<(String, String), String>,
+    notes: BTreeMap<String, Vec<String>>,
+    printed: Vec<String>,
+}
+
+impl FleetPrinter {
+    pub fn new(hosts: Vec<String>) -> FleetPrinter {
+        FleetPrinter {
+            hosts,
+            ended: BTreeMap::new(),
+            started: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            printed: Vec::new(),
+        }
+    }
+
+    fn shared_line(&mut self, step: &str) {
+        if self.printed.iter().any(|p| p == step) {
+            return;
+        }
+        let done: Vec<(&String, &(bool, String, String))> = self
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                self.ended
+                    .get(&(step.to_string(), h.clone()))
+                    .map(|e| (h, e))
+            })
+            .collect();
+        let all = done.len() == self.hosts.len();
+        let any_failed = done.iter().any(|(_, e)| !e.0);
+        if !all && !any_failed {
+            return;
+        }
+        let label = self
+            .hosts
+            .iter()
+            .find_map(|h| self.started.get(&(step.to_string(), h.clone())))
+            .cloned()
+            .unwrap_or_else(|| step.to_string());
+        let max = done
+            .iter()
+            .filter_map(|(_, e)| e.1.parse::<f64>().ok())
+            .fold(0.0, f64::max);
+        let per_host: Vec<String> = done
+            .iter()
+            .map(|(h, e)| format!("{h} {}{}", if e.0 { "" } else { "FAILED " }, e.1))
+            .collect();
+        say!(
+            "==> {:<44} {} ({max:.1}s) [{}]",
+            format!("{label} on {} hosts", self.hosts.len()),
+            if any_failed { "FAILED" } else { "ok" },
+            per_host.join(", ")
+        );
+        for (h, e) in &done {
+            if !e.0 && !e.2.is_empty() {
+                say!("    [{h}] {}", e.2);
+            }
+        }
+        self.printed.push(step.to_string());
+    }
+}
+
+impl Watcher for FleetPrinter {
+    fn event(&mut self, host: &str, e: &Event) {
+        let key = |step: &str| (step.to_string(), host.to_string());
+        match e.kind.as_str() {
+            "step" if e.field(1) == "start" => {
+                self.started.insert(key(e.field(0)), e.field(2).to_string());
+            }
+            "step" => {
+                let step = e.field(0).to_string();
+                let ok = e.field(1) == "ok";
+                self.ended.insert(
+                    key(&step),
+                    (ok, e.field(2).to_string(), e.field(3).to_string()),
+                );
+                if SHARED_STEPS.contains(&step.as_str()) {
+                    self.shared_line(&step);
+                } else {
+                    let label = self
+                        .started
+                        .get(&key(&step))
+                        .cloned()
+                        .unwrap_or(step.clone());
+                    let notes = self
+                        .notes
+                        .remove(host)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| format!(" [{}]", n.join(", ")))
+                        .unwrap_or_default();
+                    say!(
+                        "==> {:<44} {} ({}s){notes}",
+                        format!("[{host}] {label}"),
+                        if ok { "ok" } else { "FAILED" },
+                        e.field(2)
+                    );
+                    if !ok && !e.field(3).is_empty() {
+                        say!("    [{host}] {}", e.field(3));
+                    }
+                }
+            }
+            "warn" => say!("warning: [{host}] {}", e.field(0)),
+            "info" => say!("    [{host}] {}", e.field(0)),
+            "detail" => say!("    [{host}] | {}", e.field(0)),
+            "note" => {
+                if let Some(n) = note_text(&e.fields) {
+                    self.notes.entry(host.to_string()).or_default().push(n);
+                }
+                if e.field(0) == "drift" {
+                    say!(
+                        "warning: [{host}] {} on the server differs from the release it came from (edited by hand?): sent again",
+                        e.field(1)
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Output for FleetPrinter {
+    fn line(&mut self, text: &str) {
+        say!("{text}");
+    }
+    fn close(&mut self) {}
+}
+
+/// A fleet's last lines: each host's result, then one line for the fleet (an error unless
+/// every host succeeded).
+pub fn fleet_summary(
+    what: &str,
+    members: &[crate::deploy::fleet::Member],
+    took: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut all_ok = true;
+    let mut currents = Vec::new();
+    for m in members {
+        match &m.job.outcome {
+            Some(o) => {
+                all_ok &= o.success();
+                let cur = o.current.rsplit('/').next().unwrap_or("none").to_string();
+                say!(
+                    "    {:<16} {:<16} current {cur}{}",
+                    m.name(),
+                    o.result,
+                    if o.reason.is_empty() || o.success() {
+                        String::new()
+                    } else {
+                        format!(" ({})", o.reason)
+                    }
+                );
+                currents.push(cur);
+            }
+            None => {
+                all_ok = false;
+                say!("    {:<16} unknown (lost)", m.name());
+                currents.push("?".into());
+            }
+        }
+    }
+    currents.dedup();
+    let on = if currents.len() == 1 {
+        format!("every host runs {}", currents[0])
+    } else {
+        format!("MIXED: the hosts run {}", currents.join(", "))
+    };
+    if all_ok {
+        say!(
+            "{what} on {} hosts: success; {on} ({} in all)",
+            members.len(),
+            ui::secs(took)
+        );
+        Ok(())
+    } else {
+        anyhow::bail!("{what} on {} hosts: failed; {on}", members.len())
     }
 }
 

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::Config;
+use crate::config::HostRole;
 use crate::deploy::job::Wait;
 use crate::deploy::local;
-use crate::deploy::plan::{self, Asker, HostRole};
+use crate::deploy::plan::{self, Asker};
 use crate::deploy::report::{self, Printer};
 use crate::{interrupt, say, show, ui};
 

@@ -211,12 +211,15 @@ pub enum Deploy {
         skip_local_checks: bool,
         redeploy: bool,
         recheck: bool,
+        /// Fleets: hosts that switch at once (None: `--parallel`, all of them).
+        batch: Option<usize>,
     },
     List,
     Rollback {
         release: Option<String>,
         force: bool,
         dry_run: bool,
+        batch: Option<usize>,
     },
     Unlock {
         yes: bool,
@@ -368,8 +371,9 @@ pub const HELP_DEPLOY: &str = "\
 cargo xtask deploy: atomic release-based deploys with automatic rollback
 
 Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-checks] [--redeploy] [--recheck]
+                          [--batch N | --parallel]
        cargo xtask deploy list
-       cargo xtask deploy rollback [RELEASE] [--force] [--dry-run]
+       cargo xtask deploy rollback [RELEASE] [--force] [--dry-run] [--batch N | --parallel]
        cargo xtask deploy unlock [--yes] [--force]
        cargo xtask deploy status [--follow]
        cargo xtask deploy log [-n N]
@@ -396,10 +400,13 @@ Options:
   --force              rollback: past a database migration; unlock: stop a live job
   --yes                unlock without asking
   --follow             status: follow the running (or last) deploy job to its end
+  --batch N            several hosts: switch N hosts at a time (default 1: rolling)
+  --parallel           several hosts: switch them all at once
   -h, --help           print this help
 
 Environment:
-  DEPLOY_SERVER        ssh destination (default: innercontext)
+  DEPLOY_SERVER        ssh destination (default: innercontext); several, comma separated, for a
+                       fleet: the first (or the one marked #primary) migrates and runs the worker
   DEPLOY_ROOT          absolute path on the server (default: /opt/innercontext)
   DEPLOY_ALLOW_DIRTY   1 to deploy a tree with uncommitted changes
   DEPLOY_SSH_CONFIG    ssh config file to use instead of ~/.ssh/config
@@ -762,10 +769,16 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
         "all", "backend", "frontend", "list", "rollback", "unlock", "status", "log",
     ];
     // The subcommand is optional (default: all), so flags may come first.
-    let first_positional = args.items[args.pos..]
+    // (the value of a flag that takes one is not the subcommand)
+    const WITH_VALUE: [&str; 3] = ["--batch", "-n", "--lines"];
+    let rest = &args.items[args.pos..];
+    let first_positional = rest
         .iter()
-        .take_while(|a| a.as_str() != "--")
-        .position(|a| !a.starts_with('-'))
+        .enumerate()
+        .take_while(|(_, a)| a.as_str() != "--")
+        .position(|(i, a)| {
+            !a.starts_with('-') && (i == 0 || !WITH_VALUE.contains(&rest[i - 1].as_str()))
+        })
         .map(|i| args.items.remove(args.pos + i));
     let sub = first_positional.unwrap_or_else(|| "all".to_string());
     let cmd = format!("deploy {sub}");
@@ -781,9 +794,30 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
     let mut follow = false;
     let mut release = None;
     let mut lines = 20;
+    let mut batch = Some(1);
     let mut flag_seen = Vec::new();
     let mut positional_only = false;
     while let Some(arg) = args.next() {
+        if !positional_only && arg == "--batch" {
+            let v = args.value(&arg)?;
+            batch = Some(
+                v.parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        UsageError::new(format!(
+                            "invalid --batch '{v}': use a number of hosts from 1"
+                        ))
+                    })?,
+            );
+            flag_seen.push(arg);
+            continue;
+        }
+        if !positional_only && arg == "--parallel" {
+            batch = None;
+            flag_seen.push(arg);
+            continue;
+        }
         if !positional_only && (arg == "-n" || arg == "--lines") {
             let v = args.value(&arg)?;
             lines = v
@@ -830,13 +864,18 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
             "--skip-local-checks",
             "--redeploy",
             "--recheck",
+            "--batch",
+            "--parallel",
         ],
-        "rollback" => &["--force", "--dry-run"],
+        "rollback" => &["--force", "--dry-run", "--batch", "--parallel"],
         "unlock" => &["--yes", "--force"],
         "status" => &["--follow"],
         "log" => &["-n", "--lines"],
         _ => &[],
     };
+    if flag_seen.iter().any(|f| f == "--batch") && flag_seen.iter().any(|f| f == "--parallel") {
+        return Err(UsageError::new("--batch and --parallel exclude each other"));
+    }
     if let Some(bad) = flag_seen.iter().find(|f| !allowed.contains(&f.as_str())) {
         return Err(UsageError::new(format!(
             "flag '{bad}' does not apply to '{cmd}' (see 'cargo xtask deploy --help')"
@@ -855,11 +894,13 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
             skip_local_checks,
             redeploy,
             recheck,
+            batch,
         },
         ("rollback", _) => Deploy::Rollback {
             release,
             force,
             dry_run,
+            batch,
         },
         ("unlock", _) => Deploy::Unlock { yes, force },
         ("list", _) => Deploy::List,
@@ -977,7 +1018,8 @@ mod tests {
                 dry_run: false,
                 skip_local_checks: false,
                 redeploy: false,
-                recheck: false
+                recheck: false,
+                batch: Some(1)
             })
         );
         assert_eq!(
@@ -987,7 +1029,8 @@ mod tests {
                 dry_run: true,
                 skip_local_checks: false,
                 redeploy: false,
-                recheck: false
+                recheck: false,
+                batch: Some(1)
             })
         );
         assert_eq!(
@@ -997,7 +1040,8 @@ mod tests {
                 dry_run: true,
                 skip_local_checks: false,
                 redeploy: false,
-                recheck: false
+                recheck: false,
+                batch: Some(1)
             })
         );
     }
@@ -1009,7 +1053,8 @@ mod tests {
             Command::Deploy(Deploy::Rollback {
                 release: None,
                 force: false,
-                dry_run: false
+                dry_run: false,
+                batch: Some(1)
             })
         );
         assert_eq!(
@@ -1017,7 +1062,8 @@ mod tests {
             Command::Deploy(Deploy::Rollback {
                 release: Some("20261128T101500Z".into()),
                 force: true,
-                dry_run: false
+                dry_run: false,
+                batch: Some(1)
             })
         );
         assert!(err(&["deploy", "rollback", "a", "b"]).contains("unexpected argument 'b'"));
@@ -1027,7 +1073,8 @@ mod tests {
             Command::Deploy(Deploy::Rollback {
                 release: Some("-rf".into()),
                 force: false,
-                dry_run: false
+                dry_run: false,
+                batch: Some(1)
             })
         );
         let e = err(&["deploy", "rollback", "-rf"]);
@@ -1051,6 +1098,24 @@ mod tests {
             })
         );
         assert!(err(&["deploy", "list", "--follow"]).contains("does not apply to 'deploy list'"));
+    }
+
+    #[test]
+    fn fleet_batches() {
+        let Command::Deploy(Deploy::Release { batch, .. }) = run(&["deploy", "--batch", "2"])
+        else {
+            panic!()
+        };
+        assert_eq!(batch, Some(2));
+        let Command::Deploy(Deploy::Rollback { batch, .. }) =
+            run(&["deploy", "rollback", "--parallel"])
+        else {
+            panic!()
+        };
+        assert_eq!(batch, None);
+        assert!(err(&["deploy", "--batch", "0"]).contains("invalid --batch"));
+        assert!(err(&["deploy", "--batch", "2", "--parallel"]).contains("exclude each other"));
+        assert!(err(&["deploy", "list", "--parallel"]).contains("does not apply"));
     }
 
     #[test]

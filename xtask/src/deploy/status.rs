@@ -10,8 +10,34 @@ use crate::deploy::report::{self, Printer};
 use crate::{release, show};
 
 pub fn run(cfg: &Config, follow: bool) -> Result<()> {
+    if cfg.hosts.len() > 1 {
+        let sessions = super::fleet::connect_all(cfg)?;
+        let snaps = super::fleet::probe_all(&sessions, cfg, true, false)?;
+        for snap in &snaps {
+            show!("== {}", snap.host);
+            print(cfg, snap);
+        }
+        for line in super::list::matrix(&snaps)
+            .into_iter()
+            .filter(|l| l.starts_with("DRIFT"))
+        {
+            show!("{line}");
+        }
+        if follow {
+            show!("(--follow follows one host: set DEPLOY_SERVER to it)");
+        }
+        return Ok(());
+    }
     let session = super::connect(cfg)?;
     let snap = super::probe(&session, cfg, true)?;
+    print(cfg, &snap);
+    if follow {
+        follow_job(cfg, &session, &snap)?;
+    }
+    Ok(())
+}
+
+fn print(cfg: &Config, snap: &crate::deploy::snapshot::Snapshot) {
     show!("server:   {} ({})", snap.host, cfg.server);
     match snap
         .current
@@ -73,7 +99,14 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
             show!("          | {l}");
         }
     }
-    if follow {
+}
+
+fn follow_job(
+    cfg: &Config,
+    session: &crate::ssh::Session,
+    snap: &crate::deploy::snapshot::Snapshot,
+) -> Result<()> {
+    {
         let Some(j) = &snap.last_job else {
             show!("no deploy job to follow on {}", snap.host);
             return Ok(());
@@ -84,7 +117,7 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
             snap.host
         );
         let mut printer = Printer::new(false);
-        let outcome = job::observe(&session, &cfg.root, &j.token, 0, &mut printer, &snap.host)?;
+        let outcome = job::observe(session, &cfg.root, &j.token, 0, &mut printer, &snap.host)?;
         printer.close_line();
         if let Some(o) = outcome {
             show!(

@@ -47,6 +47,7 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("npm", "npm"),
     ("python3", "python3"),
     ("curl", "curl"),
+    ("wrk", "wrk"),
 ];
 
 /// Toolchains live beside the xtask that installed them, even when it works on another

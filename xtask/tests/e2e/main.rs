@@ -18,6 +18,7 @@
 mod demo;
 mod deploy;
 mod faults;
+mod fleet;
 mod lifecycle;
 mod setup_server;
 mod support;
@@ -255,6 +256,23 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("faults::security_properties", faults::security_properties),
     (
+        "fleet::deploys_and_rolls_back_as_one",
+        fleet::deploys_and_rolls_back_as_one,
+    ),
+    (
+        "fleet::a_failing_host_sends_the_fleet_back",
+        fleet::a_failing_host_sends_the_fleet_back,
+    ),
+    (
+        "fleet::a_held_lock_stops_everyone",
+        fleet::a_held_lock_stops_everyone,
+    ),
+    (
+        "fleet::no_failed_request_through_the_load_balancer",
+        fleet::no_failed_request_through_the_load_balancer,
+    ),
+    ("fleet::down", fleet::down),
+    (
         "demo::up_serves_and_down_cleans",
         demo::up_serves_and_down_cleans,
     ),
@@ -279,6 +297,7 @@ pub struct Ctx {
     pub scratch: Option<xtask::scratch::Scratch>,
     pub fault_scratch: Option<xtask::scratch::Scratch>,
     pub lifecycle_scratch: Option<xtask::scratch::Scratch>,
+    pub fleet: Option<fleet::FleetSite>,
 }
 
 impl Ctx {
@@ -290,6 +309,7 @@ impl Ctx {
             scratch: None,
             fault_scratch: None,
             lifecycle_scratch: None,
+            fleet: None,
         })
     }
 
@@ -338,6 +358,7 @@ impl Ctx {
 
     /// Take the shared machines down (if this run booted them).
     pub fn take_down(&mut self) -> Result<()> {
+        fleet::down(self)?;
         self.site = None;
         if self.machines.take().is_some() {
             th::down(&self.sh, &app_name())?;

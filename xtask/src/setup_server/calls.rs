@@ -1,0 +1,234 @@
+//! Each remote step as a value: a call of `scripts/setup-server.sh` with its arguments, rendered
+//! to one quoted command line. Nothing here runs anything.
+
+use super::{EnvFile, EnvKind, Inputs, RemoteFile, PACKAGES, SCRIPT};
+use crate::flags::ToolchainSource;
+use crate::{quote, tools};
+
+/// One call of `scripts/setup-server.sh` on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub sub: &'static str,
+    /// Whether `--check` applies (false: the subcommand is read-only anyway).
+    pub changes: bool,
+    pub args: Vec<String>,
+}
+
+impl Call {
+    fn new(sub: &'static str, changes: bool, args: impl IntoIterator<Item = String>) -> Call {
+        Call {
+            sub,
+            changes,
+            args: args.into_iter().collect(),
+        }
+    }
+
+    /// The arguments after the script name.
+    pub fn argv(&self, check: bool) -> Vec<String> {
+        let mut v = vec![self.sub.to_string()];
+        if check && self.changes {
+            v.push("--check".to_string());
+        }
+        v.extend(self.args.iter().cloned());
+        v
+    }
+
+    /// The remote command line: the script as the text of `bash -c`, every word quoted.
+    pub fn line(&self, check: bool) -> String {
+        let mut words = vec![
+            "bash".to_string(),
+            "-c".to_string(),
+            SCRIPT.to_string(),
+            "setup-server.sh".to_string(),
+        ];
+        words.extend(self.argv(check));
+        quote::join(words)
+    }
+}
+
+pub fn preflight_call(root: &str, inputs: &Inputs) -> Call {
+    Call::new(
+        "preflight",
+        false,
+        [
+            root.to_string(),
+            inputs.deploy_key.clone().unwrap_or_default(),
+            inputs.sudoers.clone(),
+        ],
+    )
+}
+
+pub fn packages_call() -> Call {
+    Call::new("packages", true, PACKAGES.iter().map(|p| p.to_string()))
+}
+
+fn source_name(t: ToolchainSource) -> String {
+    match t {
+        ToolchainSource::Registry => "registry",
+        ToolchainSource::Upstream => "upstream",
+    }
+    .to_string()
+}
+
+pub fn uv_call(t: ToolchainSource) -> Call {
+    Call::new("uv", true, [source_name(t), tools::UV_VERSION.to_string()])
+}
+
+/// `sha`: the sha256 of the tarball that goes on stdin (registry source, install needed).
+pub fn node_call(t: ToolchainSource, sha: Option<&str>) -> Call {
+    let mut args = vec![source_name(t), tools::NODE_VERSION.to_string()];
+    args.extend(sha.map(str::to_string));
+    Call::new("node", true, args)
+}
+
+pub fn user_call(root: &str) -> Call {
+    Call::new("user", true, [root.to_string()])
+}
+
+pub fn key_call(key: Option<&str>) -> Call {
+    Call::new("key", true, [key.unwrap_or("").to_string()])
+}
+
+pub fn env_call(root: &str, kind: EnvKind, local: Option<&EnvFile>, force: bool) -> Call {
+    Call::new(
+        "env",
+        true,
+        [
+            kind.remote_path(root),
+            local.map(|l| l.sha256.clone()).unwrap_or_default(),
+            if force { "1" } else { "0" }.to_string(),
+        ],
+    )
+}
+
+pub fn sudoers_call(text: &str) -> Call {
+    Call::new("sudoers", true, [text.to_string()])
+}
+
+pub fn units_call(units: &[(String, String)]) -> Call {
+    Call::new(
+        "units",
+        true,
+        units.iter().flat_map(|(n, t)| [n.clone(), t.clone()]),
+    )
+}
+
+pub fn nginx_call(text: &str) -> Call {
+    Call::new("nginx", true, [text.to_string()])
+}
+
+pub fn verify_call(root: &str, units: &[(String, String)]) -> Call {
+    let mut args = vec![root.to_string()];
+    args.extend(units.iter().map(|(n, _)| n.clone()));
+    Call::new("verify", false, args)
+}
+
+/// Whether an env file's contents must travel: the server has none, or a different one and
+/// `--force-env` was given. Mirrors `cmd_env` in the script.
+pub fn env_upload(remote: &RemoteFile, local: Option<&EnvFile>, force: bool) -> bool {
+    match (remote, local) {
+        (_, None) | (RemoteFile::Symlink, _) => false,
+        (RemoteFile::Missing, Some(_)) => true,
+        (RemoteFile::Sha256(s), Some(l)) => force && *s != l.sha256,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setup_server::test_support::inputs;
+
+    #[test]
+    fn remote_lines_quote_every_word() {
+        let c = key_call(Some("ssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)"));
+        assert_eq!(
+            c.argv(true),
+            vec![
+                "key",
+                "--check",
+                "ssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)"
+            ]
+        );
+        let line = c.line(false);
+        assert!(line.starts_with("bash -c '#!/usr/bin/env bash"), "{line}");
+        assert!(line.ends_with(
+            r#" setup-server.sh key 'ssh-ed25519 AAAAC3Nza alice'\''s laptop; $(reboot)'"#
+        ));
+        // Read-only calls never take --check.
+        assert_eq!(
+            verify_call("/opt/ic", &[("a.service".into(), "x".into())]).argv(true),
+            vec!["verify", "/opt/ic", "a.service"]
+        );
+        // What a real shell makes of the line is the argv.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\n' {}", quote::join(c.argv(true))))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "key\n--check\nssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)\n"
+        );
+    }
+
+    #[test]
+    fn env_contents_travel_only_when_installed() {
+        let local = EnvFile {
+            path: "/tmp/backend.env".into(),
+            sha256: "a".repeat(64),
+        };
+        let same = RemoteFile::Sha256("a".repeat(64));
+        let other = RemoteFile::Sha256("b".repeat(64));
+        assert!(env_upload(&RemoteFile::Missing, Some(&local), false));
+        assert!(!env_upload(&same, Some(&local), false));
+        assert!(!env_upload(&same, Some(&local), true));
+        assert!(!env_upload(&other, Some(&local), false));
+        assert!(env_upload(&other, Some(&local), true));
+        assert!(!env_upload(&RemoteFile::Missing, None, true));
+        assert!(!env_upload(&RemoteFile::Symlink, Some(&local), true));
+        // The env call carries the checksum, never the contents.
+        let c = env_call("/opt/innercontext", EnvKind::Backend, Some(&local), false);
+        assert_eq!(
+            c.args,
+            vec![
+                "/opt/innercontext/shared/backend/.env",
+                &"a".repeat(64),
+                "0"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_script_parses_and_has_every_subcommand() {
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(crate::project_root().join("scripts/setup-server.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let i = inputs();
+        for call in [
+            preflight_call("/r", &i),
+            packages_call(),
+            uv_call(ToolchainSource::Registry),
+            node_call(ToolchainSource::Registry, None),
+            user_call("/r"),
+            key_call(None),
+            env_call("/r", EnvKind::Frontend, None, false),
+            sudoers_call(""),
+            units_call(&[]),
+            nginx_call(""),
+            verify_call("/r", &[]),
+        ] {
+            assert!(
+                SCRIPT.contains(&format!("\n{}) cmd_{}", call.sub, call.sub)),
+                "{} missing from the script",
+                call.sub
+            );
+        }
+    }
+}

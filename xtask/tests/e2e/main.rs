@@ -18,6 +18,7 @@
 mod demo;
 mod deploy;
 mod faults;
+mod security;
 mod setup_server;
 mod support;
 mod testhost;
@@ -134,6 +135,11 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "setup_server::unreachable_host_and_wrong_key_fail_cleanly",
         setup_server::unreachable_host_and_wrong_key_fail_cleanly,
     ),
+    (
+        "security::env_file_is_never_read_by_root",
+        security::env_file_is_never_read_by_root,
+    ),
+    ("security::units_are_hardened", security::units_are_hardened),
     ("workflow::steps_parse", workflow::workflow_steps_parse),
     ("deploy::first_deploy_all", deploy::first_deploy_all),
     (

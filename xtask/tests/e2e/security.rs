@@ -1,0 +1,167 @@
+//! Security scenarios on the test host: attacks by the app user (`innercontext`, i.e. anyone
+//! holding the deploy key or running code in the app) against root's work, and the properties
+//! an attacker looks for (hardened units, hidden API docs, narrow log access, TLS).
+//!
+//! Each attack runs as innercontext with `runuser`, exactly what the app user can do, then lets
+//! root's side (setup-server, systemd) do its work and checks that nothing outside the app
+//! user's own files changed. The shared site is left as it was found.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use xtask::quote;
+
+use crate::support::{Site, ROOT};
+use crate::Ctx;
+
+/// Run a bash script as the app user on the app machine (from a root ssh session).
+fn as_app(site: &Site, script: &str) -> Result<String> {
+    site.sh(&format!(
+        "cd / && runuser -u innercontext -- bash -c {}",
+        quote::sh(script)
+    ))
+}
+
+/// The shared site, provisioned and serving a release.
+fn deployed(ctx: &mut Ctx) -> Result<Site> {
+    let site = ctx.site()?;
+    if site.current_opt()?.is_none() {
+        let s = crate::support::scratch("security")?;
+        site.xtask(&s.dir, &["deploy", "all", "--skip-local-checks"])?
+            .ok()
+            .context("the first deploy of the security scenarios")?;
+    }
+    Ok(site)
+}
+
+/// The pids of a unit's control group (empty when it is not running).
+fn unit_pids(site: &Site, unit: &str) -> Result<Vec<String>> {
+    let out = site.sh(&format!(
+        "cg=$(systemctl show -p ControlGroup --value {unit}); cat /sys/fs/cgroup$cg/cgroup.procs 2>/dev/null || true"
+    ))?;
+    Ok(out.split_whitespace().map(str::to_string).collect())
+}
+
+/// Poll until `probe` (a root script) succeeds, or fail after `timeout`.
+fn wait_until(site: &Site, what: &str, probe: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ok = site.sh(&format!("if {probe}; then echo yes; else echo no; fi"))?;
+        if ok.trim() == "yes" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?} ({probe})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// innercontext points its release's frontend env link at a root-only KEY=VALUE file and
+/// restarts the web unit through sudo: the values never reach the unit's processes (systemd
+/// no longer reads the file as root; node reads it as innercontext and cannot). After the link
+/// is restored the site serves again.
+pub fn env_file_is_never_read_by_root(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let secret = format!("e2e-stolen-{}", std::process::id());
+    let link = format!("{ROOT}/current/frontend/.env.production");
+    let original = site.sh(&format!("readlink {link}"))?.trim().to_string();
+    ensure!(!original.is_empty(), "{link} is not a link");
+    site.sh(&format!(
+        "umask 077; printf 'PUBLIC_API_BASE=http://127.0.0.1:8000\\nE2E_STOLEN=%s\\n' {secret} >/root/e2e-secret.env"
+    ))?;
+    let cursor = site
+        .sh("journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'")?
+        .trim()
+        .to_string();
+    let result = (|| -> Result<()> {
+        as_app(
+            &site,
+            &format!("ln -sfn /root/e2e-secret.env {link}; sudo -n /usr/bin/systemctl restart innercontext-node || true"),
+        )?;
+        // Type=exec: restart returns once node was executed, so its environment is in place.
+        let mut seen = Vec::new();
+        for pid in unit_pids(&site, "innercontext-node.service")? {
+            let env = site.sh(&format!(
+                "tr '\\0' '\\n' </proc/{pid}/environ 2>/dev/null || true"
+            ))?;
+            if env.contains(&secret) {
+                seen.push(pid);
+            }
+        }
+        ensure!(
+            seen.is_empty(),
+            "the root-only file's values are in the environment of innercontext-node (pids {seen:?}): systemd read it as root"
+        );
+        let journal = site.sh(&format!(
+            "journalctl --after-cursor={} -u innercontext-node -o cat --no-pager",
+            quote::sh(&cursor)
+        ))?;
+        ensure!(
+            !journal.contains(&secret),
+            "the secret reached the unit's journal:\n{journal}"
+        );
+        Ok(())
+    })();
+    as_app(&site, &format!("ln -sfn {} {link}", quote::sh(&original)))?;
+    site.sh("rm -f /root/e2e-secret.env; systemctl reset-failed innercontext-node.service")?;
+    as_app(
+        &site,
+        "sudo -n /usr/bin/systemctl restart innercontext-node",
+    )?;
+    wait_until(
+        &site,
+        "the web unit after restoring its env link",
+        "curl -fsS -o /dev/null -m 2 http://127.0.0.1:3000/",
+        Duration::from_secs(30),
+    )?;
+    result?;
+    site.assert_serving()?;
+    Ok(())
+}
+
+/// `systemd-analyze security` rates every service "OK" (at most 3.0) on the test host, and the
+/// hardened units still serve: pages, API reads and writes, the worker's loop.
+pub fn units_are_hardened(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let mut scores = BTreeMap::new();
+    for unit in xtask::setup_server::SERVICES {
+        let out = site.sh(&format!(
+            "systemd-analyze security --no-pager --threshold=30 {unit} 2>&1; echo rc=$?"
+        ))?;
+        let score = out
+            .lines()
+            .find_map(|l| l.split_once(&format!("Overall exposure level for {unit}: ")))
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|s| s.parse::<f64>().ok())
+            .with_context(|| format!("no exposure level for {unit}:\n{out}"))?;
+        ensure!(
+            score <= 3.0 && out.trim_end().ends_with("rc=0"),
+            "{unit} is rated {score} (above 3.0, not OK):\n{out}"
+        );
+        scores.insert(unit, score);
+    }
+    // Everything still works under the restrictions (the API writes, the SSR page reads).
+    site.assert_serving()?;
+    let created = site.sh(
+        "curl -fsS -X POST -H 'content-type: application/json' -d '{\"name\":\"hardened kettle\"}' http://127.0.0.1/api/products",
+    )?;
+    ensure!(created.contains("hardened kettle"), "{created}");
+    let (status, page) = site.get("/")?;
+    ensure!(
+        status == 200 && page.contains("hardened kettle"),
+        "the page does not list the new product ({status})"
+    );
+    let state = site.sh(
+        "for u in innercontext innercontext-node innercontext-pricing-worker; do
+             echo \"$u $(systemctl is-active $u) $(systemctl show -p NRestarts --value $u)\"
+         done",
+    )?;
+    ensure!(
+        state.lines().all(|l| l.ends_with(" active 0")),
+        "units: {state}"
+    );
+    println!("      exposure: {scores:?}");
+    Ok(())
+}

@@ -140,6 +140,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         security::env_file_is_never_read_by_root,
     ),
     ("security::units_are_hardened", security::units_are_hardened),
+    (
+        "security::api_docs_and_health_detail_are_private",
+        security::api_docs_and_health_detail_are_private,
+    ),
     ("workflow::steps_parse", workflow::workflow_steps_parse),
     ("deploy::first_deploy_all", deploy::first_deploy_all),
     (

@@ -165,3 +165,25 @@ pub fn units_are_hardened(ctx: &mut Ctx) -> Result<()> {
     println!("      exposure: {scores:?}");
     Ok(())
 }
+
+/// Through nginx the API shows no docs and a health check without detail; on the server's
+/// loopback the health check still names the schema revision (the deployer reads it there).
+pub fn api_docs_and_health_detail_are_private(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    for path in ["/api/docs", "/api/redoc", "/api/openapi.json"] {
+        let (status, _) = site.get(path)?;
+        ensure!(status == 404, "{path} answered {status} through nginx");
+    }
+    let (status, body) = site.get("/api/health-check")?;
+    ensure!(
+        status == 200 && body.trim() == r#"{"status":"ok"}"#,
+        "health check through nginx: {status} {body}"
+    );
+    let local = site.sh("curl -fsS http://127.0.0.1:8000/health-check")?;
+    ensure!(
+        local.contains("\"revision\":\"0002_price_history\"")
+            && local.contains("\"database\":\"ok\""),
+        "health check on loopback: {local}"
+    );
+    Ok(())
+}

@@ -94,7 +94,8 @@ pub fn env_call(root: &str, kind: EnvKind, local: Option<&EnvFile>, force: bool)
         "env",
         true,
         [
-            kind.remote_path(root),
+            root.to_string(),
+            kind.rel().to_string(),
             local.map(|l| l.sha256.clone()).unwrap_or_default(),
             if force { "1" } else { "0" }.to_string(),
         ],
@@ -127,8 +128,10 @@ pub fn verify_call(root: &str, units: &[(String, String)]) -> Call {
 /// `--force-env` was given. Mirrors `cmd_env` in the script.
 pub fn env_upload(remote: &RemoteFile, local: Option<&EnvFile>, force: bool) -> bool {
     match (remote, local) {
-        (_, None) | (RemoteFile::Symlink, _) => false,
+        (_, None) | (RemoteFile::Unsafe, _) => false,
         (RemoteFile::Missing, Some(_)) => true,
+        // Unknown until the step has given it to the app user: sent when it may replace it.
+        (RemoteFile::Foreign, Some(_)) => force,
         (RemoteFile::Sha256(s), Some(l)) => force && *s != l.sha256,
     }
 }
@@ -185,13 +188,16 @@ mod tests {
         assert!(!env_upload(&other, Some(&local), false));
         assert!(env_upload(&other, Some(&local), true));
         assert!(!env_upload(&RemoteFile::Missing, None, true));
-        assert!(!env_upload(&RemoteFile::Symlink, Some(&local), true));
+        assert!(!env_upload(&RemoteFile::Unsafe, Some(&local), true));
+        assert!(!env_upload(&RemoteFile::Foreign, Some(&local), false));
+        assert!(env_upload(&RemoteFile::Foreign, Some(&local), true));
         // The env call carries the checksum, never the contents.
         let c = env_call("/opt/innercontext", EnvKind::Backend, Some(&local), false);
         assert_eq!(
             c.args,
             vec![
-                "/opt/innercontext/shared/backend/.env",
+                "/opt/innercontext",
+                "shared/backend/.env",
                 &"a".repeat(64),
                 "0"
             ]

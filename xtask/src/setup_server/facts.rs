@@ -7,17 +7,25 @@ use super::{EnvKind, Inputs, APP_USER};
 use crate::flags::{SetupServer, ToolchainSource};
 use crate::ssh::Reply;
 
+/// An env file as the preflight found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteFile {
     Missing,
-    Symlink,
+    /// A regular file the app user can read: its sha256.
     Sha256(String),
+    /// A regular file the app user cannot read (owned by someone else): the env step gives it
+    /// to the app user, then compares.
+    Foreign,
+    /// A symlink or another type at the path or on the way to it: never looked into, and
+    /// reported as one of the script's problems.
+    Unsafe,
 }
 
 impl RemoteFile {
     pub(super) fn parse(v: Option<&str>) -> RemoteFile {
         match v {
-            Some("symlink") => RemoteFile::Symlink,
+            Some("foreign") => RemoteFile::Foreign,
+            Some("unsafe" | "symlink") => RemoteFile::Unsafe,
             Some(s) if s.len() == 64 => RemoteFile::Sha256(s.to_string()),
             _ => RemoteFile::Missing,
         }
@@ -56,9 +64,13 @@ pub struct Facts {
     pub user: bool,
     pub backend_env: RemoteFile,
     pub frontend_env: RemoteFile,
-    pub keys: usize,
+    /// Keys authorized for the app user; None when its authorized_keys is not a plain file.
+    pub keys: Option<usize>,
     pub key_present: bool,
     pub sudoers: SudoersCheck,
+    /// Paths the app user could have planted or could swap (symlinks where root works,
+    /// changeable parents), one sentence each, as the script found them.
+    pub unsafe_paths: Vec<String>,
 }
 
 impl Facts {
@@ -88,9 +100,10 @@ impl Facts {
             user: r.get("user") == Some("yes"),
             backend_env: RemoteFile::parse(r.get("backend_env")),
             frontend_env: RemoteFile::parse(r.get("frontend_env")),
-            keys: r.get("keys").and_then(|k| k.parse().ok()).unwrap_or(0),
+            keys: r.get("keys").and_then(|k| k.parse().ok()),
             key_present: r.get("key") == Some("yes"),
             sudoers,
+            unsafe_paths: r.all("problem").into_iter().map(str::to_string).collect(),
         })
     }
 
@@ -139,20 +152,16 @@ pub fn problems(facts: &Facts, inputs: &Inputs, cmd: &SetupServer, root: &str) -
             inputs.frontend_env.as_ref(),
         ),
     ] {
-        match (remote, local) {
-            (RemoteFile::Missing, None) => p.push(format!(
+        if let (RemoteFile::Missing, None) = (remote, local) {
+            p.push(format!(
                 "{} does not exist on the host: pass {} FILE",
                 kind.remote_path(root),
                 kind.flag()
-            )),
-            (RemoteFile::Symlink, _) => p.push(format!(
-                "{} is a symlink: replace it with a regular file",
-                kind.remote_path(root)
-            )),
-            _ => {}
+            ));
         }
     }
-    if inputs.deploy_key.is_none() && facts.keys == 0 {
+    p.extend(facts.unsafe_paths.iter().cloned());
+    if inputs.deploy_key.is_none() && facts.keys == Some(0) {
         p.push(format!(
             "no ssh key is authorized for {APP_USER} yet: pass --deploy-key FILE (a public key)"
         ));
@@ -219,5 +228,20 @@ mod tests {
         assert!(p[0].contains("alice cannot become root without a password"));
 
         assert!(Facts::from_reply(&Reply::parse("garbage")).is_err());
+    }
+
+    #[test]
+    fn planted_paths_stop_the_run_and_are_never_looked_into() {
+        let reply = Reply::parse(
+            "os_id=debian\nos_version=12\nroot=direct\nsystemd=yes\narch=x86_64\nbackend_env=unsafe\nfrontend_env=foreign\nkeys=?\nproblem=/home/innercontext/.ssh/authorized_keys is a symlink to /etc/hostname where a file belongs\nproblem=/opt/innercontext/shared/backend is a symlink to /etc where a directory belongs\n",
+        );
+        let f = Facts::from_reply(&reply).unwrap();
+        assert_eq!(f.backend_env, RemoteFile::Unsafe);
+        assert_eq!(f.frontend_env, RemoteFile::Foreign);
+        assert_eq!(RemoteFile::parse(Some("symlink")), RemoteFile::Unsafe);
+        let p = problems(&f, &inputs(), &cmd(), "/opt/innercontext");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("authorized_keys is a symlink to /etc/hostname"));
+        assert!(p[1].contains("shared/backend is a symlink to /etc"));
     }
 }

@@ -23,11 +23,15 @@ pub enum EnvKind {
 }
 
 impl EnvKind {
-    pub fn remote_path(self, root: &str) -> String {
+    /// Its path below the deploy root.
+    pub fn rel(self) -> &'static str {
         match self {
-            EnvKind::Backend => format!("{root}/shared/backend/.env"),
-            EnvKind::Frontend => format!("{root}/shared/frontend/.env.production"),
+            EnvKind::Backend => "shared/backend/.env",
+            EnvKind::Frontend => "shared/frontend/.env.production",
         }
+    }
+    pub fn remote_path(self, root: &str) -> String {
+        format!("{root}/{}", self.rel())
     }
     pub(super) fn label(self) -> &'static str {
         match self {

@@ -136,6 +136,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         setup_server::unreachable_host_and_wrong_key_fail_cleanly,
     ),
     (
+        "security::setup_server_never_follows_app_links",
+        security::setup_server_never_follows_app_links,
+    ),
+    (
         "security::env_file_is_never_read_by_root",
         security::env_file_is_never_read_by_root,
     ),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use xtask::quote;
 
-use crate::support::{Site, ROOT};
+use crate::support::{repo, Run, Site, ROOT};
 use crate::Ctx;
 
 /// Run a bash script as the app user on the app machine (from a root ssh session).
@@ -33,6 +33,148 @@ fn deployed(ctx: &mut Ctx) -> Result<Site> {
             .context("the first deploy of the security scenarios")?;
     }
     Ok(site)
+}
+
+/// `setup-server` with the site's key and env files, plus `extra`.
+fn setup(site: &Site, extra: &[&str]) -> Result<Run> {
+    let mut args = site.env.setup_server_args();
+    args.extend(extra);
+    site.xtask(&repo(), &args)
+}
+
+/// What root's side must never change about a path: type, mode, owner, size, inode, change
+/// times, and either the content or (`atime`: for files given an old atime first) whether
+/// anything read it at all (relatime moves an atime older than the mtime on any read).
+fn victim(site: &Site, path: &str, atime: bool) -> Result<String> {
+    let p = quote::sh(path);
+    let script = if atime {
+        format!("stat -c '%F %a %U:%G %s %i %Y %Z %X' {p}")
+    } else {
+        format!(
+            "stat -c '%F %a %U:%G %s %i %Y %Z' {p}; if [ -f {p} ]; then sha256sum <{p} | cut -c1-16; fi"
+        )
+    };
+    Ok(site.sh(&script)?.trim().to_string())
+}
+
+/// Every step of a run that was refused before any change.
+fn refused(run: &Run, needles: &[&str]) -> Result<()> {
+    let out = run.all();
+    ensure!(!run.status.success(), "setup-server succeeded:\n{out}");
+    for n in needles {
+        ensure!(out.contains(n), "expected '{n}' in:\n{out}");
+    }
+    ensure!(
+        !out.contains("[changed]"),
+        "a step changed something:\n{out}"
+    );
+    Ok(())
+}
+
+/// innercontext plants symlinks where root's setup-server works (`~/.ssh/authorized_keys ->
+/// /etc/hostname`, `~/.ssh -> a root directory`, `shared/backend -> a root directory holding a
+/// .env`): setup-server refuses before any change, names what it found and what to do, and the
+/// targets are untouched (not even read).
+pub fn setup_server_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let home = "/home/innercontext";
+    site.sh("set -e
+         install -d -m 0755 -o root -g root /var/lib/e2e-victim /var/lib/e2e-victim-backend
+         printf 'root-owned\\n' >/var/lib/e2e-victim/authorized_keys
+         umask 077; printf 'E2E_ROOT_SECRET=never-read\\n' >/var/lib/e2e-victim-backend/.env
+         touch -a -d 2000-01-01 /var/lib/e2e-victim-backend/.env")?;
+    let hostname = site.sh("cat /etc/hostname")?;
+    let result = (|| -> Result<()> {
+        // 1. authorized_keys -> /etc/hostname
+        let before = victim(&site, "/etc/hostname", false)?;
+        as_app(
+            &site,
+            "cd ~/.ssh && mv authorized_keys authorized_keys.real && ln -s /etc/hostname authorized_keys",
+        )?;
+        let run = setup(&site, &[])?;
+        let after = victim(&site, "/etc/hostname", false)?;
+        as_app(
+            &site,
+            "cd ~/.ssh && rm authorized_keys && mv authorized_keys.real authorized_keys",
+        )?;
+        ensure!(
+            after == before,
+            "setup-server changed /etc/hostname through innercontext's authorized_keys link: {before} -> {after}\n{}",
+            run.all()
+        );
+        refused(
+            &run,
+            &[
+                &format!("{home}/.ssh/authorized_keys is a symlink to /etc/hostname"),
+                "nothing was changed",
+            ],
+        )?;
+
+        // 2. ~/.ssh -> a root directory
+        let before = (
+            victim(&site, "/var/lib/e2e-victim", false)?,
+            victim(&site, "/var/lib/e2e-victim/authorized_keys", false)?,
+        );
+        as_app(
+            &site,
+            "cd ~ && mv .ssh .ssh.real && ln -s /var/lib/e2e-victim .ssh",
+        )?;
+        let run = setup(&site, &[])?;
+        let after = (
+            victim(&site, "/var/lib/e2e-victim", false)?,
+            victim(&site, "/var/lib/e2e-victim/authorized_keys", false)?,
+        );
+        as_app(&site, "cd ~ && rm .ssh && mv .ssh.real .ssh")?;
+        ensure!(
+            after == before,
+            "setup-server changed /var/lib/e2e-victim through innercontext's .ssh link: {before:?} -> {after:?}\n{}",
+            run.all()
+        );
+        refused(
+            &run,
+            &[
+                &format!("{home}/.ssh is a symlink to /var/lib/e2e-victim"),
+                "nothing was changed",
+            ],
+        )?;
+
+        // 3. shared/backend -> a root directory with a .env in it
+        let before = victim(&site, "/var/lib/e2e-victim-backend/.env", true)?;
+        as_app(
+            &site,
+            &format!("cd {ROOT}/shared && mv backend backend.real && ln -s /var/lib/e2e-victim-backend backend"),
+        )?;
+        let run = setup(&site, &[])?;
+        let after = victim(&site, "/var/lib/e2e-victim-backend/.env", true)?;
+        as_app(
+            &site,
+            &format!("cd {ROOT}/shared && rm backend && mv backend.real backend"),
+        )?;
+        ensure!(
+            after == before,
+            "setup-server touched or read /var/lib/e2e-victim-backend/.env through innercontext's shared/backend link: {before} -> {after}\n{}",
+            run.all()
+        );
+        refused(
+            &run,
+            &[
+                &format!("{ROOT}/shared/backend is a symlink to /var/lib/e2e-victim-backend"),
+                "nothing was changed",
+            ],
+        )?;
+        Ok(())
+    })();
+    // Put the host back whatever happened (including a hostname an old setup-server changed).
+    site.sh(&format!(
+        "printf '%s' {} >/etc/hostname; chown root:root /etc/hostname; chmod 644 /etc/hostname
+         rm -rf /var/lib/e2e-victim /var/lib/e2e-victim-backend",
+        quote::sh(&hostname)
+    ))?;
+    result?;
+    // With the links gone, setup-server is satisfied again and has nothing to change.
+    let run = setup(&site, &[])?.ok()?;
+    ensure!(!run.all().contains("[changed]"), "{}", run.all());
+    Ok(())
 }
 
 /// The pids of a unit's control group (empty when it is not running).

@@ -528,18 +528,43 @@ pub fn second_run_changes_nothing(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Drift (sudoers deleted, a unit edited, an env file 0644) is repaired and reported; the
-/// rest stays unchanged.
+/// Drift (sudoers deleted, a unit edited, an env file 0644, app paths given to root by hand)
+/// is repaired and reported; the rest stays unchanged.
 pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
     let h = Host::provisioned_shared(ctx)?;
     let env_sha = sha256(&h.env.backend_env)?;
     h.root(
         "rm /etc/sudoers.d/innercontext-deploy
          echo '# drift' >> /etc/systemd/system/innercontext.service
-         chmod 0644 /opt/innercontext/shared/backend/.env",
+         chmod 0644 /opt/innercontext/shared/backend/.env
+         chown root:root /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys
+         chmod 0700 /opt/innercontext/shared/frontend",
     )?;
     let run = h.setup(&[], &[])?.ok()?;
-    run.expect("unchanged", &["sudoers", "systemd units", "backend env"])?;
+    run.expect(
+        "unchanged",
+        &[
+            "sudoers",
+            "systemd units",
+            "backend env",
+            "user & dirs",
+            "deploy key",
+        ],
+    )?;
+    ensure!(
+        run.step_line("user & dirs").contains(
+            "/opt/innercontext/shared/frontend 700 root:root -> 750 innercontext:innercontext"
+        ),
+        "{}",
+        run.out
+    );
+    let owners = h.root(
+        "stat -c '%a %U:%G' /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys",
+    )?;
+    ensure!(
+        owners == "750 innercontext:innercontext\n600 innercontext:innercontext\n",
+        "{owners}"
+    );
     ensure!(
         run.step_line("sudoers")
             .contains("new /etc/sudoers.d/innercontext-deploy"),

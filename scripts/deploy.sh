@@ -376,7 +376,7 @@ cmd_health() {
                 echo "---- systemctl status $unit"
                 systemctl status --no-pager -n 0 "$unit" || true
                 echo "---- journalctl -u $unit (last 30 lines)"
-                journalctl -u "$unit" -n 30 --no-pager -o short-iso 2>&1 || true
+                sudo -n /usr/local/sbin/innercontext-journal -n 30 -o short-iso "$unit" 2>&1 </dev/null || true
             } >&2
         fi
     done

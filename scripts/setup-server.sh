@@ -12,10 +12,12 @@
 #   uv registry|upstream VERSION     uv in /opt/uv from PyPI, or the astral.sh installer
 #   node registry|upstream VERSION [SHA256]
 #                                    Node.js: registry = npm package tarball read from stdin
-#   user ROOT                        app user, systemd-journal group, directory layout, owners
+#   user ROOT                        app user, directory layout, owners
 #   key KEYLINE                      authorize the deploy key for the app user
 #   env ROOT REL SHA256 FORCE        install stdin as ROOT/REL (0600, app user) when missing, or
 #                                    when it differs and FORCE is 1; else repair mode/owner
+#   journal TEXT                     the log reader /usr/local/sbin/innercontext-journal; the app
+#                                    user leaves systemd-journal
 #   sudoers TEXT                     the sudoers drop-in, validated with visudo before install
 #   units NAME TEXT [NAME TEXT...]   systemd units: install, daemon-reload, enable (no start)
 #   nginx TEXT                       the nginx site; nginx -t before reload; default removed
@@ -43,6 +45,7 @@ umask 022
 
 APP_USER=innercontext
 SUDOERS_TARGET=/etc/sudoers.d/innercontext-deploy
+JOURNAL_WRAPPER=/usr/local/sbin/innercontext-journal
 NODE_ROOT=/usr/local/lib/nodejs
 UV_VENV=/opt/uv
 NVM_VERSION=v0.40.4
@@ -472,10 +475,6 @@ cmd_user() {
         note "new system user $APP_USER"
         apply useradd --system --create-home --shell /bin/bash "$APP_USER"
     fi
-    if ! { user_exists && id -nG "$APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; }; then
-        note "$APP_USER joins systemd-journal"
-        apply usermod -a -G systemd-journal "$APP_USER"
-    fi
     if p=$(changeable_parent "$root"); then
         fail "$p, above the deploy root $root, can be changed by $APP_USER: use a deploy root whose parent directories only root can change; this step changed nothing"
     fi
@@ -513,7 +512,7 @@ cmd_user() {
     if ((${#made[@]})); then
         note "mkdir $root{$(IFS=,; printf '%s' "${made[*]}")}"
     fi
-    report "$APP_USER (in systemd-journal), $root/{releases,shared/{backend,frontend,uv-cache},scripts}"
+    report "$APP_USER, $root/{releases,shared/{backend,frontend,uv-cache},scripts}"
 }
 
 cmd_key() {
@@ -622,6 +621,32 @@ cmd_env() {
         fi
     fi
     report "$path 600 $APP_USER:$APP_USER"
+}
+
+in_journal_group() { user_exists && id -nG "$APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; }
+
+# The app user reads its units' logs through the root-owned wrapper (one sudoers line), not as a
+# member of systemd-journal, which reads the whole system journal.
+cmd_journal() {
+    local text=$1 target=$JOURNAL_WRAPPER tmp
+    if ! { same_content "$target" "$text" && [ "$(perms "$target")" = "755 root:root" ]; }; then
+        if [ -e "$target" ] || [ -L "$target" ]; then note "update $target"; else note "new $target"; fi
+        if ((CHECK == 0)); then
+            install -d -m 755 "$(dirname "$target")"
+            tmp_beside "$target"
+            tmp=$TMP
+            printf '%s' "$text" >"$tmp"
+            chown root:root "$tmp"
+            chmod 0755 "$tmp"
+            bash -n "$tmp" || fail "the log reader does not parse; $target left as it was"
+            mv -f "$tmp" "$target"
+        fi
+    fi
+    if in_journal_group; then
+        note "$APP_USER leaves systemd-journal"
+        apply gpasswd -d "$APP_USER" systemd-journal >/dev/null
+    fi
+    report "$target; $APP_USER reads only its units' logs"
 }
 
 # The drop-in is replaced only after visudo accepted the new text on a temporary file outside
@@ -798,7 +823,7 @@ cmd_verify() {
     shift
     if user_exists; then
         v="$(id "$APP_USER")"
-        if id -nG "$APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; then ok=ok; else ok=fail; fi
+        if in_journal_group; then ok=fail; else ok=ok; fi
         row "app user" "$ok" "$APP_USER: $(id -nG "$APP_USER"), shell $(getent passwd "$APP_USER" | cut -d: -f7)"
     else
         row "app user" fail "no user $APP_USER"
@@ -836,6 +861,9 @@ cmd_verify() {
     else
         row "sudo -n -l" fail "${v:-no user}"
     fi
+    v=$(perms "$JOURNAL_WRAPPER" 2>/dev/null || echo missing)
+    if [ "$v" = "755 root:root" ] && [ -f "$JOURNAL_WRAPPER" ] && [ ! -L "$JOURNAL_WRAPPER" ]; then ok=ok; else ok=fail; fi
+    row "log reader" "$ok" "$JOURNAL_WRAPPER $v"
     local u states=()
     ok=ok
     for u in "$@"; do
@@ -867,6 +895,7 @@ node) cmd_node "$@" ;;
 user) cmd_user "$@" ;;
 key) cmd_key "$@" ;;
 env) cmd_env "$@" ;;
+journal) cmd_journal "$@" ;;
 sudoers) cmd_sudoers "$@" ;;
 units) cmd_units "$@" ;;
 nginx) cmd_nginx "$@" ;;

@@ -293,7 +293,8 @@ Usage: cargo xtask setup-server [OPTIONS]
 
 Connects as DEPLOY_ADMIN (default root@<host of DEPLOY_SERVER>) and brings the host to the state a
 deploy needs: runtime packages, uv, Node.js, the innercontext user and directories, the env files,
-the sudoers drop-in, the systemd units and the nginx site. Every step reports changed/unchanged.
+the log reader, the sudoers drop-in, the systemd units and the nginx site. Every step reports
+changed/unchanged.
 
 Options:
   --admin USER@HOST          admin login (overrides DEPLOY_ADMIN)

@@ -102,6 +102,10 @@ pub fn env_call(root: &str, kind: EnvKind, local: Option<&EnvFile>, force: bool)
     )
 }
 
+pub fn journal_call(wrapper: &str) -> Call {
+    Call::new("journal", true, [wrapper.to_string()])
+}
+
 pub fn sudoers_call(text: &str) -> Call {
     Call::new("sudoers", true, [text.to_string()])
 }
@@ -225,6 +229,7 @@ mod tests {
             user_call("/r"),
             key_call(None),
             env_call("/r", EnvKind::Frontend, None, false),
+            journal_call(""),
             sudoers_call(""),
             units_call(&[]),
             nginx_call(""),
@@ -236,5 +241,19 @@ mod tests {
                 call.sub
             );
         }
+    }
+
+    #[test]
+    fn the_log_reader_knows_exactly_the_services() {
+        let line = crate::setup_server::JOURNAL_WRAPPER
+            .lines()
+            .find_map(|l| l.strip_prefix("UNITS=("))
+            .and_then(|l| l.strip_suffix(')'))
+            .expect("UNITS=(...) in scripts/innercontext-journal.sh");
+        let units: Vec<String> = line
+            .split_whitespace()
+            .map(|u| format!("{u}.service"))
+            .collect();
+        assert_eq!(units, crate::setup_server::SERVICES);
     }
 }

@@ -43,6 +43,11 @@ use target::{print_line, Target};
 /// The remote half, sent as the text of `bash -c` with every call.
 pub const SCRIPT: &str = include_str!("../../../scripts/setup-server.sh");
 
+/// The log reader setup-server installs as [`JOURNAL_WRAPPER_PATH`]: the only way the app user
+/// reads the journal (its own units' entries, through one sudoers line).
+pub const JOURNAL_WRAPPER: &str = include_str!("../../../scripts/innercontext-journal.sh");
+pub const JOURNAL_WRAPPER_PATH: &str = "/usr/local/sbin/innercontext-journal";
+
 /// The account the app runs as and deploys log in as.
 pub const APP_USER: &str = "innercontext";
 
@@ -180,7 +185,8 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
         })?;
     }
 
-    // 5. sudoers, then 6. units and nginx.
+    // 5. The log reader, sudoers, then 6. units and nginx.
+    target.step("journal access", &journal_call(JOURNAL_WRAPPER), None)?;
     target.step("sudoers", &sudoers_call(&inputs.sudoers), None)?;
     target.step("systemd units", &units_call(&inputs.units), None)?;
     target.step("nginx site", &nginx_call(&inputs.nginx), None)?;

@@ -148,6 +148,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "security::api_docs_and_health_detail_are_private",
         security::api_docs_and_health_detail_are_private,
     ),
+    (
+        "security::journal_access_is_narrow",
+        security::journal_access_is_narrow,
+    ),
     ("workflow::steps_parse", workflow::workflow_steps_parse),
     ("deploy::first_deploy_all", deploy::first_deploy_all),
     (

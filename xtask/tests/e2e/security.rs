@@ -329,3 +329,72 @@ pub fn api_docs_and_health_detail_are_private(ctx: &mut Ctx) -> Result<()> {
     );
     Ok(())
 }
+
+/// The deploy user reads its units' logs only through the root-owned wrapper, which refuses
+/// anything but its documented arguments; the system journal is closed to it.
+pub fn journal_access_is_narrow(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let groups = site.sh("id -nG innercontext")?;
+    ensure!(
+        !groups.split_whitespace().any(|g| g == "systemd-journal"),
+        "innercontext is in systemd-journal: {groups}"
+    );
+    let system = as_app(&site, "journalctl -u ssh -n 20 --no-pager -q 2>&1 || true")?;
+    ensure!(
+        !system.contains("sshd["),
+        "innercontext reads the system journal:\n{system}"
+    );
+    let wrapper = site.sh("stat -c '%a %U:%G' /usr/local/sbin/innercontext-journal")?;
+    ensure!(wrapper.trim() == "755 root:root", "wrapper: {wrapper}");
+    let own = as_app(
+        &site,
+        "sudo -n /usr/local/sbin/innercontext-journal -n 50 -o short-iso innercontext.service innercontext-node",
+    )?;
+    ensure!(
+        own.contains("Uvicorn running") || own.contains("Started innercontext"),
+        "no unit lines from the wrapper:\n{own}"
+    );
+    ensure!(
+        !own.contains("sshd["),
+        "the wrapper showed other units:\n{own}"
+    );
+    for bad in [
+        "ssh",
+        "-n 5x innercontext",
+        "-n 1000000 innercontext",
+        "--since '$(id)' innercontext",
+        "innercontext --grep x",
+        "-o verbose innercontext",
+        "-u ssh innercontext",
+        "",
+    ] {
+        let out = as_app(
+            &site,
+            &format!("sudo -n /usr/local/sbin/innercontext-journal {bad} 2>&1; echo rc=$?"),
+        )?;
+        ensure!(
+            out.trim_end().ends_with("rc=2") && out.contains("innercontext-journal:"),
+            "the wrapper accepted '{bad}':\n{out}"
+        );
+    }
+    // -f follows: a restart of the worker shows up while it is being followed (from a --since
+    // taken before the restart, so a late start of journalctl cannot miss it).
+    let followed = as_app(
+        &site,
+        "since=$(date '+%Y-%m-%d %H:%M:%S')
+         log=$(mktemp)
+         timeout 30 sudo -n /usr/local/sbin/innercontext-journal -f --since \"$since\" innercontext-pricing-worker >\"$log\" 2>&1 &
+         pid=$!
+         sudo -n /usr/bin/systemctl restart innercontext-pricing-worker
+         for _ in $(seq 200); do grep -q 'pricing worker started' \"$log\" && break; sleep 0.1; done
+         if kill -0 \"$pid\" 2>/dev/null; then echo STILL-FOLLOWING; fi
+         kill \"$pid\" 2>/dev/null || true
+         wait \"$pid\" 2>/dev/null || true
+         cat \"$log\"; rm -f \"$log\"",
+    )?;
+    ensure!(
+        followed.contains("pricing worker started") && followed.contains("STILL-FOLLOWING"),
+        "following the worker's journal showed no restart:\n{followed}"
+    );
+    Ok(())
+}

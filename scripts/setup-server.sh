@@ -21,6 +21,10 @@
 #   sudoers TEXT                     the sudoers drop-in, validated with visudo before install
 #   units NAME TEXT [NAME TEXT...]   systemd units: install, daemon-reload, enable (no start)
 #   nginx TEXT                       the nginx site; nginx -t before reload; default removed
+#   tls CERT KEY_SHA256 SNIPPET      HTTPS: CERT (PEM text) and the key (read from stdin when
+#                                    it differs from the installed one) in /etc/ssl/innercontext,
+#                                    SNIPPET as /etc/nginx/innercontext.d/tls.conf; nginx -t
+#                                    before the reload, the previous files put back if it fails
 #   verify ROOT UNIT...              rows for the final table (read-only)
 #
 # --check changes nothing and reports what would change.
@@ -46,6 +50,8 @@ umask 022
 APP_USER=innercontext
 SUDOERS_TARGET=/etc/sudoers.d/innercontext-deploy
 JOURNAL_WRAPPER=/usr/local/sbin/innercontext-journal
+TLS_DIR=/etc/ssl/innercontext
+TLS_SNIPPET=/etc/nginx/innercontext.d/tls.conf
 NODE_ROOT=/usr/local/lib/nodejs
 UV_VENV=/opt/uv
 NVM_VERSION=v0.40.4
@@ -339,6 +345,9 @@ cmd_preflight() {
     fi
     say keys "$keys"
     say key "$present"
+    if [ -f "$TLS_DIR/key.pem" ] && [ ! -L "$TLS_DIR/key.pem" ]; then
+        say tls_key "$(sha256sum <"$TLS_DIR/key.pem" | cut -d' ' -f1)"
+    fi
     if ! command -v visudo >/dev/null; then
         say sudoers unknown
     elif sudoers_valid "$sudoers"; then
@@ -815,6 +824,86 @@ cmd_nginx() {
     report "site innercontext enabled, default site absent, nginx active"
 }
 
+# HTTPS with a provided certificate. Everything here is root's own (/etc/ssl, /etc/nginx). The
+# key arrives on stdin only when it differs from the installed one; it is checked (sha256, and
+# with openssl: it parses and belongs to the certificate) in a private temporary file before
+# anything is replaced; each file goes through a staging file and a rename; if nginx -t rejects
+# the result, the previous files are put back.
+cmd_tls() {
+    local cert=$1 want_key=$2 snippet=$3 cur_key="" key_in="" msg f config=0
+    command -v openssl >/dev/null || fail "openssl is missing (it comes with ca-certificates)"
+    command -v nginx >/dev/null || { ((CHECK)) || fail "nginx is not installed"; }
+    if [ -f "$TLS_DIR/key.pem" ] && [ ! -L "$TLS_DIR/key.pem" ]; then
+        cur_key=$(sha256sum <"$TLS_DIR/key.pem" | cut -d' ' -f1)
+    fi
+    if ! { same_content "$TLS_DIR/cert.pem" "$cert" && [ "$(perms "$TLS_DIR/cert.pem")" = "644 root:root" ]; }; then
+        note "certificate $TLS_DIR/cert.pem"
+        config=1
+    fi
+    if [ "$cur_key" != "$want_key" ] || [ "$(perms "$TLS_DIR/key.pem" 2>/dev/null || true)" != "600 root:root" ]; then
+        note "private key $TLS_DIR/key.pem (0600 root)"
+        config=1
+    fi
+    if ! { same_content "$TLS_SNIPPET" "$snippet" && [ "$(perms "$TLS_SNIPPET")" = "644 root:root" ]; }; then
+        note "$TLS_SNIPPET"
+        config=1
+    fi
+    if ((config && CHECK == 0)); then
+        local work
+        work=$(mktemp -d)
+        TMPS+=("$work")
+        printf '%s' "$cert" >"$work/cert.pem"
+        if [ "$cur_key" = "$want_key" ]; then
+            cp -- "$TLS_DIR/key.pem" "$work/key.pem"
+        else
+            key_in=$work/key.pem
+            cat >"$key_in"
+            [ -s "$key_in" ] || fail "no private key arrived on stdin; nothing was changed"
+            [ "$(sha256sum <"$key_in" | cut -d' ' -f1)" = "$want_key" ] ||
+                fail "the private key arrived damaged (sha256 mismatch); nothing was changed"
+        fi
+        msg=$(openssl x509 -in "$work/cert.pem" -noout 2>&1) ||
+            fail "openssl cannot read the certificate: $(printf '%s' "$msg" | head -n 1); nothing was changed"
+        msg=$(openssl pkey -in "$work/key.pem" -noout 2>&1) ||
+            fail "openssl cannot read the private key: $(printf '%s' "$msg" | head -n 1); nothing was changed"
+        if [ "$(openssl x509 -in "$work/cert.pem" -noout -pubkey | sha256sum)" != "$(openssl pkey -in "$work/key.pem" -pubout | sha256sum)" ]; then
+            fail "the private key does not belong to the certificate; nothing was changed"
+        fi
+        install -d -m 0755 -o root -g root "$TLS_DIR" "$(dirname "$TLS_SNIPPET")"
+        local backup
+        backup=$(mktemp -d)
+        TMPS+=("$backup")
+        for f in "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$TLS_SNIPPET"; do
+            if [ -e "$f" ]; then cp -p -- "$f" "$backup/$(basename "$f")"; fi
+        done
+        put_root_file "$work/cert.pem" "$TLS_DIR/cert.pem" 0644
+        put_root_file "$work/key.pem" "$TLS_DIR/key.pem" 0600
+        printf '%s' "$snippet" >"$work/tls.conf"
+        put_root_file "$work/tls.conf" "$TLS_SNIPPET" 0644
+        if ! msg=$(nginx -t -q 2>&1); then
+            for f in "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$TLS_SNIPPET"; do
+                if [ -e "$backup/$(basename "$f")" ]; then mv -f -- "$backup/$(basename "$f")" "$f"; else rm -f -- "$f"; fi
+            done
+            fail "nginx -t rejected the TLS configuration; the previous files were put back: $msg"
+        fi
+        if systemctl is-active -q nginx; then systemctl reload nginx; else systemctl start nginx; fi
+    fi
+    if ((config)); then note "reload nginx"; fi
+    report "https on :443 with $({ openssl x509 -noout -subject -enddate <<<"$cert" 2>/dev/null || true; } | tr '\n' ' ' | sed 's/ *$//')"
+}
+
+# Install SRC (root's own temporary file) as DEST: root:root with MODE, through a staging file
+# beside DEST and one rename.
+put_root_file() { # SRC DEST MODE
+    local tmp
+    tmp_beside "$2"
+    tmp=$TMP
+    cp -- "$1" "$tmp"
+    chown root:root "$tmp"
+    chmod "$3" "$tmp"
+    mv -f -- "$tmp" "$2"
+}
+
 # Rows for the verification table: row=NAME|ok or fail|what was found.
 row() { printf 'row=%s|%s|%s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' ' ')"; }
 
@@ -881,6 +970,14 @@ cmd_verify() {
     else
         row "nginx" fail "nginx -t: ${v:-nginx missing}"
     fi
+    if [ -e "$TLS_SNIPPET" ]; then
+        if v=$(openssl x509 -in "$TLS_DIR/cert.pem" -noout -subject -enddate 2>&1) &&
+            openssl x509 -in "$TLS_DIR/cert.pem" -noout -checkend 0 >/dev/null &&
+            [ "$(perms "$TLS_DIR/key.pem" 2>/dev/null || true)" = "600 root:root" ]; then ok=ok; else ok=fail; fi
+        row "https" "$ok" "$(printf '%s' "$v" | tr '\n' ' '), key $(perms "$TLS_DIR/key.pem" 2>/dev/null || echo missing)"
+    else
+        row "https" ok "not configured (plain http on :80; see --tls-cert)"
+    fi
     v=$(/usr/local/bin/node --version 2>/dev/null || true)
     say node "$v"
     v=$(/usr/local/bin/uv --version 2>/dev/null || true)
@@ -899,6 +996,7 @@ journal) cmd_journal "$@" ;;
 sudoers) cmd_sudoers "$@" ;;
 units) cmd_units "$@" ;;
 nginx) cmd_nginx "$@" ;;
+tls) cmd_tls "$@" ;;
 verify) cmd_verify "$@" ;;
 *) fail "unknown subcommand '$SUB'" ;;
 esac

@@ -1,7 +1,7 @@
 //! Each remote step as a value: a call of `scripts/setup-server.sh` with its arguments, rendered
 //! to one quoted command line. Nothing here runs anything.
 
-use super::{EnvFile, EnvKind, Inputs, RemoteFile, PACKAGES, SCRIPT};
+use super::{EnvFile, EnvKind, Inputs, RemoteFile, Tls, PACKAGES, SCRIPT};
 use crate::flags::ToolchainSource;
 use crate::{quote, tools};
 
@@ -122,6 +122,49 @@ pub fn nginx_call(text: &str) -> Call {
     Call::new("nginx", true, [text.to_string()])
 }
 
+/// Where the certificate and key land on the server, and the snippet the site includes.
+pub const TLS_DIR: &str = "/etc/ssl/innercontext";
+pub const TLS_SNIPPET: &str = "/etc/nginx/innercontext.d/tls.conf";
+
+/// The nginx lines for HTTPS, included in the site's server block: TLS 1.2 and 1.3 with
+/// Mozilla's "intermediate" ciphers; with `redirect`, plain http answers 301 to https and HSTS
+/// is sent.
+pub fn tls_snippet(redirect: bool) -> String {
+    let mut s = format!(
+        "# HTTPS for the innercontext site, written by `cargo xtask setup-server --tls-cert/--tls-key`.\n\
+         listen 443 ssl;\n\
+         ssl_certificate {TLS_DIR}/cert.pem;\n\
+         ssl_certificate_key {TLS_DIR}/key.pem;\n\
+         ssl_protocols TLSv1.2 TLSv1.3;\n\
+         ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n\
+         ssl_prefer_server_ciphers off;\n\
+         ssl_session_cache shared:innercontext_tls:10m;\n\
+         ssl_session_timeout 1d;\n\
+         ssl_session_tickets off;\n"
+    );
+    if redirect {
+        s.push_str(
+            "if ($scheme = http) {\n    return 301 https://$host$request_uri;\n}\n\
+             add_header Strict-Transport-Security \"max-age=63072000\" always;\n",
+        );
+    }
+    s
+}
+
+/// The certificate as an argument (it is public), the key's sha256 (the key itself on stdin
+/// when it changes), the snippet.
+pub fn tls_call(tls: &Tls) -> Call {
+    Call::new(
+        "tls",
+        true,
+        [
+            tls.cert.clone(),
+            tls.key_sha256.clone(),
+            tls_snippet(tls.redirect),
+        ],
+    )
+}
+
 pub fn verify_call(root: &str, units: &[(String, String)]) -> Call {
     let mut args = vec![root.to_string()];
     args.extend(units.iter().map(|(n, _)| n.clone()));
@@ -231,6 +274,12 @@ mod tests {
             env_call("/r", EnvKind::Frontend, None, false),
             journal_call(""),
             sudoers_call(""),
+            tls_call(&Tls {
+                cert: String::new(),
+                key_path: "/k".into(),
+                key_sha256: String::new(),
+                redirect: false,
+            }),
             units_call(&[]),
             nginx_call(""),
             verify_call("/r", &[]),
@@ -255,5 +304,24 @@ mod tests {
             .map(|u| format!("{u}.service"))
             .collect();
         assert_eq!(units, crate::setup_server::SERVICES);
+    }
+
+    #[test]
+    fn the_tls_snippet_never_carries_the_key() {
+        let plain = tls_snippet(false);
+        assert!(plain.contains("listen 443 ssl;\nssl_certificate /etc/ssl/innercontext/cert.pem;\nssl_certificate_key /etc/ssl/innercontext/key.pem;\nssl_protocols TLSv1.2 TLSv1.3;\n"), "{plain}");
+        assert!(!plain.contains("return 301") && !plain.contains("Strict-Transport-Security"));
+        let redirect = tls_snippet(true);
+        assert!(redirect.starts_with(&plain));
+        assert!(redirect
+            .contains("if ($scheme = http) {\n    return 301 https://$host$request_uri;\n}\n"));
+        let c = tls_call(&Tls {
+            cert: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            key_path: "/secret/key.pem".into(),
+            key_sha256: "d".repeat(64),
+            redirect: true,
+        });
+        assert_eq!(c.args[1], "d".repeat(64));
+        assert!(!c.line(false).contains("/secret/key.pem"));
     }
 }

@@ -68,6 +68,8 @@ pub struct Facts {
     pub keys: Option<usize>,
     pub key_present: bool,
     pub sudoers: SudoersCheck,
+    /// The sha256 of the installed TLS key, if there is one.
+    pub tls_key: Option<String>,
     /// Paths the app user could have planted or could swap (symlinks where root works,
     /// changeable parents), one sentence each, as the script found them.
     pub unsafe_paths: Vec<String>,
@@ -103,6 +105,10 @@ impl Facts {
             keys: r.get("keys").and_then(|k| k.parse().ok()),
             key_present: r.get("key") == Some("yes"),
             sudoers,
+            tls_key: r
+                .get("tls_key")
+                .filter(|s| s.len() == 64)
+                .map(str::to_string),
             unsafe_paths: r.all("problem").into_iter().map(str::to_string).collect(),
         })
     }

@@ -47,6 +47,35 @@ impl EnvKind {
     }
 }
 
+/// `--tls-cert`/`--tls-key`: the certificate (public: it travels as an argument) and the key's
+/// path and sha256 (its contents travel only on ssh's stdin, and only when the server's differs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: String,
+    pub key_path: Utf8PathBuf,
+    pub key_sha256: String,
+    pub redirect: bool,
+}
+
+/// Check that `cert` is PEM certificates only and `key` one PEM private key only (the
+/// server checks with openssl that they parse and belong together).
+pub fn check_tls_files(cert: &str, key: &str) -> Result<()> {
+    if cert.contains("PRIVATE KEY-----") {
+        bail!("--tls-cert holds a private key: pass the certificate (and its chain) alone");
+    }
+    if !cert.contains("-----BEGIN CERTIFICATE-----") {
+        bail!("--tls-cert is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)");
+    }
+    let begins = key.matches("-----BEGIN ").count();
+    if !key.contains("PRIVATE KEY-----") || begins != 1 {
+        bail!("--tls-key must hold exactly one PEM private key (-----BEGIN ... PRIVATE KEY-----) and nothing else");
+    }
+    if key.contains("ENCRYPTED") {
+        bail!("--tls-key is encrypted: nginx needs it without a passphrase (openssl pkey -in KEY -out KEY.plain)");
+    }
+    Ok(())
+}
+
 /// Everything setup-server takes from the developer's machine, read and checked before the
 /// first connection.
 #[derive(Debug, Clone)]
@@ -60,6 +89,7 @@ pub struct Inputs {
     /// (unit name, text rendered for the deploy root)
     pub units: Vec<(String, String)>,
     pub nginx: String,
+    pub tls: Option<Tls>,
 }
 
 impl Inputs {
@@ -116,6 +146,24 @@ impl Inputs {
         let nginx = sh
             .read_file(NGINX_SITE)
             .with_context(|| format!("reading {NGINX_SITE} of the repository"))?;
+        let tls = match (&cmd.tls_cert, &cmd.tls_key) {
+            (Some(cert_path), Some(key_path)) => {
+                let cert = fs_err::read_to_string(cert_path)
+                    .with_context(|| format!("reading the certificate --tls-cert {cert_path}"))?;
+                let key = fs_err::read_to_string(key_path)
+                    .with_context(|| format!("reading the private key --tls-key {key_path}"))?;
+                check_tls_files(&cert, &key)?;
+                let key_path = Utf8PathBuf::from(key_path);
+                let key_sha256 = sha256(sh, &key_path)?;
+                Some(Tls {
+                    cert,
+                    key_path,
+                    key_sha256,
+                    redirect: cmd.tls_redirect,
+                })
+            }
+            _ => None,
+        };
         Ok(Inputs {
             deploy_key,
             backend_env,
@@ -124,6 +172,7 @@ impl Inputs {
             sudoers,
             units,
             nginx,
+            tls,
         })
     }
 }
@@ -253,5 +302,27 @@ mod tests {
             render_unit(unit, "/srv/ic"),
             "WorkingDirectory=/srv/ic/current/backend\nExecStart=/srv/ic/current/backend/.venv/bin/python\n"
         );
+    }
+
+    #[test]
+    fn tls_files_are_checked_locally() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n";
+        check_tls_files(cert, key).unwrap();
+        check_tls_files(
+            cert,
+            "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = |c: &str, k: &str| check_tls_files(c, k).unwrap_err().to_string();
+        assert!(e(key, key).contains("--tls-cert holds a private key"));
+        assert!(e("hello", key).contains("not a PEM certificate"));
+        assert!(e(cert, cert).contains("exactly one PEM private key"));
+        assert!(e(cert, &format!("{key}{cert}")).contains("exactly one"));
+        assert!(e(
+            cert,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        )
+        .contains("encrypted"));
     }
 }

@@ -190,6 +190,12 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
     target.step("sudoers", &sudoers_call(&inputs.sudoers), None)?;
     target.step("systemd units", &units_call(&inputs.units), None)?;
     target.step("nginx site", &nginx_call(&inputs.nginx), None)?;
+    // 7. HTTPS, only when asked for; the key travels only when the server's differs.
+    if let Some(tls) = &inputs.tls {
+        let upload = !cmd.dry_run && facts.tls_key.as_deref() != Some(tls.key_sha256.as_str());
+        let stdin = upload.then_some(tls.key_path.as_path());
+        target.step("tls", &tls_call(tls), stdin)?;
+    }
 
     if cmd.dry_run {
         println!(
@@ -199,7 +205,7 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
         return Ok(());
     }
 
-    // 7. Verification.
+    // 8. Verification.
     let reply = target.call(&verify_call(&cfg.root, &inputs.units), None)?;
     let rows = verification(&reply, &inputs, cmd.toolchain);
     println!("verification");
@@ -265,6 +271,7 @@ pub(crate) mod test_support {
             sudoers: fs_err::read_to_string(root.join(SUDOERS_SOURCE)).unwrap(),
             units: vec![],
             nginx: String::new(),
+            tls: None,
         }
     }
 

@@ -152,6 +152,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "security::journal_access_is_narrow",
         security::journal_access_is_narrow,
     ),
+    (
+        "security::tls_with_a_self_signed_certificate",
+        security::tls_with_a_self_signed_certificate,
+    ),
     ("workflow::steps_parse", workflow::workflow_steps_parse),
     ("deploy::first_deploy_all", deploy::first_deploy_all),
     (

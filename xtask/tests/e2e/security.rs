@@ -7,9 +7,11 @@
 //! user's own files changed. The shared site is left as it was found.
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use camino::Utf8PathBuf;
 use xtask::quote;
 
 use crate::support::{repo, Run, Site, ROOT};
@@ -397,4 +399,129 @@ pub fn journal_access_is_narrow(ctx: &mut Ctx) -> Result<()> {
         "following the worker's journal showed no restart:\n{followed}"
     );
     Ok(())
+}
+
+/// `setup-server --tls-cert --tls-key` with a self-signed certificate made now: the key lands
+/// 0600 root, nginx answers https with it (checked with the certificate as the only CA), a
+/// second run changes nothing, `--tls-redirect` sends plain http to https, and the key's
+/// contents never appear in the output.
+pub fn tls_with_a_self_signed_certificate(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let dir = Utf8PathBuf::from(format!(
+        "/tmp/innercontext-e2e-tls-{}-{}",
+        crate::run_id(),
+        std::process::id()
+    ));
+    let _ = fs_err::remove_dir_all(&dir);
+    fs_err::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ip = site.app.ip.clone();
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=innercontext-e2e"])
+        .args(["-addext", &format!("subjectAltName=IP:{ip}")])
+        .args(["-keyout", key.as_str(), "-out", cert.as_str()])
+        .output()
+        .context("running openssl")?;
+    ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_text = fs_err::read_to_string(&key)?;
+    let key_line = key_text.lines().nth(1).context("empty key")?.to_string();
+    let https = |path: &str| -> Result<(String, String)> {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/stderr", "-w", "%{http_code}", "-m", "10"])
+            .args(["--cacert", cert.as_str()])
+            .arg(format!("https://{ip}{path}"))
+            .output()?;
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let result = (|| -> Result<()> {
+        let run = setup(
+            &site,
+            &["--tls-cert", cert.as_str(), "--tls-key", key.as_str()],
+        )?
+        .ok()?;
+        ensure!(
+            run.all()
+                .lines()
+                .any(|l| l.contains("[changed]") && l.contains(" tls ")),
+            "{}",
+            run.all()
+        );
+        ensure!(
+            !run.all().contains(&key_line),
+            "the key appeared in the output"
+        );
+        let modes = site.sh(
+            "stat -c '%n %a %U:%G' /etc/ssl/innercontext /etc/ssl/innercontext/cert.pem /etc/ssl/innercontext/key.pem /etc/nginx/innercontext.d/tls.conf",
+        )?;
+        let want = "/etc/ssl/innercontext 755 root:root\n/etc/ssl/innercontext/cert.pem 644 root:root\n/etc/ssl/innercontext/key.pem 600 root:root\n/etc/nginx/innercontext.d/tls.conf 644 root:root";
+        ensure!(modes.trim() == want, "TLS files:\n{modes}");
+        wait_until(
+            &site,
+            "nginx listening on :443",
+            "ss -Htln 'sport = :443' | grep -q .",
+            Duration::from_secs(10),
+        )?;
+        let (code, body) = https("/api/health-check")?;
+        ensure!(code == "200", "https answered {code}: {body}");
+        let (code, body) = https("/")?;
+        ensure!(code == "200", "https / answered {code}: {body}");
+        site.assert_serving()?; // plain http still serves without --tls-redirect
+
+        let run = setup(
+            &site,
+            &["--tls-cert", cert.as_str(), "--tls-key", key.as_str()],
+        )?
+        .ok()?;
+        ensure!(!run.all().contains("[changed]"), "{}", run.all());
+
+        setup(
+            &site,
+            &[
+                "--tls-cert",
+                cert.as_str(),
+                "--tls-key",
+                key.as_str(),
+                "--tls-redirect",
+            ],
+        )?
+        .ok()?;
+        wait_until(
+            &site,
+            "plain http redirected to https",
+            &format!(
+                "curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{ip}/x | grep -qx '301 https://{ip}/x'"
+            ),
+            Duration::from_secs(10),
+        )?;
+        let (code, _) = https("/api/health-check")?;
+        ensure!(code == "200", "https after the redirect answered {code}");
+        Ok(())
+    })();
+    // Back to plain http, as the other scenarios expect.
+    site.sh(
+        "rm -rf /etc/nginx/innercontext.d/tls.conf /etc/ssl/innercontext && systemctl reload nginx",
+    )?;
+    wait_until(
+        &site,
+        "plain http after removing TLS",
+        &format!("curl -fsS -o /dev/null http://{ip}/api/health-check"),
+        Duration::from_secs(10),
+    )?;
+    let _ = fs_err::remove_dir_all(&dir);
+    result
 }

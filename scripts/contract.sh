@@ -4,6 +4,7 @@
 C_APP_USER='innercontext'
 C_BACKEND_PACKAGE='innercontext'
 C_DEPLOY_TOOL='innercontext.deploytool'
+C_JOURNAL_READER='/usr/local/sbin/innercontext-journal'
 C_UNITS='innercontext innercontext-node innercontext-pricing-worker'
 C_UNITS_BACKEND='innercontext innercontext-pricing-worker'
 C_UNITS_FRONTEND='innercontext-node'

@@ -163,6 +163,11 @@ pub struct SetupServer {
     pub force_env: bool,
     pub toolchain: ToolchainSource,
     pub dry_run: bool,
+    /// A certificate (PEM, leaf first, chain after) and its private key for HTTPS on :443.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// With TLS: plain http answers 301 to https, and HSTS is sent.
+    pub tls_redirect: bool,
 }
 
 impl Default for SetupServer {
@@ -176,6 +181,9 @@ impl Default for SetupServer {
             force_env: false,
             toolchain: ToolchainSource::Registry,
             dry_run: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_redirect: false,
         }
     }
 }
@@ -352,7 +360,8 @@ Usage: cargo xtask setup-server [OPTIONS]
 
 Connects as DEPLOY_ADMIN (default root@<host of DEPLOY_SERVER>) and brings the host to the state a
 deploy needs: runtime packages, uv, Node.js, the innercontext user and directories, the env files,
-the sudoers drop-in, the systemd units and the nginx site. Every step reports changed/unchanged.
+the log reader, the sudoers drop-in, the systemd units and the nginx site. Every step reports
+changed/unchanged.
 
 Options:
   --admin USER@HOST          admin login (overrides DEPLOY_ADMIN)
@@ -363,6 +372,9 @@ Options:
   --toolchain registry|upstream
                              where uv and Node.js come from (default: registry, i.e. PyPI and
                              the npm registry; upstream: the installers the spec names)
+  --tls-cert FILE            HTTPS on :443 with this certificate (PEM, chain after the leaf)...
+  --tls-key FILE             ...and its private key (installed root-only; never printed)
+  --tls-redirect             with TLS: plain http answers 301 to https, HSTS is sent
   --dry-run                  print what would change, change nothing
   -h, --help                 print this help
 ";
@@ -758,8 +770,21 @@ fn parse_setup_server(args: &mut Args) -> Result<Command, UsageError> {
                 }
             }
             "--dry-run" => s.dry_run = true,
+            "--tls-cert" => s.tls_cert = Some(args.value("--tls-cert")?),
+            "--tls-key" => s.tls_key = Some(args.value("--tls-key")?),
+            "--tls-redirect" => s.tls_redirect = true,
             other => return Err(unexpected("setup-server", other)),
         }
+    }
+    if s.tls_cert.is_some() != s.tls_key.is_some() {
+        return Err(UsageError::new(
+            "--tls-cert and --tls-key go together: the certificate and its private key",
+        ));
+    }
+    if s.tls_redirect && s.tls_cert.is_none() {
+        return Err(UsageError::new(
+            "--tls-redirect needs --tls-cert FILE --tls-key FILE",
+        ));
     }
     Ok(Command::SetupServer(s))
 }
@@ -1264,6 +1289,22 @@ mod tests {
         assert!(s.force_env && !s.dry_run);
         assert!(err(&["setup-server", "--toolchain", "nvm"]).contains("valid: registry, upstream"));
         assert!(err(&["setup-server", "--backend-env"]).contains("needs a value"));
+        let Command::SetupServer(s) = run(&[
+            "setup-server",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-redirect",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            (s.tls_cert.as_deref(), s.tls_key.as_deref(), s.tls_redirect),
+            (Some("c.pem"), Some("k.pem"), true)
+        );
+        assert!(err(&["setup-server", "--tls-cert", "c.pem"]).contains("go together"));
+        assert!(err(&["setup-server", "--tls-redirect"]).contains("needs --tls-cert"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod deploy;
 mod faults;
 mod fleet;
 mod lifecycle;
+mod security;
 mod setup_server;
 mod support;
 mod testhost;
@@ -135,6 +136,27 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     (
         "setup_server::unreachable_host_and_wrong_key_fail_cleanly",
         setup_server::unreachable_host_and_wrong_key_fail_cleanly,
+    ),
+    (
+        "security::setup_server_never_follows_app_links",
+        security::setup_server_never_follows_app_links,
+    ),
+    (
+        "security::env_file_is_never_read_by_root",
+        security::env_file_is_never_read_by_root,
+    ),
+    ("security::units_are_hardened", security::units_are_hardened),
+    (
+        "security::api_docs_and_health_detail_are_private",
+        security::api_docs_and_health_detail_are_private,
+    ),
+    (
+        "security::journal_access_is_narrow",
+        security::journal_access_is_narrow,
+    ),
+    (
+        "security::tls_with_a_self_signed_certificate",
+        security::tls_with_a_self_signed_certificate,
     ),
     ("workflow::steps_parse", workflow::workflow_steps_parse),
     ("deploy::first_deploy_all", deploy::first_deploy_all),

@@ -20,6 +20,8 @@
 #                                    user leaves systemd-journal
 #   sudoers TEXT                     the sudoers drop-in, validated with visudo before install
 #   units NAME TEXT [NAME TEXT...]   systemd units: install, daemon-reload, enable (no start)
+#   role primary|secondary UNIT...   a fleet's secondary keeps UNIT... (the primary's only:
+#                                    the worker) installed but disabled and stopped
 #   nginx TEXT                       the nginx site; nginx -t before reload; default removed
 #   tls CERT KEY_SHA256 SNIPPET      HTTPS: CERT (PEM text) and the key (read from stdin when
 #                                    it differs from the installed one) in /etc/ssl/innercontext,
@@ -984,6 +986,25 @@ cmd_verify() {
     say uv "$v"
 }
 
+cmd_role() {
+    local role=$1 u
+    shift
+    for u in "$@"; do
+        [[ $u =~ ^innercontext[a-z0-9-]*$ ]] || fail "refusing unit name '$u'"
+        if [ "$role" = secondary ]; then
+            if [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != disabled ] ||
+                systemctl is-active -q "$u.service" 2>/dev/null; then
+                note "disable and stop $u (it runs on the primary only)"
+                apply systemctl disable -q --now "$u.service"
+            fi
+        elif [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != enabled ]; then
+            note "enable $u (this host is the primary)"
+            apply systemctl enable -q "$u.service"
+        fi
+    done
+    report "$role: $* $([ "$role" = secondary ] && echo disabled || echo enabled)"
+}
+
 case "$SUB" in
 preflight) cmd_preflight "$@" ;;
 packages) cmd_packages "$@" ;;
@@ -995,6 +1016,7 @@ env) cmd_env "$@" ;;
 journal) cmd_journal "$@" ;;
 sudoers) cmd_sudoers "$@" ;;
 units) cmd_units "$@" ;;
+role) cmd_role "$@" ;;
 nginx) cmd_nginx "$@" ;;
 tls) cmd_tls "$@" ;;
 verify) cmd_verify "$@" ;;

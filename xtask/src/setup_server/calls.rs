@@ -139,6 +139,18 @@ pub fn tls_call(tls: &Tls) -> Call {
     )
 }
 
+/// A fleet host's role: a secondary keeps the primary-only units (the worker) disabled.
+pub fn role_call(role: crate::config::HostRole) -> Call {
+    let mut args = vec![role.name().to_string()];
+    args.extend(
+        crate::contract::UNITS
+            .iter()
+            .filter(|u| u.primary_only)
+            .map(|u| u.name.to_string()),
+    );
+    call("role", args)
+}
+
 pub fn verify_call(root: &str, units: &[(String, String)]) -> Call {
     let mut args = vec![root.to_string()];
     args.extend(units.iter().map(|(n, _)| n.clone()));

@@ -85,20 +85,70 @@ pub(crate) const UNIT_ROOT: &str = "/opt/innercontext";
 pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
     interrupt::install();
     let cfg = Config::from_env()?;
-    let admin = admin_destination(
-        cmd.admin.as_deref(),
-        std::env::var("DEPLOY_ADMIN").ok().as_deref(),
-        &cfg,
-    )?;
-    if let Some((user, _)) = cfg.server.rsplit_once('@') {
-        if user != APP_USER {
-            eprintln!(
-                "warning: DEPLOY_SERVER logs in as '{user}', but setup-server authorizes the deploy key for '{APP_USER}'"
-            );
+    let env_admin = std::env::var("DEPLOY_ADMIN").ok();
+    for host in &cfg.hosts {
+        if let Some((user, _)) = host.dest.rsplit_once('@') {
+            if user != APP_USER {
+                eprintln!(
+                    "warning: DEPLOY_SERVER logs in to {} as '{user}', but setup-server authorizes the deploy key for '{APP_USER}'",
+                    host.name()
+                );
+            }
         }
     }
     let inputs = Inputs::load(sh, &cmd, &cfg.root)?;
+    let fleet = cfg.hosts.len() > 1;
+    for host in &cfg.hosts {
+        let admin = admin_for(cmd.admin.as_deref(), env_admin.as_deref(), host, fleet)?;
+        provision(sh, &cmd, &cfg, host, fleet, &admin, &inputs)?;
+    }
+    if fleet && !cmd.dry_run {
+        println!(
+            "all {} hosts are ready for 'cargo xtask deploy all' (primary: {})",
+            cfg.hosts.len(),
+            cfg.server
+        );
+    }
+    Ok(())
+}
 
+/// The admin login for one host: `--admin`/`DEPLOY_ADMIN` (a full USER@HOST for a single host;
+/// with several hosts only a USER, used on each), else root on the host.
+pub fn admin_for(
+    flag: Option<&str>,
+    env: Option<&str>,
+    host: &config::Host,
+    fleet: bool,
+) -> Result<String> {
+    let (var, given) = match (flag, env.filter(|s| !s.is_empty())) {
+        (Some(a), _) => ("--admin", Some(a)),
+        (None, Some(a)) => ("DEPLOY_ADMIN", Some(a)),
+        (None, None) => ("DEPLOY_ADMIN", None),
+    };
+    let host_part = host.name();
+    let admin = match given {
+        None => format!("root@{host_part}"),
+        Some(a) if fleet && a.contains('@') => bail!(
+            "{var} '{a}' names one host, but DEPLOY_SERVER has several: give only the user ({var}=ops), used on each host"
+        ),
+        Some(a) if fleet => format!("{a}@{host_part}"),
+        Some(a) => a.to_string(),
+    };
+    config::validate_destination(var, &admin)?;
+    Ok(admin)
+}
+
+/// Provision one host.
+fn provision(
+    sh: &Shell,
+    cmd: &SetupServer,
+    cfg: &Config,
+    host: &config::Host,
+    fleet: bool,
+    admin: &str,
+    inputs: &Inputs,
+) -> Result<()> {
+    let admin = admin.to_string();
     println!(
         "setup-server {admin}{}",
         if cmd.dry_run {
@@ -118,10 +168,10 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
     // 1. The target, read-only.
     let t = Instant::now();
     let facts = target
-        .call(&preflight_call(&cfg.root, &inputs), None)
+        .call(&preflight_call(&cfg.root, inputs), None)
         .and_then(|r| Facts::from_reply(&r))
         .inspect_err(|_| print_line(Status::Failed, "target", "", t.elapsed()))?;
-    let problems = problems(&facts, &inputs, &cmd, &cfg.root);
+    let problems = problems(&facts, inputs, cmd, &cfg.root);
     if !problems.is_empty() {
         print_line(Status::Failed, "target", &facts.summary(), t.elapsed());
         bail!(
@@ -190,6 +240,13 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
     target.step("journal access", &journal_call(JOURNAL_WRAPPER), None)?;
     target.step("sudoers", &sudoers_call(&inputs.sudoers), None)?;
     target.step("systemd units", &units_call(&inputs.units), None)?;
+    if fleet {
+        target.step(
+            &format!("role: {}", host.role.name()),
+            &role_call(host.role),
+            None,
+        )?;
+    }
     target.step("nginx site", &nginx_call(&inputs.nginx), None)?;
     // 7. HTTPS, only when asked for; the key travels only when the server's differs.
     if let Some(tls) = &inputs.tls {
@@ -207,8 +264,20 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
     }
 
     // 8. Verification.
-    let reply = target.call(&verify_call(&cfg.root, &inputs.units), None)?;
-    let rows = verification(&reply, &inputs, cmd.toolchain);
+    // A secondary's primary-only units are installed but disabled: not checked as enabled.
+    let primary_only: Vec<String> = crate::contract::UNITS
+        .iter()
+        .filter(|u| u.primary_only && host.role == config::HostRole::Secondary)
+        .map(|u| format!("{}.service", u.name))
+        .collect();
+    let checked_units: Vec<(String, String)> = inputs
+        .units
+        .iter()
+        .filter(|(n, _)| !primary_only.contains(n))
+        .cloned()
+        .collect();
+    let reply = target.call(&verify_call(&cfg.root, &checked_units), None)?;
+    let rows = verification(&reply, inputs, cmd.toolchain);
     println!("verification");
     for r in &rows {
         println!("{}", r.render());
@@ -229,17 +298,6 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
         ui::secs(started.elapsed())
     );
     Ok(())
-}
-
-/// `--admin`, else `DEPLOY_ADMIN`, else root at DEPLOY_SERVER's host.
-pub fn admin_destination(flag: Option<&str>, env: Option<&str>, cfg: &Config) -> Result<String> {
-    let (var, admin) = match (flag, env.filter(|s| !s.is_empty())) {
-        (Some(a), _) => ("--admin", a.to_string()),
-        (None, Some(a)) => ("DEPLOY_ADMIN", a.to_string()),
-        (None, None) => ("DEPLOY_ADMIN", format!("root@{}", cfg.host())),
-    };
-    config::validate_destination(var, &admin)?;
-    Ok(admin)
 }
 
 fn connect(admin: &str, ssh_config: Option<&Utf8Path>) -> Result<Session> {
@@ -290,28 +348,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admin_defaults_to_root_at_the_servers_host() {
+    fn admin_defaults_to_root_at_each_host() {
         let cfg = Config::from_lookup(|k| {
             (k == "DEPLOY_SERVER").then(|| "innercontext@10.1.2.3".to_string())
         })
         .unwrap();
+        let one = &cfg.hosts[0];
+        assert_eq!(admin_for(None, None, one, false).unwrap(), "root@10.1.2.3");
         assert_eq!(
-            admin_destination(None, None, &cfg).unwrap(),
+            admin_for(None, Some(""), one, false).unwrap(),
             "root@10.1.2.3"
         );
+        assert_eq!(admin_for(None, Some("ops@x"), one, false).unwrap(), "ops@x");
         assert_eq!(
-            admin_destination(None, Some(""), &cfg).unwrap(),
-            "root@10.1.2.3"
-        );
-        assert_eq!(
-            admin_destination(None, Some("ops@x"), &cfg).unwrap(),
-            "ops@x"
-        );
-        assert_eq!(
-            admin_destination(Some("root@y"), Some("ops@x"), &cfg).unwrap(),
+            admin_for(Some("root@y"), Some("ops@x"), one, false).unwrap(),
             "root@y"
         );
-        let e = admin_destination(Some("-oProxyCommand=x"), None, &cfg).unwrap_err();
+        let e = admin_for(Some("-oProxyCommand=x"), None, one, false).unwrap_err();
         assert!(e.to_string().starts_with("--admin"), "{e}");
+        // A fleet: a user name applies to each host; a full destination is refused.
+        let fleet = Config::from_lookup(|k| {
+            (k == "DEPLOY_SERVER").then(|| "innercontext@app1,innercontext@app2".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            admin_for(None, Some("ops"), &fleet.hosts[1], true).unwrap(),
+            "ops@app2"
+        );
+        assert_eq!(
+            admin_for(None, None, &fleet.hosts[1], true).unwrap(),
+            "root@app2"
+        );
+        let e = admin_for(Some("ops@app1"), None, &fleet.hosts[1], true).unwrap_err();
+        assert!(e.to_string().contains("give only the user"), "{e}");
     }
 }

@@ -95,7 +95,7 @@ fn print(cfg: &Config, snap: &crate::deploy::snapshot::Snapshot) {
                     .unwrap_or("?")
             ),
         }
-        for l in &j.lines {
+        for l in j.lines.iter().filter_map(|l| job_line(l)) {
             show!("          | {l}");
         }
     }
@@ -127,4 +127,40 @@ fn follow_job(
         }
     }
     Ok(())
+}
+
+/// A job event (`KIND FIELD...`, space separated) as `status` shows it, or None for the ones
+/// that only mark time (step starts, phases).
+fn job_line(line: &str) -> Option<String> {
+    let f: Vec<&str> = line.split(' ').collect();
+    match f.as_slice() {
+        ["step", name, "ok", secs, ..] => Some(format!("{name} ok ({secs}s)")),
+        ["step", name, "failed", secs, rest @ ..] => {
+            Some(format!("{name} FAILED ({secs}s): {}", rest.join(" ")))
+        }
+        ["step", ..] | ["phase", ..] | ["started", ..] | ["note", ..] => None,
+        [kind, rest @ ..] => Some(format!("{kind}: {}", rest.join(" ").trim())),
+        [] => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_lines_read_well() {
+        assert_eq!(job_line("step health ok 1.5").unwrap(), "health ok (1.5s)");
+        assert_eq!(
+            job_line("step health failed 8.0 not healthy after 8s: unit innercontext is failed")
+                .unwrap(),
+            "health FAILED (8.0s): not healthy after 8s: unit innercontext is failed"
+        );
+        assert_eq!(job_line("step record start record the result"), None);
+        assert_eq!(job_line("phase done"), None);
+        assert_eq!(
+            job_line("result success  6.7 0002 releases/x").unwrap(),
+            "result: success  6.7 0002 releases/x"
+        );
+    }
 }

@@ -241,6 +241,15 @@ cmd_prepare() {
             die "database migration (alembic upgrade head) failed in $rel/backend on $(hostname): check DATABASE_URL in $root/shared/backend/.env and the migration (log: $log)"
         fi
     fi
+    # TEMP(web): until the new deployer has this step (with pruning): before the switch, hard-link
+    # the release's immutable frontend assets into shared/assets/_app/immutable/ (same relative
+    # paths; files already there are kept), where nginx serves them from, so a page opened before
+    # the deploy still finds its chunks after it. Never prunes.
+    if [ -d "$rel/frontend/build/client/_app/immutable" ]; then
+        mkdir -p "$root/shared/assets/_app/immutable"
+        cp -al -n "$rel/frontend/build/client/_app/immutable/." "$root/shared/assets/_app/immutable/"
+    fi
+
     revision=$(db_revision "$rel/backend") || revision=""
     # Which commit each half of the release comes from (the carried-over half keeps its own).
     local made=$commit backend_commit frontend_commit

@@ -18,13 +18,13 @@ describe('fullLoadFor', () => {
 		}
 	});
 
-	test('turns an in-app link or goto into a full load, cancelling the client-side one', () => {
-		assert.deepEqual(fullLoadFor(true, nav('link')), { href: to.url.href, cancel: true });
-		assert.deepEqual(fullLoadFor(true, nav('goto')), { href: to.url.href, cancel: true });
+	test('turns an in-app link or goto into a full load of its target', () => {
+		assert.equal(fullLoadFor(true, nav('link')), to.url.href);
+		assert.equal(fullLoadFor(true, nav('goto')), to.url.href);
 	});
 
-	test('reloads on back/forward without cancelling (the history entry already moved)', () => {
-		assert.deepEqual(fullLoadFor(true, nav('popstate')), { href: to.url.href, cancel: false });
+	test('leaves back/forward client-side (the history entry already moved)', () => {
+		assert.equal(fullLoadFor(true, nav('popstate')), null);
 	});
 
 	test('leaves navigations alone that unload the page anyway or have no target', () => {

@@ -7,14 +7,19 @@
 // It opens one page and then obeys one command per line on stdin, answering each with
 // `key=value` lines and a final `done` (or `fail=MESSAGE` and `done`):
 //
-//   open PATH              load BASE_URL + PATH, wait until the network is idle
+//   open PATH              load BASE_URL + PATH
 //   click NAME PATH        click the link named NAME, wait until the page is at PATH
 //   back PATH              history back, wait until the page is at PATH
+//
+// Each of these then waits until the page is loaded and no request has been in flight for
+// 500 ms.
 //   report                 what the page shows and everything seen since the last reset
 //   reset                  forget the events seen so far
 //   quit
 //
 // Every request to anything but BASE_URL's origin is refused and reported (`offsite=`).
+// `failed=` lists answers with an HTTP error status and requests that failed in the network;
+// requests the page cancelled itself (net::ERR_ABORTED) are listed as `aborted=`.
 'use strict';
 
 const fs = require('node:fs');
@@ -29,11 +34,41 @@ const TIMEOUT_MS = 30_000;
 
 const oneLine = (value) => String(value).replace(/\s+/g, ' ').trim();
 
+const started = Date.now();
+const stamp = () => `${((Date.now() - started) / 1000).toFixed(3)}s`;
+
 let events;
 function reset() {
-	events = { failed: [], errors: [], warnings: [], documents: [], assets: [], offsite: [] };
+	events = {
+		failed: [],
+		errors: [],
+		warnings: [],
+		documents: [],
+		assets: [],
+		offsite: [],
+		aborted: [],
+		log: []
+	};
 }
 reset();
+
+// Requests in flight, for `quiet` (SvelteKit's client-side navigations load nothing the
+// browser counts as a page load, so Playwright's load states do not cover them).
+const inflight = new Set();
+let lastActivity = Date.now();
+const note = (what) => {
+	lastActivity = Date.now();
+	events.log.push(`${stamp()} ${what}`);
+};
+
+/** Resolves once no request has been in flight for 500 ms (at most TIMEOUT_MS). */
+async function quiet() {
+	const deadline = Date.now() + TIMEOUT_MS;
+	while (inflight.size > 0 || Date.now() - lastActivity < 500) {
+		if (Date.now() > deadline) throw new Error(`the network did not go quiet (in flight: ${[...inflight].map((r) => r.url()).join(', ')})`);
+		await new Promise((resolve) => setTimeout(resolve, 50));
+	}
+}
 
 function out(lines) {
 	process.stdout.write(lines.map((l) => `${l}\n`).join('') + 'done\n');
@@ -69,9 +104,27 @@ async function main() {
 		if (msg.type() === 'error') events.errors.push(`console: ${oneLine(msg.text())}`);
 		if (msg.type() === 'warning') events.warnings.push(oneLine(msg.text()));
 	});
-	page.on('requestfailed', (req) =>
-		events.failed.push(`${req.failure()?.errorText ?? 'failed'} ${req.url()}`)
-	);
+	page.on('request', (req) => {
+		inflight.add(req);
+		note(`request ${req.resourceType()} ${req.url()}`);
+	});
+	page.on('requestfinished', (req) => {
+		inflight.delete(req);
+		note(`finished ${req.url()}`);
+	});
+	page.on('requestfailed', (req) => {
+		inflight.delete(req);
+		const reason = req.failure()?.errorText ?? 'failed';
+		note(`failed ${reason} ${req.url()}`);
+		// net::ERR_ABORTED: the page itself dropped the request (SvelteKit does that with some
+		// of its data requests when preloading on hover meets a navigation, deploy or not).
+		// Reported, but not a failure; a refused or broken connection is.
+		if (reason === 'net::ERR_ABORTED') events.aborted.push(req.url());
+		else events.failed.push(`${reason} ${req.url()}`);
+	});
+	page.on('framenavigated', (frame) => {
+		if (frame === page.mainFrame()) note(`at ${frame.url()}`);
+	});
 	page.on('response', (res) => {
 		const url = new URL(res.url());
 		if (res.status() >= 400) events.failed.push(`${res.status()} ${res.url()}`);
@@ -84,11 +137,15 @@ async function main() {
 	});
 
 	const atPath = (want) => (url) => url.pathname === want;
-	const settle = () => page.waitForLoadState('networkidle');
+	const settle = async () => {
+		await page.waitForLoadState('load');
+		await quiet();
+	};
 
 	const rl = readline.createInterface({ input: process.stdin });
 	for await (const line of rl) {
 		const [cmd, ...rest] = line.trim().split(' ');
+		if (cmd !== 'report') note(`command ${line.trim()}`);
 		try {
 			if (cmd === 'open') {
 				await page.goto(new URL(rest[0], base).href, { waitUntil: 'load' });
@@ -108,16 +165,21 @@ async function main() {
 			} else if (cmd === 'report') {
 				const h1 = await page.locator('h1').first().textContent({ timeout: 5_000 }).catch(() => '');
 				const text = await page.locator('body').innerText();
+				// Hidden marks the e2e scenarios put into a release's pages: which code runs.
+				const marks = await page.locator('p[hidden]').allTextContents();
 				out([
 					`url=${page.url()}`,
 					`h1=${oneLine(h1 ?? '')}`,
 					`text_length=${text.trim().length}`,
+					...marks.map((m) => `mark=${oneLine(m)}`),
 					...events.documents.map((d) => `document=${d}`),
 					...events.assets.map((a) => `asset=${a}`),
 					...events.failed.map((f) => `failed=${oneLine(f)}`),
 					...events.errors.map((e) => `error=${e}`),
 					...events.warnings.map((w) => `warning=${w}`),
-					...events.offsite.map((o) => `offsite=${o}`)
+					...events.offsite.map((o) => `offsite=${o}`),
+					...events.aborted.map((a) => `aborted=${a}`),
+					...events.log.map((l) => `log=${oneLine(l)}`)
 				]);
 			} else if (cmd === 'reset') {
 				reset();
@@ -128,7 +190,7 @@ async function main() {
 				out([`fail=unknown command ${oneLine(line)}`]);
 			}
 		} catch (err) {
-			out([`fail=${oneLine(err.message)}`]);
+			out([`fail=${oneLine(err.message)}`, ...events.log.map((l) => `log=${oneLine(l)}`)]);
 		}
 	}
 	await context.close();

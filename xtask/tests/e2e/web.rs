@@ -410,7 +410,7 @@ pub fn security_headers(ctx: &mut Ctx) -> Result<()> {
 
 /// Record the assets of the current release, deploy a frontend change: every old asset still
 /// answers 200 with the same bytes (also those the new release no longer has), and the new
-/// release's assets answer too.
+/// release's assets answer too. A rollback to the old release serves its page and assets again.
 pub fn old_assets_survive_a_deploy(ctx: &mut Ctx) -> Result<()> {
     let site = deployed_site(ctx)?;
     let ip = site.app.ip.clone();
@@ -472,6 +472,31 @@ pub fn old_assets_survive_a_deploy(ctx: &mut Ctx) -> Result<()> {
             r.status
         );
     }
+
+    // A rollback serves the old page again, and every asset it references answers.
+    site.xtask(&s.dir, &["deploy", "rollback", &old])?.ok()?;
+    ensure!(
+        site.current()? == old,
+        "the rollback did not switch to {old}"
+    );
+    let back = chunk_urls(&fetch(&ip, "/", &[])?.text());
+    ensure!(
+        back == page_chunks,
+        "after the rollback the page references {back:?}, before the deploy {page_chunks:?}"
+    );
+    for path in &back {
+        let r = fetch(&ip, path, &[])?;
+        ensure!(
+            r.status == 200 && Some(&r.body) == before.get(path),
+            "{path} after the rollback: HTTP {}",
+            r.status
+        );
+    }
+    site.xtask(&s.dir, &["deploy", "rollback", &new])?.ok()?;
+    ensure!(
+        site.current()? == new,
+        "the roll forward did not switch to {new}"
+    );
     site.assert_serving()
 }
 

@@ -75,8 +75,12 @@ function out(lines) {
 }
 
 async function main() {
-	// A new, empty profile for every run, removed at the end.
-	const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'innercontext-chromium-'));
+	// A new, empty profile for every run: the test hands over an empty directory and removes it
+	// afterwards (whatever happens to this process); run by hand, a temporary one.
+	const profile =
+		process.env.INNERCONTEXT_BROWSER_PROFILE ??
+		fs.mkdtempSync(path.join(os.tmpdir(), 'innercontext-chromium-'));
+	if (fs.readdirSync(profile).length > 0) throw new Error(`profile ${profile} is not empty`);
 	const context = await chromium.launchPersistentContext(profile, {
 		executablePath,
 		headless: true,
@@ -194,7 +198,7 @@ async function main() {
 		}
 	}
 	await context.close();
-	fs.rmSync(profile, { recursive: true, force: true });
+	if (!process.env.INNERCONTEXT_BROWSER_PROFILE) fs.rmSync(profile, { recursive: true, force: true });
 	// stdin may still be open (the test keeps its end): do not wait for it.
 	process.exit(0);
 }

@@ -725,6 +725,8 @@ struct Browser {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     log: camino::Utf8PathBuf,
+    /// Chromium's profile: new and empty for each browser, removed on drop.
+    profile: camino::Utf8PathBuf,
 }
 
 impl Browser {
@@ -732,10 +734,16 @@ impl Browser {
         let script =
             camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/browser.cjs");
         let stderr = fs_err::File::create(log)?;
+        let profile = camino::Utf8PathBuf::from(format!("{log}.profile"));
+        if profile.exists() {
+            fs_err::remove_dir_all(&profile)?;
+        }
+        fs_err::create_dir_all(&profile)?;
         let mut child = Command::new(xtask::tools::node_bin_dir().join("node"))
             .arg(script)
             .arg(base)
             .env("NODE_PATH", modules)
+            .env("INNERCONTEXT_BROWSER_PROFILE", &profile)
             .env("INNERCONTEXT_CHROMIUM", xtask::tools::CHROMIUM)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -749,6 +757,7 @@ impl Browser {
             stdin,
             stdout,
             log: log.to_path_buf(),
+            profile,
         })
     }
 
@@ -797,5 +806,7 @@ impl Drop for Browser {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = fs_err::remove_dir_all(&self.profile);
+        let _ = fs_err::remove_file(&self.log);
     }
 }

@@ -18,7 +18,9 @@ pub fn run(ci: Ci, sh: &Shell) -> Result<()> {
     let mut passed = Vec::new();
     for stage in &ci.stages {
         let result = ui::step(&format!("ci: {}", stage.name()), || match stage {
-            Stage::Tools => tools::ensure_all(sh),
+            Stage::Tools => {
+                tools::ensure_all(sh).and_then(|()| tools::ensure_browser(sh).map(drop))
+            }
             Stage::Rust => rust(sh),
             Stage::Backend => backend(sh, Noise::Show),
             Stage::Frontend => frontend(sh, Noise::Show),
@@ -358,6 +360,7 @@ fn e2e(sh: &Shell, filter: &[String]) -> Result<()> {
         bail!("the end-to-end stage boots test machines and needs root: run 'sudo cargo xtask ci', or skip it with --skip e2e");
     }
     tools::ensure_all(sh)?;
+    tools::ensure_browser(sh)?;
     let _path = tool_env(sh);
     cmd!(sh, "cargo test --quiet -p xtask --test e2e -- {filter...}")
         .run()

@@ -194,6 +194,7 @@ pub const PLAN_KEYS: &[&str] = &[
     "begin",
     "need_mb",
     "prune",
+    "asset_grace",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.

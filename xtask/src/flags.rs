@@ -299,9 +299,10 @@ cargo xtask ci: run every test of the repository
 
 Usage: cargo xtask ci [--only STAGE[,STAGE...]] [--skip STAGE[,STAGE...]] [--filter TEXT]...
 
-Installs what is missing on a Debian 12 machine (apt packages, uv from PyPI, Node.js and pnpm
-from the npm registry), then runs the stages in order, stopping at the first failure:
-  tools      install or check the toolchains
+Installs what is missing on a Debian 12 machine (apt packages, Chromium included, uv from PyPI,
+Node.js, pnpm and playwright-core from the npm registry), then runs the stages in order,
+stopping at the first failure:
+  tools      install or check the toolchains and the browser test's Chromium
   rust       cargo fmt --check, clippy -D warnings, unit tests
   backend    ruff and pytest against a throwaway local PostgreSQL
   frontend   pnpm install --frozen-lockfile, svelte-check, build

@@ -359,9 +359,20 @@ impl JobPlan {
                 ("begin", yn(self.begin)),
                 ("need_mb", self.need_mb.to_string()),
                 ("prune", self.prune.join(",")),
+                ("asset_grace", asset_grace().to_string()),
             ],
         )
     }
+}
+
+/// How long assets of a release that stopped being current stay served (seconds): the
+/// contract's, or the test hook `INNERCONTEXT_ASSET_GRACE`.
+fn asset_grace() -> i64 {
+    std::env::var("INNERCONTEXT_ASSET_GRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s: &i64| *s >= 0)
+        .unwrap_or(crate::contract::ASSET_GRACE_SECS)
 }
 
 /// A fresh token for a job: this process and the time, unique enough to name a lock.

@@ -146,9 +146,13 @@ impl Inputs {
                 .with_context(|| format!("reading systemd/{name} of the repository"))?;
             units.push((name, render_unit(&text, root)));
         }
-        let nginx = sh
-            .read_file(NGINX_SITE)
-            .with_context(|| format!("reading {NGINX_SITE} of the repository"))?;
+        // The site serves files from the deploy root: another DEPLOY_ROOT is substituted, as in
+        // the units.
+        let nginx = render_unit(
+            &sh.read_file(NGINX_SITE)
+                .with_context(|| format!("reading {NGINX_SITE} of the repository"))?,
+            root,
+        );
         let tls = match (&cmd.tls_cert, &cmd.tls_key) {
             (Some(cert_path), Some(key_path)) => {
                 let cert = fs_err::read_to_string(cert_path)

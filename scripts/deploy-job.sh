@@ -345,9 +345,9 @@ step_migrate() {
 
 # --- activation ------------------------------------------------------------------------------
 
-step_sync() {
+step_sync() { # RELEASE_DIR
     # Everything of the release is on disk before current can point at it.
-    sync -f "$rel"
+    sync -f "$1"
 }
 
 # switch_to LINK: point current at LINK ('releases/NAME') with one rename; '' removes current.
@@ -386,14 +386,16 @@ step_restart() {
     [ -z "$failed" ] || fail "restart failed on $(hostname): ${failed%; }"
 }
 
-# health TIMEOUT_S STABLE_MS UNITS PROBES: healthy when every unit has been active for at
-# least STABLE_MS without restarting since the check began, and every probe answers 2xx twice
-# in a row; the first failure (in the contract's order: the page needs the API) is the one
-# reported. A unit that crashes and is restarted by systemd counts as a failure until it has
-# been up for STABLE_MS again.
+# health TIMEOUT_S STABLE_MS UNITS PROBES: healthy when every unit has been active for at least
+# STABLE_MS without systemd restarting it, and then every probe answers 2xx; the first failure
+# (in the contract's order: the page needs the API) is the one reported. A unit that crashes
+# and is restarted by systemd counts as a failure until it has been up for STABLE_MS again.
+# Restart counts are compared with what they were when the check began (right after the
+# restart): a manual restart does not always reset systemd's count (not from auto-restart).
 step_health() {
-    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } deadline bad="" base r u p ok=0
+    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } deadline bad="" base r u p
     deadline=$(($(now_ms) + timeout * 1000))
+    monotonic_offset=$(monotonic_offset_ms)
     # shellcheck disable=SC2086 # validated unit names
     base=$(unit_states $units | awk '{ print $1, $3 }')
     while :; do
@@ -412,14 +414,9 @@ step_health() {
                 fi
             done
         fi
-        if [ -z "$bad" ]; then
-            ok=$((ok + 1))
-            [ "$ok" -lt 2 ] || return 0
-        else
-            ok=0
-        fi
+        [ -n "$bad" ] || return 0
         [ "$(now_ms)" -lt "$deadline" ] || break
-        sleep 0.1
+        sleep 0.05
     done
     for u in $units; do
         if ! printf '%s\n' "$r" | awk -v u="$u" '$1 == u && $2 == "active" { found = 1 } END { exit !found }' ||
@@ -446,11 +443,17 @@ step_restore() {
 }
 
 # Switch, restart, check; on failure put the previous release back. Sets result.
+# activate TARGET new|earlier: switch current to it, restart, check; on failure, back to the
+# previous one. A new release is flushed to disk first (an earlier one was when it was made).
 activate() {
     local target=$1 prev
     prev=$(current_link "$root")
     setv previous "$prev"
-    run_step sync "flush the release to disk" step_sync || true
+    if [ "$2" = new ] &&
+        ! run_step sync "flush the release to disk" step_sync "$root/$C_RELEASES/$target"; then
+        finish_with failed "$step_error; current was not touched"
+        return
+    fi
     if ! run_step switch "switch current -> $target" step_switch "$target"; then
         finish_with failed "$step_error"
         return
@@ -535,7 +538,7 @@ job_deploy() {
         finish_with "$stop_result" "$stop_reason; stopped before the switch; current was not touched"
         return
     fi
-    activate "$opt_release"
+    activate "$opt_release" new
 }
 
 job_rollback() {
@@ -583,19 +586,21 @@ job_rollback() {
             return
         fi
     fi
-    activate "$opt_target"
+    activate "$opt_target" earlier
 }
 
 # Prune what the client chose (validated again here: never current, never this release), the
-# job directories, virtualenvs no release uses, and assets no recent release serves.
+# job directories, virtualenvs no release uses, and assets no recent release serves. A pruned
+# release is only moved into the trash here (one rename); empty_trash deletes it once the lock
+# is released, so the deploy's result does not wait for the deletion.
 prune_all() {
     local name cur keep_assets f r
     cur=$(current_release "$root")
+    mkdir -p "$root/$C_TRASH"
     for name in ${opt_prune//,/ }; do
         if [ "$name" = "$cur" ] || [ "$name" = "${opt_release:-}" ]; then continue; fi
         [ -d "$root/$C_RELEASES/$name" ] || continue
-        chmod -R u+w "$root/$C_RELEASES/$name" 2>/dev/null || true
-        if rm -rf "${root:?}/$C_RELEASES/$name" 2>>"$toollog"; then
+        if mv -T "$root/$C_RELEASES/$name" "$root/$C_TRASH/$name.$token" 2>>"$toollog"; then
             emit info "pruned $name"
         else
             emit warn "could not remove $root/$C_RELEASES/$name (see $toollog); it is left for later"
@@ -619,7 +624,10 @@ prune_all() {
     [ -d "$root/$C_ASSETS/.releases" ] || return 0
     keep_assets=$(
         {
-            release_names "$root"
+            for f in "$root/$C_RELEASES"/*/; do
+                f=${f%/}
+                printf '%s\n' "${f##*/}"
+            done
             [ -f "$root/$C_ASSETS/.history" ] &&
                 awk -v cutoff="$(($(now_s) - ${opt_asset_grace:-$C_ASSET_GRACE_SECS}))" '
                     { if (NR > 1 && $1 >= cutoff) print prev; prev = $2 } END { if (NR) print prev }' \
@@ -640,6 +648,16 @@ prune_all() {
     if [ -f "$root/$C_ASSETS/.history" ]; then
         tail -n 200 "$root/$C_ASSETS/.history" >"$root/$C_ASSETS/.history.tmp" && mv -f "$root/$C_ASSETS/.history.tmp" "$root/$C_ASSETS/.history"
     fi
+}
+
+# Delete what earlier prunes moved into the trash (also what a killed job left there).
+empty_trash() {
+    local f
+    for f in "$root/$C_TRASH"/*; do
+        [ -e "$f" ] || continue
+        chmod -R u+w "$f" 2>/dev/null || true
+        rm -rf -- "$f" 2>>"$toollog" || true
+    done
 }
 
 # The scripts of a succeeded release become the deploy root's scripts/ (the boot-time check).
@@ -700,6 +718,7 @@ job_record() {
     release_lock "$root" "$token" >/dev/null
     emit result "$result" "$reason" "$duration" "$revision" "$(current_link "$root")"
     emit phase "done"
+    empty_trash
 }
 
 # job root=ROOT token=TOKEN: the detached job; its plan is the lock's plan file.

@@ -154,15 +154,25 @@ current_release() {
     printf '%s\n' "${name#"$C_RELEASES"/}"
 }
 
-state_of() { # RELEASE_DIR
+state_of() { # RELEASE_DIR (builtins only: list and prune call it for every release)
     local s=""
-    [ -f "$1/$C_STATE_FILE" ] && [ ! -L "$1/$C_STATE_FILE" ] && s=$(head -c 32 "$1/$C_STATE_FILE" | tr -d '\n')
+    if [ -f "$1/$C_STATE_FILE" ] && [ ! -L "$1/$C_STATE_FILE" ]; then
+        IFS= read -r -n 32 s <"$1/$C_STATE_FILE" || true
+    fi
     if in_list "$s" "$C_STATES"; then echo "$s"; else echo unknown; fi
 }
 
-meta() { # FILE KEY: the value of KEY= in FILE, or '-'
-    local v=""
-    [ -f "$1" ] && [ ! -L "$1" ] && v=$(sed -n "/^$2=/{s/^$2=//p;q}" "$1")
+meta() { # FILE KEY: the value of KEY= in FILE, or '-' (builtins only, like state_of)
+    local k v="" line
+    if [ -f "$1" ] && [ ! -L "$1" ]; then
+        while IFS= read -r line || [ -n "$line" ]; do
+            k=${line%%=*}
+            if [ "$k" = "$2" ] && [ "$k" != "$line" ]; then
+                v=${line#*=}
+                break
+            fi
+        done <"$1"
+    fi
     printf '%s' "${v:--}"
 }
 
@@ -173,10 +183,9 @@ put() {
     mv -f "$1.tmp.$$" "$1"
 }
 
-# The seconds of a release name (UTC), or 0.
-name_epoch() {
-    local n=$1
-    date -u -d "${n:0:4}-${n:4:2}-${n:6:2}T${n:9:2}:${n:11:2}:${n:13:2}Z" +%s 2>/dev/null || echo 0
+# The release name of the moment SECONDS from now (release names sort as their times do).
+name_in() { # SECONDS
+    date -u -d "@$(($(now_s) + $1))" +%Y%m%dT%H%M%SZ
 }
 
 list_releases() { # ROOT: release=NAME STATE COMMIT REVISION lines, junk=NAME for the rest
@@ -267,11 +276,11 @@ log_line() {
 # unit_states UNIT...: one line per unit, in the order given: NAME ACTIVESTATE NRESTARTS
 # UPTIME_MS (how long it has been active, 0 when it is not).
 unit_states() {
-    local u up_ms
-    up_ms=$(awk '{ printf "%d", $1 * 1000 }' /proc/uptime)
+    local u now
+    now=$(($(now_ms) + $(monotonic_offset_ms)))
     for u in "$@"; do
         systemctl show -p ActiveState -p NRestarts -p ActiveEnterTimestampMonotonic "$u" 2>/dev/null |
-            awk -v u="$u" -v now="$up_ms" -F= '
+            awk -v u="$u" -v now="$now" -F= '
                 $1 == "ActiveState" { a = $2 }
                 $1 == "NRestarts" { n = $2 }
                 $1 == "ActiveEnterTimestampMonotonic" { t = $2 }
@@ -280,6 +289,16 @@ unit_states() {
                     print u, (a == "" ? "unknown" : a), (n == "" ? 0 : n), (up < 0 ? 0 : up)
                 }'
     done
+}
+
+# The system's monotonic clock (what systemd's ...Monotonic timestamps count) minus the wall
+# clock, in milliseconds; worked out once per process. Not /proc/uptime: lxcfs gives an LXC
+# container its own uptime there, while systemd's timestamps stay on the kernel's clock.
+monotonic_offset_ms() {
+    if [ -z "${monotonic_offset:-}" ]; then
+        monotonic_offset=$(/usr/bin/python3 -c 'import time; print(int((time.monotonic() - time.time()) * 1000))')
+    fi
+    printf '%s' "$monotonic_offset"
 }
 
 # journal_tail UNIT LINES: the unit's last log lines, through the root-owned reader that

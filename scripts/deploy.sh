@@ -226,7 +226,7 @@ validate_plan() {
 
 # The lock is ours: is the server still what the deployer planned against?
 check_under_lock() {
-    local root=$opt_root link newest n ahead
+    local root=$opt_root link newest n limit
     link=$(current_link "$root")
     if [ "${link:--}" != "$opt_expect_current" ]; then
         echo "current on $(hostname) is now ${link:-missing}, but this deploy was planned against ${opt_expect_current/#-/no current release}: another deploy landed meanwhile; run the command again"
@@ -247,14 +247,15 @@ check_under_lock() {
         echo "release $opt_release already exists on $(hostname): run the command again"
         return
     }
-    ahead=$(($(name_epoch "$opt_release") - $(now_s)))
-    [ "$ahead" -le "$C_FUTURE_TOLERANCE_SECS" ] || {
-        echo "release name $opt_release is ${ahead}s ahead of the clock of $(hostname): check the clocks (the deploying machine's or the server's) and run the command again"
+    limit=$(name_in "$C_FUTURE_TOLERANCE_SECS")
+    [[ ! "$opt_release" > "$limit" ]] || {
+        echo "release name $opt_release is ahead of the clock of $(hostname) (it is $(name_in 0) there): check the clocks (the deploying machine's or the server's) and run the command again"
         return
     }
+    # The newest release that is not in the future (one named ahead of the clock is ignored).
     newest=""
     for n in $(release_names "$root"); do
-        if [ $(($(name_epoch "$n") - $(now_s))) -le "$C_FUTURE_TOLERANCE_SECS" ]; then newest=$n; fi
+        if [[ ! "$n" > "$limit" ]]; then newest=$n; fi
     done
     if [ -n "$newest" ] && [[ ! "$opt_release" > "$newest" ]]; then
         echo "release name $opt_release is not newer than $newest on $(hostname) (clock skew, or two deploys in one second): run the command again"
@@ -460,6 +461,31 @@ sub_log() {
     check_digits lines "$opt_lines"
     [ -f "$opt_root/$C_LOG" ] || return 0
     tail -n "$opt_lines" "$opt_root/$C_LOG" | while IFS= read -r l; do out line "$l"; done
+}
+
+# --- receive ---------------------------------------------------------------------------------
+
+# A small upload as one tar stream on stdin (the deployer's alternative to rsync when it knows
+# every file it sends changed): unpacked into the release this deploy's job seeded. Each file
+# is unlinked first, so the seed's hard links to earlier releases are never written through;
+# tar refuses member names with '..' and strips leading '/'.
+sub_receive() {
+    parse_opts receive "$@"
+    check_root "$opt_root"
+    check_word token "$opt_token"
+    check_release "$opt_release"
+    local root=$opt_root rel lock err
+    lock=$(lock_dir "$root")
+    rel=$root/$C_RELEASES/$opt_release
+    [ "$(meta "$lock/info" token)" = "$opt_token" ] ||
+        die "the deploy lock on $(hostname) is not this deploy's (token $opt_token): nothing received"
+    if [ ! -d "$rel" ] || [ -L "$rel" ] || [ "$(head -c 64 "$rel/$C_STATE_FILE" 2>/dev/null)" != "$C_STATE_PREPARING" ]; then
+        die "release $opt_release on $(hostname) is not being prepared: nothing received"
+    fi
+    umask 022
+    err=$(tar -x -f - -C "$rel" --no-same-owner --no-same-permissions --unlink-first --touch 2>&1) ||
+        die "unpacking the upload into $rel failed on $(hostname): $(one_line "$err" 300)"
+    out received yes
 }
 
 main() {

@@ -8,7 +8,7 @@ pub const DEFAULT_ROOT: &str = "/opt/innercontext";
 pub const DEFAULT_HEALTH_TIMEOUT: u64 = 60;
 pub const DEFAULT_KEEP: usize = 5;
 /// How long every unit must have been up, and every probe answering, to count as healthy.
-pub const DEFAULT_HEALTH_STABLE_MS: u64 = 1000;
+pub const DEFAULT_HEALTH_STABLE_MS: u64 = 500;
 
 /// A host's part in a fleet: the primary migrates the database and runs the worker; the
 /// others run the API and the web server.

@@ -81,6 +81,8 @@ pub mod layout {
     pub const JOBS: &str = "jobs";
     /// Scripts of the last successful release, for the boot-time check.
     pub const SCRIPTS: &str = "scripts";
+    /// Pruned releases, moved here under the lock and deleted after it is released.
+    pub const TRASH: &str = ".trash";
 
     /// Inside a release.
     pub const STATE_FILE: &str = ".state";
@@ -225,6 +227,10 @@ pub const SUBS: &[Sub] = &[
         name: "log",
         keys: &["root", "lines"],
     },
+    Sub {
+        name: "receive",
+        keys: &["root", "token", "release"],
+    },
 ];
 
 /// The keys of `sub`.
@@ -295,6 +301,7 @@ pub fn render_shell() -> String {
         ("C_LOG", layout::LOG),
         ("C_JOBS", layout::JOBS),
         ("C_SCRIPTS", layout::SCRIPTS),
+        ("C_TRASH", layout::TRASH),
         ("C_STATE_FILE", layout::STATE_FILE),
         ("C_META_FILE", layout::META_FILE),
         ("C_MANIFEST", layout::MANIFEST),

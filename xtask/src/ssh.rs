@@ -180,6 +180,16 @@ impl Session {
             .with_context(|| format!("starting ssh for {}", call.sub))
     }
 
+    /// Start a call with `stdin` (an upload stream), its stdout and stderr as pipes.
+    pub fn start(&self, call: &Call, stdin: Stdio) -> Result<Child> {
+        self.command(&call.line())
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting ssh for {}", call.sub))
+    }
+
     /// Whether the master connection is up, and its pid (`ssh -O check`).
     pub fn master_pid(&self) -> Option<u32> {
         let mut args = self.base_args();

@@ -180,6 +180,40 @@ pub fn to_send(
     }
 }
 
+/// How the files of an upload travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// rsync compares each file by checksum and sends only what differs (with progress).
+    Rsync,
+    /// One tar stream into the server's `deploy.sh receive`: one round trip, every file whole.
+    Tar,
+}
+
+impl Carrier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Carrier::Rsync => "rsync",
+            Carrier::Tar => "tar",
+        }
+    }
+}
+
+/// Uploads up to this size may go as one tar stream.
+pub const TAR_MAX_BYTES: u64 = 1 << 20;
+
+/// rsync's handful of round trips buy nothing when the files are known to have changed: under
+/// [`Transfer::Diff`] with nothing of the frontend (whose build output is only compared, not
+/// known changed) and at most [`TAR_MAX_BYTES`], the files go whole as one tar stream.
+pub fn carrier(transfer: &Transfer, send: &[String], bytes: u64) -> Carrier {
+    let known_changed = matches!(transfer, Transfer::Diff { .. })
+        && !send.iter().any(|p| p.starts_with("frontend/"));
+    if known_changed && bytes <= TAR_MAX_BYTES {
+        Carrier::Tar
+    } else {
+        Carrier::Rsync
+    }
+}
+
 /// Backend paths that differ between `base` and the working tree (committed, staged, unstaged
 /// or untracked); None when `base` is not a commit this checkout knows.
 pub fn changed_backend(sh: &Shell, base: &str) -> Result<Option<Vec<String>>> {
@@ -226,6 +260,27 @@ pub fn size_of(paths: &[String]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_known_changes_go_as_tar_the_rest_by_rsync() {
+        let diff = Transfer::Diff {
+            base: "abc".to_string(),
+        };
+        let backend = vec![
+            "backend/innercontext/api.py".to_string(),
+            "scripts/deploy.sh".to_string(),
+        ];
+        assert_eq!(carrier(&diff, &backend, 10_000), Carrier::Tar);
+        assert_eq!(carrier(&diff, &[], 0), Carrier::Tar);
+        // Too big to send whole.
+        assert_eq!(carrier(&diff, &backend, TAR_MAX_BYTES + 1), Carrier::Rsync);
+        // The frontend's build output is compared, not known changed.
+        let mut with_front = backend.clone();
+        with_front.push("frontend/build/index.js".to_string());
+        assert_eq!(carrier(&diff, &with_front, 10_000), Carrier::Rsync);
+        // No base: everything is compared.
+        assert_eq!(carrier(&Transfer::Full, &backend, 10), Carrier::Rsync);
+    }
 
     #[test]
     fn env_files_never_travel() {

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::deploy::checks::Checks;
 use crate::deploy::fleet::{self, Member, Output, Rollout};
 use crate::deploy::job::Wait;
-use crate::deploy::local::{self, Transfer};
+use crate::deploy::local::{self, Carrier, Transfer};
 use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::snapshot::Snapshot;
@@ -170,11 +170,53 @@ fn test_pause_before_lock() {
 /// One host's upload.
 #[derive(Default)]
 struct Upload {
-    rsync: Option<(Child, Instant)>,
+    /// The processes carrying it (rsync; or tar and ssh) and when they started.
+    carrying: Option<Carrying>,
     /// The upload ended and the job was told `uploaded`.
     done: bool,
     started: bool,
     summary: String,
+}
+
+/// The local processes of one upload: `rsync`, or `tar | ssh … receive` (the last one's
+/// output is what the upload said). Each runs in its own process group.
+struct Carrying {
+    procs: Vec<Child>,
+    started: Instant,
+    carrier: Carrier,
+}
+
+impl Carrying {
+    /// Whether every process has exited.
+    fn finished(&mut self) -> Result<bool> {
+        for p in &mut self.procs {
+            if p.try_wait()?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Collect the processes: whether all succeeded, the last one's stdout, everyone's stderr.
+    fn collect(self) -> Result<(bool, String, String)> {
+        let (mut ok, mut stdout, mut stderr) = (true, String::new(), String::new());
+        for p in self.procs {
+            let out = p.wait_with_output()?;
+            ok &= out.status.success();
+            stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((ok, stdout, stderr))
+    }
+
+    /// Stop every process (its whole group) and reap it.
+    fn stop(self) -> Instant {
+        for mut p in self.procs {
+            proc::signal_group(p.id(), SIGTERM);
+            let _ = p.wait();
+        }
+        self.started
+    }
 }
 
 struct Driver<'a> {
@@ -269,9 +311,8 @@ impl Driver<'_> {
     fn stop_local(&mut self) {
         self.checks.abort();
         for u in &mut self.uploads {
-            if let Some((mut child, started)) = u.rsync.take() {
-                proc::signal_group(child.id(), SIGTERM);
-                let _ = child.wait();
+            if let Some(c) = u.carrying.take() {
+                let started = c.stop();
                 if self.members.len() == 1 {
                     say!("stopped ({})", ui::secs(started.elapsed()));
                 }
@@ -455,6 +496,7 @@ impl Driver<'_> {
             None => (Transfer::Full, Vec::new()),
         };
         let send = local::to_send(&manifest, &transfer, &changed, &drift);
+        let carrier = local::carrier(&transfer, &send, local::size_of(&send));
         m.job.send_manifest(&manifest)?;
         let list = m.job.session().private_dir().join("upload.list");
         fs_err::write(&list, send.join("\0"))?;
@@ -462,14 +504,7 @@ impl Driver<'_> {
             Transfer::Diff { base } => format!("changed since {base}"),
             Transfer::Full => "compared by checksum".to_string(),
         };
-        let args = rsync_args(
-            &m.job.session().rsync_rsh(),
-            &rsync_dest(&m.host.dest),
-            &self.cfg.root,
-            &self.release,
-            single && ui::interactive(),
-            &list,
-        );
+        let progress = single && ui::interactive() && carrier == Carrier::Rsync;
         if single {
             self.out.close();
             ui::step_start(&format!(
@@ -478,41 +513,83 @@ impl Driver<'_> {
                 manifest.len()
             ));
         }
-        let mut cmd = Command::new("rsync");
-        cmd.args(&args)
-            .current_dir(crate::project_root())
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        if single && ui::interactive() {
-            // rsync draws its own progress on this line.
-            ui::spinner_paused(true);
-            cmd.stdout(Stdio::inherit());
-        } else {
-            cmd.stdout(Stdio::piped());
-        }
-        proc::isolate(&mut cmd);
-        let child = cmd.spawn().context("starting rsync (is it installed?)")?;
-        self.uploads[i].rsync = Some((child, Instant::now()));
+        let procs = match carrier {
+            Carrier::Rsync => {
+                let args = rsync_args(
+                    &m.job.session().rsync_rsh(),
+                    &rsync_dest(&m.host.dest),
+                    &self.cfg.root,
+                    &self.release,
+                    progress,
+                    &list,
+                );
+                let mut cmd = Command::new("rsync");
+                cmd.args(&args)
+                    .current_dir(crate::project_root())
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::piped());
+                if progress {
+                    // rsync draws its own progress on this line.
+                    ui::spinner_paused(true);
+                    cmd.stdout(Stdio::inherit());
+                } else {
+                    cmd.stdout(Stdio::piped());
+                }
+                proc::isolate(&mut cmd);
+                vec![cmd.spawn().context("starting rsync (is it installed?)")?]
+            }
+            Carrier::Tar => {
+                let mut tar = Command::new("tar");
+                tar.args(tar_args(&list))
+                    .current_dir(crate::project_root())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                proc::isolate(&mut tar);
+                let mut tar = tar.spawn().context("starting tar")?;
+                let stream = tar.stdout.take().expect("piped above");
+                let call = crate::remote::Call::deploy(
+                    "receive",
+                    &[
+                        ("root", self.cfg.root.clone()),
+                        ("token", m.job.token.clone()),
+                        ("release", self.release.clone()),
+                    ],
+                );
+                let ssh = m.job.session().start(&call, Stdio::from(stream));
+                match ssh {
+                    Ok(ssh) => vec![tar, ssh],
+                    Err(e) => {
+                        proc::signal_group(tar.id(), SIGTERM);
+                        let _ = tar.wait();
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        self.uploads[i].carrying = Some(Carrying {
+            procs,
+            started: Instant::now(),
+            carrier,
+        });
         self.uploads[i].started = true;
         self.uploads[i].summary = format!("{} of {} files ({how})", send.len(), manifest.len());
         Ok(())
     }
 
     fn on_upload(&mut self, i: usize) -> Result<()> {
-        let Some((child, started)) = self.uploads[i].rsync.as_mut() else {
+        let Some(c) = self.uploads[i].carrying.as_mut() else {
             return Ok(());
         };
-        if child.try_wait()?.is_none() {
+        if !c.finished()? {
             return Ok(());
         }
-        let took = started.elapsed();
         ui::spinner_paused(false);
-        let (child, _) = self.uploads[i].rsync.take().expect("checked above");
-        let out = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let c = self.uploads[i].carrying.take().expect("checked above");
+        let (took, carrier) = (c.started.elapsed(), c.carrier);
+        let (ok, stdout, stderr) = c.collect()?;
         let single = self.members.len() == 1;
-        if !out.status.success() {
+        if !ok {
             if single {
                 say!("FAILED ({})", ui::secs(took));
             }
@@ -527,19 +604,22 @@ impl Driver<'_> {
                 return self.on_lost(i);
             }
             let why = format!(
-                "the upload to {} failed (rsync {}: {last})",
+                "the upload to {} failed ({}: {last})",
                 self.members[i].name(),
-                out.status
+                carrier.name()
             );
             self.abort("failed", &why);
             return Ok(());
         }
-        let stats = match (
-            rsync_stat(&stdout, "Number of regular files transferred"),
-            rsync_stat(&stdout, "Total bytes sent"),
-        ) {
-            (Some(files), Some(sent)) => format!("{files} files changed, {sent} bytes sent"),
-            _ => String::new(),
+        let stats = match carrier {
+            Carrier::Rsync => match (
+                rsync_stat(&stdout, "Number of regular files transferred"),
+                rsync_stat(&stdout, "Total bytes sent"),
+            ) {
+                (Some(files), Some(sent)) => format!("{files} files changed, {sent} bytes sent"),
+                _ => String::new(),
+            },
+            Carrier::Tar => "sent as one tar stream".to_string(),
         };
         if single {
             if stats.is_empty() {
@@ -560,9 +640,8 @@ impl Driver<'_> {
     /// fleet goes back.
     fn on_lost(&mut self, i: usize) -> Result<()> {
         let stage = self.stage_name();
-        if let Some((mut child, _)) = self.uploads[i].rsync.take() {
-            proc::signal_group(child.id(), SIGTERM);
-            let _ = child.wait();
+        if let Some(c) = self.uploads[i].carrying.take() {
+            c.stop();
             self.uploads[i].started = true;
         }
         if self.members.len() == 1 {
@@ -657,6 +736,25 @@ pub fn rsync_args(
     args.push("./".to_string());
     args.push(format!("{dest}:{root}/releases/{release}/"));
     args
+}
+
+/// The tar command (argv) for a small upload: the listed files (NUL-separated), without
+/// group/other write, owned by nobody in particular.
+pub fn tar_args(file_list: &camino::Utf8Path) -> Vec<String> {
+    [
+        "--create",
+        "--file=-",
+        "--null",
+        "--no-recursion",
+        "--mode=go-w",
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([format!("--files-from={file_list}")])
+    .collect()
 }
 
 /// `Total bytes sent: 1,234` and friends from rsync --stats.

@@ -326,6 +326,44 @@ pub fn failed_health_rolls_back(ctx: &mut Ctx) -> Result<()> {
     site.assert_serving()
 }
 
+/// A worker that starts, then dies a fifth of a second later (no probe can see it): the health
+/// check's stability window catches the crash, the deploy switches back, the worker of the old
+/// release runs again. (With `DEPLOY_HEALTH_STABLE_MS=0` this deploy succeeds: the window is
+/// what catches it.)
+pub fn worker_dying_after_start_rolls_back(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let before = site.current()?;
+    let worker = "backend/innercontext/worker.py";
+    let text = s.read(worker)?;
+    s.write(
+        worker,
+        &format!(
+            "import time as _t\n_t.sleep(0.2)\nraise SystemExit(\"e2e: the worker dies after start\")\n{text}"
+        ),
+    )?;
+    s.commit("worker dies after start")?;
+    let run = site
+        .command(&s.dir, &["deploy", "backend", "--skip-local-checks"])
+        .env("DEPLOY_HEALTH_TIMEOUT", "10")
+        .output()?;
+    s.undo()?;
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    ensure!(!run.status.success(), "deploy succeeded:\n{msg}");
+    ensure!(
+        msg.contains("rolled-back") && msg.contains("innercontext-pricing-worker"),
+        "{msg}"
+    );
+    ensure!(site.current()? == before, "current is not back at {before}");
+    let state = site.sh("systemctl show -p ActiveState --value innercontext-pricing-worker")?;
+    ensure!(state.trim() == "active", "the old worker is {state}");
+    site.assert_serving()
+}
+
 /// Ctrl-C during the upload: lock released, `current` untouched, release marked failed.
 pub fn interrupt_mid_upload(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;

@@ -178,6 +178,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "deploy::failed_health_rolls_back",
         deploy::failed_health_rolls_back,
     ),
+    (
+        "deploy::worker_dying_after_start_rolls_back",
+        deploy::worker_dying_after_start_rolls_back,
+    ),
     ("deploy::interrupt_mid_upload", deploy::interrupt_mid_upload),
     ("web::static_files_from_nginx", web::static_files_from_nginx),
     ("web::security_headers", web::security_headers),

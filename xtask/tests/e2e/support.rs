@@ -319,7 +319,17 @@ impl Wrk {
         let err = file.try_clone()?;
         // Line-buffered, so its "Running" line shows as soon as it starts.
         let child = Command::new("stdbuf")
-            .args(["-oL", "wrk", "-t1", "-c8", "-d", "600s", url])
+            .args([
+                "-oL",
+                "wrk",
+                "-t1",
+                "-c8",
+                "-d",
+                "600s",
+                "--timeout",
+                "10s",
+                url,
+            ])
             .stdout(Stdio::from(file.into_parts().0))
             .stderr(Stdio::from(err.into_parts().0))
             .spawn()
@@ -333,9 +343,9 @@ impl Wrk {
         Ok(Wrk { child, log })
     }
 
-    /// Stop it and read its report: (requests, failed requests: non-2xx/3xx and socket errors,
-    /// wrk's own lines about the failures).
-    pub fn stop(mut self) -> Result<(u64, u64, String)> {
+    /// Stop it and read its report. A request wrk gives up on after `--timeout` (10 s) is a
+    /// socket error like a refused or reset connection; none of them may happen.
+    pub fn stop(mut self) -> Result<WrkReport> {
         run_ok(
             Command::new("kill").args(["-INT", &self.child.id().to_string()]),
             "kill -INT wrk",
@@ -348,24 +358,35 @@ impl Wrk {
             "wrk failed ({status}):\n{out}"
         );
         let mut requests = None;
-        let mut failed = 0;
-        let mut detail = String::new();
+        let mut r = WrkReport::default();
         for line in out.lines().map(str::trim) {
             if line.contains(" requests in ") {
                 requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
             } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
-                detail += &format!("{line}\n");
-                failed += n.trim().parse::<u64>().unwrap_or(0);
+                r.detail += &format!("{line}\n");
+                r.non2xx += n.trim().parse::<u64>().unwrap_or(0);
             } else if let Some(errs) = line.strip_prefix("Socket errors:") {
-                detail += &format!("{line}\n");
-                failed += errs
+                r.detail += &format!("{line}\n");
+                r.errors += errs
                     .split(',')
                     .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
                     .sum::<u64>();
             }
         }
-        let requests = requests.with_context(|| format!("no report from wrk:\n{out}"))?;
-        ensure!(requests > 0, "wrk made no request:\n{out}");
-        Ok((requests, failed, detail))
+        r.requests = requests.with_context(|| format!("no report from wrk:\n{out}"))?;
+        ensure!(r.requests > 0, "wrk made no request:\n{out}");
+        Ok(r)
     }
+}
+
+/// wrk's figures for its whole run.
+#[derive(Debug, Default)]
+pub struct WrkReport {
+    pub requests: u64,
+    /// Non-2xx/3xx answers.
+    pub non2xx: u64,
+    /// Socket errors: connect, read, write, timeout.
+    pub errors: u64,
+    /// wrk's own lines about them.
+    pub detail: String,
 }

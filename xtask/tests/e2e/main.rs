@@ -159,6 +159,14 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "security::tls_with_a_self_signed_certificate",
         security::tls_with_a_self_signed_certificate,
     ),
+    (
+        "security::env_files_never_travel",
+        security::env_files_never_travel,
+    ),
+    (
+        "security::host_keys_are_checked_strictly",
+        security::host_keys_are_checked_strictly,
+    ),
     ("workflow::steps_parse", workflow::workflow_steps_parse),
     ("deploy::first_deploy_all", deploy::first_deploy_all),
     (

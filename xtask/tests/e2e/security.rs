@@ -525,3 +525,79 @@ pub fn tls_with_a_self_signed_certificate(ctx: &mut Ctx) -> Result<()> {
     let _ = fs_err::remove_dir_all(&dir);
     result
 }
+
+/// Env files never travel: `.env.local`, `.env.production` and a bare `.env` committed in both
+/// halves (forced past .gitignore, the way a hurried commit does it) are not on the server
+/// after a deploy; the `.env.example` files are.
+pub fn env_files_never_travel(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = crate::support::scratch("security-env")?;
+    let planted = [
+        "backend/.env.local",
+        "backend/innercontext/.env.production",
+        "frontend/.env.local",
+        "frontend/src/.env",
+    ];
+    for p in planted {
+        s.write(p, "E2E_SECRET_FROM_A_LAPTOP=1\n")?;
+    }
+    let mut add = vec!["add", "-f"];
+    add.extend(planted);
+    s.git(&add)?;
+    s.commit("env files committed by mistake")?;
+    let tracked = s.git(&["ls-files", "--", "*.env*", "*/.env*"])?;
+    for p in planted {
+        ensure!(tracked.contains(p), "{p} is not committed:\n{tracked}");
+    }
+    site.xtask(&s.dir, &["deploy", "all", "--skip-local-checks"])?
+        .ok()?;
+    let cur = site.current()?;
+    let found = site.sh(&format!(
+        "cd {ROOT}/releases/{cur} && find . -name '.env*' ! -type l | LC_ALL=C sort"
+    ))?;
+    ensure!(
+        found.split_whitespace().collect::<Vec<_>>()
+            == ["./backend/.env.example", "./frontend/.env.example"],
+        "env files in release {cur}:\n{found}"
+    );
+    let leaked = site.sh(&format!(
+        "grep -rl E2E_SECRET_FROM_A_LAPTOP {ROOT}/releases {ROOT}/.trash 2>/dev/null || true"
+    ))?;
+    ensure!(
+        leaked.trim().is_empty(),
+        "the secret reached the server:\n{leaked}"
+    );
+    Ok(())
+}
+
+/// The deployer checks host keys strictly whatever the user's ssh config says: with
+/// `StrictHostKeyChecking accept-new` and an empty known_hosts file, a deploy refuses to talk to
+/// the (unknown) server, says so in one line, and the known_hosts file stays empty.
+pub fn host_keys_are_checked_strictly(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = crate::support::scratch("security-hostkey")?;
+    let known = s.sidecar("known_hosts");
+    fs_err::write(&known, "")?;
+    // ssh takes the first value it reads for an option: these, before the machine's config.
+    let lenient = format!(
+        "StrictHostKeyChecking accept-new\nUserKnownHostsFile {known}\n{}",
+        fs_err::read_to_string(&site.env.ssh_config)?
+    );
+    let config_path = s.sidecar("ssh_config");
+    fs_err::write(&config_path, lenient)?;
+    let mut cmd = site.command(&s.dir, &["deploy", "list"]);
+    cmd.env("DEPLOY_SSH_CONFIG", &config_path);
+    let run = Run::capture(cmd)?;
+    let out = run.all();
+    ensure!(
+        !run.status.success(),
+        "the deploy talked to an unknown host:\n{out}"
+    );
+    ensure!(
+        out.to_ascii_lowercase().contains("host key"),
+        "the error does not say it is about the host key:\n{out}"
+    );
+    let after = fs_err::read_to_string(&known)?;
+    ensure!(after.is_empty(), "known_hosts was written:\n{after}");
+    Ok(())
+}

@@ -597,9 +597,17 @@ prune_all() {
     local name cur keep_assets f r
     cur=$(current_release "$root")
     mkdir -p "$root/$C_TRASH"
+    f=$(find "$root/$C_TRASH" -mindepth 1 ! -user "$(id -u)" -print -quit 2>/dev/null || true)
+    [ -z "$f" ] || emit warn "could not delete $f in $root/$C_TRASH: it is not $(id -un)'s (remove it as root)"
     for name in ${opt_prune//,/ }; do
         if [ "$name" = "$cur" ] || [ "$name" = "${opt_release:-}" ]; then continue; fi
         [ -d "$root/$C_RELEASES/$name" ] || continue
+        # What is not ours cannot be deleted later: say so now and leave the release in place.
+        f=$(find "$root/$C_RELEASES/$name" ! -user "$(id -u)" -print -quit 2>/dev/null || true)
+        if [ -n "$f" ]; then
+            emit warn "could not remove $root/$C_RELEASES/$name: $f is not $(id -un)'s; it is left for later (remove it as root)"
+            continue
+        fi
         if mv -T "$root/$C_RELEASES/$name" "$root/$C_TRASH/$name.$token" 2>>"$toollog"; then
             emit info "pruned $name"
         else

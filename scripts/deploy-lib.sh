@@ -244,13 +244,18 @@ lock_info() { # ROOT: lock.* lines
 }
 
 # Remove the lock if it still holds TOKEN (under the guard). Prints unlocked=yes|no.
-release_lock() { # ROOT TOKEN
+# release_lock ROOT TOKEN: remove the lock if TOKEN still holds it (under the guard); says
+# which in lock_released (yes|no) and as an `unlocked` reply.
+release_lock() {
     local lock held
     lock=$(lock_dir "$1")
     guard_on "$1"
     held=$(meta "$lock/info" token)
+    lock_released=no
     if [ -d "$lock" ] && [ "$held" = "$2" ]; then
         mv -T "$lock" "$lock.gone.$$" && rm -rf "$lock.gone.$$"
+        # shellcheck disable=SC2034 # read by the caller
+        lock_released=yes
         guard_off
         out unlocked yes
     else

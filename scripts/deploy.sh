@@ -402,7 +402,7 @@ sub_unlock() {
     check_word token "$opt_token"
     check_one_of force "$opt_force" "yes no"
     check_word deployer "$opt_deployer"
-    local root=$opt_root lock held pid i release
+    local root=$opt_root lock held pid i release commit holder
     lock=$(lock_dir "$root")
     guard_on "$root"
     if [ ! -d "$lock" ]; then
@@ -442,14 +442,18 @@ sub_unlock() {
             return 0
         }
     fi
-    # No live job: its release (if it was being prepared) failed, and that is recorded.
+    # No live job: remove the lock (if another unlock has not, meanwhile); its release, if it
+    # was being prepared, failed; and that is recorded once.
     release=$(meta "$lock/info" release)
+    commit=$(meta "$lock/info" commit)
+    holder="$(meta "$lock/info" user)@$(meta "$lock/info" host) since $(meta "$lock/info" started)"
+    release_lock "$root" "$opt_token"
+    [ "$lock_released" = yes ] || die "the lock on $(hostname) was removed meanwhile (another deploy unlock?): nothing left to remove"
     if c_is_release "$release" && [ "$(state_of "$root/$C_RELEASES/$release")" = "$C_STATE_PREPARING" ]; then
         put "$root/$C_RELEASES/$release/$C_STATE_FILE" "$C_STATE_FAILED" || true
     fi
-    log_line "$root" "$(iso_now)" "$opt_deployer" "$(meta "$lock/info" commit)" - "$release" unlocked 0.0 - \
-        "lock of $(meta "$lock/info" user)@$(meta "$lock/info" host) since $(meta "$lock/info" started) removed by deploy unlock (its job was not running)"
-    release_lock "$root" "$opt_token"
+    log_line "$root" "$(iso_now)" "$opt_deployer" "$commit" - "$release" unlocked 0.0 - \
+        "lock of $holder removed by deploy unlock (its job was not running)"
 }
 
 # --- log -------------------------------------------------------------------------------------

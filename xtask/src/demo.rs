@@ -69,7 +69,7 @@ pub struct Environment {
 impl Environment {
     /// Write env files for `app` talking to `db` under target/demo/<app name>/.
     pub fn for_machines(app: &testhost::Machine, db: &testhost::Machine) -> Result<Environment> {
-        let dir = tools::tools_dir().join("../demo").join(&app.name);
+        let dir = tools::target_dir().join("demo").join(&app.name);
         fs_err::create_dir_all(&dir)?;
         let backend_env = dir.join("backend.env");
         let frontend_env = dir.join("frontend.env.production");

@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod flags;
 pub mod interrupt;
 pub mod lock;
+pub mod logs;
 pub mod proc;
 pub mod quote;
 pub mod release;
@@ -56,5 +57,6 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Deploy(d) => deploy::run(d, &sh),
         Command::Demo(d) => demo::run(d, &sh),
         Command::Bench(b) => bench::run(b, &sh),
+        Command::Logs(l) => logs::run(l),
     }
 }

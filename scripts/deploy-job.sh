@@ -345,9 +345,9 @@ step_migrate() {
 
 # --- activation ------------------------------------------------------------------------------
 
-step_sync() {
+step_sync() { # RELEASE
     # Everything of the release is on disk before current can point at it.
-    sync -f "$rel"
+    sync -f "$root/$C_RELEASES/$1"
 }
 
 # switch_to LINK: point current at LINK ('releases/NAME') with one rename; '' removes current.
@@ -386,13 +386,14 @@ step_restart() {
     [ -z "$failed" ] || fail "restart failed on $(hostname): ${failed%; }"
 }
 
-# health TIMEOUT_S STABLE_MS UNITS PROBES: healthy when every unit has been active for at
-# least STABLE_MS without restarting since the check began, and every probe answers 2xx twice
-# in a row; the first failure (in the contract's order: the page needs the API) is the one
-# reported. A unit that crashes and is restarted by systemd counts as a failure until it has
-# been up for STABLE_MS again.
+# health TIMEOUT_S STABLE_MS UNITS PROBES [MODE]: healthy when every unit has been active for
+# at least STABLE_MS without restarting since the check began, and every probe answers 2xx
+# twice in a row; the first failure (in the contract's order: the page needs the API) is the
+# one reported. A unit that crashes and is restarted by systemd counts as a failure until it
+# has been up for STABLE_MS again. MODE `any` (a forced rollback while the database cannot be
+# read) counts any HTTP answer of a probe: the process serves, the database is down.
 step_health() {
-    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } deadline bad="" base r u p ok=0
+    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } mode=${5:-strict} deadline bad="" base r u p ok=0 code
     deadline=$(($(now_ms) + timeout * 1000))
     # shellcheck disable=SC2086 # validated unit names
     base=$(unit_states $units | awk '{ print $1, $3 }')
@@ -406,7 +407,13 @@ step_health() {
             $4 < stable { print "unit " $1 " is up for only " $4 "ms"; exit }')
         if [ -z "$bad" ]; then
             for p in $probes; do
-                if ! curl -fsS -o /dev/null -m 2 "$p" 2>/dev/null; then
+                if [ "$mode" = any ]; then
+                    code=$(curl -sS -o /dev/null -m 2 -w '%{http_code}' "$p" 2>/dev/null || true)
+                    if [ "${code:-000}" = 000 ]; then
+                        bad="$p does not answer"
+                        break
+                    fi
+                elif ! curl -fsS -o /dev/null -m 2 "$p" 2>/dev/null; then
                     bad="$p does not answer 2xx"
                     break
                 fi
@@ -442,7 +449,7 @@ step_restore() {
     [ -n "$prev" ] || return 0
     # shellcheck disable=SC2086 # validated unit names
     step_restart ${units//,/ }
-    step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"
+    step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe" "$(getv probe_mode strict)"
 }
 
 # Switch, restart, check; on failure put the previous release back. Sets result.
@@ -450,14 +457,14 @@ activate() {
     local target=$1 prev
     prev=$(current_link "$root")
     setv previous "$prev"
-    run_step sync "flush the release to disk" step_sync || true
+    run_step sync "flush the release to disk" step_sync "$target" || true
     if ! run_step switch "switch current -> $target" step_switch "$target"; then
         finish_with failed "$step_error"
         return
     fi
     # shellcheck disable=SC2086 # validated unit names
     if run_step restart "restart ${opt_restart//,/, }" step_restart ${opt_restart//,/ } &&
-        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe" "$(getv probe_mode strict)"; then
         if [ "$opt_verdict" = wait ]; then
             emit phase awaiting-verdict
             printf 'awaiting-verdict' >"$lock/phase"
@@ -572,7 +579,8 @@ job_rollback() {
                 finish_with refused "cannot read the database revision to check it ($tool_error); --force rolls the code back anyway"
                 return
             fi
-            emit warn "cannot read the database revision ($tool_error): continuing because of --force"
+            emit warn "cannot read the database revision ($tool_error): continuing because of --force; the health checks take any HTTP answer of the probes as up (with the database unreachable they cannot prove more)"
+            setv probe_mode any
             ;;
     esac
     if [ "$opt_begin" != yes ]; then

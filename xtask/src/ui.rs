@@ -9,7 +9,7 @@
 
 use std::fmt::Arguments;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,10 @@ struct Open {
 }
 
 static OPEN: Mutex<Option<Open>> = Mutex::new(None);
+/// What the spinner shows after the time (a transfer's bytes and rate), for the open line.
+static DETAIL: Mutex<String> = Mutex::new(String::new());
 static NEXT_STEP: AtomicU64 = AtomicU64::new(1);
 static TICKER: Once = Once::new();
-static QUIET_TICKER: AtomicBool = AtomicBool::new(false);
 
 /// Whether stderr is a terminal (progress, spinner) or a log (plain lines).
 pub fn interactive() -> bool {
@@ -146,6 +147,7 @@ pub fn step_start(name: &str) -> u64 {
             id,
         });
     }
+    step_detail("");
     if interactive() {
         TICKER.call_once(|| {
             std::thread::spawn(tick);
@@ -178,9 +180,6 @@ fn tick() {
     let mut n = 0;
     loop {
         std::thread::sleep(Duration::from_millis(120));
-        if QUIET_TICKER.load(Ordering::SeqCst) {
-            continue;
-        }
         if !interactive() {
             continue;
         }
@@ -190,22 +189,28 @@ fn tick() {
             continue;
         }
         n = (n + 1) % FRAMES.len();
+        let detail = DETAIL.lock().map(|d| d.clone()).unwrap_or_default();
         let mut e = std::io::stderr().lock();
         let _ = write!(
             e,
-            "\r\x1b[K{}{} {}",
+            "\r\x1b[K{}{} {}{}{}",
             o.text,
             FRAMES[n],
-            secs(o.started.elapsed())
+            secs(o.started.elapsed()),
+            if detail.is_empty() { "" } else { "  " },
+            detail
         );
         let _ = e.flush();
         o.drawn = true;
     }
 }
 
-/// Keep the spinner still while a child process owns the terminal line (rsync's progress).
-pub fn spinner_paused(paused: bool) {
-    QUIET_TICKER.store(paused, Ordering::SeqCst);
+/// What the spinner of the open step line shows after its time (`12.3 MB, 40%, 5.1MB/s`);
+/// empty for nothing. Cleared when the next step starts.
+pub fn step_detail(text: &str) {
+    if let Ok(mut d) = DETAIL.lock() {
+        text.clone_into(&mut d);
+    }
 }
 
 /// Run `f` as a named step: prints `==> name` when it starts and `ok (1.2s)` or

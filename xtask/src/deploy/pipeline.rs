@@ -171,6 +171,9 @@ fn test_pause_before_lock() {
 #[derive(Default)]
 struct Upload {
     rsync: Option<(Child, Instant)>,
+    /// What rsync printed on stdout (its --stats), read by a thread that also turns its
+    /// progress into the step line's detail on a terminal.
+    stdout: Option<std::thread::JoinHandle<String>>,
     /// The upload ended and the job was told `uploaded`.
     done: bool,
     started: bool,
@@ -482,16 +485,13 @@ impl Driver<'_> {
         cmd.args(&args)
             .current_dir(crate::project_root())
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if single && ui::interactive() {
-            // rsync draws its own progress on this line.
-            ui::spinner_paused(true);
-            cmd.stdout(Stdio::inherit());
-        } else {
-            cmd.stdout(Stdio::piped());
-        }
         proc::isolate(&mut cmd);
-        let child = cmd.spawn().context("starting rsync (is it installed?)")?;
+        let mut child = cmd.spawn().context("starting rsync (is it installed?)")?;
+        let stdout = child.stdout.take().expect("piped");
+        let show = single && ui::interactive();
+        self.uploads[i].stdout = Some(std::thread::spawn(move || read_rsync(stdout, show)));
         self.uploads[i].rsync = Some((child, Instant::now()));
         self.uploads[i].started = true;
         self.uploads[i].summary = format!("{} of {} files ({how})", send.len(), manifest.len());
@@ -506,10 +506,13 @@ impl Driver<'_> {
             return Ok(());
         }
         let took = started.elapsed();
-        ui::spinner_paused(false);
         let (child, _) = self.uploads[i].rsync.take().expect("checked above");
         let out = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = self.uploads[i]
+            .stdout
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let single = self.members.len() == 1;
         if !out.status.success() {
@@ -607,6 +610,47 @@ impl Driver<'_> {
     }
 }
 
+/// Read rsync's stdout to its end (the text, for --stats); on a terminal, each progress update
+/// (`--info=progress2`, ended by a carriage return) becomes the step line's detail.
+fn read_rsync(mut stdout: impl std::io::Read, show: bool) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut line = Vec::new();
+    while let Ok(n) = stdout.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        if !show {
+            continue;
+        }
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let Some(d) = progress_detail(&String::from_utf8_lossy(&line)) {
+                    ui::step_detail(&d);
+                }
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// `  45,102,345  37%   12.34MB/s    0:00:03 (xfr#12, to-chk=30/120)` as `45.1 MB, 37%,
+/// 12.34MB/s`; None for anything else.
+pub fn progress_detail(line: &str) -> Option<String> {
+    let mut w = line.split_whitespace();
+    let bytes: u64 = w.next()?.replace(',', "").parse().ok()?;
+    let pct = w.next().filter(|p| p.ends_with('%'))?;
+    let rate = w.next().filter(|r| r.ends_with("/s"))?;
+    Some(format!(
+        "{:.1} MB, {pct}, {rate}",
+        bytes as f64 / (1024.0 * 1024.0)
+    ))
+}
+
 /// rsync wants IPv6 literals in brackets (`user@[fd00::2]:path`); ssh wants them bare.
 pub fn rsync_dest(server: &str) -> String {
     let (user, host) = match server.rsplit_once('@') {
@@ -661,7 +705,7 @@ pub fn rsync_args(
 
 /// `Total bytes sent: 1,234` and friends from rsync --stats.
 pub fn rsync_stat(output: &str, label: &str) -> Option<u64> {
-    output.lines().find_map(|l| {
+    output.split(['\n', '\r']).find_map(|l| {
         let rest = l.trim().strip_prefix(label)?.strip_prefix(':')?;
         let digits: String = rest
             .split_whitespace()
@@ -760,6 +804,22 @@ mod tests {
         assert_eq!(rsync_stat(out, "Total bytes sent"), Some(4321));
         assert_eq!(rsync_stat(out, "Total file size"), Some(1_234_567));
         assert_eq!(rsync_stat(out, "Missing"), None);
+    }
+
+    #[test]
+    fn rsync_progress_becomes_bytes_and_rate() {
+        assert_eq!(
+            progress_detail("     47,292,345  37%   12.34MB/s    0:00:03 (xfr#12, to-chk=30/120)")
+                .as_deref(),
+            Some("45.1 MB, 37%, 12.34MB/s")
+        );
+        assert_eq!(progress_detail("Number of files: 120"), None);
+        assert_eq!(progress_detail(""), None);
+        let text = read_rsync(
+            &b"  1,024 100% 1.00kB/s 0:00:00 (xfr#1, to-chk=0/1)\rTotal bytes sent: 99\n"[..],
+            true,
+        );
+        assert_eq!(rsync_stat(&text, "Total bytes sent"), Some(99));
     }
 
     #[test]

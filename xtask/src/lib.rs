@@ -35,7 +35,9 @@ use flags::Command;
 /// end-to-end tests deploy scratch copies of the repository with the already built binary).
 pub fn project_root() -> Utf8PathBuf {
     if let Some(root) = std::env::var_os("XTASK_PROJECT_ROOT") {
-        if let Ok(root) = Utf8PathBuf::from_path_buf(root.into()) {
+        // Absolute and without `..` (every path printed from it reads as a plain path).
+        let root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.into());
+        if let Ok(root) = Utf8PathBuf::from_path_buf(root) {
             return root;
         }
     }

@@ -64,7 +64,7 @@ run_step() {
         emit step "$name" ok "$(secs_between "$start" "$(now_ms)")"
     else
         step_error=$(cat "$jobdir/step.error" 2>/dev/null || true)
-        step_error=${step_error:-"$name failed (exit $status); see $jobdir/tool.log"}
+        step_error=${step_error:-"$label failed (exit $status); see $jobdir/tool.log"}
         emit step "$name" failed "$(secs_between "$start" "$(now_ms)")" "$step_error"
     fi
     return "$status"

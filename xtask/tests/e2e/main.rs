@@ -191,6 +191,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "ux::list_shows_commits_and_added_bytes",
         ux::list_shows_commits_and_added_bytes,
     ),
+    (
+        "ux::free_space_refusal_says_what_helps",
+        ux::free_space_refusal_says_what_helps,
+    ),
     ("ux::database_outage", ux::database_outage),
     ("web::static_files_from_nginx", web::static_files_from_nginx),
     ("web::security_headers", web::security_headers),

@@ -770,3 +770,62 @@ pub fn masks_and_render(_ctx: &mut Ctx) -> Result<()> {
     ensure!(check_escapes("\x1b[2J").is_err());
     Ok(())
 }
+
+/// Too little room for the upload: refused up front with a threshold that follows the upload's
+/// size, and advice that helps now (the failed releases there, by name, and how to remove them).
+pub fn free_space_refusal_says_what_helps(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = support::scratch("ux-space")?;
+    ensure_current(&site, &s)?;
+    let dead = "20200101T000000Z";
+    site.sh(&format!(
+        "set -e; install -d -o innercontext -g innercontext {ROOT}/releases/{dead}; \
+         printf failed >{ROOT}/releases/{dead}/.state; chown innercontext: {ROOT}/releases/{dead}/.state"
+    ))?;
+    let used_kb: u64 = site
+        .sh(&format!("du -sk {ROOT}/releases | cut -f1"))?
+        .trim()
+        .parse()?;
+    // A small disk for the releases: what they use now and 40 MB more.
+    let size_mb = used_kb / 1024 + 40;
+    site.sh(&format!(
+        "set -e; d=$(mktemp -d); cp -a {ROOT}/releases/. $d/; mount -t tmpfs -o size={size_mb}m,mode=755 tmpfs {ROOT}/releases; cp -a $d/. {ROOT}/releases/; rm -rf $d; chown innercontext: {ROOT}/releases"
+    ))?;
+    let result = (|| -> Result<()> {
+        // 64 MB to upload: more than the 40 MB free once the virtualenv's room is added.
+        fs_err::write(s.dir.join("backend/big.bin"), vec![3u8; 64 * 1024 * 1024])?;
+        s.commit("too big for the disk")?;
+        let run = site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?;
+        s.undo()?;
+        let run = run.failed()?;
+        let err = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .context("no error line")?
+            .to_string();
+        ensure!(
+            err.contains("MB free under") && err.contains(dead) && err.contains("rm -rf"),
+            "the refusal does not say what helps: {err}"
+        );
+        // The threshold follows the upload: its 64 MB and more.
+        let need: u64 = err
+            .split("needs about ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no threshold in: {err}"))?;
+        ensure!(
+            need >= 64 + 150,
+            "a threshold of {need} MB for a 64 MB upload: {err}"
+        );
+        ensure!(!err.contains("DEPLOY_KEEP"), "{err}");
+        ensure!(!site.locked()?, "lock left behind");
+        Ok(())
+    })();
+    site.sh(&format!(
+        "umount {ROOT}/releases; rm -rf {ROOT}/releases/{dead}"
+    ))?;
+    result?;
+    site.assert_serving()
+}

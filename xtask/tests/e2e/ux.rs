@@ -514,6 +514,7 @@ pub fn logs_follow_a_restart(ctx: &mut Ctx) -> Result<()> {
     let result = bg.wait_for(&format!("[{pid}]"), Duration::from_secs(60));
     bg.signal("INT")?;
     let (status, out) = bg.wait(Duration::from_secs(20))?;
+    let _ = fs_err::remove_file(&log);
     result?;
     ensure!(
         status.success(),

@@ -468,6 +468,18 @@ mod tests {
     }
 
     #[test]
+    fn a_deploys_checks_install_only_what_they_need() {
+        // The deploy's checks (check backend|frontend|build) install APT_BACKEND and
+        // APT_FRONTEND only: nothing the CI's config stage or the e2e tests need.
+        for (_, pkg) in APT_BACKEND.iter().chain(APT_FRONTEND) {
+            assert!(
+                !["nginx-light", "shellcheck", "wrk", "chromium", "curl"].contains(pkg),
+                "a deploy would install {pkg}"
+            );
+        }
+    }
+
+    #[test]
     fn paths_are_normalised() {
         for p in [tools_dir(), log_path(), uv_bin(), node_tarball()] {
             assert!(!p.as_str().contains(".."), "{p}");

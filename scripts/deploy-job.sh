@@ -64,7 +64,7 @@ run_step() {
         emit step "$name" ok "$(secs_between "$start" "$(now_ms)")"
     else
         step_error=$(cat "$jobdir/step.error" 2>/dev/null || true)
-        step_error=${step_error:-"$name failed (exit $status); see $jobdir/tool.log"}
+        step_error=${step_error:-"$label failed (exit $status); see $jobdir/tool.log"}
         emit step "$name" failed "$(secs_between "$start" "$(now_ms)")" "$step_error"
     fi
     return "$status"
@@ -386,14 +386,16 @@ step_restart() {
     [ -z "$failed" ] || fail "restart failed on $(hostname): ${failed%; }"
 }
 
-# health TIMEOUT_S STABLE_MS UNITS PROBES: healthy when every unit has been active for at least
-# STABLE_MS without systemd restarting it, and then every probe answers 2xx; the first failure
-# (in the contract's order: the page needs the API) is the one reported. A unit that crashes
-# and is restarted by systemd counts as a failure until it has been up for STABLE_MS again.
-# Restart counts are compared with what they were when the check began (right after the
+# health TIMEOUT_S STABLE_MS UNITS PROBES [MODE]: healthy when every unit has been active for
+# at least STABLE_MS without systemd restarting it, and then every probe answers 2xx; the first
+# failure (in the contract's order: the page needs the API) is the one reported. A unit that
+# crashes and is restarted by systemd counts as a failure until it has been up for STABLE_MS
+# again. Restart counts are compared with what they were when the check began (right after the
 # restart): a manual restart does not always reset systemd's count (not from auto-restart).
+# MODE `any` (a forced rollback while the database cannot be read) counts any HTTP answer of a
+# probe: the process serves, the database is down.
 step_health() {
-    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } deadline bad="" base r u p
+    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } mode=${5:-strict} deadline bad="" base r u p code
     deadline=$(($(now_ms) + timeout * 1000))
     monotonic_offset=$(monotonic_offset_ms)
     # shellcheck disable=SC2086 # validated unit names
@@ -408,7 +410,13 @@ step_health() {
             $4 < stable { print "unit " $1 " is up for only " $4 "ms"; exit }')
         if [ -z "$bad" ]; then
             for p in $probes; do
-                if ! curl -fsS -o /dev/null -m 2 "$p" 2>/dev/null; then
+                if [ "$mode" = any ]; then
+                    code=$(curl -sS -o /dev/null -m 2 -w '%{http_code}' "$p" 2>/dev/null || true)
+                    if [ "${code:-000}" = 000 ]; then
+                        bad="$p does not answer"
+                        break
+                    fi
+                elif ! curl -fsS -o /dev/null -m 2 "$p" 2>/dev/null; then
                     bad="$p does not answer 2xx"
                     break
                 fi
@@ -439,7 +447,7 @@ step_restore() {
     [ -n "$prev" ] || return 0
     # shellcheck disable=SC2086 # validated unit names
     step_restart ${units//,/ }
-    step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"
+    step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe" "$(getv probe_mode strict)"
 }
 
 # Switch, restart, check; on failure put the previous release back. Sets result.
@@ -460,7 +468,7 @@ activate() {
     fi
     # shellcheck disable=SC2086 # validated unit names
     if run_step restart "restart ${opt_restart//,/, }" step_restart ${opt_restart//,/ } &&
-        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe" "$(getv probe_mode strict)"; then
         if [ "$opt_verdict" = wait ]; then
             emit phase awaiting-verdict
             printf 'awaiting-verdict' >"$lock/phase"
@@ -575,7 +583,8 @@ job_rollback() {
                 finish_with refused "cannot read the database revision to check it ($tool_error); --force rolls the code back anyway"
                 return
             fi
-            emit warn "cannot read the database revision ($tool_error): continuing because of --force"
+            emit warn "cannot read the database revision ($tool_error): continuing because of --force; the health checks take any HTTP answer of the probes as up (with the database unreachable they cannot prove more)"
+            setv probe_mode any
             ;;
     esac
     if [ "$opt_begin" != yes ]; then

@@ -142,7 +142,7 @@ env_problem() { # PATH FLAG
 
 # Everything a deploy needs, checked before any change; refuses with one line.
 preflight() {
-    local root=$opt_root me problem u state load enabled free_mb units
+    local root=$opt_root me problem u load enabled free_mb units
     me=$(id -un)
     { [ -w "$root" ] && [ -w "$root/$C_RELEASES" ]; } ||
         refuse "$me cannot write to $root/$C_RELEASES on $(hostname): run cargo xtask setup-server"
@@ -174,9 +174,27 @@ preflight() {
         [ -x /usr/local/bin/node ] || refuse "/usr/local/bin/node is missing on $(hostname): run cargo xtask setup-server"
     fi
     free_mb=$(df -Pm "$root/$C_RELEASES" | awk 'NR==2 {print $4}')
-    state=$free_mb
-    [ "$state" -ge "$opt_need_mb" ] ||
-        refuse "only ${free_mb} MB free under $root/$C_RELEASES on $(hostname), and this deploy needs about ${opt_need_mb} MB: free space there ('cargo xtask deploy list' shows what each release adds; failed releases go after a day) or grow the disk"
+    [ "$free_mb" -ge "$opt_need_mb" ] ||
+        refuse "only ${free_mb} MB free under $root/$C_RELEASES on $(hostname), and this upload needs about ${opt_need_mb} MB (its size plus room for a virtualenv): $(space_advice "$root" "$me")"
+}
+
+# What can free space under the releases now: the failed and abandoned releases (never one a
+# live deploy prepares), then the disk itself.
+space_advice() { # ROOT USER
+    local root=$1 me=$2 n live spare=()
+    live=$(meta "$(lock_dir "$root")/info" release 2>/dev/null || true)
+    for n in $(release_names "$root"); do
+        [ "$n" != "$live" ] || continue
+        case "$(state_of "$root/$C_RELEASES/$n")" in
+            "$C_STATE_FAILED" | "$C_STATE_PREPARING") spare+=("$n") ;;
+        esac
+    done
+    if ((${#spare[@]})); then
+        printf 'remove the releases that failed or were abandoned (%s; as %s: cd %s/%s && rm -rf %s), free space elsewhere on that disk, or grow it' \
+            "${spare[*]}" "$me" "$root" "$C_RELEASES" "${spare[*]}"
+    else
+        printf "free space elsewhere on that disk or grow it (no failed release to remove; 'cargo xtask deploy list' shows what each release adds, and DEPLOY_KEEP how many releases the next successful deploy keeps)"
+    fi
 }
 
 # Refuse before anything changed: one line, and a deploy.log entry.

@@ -31,13 +31,35 @@ pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
     let env = Environment::for_machines(&app, &db)?;
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
 
+    // setup-server's report (a line per step and a verification table) goes to a file: the
+    // demo shows one line for it, and the report's end when it fails.
     let setup = env.setup_server_args();
-    env.apply(cmd!(sh, "{xtask} {setup...}"))
-        .run()
-        .context("setup-server on the demo machine")?;
+    let report = env.backend_env.with_file_name("setup-server.log");
+    ui::step("provision the app machine (setup-server)", || {
+        let out = env
+            .apply(cmd!(sh, "{xtask} {setup...}"))
+            .quiet()
+            .ignore_status()
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs_err::write(&report, &text)?;
+        if !out.status.success() {
+            let lines: Vec<&str> = text.lines().collect();
+            bail!(
+                "setup-server on the demo machine failed; its report is {report}, ending with:\n{}",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            );
+        }
+        Ok(())
+    })?;
 
     env.apply(cmd!(sh, "{xtask} deploy all"))
         .env("DEPLOY_ALLOW_DIRTY", "1")
+        .quiet()
         .run()
         .context("deploy to the demo machine")?;
 
@@ -50,6 +72,7 @@ pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
         app.ssh_config, app.name
     );
     println!("  cargo xtask deploy list");
+    println!("setup-server's report: {report}");
     println!("Log in: cargo xtask testhost ssh {APP}. Stop it all: cargo xtask demo --down");
     Ok(())
 }
@@ -69,7 +92,7 @@ pub struct Environment {
 impl Environment {
     /// Write env files for `app` talking to `db` under target/demo/<app name>/.
     pub fn for_machines(app: &testhost::Machine, db: &testhost::Machine) -> Result<Environment> {
-        let dir = tools::tools_dir().join("../demo").join(&app.name);
+        let dir = tools::target_dir().join("demo").join(&app.name);
         fs_err::create_dir_all(&dir)?;
         let backend_env = dir.join("backend.env");
         let frontend_env = dir.join("frontend.env.production");

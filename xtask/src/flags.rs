@@ -23,6 +23,7 @@ pub enum Command {
     Deploy(Deploy),
     Demo(Demo),
     Bench(Bench),
+    Logs(Logs),
 }
 
 /// Stages of `cargo xtask ci`, in the order they run.
@@ -241,6 +242,39 @@ pub enum Deploy {
     },
 }
 
+/// `cargo xtask logs`: the units' journal on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    /// systemd unit names from the contract, in the contract's order.
+    pub units: Vec<&'static str>,
+    pub follow: bool,
+    pub lines: u32,
+    /// journalctl's `--since`, validated (see [`validate_since`]).
+    pub since: Option<String>,
+    /// Only this host of DEPLOY_SERVER (its destination or host name).
+    pub host: Option<String>,
+}
+
+/// The most entries `logs -n` asks for (the server's log reader allows as many).
+pub const LOGS_MAX_LINES: u32 = 100_000;
+
+/// `--since WHEN` as the server's log reader accepts it: 1-64 letters, digits, spaces and
+/// `: . + -` (a date, a time, `-1h`, `today`, `yesterday`, ...).
+pub fn validate_since(when: &str) -> Result<(), UsageError> {
+    let ok = (1..=64).contains(&when.len())
+        && when
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " :.+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(format!(
+            "invalid --since '{}': use a date or a relative time like \"2026-11-28 10:15\", -1h or today (letters, digits, space and : . + - only, at most 64 characters)",
+            when.escape_debug()
+        )))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demo {
     pub down: bool,
@@ -288,6 +322,7 @@ Commands:
   testhost       Boot and manage local Debian 12 machines to deploy to
   setup-server   Provision a fresh Debian 12 host over ssh (idempotent)
   deploy         Deploy a release, list releases, roll back, unlock, show status
+  logs           Show (or follow) the units' logs on the server
   demo           Boot the local test host, provision it, deploy, print the URL
   bench          Measure deploy speed, ssh handshakes, bytes sent and failed requests
 
@@ -427,6 +462,31 @@ Environment:
   DEPLOY_KEEP          successful releases to keep (default: 5)
 ";
 
+pub const HELP_LOGS: &str = "\
+cargo xtask logs: the units' journal on the server, over one ssh connection
+
+Usage: cargo xtask logs [api|web|worker|all]... [-f] [-n N] [--since WHEN] [--host HOST]
+
+  api        innercontext (the FastAPI backend)
+  web        innercontext-node (the SvelteKit server)
+  worker     innercontext-pricing-worker (the background worker)
+  all        all three, merged by time (the default)
+
+Reads through the log reader setup-server installs (sudo -n /usr/local/sbin/innercontext-journal):
+the deploy user sees its own units' entries and nothing else of the journal. With several hosts in
+DEPLOY_SERVER every line starts with its host ([app1] ...), all hosts at once; --host picks one.
+
+Options:
+  -f, --follow      keep printing new entries until Ctrl-C
+  -n, --lines N     the last N entries of each host (0-100000, default 100)
+  --since WHEN      entries since WHEN: \"2026-11-28 10:15:00\", -1h, today (letters, digits,
+                    space and : . + - only)
+  --host HOST       only this host of DEPLOY_SERVER
+  -h, --help        print this help
+
+Environment: DEPLOY_SERVER, DEPLOY_SSH_CONFIG (as for deploy).
+";
+
 pub const HELP_DEMO: &str = "\
 cargo xtask demo: the whole product on local test machines
 
@@ -518,6 +578,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
         "deploy" => (HELP_DEPLOY, parse_deploy),
         "demo" => (HELP_DEMO, parse_demo),
         "bench" => (HELP_BENCH, parse_bench),
+        "logs" => (HELP_LOGS, parse_logs),
         other => {
             return Err(UsageError::choice(
                 "command",
@@ -528,6 +589,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
                     "testhost",
                     "setup-server",
                     "deploy",
+                    "logs",
                     "demo",
                     "bench",
                 ],
@@ -936,6 +998,86 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
     Ok(Command::Deploy(deploy))
 }
 
+fn parse_logs(args: &mut Args) -> Result<Command, UsageError> {
+    use crate::contract::{API, UNITS, WEB, WORKER};
+    let mut wanted: Vec<&'static str> = Vec::new();
+    let mut l = Logs {
+        units: Vec::new(),
+        follow: false,
+        lines: 100,
+        since: None,
+        host: None,
+    };
+    let mut positional_only = false;
+    while let Some(arg) = args.next() {
+        if !positional_only {
+            match arg.as_str() {
+                "--" => {
+                    positional_only = true;
+                    continue;
+                }
+                "-f" | "--follow" => {
+                    l.follow = true;
+                    continue;
+                }
+                "-n" | "--lines" => {
+                    let v = args.value(&arg)?;
+                    l.lines = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= LOGS_MAX_LINES)
+                        .ok_or_else(|| {
+                            UsageError::new(format!(
+                                "invalid {arg} '{v}': use a number of entries from 0 to {LOGS_MAX_LINES}"
+                            ))
+                        })?;
+                    continue;
+                }
+                "--since" => {
+                    let v = args.value("--since")?;
+                    validate_since(&v)?;
+                    l.since = Some(v);
+                    continue;
+                }
+                "--host" => {
+                    l.host = Some(args.value("--host")?);
+                    continue;
+                }
+                a if a.starts_with('-') => return Err(unexpected("logs", a)),
+                _ => {}
+            }
+        }
+        match arg.as_str() {
+            "api" => wanted.push(API.name),
+            "web" => wanted.push(WEB.name),
+            "worker" => wanted.push(WORKER.name),
+            "all" => wanted.extend(UNITS.iter().map(|u| u.name)),
+            other => match UNITS
+                .iter()
+                .find(|u| u.name == other.trim_end_matches(".service"))
+            {
+                Some(u) => wanted.push(u.name),
+                None => {
+                    return Err(UsageError::choice(
+                        "unit",
+                        other,
+                        &["api", "web", "worker", "all"],
+                    ))
+                }
+            },
+        }
+    }
+    if wanted.is_empty() {
+        wanted.extend(UNITS.iter().map(|u| u.name));
+    }
+    l.units = UNITS
+        .iter()
+        .map(|u| u.name)
+        .filter(|n| wanted.contains(n))
+        .collect();
+    Ok(Command::Logs(l))
+}
+
 fn parse_demo(args: &mut Args) -> Result<Command, UsageError> {
     let mut down = false;
     while let Some(arg) = args.next() {
@@ -1013,6 +1155,7 @@ mod tests {
             ("deploy", HELP_DEPLOY),
             ("demo", HELP_DEMO),
             ("bench", HELP_BENCH),
+            ("logs", HELP_LOGS),
         ] {
             assert_eq!(p(&[cmd, "--help"]), Ok(Parsed::Help(help)), "{cmd}");
             assert!(
@@ -1306,6 +1449,72 @@ mod tests {
         );
         assert!(err(&["setup-server", "--tls-cert", "c.pem"]).contains("go together"));
         assert!(err(&["setup-server", "--tls-redirect"]).contains("needs --tls-cert"));
+    }
+
+    #[test]
+    fn logs_units_lines_and_since() {
+        let logs = |args: &[&str]| match run(&[&["logs"], args].concat()) {
+            Command::Logs(l) => l,
+            other => panic!("{other:?}"),
+        };
+        let all = logs(&[]);
+        assert_eq!(
+            all.units,
+            vec![
+                "innercontext",
+                "innercontext-node",
+                "innercontext-pricing-worker"
+            ]
+        );
+        assert_eq!(
+            (all.follow, all.lines, all.since, all.host),
+            (false, 100, None, None)
+        );
+        assert_eq!(logs(&["all"]).units, all.units);
+        // Contract order whatever the order given; duplicates once.
+        assert_eq!(
+            logs(&["worker", "api", "api"]).units,
+            vec!["innercontext", "innercontext-pricing-worker"]
+        );
+        assert_eq!(
+            logs(&["innercontext-node.service"]).units,
+            vec!["innercontext-node"]
+        );
+        let l = logs(&["api", "-f", "-n", "0", "--since", "-1h", "--host", "app2"]);
+        assert!(l.follow);
+        assert_eq!(l.lines, 0);
+        assert_eq!(l.since.as_deref(), Some("-1h"));
+        assert_eq!(l.host.as_deref(), Some("app2"));
+        assert_eq!(
+            logs(&["--since", "2026-11-28 10:15:00"]).since.as_deref(),
+            Some("2026-11-28 10:15:00")
+        );
+        assert!(
+            err(&["logs", "nginx"]).contains("unknown unit 'nginx' (valid: api, web, worker, all)")
+        );
+        assert!(err(&["logs", "-n", "100001"]).contains("invalid -n"));
+        assert!(err(&["logs", "-n", "-5"]).contains("invalid -n"));
+        assert!(err(&["logs", "-n", "x"]).contains("invalid -n"));
+        assert!(err(&["logs", "-n"]).contains("needs a value"));
+        for bad in [
+            "$(id)",
+            "1h;id",
+            "a'b",
+            "x\ny",
+            "`id`",
+            &"1".repeat(65),
+            "",
+            "a/b",
+        ] {
+            let e = err(&["logs", "--since", bad]);
+            assert!(
+                e.contains("invalid --since") && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(err(&["logs", "--tail"]).contains("unknown flag '--tail' for 'logs'"));
+        // `--` ends the flags; what follows is still checked as a unit.
+        assert!(err(&["logs", "--", "-f"]).contains("unknown unit '-f'"));
     }
 
     #[test]

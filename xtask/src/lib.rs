@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod flags;
 pub mod interrupt;
 pub mod lock;
+pub mod logs;
 pub mod proc;
 pub mod quote;
 pub mod release;
@@ -34,7 +35,9 @@ use flags::Command;
 /// end-to-end tests deploy scratch copies of the repository with the already built binary).
 pub fn project_root() -> Utf8PathBuf {
     if let Some(root) = std::env::var_os("XTASK_PROJECT_ROOT") {
-        if let Ok(root) = Utf8PathBuf::from_path_buf(root.into()) {
+        // Absolute and without `..` (every path printed from it reads as a plain path).
+        let root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.into());
+        if let Ok(root) = Utf8PathBuf::from_path_buf(root) {
             return root;
         }
     }
@@ -56,5 +59,6 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Deploy(d) => deploy::run(d, &sh),
         Command::Demo(d) => demo::run(d, &sh),
         Command::Bench(b) => bench::run(b, &sh),
+        Command::Logs(l) => logs::run(l),
     }
 }

@@ -62,6 +62,23 @@ impl Call {
         Call::new(&DEPLOY, sub, opts.iter().map(|(k, v)| format!("{k}={v}")))
     }
 
+    /// What the call does, in the words of the step that makes it (for errors: never the
+    /// script's internal subcommand names).
+    pub fn what(&self) -> String {
+        if !std::ptr::eq(self.script, &DEPLOY) {
+            return format!("the '{}' step", self.sub);
+        }
+        match self.sub {
+            "probe" => "reading the server's state",
+            "run" => "starting the server job",
+            "follow" => "following the server job",
+            "unlock" => "removing the deploy lock",
+            "log" => "reading deploy.log",
+            _ => "the server job",
+        }
+        .to_string()
+    }
+
     /// The argument vector after the script name.
     pub fn argv(&self) -> Vec<String> {
         let mut v = vec![self.sub.to_string()];

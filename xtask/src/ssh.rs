@@ -144,7 +144,7 @@ impl Session {
 
     /// Run a call to its end: its output and its `key=value` reply.
     pub fn call(&self, call: &Call) -> Result<(Output, Reply)> {
-        let out = self.run_line(&call.line(), call.sub)?;
+        let out = self.run_line(&call.line(), &call.what())?;
         let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
         Ok((out, reply))
     }
@@ -166,7 +166,18 @@ impl Session {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .with_context(|| format!("running ssh for {}", call.sub))
+            .with_context(|| format!("running ssh for {}", call.what()))
+    }
+
+    /// Start a remote command line (already quoted) that runs until it ends or is stopped, with
+    /// stdout and stderr as pipes and no stdin (`logs -f`).
+    pub fn spawn_line(&self, line: &str) -> Result<Child> {
+        self.command(line)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ssh")
     }
 
     /// Start a long-running call with its stdin, stdout and stderr as pipes (the deploy job's
@@ -177,7 +188,7 @@ impl Session {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting ssh for {}", call.sub))
+            .with_context(|| format!("starting ssh for {}", call.what()))
     }
 
     /// Start a call with `stdin` (an upload stream), its stdout and stderr as pipes.

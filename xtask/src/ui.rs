@@ -9,22 +9,26 @@
 
 use std::fmt::Arguments;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-/// The open step line on a terminal: its text and when it started; whether the spinner drew.
+/// The open step line: its text and when it started; whether the spinner drew (terminals);
+/// which step opened it.
 struct Open {
     text: String,
     started: Instant,
     drawn: bool,
+    id: u64,
 }
 
 static OPEN: Mutex<Option<Open>> = Mutex::new(None);
+/// What the spinner shows after the time (a transfer's bytes and rate), for the open line.
+static DETAIL: Mutex<String> = Mutex::new(String::new());
+static NEXT_STEP: AtomicU64 = AtomicU64::new(1);
 static TICKER: Once = Once::new();
-static QUIET_TICKER: AtomicBool = AtomicBool::new(false);
 
 /// Whether stderr is a terminal (progress, spinner) or a log (plain lines).
 pub fn interactive() -> bool {
@@ -118,21 +122,55 @@ pub fn secs(d: Duration) -> String {
 }
 
 /// The start of a step line: `==> name` padded, the outcome follows on the same line. On a
-/// terminal a spinner with the time so far runs until the line ends.
-pub fn step_start(name: &str) {
+/// terminal a spinner with the time so far runs until the line ends. A step that starts while
+/// another's line is open (a step inside a step: an install inside a check) ends that line
+/// first; the outer step then prints its whole line again when it ends. Returns the step's id.
+pub fn step_start(name: &str) -> u64 {
     let text = format!("==> {name:<44} ");
-    err(format_args!("{text}"));
-    if interactive() {
-        if let Ok(mut open) = OPEN.lock() {
-            *open = Some(Open {
-                text,
-                started: Instant::now(),
-                drawn: false,
-            });
+    let id = NEXT_STEP.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = open.take() {
+            let mut e = std::io::stderr().lock();
+            if o.drawn {
+                let _ = write!(e, "\r\x1b[K{}", o.text.trim_end());
+            }
+            let _ = writeln!(e);
         }
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(text.as_bytes());
+        let _ = e.flush();
+        *open = Some(Open {
+            text,
+            started: Instant::now(),
+            drawn: false,
+            id,
+        });
+    }
+    step_detail("");
+    if interactive() {
         TICKER.call_once(|| {
             std::thread::spawn(tick);
         });
+    }
+    id
+}
+
+/// Whether the line step `id` started is still open (nothing else was printed since).
+fn still_open(id: u64) -> bool {
+    OPEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|o| o.id == id)
+}
+
+/// End step `id` with `outcome` (`ok (1.2s)`, `FAILED (1.2s)`, ...): on its own line if that
+/// is still open, else on a new line that repeats the step's name.
+pub fn step_end(id: u64, name: &str, outcome: &str) {
+    if still_open(id) {
+        err(format_args!("{outcome}\n"));
+    } else {
+        err(format_args!("==> {name:<44} {outcome}\n"));
     }
 }
 
@@ -142,7 +180,7 @@ fn tick() {
     let mut n = 0;
     loop {
         std::thread::sleep(Duration::from_millis(120));
-        if QUIET_TICKER.load(Ordering::SeqCst) {
+        if !interactive() {
             continue;
         }
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,34 +189,41 @@ fn tick() {
             continue;
         }
         n = (n + 1) % FRAMES.len();
+        let detail = DETAIL.lock().map(|d| d.clone()).unwrap_or_default();
         let mut e = std::io::stderr().lock();
         let _ = write!(
             e,
-            "\r\x1b[K{}{} {}",
+            "\r\x1b[K{}{} {}{}{}",
             o.text,
             FRAMES[n],
-            secs(o.started.elapsed())
+            secs(o.started.elapsed()),
+            if detail.is_empty() { "" } else { "  " },
+            detail
         );
         let _ = e.flush();
         o.drawn = true;
     }
 }
 
-/// Keep the spinner still while a child process owns the terminal line (rsync's progress).
-pub fn spinner_paused(paused: bool) {
-    QUIET_TICKER.store(paused, Ordering::SeqCst);
+/// What the spinner of the open step line shows after its time (`12.3 MB, 40%, 5.1MB/s`);
+/// empty for nothing. Cleared when the next step starts.
+pub fn step_detail(text: &str) {
+    if let Ok(mut d) = DETAIL.lock() {
+        text.clone_into(&mut d);
+    }
 }
 
 /// Run `f` as a named step: prints `==> name` when it starts and `ok (1.2s)` or
-/// `FAILED (1.2s)` when it ends, on the same line unless the step printed something itself.
+/// `FAILED (1.2s)` when it ends, on the same line unless something was printed meanwhile (then
+/// the name is repeated on a line of its own).
 pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = Instant::now();
-    step_start(name);
+    let id = step_start(name);
     let result = f();
     let took = secs(start.elapsed());
     match &result {
-        Ok(_) => err(format_args!("ok ({took})\n")),
-        Err(_) => err(format_args!("FAILED ({took})\n")),
+        Ok(_) => step_end(id, name, &format!("ok ({took})")),
+        Err(_) => step_end(id, name, &format!("FAILED ({took})")),
     }
     result
 }

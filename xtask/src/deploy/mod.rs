@@ -152,13 +152,13 @@ pub fn failure(
     match reply.get("error") {
         Some(e) => e.to_string(),
         None if status.code() == Some(255) => format!(
-            "lost the ssh connection to {} during '{}'",
+            "lost the ssh connection to {} while {}",
             session.dest(),
-            call.sub
+            call.what()
         ),
         None => format!(
-            "scripts/deploy.sh {} failed on {} ({status})",
-            call.sub,
+            "{} failed on {} ({status}): run it again; 'cargo xtask deploy status' shows the server",
+            call.what(),
             session.dest()
         ),
     }

@@ -182,6 +182,9 @@ struct Upload {
 /// output is what the upload said). Each runs in its own process group.
 struct Carrying {
     procs: Vec<Child>,
+    /// rsync's stdout (its --stats), read by a thread that also turns its progress into the
+    /// step line's detail on a terminal.
+    reader: Option<std::thread::JoinHandle<String>>,
     started: Instant,
     carrier: Carrier,
 }
@@ -205,6 +208,9 @@ impl Carrying {
             ok &= out.status.success();
             stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        if let Some(r) = self.reader {
+            stdout = r.join().unwrap_or_default();
         }
         Ok((ok, stdout, stderr))
     }
@@ -513,6 +519,7 @@ impl Driver<'_> {
                 manifest.len()
             ));
         }
+        let mut reader = None;
         let procs = match carrier {
             Carrier::Rsync => {
                 let args = rsync_args(
@@ -527,16 +534,13 @@ impl Driver<'_> {
                 cmd.args(&args)
                     .current_dir(crate::project_root())
                     .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
-                if progress {
-                    // rsync draws its own progress on this line.
-                    ui::spinner_paused(true);
-                    cmd.stdout(Stdio::inherit());
-                } else {
-                    cmd.stdout(Stdio::piped());
-                }
                 proc::isolate(&mut cmd);
-                vec![cmd.spawn().context("starting rsync (is it installed?)")?]
+                let mut child = cmd.spawn().context("starting rsync (is it installed?)")?;
+                let stdout = child.stdout.take().expect("piped");
+                reader = Some(std::thread::spawn(move || read_rsync(stdout, progress)));
+                vec![child]
             }
             Carrier::Tar => {
                 let mut tar = Command::new("tar");
@@ -569,6 +573,7 @@ impl Driver<'_> {
         };
         self.uploads[i].carrying = Some(Carrying {
             procs,
+            reader,
             started: Instant::now(),
             carrier,
         });
@@ -584,7 +589,6 @@ impl Driver<'_> {
         if !c.finished()? {
             return Ok(());
         }
-        ui::spinner_paused(false);
         let c = self.uploads[i].carrying.take().expect("checked above");
         let (took, carrier) = (c.started.elapsed(), c.carrier);
         let (ok, stdout, stderr) = c.collect()?;
@@ -686,6 +690,47 @@ impl Driver<'_> {
     }
 }
 
+/// Read rsync's stdout to its end (the text, for --stats); on a terminal, each progress update
+/// (`--info=progress2`, ended by a carriage return) becomes the step line's detail.
+fn read_rsync(mut stdout: impl std::io::Read, show: bool) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut line = Vec::new();
+    while let Ok(n) = stdout.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        if !show {
+            continue;
+        }
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let Some(d) = progress_detail(&String::from_utf8_lossy(&line)) {
+                    ui::step_detail(&d);
+                }
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// `  45,102,345  37%   12.34MB/s    0:00:03 (xfr#12, to-chk=30/120)` as `45.1 MB, 37%,
+/// 12.34MB/s`; None for anything else.
+pub fn progress_detail(line: &str) -> Option<String> {
+    let mut w = line.split_whitespace();
+    let bytes: u64 = w.next()?.replace(',', "").parse().ok()?;
+    let pct = w.next().filter(|p| p.ends_with('%'))?;
+    let rate = w.next().filter(|r| r.ends_with("/s"))?;
+    Some(format!(
+        "{:.1} MB, {pct}, {rate}",
+        bytes as f64 / (1024.0 * 1024.0)
+    ))
+}
+
 /// rsync wants IPv6 literals in brackets (`user@[fd00::2]:path`); ssh wants them bare.
 pub fn rsync_dest(server: &str) -> String {
     let (user, host) = match server.rsplit_once('@') {
@@ -759,7 +804,7 @@ pub fn tar_args(file_list: &camino::Utf8Path) -> Vec<String> {
 
 /// `Total bytes sent: 1,234` and friends from rsync --stats.
 pub fn rsync_stat(output: &str, label: &str) -> Option<u64> {
-    output.lines().find_map(|l| {
+    output.split(['\n', '\r']).find_map(|l| {
         let rest = l.trim().strip_prefix(label)?.strip_prefix(':')?;
         let digits: String = rest
             .split_whitespace()
@@ -858,6 +903,22 @@ mod tests {
         assert_eq!(rsync_stat(out, "Total bytes sent"), Some(4321));
         assert_eq!(rsync_stat(out, "Total file size"), Some(1_234_567));
         assert_eq!(rsync_stat(out, "Missing"), None);
+    }
+
+    #[test]
+    fn rsync_progress_becomes_bytes_and_rate() {
+        assert_eq!(
+            progress_detail("     47,292,345  37%   12.34MB/s    0:00:03 (xfr#12, to-chk=30/120)")
+                .as_deref(),
+            Some("45.1 MB, 37%, 12.34MB/s")
+        );
+        assert_eq!(progress_detail("Number of files: 120"), None);
+        assert_eq!(progress_detail(""), None);
+        let text = read_rsync(
+            &b"  1,024 100% 1.00kB/s 0:00:00 (xfr#1, to-chk=0/1)\rTotal bytes sent: 99\n"[..],
+            true,
+        );
+        assert_eq!(rsync_stat(&text, "Total bytes sent"), Some(99));
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod security;
 mod setup_server;
 mod support;
 mod testhost;
+mod ux;
 mod web;
 mod workflow;
 
@@ -191,6 +192,22 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         deploy::worker_dying_after_start_rolls_back,
     ),
     ("deploy::interrupt_mid_upload", deploy::interrupt_mid_upload),
+    ("ux::masks_and_render", ux::masks_and_render),
+    (
+        "ux::cli_refuses_bad_words_up_front",
+        ux::cli_refuses_bad_words_up_front,
+    ),
+    ("ux::step_lines_are_golden", ux::step_lines_are_golden),
+    ("ux::logs_follow_a_restart", ux::logs_follow_a_restart),
+    (
+        "ux::list_shows_commits_and_added_bytes",
+        ux::list_shows_commits_and_added_bytes,
+    ),
+    (
+        "ux::free_space_refusal_says_what_helps",
+        ux::free_space_refusal_says_what_helps,
+    ),
+    ("ux::database_outage", ux::database_outage),
     ("web::static_files_from_nginx", web::static_files_from_nginx),
     ("web::security_headers", web::security_headers),
     (

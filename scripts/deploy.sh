@@ -369,7 +369,7 @@ handle_message() { # LOCK LINE
 # Stream a job's events from OFFSET (bytes) until it ends; as the driver, also take messages
 # from stdin (an EOF there means the deployer went away: stop following, the job goes on).
 follow_stream() { # ROOT TOKEN OFFSET ROLE
-    local root=$1 token=$2 offset=$3 role=$4 lock jobdir pid tailpid line rc=0
+    local root=$1 token=$2 offset=$3 role=$4 lock jobdir pid tailpid line partial rc=0
     lock=$(lock_dir "$root")
     jobdir=$root/$C_JOBS/$token
     [ -d "$jobdir" ] || die "no job $token on $(hostname)"
@@ -384,12 +384,17 @@ follow_stream() { # ROOT TOKEN OFFSET ROLE
     if [ "$role" = driver ] && [ -p "$lock/fifo" ] && [ "$(meta "$lock/info" token)" = "$token" ]; then
         exec 5<>"$lock/fifo"
         touch "$lock/hb"
+        # A read that times out keeps what it read of a line in `line`: that is the start of
+        # the next message, not a message (a manifest arrives in pieces on a busy link).
+        partial=""
         while kill -0 "$tailpid" 2>/dev/null; do
             if IFS= read -r -t 0.2 line; then
                 touch "$lock/hb" 2>/dev/null || true
-                handle_message "$lock" "$line"
+                handle_message "$lock" "$partial$line"
+                partial=""
             else
                 rc=$?
+                partial+=$line
                 if [ "$rc" -le 128 ]; then
                     # The deployer closed its end: it is gone or done.
                     kill "$tailpid" 2>/dev/null || true

@@ -1,19 +1,24 @@
 """``python -m innercontext.deploytool``: what the deploy job learns about the database."""
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 
 from tests.support import BACKEND_DIR, HEAD_REVISION, current_revision
 
 
-def deploytool(database_url: str, *args: str) -> tuple[int, dict[str, str], str]:
-    """Run it as the deploy job does: from backend/, DATABASE_URL from the environment."""
+def deploytool(
+    database_url: str, *args: str, backend: Path = BACKEND_DIR
+) -> tuple[int, dict[str, str], str]:
+    """Run it as the deploy job does: from backend/ (or a copy), DATABASE_URL from the
+    environment."""
     done = subprocess.run(
         [sys.executable, "-m", "innercontext.deploytool", *args],
-        cwd=BACKEND_DIR,
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        cwd=backend,
+        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(backend)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -66,19 +71,23 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port(free_port: int
     assert "Traceback" not in text_
 
 
-def test_a_failing_migration_leaves_the_revision(scratch_db: Engine, database_url: str) -> None:
-    broken = BACKEND_DIR / "alembic" / "versions" / "0099_broken_for_test.py"
-    broken.write_text(
+def test_a_failing_migration_leaves_the_revision(
+    scratch_db: Engine, database_url: str, tmp_path: Path
+) -> None:
+    # A copy of the backend with one more, broken, migration: never the checkout itself (a
+    # killed test run would leave the migration there for the next deploy to run).
+    ignore = shutil.ignore_patterns("__pycache__")
+    for part in ("innercontext", "alembic"):
+        shutil.copytree(BACKEND_DIR / part, tmp_path / part, ignore=ignore)
+    shutil.copy2(BACKEND_DIR / "alembic.ini", tmp_path / "alembic.ini")
+    (tmp_path / "alembic" / "versions" / "0099_broken_for_test.py").write_text(
         '"""broken"""\n\nfrom alembic import op\n\nrevision = "0099_broken_for_test"\n'
         f'down_revision = "{HEAD_REVISION}"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade() -> None:\n"
         '    op.execute("SELECT * FROM table_that_does_not_exist")\n\n\n'
         "def downgrade() -> None:\n    pass\n"
     )
-    try:
-        code, out, text_ = deploytool(database_url, "migrate")
-    finally:
-        broken.unlink()
+    code, out, text_ = deploytool(database_url, "migrate", backend=tmp_path)
     assert code == 1, text_
     assert "alembic upgrade head from an empty database failed" in out["error"]
     assert "table_that_does_not_exist" in out["error"]

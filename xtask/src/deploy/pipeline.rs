@@ -597,13 +597,7 @@ impl Driver<'_> {
             if single {
                 say!("FAILED ({})", ui::secs(took));
             }
-            let last = stderr
-                .lines()
-                .chain(stdout.lines())
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("see the output above")
-                .to_string();
+            let last = upload_error(&stderr, &stdout);
             if self.members[i].job.session().master_pid().is_none() {
                 return self.on_lost(i);
             }
@@ -783,6 +777,23 @@ pub fn rsync_args(
     args
 }
 
+/// The line that says why an upload failed: the server's own cause when rsync or tar reported
+/// one (a full disk shows on our side only as a broken pipe), else the last line.
+pub fn upload_error(stderr: &str, stdout: &str) -> String {
+    const CAUSES: [&str; 4] = [
+        "No space left on device",
+        "Disk quota exceeded",
+        "Permission denied",
+        "Read-only file system",
+    ];
+    let lines = || stderr.lines().chain(stdout.lines()).map(str::trim);
+    lines()
+        .find(|l| CAUSES.iter().any(|c| l.contains(c)))
+        .or_else(|| lines().rfind(|l| !l.is_empty()))
+        .unwrap_or("see the output above")
+        .to_string()
+}
+
 /// The tar command (argv) for a small upload: the listed files (NUL-separated), without
 /// group/other write, owned by nobody in particular.
 pub fn tar_args(file_list: &camino::Utf8Path) -> Vec<String> {
@@ -895,6 +906,14 @@ mod tests {
             a.last().unwrap(),
             "innercontext@app:/opt/ic/releases/20261128T101530Z/"
         );
+    }
+
+    #[test]
+    fn an_upload_error_names_the_cause() {
+        let stderr = "rsync: [receiver] write failed on \"backend/big.bin\": No space left on device (28)\nrsync error: error in file IO (code 11) at receiver.c(381)\nrsync: [sender] write error: Broken pipe (32)\n";
+        assert!(upload_error(stderr, "").contains("No space left on device"));
+        assert_eq!(upload_error("a\nlast one\n\n", ""), "last one");
+        assert_eq!(upload_error("", ""), "see the output above");
     }
 
     #[test]

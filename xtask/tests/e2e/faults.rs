@@ -735,7 +735,7 @@ pub fn disk_full_during_upload(ctx: &mut Ctx) -> Result<()> {
             "the deploy succeeded on a full disk:\n{out}"
         );
         ensure!(
-            out.contains("upload failed") || out.contains("No space left"),
+            out.contains("No space left on device"),
             "expected an upload failure:\n{out}"
         );
         wait_quiet(&site, Duration::from_secs(60))?;

@@ -428,9 +428,10 @@ pub fn boot_check_restores_an_intact_release(ctx: &mut Ctx) -> Result<()> {
         "{}",
         site.last_log()?
     );
-    // Marked succeeded but a file truncated.
+    // Marked succeeded but a file of its own came out empty (what a power loss does to a file
+    // written just before it: a new file, not the older releases' hard-linked copy).
     site.sh(&format!(
-        "echo succeeded > {ROOT}/releases/{cur}/.state && ln -sfn releases/{cur} {ROOT}/current && truncate -s 0 {ROOT}/releases/{cur}/backend/innercontext/pricing.py"
+        "echo succeeded > {ROOT}/releases/{cur}/.state && ln -sfn releases/{cur} {ROOT}/current && f={ROOT}/releases/{cur}/backend/innercontext/pricing.py && rm $f && : > $f"
     ))?;
     let out = check(&site)?;
     ensure!(

@@ -196,7 +196,7 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     );
     let summary = fs_err::read_to_string(&runner.summary)?;
     ensure!(
-        summary.contains("Result: **success**") && summary.contains(&format!("deployed {after}")),
+        summary.contains("Result: **success**") && summary.contains(&format!("deploy of {after}")),
         "summary:\n{summary}"
     );
     site.assert_serving()?;

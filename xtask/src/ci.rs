@@ -169,8 +169,8 @@ fn frontend_steps(sh: &Shell, noise: Noise, checks: bool) -> Result<()> {
 /// Static checks of everything that is configuration: shell scripts, units, nginx, workflows.
 fn config(sh: &Shell) -> Result<()> {
     tools::ensure_all(sh)?;
-    let scripts: Vec<Utf8PathBuf> = files_with_ext(&crate::project_root().join("scripts"), "sh")?;
-    let mut shell_files = scripts.clone();
+    // scripts/** : the deployer's and setup-server's halves and the benchmark's baseline.
+    let mut shell_files = shell_scripts(&crate::project_root().join("scripts"))?;
     shell_files.push(".ci/run".into());
     cmd!(sh, "shellcheck --severity=style {shell_files...}")
         .run()
@@ -195,6 +195,21 @@ fn lint_workflows(sh: &Shell) -> Result<()> {
         .run()
         .context("actionlint found problems in .forgejo/workflows")?;
     Ok(())
+}
+
+/// Every `*.sh` under `dir`, at any depth, sorted.
+fn shell_scripts(dir: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    let mut files = files_with_ext(dir, "sh")?;
+    if dir.exists() {
+        for entry in fs_err::read_dir(dir)? {
+            let path = Utf8PathBuf::try_from(entry?.path())?;
+            if path.is_dir() {
+                files.extend(shell_scripts(&path)?);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn files_with_ext(dir: &Utf8Path, ext: &str) -> Result<Vec<Utf8PathBuf>> {
@@ -436,4 +451,32 @@ impl Drop for Postgres {
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shellcheck_covers_every_script_at_any_depth() {
+        let dir = Utf8PathBuf::from(format!("/tmp/ci-scripts-test-{}", std::process::id()));
+        let _ = fs_err::remove_dir_all(&dir);
+        fs_err::create_dir_all(dir.join("bench/deeper")).unwrap();
+        for f in ["a.sh", "bench/b.sh", "bench/deeper/c.sh", "bench/notes.md"] {
+            fs_err::write(dir.join(f), "").unwrap();
+        }
+        let found = shell_scripts(&dir).unwrap();
+        let rel: Vec<&str> = found
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().as_str())
+            .collect();
+        assert_eq!(rel, ["a.sh", "bench/b.sh", "bench/deeper/c.sh"]);
+        fs_err::remove_dir_all(&dir).unwrap();
+        let repo = shell_scripts(&crate::project_root().join("scripts")).unwrap();
+        assert!(
+            repo.iter()
+                .any(|p| p.as_str().ends_with("scripts/bench/deploy-baseline.sh")),
+            "{repo:?}"
+        );
+    }
 }

@@ -204,8 +204,48 @@ pub struct Demo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bench {
     pub runs: u32,
-    pub wan: bool,
-    pub lan: bool,
+    /// The phases to run (all by default).
+    pub phases: Vec<BenchPhase>,
+}
+
+impl Bench {
+    pub fn wants(&self, phase: BenchPhase) -> bool {
+        self.phases.contains(&phase)
+    }
+}
+
+/// Parts of `cargo xtask bench`, each a group of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPhase {
+    /// Incremental, no-op, backend redeploy, rollback, list.
+    Deploys,
+    /// Failed requests under wrk load during a deploy and a rollback.
+    Load,
+    /// Deploys with local checks (a new tree, the same tree again) and the checks alone.
+    Checks,
+    /// The incremental deploy and list with 50 more releases on the server.
+    Releases,
+    /// The incremental deploy with 20,000 more files in the backend.
+    Files,
+}
+
+impl BenchPhase {
+    pub const ALL: [BenchPhase; 5] = [
+        BenchPhase::Deploys,
+        BenchPhase::Load,
+        BenchPhase::Checks,
+        BenchPhase::Releases,
+        BenchPhase::Files,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchPhase::Deploys => "deploys",
+            BenchPhase::Load => "load",
+            BenchPhase::Checks => "checks",
+            BenchPhase::Releases => "releases",
+            BenchPhase::Files => "files",
+        }
+    }
 }
 
 /// A one-line usage error; `main` prints it and exits with status 2.
@@ -355,12 +395,19 @@ URL of the app through nginx. The machines stay up until 'cargo xtask demo --dow
 pub const HELP_BENCH: &str = "\
 cargo xtask bench: measure the deployer against the local test host
 
-Usage: cargo xtask bench [--runs N] [--lan-only|--wan-only]
+Usage: cargo xtask bench [--runs N] [--only PHASE[,PHASE...]]
 
-Prints a table (median, min, max of N runs, default 5): incremental and no-op deploys, rollback
-until healthy, ssh handshakes and bytes sent per deploy, failed requests under load during deploy
-and rollback, and the floor (a bare unit restart until healthy); once on the direct link and once
-through a 25 ms each-way latency proxy.
+Boots two identical app machines and a db machine behind a 25 ms each-way latency proxy, and
+measures `cargo xtask deploy` against a spec-faithful bash deploy (scripts/bench/) side by side,
+interleaved. Prints one table: baseline and xtask medians (min/max) of N runs (default 5), their
+ratio, the target, the floor measured in the same run, and the number of samples.
+
+Phases (default: all):
+  deploys    incremental, no-op, backend redeploy, rollback, list
+  load       failed requests under wrk load during a deploy and a rollback
+  checks     deploys with local checks (new tree, same tree again) and the checks alone
+  releases   the incremental deploy and list with 50 more releases on the server
+  files      the incremental deploy with 20,000 more files (500 MB) in the backend
 ";
 
 /// A cursor over the arguments after the command name.
@@ -735,8 +782,7 @@ fn parse_demo(args: &mut Args) -> Result<Command, UsageError> {
 fn parse_bench(args: &mut Args) -> Result<Command, UsageError> {
     let mut b = Bench {
         runs: 5,
-        wan: true,
-        lan: true,
+        phases: BenchPhase::ALL.to_vec(),
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -748,15 +794,21 @@ fn parse_bench(args: &mut Args) -> Result<Command, UsageError> {
                     .filter(|n| (1..=50).contains(n))
                     .ok_or_else(|| UsageError::new(format!("invalid --runs '{v}': use 1-50")))?;
             }
-            "--lan-only" => b.wan = false,
-            "--wan-only" => b.lan = false,
+            "--only" => {
+                let v = args.value("--only")?;
+                let names: Vec<&str> = BenchPhase::ALL.iter().map(|p| p.name()).collect();
+                b.phases = v
+                    .split(',')
+                    .map(|p| {
+                        BenchPhase::ALL
+                            .into_iter()
+                            .find(|ph| ph.name() == p)
+                            .ok_or_else(|| UsageError::choice("bench phase", p, &names))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             other => return Err(unexpected("bench", other)),
         }
-    }
-    if !b.wan && !b.lan {
-        return Err(UsageError::new(
-            "--lan-only and --wan-only exclude each other",
-        ));
     }
     Ok(Command::Bench(b))
 }
@@ -986,13 +1038,21 @@ mod tests {
     #[test]
     fn bench_flags() {
         assert_eq!(
-            run(&["bench", "--runs", "3", "--lan-only"]),
+            run(&["bench", "--runs", "3", "--only", "load,files"]),
             Command::Bench(Bench {
                 runs: 3,
-                wan: false,
-                lan: true
+                phases: vec![BenchPhase::Load, BenchPhase::Files],
             })
         );
+        match run(&["bench"]) {
+            Command::Bench(b) => {
+                assert_eq!(b.runs, 5);
+                assert!(BenchPhase::ALL.iter().all(|p| b.wants(*p)));
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(err(&["bench", "--runs", "0"]).contains("invalid --runs"));
+        assert!(err(&["bench", "--only", "lan"]).contains("valid: deploys, load, checks"));
+        assert!(err(&["bench", "--lan-only"]).contains("--lan-only"));
     }
 }

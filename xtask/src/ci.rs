@@ -15,6 +15,10 @@ use crate::{tools, ui};
 
 pub fn run(ci: Ci, sh: &Shell) -> Result<()> {
     let start = Instant::now();
+    if !ci.filter.is_empty() {
+        // A filter that matches no scenario fails now, not after every other stage.
+        ui::step("ci: check --filter", || e2e_filter_matches(sh, &ci.filter))?;
+    }
     let mut passed = Vec::new();
     for stage in &ci.stages {
         let result = ui::step(&format!("ci: {}", stage.name()), || match stage {
@@ -302,6 +306,29 @@ fn nginx_test(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
+/// The e2e harness lists what `filter` selects, and fails with one line if it is nothing.
+fn e2e_filter_matches(sh: &Shell, filter: &[String]) -> Result<()> {
+    let out = cmd!(
+        sh,
+        "cargo test --quiet -p xtask --test e2e -- --list {filter...}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .map(|l| l.trim_start_matches("error: ").to_string())
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        bail!("--filter: {line}");
+    }
+    Ok(())
+}
+
+/// The end-to-end scenarios: groups run in parallel on their own machines (see
+/// tests/e2e/harness.rs); `INNERCONTEXT_E2E_JOBS` sets how many at once.
 fn e2e(sh: &Shell, filter: &[String]) -> Result<()> {
     if !tools::is_root() {
         bail!("the end-to-end stage boots test machines and needs root: run 'sudo cargo xtask ci', or skip it with --skip e2e");

@@ -323,7 +323,7 @@ Usage: cargo xtask testhost <build|up|down|status|ssh|exec|delay> [ARGS]
   exec NAME CMD...           run a command inside the machine without ssh
   delay NAME MS              put a proxy adding MS ms each way in front of its sshd (0 removes)
 
-NAME: 1-8 lowercase letters or digits, starting with a letter. Requires root on Linux.
+NAME: 1-12 lowercase letters or digits, starting with a letter. Requires root on Linux.
 ";
 
 pub const HELP_SETUP_SERVER: &str = "\
@@ -516,12 +516,18 @@ fn parse_ci(args: &mut Args) -> Result<Command, UsageError> {
     if stages.is_empty() {
         return Err(UsageError::new("no stage left to run after --only/--skip"));
     }
+    if !filter.is_empty() && !stages.contains(&Stage::E2e) {
+        return Err(UsageError::new(
+            "--filter selects end-to-end scenarios, but the e2e stage is not selected (add --only e2e)",
+        ));
+    }
     Ok(Command::Ci(Ci { stages, filter }))
 }
 
-/// Machine names become interface names (`ve-NAME`, 15 bytes at most) and paths.
+/// Machine names become interface names (`ve-NAME`: Linux allows 15 bytes, so 12 for NAME)
+/// and paths.
 pub fn validate_machine_name(name: &str) -> Result<(), UsageError> {
-    let ok = (1..=8).contains(&name.len())
+    let ok = (1..=12).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
@@ -530,7 +536,7 @@ pub fn validate_machine_name(name: &str) -> Result<(), UsageError> {
         Ok(())
     } else {
         Err(UsageError::new(format!(
-            "invalid machine name '{name}': use 1-8 lowercase letters or digits, starting with a letter"
+            "invalid machine name '{name}': use 1-12 lowercase letters or digits, starting with a letter"
         )))
     }
 }
@@ -959,6 +965,8 @@ mod tests {
         assert!(err(&["ci", "--only", "java"]).contains("valid: tools, rust"));
         assert!(err(&["ci", "--only"]).contains("needs a value"));
         assert!(err(&["ci", "--only", "e2e", "--skip", "e2e"]).contains("no stage left"));
+        assert!(err(&["ci", "--only", "rust", "--filter", "deploy::"])
+            .contains("the e2e stage is not selected"));
     }
 
     #[test]
@@ -970,7 +978,12 @@ mod tests {
                 role: Role::Db
             })
         );
-        for bad in ["", "App", "1app", "app-1", "toolongname", "a/b", "../x"] {
+        // 12 characters: the host side of the veth, ve-NAME, fills Linux's 15.
+        assert!(matches!(
+            run(&["testhost", "up", "e2edemoapp12"]),
+            Command::Testhost(Testhost::Up { .. })
+        ));
+        for bad in ["", "App", "1app", "app-1", "thirteenchars", "a/b", "../x"] {
             assert!(
                 err(&["testhost", "up", bad]).contains("invalid machine name"),
                 "{bad}"

@@ -1,217 +1,182 @@
 //! End-to-end scenarios against real Debian 12 machines booted on this host (the test host).
 //!
-//! A tiny harness (`harness = false`): scenarios run one after another in the order of
-//! [`SCENARIOS`], each a `fn(&mut Ctx) -> anyhow::Result<()>`; a panic counts as a failure.
-//! One line per scenario, then a summary table, and as the very last line `N passed, N failed`.
+//! A tiny harness (`harness = false`): each scenario is a `fn(&mut Ctx) -> anyhow::Result<()>`
+//! registered with one line in [`SCENARIOS`], in a [`Group`]. A group's scenarios share
+//! machines and run in order in one process; groups run in parallel, each on machines of its
+//! own names (`<run id><group tag><role>`), a few at a time. One line per scenario as it
+//! finishes (prefixed by its group), then a table, the fault matrix, and as the very last line
+//! `N passed, N failed`. See [`harness`] for how it runs.
 //!
 //! ```text
-//! cargo test -p xtask --test e2e                 # everything (as root)
-//! cargo test -p xtask --test e2e -- lock ssh     # scenarios whose name contains "lock" or "ssh"
-//! cargo test -p xtask --test e2e -- --list       # names only
+//! cargo test -p xtask --test e2e                      # everything (as root)
+//! cargo test -p xtask --test e2e -- lock ssh          # scenarios whose name contains "lock" or "ssh"
+//! cargo test -p xtask --test e2e -- --group deploy    # one group
+//! cargo test -p xtask --test e2e -- --list            # names only (--groups: by group)
 //! ```
 //!
-//! Libtest flags cargo may pass (`--nocapture`, `-q`, `--test-threads N`, ...) are accepted and
-//! ignored; `--skip TEXT` leaves out matching scenarios and `--exact` matches whole names.
-//! The machines are shared: [`Ctx::machines`] boots the app and db machines once, and they are
-//! taken down at the end even when scenarios fail.
+//! Also `--skip TEXT`, `--exact`, `--jobs N` (groups at once, default 3, or
+//! `INNERCONTEXT_E2E_JOBS`) and `--nocapture` (every line of every group). Other libtest flags
+//! cargo may pass are accepted and ignored. A selection that matches nothing fails.
 
 mod demo;
 mod deploy;
 mod faults;
+mod harness;
 mod setup_server;
 mod support;
 mod testhost;
 mod workflow;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use xshell::Shell;
 use xtask::flags::Role;
 use xtask::testhost::{self as th, Machine};
 
-/// This run's id: a prefix of every machine and scratch directory it makes, so runs in other
-/// checkouts (or a user's demo) are never touched. `INNERCONTEXT_E2E_ID`: 1-3 lowercase letters
-/// or digits, starting with a letter (default `e2e`).
-pub fn run_id() -> String {
-    let id = std::env::var("INNERCONTEXT_E2E_ID").unwrap_or_default();
-    let ok = !id.is_empty()
-        && id.len() <= 3
-        && id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if ok {
-        id
-    } else {
-        "e2e".to_string()
-    }
-}
+pub use harness::run_id;
 
-/// A machine name of this run: `<run id><role>` (at most 8 characters).
+/// A machine name of this run (and group): `<run id><role>`, at most 12 characters.
 pub fn machine_name(role: &str) -> String {
     format!("{}{role}", run_id())
 }
 
-/// The shared app machine of this run (distinct from the demo's).
+/// The shared app machine of this group (distinct from the demo's and other groups').
 pub fn app_name() -> String {
     machine_name("app")
 }
 
-/// The shared db machine of this run.
+/// The shared db machine of this group.
 pub fn db_name() -> String {
     machine_name("db")
 }
 
-type Scenario = fn(&mut Ctx) -> Result<()>;
+/// Scenarios that share machines (and the state on them) and so run in order, in one process.
+/// Each group runs on machines of its own names, in parallel with the other groups.
+pub struct Group {
+    pub name: &'static str,
+    /// Joins the run id in the group's machine and scratch names: one lowercase letter,
+    /// different for every group.
+    pub tag: char,
+}
 
-/// Every scenario, in the order they run. `testhost::down_leaves_nothing_behind` takes the
-/// shared machines down and must stay last.
-const SCENARIOS: &[(&str, Scenario)] = &[
-    (
-        "testhost::two_machines_boot_in_parallel",
-        testhost::two_machines_boot_in_parallel,
+/// The test host itself; its last scenario takes its machines down and checks what is left.
+pub const HOST: Group = Group {
+    name: "host",
+    tag: 't',
+};
+/// setup-server on a provisioned machine: fresh, again, drift, bad input.
+pub const SETUP: Group = Group {
+    name: "setup",
+    tag: 's',
+};
+/// The deploy pipeline and the Forgejo workflow, on one provisioned site.
+pub const DEPLOY: Group = Group {
+    name: "deploy",
+    tag: 'd',
+};
+/// The fault matrix: fault x step.
+pub const MATRIX: Group = Group {
+    name: "matrix",
+    tag: 'x',
+};
+/// Broken releases, bad input, bad remote state, security properties.
+pub const FAULTS: Group = Group {
+    name: "faults",
+    tag: 'f',
+};
+/// `cargo xtask demo`, under this run's own machine names.
+pub const DEMO: Group = Group {
+    name: "demo",
+    tag: 'm',
+};
+
+/// Every group, in the order they start: the longest first.
+pub const GROUPS: &[&Group] = &[&MATRIX, &FAULTS, &DEPLOY, &SETUP, &HOST, &DEMO];
+
+/// A registered scenario.
+pub struct Scenario {
+    pub group: &'static Group,
+    pub name: &'static str,
+    pub run: fn(&mut Ctx) -> Result<()>,
+}
+
+/// `scenario!(GROUP, module::function)`: the scenario's name is its path.
+macro_rules! scenario {
+    ($group:ident, $module:ident :: $func:ident) => {
+        Scenario {
+            group: &$group,
+            name: concat!(stringify!($module), "::", stringify!($func)),
+            run: $module::$func,
+        }
+    };
+}
+
+/// Every scenario; within a group, in the order they run.
+const SCENARIOS: &[Scenario] = &[
+    scenario!(HOST, testhost::two_machines_boot_in_parallel),
+    scenario!(HOST, testhost::ssh_checks_host_keys_strictly),
+    scenario!(HOST, testhost::image_is_a_fresh_server),
+    scenario!(HOST, testhost::app_logs_in_to_postgres_on_db),
+    scenario!(HOST, testhost::exec_runs_inside_the_machine),
+    scenario!(HOST, testhost::delay_adds_latency_to_ssh),
+    scenario!(HOST, testhost::up_returns_a_healthy_machine),
+    scenario!(HOST, testhost::stale_machine_is_cleaned_by_up),
+    // Takes the group's machines down: stays last in its group.
+    scenario!(HOST, testhost::down_leaves_nothing_behind),
+    scenario!(SETUP, setup_server::fresh_host_bad_input_changes_nothing),
+    scenario!(SETUP, setup_server::fresh_host_is_provisioned),
+    scenario!(SETUP, setup_server::second_run_changes_nothing),
+    scenario!(SETUP, setup_server::drift_is_repaired),
+    scenario!(SETUP, setup_server::env_files_are_kept_unless_forced),
+    scenario!(SETUP, setup_server::bad_sudoers_never_lands),
+    scenario!(SETUP, setup_server::admin_through_sudo),
+    scenario!(
+        SETUP,
+        setup_server::unreachable_host_and_wrong_key_fail_cleanly
     ),
-    (
-        "testhost::ssh_checks_host_keys_strictly",
-        testhost::ssh_checks_host_keys_strictly,
-    ),
-    (
-        "testhost::image_is_a_fresh_server",
-        testhost::image_is_a_fresh_server,
-    ),
-    (
-        "testhost::app_logs_in_to_postgres_on_db",
-        testhost::app_logs_in_to_postgres_on_db,
-    ),
-    (
-        "testhost::exec_runs_inside_the_machine",
-        testhost::exec_runs_inside_the_machine,
-    ),
-    (
-        "testhost::delay_adds_latency_to_ssh",
-        testhost::delay_adds_latency_to_ssh,
-    ),
-    (
-        "testhost::up_returns_a_healthy_machine",
-        testhost::up_returns_a_healthy_machine,
-    ),
-    (
-        "testhost::stale_machine_is_cleaned_by_up",
-        testhost::stale_machine_is_cleaned_by_up,
-    ),
-    (
-        "setup_server::fresh_host_bad_input_changes_nothing",
-        setup_server::fresh_host_bad_input_changes_nothing,
-    ),
-    (
-        "setup_server::fresh_host_is_provisioned",
-        setup_server::fresh_host_is_provisioned,
-    ),
-    (
-        "setup_server::second_run_changes_nothing",
-        setup_server::second_run_changes_nothing,
-    ),
-    (
-        "setup_server::drift_is_repaired",
-        setup_server::drift_is_repaired,
-    ),
-    (
-        "setup_server::env_files_are_kept_unless_forced",
-        setup_server::env_files_are_kept_unless_forced,
-    ),
-    (
-        "setup_server::bad_sudoers_never_lands",
-        setup_server::bad_sudoers_never_lands,
-    ),
-    (
-        "setup_server::admin_through_sudo",
-        setup_server::admin_through_sudo,
-    ),
-    (
-        "setup_server::unreachable_host_and_wrong_key_fail_cleanly",
-        setup_server::unreachable_host_and_wrong_key_fail_cleanly,
-    ),
-    ("workflow::steps_parse", workflow::workflow_steps_parse),
-    ("deploy::first_deploy_all", deploy::first_deploy_all),
-    (
-        "deploy::backend_one_file_one_handshake",
-        deploy::backend_one_file_one_handshake,
-    ),
-    ("deploy::frontend_only", deploy::frontend_only),
-    ("deploy::nothing_to_deploy", deploy::nothing_to_deploy),
-    ("deploy::list_releases", deploy::list_releases),
-    (
-        "deploy::rollback_while_serving",
-        deploy::rollback_while_serving,
-    ),
-    ("deploy::lock_conflict", deploy::lock_conflict),
-    ("deploy::failing_migration", deploy::failing_migration),
-    (
-        "deploy::failed_health_rolls_back",
-        deploy::failed_health_rolls_back,
-    ),
-    ("deploy::interrupt_mid_upload", deploy::interrupt_mid_upload),
-    (
-        "workflow::deploy_workflow_runs_against_the_test_host",
-        workflow::deploy_workflow_runs_against_the_test_host,
-    ),
-    ("faults::kill_at_lock", faults::kill_at_lock),
-    ("faults::kill_at_upload", faults::kill_at_upload),
-    ("faults::kill_at_prepare", faults::kill_at_prepare),
-    ("faults::kill_at_activate", faults::kill_at_activate),
-    ("faults::interrupt_at_lock", faults::interrupt_at_lock),
-    ("faults::interrupt_at_upload", faults::interrupt_at_upload),
-    ("faults::interrupt_at_prepare", faults::interrupt_at_prepare),
-    (
-        "faults::interrupt_at_activate",
-        faults::interrupt_at_activate,
-    ),
-    ("faults::cut_at_lock", faults::cut_at_lock),
-    ("faults::cut_at_upload", faults::cut_at_upload),
-    ("faults::cut_at_prepare", faults::cut_at_prepare),
-    ("faults::cut_at_activate", faults::cut_at_activate),
-    ("faults::concurrent_at_lock", faults::concurrent_at_lock),
-    ("faults::concurrent_at_upload", faults::concurrent_at_upload),
-    (
-        "faults::concurrent_at_prepare",
-        faults::concurrent_at_prepare,
-    ),
-    (
-        "faults::concurrent_at_activate",
-        faults::concurrent_at_activate,
-    ),
-    ("faults::health_503", faults::health_503),
-    (
-        "faults::frontend_does_not_start",
-        faults::frontend_does_not_start,
-    ),
-    ("faults::worker_crash_loops", faults::worker_crash_loops),
-    (
-        "faults::disk_full_during_upload",
-        faults::disk_full_during_upload,
-    ),
-    (
-        "faults::current_never_dangles",
-        faults::current_never_dangles,
-    ),
-    ("faults::bad_input_is_refused", faults::bad_input_is_refused),
-    (
-        "faults::bad_remote_state_is_refused",
-        faults::bad_remote_state_is_refused,
-    ),
-    ("faults::security_properties", faults::security_properties),
-    (
-        "demo::up_serves_and_down_cleans",
-        demo::up_serves_and_down_cleans,
-    ),
-    (
-        "testhost::down_leaves_nothing_behind",
-        testhost::down_leaves_nothing_behind,
-    ),
+    scenario!(DEPLOY, workflow::workflow_steps_parse),
+    scenario!(DEPLOY, deploy::first_deploy_all),
+    scenario!(DEPLOY, deploy::backend_one_file_one_handshake),
+    scenario!(DEPLOY, deploy::frontend_only),
+    scenario!(DEPLOY, deploy::nothing_to_deploy),
+    scenario!(DEPLOY, deploy::list_releases),
+    scenario!(DEPLOY, deploy::rollback_while_serving),
+    scenario!(DEPLOY, deploy::lock_conflict),
+    scenario!(DEPLOY, deploy::failing_migration),
+    scenario!(DEPLOY, deploy::failed_health_rolls_back),
+    scenario!(DEPLOY, deploy::interrupt_mid_upload),
+    scenario!(DEPLOY, workflow::deploy_workflow_runs_against_the_test_host),
+    scenario!(MATRIX, faults::kill_at_lock),
+    scenario!(MATRIX, faults::kill_at_upload),
+    scenario!(MATRIX, faults::kill_at_prepare),
+    scenario!(MATRIX, faults::kill_at_activate),
+    scenario!(MATRIX, faults::interrupt_at_lock),
+    scenario!(MATRIX, faults::interrupt_at_upload),
+    scenario!(MATRIX, faults::interrupt_at_prepare),
+    scenario!(MATRIX, faults::interrupt_at_activate),
+    scenario!(MATRIX, faults::cut_at_lock),
+    scenario!(MATRIX, faults::cut_at_upload),
+    scenario!(MATRIX, faults::cut_at_prepare),
+    scenario!(MATRIX, faults::cut_at_activate),
+    scenario!(MATRIX, faults::concurrent_at_lock),
+    scenario!(MATRIX, faults::concurrent_at_upload),
+    scenario!(MATRIX, faults::concurrent_at_prepare),
+    scenario!(MATRIX, faults::concurrent_at_activate),
+    scenario!(FAULTS, faults::health_503),
+    scenario!(FAULTS, faults::frontend_does_not_start),
+    scenario!(FAULTS, faults::worker_crash_loops),
+    scenario!(FAULTS, faults::disk_full_during_upload),
+    scenario!(FAULTS, faults::current_never_dangles),
+    scenario!(FAULTS, faults::bad_input_is_refused),
+    scenario!(FAULTS, faults::bad_remote_state_is_refused),
+    scenario!(FAULTS, faults::security_properties),
+    scenario!(DEMO, demo::up_serves_and_down_cleans),
 ];
+
+fn main() -> ExitCode {
+    harness::main(SCENARIOS)
+}
 
 /// The app and db machines shared by the scenarios.
 pub struct Machines {
@@ -304,192 +269,4 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into())
-}
-
-/// What to run, from the command line.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Selection {
-    include: Vec<String>,
-    skip: Vec<String>,
-    exact: bool,
-    list: bool,
-}
-
-impl Selection {
-    fn parse(args: impl IntoIterator<Item = String>) -> Selection {
-        // libtest flags that take a value; their value must not become a filter.
-        const WITH_VALUE: &[&str] = &[
-            "--test-threads",
-            "--color",
-            "--format",
-            "--logfile",
-            "--shuffle-seed",
-            "-Z",
-        ];
-        let mut sel = Selection::default();
-        let mut args = args.into_iter();
-        while let Some(a) = args.next() {
-            match a.as_str() {
-                "--skip" => sel.skip.extend(args.next()),
-                "--exact" => sel.exact = true,
-                "--list" => sel.list = true,
-                f if WITH_VALUE.contains(&f) => {
-                    args.next();
-                }
-                f if f.starts_with('-') => {} // --nocapture, -q, --quiet, --color=always, ...
-                filter => sel.include.push(filter.to_string()),
-            }
-        }
-        sel
-    }
-
-    fn wants(&self, name: &str) -> bool {
-        let hit = |f: &String| {
-            if self.exact {
-                name == f
-            } else {
-                name.contains(f.as_str())
-            }
-        };
-        (self.include.is_empty() || self.include.iter().any(hit)) && !self.skip.iter().any(hit)
-    }
-}
-
-struct Outcome {
-    name: &'static str,
-    took: Duration,
-    error: Option<String>,
-}
-
-fn main() -> ExitCode {
-    let sel = Selection::parse(std::env::args().skip(1));
-    let selected: Vec<(&'static str, Scenario)> = SCENARIOS
-        .iter()
-        .copied()
-        .filter(|(n, _)| sel.wants(n))
-        .collect();
-    if sel.list {
-        for (name, _) in &selected {
-            println!("{name}: test");
-        }
-        return ExitCode::SUCCESS;
-    }
-    // The delay proxy runs as `xtask testhost proxy`: point the library at the built binary.
-    std::env::set_var(th::XTASK_BIN_ENV, env!("CARGO_BIN_EXE_xtask"));
-
-    if let Err(e) = preflight() {
-        println!("error: {e:#}");
-        println!("0 passed, {} failed", selected.len().max(1));
-        return ExitCode::FAILURE;
-    }
-    println!("running {} e2e scenarios", selected.len());
-    let mut ctx = match Ctx::new() {
-        Ok(c) => c,
-        Err(e) => {
-            println!("error: {e:#}");
-            println!("0 passed, {} failed", selected.len().max(1));
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut outcomes = Vec::new();
-    for (name, scenario) in selected {
-        let start = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| scenario(&mut ctx)));
-        let took = start.elapsed();
-        let error = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("{e:#}")),
-            Err(p) => Some(format!("panicked: {}", panic_message(&*p))),
-        };
-        match &error {
-            None => println!("PASS  {name} ({})", secs(took)),
-            Some(e) => {
-                println!("FAIL  {name} ({})", secs(took));
-                for line in e.lines() {
-                    println!("      {line}");
-                }
-            }
-        }
-        outcomes.push(Outcome { name, took, error });
-    }
-    // The shared machines go down whatever happened.
-    let teardown = ctx.take_down();
-    if let Err(e) = &teardown {
-        println!("FAIL  taking the shared machines down: {e:#}");
-    }
-
-    let passed = outcomes.iter().filter(|o| o.error.is_none()).count();
-    let failed = outcomes.len() - passed;
-    println!();
-    println!("{:<52} {:>8}  result", "scenario", "time");
-    for o in &outcomes {
-        println!(
-            "{:<52} {:>8}  {}",
-            o.name,
-            secs(o.took),
-            if o.error.is_none() { "pass" } else { "FAIL" }
-        );
-    }
-    print_fault_matrix(&outcomes);
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 || teardown.is_err() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// The fault scenarios `faults::FAULT_at_STEP` as a table: fault × step → pass/FAIL.
-fn print_fault_matrix(outcomes: &[Outcome]) {
-    const STEPS: [&str; 4] = ["lock", "upload", "prepare", "activate"];
-    let cells: Vec<(&str, &str, bool)> = outcomes
-        .iter()
-        .filter_map(|o| {
-            let rest = o.name.strip_prefix("faults::")?;
-            let (fault, step) = rest.split_once("_at_")?;
-            Some((fault, step, o.error.is_none()))
-        })
-        .collect();
-    if cells.is_empty() {
-        return;
-    }
-    println!();
-    println!("fault matrix (step at which the fault strikes)");
-    print!("{:<14}", "fault");
-    for step in STEPS {
-        print!("{step:>10}");
-    }
-    println!();
-    let mut faults: Vec<&str> = cells.iter().map(|c| c.0).collect();
-    faults.dedup();
-    for fault in faults {
-        print!("{fault:<14}");
-        for step in STEPS {
-            let cell = cells
-                .iter()
-                .find(|c| c.0 == fault && c.1 == step)
-                .map_or("-", |c| if c.2 { "pass" } else { "FAIL" });
-            print!("{cell:>10}");
-        }
-        println!();
-    }
-}
-
-/// The scenarios boot machines: they need root on Linux, and refuse (fail) without it.
-fn preflight() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|u| u.split_whitespace().nth(1))
-        == Some("0");
-    anyhow::ensure!(
-        root,
-        "the e2e scenarios boot local machines (systemd-nspawn, veth, nftables) and need root on Linux: run 'sudo -E cargo test -p xtask --test e2e'"
-    );
-    Ok(())
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
 }

@@ -1,609 +1,472 @@
 #!/usr/bin/env bash
-# Server side of `cargo xtask deploy`. Runs as the app user over the deployer's ssh master
-# connection: `bash -c "<this file>" deploy.sh SUBCOMMAND ARGS...`. It is also shipped in every
-# release (releases/<name>/scripts/deploy.sh) so the server holds the code that changed it.
+# Server side of `cargo xtask deploy`. Runs as the app user over the deployer's ssh connection:
+#     bash -c "<contract.sh><deploy-lib.sh><deploy-job.sh><deploy.sh>" deploy.sh SUB key=value...
+# It is also shipped in every release (releases/NAME/scripts/), next to the files it sources.
 #
-# Protocol: results are `key=value` lines on stdout; a failure prints one `error=...` line and
-# exits non-zero; diagnostics (logs, journal tails) go to stderr. Arguments are validated
-# before use, so nothing a caller passes is ever evaluated.
+#   probe   read-only: current, releases, lock (and whether its job is alive), last job,
+#           optionally the database revision and what each release adds on disk
+#   run     preflight, take the lock, check that current is what the deployer planned against,
+#           start the detached job (deploy-job.sh) and follow it: stream its events to stdout and
+#           pass the deployer's messages (stdin, one per line) to it
+#   follow  re-attach to a job's events (a deployer that reconnects, or `deploy status --follow`)
+#   unlock  remove the lock that was shown (by token), never under a live job unless forced
+#   log     the last lines of deploy.log
+#   job     the job itself (internal)
+#
+# Replies are key=value lines; a refusal prints one `error=...` line and exits non-zero.
+# Every option is validated (deploy-lib.sh) before it is used: nothing is ever evaluated.
 set -euo pipefail
 umask 022
 
-UNITS_ALL="innercontext innercontext-node innercontext-pricing-worker"
+if [ -z "${C_APP_USER:-}" ]; then
+    # Run from a release directory: the other parts sit beside this file.
+    # shellcheck source=scripts/deploy-job.sh
+    . "$(dirname -- "$0")/deploy-job.sh"
+fi
 
-# Options of fail / activate (see parse_opts).
-opt_root="" opt_release="" opt_previous=- opt_token="" opt_result="" opt_started=""
-opt_started_epoch=0 opt_deployer="" opt_commit="" opt_scope="" opt_revision="" opt_prune=""
-opt_restart="" opt_check="" opt_probe="" opt_timeout=60 opt_stable=4 opt_mark=yes
-result_file=${result_file:-}
-job_error=""
+# How to start this script again (the detached job): the same text, or the same file.
+if [ -n "${BASH_EXECUTION_STRING:-}" ]; then
+    SELF=(bash -c "$BASH_EXECUTION_STRING" deploy.sh)
+else
+    SELF=(bash "$0")
+fi
 
-die() {
-    printf 'error=%s\n' "$*"
-    exit 1
-}
+# --- probe -----------------------------------------------------------------------------------
 
-# A deploy root: absolute, no '..', only safe characters (the client checks this too).
-check_root() {
-    case "$1" in
-        /*) ;;
-        *) die "deploy root '$1' is not absolute" ;;
-    esac
-    case "$1" in
-        *[!A-Za-z0-9/._-]* | */../* | */.. | *//*) die "deploy root '$1' has unsafe characters" ;;
-    esac
-    [ -d "$1" ] || die "deploy root $1 does not exist on $(hostname): run cargo xtask setup-server"
-    [ -d "$1/releases" ] || die "$1/releases does not exist on $(hostname): run cargo xtask setup-server"
-}
-
-# Release names are fixed-width UTC timestamps: 20261128T101530Z.
-is_release() {
-    case "$1" in
-        [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) return 0 ;;
-        *) return 1 ;;
-    esac
-}
-
-check_release() {
-    is_release "$1" || die "'$1' is not a release name (expected YYYYMMDDTHHMMSSZ)"
-}
-
-check_unit() {
-    case " $UNITS_ALL " in
-        *" $1 "*) ;;
-        *) die "unknown unit '$1'" ;;
-    esac
-}
-
-current_release() {
-    local target
-    target=$(readlink "$1/current" 2>/dev/null) || return 0
-    basename "$target"
-}
-
-state_of() {
-    if [ -f "$1/.state" ]; then
-        cat "$1/.state"
-    else
-        echo unknown
-    fi
-}
-
-# Write a small file atomically (write beside, then rename).
-put() {
-    printf '%s\n' "$2" >"$1.tmp.$$"
-    mv -f "$1.tmp.$$" "$1"
-}
-
-meta() {
-    # meta FILE KEY -> value of KEY= in FILE, or '-'
-    local v=""
-    [ -f "$1" ] && v=$(sed -n "s/^$2=//p" "$1" | head -n 1)
-    printf '%s' "${v:--}"
-}
-
-# db_revision BACKEND_DIR: the database's alembic revision as that release sees it ('' if none).
-db_revision() {
-    (cd "$1" && .venv/bin/python -m alembic current 2>/dev/null </dev/null) |
-        sed -n 's/^\([A-Za-z0-9_][A-Za-z0-9_]*\)\( (.*)\)\{0,1\}$/\1/p' | sed -n '1p'
-}
-
-list_releases() {
-    local root=$1 dir name
-    for dir in "$root"/releases/*; do
-        [ -e "$dir" ] || continue
-        name=$(basename "$dir")
-        if is_release "$name" && [ -d "$dir" ] && [ ! -L "$dir" ]; then
-            printf 'release=%s %s %s %s\n' "$name" "$(state_of "$dir")" \
-                "$(meta "$dir/.release" commit)" "$(meta "$dir/.release" alembic_revision)"
-        else
-            printf 'junk=%s\n' "$name"
-        fi
-    done
-}
-
-lock_info() {
-    local lock=$1/.deploy.lock
-    if [ -d "$lock" ]; then
-        echo "locked=yes"
-        if [ -f "$lock/info" ]; then
-            sed 's/^/lock./' "$lock/info"
-        fi
-        printf 'lock.mtime=%s\n' "$(stat -c %Y "$lock")"
-    else
-        echo "locked=no"
-    fi
-}
-
-# Read-only view of the deploy root.
-cmd_probe() {
-    local root=$1
-    check_root "$root"
-    printf 'now=%s\n' "$(date -u +%s)"
-    printf 'host=%s\n' "$(hostname)"
-    local cur
+sub_probe() {
+    parse_opts probe "$@"
+    check_root "$opt_root"
+    local root=$opt_root cur status rel
+    out now "$(now_s)"
+    out host "$(hostname)"
+    status=$(current_status "$root")
+    out current.status "$status"
+    out current.link "$(current_link "$root")"
     cur=$(current_release "$root")
-    printf 'current=%s\n' "$cur"
+    out current "$cur"
     if [ -n "$cur" ]; then
-        printf 'current.state=%s\n' "$(state_of "$root/releases/$cur")"
-        printf 'current.backend_commit=%s\n' "$(meta "$root/releases/$cur/.release" backend_commit)"
-        printf 'current.frontend_commit=%s\n' "$(meta "$root/releases/$cur/.release" frontend_commit)"
+        rel=$root/$C_RELEASES/$cur
+        out current.state "$(state_of "$rel")"
+        out current.backend_commit "$(meta "$rel/$C_META_FILE" backend_commit)"
+        out current.frontend_commit "$(meta "$rel/$C_META_FILE" frontend_commit)"
     fi
     list_releases "$root"
     lock_info "$root"
-}
-
-# Everything a deploy needs, checked before any change.
-preflight() {
-    local root=$1 scope=$2 min_free_mb=$3 me unit f mode owner free_mb
-    me=$(id -un)
-    { [ -w "$root" ] && [ -w "$root/releases" ]; } ||
-        die "$me cannot write to $root/releases on $(hostname): run cargo xtask setup-server"
-    for f in "$root/shared/backend/.env" "$root/shared/frontend/.env.production"; do
-        [ -f "$f" ] || die "env file $f is missing on $(hostname): create it with cargo xtask setup-server --backend-env/--frontend-env"
-        mode=$(stat -c %a "$f")
-        owner=$(stat -c %U "$f")
-        [ "$mode" = 600 ] || die "env file $f has mode $mode, expected 600: chmod 600 $f (or rerun cargo xtask setup-server)"
-        [ "$owner" = "$me" ] || die "env file $f is owned by $owner, expected $me: chown $me $f"
-    done
-    for unit in $UNITS_ALL; do
-        sudo -n -l /usr/bin/systemctl restart "$unit" >/dev/null 2>&1 ||
-            die "sudo on $(hostname) does not let $me run 'systemctl restart $unit' without a password: install the sudoers drop-in (cargo xtask setup-server) and check with 'sudo -n -l'"
-    done
-    command -v curl >/dev/null || die "curl is missing on $(hostname): run cargo xtask setup-server"
-    command -v uv >/dev/null || die "uv is missing on $(hostname): run cargo xtask setup-server"
-    if [ "$scope" != backend ] || [ ! -L "$root/current" ]; then
-        [ -x /usr/local/bin/node ] || die "/usr/local/bin/node is missing on $(hostname): run cargo xtask setup-server"
+    last_job "$root"
+    if [ "${opt_db:-no}" = yes ]; then
+        probe_units
+        out disk "$(df -Ph "$root" | awk 'NR==2 {print $4 " free of " $2 " (" $5 " used)"}')"
+        probe_db "$root" "$cur"
     fi
-    free_mb=$(df -Pm "$root/releases" | awk 'NR==2 {print $4}')
-    [ "$free_mb" -ge "$min_free_mb" ] ||
-        die "only ${free_mb} MB free under $root/releases on $(hostname), need ${min_free_mb} MB: free space or lower DEPLOY_KEEP"
-    printf 'free_mb=%s\n' "$free_mb"
-}
-
-# begin ROOT NEW SCOPE MIN_FREE_MB [LOCK_LINE...]: preflight, take the lock, create the release.
-cmd_begin() {
-    local root=$1 new=$2 scope=$3 min_free=$4 lock newest
-    shift 4
-    check_root "$root"
-    check_release "$new"
-    case "$scope" in all | backend | frontend | rollback) ;; *) die "unknown scope '$scope'" ;; esac
-    preflight "$root" "$scope" "$min_free"
-    lock=$root/.deploy.lock
-    if ! mkdir "$lock" 2>/dev/null; then
-        echo "conflict=yes"
-        cmd_probe "$root"
-        exit 3
-    fi
-    # The lock is ours from here on: record who holds it.
-    printf '%s\n' "$@" >"$lock/info.tmp"
-    mv -f "$lock/info.tmp" "$lock/info"
-    if [ "$scope" != rollback ]; then
-        newest=$(list_releases "$root" | sed -n 's/^release=\([^ ]*\) .*/\1/p' | sort | tail -n 1)
-        if [ -n "$newest" ] && [ ! "$new" \> "$newest" ]; then
-            rm -rf "$lock"
-            die "release name $new is not newer than $newest (clock skew or two deploys in one second): check the clocks and retry"
-        fi
-        mkdir "$root/releases/$new"
-        put "$root/releases/$new/.state" preparing
-    fi
-    cmd_probe "$root"
-}
-
-# prepare ROOT NEW SCOPE CURRENT COMMIT DIRTY DEPLOYER: complete the uploaded release.
-cmd_prepare() {
-    local root=$1 new=$2 scope=$3 cur=$4 commit=$5 dirty=$6 deployer=$7 rel log revision
-    check_root "$root"
-    check_release "$new"
-    rel=$root/releases/$new
-    [ -d "$rel" ] || die "release $rel does not exist"
-    if [ "$cur" != - ]; then
-        check_release "$cur"
-        [ -d "$root/releases/$cur" ] || die "current release $cur does not exist"
-    fi
-    log=$rel/.prepare.log
-    : >"$log"
-
-    # The component this deploy does not ship comes from the current release, as hard links.
-    case "$scope" in
-        backend)
-            [ "$cur" != - ] || die "a backend-only deploy needs a current release to take the frontend from: deploy all first"
-            cp -al "$root/releases/$cur/frontend" "$rel/frontend"
-            ;;
-        frontend)
-            [ "$cur" != - ] || die "a frontend-only deploy needs a current release to take the backend from: deploy all first"
-            cp -al "$root/releases/$cur/backend" "$rel/backend"
-            rm -rf "$rel/backend/.venv"
-            ;;
-    esac
-
-    # Shared env files, linked relative to the release so the tree can move.
-    ln -sfn ../../../shared/backend/.env "$rel/backend/.env"
-    ln -sfn ../../../shared/frontend/.env.production "$rel/frontend/.env.production"
-
-    # The release's own virtualenv, from the lock file, with a cache kept in shared/.
-    mkdir -p "$root/shared/uv-cache"
-    if ! (cd "$rel/backend" &&
-        UV_CACHE_DIR=$root/shared/uv-cache UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=hardlink \
-            UV_SYSTEM_CERTS=1 uv sync --locked --no-dev --no-progress --compile-bytecode \
-            --python /usr/bin/python3 </dev/null >>"$log" 2>&1 &&
-        .venv/bin/python -m compileall -q innercontext >>"$log" 2>&1); then
-        tail -n 30 "$log" >&2
-        die "uv sync failed in $rel/backend on $(hostname) (log: $log)"
-    fi
-
-    # Nothing in a release is writable by other users, whatever the tools created.
-    find "$rel" -perm /022 ! -type l -exec chmod go-w {} +
-
-    if [ "$scope" = all ] || [ "$scope" = backend ]; then
-        if ! (cd "$rel/backend" && .venv/bin/python -m alembic upgrade head </dev/null >>"$log" 2>&1); then
-            tail -n 30 "$log" >&2
-            die "database migration (alembic upgrade head) failed in $rel/backend on $(hostname): check DATABASE_URL in $root/shared/backend/.env and the migration (log: $log)"
+    if [ "${opt_sizes:-no}" = yes ]; then
+        local names
+        names=$(release_names "$root")
+        if [ -n "$names" ]; then
+            # Oldest first: du counts a hard-linked file once, in the first release that has
+            # it, so each figure is what that release adds.
+            # shellcheck disable=SC2086 # release names are validated words
+            (cd "$root/$C_RELEASES" && { du -sk $names 2>/dev/null || true; }) |
+                while read -r kb name; do out size "$name $kb"; done
         fi
     fi
-    revision=$(db_revision "$rel/backend") || revision=""
-    # Which commit each half of the release comes from (the carried-over half keeps its own).
-    local made=$commit backend_commit frontend_commit
-    [ "$dirty" = no ] || made="$commit+dirty"
-    backend_commit=$made
-    frontend_commit=$made
-    case "$scope" in
-        backend) frontend_commit=$(meta "$root/releases/$cur/.release" frontend_commit) ;;
-        frontend) backend_commit=$(meta "$root/releases/$cur/.release" backend_commit) ;;
-    esac
-    {
-        printf 'release=%s\n' "$new"
-        printf 'commit=%s\n' "$commit"
-        printf 'backend_commit=%s\n' "$backend_commit"
-        printf 'frontend_commit=%s\n' "$frontend_commit"
-        printf 'dirty=%s\n' "$dirty"
-        printf 'scope=%s\n' "$scope"
-        printf 'deployer=%s\n' "$deployer"
-        printf 'created=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-        printf 'alembic_revision=%s\n' "${revision:--}"
-    } >"$rel/.release"
-    printf 'revision=%s\n' "${revision:--}"
-
-    # Units and the nginx site are installed by setup-server: say when they drifted.
-    local unit name
-    for unit in "$rel"/systemd/*.service "$rel"/systemd/*.socket; do
-        [ -f "$unit" ] || continue
-        name=$(basename "$unit")
-        cmp -s "/etc/systemd/system/$name" "$unit" ||
-            printf 'warn=/etc/systemd/system/%s differs from the release: run cargo xtask setup-server to install it\n' "$name"
-    done
-    cmp -s /etc/nginx/sites-available/innercontext "$rel/nginx/innercontext.conf" ||
-        printf 'warn=/etc/nginx/sites-available/innercontext differs from the release: run cargo xtask setup-server to install it\n'
 }
 
-# switch ROOT TARGET: point current at releases/TARGET with one rename; TARGET '-' removes it.
-cmd_switch() {
-    local root=$1 target=$2 tmp prev
-    check_root "$root"
-    prev=$(current_release "$root")
-    printf 'previous=%s\n' "${prev:--}"
-    if [ "$target" = - ]; then
-        rm -f "$root/current"
+probe_units() {
+    local u
+    for u in $C_UNITS; do
+        out unit "$u $(systemctl show -p ActiveState --value "$u" 2>/dev/null || echo unknown) $(systemctl show -p NRestarts --value "$u" 2>/dev/null || echo 0) $(systemctl show -p UnitFileState --value "$u" 2>/dev/null || echo unknown)"
+    done
+}
+
+# The database revision, through the running API, else with a release's own tool.
+probe_db() { # ROOT CURRENT
+    local rev dir toollog=/dev/null
+    rev=$(api_revision)
+    if [ -n "$rev" ]; then
+        out db.revision "$rev"
+        out db.via api
         return
     fi
-    check_release "$target"
-    [ -d "$root/releases/$target" ] || die "release $target does not exist"
-    tmp=$root/.current.tmp.$$
-    ln -sfn "releases/$target" "$tmp"
-    mv -T "$tmp" "$root/current"
-}
-
-# restart UNIT...: only the listed units, through the sudoers drop-in, all at once.
-cmd_restart() {
-    local unit pids=() failed=""
-    for unit in "$@"; do
-        check_unit "$unit"
-    done
-    for unit in "$@"; do
-        sudo -n /usr/bin/systemctl restart "$unit" </dev/null &
-        pids+=("$!")
-    done
-    for unit in "$@"; do
-        wait "${pids[0]}" || failed="$failed $unit"
-        pids=("${pids[@]:1}")
-    done
-    [ -z "$failed" ] ||
-        die "sudo -n systemctl restart failed for${failed} on $(hostname): check the sudoers drop-in (cargo xtask setup-server)"
-}
-
-unit_state() {
-    systemctl show -p ActiveState --value "$1" 2>/dev/null || echo unknown
-}
-
-unit_restarts() {
-    systemctl show -p NRestarts --value "$1" 2>/dev/null || echo 0
-}
-
-# health TIMEOUT STABLE UNIT... -- URL...: every unit active and every URL answering 2xx,
-# STABLE times in a row a quarter second apart, with no unit restarting meanwhile.
-cmd_health() {
-    local timeout=$1 stable=$2 deadline ok streak=0 unit url bad="" restarts="" r
-    shift 2
-    local units=() urls=()
-    while [ $# -gt 0 ] && [ "$1" != -- ]; do
-        check_unit "$1"
-        units+=("$1")
-        shift
-    done
-    [ $# -gt 0 ] && shift
-    for url in "$@"; do
-        case "$url" in http://127.0.0.1:[0-9]*/*) urls+=("$url") ;; *) die "refusing to probe '$url'" ;; esac
-    done
-    deadline=$(($(date +%s) + timeout))
-    while :; do
-        ok=yes
-        r=""
-        for unit in "${units[@]}"; do
-            if [ "$(unit_state "$unit")" != active ]; then
-                ok=no
-                bad="unit $unit is $(unit_state "$unit")"
-            fi
-            r="$r $(unit_restarts "$unit")"
-        done
-        if [ "$ok" = yes ]; then
-            for url in "${urls[@]}"; do
-                if ! curl -fsS -o /dev/null -m 2 "$url" 2>/dev/null; then
-                    ok=no
-                    bad="$url does not answer 2xx"
-                fi
-            done
-        fi
-        if [ "$ok" = yes ] && { [ "$streak" = 0 ] || [ "$r" = "$restarts" ]; }; then
-            streak=$((streak + 1))
-            restarts=$r
-            if [ "$streak" -ge "$stable" ]; then
-                echo "healthy=yes"
-                return 0
-            fi
-        else
-            [ "$ok" = yes ] && bad="a unit restarted while being checked"
-            streak=0
-        fi
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            break
-        fi
-        sleep 0.25
-    done
-    echo "healthy=no"
-    for unit in "${units[@]}"; do
-        if [ "$(unit_state "$unit")" != active ] || [ "$(unit_restarts "$unit")" != 0 ]; then
-            {
-                echo "---- systemctl status $unit"
-                systemctl status --no-pager -n 0 "$unit" || true
-                echo "---- journalctl -u $unit (last 30 lines)"
-                journalctl -u "$unit" -n 30 --no-pager -o short-iso 2>&1 || true
-            } >&2
-        fi
-    done
-    die "not healthy after ${timeout}s: $bad"
-}
-
-release_lock() {
-    local root=$1 token=$2 lock=$1/.deploy.lock held
-    [ -d "$lock" ] || return 0
-    held=$(meta "$lock/info" token)
-    if [ "$token" = --force ] || [ "$held" = "$token" ]; then
-        rm -rf "$lock"
-        echo "unlocked=yes"
+    dir=$1/$C_RELEASES/$2/backend
+    if [ -z "$2" ] || [ ! -x "$dir/.venv/bin/python" ]; then
+        out db.error "no current release to ask"
+        return
+    fi
+    if deploytool "$dir" revision; then
+        out db.revision "$(printf '%s\n' "$tool_out" | sed -n 's/^db_revision=//p')"
+        out db.known "$(printf '%s\n' "$tool_out" | sed -n 's/^known=//p')"
+        out db.via release
     else
-        printf 'warn=the lock is held by someone else now (token %s), left in place\n' "$held"
+        out db.error "$tool_error"
     fi
 }
 
-# Options of finish / fail / activate come as key=value words; only these keys exist.
-parse_opts() {
-    local kv key
-    for kv in "$@"; do
-        key=${kv%%=*}
-        case "$key" in
-            root | release | previous | token | result | started | started_epoch | deployer | commit | \
-                scope | revision | prune | restart | check | probe | timeout | stable | mark)
-                printf -v "opt_$key" '%s' "${kv#*=}"
-                ;;
-            *) die "unknown option '$key'" ;;
+last_job() { # ROOT: the newest job directory and its result
+    local dir
+    [ -d "$1/$C_JOBS" ] || return 0
+    dir=$(find "$1/$C_JOBS" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | sed -n '1s/^[^ ]* //p')
+    [ -n "$dir" ] || return 0
+    out job.token "${dir##*/}"
+    if [ -f "$dir/result" ]; then
+        sed -n 's/^\([a-z_]*\)=\(.*\)$/job.\1=\2/p' "$dir/result"
+    fi
+    out job.events "$(wc -c <"$dir/events" 2>/dev/null || echo 0)"
+    # Its last lines (for status), without the time.
+    tail -n 8 "$dir/events" 2>/dev/null | cut -f2- | while IFS= read -r l; do out job.line "$l"; done
+}
+
+# --- preflight -------------------------------------------------------------------------------
+
+# What is wrong with an env file, as one line with a fix that is safe to run ('' when fine).
+env_problem() { # PATH FLAG
+    local p=$1 flag=$2 me mode owner
+    me=$(id -un)
+    if [ -L "$p" ]; then
+        echo "env file $p is a symlink (to $(readlink "$p")), not a file: remove the link (as $me: rm $p) and install the file with cargo xtask setup-server $flag FILE"
+    elif [ -d "$p" ]; then
+        echo "env file $p is a directory, not a file: move it away and install the file with cargo xtask setup-server $flag FILE"
+    elif [ ! -e "$p" ]; then
+        echo "env file $p is missing: install it with cargo xtask setup-server $flag FILE"
+    elif [ ! -f "$p" ]; then
+        echo "env file $p is not a regular file: replace it with cargo xtask setup-server $flag FILE --force-env"
+    else
+        owner=$(stat -c %U "$p")
+        mode=$(stat -c %a "$p")
+        if [ "$owner" != "$me" ]; then
+            echo "env file $p is owned by $owner, expected $me: rerun cargo xtask setup-server (it repairs owner and mode)"
+        elif [ "$mode" != 600 ]; then
+            echo "env file $p has mode $mode, expected 600: as $me run chmod 600 $p (or rerun cargo xtask setup-server)"
+        fi
+    fi
+}
+
+# Everything a deploy needs, checked before any change; refuses with one line.
+preflight() {
+    local root=$opt_root me problem u state load enabled free_mb units
+    me=$(id -un)
+    { [ -w "$root" ] && [ -w "$root/$C_RELEASES" ]; } ||
+        refuse "$me cannot write to $root/$C_RELEASES on $(hostname): run cargo xtask setup-server"
+    problem=$(env_problem "$root/$C_ENV_BACKEND" --backend-env)
+    [ -z "$problem" ] || refuse "$problem"
+    problem=$(env_problem "$root/$C_ENV_FRONTEND" --frontend-env)
+    [ -z "$problem" ] || refuse "$problem"
+    units=${opt_restart//,/ }
+    for u in $units; do
+        sudo -n -l /usr/bin/systemctl restart "$u" >/dev/null 2>&1 ||
+            refuse "sudo on $(hostname) does not let $me run 'systemctl restart $u' without a password: install the sudoers drop-in (cargo xtask setup-server) and check with 'sudo -n -l'"
+    done
+    for u in ${opt_check//,/ } $units; do
+        load=$(systemctl show -p LoadState --value "$u" 2>/dev/null || true)
+        enabled=$(systemctl show -p UnitFileState --value "$u" 2>/dev/null || true)
+        case "$load:$enabled" in
+            loaded:enabled | loaded:enabled-runtime | loaded:static | loaded:indirect) ;;
+            masked:* | *:masked*) refuse "unit $u is masked on $(hostname) (systemctl says LoadState=$load): unmask it as root (systemctl unmask $u) or rerun cargo xtask setup-server" ;;
+            not-found:*) refuse "unit $u does not exist on $(hostname): install the units with cargo xtask setup-server" ;;
+            loaded:disabled) refuse "unit $u is disabled on $(hostname): enable it as root (systemctl enable $u) or rerun cargo xtask setup-server" ;;
+            *) refuse "unit $u is not usable on $(hostname) (LoadState=$load, UnitFileState=$enabled): rerun cargo xtask setup-server" ;;
         esac
     done
-}
-
-# The one line per deploy in deploy.log: time, who, commit, scope, release, result, duration, revision.
-log_entry() {
-    local duration
-    duration=$(awk -v s="${opt_started_epoch:-0}" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}')
-    printf '%s deployer=%s commit=%s scope=%s release=%s result=%s duration=%ss alembic=%s\n' \
-        "${opt_started:--}" "${opt_deployer:--}" "${opt_commit:--}" "${opt_scope:--}" \
-        "${opt_release:--}" "$1" "$duration" "${opt_revision:--}" | tr -c '[:print:]\n' '_' >>"$opt_root/deploy.log"
-}
-
-mark() {
-    if [ "${opt_mark:-yes}" = yes ] && [ -d "$opt_root/releases/$opt_release" ]; then
-        put "$opt_root/releases/$opt_release/.state" "$1"
+    command -v curl >/dev/null || refuse "curl is missing on $(hostname): run cargo xtask setup-server"
+    if [ "$opt_mode" = deploy ] && [ "$opt_scope" != frontend ]; then
+        command -v uv >/dev/null || refuse "uv is missing on $(hostname): run cargo xtask setup-server"
     fi
+    if [ "$opt_mode" = deploy ] && [ "$opt_scope" != backend ]; then
+        [ -x /usr/local/bin/node ] || refuse "/usr/local/bin/node is missing on $(hostname): run cargo xtask setup-server"
+    fi
+    free_mb=$(df -Pm "$root/$C_RELEASES" | awk 'NR==2 {print $4}')
+    state=$free_mb
+    [ "$state" -ge "$opt_need_mb" ] ||
+        refuse "only ${free_mb} MB free under $root/$C_RELEASES on $(hostname), and this deploy needs about ${opt_need_mb} MB: free space there ('cargo xtask deploy list' shows what each release adds; failed releases go after a day) or grow the disk"
 }
 
-prune() {
-    local old cur
-    cur=$(current_release "$opt_root")
-    for old in ${opt_prune//,/ }; do
-        check_release "$old"
-        if [ "$old" = "$cur" ] || [ "$old" = "$opt_release" ]; then
-            continue
-        fi
-        rm -rf "${opt_root:?}/releases/$old"
-        printf '    pruned %s\n' "$old"
-    done
+# Refuse before anything changed: one line, and a deploy.log entry.
+refuse() {
+    log_line "$opt_root" "$(iso_now)" "${opt_deployer:-}" "${opt_commit:-}" \
+        "$([ "${opt_mode:-}" = rollback ] && echo rollback || echo "${opt_scope:-}")" \
+        "${opt_release:-${opt_target:-}}" refused 0.0 - "$1" 2>/dev/null || true
+    die "$1"
 }
 
-# fail key=value...: a deploy that never switched: mark the release failed, log, unlock.
-cmd_fail() {
-    parse_opts "$@"
+# --- run -------------------------------------------------------------------------------------
+
+validate_plan() {
     check_root "$opt_root"
-    check_release "$opt_release"
-    # On a full disk the partial upload goes first, so the state can be written.
-    if ! mark failed 2>/dev/null; then
-        rm -rf "${opt_root:?}/releases/$opt_release/backend" "${opt_root:?}/releases/$opt_release/frontend"
-        mark failed || true
-    fi
-    log_entry "${opt_result:-failed}"
-    release_lock "$opt_root" "$opt_token"
-}
-
-# Run one step of the activation in a subshell, print its line, keep its error.
-job_step() {
-    local name=$1 start out status=0
-    shift
-    start=$(date +%s.%N)
-    out=$("$@" 2>&1) || status=$?
-    printf '    %-44s %s (%ss)\n' "$name" "$([ "$status" = 0 ] && echo ok || echo FAILED)" \
-        "$(awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}')"
-    printf '%s\n' "$out" | grep -v -e '^previous=' -e '^healthy=' -e '^error=' -e '^$' || true
-    job_error=$(printf '%s\n' "$out" | sed -n 's/^error=//p' | tail -n 1)
-    return "$status"
-}
-
-# The activation, detached from the client: switch, restart, health, then either finish
-# (succeeded, prune, log, unlock) or put the previous release back. It runs to its end even
-# if the client is killed or the connection drops, so the server is never left half-switched.
-# shellcheck disable=SC2086 # unit lists are validated words, split on purpose
-activate_job() {
-    parse_opts "$@"
-    local units check probes result error="" prev_label
-    units=${opt_restart//,/ }
-    check=${opt_check//,/ }
-    probes=${opt_probe//,/ }
-    if job_step "switch current -> $opt_release" cmd_switch "$opt_root" "$opt_release" &&
-        job_step "restart ${units// /, }" cmd_restart $units &&
-        job_step "health checks" cmd_health "$opt_timeout" "$opt_stable" $check -- $probes; then
-        mark succeeded
-        prune
-        log_entry success
-        release_lock "$opt_root" "$opt_token" >/dev/null
-        printf 'result=success\n' >"$result_file"
-        return 0
-    fi
-    error=$job_error
-    prev_label=${opt_previous}
-    if [ "$opt_previous" = - ]; then
-        prev_label="no release"
-        job_step "remove current (first deploy)" cmd_switch "$opt_root" - || true
-        result=failed
-    elif job_step "switch current -> $prev_label" cmd_switch "$opt_root" "$opt_previous" &&
-        job_step "restart ${UNITS_ALL// /, }" cmd_restart $UNITS_ALL &&
-        job_step "health checks of $prev_label" cmd_health "$opt_timeout" "$opt_stable" $check -- $probes; then
-        result=rolled-back
+    check_word token "$opt_token"
+    check_one_of mode "$opt_mode" "deploy rollback"
+    if [ "$opt_mode" = deploy ]; then
+        check_release "$opt_release"
+        check_one_of scope "$opt_scope" "all backend frontend"
     else
-        result=rollback-failed
+        check_release "$opt_target"
+        check_one_of force "$opt_force" "yes no"
     fi
-    mark failed
-    log_entry "$result"
-    release_lock "$opt_root" "$opt_token" >/dev/null
-    printf 'result=%s\nerror=%s\n' "$result" "${error:-unknown}" >"$result_file"
-    return 1
+    case "$opt_expect_current" in
+        -) ;;
+        "$C_RELEASES"/*) check_release "${opt_expect_current#"$C_RELEASES"/}" ;;
+        *) die "expect_current must be - or $C_RELEASES/NAME, not '$opt_expect_current'" ;;
+    esac
+    check_word deployer "$opt_deployer"
+    check_word commit "$opt_commit"
+    check_one_of dirty "$opt_dirty" "yes no"
+    case "$opt_command" in '' | *[!A-Za-z0-9\ ._-]*) die "command has unexpected characters: '$opt_command'" ;; esac
+    check_digits client_pid "$opt_client_pid"
+    check_word client_host "$opt_client_host"
+    check_units "$opt_restart"
+    check_units "$opt_check"
+    check_probes "$opt_probe"
+    check_digits timeout "$opt_timeout"
+    check_digits stable_ms "$opt_stable_ms"
+    check_one_of role "$opt_role" "primary secondary"
+    check_one_of verdict "$opt_verdict" "auto wait"
+    check_one_of begin "$opt_begin" "yes no"
+    check_digits need_mb "$opt_need_mb"
+    check_names "$opt_prune"
 }
 
-# activate key=value...: start the activation job and follow its output until it ends.
-cmd_activate() {
-    parse_opts "$@"
+# The lock is ours: is the server still what the deployer planned against?
+check_under_lock() {
+    local root=$opt_root link newest n ahead
+    link=$(current_link "$root")
+    if [ "${link:--}" != "$opt_expect_current" ]; then
+        echo "current on $(hostname) is now ${link:-missing}, but this deploy was planned against ${opt_expect_current/#-/no current release}: another deploy landed meanwhile; run the command again"
+        return
+    fi
+    if [ "$opt_mode" = rollback ]; then
+        [ -d "$root/$C_RELEASES/$opt_target" ] || {
+            echo "release $opt_target does not exist on $(hostname): see 'cargo xtask deploy list'"
+            return
+        }
+        [ "$(state_of "$root/$C_RELEASES/$opt_target")" = "$C_STATE_SUCCEEDED" ] || {
+            echo "release $opt_target on $(hostname) is $(state_of "$root/$C_RELEASES/$opt_target"), not $C_STATE_SUCCEEDED"
+            return
+        }
+        return
+    fi
+    [ ! -e "$root/$C_RELEASES/$opt_release" ] || {
+        echo "release $opt_release already exists on $(hostname): run the command again"
+        return
+    }
+    ahead=$(($(name_epoch "$opt_release") - $(now_s)))
+    [ "$ahead" -le "$C_FUTURE_TOLERANCE_SECS" ] || {
+        echo "release name $opt_release is ${ahead}s ahead of the clock of $(hostname): check the clocks (the deploying machine's or the server's) and run the command again"
+        return
+    }
+    newest=""
+    for n in $(release_names "$root"); do
+        if [ $(($(name_epoch "$n") - $(now_s))) -le "$C_FUTURE_TOLERANCE_SECS" ]; then newest=$n; fi
+    done
+    if [ -n "$newest" ] && [[ ! "$opt_release" > "$newest" ]]; then
+        echo "release name $opt_release is not newer than $newest on $(hostname) (clock skew, or two deploys in one second): run the command again"
+    fi
+}
+
+sub_run() {
+    parse_opts run "$@"
+    validate_plan
+    local root=$opt_root lock jobdir problem started started_ms k
+    lock=$(lock_dir "$root")
+    started=$(iso_now)
+    started_ms=$(now_ms)
+    preflight
+    guard_on "$root"
+    if ! mkdir "$lock" 2>/dev/null; then
+        guard_off
+        out conflict yes
+        lock_info "$root"
+        refuse "another deploy holds $lock on $(hostname)"
+    fi
+    {
+        out user "${opt_deployer%@*}"
+        out host "$opt_client_host"
+        out pid "$opt_client_pid"
+        out started "$started"
+        out started_epoch "$((started_ms / 1000))"
+        out command "$opt_command"
+        out commit "$opt_commit$([ "$opt_dirty" = yes ] && echo +dirty)"
+        out release "${opt_release:-$opt_target}"
+        out token "$opt_token"
+    } >"$lock/info.tmp"
+    mv -f "$lock/info.tmp" "$lock/info"
+    guard_off
+    problem=$(check_under_lock)
+    if [ -n "$problem" ]; then
+        release_lock "$root" "$opt_token" >/dev/null
+        refuse "$problem"
+    fi
+    mkdir -p "$root/$C_JOBS"
+    chmod 0700 "$root/$C_JOBS"
+    jobdir=$root/$C_JOBS/$opt_token
+    mkdir -m 0700 "$jobdir"
+    (umask 077 && : >"$jobdir/events" && : >"$jobdir/tool.log")
+    {
+        for k in $C_KEYS_run; do
+            local v=opt_$k
+            printf '%s=%s\n' "$k" "${!v:-}"
+        done
+        printf 'started=%s\nstarted_ms=%s\n' "$started" "$started_ms"
+    } >"$lock/plan"
+    mkdir "$lock/msg"
+    mkfifo -m 0600 "$lock/fifo"
+    touch "$lock/hb"
+    # Its own session, no terminal, stdin closed, none of our descriptors: the ssh session can
+    # end at any moment without it noticing.
+    (cd / && exec setsid "${SELF[@]}" job "root=$root" "token=$opt_token" </dev/null >>"$jobdir/job.out" 2>&1 7>&-) &
+    out token "$opt_token"
+    out now "$(now_s)"
+    out jobdir "$jobdir"
+    out started yes
+    follow_stream "$root" "$opt_token" 0 driver
+}
+
+# --- follow ----------------------------------------------------------------------------------
+
+# Pass one line from the deployer to the job.
+handle_message() { # LOCK LINE
+    local lock=$1 line=$2 n i path
+    case "$line" in
+        beat) ;;
+        uploaded | checked | go | commit | revert | begin)
+            : >"$lock/msg/$line"
+            ;;
+        "abort "*)
+            printf '%s\n' "${line#abort }" | head -c 300 >"$lock/msg/abort"
+            ;;
+        "manifest "*)
+            n=${line#manifest }
+            check_digits manifest "$n"
+            : >"$lock/manifest.tmp"
+            for ((i = 0; i < n; i++)); do
+                IFS= read -r path || break
+                printf '%s\n' "$path" >>"$lock/manifest.tmp"
+            done
+            mv -f "$lock/manifest.tmp" "$lock/msg/manifest"
+            ;;
+        *) return 0 ;;
+    esac
+    printf '\n' >&5 2>/dev/null || true
+}
+
+# Stream a job's events from OFFSET (bytes) until it ends; as the driver, also take messages
+# from stdin (an EOF there means the deployer went away: stop following, the job goes on).
+follow_stream() { # ROOT TOKEN OFFSET ROLE
+    local root=$1 token=$2 offset=$3 role=$4 lock jobdir pid tailpid line rc=0
+    lock=$(lock_dir "$root")
+    jobdir=$root/$C_JOBS/$token
+    [ -d "$jobdir" ] || die "no job $token on $(hostname)"
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        if [ -s "$jobdir/pid" ]; then break; fi
+        sleep 0.05
+    done
+    pid=$(cat "$jobdir/pid" 2>/dev/null || echo 0)
+    check_digits pid "$pid"
+    tail -c "+$((offset + 1))" -s 0.1 -f --pid="$pid" "$jobdir/events" 2>/dev/null &
+    tailpid=$!
+    if [ "$role" = driver ] && [ -p "$lock/fifo" ] && [ "$(meta "$lock/info" token)" = "$token" ]; then
+        exec 5<>"$lock/fifo"
+        touch "$lock/hb"
+        while kill -0 "$tailpid" 2>/dev/null; do
+            if IFS= read -r -t 0.2 line; then
+                touch "$lock/hb" 2>/dev/null || true
+                handle_message "$lock" "$line"
+            else
+                rc=$?
+                if [ "$rc" -le 128 ]; then
+                    # The deployer closed its end: it is gone or done.
+                    kill "$tailpid" 2>/dev/null || true
+                    wait "$tailpid" 2>/dev/null || true
+                    exit 0
+                fi
+            fi
+        done
+    fi
+    wait "$tailpid" 2>/dev/null || true
+    out eof yes
+}
+
+sub_follow() {
+    parse_opts follow "$@"
     check_root "$opt_root"
-    check_release "$opt_release"
-    [ "$opt_previous" = - ] || check_release "$opt_previous"
-    # Only the holder of the lock may switch: a client killed and unlocked by someone else
-    # must not activate late.
-    [ "$(meta "$opt_root/.deploy.lock/info" token)" = "$opt_token" ] ||
-        die "this deploy no longer holds $opt_root/.deploy.lock on $(hostname): nothing was switched"
-    local dir=$opt_root/releases/$opt_release log result offset pid
-    log=$dir/.activate.log
-    result=$dir/.activate.result
-    rm -f "$result"
-    touch "$log"
-    offset=$(($(stat -c %s "$log") + 1))
-    result_file=$result setsid nohup bash -c "$BASH_EXECUTION_STRING" deploy.sh activate-job "$@" \
-        </dev/null >>"$log" 2>&1 &
-    pid=$!
-    tail -c "+$offset" -s 0.1 -f --pid="$pid" "$log" >&2 || true
-    wait "$pid" || true
-    [ -f "$result" ] || die "the activation on $(hostname) ended without a result (see $log)"
-    cat "$result"
-    rm -f "$result"
+    check_word token "$opt_token"
+    check_digits offset "$opt_offset"
+    check_one_of role "$opt_role" "driver observer"
+    follow_stream "$opt_root" "$opt_token" "$opt_offset" "$opt_role"
 }
 
-# unlock ROOT TOKEN|--force
-cmd_unlock() {
-    check_root "$1"
-    release_lock "$1" "$2"
-}
+# --- unlock ----------------------------------------------------------------------------------
 
-# sizes ROOT NAME...: disk use of each release (kB, counted on its own).
-cmd_sizes() {
-    local root=$1 name
-    shift
-    check_root "$root"
-    for name in "$@"; do
-        check_release "$name"
-        printf 'size=%s %s\n' "$name" "$(du -sk "$root/releases/$name" | cut -f1)"
-    done
-}
-
-# dbcheck ROOT TARGET: the database revision, and whether TARGET's migrations know it.
-cmd_dbcheck() {
-    local root=$1 target=$2 cur rev known=yes
-    check_root "$root"
-    check_release "$target"
-    cur=$(current_release "$root")
-    [ -n "$cur" ] || die "no current release"
-    rev=$(db_revision "$root/current/backend") ||
-        die "cannot read the database revision with $root/current/backend (check DATABASE_URL)"
-    # A release knows a revision when one of its migration scripts declares it.
-    if [ -n "$rev" ] && ! grep -Eqs "^revision(: str)? = ['\"]${rev}['\"]" \
-        "$root/releases/$target/backend/alembic/versions/"*.py; then
-        known=no
+sub_unlock() {
+    parse_opts unlock "$@"
+    check_root "$opt_root"
+    check_word token "$opt_token"
+    check_one_of force "$opt_force" "yes no"
+    check_word deployer "$opt_deployer"
+    local root=$opt_root lock held pid i release
+    lock=$(lock_dir "$root")
+    guard_on "$root"
+    if [ ! -d "$lock" ]; then
+        guard_off
+        out unlocked no
+        die "there is no deploy lock on $(hostname) any more: nothing to remove"
     fi
-    printf 'db_revision=%s\n' "${rev:--}"
-    printf 'target_knows=%s\n' "$known"
+    held=$(meta "$lock/info" token)
+    if [ "$held" != "$opt_token" ]; then
+        guard_off
+        out unlocked no
+        die "the lock on $(hostname) changed since it was shown (it is now held by token $held): nothing removed; look again with cargo xtask deploy status"
+    fi
+    guard_off
+    if job_alive "$lock"; then
+        [ "$opt_force" = yes ] ||
+            die "the deploy job holding the lock on $(hostname) is alive (step $(head -c 64 "$lock/phase" 2>/dev/null || echo '?')): follow it with 'cargo xtask deploy status --follow', or stop it with 'deploy unlock --force'"
+        # Ask it to stop at its next wait; a job that does not stop is killed.
+        printf 'interrupted: stopped by deploy unlock --force (%s)\n' "$opt_deployer" >"$lock/msg/abort" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            job_alive "$lock" || break
+            sleep 0.1
+        done
+        if job_alive "$lock"; then
+            pid=$(cat "$root/$C_JOBS/$opt_token/pid" 2>/dev/null || echo 0)
+            check_digits pid "$pid"
+            kill -TERM -- "-$pid" 2>/dev/null || true
+            for i in $(seq 1 50); do
+                job_alive "$lock" || break
+                sleep 0.1
+            done
+            kill -KILL -- "-$pid" 2>/dev/null || true
+        fi
+        [ -d "$lock" ] || {
+            out unlocked yes
+            out stopped job
+            return 0
+        }
+    fi
+    # No live job: its release (if it was being prepared) failed, and that is recorded.
+    release=$(meta "$lock/info" release)
+    if c_is_release "$release" && [ "$(state_of "$root/$C_RELEASES/$release")" = "$C_STATE_PREPARING" ]; then
+        put "$root/$C_RELEASES/$release/$C_STATE_FILE" "$C_STATE_FAILED" || true
+    fi
+    log_line "$root" "$(iso_now)" "$opt_deployer" "$(meta "$lock/info" commit)" - "$release" unlocked 0.0 - \
+        "lock of $(meta "$lock/info" user)@$(meta "$lock/info" host) since $(meta "$lock/info" started) removed by deploy unlock (its job was not running)"
+    release_lock "$root" "$opt_token"
 }
 
-# status ROOT: probe plus units, disk and database revision.
-cmd_status() {
-    local root=$1 unit rev
-    cmd_probe "$root"
-    for unit in $UNITS_ALL; do
-        printf 'unit=%s %s %s\n' "$unit" "$(unit_state "$unit")" "$(unit_restarts "$unit")"
-    done
-    printf 'disk=%s\n' "$(df -Ph "$root" | awk 'NR==2 {print $4 " free of " $2 " (" $5 " used)"}')"
-    rev=""
-    if [ -x "$root/current/backend/.venv/bin/python" ]; then
-        rev=$(db_revision "$root/current/backend") || rev="unreadable"
-    fi
-    printf 'db_revision=%s\n' "${rev:--}"
+# --- log -------------------------------------------------------------------------------------
+
+# The last LINES lines of deploy.log, each as a `line=` reply.
+sub_log() {
+    parse_opts log "$@"
+    check_root "$opt_root"
+    check_digits lines "$opt_lines"
+    [ -f "$opt_root/$C_LOG" ] || return 0
+    tail -n "$opt_lines" "$opt_root/$C_LOG" | while IFS= read -r l; do out line "$l"; done
 }
 
 main() {
-    [ $# -ge 1 ] || die "usage: deploy.sh SUBCOMMAND ARGS..."
+    [ $# -ge 1 ] || die "usage: deploy.sh SUBCOMMAND key=value..."
     local sub=$1
     shift
-    case "$sub" in
-        probe) cmd_probe "$@" ;;
-        begin) cmd_begin "$@" ;;
-        prepare) cmd_prepare "$@" ;;
-        switch) cmd_switch "$@" ;;
-        restart) cmd_restart "$@" ;;
-        health) cmd_health "$@" ;;
-        fail) cmd_fail "$@" ;;
-        activate) cmd_activate "$@" ;;
-        activate-job)
-            result_file=${result_file:?}
-            activate_job "$@"
-            ;;
-        unlock) cmd_unlock "$@" ;;
-        sizes) cmd_sizes "$@" ;;
-        dbcheck) cmd_dbcheck "$@" ;;
-        status) cmd_status "$@" ;;
-        *) die "unknown subcommand '$sub'" ;;
-    esac
+    in_list "$sub" "$C_SUBS" || die "unknown subcommand '$sub'"
+    "sub_$sub" "$@"
 }
 
 main "$@"

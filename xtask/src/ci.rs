@@ -66,7 +66,7 @@ fn rust(sh: &Shell) -> Result<()> {
 }
 
 /// Environment for child processes that use the project's toolchains.
-fn tool_env(sh: &Shell) -> xshell::PushEnv<'_> {
+pub fn tool_env(sh: &Shell) -> xshell::PushEnv<'_> {
     sh.push_env("PATH", tools::path_with_tools())
 }
 
@@ -85,7 +85,7 @@ pub enum Noise {
     Quiet,
 }
 
-fn exec(cmd: xshell::Cmd<'_>, noise: Noise, what: &str) -> Result<()> {
+pub fn exec(cmd: xshell::Cmd<'_>, noise: Noise, what: &str) -> Result<()> {
     match noise {
         Noise::Show => cmd.run().with_context(|| what.to_string()),
         Noise::Quiet => {
@@ -103,7 +103,13 @@ fn exec(cmd: xshell::Cmd<'_>, noise: Noise, what: &str) -> Result<()> {
 
 /// Backend lint and tests against a real, throwaway PostgreSQL.
 pub fn backend(sh: &Shell, noise: Noise) -> Result<()> {
-    tools::ensure_all(sh)?;
+    tools::ensure_backend(sh)?;
+    let pg = Postgres::start(sh)?;
+    backend_checks(sh, noise, &pg.url())
+}
+
+/// ruff and pytest in backend/, against the PostgreSQL database at `database_url`.
+pub fn backend_checks(sh: &Shell, noise: Noise, database_url: &str) -> Result<()> {
     let _path = tool_env(sh);
     let _uv = uv_env(sh);
     let _dir = sh.push_dir("backend");
@@ -122,8 +128,7 @@ pub fn backend(sh: &Shell, noise: Noise) -> Result<()> {
         noise,
         "ruff format --check (backend): run 'uv run ruff format'",
     )?;
-    let pg = Postgres::start(sh)?;
-    let _db = sh.push_env("TEST_DATABASE_URL", pg.url());
+    let _db = sh.push_env("TEST_DATABASE_URL", database_url);
     exec(
         cmd!(sh, "uv run --locked pytest -q"),
         noise,
@@ -133,16 +138,14 @@ pub fn backend(sh: &Shell, noise: Noise) -> Result<()> {
 
 /// Frontend install, type check, unit tests and build with the pinned Node.js and pnpm.
 pub fn frontend(sh: &Shell, noise: Noise) -> Result<()> {
-    frontend_steps(sh, noise, true)
+    frontend_install(sh, noise)?;
+    frontend_checks(sh, noise)?;
+    frontend_build(sh, noise)
 }
 
-/// Only install and build the frontend (deploys with --skip-local-checks).
-pub fn frontend_build(sh: &Shell, noise: Noise) -> Result<()> {
-    frontend_steps(sh, noise, false)
-}
-
-fn frontend_steps(sh: &Shell, noise: Noise, checks: bool) -> Result<()> {
-    tools::ensure_all(sh)?;
+/// `pnpm install --frozen-lockfile` in frontend/.
+pub fn frontend_install(sh: &Shell, noise: Noise) -> Result<()> {
+    tools::ensure_frontend(sh)?;
     let _path = tool_env(sh);
     let _dir = sh.push_dir("frontend");
     let _ci = sh.push_env("CI", "true");
@@ -150,19 +153,31 @@ fn frontend_steps(sh: &Shell, noise: Noise, checks: bool) -> Result<()> {
         cmd!(sh, "pnpm install --frozen-lockfile --reporter=silent"),
         noise,
         "pnpm install --frozen-lockfile",
+    )
+}
+
+/// svelte-check and the unit tests (after [`frontend_install`]).
+pub fn frontend_checks(sh: &Shell, noise: Noise) -> Result<()> {
+    let _path = tool_env(sh);
+    let _dir = sh.push_dir("frontend");
+    let _ci = sh.push_env("CI", "true");
+    exec(
+        cmd!(sh, "pnpm run --silent check"),
+        noise,
+        "svelte-check (frontend)",
     )?;
-    if checks {
-        exec(
-            cmd!(sh, "pnpm run --silent check"),
-            noise,
-            "svelte-check (frontend)",
-        )?;
-        exec(
-            cmd!(sh, "pnpm run --silent test"),
-            noise,
-            "unit tests (frontend)",
-        )?;
-    }
+    exec(
+        cmd!(sh, "pnpm run --silent test"),
+        noise,
+        "unit tests (frontend)",
+    )
+}
+
+/// The production build into frontend/build (after [`frontend_install`]).
+pub fn frontend_build(sh: &Shell, noise: Noise) -> Result<()> {
+    let _path = tool_env(sh);
+    let _dir = sh.push_dir("frontend");
+    let _ci = sh.push_env("CI", "true");
     exec(
         cmd!(sh, "pnpm run --silent build"),
         noise,
@@ -349,9 +364,12 @@ pub struct Postgres {
     as_postgres: bool,
 }
 
+/// Where the PostgreSQL server binaries live (Debian 12).
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
 impl Postgres {
     pub fn start(sh: &Shell) -> Result<Postgres> {
-        let bin = Utf8PathBuf::from("/usr/lib/postgresql/15/bin");
+        let bin = Utf8PathBuf::from(PG_BIN);
         if !bin.join("initdb").exists() {
             bail!("PostgreSQL 15 server binaries are missing: apt-get install postgresql (or run 'cargo xtask ci --only tools')");
         }

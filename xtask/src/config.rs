@@ -7,10 +7,46 @@ pub const DEFAULT_SERVER: &str = "innercontext";
 pub const DEFAULT_ROOT: &str = "/opt/innercontext";
 pub const DEFAULT_HEALTH_TIMEOUT: u64 = 60;
 pub const DEFAULT_KEEP: usize = 5;
+/// How long every unit must have been up, and every probe answering, to count as healthy.
+pub const DEFAULT_HEALTH_STABLE_MS: u64 = 1000;
+
+/// A host's part in a fleet: the primary migrates the database and runs the worker; the
+/// others run the API and the web server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRole {
+    Primary,
+    Secondary,
+}
+
+impl HostRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            HostRole::Primary => "primary",
+            HostRole::Secondary => "secondary",
+        }
+    }
+}
+
+/// One app host of `DEPLOY_SERVER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// ssh destination, `[user@]host` (an IPv6 literal without brackets).
+    pub dest: String,
+    pub role: HostRole,
+}
+
+impl Host {
+    /// The host part, for messages.
+    pub fn name(&self) -> &str {
+        host_of(&self.dest)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// ssh destination, `[user@]host`.
+    /// Every app host, in the order given (the order locks are taken and hosts activated).
+    pub hosts: Vec<Host>,
+    /// The primary's ssh destination, `[user@]host`.
     pub server: String,
     /// Absolute path of the deploy root on the server.
     pub root: String,
@@ -18,6 +54,7 @@ pub struct Config {
     /// ssh config file (`ssh -F`); None uses the user's own.
     pub ssh_config: Option<Utf8PathBuf>,
     pub health_timeout: u64,
+    pub health_stable_ms: u64,
     pub keep: usize,
 }
 
@@ -28,8 +65,17 @@ impl Config {
 
     /// Build from any lookup function (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
-        let server = get("DEPLOY_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_string());
-        validate_destination("DEPLOY_SERVER", &server)?;
+        let hosts = parse_hosts(
+            &get("DEPLOY_SERVER")
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+        )?;
+        let server = hosts
+            .iter()
+            .find(|h| h.role == HostRole::Primary)
+            .expect("parse_hosts names a primary")
+            .dest
+            .clone();
         let root = get("DEPLOY_ROOT").unwrap_or_else(|| DEFAULT_ROOT.to_string());
         validate_root(&root)?;
         let allow_dirty = match get("DEPLOY_ALLOW_DIRTY").as_deref() {
@@ -54,13 +100,22 @@ impl Config {
             1,
             3600,
         )?;
+        let health_stable_ms = number(
+            &get,
+            "DEPLOY_HEALTH_STABLE_MS",
+            DEFAULT_HEALTH_STABLE_MS,
+            0,
+            60_000,
+        )?;
         let keep = number(&get, "DEPLOY_KEEP", DEFAULT_KEEP as u64, 1, 100)? as usize;
         Ok(Config {
+            hosts,
             server,
             root,
             allow_dirty,
             ssh_config,
             health_timeout,
+            health_stable_ms,
             keep,
         })
     }
@@ -69,6 +124,61 @@ impl Config {
     pub fn host(&self) -> &str {
         host_of(&self.server)
     }
+}
+
+/// `DEPLOY_SERVER`: one or more ssh destinations, comma separated, each optionally marked
+/// `#primary` or `#secondary`. Without a mark the first host is the primary.
+pub fn parse_hosts(value: &str) -> Result<Vec<Host>> {
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut marked_primary = 0;
+    for item in value.split(',').map(str::trim) {
+        if item.is_empty() {
+            bail!("DEPLOY_SERVER '{value}' has an empty entry: separate hosts with single commas");
+        }
+        let (dest, role) = match item.split_once('#') {
+            None => (item, None),
+            Some((d, "primary")) => (d, Some(HostRole::Primary)),
+            Some((d, "secondary")) => (d, Some(HostRole::Secondary)),
+            Some((_, other)) => bail!(
+                "DEPLOY_SERVER entry '{item}': unknown role '{other}' (use #primary or #secondary)"
+            ),
+        };
+        let dest = normalize_destination("DEPLOY_SERVER", dest)?;
+        if hosts.iter().any(|h| h.dest == dest) {
+            bail!("DEPLOY_SERVER names {dest} twice");
+        }
+        if role == Some(HostRole::Primary) {
+            marked_primary += 1;
+        }
+        hosts.push(Host {
+            dest,
+            role: role.unwrap_or(HostRole::Secondary),
+        });
+    }
+    match marked_primary {
+        0 => {
+            if let Some(first) = hosts.first_mut() {
+                first.role = HostRole::Primary;
+            }
+        }
+        1 => {}
+        _ => bail!("DEPLOY_SERVER marks {marked_primary} hosts #primary: exactly one migrates the database and runs the worker"),
+    }
+    Ok(hosts)
+}
+
+/// A destination as ssh wants it: an IPv6 literal may come in brackets (`user@[fd00::2]`, as
+/// rsync needs it); ssh gets it without them.
+pub fn normalize_destination(var: &str, dest: &str) -> Result<String> {
+    let bare = match dest.rsplit_once('@') {
+        Some((u, h)) if h.starts_with('[') && h.ends_with(']') => {
+            format!("{u}@{}", &h[1..h.len() - 1])
+        }
+        None if dest.starts_with('[') && dest.ends_with(']') => dest[1..dest.len() - 1].to_string(),
+        _ => dest.to_string(),
+    };
+    validate_destination(var, &bare)?;
+    Ok(bare)
 }
 
 pub fn host_of(dest: &str) -> &str {
@@ -97,11 +207,16 @@ pub fn validate_destination(var: &str, dest: &str) -> Result<()> {
         Some((u, h)) => (Some(u), h),
         None => (None, dest),
     };
+    let ipv6 = host.contains(':');
     let host_ok = !host.is_empty()
         && !host.starts_with('-')
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
+        && if ipv6 {
+            host.chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        } else {
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+        };
     let user_ok = user.is_none_or(|u| {
         !u.is_empty()
             && !u.starts_with('-')
@@ -109,7 +224,7 @@ pub fn validate_destination(var: &str, dest: &str) -> Result<()> {
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     });
     if !host_ok || !user_ok {
-        bail!("{var} '{dest}' is not a valid ssh destination: use [user@]host with letters, digits, '.', '-', '_'");
+        bail!("{var} '{dest}' is not a valid ssh destination: use [user@]host with letters, digits, '.', '-', '_', or an IPv6 address as user@[fd00::2] (or a Host alias from your ssh config)");
     }
     Ok(())
 }
@@ -195,6 +310,49 @@ mod tests {
         }
         let c = cfg(&[("DEPLOY_SERVER", "innercontext@10.213.1.2")]).unwrap();
         assert_eq!(c.host(), "10.213.1.2");
+        assert_eq!(c.hosts.len(), 1);
+        assert_eq!(c.hosts[0].role, HostRole::Primary);
+    }
+
+    #[test]
+    fn ipv6_literals_with_or_without_brackets() {
+        let c = cfg(&[("DEPLOY_SERVER", "innercontext@[fd00::2]")]).unwrap();
+        assert_eq!(c.server, "innercontext@fd00::2");
+        let c = cfg(&[("DEPLOY_SERVER", "innercontext@fd00::2")]).unwrap();
+        assert_eq!(c.server, "innercontext@fd00::2");
+        let e = cfg(&[("DEPLOY_SERVER", "innercontext@[fd00::zz]")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IPv6") && e.contains("user@[fd00::2]"), "{e}");
+        assert!(cfg(&[("DEPLOY_SERVER", "u@[fd00::2")]).is_err());
+    }
+
+    #[test]
+    fn several_hosts_one_primary() {
+        let c = cfg(&[("DEPLOY_SERVER", "app1, app2,app3")]).unwrap();
+        let roles: Vec<(&str, HostRole)> =
+            c.hosts.iter().map(|h| (h.dest.as_str(), h.role)).collect();
+        assert_eq!(
+            roles,
+            vec![
+                ("app1", HostRole::Primary),
+                ("app2", HostRole::Secondary),
+                ("app3", HostRole::Secondary)
+            ]
+        );
+        assert_eq!(c.server, "app1");
+        let c = cfg(&[("DEPLOY_SERVER", "app1,ops@app2#primary")]).unwrap();
+        assert_eq!(c.server, "ops@app2");
+        assert_eq!(c.hosts[0].role, HostRole::Secondary);
+        for (bad, why) in [
+            ("app1,app1", "twice"),
+            ("app1#primary,app2#primary", "exactly one"),
+            ("app1,,app2", "empty entry"),
+            ("app1#leader", "unknown role"),
+        ] {
+            let e = cfg(&[("DEPLOY_SERVER", bad)]).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

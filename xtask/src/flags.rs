@@ -17,6 +17,7 @@ pub enum Parsed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Ci(Ci),
+    Check(Check),
     Testhost(Testhost),
     SetupServer(SetupServer),
     Deploy(Deploy),
@@ -68,6 +69,32 @@ pub struct Ci {
     pub stages: Vec<Stage>,
     /// Only the end-to-end scenarios whose name contains one of these (empty: all).
     pub filter: Vec<String>,
+}
+
+/// A part of `cargo xtask check` (the local checks of a deploy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckPart {
+    Backend,
+    Frontend,
+    Build,
+}
+
+impl CheckPart {
+    pub const ALL: [CheckPart; 3] = [CheckPart::Backend, CheckPart::Frontend, CheckPart::Build];
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckPart::Backend => "backend",
+            CheckPart::Frontend => "frontend",
+            CheckPart::Build => "build",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub parts: Vec<CheckPart>,
+    pub recheck: bool,
+    pub stop_db: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +210,7 @@ pub enum Deploy {
         dry_run: bool,
         skip_local_checks: bool,
         redeploy: bool,
+        recheck: bool,
     },
     List,
     Rollback {
@@ -192,8 +220,14 @@ pub enum Deploy {
     },
     Unlock {
         yes: bool,
+        force: bool,
     },
-    Status,
+    Status {
+        follow: bool,
+    },
+    Log {
+        lines: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,6 +313,7 @@ Usage: cargo xtask <COMMAND> [ARGS]
 
 Commands:
   ci             Run every test of the repository (the README's test command)
+  check          Run the local checks a deploy runs (backend, frontend, build)
   testhost       Boot and manage local Debian 12 machines to deploy to
   setup-server   Provision a fresh Debian 12 host over ssh (idempotent)
   deploy         Deploy a release, list releases, roll back, unlock, show status
@@ -307,6 +342,27 @@ Options:
   --skip STAGES   run all stages but these
   --filter TEXT   run only the end-to-end scenarios whose name contains TEXT (repeatable)
   -h, --help      print this help
+";
+
+pub const HELP_CHECK: &str = "\
+cargo xtask check: the local checks a deploy runs, on their own
+
+Usage: cargo xtask check [backend|frontend|build]... [--recheck]
+       cargo xtask check --stop-db
+
+  backend    ruff check, ruff format --check, pytest against a local PostgreSQL
+  frontend   svelte-check and the unit tests
+  build      the production build the server runs (frontend/build)
+  (none)     all three
+
+A part that passed for exactly this tree (working-tree changes included) with the same tools is
+not run again. The backend tests use a PostgreSQL cluster under target/checks/pg that stays
+running between runs.
+
+Options:
+  --recheck    run the parts even if they passed for this tree before
+  --stop-db    stop the checks' PostgreSQL cluster
+  -h, --help   print this help
 ";
 
 pub const HELP_TESTHOST: &str = "\
@@ -351,27 +407,35 @@ Options:
 pub const HELP_DEPLOY: &str = "\
 cargo xtask deploy: atomic release-based deploys with automatic rollback
 
-Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-checks] [--redeploy]
+Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-checks] [--redeploy] [--recheck]
        cargo xtask deploy list
        cargo xtask deploy rollback [RELEASE] [--force] [--dry-run]
-       cargo xtask deploy unlock [--yes]
-       cargo xtask deploy status
+       cargo xtask deploy unlock [--yes] [--force]
+       cargo xtask deploy status [--follow]
+       cargo xtask deploy log [-n N]
 
   all (default)   check, upload and activate backend and frontend
   backend         only the backend changes; the frontend is carried over from current
   frontend        only the frontend changes; the backend is carried over from current
-  list            releases newest first, with state, commit, age, size and current
+  list            releases newest first, with state, commit, age, what each adds on disk
   rollback        switch back to RELEASE (default: newest successful one before current);
                   --force is needed when the database is ahead of that release's migrations
-  unlock          show the deploy lock and remove it (asks unless --yes)
-  status          current release, unit states, lock, disk and database revision
+                  (or cannot be read)
+  unlock          show the deploy lock and remove it (asks unless --yes); refuses while the
+                  job holding it runs, unless --force (which stops that job first)
+  status          current release, units, lock, disk, database revision, the last deploy job;
+                  --follow re-attaches to a running deploy's output
+  log             deploy.log as a table: who deployed what when, the result and why
+                  (-n N: the last N entries, default 20)
 
 Options:
   --dry-run            print the plan, remote commands included, and change nothing
   --skip-local-checks  skip lint and tests (the build and the clean-tree check still run)
   --redeploy           make a new release even if current already runs this commit
-  --force              rollback past a database migration
+  --recheck            run the local checks even if they passed for this tree before
+  --force              rollback: past a database migration; unlock: stop a live job
   --yes                unlock without asking
+  --follow             status: follow the running (or last) deploy job to its end
   -h, --help           print this help
 
 Environment:
@@ -453,13 +517,14 @@ impl Args {
 }
 
 fn unexpected(cmd: &str, arg: &str) -> UsageError {
+    let top = cmd.split(' ').next().unwrap_or(cmd);
     if arg.starts_with('-') {
         UsageError::new(format!(
-            "unknown flag '{arg}' for '{cmd}' (see 'cargo xtask {cmd} --help')"
+            "unknown flag '{arg}' for '{cmd}' (see 'cargo xtask {top} --help')"
         ))
     } else {
         UsageError::new(format!(
-            "unexpected argument '{arg}' for '{cmd}' (see 'cargo xtask {cmd} --help')"
+            "unexpected argument '{arg}' for '{cmd}' (see 'cargo xtask {top} --help')"
         ))
     }
 }
@@ -474,6 +539,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
     let (help, parse_cmd): (&'static str, ParseFn) = match cmd.as_str() {
         "-h" | "--help" | "help" => return Ok(Parsed::Help(HELP)),
         "ci" => (HELP_CI, parse_ci),
+        "check" => (HELP_CHECK, parse_check),
         "testhost" => (HELP_TESTHOST, parse_testhost),
         "setup-server" => (HELP_SETUP_SERVER, parse_setup_server),
         "deploy" => (HELP_DEPLOY, parse_deploy),
@@ -483,7 +549,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
             return Err(UsageError::choice(
                 "command",
                 other,
-                &["ci", "testhost", "setup-server", "deploy", "demo", "bench"],
+                &[
+                    "ci",
+                    "check",
+                    "testhost",
+                    "setup-server",
+                    "deploy",
+                    "demo",
+                    "bench",
+                ],
             ))
         }
     };
@@ -491,6 +565,43 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
         return Ok(Parsed::Help(help));
     }
     parse_cmd(&mut args).map(Parsed::Run)
+}
+
+fn parse_check(args: &mut Args) -> Result<Command, UsageError> {
+    let mut c = Check {
+        parts: Vec::new(),
+        recheck: false,
+        stop_db: false,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--recheck" => c.recheck = true,
+            "--stop-db" => c.stop_db = true,
+            "all" => c.parts.extend(CheckPart::ALL),
+            a if !a.starts_with('-') => {
+                let part = CheckPart::ALL
+                    .into_iter()
+                    .find(|p| p.name() == a)
+                    .ok_or_else(|| {
+                        UsageError::choice(
+                            "check part",
+                            a,
+                            &["backend", "frontend", "build", "all"],
+                        )
+                    })?;
+                c.parts.push(part);
+            }
+            other => return Err(unexpected("check", other)),
+        }
+    }
+    if c.stop_db && !c.parts.is_empty() {
+        return Err(UsageError::new("--stop-db takes no parts"));
+    }
+    if c.parts.is_empty() && !c.stop_db {
+        c.parts.extend(CheckPart::ALL);
+    }
+    c.parts.dedup();
+    Ok(Command::Check(c))
 }
 
 fn stage_list(value: &str) -> Result<Vec<Stage>, UsageError> {
@@ -700,76 +811,113 @@ fn parse_setup_server(args: &mut Args) -> Result<Command, UsageError> {
 }
 
 fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
-    const SUBS: [&str; 7] = [
-        "all", "backend", "frontend", "list", "rollback", "unlock", "status",
+    const SUBS: [&str; 8] = [
+        "all", "backend", "frontend", "list", "rollback", "unlock", "status", "log",
     ];
     // The subcommand is optional (default: all), so flags may come first.
     let first_positional = args.items[args.pos..]
         .iter()
+        .take_while(|a| a.as_str() != "--")
         .position(|a| !a.starts_with('-'))
         .map(|i| args.items.remove(args.pos + i));
     let sub = first_positional.unwrap_or_else(|| "all".to_string());
+    let cmd = format!("deploy {sub}");
+    if !SUBS.contains(&sub.as_str()) {
+        return Err(UsageError::choice("deploy command", &sub, &SUBS));
+    }
     let mut dry_run = false;
     let mut skip_local_checks = false;
     let mut redeploy = false;
+    let mut recheck = false;
     let mut force = false;
     let mut yes = false;
+    let mut follow = false;
     let mut release = None;
+    let mut lines = 20;
     let mut flag_seen = Vec::new();
+    let mut positional_only = false;
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--dry-run" => dry_run = true,
-            "--skip-local-checks" => skip_local_checks = true,
-            "--redeploy" => redeploy = true,
-            "--force" => force = true,
-            "--yes" => yes = true,
-            a if !a.starts_with('-') && sub == "rollback" && release.is_none() => {
-                release = Some(a.to_string());
+        if !positional_only && (arg == "-n" || arg == "--lines") {
+            let v = args.value(&arg)?;
+            lines = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| UsageError::new(format!("invalid {arg} '{v}': use 1-10000")))?;
+            flag_seen.push(arg);
+            continue;
+        }
+        if !positional_only {
+            let known = match arg.as_str() {
+                "--" => {
+                    positional_only = true;
+                    continue;
+                }
+                "--dry-run" => Some(&mut dry_run),
+                "--skip-local-checks" => Some(&mut skip_local_checks),
+                "--redeploy" => Some(&mut redeploy),
+                "--recheck" => Some(&mut recheck),
+                "--force" => Some(&mut force),
+                "--yes" => Some(&mut yes),
+                "--follow" => Some(&mut follow),
+                _ => None,
+            };
+            if let Some(flag) = known {
+                *flag = true;
+                flag_seen.push(arg);
                 continue;
             }
-            other => return Err(unexpected("deploy", other)),
+            if arg.starts_with('-') {
+                return Err(unexpected(&cmd, &arg));
+            }
         }
-        flag_seen.push(arg);
+        if sub == "rollback" && release.is_none() {
+            release = Some(arg);
+            continue;
+        }
+        return Err(unexpected(&cmd, &arg));
     }
     let allowed: &[&str] = match sub.as_str() {
-        "all" | "backend" | "frontend" => &["--dry-run", "--skip-local-checks", "--redeploy"],
+        "all" | "backend" | "frontend" => &[
+            "--dry-run",
+            "--skip-local-checks",
+            "--redeploy",
+            "--recheck",
+        ],
         "rollback" => &["--force", "--dry-run"],
-        "unlock" => &["--yes"],
-        "list" | "status" => &[],
-        other => return Err(UsageError::choice("deploy command", other, &SUBS)),
+        "unlock" => &["--yes", "--force"],
+        "status" => &["--follow"],
+        "log" => &["-n", "--lines"],
+        _ => &[],
     };
     if let Some(bad) = flag_seen.iter().find(|f| !allowed.contains(&f.as_str())) {
         return Err(UsageError::new(format!(
-            "flag '{bad}' does not apply to 'deploy {sub}' (see 'cargo xtask deploy --help')"
+            "flag '{bad}' does not apply to '{cmd}' (see 'cargo xtask deploy --help')"
         )));
     }
-    let deploy = match sub.as_str() {
-        "all" => Deploy::Release {
-            scope: Scope::All,
+    let scope = match sub.as_str() {
+        "backend" => Some(Scope::Backend),
+        "frontend" => Some(Scope::Frontend),
+        "all" => Some(Scope::All),
+        _ => None,
+    };
+    let deploy = match (sub.as_str(), scope) {
+        (_, Some(scope)) => Deploy::Release {
+            scope,
             dry_run,
             skip_local_checks,
             redeploy,
+            recheck,
         },
-        "backend" => Deploy::Release {
-            scope: Scope::Backend,
-            dry_run,
-            skip_local_checks,
-            redeploy,
-        },
-        "frontend" => Deploy::Release {
-            scope: Scope::Frontend,
-            dry_run,
-            skip_local_checks,
-            redeploy,
-        },
-        "rollback" => Deploy::Rollback {
+        ("rollback", _) => Deploy::Rollback {
             release,
             force,
             dry_run,
         },
-        "unlock" => Deploy::Unlock { yes },
-        "list" => Deploy::List,
-        _ => Deploy::Status,
+        ("unlock", _) => Deploy::Unlock { yes, force },
+        ("list", _) => Deploy::List,
+        ("log", _) => Deploy::Log { lines },
+        _ => Deploy::Status { follow },
     };
     Ok(Command::Deploy(deploy))
 }
@@ -850,6 +998,7 @@ mod tests {
     fn every_command_has_its_own_help() {
         for (cmd, help) in [
             ("ci", HELP_CI),
+            ("check", HELP_CHECK),
             ("testhost", HELP_TESTHOST),
             ("setup-server", HELP_SETUP_SERVER),
             ("deploy", HELP_DEPLOY),
@@ -885,7 +1034,8 @@ mod tests {
                 scope: Scope::All,
                 dry_run: false,
                 skip_local_checks: false,
-                redeploy: false
+                redeploy: false,
+                recheck: false
             })
         );
         assert_eq!(
@@ -894,7 +1044,8 @@ mod tests {
                 scope: Scope::All,
                 dry_run: true,
                 skip_local_checks: false,
-                redeploy: false
+                redeploy: false,
+                recheck: false
             })
         );
         assert_eq!(
@@ -903,7 +1054,8 @@ mod tests {
                 scope: Scope::Backend,
                 dry_run: true,
                 skip_local_checks: false,
-                redeploy: false
+                redeploy: false,
+                recheck: false
             })
         );
     }
@@ -927,6 +1079,72 @@ mod tests {
             })
         );
         assert!(err(&["deploy", "rollback", "a", "b"]).contains("unexpected argument 'b'"));
+        // `--` ends the flags: what follows is the release (and is then checked as a name).
+        assert_eq!(
+            run(&["deploy", "rollback", "--", "-rf"]),
+            Command::Deploy(Deploy::Rollback {
+                release: Some("-rf".into()),
+                force: false,
+                dry_run: false
+            })
+        );
+        let e = err(&["deploy", "rollback", "-rf"]);
+        assert_eq!(
+            e,
+            "unknown flag '-rf' for 'deploy rollback' (see 'cargo xtask deploy --help')"
+        );
+    }
+
+    #[test]
+    fn status_follow_and_unlock_force() {
+        assert_eq!(
+            run(&["deploy", "status", "--follow"]),
+            Command::Deploy(Deploy::Status { follow: true })
+        );
+        assert_eq!(
+            run(&["deploy", "unlock", "--force", "--yes"]),
+            Command::Deploy(Deploy::Unlock {
+                yes: true,
+                force: true
+            })
+        );
+        assert!(err(&["deploy", "list", "--follow"]).contains("does not apply to 'deploy list'"));
+    }
+
+    #[test]
+    fn deploy_log_lines() {
+        assert_eq!(
+            run(&["deploy", "log"]),
+            Command::Deploy(Deploy::Log { lines: 20 })
+        );
+        assert_eq!(
+            run(&["deploy", "log", "-n", "5"]),
+            Command::Deploy(Deploy::Log { lines: 5 })
+        );
+        assert!(err(&["deploy", "log", "-n", "0"]).contains("invalid -n"));
+        assert!(err(&["deploy", "status", "-n", "5"]).contains("does not apply"));
+    }
+
+    #[test]
+    fn check_parts() {
+        assert_eq!(
+            run(&["check"]),
+            Command::Check(Check {
+                parts: CheckPart::ALL.to_vec(),
+                recheck: false,
+                stop_db: false
+            })
+        );
+        assert_eq!(
+            run(&["check", "backend", "--recheck"]),
+            Command::Check(Check {
+                parts: vec![CheckPart::Backend],
+                recheck: true,
+                stop_db: false
+            })
+        );
+        assert!(err(&["check", "lint"]).contains("unknown check part 'lint'"));
+        assert!(err(&["check", "backend", "--stop-db"]).contains("takes no parts"));
     }
 
     #[test]

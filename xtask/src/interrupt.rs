@@ -1,91 +1,86 @@
-//! Ctrl-C and SIGTERM as a flag, so every exit path can clean up (lock, rollback).
+//! Signals as flags, so the xtask decides what an interrupt means at each point.
 //!
-//! Only std is available, so the handler is installed through libc's `signal(2)`, which std
-//! already links. The handler only stores to an atomic (async-signal-safe); long-running child
-//! processes are polled by [`wait`] and killed when the flag is set. A second signal exits at
-//! once with status 130.
+//! A terminal's Ctrl-C (SIGINT) and hang-up (SIGHUP) go to the whole foreground process group;
+//! the xtask's children run in process groups of their own ([`crate::proc`]), so only the xtask
+//! receives them. SIGINT, SIGTERM and SIGHUP are handled alike: the handler counts them and
+//! remembers the last one; the pipeline looks at [`count`] between and during its waits. A third
+//! signal exits at once (a safety net for a process stuck where nobody looks).
+//!
+//! Only std is available, so the handlers are installed through libc's `signal(2)`, which std
+//! already links. They only touch atomics and `_exit`, which are async-signal-safe.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
-static CLEANUP: AtomicBool = AtomicBool::new(false);
-static NOTIFIED: AtomicBool = AtomicBool::new(false);
-static SHIELDED: AtomicUsize = AtomicUsize::new(0);
+static LAST: AtomicI32 = AtomicI32::new(0);
 
-const SIGINT: i32 = 2;
-const SIGTERM: i32 = 15;
+pub const SIGHUP: i32 = 1;
+pub const SIGINT: i32 = 2;
+pub const SIGKILL: i32 = 9;
+pub const SIGTERM: i32 = 15;
 
 extern "C" {
     fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
     fn _exit(status: i32) -> !;
 }
 
-extern "C" fn on_signal(_sig: i32) {
-    if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
+extern "C" fn on_signal(sig: i32) {
+    LAST.store(sig, Ordering::SeqCst);
+    if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 2 {
         // SAFETY: _exit is async-signal-safe.
-        unsafe { _exit(130) }
+        unsafe { _exit(128 + sig) }
     }
 }
 
-/// Install the handlers for SIGINT and SIGTERM. Idempotent.
+/// Install the handlers for SIGINT, SIGTERM and SIGHUP. Idempotent.
 pub fn install() {
-    // SAFETY: the handler only touches an atomic and calls _exit.
+    // SAFETY: the handler only touches atomics and calls _exit.
     unsafe {
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
+        signal(SIGHUP, on_signal);
     }
 }
 
-/// Whether the user asked us to stop.
-pub fn requested() -> bool {
-    SIGNALS.load(Ordering::SeqCst) > 0
+/// How many signals arrived so far.
+pub fn count() -> usize {
+    SIGNALS.load(Ordering::SeqCst)
 }
 
-/// Fail with a clear error if an interrupt arrived: called between steps.
+/// Whether the user (or the system) asked us to stop.
+pub fn requested() -> bool {
+    count() > 0
+}
+
+/// The last signal received (0: none).
+pub fn last() -> i32 {
+    LAST.load(Ordering::SeqCst)
+}
+
+/// What the last signal was, in words.
+pub fn describe() -> &'static str {
+    match last() {
+        SIGINT => "Ctrl-C (SIGINT)",
+        SIGHUP => "a hang-up (SIGHUP: terminal closed)",
+        SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// The exit status a run ended by a signal reports (128 + the signal, as shells do).
+pub fn exit_status() -> u8 {
+    match last() {
+        0 => 1,
+        s => (128 + s).clamp(0, 255) as u8,
+    }
+}
+
+/// Fail with a clear error if an interrupt arrived: called between local steps.
 pub fn check() -> Result<()> {
     if requested() {
-        bail!("interrupted");
+        bail!("interrupted by {}", describe());
     }
     Ok(())
-}
-
-/// From now on, waits no longer abort on an interrupt that already arrived: the cleanup
-/// (restore the previous release, release the lock) must run to its end. A second Ctrl-C still
-/// exits at once.
-pub fn enter_cleanup() {
-    CLEANUP.store(true, Ordering::SeqCst);
-}
-
-/// Run `f` without letting an interrupt kill the remote call in progress: for short steps
-/// whose outcome we must know (taking the lock, preparing the release). The interrupt is
-/// still seen by the next [`check`].
-pub fn shielded<T>(f: impl FnOnce() -> T) -> T {
-    SHIELDED.fetch_add(1, Ordering::SeqCst);
-    let out = f();
-    SHIELDED.fetch_sub(1, Ordering::SeqCst);
-    out
-}
-
-/// Wait for a started child, killing it if an interrupt arrives meanwhile.
-pub fn wait(handle: &duct::Handle, what: &str) -> Result<std::process::Output> {
-    loop {
-        if let Some(out) = handle
-            .wait_timeout(Duration::from_millis(50))
-            .with_context(|| format!("waiting for {what}"))?
-        {
-            return Ok(out.clone());
-        }
-        if requested() {
-            if !CLEANUP.load(Ordering::SeqCst) && SHIELDED.load(Ordering::SeqCst) == 0 {
-                let _ = handle.kill();
-                bail!("interrupted during {what}");
-            }
-            if !NOTIFIED.swap(true, Ordering::SeqCst) {
-                eprintln!("\n(interrupt received: finishing {what} so the server is left consistent; Ctrl-C again to stop waiting)");
-            }
-        }
-    }
 }

@@ -4,20 +4,22 @@
 //! module. The library form lets the end-to-end harness (`tests/e2e.rs`) reuse the test host.
 
 pub mod bench;
+pub mod check;
 pub mod ci;
 pub mod config;
+pub mod contract;
 pub mod demo;
 pub mod deploy;
 pub mod flags;
-pub mod health;
 pub mod interrupt;
 pub mod lock;
+pub mod proc;
 pub mod quote;
 pub mod release;
+pub mod remote;
 pub mod scratch;
 pub mod setup_server;
 pub mod ssh;
-pub mod steps;
 pub mod testhost;
 pub mod tools;
 pub mod ui;
@@ -48,6 +50,7 @@ pub fn run(cmd: Command) -> Result<()> {
     sh.change_dir(project_root());
     match cmd {
         Command::Ci(c) => ci::run(c, &sh),
+        Command::Check(c) => check::run(c, &sh),
         Command::Testhost(t) => testhost::run(t, &sh),
         Command::SetupServer(s) => setup_server::run(s, &sh),
         Command::Deploy(d) => deploy::run(d, &sh),

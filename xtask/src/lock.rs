@@ -1,22 +1,29 @@
-//! The deploy lock: an atomic `mkdir DEPLOY_ROOT/.deploy.lock` holding an `info` file with
-//! who holds it. This module renders and parses that file and words the conflict message;
-//! taking and releasing the lock happens in `scripts/deploy.sh` (begin / finish / fail / unlock),
-//! guarded by a per-deploy token so nobody removes a lock they do not hold.
+//! The deploy lock, as the client sees it: an atomic `mkdir DEPLOY_ROOT/.deploy.lock` with an
+//! `info` file (who, when, what, token), taken by `deploy.sh run` and released by the job that
+//! holds it (or by `deploy unlock`, only for the token it showed). The job holds a flock for its
+//! whole life, so a probe tells a live lock (its job runs) from a stale one (its job is gone:
+//! a crash, a reboot). This module parses what a probe says and words it.
 
 use crate::release::age;
-use crate::ssh::Reply;
+use crate::remote::Reply;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockInfo {
     pub user: String,
     pub host: String,
     pub pid: u32,
-    /// UTC, RFC 3339.
+    /// UTC, RFC 3339, on the server's clock.
     pub started: String,
     pub started_epoch: i64,
     pub command: String,
     pub commit: String,
     pub token: String,
+    /// The release being deployed (or rolled back to).
+    pub release: String,
+    /// Whether the job holding the lock is alive (None: the server did not say).
+    pub alive: Option<bool>,
+    /// The job's current step or wait.
+    pub phase: String,
 }
 
 /// Keep only characters that cannot break the `key=value` line format or a terminal.
@@ -24,7 +31,7 @@ pub fn clean(value: &str) -> String {
     let v: String = value
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "@._-+:/ ".contains(c) {
+            if c.is_ascii_alphanumeric() || "@._-+:/".contains(c) {
                 c
             } else {
                 '_'
@@ -40,20 +47,6 @@ pub fn clean(value: &str) -> String {
 }
 
 impl LockInfo {
-    /// The lines of the `info` file.
-    pub fn lines(&self) -> Vec<String> {
-        vec![
-            format!("user={}", clean(&self.user)),
-            format!("host={}", clean(&self.host)),
-            format!("pid={}", self.pid),
-            format!("started={}", clean(&self.started)),
-            format!("started_epoch={}", self.started_epoch),
-            format!("command={}", clean(&self.command)),
-            format!("commit={}", clean(&self.commit)),
-            format!("token={}", clean(&self.token)),
-        ]
-    }
-
     /// Read the lock from a probe reply (`lock.KEY=VALUE` lines). None when not locked.
     pub fn from_reply(reply: &Reply) -> Option<LockInfo> {
         if reply.get("locked") != Some("yes") {
@@ -77,13 +70,28 @@ impl LockInfo {
             command: get("command"),
             commit: get("commit"),
             token: get("token"),
+            release: get("release"),
+            alive: reply.get("lock.alive").map(|a| a == "yes"),
+            phase: reply.get("lock.phase").unwrap_or("").to_string(),
         })
     }
 
-    /// One line naming the holder and the lock's age, measured on the server's clock.
+    /// Whether the lock is stale: nothing alive holds it any more.
+    pub fn stale(&self) -> bool {
+        self.alive == Some(false)
+    }
+
+    /// One line naming the holder, the lock's age (on the server's clock) and whether its job
+    /// still runs.
     pub fn describe(&self, server_now: i64) -> String {
+        let state = match self.alive {
+            Some(true) if self.phase.is_empty() => "; its job is running".to_string(),
+            Some(true) => format!("; its job is running ({})", self.phase),
+            Some(false) => "; STALE: no job holds it any more".to_string(),
+            None => String::new(),
+        };
         format!(
-            "held by {}@{} (pid {}, '{}', commit {}) since {} ({} ago)",
+            "held by {}@{} (pid {}, '{}', commit {}) since {} ({} ago){state}",
             self.user,
             self.host,
             self.pid,
@@ -99,36 +107,30 @@ impl LockInfo {
 mod tests {
     use super::*;
 
-    fn info() -> LockInfo {
-        LockInfo {
-            user: "alice".into(),
-            host: "laptop".into(),
-            pid: 4242,
-            started: "2026-11-28T10:15:30Z".into(),
-            started_epoch: 1_795_860_930,
-            command: "deploy all".into(),
-            commit: "abc1234+dirty".into(),
-            token: "4242-99".into(),
-        }
+    fn reply(extra: &str) -> Reply {
+        Reply::parse(&format!(
+            "now=1\nlocked=yes\nlock.user=alice\nlock.host=laptop\nlock.pid=4242\nlock.started=2026-11-28T10:15:30Z\nlock.started_epoch=1795860930\nlock.command=deploy all\nlock.commit=abc1234+dirty\nlock.token=4242-99\nlock.release=20261128T101530Z\n{extra}"
+        ))
     }
 
     #[test]
-    fn info_roundtrips_through_the_probe_format() {
-        let mut text = String::from("now=1\nlocked=yes\n");
-        for l in info().lines() {
-            text.push_str(&format!("lock.{l}\n"));
-        }
-        let parsed = LockInfo::from_reply(&Reply::parse(&text)).unwrap();
-        assert_eq!(parsed, info());
+    fn info_parses_from_the_probe_format() {
+        let l = LockInfo::from_reply(&reply("lock.alive=yes\nlock.phase=prepare\n")).unwrap();
+        assert_eq!(l.user, "alice");
+        assert_eq!(l.token, "4242-99");
+        assert_eq!(l.release, "20261128T101530Z");
+        assert_eq!(l.alive, Some(true));
+        assert!(!l.stale());
         assert!(LockInfo::from_reply(&Reply::parse("locked=no\n")).is_none());
     }
 
     #[test]
     fn a_lock_without_info_still_has_an_age() {
-        // mkdir happened but the client died before writing info.
-        let r = Reply::parse("locked=yes\nlock.mtime=100\n");
+        // mkdir happened but the info was never written (an older deployer died there).
+        let r = Reply::parse("locked=yes\nlock.mtime=100\nlock.alive=no\n");
         let l = LockInfo::from_reply(&r).unwrap();
         assert_eq!(l.started_epoch, 100);
+        assert!(l.stale());
         assert!(
             l.describe(292).contains("(3m12s ago)"),
             "{}",
@@ -137,23 +139,24 @@ mod tests {
     }
 
     #[test]
-    fn describe_names_holder_and_age() {
-        let d = info().describe(1_795_860_930 + 75);
+    fn describe_tells_live_from_stale() {
+        let live =
+            LockInfo::from_reply(&reply("lock.alive=yes\nlock.phase=awaiting-upload\n")).unwrap();
         assert_eq!(
-            d,
-            "held by alice@laptop (pid 4242, 'deploy all', commit abc1234+dirty) since 2026-11-28T10:15:30Z (1m15s ago)"
+            live.describe(1_795_860_930 + 75),
+            "held by alice@laptop (pid 4242, 'deploy all', commit abc1234+dirty) since 2026-11-28T10:15:30Z (1m15s ago); its job is running (awaiting-upload)"
         );
+        let stale = LockInfo::from_reply(&reply("lock.alive=no\n")).unwrap();
+        assert!(stale
+            .describe(0)
+            .ends_with("STALE: no job holds it any more"));
     }
 
     #[test]
-    fn hostile_values_cannot_forge_lines() {
-        let mut i = info();
-        i.user = "eve\ntoken=stolen".into();
-        i.command = "$(rm -rf /)".into();
-        let lines = i.lines();
-        assert_eq!(lines.len(), 8);
-        assert!(lines.iter().all(|l| !l.contains('\n')));
-        assert_eq!(lines[0], "user=eve_token_stolen");
-        assert_eq!(lines[5], "command=__rm -rf /_");
+    fn hostile_values_are_cleaned() {
+        assert_eq!(clean("eve\ntoken=stolen"), "eve_token_stolen");
+        assert_eq!(clean("$(rm -rf /)"), "__rm_-rf_/_");
+        assert_eq!(clean(""), "-");
+        assert!(!clean("a\tb c").contains(['\t', ' ']));
     }
 }

@@ -22,8 +22,13 @@ fn main() -> ExitCode {
     match xtask::run(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            xtask::say!("error: {e:#}");
+            // A run ended by a signal says so the way shells do (130 for Ctrl-C).
+            if xtask::interrupt::requested() {
+                ExitCode::from(xtask::interrupt::exit_status())
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -11,8 +11,7 @@ const NAME_FORMAT: &[FormatItem<'static>] =
 const ISO_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
-/// Failed or abandoned releases are removed once they are this old (seconds).
-pub const FAILED_GRACE_SECS: i64 = 24 * 3600;
+use crate::contract::{FAILED_GRACE_SECS, FUTURE_TOLERANCE_SECS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -108,6 +107,22 @@ pub fn parse_name(name: &str) -> Option<OffsetDateTime> {
     Some(t.assume_utc())
 }
 
+/// Whether a release is named for a time more than a few minutes ahead of the server's clock
+/// (`server_now`, Unix seconds): such a release is reported and never taken for the newest one,
+/// the prune anchor or a rollback target.
+pub fn is_future(name: &str, server_now: i64) -> bool {
+    parse_name(name).is_some_and(|t| t.unix_timestamp() - server_now > FUTURE_TOLERANCE_SECS)
+}
+
+/// The releases that are not from the future.
+pub fn present(releases: &[Release], server_now: i64) -> Vec<Release> {
+    releases
+        .iter()
+        .filter(|r| !is_future(&r.name, server_now))
+        .cloned()
+        .collect()
+}
+
 /// Exactly `YYYYMMDDTHHMMSSZ` and a real date: nothing else may name a release.
 pub fn is_name(name: &str) -> bool {
     name.len() == 16 && parse_name(name).is_some()
@@ -124,10 +139,15 @@ pub fn validate_user_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The name for a new release: now, or one second past the newest existing one if the clock
-/// would not move forward (two deploys within a second, or a server clock ahead of ours).
+/// The name for a new release: the server's `now`, or one second past the newest existing one
+/// if the clock would not move forward (two deploys within a second). Releases named in the
+/// future are ignored.
 pub fn next_name(now: OffsetDateTime, existing: &[Release]) -> String {
-    let newest = existing.iter().filter_map(|r| parse_name(&r.name)).max();
+    let newest = existing
+        .iter()
+        .filter(|r| !is_future(&r.name, now.unix_timestamp()))
+        .filter_map(|r| parse_name(&r.name))
+        .max();
     match newest {
         Some(n) if n >= now.replace_nanosecond(0).unwrap_or(now) => {
             name_for(n + time::Duration::seconds(1))
@@ -149,7 +169,9 @@ pub fn prune(
 ) -> Vec<String> {
     let mut sorted: Vec<&Release> = releases.iter().collect();
     sorted.sort_by(|a, b| b.name.cmp(&a.name));
-    let untouchable = |name: &str| Some(name) == current || Some(name) == protect;
+    let untouchable = |name: &str| {
+        Some(name) == current || Some(name) == protect || is_future(name, now.unix_timestamp())
+    };
     // The current release always stays and takes one of the `keep` places.
     let mut kept_ok = usize::from(releases.iter().any(|r| Some(r.name.as_str()) == current));
     let mut doomed = Vec::new();
@@ -179,16 +201,13 @@ pub fn prune(
 }
 
 /// The release to roll back to: the named one (must exist and have succeeded) or the newest
-/// successful release older than current.
+/// successful release older than current (`current`: its name, even when its directory is gone).
 pub fn rollback_target(
     releases: &[Release],
     current: Option<&str>,
     requested: Option<&str>,
+    server_now: i64,
 ) -> Result<String> {
-    let current = match current {
-        Some(c) => c,
-        None => bail!("there is no current release to roll back from: deploy first"),
-    };
     if let Some(name) = requested {
         validate_user_name(name)?;
         let Some(r) = releases.iter().find(|r| r.name == name) else {
@@ -200,14 +219,21 @@ pub fn rollback_target(
                 r.state.name()
             );
         }
-        if name == current {
+        if Some(name) == current {
             bail!("release {name} is already current");
+        }
+        if is_future(name, server_now) {
+            bail!("release {name} is named in the future (the server's clock is behind it): it cannot be a rollback target until the clocks agree");
         }
         return Ok(name.to_string());
     }
+    let Some(current) = current else {
+        bail!("there is no current release to roll back from: name the release to switch to (see 'cargo xtask deploy list')");
+    };
     releases
         .iter()
         .filter(|r| r.state == State::Succeeded && r.name.as_str() < current)
+        .filter(|r| !is_future(&r.name, server_now))
         .map(|r| r.name.clone())
         .max()
         .ok_or_else(|| {
@@ -272,8 +298,9 @@ mod tests {
         assert_eq!(next_name(now, &[]), "20261128T101530Z");
         let same = [r("20261128T101530Z", State::Succeeded)];
         assert_eq!(next_name(now, &same), "20261128T101531Z");
-        let future = [r("20261128T120000Z", State::Failed)];
-        assert_eq!(next_name(now, &future), "20261128T120001Z");
+        // A release a little ahead (within the clock tolerance) still moves the name forward.
+        let ahead = [r("20261128T101700Z", State::Failed)];
+        assert_eq!(next_name(now, &ahead), "20261128T101701Z");
         let past = [r("20261128T101529Z", State::Succeeded)];
         assert_eq!(next_name(now, &past), "20261128T101530Z");
     }
@@ -338,16 +365,17 @@ mod tests {
             r("20261128T100400Z", State::Succeeded),
         ];
         let cur = Some("20261128T100300Z");
+        let now = parse_name("20261128T120000Z").unwrap().unix_timestamp();
         assert_eq!(
-            rollback_target(&releases, cur, None).unwrap(),
+            rollback_target(&releases, cur, None, now).unwrap(),
             "20261128T100100Z"
         );
         assert_eq!(
-            rollback_target(&releases, cur, Some("20261128T100400Z")).unwrap(),
+            rollback_target(&releases, cur, Some("20261128T100400Z"), now).unwrap(),
             "20261128T100400Z"
         );
         let e = |req| {
-            rollback_target(&releases, cur, Some(req))
+            rollback_target(&releases, cur, Some(req), now)
                 .unwrap_err()
                 .to_string()
         };
@@ -357,9 +385,49 @@ mod tests {
         assert!(e("../x").contains("not a release name"));
         assert!(e("/etc").contains("not a release name"));
         assert!(e("20261128T100300Z").contains("already current"));
-        let e = rollback_target(&releases, Some("20261128T100000Z"), None).unwrap_err();
+        let e = rollback_target(&releases, Some("20261128T100000Z"), None, now).unwrap_err();
         assert!(e.to_string().contains("no successful release older"));
-        assert!(rollback_target(&releases, None, None).is_err());
+        assert!(rollback_target(&releases, None, None, now).is_err());
+        // Without a current release (missing, or dangling and unnamed) a named target works.
+        assert_eq!(
+            rollback_target(&releases, None, Some("20261128T100100Z"), now).unwrap(),
+            "20261128T100100Z"
+        );
+    }
+
+    #[test]
+    fn releases_from_the_future_are_never_newest_anchor_or_target() {
+        let now = parse_name("20261128T120000Z").unwrap();
+        let releases = vec![
+            r("20261128T110000Z", State::Succeeded),
+            r("20261128T113000Z", State::Succeeded),
+            r("20261128T190000Z", State::Succeeded), // 7 h ahead of the server's clock
+        ];
+        assert!(is_future("20261128T190000Z", now.unix_timestamp()));
+        assert!(
+            !is_future("20261128T120400Z", now.unix_timestamp()),
+            "within tolerance"
+        );
+        assert_eq!(next_name(now, &releases), "20261128T120000Z");
+        let t = now.unix_timestamp();
+        assert_eq!(
+            rollback_target(&releases, Some("20261128T113000Z"), None, t).unwrap(),
+            "20261128T110000Z"
+        );
+        assert!(rollback_target(
+            &releases,
+            Some("20261128T113000Z"),
+            Some("20261128T190000Z"),
+            t
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("in the future"));
+        // Keep one: the future release is neither kept nor pruned, and not the anchor.
+        assert_eq!(
+            prune(&releases, Some("20261128T113000Z"), None, 1, now),
+            vec!["20261128T110000Z"]
+        );
     }
 
     #[test]

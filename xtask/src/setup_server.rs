@@ -19,7 +19,8 @@ use xshell::{cmd, Shell};
 
 use crate::config::{self, Config};
 use crate::flags::{SetupServer, ToolchainSource};
-use crate::ssh::{Reply, Session};
+use crate::remote::Reply;
+use crate::ssh::Session;
 use crate::{interrupt, quote, tools, ui};
 
 /// The remote half, sent as the text of `bash -c` with every call.
@@ -568,7 +569,9 @@ impl Target<'_> {
         let mut args = self.session.base_args();
         args.push(self.session.dest().to_string());
         args.push(call.line(self.check));
-        let mut expr = duct::cmd("ssh", &args)
+        // Its own process group: a Ctrl-C lets the step in flight finish (no half-done step);
+        // the next step does not start.
+        let mut expr = crate::proc::isolated(duct::cmd("ssh", &args))
             .stdout_capture()
             .stderr_capture()
             .unchecked();
@@ -576,10 +579,9 @@ impl Target<'_> {
             Some(p) => expr.stdin_path(p),
             None => expr.stdin_null(),
         };
-        let handle = expr
-            .start()
-            .with_context(|| format!("starting ssh for {}", call.sub))?;
-        let out = interrupt::wait(&handle, call.sub)?;
+        let out = expr
+            .run()
+            .with_context(|| format!("running ssh for {}", call.sub))?;
         let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);

@@ -3,53 +3,23 @@
 //! [`Session::connect`] authenticates once and leaves an OpenSSH ControlMaster behind a
 //! private socket; every later call multiplexes over it (≈12 ms instead of ≈300 ms each).
 //! [`Session`] closes the master when dropped. Remote command lines are built only from
-//! [`crate::quote`]d words.
+//! [`crate::quote`]d words. Host keys are always checked strictly (`StrictHostKeyChecking=yes`
+//! on the command line wins over any `~/.ssh/config`). Every ssh process runs in its own
+//! process group ([`crate::proc`]): a terminal's Ctrl-C reaches the xtask, not the connection.
 
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::{interrupt, quote};
+use crate::remote::{Call, Reply};
+use crate::{proc, quote};
 
 pub struct Session {
     dest: String,
     config: Option<Utf8PathBuf>,
     control_dir: Utf8PathBuf,
     closed: bool,
-}
-
-/// The parsed result of a remote script: `key=value` lines on stdout.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub pairs: Vec<(String, String)>,
-}
-
-impl Reply {
-    pub fn parse(stdout: &str) -> Reply {
-        let pairs = stdout
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Reply { pairs }
-    }
-    /// The last value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-    /// Every value of `key`, in order.
-    pub fn all(&self, key: &str) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
 }
 
 impl Session {
@@ -88,7 +58,7 @@ impl Session {
         }
         args.push(dest.to_string());
         args.push("true".to_string());
-        let out = duct::cmd("ssh", &args)
+        let out = proc::isolated(duct::cmd("ssh", &args))
             .stdin_null()
             .stdout_capture()
             .stderr_capture()
@@ -122,6 +92,7 @@ impl Session {
             format!("ControlPath={}", self.control_path()),
             "ControlMaster=no".to_string(),
             "BatchMode=yes".to_string(),
+            "StrictHostKeyChecking=yes".to_string(),
             "ConnectTimeout=10".to_string(),
         ] {
             args.push("-o".to_string());
@@ -144,18 +115,66 @@ impl Session {
         words.join(" ")
     }
 
-    /// Run a remote command line (already quoted) and capture stdout; stderr passes through.
-    pub fn run_line(&self, line: &str, what: &str) -> Result<Output> {
+    /// A private (0700) directory of this session, for temporary files (removed with it).
+    pub fn private_dir(&self) -> &Utf8Path {
+        &self.control_dir
+    }
+
+    /// The ssh command for a remote command line (already quoted), in its own process group.
+    fn command(&self, line: &str) -> Command {
         let mut args = self.base_args();
         args.push(self.dest.clone());
         args.push(line.to_string());
-        let handle = duct::cmd("ssh", &args)
+        let mut cmd = Command::new("ssh");
+        cmd.args(args);
+        proc::isolate(&mut cmd);
+        cmd
+    }
+
+    /// Run a remote command line (already quoted) to its end and capture stdout; stderr passes
+    /// through. Interrupts do not stop it: calls are short, and their outcome must be known.
+    pub fn run_line(&self, line: &str, what: &str) -> Result<Output> {
+        self.command(line)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running ssh for {what}"))
+    }
+
+    /// Run a call to its end: its output and its `key=value` reply.
+    pub fn call(&self, call: &Call) -> Result<(Output, Reply)> {
+        let out = self.run_line(&call.line(), call.sub)?;
+        let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
+        Ok((out, reply))
+    }
+
+    /// Start a long-running call with its stdin, stdout and stderr as pipes (the deploy job's
+    /// follower: messages in, events out).
+    pub fn stream(&self, call: &Call) -> Result<Child> {
+        self.command(&call.line())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting ssh for {}", call.sub))
+    }
+
+    /// Whether the master connection is up, and its pid (`ssh -O check`).
+    pub fn master_pid(&self) -> Option<u32> {
+        let mut args = self.base_args();
+        args.extend(["-O".to_string(), "check".to_string(), self.dest.clone()]);
+        let out = proc::isolated(duct::cmd("ssh", &args))
             .stdin_null()
-            .stdout_capture()
+            .stdout_null()
+            .stderr_capture()
             .unchecked()
-            .start()
-            .with_context(|| format!("starting ssh for {what}"))?;
-        interrupt::wait(&handle, what)
+            .run()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        master_pid(&String::from_utf8_lossy(&out.stderr))
     }
 
     /// Run a bash script from the repository's `scripts/` with positional arguments. The script
@@ -178,7 +197,7 @@ impl Session {
         self.closed = true;
         let mut args = self.base_args();
         args.extend(["-O".to_string(), "exit".to_string(), self.dest.clone()]);
-        let _ = duct::cmd("ssh", &args)
+        let _ = proc::isolated(duct::cmd("ssh", &args))
             .stdin_null()
             .stdout_null()
             .stderr_null()
@@ -217,6 +236,12 @@ fn private_tempdir() -> Result<Utf8PathBuf> {
     bail!("could not create a private directory under /tmp for the ssh control socket")
 }
 
+/// The pid in `ssh -O check`'s `Master running (pid=1234)`.
+pub fn master_pid(check_output: &str) -> Option<u32> {
+    let rest = check_output.split("(pid=").nth(1)?;
+    rest.split(')').next()?.trim().parse().ok()
+}
+
 /// Turn ssh's stderr into one line that says what to do.
 pub fn diagnose(dest: &str, stderr: &str) -> String {
     let s = stderr;
@@ -251,12 +276,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_takes_key_value_lines() {
-        let r = Reply::parse("current=20261128T101500Z\nnoise\nrelease=a\nrelease=b\nx=1=2\n");
-        assert_eq!(r.get("current"), Some("20261128T101500Z"));
-        assert_eq!(r.all("release"), vec!["a", "b"]);
-        assert_eq!(r.get("x"), Some("1=2"));
-        assert_eq!(r.get("missing"), None);
+    fn master_pid_from_check() {
+        assert_eq!(master_pid("Master running (pid=4242)\r\n"), Some(4242));
+        assert_eq!(master_pid("Control socket connect(/x): No such file"), None);
     }
 
     #[test]
@@ -287,5 +309,6 @@ mod tests {
         let rsh = s.rsync_rsh();
         assert!(rsh.starts_with("ssh -F '/tmp/a b/cfg' -o ControlPath=/tmp/ic-ssh-1/master"));
         assert!(rsh.contains("ControlMaster=no") && rsh.contains("BatchMode=yes"));
+        assert!(rsh.contains("StrictHostKeyChecking=yes"));
     }
 }

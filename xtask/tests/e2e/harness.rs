@@ -647,7 +647,7 @@ fn child(group: &str, sel: &Selection, all: &'static [Scenario]) -> ExitCode {
 
 /// The fault scenarios `faults::FAULT_at_STEP` as a table: fault × step → pass/FAIL.
 fn print_fault_matrix(outcomes: &[Outcome]) {
-    const STEPS: [&str; 4] = ["lock", "upload", "prepare", "activate"];
+    const STEPS: [&str; 6] = ["lock", "upload", "sync", "migrate", "activate", "record"];
     let cells: Vec<(&str, &str, bool)> = outcomes
         .iter()
         .filter_map(|o| {

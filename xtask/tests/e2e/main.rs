@@ -22,6 +22,7 @@ mod demo;
 mod deploy;
 mod faults;
 mod harness;
+mod lifecycle;
 mod setup_server;
 mod support;
 mod testhost;
@@ -75,10 +76,20 @@ pub const DEPLOY: Group = Group {
     name: "deploy",
     tag: 'd',
 };
-/// The fault matrix: fault x step.
+/// The fault matrix, signals: SIGKILL, SIGTERM, SIGINT, SIGHUP at each step.
 pub const MATRIX: Group = Group {
     name: "matrix",
     tag: 'x',
+};
+/// The fault matrix, the connection and a second deployer: cut, drop, concurrent.
+pub const LINKS: Group = Group {
+    name: "links",
+    tag: 'l',
+};
+/// Server states a deploy meets: dangling current, future releases, locks, boot check.
+pub const LIFECYCLE: Group = Group {
+    name: "lifecycle",
+    tag: 'c',
 };
 /// Broken releases, bad input, bad remote state, security properties.
 pub const FAULTS: Group = Group {
@@ -92,7 +103,9 @@ pub const DEMO: Group = Group {
 };
 
 /// Every group, in the order they start: the longest first.
-pub const GROUPS: &[&Group] = &[&MATRIX, &FAULTS, &DEPLOY, &SETUP, &HOST, &DEMO];
+pub const GROUPS: &[&Group] = &[
+    &MATRIX, &LINKS, &LIFECYCLE, &FAULTS, &DEPLOY, &SETUP, &HOST, &DEMO,
+];
 
 /// A registered scenario.
 pub struct Scenario {
@@ -149,20 +162,52 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(DEPLOY, workflow::deploy_workflow_runs_against_the_test_host),
     scenario!(MATRIX, faults::kill_at_lock),
     scenario!(MATRIX, faults::kill_at_upload),
-    scenario!(MATRIX, faults::kill_at_prepare),
+    scenario!(MATRIX, faults::kill_at_sync),
+    scenario!(MATRIX, faults::kill_at_migrate),
     scenario!(MATRIX, faults::kill_at_activate),
+    scenario!(MATRIX, faults::term_at_lock),
+    scenario!(MATRIX, faults::term_at_sync),
+    scenario!(MATRIX, faults::term_at_activate),
     scenario!(MATRIX, faults::interrupt_at_lock),
     scenario!(MATRIX, faults::interrupt_at_upload),
-    scenario!(MATRIX, faults::interrupt_at_prepare),
+    scenario!(MATRIX, faults::interrupt_at_sync),
+    scenario!(MATRIX, faults::interrupt_at_migrate),
     scenario!(MATRIX, faults::interrupt_at_activate),
-    scenario!(MATRIX, faults::cut_at_lock),
-    scenario!(MATRIX, faults::cut_at_upload),
-    scenario!(MATRIX, faults::cut_at_prepare),
-    scenario!(MATRIX, faults::cut_at_activate),
-    scenario!(MATRIX, faults::concurrent_at_lock),
-    scenario!(MATRIX, faults::concurrent_at_upload),
-    scenario!(MATRIX, faults::concurrent_at_prepare),
-    scenario!(MATRIX, faults::concurrent_at_activate),
+    scenario!(MATRIX, faults::interrupt_at_record),
+    scenario!(MATRIX, faults::hangup_at_lock),
+    scenario!(MATRIX, faults::hangup_at_upload),
+    scenario!(MATRIX, faults::hangup_at_sync),
+    scenario!(MATRIX, faults::hangup_at_migrate),
+    scenario!(MATRIX, faults::hangup_at_activate),
+    scenario!(LINKS, faults::cut_at_lock),
+    scenario!(LINKS, faults::cut_at_upload),
+    scenario!(LINKS, faults::cut_at_sync),
+    scenario!(LINKS, faults::cut_at_activate),
+    scenario!(LINKS, faults::drop_at_upload),
+    scenario!(LINKS, faults::drop_at_activate),
+    scenario!(LINKS, faults::concurrent_at_lock),
+    scenario!(LINKS, faults::concurrent_at_upload),
+    scenario!(LINKS, faults::concurrent_at_sync),
+    scenario!(LINKS, faults::concurrent_at_activate),
+    scenario!(LIFECYCLE, lifecycle::dangling_current_is_recoverable),
+    scenario!(LIFECYCLE, lifecycle::future_release_is_never_newest),
+    scenario!(LIFECYCLE, lifecycle::masked_unit_is_refused),
+    scenario!(LIFECYCLE, lifecycle::env_file_shapes_are_diagnosed),
+    scenario!(
+        LIFECYCLE,
+        lifecycle::unprunable_release_does_not_break_the_deploy
+    ),
+    scenario!(LIFECYCLE, lifecycle::concurrent_unlocks_remove_one_lock),
+    scenario!(
+        LIFECYCLE,
+        lifecycle::unlock_refuses_a_live_job_unless_forced
+    ),
+    scenario!(
+        LIFECYCLE,
+        lifecycle::a_deploy_landing_meanwhile_is_not_reverted
+    ),
+    scenario!(LIFECYCLE, lifecycle::status_follow_reattaches),
+    scenario!(LIFECYCLE, lifecycle::boot_check_restores_an_intact_release),
     scenario!(FAULTS, faults::health_503),
     scenario!(FAULTS, faults::frontend_does_not_start),
     scenario!(FAULTS, faults::worker_crash_loops),
@@ -192,6 +237,7 @@ pub struct Ctx {
     /// Scratch checkouts of the deploy and fault scenarios.
     pub scratch: Option<xtask::scratch::Scratch>,
     pub fault_scratch: Option<xtask::scratch::Scratch>,
+    pub lifecycle_scratch: Option<xtask::scratch::Scratch>,
 }
 
 impl Ctx {
@@ -202,6 +248,7 @@ impl Ctx {
             site: None,
             scratch: None,
             fault_scratch: None,
+            lifecycle_scratch: None,
         })
     }
 

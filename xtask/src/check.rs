@@ -1,0 +1,306 @@
+//! `cargo xtask check`: the local checks a deploy runs, on their own.
+//!
+//! Parts: `backend` (ruff, pytest against a local PostgreSQL), `frontend` (svelte-check, unit
+//! tests) and `build` (the production build the server runs). A part that passed for exactly
+//! this tree with exactly these tools is not run again (`target/checks/`; `--recheck` forces):
+//! the key is the git tree of the part's directory, working-tree changes included, and the
+//! versions of the tools. The backend tests use a PostgreSQL cluster that stays warm between
+//! runs (`target/checks/pg`, a fresh database per run); `--stop-db` stops it.
+//!
+//! The deploy runs each part as a child process of its own (so it can stop it on Ctrl-C and
+//! run the parts beside the upload); this command is also how to run them by hand.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use camino::Utf8PathBuf;
+use xshell::{cmd, Shell};
+
+use crate::ci::{self, Noise, PG_BIN};
+use crate::flags::{Check, CheckPart};
+use crate::{tools, ui};
+
+pub fn run(c: Check, sh: &Shell) -> Result<()> {
+    if c.stop_db {
+        return ui::step("stop the checks' PostgreSQL", stop_db);
+    }
+    for part in &c.parts {
+        let label = format!("check {}", part.name());
+        ui::step(&label, || run_part(sh, *part, c.recheck).map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// Whether the part ran (false: it passed before for this tree and these tools).
+pub fn run_part(sh: &Shell, part: CheckPart, recheck: bool) -> Result<bool> {
+    let key = cache_key(sh, part)?;
+    let marker = key
+        .as_ref()
+        .map(|k| cache_dir().join(format!("{}-{k}.ok", part.name())));
+    if !recheck {
+        if let Some(m) = &marker {
+            if m.exists() && (part != CheckPart::Build || build_entry().exists()) {
+                crate::say_part!("(passed for this tree before) ");
+                return Ok(false);
+            }
+        }
+    }
+    match part {
+        CheckPart::Backend => {
+            tools::ensure_backend(sh)?;
+            let db = WarmDb::database(sh)?;
+            let result = ci::backend_checks(sh, Noise::Show, &db.url);
+            db.drop_database(sh);
+            result?;
+        }
+        CheckPart::Frontend => {
+            ci::frontend_install(sh, Noise::Show)?;
+            ci::frontend_checks(sh, Noise::Show)?;
+        }
+        CheckPart::Build => {
+            ci::frontend_install(sh, Noise::Show)?;
+            ci::frontend_build(sh, Noise::Show)?;
+            if !build_entry().exists() {
+                bail!("the frontend build did not produce {}", build_entry());
+            }
+        }
+    }
+    if let Some(m) = marker {
+        fs_err::create_dir_all(cache_dir())?;
+        // Keep the directory small: one marker per part.
+        for entry in fs_err::read_dir(cache_dir())?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(&format!("{}-", part.name())) && name.ends_with(".ok") {
+                let _ = fs_err::remove_file(entry.path());
+            }
+        }
+        fs_err::write(&m, "")?;
+    }
+    Ok(true)
+}
+
+fn cache_dir() -> Utf8PathBuf {
+    crate::project_root().join("target/checks")
+}
+
+pub fn build_entry() -> Utf8PathBuf {
+    crate::project_root().join("frontend/build/index.js")
+}
+
+/// The git tree of `dir` as it is in the working tree (changes and untracked files included,
+/// ignored ones not). Cheap for a clean directory; a dirty one is hashed through a copy of
+/// the index.
+pub fn tree_of(sh: &Shell, dir: &str) -> Result<String> {
+    let changes = cmd!(
+        sh,
+        "git status --porcelain --untracked-files=normal -- {dir}"
+    )
+    .quiet()
+    .read()?;
+    if changes.trim().is_empty() {
+        let spec = format!("HEAD:{dir}");
+        return Ok(cmd!(sh, "git rev-parse {spec}").quiet().read()?);
+    }
+    let index = cmd!(sh, "git rev-parse --git-path index").quiet().read()?;
+    let tmp = cache_dir().join(format!("index-{}", std::process::id()));
+    fs_err::create_dir_all(cache_dir())?;
+    fs_err::copy(crate::project_root().join(index.trim()), &tmp)?;
+    let result = (|| -> Result<String> {
+        let _idx = sh.push_env("GIT_INDEX_FILE", &tmp);
+        cmd!(sh, "git add -A -- {dir}").quiet().run()?;
+        let tree = cmd!(sh, "git write-tree").quiet().read()?;
+        let spec = format!("{tree}:{dir}");
+        Ok(cmd!(sh, "git rev-parse {spec}").quiet().read()?)
+    })();
+    let _ = fs_err::remove_file(&tmp);
+    result.with_context(|| format!("hashing the working tree of {dir}/"))
+}
+
+/// What a part's result depends on: its tree and its tools. None when that cannot be told
+/// (not a git checkout): then it always runs.
+fn cache_key(sh: &Shell, part: CheckPart) -> Result<Option<String>> {
+    let dir = match part {
+        CheckPart::Backend => "backend",
+        CheckPart::Frontend | CheckPart::Build => "frontend",
+    };
+    let Ok(tree) = tree_of(sh, dir) else {
+        return Ok(None);
+    };
+    let tools = match part {
+        CheckPart::Backend => format!(
+            "uv{}-{}",
+            tools::UV_VERSION,
+            cmd!(sh, "python3 --version")
+                .quiet()
+                .read()
+                .unwrap_or_default()
+        ),
+        CheckPart::Frontend | CheckPart::Build => {
+            format!("node{}-pnpm{}", tools::NODE_VERSION, tools::PNPM_VERSION)
+        }
+    };
+    Ok(Some(format!(
+        "{}-{}",
+        &tree[..tree.len().min(16)],
+        short_hash(&tools)
+    )))
+}
+
+/// A short, stable hash of a string (FNV-1a), for file names.
+fn short_hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The PostgreSQL cluster the backend checks use, kept running between runs on loopback.
+struct WarmDb {
+    url: String,
+    name: String,
+    port: u16,
+}
+
+fn pg_dir() -> Utf8PathBuf {
+    cache_dir().join("pg")
+}
+
+fn as_postgres(tool: &str, args: &[&str]) -> Command {
+    let exe = format!("{PG_BIN}/{tool}");
+    let mut c = if tools::is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &exe]);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    c.args(args);
+    c
+}
+
+fn quiet(mut c: Command, what: &str) -> Result<()> {
+    let out = c.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl WarmDb {
+    /// Start the cluster unless it runs, and make a fresh database for this run.
+    fn database(sh: &Shell) -> Result<WarmDb> {
+        let dir = pg_dir();
+        let data = dir.join("data");
+        let port_file = dir.join("port");
+        let running = data.join("postmaster.pid").exists()
+            && as_postgres("pg_ctl", &["-D", data.as_str(), "status"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        if !running {
+            let _ = fs_err::remove_dir_all(&dir);
+            fs_err::create_dir_all(&dir)?;
+            if tools::is_root() {
+                cmd!(sh, "chown postgres: {dir}").quiet().run()?;
+            }
+            quiet(
+                as_postgres(
+                    "initdb",
+                    &[
+                        "-D",
+                        data.as_str(),
+                        "-A",
+                        "trust",
+                        "-U",
+                        "postgres",
+                        "--no-sync",
+                        "--encoding=UTF8",
+                        "--locale=C.UTF-8",
+                    ],
+                ),
+                "initdb for the checks' database",
+            )?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let opts = format!(
+                "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            );
+            let log = dir.join("log");
+            quiet(
+                as_postgres(
+                    "pg_ctl",
+                    &[
+                        "-D",
+                        data.as_str(),
+                        "-o",
+                        &opts,
+                        "-l",
+                        log.as_str(),
+                        "-w",
+                        "start",
+                    ],
+                ),
+                "starting the checks' PostgreSQL",
+            )?;
+            fs_err::write(&port_file, port.to_string())?;
+        }
+        let port: u16 = fs_err::read_to_string(&port_file)?
+            .trim()
+            .parse()
+            .context("reading the checks' PostgreSQL port")?;
+        let name = format!("innercontext_test_{}", std::process::id());
+        let port_s = port.to_string();
+        quiet(
+            as_postgres(
+                "createdb",
+                &["-h", "127.0.0.1", "-p", &port_s, "-U", "postgres", &name],
+            ),
+            "createdb for the checks",
+        )?;
+        Ok(WarmDb {
+            url: format!("postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"),
+            name,
+            port,
+        })
+    }
+
+    fn drop_database(&self, _sh: &Shell) {
+        let port = self.port.to_string();
+        let _ = quiet(
+            as_postgres(
+                "dropdb",
+                &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", &self.name],
+            ),
+            "dropdb",
+        );
+    }
+}
+
+fn stop_db() -> Result<()> {
+    let data = pg_dir().join("data");
+    if data.join("postmaster.pid").exists() {
+        quiet(
+            as_postgres("pg_ctl", &["-D", data.as_str(), "-m", "fast", "-w", "stop"]),
+            "stopping the checks' PostgreSQL",
+        )?;
+    }
+    let _ = fs_err::remove_dir_all(pg_dir());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_stable_and_short() {
+        assert_eq!(short_hash("uv0.13.8"), short_hash("uv0.13.8"));
+        assert_ne!(short_hash("uv0.13.8"), short_hash("uv0.13.9"));
+        assert_eq!(short_hash("").len(), 16);
+    }
+}

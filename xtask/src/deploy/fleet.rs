@@ -1,0 +1,319 @@
+//! Several app hosts as one: a connection and a server job per host, locks taken in a fixed
+//! order, and the rollout: hosts switch one batch at a time, each health-gated, and a healthy
+//! host waits for the fleet's verdict. If any host fails, every host that switched goes back
+//! (and is checked healthy) and the hosts that had not switched never do: the fleet ends on one
+//! release, old or new. One host is the degenerate fleet: it switches as soon as it may and
+//! finishes on its own.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::config::{Config, Host};
+use crate::deploy::job::{Job, Outcome, Refusal, Wait, Watcher};
+use crate::deploy::snapshot::Snapshot;
+use crate::remote::Call;
+use crate::ssh::Session;
+use crate::{say, ui};
+
+/// Where the client and the job printer write: job events, plus lines of the client's own.
+pub trait Output: Watcher {
+    /// A line of the client's own (a local check, an upload).
+    fn line(&mut self, text: &str);
+    /// End any open line.
+    fn close(&mut self);
+}
+
+/// One ssh connection per host, opened in parallel (one handshake each).
+pub fn connect_all(cfg: &Config) -> Result<Vec<Session>> {
+    if cfg.hosts.len() == 1 {
+        return Ok(vec![super::connect(cfg)?]);
+    }
+    ui::step(&format!("connect to {} hosts", cfg.hosts.len()), || {
+        let results: Vec<Result<Session>> = std::thread::scope(|s| {
+            let handles: Vec<_> = cfg
+                .hosts
+                .iter()
+                .map(|h| s.spawn(|| Session::connect(&h.dest, cfg.ssh_config.as_deref())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("connecting panicked")))
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    })
+}
+
+/// One probe per host, in parallel.
+pub fn probe_all(
+    sessions: &[Session],
+    cfg: &Config,
+    status: bool,
+    sizes: bool,
+) -> Result<Vec<Snapshot>> {
+    if sessions.len() == 1 {
+        return Ok(vec![super::probe_with(&sessions[0], cfg, status, sizes)?]);
+    }
+    let snaps = ui::step("read the servers' state", || {
+        let results: Vec<Result<Snapshot>> = std::thread::scope(|s| {
+            let handles: Vec<_> = sessions
+                .iter()
+                .map(|session| s.spawn(|| super::probe_quiet(session, cfg, status, sizes)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("probe panicked"))))
+                .collect()
+        });
+        results.into_iter().collect::<Result<Vec<_>>>()
+    })?;
+    for s in &snaps {
+        for w in s.warnings(&cfg.root) {
+            say!("warning: [{}] {w}", s.host);
+        }
+    }
+    Ok(snaps)
+}
+
+/// A host in the rollout.
+pub struct Member {
+    pub host: Host,
+    pub snap: Snapshot,
+    pub job: Job,
+    /// `go` was sent: it switches (or switched).
+    pub activated: bool,
+    /// The client asked it to go back (`revert`) or to stop (`abort`).
+    pub told_back: bool,
+}
+
+impl Member {
+    pub fn name(&self) -> &str {
+        &self.snap.host
+    }
+}
+
+/// Start a job on every host, in DEPLOY_SERVER's order, each taking its host's lock. If one
+/// host refuses, the jobs already started stop (they changed nothing yet) and the deploy
+/// refuses, naming the host and what it said.
+pub fn start_all(
+    starts: Vec<(Host, Snapshot, Session, Call)>,
+    out: &mut dyn Output,
+    ssh_config: Option<&camino::Utf8Path>,
+) -> Result<Vec<Member>> {
+    let n = starts.len();
+    let mut members: Vec<Member> = Vec::new();
+    for (host, snap, session, call) in starts {
+        let label = snap.host.clone();
+        let started = if n == 1 {
+            super::start_job(session, &call, &label)?
+        } else {
+            Job::start(session, &call, &label)?
+        };
+        match started {
+            Ok(job) => members.push(Member {
+                host,
+                snap,
+                job,
+                activated: false,
+                told_back: false,
+            }),
+            Err(refusal) => {
+                let why = match refusal {
+                    Refusal::Locked { message, lock } => format!(
+                        "{message}: {}{}",
+                        lock.as_ref()
+                            .map(|l| l.describe(snap.now))
+                            .unwrap_or_else(|| "holder unknown".into()),
+                        if lock.as_ref().is_some_and(|l| l.stale()) {
+                            "; its job is not running: remove it with 'cargo xtask deploy unlock'"
+                        } else {
+                            "; wait for it, or follow it with 'cargo xtask deploy status --follow'"
+                        }
+                    ),
+                    Refusal::Refused(m) => m,
+                };
+                if !members.is_empty() {
+                    let msg = format!("abort refused: {label} refused: {why}");
+                    for m in &mut members {
+                        let _ = m.job.send(&msg);
+                    }
+                    follow_to_end(&mut members, out, ssh_config);
+                    out.line(&format!(
+                        "the locks taken on {} were released",
+                        members
+                            .iter()
+                            .map(|m| m.name().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                bail!(
+                    "{}{why}",
+                    if n > 1 {
+                        format!("{label}: ")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    if n > 1 {
+        out.line(&format!(
+            "==> {:<44} ok [{}]",
+            format!("lock {n} hosts and start their jobs"),
+            members
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(members)
+}
+
+/// Follow every job until it reports its outcome (or its connection is lost for good).
+pub fn follow_to_end(
+    members: &mut [Member],
+    out: &mut dyn Output,
+    ssh_config: Option<&camino::Utf8Path>,
+) {
+    loop {
+        let mut open = false;
+        for m in members.iter_mut() {
+            if m.job.outcome.is_some() {
+                continue;
+            }
+            open = true;
+            if m.job.wait(out, Duration::from_millis(20), &|_| false) == Wait::Lost
+                && m.job.reattach(&m.host.dest, ssh_config).is_err()
+            {
+                m.job.outcome = Some(Outcome {
+                    result: "unknown".into(),
+                    reason: format!("lost the connection to {}", m.name()),
+                    duration: String::new(),
+                    revision: String::new(),
+                    current: String::new(),
+                });
+            }
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// The rollout of a fleet: which batch switches, and what happens when one fails.
+pub struct Rollout {
+    /// Hosts that switch at once (`--batch N`; `--parallel`: all).
+    pub batch: usize,
+    /// Index of the next host to send `go`.
+    next: usize,
+    /// Why the fleet goes back (the first failure), once it does.
+    pub failed: Option<String>,
+    /// Every host healthy and told `commit`.
+    pub committed: bool,
+}
+
+impl Rollout {
+    pub fn new(batch: usize) -> Rollout {
+        Rollout {
+            batch: batch.max(1),
+            next: 0,
+            failed: None,
+            committed: false,
+        }
+    }
+
+    /// Move the rollout on; call whenever events came. `ready`: every host finished its
+    /// preparation (phase awaiting-go), so switching may start.
+    pub fn advance(&mut self, members: &mut [Member], out: &mut dyn Output) -> Result<()> {
+        if self.committed {
+            return Ok(());
+        }
+        // A host that ended without success, or a failure decided elsewhere: everyone back.
+        if self.failed.is_none() {
+            if let Some(m) = members
+                .iter()
+                .find(|m| m.job.outcome.as_ref().is_some_and(|o| !o.success()))
+            {
+                let o = m.job.outcome.as_ref().expect("checked");
+                self.failed = Some(format!("{} {}: {}", m.name(), o.result, o.reason));
+            }
+        }
+        if let Some(why) = self.failed.clone() {
+            self.back(members, &why, out);
+            return Ok(());
+        }
+        if members
+            .iter()
+            .any(|m| m.job.phase != "awaiting-go" && !m.activated)
+        {
+            return Ok(());
+        }
+        let in_flight = members
+            .iter()
+            .filter(|m| m.activated && m.job.phase != "awaiting-verdict" && m.job.outcome.is_none())
+            .count();
+        if in_flight == 0 && self.next < members.len() {
+            let end = (self.next + self.batch).min(members.len());
+            for m in &mut members[self.next..end] {
+                m.job.send("go")?;
+                m.activated = true;
+            }
+            self.next = end;
+            return Ok(());
+        }
+        if self.next == members.len()
+            && members.iter().all(|m| {
+                m.job.phase == "awaiting-verdict"
+                    || m.job.outcome.as_ref().is_some_and(|o| o.success())
+            })
+        {
+            for m in members.iter_mut() {
+                if m.job.outcome.is_none() {
+                    m.job.send("commit")?;
+                }
+            }
+            self.committed = true;
+            out.line(&format!(
+                "==> {:<44} ok",
+                format!("all {} hosts healthy: commit", members.len())
+            ));
+        }
+        Ok(())
+    }
+
+    /// Send every host back: switched ones `revert` (they restore and check the previous
+    /// release), the others `abort` (they stop before the switch).
+    pub fn back(&mut self, members: &mut [Member], why: &str, out: &mut dyn Output) {
+        if self.failed.is_none() {
+            self.failed = Some(why.to_string());
+        }
+        let mut told = Vec::new();
+        for m in members.iter_mut() {
+            if m.told_back || m.job.outcome.is_some() {
+                continue;
+            }
+            let msg = if m.activated {
+                "revert".to_string()
+            } else {
+                format!("abort failed: the fleet goes back ({why})")
+            };
+            if m.job.send(&msg).is_ok() {
+                m.told_back = true;
+                told.push(m.name().to_string());
+            }
+        }
+        if !told.is_empty() {
+            out.line(&format!(
+                "==> the fleet goes back to its previous release ({why}): {}",
+                told.join(", ")
+            ));
+        }
+    }
+}

@@ -1,0 +1,772 @@
+//! `cargo xtask deploy [all|backend|frontend]`: the deploy as the client drives it, on one host
+//! or a fleet.
+//!
+//! 1. Start the local checks (child processes: the frontend build first), then read every
+//!    server (one connection and one probe per host, in parallel) and plan: nothing to deploy,
+//!    or one release for all hosts, what to restart and prune on each.
+//! 2. Start the server job on each host, in order, each taking its lock and checking current is
+//!    what we planned against; it seeds the new release from current.
+//! 3. Upload what differs to each host (once the frontend build is there), then tell its job
+//!    `uploaded`: it prepares the release (env links, virtualenv, assets) while the checks go on.
+//! 4. When every check passed: `checked`. The primary migrates; then the hosts switch, restart
+//!    and check health, one batch at a time (one host: at once, and it finishes by itself).
+//!
+//! Until `checked` is sent, a failure or an interrupt here makes every job stop before the
+//! migration (`abort`); a vanished deployer does the same by falling silent. After it, a single
+//! host finishes whatever happens to us; a fleet keeps going only while we watch (a healthy host
+//! waits for our `commit`, and goes back without one). The last line says what the servers
+//! ended with.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use xshell::Shell;
+
+use crate::config::Config;
+use crate::deploy::checks::Checks;
+use crate::deploy::fleet::{self, Member, Output, Rollout};
+use crate::deploy::job::Wait;
+use crate::deploy::local::{self, Transfer};
+use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
+use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::snapshot::Snapshot;
+use crate::flags::{CheckPart, Scope};
+use crate::interrupt::{self, SIGTERM};
+use crate::{proc, say, ui};
+
+pub struct Options {
+    pub dry_run: bool,
+    pub skip_local_checks: bool,
+    pub redeploy: bool,
+    pub recheck: bool,
+    /// Fleets: hosts that switch at once (1: rolling; `--parallel`: all).
+    pub batch: usize,
+}
+
+pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<()> {
+    let started = Instant::now();
+    let local = local::origin(sh, cfg)?;
+    // The checks (and the frontend build the upload needs) run while we connect.
+    let checks = if opts.dry_run {
+        None
+    } else {
+        Some(Checks::start(scope, opts.skip_local_checks, opts.recheck)?)
+    };
+    let sessions = fleet::connect_all(cfg)?;
+    let snaps = fleet::probe_all(&sessions, cfg, false, false)?;
+    let estimate = local::manifest(sh, scope)
+        .map(|m| local::size_of(&m))
+        .unwrap_or(0);
+    let hosts: Vec<(crate::config::Host, Snapshot)> = cfg
+        .hosts
+        .iter()
+        .cloned()
+        .zip(snaps.iter().cloned())
+        .collect();
+    let plans = match plan::fleet_deploy(&hosts, &local, cfg, scope, opts.redeploy, estimate)? {
+        FleetDecision::Nothing(msg) => {
+            drop(checks);
+            say!("{msg}");
+            return Ok(());
+        }
+        FleetDecision::Deploy(p) => p,
+    };
+    let token = plan::token();
+    let asker = Asker {
+        token: &token,
+        deployer: &local.deployer,
+        host: &local.host,
+        commit: &local.commit,
+        dirty: local.dirty,
+    };
+    let calls: Vec<crate::remote::Call> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
+    if opts.dry_run {
+        for ((host, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
+            print_plan(cfg, &host.dest, snap, p, scope, &opts, &call.render());
+        }
+        if plans.len() > 1 {
+            crate::show!(
+                "  fleet: the primary ({}) migrates; hosts switch {} at a time, each health-gated; if one fails, every switched host goes back",
+                cfg.server,
+                opts.batch.min(plans.len())
+            );
+        }
+        return Ok(());
+    }
+    let mut checks = checks.expect("started unless dry run");
+    test_pause_before_lock();
+    let mut out: Box<dyn Output> = if plans.len() == 1 {
+        Box::new(Printer::new(false))
+    } else {
+        Box::new(FleetPrinter::new(
+            snaps.iter().map(|s| s.host.clone()).collect(),
+        ))
+    };
+    let starts = hosts
+        .iter()
+        .cloned()
+        .zip(sessions)
+        .zip(calls)
+        .map(|(((h, s), session), call)| (h, s, session, call))
+        .collect();
+    let members = match fleet::start_all(starts, out.as_mut(), cfg.ssh_config.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            checks.abort();
+            return Err(e);
+        }
+    };
+    let release = plans[0].release().to_string();
+    let n = members.len();
+    let mut d = Driver {
+        sh,
+        cfg,
+        scope,
+        release: release.clone(),
+        uploads: (0..n).map(|_| Upload::default()).collect(),
+        members,
+        checks,
+        out,
+        rollout: Rollout::new(opts.batch),
+        aborted: false,
+        checked: false,
+        signals_seen: 0,
+    };
+    d.run()?;
+    d.out.close();
+    let what = format!("deploy of {release} ({} {})", scope.name(), local.made());
+    if n == 1 {
+        let outcome = d.members[0]
+            .job
+            .outcome
+            .clone()
+            .ok_or_else(|| anyhow!("the job ended without a result"))?;
+        let line = report::final_line(&what, d.members[0].name(), &outcome);
+        if outcome.success() {
+            say!("{line} ({} in all)", ui::secs(started.elapsed()));
+            return Ok(());
+        }
+        return Err(anyhow!("{line}"));
+    }
+    report::fleet_summary(&what, &d.members, started.elapsed())
+}
+
+/// Test hook (`INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK=FILE`): wait while FILE exists, between
+/// the plan and the lock, so a test can land another deploy in that window.
+fn test_pause_before_lock() {
+    let Some(file) = std::env::var_os("INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK") else {
+        return;
+    };
+    say!(
+        "(test hook: paused before the lock while {} exists)",
+        file.to_string_lossy()
+    );
+    while std::path::Path::new(&file).exists() && !interrupt::requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One host's upload.
+#[derive(Default)]
+struct Upload {
+    rsync: Option<(Child, Instant)>,
+    /// The upload ended and the job was told `uploaded`.
+    done: bool,
+    started: bool,
+    summary: String,
+}
+
+struct Driver<'a> {
+    sh: &'a Shell,
+    cfg: &'a Config,
+    scope: Scope,
+    release: String,
+    members: Vec<Member>,
+    uploads: Vec<Upload>,
+    checks: Checks,
+    out: Box<dyn Output>,
+    rollout: Rollout,
+    /// The jobs were told to stop before the switch.
+    aborted: bool,
+    /// `checked` was sent.
+    checked: bool,
+    signals_seen: usize,
+}
+
+impl Driver<'_> {
+    fn fleet(&self) -> bool {
+        self.members.len() > 1
+    }
+
+    fn run(&mut self) -> Result<()> {
+        if self.fleet() {
+            for m in &mut self.members {
+                m.job.send("begin")?;
+            }
+        }
+        loop {
+            self.on_signals()?;
+            self.on_checks()?;
+            let tick = Duration::from_millis(if self.fleet() { 15 } else { 50 });
+            for i in 0..self.members.len() {
+                if self.members[i].job.outcome.is_some() {
+                    continue;
+                }
+                let w = self.members[i]
+                    .job
+                    .wait(self.out.as_mut(), tick, &|_| false);
+                if w == Wait::Lost {
+                    self.on_lost(i)?;
+                }
+            }
+            for i in 0..self.members.len() {
+                self.on_upload(i)?;
+            }
+            self.advance()?;
+            if self.members.iter().all(|m| m.job.outcome.is_some()) {
+                break;
+            }
+        }
+        self.stop_local();
+        Ok(())
+    }
+
+    /// Tell every job to stop before the migration (or, in a fleet after it, to go back).
+    fn abort(&mut self, result: &str, why: &str) {
+        self.stop_local();
+        if self.aborted {
+            return;
+        }
+        self.aborted = true;
+        self.out.close();
+        if self.checked && self.fleet() {
+            self.rollout.back(&mut self.members, why, self.out.as_mut());
+            return;
+        }
+        if self.checked {
+            return;
+        }
+        say!(
+            "==> {why}: telling {} to stop before the switch",
+            self.members
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let msg = format!("abort {result}: {why}");
+        for m in &mut self.members {
+            if m.job.outcome.is_none() && m.job.send(&msg).is_err() {
+                say!(
+                    "    ({}: the connection is gone; the job stops by itself once it misses us)",
+                    m.name()
+                );
+            }
+        }
+    }
+
+    fn stop_local(&mut self) {
+        self.checks.abort();
+        for u in &mut self.uploads {
+            if let Some((mut child, started)) = u.rsync.take() {
+                proc::signal_group(child.id(), SIGTERM);
+                let _ = child.wait();
+                if self.members.len() == 1 {
+                    say!("stopped ({})", ui::secs(started.elapsed()));
+                }
+            }
+        }
+    }
+
+    fn stage_name(&self) -> &'static str {
+        if self.checked {
+            "the activation"
+        } else if self.uploads.iter().all(|u| u.done) {
+            "the local checks"
+        } else if self.uploads.iter().any(|u| u.started) {
+            "the upload"
+        } else {
+            "the seed of the release"
+        }
+    }
+
+    fn on_signals(&mut self) -> Result<()> {
+        let n = interrupt::count();
+        if n == self.signals_seen {
+            return Ok(());
+        }
+        self.signals_seen = n;
+        self.out.close();
+        let hosts = self
+            .members
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if n >= 2 {
+            say!(
+                "stopped watching: the job on {hosts} goes on by itself{}; 'cargo xtask deploy status --follow' shows how it ends",
+                if self.fleet() {
+                    " (a fleet without its deployer goes back to its previous release)"
+                } else {
+                    ""
+                }
+            );
+            for m in &mut self.members {
+                m.job.detach();
+            }
+            bail!("interrupted by {} (twice)", interrupt::describe());
+        }
+        let why = format!("{} during {}", interrupt::describe(), self.stage_name());
+        if self.checked && !self.fleet() {
+            say!(
+                "==> {} received: the server already runs {} and completes it (the migration may have started); Ctrl-C again to stop watching",
+                interrupt::describe(),
+                self.stage_name()
+            );
+        } else {
+            self.abort("interrupted", &why);
+        }
+        Ok(())
+    }
+
+    fn on_checks(&mut self) -> Result<()> {
+        for part in self.checks.poll()? {
+            let r = self.checks.result(part).expect("just ended");
+            let cached = if r.cached {
+                " [passed for this tree before]"
+            } else {
+                ""
+            };
+            let label = match part {
+                CheckPart::Backend => "local checks: backend (ruff, pytest)",
+                CheckPart::Frontend => "local checks: frontend (svelte-check, tests)",
+                CheckPart::Build => "build the frontend",
+            };
+            let line = format!(
+                "==> {label:<44} {} ({:.1}s){cached}",
+                if r.ok { "ok" } else { "FAILED" },
+                r.secs
+            );
+            let tail = if r.ok { String::new() } else { r.tail.clone() };
+            self.out.line(&line);
+            for l in tail.lines() {
+                say!("    | {l}");
+            }
+            if !tail.is_empty() || !r.ok {
+                let why = format!("the local checks failed ({})", part.name());
+                self.abort("failed", &why);
+            }
+        }
+        Ok(())
+    }
+
+    /// Move the deploy on when the jobs and the checks allow it.
+    fn advance(&mut self) -> Result<()> {
+        if self.aborted && !self.checked {
+            return Ok(());
+        }
+        let build_ready = !self.checks.build_pending() && self.checks.failed().is_none();
+        for i in 0..self.members.len() {
+            if !self.uploads[i].started
+                && self.members[i].job.phase == "awaiting-upload"
+                && build_ready
+                && !self.aborted
+            {
+                self.start_upload(i)?;
+            }
+        }
+        if !self.checked
+            && !self.aborted
+            && self.uploads.iter().all(|u| u.done)
+            && self.checks.all_done()
+            && self.checks.failed().is_none()
+        {
+            if self.fleet() {
+                self.print_uploads();
+            }
+            for m in &mut self.members {
+                m.job.send("checked")?;
+            }
+            self.checked = true;
+            if !self.fleet() {
+                self.members[0].job.send("go")?;
+                self.members[0].activated = true;
+            }
+        }
+        if self.checked && self.fleet() {
+            self.rollout.advance(&mut self.members, self.out.as_mut())?;
+        }
+        Ok(())
+    }
+
+    fn print_uploads(&mut self) {
+        let summary: Vec<String> = self
+            .members
+            .iter()
+            .zip(&self.uploads)
+            .map(|(m, u)| format!("{} {}", m.name(), u.summary))
+            .collect();
+        self.out.line(&format!(
+            "==> {:<44} ok [{}]",
+            format!("upload to {} hosts", self.members.len()),
+            summary.join("; ")
+        ));
+    }
+
+    fn start_upload(&mut self, i: usize) -> Result<()> {
+        let single = self.members.len() == 1;
+        let manifest = local::manifest(self.sh, self.scope)?;
+        if self.scope.frontend() && !manifest.iter().any(|p| p.starts_with("frontend/build/")) {
+            bail!("the frontend build is missing (frontend/build): run 'cargo xtask check build'");
+        }
+        let m = &mut self.members[i];
+        let seed = m
+            .job
+            .notes
+            .iter()
+            .find(|n| n.first().map(String::as_str) == Some("seed"))
+            .cloned();
+        let drift: Vec<String> = m
+            .job
+            .notes
+            .iter()
+            .filter(|n| n.first().map(String::as_str) == Some("drift"))
+            .filter_map(|n| n.get(1).cloned())
+            .collect();
+        // A base made from a dirty tree is not its commit: only a clean base can be diffed.
+        let base = m.snap.current_made.backend_commit.clone();
+        let seeded_from_current = seed.as_ref().is_some_and(|s| {
+            s.get(2).map(String::as_str) == Some("verified")
+                && s.get(1).map(String::as_str) == m.snap.current.name()
+        }) && !base.ends_with("+dirty")
+            && base != "-";
+        let changed = if seeded_from_current && self.scope.backend() {
+            local::changed_backend(self.sh, &base)?
+        } else {
+            None
+        };
+        let (transfer, changed) = match changed {
+            Some(c) => (Transfer::Diff { base: base.clone() }, c),
+            None if seeded_from_current && !self.scope.backend() => {
+                (Transfer::Diff { base: base.clone() }, Vec::new())
+            }
+            None => (Transfer::Full, Vec::new()),
+        };
+        let send = local::to_send(&manifest, &transfer, &changed, &drift);
+        m.job.send_manifest(&manifest)?;
+        let list = m.job.session().private_dir().join("upload.list");
+        fs_err::write(&list, send.join("\0"))?;
+        let how = match &transfer {
+            Transfer::Diff { base } => format!("changed since {base}"),
+            Transfer::Full => "compared by checksum".to_string(),
+        };
+        let args = rsync_args(
+            &m.job.session().rsync_rsh(),
+            &rsync_dest(&m.host.dest),
+            &self.cfg.root,
+            &self.release,
+            single && ui::interactive(),
+            &list,
+        );
+        if single {
+            self.out.close();
+            ui::step_start(&format!(
+                "upload {} of {} files ({how})",
+                send.len(),
+                manifest.len()
+            ));
+        }
+        let mut cmd = Command::new("rsync");
+        cmd.args(&args)
+            .current_dir(crate::project_root())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        if single && ui::interactive() {
+            cmd.stdout(Stdio::inherit());
+        } else {
+            cmd.stdout(Stdio::piped());
+        }
+        proc::isolate(&mut cmd);
+        let child = cmd.spawn().context("starting rsync (is it installed?)")?;
+        self.uploads[i].rsync = Some((child, Instant::now()));
+        self.uploads[i].started = true;
+        self.uploads[i].summary = format!("{} of {} files ({how})", send.len(), manifest.len());
+        Ok(())
+    }
+
+    fn on_upload(&mut self, i: usize) -> Result<()> {
+        let Some((child, started)) = self.uploads[i].rsync.as_mut() else {
+            return Ok(());
+        };
+        if child.try_wait()?.is_none() {
+            return Ok(());
+        }
+        let took = started.elapsed();
+        let (child, _) = self.uploads[i].rsync.take().expect("checked above");
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let single = self.members.len() == 1;
+        if !out.status.success() {
+            if single {
+                say!("FAILED ({})", ui::secs(took));
+            }
+            let last = stderr
+                .lines()
+                .chain(stdout.lines())
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("see the output above")
+                .to_string();
+            if self.members[i].job.session().master_pid().is_none() {
+                return self.on_lost(i);
+            }
+            let why = format!(
+                "the upload to {} failed (rsync {}: {last})",
+                self.members[i].name(),
+                out.status
+            );
+            self.abort("failed", &why);
+            return Ok(());
+        }
+        let stats = match (
+            rsync_stat(&stdout, "Number of regular files transferred"),
+            rsync_stat(&stdout, "Total bytes sent"),
+        ) {
+            (Some(files), Some(sent)) => format!("{files} files changed, {sent} bytes sent"),
+            _ => String::new(),
+        };
+        if single {
+            if stats.is_empty() {
+                say!("ok ({})", ui::secs(took));
+            } else {
+                say!("ok ({}) [{stats}]", ui::secs(took));
+            }
+        } else {
+            self.uploads[i].summary = format!("{:.1}s, {stats}", took.as_secs_f64());
+        }
+        self.members[i].job.send("uploaded")?;
+        self.uploads[i].done = true;
+        Ok(())
+    }
+
+    /// A connection dropped: reconnect once and re-attach; before `checked`, ask every job to
+    /// stop (we cannot know what the network did to the upload); in a fleet after it, the
+    /// fleet goes back.
+    fn on_lost(&mut self, i: usize) -> Result<()> {
+        let stage = self.stage_name();
+        if let Some((mut child, _)) = self.uploads[i].rsync.take() {
+            proc::signal_group(child.id(), SIGTERM);
+            let _ = child.wait();
+            self.uploads[i].started = true;
+        }
+        if self.members.len() == 1 {
+            self.stop_local();
+        }
+        self.out.close();
+        let name = self.members[i].name().to_string();
+        let cause = self.members[i].job.last_error.clone();
+        say!(
+            "==> the connection to {name} was lost during {stage}{}: reconnecting",
+            if cause.is_empty() {
+                String::new()
+            } else {
+                format!(" ({cause})")
+            }
+        );
+        let dest = self.members[i].host.dest.clone();
+        match self.members[i]
+            .job
+            .reattach(&dest, self.cfg.ssh_config.as_deref())
+        {
+            Ok(()) => {
+                say!("    reconnected; following the job again");
+                if !self.checked || self.fleet() {
+                    let why = format!("the connection to {name} was lost during {stage}");
+                    self.abort("interrupted", &why);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stop_local();
+                let next = if self.checked && !self.fleet() {
+                    "the server completes the deploy (or restores the previous release) by itself"
+                } else {
+                    "the server job stops before the switch (or goes back) by itself once it misses us (about 10s)"
+                };
+                bail!(
+                    "lost the connection to {name} during {stage} and could not reconnect ({e:#}): {next}; 'cargo xtask deploy status' shows the outcome"
+                )
+            }
+        }
+    }
+}
+
+/// rsync wants IPv6 literals in brackets (`user@[fd00::2]:path`); ssh wants them bare.
+pub fn rsync_dest(server: &str) -> String {
+    let (user, host) = match server.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, server),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    match user {
+        Some(u) => format!("{u}@{host}"),
+        None => host,
+    }
+}
+
+/// The rsync command (argv without the program name). The server seeded the release from
+/// current (hard links), so only listed files are compared (by checksum) and only changed bytes
+/// travel; rsync writes a changed file beside and renames it, so the seed's links to earlier
+/// releases are never written through. Permissions are kept minus group/other write; times are
+/// not (a rebuilt but identical file must still match).
+pub fn rsync_args(
+    rsh: &str,
+    dest: &str,
+    root: &str,
+    release: &str,
+    progress: bool,
+    file_list: &camino::Utf8Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--from0",
+        "--checksum",
+        "--links",
+        "--perms",
+        "--chmod=go-w",
+        "--omit-dir-times",
+        "--stats",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--files-from={file_list}"));
+    if progress {
+        args.push("--info=progress2".to_string());
+    }
+    args.push("-e".to_string());
+    args.push(rsh.to_string());
+    args.push("./".to_string());
+    args.push(format!("{dest}:{root}/releases/{release}/"));
+    args
+}
+
+/// `Total bytes sent: 1,234` and friends from rsync --stats.
+pub fn rsync_stat(output: &str, label: &str) -> Option<u64> {
+    output.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(label)?.strip_prefix(':')?;
+        let digits: String = rest
+            .split_whitespace()
+            .next()?
+            .chars()
+            .filter(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    })
+}
+
+fn print_plan(
+    cfg: &Config,
+    dest: &str,
+    snap: &Snapshot,
+    plan: &JobPlan,
+    scope: Scope,
+    opts: &Options,
+    run: &str,
+) {
+    crate::show!(
+        "Plan for '{}' to {} ({}), nothing will be changed:",
+        plan.command(),
+        dest,
+        snap.host
+    );
+    let checks = match (opts.skip_local_checks, scope) {
+        (true, s) if s.frontend() => "build the frontend (checks skipped)".to_string(),
+        (true, _) => "none (checks skipped)".to_string(),
+        (false, s) => format!(
+            "clean tree{}{}",
+            if s.backend() {
+                ", backend ruff + pytest"
+            } else {
+                ""
+            },
+            if s.frontend() {
+                ", frontend build + svelte-check + tests"
+            } else {
+                ""
+            }
+        ),
+    };
+    crate::show!("  local, beside the upload: {checks}");
+    crate::show!(
+        "  server job (takes the lock, checks current is still {}):",
+        plan.expect_current
+    );
+    crate::show!("      {run}");
+    crate::show!(
+        "  upload: rsync into {}/releases/{} (seeded from current; only what changed travels)",
+        cfg.root,
+        plan.release()
+    );
+    crate::show!(
+        "  then on the server: prepare, {}switch, restart {}, health checks ({}s); on failure restore {}",
+        if scope.backend() { "migrate, " } else { "" },
+        plan.restart.join(", "),
+        cfg.health_timeout,
+        snap.current.name().unwrap_or("nothing (current is removed)")
+    );
+    if !plan.prune.is_empty() {
+        crate::show!("  after success: prune {}", plan.prune.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_writes_into_the_seeded_release() {
+        let a = rsync_args(
+            "ssh -o ControlPath=/tmp/c",
+            "innercontext@app",
+            "/opt/ic",
+            "20261128T101530Z",
+            false,
+            camino::Utf8Path::new("/tmp/list"),
+        );
+        assert!(a.contains(&"--checksum".to_string()));
+        assert!(
+            !a.iter().any(|x| x == "--inplace"),
+            "never write through a hard link"
+        );
+        assert!(!a.iter().any(|x| x.starts_with("--info=progress")));
+        assert_eq!(
+            a.last().unwrap(),
+            "innercontext@app:/opt/ic/releases/20261128T101530Z/"
+        );
+    }
+
+    #[test]
+    fn rsync_stats_parse() {
+        let out = "Number of files: 120 (reg: 100, dir: 20)\nTotal file size: 1,234,567 bytes\nTotal bytes sent: 4,321\nTotal bytes received: 99\n";
+        assert_eq!(rsync_stat(out, "Total bytes sent"), Some(4321));
+        assert_eq!(rsync_stat(out, "Total file size"), Some(1_234_567));
+        assert_eq!(rsync_stat(out, "Missing"), None);
+    }
+
+    #[test]
+    fn ipv6_literals_get_brackets_for_rsync() {
+        assert_eq!(rsync_dest("innercontext@fd00::2"), "innercontext@[fd00::2]");
+        assert_eq!(
+            rsync_dest("innercontext@[fd00::2]"),
+            "innercontext@[fd00::2]"
+        );
+        assert_eq!(rsync_dest("app"), "app");
+        assert_eq!(rsync_dest("u@10.0.0.2"), "u@10.0.0.2");
+    }
+}

@@ -1,0 +1,405 @@
+//! What the deployer prints: the job's events as step lines (one per step, with the duration
+//! the server measured), and a final line that says what the server ended with.
+
+use std::collections::BTreeMap;
+
+use crate::deploy::fleet::Output;
+use crate::deploy::job::{Event, Outcome, Watcher};
+use crate::{say, say_part, ui};
+
+/// Renders job events as step lines: `==> LABEL ... ok (1.2s) [notes]`.
+#[derive(Default)]
+pub struct Printer {
+    /// Prefix every line with the host (fleets).
+    pub prefix_host: bool,
+    open: bool,
+    notes: Vec<String>,
+}
+
+impl Printer {
+    pub fn new(prefix_host: bool) -> Printer {
+        Printer {
+            prefix_host,
+            ..Printer::default()
+        }
+    }
+
+    fn prefix(&self, host: &str) -> String {
+        if self.prefix_host {
+            format!("[{host}] ")
+        } else {
+            String::new()
+        }
+    }
+
+    /// End a step line left open by a step start.
+    pub fn close_line(&mut self) {
+        if self.open {
+            say!("");
+            self.open = false;
+        }
+    }
+
+    fn line(&mut self, host: &str, text: &str) {
+        self.close_line();
+        say!("{}{text}", self.prefix(host));
+    }
+}
+
+impl Watcher for Printer {
+    fn event(&mut self, host: &str, e: &Event) {
+        match e.kind.as_str() {
+            "step" => match e.field(1) {
+                "start" => {
+                    self.close_line();
+                    self.notes.clear();
+                    let p = self.prefix(host);
+                    say_part!("{p}");
+                    ui::step_start(e.field(2));
+                    self.open = true;
+                }
+                status => {
+                    let secs = e.field(2);
+                    let notes = if self.notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", self.notes.join(", "))
+                    };
+                    let word = if status == "ok" { "ok" } else { "FAILED" };
+                    if self.open {
+                        say!("{word} ({secs}s){notes}");
+                        self.open = false;
+                    } else {
+                        self.line(host, &format!("    {} {word} ({secs}s){notes}", e.field(0)));
+                    }
+                    if status != "ok" && !e.field(3).is_empty() {
+                        self.line(host, &format!("    {}", e.field(3)));
+                    }
+                    self.notes.clear();
+                }
+            },
+            "info" => self.line(host, &format!("    {}", e.field(0))),
+            "warn" => self.line(host, &format!("warning: {}", e.field(0))),
+            "detail" => self.line(host, &format!("    | {}", e.field(0))),
+            "note" => {
+                if let Some(n) = note_text(&e.fields) {
+                    self.notes.push(n);
+                }
+                if e.field(0) == "drift" {
+                    self.line(
+                        host,
+                        &format!(
+                            "warning: {} on the server differs from the release it came from (edited by hand?): sent again",
+                            e.field(1)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Output for Printer {
+    fn line(&mut self, text: &str) {
+        self.close_line();
+        say!("{text}");
+    }
+    fn close(&mut self) {
+        self.close_line();
+    }
+}
+
+/// The steps every host of a fleet runs before it switches: one line each for the fleet.
+const SHARED_STEPS: [&str; 3] = ["seed", "prepare", "record"];
+
+/// Renders a fleet's events: one line per shared step once every host that runs it ended it
+/// (with a per-host summary), one line per host for its activation, and a failing host's
+/// details in full.
+pub struct FleetPrinter {
+    hosts: Vec<String>,
+    /// (step, host) -> (ok, seconds, error)
+    ended: BTreeMap<(String, String), (bool, String, String)>,
+    /// (step, host) -> label, for steps that started.
+    started: BTreeMap<(String, String), String>,
+    notes: BTreeMap<String, Vec<String>>,
+    printed: Vec<String>,
+}
+
+impl FleetPrinter {
+    pub fn new(hosts: Vec<String>) -> FleetPrinter {
+        FleetPrinter {
+            hosts,
+            ended: BTreeMap::new(),
+            started: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            printed: Vec::new(),
+        }
+    }
+
+    fn shared_line(&mut self, step: &str) {
+        if self.printed.iter().any(|p| p == step) {
+            return;
+        }
+        let done: Vec<(&String, &(bool, String, String))> = self
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                self.ended
+                    .get(&(step.to_string(), h.clone()))
+                    .map(|e| (h, e))
+            })
+            .collect();
+        let all = done.len() == self.hosts.len();
+        let any_failed = done.iter().any(|(_, e)| !e.0);
+        if !all && !any_failed {
+            return;
+        }
+        let label = self
+            .hosts
+            .iter()
+            .find_map(|h| self.started.get(&(step.to_string(), h.clone())))
+            .cloned()
+            .unwrap_or_else(|| step.to_string());
+        let max = done
+            .iter()
+            .filter_map(|(_, e)| e.1.parse::<f64>().ok())
+            .fold(0.0, f64::max);
+        let per_host: Vec<String> = done
+            .iter()
+            .map(|(h, e)| format!("{h} {}{}", if e.0 { "" } else { "FAILED " }, e.1))
+            .collect();
+        say!(
+            "==> {:<44} {} ({max:.1}s) [{}]",
+            format!("{label} on {} hosts", self.hosts.len()),
+            if any_failed { "FAILED" } else { "ok" },
+            per_host.join(", ")
+        );
+        for (h, e) in &done {
+            if !e.0 && !e.2.is_empty() {
+                say!("    [{h}] {}", e.2);
+            }
+        }
+        self.printed.push(step.to_string());
+    }
+}
+
+impl Watcher for FleetPrinter {
+    fn event(&mut self, host: &str, e: &Event) {
+        let key = |step: &str| (step.to_string(), host.to_string());
+        match e.kind.as_str() {
+            "step" if e.field(1) == "start" => {
+                self.started.insert(key(e.field(0)), e.field(2).to_string());
+            }
+            "step" => {
+                let step = e.field(0).to_string();
+                let ok = e.field(1) == "ok";
+                self.ended.insert(
+                    key(&step),
+                    (ok, e.field(2).to_string(), e.field(3).to_string()),
+                );
+                if SHARED_STEPS.contains(&step.as_str()) {
+                    self.shared_line(&step);
+                } else {
+                    let label = self
+                        .started
+                        .get(&key(&step))
+                        .cloned()
+                        .unwrap_or(step.clone());
+                    let notes = self
+                        .notes
+                        .remove(host)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| format!(" [{}]", n.join(", ")))
+                        .unwrap_or_default();
+                    say!(
+                        "==> {:<44} {} ({}s){notes}",
+                        format!("[{host}] {label}"),
+                        if ok { "ok" } else { "FAILED" },
+                        e.field(2)
+                    );
+                    if !ok && !e.field(3).is_empty() {
+                        say!("    [{host}] {}", e.field(3));
+                    }
+                }
+            }
+            "warn" => say!("warning: [{host}] {}", e.field(0)),
+            "info" => say!("    [{host}] {}", e.field(0)),
+            "detail" => say!("    [{host}] | {}", e.field(0)),
+            "note" => {
+                if let Some(n) = note_text(&e.fields) {
+                    self.notes.entry(host.to_string()).or_default().push(n);
+                }
+                if e.field(0) == "drift" {
+                    say!(
+                        "warning: [{host}] {} on the server differs from the release it came from (edited by hand?): sent again",
+                        e.field(1)
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Output for FleetPrinter {
+    fn line(&mut self, text: &str) {
+        say!("{text}");
+    }
+    fn close(&mut self) {}
+}
+
+/// A fleet's last lines: each host's result, then one line for the fleet (an error unless
+/// every host succeeded).
+pub fn fleet_summary(
+    what: &str,
+    members: &[crate::deploy::fleet::Member],
+    took: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut all_ok = true;
+    let mut currents = Vec::new();
+    for m in members {
+        match &m.job.outcome {
+            Some(o) => {
+                all_ok &= o.success();
+                let cur = o.current.rsplit('/').next().unwrap_or("none").to_string();
+                say!(
+                    "    {:<16} {:<16} current {cur}{}",
+                    m.name(),
+                    o.result,
+                    if o.reason.is_empty() || o.success() {
+                        String::new()
+                    } else {
+                        format!(" ({})", o.reason)
+                    }
+                );
+                currents.push(cur);
+            }
+            None => {
+                all_ok = false;
+                say!("    {:<16} unknown (lost)", m.name());
+                currents.push("?".into());
+            }
+        }
+    }
+    currents.dedup();
+    let on = if currents.len() == 1 {
+        format!("every host runs {}", currents[0])
+    } else {
+        format!("MIXED: the hosts run {}", currents.join(", "))
+    };
+    if all_ok {
+        say!(
+            "{what} on {} hosts: success; {on} ({} in all)",
+            members.len(),
+            ui::secs(took)
+        );
+        Ok(())
+    } else {
+        anyhow::bail!("{what} on {} hosts: failed; {on}", members.len())
+    }
+}
+
+/// A short note for the step line, from a `note` event.
+fn note_text(f: &[String]) -> Option<String> {
+    let g = |i: usize| f.get(i).map(String::as_str).unwrap_or("");
+    match g(0) {
+        "seed" if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
+        "seed" if g(2) == "verified" && g(3) != "0" => {
+            Some(format!("from {}, {} drifted file(s) left out", g(1), g(3)))
+        }
+        "seed" => Some(format!("from {}", g(1))),
+        "venv" => Some(format!("virtualenv {} {}", g(1), g(2))),
+        "migrate" if g(1) == "none" => Some(format!("nothing to migrate, at {}", g(2))),
+        "migrate" => Some(format!("{} to {}", g(1), g(2))),
+        "removed" => Some(format!("{} file(s) removed", g(1))),
+        _ => None,
+    }
+}
+
+/// The one line that ends a deploy or rollback: what the server ended with (the job's result
+/// word, as deploy.log has it, then what it means and what current is now).
+pub fn final_line(what: &str, host: &str, o: &Outcome) -> String {
+    let current = o
+        .current
+        .rsplit('/')
+        .next()
+        .filter(|c| !c.is_empty())
+        .unwrap_or("none");
+    let reason = if o.reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", o.reason)
+    };
+    match o.result.as_str() {
+        "success" => format!(
+            "{what} on {host}: success in {}s (alembic {}); current is {current}",
+            o.duration, o.revision
+        ),
+        "rolled-back" => format!(
+            "{what} on {host}: rolled-back (it failed after the switch; the previous release was restored and is healthy){reason}; current is {current} again"
+        ),
+        "rollback-failed" => format!(
+            "{what} on {host}: rollback-failed (it failed, and so did restoring the previous release){reason}; current is {current}: check 'cargo xtask deploy status'"
+        ),
+        other => format!("{what} on {host}: {other}{reason}; current is {current}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(result: &str, reason: &str) -> Outcome {
+        Outcome {
+            result: result.into(),
+            reason: reason.into(),
+            duration: "3.1".into(),
+            revision: "0002_price_history".into(),
+            current: "releases/20261128T101530Z".into(),
+        }
+    }
+
+    #[test]
+    fn the_last_line_says_what_the_server_ended_with() {
+        assert_eq!(
+            final_line("deploy of 20261128T101600Z", "app", &outcome("success", "")),
+            "deploy of 20261128T101600Z on app: success in 3.1s (alembic 0002_price_history); current is 20261128T101530Z"
+        );
+        let rb = final_line(
+            "deploy of X",
+            "app",
+            &outcome(
+                "rolled-back",
+                "not healthy after 60s: unit innercontext is failed",
+            ),
+        );
+        assert!(
+            rb.contains("rolled-back (")
+                && rb.contains("is healthy): not healthy")
+                && rb.ends_with("current is 20261128T101530Z again"),
+            "{rb}"
+        );
+        let mut none = outcome("failed", "the upload failed");
+        none.current = String::new();
+        assert!(final_line("deploy of X", "app", &none).ends_with("current is none"));
+    }
+
+    #[test]
+    fn notes_read_well() {
+        let n = |f: &[&str]| note_text(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            n(&["venv", "abc", "reused"]).unwrap(),
+            "virtualenv abc reused"
+        );
+        assert_eq!(
+            n(&["migrate", "none", "0002"]).unwrap(),
+            "nothing to migrate, at 0002"
+        );
+        assert_eq!(
+            n(&["seed", "20261128T101530Z", "verified", "2"]).unwrap(),
+            "from 20261128T101530Z, 2 drifted file(s) left out"
+        );
+        assert_eq!(n(&["drift", "backend/x.py"]), None);
+    }
+}

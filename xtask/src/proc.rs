@@ -1,0 +1,96 @@
+//! Child processes of the xtask (ssh, rsync, the local checks, pnpm, uv): each starts in a
+//! process group of its own, so a terminal's Ctrl-C or hang-up reaches only the xtask, which
+//! decides what to stop and when; and each gets SIGTERM when the xtask dies, even by SIGKILL
+//! (`PR_SET_PDEATHSIG`), so nothing it started goes on without it.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use crate::interrupt::SIGTERM;
+
+extern "C" {
+    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+    fn getppid() -> i32;
+    fn getpid() -> i32;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+const PR_SET_PDEATHSIG: i32 = 1;
+
+/// Make `cmd` start in its own process group and die with this process. Note that the parent
+/// death signal fires when the *thread* that spawned the child ends: spawn from the thread
+/// that waits for the child.
+pub fn isolate(cmd: &mut Command) -> &mut Command {
+    // SAFETY: getpid is async-signal-safe; it is read before the fork.
+    let parent = unsafe { getpid() };
+    cmd.process_group(0);
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            prctl(PR_SET_PDEATHSIG, SIGTERM as u64, 0, 0, 0);
+            if getppid() != parent {
+                // The parent died before prctl took effect.
+                return Err(std::io::Error::other("the xtask exited"));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// The same for a duct expression (every process it starts).
+pub fn isolated(expr: duct::Expression) -> duct::Expression {
+    expr.before_spawn(|cmd| {
+        isolate(cmd);
+        Ok(())
+    })
+}
+
+/// Send `sig` to the process group led by `pid` (a child started with [`isolate`]).
+pub fn signal_group(pid: u32, sig: i32) {
+    if pid > 1 {
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            kill(-(pid as i32), sig);
+        }
+    }
+}
+
+/// Send `sig` to one process.
+pub fn signal(pid: u32, sig: i32) {
+    if pid > 1 {
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            kill(pid as i32, sig);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn children_get_their_own_process_group() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ps -o pgid= -p $$"]);
+        let out = isolate(&mut cmd).output().unwrap();
+        let pgid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        // SAFETY: getpid has no memory effects.
+        let me = unsafe { getpid() };
+        assert_ne!(pgid, me, "the child shares our process group");
+    }
+
+    #[test]
+    fn a_group_signal_reaches_the_childs_children() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 30 & wait"]);
+        let mut child = isolate(&mut cmd).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        signal_group(child.id(), SIGTERM);
+        child.wait().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -621,7 +621,7 @@ prune_all() {
         {
             release_names "$root"
             [ -f "$root/$C_ASSETS/.history" ] &&
-                awk -v cutoff="$(($(now_s) - C_ASSET_GRACE_SECS))" '
+                awk -v cutoff="$(($(now_s) - ${opt_asset_grace:-$C_ASSET_GRACE_SECS}))" '
                     { if (NR > 1 && $1 >= cutoff) print prev; prev = $2 } END { if (NR) print prev }' \
                     "$root/$C_ASSETS/.history"
         } | LC_ALL=C sort -u

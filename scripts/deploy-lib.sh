@@ -282,7 +282,8 @@ unit_states() {
     done
 }
 
-# journal_tail UNIT LINES: the unit's last log lines, as far as the deploy user may read them.
+# journal_tail UNIT LINES: the unit's last log lines, through the root-owned reader that
+# setup-server installs (the deploy user reads only its own units' logs).
 journal_tail() {
-    journalctl -u "$1" -n "$2" --no-pager -o short-iso 2>&1
+    sudo -n "$C_JOURNAL_READER" -n "$2" -o short-iso "$1" 2>&1 </dev/null
 }

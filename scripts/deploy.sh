@@ -221,6 +221,7 @@ validate_plan() {
     check_one_of begin "$opt_begin" "yes no"
     check_digits need_mb "$opt_need_mb"
     check_names "$opt_prune"
+    check_digits asset_grace "$opt_asset_grace"
 }
 
 # The lock is ours: is the server still what the deployer planned against?

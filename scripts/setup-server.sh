@@ -12,13 +12,21 @@
 #   uv registry|upstream VERSION     uv in /opt/uv from PyPI, or the astral.sh installer
 #   node registry|upstream VERSION [SHA256]
 #                                    Node.js: registry = npm package tarball read from stdin
-#   user ROOT                        app user, systemd-journal group, directory layout, owners
+#   user ROOT                        app user, directory layout, owners
 #   key KEYLINE                      authorize the deploy key for the app user
-#   env PATH SHA256 FORCE            install stdin as PATH (0600, app user) when missing, or
+#   env ROOT REL SHA256 FORCE        install stdin as ROOT/REL (0600, app user) when missing, or
 #                                    when it differs and FORCE is 1; else repair mode/owner
+#   journal TEXT                     the log reader /usr/local/sbin/innercontext-journal; the app
+#                                    user leaves systemd-journal
 #   sudoers TEXT                     the sudoers drop-in, validated with visudo before install
 #   units NAME TEXT [NAME TEXT...]   systemd units: install, daemon-reload, enable (no start)
+#   role primary|secondary UNIT...   a fleet's secondary keeps UNIT... (the primary's only:
+#                                    the worker) installed but disabled and stopped
 #   nginx TEXT                       the nginx site; nginx -t before reload; default removed
+#   tls CERT KEY_SHA256 SNIPPET      HTTPS: CERT (PEM text) and the key (read from stdin when
+#                                    it differs from the installed one) in /etc/ssl/innercontext,
+#                                    SNIPPET as /etc/nginx/innercontext.d/tls.conf; nginx -t
+#                                    before the reload, the previous files put back if it fails
 #   verify ROOT UNIT...              rows for the final table (read-only)
 #
 # --check changes nothing and reports what would change.
@@ -26,12 +34,26 @@
 # Output: `key=value` lines on stdout. Every subcommand that changes things ends with
 # `changed=yes|no` and `detail=TEXT`; a failure prints `error=TEXT` and exits 1, leaving what
 # that step manages as it was. Env file contents are never printed: they are compared by sha256.
+#
+# Root never follows a path the app user can change. The app user owns its home and everything
+# under the deploy root, so it can put a symlink (or swap one in, racing us) wherever setup-server
+# works there. So: every such path is first looked at without following it (lstat: `[ -L ]`,
+# `stat` without -L) and a symlink or a wrong type is refused with a line that says what was
+# found; the preflight refuses them before any step runs. The work itself is done so that a
+# link swapped in after the check cannot redirect it: reads, writes, mkdir and chmod run as the
+# app user (`runuser`, so it can only hurt itself), and the few things only root can do there
+# (giving a foreign-owned entry to the app user) go through `find -execdir chown -h`, which
+# never follows a link on the way and acts on the entry itself. The deploy root's and the
+# home's parent directories must be ones only root can change.
 set -Eeuo pipefail
 export LC_ALL=C
 umask 022
 
 APP_USER=innercontext
 SUDOERS_TARGET=/etc/sudoers.d/innercontext-deploy
+JOURNAL_WRAPPER=/usr/local/sbin/innercontext-journal
+TLS_DIR=/etc/ssl/innercontext
+TLS_SNIPPET=/etc/nginx/innercontext.d/tls.conf
 NODE_ROOT=/usr/local/lib/nodejs
 UV_VENV=/opt/uv
 NVM_VERSION=v0.40.4
@@ -88,6 +110,171 @@ report() {
 user_exists() { id -u "$APP_USER" >/dev/null 2>&1; }
 # "MODE USER:GROUP" of a path, without following a final symlink.
 perms() { stat -c '%a %U:%G' -- "$1"; }
+# Run a command as the app user: whatever it is tricked into touching, it touches with the app
+# user's rights only.
+as_app() { runuser -u "$APP_USER" -- "$@"; }
+# What is at PATH, without following it: missing, symlink, dir, file, or stat's word for it.
+kind() {
+    if [ -L "$1" ]; then
+        echo symlink
+    elif [ ! -e "$1" ]; then
+        echo missing
+    elif [ -d "$1" ]; then
+        echo dir
+    elif [ -f "$1" ]; then
+        echo file
+    else
+        stat -c %F -- "$1"
+    fi
+}
+# The refusal for PATH (of kind KIND) where a WANT (file or directory) belongs.
+refusal() { # PATH KIND WANT
+    local what=$2
+    if [ "$2" = symlink ]; then what="a symlink to $(readlink -- "$1")"; elif [ "$2" = dir ]; then what="a directory"; elif [ "$2" = file ]; then what="a file"; fi
+    printf '%s is %s where a %s belongs (setup-server runs as root and never follows what the app user can plant): look at it, remove it (rm %s) and run setup-server again' "$1" "$what" "$3" "$1"
+}
+# Whether the app user owns PATH or may write into it (following links, as it would).
+app_can_change() {
+    user_exists || return 1
+    [ "$(stat -L -c %U -- "$1" 2>/dev/null || true)" = "$APP_USER" ] && return 0
+    as_app test -w "$1"
+}
+# The first directory above PATH (as written, and as resolved) that the app user can change,
+# if any: it could then replace PATH or a directory on the way by a link.
+changeable_parent() {
+    local p=$1 real=""
+    while [ "$p" != / ] && [ "$p" != . ]; do
+        p=$(dirname -- "$p")
+        if [ -z "$real" ] && [ -e "$p" ]; then real=$(readlink -f -- "$p"); fi
+        if app_can_change "$p"; then
+            printf '%s' "$p"
+            return 0
+        fi
+    done
+    p=$real
+    while [ -n "$p" ] && [ "$p" != / ]; do
+        if app_can_change "$p"; then
+            printf '%s' "$p"
+            return 0
+        fi
+        p=$(dirname -- "$p")
+    done
+    return 1
+}
+# Give BASE/REL (not followed) to the app user. BASE is a directory the app user cannot replace;
+# find walks down from it without following links (-P) and runs chown -h from inside the
+# directory that holds the entry (-execdir), so nothing planted on the way redirects it. A hard
+# link to a root file would still be a way in: fs.protected_hardlinks=1 (Debian's default) keeps
+# the app user from making one, and without it nothing is chowned.
+chown_app() { # BASE REL
+    local depth
+    [ "$(cat /proc/sys/fs/protected_hardlinks 2>/dev/null || true)" = 1 ] ||
+        fail "the kernel lets users hard-link files they do not own (fs.protected_hardlinks is not 1), so setup-server will not chown $1/$2: set it to 1 (sysctl fs.protected_hardlinks=1), or chown it by hand after checking it"
+    depth=$(($(printf '%s' "$2" | tr -cd / | wc -c) + 1))
+    find "$1" -mindepth "$depth" -maxdepth "$depth" -path "$1/$2" -execdir chown -h "$APP_USER:$APP_USER" {} +
+    [ "$(stat -c %U:%G -- "$1/$2")" = "$APP_USER:$APP_USER" ] || fail "could not give $1/$2 to $APP_USER"
+}
+# The contents of a file under the app user's paths, read as the app user (as root while there
+# is no app user yet, so nobody can have planted anything); a FIFO swapped in cannot hang us.
+app_cat() {
+    if user_exists; then
+        timeout 10 runuser -u "$APP_USER" -- cat -- "$1" </dev/null 2>/dev/null
+    else
+        timeout 10 cat -- "$1" </dev/null 2>/dev/null
+    fi
+}
+# Its sha256; empty if it cannot be read.
+read_sha() {
+    local out
+    if out=$(app_cat "$1" | sha256sum); then printf '%s' "${out%% *}"; fi
+}
+# Whether the directories from ROOT down to REL's parent are real directories: ok, missing
+# (one does not exist yet) or unsafe (a symlink or something else is in the way).
+dirs_below() { # ROOT REL
+    local p=$1 part k parts
+    IFS=/ read -ra parts <<<"$(dirname -- "$2")"
+    for part in "" "${parts[@]}"; do
+        [ "$part" = . ] && continue
+        [ -n "$part" ] && p=$p/$part
+        k=$(kind "$p")
+        [ "$k" = missing ] && { echo missing; return; }
+        [ "$k" = dir ] || { echo unsafe; return; }
+    done
+    echo ok
+}
+# Make BASE/REL (a real file or directory, checked by the caller) the app user's, with MODE.
+fix_owner_mode() { # BASE REL MODE
+    local p=$1/$2 cur
+    cur=$(perms "$p")
+    [ "$cur" = "$3 $APP_USER:$APP_USER" ] && return 0
+    note "$p $cur -> $3 $APP_USER:$APP_USER"
+    ((CHECK)) && return 0
+    if [ "${cur#* }" != "$APP_USER:$APP_USER" ]; then chown_app "$1" "$2"; fi
+    as_app chmod "$3" -- "$p"
+}
+
+# The deploy root's directories (below it) and their modes; the deploy root itself is 755.
+LAYOUT=(releases:755 shared:755 shared/backend:750 shared/frontend:750 shared/uv-cache:755 scripts:755)
+ENV_FILES=(shared/backend/.env shared/frontend/.env.production)
+
+# One problem= line for each path root works on that the app user could have planted or could
+# swap: a deploy root or home below a directory the app user can change, a symlink or another
+# type where a directory or a file belongs. Nothing here follows a link or reads a file.
+check_app_paths() { # ROOT
+    local root=$1 p k spec rel home
+    if p=$(changeable_parent "$root"); then
+        say problem "$p, above the deploy root $root, can be changed by $APP_USER, who could swap $root for a link: use a deploy root whose parent directories only root can change (e.g. /opt/innercontext)"
+    fi
+    k=$(kind "$root")
+    case $k in
+    missing) ;;
+    dir)
+        for spec in "${LAYOUT[@]}"; do
+            p=$root/${spec%:*}
+            k=$(kind "$p")
+            case $k in missing | dir) ;; *) say problem "$(refusal "$p" "$k" directory)" ;; esac
+        done
+        for rel in "${ENV_FILES[@]}"; do
+            [ "$(dirs_below "$root" "$rel")" = ok ] || continue
+            k=$(kind "$root/$rel")
+            case $k in missing | file) ;; *) say problem "$(refusal "$root/$rel" "$k" file)" ;; esac
+        done
+        ;;
+    *) say problem "$(refusal "$root" "$k" directory)" ;;
+    esac
+    user_exists || return 0
+    home=$(getent passwd "$APP_USER" | cut -d: -f6)
+    if p=$(changeable_parent "$home"); then
+        say problem "$p, above $APP_USER's home $home, can be changed by $APP_USER: give $APP_USER a home in a directory only root can change (e.g. /home)"
+    fi
+    k=$(kind "$home/.ssh")
+    case $k in
+    missing) ;;
+    dir)
+        k=$(kind "$home/.ssh/authorized_keys")
+        case $k in missing | file) ;; *) say problem "$(refusal "$home/.ssh/authorized_keys" "$k" file)" ;; esac
+        ;;
+    *) say problem "$(refusal "$home/.ssh" "$k" directory)" ;;
+    esac
+}
+
+# An env file as the preflight reports it: missing, its sha256, foreign (a file the app user
+# cannot read: the env step gives it to the app user first) or unsafe (a link or another type
+# on the way: reported as a problem, never looked into).
+env_state() { # ROOT REL
+    local below k sum
+    below=$(dirs_below "$1" "$2")
+    [ "$below" = ok ] || { [ "$below" = missing ] && echo missing || echo unsafe; return; }
+    k=$(kind "$1/$2")
+    case $k in
+    missing) echo missing ;;
+    file)
+        sum=$(read_sha "$1/$2")
+        if [ -n "$sum" ]; then echo "$sum"; else echo foreign; fi
+        ;;
+    *) echo unsafe ;;
+    esac
+}
 same_content() { [ -f "$1" ] && [ ! -L "$1" ] && cmp -s -- "$1" <(printf '%s' "$2"); }
 # TMP := a new temporary file next to $1 (same filesystem, so mv is one rename), with a dot in
 # its name; removed on exit unless it was moved into place.
@@ -142,25 +329,27 @@ cmd_preflight() {
     say node "$(/usr/local/bin/node --version 2>/dev/null || true)"
     say uv "$(/usr/local/bin/uv --version 2>/dev/null || true)"
     if user_exists; then say user yes; else say user no; fi
-    local kind path
-    for kind in backend frontend; do
-        if [ "$kind" = backend ]; then path=$root/shared/backend/.env; else path=$root/shared/frontend/.env.production; fi
-        if [ -L "$path" ]; then
-            say "${kind}_env" symlink
-        elif [ -f "$path" ]; then
-            say "${kind}_env" "$(sha256sum <"$path" | cut -d' ' -f1)"
-        else
-            say "${kind}_env" missing
-        fi
-    done
-    local home keys=0 present=no msg
+    check_app_paths "$root"
+    say backend_env "$(env_state "$root" "${ENV_FILES[0]}")"
+    say frontend_env "$(env_state "$root" "${ENV_FILES[1]}")"
+    local home ak keys=0 present=no
     home=$(getent passwd "$APP_USER" | cut -d: -f6 || true)
-    if [ -n "$home" ] && [ -f "$home/.ssh/authorized_keys" ]; then
-        keys=$(grep -cE '^[^#[:space:]]' "$home/.ssh/authorized_keys" || true)
-        if [ -n "$keyline" ] && key_listed "$keyline" "$home/.ssh/authorized_keys"; then present=yes; fi
+    ak=$home/.ssh/authorized_keys
+    if [ -n "$home" ]; then
+        case "$(kind "$home/.ssh"):$(kind "$ak")" in
+        dir:file)
+            keys=$(app_cat "$ak" | grep -cE '^[^#[:space:]]' || true)
+            if [ -n "$keyline" ] && app_cat "$ak" | key_listed "$keyline"; then present=yes; fi
+            ;;
+        missing:* | dir:missing) ;;
+        *) keys="?" ;; # a problem= line says what is there
+        esac
     fi
     say keys "$keys"
     say key "$present"
+    if [ -f "$TLS_DIR/key.pem" ] && [ ! -L "$TLS_DIR/key.pem" ]; then
+        say tls_key "$(sha256sum <"$TLS_DIR/key.pem" | cut -d' ' -f1)"
+    fi
     if ! command -v visudo >/dev/null; then
         say sudoers unknown
     elif sudoers_valid "$sudoers"; then
@@ -171,10 +360,10 @@ cmd_preflight() {
     fi
 }
 
-key_listed() { # KEYLINE FILE: whether the key's base64 blob is a field of some line
+key_listed() { # KEYLINE < FILE: whether the key's base64 blob is a field of some line
     local blob
     blob=$(printf '%s' "$1" | awk '{print $2}')
-    awk -v b="$blob" '{ for (i = 1; i <= NF; i++) if ($i == b) found = 1 } END { exit !found }' "$2"
+    awk -v b="$blob" '{ for (i = 1; i <= NF; i++) if ($i == b) found = 1 } END { exit !found }'
 }
 
 cmd_packages() {
@@ -292,50 +481,53 @@ cmd_node() {
 }
 
 cmd_user() {
-    local root=$1
+    local root=$1 spec rel mode k p cur made=()
     if ! user_exists; then
         note "new system user $APP_USER"
         apply useradd --system --create-home --shell /bin/bash "$APP_USER"
     fi
-    if ! { user_exists && id -nG "$APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; }; then
-        note "$APP_USER joins systemd-journal"
-        apply usermod -a -G systemd-journal "$APP_USER"
+    if p=$(changeable_parent "$root"); then
+        fail "$p, above the deploy root $root, can be changed by $APP_USER: use a deploy root whose parent directories only root can change; this step changed nothing"
     fi
-    local spec dir mode cur made=()
-    for spec in "$root:755" "$root/releases:755" "$root/shared:755" "$root/shared/backend:750" \
-        "$root/shared/frontend:750" "$root/shared/uv-cache:755" "$root/scripts:755"; do
-        dir=${spec%:*}
-        mode=${spec##*:}
-        if [ ! -d "$dir" ] || [ -L "$dir" ]; then
-            [ -L "$dir" ] && fail "$dir is a symlink; expected a directory"
-            made+=("${dir#"$root"}")
-            apply install -d -m "$mode" -o "$APP_USER" -g "$APP_USER" "$dir"
-        else
-            cur=$(perms "$dir")
-            if [ "$cur" != "$mode $APP_USER:$APP_USER" ]; then
-                note "$dir $cur -> $mode $APP_USER:$APP_USER"
-                apply chown "$APP_USER:$APP_USER" "$dir"
-                apply chmod "$mode" "$dir"
-            fi
+    # The deploy root itself is root's to make: its parent is root's (checked above), so nobody
+    # can swap it between this check and chown -h / chmod.
+    k=$(kind "$root")
+    case $k in
+    missing)
+        made+=("")
+        apply install -d -m 755 -o "$APP_USER" -g "$APP_USER" "$root"
+        ;;
+    dir)
+        cur=$(perms "$root")
+        if [ "$cur" != "755 $APP_USER:$APP_USER" ]; then
+            note "$root $cur -> 755 $APP_USER:$APP_USER"
+            apply chown -h "$APP_USER:$APP_USER" "$root"
+            apply chmod 755 "$root"
         fi
+        ;;
+    *) fail "$(refusal "$root" "$k" directory)" ;;
+    esac
+    # Below it everything is the app user's: made and repaired as the app user.
+    for spec in "${LAYOUT[@]}"; do
+        rel=${spec%:*} mode=${spec##*:} p=$root/${spec%:*}
+        k=$(kind "$p")
+        case $k in
+        missing)
+            made+=("/$rel")
+            apply as_app install -d -m "$mode" "$p"
+            ;;
+        dir) fix_owner_mode "$root" "$rel" "$mode" ;;
+        *) fail "$(refusal "$p" "$k" directory)" ;;
+        esac
     done
     if ((${#made[@]})); then
         note "mkdir $root{$(IFS=,; printf '%s' "${made[*]}")}"
     fi
-    # The spec's `chown -R`: only when something under the root belongs to someone else.
-    if user_exists && [ -d "$root" ]; then
-        local stray
-        stray=$(find "$root" -xdev \( ! -user "$APP_USER" -o ! -group "$APP_USER" \) -print -quit)
-        if [ -n "$stray" ]; then
-            note "ownership under $root (e.g. $stray) -> $APP_USER"
-            apply chown -R -h "$APP_USER:$APP_USER" "$root"
-        fi
-    fi
-    report "$APP_USER (in systemd-journal), $root/{releases,shared/{backend,frontend,uv-cache},scripts}"
+    report "$APP_USER, $root/{releases,shared/{backend,frontend,uv-cache},scripts}"
 }
 
 cmd_key() {
-    local keyline=$1 home ak
+    local keyline=$1 home ssh ak k p
     if ! user_exists; then
         note "authorize the deploy key for $APP_USER"
         ((CHECK)) || fail "user $APP_USER does not exist"
@@ -343,39 +535,68 @@ cmd_key() {
         return
     fi
     home=$(getent passwd "$APP_USER" | cut -d: -f6)
-    ak=$home/.ssh/authorized_keys
-    if [ ! -d "$home/.ssh" ]; then
-        note "mkdir $home/.ssh"
-        apply install -d -m 0700 -o "$APP_USER" -g "$APP_USER" "$home/.ssh"
-    elif [ "$(perms "$home/.ssh")" != "700 $APP_USER:$APP_USER" ]; then
-        note "$home/.ssh -> 700 $APP_USER:$APP_USER"
-        apply chown "$APP_USER:$APP_USER" "$home/.ssh"
-        apply chmod 0700 "$home/.ssh"
+    ssh=$home/.ssh
+    ak=$ssh/authorized_keys
+    if p=$(changeable_parent "$home"); then
+        fail "$p, above $APP_USER's home $home, can be changed by $APP_USER; this step changed nothing"
     fi
-    if [ -n "$keyline" ] && ! { [ -f "$ak" ] && key_listed "$keyline" "$ak"; }; then
+    k=$(kind "$home")
+    [ "$k" = dir ] || fail "$(refusal "$home" "$k" directory)"
+    k=$(kind "$ssh")
+    case $k in
+    missing)
+        note "mkdir $ssh"
+        apply as_app install -d -m 700 "$ssh"
+        ;;
+    dir) fix_owner_mode "$home" .ssh 700 ;;
+    *) fail "$(refusal "$ssh" "$k" directory)" ;;
+    esac
+    k=$(kind "$ak")
+    case $k in
+    missing) ;;
+    file) fix_owner_mode "$home" .ssh/authorized_keys 600 ;;
+    *) fail "$(refusal "$ak" "$k" file)" ;;
+    esac
+    if [ -n "$keyline" ] && ! { [ "$k" = file ] && app_cat "$ak" | key_listed "$keyline"; }; then
         note "authorize $(printf '%s' "$keyline" | awk '{print $1, ($3 == "" ? "key" : $3)}')"
         if ((CHECK == 0)); then
-            [ -e "$ak" ] || install -m 0600 -o "$APP_USER" -g "$APP_USER" /dev/null "$ak"
-            # Keep the last line terminated before appending.
-            if [ -s "$ak" ] && [ -n "$(tail -c1 "$ak")" ]; then echo >>"$ak"; fi
-            printf '%s\n' "$keyline" >>"$ak"
+            # Appended by the app user (a file it may create: 0600 by its umask), with the last
+            # line terminated first.
+            # shellcheck disable=SC2016 # expanded by the app user's bash
+            printf '%s\n' "$keyline" | as_app bash -c 'set -eu; umask 077
+                if [ -s "$1" ] && [ -n "$(tail -c1 -- "$1")" ]; then echo >>"$1"; fi
+                cat >>"$1"' append-key "$ak"
         fi
     fi
-    if [ -f "$ak" ] && [ "$(perms "$ak")" != "600 $APP_USER:$APP_USER" ]; then
-        note "$ak $(perms "$ak") -> 600 $APP_USER:$APP_USER"
-        apply chown "$APP_USER:$APP_USER" "$ak"
-        apply chmod 0600 "$ak"
-    fi
-    if [ ! -f "$ak" ] && ((CHECK == 0)); then
-        fail "$ak is missing and no deploy key was given (--deploy-key FILE)"
+    if ((CHECK == 0)); then
+        k=$(kind "$ak")
+        [ "$k" != missing ] || fail "$ak is missing and no deploy key was given (--deploy-key FILE)"
+        if ! { [ "$k" = file ] && [ "$(perms "$ak")" = "600 $APP_USER:$APP_USER" ]; }; then
+            fail "$ak is $k $(perms "$ak") after authorizing the key, expected a file 600 $APP_USER:$APP_USER"
+        fi
     fi
     report "key authorized in $ak"
 }
 
 cmd_env() {
-    local path=$1 want=$2 force=$3 cur="" install_it=0
-    [ -L "$path" ] && fail "$path is a symlink; replace it with a regular file"
-    [ -f "$path" ] && cur=$(sha256sum <"$path" | cut -d' ' -f1)
+    local root=$1 rel=$2 want=$3 force=$4 path=$1/$2 cur="" install_it=0 below k
+    below=$(dirs_below "$root" "$rel")
+    [ "$below" != unsafe ] || fail "a directory above $path is a symlink or not a directory (the preflight names it); this step changed nothing"
+    k=missing
+    if [ "$below" = ok ]; then k=$(kind "$path"); fi
+    case $k in
+    missing) ;;
+    file)
+        fix_owner_mode "$root" "$rel" 600
+        cur=$(read_sha "$path")
+        if [ -z "$cur" ]; then
+            ((CHECK)) || fail "$APP_USER cannot read $path"
+            report "$path compared once it is $APP_USER's"
+            return
+        fi
+        ;;
+    *) fail "$(refusal "$path" "$k" file)" ;;
+    esac
     if [ -z "$cur" ]; then
         [ -n "$want" ] || fail "$path is missing and no local file was given"
         note "new $path"
@@ -388,28 +609,55 @@ cmd_env() {
             say differs yes
         fi
     fi
-    if ((install_it)); then
-        if ((CHECK == 0)); then
-            local tmp got
-            tmp_beside "$path"
-            tmp=$TMP
-            cat >"$tmp"
-            got=$(sha256sum <"$tmp" | cut -d' ' -f1)
-            [ "$got" = "$want" ] || fail "the contents for $path arrived damaged (sha256 mismatch); the server's file is unchanged"
-            chown "$APP_USER:$APP_USER" "$tmp"
-            chmod 0600 "$tmp"
-            mv -f "$tmp" "$path"
-        fi
-    else
-        local p
-        p=$(perms "$path")
-        if [ "$p" != "600 $APP_USER:$APP_USER" ]; then
-            note "$path $p -> 600 $APP_USER:$APP_USER"
-            apply chown "$APP_USER:$APP_USER" "$path"
-            apply chmod 0600 "$path"
+    if ((install_it && CHECK == 0)); then
+        local tmp got
+        # Root's own private temporary file first (mktemp: 0600, outside the app user's
+        # paths), to check what arrived; then the app user writes it beside the target and
+        # renames it into place, in its own directory.
+        tmp=$(mktemp)
+        TMPS+=("$tmp")
+        cat >"$tmp"
+        got=$(sha256sum <"$tmp" | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "the contents for $path arrived damaged (sha256 mismatch); the server's file is unchanged"
+        # shellcheck disable=SC2016 # expanded by the app user's bash
+        as_app bash -c 'set -eu; umask 077
+            t=$(mktemp "$(dirname -- "$1")/.$(basename -- "$1").XXXXXX")
+            if cat >"$t" && mv -f -- "$t" "$1"; then exit 0; fi
+            rm -f -- "$t"; exit 1' install-env "$path" <"$tmp"
+    fi
+    if ((CHECK == 0)); then
+        k=$(kind "$path")
+        if ! { [ "$k" = file ] && [ "$(perms "$path")" = "600 $APP_USER:$APP_USER" ]; }; then
+            fail "$path is $k $(perms "$path") after the step, expected a file 600 $APP_USER:$APP_USER"
         fi
     fi
     report "$path 600 $APP_USER:$APP_USER"
+}
+
+in_journal_group() { user_exists && id -nG "$APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; }
+
+# The app user reads its units' logs through the root-owned wrapper (one sudoers line), not as a
+# member of systemd-journal, which reads the whole system journal.
+cmd_journal() {
+    local text=$1 target=$JOURNAL_WRAPPER tmp
+    if ! { same_content "$target" "$text" && [ "$(perms "$target")" = "755 root:root" ]; }; then
+        if [ -e "$target" ] || [ -L "$target" ]; then note "update $target"; else note "new $target"; fi
+        if ((CHECK == 0)); then
+            install -d -m 755 "$(dirname "$target")"
+            tmp_beside "$target"
+            tmp=$TMP
+            printf '%s' "$text" >"$tmp"
+            chown root:root "$tmp"
+            chmod 0755 "$tmp"
+            bash -n "$tmp" || fail "the log reader does not parse; $target left as it was"
+            mv -f "$tmp" "$target"
+        fi
+    fi
+    if in_journal_group; then
+        note "$APP_USER leaves systemd-journal"
+        apply gpasswd -d "$APP_USER" systemd-journal >/dev/null
+    fi
+    report "$target; $APP_USER reads only its units' logs"
 }
 
 # The drop-in is replaced only after visudo accepted the new text on a temporary file outside
@@ -578,6 +826,86 @@ cmd_nginx() {
     report "site innercontext enabled, default site absent, nginx active"
 }
 
+# HTTPS with a provided certificate. Everything here is root's own (/etc/ssl, /etc/nginx). The
+# key arrives on stdin only when it differs from the installed one; it is checked (sha256, and
+# with openssl: it parses and belongs to the certificate) in a private temporary file before
+# anything is replaced; each file goes through a staging file and a rename; if nginx -t rejects
+# the result, the previous files are put back.
+cmd_tls() {
+    local cert=$1 want_key=$2 snippet=$3 cur_key="" key_in="" msg f config=0
+    command -v openssl >/dev/null || fail "openssl is missing (it comes with ca-certificates)"
+    command -v nginx >/dev/null || { ((CHECK)) || fail "nginx is not installed"; }
+    if [ -f "$TLS_DIR/key.pem" ] && [ ! -L "$TLS_DIR/key.pem" ]; then
+        cur_key=$(sha256sum <"$TLS_DIR/key.pem" | cut -d' ' -f1)
+    fi
+    if ! { same_content "$TLS_DIR/cert.pem" "$cert" && [ "$(perms "$TLS_DIR/cert.pem")" = "644 root:root" ]; }; then
+        note "certificate $TLS_DIR/cert.pem"
+        config=1
+    fi
+    if [ "$cur_key" != "$want_key" ] || [ "$(perms "$TLS_DIR/key.pem" 2>/dev/null || true)" != "600 root:root" ]; then
+        note "private key $TLS_DIR/key.pem (0600 root)"
+        config=1
+    fi
+    if ! { same_content "$TLS_SNIPPET" "$snippet" && [ "$(perms "$TLS_SNIPPET")" = "644 root:root" ]; }; then
+        note "$TLS_SNIPPET"
+        config=1
+    fi
+    if ((config && CHECK == 0)); then
+        local work
+        work=$(mktemp -d)
+        TMPS+=("$work")
+        printf '%s' "$cert" >"$work/cert.pem"
+        if [ "$cur_key" = "$want_key" ]; then
+            cp -- "$TLS_DIR/key.pem" "$work/key.pem"
+        else
+            key_in=$work/key.pem
+            cat >"$key_in"
+            [ -s "$key_in" ] || fail "no private key arrived on stdin; nothing was changed"
+            [ "$(sha256sum <"$key_in" | cut -d' ' -f1)" = "$want_key" ] ||
+                fail "the private key arrived damaged (sha256 mismatch); nothing was changed"
+        fi
+        msg=$(openssl x509 -in "$work/cert.pem" -noout 2>&1) ||
+            fail "openssl cannot read the certificate: $(printf '%s' "$msg" | head -n 1); nothing was changed"
+        msg=$(openssl pkey -in "$work/key.pem" -noout 2>&1) ||
+            fail "openssl cannot read the private key: $(printf '%s' "$msg" | head -n 1); nothing was changed"
+        if [ "$(openssl x509 -in "$work/cert.pem" -noout -pubkey | sha256sum)" != "$(openssl pkey -in "$work/key.pem" -pubout | sha256sum)" ]; then
+            fail "the private key does not belong to the certificate; nothing was changed"
+        fi
+        install -d -m 0755 -o root -g root "$TLS_DIR" "$(dirname "$TLS_SNIPPET")"
+        local backup
+        backup=$(mktemp -d)
+        TMPS+=("$backup")
+        for f in "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$TLS_SNIPPET"; do
+            if [ -e "$f" ]; then cp -p -- "$f" "$backup/$(basename "$f")"; fi
+        done
+        put_root_file "$work/cert.pem" "$TLS_DIR/cert.pem" 0644
+        put_root_file "$work/key.pem" "$TLS_DIR/key.pem" 0600
+        printf '%s' "$snippet" >"$work/tls.conf"
+        put_root_file "$work/tls.conf" "$TLS_SNIPPET" 0644
+        if ! msg=$(nginx -t -q 2>&1); then
+            for f in "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$TLS_SNIPPET"; do
+                if [ -e "$backup/$(basename "$f")" ]; then mv -f -- "$backup/$(basename "$f")" "$f"; else rm -f -- "$f"; fi
+            done
+            fail "nginx -t rejected the TLS configuration; the previous files were put back: $msg"
+        fi
+        if systemctl is-active -q nginx; then systemctl reload nginx; else systemctl start nginx; fi
+    fi
+    if ((config)); then note "reload nginx"; fi
+    report "https on :443 with $({ openssl x509 -noout -subject -enddate <<<"$cert" 2>/dev/null || true; } | tr '\n' ' ' | sed 's/ *$//')"
+}
+
+# Install SRC (root's own temporary file) as DEST: root:root with MODE, through a staging file
+# beside DEST and one rename.
+put_root_file() { # SRC DEST MODE
+    local tmp
+    tmp_beside "$2"
+    tmp=$TMP
+    cp -- "$1" "$tmp"
+    chown root:root "$tmp"
+    chmod "$3" "$tmp"
+    mv -f -- "$tmp" "$2"
+}
+
 # Rows for the verification table: row=NAME|ok or fail|what was found.
 row() { printf 'row=%s|%s|%s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' ' ')"; }
 
@@ -586,7 +914,7 @@ cmd_verify() {
     shift
     if user_exists; then
         v="$(id "$APP_USER")"
-        if id -nG "$APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; then ok=ok; else ok=fail; fi
+        if in_journal_group; then ok=fail; else ok=ok; fi
         row "app user" "$ok" "$APP_USER: $(id -nG "$APP_USER"), shell $(getent passwd "$APP_USER" | cut -d: -f7)"
     else
         row "app user" fail "no user $APP_USER"
@@ -613,8 +941,8 @@ cmd_verify() {
     done
     local home keys=0
     home=$(getent passwd "$APP_USER" | cut -d: -f6 || true)
-    if [ -n "$home" ] && [ -f "$home/.ssh/authorized_keys" ]; then
-        keys=$(grep -cE '^[^#[:space:]]' "$home/.ssh/authorized_keys" || true)
+    if [ -n "$home" ] && [ "$(kind "$home/.ssh")" = dir ] && [ "$(kind "$home/.ssh/authorized_keys")" = file ]; then
+        keys=$(app_cat "$home/.ssh/authorized_keys" | grep -cE '^[^#[:space:]]' || true)
     fi
     if ((keys > 0)); then ok=ok; else ok=fail; fi
     row "ssh keys" "$ok" "$keys authorized for $APP_USER"
@@ -624,6 +952,9 @@ cmd_verify() {
     else
         row "sudo -n -l" fail "${v:-no user}"
     fi
+    v=$(perms "$JOURNAL_WRAPPER" 2>/dev/null || echo missing)
+    if [ "$v" = "755 root:root" ] && [ -f "$JOURNAL_WRAPPER" ] && [ ! -L "$JOURNAL_WRAPPER" ]; then ok=ok; else ok=fail; fi
+    row "log reader" "$ok" "$JOURNAL_WRAPPER $v"
     local u states=()
     ok=ok
     for u in "$@"; do
@@ -641,10 +972,37 @@ cmd_verify() {
     else
         row "nginx" fail "nginx -t: ${v:-nginx missing}"
     fi
+    if [ -e "$TLS_SNIPPET" ]; then
+        if v=$(openssl x509 -in "$TLS_DIR/cert.pem" -noout -subject -enddate 2>&1) &&
+            openssl x509 -in "$TLS_DIR/cert.pem" -noout -checkend 0 >/dev/null &&
+            [ "$(perms "$TLS_DIR/key.pem" 2>/dev/null || true)" = "600 root:root" ]; then ok=ok; else ok=fail; fi
+        row "https" "$ok" "$(printf '%s' "$v" | tr '\n' ' '), key $(perms "$TLS_DIR/key.pem" 2>/dev/null || echo missing)"
+    else
+        row "https" ok "not configured (plain http on :80; see --tls-cert)"
+    fi
     v=$(/usr/local/bin/node --version 2>/dev/null || true)
     say node "$v"
     v=$(/usr/local/bin/uv --version 2>/dev/null || true)
     say uv "$v"
+}
+
+cmd_role() {
+    local role=$1 u
+    shift
+    for u in "$@"; do
+        [[ $u =~ ^innercontext[a-z0-9-]*$ ]] || fail "refusing unit name '$u'"
+        if [ "$role" = secondary ]; then
+            if [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != disabled ] ||
+                systemctl is-active -q "$u.service" 2>/dev/null; then
+                note "disable and stop $u (it runs on the primary only)"
+                apply systemctl disable -q --now "$u.service"
+            fi
+        elif [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != enabled ]; then
+            note "enable $u (this host is the primary)"
+            apply systemctl enable -q "$u.service"
+        fi
+    done
+    report "$role: $* $([ "$role" = secondary ] && echo disabled || echo enabled)"
 }
 
 case "$SUB" in
@@ -655,9 +1013,12 @@ node) cmd_node "$@" ;;
 user) cmd_user "$@" ;;
 key) cmd_key "$@" ;;
 env) cmd_env "$@" ;;
+journal) cmd_journal "$@" ;;
 sudoers) cmd_sudoers "$@" ;;
 units) cmd_units "$@" ;;
+role) cmd_role "$@" ;;
 nginx) cmd_nginx "$@" ;;
+tls) cmd_tls "$@" ;;
 verify) cmd_verify "$@" ;;
 *) fail "unknown subcommand '$SUB'" ;;
 esac

@@ -1,5 +1,6 @@
 """HTTP routes. nginx strips the ``/api`` prefix, so routes live at the root."""
 
+import ipaddress
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Annotated
@@ -11,7 +12,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from innercontext.models import PriceObservation, Product
-from innercontext.schemas import HealthOk, HealthUnavailable, PriceOut, ProductCreate, ProductOut
+from innercontext.schemas import (
+    HealthOk,
+    HealthPublic,
+    HealthUnavailable,
+    PriceOut,
+    ProductCreate,
+    ProductOut,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +46,44 @@ def database_revision(engine: Engine) -> str | None:
         return conn.scalar(text("SELECT version_num FROM alembic_version LIMIT 1"))
 
 
+def is_loopback(request: Request) -> bool:
+    """Whether the client is this machine. Behind nginx, uvicorn (``--proxy-headers
+    --forwarded-allow-ips 127.0.0.1``) puts the real client from X-Forwarded-For here, so a
+    request through nginx is loopback only when it came from the server itself."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 @router.get(
     "/health-check",
-    response_model=HealthOk,
-    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": HealthUnavailable}},
+    response_model=HealthOk | HealthPublic,
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": HealthUnavailable | HealthPublic}},
 )
-def health_check(request: Request) -> HealthOk | JSONResponse:
+def health_check(request: Request) -> HealthOk | HealthPublic | JSONResponse:
+    """200 when the database answers, 503 when it does not. Only loopback clients (the
+    deployer's probe on the server) see the detail: database state, schema revision, reason."""
+    local = is_loopback(request)
     try:
         revision = database_revision(request.app.state.engine)
     except SQLAlchemyError as exc:
         # The driver's message names host, port and user (never the password): log it, but
         # answer with the error class only.
         logger.warning("health check failed: %s", getattr(exc, "orig", None) or exc)
-        body = HealthUnavailable(reason=f"database unavailable ({exc.__class__.__name__})")
+        body: HealthUnavailable | HealthPublic = (
+            HealthUnavailable(reason=f"database unavailable ({exc.__class__.__name__})")
+            if local
+            else HealthPublic(status="unavailable")
+        )
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE, content=body.model_dump()
         )
-    return HealthOk(revision=revision)
+    return HealthOk(revision=revision) if local else HealthPublic(status="ok")
 
 
 @router.get("/products", response_model=list[ProductOut])

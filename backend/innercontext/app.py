@@ -17,7 +17,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; ``settings`` default to the environment and ``.env``.
 
     The engine is created here (no connection is made until a request needs one) and disposed
-    of on shutdown. Tests pass their own settings to point the app at any database.
+    of on shutdown. Tests pass their own settings to point the app at any database. The API
+    docs (/docs, /redoc, /openapi.json) exist only with ``DOCS_ENABLED=true``.
     """
     settings = settings or get_settings()
     engine = create_db_engine(settings.database_url)
@@ -31,7 +32,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title="innercontext", lifespan=lifespan)
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="innercontext",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     app.include_router(router)

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     gemini_api_key: SecretStr | None = None
     pricing_interval_seconds: float = Field(default=60, gt=0)
     price_max_age_seconds: float = Field(default=24 * 60 * 60, gt=0)
+    # /docs, /redoc and /openapi.json describe every route: served only when enabled.
+    docs_enabled: bool = False
 
     @field_validator("gemini_api_key", mode="before")
     @classmethod

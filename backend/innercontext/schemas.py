@@ -47,6 +47,8 @@ class PriceOut(BaseModel):
 
 
 class HealthOk(BaseModel):
+    """The health check as loopback clients (the server itself) see it."""
+
     status: Literal["ok"] = "ok"
     database: Literal["ok"] = "ok"
     revision: str | None
@@ -55,3 +57,9 @@ class HealthOk(BaseModel):
 class HealthUnavailable(BaseModel):
     status: Literal["unavailable"] = "unavailable"
     reason: str
+
+
+class HealthPublic(BaseModel):
+    """The health check as any other client sees it: the status alone."""
+
+    status: Literal["ok", "unavailable"]

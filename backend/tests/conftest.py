@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from innercontext.app import create_app
 from innercontext.db import create_db_engine, create_session_factory
-from tests.support import ENV_VARS, Process, make_settings, migrate, reset_schema
+from tests.support import ENV_VARS, LOOPBACK, Process, make_settings, migrate, reset_schema
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,7 +83,15 @@ def session_factory(db: Engine) -> sessionmaker[Session]:
 
 @pytest.fixture
 def client(db: Engine, database_url: str) -> Iterator[TestClient]:
+    """A remote client (what comes through nginx from elsewhere)."""
     with TestClient(create_app(make_settings(database_url))) as client:
+        yield client
+
+
+@pytest.fixture
+def local_client(db: Engine, database_url: str) -> Iterator[TestClient]:
+    """A client on the server's loopback (the deployer's probe)."""
+    with TestClient(create_app(make_settings(database_url)), client=LOOPBACK) as client:
         yield client
 
 

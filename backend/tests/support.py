@@ -16,7 +16,16 @@ from innercontext.config import Settings
 
 BACKEND_DIR = Path(__file__).resolve().parents[1]
 HEAD_REVISION = "0002_price_history"
-ENV_VARS = ("DATABASE_URL", "GEMINI_API_KEY", "PRICING_INTERVAL_SECONDS", "PRICE_MAX_AGE_SECONDS")
+ENV_VARS = (
+    "DATABASE_URL",
+    "GEMINI_API_KEY",
+    "PRICING_INTERVAL_SECONDS",
+    "PRICE_MAX_AGE_SECONDS",
+    "DOCS_ENABLED",
+)
+# TestClient's peer address for a request from the server itself (the default, "testclient",
+# is not an IP address and counts as a remote client).
+LOOPBACK = ("127.0.0.1", 50000)
 
 
 def reset_schema(engine: Engine) -> None:

@@ -7,23 +7,46 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from innercontext.app import create_app
+from innercontext.config import Settings
 from innercontext.worker import run_cycle
-from tests.support import HEAD_REVISION, make_settings
+from tests.support import HEAD_REVISION, LOOPBACK, make_settings
 
 PRODUCT_KEYS = {"id", "name", "url", "current_price", "currency", "price_updated_at"}
 MONEY = re.compile(r"^\d+\.\d{2}$")
 
 
-def test_health_check_ok(client: TestClient) -> None:
-    response = client.get("/health-check")
+def test_health_check_ok(local_client: TestClient) -> None:
+    response = local_client.get("/health-check")
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "revision": HEAD_REVISION}
 
 
-def test_health_check_unavailable_when_database_is_unreachable(free_port: int) -> None:
+@pytest.mark.parametrize("peer", [("::1", 50000), ("::ffff:127.0.0.1", 50000)])
+def test_health_check_detail_for_every_loopback_address(
+    db: object, database_url: str, peer: tuple[str, int]
+) -> None:
+    with TestClient(create_app(make_settings(database_url)), client=peer) as client:
+        assert client.get("/health-check").json()["revision"] == HEAD_REVISION
+
+
+@pytest.mark.parametrize("peer", [("testclient", 50000), ("10.0.0.5", 50000), ("fd00::2", 1)])
+def test_health_check_hides_its_detail_from_other_clients(
+    db: object, database_url: str, peer: tuple[str, int]
+) -> None:
+    with TestClient(create_app(make_settings(database_url)), client=peer) as client:
+        response = client.get("/health-check")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(("peer", "detail"), [(LOOPBACK, True), (("203.0.113.9", 1), False)])
+def test_health_check_unavailable_when_database_is_unreachable(
+    free_port: int, peer: tuple[str, int], detail: bool
+) -> None:
     url = f"postgresql+psycopg://innercontext:hunter2-secret@127.0.0.1:{free_port}/innercontext"
-    with TestClient(create_app(make_settings(url))) as client:
+    with TestClient(create_app(make_settings(url)), client=peer) as client:
         started = time.monotonic()
         response = client.get("/health-check")
         elapsed = time.monotonic() - started
@@ -31,10 +54,40 @@ def test_health_check_unavailable_when_database_is_unreachable(free_port: int) -
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
-    assert set(body) == {"status", "reason"}
-    assert body["reason"]
+    if detail:
+        assert set(body) == {"status", "reason"}
+        assert body["reason"]
+    else:
+        assert body == {"status": "unavailable"}
     assert "hunter2" not in response.text
     assert elapsed < 5
+
+
+DOC_PATHS = ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+
+
+def test_api_docs_are_off_by_default(local_client: TestClient) -> None:
+    for path in DOC_PATHS:
+        assert local_client.get(path).status_code == 404, path
+
+
+def test_api_docs_when_enabled(db: object, database_url: str) -> None:
+    settings = make_settings(database_url, docs_enabled=True)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/docs").status_code == 200
+        assert client.get("/redoc").status_code == 200
+        spec = client.get("/openapi.json")
+    assert spec.status_code == 200
+    assert "/health-check" in spec.json()["paths"]
+
+
+def test_docs_enabled_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    monkeypatch.setenv("DOCS_ENABLED", "true")
+    assert Settings(database_url=database_url, _env_file=None).docs_enabled
+    monkeypatch.delenv("DOCS_ENABLED")
+    assert not Settings(database_url=database_url, _env_file=None).docs_enabled
 
 
 def test_products_empty(client: TestClient) -> None:

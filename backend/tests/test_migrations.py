@@ -8,7 +8,14 @@ from sqlalchemy import Engine, inspect, text
 
 from innercontext.app import create_app
 from innercontext.models import Base
-from tests.support import BACKEND_DIR, HEAD_REVISION, current_revision, make_settings, migrate
+from tests.support import (
+    BACKEND_DIR,
+    HEAD_REVISION,
+    LOOPBACK,
+    current_revision,
+    make_settings,
+    migrate,
+)
 
 
 def table_names(engine: Engine) -> set[str]:
@@ -92,7 +99,7 @@ def test_models_match_migrations(migrated_engine: Engine) -> None:
 
 
 def test_health_check_reports_unmigrated_database(scratch_db: Engine, database_url: str) -> None:
-    with TestClient(create_app(make_settings(database_url))) as client:
+    with TestClient(create_app(make_settings(database_url)), client=LOOPBACK) as client:
         before = client.get("/health-check")
         migrate(scratch_db)
         after = client.get("/health-check")

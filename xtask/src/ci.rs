@@ -22,7 +22,9 @@ pub fn run(ci: Ci, sh: &Shell) -> Result<()> {
     let mut passed = Vec::new();
     for stage in &ci.stages {
         let result = ui::step(&format!("ci: {}", stage.name()), || match stage {
-            Stage::Tools => tools::ensure_all(sh),
+            Stage::Tools => {
+                tools::ensure_all(sh).and_then(|()| tools::ensure_browser(sh).map(drop))
+            }
             Stage::Rust => rust(sh),
             Stage::Backend => backend(sh, Noise::Show),
             Stage::Frontend => frontend(sh, Noise::Show),
@@ -246,8 +248,12 @@ fn files_with_ext(dir: &Utf8Path, ext: &str) -> Result<Vec<Utf8PathBuf>> {
     Ok(files)
 }
 
+/// The highest exposure `systemd-analyze security` may give a service: 3.0 is the top of "OK".
+pub const MAX_EXPOSURE: f64 = 3.0;
+
 /// `systemd-analyze verify` in a scratch root laid out like the server, so the units'
-/// executables and paths resolve the way they will in production.
+/// executables and paths resolve the way they will in production; then `systemd-analyze
+/// security` on the services in the same root, failing above [`MAX_EXPOSURE`].
 fn verify_units(sh: &Shell) -> Result<()> {
     let root = sh.create_temp_dir()?;
     let root = Utf8Path::from_path(root.path())
@@ -266,7 +272,6 @@ fn verify_units(sh: &Shell) -> Result<()> {
         sh.write_file(&exe, "#!/bin/sh\n")?;
         cmd!(sh, "chmod 755 {exe}").run()?;
     }
-    sh.write_file(release.join("frontend/.env.production"), "")?;
     std::os::unix::fs::symlink("releases/verify", root.join("opt/innercontext/current"))?;
     // The stock units (sysinit.target, network-online.target, ...) our units depend on.
     let lib = root.join("usr/lib/systemd");
@@ -298,7 +303,55 @@ fn verify_units(sh: &Shell) -> Result<()> {
     if !out.status.success() || !ours.is_empty() {
         bail!("systemd-analyze verify found problems in systemd/:\n{stderr}");
     }
+    let services: Vec<&str> = units.iter().filter_map(|u| u.file_name()).collect();
+    security_units(sh, &root, &services)
+}
+
+/// `systemd-analyze security --offline` on the services in the scratch root: each one at most
+/// [`MAX_EXPOSURE`] ("OK"). `--threshold` takes tenths (30 = 3.0) and makes the exit status
+/// fail above it; the levels are also read from the output, so the error names each unit.
+fn security_units(sh: &Shell, root: &Utf8Path, services: &[&str]) -> Result<()> {
+    let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0).round() as u32);
+    let out = cmd!(
+        sh,
+        "systemd-analyze security --offline=yes --root={root} {threshold} --no-pager {services...}"
+    )
+    .ignore_status()
+    .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let levels = exposure_levels(&text);
+    let too_high: Vec<String> = levels
+        .iter()
+        .filter(|(_, level)| *level > MAX_EXPOSURE)
+        .map(|(unit, level)| format!("{unit} {level:.1}"))
+        .collect();
+    if !out.status.success() || !too_high.is_empty() || levels.len() != services.len() {
+        bail!(
+            "systemd-analyze security rates units of systemd/ above {MAX_EXPOSURE:.1} (not OK): {} (harden them; the lines marked ✗ below say how):\n{text}",
+            if too_high.is_empty() {
+                "no level for some unit".to_string()
+            } else {
+                too_high.join(", ")
+            }
+        );
+    }
     Ok(())
+}
+
+/// `(unit, level)` from the "Overall exposure level for UNIT: 1.2 OK" lines.
+pub fn exposure_levels(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.split("Overall exposure level for ").nth(1)?;
+            let (unit, rest) = rest.split_once(": ")?;
+            let level = rest.split_whitespace().next()?.parse().ok()?;
+            Some((unit.to_string(), level))
+        })
+        .collect()
 }
 
 /// `nginx -t` on a minimal main config that includes our site.
@@ -349,6 +402,7 @@ fn e2e(sh: &Shell, filter: &[String]) -> Result<()> {
         bail!("the end-to-end stage boots test machines and needs root: run 'sudo cargo xtask ci', or skip it with --skip e2e");
     }
     tools::ensure_all(sh)?;
+    tools::ensure_browser(sh)?;
     let _path = tool_env(sh);
     cmd!(sh, "cargo test --quiet -p xtask --test e2e -- {filter...}")
         .run()
@@ -523,5 +577,18 @@ mod tests {
                 .any(|p| p.as_str().ends_with("scripts/bench/deploy-baseline.sh")),
             "{repo:?}"
         );
+    }
+
+    #[test]
+    fn exposure_levels_are_read_per_unit() {
+        let out = "  NAME  DESCRIPTION  EXPOSURE\n✗ PrivateNetwork=  Service has access to the host's network  0.5\n\n→ Overall exposure level for innercontext.service: 1.2 OK 🙂\n→ Overall exposure level for innercontext-node.service: 5.5 MEDIUM :-|\n";
+        assert_eq!(
+            exposure_levels(out),
+            vec![
+                ("innercontext.service".to_string(), 1.2),
+                ("innercontext-node.service".to_string(), 5.5)
+            ]
+        );
+        assert!(exposure_levels("Overall exposure level for x: high").is_empty());
     }
 }

@@ -11,6 +11,9 @@
 /// The account the app runs as and deploys log in as.
 pub const APP_USER: &str = "innercontext";
 
+/// The root-owned log reader setup-server installs; the deploy user runs it through sudo.
+pub const JOURNAL_READER: &str = "/usr/local/sbin/innercontext-journal";
+
 /// The backend's Python package (in `backend/`), and its deploy tool (`python -m ...`).
 pub const BACKEND_PACKAGE: &str = "innercontext";
 pub const DEPLOY_TOOL: &str = "innercontext.deploytool";
@@ -191,6 +194,7 @@ pub const PLAN_KEYS: &[&str] = &[
     "begin",
     "need_mb",
     "prune",
+    "asset_grace",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -250,6 +254,7 @@ pub fn render_shell() -> String {
     var(&mut s, "C_APP_USER", APP_USER);
     var(&mut s, "C_BACKEND_PACKAGE", BACKEND_PACKAGE);
     var(&mut s, "C_DEPLOY_TOOL", DEPLOY_TOOL);
+    var(&mut s, "C_JOURNAL_READER", JOURNAL_READER);
     var(&mut s, "C_UNITS", &words(&mut UNITS.iter().map(|u| u.name)));
     var(
         &mut s,

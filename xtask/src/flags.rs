@@ -163,6 +163,11 @@ pub struct SetupServer {
     pub force_env: bool,
     pub toolchain: ToolchainSource,
     pub dry_run: bool,
+    /// A certificate (PEM, leaf first, chain after) and its private key for HTTPS on :443.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// With TLS: plain http answers 301 to https, and HSTS is sent.
+    pub tls_redirect: bool,
 }
 
 impl Default for SetupServer {
@@ -176,6 +181,9 @@ impl Default for SetupServer {
             force_env: false,
             toolchain: ToolchainSource::Registry,
             dry_run: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_redirect: false,
         }
     }
 }
@@ -211,12 +219,15 @@ pub enum Deploy {
         skip_local_checks: bool,
         redeploy: bool,
         recheck: bool,
+        /// Fleets: hosts that switch at once (None: `--parallel`, all of them).
+        batch: Option<usize>,
     },
     List,
     Rollback {
         release: Option<String>,
         force: bool,
         dry_run: bool,
+        batch: Option<usize>,
     },
     Unlock {
         yes: bool,
@@ -328,9 +339,10 @@ cargo xtask ci: run every test of the repository
 
 Usage: cargo xtask ci [--only STAGE[,STAGE...]] [--skip STAGE[,STAGE...]] [--filter TEXT]...
 
-Installs what is missing on a Debian 12 machine (apt packages, uv from PyPI, Node.js and pnpm
-from the npm registry), then runs the stages in order, stopping at the first failure:
-  tools      install or check the toolchains
+Installs what is missing on a Debian 12 machine (apt packages, Chromium included, uv from PyPI,
+Node.js, pnpm and playwright-core from the npm registry), then runs the stages in order,
+stopping at the first failure:
+  tools      install or check the toolchains and the browser test's Chromium
   rust       cargo fmt --check, clippy -D warnings, unit tests
   backend    ruff and pytest against a throwaway local PostgreSQL
   frontend   pnpm install --frozen-lockfile, svelte-check, build
@@ -389,7 +401,8 @@ Usage: cargo xtask setup-server [OPTIONS]
 
 Connects as DEPLOY_ADMIN (default root@<host of DEPLOY_SERVER>) and brings the host to the state a
 deploy needs: runtime packages, uv, Node.js, the innercontext user and directories, the env files,
-the sudoers drop-in, the systemd units and the nginx site. Every step reports changed/unchanged.
+the log reader, the sudoers drop-in, the systemd units and the nginx site. Every step reports
+changed/unchanged.
 
 Options:
   --admin USER@HOST          admin login (overrides DEPLOY_ADMIN)
@@ -400,6 +413,9 @@ Options:
   --toolchain registry|upstream
                              where uv and Node.js come from (default: registry, i.e. PyPI and
                              the npm registry; upstream: the installers the spec names)
+  --tls-cert FILE            HTTPS on :443 with this certificate (PEM, chain after the leaf)...
+  --tls-key FILE             ...and its private key (installed root-only; never printed)
+  --tls-redirect             with TLS: plain http answers 301 to https, HSTS is sent
   --dry-run                  print what would change, change nothing
   -h, --help                 print this help
 ";
@@ -408,8 +424,9 @@ pub const HELP_DEPLOY: &str = "\
 cargo xtask deploy: atomic release-based deploys with automatic rollback
 
 Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-checks] [--redeploy] [--recheck]
+                          [--batch N | --parallel]
        cargo xtask deploy list
-       cargo xtask deploy rollback [RELEASE] [--force] [--dry-run]
+       cargo xtask deploy rollback [RELEASE] [--force] [--dry-run] [--batch N | --parallel]
        cargo xtask deploy unlock [--yes] [--force]
        cargo xtask deploy status [--follow]
        cargo xtask deploy log [-n N]
@@ -436,10 +453,13 @@ Options:
   --force              rollback: past a database migration; unlock: stop a live job
   --yes                unlock without asking
   --follow             status: follow the running (or last) deploy job to its end
+  --batch N            several hosts: switch N hosts at a time (default 1: rolling)
+  --parallel           several hosts: switch them all at once
   -h, --help           print this help
 
 Environment:
-  DEPLOY_SERVER        ssh destination (default: innercontext)
+  DEPLOY_SERVER        ssh destination (default: innercontext); several, comma separated, for a
+                       fleet: the first (or the one marked #primary) migrates and runs the worker
   DEPLOY_ROOT          absolute path on the server (default: /opt/innercontext)
   DEPLOY_ALLOW_DIRTY   1 to deploy a tree with uncommitted changes
   DEPLOY_SSH_CONFIG    ssh config file to use instead of ~/.ssh/config
@@ -804,8 +824,21 @@ fn parse_setup_server(args: &mut Args) -> Result<Command, UsageError> {
                 }
             }
             "--dry-run" => s.dry_run = true,
+            "--tls-cert" => s.tls_cert = Some(args.value("--tls-cert")?),
+            "--tls-key" => s.tls_key = Some(args.value("--tls-key")?),
+            "--tls-redirect" => s.tls_redirect = true,
             other => return Err(unexpected("setup-server", other)),
         }
+    }
+    if s.tls_cert.is_some() != s.tls_key.is_some() {
+        return Err(UsageError::new(
+            "--tls-cert and --tls-key go together: the certificate and its private key",
+        ));
+    }
+    if s.tls_redirect && s.tls_cert.is_none() {
+        return Err(UsageError::new(
+            "--tls-redirect needs --tls-cert FILE --tls-key FILE",
+        ));
     }
     Ok(Command::SetupServer(s))
 }
@@ -815,10 +848,16 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
         "all", "backend", "frontend", "list", "rollback", "unlock", "status", "log",
     ];
     // The subcommand is optional (default: all), so flags may come first.
-    let first_positional = args.items[args.pos..]
+    // (the value of a flag that takes one is not the subcommand)
+    const WITH_VALUE: [&str; 3] = ["--batch", "-n", "--lines"];
+    let rest = &args.items[args.pos..];
+    let first_positional = rest
         .iter()
-        .take_while(|a| a.as_str() != "--")
-        .position(|a| !a.starts_with('-'))
+        .enumerate()
+        .take_while(|(_, a)| a.as_str() != "--")
+        .position(|(i, a)| {
+            !a.starts_with('-') && (i == 0 || !WITH_VALUE.contains(&rest[i - 1].as_str()))
+        })
         .map(|i| args.items.remove(args.pos + i));
     let sub = first_positional.unwrap_or_else(|| "all".to_string());
     let cmd = format!("deploy {sub}");
@@ -834,9 +873,30 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
     let mut follow = false;
     let mut release = None;
     let mut lines = 20;
+    let mut batch = Some(1);
     let mut flag_seen = Vec::new();
     let mut positional_only = false;
     while let Some(arg) = args.next() {
+        if !positional_only && arg == "--batch" {
+            let v = args.value(&arg)?;
+            batch = Some(
+                v.parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        UsageError::new(format!(
+                            "invalid --batch '{v}': use a number of hosts from 1"
+                        ))
+                    })?,
+            );
+            flag_seen.push(arg);
+            continue;
+        }
+        if !positional_only && arg == "--parallel" {
+            batch = None;
+            flag_seen.push(arg);
+            continue;
+        }
         if !positional_only && (arg == "-n" || arg == "--lines") {
             let v = args.value(&arg)?;
             lines = v
@@ -883,13 +943,18 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
             "--skip-local-checks",
             "--redeploy",
             "--recheck",
+            "--batch",
+            "--parallel",
         ],
-        "rollback" => &["--force", "--dry-run"],
+        "rollback" => &["--force", "--dry-run", "--batch", "--parallel"],
         "unlock" => &["--yes", "--force"],
         "status" => &["--follow"],
         "log" => &["-n", "--lines"],
         _ => &[],
     };
+    if flag_seen.iter().any(|f| f == "--batch") && flag_seen.iter().any(|f| f == "--parallel") {
+        return Err(UsageError::new("--batch and --parallel exclude each other"));
+    }
     if let Some(bad) = flag_seen.iter().find(|f| !allowed.contains(&f.as_str())) {
         return Err(UsageError::new(format!(
             "flag '{bad}' does not apply to '{cmd}' (see 'cargo xtask deploy --help')"
@@ -908,11 +973,13 @@ fn parse_deploy(args: &mut Args) -> Result<Command, UsageError> {
             skip_local_checks,
             redeploy,
             recheck,
+            batch,
         },
         ("rollback", _) => Deploy::Rollback {
             release,
             force,
             dry_run,
+            batch,
         },
         ("unlock", _) => Deploy::Unlock { yes, force },
         ("list", _) => Deploy::List,
@@ -1035,7 +1102,8 @@ mod tests {
                 dry_run: false,
                 skip_local_checks: false,
                 redeploy: false,
-                recheck: false
+                recheck: false,
+                batch: Some(1)
             })
         );
         assert_eq!(
@@ -1045,7 +1113,8 @@ mod tests {
                 dry_run: true,
                 skip_local_checks: false,
                 redeploy: false,
-                recheck: false
+                recheck: false,
+                batch: Some(1)
             })
         );
         assert_eq!(
@@ -1055,7 +1124,8 @@ mod tests {
                 dry_run: true,
                 skip_local_checks: false,
                 redeploy: false,
-                recheck: false
+                recheck: false,
+                batch: Some(1)
             })
         );
     }
@@ -1067,7 +1137,8 @@ mod tests {
             Command::Deploy(Deploy::Rollback {
                 release: None,
                 force: false,
-                dry_run: false
+                dry_run: false,
+                batch: Some(1)
             })
         );
         assert_eq!(
@@ -1075,7 +1146,8 @@ mod tests {
             Command::Deploy(Deploy::Rollback {
                 release: Some("20261128T101500Z".into()),
                 force: true,
-                dry_run: false
+                dry_run: false,
+                batch: Some(1)
             })
         );
         assert!(err(&["deploy", "rollback", "a", "b"]).contains("unexpected argument 'b'"));
@@ -1085,7 +1157,8 @@ mod tests {
             Command::Deploy(Deploy::Rollback {
                 release: Some("-rf".into()),
                 force: false,
-                dry_run: false
+                dry_run: false,
+                batch: Some(1)
             })
         );
         let e = err(&["deploy", "rollback", "-rf"]);
@@ -1109,6 +1182,24 @@ mod tests {
             })
         );
         assert!(err(&["deploy", "list", "--follow"]).contains("does not apply to 'deploy list'"));
+    }
+
+    #[test]
+    fn fleet_batches() {
+        let Command::Deploy(Deploy::Release { batch, .. }) = run(&["deploy", "--batch", "2"])
+        else {
+            panic!()
+        };
+        assert_eq!(batch, Some(2));
+        let Command::Deploy(Deploy::Rollback { batch, .. }) =
+            run(&["deploy", "rollback", "--parallel"])
+        else {
+            panic!()
+        };
+        assert_eq!(batch, None);
+        assert!(err(&["deploy", "--batch", "0"]).contains("invalid --batch"));
+        assert!(err(&["deploy", "--batch", "2", "--parallel"]).contains("exclude each other"));
+        assert!(err(&["deploy", "list", "--parallel"]).contains("does not apply"));
     }
 
     #[test]
@@ -1264,6 +1355,22 @@ mod tests {
         assert!(s.force_env && !s.dry_run);
         assert!(err(&["setup-server", "--toolchain", "nvm"]).contains("valid: registry, upstream"));
         assert!(err(&["setup-server", "--backend-env"]).contains("needs a value"));
+        let Command::SetupServer(s) = run(&[
+            "setup-server",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-redirect",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            (s.tls_cert.as_deref(), s.tls_key.as_deref(), s.tls_redirect),
+            (Some("c.pem"), Some("k.pem"), true)
+        );
+        assert!(err(&["setup-server", "--tls-cert", "c.pem"]).contains("go together"));
+        assert!(err(&["setup-server", "--tls-redirect"]).contains("needs --tls-cert"));
     }
 
     #[test]

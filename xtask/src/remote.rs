@@ -19,6 +19,16 @@ pub static DEPLOY: Script = Script {
     text: crate::contract::deploy_script,
 };
 
+/// `scripts/setup-server.sh` (run as root, or re-run through sudo by itself).
+pub static SETUP: Script = Script {
+    name: "setup-server.sh",
+    text: setup_script,
+};
+
+fn setup_script() -> String {
+    crate::setup_server::SCRIPT.to_string()
+}
+
 /// One call of a server script.
 #[derive(Debug, Clone)]
 pub struct Call {

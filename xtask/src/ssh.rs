@@ -149,6 +149,26 @@ impl Session {
         Ok((out, reply))
     }
 
+    /// Run a call to its end with stdin from a local file (or nothing), capturing stdout and
+    /// stderr (setup-server shows the remote stderr only when a step fails).
+    pub fn run_captured(&self, call: &Call, stdin: Option<&Utf8Path>) -> Result<Output> {
+        let input = match stdin {
+            Some(p) => Stdio::from(
+                fs_err::File::open(p)
+                    .with_context(|| format!("opening {p} to send"))?
+                    .into_parts()
+                    .0,
+            ),
+            None => Stdio::null(),
+        };
+        self.command(&call.line())
+            .stdin(input)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("running ssh for {}", call.sub))
+    }
+
     /// Start a long-running call with its stdin, stdout and stderr as pipes (the deploy job's
     /// follower: messages in, events out).
     pub fn stream(&self, call: &Call) -> Result<Child> {

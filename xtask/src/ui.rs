@@ -2,17 +2,88 @@
 //!
 //! Everything goes through [`err`] and [`out`], which never fail: after a hang-up the terminal
 //! is gone and writes return EIO; the deploy must still finish its work and tell the server.
+//!
+//! On a terminal (stderr is a TTY and `CI` is unset) an open step line shows a spinner and the
+//! time so far, and results are coloured (unless `NO_COLOR` is set or `TERM=dumb`); anywhere
+//! else the output is plain lines, the same text without the decoration.
 
 use std::fmt::Arguments;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-/// Write to stderr, ignoring errors (a closed terminal must not stop a deploy).
+/// The open step line on a terminal: its text and when it started; whether the spinner drew.
+struct Open {
+    text: String,
+    started: Instant,
+    drawn: bool,
+}
+
+static OPEN: Mutex<Option<Open>> = Mutex::new(None);
+static TICKER: Once = Once::new();
+static QUIET_TICKER: AtomicBool = AtomicBool::new(false);
+
+/// Whether stderr is a terminal (progress, spinner) or a log (plain lines).
+pub fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("CI").is_none() && std::io::stderr().is_terminal()
+}
+
+/// Whether to colour (a terminal, and nobody said no).
+pub fn colour() -> bool {
+    interactive()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").is_ok_and(|t| t != "dumb")
+}
+
+/// `text` with the step results coloured: `ok` green, `FAILED` red, `warning:` yellow,
+/// `error:` red (terminals only; the text is unchanged otherwise).
+pub fn paint(text: &str) -> String {
+    if !colour() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split_inclusive('\n') {
+        let l = if let Some(rest) = line.strip_prefix("error:") {
+            format!("\x1b[1;31merror:\x1b[0m{rest}")
+        } else if let Some(rest) = line.strip_prefix("warning:") {
+            format!("\x1b[33mwarning:\x1b[0m{rest}")
+        } else {
+            line.replacen("FAILED", "\x1b[1;31mFAILED\x1b[0m", 1)
+                .replacen("refused (", "\x1b[1;31mrefused\x1b[0m (", 1)
+        };
+        let l = match l.find("ok (") {
+            Some(p) if p == 0 || l[..p].ends_with(' ') => {
+                format!("{}\x1b[32mok\x1b[0m{}", &l[..p], &l[p + 2..])
+            }
+            _ => l,
+        };
+        out.push_str(&l);
+    }
+    out
+}
+
+/// Write to stderr, ignoring errors (a closed terminal must not stop a deploy). On a
+/// terminal, the spinner of an open step line is wiped first.
 pub fn err(args: Arguments<'_>) {
+    let text = args.to_string();
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
     let mut e = std::io::stderr().lock();
-    let _ = e.write_fmt(args);
+    if let Some(o) = open.as_mut() {
+        if o.drawn {
+            let _ = write!(e, "\r\x1b[K{}", o.text);
+            o.drawn = false;
+        }
+        if text.contains('\n') {
+            *open = None;
+        } else {
+            o.text.push_str(&text);
+        }
+    }
+    let _ = e.write_all(paint(&text).as_bytes());
     let _ = e.flush();
 }
 
@@ -46,9 +117,56 @@ pub fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// The start of a step line: `==> name` padded, the outcome follows on the same line.
+/// The start of a step line: `==> name` padded, the outcome follows on the same line. On a
+/// terminal a spinner with the time so far runs until the line ends.
 pub fn step_start(name: &str) {
-    err(format_args!("==> {name:<44} "));
+    let text = format!("==> {name:<44} ");
+    err(format_args!("{text}"));
+    if interactive() {
+        if let Ok(mut open) = OPEN.lock() {
+            *open = Some(Open {
+                text,
+                started: Instant::now(),
+                drawn: false,
+            });
+        }
+        TICKER.call_once(|| {
+            std::thread::spawn(tick);
+        });
+    }
+}
+
+/// The spinner: redraws the open step line with a frame and its time so far.
+fn tick() {
+    const FRAMES: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧"];
+    let mut n = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(120));
+        if QUIET_TICKER.load(Ordering::SeqCst) {
+            continue;
+        }
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(o) = open.as_mut() else { continue };
+        if o.started.elapsed() < Duration::from_millis(400) {
+            continue;
+        }
+        n = (n + 1) % FRAMES.len();
+        let mut e = std::io::stderr().lock();
+        let _ = write!(
+            e,
+            "\r\x1b[K{}{} {}",
+            o.text,
+            FRAMES[n],
+            secs(o.started.elapsed())
+        );
+        let _ = e.flush();
+        o.drawn = true;
+    }
+}
+
+/// Keep the spinner still while a child process owns the terminal line (rsync's progress).
+pub fn spinner_paused(paused: bool) {
+    QUIET_TICKER.store(paused, Ordering::SeqCst);
 }
 
 /// Run `f` as a named step: prints `==> name` when it starts and `ok (1.2s)` or
@@ -65,8 +183,15 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     result
 }
 
-/// Whether stderr is a terminal (progress bars) or a log (plain lines).
-pub fn interactive() -> bool {
-    use std::io::IsTerminal;
-    std::env::var_os("CI").is_none() && std::io::stderr().is_terminal()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_output_is_the_text_itself() {
+        // Tests never run on a terminal with CI unset in this project's CI; force plain.
+        std::env::set_var("NO_COLOR", "1");
+        assert_eq!(paint("==> x ok (1.2s)\n"), "==> x ok (1.2s)\n");
+        assert_eq!(paint("error: no\n"), "error: no\n");
+    }
 }

@@ -484,6 +484,8 @@ impl Driver<'_> {
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
         if single && ui::interactive() {
+            // rsync draws its own progress on this line.
+            ui::spinner_paused(true);
             cmd.stdout(Stdio::inherit());
         } else {
             cmd.stdout(Stdio::piped());
@@ -504,6 +506,7 @@ impl Driver<'_> {
             return Ok(());
         }
         let took = started.elapsed();
+        ui::spinner_paused(false);
         let (child, _) = self.uploads[i].rsync.take().expect("checked above");
         let out = child.wait_with_output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -228,6 +228,59 @@ pub fn rollback(
     })
 }
 
+/// Plan a rollback of every host to one release: `requested`, or the newest successful release
+/// before the primary's current; it must be present and succeeded on every host.
+pub fn fleet_rollback(
+    hosts: &[(crate::config::Host, Snapshot)],
+    requested: Option<&str>,
+    force: bool,
+) -> Result<Vec<JobPlan>> {
+    let fleet = hosts.len() > 1;
+    let (_, primary) = hosts
+        .iter()
+        .find(|(h, _)| h.role == HostRole::Primary)
+        .unwrap_or(&hosts[0]);
+    let target = rollback(primary, requested, force, HostRole::Primary)?
+        .release()
+        .to_string();
+    let mut plans = Vec::new();
+    for (host, snap) in hosts {
+        let ok = snap
+            .releases
+            .iter()
+            .any(|r| r.name == target && r.state == release::State::Succeeded);
+        if !ok {
+            let what = snap
+                .releases
+                .iter()
+                .find(|r| r.name == target)
+                .map(|r| format!("is {} there", r.state.name()))
+                .unwrap_or_else(|| "does not exist there".to_string());
+            bail!(
+                "release {target} {what} ({}): a fleet rolls back only to a release every host has and ran successfully; see 'cargo xtask deploy list'",
+                snap.host
+            );
+        }
+        if snap.current.name() == Some(target.as_str()) && !fleet {
+            bail!("release {target} is already current on {}", snap.host);
+        }
+        let mut p = rollback(snap, Some(&target), force, host.role).or_else(|e| {
+            // A host already on the target still takes part (it restarts onto the same release).
+            if e.to_string().contains("already current") {
+                let mut p = rollback(primary, Some(&target), force, host.role)?;
+                p.expect_current = snap.current.link();
+                Ok(p)
+            } else {
+                Err(e)
+            }
+        })?;
+        p.begin = !fleet;
+        p.wait_for_verdict = fleet;
+        plans.push(p);
+    }
+    Ok(plans)
+}
+
 /// Who asks: what the lock and deploy.log record about the deployer.
 pub struct Asker<'a> {
     pub token: &'a str,
@@ -306,9 +359,20 @@ impl JobPlan {
                 ("begin", yn(self.begin)),
                 ("need_mb", self.need_mb.to_string()),
                 ("prune", self.prune.join(",")),
+                ("asset_grace", asset_grace().to_string()),
             ],
         )
     }
+}
+
+/// How long assets of a release that stopped being current stay served (seconds): the
+/// contract's, or the test hook `INNERCONTEXT_ASSET_GRACE`.
+fn asset_grace() -> i64 {
+    std::env::var("INNERCONTEXT_ASSET_GRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s: &i64| *s >= 0)
+        .unwrap_or(crate::contract::ASSET_GRACE_SECS)
 }
 
 /// A fresh token for a job: this process and the time, unique enough to name a lock.
@@ -551,6 +615,42 @@ mod tests {
             panic!()
         };
         assert!(one[0].begin && !one[0].wait_for_verdict);
+    }
+
+    #[test]
+    fn a_fleet_rolls_back_only_to_a_release_every_host_has() {
+        use crate::config::Host;
+        let host = |d: &str, role| Host {
+            dest: d.into(),
+            role,
+        };
+        let both = [
+            ("20261128T100000Z", State::Succeeded),
+            ("20261128T110000Z", State::Succeeded),
+        ];
+        let a = snap(Current::Release("20261128T110000Z".into()), &both);
+        let mut b = snap(
+            Current::Release("20261128T110000Z".into()),
+            &[("20261128T110000Z", State::Succeeded)],
+        );
+        b.host = "app2".into();
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a.clone()),
+            (host("app2", HostRole::Secondary), b),
+        ];
+        let e = fleet_rollback(&hosts, None, false).unwrap_err().to_string();
+        assert!(
+            e.contains("20261128T100000Z does not exist there (app2)"),
+            "{e}"
+        );
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a.clone()),
+            (host("app2", HostRole::Secondary), a),
+        ];
+        let plans = fleet_rollback(&hosts, None, false).unwrap();
+        assert!(plans
+            .iter()
+            .all(|p| p.release() == "20261128T100000Z" && !p.begin && p.wait_for_verdict));
     }
 
     #[test]

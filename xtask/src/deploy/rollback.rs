@@ -1,30 +1,44 @@
 //! `cargo xtask deploy rollback [RELEASE] [--force]`: switch back to an earlier successful
-//! release. The server job checks the database revision against the target's migrations
-//! (refusing unless `--force`), switches, restarts every unit, checks health, and restores
-//! current if the target does not come up; it runs to its end whatever happens here.
+//! release, on one host or every host of a fleet. The server job checks the database revision
+//! against the target's migrations (refusing unless `--force`), switches, restarts every unit,
+//! checks health, and restores current if the target does not come up. One host runs it to its
+//! end whatever happens here; a fleet rolls host by host, and goes back as a whole if one fails.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::Config;
-use crate::config::HostRole;
+use crate::config::{Config, Host};
+use crate::deploy::fleet::{self, Output, Rollout};
 use crate::deploy::job::Wait;
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
-use crate::deploy::report::{self, Printer};
+use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::snapshot::Snapshot;
 use crate::{interrupt, say, show, ui};
 
-pub fn run(cfg: &Config, requested: Option<&str>, force: bool, dry_run: bool) -> Result<()> {
+pub fn run(
+    cfg: &Config,
+    requested: Option<&str>,
+    force: bool,
+    dry_run: bool,
+    batch: usize,
+) -> Result<()> {
     if let Some(name) = requested {
         crate::release::validate_user_name(name)?;
     }
     let started = Instant::now();
-    let session = super::connect(cfg)?;
-    let snap = super::probe(&session, cfg, false)?;
-    let plan = plan::rollback(&snap, requested, force, HostRole::Primary)?;
-    let target = plan.release().to_string();
-    let commit = snap
+    let sessions = fleet::connect_all(cfg)?;
+    let snaps = fleet::probe_all(&sessions, cfg, false, false)?;
+    let hosts: Vec<(Host, Snapshot)> = cfg
+        .hosts
+        .iter()
+        .cloned()
+        .zip(snaps.iter().cloned())
+        .collect();
+    let plans = plan::fleet_rollback(&hosts, requested, force)?;
+    let target = plans[0].release().to_string();
+    let commit = snaps[0]
         .releases
         .iter()
         .find(|r| r.name == target)
@@ -33,75 +47,130 @@ pub fn run(cfg: &Config, requested: Option<&str>, force: bool, dry_run: bool) ->
     let (user, host) = local::deployer();
     let token = plan::token();
     let deployer = format!("{user}@{host}");
-    let call = plan.run_call(
-        cfg,
-        &Asker {
-            token: &token,
-            deployer: &deployer,
-            host: &host,
-            commit: &commit,
-            dirty: false,
-        },
-    );
-    let from = snap.current.describe();
+    let asker = Asker {
+        token: &token,
+        deployer: &deployer,
+        host: &host,
+        commit: &commit,
+        dirty: false,
+    };
+    let calls: Vec<_> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
     if dry_run {
-        show!(
-            "Plan for 'rollback' to {target} on {} (current {from}), nothing will be changed:",
-            snap.host
-        );
-        show!("  server job (takes the lock, checks the database revision against {target}'s migrations{}):", if force { ", --force: continues past a mismatch" } else { "" });
-        show!("      {}", call.render());
-        show!(
-            "  then: switch, restart {}, health checks; on failure restore {}",
-            plan.restart.join(", "),
-            snap.current.link()
-        );
+        for ((h, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
+            show!(
+                "Plan for 'rollback' to {target} on {} ({}, current {}), nothing will be changed:",
+                h.dest,
+                snap.host,
+                snap.current.describe()
+            );
+            show!("  server job (takes the lock, checks the database revision against {target}'s migrations{}):", if force { ", --force: continues past a mismatch" } else { "" });
+            show!("      {}", call.render());
+            show!(
+                "  then: switch, restart {}, health checks; on failure restore {}",
+                p.restart.join(", "),
+                snap.current.link()
+            );
+        }
         return Ok(());
     }
-    let mut job = match super::start_job(session, &call, &snap.host)? {
-        Ok(job) => job,
-        Err(super::job::Refusal::Locked { message, lock }) => bail!(
-            "{message}: {}",
-            lock.map(|l| l.describe(snap.now)).unwrap_or_default()
-        ),
-        Err(super::job::Refusal::Refused(m)) => bail!("{m}"),
+    let mut out: Box<dyn Output> = if plans.len() == 1 {
+        Box::new(Printer::new(false))
+    } else {
+        Box::new(FleetPrinter::new(
+            snaps.iter().map(|s| s.host.clone()).collect(),
+        ))
     };
-    let mut printer = Printer::new(false);
+    let starts = hosts
+        .into_iter()
+        .zip(sessions)
+        .zip(calls)
+        .map(|(((h, s), session), call)| (h, s, session, call))
+        .collect();
+    let mut members = fleet::start_all(starts, out.as_mut(), cfg.ssh_config.as_deref())?;
+    let fleet = members.len() > 1;
+    if fleet {
+        for m in &mut members {
+            m.job.send("begin")?;
+        }
+    }
+    let mut rollout = Rollout::new(batch);
     let mut seen = 0;
     loop {
-        match job.wait(&mut printer, Duration::from_secs(3600), &|_| false) {
-            Wait::Finished => break,
-            Wait::Lost => {
-                printer.close_line();
-                say!("==> the connection to {} was lost: reconnecting (the rollback goes on on the server)", snap.host);
-                job.reattach(&cfg.server, cfg.ssh_config.as_deref())
-                    .map_err(|e| anyhow!("could not reconnect to {} ({e:#}): the rollback finishes on the server by itself; 'cargo xtask deploy status' shows the outcome", snap.host))?;
+        for i in 0..members.len() {
+            if members[i].job.outcome.is_some() {
+                continue;
             }
-            Wait::Reached | Wait::Timeout => {
-                let n = interrupt::count();
-                if n != seen {
-                    seen = n;
-                    printer.close_line();
-                    if n >= 2 {
-                        job.detach();
-                        say!("stopped watching: the rollback on {} goes on by itself; 'cargo xtask deploy status --follow' shows how it ends", snap.host);
-                        bail!("interrupted by {} (twice)", interrupt::describe());
-                    }
-                    say!("==> {} received: the rollback runs on the server to its end; Ctrl-C again to stop watching", interrupt::describe());
+            if members[i]
+                .job
+                .wait(out.as_mut(), Duration::from_millis(20), &|_| false)
+                == Wait::Lost
+            {
+                out.close();
+                let name = members[i].name().to_string();
+                say!("==> the connection to {name} was lost: reconnecting");
+                let dest = members[i].host.dest.clone();
+                members[i]
+                    .job
+                    .reattach(&dest, cfg.ssh_config.as_deref())
+                    .map_err(|e| anyhow!("could not reconnect to {name} ({e:#}): the rollback there finishes (or, in a fleet, goes back) by itself; 'cargo xtask deploy status' shows the outcome"))?;
+                if fleet {
+                    rollout.back(
+                        &mut members,
+                        &format!("the connection to {name} was lost"),
+                        out.as_mut(),
+                    );
                 }
             }
         }
+        let n = interrupt::count();
+        if n != seen {
+            seen = n;
+            out.close();
+            if n >= 2 {
+                for m in &mut members {
+                    m.job.detach();
+                }
+                say!("stopped watching: the rollback goes on by itself; 'cargo xtask deploy status --follow' shows how it ends");
+                bail!("interrupted by {} (twice)", interrupt::describe());
+            }
+            if fleet {
+                rollout.back(
+                    &mut members,
+                    &format!("{} received", interrupt::describe()),
+                    out.as_mut(),
+                );
+            } else {
+                say!("==> {} received: the rollback runs on the server to its end; Ctrl-C again to stop watching", interrupt::describe());
+            }
+        }
+        if fleet {
+            rollout.advance(&mut members, out.as_mut())?;
+        }
+        if members.iter().all(|m| m.job.outcome.is_some()) {
+            break;
+        }
     }
-    printer.close_line();
-    let outcome = job
-        .outcome
-        .clone()
-        .ok_or_else(|| anyhow!("the rollback job ended without a result"))?;
-    let line = report::final_line(&format!("rollback to {target}"), &snap.host, &outcome);
-    if outcome.success() {
-        say!("{line} ({} in all)", ui::secs(started.elapsed()));
-        Ok(())
-    } else {
-        Err(anyhow!("{line}"))
+    out.close();
+    if !fleet {
+        let outcome = members[0]
+            .job
+            .outcome
+            .clone()
+            .ok_or_else(|| anyhow!("the rollback job ended without a result"))?;
+        let line = report::final_line(
+            &format!("rollback to {target}"),
+            members[0].name(),
+            &outcome,
+        );
+        if outcome.success() {
+            say!("{line} ({} in all)", ui::secs(started.elapsed()));
+            return Ok(());
+        }
+        return Err(anyhow!("{line}"));
     }
+    report::fleet_summary(
+        &format!("rollback to {target}"),
+        &members,
+        started.elapsed(),
+    )
 }

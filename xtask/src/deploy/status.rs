@@ -10,8 +10,34 @@ use crate::deploy::report::{self, Printer};
 use crate::{release, show};
 
 pub fn run(cfg: &Config, follow: bool) -> Result<()> {
+    if cfg.hosts.len() > 1 {
+        let sessions = super::fleet::connect_all(cfg)?;
+        let snaps = super::fleet::probe_all(&sessions, cfg, true, false)?;
+        for snap in &snaps {
+            show!("== {}", snap.host);
+            print(cfg, snap);
+        }
+        for line in super::list::matrix(&snaps)
+            .into_iter()
+            .filter(|l| l.starts_with("DRIFT"))
+        {
+            show!("{line}");
+        }
+        if follow {
+            show!("(--follow follows one host: set DEPLOY_SERVER to it)");
+        }
+        return Ok(());
+    }
     let session = super::connect(cfg)?;
     let snap = super::probe(&session, cfg, true)?;
+    print(cfg, &snap);
+    if follow {
+        follow_job(cfg, &session, &snap)?;
+    }
+    Ok(())
+}
+
+fn print(cfg: &Config, snap: &crate::deploy::snapshot::Snapshot) {
     show!("server:   {} ({})", snap.host, cfg.server);
     match snap
         .current
@@ -69,11 +95,18 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
                     .unwrap_or("?")
             ),
         }
-        for l in &j.lines {
+        for l in j.lines.iter().filter_map(|l| job_line(l)) {
             show!("          | {l}");
         }
     }
-    if follow {
+}
+
+fn follow_job(
+    cfg: &Config,
+    session: &crate::ssh::Session,
+    snap: &crate::deploy::snapshot::Snapshot,
+) -> Result<()> {
+    {
         let Some(j) = &snap.last_job else {
             show!("no deploy job to follow on {}", snap.host);
             return Ok(());
@@ -84,7 +117,7 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
             snap.host
         );
         let mut printer = Printer::new(false);
-        let outcome = job::observe(&session, &cfg.root, &j.token, 0, &mut printer, &snap.host)?;
+        let outcome = job::observe(session, &cfg.root, &j.token, 0, &mut printer, &snap.host)?;
         printer.close_line();
         if let Some(o) = outcome {
             show!(
@@ -94,4 +127,40 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A job event (`KIND FIELD...`, space separated) as `status` shows it, or None for the ones
+/// that only mark time (step starts, phases).
+fn job_line(line: &str) -> Option<String> {
+    let f: Vec<&str> = line.split(' ').collect();
+    match f.as_slice() {
+        ["step", name, "ok", secs, ..] => Some(format!("{name} ok ({secs}s)")),
+        ["step", name, "failed", secs, rest @ ..] => {
+            Some(format!("{name} FAILED ({secs}s): {}", rest.join(" ")))
+        }
+        ["step", ..] | ["phase", ..] | ["started", ..] | ["note", ..] => None,
+        [kind, rest @ ..] => Some(format!("{kind}: {}", rest.join(" ").trim())),
+        [] => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_lines_read_well() {
+        assert_eq!(job_line("step health ok 1.5").unwrap(), "health ok (1.5s)");
+        assert_eq!(
+            job_line("step health failed 8.0 not healthy after 8s: unit innercontext is failed")
+                .unwrap(),
+            "health FAILED (8.0s): not healthy after 8s: unit innercontext is failed"
+        );
+        assert_eq!(job_line("step record start record the result"), None);
+        assert_eq!(job_line("phase done"), None);
+        assert_eq!(
+            job_line("result success  6.7 0002 releases/x").unwrap(),
+            "result: success  6.7 0002 releases/x"
+        );
+    }
 }

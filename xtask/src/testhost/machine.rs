@@ -208,10 +208,15 @@ pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
 fn prepare(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
     fs_err::create_dir_all(machines_dir())?;
     let _lock = sys::StateLock::acquire(&lock_dir())?;
-    let used: Vec<u8> = machine_names()
-        .iter()
-        .filter_map(|n| info(n).map(|(_, s)| s))
-        .collect();
+    // Every machine directory counts, also names this checkout would not accept: another
+    // checkout of the project (with other naming rules) may have booted it.
+    let used: Vec<u8> = std::fs::read_dir(machines_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| info(&n).map(|(_, s)| s))
+                .collect()
+        })
+        .unwrap_or_default();
     let subnet = (1..=254u8).find(|n| !used.contains(n)).context(
         "all 254 test subnets are in use: take machines down (cargo xtask testhost down --all)",
     )?;

@@ -22,7 +22,7 @@ use xtask::testhost::{self as th, Machine};
 use crate::Ctx;
 
 /// Step names in the order setup-server prints them (after `target`).
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
     "packages",
     "uv",
     "node",
@@ -30,6 +30,7 @@ const STEPS: [&str; 10] = [
     "deploy key",
     "backend env",
     "frontend env",
+    "journal access",
     "sudoers",
     "systemd units",
     "nginx site",
@@ -183,7 +184,8 @@ impl Host {
             done
             for f in /etc/sudoers.d/innercontext-deploy /etc/nginx/sites-available/innercontext \
                 /etc/systemd/system/innercontext*.service /etc/systemd/system/innercontext*.socket \
-                /home/innercontext/.ssh/authorized_keys /usr/local/bin/node /usr/local/bin/uv; do
+                /home/innercontext/.ssh/authorized_keys /usr/local/bin/node /usr/local/bin/uv \
+                /usr/local/sbin/innercontext-journal; do
                 echo "$f=$(stat -c '%a %U:%G %i %Y' "$f")"
             done
             pid=$(systemctl show -p MainPID --value nginx)
@@ -409,14 +411,21 @@ fn check_provisioned(h: &Host) -> Result<()> {
         echo "node=$(node --version)"
         echo "uv=$(uv --version)"
         echo "sudoers=$(stat -c '%a %U:%G' /etc/sudoers.d/innercontext-deploy)"
+        echo "journal=$(stat -c '%a %U:%G' /usr/local/sbin/innercontext-journal)"
         "#,
     )?;
+    // Unit logs come through the log reader, not the whole system journal.
     ensure!(
-        f["groups"]
+        !f["groups"]
             .split_whitespace()
             .any(|g| g == "systemd-journal"),
         "groups: {}",
         f["groups"]
+    );
+    ensure!(
+        f["journal"] == "755 root:root",
+        "log reader: {}",
+        f["journal"]
     );
     ensure!(f["shell"] == "/bin/bash");
     for (k, v) in f.iter().filter(|(k, _)| k.starts_with("dir:")) {
@@ -445,20 +454,20 @@ fn check_provisioned(h: &Host) -> Result<()> {
     ensure!(f["uv"].starts_with("uv 0.13.8"), "{}", f["uv"]);
     ensure!(f["sudoers"] == "440 root:root", "sudoers {}", f["sudoers"]);
 
-    // sudo -n -l as innercontext, without a TTY, lists exactly the six commands.
+    // sudo -n -l as innercontext, without a TTY, lists exactly the three restarts and the log
+    // reader.
     let listing = h.root("sudo -u innercontext sudo -n -ll </dev/null")?;
     let mut got = sudo_commands(&listing);
     got.sort();
-    let mut want: Vec<String> = ["restart", "is-active"]
+    let mut want: Vec<String> = SERVICES
         .iter()
-        .flat_map(|verb| {
-            SERVICES.iter().map(move |s| {
-                format!(
-                    "/usr/bin/systemctl {verb} {}",
-                    s.trim_end_matches(".service")
-                )
-            })
+        .map(|s| {
+            format!(
+                "/usr/bin/systemctl restart {}",
+                s.trim_end_matches(".service")
+            )
         })
+        .chain(["/usr/local/sbin/innercontext-journal".to_string()])
         .collect();
     want.sort();
     ensure!(got == want, "sudo -n -ll lists {got:?}\n{listing}");
@@ -471,8 +480,9 @@ fn check_provisioned(h: &Host) -> Result<()> {
             &[
                 "sudo".into(),
                 "-n".into(),
-                "/usr/bin/systemctl".into(),
-                "is-active".into(),
+                "/usr/local/sbin/innercontext-journal".into(),
+                "-n".into(),
+                "1".into(),
                 "innercontext".into(),
             ],
         ),
@@ -528,18 +538,43 @@ pub fn second_run_changes_nothing(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Drift (sudoers deleted, a unit edited, an env file 0644) is repaired and reported; the
-/// rest stays unchanged.
+/// Drift (sudoers deleted, a unit edited, an env file 0644, app paths given to root by hand)
+/// is repaired and reported; the rest stays unchanged.
 pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
     let h = Host::provisioned_shared(ctx)?;
     let env_sha = sha256(&h.env.backend_env)?;
     h.root(
         "rm /etc/sudoers.d/innercontext-deploy
          echo '# drift' >> /etc/systemd/system/innercontext.service
-         chmod 0644 /opt/innercontext/shared/backend/.env",
+         chmod 0644 /opt/innercontext/shared/backend/.env
+         chown root:root /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys
+         chmod 0700 /opt/innercontext/shared/frontend",
     )?;
     let run = h.setup(&[], &[])?.ok()?;
-    run.expect("unchanged", &["sudoers", "systemd units", "backend env"])?;
+    run.expect(
+        "unchanged",
+        &[
+            "sudoers",
+            "systemd units",
+            "backend env",
+            "user & dirs",
+            "deploy key",
+        ],
+    )?;
+    ensure!(
+        run.step_line("user & dirs").contains(
+            "/opt/innercontext/shared/frontend 700 root:root -> 750 innercontext:innercontext"
+        ),
+        "{}",
+        run.out
+    );
+    let owners = h.root(
+        "stat -c '%a %U:%G' /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys",
+    )?;
+    ensure!(
+        owners == "750 innercontext:innercontext\n600 innercontext:innercontext\n",
+        "{owners}"
+    );
     ensure!(
         run.step_line("sudoers")
             .contains("new /etc/sudoers.d/innercontext-deploy"),
@@ -651,9 +686,7 @@ pub fn bad_sudoers_never_lands(ctx: &mut Ctx) -> Result<()> {
     let call = xtask::setup_server::sudoers_call(BAD_SUDOERS);
     let out = duct::cmd(
         "ssh",
-        h.m.ssh_args(None, &[])
-            .into_iter()
-            .chain([call.line(false)]),
+        h.m.ssh_args(None, &[]).into_iter().chain([call.line()]),
     )
     .stdin_null()
     .stdout_capture()

@@ -127,7 +127,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn capture(mut cmd: Command) -> Result<Run> {
+    pub fn capture(mut cmd: Command) -> Result<Run> {
         let out: Output = cmd.output().context("running the xtask binary")?;
         Ok(Run {
             status: out.status,
@@ -298,5 +298,69 @@ impl Background {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// wrk running until stopped: started before a command, stopped (SIGINT: it prints its report)
+/// after it, so the load covers the command's whole window.
+pub struct Wrk {
+    child: Child,
+    log: Utf8PathBuf,
+}
+
+impl Wrk {
+    pub fn start(url: &str) -> Result<Wrk> {
+        let log = Utf8PathBuf::from(format!(
+            "/tmp/innercontext-wrk-{}-{}.log",
+            crate::run_id(),
+            std::process::id()
+        ));
+        let file = fs_err::File::create(&log)?;
+        let err = file.try_clone()?;
+        let child = Command::new("wrk")
+            .args(["-t1", "-c8", "-d", "600s", url])
+            .stdout(Stdio::from(file.into_parts().0))
+            .stderr(Stdio::from(err.into_parts().0))
+            .spawn()
+            .context("starting wrk (apt-get install wrk)")?;
+        // wrk is up when it says so; a request then answers through the same path.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fs_err::read_to_string(&log)?.contains("Running") {
+            ensure!(Instant::now() < deadline, "wrk did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Wrk { child, log })
+    }
+
+    /// Stop it and read its report: (requests, failed requests: non-2xx/3xx and socket errors).
+    pub fn stop(mut self) -> Result<(u64, u64)> {
+        run_ok(
+            Command::new("kill").args(["-INT", &self.child.id().to_string()]),
+            "kill -INT wrk",
+        )?;
+        let status = self.child.wait()?;
+        let out = fs_err::read_to_string(&self.log)?;
+        let _ = fs_err::remove_file(&self.log);
+        ensure!(
+            status.success() || status.code().is_none(),
+            "wrk failed ({status}):\n{out}"
+        );
+        let mut requests = None;
+        let mut failed = 0;
+        for line in out.lines().map(str::trim) {
+            if line.contains(" requests in ") {
+                requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
+            } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                failed += n.trim().parse::<u64>().unwrap_or(0);
+            } else if let Some(errs) = line.strip_prefix("Socket errors:") {
+                failed += errs
+                    .split(',')
+                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        let requests = requests.with_context(|| format!("no report from wrk:\n{out}"))?;
+        ensure!(requests > 0, "wrk made no request:\n{out}");
+        Ok((requests, failed))
     }
 }

@@ -155,9 +155,9 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     env.insert("DEPLOY_SERVER".into(), server);
     env.insert("DEPLOY_ROOT".into(), "/opt/innercontext".into());
     env.insert("CI".into(), "true".into());
-    // Like a runner restoring its cache: the toolchains under target/tools are already there.
-    // The xtask itself is built from the checkout, into a target directory of its own (never
-    // over the binary this test runs).
+    // Like a deploy runner with its toolchains installed: the ones under target/tools are
+    // already there. The xtask itself is built from the checkout, into a target directory of
+    // its own (never over the binary this test runs).
     fs_err::create_dir_all(scratch.dir.join("target"))?;
     std::os::unix::fs::symlink(
         repo().join("target/tools"),
@@ -245,9 +245,36 @@ fn site_mode(path: &camino::Utf8Path) -> Result<u32> {
     }
 }
 
-/// The parser itself, checked on the real workflow without a machine.
+/// The parser itself, checked on the real workflow without a machine; and the deploy job's
+/// isolation from pull requests: its own runner label, which the CI job does not use, and no
+/// cache (anything a pull request can write would run with the production key).
 pub fn workflow_steps_parse(_ctx: &mut Ctx) -> Result<()> {
     let yaml = fs_err::read_to_string(repo().join(".forgejo/workflows/deploy.yml"))?;
+    let ci = fs_err::read_to_string(repo().join(".forgejo/workflows/ci.yml"))?;
+    let runs_on = |y: &str| -> Vec<String> {
+        y.lines()
+            .filter_map(|l| l.trim().strip_prefix("runs-on:"))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    ensure!(
+        runs_on(&yaml) == ["deploy"],
+        "the deploy job must run on its own runner label: runs-on {:?}",
+        runs_on(&yaml)
+    );
+    ensure!(
+        runs_on(&ci).iter().all(|l| !l.contains("deploy")),
+        "the CI job runs on the deploy runner: {:?}",
+        runs_on(&ci)
+    );
+    let cache = yaml
+        .lines()
+        .map(|l| l.trim().trim_start_matches("- "))
+        .find(|l| l.starts_with("uses:") && l.contains("cache"));
+    ensure!(
+        cache.is_none(),
+        "the deploy workflow restores a cache: {cache:?}"
+    );
     let all = steps(&yaml);
     ensure!(all.len() == 3, "{all:?}");
     ensure!(

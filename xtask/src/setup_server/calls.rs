@@ -1,0 +1,318 @@
+//! Each remote step as a value: a call of `scripts/setup-server.sh` with its arguments, rendered
+//! to one quoted command line. Nothing here runs anything.
+
+use super::{EnvFile, EnvKind, Inputs, RemoteFile, Tls, PACKAGES};
+use crate::flags::ToolchainSource;
+use crate::tools;
+
+pub use crate::remote::Call;
+
+/// The subcommands that only read (no `--check` in a dry run: nothing to check).
+pub const READ_ONLY: [&str; 2] = ["preflight", "verify"];
+
+fn call(sub: &'static str, args: impl IntoIterator<Item = String>) -> Call {
+    Call::new(&crate::remote::SETUP, sub, args)
+}
+
+/// The call as a dry run sends it: changing subcommands get `--check` first.
+pub fn checked(c: &Call) -> Call {
+    if READ_ONLY.contains(&c.sub) {
+        return c.clone();
+    }
+    let mut args = vec!["--check".to_string()];
+    args.extend(c.args.iter().cloned());
+    Call::new(c.script, c.sub, args)
+}
+
+pub fn preflight_call(root: &str, inputs: &Inputs) -> Call {
+    call(
+        "preflight",
+        [
+            root.to_string(),
+            inputs.deploy_key.clone().unwrap_or_default(),
+            inputs.sudoers.clone(),
+        ],
+    )
+}
+
+pub fn packages_call() -> Call {
+    call("packages", PACKAGES.iter().map(|p| p.to_string()))
+}
+
+fn source_name(t: ToolchainSource) -> String {
+    match t {
+        ToolchainSource::Registry => "registry",
+        ToolchainSource::Upstream => "upstream",
+    }
+    .to_string()
+}
+
+pub fn uv_call(t: ToolchainSource) -> Call {
+    call("uv", [source_name(t), tools::UV_VERSION.to_string()])
+}
+
+/// `sha`: the sha256 of the tarball that goes on stdin (registry source, install needed).
+pub fn node_call(t: ToolchainSource, sha: Option<&str>) -> Call {
+    let mut args = vec![source_name(t), tools::NODE_VERSION.to_string()];
+    args.extend(sha.map(str::to_string));
+    call("node", args)
+}
+
+pub fn user_call(root: &str) -> Call {
+    call("user", [root.to_string()])
+}
+
+pub fn key_call(key: Option<&str>) -> Call {
+    call("key", [key.unwrap_or("").to_string()])
+}
+
+pub fn env_call(root: &str, kind: EnvKind, local: Option<&EnvFile>, force: bool) -> Call {
+    call(
+        "env",
+        [
+            root.to_string(),
+            kind.rel().to_string(),
+            local.map(|l| l.sha256.clone()).unwrap_or_default(),
+            if force { "1" } else { "0" }.to_string(),
+        ],
+    )
+}
+
+pub fn journal_call(wrapper: &str) -> Call {
+    call("journal", [wrapper.to_string()])
+}
+
+pub fn sudoers_call(text: &str) -> Call {
+    call("sudoers", [text.to_string()])
+}
+
+pub fn units_call(units: &[(String, String)]) -> Call {
+    call(
+        "units",
+        units.iter().flat_map(|(n, t)| [n.clone(), t.clone()]),
+    )
+}
+
+pub fn nginx_call(text: &str) -> Call {
+    call("nginx", [text.to_string()])
+}
+
+/// Where the certificate and key land on the server, and the snippet the site includes.
+pub const TLS_DIR: &str = "/etc/ssl/innercontext";
+pub const TLS_SNIPPET: &str = "/etc/nginx/innercontext.d/tls.conf";
+
+/// The nginx lines for HTTPS, included in the site's server block: TLS 1.2 and 1.3 with
+/// Mozilla's "intermediate" ciphers; with `redirect`, plain http answers 301 to https and HSTS
+/// is sent.
+pub fn tls_snippet(redirect: bool) -> String {
+    let mut s = format!(
+        "# HTTPS for the innercontext site, written by `cargo xtask setup-server --tls-cert/--tls-key`.\n\
+         listen 443 ssl;\n\
+         ssl_certificate {TLS_DIR}/cert.pem;\n\
+         ssl_certificate_key {TLS_DIR}/key.pem;\n\
+         ssl_protocols TLSv1.2 TLSv1.3;\n\
+         ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n\
+         ssl_prefer_server_ciphers off;\n\
+         ssl_session_cache shared:innercontext_tls:10m;\n\
+         ssl_session_timeout 1d;\n\
+         ssl_session_tickets off;\n"
+    );
+    if redirect {
+        s.push_str(
+            "if ($scheme = http) {\n    return 301 https://$host$request_uri;\n}\n\
+             add_header Strict-Transport-Security \"max-age=63072000\" always;\n",
+        );
+    }
+    s
+}
+
+/// The certificate as an argument (it is public), the key's sha256 (the key itself on stdin
+/// when it changes), the snippet.
+pub fn tls_call(tls: &Tls) -> Call {
+    call(
+        "tls",
+        [
+            tls.cert.clone(),
+            tls.key_sha256.clone(),
+            tls_snippet(tls.redirect),
+        ],
+    )
+}
+
+/// A fleet host's role: a secondary keeps the primary-only units (the worker) disabled.
+pub fn role_call(role: crate::config::HostRole) -> Call {
+    let mut args = vec![role.name().to_string()];
+    args.extend(
+        crate::contract::UNITS
+            .iter()
+            .filter(|u| u.primary_only)
+            .map(|u| u.name.to_string()),
+    );
+    call("role", args)
+}
+
+pub fn verify_call(root: &str, units: &[(String, String)]) -> Call {
+    let mut args = vec![root.to_string()];
+    args.extend(units.iter().map(|(n, _)| n.clone()));
+    call("verify", args)
+}
+
+/// Whether an env file's contents must travel: the server has none, or a different one and
+/// `--force-env` was given. Mirrors `cmd_env` in the script.
+pub fn env_upload(remote: &RemoteFile, local: Option<&EnvFile>, force: bool) -> bool {
+    match (remote, local) {
+        (_, None) | (RemoteFile::Unsafe, _) => false,
+        (RemoteFile::Missing, Some(_)) => true,
+        // Unknown until the step has given it to the app user: sent when it may replace it.
+        (RemoteFile::Foreign, Some(_)) => force,
+        (RemoteFile::Sha256(s), Some(l)) => force && *s != l.sha256,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quote;
+    use crate::setup_server::test_support::inputs;
+    use crate::setup_server::SCRIPT;
+
+    #[test]
+    fn remote_lines_quote_every_word() {
+        let c = key_call(Some("ssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)"));
+        assert_eq!(
+            checked(&c).argv(),
+            vec![
+                "key",
+                "--check",
+                "ssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)"
+            ]
+        );
+        let line = c.line();
+        assert!(line.starts_with("bash -c '#!/usr/bin/env bash"), "{line}");
+        assert!(line.ends_with(
+            r#" setup-server.sh key 'ssh-ed25519 AAAAC3Nza alice'\''s laptop; $(reboot)'"#
+        ));
+        // Read-only calls never take --check.
+        assert_eq!(
+            checked(&verify_call("/opt/ic", &[("a.service".into(), "x".into())])).argv(),
+            vec!["verify", "/opt/ic", "a.service"]
+        );
+        // What a real shell makes of the line is the argv.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s\\n' {}",
+                quote::join(checked(&c).argv())
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "key\n--check\nssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)\n"
+        );
+    }
+
+    #[test]
+    fn env_contents_travel_only_when_installed() {
+        let local = EnvFile {
+            path: "/tmp/backend.env".into(),
+            sha256: "a".repeat(64),
+        };
+        let same = RemoteFile::Sha256("a".repeat(64));
+        let other = RemoteFile::Sha256("b".repeat(64));
+        assert!(env_upload(&RemoteFile::Missing, Some(&local), false));
+        assert!(!env_upload(&same, Some(&local), false));
+        assert!(!env_upload(&same, Some(&local), true));
+        assert!(!env_upload(&other, Some(&local), false));
+        assert!(env_upload(&other, Some(&local), true));
+        assert!(!env_upload(&RemoteFile::Missing, None, true));
+        assert!(!env_upload(&RemoteFile::Unsafe, Some(&local), true));
+        assert!(!env_upload(&RemoteFile::Foreign, Some(&local), false));
+        assert!(env_upload(&RemoteFile::Foreign, Some(&local), true));
+        // The env call carries the checksum, never the contents.
+        let c = env_call("/opt/innercontext", EnvKind::Backend, Some(&local), false);
+        assert_eq!(
+            c.args,
+            vec![
+                "/opt/innercontext",
+                "shared/backend/.env",
+                &"a".repeat(64),
+                "0"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_script_parses_and_has_every_subcommand() {
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(crate::project_root().join("scripts/setup-server.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let i = inputs();
+        for call in [
+            preflight_call("/r", &i),
+            packages_call(),
+            uv_call(ToolchainSource::Registry),
+            node_call(ToolchainSource::Registry, None),
+            user_call("/r"),
+            key_call(None),
+            env_call("/r", EnvKind::Frontend, None, false),
+            journal_call(""),
+            sudoers_call(""),
+            tls_call(&Tls {
+                cert: String::new(),
+                key_path: "/k".into(),
+                key_sha256: String::new(),
+                redirect: false,
+            }),
+            units_call(&[]),
+            nginx_call(""),
+            verify_call("/r", &[]),
+        ] {
+            assert!(
+                SCRIPT.contains(&format!("\n{}) cmd_{}", call.sub, call.sub)),
+                "{} missing from the script",
+                call.sub
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_reader_knows_exactly_the_services() {
+        let line = crate::setup_server::JOURNAL_WRAPPER
+            .lines()
+            .find_map(|l| l.strip_prefix("UNITS=("))
+            .and_then(|l| l.strip_suffix(')'))
+            .expect("UNITS=(...) in scripts/innercontext-journal.sh");
+        let units: Vec<String> = line
+            .split_whitespace()
+            .map(|u| format!("{u}.service"))
+            .collect();
+        assert_eq!(units, crate::setup_server::services());
+    }
+
+    #[test]
+    fn the_tls_snippet_never_carries_the_key() {
+        let plain = tls_snippet(false);
+        assert!(plain.contains("listen 443 ssl;\nssl_certificate /etc/ssl/innercontext/cert.pem;\nssl_certificate_key /etc/ssl/innercontext/key.pem;\nssl_protocols TLSv1.2 TLSv1.3;\n"), "{plain}");
+        assert!(!plain.contains("return 301") && !plain.contains("Strict-Transport-Security"));
+        let redirect = tls_snippet(true);
+        assert!(redirect.starts_with(&plain));
+        assert!(redirect
+            .contains("if ($scheme = http) {\n    return 301 https://$host$request_uri;\n}\n"));
+        let c = tls_call(&Tls {
+            cert: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            key_path: "/secret/key.pem".into(),
+            key_sha256: "d".repeat(64),
+            redirect: true,
+        });
+        assert_eq!(c.args[1], "d".repeat(64));
+        assert!(!c.line().contains("/secret/key.pem"));
+    }
+}

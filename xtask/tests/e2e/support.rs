@@ -317,8 +317,10 @@ impl Wrk {
         ));
         let file = fs_err::File::create(&log)?;
         let err = file.try_clone()?;
-        let child = Command::new("wrk")
-            .args(["-t1", "-c8", "-d", "600s", url])
+        // Line-buffered (stdbuf): written to a file, wrk's stdout is otherwise flushed only
+        // at its exit, and the "Running" line would never be seen while it runs.
+        let child = Command::new("stdbuf")
+            .args(["-oL", "wrk", "-t1", "-c8", "-d", "600s", url])
             .stdout(Stdio::from(file.into_parts().0))
             .stderr(Stdio::from(err.into_parts().0))
             .spawn()

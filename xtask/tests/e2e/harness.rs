@@ -40,6 +40,69 @@ pub fn base_id() -> String {
 }
 
 const ID_ENV: &str = "INNERCONTEXT_E2E_ID";
+
+/// Every scenario's group is in [`GROUPS`] (else it would never run), and the tags are
+/// distinct lowercase letters other than `e`.
+pub fn check_groups(all: &[Scenario]) -> Result<()> {
+    for (i, g) in GROUPS.iter().enumerate() {
+        if !g.tag.is_ascii_lowercase() || g.tag == 'e' {
+            bail!(
+                "group {}: its tag '{}' must be a lowercase letter other than 'e'",
+                g.name,
+                g.tag
+            );
+        }
+        if let Some(other) = GROUPS[..i]
+            .iter()
+            .find(|o| o.tag == g.tag || o.name == g.name)
+        {
+            bail!(
+                "groups {} and {} share a name or the tag '{}'",
+                other.name,
+                g.name,
+                g.tag
+            );
+        }
+    }
+    if let Some(s) = all
+        .iter()
+        .find(|s| !GROUPS.iter().any(|g| g.name == s.group.name))
+    {
+        bail!(
+            "{} is in group {}, which is not listed in GROUPS (tests/e2e/main.rs): it would never run",
+            s.name,
+            s.group.name
+        );
+    }
+    Ok(())
+}
+
+/// `INNERCONTEXT_E2E_ID`, if set, must be a valid id: 1-3 lowercase letters or digits,
+/// starting with a letter, and not ending with a group's tag (else run `h1`'s `deploy` group,
+/// `h1d…`, and run `h1d` would share machine names).
+pub fn check_run_id() -> Result<()> {
+    let Ok(id) = std::env::var(ID_ENV) else {
+        return Ok(());
+    };
+    let well_formed = !id.is_empty()
+        && id.len() <= 3
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !well_formed {
+        bail!("{ID_ENV}='{id}' is not a run id: use 1-3 lowercase letters or digits, starting with a letter");
+    }
+    if let Some(g) = GROUPS.iter().find(|g| id.ends_with(g.tag)) {
+        bail!(
+            "{ID_ENV}='{id}' ends with '{}', the tag of the {} group: its machines would share names with run '{}': end it with another character",
+            g.tag,
+            g.name,
+            &id[..id.len() - 1]
+        );
+    }
+    Ok(())
+}
 /// Set by the parent for a child: the group it runs (its tag joins the run id).
 const GROUP_ENV: &str = "INNERCONTEXT_E2E_GROUP";
 /// How many groups run at once (also `--jobs N`).
@@ -187,6 +250,9 @@ pub fn main(all: &'static [Scenario]) -> ExitCode {
     };
     if let Some(group) = &sel.child {
         return child(group, &sel, all);
+    }
+    if let Err(e) = check_groups(all).and_then(|()| check_run_id()) {
+        return usage_error(&e);
     }
     let chosen = match sel.select(all) {
         Ok(c) => c,

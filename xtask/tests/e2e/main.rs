@@ -60,7 +60,7 @@ pub fn db_name() -> String {
 pub struct Group {
     pub name: &'static str,
     /// Joins the run id in the group's machine and scratch names: one lowercase letter,
-    /// different for every group.
+    /// different for every group, and never `e` (the default run id `e2e` ends with it).
     pub tag: char,
 }
 

@@ -45,7 +45,7 @@ impl Lb {
         fs_err::write(
             dir.join("nginx.conf"),
             format!(
-                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n    access_log off;\n    upstream apps {{\n{upstream}        keepalive 16;\n    }}\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://apps;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_set_header Host $host;\n            proxy_next_upstream error timeout http_502 http_503 http_504;\n        }}\n    }}\n}}\n"
+                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n    log_format lb '$msec $status $upstream_addr $upstream_status $request_time';\n    access_log {dir}/access.log lb;\n    upstream apps {{\n{upstream}        keepalive 16;\n    }}\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://apps;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_set_header Host $host;\n            proxy_next_upstream error timeout http_502 http_503 http_504;\n        }}\n    }}\n}}\n"
             ),
         )?;
         crate::support::run_ok(
@@ -53,6 +53,22 @@ impl Lb {
             "nginx (the load balancer)",
         )?;
         Ok(Lb { dir, port })
+    }
+}
+
+impl Lb {
+    /// The requests the balancer answered with anything but 200 since the last call, one line
+    /// each (time, status, upstreams tried with their answers, duration); the log starts over.
+    fn failures(&self) -> Result<String> {
+        let log = self.dir.join("access.log");
+        let text = fs_err::read_to_string(&log).unwrap_or_default();
+        fs_err::write(&log, "")?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) != Some("200"))
+            .take(20)
+            .map(|l| format!("      {l}\n"))
+            .collect())
     }
 }
 
@@ -384,14 +400,17 @@ pub fn no_failed_request_through_the_load_balancer(ctx: &mut Ctx) -> Result<()> 
         ),
         ("a rollback", vec!["deploy", "rollback"]),
     ] {
+        let lb = f.lb.as_ref().unwrap();
+        lb.failures()?;
         let wrk = crate::support::Wrk::start(&format!("http://127.0.0.1:{port}/api/health-check"))?;
         let run = f.xtask(&args);
-        let (requests, failed) = wrk.stop()?;
+        let (requests, failed, detail) = wrk.stop()?;
         run?.ok()?;
         ensure!(requests > 100, "{what}: only {requests} requests");
         ensure!(
             failed == 0,
-            "{what}: {failed} of {requests} requests failed"
+            "{what}: {failed} of {requests} requests failed\n{detail}      the balancer's answers other than 200:\n{}",
+            lb.failures()?
         );
     }
     f.assert_serving()

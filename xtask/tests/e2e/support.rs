@@ -317,8 +317,7 @@ impl Wrk {
         ));
         let file = fs_err::File::create(&log)?;
         let err = file.try_clone()?;
-        // Line-buffered (stdbuf): written to a file, wrk's stdout is otherwise flushed only
-        // at its exit, and the "Running" line would never be seen while it runs.
+        // Line-buffered, so its "Running" line shows as soon as it starts.
         let child = Command::new("stdbuf")
             .args(["-oL", "wrk", "-t1", "-c8", "-d", "600s", url])
             .stdout(Stdio::from(file.into_parts().0))
@@ -334,8 +333,9 @@ impl Wrk {
         Ok(Wrk { child, log })
     }
 
-    /// Stop it and read its report: (requests, failed requests: non-2xx/3xx and socket errors).
-    pub fn stop(mut self) -> Result<(u64, u64)> {
+    /// Stop it and read its report: (requests, failed requests: non-2xx/3xx and socket errors,
+    /// wrk's own lines about the failures).
+    pub fn stop(mut self) -> Result<(u64, u64, String)> {
         run_ok(
             Command::new("kill").args(["-INT", &self.child.id().to_string()]),
             "kill -INT wrk",
@@ -349,12 +349,15 @@ impl Wrk {
         );
         let mut requests = None;
         let mut failed = 0;
+        let mut detail = String::new();
         for line in out.lines().map(str::trim) {
             if line.contains(" requests in ") {
                 requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
             } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                detail += &format!("{line}\n");
                 failed += n.trim().parse::<u64>().unwrap_or(0);
             } else if let Some(errs) = line.strip_prefix("Socket errors:") {
+                detail += &format!("{line}\n");
                 failed += errs
                     .split(',')
                     .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
@@ -363,6 +366,6 @@ impl Wrk {
         }
         let requests = requests.with_context(|| format!("no report from wrk:\n{out}"))?;
         ensure!(requests > 0, "wrk made no request:\n{out}");
-        Ok((requests, failed))
+        Ok((requests, failed, detail))
     }
 }

@@ -15,6 +15,10 @@ use crate::{tools, ui};
 
 pub fn run(ci: Ci, sh: &Shell) -> Result<()> {
     let start = Instant::now();
+    if !ci.filter.is_empty() {
+        // A filter that matches no scenario fails now, not after every other stage.
+        ui::step("ci: check --filter", || e2e_filter_matches(sh, &ci.filter))?;
+    }
     let mut passed = Vec::new();
     for stage in &ci.stages {
         let result = ui::step(&format!("ci: {}", stage.name()), || match stage {
@@ -186,8 +190,8 @@ pub fn frontend_build(sh: &Shell, noise: Noise) -> Result<()> {
 /// Static checks of everything that is configuration: shell scripts, units, nginx, workflows.
 fn config(sh: &Shell) -> Result<()> {
     tools::ensure_all(sh)?;
-    let scripts: Vec<Utf8PathBuf> = files_with_ext(&crate::project_root().join("scripts"), "sh")?;
-    let mut shell_files = scripts.clone();
+    // scripts/** : the deployer's and setup-server's halves and the benchmark's baseline.
+    let mut shell_files = shell_scripts(&crate::project_root().join("scripts"))?;
     shell_files.push(".ci/run".into());
     cmd!(sh, "shellcheck --severity=style {shell_files...}")
         .run()
@@ -212,6 +216,21 @@ fn lint_workflows(sh: &Shell) -> Result<()> {
         .run()
         .context("actionlint found problems in .forgejo/workflows")?;
     Ok(())
+}
+
+/// Every `*.sh` under `dir`, at any depth, sorted.
+fn shell_scripts(dir: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    let mut files = files_with_ext(dir, "sh")?;
+    if dir.exists() {
+        for entry in fs_err::read_dir(dir)? {
+            let path = Utf8PathBuf::try_from(entry?.path())?;
+            if path.is_dir() {
+                files.extend(shell_scripts(&path)?);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn files_with_ext(dir: &Utf8Path, ext: &str) -> Result<Vec<Utf8PathBuf>> {
@@ -355,6 +374,29 @@ fn nginx_test(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
+/// The e2e harness lists what `filter` selects, and fails with one line if it is nothing.
+fn e2e_filter_matches(sh: &Shell, filter: &[String]) -> Result<()> {
+    let out = cmd!(
+        sh,
+        "cargo test --quiet -p xtask --test e2e -- --list {filter...}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .map(|l| l.trim_start_matches("error: ").to_string())
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        bail!("--filter: {line}");
+    }
+    Ok(())
+}
+
+/// The end-to-end scenarios: groups run in parallel on their own machines (see
+/// tests/e2e/harness.rs); `INNERCONTEXT_E2E_JOBS` sets how many at once.
 fn e2e(sh: &Shell, filter: &[String]) -> Result<()> {
     if !tools::is_root() {
         bail!("the end-to-end stage boots test machines and needs root: run 'sudo cargo xtask ci', or skip it with --skip e2e");
@@ -513,6 +555,29 @@ fn free_port() -> Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shellcheck_covers_every_script_at_any_depth() {
+        let dir = Utf8PathBuf::from(format!("/tmp/ci-scripts-test-{}", std::process::id()));
+        let _ = fs_err::remove_dir_all(&dir);
+        fs_err::create_dir_all(dir.join("bench/deeper")).unwrap();
+        for f in ["a.sh", "bench/b.sh", "bench/deeper/c.sh", "bench/notes.md"] {
+            fs_err::write(dir.join(f), "").unwrap();
+        }
+        let found = shell_scripts(&dir).unwrap();
+        let rel: Vec<&str> = found
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().as_str())
+            .collect();
+        assert_eq!(rel, ["a.sh", "bench/b.sh", "bench/deeper/c.sh"]);
+        fs_err::remove_dir_all(&dir).unwrap();
+        let repo = shell_scripts(&crate::project_root().join("scripts")).unwrap();
+        assert!(
+            repo.iter()
+                .any(|p| p.as_str().ends_with("scripts/bench/deploy-baseline.sh")),
+            "{repo:?}"
+        );
+    }
 
     #[test]
     fn exposure_levels_are_read_per_unit() {

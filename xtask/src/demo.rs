@@ -15,19 +15,39 @@ use crate::{testhost, tools, ui};
 pub const APP: &str = "app";
 pub const DB: &str = "db";
 
+/// Test hook: the demo's machines are named `<prefix>app` and `<prefix>db` instead of `app` and
+/// `db`, so the end-to-end run can try the demo without touching a user's running demo.
+pub const PREFIX_ENV: &str = "INNERCONTEXT_DEMO_PREFIX";
+
+/// The demo's app and db machine names.
+pub fn machine_names() -> Result<(String, String)> {
+    let prefix = std::env::var(PREFIX_ENV).unwrap_or_default();
+    let names = (format!("{prefix}{APP}"), format!("{prefix}{DB}"));
+    for name in [&names.0, &names.1] {
+        crate::flags::validate_machine_name(name)
+            .map_err(|e| anyhow::anyhow!("{PREFIX_ENV}='{prefix}' does not work: {e}"))?;
+    }
+    Ok(names)
+}
+
 pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
     if !tools::is_root() {
         bail!("the demo boots local machines with systemd-nspawn and needs root: run it with sudo");
     }
+    let (app_name, db_name) = machine_names()?;
     if demo.down {
-        for name in [APP, DB] {
+        for name in [&app_name, &db_name] {
             ui::step(&format!("stop machine {name}"), || testhost::down(sh, name))?;
         }
         return Ok(());
     }
     ui::step("build the test host image", || testhost::build(sh, false))?;
-    let db = ui::step("boot the db machine", || testhost::up(sh, DB, Role::Db))?;
-    let app = ui::step("boot the app machine", || testhost::up(sh, APP, Role::App))?;
+    let db = ui::step("boot the db machine", || {
+        testhost::up(sh, &db_name, Role::Db)
+    })?;
+    let app = ui::step("boot the app machine", || {
+        testhost::up(sh, &app_name, Role::App)
+    })?;
     let env = Environment::for_machines(&app, &db)?;
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
 
@@ -73,7 +93,10 @@ pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
     );
     println!("  cargo xtask deploy list");
     println!("setup-server's report: {report}");
-    println!("Log in: cargo xtask testhost ssh {APP}. Stop it all: cargo xtask demo --down");
+    println!(
+        "Log in: cargo xtask testhost ssh {}. Stop it all: cargo xtask demo --down",
+        app.name
+    );
     Ok(())
 }
 

@@ -283,8 +283,48 @@ pub struct Demo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bench {
     pub runs: u32,
-    pub wan: bool,
-    pub lan: bool,
+    /// The phases to run (all by default).
+    pub phases: Vec<BenchPhase>,
+}
+
+impl Bench {
+    pub fn wants(&self, phase: BenchPhase) -> bool {
+        self.phases.contains(&phase)
+    }
+}
+
+/// Parts of `cargo xtask bench`, each a group of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPhase {
+    /// Incremental, no-op, backend redeploy, rollback, list.
+    Deploys,
+    /// Failed requests under wrk load during a deploy and a rollback.
+    Load,
+    /// Deploys with local checks (a new tree, the same tree again) and the checks alone.
+    Checks,
+    /// The incremental deploy and list with 50 more releases on the server.
+    Releases,
+    /// The incremental deploy with 20,000 more files in the backend.
+    Files,
+}
+
+impl BenchPhase {
+    pub const ALL: [BenchPhase; 5] = [
+        BenchPhase::Deploys,
+        BenchPhase::Load,
+        BenchPhase::Checks,
+        BenchPhase::Releases,
+        BenchPhase::Files,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchPhase::Deploys => "deploys",
+            BenchPhase::Load => "load",
+            BenchPhase::Checks => "checks",
+            BenchPhase::Releases => "releases",
+            BenchPhase::Files => "files",
+        }
+    }
 }
 
 /// A one-line usage error; `main` prints it and exits with status 2.
@@ -386,7 +426,7 @@ Usage: cargo xtask testhost <build|up|down|status|ssh|exec|delay> [ARGS]
   exec NAME CMD...           run a command inside the machine without ssh
   delay NAME MS              put a proxy adding MS ms each way in front of its sshd (0 removes)
 
-NAME: 1-8 lowercase letters or digits, starting with a letter. Requires root on Linux.
+NAME: 1-12 lowercase letters or digits, starting with a letter. Requires root on Linux.
 ";
 
 pub const HELP_SETUP_SERVER: &str = "\
@@ -499,12 +539,19 @@ URL of the app through nginx. The machines stay up until 'cargo xtask demo --dow
 pub const HELP_BENCH: &str = "\
 cargo xtask bench: measure the deployer against the local test host
 
-Usage: cargo xtask bench [--runs N] [--lan-only|--wan-only]
+Usage: cargo xtask bench [--runs N] [--only PHASE[,PHASE...]]
 
-Prints a table (median, min, max of N runs, default 5): incremental and no-op deploys, rollback
-until healthy, ssh handshakes and bytes sent per deploy, failed requests under load during deploy
-and rollback, and the floor (a bare unit restart until healthy); once on the direct link and once
-through a 25 ms each-way latency proxy.
+Boots two identical app machines and a db machine behind a 25 ms each-way latency proxy, and
+measures `cargo xtask deploy` against a spec-faithful bash deploy (scripts/bench/) side by side,
+interleaved. Prints one table: baseline and xtask medians (min/max) of N runs (default 5), their
+ratio, the target, the floor measured in the same run, and the number of samples.
+
+Phases (default: all):
+  deploys    incremental, no-op, backend redeploy, rollback, list
+  load       failed requests under wrk load during a deploy and a rollback
+  checks     deploys with local checks (new tree, same tree again) and the checks alone
+  releases   the incremental deploy and list with 50 more releases on the server
+  files      the incremental deploy with 20,000 more files (500 MB) in the backend
 ";
 
 /// A cursor over the arguments after the command name.
@@ -662,12 +709,18 @@ fn parse_ci(args: &mut Args) -> Result<Command, UsageError> {
     if stages.is_empty() {
         return Err(UsageError::new("no stage left to run after --only/--skip"));
     }
+    if !filter.is_empty() && !stages.contains(&Stage::E2e) {
+        return Err(UsageError::new(
+            "--filter selects end-to-end scenarios, but the e2e stage is not selected (add --only e2e)",
+        ));
+    }
     Ok(Command::Ci(Ci { stages, filter }))
 }
 
-/// Machine names become interface names (`ve-NAME`, 15 bytes at most) and paths.
+/// Machine names become interface names (`ve-NAME`: Linux allows 15 bytes, so 12 for NAME)
+/// and paths.
 pub fn validate_machine_name(name: &str) -> Result<(), UsageError> {
-    let ok = (1..=8).contains(&name.len())
+    let ok = (1..=12).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
@@ -676,7 +729,7 @@ pub fn validate_machine_name(name: &str) -> Result<(), UsageError> {
         Ok(())
     } else {
         Err(UsageError::new(format!(
-            "invalid machine name '{name}': use 1-8 lowercase letters or digits, starting with a letter"
+            "invalid machine name '{name}': use 1-12 lowercase letters or digits, starting with a letter"
         )))
     }
 }
@@ -1092,8 +1145,7 @@ fn parse_demo(args: &mut Args) -> Result<Command, UsageError> {
 fn parse_bench(args: &mut Args) -> Result<Command, UsageError> {
     let mut b = Bench {
         runs: 5,
-        wan: true,
-        lan: true,
+        phases: BenchPhase::ALL.to_vec(),
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -1105,15 +1157,21 @@ fn parse_bench(args: &mut Args) -> Result<Command, UsageError> {
                     .filter(|n| (1..=50).contains(n))
                     .ok_or_else(|| UsageError::new(format!("invalid --runs '{v}': use 1-50")))?;
             }
-            "--lan-only" => b.wan = false,
-            "--wan-only" => b.lan = false,
+            "--only" => {
+                let v = args.value("--only")?;
+                let names: Vec<&str> = BenchPhase::ALL.iter().map(|p| p.name()).collect();
+                b.phases = v
+                    .split(',')
+                    .map(|p| {
+                        BenchPhase::ALL
+                            .into_iter()
+                            .find(|ph| ph.name() == p)
+                            .ok_or_else(|| UsageError::choice("bench phase", p, &names))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             other => return Err(unexpected("bench", other)),
         }
-    }
-    if !b.wan && !b.lan {
-        return Err(UsageError::new(
-            "--lan-only and --wan-only exclude each other",
-        ));
     }
     Ok(Command::Bench(b))
 }
@@ -1359,6 +1417,8 @@ mod tests {
         assert!(err(&["ci", "--only", "java"]).contains("valid: tools, rust"));
         assert!(err(&["ci", "--only"]).contains("needs a value"));
         assert!(err(&["ci", "--only", "e2e", "--skip", "e2e"]).contains("no stage left"));
+        assert!(err(&["ci", "--only", "rust", "--filter", "deploy::"])
+            .contains("the e2e stage is not selected"));
     }
 
     #[test]
@@ -1370,7 +1430,12 @@ mod tests {
                 role: Role::Db
             })
         );
-        for bad in ["", "App", "1app", "app-1", "toolongname", "a/b", "../x"] {
+        // 12 characters: the host side of the veth, ve-NAME, fills Linux's 15.
+        assert!(matches!(
+            run(&["testhost", "up", "e2edemoapp12"]),
+            Command::Testhost(Testhost::Up { .. })
+        ));
+        for bad in ["", "App", "1app", "app-1", "thirteenchars", "a/b", "../x"] {
             assert!(
                 err(&["testhost", "up", bad]).contains("invalid machine name"),
                 "{bad}"
@@ -1520,13 +1585,21 @@ mod tests {
     #[test]
     fn bench_flags() {
         assert_eq!(
-            run(&["bench", "--runs", "3", "--lan-only"]),
+            run(&["bench", "--runs", "3", "--only", "load,files"]),
             Command::Bench(Bench {
                 runs: 3,
-                wan: false,
-                lan: true
+                phases: vec![BenchPhase::Load, BenchPhase::Files],
             })
         );
+        match run(&["bench"]) {
+            Command::Bench(b) => {
+                assert_eq!(b.runs, 5);
+                assert!(BenchPhase::ALL.iter().all(|p| b.wants(*p)));
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(err(&["bench", "--runs", "0"]).contains("invalid --runs"));
+        assert!(err(&["bench", "--only", "lan"]).contains("valid: deploys, load, checks"));
+        assert!(err(&["bench", "--lan-only"]).contains("--lan-only"));
     }
 }

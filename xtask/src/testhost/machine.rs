@@ -111,6 +111,23 @@ pub fn list_running() -> Result<Vec<Machine>> {
     Ok(out)
 }
 
+/// Every machine directory and how it is used.
+pub fn uses() -> Vec<(String, super::Use)> {
+    machine_names()
+        .into_iter()
+        .map(|n| {
+            let u = if nspawn_pid(&n).is_some() {
+                super::Use::Running
+            } else if booting_pid(&n).is_some() {
+                super::Use::Booting
+            } else {
+                super::Use::Stale
+            };
+            (n, u)
+        })
+        .collect()
+}
+
 /// `testhost status`: every machine directory, running or stale.
 pub fn status_table() -> Result<String> {
     let names = machine_names();
@@ -118,7 +135,7 @@ pub fn status_table() -> Result<String> {
         return Ok("no machines (start one with 'cargo xtask testhost up NAME')\n".into());
     }
     let mut s = format!(
-        "{:<9} {:<5} {:<8} {:<12} {:<8} {}\n",
+        "{:<13} {:<5} {:<8} {:<13} {:<8} {}\n",
         "NAME", "ROLE", "STATE", "ADDRESS", "DELAY", "SSH"
     );
     for name in names {
@@ -136,7 +153,7 @@ pub fn status_table() -> Result<String> {
         let delay = proxy::current_delay(&name).map_or("-".to_string(), |d| format!("{d}ms"));
         let ssh = format!("ssh -F {} {name}", machine_dir(&name).join("ssh_config"));
         s.push_str(&format!(
-            "{name:<9} {role:<5} {state:<8} {addr:<12} {delay:<8} {ssh}\n"
+            "{name:<13} {role:<5} {state:<8} {addr:<13} {delay:<8} {ssh}\n"
         ));
     }
     if s.contains(" stale ") {
@@ -213,7 +230,7 @@ fn prepare(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
         0o644,
     )?;
     sys::write_atomic(&dir.join("info"), &render_info(role, subnet), 0o644)?;
-    net::ensure_nat(sh)?;
+    net::add_machine(sh, name, subnet)?;
     Ok(to_machine(name, role, subnet))
 }
 
@@ -605,6 +622,10 @@ fn cleanup(sh: &Shell, name: &str) -> Result<Vec<String>> {
         }
     }
     let _lock = sys::StateLock::acquire(&lock_dir())?;
+    if net::machine_rules(sh)?.iter().any(|(n, _)| n == name) && !dir.exists() {
+        found.push(format!("the NAT rule of {name}"));
+    }
+    net::remove_machine(sh, name)?;
     if dir.exists() {
         if !found.is_empty() || dir.join("pid").exists() || dir.join("up.pid").exists() {
             found.push(dir.to_string());
@@ -646,6 +667,15 @@ fn known_names() -> Vec<String> {
     }
     for v in net::veths() {
         names.push(v.trim_start_matches("ve-").to_string());
+    }
+    names.extend(net::forwarding_holds());
+    if let Ok(sh) = Shell::new() {
+        names.extend(
+            net::machine_rules(&sh)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, _)| n),
+        );
     }
     names.retain(|n| validate_machine_name(n).is_ok());
     names.sort();
@@ -695,47 +725,90 @@ fn stray_processes(live: &[String]) -> Vec<(u32, String)> {
         .collect()
 }
 
-pub fn leftovers() -> Result<Vec<String>> {
+/// Something a machine left behind: the machine it belongs to (None: shared by all of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub machine: Option<String>,
+    pub what: String,
+}
+
+pub fn leftovers() -> Result<Vec<Leftover>> {
     let sh = Shell::new()?;
     let live: Vec<String> = machine_names().into_iter().filter(|n| active(n)).collect();
     let is_live = |n: &str| live.iter().any(|l| l == n);
     let mut out = Vec::new();
+    let mut add = |machine: Option<&str>, what: String| {
+        out.push(Leftover {
+            machine: machine.map(str::to_string),
+            what,
+        })
+    };
+    let machines = machines_dir();
     for mount in sys::mounts_under(&state()) {
-        out.push(format!("mount {mount}"));
+        let owner = Utf8Path::new(&mount)
+            .strip_prefix(&machines)
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .map(|c| c.as_str().to_string());
+        if owner.as_deref().is_none_or(|n| !is_live(n)) {
+            add(owner.as_deref(), format!("mount {mount}"));
+        }
     }
     for h in sys::cgroup_hierarchies() {
         let parent = h.join(CGROUP_DIR);
         if let Ok(d) = parent.read_dir_utf8() {
             for e in d.flatten() {
                 if e.path().is_dir() && !is_live(e.file_name()) {
-                    out.push(format!("cgroup {}", e.path()));
+                    add(Some(e.file_name()), format!("cgroup {}", e.path()));
                 }
             }
         }
         if parent.exists() && live.is_empty() {
-            out.push(format!("cgroup {parent}"));
+            add(None, format!("cgroup {parent}"));
         }
     }
     for v in net::veths() {
-        if !is_live(v.trim_start_matches("ve-")) {
-            out.push(format!("interface {v}"));
+        let name = v.trim_start_matches("ve-");
+        if !is_live(name) {
+            add(Some(name), format!("interface {v}"));
         }
     }
+    // Each machine's own NAT rule and hold on forwarding, whatever else runs.
+    for (name, handle) in net::machine_rules(&sh)? {
+        if !is_live(&name) {
+            add(
+                Some(&name),
+                format!(
+                    "nftables rule of machine {name} (inet {} handle {handle})",
+                    super::NFT_TABLE
+                ),
+            );
+        }
+    }
+    for name in net::forwarding_holds() {
+        if !is_live(&name) {
+            add(Some(&name), format!("hold on forwarding of machine {name}"));
+        }
+    }
+    // The shared parts, once no machine runs at all.
     if live.is_empty() {
         if net::nat_table_exists(&sh) {
-            out.push(format!("nftables table inet {}", super::NFT_TABLE));
+            add(None, format!("nftables table inet {}", super::NFT_TABLE));
         }
         if let Some(orig) = net::ip_forward_changed() {
-            out.push(format!("net.ipv4.ip_forward changed (was {orig})"));
+            add(None, format!("net.ipv4.ip_forward changed (was {orig})"));
         }
     }
     for (pid, cmd) in stray_processes(&live) {
         let short: String = cmd.chars().take(100).collect();
-        out.push(format!("process {pid}: {short}"));
+        let owner = machine_names()
+            .into_iter()
+            .find(|n| cmd.contains(&format!("{}/", machine_dir(n))));
+        add(owner.as_deref(), format!("process {pid}: {short}"));
     }
     for name in machine_names() {
         if !is_live(&name) {
-            out.push(format!("directory {}", machine_dir(&name)));
+            add(Some(&name), format!("directory {}", machine_dir(&name)));
         }
     }
     for base in ["propagate", "unix-export"] {
@@ -745,7 +818,10 @@ pub fn leftovers() -> Result<Vec<String>> {
         {
             for e in d.flatten() {
                 if !is_live(e.file_name()) {
-                    out.push(format!("nspawn runtime directory {}", e.path()));
+                    add(
+                        Some(e.file_name()),
+                        format!("nspawn runtime directory {}", e.path()),
+                    );
                 }
             }
         }

@@ -19,12 +19,15 @@
 //!                       proxy.pid proxy.port proxy.log delay (the latency proxy)
 //!   lock/               short-lived lock around subnet allocation and NAT changes
 //!   ip_forward.orig     the host's net.ipv4.ip_forward before the first machine came up
+//!   forwarding/NAME     machine NAME holds forwarding (removed by its down)
 //! ```
 //!
 //! Machine with subnet N: `10.213.N.2/24` on `host0` inside, `10.213.N.1/24` on `ve-NAME` on
 //! the host. cgroups: `/sys/fs/cgroup/{unified,systemd}/innercontext-testhost/NAME`. NAT:
-//! nftables table `inet innercontext_testhost`, masquerading what leaves 10.213.0.0/16, removed
-//! (and ip_forward restored) when the last machine goes down.
+//! nftables table `inet innercontext_testhost` with one rule per machine (tagged
+//! `machine NAME`) masquerading what leaves its subnet for outside 10.213.0.0/16, and a hold on
+//! forwarding per machine (`forwarding/NAME`); the table is removed and ip_forward restored when
+//! the last machine goes down.
 
 mod image;
 mod machine;
@@ -242,7 +245,62 @@ pub fn exec(_sh: &Shell, name: &str, argv: &[String]) -> Result<String> {
 /// ip_forward (once no machine runs), systemd-nspawn and proxy processes, machine directories,
 /// nspawn's runtime directories. Empty after `down` of every machine.
 pub fn leftovers() -> Result<Vec<String>> {
-    machine::leftovers()
+    Ok(machine::leftovers()?.into_iter().map(|l| l.what).collect())
+}
+
+/// What machines `names` left behind: each one's mounts, cgroups, veth, NAT rule, hold on
+/// forwarding, processes and directories, told apart from other machines that still run.
+/// Empty after `down` of each of them, whatever else is up.
+pub fn leftovers_of(names: &[&str]) -> Result<Vec<String>> {
+    leftovers_matching(|m| names.contains(&m))
+}
+
+/// What machines whose name satisfies `belongs` left behind (see [`leftovers_of`]).
+pub fn leftovers_matching(belongs: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    Ok(machine::leftovers()?
+        .into_iter()
+        .filter(|l| l.machine.as_deref().is_some_and(&belongs))
+        .map(|l| l.what)
+        .collect())
+}
+
+/// Machines whose NAT rule is in the table right now.
+pub fn nat_rules() -> Result<Vec<String>> {
+    let mut v: Vec<String> = net::machine_rules(&Shell::new()?)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// Whether the table holds a rule for the whole subnet without a machine's tag: an xtask from
+/// before per-machine rules (another checkout) replaced the table, and with it the tagged rules.
+pub fn nat_replaced_by_older_xtask() -> Result<bool> {
+    Ok(net::untagged_rules(&Shell::new()?)? > 0)
+}
+
+/// Machines that hold forwarding right now.
+pub fn forwarding_holds() -> Vec<String> {
+    net::forwarding_holds()
+}
+
+/// How a machine name is used right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Running,
+    Booting,
+    /// Left by a run that died: `up` and `down` clean it.
+    Stale,
+}
+
+/// Every machine with a directory whose name starts with `prefix`, and how it is used.
+pub fn machines_named(prefix: &str) -> Vec<(String, Use)> {
+    machine::uses()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(prefix))
+        .collect()
 }
 
 /// Run one `cargo xtask testhost` command.

@@ -77,20 +77,48 @@ pub fn ssh_config(
     )
 }
 
-/// The nftables table that lets the machines reach the package registries: masquerade what
-/// leaves the test subnet, leave traffic between machines untouched (the database sees the app
-/// machine's own address). Replaces the table atomically if it exists.
-pub fn nft_ruleset(table: &str, subnet: &str) -> String {
+/// The nftables table that lets the machines reach the package registries, with the NAT rule
+/// of one machine: masquerade what leaves its own subnet for outside the test subnet (traffic
+/// between machines is untouched: the database sees the app machine's own address). The table
+/// and its chain are declared (created if missing, left as they are otherwise); the rule is
+/// added, tagged with the machine's name so it can be found, told apart and removed.
+pub fn nft_add_machine(table: &str, name: &str, machine_subnet: &str, all: &str) -> String {
     format!(
-        "table inet {table}\n\
-         delete table inet {table}\n\
-         table inet {table} {{\n\
+        "table inet {table} {{\n\
          \x20 chain postrouting {{\n\
          \x20   type nat hook postrouting priority srcnat; policy accept;\n\
-         \x20   ip saddr {subnet} ip daddr != {subnet} masquerade\n\
          \x20 }}\n\
-         }}\n"
+         }}\n\
+         add rule inet {table} postrouting ip saddr {machine_subnet} ip daddr != {all} masquerade comment \"{}\"\n",
+        nft_tag(name)
     )
+}
+
+/// The comment that tags a machine's rules.
+pub fn nft_tag(name: &str) -> String {
+    format!("machine {name}")
+}
+
+/// Masquerade rules without a machine's tag in `nft -a list table …` output: the one rule for
+/// the whole subnet that xtask versions before per-machine rules put there (replacing the table).
+pub fn nft_untagged_rules(listing: &str) -> usize {
+    listing
+        .lines()
+        .filter(|l| l.contains(" masquerade") && !l.contains("comment \"machine "))
+        .count()
+}
+
+/// The machines that have rules in `nft -a list table …` output, with each rule's handle.
+pub fn nft_machine_rules(listing: &str) -> Vec<(String, u64)> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (_, after) = line.split_once("comment \"machine ")?;
+            let (name, rest) = after.split_once('"')?;
+            let handle = rest.split_once("# handle ")?.1.trim().parse().ok()?;
+            Some((name.to_string(), handle))
+        })
+        .collect()
 }
 
 /// The Debian mirrors named by the host's apt sources.
@@ -439,14 +467,32 @@ Host app 10.213.1.2
     }
 
     #[test]
-    fn nft_ruleset_masquerades_only_what_leaves_the_subnet() {
-        let r = nft_ruleset("innercontext_testhost", "10.213.0.0/16");
-        assert!(r.starts_with(
-            "table inet innercontext_testhost\ndelete table inet innercontext_testhost\n"
+    fn nft_rules_are_per_machine_and_tagged() {
+        let r = nft_add_machine(
+            "innercontext_testhost",
+            "h1tapp",
+            "10.213.3.0/24",
+            "10.213.0.0/16",
+        );
+        // Declared, never replaced: other machines' rules stay.
+        assert!(r.starts_with("table inet innercontext_testhost {\n"));
+        assert!(!r.contains("delete"));
+        assert!(r.contains("type nat hook postrouting priority srcnat; policy accept;\n"));
+        assert!(r.ends_with(
+            "add rule inet innercontext_testhost postrouting ip saddr 10.213.3.0/24 ip daddr != 10.213.0.0/16 masquerade comment \"machine h1tapp\"\n"
         ));
-        assert!(r.contains("ip saddr 10.213.0.0/16 ip daddr != 10.213.0.0/16 masquerade\n"));
-        // nft needs newlines between the statements of a chain.
-        assert!(r.contains("policy accept;\n"));
+        let listing = "table inet innercontext_testhost { # handle 7\n\
+            \tchain postrouting { # handle 1\n\
+            \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+            \t\tip saddr 10.213.0.0/16 ip daddr != 10.213.0.0/16 masquerade # handle 2\n\
+            \t\tip saddr 10.213.3.0/24 ip daddr != 10.213.0.0/16 masquerade comment \"machine h1tapp\" # handle 5\n\
+            \t\tip saddr 10.213.4.0/24 ip daddr != 10.213.0.0/16 masquerade comment \"machine h1tapp2\" # handle 6\n\
+            \t}\n}\n";
+        assert_eq!(
+            nft_machine_rules(listing),
+            vec![("h1tapp".to_string(), 5), ("h1tapp2".to_string(), 6)]
+        );
+        assert_eq!(nft_untagged_rules(listing), 1);
     }
 
     #[test]

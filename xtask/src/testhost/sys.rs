@@ -99,24 +99,34 @@ pub fn live_pid(path: &Utf8Path, marker: &str) -> Option<u32> {
 /// TERM, wait up to `grace`, then KILL and wait again.
 pub fn terminate(pid: u32, grace: Duration) -> Result<()> {
     signal(pid, SIGTERM);
-    if wait_for(grace, || !running(pid)) {
+    if settle(grace, || !running(pid)) {
         return Ok(());
     }
     signal(pid, SIGKILL);
-    if wait_for(Duration::from_secs(5), || !running(pid)) {
+    if settle(Duration::from_secs(5), || !running(pid)) {
         return Ok(());
     }
     bail!("process {pid} survived SIGKILL")
 }
 
 /// Poll `done` every 20 ms until it holds or `timeout` passes; false on timeout or interrupt.
-pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn wait_for(timeout: Duration, done: impl FnMut() -> bool) -> bool {
+    poll(timeout, true, done)
+}
+
+/// As [`wait_for`], but an interrupt does not cut it short: for cleanup (stopping processes,
+/// removing cgroups and interfaces), which must run to its end after a Ctrl-C.
+pub fn settle(timeout: Duration, done: impl FnMut() -> bool) -> bool {
+    poll(timeout, false, done)
+}
+
+fn poll(timeout: Duration, interruptible: bool, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if done() {
             return true;
         }
-        if Instant::now() >= deadline || interrupt::requested() {
+        if Instant::now() >= deadline || (interruptible && interrupt::requested()) {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -187,7 +197,7 @@ pub fn remove_cgroup_tree(dir: &Utf8Path) -> Result<()> {
     }
     // cgroup v2 kills the whole subtree at once; v1 needs each PID.
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    let emptied = wait_for(Duration::from_secs(10), || {
+    let emptied = settle(Duration::from_secs(10), || {
         let procs = cgroup_procs(dir);
         for p in &procs {
             signal(*p, SIGKILL);
@@ -203,7 +213,7 @@ pub fn remove_cgroup_tree(dir: &Utf8Path) -> Result<()> {
     for d in dirs.iter().rev() {
         // A cgroup can stay busy for a moment after its last process exits.
         let mut last = Ok(());
-        let ok = wait_for(Duration::from_secs(5), || {
+        let ok = settle(Duration::from_secs(5), || {
             last = std::fs::remove_dir(d);
             last.is_ok() || !d.exists()
         });
@@ -296,7 +306,7 @@ impl StateLock {
                             owner.map_or("?".to_string(), |p| p.to_string())
                         );
                     }
-                    interrupt::check()?;
+                    // Held for milliseconds: waited for even after a Ctrl-C, so cleanup completes.
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => return Err(e).with_context(|| format!("creating lock {dir}")),

@@ -1,19 +1,36 @@
 //! The README's "run it" command: `cargo xtask demo` boots, provisions and deploys, the URL it
-//! prints serves the app through nginx, and `demo --down` leaves no machine behind.
+//! prints serves the app through nginx, and `demo --down` leaves no machine behind. The demo
+//! runs under this run's own machine names (`INNERCONTEXT_DEMO_PREFIX`), so a user's running
+//! demo (`app`, `db`) is never touched.
 
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use xtask::testhost as th;
 
 use crate::support::{http_get, xtask_bin};
 use crate::Ctx;
 
+/// The demo's machines named exactly `app` or `db` (a user's demo), and how they are used.
+fn users_demo() -> Vec<(String, th::Use)> {
+    th::machines_named("")
+        .into_iter()
+        .filter(|(n, _)| n == xtask::demo::APP || n == xtask::demo::DB)
+        .collect()
+}
+
 pub fn up_serves_and_down_cleans(_ctx: &mut Ctx) -> Result<()> {
-    let out = Command::new(xtask_bin())
-        .arg("demo")
-        .env("CI", "true")
-        .output()
-        .context("running cargo xtask demo")?;
+    let prefix = format!("{}demo", crate::run_id());
+    let (app, db) = (format!("{prefix}app"), format!("{prefix}db"));
+    let before = users_demo();
+    let demo = |args: &[&str]| {
+        Command::new(xtask_bin())
+            .args(args)
+            .env("CI", "true")
+            .env(xtask::demo::PREFIX_ENV, &prefix)
+            .output()
+    };
+    let out = demo(&["demo"]).context("running cargo xtask demo")?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -34,11 +51,17 @@ pub fn up_serves_and_down_cleans(_ctx: &mut Ctx) -> Result<()> {
             http_get(host, 80, "/api/health-check"),
         )
     });
-    let down = Command::new(xtask_bin())
-        .args(["demo", "--down"])
-        .output()?;
+    // It booted this run's machines, at the address it printed.
+    let booted = th::machine(&app)
+        .map(|m| m.ip)
+        .map_err(|e| format!("{e:#}"));
+    let down = demo(&["demo", "--down"])?;
     ensure!(out.status.success(), "demo failed:\n{text}");
     let host = url.with_context(|| format!("no URL in:\n{text}"))?;
+    ensure!(
+        booted.as_deref().ok() == Some(host.as_str()),
+        "the demo did not run on {app} but at {host}: {booted:?}"
+    );
     let (page, api) = served.expect("the URL was found");
     ensure!(
         matches!(page, Ok((200, _))),
@@ -54,24 +77,19 @@ pub fn up_serves_and_down_cleans(_ctx: &mut Ctx) -> Result<()> {
         String::from_utf8_lossy(&down.stderr)
     );
     // Once the machines are gone their addresses are not ours: nothing is sent there any more.
-    // What is checked is that nothing of them is left.
-    let status = Command::new(xtask_bin())
-        .args(["testhost", "status"])
-        .output()?;
-    let listing = String::from_utf8_lossy(&status.stdout);
+    // What is checked is that nothing of them is left, and that a user's demo was left alone.
+    for name in [&app, &db] {
+        ensure!(
+            th::machine(name).is_err(),
+            "{name} still runs after demo --down"
+        );
+    }
+    let left = th::leftovers_of(&[&app, &db])?;
+    ensure!(left.is_empty(), "demo leftovers: {left:#?}");
+    let after = users_demo();
     ensure!(
-        !listing
-            .lines()
-            .any(|l| l.starts_with("app ") || l.starts_with("db ")),
-        "demo machines still listed:\n{listing}"
-    );
-    let left = xtask::testhost::leftovers()?;
-    ensure!(
-        !left.iter().any(|l| l.contains("/app")
-            || l.contains("ve-app")
-            || l.contains("/db")
-            || l.contains("ve-db")),
-        "demo leftovers: {left:?}"
+        after == before,
+        "the demo scenario changed machines it did not create: before {before:?}, after {after:?}"
     );
     Ok(())
 }

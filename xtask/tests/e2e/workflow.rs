@@ -201,8 +201,12 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     );
     site.assert_serving()?;
 
-    // A bad command fails the Deploy step; the key is removed all the same.
-    runner.run(&all[0], &secrets)?;
+    // A bad command fails the Deploy step; the key is removed all the same. The key is there
+    // before (so its removal is a result), and the removal step itself succeeds.
+    let (ok, out) = runner.run(&all[0], &secrets)?;
+    ensure!(ok, "{} (second time):\n{out}", all[0].name);
+    let mode = site_mode(&temp.join("deploy-ssh/key"))?;
+    ensure!(mode == 0o600, "the key was written with mode {mode:o}");
     let (ok, out) = runner.run(&all[1], &[("COMMAND", "everything"), ("RELEASE", "")])?;
     ensure!(
         !ok && out.contains("unknown command"),
@@ -212,7 +216,8 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
         all[2].always,
         "the key removal must run on failure (if: always())"
     );
-    runner.run(&all[2], &[])?;
+    let (ok, out) = runner.run(&all[2], &[])?;
+    ensure!(ok, "{} after a failure:\n{out}", all[2].name);
     ensure!(
         !temp.join("deploy-ssh").exists(),
         "the key was not removed after a failure"

@@ -1,0 +1,224 @@
+//! The two sides of the benchmark: `cargo xtask deploy` and the spec-faithful bash baseline
+//! (`scripts/bench/deploy-baseline.sh`), each with its own identical app machine and its own
+//! scratch checkout, run as a user runs them (child processes), with the same operations.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::demo::Environment;
+use crate::scratch::Scratch;
+use crate::testhost::{self, Machine};
+
+/// Which deployer a side runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Baseline,
+    Xtask,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Baseline => "baseline",
+            Kind::Xtask => "xtask",
+        }
+    }
+}
+
+/// What the benchmark asks a deployer to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `deploy all` without local checks (the frontend is still built).
+    Incremental,
+    /// `deploy all` with every local check.
+    WithChecks,
+    /// A backend deploy although nothing changed (xtask: `--redeploy`).
+    RedeployBackend,
+    /// Deploy a tree that already runs (xtask: "nothing to deploy"; the baseline deploys).
+    Noop,
+    Rollback,
+    /// Back to a named release (xtask only: undoes a measured rollback, not measured itself).
+    RollbackTo(String),
+    List,
+}
+
+impl Op {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Op::Incremental => "incremental deploy",
+            Op::WithChecks => "deploy with checks",
+            Op::RedeployBackend => "backend redeploy",
+            Op::Noop => "no-op deploy",
+            Op::Rollback => "rollback",
+            Op::RollbackTo(_) => "rollback to the newest",
+            Op::List => "list",
+        }
+    }
+}
+
+/// The command line of an operation, for each deployer.
+pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
+    let words: Vec<&str> = match (kind, op) {
+        (Kind::Xtask, Op::Incremental | Op::Noop) => vec!["deploy", "all", "--skip-local-checks"],
+        (Kind::Xtask, Op::WithChecks) => vec!["deploy", "all"],
+        (Kind::Xtask, Op::RedeployBackend) => {
+            vec!["deploy", "backend", "--redeploy", "--skip-local-checks"]
+        }
+        (Kind::Xtask, Op::Rollback) => vec!["deploy", "rollback"],
+        (Kind::Xtask, Op::RollbackTo(r)) => vec!["deploy", "rollback", r.as_str()],
+        (Kind::Xtask, Op::List) => vec!["deploy", "list"],
+        (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks) => vec![BASELINE, "all"],
+        (Kind::Baseline, Op::RedeployBackend) => vec![BASELINE, "backend"],
+        (Kind::Baseline, Op::Rollback | Op::RollbackTo(_)) => vec![BASELINE, "rollback"],
+        (Kind::Baseline, Op::List) => vec![BASELINE, "list"],
+    };
+    words.into_iter().map(str::to_string).collect()
+}
+
+/// Whether the baseline runs without lint and tests (it always builds the frontend).
+fn skips_checks(op: &Op) -> bool {
+    !matches!(op, Op::WithChecks)
+}
+
+/// The baseline script, relative to the checkout it deploys.
+pub const BASELINE: &str = "scripts/bench/deploy-baseline.sh";
+
+/// A finished, timed command.
+pub struct Done {
+    pub secs: f64,
+    /// ssh logins of the deploy user on the side's machine during the command.
+    pub handshakes: f64,
+}
+
+pub struct Side {
+    pub kind: Kind,
+    pub machine: Machine,
+    pub env: Environment,
+    pub scratch: Scratch,
+    /// The backend tests' database (the baseline's local checks; the xtask brings its own).
+    pub test_database_url: String,
+}
+
+impl Side {
+    fn command(&self, op: &Op) -> Result<Command> {
+        let argv = argv(self.kind, op);
+        let mut cmd = match self.kind {
+            Kind::Xtask => {
+                let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+                self.env
+                    .command(std::env::current_exe()?, &self.scratch.dir, &args)
+            }
+            Kind::Baseline => {
+                let mut args: Vec<&str> = vec!["--noprofile", "--norc"];
+                args.extend(argv.iter().map(String::as_str));
+                let mut c = self.env.command("bash", &self.scratch.dir, &args);
+                c.env("PATH", crate::tools::path_with_tools())
+                    .env("UV_PYTHON_DOWNLOADS", "never")
+                    .env("TEST_DATABASE_URL", &self.test_database_url);
+                c
+            }
+        };
+        cmd.env_remove("DEPLOY_SKIP_CHECKS");
+        if self.kind == Kind::Baseline && skips_checks(op) {
+            cmd.env("DEPLOY_SKIP_CHECKS", "1");
+        }
+        Ok(cmd)
+    }
+
+    /// Run an operation; its wall time, output and ssh handshakes. A failure is an error.
+    pub fn run(&self, op: &Op) -> Result<Done> {
+        let before = self.logins()?;
+        let mut cmd = self.command(op)?;
+        let start = Instant::now();
+        let out = cmd
+            .output()
+            .with_context(|| format!("running the {} deployer", self.kind.name()))?;
+        let secs = start.elapsed().as_secs_f64();
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!(
+                "{} '{}' on {} failed ({}):\n{output}",
+                self.kind.name(),
+                argv(self.kind, op).join(" "),
+                self.machine.name,
+                out.status
+            );
+        }
+        if *op == Op::Noop && self.kind == Kind::Xtask && !output.contains("nothing to deploy") {
+            bail!("the xtask's no-op deploy made a release:\n{output}");
+        }
+        let handshakes = self.logins()? - before;
+        Ok(Done { secs, handshakes })
+    }
+
+    /// Accepted ssh logins of the deploy user so far, from sshd's journal (read inside the
+    /// machine, so reading it is no login itself).
+    pub fn logins(&self) -> Result<f64> {
+        let out = self.exec(
+            "journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
+        )?;
+        out.trim().parse().with_context(|| {
+            format!(
+                "counting ssh logins on {}: got '{}'",
+                self.machine.name,
+                out.trim()
+            )
+        })
+    }
+
+    /// Run a bash script inside the machine as root (nsenter: no ssh, no network).
+    pub fn exec(&self, script: &str) -> Result<String> {
+        let sh = xshell::Shell::new()?;
+        testhost::exec(
+            &sh,
+            &self.machine.name,
+            &["bash".into(), "-c".into(), script.into()],
+        )
+    }
+
+    /// Change one backend and one frontend source file, and commit.
+    pub fn change_both(&self, n: u32) -> Result<()> {
+        for (path, comment) in [
+            (
+                "backend/innercontext/__init__.py",
+                format!("# bench change {n}\n"),
+            ),
+            (
+                "frontend/src/app.css",
+                format!("\n/* bench change {n} */\n"),
+            ),
+        ] {
+            let text = self.scratch.read(path)?;
+            self.scratch.write(path, &format!("{text}{comment}"))?;
+        }
+        self.scratch.commit(&format!("bench change {n}"))
+    }
+}
+
+impl Side {
+    /// `cargo xtask setup-server` for the side's machine, as a user runs it.
+    pub fn setup_server(&self) -> Result<()> {
+        let args = self.env.setup_server_args();
+        let out = self
+            .env
+            .command(std::env::current_exe()?, &self.scratch.dir, &args)
+            .output()
+            .context("running setup-server")?;
+        if !out.status.success() {
+            bail!(
+                "setup-server on {} failed ({}):\n{}{}",
+                self.machine.name,
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,558 @@
+//! The benchmark's figures: rows of samples (baseline and xtask), their targets and floors, and
+//! the printed table. Pure: everything here is unit-tested without a machine.
+
+use anyhow::{bail, Result};
+
+/// How a row's figures read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Secs,
+    Count,
+}
+
+/// What the xtask's figures must meet (baseline figures are never judged).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    None,
+    /// Median at most this.
+    Max(f64),
+    /// Median at most this, and at most `ratio` times the baseline's median.
+    MaxAndRatio(f64, f64),
+    /// Median at most `factor` times row `of`'s xtask median, plus `plus`.
+    Relative {
+        of: Key,
+        factor: f64,
+        plus: f64,
+    },
+    /// Every sample at most this (failed requests: 0; handshakes per command: 1).
+    EverySampleMax(f64),
+}
+
+/// The measurements one round's floors are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FloorParts {
+    /// A fresh `ssh … true` to the app machine (connection, key exchange, login, one command).
+    pub handshake: f64,
+    /// One more command over the open connection (ssh's channel open, exec and exit: about
+    /// two round trips).
+    pub command: f64,
+    /// `systemctl restart` of all three units until both probes answer, timed on the server.
+    pub restart_all: f64,
+    /// `systemctl restart` of the API and the worker until the API answers, on the server.
+    pub restart_backend: f64,
+    /// The frontend build on the deploying machine (`pnpm install` check and `vite build`).
+    pub build: f64,
+    /// The local checks alone on this round's tree (None when the checks phase did not run).
+    pub checks: Option<f64>,
+}
+
+/// What physics allows for a row: composed from [`FloorParts`] (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    None,
+    /// A changed tree: the frontend build (the handshake happens meanwhile), one command that
+    /// sends the change and activates it, and the restart of every unit until healthy.
+    Incremental,
+    /// Nothing to send: a handshake, one command, the backend units' restart until healthy.
+    BackendRestart,
+    /// The checks (the upload happens meanwhile), one command, the restart of every unit.
+    Checks,
+    /// A handshake, one command, the restart of every unit until healthy.
+    Rollback,
+    /// A handshake that runs one command (a read-only look).
+    Look,
+    /// An exact figure: no failed request, one handshake.
+    Exactly(u32),
+}
+
+impl Floor {
+    pub fn value(self, p: &FloorParts) -> Option<f64> {
+        match self {
+            Floor::None => None,
+            Floor::Incremental => Some(p.build.max(p.handshake) + p.command + p.restart_all),
+            Floor::BackendRestart => Some(p.handshake + p.command + p.restart_backend),
+            Floor::Checks => p
+                .checks
+                .map(|c| c.max(p.handshake) + p.command + p.restart_all),
+            Floor::Rollback => Some(p.handshake + p.command + p.restart_all),
+            Floor::Look => Some(p.handshake),
+            Floor::Exactly(n) => Some(f64::from(n)),
+        }
+    }
+}
+
+/// Rows are addressed by key, so measuring code and targets name the same row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Incremental,
+    IncrementalFiles,
+    IncrementalReleases,
+    Redeploy,
+    ChecksAlone,
+    ChecksFirst,
+    ChecksAgain,
+    Rollback,
+    Noop,
+    List,
+    ListReleases,
+    RequestsDeploy,
+    FailedDeploy,
+    RequestsRollback,
+    FailedRollback,
+    Handshakes,
+}
+
+impl Key {
+    /// How a target refers to this row.
+    pub fn short(self) -> &'static str {
+        match self {
+            Key::Incremental => "incremental",
+            Key::IncrementalFiles => "incremental, more files",
+            Key::IncrementalReleases => "incremental, more releases",
+            Key::Redeploy => "redeploy",
+            Key::ChecksAlone => "checks alone",
+            Key::ChecksFirst => "with checks",
+            Key::ChecksAgain => "with checks again",
+            Key::Rollback => "rollback",
+            Key::Noop => "no-op",
+            Key::List => "list",
+            Key::ListReleases => "list, more releases",
+            Key::RequestsDeploy => "requests, deploy",
+            Key::FailedDeploy => "failed, deploy",
+            Key::RequestsRollback => "requests, rollback",
+            Key::FailedRollback => "failed, rollback",
+            Key::Handshakes => "handshakes",
+        }
+    }
+}
+
+/// One row: the samples of both sides, and what they are judged against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub key: Key,
+    pub label: &'static str,
+    pub unit: Unit,
+    pub target: Target,
+    pub floor: Floor,
+    /// Samples each side must have (0 for a side that is not measured).
+    pub want_baseline: usize,
+    pub want_xtask: usize,
+    pub baseline: Vec<f64>,
+    pub xtask: Vec<f64>,
+}
+
+impl Row {
+    pub fn new(key: Key, label: &'static str, unit: Unit, target: Target, floor: Floor) -> Row {
+        Row {
+            key,
+            label,
+            unit,
+            target,
+            floor,
+            want_baseline: 0,
+            want_xtask: 0,
+            baseline: Vec::new(),
+            xtask: Vec::new(),
+        }
+    }
+
+    /// The samples are complete and every one is a number.
+    pub fn check(&self) -> Result<()> {
+        for (side, got, want) in [
+            ("baseline", &self.baseline, self.want_baseline),
+            ("xtask", &self.xtask, self.want_xtask),
+        ] {
+            if let Some(bad) = got.iter().find(|v| !v.is_finite()) {
+                bail!("{}: a {side} run produced no figure ({bad})", self.label);
+            }
+            if got.len() != want {
+                bail!(
+                    "{}: {} of {want} {side} runs produced a figure",
+                    self.label,
+                    got.len()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every sample must be a finite number: a run without a figure is an error, never a gap.
+pub fn sample(value: f64, what: &str) -> Result<f64> {
+    if !value.is_finite() {
+        bail!("{what} produced no figure ({value})");
+    }
+    Ok(value)
+}
+
+/// The median of finite samples; None for none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
+fn min_max(values: &[f64]) -> Option<(f64, f64)> {
+    let min = values.iter().copied().reduce(f64::min)?;
+    let max = values.iter().copied().reduce(f64::max)?;
+    Some((min, max))
+}
+
+/// xtask median / baseline median.
+pub fn ratio(xtask: &[f64], baseline: &[f64]) -> Option<f64> {
+    let (x, b) = (median(xtask)?, median(baseline)?);
+    (b > 0.0).then_some(x / b)
+}
+
+fn num(v: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Secs => format!("{v:.2}"),
+        Unit::Count => format!("{v:.0}"),
+    }
+}
+
+fn with_unit(v: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Secs => format!("{v:.2} s"),
+        Unit::Count => format!("{v:.0}"),
+    }
+}
+
+/// Whether a target is met, and how it reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub text: String,
+    pub met: Option<bool>,
+}
+
+pub fn judge(row: &Row, rows: &[Row]) -> Verdict {
+    let m = median(&row.xtask);
+    let unit = row.unit;
+    let (text, met) = match row.target {
+        Target::None => (String::new(), None),
+        Target::Max(max) => (format!("<= {}", with_unit(max, unit)), m.map(|m| m <= max)),
+        Target::MaxAndRatio(max, r) => {
+            let ratio = ratio(&row.xtask, &row.baseline);
+            (
+                format!("<= {}, <= {r:.2}x", with_unit(max, unit)),
+                m.zip(ratio).map(|(m, q)| m <= max && q <= r),
+            )
+        }
+        Target::Relative { of, factor, plus } => {
+            let base = rows
+                .iter()
+                .find(|r| r.key == of)
+                .and_then(|o| median(&o.xtask));
+            let name = of.short();
+            let rule = match (factor == 1.0, plus == 0.0) {
+                (true, false) => format!("<= [{name}] + {}", with_unit(plus, unit)),
+                (false, true) => format!("<= {factor}x [{name}]"),
+                _ => format!("<= {factor}x [{name}] + {}", with_unit(plus, unit)),
+            };
+            match base {
+                Some(b) => {
+                    let limit = b * factor + plus;
+                    (
+                        format!("{rule} = {}", with_unit(limit, unit)),
+                        m.map(|m| m <= limit),
+                    )
+                }
+                None => (rule, None),
+            }
+        }
+        Target::EverySampleMax(max) => (
+            if max == 0.0 {
+                "0".to_string()
+            } else {
+                format!("<= {} each", with_unit(max, unit))
+            },
+            min_max(&row.xtask).map(|(_, hi)| hi <= max),
+        ),
+    };
+    Verdict { text, met }
+}
+
+/// The table: one line per row, then what failed to measure.
+pub fn render(title: &str, rows: &[Row], floors: &[FloorParts]) -> String {
+    let mut out = String::new();
+    out.push_str(title);
+    out.push('\n');
+    let header = [
+        "scenario",
+        "baseline",
+        "xtask median (min/max)",
+        "ratio",
+        "target",
+        "",
+        "floor",
+        "samples",
+    ];
+    let mut lines: Vec<[String; 8]> = vec![header.map(str::to_string)];
+    for row in rows {
+        let b = median(&row.baseline).map_or("-".to_string(), |v| with_unit(v, row.unit));
+        let x = match (median(&row.xtask), min_max(&row.xtask)) {
+            (Some(m), Some((lo, hi))) => format!(
+                "{} ({}/{})",
+                with_unit(m, row.unit),
+                num(lo, row.unit),
+                num(hi, row.unit)
+            ),
+            _ => "-".to_string(),
+        };
+        let q = ratio(&row.xtask, &row.baseline).map_or("-".to_string(), |q| format!("{q:.2}"));
+        let verdict = judge(row, rows);
+        let met = match verdict.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None if row.target == Target::None => "",
+            None => "n/a",
+        };
+        let per_round: Vec<f64> = floors.iter().filter_map(|p| row.floor.value(p)).collect();
+        let floor = median(&per_round).map_or("-".to_string(), |v| with_unit(v, row.unit));
+        let samples = match (row.want_baseline, row.want_xtask) {
+            (0, _) => format!("{}", row.xtask.len()),
+            _ => format!("{}/{}", row.baseline.len(), row.xtask.len()),
+        };
+        lines.push([
+            row.label.to_string(),
+            b,
+            x,
+            q,
+            verdict.text,
+            met.to_string(),
+            floor,
+            samples,
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for l in &lines {
+        for (w, cell) in widths.iter_mut().zip(l) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for l in &lines {
+        let mut text = String::new();
+        for (i, cell) in l.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            // Text columns left-aligned, figures right-aligned.
+            if matches!(i, 0 | 4 | 5) {
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad));
+            } else {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            }
+            text.push_str("  ");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The floor's parts (medians over the rounds), printed under the table.
+pub fn render_floor_parts(floors: &[FloorParts]) -> String {
+    let m = |f: fn(&FloorParts) -> Option<f64>| {
+        let v: Vec<f64> = floors.iter().filter_map(f).collect();
+        median(&v).map_or("-".to_string(), |v| format!("{v:.2} s"))
+    };
+    format!(
+        "floor parts (medians of {} rounds): ssh handshake with one command {}, one more command {}, restart of all units until healthy {}, of the backend units {}, frontend build {}, local checks {}\n",
+        floors.len(),
+        m(|p| Some(p.handshake)),
+        m(|p| Some(p.command)),
+        m(|p| Some(p.restart_all)),
+        m(|p| Some(p.restart_backend)),
+        m(|p| Some(p.build)),
+        m(|p| p.checks),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: Key, target: Target, b: &[f64], x: &[f64]) -> Row {
+        let mut r = Row::new(
+            key,
+            "incremental deploy all",
+            Unit::Secs,
+            target,
+            Floor::None,
+        );
+        r.baseline = b.to_vec();
+        r.xtask = x.to_vec();
+        r.want_baseline = b.len();
+        r.want_xtask = x.len();
+        r
+    }
+
+    #[test]
+    fn medians_and_ratios() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        // A NaN is not skipped: there is no median of a set with a missing figure.
+        assert_eq!(median(&[1.0, f64::NAN, 3.0]), None);
+        assert_eq!(ratio(&[2.0, 2.0, 2.0], &[8.0, 8.0, 9.0]), Some(0.25));
+        assert_eq!(ratio(&[2.0], &[]), None);
+        assert_eq!(ratio(&[2.0], &[0.0]), None);
+    }
+
+    #[test]
+    fn samples_must_be_complete_and_finite() {
+        let mut r = row(Key::Incremental, Target::None, &[1.0, 2.0], &[1.0, 2.0]);
+        assert!(r.check().is_ok());
+        r.want_xtask = 3;
+        let e = r.check().unwrap_err().to_string();
+        assert!(e.contains("2 of 3 xtask runs"), "{e}");
+        r.want_xtask = 2;
+        r.baseline[1] = f64::NAN;
+        let e = r.check().unwrap_err().to_string();
+        assert!(e.contains("a baseline run produced no figure"), "{e}");
+        assert!(sample(f64::NAN, "wrk").is_err());
+        assert_eq!(sample(2.5, "x").unwrap(), 2.5);
+    }
+
+    #[test]
+    fn targets_are_judged_on_the_xtask_median() {
+        let rows = vec![
+            row(
+                Key::Incremental,
+                Target::MaxAndRatio(3.0, 0.25),
+                &[12.0, 12.0, 12.0],
+                &[2.9, 2.8, 3.5],
+            ),
+            row(
+                Key::ChecksAgain,
+                Target::Relative {
+                    of: Key::Incremental,
+                    factor: 1.3,
+                    plus: 0.0,
+                },
+                &[],
+                &[3.8, 3.7, 3.9],
+            ),
+            row(
+                Key::FailedDeploy,
+                Target::EverySampleMax(0.0),
+                &[0.0],
+                &[0.0, 1.0, 0.0],
+            ),
+        ];
+        let v = judge(&rows[0], &rows);
+        assert_eq!(v.met, Some(true), "{v:?}");
+        assert_eq!(v.text, "<= 3.00 s, <= 0.25x");
+        let v = judge(&rows[1], &rows);
+        // 1.3 x 2.9 = 3.77 < 3.8.
+        assert_eq!(v.met, Some(false), "{v:?}");
+        assert_eq!(v.text, "<= 1.3x [incremental] = 3.77 s");
+        // One failed request in one run misses a zero target, whatever the median.
+        assert_eq!(judge(&rows[2], &rows).met, Some(false));
+        // A target relative to a row that was not measured cannot be judged.
+        let alone = vec![rows[1].clone()];
+        let v = judge(&alone[0], &alone);
+        assert_eq!((v.met, v.text.as_str()), (None, "<= 1.3x [incremental]"));
+    }
+
+    #[test]
+    fn floors_are_composed_from_the_parts() {
+        let p = FloorParts {
+            handshake: 0.5,
+            command: 0.05,
+            restart_all: 0.8,
+            restart_backend: 0.6,
+            build: 4.0,
+            checks: None,
+        };
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
+        assert!(close(Floor::Incremental.value(&p), 4.85));
+        assert!(close(Floor::BackendRestart.value(&p), 1.15));
+        assert!(close(Floor::Rollback.value(&p), 1.35));
+        assert!(close(Floor::Look.value(&p), 0.5));
+        assert_eq!(Floor::Checks.value(&p), None);
+        // The handshake overlaps the build or the checks, whichever is longer counts.
+        let slow_link = FloorParts {
+            handshake: 5.0,
+            checks: Some(20.0),
+            ..p
+        };
+        assert!(close(Floor::Incremental.value(&slow_link), 5.85));
+        assert!(close(Floor::Checks.value(&slow_link), 20.85));
+        assert_eq!(Floor::Exactly(1).value(&p), Some(1.0));
+        assert_eq!(Floor::None.value(&p), None);
+    }
+
+    #[test]
+    fn table_has_every_column_and_aligns() {
+        let mut r = row(
+            Key::Incremental,
+            Target::MaxAndRatio(3.0, 0.25),
+            &[13.8, 15.9, 17.3],
+            &[9.2, 11.4, 13.7],
+        );
+        r.floor = Floor::Look;
+        let mut h = Row::new(
+            Key::Handshakes,
+            "ssh handshakes per command",
+            Unit::Count,
+            Target::EverySampleMax(1.0),
+            Floor::Exactly(1),
+        );
+        h.xtask = vec![1.0, 1.0];
+        h.baseline = vec![11.0, 11.0];
+        h.want_xtask = 2;
+        h.want_baseline = 2;
+        let floors = [FloorParts {
+            handshake: 0.75,
+            command: 0.05,
+            ..FloorParts::default()
+        }];
+        let t = render("title", &[r, h], &floors);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "title");
+        for col in [
+            "scenario",
+            "baseline",
+            "xtask median (min/max)",
+            "ratio",
+            "target",
+            "floor",
+            "samples",
+        ] {
+            assert!(lines[1].contains(col), "{}", lines[1]);
+        }
+        assert!(lines[2].starts_with("incremental deploy all "), "{t}");
+        for cell in [
+            "15.90 s",
+            "11.40 s (9.20/13.70)",
+            "0.72",
+            "<= 3.00 s, <= 0.25x",
+            "MISSED",
+            "0.75 s",
+            "3/3",
+        ] {
+            assert!(lines[2].contains(cell), "no {cell} in {}", lines[2]);
+        }
+        for cell in ["11", "1 (1/1)", "<= 1 each", "met", "2/2"] {
+            assert!(lines[3].contains(cell), "no {cell} in {}", lines[3]);
+        }
+        // Columns line up: every row's floor column ends at the same place as the header's.
+        let end = |l: &str, s: &str| l.find(s).map(|i| i + s.len());
+        assert_eq!(end(lines[1], "floor"), end(lines[2], "0.75 s"));
+        let parts = render_floor_parts(&floors);
+        assert!(
+            parts.contains("ssh handshake with one command 0.75 s, one more command 0.05 s"),
+            "{parts}"
+        );
+        assert!(parts.contains("local checks -"), "{parts}");
+    }
+}

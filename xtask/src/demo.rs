@@ -141,6 +141,29 @@ impl Environment {
         })
     }
 
+    /// A fleet: `apps` (the first is the primary) talking to `db`. The env files are the
+    /// first app machine's ([`Environment::for_machines`]); beside them one ssh config naming
+    /// every app machine ([`testhost::fleet_ssh_config`]); `DEPLOY_SERVER` lists them;
+    /// `DEPLOY_ADMIN` is the user only for several (setup-server logs in as root on each).
+    pub fn for_fleet(apps: &[testhost::Machine], db: &testhost::Machine) -> Result<Environment> {
+        let first = apps
+            .first()
+            .context("a fleet needs at least one app machine")?;
+        let mut env = Environment::for_machines(first, db)?;
+        let ssh_config = env.backend_env.with_file_name("fleet_ssh_config");
+        fs_err::write(&ssh_config, testhost::fleet_ssh_config(apps))?;
+        env.ssh_config = ssh_config;
+        env.server = apps
+            .iter()
+            .map(|m| format!("innercontext@{}", m.name))
+            .collect::<Vec<_>>()
+            .join(",");
+        if apps.len() > 1 {
+            env.admin = "root".to_string();
+        }
+        Ok(env)
+    }
+
     /// The xtask binary `exe` run on the checkout `dir` with this environment, as a user would
     /// (a clean slate for the other deploy variables; non-interactive output).
     pub fn command(

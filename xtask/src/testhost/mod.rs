@@ -29,6 +29,7 @@
 //! forwarding per machine (`forwarding/NAME`); the table is removed and ip_forward restored when
 //! the last machine goes down.
 
+pub mod balancer;
 mod image;
 mod machine;
 mod net;
@@ -211,6 +212,13 @@ pub fn delay(sh: &Shell, name: &str, millis: u32) -> Result<()> {
     require_root()?;
     let m = machine(name)?;
     proxy::set_delay(sh, &m, millis)
+}
+
+/// One ssh_config naming every machine of `apps` (it includes each machine's own, so it
+/// follows a delay set later): `ssh -F FILE innercontext@NAME` for any of them.
+pub fn fleet_ssh_config(apps: &[Machine]) -> String {
+    let configs: Vec<&Utf8Path> = apps.iter().map(|m| m.ssh_config.as_path()).collect();
+    render::fleet_ssh_config(&configs)
 }
 
 /// The delay currently in front of a machine's sshd, in ms (None: direct).

@@ -77,6 +77,51 @@ pub fn ssh_config(
     )
 }
 
+/// One ssh_config for a fleet: an `Include` of each machine's own (absolute paths, which the
+/// test host makes from validated machine names), so a delay set later, which rewrites a
+/// machine's file, is followed.
+pub fn fleet_ssh_config(configs: &[&Utf8Path]) -> String {
+    let mut text = String::from("# Written by cargo xtask for a fleet of test machines.\n");
+    for c in configs {
+        text.push_str(&format!("Include \"{c}\"\n"));
+    }
+    text
+}
+
+/// nginx as a load balancer on loopback `port` in front of each address's port 80: a request
+/// that fails, times out or gets 502-504 goes to the next upstream; upstreams are never
+/// marked down (`max_fails=0`: a host that restarts is tried again at once). Its access log:
+/// `$msec $status $upstream_addr $upstream_status $request_time`.
+pub fn balancer_conf(dir: &Utf8Path, port: u16, upstreams: &[&str]) -> String {
+    let servers: String = upstreams
+        .iter()
+        .map(|ip| format!("        server {ip}:80 max_fails=0;\n"))
+        .collect();
+    format!(
+        "pid {dir}/nginx.pid;\n\
+         error_log {dir}/error.log;\n\
+         events {{}}\n\
+         http {{\n\
+         \x20   log_format lb '$msec $status $upstream_addr $upstream_status $request_time';\n\
+         \x20   access_log {dir}/access.log lb;\n\
+         \x20   upstream apps {{\n\
+         {servers}\
+         \x20       keepalive 16;\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{port};\n\
+         \x20       location / {{\n\
+         \x20           proxy_pass http://apps;\n\
+         \x20           proxy_http_version 1.1;\n\
+         \x20           proxy_set_header Connection \"\";\n\
+         \x20           proxy_set_header Host $host;\n\
+         \x20           proxy_next_upstream error timeout http_502 http_503 http_504;\n\
+         \x20       }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
 /// The nftables table that lets the machines reach the package registries, with the NAT rule
 /// of one machine: masquerade what leaves its own subnet for outside the test subnet (traffic
 /// between machines is untouched: the database sees the app machine's own address). The table
@@ -614,5 +659,95 @@ Host app 10.213.1.2
             .unwrap();
         assert!(pid > 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fleet_config_includes_each_machine_and_ssh_reads_it() {
+        let dir = std::env::temp_dir().join(format!("fleet-ssh-{}", std::process::id()));
+        let dir = Utf8PathBuf::from_path_buf(dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Vec::new();
+        for (name, port) in [("app1", 2201), ("app2", 2202)] {
+            let f = dir.join(format!("{name}.ssh_config"));
+            let endpoint = Endpoint {
+                host: "127.0.0.1".into(),
+                port,
+            };
+            let text = ssh_config(
+                name,
+                "10.213.9.2",
+                &endpoint,
+                &dir.join("key"),
+                &dir.join("kh"),
+            );
+            std::fs::write(&f, text).unwrap();
+            files.push(f);
+        }
+        let refs: Vec<&Utf8Path> = files.iter().map(|f| f.as_path()).collect();
+        let text = fleet_ssh_config(&refs);
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("Include \"/"))
+                .count(),
+            2,
+            "{text}"
+        );
+        let combined = dir.join("fleet");
+        std::fs::write(&combined, &text).unwrap();
+        // ssh itself resolves each host through the included file (and the user override).
+        if std::process::Command::new("ssh").arg("-V").output().is_ok() {
+            for (host, port) in [("app1", "2201"), ("innercontext@app2", "2202")] {
+                let out = std::process::Command::new("ssh")
+                    .args(["-G", "-F", combined.as_str(), host])
+                    .output()
+                    .unwrap();
+                let conf = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{conf}");
+                assert!(conf.contains(&format!("\nport {port}\n")), "{host}: {conf}");
+                assert!(conf.contains("\nhostkeyalias app"), "{host}: {conf}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_balancer_retries_the_next_host_and_never_marks_one_down() {
+        let c = balancer_conf("/tmp/lb".into(), 40123, &["10.213.5.2", "10.213.6.2"]);
+        for want in [
+            "pid /tmp/lb/nginx.pid;\n",
+            "access_log /tmp/lb/access.log lb;\n",
+            "log_format lb '$msec $status $upstream_addr $upstream_status $request_time';\n",
+            "        server 10.213.5.2:80 max_fails=0;\n        server 10.213.6.2:80 max_fails=0;\n        keepalive 16;\n",
+            "listen 127.0.0.1:40123;\n",
+            "proxy_next_upstream error timeout http_502 http_503 http_504;\n",
+            "proxy_set_header Connection \"\";\n",
+        ] {
+            assert!(c.contains(want), "no {want:?} in:\n{c}");
+        }
+        // nginx accepts it.
+        if std::process::Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_ok()
+        {
+            let dir = std::env::temp_dir().join(format!("lb-conf-{}", std::process::id()));
+            let dir = Utf8PathBuf::from_path_buf(dir).unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("nginx.conf"),
+                balancer_conf(&dir, 40123, &["10.213.5.2"]),
+            )
+            .unwrap();
+            let out = std::process::Command::new("nginx")
+                .args(["-q", "-t", "-c", dir.join("nginx.conf").as_str()])
+                .output()
+                .unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ use camino::Utf8PathBuf;
 use std::process::Command;
 use xshell::Shell;
 use xtask::flags::Role;
+use xtask::testhost::balancer::{self, Balancer};
 use xtask::testhost::{self as th, Machine};
 
 use crate::support::{Scratch, ROOT};
@@ -23,88 +24,7 @@ pub struct FleetSite {
     pub ssh_config: Utf8PathBuf,
     pub server: String,
     pub scratch: Scratch,
-    pub lb: Option<Lb>,
-}
-
-/// nginx on this host in front of the app machines.
-pub struct Lb {
-    dir: Utf8PathBuf,
-    pub port: u16,
-}
-
-impl Lb {
-    fn start(apps: &[Machine], dir: Utf8PathBuf) -> Result<Lb> {
-        fs_err::create_dir_all(&dir)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let upstream: String = apps
-            .iter()
-            .map(|m| format!("        server {}:80 max_fails=0;\n", m.ip))
-            .collect();
-        fs_err::write(
-            dir.join("nginx.conf"),
-            format!(
-                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n    log_format lb '$msec $status $upstream_addr $upstream_status $request_time';\n    access_log {dir}/access.log lb;\n    upstream apps {{\n{upstream}        keepalive 16;\n    }}\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://apps;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_set_header Host $host;\n            proxy_next_upstream error timeout http_502 http_503 http_504;\n        }}\n    }}\n}}\n"
-            ),
-        )?;
-        crate::support::run_ok(
-            Command::new("nginx").args(["-c", dir.join("nginx.conf").as_str()]),
-            "nginx (the load balancer)",
-        )?;
-        Ok(Lb { dir, port })
-    }
-}
-
-/// What the balancer's log says about a window of load.
-struct LbReport {
-    /// Answers other than 2xx/3xx before the client was stopped (a 499 after it is the client
-    /// going away, not a failure), one line each.
-    failed: Vec<String>,
-    /// Requests that took a second or more, one line each.
-    slow: Vec<String>,
-    slowest: f64,
-}
-
-impl Lb {
-    /// Read and empty the balancer's log: what it answered up to `stopped_ms` (epoch ms).
-    fn report(&self, stopped_ms: u128) -> Result<LbReport> {
-        let log = self.dir.join("access.log");
-        let text = fs_err::read_to_string(&log).unwrap_or_default();
-        fs_err::write(&log, "")?;
-        let mut r = LbReport {
-            failed: Vec::new(),
-            slow: Vec::new(),
-            slowest: 0.0,
-        };
-        for line in text.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let at_ms = f
-                .first()
-                .and_then(|t| t.parse::<f64>().ok())
-                .map_or(0, |t| (t * 1000.0) as u128);
-            let status: u16 = f.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let took: f64 = f.last().and_then(|s| s.parse().ok()).unwrap_or(0.0);
-            let answered = (200..400).contains(&status);
-            let client_stopped = status == 499 && at_ms >= stopped_ms;
-            if !answered && !client_stopped {
-                r.failed.push(line.to_string());
-            }
-            if took >= 1.0 {
-                r.slow.push(line.to_string());
-            }
-            r.slowest = r.slowest.max(took);
-        }
-        Ok(r)
-    }
-}
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = Command::new("nginx")
-            .args(["-c", self.dir.join("nginx.conf").as_str(), "-s", "stop"])
-            .status();
-    }
+    pub lb: Option<Balancer>,
 }
 
 impl FleetSite {
@@ -199,20 +119,10 @@ fn fleet(ctx: &mut Ctx) -> Result<&FleetSite> {
         });
         let (apps, db) = (apps?, db?);
         let scratch = crate::support::scratch("fleet")?;
-        let ssh_config = scratch.sidecar("ssh_config");
-        let mut combined = String::new();
-        for m in &apps {
-            combined.push_str(&fs_err::read_to_string(&m.ssh_config)?);
-            combined.push('\n');
-        }
-        fs_err::write(&ssh_config, combined)?;
-        let server = apps
-            .iter()
-            .map(|m| format!("innercontext@{}", m.name))
-            .collect::<Vec<_>>()
-            .join(",");
+        // One ssh config naming every app machine; DEPLOY_SERVER lists them, primary first.
+        let env = xtask::demo::Environment::for_fleet(&apps, &db)?;
+        let (ssh_config, server) = (env.ssh_config.clone(), env.server.clone());
         // setup-server provisions every host of the fleet (the worker only on the primary).
-        let env = xtask::demo::Environment::for_machines(&apps[0], &db)?;
         let run = crate::support::Run::capture({
             let mut c = Command::new(crate::support::xtask_bin());
             c.args(env.setup_server_args())
@@ -416,7 +326,7 @@ pub fn no_failed_request_through_the_load_balancer(ctx: &mut Ctx) -> Result<()> 
     let lb_dir = ctx.fleet.as_ref().unwrap().scratch.sidecar("lb");
     let apps = ctx.fleet.as_ref().unwrap().apps.clone();
     if ctx.fleet.as_ref().unwrap().lb.is_none() {
-        ctx.fleet.as_mut().unwrap().lb = Some(Lb::start(&apps, lb_dir)?);
+        ctx.fleet.as_mut().unwrap().lb = Some(Balancer::start(&apps, &lb_dir)?);
     }
     let f = ctx.fleet.as_ref().unwrap();
     let port = f.lb.as_ref().unwrap().port;
@@ -434,15 +344,13 @@ pub fn no_failed_request_through_the_load_balancer(ctx: &mut Ctx) -> Result<()> 
         ("a rollback", vec!["deploy", "rollback"]),
     ] {
         let lb = f.lb.as_ref().unwrap();
-        lb.report(0)?;
+        lb.window(0)?;
         let wrk = crate::support::Wrk::start(&format!("http://127.0.0.1:{port}/api/health-check"))?;
         let run = f.xtask(&args);
-        let stopped_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis();
+        let stopped_ms = balancer::now_ms();
         let w = wrk.stop()?;
         run?.ok()?;
-        let seen = lb.report(stopped_ms)?;
+        let seen = lb.window(stopped_ms)?;
         let show = |lines: &[String]| -> String {
             lines
                 .iter()

@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
 use crate::ci::{self, Noise, PG_BIN};
@@ -80,7 +80,31 @@ pub fn run_part(sh: &Shell, part: CheckPart, recheck: bool) -> Result<bool> {
 }
 
 fn cache_dir() -> Utf8PathBuf {
-    crate::project_root().join("target/checks")
+    cache_dir_of(&crate::project_root())
+}
+
+/// Where the checks of the checkout `root` remember what passed (and keep their database).
+pub fn cache_dir_of(root: &Utf8Path) -> Utf8PathBuf {
+    root.join("target/checks")
+}
+
+/// Forget which trees of the checkout `root` passed which checks: the next deploy from it runs
+/// every check as for a tree never checked (the benchmark measures that case).
+pub fn forget(root: &Utf8Path) -> Result<()> {
+    let dir = cache_dir_of(root);
+    let Ok(entries) = fs_err::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if CheckPart::ALL
+            .iter()
+            .any(|p| name.starts_with(&format!("{}-", p.name())) && name.ends_with(".ok"))
+        {
+            fs_err::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 pub fn build_entry() -> Utf8PathBuf {
@@ -302,5 +326,33 @@ mod tests {
         assert_eq!(short_hash("uv0.13.8"), short_hash("uv0.13.8"));
         assert_ne!(short_hash("uv0.13.8"), short_hash("uv0.13.9"));
         assert_eq!(short_hash("").len(), 16);
+    }
+
+    #[test]
+    fn forget_removes_only_the_markers() {
+        let root = std::env::temp_dir().join(format!("forget-{}", std::process::id()));
+        let root = Utf8PathBuf::from_path_buf(root).unwrap();
+        let dir = cache_dir_of(&root);
+        fs_err::create_dir_all(dir.join("pg")).unwrap();
+        for f in [
+            "backend-0123-abcd.ok",
+            "frontend-0123-abcd.ok",
+            "build-0123-abcd.ok",
+            "backend.log",
+            "port",
+        ] {
+            fs_err::write(dir.join(f), "").unwrap();
+        }
+        forget(&root).unwrap();
+        let mut left: Vec<String> = fs_err::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["backend.log", "pg", "port"]);
+        // A checkout that never ran a check has nothing to forget.
+        forget(&root.join("none")).unwrap();
+        fs_err::remove_dir_all(&root).unwrap();
     }
 }

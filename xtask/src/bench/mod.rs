@@ -24,7 +24,7 @@ use xshell::Shell;
 
 use crate::ci::{self, Noise};
 use crate::demo::Environment;
-use crate::flags::{Bench, BenchPhase, Role};
+use crate::flags::{Bench, BenchPhase, CheckPart, Role};
 use crate::scratch::Scratch;
 use crate::testhost::{self, Machine};
 use crate::{interrupt, release, tools, ui};
@@ -56,14 +56,63 @@ pub fn machines(n: u32) -> Vec<String> {
     all
 }
 
-/// The local checks alone, exactly as `cargo xtask deploy all` runs them (fail-fast, quiet),
-/// on the checkout `dir`. The one place the benchmark runs them: point it at whatever the
-/// deployer runs. It must not record the tree as checked (it measures the first time).
+/// The local checks alone, as `cargo xtask deploy all` runs them and waits for them, on the
+/// checkout `dir`: each part of `cargo xtask check` as a child process, the backend beside the
+/// frontend build and the frontend checks once the build is done (the order of
+/// `deploy::checks`), each with `--recheck` (a tree checked for the first time). They record
+/// the tree as checked: [`crate::check::forget`] before a deploy that must check it again.
 pub fn local_checks(dir: &Utf8Path) -> Result<()> {
-    let sh = Shell::new()?;
-    sh.change_dir(dir);
-    ci::backend(&sh, Noise::Quiet)?;
-    ci::frontend(&sh, Noise::Quiet)
+    std::thread::scope(|s| {
+        let backend = s.spawn(|| check_part(dir, CheckPart::Backend));
+        let frontend =
+            check_part(dir, CheckPart::Build).and_then(|()| check_part(dir, CheckPart::Frontend));
+        let backend = backend
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the backend checks panicked")));
+        backend.and(frontend)
+    })
+}
+
+/// `cargo xtask check PART --recheck` on the checkout `dir`, as the deploy starts it.
+fn check_part(dir: &Utf8Path, part: CheckPart) -> Result<()> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["check", part.name(), "--recheck"])
+        .current_dir(dir)
+        .env("XTASK_PROJECT_ROOT", dir)
+        .env("CI", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("starting the {} checks", part.name()))?;
+    if !out.status.success() {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        bail!(
+            "the {} checks failed on {dir} ({}), ending with:\n{}",
+            part.name(),
+            out.status,
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Stop the checks' PostgreSQL of the checkout `dir` (it stays warm between checks).
+fn stop_checks_db(dir: &Utf8Path) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap_or_default())
+        .args(["check", "--stop-db"])
+        .current_dir(dir)
+        .env("XTASK_PROJECT_ROOT", dir)
+        .stdin(std::process::Stdio::null())
+        .output();
+    if !matches!(&out, Ok(o) if o.status.success()) {
+        eprintln!(
+            "warning: the checks' PostgreSQL of {dir} may still run: cd {dir} && cargo xtask check --stop-db"
+        );
+    }
 }
 
 /// The frontend build alone, as a deploy of a changed frontend must run it (a floor part):
@@ -180,6 +229,14 @@ impl Bencher {
     }
 
     fn rounds(&self, b: &Bench, m: &mut Measurements) -> Result<()> {
+        if b.wants(BenchPhase::Checks) {
+            // Once, untimed: the checks' PostgreSQL starts and stays warm and the backend's
+            // environment exists, as on a machine that deployed before.
+            let dir = &self.xtask.scratch.dir;
+            ui::step("local checks once (warm-up, not measured)", || {
+                local_checks(dir)
+            })?;
+        }
         let mut change = 0;
         for round in 1..=b.runs {
             interrupt::check()?;
@@ -231,6 +288,8 @@ impl Bencher {
                 let start = Instant::now();
                 ui::step(&format!("{tag}: local checks alone"), || local_checks(&dir))?;
                 let checks = table::sample(start.elapsed().as_secs_f64(), "local checks")?;
+                // The deploy that follows checks this tree for the first time.
+                crate::check::forget(&dir)?;
                 parts.checks = Some(checks);
                 m.push(Key::ChecksAlone, Kind::Xtask, checks)?;
                 for side in self.sides() {
@@ -435,6 +494,14 @@ impl Bencher {
                 .commit(&format!("{EXTRA_FILES} static files"))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Bencher {
+    /// The xtask side's checks keep a PostgreSQL warm in its checkout: stop it before the
+    /// checkout goes.
+    fn drop(&mut self) {
+        stop_checks_db(&self.xtask.scratch.dir);
     }
 }
 

@@ -285,6 +285,8 @@ pub struct Bench {
     pub runs: u32,
     /// The phases to run (all by default).
     pub phases: Vec<BenchPhase>,
+    /// The hosts phase's fleet sizes, ascending, 1 first (default 1, 2, 4).
+    pub hosts: Vec<u32>,
 }
 
 impl Bench {
@@ -306,15 +308,18 @@ pub enum BenchPhase {
     Releases,
     /// The incremental deploy with 20,000 more files in the backend.
     Files,
+    /// Deploy and rollback of fleets of `--hosts` app machines behind a load balancer.
+    Hosts,
 }
 
 impl BenchPhase {
-    pub const ALL: [BenchPhase; 5] = [
+    pub const ALL: [BenchPhase; 6] = [
         BenchPhase::Deploys,
         BenchPhase::Load,
         BenchPhase::Checks,
         BenchPhase::Releases,
         BenchPhase::Files,
+        BenchPhase::Hosts,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -323,9 +328,17 @@ impl BenchPhase {
             BenchPhase::Checks => "checks",
             BenchPhase::Releases => "releases",
             BenchPhase::Files => "files",
+            BenchPhase::Hosts => "hosts",
         }
     }
 }
+
+/// The hosts phase's fleet sizes when `--hosts` is not given.
+pub const BENCH_HOSTS: [u32; 3] = [1, 2, 4];
+/// The largest fleet `--hosts` takes, and the most app machines all its fleets may need at
+/// once (each size is a fleet of its own, up at the same time so rounds can interleave).
+pub const BENCH_MAX_HOSTS: u32 = 8;
+pub const BENCH_MAX_MACHINES: u32 = 12;
 
 /// A one-line usage error; `main` prints it and exits with status 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -539,12 +552,15 @@ URL of the app through nginx. The machines stay up until 'cargo xtask demo --dow
 pub const HELP_BENCH: &str = "\
 cargo xtask bench: measure the deployer against the local test host
 
-Usage: cargo xtask bench [--runs N] [--only PHASE[,PHASE...]]
+Usage: cargo xtask bench [--runs N] [--only PHASE[,PHASE...]] [--hosts N[,N...]]
 
 Boots two identical app machines and a db machine behind a 25 ms each-way latency proxy, and
 measures `cargo xtask deploy` against a spec-faithful bash deploy (scripts/bench/) side by side,
 interleaved. Prints one table: baseline and xtask medians (min/max) of N runs (default 5), their
-ratio, the target, the floor measured in the same run, and the number of samples.
+ratio, the target, the floor measured in the same run, and the number of samples. The hosts
+phase runs last, on machines of its own (a fleet per size, bfleet<N>a..., and bfleetdb), and
+prints a table of its own: per fleet size, deploy and rollback and their ratio to one host,
+ssh handshakes per host, failed requests through the balancer, and the targets.
 
 Phases (default: all):
   deploys    incremental, no-op, backend redeploy, rollback, list
@@ -552,6 +568,12 @@ Phases (default: all):
   checks     deploys with local checks (new tree, same tree again) and the checks alone
   releases   the incremental deploy and list with 50 more releases on the server
   files      the incremental deploy with 20,000 more files (500 MB) in the backend
+  hosts      fleets of app machines behind a load balancer on this host (nginx): rolling
+             deploy all and rollback, ssh handshakes per host, failed requests (own table)
+
+  --hosts N[,N...]  the hosts phase's fleet sizes (default 1,2,4; 1 must be one of them, at
+                    most 8 per fleet and 12 machines in all); without --only, runs that
+                    phase alone
 ";
 
 /// A cursor over the arguments after the command name.
@@ -1146,7 +1168,9 @@ fn parse_bench(args: &mut Args) -> Result<Command, UsageError> {
     let mut b = Bench {
         runs: 5,
         phases: BenchPhase::ALL.to_vec(),
+        hosts: BENCH_HOSTS.to_vec(),
     };
+    let (mut only, mut hosts) = (false, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => {
@@ -1169,11 +1193,59 @@ fn parse_bench(args: &mut Args) -> Result<Command, UsageError> {
                             .ok_or_else(|| UsageError::choice("bench phase", p, &names))
                     })
                     .collect::<Result<_, _>>()?;
+                only = true;
+            }
+            "--hosts" => {
+                b.hosts = parse_bench_hosts(&args.value("--hosts")?)?;
+                hosts = true;
             }
             other => return Err(unexpected("bench", other)),
         }
     }
+    if hosts && !only {
+        b.phases = vec![BenchPhase::Hosts];
+    }
+    if hosts && !b.wants(BenchPhase::Hosts) {
+        return Err(UsageError::new(
+            "--hosts sizes the hosts phase, which --only leaves out: add hosts to --only",
+        ));
+    }
     Ok(Command::Bench(b))
+}
+
+/// `--hosts 1,2,4`: distinct sizes from 1 to [`BENCH_MAX_HOSTS`], 1 among them (every fleet
+/// is compared with one host), at most [`BENCH_MAX_MACHINES`] app machines in all; ascending.
+fn parse_bench_hosts(v: &str) -> Result<Vec<u32>, UsageError> {
+    let bad = |why: &str| UsageError::new(format!("invalid --hosts '{}': {why}", v.escape_debug()));
+    let mut sizes = Vec::new();
+    for part in v.split(',') {
+        let n: u32 = Some(part)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse().ok())
+            .filter(|n| (1..=BENCH_MAX_HOSTS).contains(n))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "use fleet sizes from 1 to {BENCH_MAX_HOSTS}, comma separated, like 1,2,4"
+                ))
+            })?;
+        if sizes.contains(&n) {
+            return Err(bad(&format!("{n} is given twice")));
+        }
+        sizes.push(n);
+    }
+    if !sizes.contains(&1) {
+        return Err(bad(
+            "1 must be one of the sizes: every fleet is compared with one host",
+        ));
+    }
+    let total: u32 = sizes.iter().sum();
+    if total > BENCH_MAX_MACHINES {
+        return Err(bad(&format!(
+            "the fleets need {total} app machines at once; at most {BENCH_MAX_MACHINES}"
+        )));
+    }
+    sizes.sort_unstable();
+    Ok(sizes)
 }
 
 #[cfg(test)]
@@ -1589,17 +1661,70 @@ mod tests {
             Command::Bench(Bench {
                 runs: 3,
                 phases: vec![BenchPhase::Load, BenchPhase::Files],
+                hosts: vec![1, 2, 4],
             })
         );
         match run(&["bench"]) {
             Command::Bench(b) => {
                 assert_eq!(b.runs, 5);
                 assert!(BenchPhase::ALL.iter().all(|p| b.wants(*p)));
+                assert_eq!(b.hosts, BENCH_HOSTS);
             }
             other => panic!("{other:?}"),
         }
         assert!(err(&["bench", "--runs", "0"]).contains("invalid --runs"));
         assert!(err(&["bench", "--only", "lan"]).contains("valid: deploys, load, checks"));
+        assert!(err(&["bench", "--only", "lan"]).contains("files, hosts"));
         assert!(err(&["bench", "--lan-only"]).contains("--lan-only"));
+    }
+
+    #[test]
+    fn bench_hosts() {
+        let bench = |args: &[&str]| match run(args) {
+            Command::Bench(b) => b,
+            other => panic!("{other:?}"),
+        };
+        // --hosts alone runs the hosts phase alone, sizes ascending.
+        let b = bench(&["bench", "--hosts", "4,1,2"]);
+        assert_eq!(
+            (b.phases, b.hosts),
+            (vec![BenchPhase::Hosts], vec![1, 2, 4])
+        );
+        // With --only, in either order, the phases are what --only says.
+        for args in [
+            ["bench", "--only", "deploys,hosts", "--hosts", "1,3"],
+            ["bench", "--hosts", "1,3", "--only", "deploys,hosts"],
+        ] {
+            let b = bench(&args);
+            assert_eq!(
+                (b.phases, b.hosts),
+                (vec![BenchPhase::Deploys, BenchPhase::Hosts], vec![1, 3])
+            );
+        }
+        let b = bench(&["bench", "--only", "hosts", "--runs", "2"]);
+        assert_eq!((b.runs, b.hosts), (2, vec![1, 2, 4]));
+        assert_eq!(bench(&["bench", "--hosts", "1"]).hosts, vec![1]);
+        assert_eq!(bench(&["bench", "--hosts", "1,8"]).hosts, vec![1, 8]);
+        let e = err(&["bench", "--hosts", "1,2", "--only", "deploys"]);
+        assert!(e.contains("add hosts to --only"), "{e}");
+        for (bad, why) in [
+            ("2,4", "1 must be one of the sizes"),
+            ("1,2,2", "2 is given twice"),
+            ("1,0", "from 1 to 8"),
+            ("1,9", "from 1 to 8"),
+            ("1,,2", "from 1 to 8"),
+            ("1, 2", "from 1 to 8"),
+            ("", "from 1 to 8"),
+            ("1,+2", "from 1 to 8"),
+            ("1,2,4,8", "need 15 app machines at once; at most 12"),
+            ("1;id", "from 1 to 8"),
+        ] {
+            let e = err(&["bench", "--hosts", bad]);
+            assert!(
+                e.starts_with("invalid --hosts") && e.contains(why) && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(err(&["bench", "--hosts"]).contains("--hosts needs a value"));
     }
 }

@@ -9,9 +9,11 @@
 //! (what the link and the machine allow, measured in the same run). See the README's
 //! "Benchmark" section for what each row and floor means.
 //!
-//! Host count: the xtask side's machines are `bench1..benchN`; only N = 1 exists until the
-//! deployer deploys fleets (`--hosts`, issue 15).
+//! Fleets are the hosts phase ([`fleet`], `--hosts`): machines of their own, booted after the
+//! other phases' machines are down, and a table of their own.
 
+mod fleet;
+mod fleet_table;
 mod load;
 mod side;
 mod table;
@@ -132,13 +134,25 @@ pub fn run(b: Bench, sh: &Shell) -> Result<()> {
         bail!("wrk is needed for the load rows: apt-get install wrk");
     }
     interrupt::install();
+    if b.phases.iter().any(|p| *p != BenchPhase::Hosts) {
+        side_by_side(&b, sh)?;
+    }
+    if b.wants(BenchPhase::Hosts) {
+        interrupt::check()?;
+        fleet::run(sh, &b)?;
+    }
+    Ok(())
+}
+
+/// Every phase but the hosts phase: the xtask and the baseline side by side.
+fn side_by_side(b: &Bench, sh: &Shell) -> Result<()> {
     let hosts = 1;
     // The bench's own machines, from a clean slate (a run that died may have left them).
     for name in machines(hosts) {
         testhost::down(sh, &name)
             .with_context(|| format!("taking down the leftover bench machine {name}"))?;
     }
-    let result = Bencher::provision(sh, hosts).and_then(|bench| bench.measure(&b));
+    let result = Bencher::provision(sh, hosts).and_then(|bench| bench.measure(b));
     for name in machines(hosts) {
         if let Err(e) = testhost::down(sh, &name) {
             eprintln!(
@@ -177,9 +191,9 @@ impl Bencher {
             Ok(Side {
                 kind,
                 env: Environment::for_machines(&m, &db)?,
-                machine: m,
+                hosts: vec![m],
                 scratch: Scratch::new(&format!("bench-{}", kind.name()))?,
-                test_database_url: postgres.url(),
+                test_database_url: Some(postgres.url()),
             })
         };
         let bench = Bencher {
@@ -201,7 +215,7 @@ impl Bencher {
             })
         })?;
         for side in bench.sides() {
-            testhost::delay(sh, &side.machine.name, DELAY_MS)?;
+            testhost::delay(sh, &side.machine().name, DELAY_MS)?;
         }
         for side in bench.sides() {
             ui::step(&format!("first deploy ({})", side.kind.name()), || {
@@ -271,8 +285,8 @@ impl Bencher {
                     for side in self.sides() {
                         let what = format!("{tag}: {} {} under load", side.kind.name(), op.label());
                         let (done, load) =
-                            ui::step(&what, || load::during(&side.machine.ip, || side.run(&op)))?;
-                        m.push(Key::Handshakes, side.kind, done.handshakes)?;
+                            ui::step(&what, || load::during(&side.machine().ip, || side.run(&op)))?;
+                        m.push_handshakes(side.kind, &done)?;
                         m.push(requests, side.kind, load.requests)?;
                         m.push(failed, side.kind, load.failed)?;
                     }
@@ -355,30 +369,21 @@ impl Bencher {
             &format!("{tag}: {} {}", side.kind.name(), op.label()),
             || side.run(op),
         )?;
-        m.push(Key::Handshakes, side.kind, done.handshakes)?;
+        m.push_handshakes(side.kind, &done)?;
         table::sample(done.secs, "a timed command")
     }
 
     fn untimed(&self, m: &mut Measurements, side: &Side, op: &Op) -> Result<()> {
         interrupt::check()?;
         let done = side.run(op)?;
-        m.push(Key::Handshakes, side.kind, done.handshakes)
+        m.push_handshakes(side.kind, &done)
     }
 
     /// After a measured rollback, the xtask goes back to its newest release (not measured;
     /// the baseline's next deploy makes a new release anyway).
     fn forward(&self, m: &mut Measurements) -> Result<()> {
-        let newest = self
-            .xtask
-            .exec(&format!("ls -1 {ROOT}/releases | sort | tail -n 1"))?;
-        let newest = newest.trim();
-        if !release::is_name(newest) {
-            bail!(
-                "no release to go back to on {}: '{newest}'",
-                self.xtask.machine.name
-            );
-        }
-        self.untimed(m, &self.xtask, &Op::RollbackTo(newest.to_string()))
+        let newest = self.xtask.newest_release()?;
+        self.untimed(m, &self.xtask, &Op::RollbackTo(newest))
     }
 
     fn change_both(&self, n: u32) -> Result<()> {
@@ -455,7 +460,7 @@ impl Bencher {
         if count < EXTRA_RELEASES {
             bail!(
                 "only {count} releases on {} after adding {EXTRA_RELEASES}",
-                side.machine.name
+                side.machine().name
             );
         }
         Ok(())
@@ -709,6 +714,14 @@ impl Measurements {
         Ok(())
     }
 
+    /// The ssh handshakes of a command: one sample per host.
+    fn push_handshakes(&mut self, kind: Kind, done: &side::Done) -> Result<()> {
+        for &n in &done.handshakes {
+            self.push(Key::Handshakes, kind, n)?;
+        }
+        Ok(())
+    }
+
     fn render(&self, b: &Bench) -> String {
         let title = format!(
             "\ninnercontext deploy benchmark: {} runs; one app machine per side behind {DELAY_MS} ms each way ({} ms round trip); baseline = {}",
@@ -751,9 +764,9 @@ fn timed_ok(cmd: std::process::Command) -> Result<f64> {
 fn ssh(side: &Side, opts: &[&str], argv: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new("ssh");
     c.arg("-F")
-        .arg(side.machine.ssh_config.as_str())
+        .arg(side.machine().ssh_config.as_str())
         .args(opts)
-        .arg(format!("innercontext@{}", side.machine.name))
+        .arg(format!("innercontext@{}", side.machine().name))
         .arg("--")
         .args(argv)
         .stdin(std::process::Stdio::null());
@@ -794,9 +807,12 @@ fn restart_until_healthy(side: &Side, units: &str, probes: &[&str]) -> Result<f6
         checks = checks.join(" && ")
     );
     let out = side.exec(&script)?;
-    let secs: f64 = out
-        .trim()
-        .parse()
-        .with_context(|| format!("restart timing on {}: '{}'", side.machine.name, out.trim()))?;
+    let secs: f64 = out.trim().parse().with_context(|| {
+        format!(
+            "restart timing on {}: '{}'",
+            side.machine().name,
+            out.trim()
+        )
+    })?;
     table::sample(secs, "restart until healthy")
 }

@@ -1,6 +1,7 @@
 //! The two sides of the benchmark: `cargo xtask deploy` and the spec-faithful bash baseline
 //! (`scripts/bench/deploy-baseline.sh`), each with its own identical app machine and its own
-//! scratch checkout, run as a user runs them (child processes), with the same operations.
+//! scratch checkout, run as a user runs them (child processes), with the same operations. The
+//! hosts phase's fleets are xtask sides with several app machines.
 
 use std::process::Command;
 use std::time::Instant;
@@ -88,20 +89,26 @@ pub const BASELINE: &str = "scripts/bench/deploy-baseline.sh";
 /// A finished, timed command.
 pub struct Done {
     pub secs: f64,
-    /// ssh logins of the deploy user on the side's machine during the command.
-    pub handshakes: f64,
+    /// ssh logins of the deploy user during the command, on each of the side's machines.
+    pub handshakes: Vec<f64>,
 }
 
 pub struct Side {
     pub kind: Kind,
-    pub machine: Machine,
+    /// The side's app machines: one, or a fleet (the first is the primary).
+    pub hosts: Vec<Machine>,
     pub env: Environment,
     pub scratch: Scratch,
     /// The backend tests' database (the baseline's local checks; the xtask brings its own).
-    pub test_database_url: String,
+    pub test_database_url: Option<String>,
 }
 
 impl Side {
+    /// The side's (first) app machine.
+    pub fn machine(&self) -> &Machine {
+        &self.hosts[0]
+    }
+
     fn command(&self, op: &Op) -> Result<Command> {
         let argv = argv(self.kind, op);
         let mut cmd = match self.kind {
@@ -115,8 +122,10 @@ impl Side {
                 args.extend(argv.iter().map(String::as_str));
                 let mut c = self.env.command("bash", &self.scratch.dir, &args);
                 c.env("PATH", crate::tools::path_with_tools())
-                    .env("UV_PYTHON_DOWNLOADS", "never")
-                    .env("TEST_DATABASE_URL", &self.test_database_url);
+                    .env("UV_PYTHON_DOWNLOADS", "never");
+                if let Some(url) = &self.test_database_url {
+                    c.env("TEST_DATABASE_URL", url);
+                }
                 c
             }
         };
@@ -129,7 +138,7 @@ impl Side {
 
     /// Run an operation; its wall time, output and ssh handshakes. A failure is an error.
     pub fn run(&self, op: &Op) -> Result<Done> {
-        let before = self.logins()?;
+        let before = self.all_logins()?;
         let mut cmd = self.command(op)?;
         let start = Instant::now();
         let out = cmd
@@ -146,40 +155,39 @@ impl Side {
                 "{} '{}' on {} failed ({}):\n{output}",
                 self.kind.name(),
                 argv(self.kind, op).join(" "),
-                self.machine.name,
+                self.env.server,
                 out.status
             );
         }
         if *op == Op::Noop && self.kind == Kind::Xtask && !output.contains("nothing to deploy") {
             bail!("the xtask's no-op deploy made a release:\n{output}");
         }
-        let handshakes = self.logins()? - before;
+        let after = self.all_logins()?;
+        let handshakes = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         Ok(Done { secs, handshakes })
     }
 
-    /// Accepted ssh logins of the deploy user so far, from sshd's journal (read inside the
-    /// machine, so reading it is no login itself).
-    pub fn logins(&self) -> Result<f64> {
-        let out = self.exec(
-            "journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
-        )?;
-        out.trim().parse().with_context(|| {
-            format!(
-                "counting ssh logins on {}: got '{}'",
-                self.machine.name,
-                out.trim()
-            )
-        })
+    fn all_logins(&self) -> Result<Vec<f64>> {
+        self.hosts.iter().map(logins).collect()
     }
 
-    /// Run a bash script inside the machine as root (nsenter: no ssh, no network).
+    /// Run a bash script inside the (first) machine as root (nsenter: no ssh, no network).
     pub fn exec(&self, script: &str) -> Result<String> {
-        let sh = xshell::Shell::new()?;
-        testhost::exec(
-            &sh,
-            &self.machine.name,
-            &["bash".into(), "-c".into(), script.into()],
-        )
+        exec(self.machine(), script)
+    }
+
+    /// The newest release on the (first) machine's server.
+    pub fn newest_release(&self) -> Result<String> {
+        let root = crate::config::DEFAULT_ROOT;
+        let newest = self.exec(&format!("ls -1 {root}/releases | sort | tail -n 1"))?;
+        let newest = newest.trim();
+        if !crate::release::is_name(newest) {
+            bail!(
+                "no release to go back to on {}: '{newest}'",
+                self.machine().name
+            );
+        }
+        Ok(newest.to_string())
     }
 
     /// Change one backend and one frontend source file, and commit.
@@ -201,8 +209,26 @@ impl Side {
     }
 }
 
+/// Accepted ssh logins of the deploy user on `m` so far, from sshd's journal (read inside the
+/// machine, so reading it is no login itself).
+pub fn logins(m: &Machine) -> Result<f64> {
+    let out = exec(
+        m,
+        "journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
+    )?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("counting ssh logins on {}: got '{}'", m.name, out.trim()))
+}
+
+/// Run a bash script inside machine `m` as root (nsenter: no ssh, no network).
+pub fn exec(m: &Machine, script: &str) -> Result<String> {
+    let sh = xshell::Shell::new()?;
+    testhost::exec(&sh, &m.name, &["bash".into(), "-c".into(), script.into()])
+}
+
 impl Side {
-    /// `cargo xtask setup-server` for the side's machine, as a user runs it.
+    /// `cargo xtask setup-server` for the side's machines, as a user runs it.
     pub fn setup_server(&self) -> Result<()> {
         let args = self.env.setup_server_args();
         let out = self
@@ -213,7 +239,7 @@ impl Side {
         if !out.status.success() {
             bail!(
                 "setup-server on {} failed ({}):\n{}{}",
-                self.machine.name,
+                self.env.server,
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)

@@ -200,7 +200,8 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-fn min_max(values: &[f64]) -> Option<(f64, f64)> {
+/// The smallest and the largest sample; None for none.
+pub fn min_max(values: &[f64]) -> Option<(f64, f64)> {
     let min = values.iter().copied().reduce(f64::min)?;
     let max = values.iter().copied().reduce(f64::max)?;
     Some((min, max))
@@ -212,14 +213,14 @@ pub fn ratio(xtask: &[f64], baseline: &[f64]) -> Option<f64> {
     (b > 0.0).then_some(x / b)
 }
 
-fn num(v: f64, unit: Unit) -> String {
+pub fn num(v: f64, unit: Unit) -> String {
     match unit {
         Unit::Secs => format!("{v:.2}"),
         Unit::Count => format!("{v:.0}"),
     }
 }
 
-fn with_unit(v: f64, unit: Unit) -> String {
+pub fn with_unit(v: f64, unit: Unit) -> String {
     match unit {
         Unit::Secs => format!("{v:.2} s"),
         Unit::Count => format!("{v:.0}"),
@@ -332,27 +333,37 @@ pub fn render(title: &str, rows: &[Row], floors: &[FloorParts]) -> String {
             samples,
         ]);
     }
-    let mut widths = [0usize; 8];
-    for l in &lines {
-        for (w, cell) in widths.iter_mut().zip(l) {
-            *w = (*w).max(cell.chars().count());
+    out.push_str(&align(&lines, &[0, 4, 5]));
+    out
+}
+
+/// Lines of cells in columns, two spaces apart: the columns in `text` left-aligned, the
+/// others (figures) right-aligned; trailing blanks trimmed.
+pub fn align<L: AsRef<[String]>>(lines: &[L], text: &[usize]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for l in lines {
+        for (i, cell) in l.as_ref().iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    for l in &lines {
-        let mut text = String::new();
-        for (i, cell) in l.iter().enumerate() {
-            let pad = widths[i] - cell.chars().count();
-            // Text columns left-aligned, figures right-aligned.
-            if matches!(i, 0 | 4 | 5) {
-                text.push_str(cell);
-                text.push_str(&" ".repeat(pad));
+    let mut out = String::new();
+    for l in lines {
+        let mut line = String::new();
+        for (i, cell) in l.as_ref().iter().enumerate() {
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if text.contains(&i) {
+                line.push_str(cell);
+                line.push_str(&pad);
             } else {
-                text.push_str(&" ".repeat(pad));
-                text.push_str(cell);
+                line.push_str(&pad);
+                line.push_str(cell);
             }
-            text.push_str("  ");
+            line.push_str("  ");
         }
-        out.push_str(text.trim_end());
+        out.push_str(line.trim_end());
         out.push('\n');
     }
     out

@@ -1,0 +1,326 @@
+//! The hosts phase (`cargo xtask bench --hosts 1,2,4`): how deploy and rollback grow with the
+//! number of app hosts (issue 15).
+//!
+//! Each size N is a fleet of its own, so the rounds can interleave the sizes on fleets that
+//! stay in a steady state: app machines `bfleet<N>a`, `bfleet<N>b`, ... (the first is the
+//! primary), all of them using one db machine `bfleetdb`. Each fleet has its own scratch
+//! checkout, is provisioned with one `setup-server` for all its hosts (as a user does), sits
+//! behind the test host's latency proxy like `bench1` (25 ms each way, every host), and has its
+//! own load balancer: nginx on this host, upstream = the fleet's machines
+//! ([`crate::testhost::balancer`], the same one the end-to-end fleet scenario uses).
+//!
+//! A round, for each size in turn: one backend and one frontend file changed and committed,
+//! `deploy all --skip-local-checks` (rolling, the default) and `deploy rollback` timed, then
+//! back to the newest release (untimed); then the same deploy and rollback again under `wrk`
+//! through the balancer ([`super::load`]), counting failed requests and reading the slowest
+//! request from the balancer's log. The ssh logins of the deploy user are counted on every host
+//! around every command. Each round also times a restart of every unit until healthy on the
+//! one-host fleet: what rolling activation adds per further host at least.
+
+use anyhow::{Context, Result};
+use xshell::Shell;
+
+use crate::demo::Environment;
+use crate::flags::{Bench, Role};
+use crate::scratch::Scratch;
+use crate::testhost::balancer::{self, Balancer};
+use crate::testhost::{self, Machine};
+use crate::{interrupt, ui};
+
+use super::fleet_table::{self, FleetRow};
+use super::load;
+use super::side::{Done, Kind, Op, Side};
+use super::table;
+
+/// The db machine every fleet uses.
+pub const DB: &str = "bfleetdb";
+/// How many machines boot at once.
+const BOOT_AT_ONCE: usize = 4;
+
+/// The app machines of the fleet of size `n`: `bfleet<n>a`, `bfleet<n>b`, ...
+pub fn hosts_of(n: u32) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("bfleet{n}{}", char::from(b'a' + i as u8)))
+        .collect()
+}
+
+/// Every machine the hosts phase uses for these fleet sizes.
+pub fn machines(sizes: &[u32]) -> Vec<String> {
+    let mut all: Vec<String> = sizes.iter().flat_map(|&n| hosts_of(n)).collect();
+    all.push(DB.to_string());
+    all
+}
+
+/// Run the hosts phase: boot, provision, measure, print the table; the machines go down at
+/// the end whatever happened (an interrupt included: it ends the measuring with an error).
+pub fn run(sh: &Shell, b: &Bench) -> Result<()> {
+    let names = machines(&b.hosts);
+    // A clean slate (a run that died may have left them).
+    for name in &names {
+        testhost::down(sh, name)
+            .with_context(|| format!("taking down the leftover bench machine {name}"))?;
+    }
+    let result = Fleets::provision(sh, &b.hosts).and_then(|f| f.measure(b));
+    for name in &names {
+        if let Err(e) = testhost::down(sh, name) {
+            eprintln!(
+                "warning: could not take {name} down ({e:#}): cargo xtask testhost down {name}"
+            );
+        }
+    }
+    result
+}
+
+/// One fleet: an xtask side with several machines, and its load balancer.
+struct Fleet {
+    side: Side,
+    balancer: Balancer,
+}
+
+impl Fleet {
+    fn hosts(&self) -> u32 {
+        self.side.hosts.len() as u32
+    }
+}
+
+struct Fleets {
+    fleets: Vec<Fleet>,
+}
+
+/// Boot machines a few at a time.
+fn boot(names: &[String], role: Role) -> Result<Vec<Machine>> {
+    let mut up = Vec::new();
+    for chunk in names.chunks(BOOT_AT_ONCE) {
+        let booted: Vec<Result<Machine>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|n| s.spawn(move || testhost::up(&Shell::new()?, n, role)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("booting panicked")))
+                })
+                .collect()
+        });
+        for m in booted {
+            up.push(m?);
+        }
+    }
+    Ok(up)
+}
+
+impl Fleets {
+    fn provision(sh: &Shell, sizes: &[u32]) -> Result<Fleets> {
+        ui::step("build the test host image", || testhost::build(sh, false))?;
+        let db = ui::step(&format!("boot {DB}"), || testhost::up(sh, DB, Role::Db))?;
+        let mut sides = Vec::new();
+        for &n in sizes {
+            interrupt::check()?;
+            let names = hosts_of(n);
+            let hosts = ui::step(&format!("boot {}", names.join(", ")), || {
+                boot(&names, Role::App)
+            })?;
+            sides.push(Side {
+                kind: Kind::Xtask,
+                env: Environment::for_fleet(&hosts, &db)?,
+                hosts,
+                scratch: Scratch::new(&format!("bench-fleet{n}"))?,
+                test_database_url: None,
+            });
+        }
+        ui::step("setup-server on every fleet", || {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = sides
+                    .iter()
+                    .map(|side| s.spawn(move || side.setup_server()))
+                    .collect();
+                for h in handles {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("setup-server panicked")))?;
+                }
+                Ok(())
+            })
+        })?;
+        for side in &sides {
+            for m in &side.hosts {
+                testhost::delay(sh, &m.name, super::DELAY_MS)?;
+            }
+        }
+        let mut fleets = Vec::new();
+        for side in sides {
+            interrupt::check()?;
+            ui::step(
+                &format!("first deploy ({} hosts)", side.hosts.len()),
+                || side.run(&Op::Incremental).map(drop),
+            )?;
+            let balancer = Balancer::start(&side.hosts, &side.scratch.sidecar("lb"))?;
+            fleets.push(Fleet { side, balancer });
+        }
+        Ok(Fleets { fleets })
+    }
+
+    fn measure(&self, b: &Bench) -> Result<()> {
+        let mut m = Measured {
+            rows: self
+                .fleets
+                .iter()
+                .map(|f| FleetRow::new(f.hosts(), b.runs as usize))
+                .collect(),
+            restarts: Vec::new(),
+            failures: Vec::new(),
+        };
+        let result = self.rounds(b, &mut m);
+        let restart = table::median(&m.restarts);
+        print!("{}", fleet_table::render(&title(b), &m.rows, restart));
+        for f in &m.failures {
+            println!("{f}");
+        }
+        result?;
+        for row in &m.rows {
+            row.check()?;
+        }
+        Ok(())
+    }
+
+    fn rounds(&self, b: &Bench, m: &mut Measured) -> Result<()> {
+        let mut change = 0;
+        for round in 1..=b.runs {
+            interrupt::check()?;
+            let tag = format!("fleets, round {round}/{}", b.runs);
+            if let Some(one) = self.fleets.iter().find(|f| f.hosts() == 1) {
+                let secs = ui::step(&format!("{tag}: restart until healthy"), || {
+                    super::restart_until_healthy(
+                        &one.side,
+                        "innercontext innercontext-node innercontext-pricing-worker",
+                        &[
+                            "http://127.0.0.1:8000/health-check",
+                            "http://127.0.0.1:3000/",
+                        ],
+                    )
+                })?;
+                m.restarts.push(secs);
+            }
+            for (i, f) in self.fleets.iter().enumerate() {
+                change += 1;
+                f.side.change_both(change)?;
+                let what = |op: &Op| format!("{tag}: {} hosts, {}", f.hosts(), op.label());
+                let done = ui::step(&what(&Op::Incremental), || self.run(f, &Op::Incremental))?;
+                m.rows[i]
+                    .deploy
+                    .push(table::sample(done.secs, "a fleet deploy")?);
+                m.rows[i].handshakes.extend(done.handshakes);
+                let done = ui::step(&what(&Op::Rollback), || self.run(f, &Op::Rollback))?;
+                m.rows[i]
+                    .rollback
+                    .push(table::sample(done.secs, "a fleet rollback")?);
+                m.rows[i].handshakes.extend(done.handshakes);
+                m.rows[i].handshakes.extend(self.forward(f)?);
+            }
+            for (i, f) in self.fleets.iter().enumerate() {
+                change += 1;
+                f.side.change_both(change)?;
+                for op in [Op::Incremental, Op::Rollback] {
+                    let what = format!("{tag}: {} hosts, {} under load", f.hosts(), op.label());
+                    let (done, seen) = ui::step(&what, || self.under_load(f, &op))?;
+                    let row = &mut m.rows[i];
+                    row.handshakes.extend(done.handshakes);
+                    let failed = seen.wrk.failed.max(seen.window.failed.len() as f64);
+                    if op == Op::Incremental {
+                        row.requests_deploy.push(seen.wrk.requests);
+                        row.failed_deploy.push(failed);
+                    } else {
+                        row.requests_rollback.push(seen.wrk.requests);
+                        row.failed_rollback.push(failed);
+                    }
+                    row.slowest.push(seen.window.slowest);
+                    if failed > 0.0 {
+                        m.failures.push(format!(
+                            "{what}: {failed} failed; the balancer's failed answers (time, status, upstreams, their answers, seconds):\n  {}",
+                            seen.window.failed.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ")
+                        ));
+                    }
+                }
+                m.rows[i].handshakes.extend(self.forward(f)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, f: &Fleet, op: &Op) -> Result<Done> {
+        interrupt::check()?;
+        f.side.run(op)
+    }
+
+    /// `op` under wrk through the fleet's balancer, and what the balancer logged meanwhile.
+    fn under_load(&self, f: &Fleet, op: &Op) -> Result<(Done, Seen)> {
+        interrupt::check()?;
+        f.balancer.window(0)?;
+        let mut stopped = 0;
+        let (done, wrk) = load::during(&f.balancer.addr(), || {
+            let done = f.side.run(op);
+            stopped = balancer::now_ms();
+            done
+        })?;
+        let window = f.balancer.window(stopped)?;
+        Ok((done, Seen { wrk, window }))
+    }
+
+    /// Back to the newest release after a rollback (untimed); its handshakes.
+    fn forward(&self, f: &Fleet) -> Result<Vec<f64>> {
+        let newest = f.side.newest_release()?;
+        Ok(self.run(f, &Op::RollbackTo(newest))?.handshakes)
+    }
+}
+
+/// What a window of load saw: wrk's count, and the balancer's log.
+struct Seen {
+    wrk: load::Outcome,
+    window: balancer::Window,
+}
+
+struct Measured {
+    rows: Vec<FleetRow>,
+    /// Restart of every unit until healthy on the one-host fleet, per round.
+    restarts: Vec<f64>,
+    /// The balancer's lines for windows with failed requests, printed under the table.
+    failures: Vec<String>,
+}
+
+fn title(b: &Bench) -> String {
+    format!(
+        "\ninnercontext fleet benchmark: {} runs; fleets of {} app machines, each behind {} ms each way ({} ms round trip), one db machine; load balancer: nginx on this host; deploy all --skip-local-checks (rolling; one backend and one frontend file changed) and deploy rollback",
+        b.runs,
+        b.hosts
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        super::DELAY_MS,
+        2 * super::DELAY_MS
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_machines_have_names_of_their_own() {
+        assert_eq!(hosts_of(1), ["bfleet1a"]);
+        assert_eq!(
+            hosts_of(4),
+            ["bfleet4a", "bfleet4b", "bfleet4c", "bfleet4d"]
+        );
+        let all = machines(&[1, 2, 4]);
+        assert_eq!(all.len(), 8);
+        assert_eq!(all.last().map(String::as_str), Some(DB));
+        for name in machines(&[1, 2, crate::flags::BENCH_MAX_HOSTS]) {
+            crate::flags::validate_machine_name(&name).unwrap();
+            // Never one of the other phases' machines, nor an end-to-end run's (<id>app, ...).
+            assert!(!super::super::machines(1).contains(&name), "{name}");
+            assert!(name.starts_with("bfleet"), "{name}");
+        }
+    }
+}

@@ -44,6 +44,11 @@ pub fn hosts_of(n: u32) -> Vec<String> {
         .collect()
 }
 
+/// "1 host", "4 hosts".
+fn hosts_label(n: u32) -> String {
+    format!("{n} host{}", if n == 1 { "" } else { "s" })
+}
+
 /// Every machine the hosts phase uses for these fleet sizes.
 pub fn machines(sizes: &[u32]) -> Vec<String> {
     let mut all: Vec<String> = sizes.iter().flat_map(|&n| hosts_of(n)).collect();
@@ -152,7 +157,7 @@ impl Fleets {
         for side in sides {
             interrupt::check()?;
             ui::step(
-                &format!("first deploy ({} hosts)", side.hosts.len()),
+                &format!("first deploy ({})", hosts_label(side.hosts.len() as u32)),
                 || side.run(&Op::Incremental).map(drop),
             )?;
             let balancer = Balancer::start(&side.hosts, &side.scratch.sidecar("lb"))?;
@@ -205,7 +210,7 @@ impl Fleets {
             for (i, f) in self.fleets.iter().enumerate() {
                 change += 1;
                 f.side.change_both(change)?;
-                let what = |op: &Op| format!("{tag}: {} hosts, {}", f.hosts(), op.label());
+                let what = |op: &Op| format!("{tag}: {}, {}", hosts_label(f.hosts()), op.label());
                 let done = ui::step(&what(&Op::Incremental), || self.run(f, &Op::Incremental))?;
                 m.rows[i]
                     .deploy
@@ -222,7 +227,11 @@ impl Fleets {
                 change += 1;
                 f.side.change_both(change)?;
                 for op in [Op::Incremental, Op::Rollback] {
-                    let what = format!("{tag}: {} hosts, {} under load", f.hosts(), op.label());
+                    let what = format!(
+                        "{tag}: {}, {} under load",
+                        hosts_label(f.hosts()),
+                        op.label()
+                    );
                     let (done, seen) = ui::step(&what, || self.under_load(f, &op))?;
                     let row = &mut m.rows[i];
                     row.handshakes.extend(done.handshakes);

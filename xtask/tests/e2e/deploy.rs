@@ -397,10 +397,19 @@ pub fn interrupt_mid_upload(ctx: &mut Ctx) -> Result<()> {
     );
     ensure!(site.current()? == before, "current moved");
     ensure!(!site.locked()?, "lock left behind");
+    let log = site.last_log()?;
+    ensure!(log.contains("result=interrupted"), "{log}");
+    // The interrupted release is marked failed (the one deploy.log names).
+    let release = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("release="))
+        .with_context(|| format!("no release in: {log}"))?
+        .to_string();
+    ensure!(release != before, "deploy.log names current: {log}");
     ensure!(
-        site.last_log()?.contains("result=interrupted"),
-        "{}",
-        site.last_log()?
+        site.state(&release)? == "failed",
+        "release {release} is {}",
+        site.state(&release)?
     );
     site.assert_serving()
 }

@@ -322,7 +322,10 @@ fn boot(sh: &Shell, m: &Machine) -> Result<()> {
     }) {
         bail!("the launcher of {name} did not record a PID in {pid_file}");
     }
-    if !sys::wait_for(left(), || net::veth_exists(name) || !alive()) || !alive() {
+    // The launcher records its PID, joins the cgroups and mounts the overlay before it becomes
+    // systemd-nspawn (exec): until then the PID runs without nspawn's command line.
+    let launcher_runs = || sys::read_pid(&pid_file).is_some_and(sys::running);
+    if !sys::wait_for(left(), || net::veth_exists(name) || !launcher_runs()) || !alive() {
         bail!(
             "systemd-nspawn for {name} exited before creating {}",
             veth(name)

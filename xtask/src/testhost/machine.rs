@@ -162,6 +162,12 @@ pub fn status_table() -> Result<String> {
     Ok(s)
 }
 
+/// Every machine's systemd, journald, logind and friends take inotify instances from root's
+/// per-user limit on the host (the machines share root's uid); Debian's 128 runs out with
+/// about eight machines ("Failed to create control group inotify object: Too many open
+/// files"). `up` raises it to this (never lowers it; it stays raised, like a sysctl.d setting).
+pub const MIN_INOTIFY_INSTANCES: u64 = 8192;
+
 pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
     image::require(role)?;
     if let Some(m) = running(name)? {
@@ -191,6 +197,7 @@ pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
             found.join(", ")
         );
     }
+    sys::ensure_inotify_instances(MIN_INOTIFY_INSTANCES)?;
     let m = prepare(sh, name, role)?;
     let result = boot(sh, &m);
     let _ = std::fs::remove_file(machine_dir(name).join("up.pid"));

@@ -603,7 +603,7 @@ job_rollback() {
 # release is only moved into the trash here (one rename); empty_trash deletes it once the lock
 # is released, so the deploy's result does not wait for the deletion.
 prune_all() {
-    local name cur keep_assets f r
+    local name cur keep_assets f r pruned=()
     cur=$(current_release "$root")
     mkdir -p "$root/$C_TRASH"
     f=$(find "$root/$C_TRASH" -mindepth 1 ! -user "$(id -u)" -print -quit 2>/dev/null || true)
@@ -618,11 +618,14 @@ prune_all() {
             continue
         fi
         if mv -T "$root/$C_RELEASES/$name" "$root/$C_TRASH/$name.$token" 2>>"$toollog"; then
-            emit info "pruned $name"
+            pruned+=("$name")
         else
             emit warn "could not remove $root/$C_RELEASES/$name (see $toollog); it is left for later"
         fi
     done
+    if [ "${#pruned[@]}" -gt 0 ]; then
+        emit note pruned "${#pruned[@]}" "${pruned[0]}" "${pruned[-1]}"
+    fi
     # Job directories: the newest C_JOBS_KEPT.
     find "$root/$C_JOBS" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' 2>/dev/null |
         sort -rn | tail -n "+$((C_JOBS_KEPT + 1))" | cut -d' ' -f2- |

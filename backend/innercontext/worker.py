@@ -20,6 +20,7 @@ from innercontext.config import Settings, configure_logging, get_settings
 from innercontext.db import create_db_engine, create_session_factory
 from innercontext.models import DEFAULT_CURRENCY, PriceObservation, Product
 from innercontext.pricing import compute_price
+from innercontext.sdnotify import notify
 
 # Not __name__: that is "__main__" when run with ``python -m``.
 logger = logging.getLogger("innercontext.worker")
@@ -92,6 +93,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
         settings.price_max_age_seconds,
         "configured" if settings.gemini_configured else "not configured",
     )
+    # Started: systemd's `restart` of this unit returns now (Type=notify).
+    notify("READY=1")
     try:
         while not stop.is_set():
             try:
@@ -103,6 +106,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                 logger.info("worker heartbeat: refreshed %d products", refreshed)
             stop.wait(settings.pricing_interval_seconds)
     finally:
+        notify("STOPPING=1")
         engine.dispose()
     logger.info("pricing worker stopped")
 

@@ -1,4 +1,5 @@
 import signal
+import socket
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -119,3 +120,21 @@ def test_worker_process_survives_database_outage(spawn, free_port: int) -> None:
     worker.wait_for_line("pricing cycle failed")
     assert worker.stop() == 0
     assert "hunter2" not in worker.output
+
+
+def test_worker_tells_systemd_it_started_and_stops(spawn, db, database_url: str, tmp_path) -> None:
+    """Type=notify: READY=1 once running (what `systemctl restart` waits for), STOPPING=1 on
+    the way out."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(30)
+        worker = spawn(
+            "innercontext.worker",
+            database_url=database_url,
+            pricing_interval_seconds="3600",
+            notify_socket=path,
+        )
+        assert sock.recv(256) == b"READY=1"
+        assert worker.stop(signal.SIGTERM, timeout=5) == 0
+        assert sock.recv(256) == b"STOPPING=1"

@@ -267,6 +267,7 @@ fn verify_units(sh: &Shell) -> Result<()> {
     for exe in [
         release.join("backend/.venv/bin/python"),
         root.join("usr/local/bin/node"),
+        root.join("bin/bash"),
     ] {
         sh.create_dir(exe.parent().unwrap())?;
         sh.write_file(&exe, "#!/bin/sh\n")?;

@@ -58,6 +58,15 @@ pub fn parse_report(out: &str) -> Result<Report> {
     let Some((requests, secs, precision)) = found else {
         bail!("wrk printed no report:\n{}", out.trim());
     };
+    if failed > 0.0 {
+        // Which kind of failure it was, for the reader of the table.
+        let lines: Vec<&str> = out
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("Non-2xx") || l.starts_with("Socket errors"))
+            .collect();
+        crate::say!("    wrk: {}", lines.join("; "));
+    }
     Ok(Report {
         requests,
         failed,

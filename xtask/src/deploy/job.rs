@@ -20,6 +20,10 @@ use crate::lock::LockInfo;
 use crate::remote::{Call, Reply};
 use crate::ssh::Session;
 
+/// How long a lost connection is tried again before the deployer gives up on it (the job goes
+/// on by itself either way).
+pub const RECONNECT_FOR: Duration = Duration::from_secs(20);
+
 /// One event of the job, as it wrote it: server time (ms), kind, fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -458,7 +462,17 @@ impl Job {
                 self.last_error
             );
         }
-        let session = Session::connect(dest, ssh_config)?;
+        // A dropped link often comes back within seconds (Wi-Fi, a VPN, a proxy restarting).
+        let deadline = Instant::now() + RECONNECT_FOR;
+        let session = loop {
+            match Session::connect(dest, ssh_config) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline && !crate::interrupt::requested() => {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let call = Call::deploy(
             "follow",
             &[

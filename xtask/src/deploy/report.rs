@@ -313,6 +313,8 @@ fn note_text(f: &[String]) -> Option<String> {
         "migrate" if g(1) == "none" => Some(format!("nothing to migrate, at {}", g(2))),
         "migrate" => Some(format!("{} to {}", g(1), g(2))),
         "removed" => Some(format!("{} file(s) removed", g(1))),
+        "pruned" if g(1) == "1" => Some(format!("pruned {}", g(2))),
+        "pruned" => Some(format!("pruned {} releases, {} to {}", g(1), g(2), g(3))),
         _ => None,
     }
 }
@@ -401,5 +403,10 @@ mod tests {
             "from 20261128T101530Z, 2 drifted file(s) left out"
         );
         assert_eq!(n(&["drift", "backend/x.py"]), None);
+        assert_eq!(n(&["pruned", "1", "A", "A"]).unwrap(), "pruned A");
+        assert_eq!(
+            n(&["pruned", "50", "A", "B"]).unwrap(),
+            "pruned 50 releases, A to B"
+        );
     }
 }

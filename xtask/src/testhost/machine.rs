@@ -162,6 +162,12 @@ pub fn status_table() -> Result<String> {
     Ok(s)
 }
 
+/// Every machine's systemd, journald, logind and friends take inotify instances from root's
+/// per-user limit on the host (the machines share root's uid); Debian's 128 runs out with
+/// about eight machines ("Failed to create control group inotify object: Too many open
+/// files"). `up` raises it to this (never lowers it; it stays raised, like a sysctl.d setting).
+pub const MIN_INOTIFY_INSTANCES: u64 = 8192;
+
 pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
     image::require(role)?;
     if let Some(m) = running(name)? {
@@ -191,6 +197,7 @@ pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
             found.join(", ")
         );
     }
+    sys::ensure_inotify_instances(MIN_INOTIFY_INSTANCES)?;
     let m = prepare(sh, name, role)?;
     let result = boot(sh, &m);
     let _ = std::fs::remove_file(machine_dir(name).join("up.pid"));
@@ -322,7 +329,10 @@ fn boot(sh: &Shell, m: &Machine) -> Result<()> {
     }) {
         bail!("the launcher of {name} did not record a PID in {pid_file}");
     }
-    if !sys::wait_for(left(), || net::veth_exists(name) || !alive()) || !alive() {
+    // The launcher records its PID, joins the cgroups and mounts the overlay before it becomes
+    // systemd-nspawn (exec): until then the PID runs without nspawn's command line.
+    let launcher_runs = || sys::read_pid(&pid_file).is_some_and(sys::running);
+    if !sys::wait_for(left(), || net::veth_exists(name) || !launcher_runs()) || !alive() {
         bail!(
             "systemd-nspawn for {name} exited before creating {}",
             veth(name)

@@ -172,6 +172,11 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
     image::build(sh, rebuild)
 }
 
+/// Whether the images are built and current (nothing to build before a machine boots).
+pub fn image_ready() -> bool {
+    image::require(Role::Db).is_ok()
+}
+
 /// Boot machine `name`. A running, healthy machine is returned as is; a stale one (a test run
 /// that died) is cleaned up and booted again.
 pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {

@@ -331,6 +331,20 @@ pub fn write_atomic(path: &Utf8Path, contents: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Raise `fs.inotify.max_user_instances` to at least `min` (never lower it).
+pub fn ensure_inotify_instances(min: u64) -> Result<()> {
+    const KNOB: &str = "/proc/sys/fs/inotify/max_user_instances";
+    let now: u64 = fs_err::read_to_string(KNOB)?
+        .trim()
+        .parse()
+        .with_context(|| format!("reading {KNOB}"))?;
+    if now < min {
+        fs_err::write(KNOB, format!("{min}\n"))
+            .with_context(|| format!("raising {KNOB} from {now} to {min}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,10 +326,10 @@ pub fn failed_health_rolls_back(ctx: &mut Ctx) -> Result<()> {
     site.assert_serving()
 }
 
-/// A worker that starts, then dies a fifth of a second later (no probe can see it): the health
-/// check's stability window catches the crash, the deploy switches back, the worker of the old
-/// release runs again. (With `DEPLOY_HEALTH_STABLE_MS=0` this deploy succeeds: the window is
-/// what catches it.)
+/// A worker that starts, then dies a fifth of a second later (no probe can see it): it never
+/// says it is ready, so its restart fails, the deploy switches back, and the worker of the old
+/// release runs again. (Before the worker told systemd it was ready, only the health check's
+/// stability window could catch this; with `DEPLOY_HEALTH_STABLE_MS=0` that deploy succeeded.)
 pub fn worker_dying_after_start_rolls_back(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = scratch(ctx)?;
@@ -397,10 +397,19 @@ pub fn interrupt_mid_upload(ctx: &mut Ctx) -> Result<()> {
     );
     ensure!(site.current()? == before, "current moved");
     ensure!(!site.locked()?, "lock left behind");
+    let log = site.last_log()?;
+    ensure!(log.contains("result=interrupted"), "{log}");
+    // The interrupted release is marked failed (the one deploy.log names).
+    let release = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("release="))
+        .with_context(|| format!("no release in: {log}"))?
+        .to_string();
+    ensure!(release != before, "deploy.log names current: {log}");
     ensure!(
-        site.last_log()?.contains("result=interrupted"),
-        "{}",
-        site.last_log()?
+        site.state(&release)? == "failed",
+        "release {release} is {}",
+        site.state(&release)?
     );
     site.assert_serving()
 }

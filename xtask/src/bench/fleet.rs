@@ -11,7 +11,8 @@
 //!
 //! A round, for each size in turn: one backend and one frontend file changed and committed,
 //! `deploy all --skip-local-checks` (rolling, the default) and `deploy rollback` timed, then
-//! back to the newest release (untimed); then the same deploy and rollback again under `wrk`
+//! back to the newest release (untimed); the same with `--parallel` (every host switches at
+//! once: what parallel upload and prepare cost without the rolling activation); then the same deploy and rollback again under `wrk`
 //! through the balancer ([`super::load`]), counting failed requests and reading the slowest
 //! request from the balancer's log. The ssh logins of the deploy user are counted on every host
 //! around every command. Each round also times a restart of every unit until healthy on the
@@ -222,6 +223,24 @@ impl Fleets {
                     .push(table::sample(done.secs, "a fleet rollback")?);
                 m.rows[i].handshakes.extend(done.handshakes);
                 m.rows[i].handshakes.extend(self.forward(f)?);
+
+                change += 1;
+                f.side.change_both(change)?;
+                let done = ui::step(&what(&Op::ParallelDeploy), || {
+                    self.run(f, &Op::ParallelDeploy)
+                })?;
+                m.rows[i]
+                    .deploy_parallel
+                    .push(table::sample(done.secs, "a fleet deploy --parallel")?);
+                m.rows[i].handshakes.extend(done.handshakes);
+                let done = ui::step(&what(&Op::ParallelRollback), || {
+                    self.run(f, &Op::ParallelRollback)
+                })?;
+                m.rows[i]
+                    .rollback_parallel
+                    .push(table::sample(done.secs, "a fleet rollback --parallel")?);
+                m.rows[i].handshakes.extend(done.handshakes);
+                m.rows[i].handshakes.extend(self.forward(f)?);
             }
             for (i, f) in self.fleets.iter().enumerate() {
                 change += 1;
@@ -299,7 +318,7 @@ struct Measured {
 
 fn title(b: &Bench) -> String {
     format!(
-        "\ninnercontext fleet benchmark: {} runs; fleets of {} app machines, each behind {} ms each way ({} ms round trip), one db machine; load balancer: nginx on this host; deploy all --skip-local-checks (rolling; one backend and one frontend file changed) and deploy rollback",
+        "\ninnercontext fleet benchmark: {} runs; fleets of {} app machines, each behind {} ms each way ({} ms round trip), one db machine; load balancer: nginx on this host; deploy all --skip-local-checks (one backend and one frontend file changed) and deploy rollback, rolling and --parallel",
         b.runs,
         b.hosts
             .iter()

@@ -20,6 +20,9 @@ pub struct FleetRow {
     pub deploy: Vec<f64>,
     /// `deploy rollback`, seconds.
     pub rollback: Vec<f64>,
+    /// The same two with `--parallel`: every host switches at once.
+    pub deploy_parallel: Vec<f64>,
+    pub rollback_parallel: Vec<f64>,
     /// ssh logins of the deploy user, one sample per host and command (every command that
     /// ran, timed or not).
     pub handshakes: Vec<f64>,
@@ -41,10 +44,12 @@ impl FleetRow {
         }
     }
 
-    fn per_run(&self) -> [(&'static str, &Vec<f64>); 6] {
+    fn per_run(&self) -> [(&'static str, &Vec<f64>); 8] {
         [
             ("deploy", &self.deploy),
             ("rollback", &self.rollback),
+            ("deploy --parallel", &self.deploy_parallel),
+            ("rollback --parallel", &self.rollback_parallel),
             ("requests during a deploy", &self.requests_deploy),
             ("failed requests during a deploy", &self.failed_deploy),
             ("requests during a rollback", &self.requests_rollback),
@@ -86,8 +91,11 @@ impl FleetRow {
     }
 }
 
+/// Picks one list of samples out of a row.
+pub type Figure = fn(&FleetRow) -> &Vec<f64>;
+
 /// A row's median of `f` over one host's.
-pub fn ratio(rows: &[FleetRow], row: &FleetRow, f: fn(&FleetRow) -> &Vec<f64>) -> Option<f64> {
+pub fn ratio(rows: &[FleetRow], row: &FleetRow, f: Figure) -> Option<f64> {
     let one = rows.iter().find(|r| r.hosts == 1)?;
     let (x, b) = (median(f(row))?, median(f(one))?);
     (b > 0.0).then_some(x / b)
@@ -102,31 +110,38 @@ pub struct Judged {
     pub met: Option<bool>,
 }
 
-/// Issue 15's targets: each fleet's deploy within [`SCALING`] times one host's; one ssh
-/// handshake per host for every command; no failed request through the balancer.
+/// Issue 15's targets: each fleet's deploy within [`SCALING`] times one host's, rolling (the
+/// default) and `--parallel`; one ssh handshake per host for every command; no failed request
+/// through the balancer.
 pub fn targets(rows: &[FleetRow]) -> Vec<Judged> {
     let mut out = Vec::new();
-    let one = rows
-        .iter()
-        .find(|r| r.hosts == 1)
-        .and_then(|r| median(&r.deploy));
-    for row in rows.iter().filter(|r| r.hosts > 1) {
-        let q = ratio(rows, row, |r| &r.deploy);
-        out.push(Judged {
-            rule: format!(
-                "{} hosts' deploy all <= {SCALING}x one host's{}",
-                row.hosts,
-                one.map_or(String::new(), |o| format!(
-                    " = {}",
-                    with_unit(o * SCALING, Unit::Secs)
-                ))
-            ),
-            got: match (median(&row.deploy), q) {
-                (Some(m), Some(q)) => format!("{} = {q:.2}x", with_unit(m, Unit::Secs)),
-                _ => "-".to_string(),
-            },
-            met: q.map(|q| q <= SCALING),
-        });
+    let modes: [(&str, Figure); 2] = [
+        ("deploy all", |r| &r.deploy),
+        ("deploy all --parallel", |r| &r.deploy_parallel),
+    ];
+    for (what, f) in modes {
+        let one = rows
+            .iter()
+            .find(|r| r.hosts == 1)
+            .and_then(|r| median(f(r)));
+        for row in rows.iter().filter(|r| r.hosts > 1) {
+            let q = ratio(rows, row, f);
+            out.push(Judged {
+                rule: format!(
+                    "{} hosts' {what} <= {SCALING}x one host's{}",
+                    row.hosts,
+                    one.map_or(String::new(), |o| format!(
+                        " = {}",
+                        with_unit(o * SCALING, Unit::Secs)
+                    ))
+                ),
+                got: match (median(f(row)), q) {
+                    (Some(m), Some(q)) => format!("{} = {q:.2}x", with_unit(m, Unit::Secs)),
+                    _ => "-".to_string(),
+                },
+                met: q.map(|q| q <= SCALING),
+            });
+        }
     }
     let handshakes: Vec<f64> = rows.iter().flat_map(|r| r.handshakes.clone()).collect();
     out.push(Judged {
@@ -195,6 +210,10 @@ pub fn render(title: &str, rows: &[FleetRow], restart: Option<f64>) -> String {
         "x 1 host",
         "rollback (min/max)",
         "x 1 host",
+        "deploy --parallel",
+        "x 1 host",
+        "rollback --parallel",
+        "x 1 host",
         "handshakes/host",
         "failed during deploy",
         "failed during rollback",
@@ -204,9 +223,7 @@ pub fn render(title: &str, rows: &[FleetRow], restart: Option<f64>) -> String {
     .map(str::to_string)
     .to_vec()];
     for row in rows {
-        let q = |f: fn(&FleetRow) -> &Vec<f64>| {
-            ratio(rows, row, f).map_or("-".to_string(), |q| format!("{q:.2}"))
-        };
+        let q = |f: Figure| ratio(rows, row, f).map_or("-".to_string(), |q| format!("{q:.2}"));
         let handshakes = match (median(&row.handshakes), min_max(&row.handshakes)) {
             (Some(m), Some((lo, hi))) => format!("{m:.0} ({lo:.0}/{hi:.0})"),
             _ => "-".to_string(),
@@ -214,6 +231,8 @@ pub fn render(title: &str, rows: &[FleetRow], restart: Option<f64>) -> String {
         let runs = [
             &row.deploy,
             &row.rollback,
+            &row.deploy_parallel,
+            &row.rollback_parallel,
             &row.failed_deploy,
             &row.failed_rollback,
         ]
@@ -227,6 +246,10 @@ pub fn render(title: &str, rows: &[FleetRow], restart: Option<f64>) -> String {
             q(|r| &r.deploy),
             median_min_max(&row.rollback),
             q(|r| &r.rollback),
+            median_min_max(&row.deploy_parallel),
+            q(|r| &r.deploy_parallel),
+            median_min_max(&row.rollback_parallel),
+            q(|r| &r.rollback_parallel),
             handshakes,
             failed_of(&row.failed_deploy, &row.requests_deploy),
             failed_of(&row.failed_rollback, &row.requests_rollback),
@@ -283,6 +306,8 @@ mod tests {
             want: n,
             deploy: deploy.to_vec(),
             rollback: rollback.to_vec(),
+            deploy_parallel: deploy.iter().map(|d| d * 0.9).collect(),
+            rollback_parallel: rollback.iter().map(|d| d * 0.8).collect(),
             handshakes: vec![1.0; n * 3 * hosts as usize],
             requests_deploy: vec![1000.0; n],
             failed_deploy: vec![0.0; n],
@@ -314,8 +339,10 @@ mod tests {
     #[test]
     fn the_scaling_target_is_judged_for_every_fleet() {
         let mut rows = fleet();
+        // With --parallel, 4 hosts: 5.4 / 4.5 (one host's 5.0 x 0.9) = 1.2.
+        rows[2].deploy_parallel = vec![5.0, 5.4, 5.6];
         let t = targets(&rows);
-        assert_eq!(t.len(), 4, "{t:?}");
+        assert_eq!(t.len(), 6, "{t:?}");
         assert_eq!(t[0].rule, "2 hosts' deploy all <= 1.3x one host's = 6.50 s");
         assert_eq!(
             (t[0].got.as_str(), t[0].met),
@@ -326,26 +353,36 @@ mod tests {
             (t[1].got.as_str(), t[1].met),
             ("6.60 s = 1.32x", Some(false))
         );
-        assert_eq!(t[2].met, Some(true), "{:?}", t[2]);
+        // The same fleets switching at once, judged on their own figures.
+        assert_eq!(
+            t[3].rule,
+            "4 hosts' deploy all --parallel <= 1.3x one host's = 5.85 s"
+        );
+        assert_eq!(
+            (t[3].got.as_str(), t[3].met),
+            ("5.40 s = 1.20x", Some(true))
+        );
+        assert_eq!(t[4].met, Some(true), "{:?}", t[4]);
         // 3 runs x 3 commands x (1 + 2 + 4) hosts.
-        assert_eq!(t[2].got, "1 in all 63");
-        assert_eq!((t[3].got.as_str(), t[3].met), ("0 in all", Some(true)));
+        assert_eq!(t[4].got, "1 in all 63");
+        assert_eq!((t[5].got.as_str(), t[5].met), ("0 in all", Some(true)));
         // Exactly at the limit is met.
         rows[2].deploy = vec![6.5, 6.5, 6.5];
         assert_eq!(targets(&rows)[1].met, Some(true));
         // Two handshakes on one host for one command misses; so does none (a host skipped).
         rows[2].handshakes[5] = 2.0;
-        assert_eq!(targets(&rows)[2].met, Some(false));
-        assert_eq!(targets(&rows)[2].got, "1 to 2 (63 samples)");
+        assert_eq!(targets(&rows)[4].met, Some(false));
+        assert_eq!(targets(&rows)[4].got, "1 to 2 (63 samples)");
         rows[2].handshakes[5] = 0.0;
-        assert_eq!(targets(&rows)[2].met, Some(false));
+        assert_eq!(targets(&rows)[4].met, Some(false));
         // One failed request in one rollback misses.
         rows[1].failed_rollback[2] = 1.0;
-        assert_eq!(targets(&rows)[3].met, Some(false));
-        assert_eq!(targets(&rows)[3].got, "1 in all");
+        assert_eq!(targets(&rows)[5].met, Some(false));
+        assert_eq!(targets(&rows)[5].got, "1 in all");
         // Without one host, the scaling cannot be judged.
         let t = targets(&fleet()[1..]);
         assert_eq!((t[0].met, t[0].got.as_str()), (None, "-"));
+        assert_eq!((t[2].met, t[2].got.as_str()), (None, "-"));
     }
 
     #[test]
@@ -375,6 +412,8 @@ mod tests {
             "deploy all, rolling (min/max)",
             "x 1 host",
             "rollback (min/max)",
+            "deploy --parallel",
+            "rollback --parallel",
             "handshakes/host",
             "failed during deploy",
             "failed during rollback",
@@ -396,6 +435,7 @@ mod tests {
             "6.60 s (6.40/7.00)",
             "1.32",
             "1.93",
+            "5.94 s (5.76/6.30)",
             "0 of 3000",
             "0 of 1500",
             "1.75 s",
@@ -413,16 +453,18 @@ mod tests {
             lines[7].contains("4 hosts'") && lines[7].ends_with("MISSED"),
             "{t}"
         );
-        assert!(lines[8].contains("1 ssh handshake per host") && lines[8].ends_with("met"));
-        assert!(lines[9].contains("0 failed requests") && lines[9].ends_with("met"));
+        assert!(lines[8].contains("2 hosts' deploy all --parallel") && lines[8].ends_with("met"));
+        assert!(lines[9].contains("4 hosts' deploy all --parallel"), "{t}");
+        assert!(lines[10].contains("1 ssh handshake per host") && lines[10].ends_with("met"));
+        assert!(lines[11].contains("0 failed requests") && lines[11].ends_with("met"));
         // 1 host 5.0 s, 0.9 s per further host: 2 hosts >= 5.9 s, 4 hosts >= 7.7 s.
         assert!(
-            lines[10].contains("2 hosts >= 5.90 s (1.18x), 4 hosts >= 7.70 s (1.54x)"),
+            lines[12].contains("2 hosts >= 5.90 s (1.18x), 4 hosts >= 7.70 s (1.54x)"),
             "{}",
-            lines[10]
+            lines[12]
         );
-        assert_eq!(lines.len(), 11);
+        assert_eq!(lines.len(), 13);
         // Without the restart figure, no such line.
-        assert_eq!(render("fleets", &rows, None).lines().count(), 10);
+        assert_eq!(render("fleets", &rows, None).lines().count(), 12);
     }
 }

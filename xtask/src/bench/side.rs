@@ -40,6 +40,11 @@ pub enum Op {
     /// Deploy a tree that already runs (xtask: "nothing to deploy"; the baseline deploys).
     Noop,
     Rollback,
+    /// A fleet's `deploy all --skip-local-checks --parallel`: every host switches at once
+    /// (xtask only).
+    ParallelDeploy,
+    /// A fleet's `deploy rollback --parallel` (xtask only).
+    ParallelRollback,
     /// Back to a named release (xtask only: undoes a measured rollback, not measured itself).
     RollbackTo(String),
     List,
@@ -53,6 +58,8 @@ impl Op {
             Op::RedeployBackend => "backend redeploy",
             Op::Noop => "no-op deploy",
             Op::Rollback => "rollback",
+            Op::ParallelDeploy => "deploy --parallel",
+            Op::ParallelRollback => "rollback --parallel",
             Op::RollbackTo(_) => "rollback to the newest",
             Op::List => "list",
         }
@@ -68,11 +75,19 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
             vec!["deploy", "backend", "--redeploy", "--skip-local-checks"]
         }
         (Kind::Xtask, Op::Rollback) => vec!["deploy", "rollback"],
+        (Kind::Xtask, Op::ParallelDeploy) => {
+            vec!["deploy", "all", "--skip-local-checks", "--parallel"]
+        }
+        (Kind::Xtask, Op::ParallelRollback) => vec!["deploy", "rollback", "--parallel"],
         (Kind::Xtask, Op::RollbackTo(r)) => vec!["deploy", "rollback", r.as_str()],
         (Kind::Xtask, Op::List) => vec!["deploy", "list"],
-        (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks) => vec![BASELINE, "all"],
+        (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks | Op::ParallelDeploy) => {
+            vec![BASELINE, "all"]
+        }
         (Kind::Baseline, Op::RedeployBackend) => vec![BASELINE, "backend"],
-        (Kind::Baseline, Op::Rollback | Op::RollbackTo(_)) => vec![BASELINE, "rollback"],
+        (Kind::Baseline, Op::Rollback | Op::RollbackTo(_) | Op::ParallelRollback) => {
+            vec![BASELINE, "rollback"]
+        }
         (Kind::Baseline, Op::List) => vec![BASELINE, "list"],
     };
     words.into_iter().map(str::to_string).collect()

@@ -779,6 +779,30 @@ pub fn masks_and_render(_ctx: &mut Ctx) -> Result<()> {
     ensure!(check_escapes("\x1b[1;31merror:\x1b[0m \x1b[K").is_ok());
     ensure!(check_escapes("\x1b]0;title\x07").is_err());
     ensure!(check_escapes("\x1b[2J").is_err());
+    readme_transcript_is_the_golden()
+}
+
+/// The README's opening transcript (a real capture) says what the deploy golden says: the same
+/// step lines once the run's names, times and counts are masked.
+fn readme_transcript_is_the_golden() -> Result<()> {
+    let readme =
+        fs_err::read_to_string(Utf8PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))?;
+    let section = readme
+        .split("## A deploy in 30 seconds")
+        .nth(1)
+        .context("README: no section 'A deploy in 30 seconds'")?;
+    let block = section
+        .split("```\n")
+        .nth(1)
+        .context("README: no transcript under 'A deploy in 30 seconds'")?;
+    // The capture pruned a release at the end; the golden's run had none to prune.
+    let shown = mask(block, &[("m1app", "<APP>")]).replace(" [pruned <RELEASE>]", "");
+    let golden = fs_err::read_to_string(golden_path("deploy.plain.txt"))?;
+    let want = golden.strip_prefix("exit: 0\n").unwrap_or(&golden);
+    ensure!(
+        shown == want,
+        "README's transcript, masked:\n{shown}\nthe golden deploy.plain.txt:\n{want}"
+    );
     Ok(())
 }
 

@@ -15,8 +15,9 @@
 //! once: what parallel upload and prepare cost without the rolling activation); then the same deploy and rollback again under `wrk`
 //! through the balancer ([`super::load`]), counting failed requests and reading the slowest
 //! request from the balancer's log. The ssh logins of the deploy user are counted on every host
-//! around every command. Each round also times a restart of every unit until healthy on the
-//! one-host fleet: what rolling activation adds per further host at least.
+//! around every command. Each round also restarts every unit of every host of each fleet at
+//! once until healthy (timed on the servers): on one host, what rolling activation adds per
+//! further host at least; on a fleet, what `--parallel` costs at least on this machine.
 
 use anyhow::{Context, Result};
 use xshell::Shell;
@@ -35,6 +36,12 @@ use super::table;
 
 /// The db machine every fleet uses.
 pub const DB: &str = "bfleetdb";
+/// What a fleet's restart until healthy restarts, and what it waits for, on every host.
+const UNITS: &str = "innercontext innercontext-node innercontext-pricing-worker";
+const PROBES: &[&str] = &[
+    "http://127.0.0.1:8000/health-check",
+    "http://127.0.0.1:3000/",
+];
 /// How many machines boot at once.
 const BOOT_AT_ONCE: usize = 4;
 
@@ -174,12 +181,10 @@ impl Fleets {
                 .iter()
                 .map(|f| FleetRow::new(f.hosts(), b.runs as usize))
                 .collect(),
-            restarts: Vec::new(),
             failures: Vec::new(),
         };
         let result = self.rounds(b, &mut m);
-        let restart = table::median(&m.restarts);
-        print!("{}", fleet_table::render(&title(b), &m.rows, restart));
+        print!("{}", fleet_table::render(&title(b), &m.rows));
         for f in &m.failures {
             println!("{f}");
         }
@@ -195,18 +200,12 @@ impl Fleets {
         for round in 1..=b.runs {
             interrupt::check()?;
             let tag = format!("fleets, round {round}/{}", b.runs);
-            if let Some(one) = self.fleets.iter().find(|f| f.hosts() == 1) {
-                let secs = ui::step(&format!("{tag}: restart until healthy"), || {
-                    super::restart_until_healthy(
-                        &one.side,
-                        "innercontext innercontext-node innercontext-pricing-worker",
-                        &[
-                            "http://127.0.0.1:8000/health-check",
-                            "http://127.0.0.1:3000/",
-                        ],
-                    )
+            for (i, f) in self.fleets.iter().enumerate() {
+                let what = format!("{tag}: {}, restart until healthy", hosts_label(f.hosts()));
+                let secs = ui::step(&what, || {
+                    super::restart_all_until_healthy(&f.side.hosts, UNITS, PROBES)
                 })?;
-                m.restarts.push(secs);
+                m.rows[i].restart.push(secs);
             }
             for (i, f) in self.fleets.iter().enumerate() {
                 change += 1;
@@ -310,8 +309,6 @@ struct Seen {
 
 struct Measured {
     rows: Vec<FleetRow>,
-    /// Restart of every unit until healthy on the one-host fleet, per round.
-    restarts: Vec<f64>,
     /// The balancer's lines for windows with failed requests, printed under the table.
     failures: Vec<String>,
 }

@@ -33,6 +33,9 @@ pub struct FleetRow {
     pub failed_rollback: Vec<f64>,
     /// The slowest request the balancer logged in each load window, seconds.
     pub slowest: Vec<f64>,
+    /// Every unit of every host restarted at once until healthy (timed on the servers), the
+    /// slowest host, seconds: what switching them all at once costs at least on this machine.
+    pub restart: Vec<f64>,
 }
 
 impl FleetRow {
@@ -44,7 +47,7 @@ impl FleetRow {
         }
     }
 
-    fn per_run(&self) -> [(&'static str, &Vec<f64>); 8] {
+    fn per_run(&self) -> [(&'static str, &Vec<f64>); 9] {
         [
             ("deploy", &self.deploy),
             ("rollback", &self.rollback),
@@ -54,6 +57,7 @@ impl FleetRow {
             ("failed requests during a deploy", &self.failed_deploy),
             ("requests during a rollback", &self.requests_rollback),
             ("failed requests during a rollback", &self.failed_rollback),
+            ("restart until healthy", &self.restart),
         ]
     }
 
@@ -201,9 +205,9 @@ fn failed_of(failed: &[f64], requests: &[f64]) -> String {
     )
 }
 
-/// The table, then the targets, then what rolling activation costs at least. `restart`: the
-/// median restart of every unit until healthy on one host (None: not measured).
-pub fn render(title: &str, rows: &[FleetRow], restart: Option<f64>) -> String {
+/// The table, then the targets, then what rolling and parallel activation cost at least
+/// (from the rows' restart figures).
+pub fn render(title: &str, rows: &[FleetRow]) -> String {
     let mut lines: Vec<Vec<String>> = vec![[
         "hosts",
         "deploy all, rolling (min/max)",
@@ -265,30 +269,64 @@ pub fn render(title: &str, rows: &[FleetRow], restart: Option<f64>) -> String {
         .map(|j| vec![format!("  {}", j.rule), j.got, met_text(j.met).to_string()])
         .collect();
     out.push_str(&align(&judged, &[0, 2]));
-    let one = rows
-        .iter()
-        .find(|r| r.hosts == 1)
-        .and_then(|r| median(&r.deploy));
-    if let (Some(one), Some(restart)) = (one, restart) {
-        let bounds: Vec<String> = rows
+    out.push_str(&bounds(rows));
+    out
+}
+
+/// What activation costs at least, from the restart figures: rolling switches one host at a
+/// time, so N hosts need one host's deploy plus N - 1 restarts until healthy; `--parallel`
+/// restarts every host at once, so N hosts need one host's parallel deploy plus what
+/// restarting them all at once takes more than restarting one (here, where the hosts share
+/// this machine's cores).
+fn bounds(rows: &[FleetRow]) -> String {
+    let Some(one) = rows.iter().find(|r| r.hosts == 1) else {
+        return String::new();
+    };
+    let further: Vec<&FleetRow> = rows.iter().filter(|r| r.hosts > 1).collect();
+    let mut out = String::new();
+    if further.is_empty() {
+        return out;
+    }
+    if let (Some(deploy), Some(restart)) = (median(&one.deploy), median(&one.restart)) {
+        let each: Vec<String> = further
             .iter()
-            .filter(|r| r.hosts > 1)
             .map(|r| {
-                let at_least = one + f64::from(r.hosts - 1) * restart;
+                let at_least = deploy + f64::from(r.hosts - 1) * restart;
                 format!(
                     "{} hosts >= {} ({:.2}x)",
                     r.hosts,
                     with_unit(at_least, Unit::Secs),
-                    at_least / one
+                    at_least / deploy
                 )
             })
             .collect();
-        if !bounds.is_empty() {
+        out.push_str(&format!(
+            "rolling switches one host at a time, each restarted until healthy ({} on one host): at least one host's {} plus that per further host: {}\n",
+            with_unit(restart, Unit::Secs),
+            with_unit(deploy, Unit::Secs),
+            each.join(", ")
+        ));
+    }
+    if let (Some(deploy), Some(restart)) = (median(&one.deploy_parallel), median(&one.restart)) {
+        let each: Vec<String> = further
+            .iter()
+            .filter_map(|r| {
+                let all = median(&r.restart)?;
+                let at_least = deploy + (all - restart).max(0.0);
+                Some(format!(
+                    "{} hosts {} at once, so >= {} ({:.2}x)",
+                    r.hosts,
+                    with_unit(all, Unit::Secs),
+                    with_unit(at_least, Unit::Secs),
+                    at_least / deploy
+                ))
+            })
+            .collect();
+        if !each.is_empty() {
             out.push_str(&format!(
-                "rolling switches one host at a time, each restarted until healthy ({} on one host): at least one host's {} plus that per further host: {}\n",
+                "--parallel restarts every host at once; here they share this machine's cores: one host {}, {}\n",
                 with_unit(restart, Unit::Secs),
-                with_unit(one, Unit::Secs),
-                bounds.join(", ")
+                each.join(", ")
             ));
         }
     }
@@ -314,6 +352,7 @@ mod tests {
             requests_rollback: vec![500.0; n],
             failed_rollback: vec![0.0; n],
             slowest: vec![0.2; 2 * n],
+            restart: vec![0.9 + 0.3 * f64::from(hosts - 1); n],
         }
     }
 
@@ -404,7 +443,7 @@ mod tests {
     fn the_table_shows_every_column_the_targets_and_rolling_cost() {
         let mut rows = fleet();
         rows[2].slowest[3] = 1.75;
-        let t = render("fleets", &rows, Some(0.9));
+        let t = render("fleets", &rows);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "fleets");
         for col in [
@@ -463,8 +502,18 @@ mod tests {
             "{}",
             lines[12]
         );
-        assert_eq!(lines.len(), 13);
-        // Without the restart figure, no such line.
-        assert_eq!(render("fleets", &rows, None).lines().count(), 12);
+        // With --parallel: one host's 4.5 s, plus what restarting them all at once takes more
+        // than one (2 hosts 1.2 s, 4 hosts 1.8 s, against 0.9 s).
+        assert!(
+            lines[13].contains("one host 0.90 s, 2 hosts 1.20 s at once, so >= 4.80 s (1.07x), 4 hosts 1.80 s at once, so >= 5.40 s (1.20x)"),
+            "{}",
+            lines[13]
+        );
+        assert_eq!(lines.len(), 14);
+        // Without the restart figures, no such lines.
+        for r in &mut rows {
+            r.restart.clear();
+        }
+        assert_eq!(render("fleets", &rows).lines().count(), 12);
     }
 }

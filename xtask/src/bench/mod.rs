@@ -796,6 +796,11 @@ fn one_more_command(side: &Side) -> Result<f64> {
 
 /// `systemctl restart UNITS` until every probe answers, timed on the server.
 fn restart_until_healthy(side: &Side, units: &str, probes: &[&str]) -> Result<f64> {
+    restart_until_healthy_on(side.machine(), units, probes)
+}
+
+/// [`restart_until_healthy`] on one machine.
+fn restart_until_healthy_on(m: &Machine, units: &str, probes: &[&str]) -> Result<f64> {
     let checks: Vec<String> = probes
         .iter()
         .map(|p| format!("curl -fsS -o /dev/null -m 2 {p}"))
@@ -806,13 +811,32 @@ fn restart_until_healthy(side: &Side, units: &str, probes: &[&str]) -> Result<f6
          e=$(date +%s.%N); awk -v s=$s -v e=$e 'BEGIN {{print e - s}}'",
         checks = checks.join(" && ")
     );
-    let out = side.exec(&script)?;
-    let secs: f64 = out.trim().parse().with_context(|| {
-        format!(
-            "restart timing on {}: '{}'",
-            side.machine().name,
-            out.trim()
-        )
-    })?;
+    let out = side::exec(m, &script)?;
+    let secs: f64 = out
+        .trim()
+        .parse()
+        .with_context(|| format!("restart timing on {}: '{}'", m.name, out.trim()))?;
     table::sample(secs, "restart until healthy")
+}
+
+/// [`restart_until_healthy`] on every machine of a fleet at once: the slowest host's time.
+fn restart_all_until_healthy(hosts: &[Machine], units: &str, probes: &[&str]) -> Result<f64> {
+    let times: Vec<Result<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|m| s.spawn(move || restart_until_healthy_on(m, units, probes)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a restart panicked")))
+            })
+            .collect()
+    });
+    let mut slowest: f64 = 0.0;
+    for t in times {
+        slowest = slowest.max(t?);
+    }
+    Ok(slowest)
 }

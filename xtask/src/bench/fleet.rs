@@ -264,8 +264,9 @@ impl Fleets {
                     row.slowest.push(seen.window.slowest);
                     if failed > 0.0 {
                         m.failures.push(format!(
-                            "{what}: {failed} failed; the balancer's failed answers (time, status, upstreams, their answers, seconds):\n  {}",
-                            seen.window.failed.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ")
+                            "{what}: {failed} failed; the balancer's failed answers (time, status, upstreams, their answers, seconds):\n  {}\n{}",
+                            seen.window.failed.iter().take(10).cloned().collect::<Vec<_>>().join("\n  "),
+                            app_warnings(f)
                         ));
                     }
                 }
@@ -299,6 +300,27 @@ impl Fleets {
         let newest = f.side.newest_release()?;
         Ok(self.run(f, &Op::RollbackTo(newest))?.handshakes)
     }
+}
+
+/// The API's own account of a failed window: its warnings and errors of the last two minutes
+/// on every host of the fleet (a 503 from the API is its health check failing to reach the
+/// database, and it logs why).
+fn app_warnings(f: &Fleet) -> String {
+    // Python's log lines reach the journal through stderr, all at one priority: grep them.
+    let script = "journalctl -u innercontext -u innercontext-node --since -120s --no-pager -o short-precise | grep -iE 'warn|error|fail|traceback' | tail -n 8 || true";
+    f.side
+        .hosts
+        .iter()
+        .map(|m| match super::side::exec(m, script) {
+            Ok(out) => format!(
+                "  {}'s journal (warnings):\n    {}",
+                m.name,
+                out.trim().replace('\n', "\n    ")
+            ),
+            Err(e) => format!("  {}'s journal: not read ({e:#})", m.name),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What a window of load saw: wrk's count, and the balancer's log.

@@ -318,8 +318,9 @@ fn prepare_change(s: &Scratch, step: Step, n: usize) -> Result<()> {
     s.commit(&format!("fault cell {n} at {step:?}"))
 }
 
-/// Wait until the deploy is at `step`, as seen from its output or the server.
-fn wait_for_step(site: &Site, bg: &mut Background, step: Step) -> Result<()> {
+/// Wait until the deploy is at `step`, as seen from its output or the server. `since_ms`: the
+/// server's clock just before the deploy started (its job's events are newer).
+fn wait_for_step(site: &Site, bg: &mut Background, step: Step, since_ms: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
     let server = |probe: &str| -> Result<bool> {
         Ok(site.sh(&format!("{probe} && echo yes || echo no"))?.trim() == "yes")
@@ -331,8 +332,16 @@ fn wait_for_step(site: &Site, bg: &mut Background, step: Step) -> Result<()> {
                 !out.contains("==> upload") && server(&format!("test -d {ROOT}/.deploy.lock"))?
             }
             Step::Upload => out.contains("==> upload"),
-            // The tools' own processes (the job's bash names them in its script text).
-            Step::Sync => server("pgrep -u innercontext -x uv >/dev/null")?,
+            // uv itself (the job's bash names it in its script text, hence -x), or, as uv can
+            // be done within a poll when its cache has everything, this deploy's job having
+            // started prepare: the local checks (--recheck) still run for seconds then, and the
+            // migration waits for them, so the fault still strikes before the point of no
+            // return (the cell checks that migrate and switch never started).
+            Step::Sync => server(&format!(
+                "pgrep -u innercontext -x uv >/dev/null || \
+                 cat {ROOT}/jobs/*/events 2>/dev/null | awk -F '\t' -v s={since_ms} \
+                 '$1 >= s && $2 == \"step\" && $3 == \"prepare\" && $4 == \"start\" {{ f = 1 }} END {{ exit !f }}'"
+            ))?,
             Step::Migrate => server(
                 "pgrep -u innercontext -f '^[^ ]*python[0-9.]* -m innercontext[.]deploytool migrate' >/dev/null",
             )?,
@@ -378,10 +387,11 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
     let mut cmd = site.command(&s.dir, args);
     // Its own process group, like a shell job in a terminal: the group signals reach it.
     cmd.process_group(0);
+    let since_ms: u64 = site.sh("date +%s%3N")?.trim().parse()?;
     let mut bg = Background::start(cmd, &log)?;
     let pid = bg.child.id();
     let result = (|| -> Result<(std::process::ExitStatus, String, u64, Option<crate::support::Run>)> {
-        wait_for_step(&site, &mut bg, step)?;
+        wait_for_step(&site, &mut bg, step, since_ms)?;
         let struck_ms: u64 = site.sh("date +%s%3N")?.trim().parse()?;
         let mut second = None;
         let kill = |args: &[&str]| -> Result<()> {

@@ -41,7 +41,7 @@ pub fn run(demo: Demo, sh: &Shell) -> Result<()> {
         }
         return Ok(());
     }
-    ui::step("build the test host image", || testhost::build(sh, false))?;
+    testhost::build(sh, false)?;
     let db = ui::step("boot the db machine", || {
         testhost::up(sh, &db_name, Role::Db)
     })?;

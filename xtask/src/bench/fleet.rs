@@ -126,7 +126,7 @@ fn boot(names: &[String], role: Role) -> Result<Vec<Machine>> {
 
 impl Fleets {
     fn provision(sh: &Shell, sizes: &[u32]) -> Result<Fleets> {
-        ui::step("build the test host image", || testhost::build(sh, false))?;
+        testhost::build(sh, false)?;
         let db = ui::step(&format!("boot {DB}"), || testhost::up(sh, DB, Role::Db))?;
         let mut sides = Vec::new();
         for &n in sizes {

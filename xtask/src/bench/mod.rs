@@ -172,7 +172,7 @@ struct Bencher {
 
 impl Bencher {
     fn provision(sh: &Shell, hosts: u32) -> Result<Bencher> {
-        ui::step("build the test host image", || testhost::build(sh, false))?;
+        testhost::build(sh, false)?;
         let db = ui::step(&format!("boot {DB}"), || testhost::up(sh, DB, Role::Db))?;
         let x_name = xtask_hosts(hosts).remove(0);
         let (xm, bm) = ui::step(&format!("boot {x_name} and {BASELINE_HOST}"), || {

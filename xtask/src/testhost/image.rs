@@ -14,14 +14,14 @@ use crate::ui;
 /// Bump when the image contents change: `build` then rebuilds, `up` asks for a build.
 const IMAGE_VERSION: &str = "1";
 
-/// What the host needs to run machines.
-pub const HOST_PACKAGES: &[&str] = &[
-    "systemd-container",
-    "debootstrap",
-    "nftables",
-    "rsync",
-    "openssh-client",
-    "iproute2",
+/// What the host needs to run machines: (a file the package installs, the package).
+pub const HOST_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/systemd-nspawn", "systemd-container"),
+    ("/usr/sbin/debootstrap", "debootstrap"),
+    ("/usr/sbin/nft", "nftables"),
+    ("/usr/bin/rsync", "rsync"),
+    ("/usr/bin/ssh", "openssh-client"),
+    ("/bin/ip", "iproute2"),
 ];
 
 fn images_dir() -> Utf8PathBuf {
@@ -74,15 +74,17 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
             );
         }
     }
-    ui::step("host packages", || ensure_host_packages(sh))?;
-    ui::step("throwaway ssh key", || ensure_key(sh))?;
+    // Flat step lines (callers do not wrap this in a step of their own): an install line only
+    // when a host package is missing, a line per image part only when it is built.
+    ensure_host_packages(sh)?;
+    ensure_key(sh)?;
     fs_err::create_dir_all(images_dir())?;
     if !base_ok {
         fs_err::write(build_log(), "")?;
-        ui::step("base image: debootstrap bookworm", || build_base(sh))?;
+        ui::step("test host image: debootstrap bookworm", || build_base(sh))?;
     }
     if !db_ok {
-        ui::step("db layer: PostgreSQL", build_db_layer)?;
+        ui::step("test host image: PostgreSQL layer", build_db_layer)?;
     }
     let size = |d: Utf8PathBuf| {
         cmd!(sh, "du -sm {d}")
@@ -93,7 +95,7 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
             .unwrap_or_else(|| "?".into())
     };
     eprintln!(
-        "image {} in {} (base {} MB, db layer {} MB)",
+        "test host image {} in {} (base {} MB, db layer {} MB)",
         if base_ok && db_ok { "cached" } else { "built" },
         images_dir(),
         size(base_dir()),
@@ -102,37 +104,9 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
     Ok(())
 }
 
+/// The missing host packages, installed as one step whose apt output goes to the tools log.
 fn ensure_host_packages(sh: &Shell) -> Result<()> {
-    let format = "-f=${db:Status-Status}";
-    let missing: Vec<&str> = HOST_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            cmd!(sh, "dpkg-query -W {format} {p}")
-                .quiet()
-                .ignore_stderr()
-                .read()
-                .map_or(true, |s| s.trim() != "installed")
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("installing host packages: {}", missing.join(" "));
-    cmd!(sh, "apt-get update -q")
-        .quiet()
-        .run()
-        .context("apt-get update on the host")?;
-    let packages = missing.clone();
-    cmd!(
-        sh,
-        "apt-get install -y -q --no-install-recommends {packages...}"
-    )
-    .env("DEBIAN_FRONTEND", "noninteractive")
-    .quiet()
-    .run()
-    .with_context(|| format!("installing {} on the host", missing.join(" ")))?;
-    Ok(())
+    crate::tools::ensure_packages(sh, HOST_PACKAGES)
 }
 
 /// The throwaway ed25519 key authorized for root on every machine.
@@ -333,7 +307,7 @@ mod tests {
             "openssh-client",
             "iproute2",
         ] {
-            assert!(HOST_PACKAGES.contains(&p));
+            assert!(HOST_PACKAGES.iter().any(|(_, pkg)| *pkg == p));
         }
     }
 }

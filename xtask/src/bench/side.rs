@@ -225,11 +225,13 @@ impl Side {
 }
 
 /// Accepted ssh logins of the deploy user on `m` so far, from sshd's journal (read inside the
-/// machine, so reading it is no login itself).
+/// machine, so reading it is no login itself). `journalctl --sync` first: journald stores what
+/// sshd logged a moment ago before it is counted (a busy machine's journal lags, and a login
+/// of the command just timed would count for the next one, or for none).
 pub fn logins(m: &Machine) -> Result<f64> {
     let out = exec(
         m,
-        "journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
+        "journalctl --sync; journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
     )?;
     out.trim()
         .parse()

@@ -67,7 +67,7 @@ impl FleetSite {
                 let out = m.ssh(&[
                     "bash",
                     "-c",
-                    "journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
+                    "journalctl --sync; journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
                 ])?;
                 Ok(out.trim().parse().unwrap_or(0))
             })

@@ -114,7 +114,7 @@ impl Site {
 
     /// Accepted ssh logins of the deploy user so far (sshd's journal on the app machine).
     pub fn deploy_logins(&self) -> Result<usize> {
-        let out = self.sh("journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true")?;
+        let out = self.sh("journalctl --sync; journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true")?;
         Ok(out.trim().parse().unwrap_or(0))
     }
 }

@@ -235,6 +235,38 @@ pub fn rollback_while_serving(ctx: &mut Ctx) -> Result<()> {
     site.assert_serving()
 }
 
+/// Pages under load while the API restarts (backend redeploys): none fails. The web server
+/// keeps connections to the API open; the API closes its idle ones when it stops, and a page's
+/// API call sent on one at that moment must be sent again, not turned into an error page.
+pub fn pages_load_while_the_api_restarts(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let wrk = crate::support::Wrk::start(&format!("http://{}/", site.app.ip))?;
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(deploy(
+            &site,
+            s,
+            &["backend", "--redeploy", "--skip-local-checks"],
+        ));
+    }
+    let w = wrk.stop()?;
+    for run in runs {
+        run?.ok()?;
+    }
+    let node_log = site.sh(
+        "journalctl -u innercontext-node --since -5min -o cat --no-pager | grep -F '[api]' | tail -n 5 || true",
+    )?;
+    ensure!(
+        w.non2xx == 0 && w.errors == 0,
+        "{} of {} page requests failed during 4 backend redeploys:\n{}the web server's journal:\n{node_log}",
+        w.non2xx + w.errors,
+        w.requests,
+        w.detail
+    );
+    Ok(())
+}
+
 /// A second deploy while the first holds the lock fails at once and names the holder.
 pub fn lock_conflict(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;

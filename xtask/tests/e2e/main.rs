@@ -189,6 +189,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(DEPLOY, deploy::nothing_to_deploy),
     scenario!(DEPLOY, deploy::list_releases),
     scenario!(DEPLOY, deploy::rollback_while_serving),
+    scenario!(DEPLOY, deploy::pages_load_while_the_api_restarts),
     scenario!(DEPLOY, deploy::lock_conflict),
     scenario!(DEPLOY, deploy::failing_migration),
     scenario!(DEPLOY, deploy::failed_health_rolls_back),

@@ -3,6 +3,7 @@
 import { error } from '@sveltejs/kit';
 import { PUBLIC_API_BASE } from '$app/env/private';
 import { describeApiError, isArrayOf, isPricePoint, isProduct } from '#lib/api-data.ts';
+import { withOneResend } from '#lib/retry.ts';
 import type { NewProduct, PricePoint, Product } from '#lib/types.ts';
 
 /** How long one API call (connect + response + body) may take. */
@@ -22,15 +23,20 @@ function reason(cause: unknown): string {
 	return String(cause);
 }
 
-/** Sends one request; a network failure or timeout becomes a 503 error page. */
+/**
+ * Sends one request (a GET or HEAD once more if its connection failed: see retry.ts); a
+ * network failure or timeout becomes a 503 error page.
+ */
 async function send(fetch: Fetch, path: string, init: RequestInit = {}): Promise<Response> {
 	const method = init.method ?? 'GET';
 	try {
-		return await fetch(`${PUBLIC_API_BASE}${path}`, {
-			...init,
-			headers: { accept: 'application/json', ...init.headers },
-			signal: AbortSignal.timeout(TIMEOUT_MS)
-		});
+		return await withOneResend(method, () =>
+			fetch(`${PUBLIC_API_BASE}${path}`, {
+				...init,
+				headers: { accept: 'application/json', ...init.headers },
+				signal: AbortSignal.timeout(TIMEOUT_MS)
+			})
+		);
 	} catch (cause) {
 		// The full address is logged for the operator but never shown to the visitor.
 		console.error(`[api] ${method} ${PUBLIC_API_BASE}${path} failed: ${reason(cause)}`);

@@ -74,23 +74,39 @@ mod tests {
     #[test]
     fn children_get_their_own_process_group() {
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "ps -o pgid= -p $$"]);
+        cmd.args(["-c", "echo $$ $(ps -o pgid= -p $$)"]);
         let out = isolate(&mut cmd).output().unwrap();
-        let pgid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        // SAFETY: getpid has no memory effects.
-        let me = unsafe { getpid() };
-        assert_ne!(pgid, me, "the child shares our process group");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ids: Vec<i32> = text
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect();
+        // The child leads a group of its own, so the terminal's signals to our group miss it.
+        assert_eq!(ids.len(), 2, "{text}");
+        assert_eq!(
+            ids[0], ids[1],
+            "the child is not its own process group's leader"
+        );
     }
 
     #[test]
     fn a_group_signal_reaches_the_childs_children() {
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "sleep 30 & wait"]);
+        // The grandchild holds the stdout pipe: it reads to the end only once that one is gone.
+        cmd.args(["-c", "sleep 30 & echo started; wait"])
+            .stdout(std::process::Stdio::piped());
         let mut child = isolate(&mut cmd).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "started");
         let start = Instant::now();
         signal_group(child.id(), SIGTERM);
         child.wait().unwrap();
-        assert!(start.elapsed() < Duration::from_secs(5));
+        std::io::Read::read_to_string(&mut out, &mut line).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the grandchild outlived the group signal"
+        );
     }
 }

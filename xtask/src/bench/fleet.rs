@@ -263,9 +263,16 @@ impl Fleets {
                     }
                     row.slowest.push(seen.window.slowest);
                     if failed > 0.0 {
+                        let answers = if seen.window.failed.is_empty() {
+                            "the balancer logged no failed answer (wrk's failures are its own: timeouts or socket errors, on the step line)".to_string()
+                        } else {
+                            format!(
+                                "the balancer's failed answers (time, status, upstreams, their answers, seconds):\n    {}",
+                                seen.window.failed.iter().take(10).cloned().collect::<Vec<_>>().join("\n    ")
+                            )
+                        };
                         m.failures.push(format!(
-                            "{what}: {failed} failed; the balancer's failed answers (time, status, upstreams, their answers, seconds):\n  {}\n{}",
-                            seen.window.failed.iter().take(10).cloned().collect::<Vec<_>>().join("\n  "),
+                            "{what}: {failed} failed\n  {answers}\n{}",
                             app_warnings(f)
                         ));
                     }
@@ -312,6 +319,7 @@ fn app_warnings(f: &Fleet) -> String {
         .hosts
         .iter()
         .map(|m| match super::side::exec(m, script) {
+            Ok(out) if out.trim().is_empty() => format!("  {}'s journal: no warnings", m.name),
             Ok(out) => format!(
                 "  {}'s journal (warnings):\n    {}",
                 m.name,

@@ -506,6 +506,7 @@ impl Postgres {
                 "innercontext_test",
             ],
         )
+        .quiet()
         .run()
         .context("createdb innercontext_test")?;
         Ok(pg)

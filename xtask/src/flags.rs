@@ -122,6 +122,19 @@ pub enum Testhost {
         name: String,
         role: Role,
     },
+    /// Boot a stopped machine from its kept disk.
+    Start {
+        name: String,
+    },
+    /// `systemctl reboot` inside, then the same disk booted again.
+    Reboot {
+        name: String,
+    },
+    /// Shut down keeping the disk; `hard`: every process killed at once, no shutdown.
+    Poweroff {
+        name: String,
+        hard: bool,
+    },
     Down {
         name: Option<String>,
     },
@@ -428,13 +441,18 @@ Options:
 pub const HELP_TESTHOST: &str = "\
 cargo xtask testhost: local Debian 12 machines (systemd-nspawn) to deploy to
 
-Usage: cargo xtask testhost <build|up|down|status|ssh|exec|delay> [ARGS]
+Usage: cargo xtask testhost <build|up|start|reboot|poweroff|down|status|ssh|exec|delay> [ARGS]
 
   build [--rebuild]          debootstrap and cache the bookworm image (idempotent)
-  up NAME [--role app|db]    boot machine NAME (app: a fresh host; db: PostgreSQL listening
-                             on its own address) and print how to reach it
-  down NAME | --all          shut down and remove every trace of a machine
-  status                     list machines
+  up NAME [--role app|db]    boot machine NAME on a new disk (app: a fresh host; db: PostgreSQL
+                             listening on its own address) and print how to reach it; a
+                             stopped machine is wiped and built afresh
+  start NAME                 boot a stopped machine from its kept disk (same address, host keys)
+  reboot NAME                clean reboot (systemctl reboot inside), then the same disk again
+  poweroff NAME [--hard]     shut down and keep the disk (stopped); --hard: a power cut, every
+                             process of the machine killed at once, no shutdown
+  down NAME | --all          shut down and remove every trace of a machine, its disk too
+  status                     list machines (running, booting, stopped with a disk, stale)
   ssh NAME [CMD...]          ssh in as root with strict host-key checking
   exec NAME CMD...           run a command inside the machine without ssh
   delay NAME MS              put a proxy adding MS ms each way in front of its sshd (0 removes)
@@ -765,7 +783,9 @@ fn machine_name(args: &mut Args, sub: &str) -> Result<String, UsageError> {
 }
 
 fn parse_testhost(args: &mut Args) -> Result<Command, UsageError> {
-    const SUBS: [&str; 7] = ["build", "up", "down", "status", "ssh", "exec", "delay"];
+    const SUBS: [&str; 10] = [
+        "build", "up", "start", "reboot", "poweroff", "down", "status", "ssh", "exec", "delay",
+    ];
     let sub = args.next().ok_or_else(|| {
         UsageError::new(format!(
             "testhost needs a subcommand (valid: {})",
@@ -799,6 +819,33 @@ fn parse_testhost(args: &mut Args) -> Result<Command, UsageError> {
                 }
             }
             Testhost::Up { name, role }
+        }
+        "start" => {
+            let name = machine_name(args, "start")?;
+            args.finish("testhost")?;
+            Testhost::Start { name }
+        }
+        "reboot" => {
+            let name = machine_name(args, "reboot")?;
+            args.finish("testhost")?;
+            Testhost::Reboot { name }
+        }
+        "poweroff" => {
+            let mut name = None;
+            let mut hard = false;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--hard" => hard = true,
+                    a if name.is_none() && !a.starts_with('-') => {
+                        validate_machine_name(a)?;
+                        name = Some(arg);
+                    }
+                    other => return Err(unexpected("testhost", other)),
+                }
+            }
+            let name =
+                name.ok_or_else(|| UsageError::new("testhost poweroff needs a machine NAME"))?;
+            Testhost::Poweroff { name, hard }
         }
         "down" => match args.next() {
             Some(a) if a == "--all" => {
@@ -1494,6 +1541,39 @@ mod tests {
     }
 
     #[test]
+    fn testhost_power_commands() {
+        let th = |a: &[&str]| run(&[&["testhost"], a].concat());
+        assert_eq!(
+            th(&["start", "app"]),
+            Command::Testhost(Testhost::Start { name: "app".into() })
+        );
+        assert_eq!(
+            th(&["reboot", "app"]),
+            Command::Testhost(Testhost::Reboot { name: "app".into() })
+        );
+        let hard = Command::Testhost(Testhost::Poweroff {
+            name: "app".into(),
+            hard: true,
+        });
+        assert_eq!(th(&["poweroff", "app", "--hard"]), hard);
+        assert_eq!(th(&["poweroff", "--hard", "app"]), hard);
+        assert_eq!(
+            th(&["poweroff", "app"]),
+            Command::Testhost(Testhost::Poweroff {
+                name: "app".into(),
+                hard: false
+            })
+        );
+        let err_of = |a: &[&str]| err(&[&["testhost"], a].concat());
+        assert!(err_of(&["poweroff"]).contains("needs a machine NAME"));
+        assert!(err_of(&["poweroff", "--soft", "app"]).contains("unknown flag '--soft'"));
+        assert!(err_of(&["poweroff", "app", "db"]).contains("unexpected argument 'db'"));
+        assert!(err_of(&["poweroff", "App"]).contains("invalid machine name"));
+        assert!(err_of(&["reboot", "app", "now"]).contains("unexpected argument 'now'"));
+        assert!(err_of(&["start"]).contains("needs a machine NAME"));
+    }
+
+    #[test]
     fn testhost_names_are_validated() {
         assert_eq!(
             run(&["testhost", "up", "app", "--role", "db"]),
@@ -1527,7 +1607,7 @@ mod tests {
             run(&["testhost", "down", "--all"]),
             Command::Testhost(Testhost::Down { name: None })
         );
-        assert!(err(&["testhost", "fly"]).contains("valid: build, up"));
+        assert!(err(&["testhost", "fly"]).contains("valid: build, up, start, reboot, poweroff"));
         // The proxy is internal: parsed, but not offered among the choices.
         assert!(!err(&["testhost", "fly"]).contains("proxy"));
         assert_eq!(

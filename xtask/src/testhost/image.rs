@@ -65,11 +65,15 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
     let base_ok = !rebuild && is_built(&base_dir());
     let db_ok = base_ok && is_built(&db_layer_dir());
     if !(base_ok && db_ok) {
-        let running = machine::list_running()?;
-        if !running.is_empty() {
-            let names: Vec<String> = running.into_iter().map(|m| m.name).collect();
+        // Running machines and stopped ones (their disk is a layer over this image).
+        let names: Vec<String> = machine::uses()
+            .into_iter()
+            .filter(|(_, u)| matches!(u, super::Use::Running | super::Use::Stopped))
+            .map(|(n, _)| n)
+            .collect();
+        if !names.is_empty() {
             bail!(
-                "machines {} run on the current image: take them down before rebuilding it (cargo xtask testhost down --all)",
+                "machines {} run on or keep a disk over the current image: take them down before rebuilding it (cargo xtask testhost down --all)",
                 names.join(", ")
             );
         }

@@ -1,30 +1,26 @@
-//! Booting, inspecting and removing machines.
+//! What a machine is, as the state directory records it, and what runs of it.
 //!
-//! A machine is: a directory under `machines/`, a systemd-nspawn process (PID recorded, started
-//! detached in its own session, mount namespace and cgroup), a veth, and a share of the NAT.
-//! `down` removes all of it, and so does `up` for a machine found stale (its nspawn gone, e.g.
-//! after a test run was killed), so one crashed run never poisons the next.
+//! A machine is: a directory under `machines/` (its `info`, its disk: the overlay's `upper/`
+//! and `work/`, its console `log`, ssh_config and known_hosts), a systemd-nspawn process (PID
+//! in `pid`, started detached in its own session, mount namespace and cgroup), a veth, and a
+//! share of the NAT. While `up`, `start` or `reboot` boots it, `up.pid` names the process doing
+//! so; a machine shut down with its disk kept (`poweroff`, or a reboot that did not come back)
+//! has a `stopped` file. Without nspawn, `up.pid` or `stopped` it is stale: left by a run that
+//! died. This room only reads and records; booting and removing live in `boot` and `lifecycle`.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use camino::{Utf8Path, Utf8PathBuf};
-use xshell::{cmd, Shell};
+use camino::Utf8PathBuf;
 
-use super::render::{self, Endpoint, Launch};
-use super::{
-    host_ip, image, ip, key_path, lock_dir, machine_dir, machines_dir, net, proxy, state, sys,
-    veth, Machine, CGROUP_DIR,
-};
+use super::render::{self, Endpoint};
+use super::{host_ip, ip, key_path, machine_dir, machines_dir, sys, Machine, Use, CGROUP_DIR};
 use crate::flags::{validate_machine_name, Role};
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// The `info` file of a machine: its role and subnet number.
-fn render_info(role: Role, subnet: u8) -> String {
+pub fn render_info(role: Role, subnet: u8) -> String {
     format!("role={}\nsubnet={subnet}\n", role.name())
 }
 
@@ -42,11 +38,12 @@ fn parse_info(text: &str) -> Option<(Role, u8)> {
     Some((role?, subnet?))
 }
 
-fn info(name: &str) -> Option<(Role, u8)> {
+/// The role and subnet recorded for machine `name`.
+pub fn info(name: &str) -> Option<(Role, u8)> {
     parse_info(&std::fs::read_to_string(machine_dir(name).join("info")).ok()?)
 }
 
-fn to_machine(name: &str, role: Role, subnet: u8) -> Machine {
+pub fn to_machine(name: &str, role: Role, subnet: u8) -> Machine {
     let dir = machine_dir(name);
     Machine {
         name: name.to_string(),
@@ -60,24 +57,82 @@ fn to_machine(name: &str, role: Role, subnet: u8) -> Machine {
 }
 
 /// What identifies machine `name`'s launcher and systemd-nspawn in a command line.
-fn nspawn_marker(name: &str) -> String {
+pub fn nspawn_marker(name: &str) -> String {
     format!("--directory={}", machine_dir(name).join("root"))
 }
 
-/// PID of the machine's systemd-nspawn, if it runs.
-fn nspawn_pid(name: &str) -> Option<u32> {
-    sys::live_pid(&machine_dir(name).join("pid"), &nspawn_marker(name))
+/// Where the launcher records systemd-nspawn's PID.
+pub fn pid_file(name: &str) -> Utf8PathBuf {
+    machine_dir(name).join("pid")
 }
 
-/// PID of the process booting machine `name` (its `up` has not finished yet).
-fn booting_pid(name: &str) -> Option<u32> {
-    let pid = sys::read_pid(&machine_dir(name).join("up.pid"))?;
+/// PID of the machine's systemd-nspawn, if it runs.
+pub fn nspawn_pid(name: &str) -> Option<u32> {
+    sys::live_pid(&pid_file(name), &nspawn_marker(name))
+}
+
+fn up_pid_file(name: &str) -> Utf8PathBuf {
+    machine_dir(name).join("up.pid")
+}
+
+/// PID of the process booting machine `name` (its `up`, `start` or `reboot` has not finished).
+pub fn booting_pid(name: &str) -> Option<u32> {
+    let pid = sys::read_pid(&up_pid_file(name))?;
     sys::running(pid).then_some(pid)
 }
 
-/// A machine that runs or is being booted: nothing of it is a leftover.
-fn active(name: &str) -> bool {
-    nspawn_pid(name).is_some() || booting_pid(name).is_some()
+/// Record that this process boots machine `name` (until [`done_booting`]).
+pub fn mark_booting(name: &str) -> Result<()> {
+    sys::write_atomic(
+        &up_pid_file(name),
+        &format!("{}\n", std::process::id()),
+        0o644,
+    )
+}
+
+pub fn done_booting(name: &str) {
+    let _ = std::fs::remove_file(up_pid_file(name));
+}
+
+fn stopped_file(name: &str) -> Utf8PathBuf {
+    machine_dir(name).join("stopped")
+}
+
+/// Record that machine `name` is shut down with its disk kept, and how (one line).
+pub fn mark_stopped(name: &str, how: &str) -> Result<()> {
+    sys::write_atomic(&stopped_file(name), &format!("{how}\n"), 0o644)
+}
+
+pub fn clear_stopped(name: &str) -> Result<()> {
+    let f = stopped_file(name);
+    if f.exists() {
+        fs_err::remove_file(f)?;
+    }
+    Ok(())
+}
+
+/// How machine `name` was stopped, if it is stopped with its disk kept (and not running).
+pub fn stopped(name: &str) -> Option<String> {
+    if nspawn_pid(name).is_some() {
+        return None;
+    }
+    let how = std::fs::read_to_string(stopped_file(name)).ok()?;
+    Some(how.trim().to_string())
+}
+
+/// How machine `name` is used right now (None: no such machine directory).
+pub fn use_of(name: &str) -> Option<Use> {
+    if nspawn_pid(name).is_some() {
+        Some(Use::Running)
+    } else if booting_pid(name).is_some() {
+        Some(Use::Booting)
+    } else if stopped(name).is_some() {
+        Some(Use::Stopped)
+    } else if machine_dir(name).is_dir() {
+        Some(Use::Stale)
+    } else {
+        None
+    }
 }
 
 /// The machine, if its systemd-nspawn runs.
@@ -89,7 +144,7 @@ pub fn running(name: &str) -> Result<Option<Machine>> {
 }
 
 /// Names of the machine directories (running or not).
-fn machine_names() -> Vec<String> {
+pub fn machine_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(machines_dir())
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -112,304 +167,32 @@ pub fn list_running() -> Result<Vec<Machine>> {
 }
 
 /// Every machine directory and how it is used.
-pub fn uses() -> Vec<(String, super::Use)> {
+pub fn uses() -> Vec<(String, Use)> {
     machine_names()
         .into_iter()
-        .map(|n| {
-            let u = if nspawn_pid(&n).is_some() {
-                super::Use::Running
-            } else if booting_pid(&n).is_some() {
-                super::Use::Booting
-            } else {
-                super::Use::Stale
-            };
-            (n, u)
-        })
+        .filter_map(|n| use_of(&n).map(|u| (n, u)))
         .collect()
 }
 
-/// `testhost status`: every machine directory, running or stale.
-pub fn status_table() -> Result<String> {
-    let names = machine_names();
-    if names.is_empty() {
-        return Ok("no machines (start one with 'cargo xtask testhost up NAME')\n".into());
-    }
-    let mut s = format!(
-        "{:<13} {:<5} {:<8} {:<13} {:<8} {}\n",
-        "NAME", "ROLE", "STATE", "ADDRESS", "DELAY", "SSH"
-    );
-    for name in names {
-        let (role, addr) = match info(&name) {
-            Some((role, subnet)) => (role.name(), ip(subnet)),
-            None => ("?", "-".to_string()),
-        };
-        let state = if nspawn_pid(&name).is_some() {
-            "running"
-        } else if booting_pid(&name).is_some() {
-            "booting"
-        } else {
-            "stale"
-        };
-        let delay = proxy::current_delay(&name).map_or("-".to_string(), |d| format!("{d}ms"));
-        let ssh = format!("ssh -F {} {name}", machine_dir(&name).join("ssh_config"));
-        s.push_str(&format!(
-            "{name:<13} {role:<5} {state:<8} {addr:<13} {delay:<8} {ssh}\n"
-        ));
-    }
-    if s.contains(" stale ") {
-        s.push_str("stale: left by a run that died; 'up NAME' or 'down NAME' cleans it up\n");
-    }
-    Ok(s)
-}
-
-/// Every machine's systemd, journald, logind and friends take inotify instances from root's
-/// per-user limit on the host (the machines share root's uid); Debian's 128 runs out with
-/// about eight machines ("Failed to create control group inotify object: Too many open
-/// files"). `up` raises it to this (never lowers it; it stays raised, like a sysctl.d setting).
-pub const MIN_INOTIFY_INSTANCES: u64 = 8192;
-
-pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
-    image::require(role)?;
-    if let Some(m) = running(name)? {
-        if m.role != role {
-            bail!(
-                "machine {name} is already up with role {}: take it down first (cargo xtask testhost down {name})",
-                m.role.name()
-            );
-        }
-        // A delay proxy that died (killed with a test run) would make ssh look broken.
-        if proxy::live_pid(name).is_none() && proxy::current_delay_file(name).is_some() {
-            proxy::stop(name)?;
-            write_ssh_config(&m, None)?;
-        }
-        if healthy(&m) {
-            return Ok(m);
-        }
-        eprintln!("testhost: machine {name} runs but its sshd does not answer: booting it again");
-    } else if let Some(pid) = booting_pid(name) {
-        bail!("machine {name} is being booted by process {pid}: wait for it, or take it down (cargo xtask testhost down {name})");
-    }
-    // Whatever an earlier run left behind goes first.
-    let found = cleanup(sh, name)?;
-    if !found.is_empty() {
-        eprintln!(
-            "testhost: cleaned up what a previous run left of {name}: {}",
-            found.join(", ")
-        );
-    }
-    sys::ensure_inotify_instances(MIN_INOTIFY_INSTANCES)?;
-    let m = prepare(sh, name, role)?;
-    let result = boot(sh, &m);
-    let _ = std::fs::remove_file(machine_dir(name).join("up.pid"));
-    if let Err(e) = result {
-        let tail = log_tail(name, 15);
-        let _ = cleanup(sh, name);
-        return Err(e.context(format!(
-            "machine {name} did not come up; last lines of its console:\n{tail}"
-        )));
-    }
-    Ok(m)
-}
-
-/// Allocate a subnet, create the machine directory and make sure NAT is on (under the lock).
-fn prepare(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
-    fs_err::create_dir_all(machines_dir())?;
-    let _lock = sys::StateLock::acquire(&lock_dir())?;
-    // Every machine directory counts, also names this checkout would not accept: another
-    // checkout of the project (with other naming rules) may have booted it.
-    let used: Vec<u8> = std::fs::read_dir(machines_dir())
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|n| info(&n).map(|(_, s)| s))
-                .collect()
-        })
-        .unwrap_or_default();
-    let subnet = (1..=254u8).find(|n| !used.contains(n)).context(
-        "all 254 test subnets are in use: take machines down (cargo xtask testhost down --all)",
-    )?;
-    let dir = machine_dir(name);
-    for sub in ["upper", "work", "root"] {
-        fs_err::create_dir_all(dir.join(sub))?;
-    }
-    sys::write_atomic(
-        &dir.join("up.pid"),
-        &format!("{}\n", std::process::id()),
-        0o644,
-    )?;
-    sys::write_atomic(&dir.join("info"), &render_info(role, subnet), 0o644)?;
-    net::add_machine(sh, name, subnet)?;
-    Ok(to_machine(name, role, subnet))
-}
-
-/// Lower layers of a role's root filesystem, topmost first.
-fn lower_layers(role: Role) -> Vec<Utf8PathBuf> {
-    match role {
-        Role::App => vec![image::base_dir()],
-        Role::Db => vec![image::db_layer_dir(), image::base_dir()],
-    }
-}
-
-fn boot(sh: &Shell, m: &Machine) -> Result<()> {
-    let name = m.name.as_str();
-    let dir = machine_dir(name);
-    let upper = dir.join("upper");
-    let lowers = lower_layers(m.role);
-
-    // Files of this machine, written into the overlay's upper layer before boot.
-    put(&upper, &lowers, "etc/hostname", &format!("{name}\n"), 0o644)?;
-    put(
-        &upper,
-        &lowers,
-        "etc/systemd/network/10-host0.network",
-        &render::host0_network(&m.ip, &m.host_ip),
-        0o644,
-    )?;
-    // systemd makes a machine-id at first boot, unless it finds dbus's copy (images built
-    // before the base image linked it to /etc/machine-id).
-    make_dirs(&upper, &lowers, Utf8Path::new("var/lib/dbus"))?;
-    let dbus_id = upper.join("var/lib/dbus/machine-id");
-    if dbus_id.symlink_metadata().is_err() {
-        std::os::unix::fs::symlink("/etc/machine-id", &dbus_id)
-            .with_context(|| format!("linking {dbus_id}"))?;
-    }
-    let authorized = fs_err::read_to_string(m.public_key())?;
-    put(
-        &upper,
-        &lowers,
-        "root/.ssh/authorized_keys",
-        &authorized,
-        0o600,
-    )?;
-    // Host keys of its own, so known_hosts is exact and no two machines share a key.
-    make_dirs(&upper, &lowers, Utf8Path::new("etc/ssh"))?;
-    cmd!(sh, "ssh-keygen -q -A -f {upper}")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("generating the machine's ssh host keys")?;
-    let mut pubkeys = Vec::new();
-    for kind in ["ed25519", "ecdsa", "rsa"] {
-        let p = upper.join(format!("etc/ssh/ssh_host_{kind}_key.pub"));
-        if p.exists() {
-            pubkeys.push(fs_err::read_to_string(p)?);
-        }
-    }
-    sys::write_atomic(
-        &m.known_hosts,
-        &render::known_hosts(name, &m.ip, &pubkeys),
-        0o644,
-    )?;
-    write_ssh_config(m, None)?;
-
-    // Its own cgroup in each hierarchy: nspawn --keep-unit puts payload/ and supervisor/ there.
-    let cgroups: Vec<Utf8PathBuf> = sys::cgroup_hierarchies()
+/// The machine's cgroup directory in each hierarchy (nspawn `--keep-unit` puts `payload/` and
+/// `supervisor/` there).
+pub fn cgroups(name: &str) -> Vec<Utf8PathBuf> {
+    sys::cgroup_hierarchies()
         .into_iter()
         .map(|h| h.join(CGROUP_DIR).join(name))
-        .collect();
-    for cg in &cgroups {
-        fs_err::create_dir_all(cg)?;
-    }
-    let pid_file = dir.join("pid");
-    let launch = Launch {
-        name: name.to_string(),
-        pid_file: pid_file.clone(),
-        cgroups,
-        lower: lowers,
-        upper,
-        work: dir.join("work"),
-        root: dir.join("root"),
-    };
-    spawn_detached_in_namespace(&render::launch_script(&launch), &dir.join("log"))?;
+        .collect()
+}
 
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    let left = || deadline.saturating_duration_since(Instant::now());
-    let alive = || nspawn_pid(name).is_some();
-    if !sys::wait_for(Duration::from_secs(10), || {
-        sys::read_pid(&pid_file).is_some()
-    }) {
-        bail!("the launcher of {name} did not record a PID in {pid_file}");
-    }
-    // The launcher records its PID, joins the cgroups and mounts the overlay before it becomes
-    // systemd-nspawn (exec): until then the PID runs without nspawn's command line.
-    let launcher_runs = || sys::read_pid(&pid_file).is_some_and(sys::running);
-    if !sys::wait_for(left(), || net::veth_exists(name) || !launcher_runs()) || !alive() {
-        bail!(
-            "systemd-nspawn for {name} exited before creating {}",
-            veth(name)
-        );
-    }
-    net::configure_veth(sh, name, &m.host_ip)?;
-    let addr: SocketAddr = format!("{}:22", m.ip).parse()?;
-    let mut last_err = None;
-    let answered = sys::wait_for(left(), || {
-        if !alive() {
-            return true;
-        }
-        match ssh_banner(addr, Duration::from_secs(2)) {
-            Ok(()) => true,
-            Err(e) => {
-                last_err = Some(e);
-                false
-            }
-        }
-    });
-    if !alive() {
-        bail!("systemd-nspawn for {name} exited during boot");
-    }
-    if !answered {
-        bail!(
-            "sshd of {name} did not answer on {addr} within {}s ({})",
-            BOOT_TIMEOUT.as_secs(),
-            last_err.map_or(String::new(), |e| format!("{e:#}"))
-        );
-    }
-    let secs = left().as_secs().max(5).to_string();
-    // "running", or why not ("degraded" exits non-zero but is an answer, not an ssh failure).
-    let out = m.ssh_output(&["timeout", &secs, "systemctl", "is-system-running", "--wait"])?;
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.code() == Some(255) {
-        bail!(
-            "{}",
-            crate::ssh::diagnose(name, &String::from_utf8_lossy(&out.stderr))
-        );
-    }
-    if state.is_empty() {
-        bail!(
-            "systemd on {name} did not settle within {secs}s ({}, {})",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    if state != "running" {
-        let failed = m
-            .ssh(&["systemctl", "--failed", "--no-legend", "--plain"])
-            .unwrap_or_default();
-        bail!(
-            "{name} booted but systemd says '{state}' instead of 'running'; failed units: {}",
-            failed.trim()
-        );
-    }
-    if m.role == Role::Db {
-        let ip = m.ip.clone();
-        let mut last = String::new();
-        let ready = sys::wait_for(left(), || {
-            match super::exec(
-                sh,
-                name,
-                &["pg_isready".into(), "-q".into(), "-h".into(), ip.clone()],
-            ) {
-                Ok(_) => true,
-                Err(e) => {
-                    last = format!("{e:#}");
-                    false
-                }
-            }
-        });
-        if !ready {
-            bail!("PostgreSQL on {name} does not accept connections on {ip}: {last}");
-        }
-    }
-    Ok(())
+/// Every process of machine `name` on the host: whatever is in its cgroups (systemd-nspawn
+/// and everything the machine runs), sorted.
+pub fn processes(name: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = cgroups(name)
+        .iter()
+        .flat_map(|cg| sys::cgroup_procs(cg))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// Read sshd's greeting from `addr`: the port answers and it is an ssh server.
@@ -427,7 +210,7 @@ pub fn ssh_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
 }
 
 /// Whether a running machine answers ssh with its key.
-fn healthy(m: &Machine) -> bool {
+pub fn healthy(m: &Machine) -> bool {
     let Ok(addr) = format!("{}:22", m.ip).parse() else {
         return false;
     };
@@ -450,118 +233,47 @@ pub fn write_ssh_config(m: &Machine, proxy_port: Option<u16>) -> Result<()> {
     sys::write_atomic(&m.ssh_config, &text, 0o644)
 }
 
-/// Start a bash script detached: its own session (`setsid --fork`, so it is never our child
-/// and never our zombie), stdin from /dev/null, output appended to `log`.
-pub fn spawn_detached(script: &str, log: &Utf8Path) -> Result<()> {
-    spawn(&["setsid", "--fork", "bash", "-c", script], log)
+/// The machine's console log.
+pub fn log_file(name: &str) -> Utf8PathBuf {
+    machine_dir(name).join("log")
 }
 
-/// As [`spawn_detached`], in a private mount namespace.
-fn spawn_detached_in_namespace(script: &str, log: &Utf8Path) -> Result<()> {
-    spawn(
-        &[
-            "setsid",
-            "--fork",
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            script,
-        ],
-        log,
-    )
+/// How long the console log is now (what a later [`console_since`] starts from).
+pub fn log_len(name: &str) -> u64 {
+    std::fs::metadata(log_file(name)).map_or(0, |m| m.len())
 }
 
-fn spawn(argv: &[&str], log: &Utf8Path) -> Result<()> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {log}"))?;
-    let err = out.try_clone()?;
-    let status = std::process::Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .status()
-        .with_context(|| format!("starting {} (util-linux)", argv[0]))?;
-    if !status.success() {
-        bail!(
-            "{} failed ({status}): see {log}",
-            argv.join(" ").chars().take(80).collect::<String>()
-        );
-    }
-    Ok(())
+/// What the console printed since it was `offset` bytes long.
+pub fn console_since(name: &str, offset: u64) -> String {
+    let text = std::fs::read(log_file(name)).unwrap_or_default();
+    let from = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(text.len());
+    String::from_utf8_lossy(&text[from..]).into_owned()
 }
 
-/// Create `rel` (a directory path) under `upper`, each new directory with the owner and mode
-/// of the same directory in the image, so the overlay does not change them (`/root` stays 0700).
-fn make_dirs(upper: &Utf8Path, lowers: &[Utf8PathBuf], rel: &Utf8Path) -> Result<()> {
-    let mut cur = Utf8PathBuf::new();
-    for comp in rel.components() {
-        cur.push(comp);
-        let target = upper.join(&cur);
-        if target.is_dir() {
-            continue;
-        }
-        let meta = lowers
-            .iter()
-            .find_map(|l| std::fs::symlink_metadata(l.join(&cur)).ok());
-        if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
-            bail!("{cur} is a symlink in the image: refusing to shadow it in {upper}");
-        }
-        fs_err::create_dir(&target)?;
-        // Not in the image: private for ~/.ssh, as sshd's StrictModes expects.
-        let default_mode = if comp.as_str() == ".ssh" {
-            0o700
-        } else {
-            0o755
-        };
-        let mode = match &meta {
-            Some(m) => {
-                std::os::unix::fs::chown(&target, Some(m.uid()), Some(m.gid()))
-                    .with_context(|| format!("chown {target}"))?;
-                m.mode() & 0o7777
-            }
-            None => default_mode,
-        };
-        fs_err::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
-/// Write a root-owned file into the upper layer (parents as in the image).
-fn put(
-    upper: &Utf8Path,
-    lowers: &[Utf8PathBuf],
-    rel: &str,
-    contents: &str,
-    mode: u32,
-) -> Result<()> {
-    let rel = Utf8Path::new(rel);
-    if let Some(parent) = rel.parent() {
-        make_dirs(upper, lowers, parent)?;
-    }
-    let path = upper.join(rel);
-    fs_err::write(&path, contents)?;
-    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
-}
-
-fn log_tail(name: &str, lines: usize) -> String {
-    let text = std::fs::read_to_string(machine_dir(name).join("log")).unwrap_or_default();
+pub fn log_tail(name: &str, lines: usize) -> String {
+    let text = std::fs::read_to_string(log_file(name)).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Why machine `name` cannot be reached, and what to do (it does not run).
+pub fn not_running(name: &str) -> String {
+    match use_of(name) {
+        Some(Use::Stopped) => format!(
+            "machine {name} is stopped: boot it from its disk with 'cargo xtask testhost start {name}'"
+        ),
+        Some(Use::Booting) => format!("machine {name} is still booting: wait for it"),
+        _ => format!(
+            "machine {name} is not running: start it with 'cargo xtask testhost up {name}'"
+        ),
+    }
+}
+
 /// The `nsenter` command running `argv` inside machine `name` as root.
 pub fn exec_expr(name: &str, argv: &[String]) -> Result<duct::Expression> {
-    let pid = nspawn_pid(name).with_context(|| {
-        format!("machine {name} is not running: start it with 'cargo xtask testhost up {name}'")
-    })?;
+    let pid = nspawn_pid(name).with_context(|| not_running(name))?;
     let init = *sys::children(pid)
         .first()
         .with_context(|| format!("machine {name} has no init process (still starting?)"))?;
@@ -587,256 +299,25 @@ pub fn exec_expr(name: &str, argv: &[String]) -> Result<duct::Expression> {
     Ok(duct::cmd("nsenter", args))
 }
 
-pub fn down(sh: &Shell, name: &str) -> Result<()> {
-    cleanup(sh, name).map(|_| ())
-}
-
-/// Remove every trace of machine `name`, running or stale; returns what was found.
-fn cleanup(sh: &Shell, name: &str) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let dir = machine_dir(name);
-    if proxy::live_pid(name).is_some() {
-        found.push("delay proxy".to_string());
-    }
-    proxy::stop(name)?;
-    // An orderly shutdown: SIGTERM makes nspawn power the container off.
-    if let Some(pid) = nspawn_pid(name) {
-        sys::terminate(pid, Duration::from_secs(30))
-            .with_context(|| format!("stopping systemd-nspawn of {name}"))?;
-    }
-    for (pid, _) in sys::processes_mentioning(&nspawn_marker(name)) {
-        found.push(format!("process {pid}"));
-        sys::terminate(pid, Duration::from_secs(5))?;
-    }
-    // Whatever still runs in its cgroups (a container whose nspawn was killed).
-    for h in sys::cgroup_hierarchies() {
-        let cg = h.join(CGROUP_DIR).join(name);
-        if cg.exists() {
-            if !sys::cgroup_procs(&cg).is_empty() {
-                found.push(format!("processes in {cg}"));
-            }
-            sys::remove_cgroup_tree(&cg)?;
-        }
-    }
-    for mount in sys::mounts_under(&dir) {
-        found.push(format!("mount {mount}"));
-        cmd!(sh, "umount --lazy {mount}").quiet().run()?;
-    }
-    if net::veth_exists(name) {
-        found.push(veth(name));
-        net::remove_veth(sh, name)?;
-    }
-    for d in nspawn_runtime_dirs(name) {
-        if d.exists() && sys::mounts_under(&d).is_empty() {
-            fs_err::remove_dir_all(&d)?;
-        }
-    }
-    let _lock = sys::StateLock::acquire(&lock_dir())?;
-    if net::machine_rules(sh)?.iter().any(|(n, _)| n == name) && !dir.exists() {
-        found.push(format!("the NAT rule of {name}"));
-    }
-    net::remove_machine(sh, name)?;
-    if dir.exists() {
-        if !found.is_empty() || dir.join("pid").exists() || dir.join("up.pid").exists() {
-            found.push(dir.to_string());
-        }
-        if !sys::mounts_under(&dir).is_empty() {
-            bail!("{dir} still has mounts: not removing it (see /proc/self/mountinfo)");
-        }
-        fs_err::remove_dir_all(&dir)?;
-    }
-    if machine_names().is_empty() {
-        net::remove_nat(sh)?;
-        for h in sys::cgroup_hierarchies() {
-            // Fails while a build or another machine still has a directory there.
-            let _ = std::fs::remove_dir(h.join(CGROUP_DIR));
-        }
-        // nspawn's own runtime directories, once empty.
-        for d in ["propagate", "unix-export", "locks", ""] {
-            let _ = std::fs::remove_dir(format!("/run/systemd/nspawn/{d}"));
-        }
-    }
-    Ok(found)
-}
-
-/// Runtime directories systemd-nspawn makes on the host for a machine.
-fn nspawn_runtime_dirs(name: &str) -> Vec<Utf8PathBuf> {
-    ["propagate", "unix-export"]
-        .iter()
-        .map(|d| Utf8PathBuf::from(format!("/run/systemd/nspawn/{d}/{name}")))
-        .collect()
-}
-
-/// Every machine name anything of ours is left under.
-fn known_names() -> Vec<String> {
-    let mut names = machine_names();
-    for h in sys::cgroup_hierarchies() {
-        if let Ok(d) = h.join(CGROUP_DIR).read_dir_utf8() {
-            names.extend(d.flatten().map(|e| e.file_name().to_string()));
-        }
-    }
-    for v in net::veths() {
-        names.push(v.trim_start_matches("ve-").to_string());
-    }
-    names.extend(net::forwarding_holds());
-    if let Ok(sh) = Shell::new() {
-        names.extend(
-            net::machine_rules(&sh)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(n, _)| n),
-        );
-    }
-    names.retain(|n| validate_machine_name(n).is_ok());
-    names.sort();
-    names.dedup();
-    names
-}
-
-pub fn down_all(sh: &Shell) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in known_names() {
-        if let Err(e) = cleanup(sh, &name) {
-            errors.push(format!("{name}: {e:#}"));
-        }
-    }
-    // Stray processes of ours not tied to a known machine name.
-    for (pid, _) in stray_processes(&[]) {
-        let _ = sys::terminate(pid, Duration::from_secs(5));
-    }
-    if machine_names().is_empty() {
-        let _lock = sys::StateLock::acquire(&lock_dir())?;
-        net::remove_nat(sh)?;
-    }
-    if !errors.is_empty() {
+/// Run `argv` inside machine `name` (in all its namespaces, as root, without ssh) and return
+/// its stdout; fails with its stderr if it exits non-zero.
+pub fn exec(name: &str, argv: &[String]) -> Result<String> {
+    let out = exec_expr(name, argv)?
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("running nsenter for machine {name}"))?;
+    if !out.status.success() {
         bail!(
-            "could not take every machine down:\n  {}",
-            errors.join("\n  ")
+            "'{}' failed in machine {name} ({}): {}",
+            crate::quote::join(argv),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
-}
-
-/// systemd-nspawn and proxy processes of ours that no running machine in `live` owns.
-fn stray_processes(live: &[String]) -> Vec<(u32, String)> {
-    let machines = format!("{}/", machines_dir());
-    sys::processes_mentioning(&machines)
-        .into_iter()
-        .filter(|(_, cmd)| {
-            cmd.starts_with("systemd-nspawn ")
-                || cmd.contains(" testhost proxy ")
-                || cmd.contains("unshare --mount")
-        })
-        .filter(|(_, cmd)| {
-            !live
-                .iter()
-                .any(|n| cmd.contains(&format!("{}/", machine_dir(n))))
-        })
-        .collect()
-}
-
-/// Something a machine left behind: the machine it belongs to (None: shared by all of them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leftover {
-    pub machine: Option<String>,
-    pub what: String,
-}
-
-pub fn leftovers() -> Result<Vec<Leftover>> {
-    let sh = Shell::new()?;
-    let live: Vec<String> = machine_names().into_iter().filter(|n| active(n)).collect();
-    let is_live = |n: &str| live.iter().any(|l| l == n);
-    let mut out = Vec::new();
-    let mut add = |machine: Option<&str>, what: String| {
-        out.push(Leftover {
-            machine: machine.map(str::to_string),
-            what,
-        })
-    };
-    let machines = machines_dir();
-    for mount in sys::mounts_under(&state()) {
-        let owner = Utf8Path::new(&mount)
-            .strip_prefix(&machines)
-            .ok()
-            .and_then(|rest| rest.components().next())
-            .map(|c| c.as_str().to_string());
-        if owner.as_deref().is_none_or(|n| !is_live(n)) {
-            add(owner.as_deref(), format!("mount {mount}"));
-        }
-    }
-    for h in sys::cgroup_hierarchies() {
-        let parent = h.join(CGROUP_DIR);
-        if let Ok(d) = parent.read_dir_utf8() {
-            for e in d.flatten() {
-                if e.path().is_dir() && !is_live(e.file_name()) {
-                    add(Some(e.file_name()), format!("cgroup {}", e.path()));
-                }
-            }
-        }
-        if parent.exists() && live.is_empty() {
-            add(None, format!("cgroup {parent}"));
-        }
-    }
-    for v in net::veths() {
-        let name = v.trim_start_matches("ve-");
-        if !is_live(name) {
-            add(Some(name), format!("interface {v}"));
-        }
-    }
-    // Each machine's own NAT rule and hold on forwarding, whatever else runs.
-    for (name, handle) in net::machine_rules(&sh)? {
-        if !is_live(&name) {
-            add(
-                Some(&name),
-                format!(
-                    "nftables rule of machine {name} (inet {} handle {handle})",
-                    super::NFT_TABLE
-                ),
-            );
-        }
-    }
-    for name in net::forwarding_holds() {
-        if !is_live(&name) {
-            add(Some(&name), format!("hold on forwarding of machine {name}"));
-        }
-    }
-    // The shared parts, once no machine runs at all.
-    if live.is_empty() {
-        if net::nat_table_exists(&sh) {
-            add(None, format!("nftables table inet {}", super::NFT_TABLE));
-        }
-        if let Some(orig) = net::ip_forward_changed() {
-            add(None, format!("net.ipv4.ip_forward changed (was {orig})"));
-        }
-    }
-    for (pid, cmd) in stray_processes(&live) {
-        let short: String = cmd.chars().take(100).collect();
-        let owner = machine_names()
-            .into_iter()
-            .find(|n| cmd.contains(&format!("{}/", machine_dir(n))));
-        add(owner.as_deref(), format!("process {pid}: {short}"));
-    }
-    for name in machine_names() {
-        if !is_live(&name) {
-            add(Some(&name), format!("directory {}", machine_dir(&name)));
-        }
-    }
-    for base in ["propagate", "unix-export"] {
-        if let Ok(d) = Utf8Path::new("/run/systemd/nspawn")
-            .join(base)
-            .read_dir_utf8()
-        {
-            for e in d.flatten() {
-                if !is_live(e.file_name()) {
-                    add(
-                        Some(e.file_name()),
-                        format!("nspawn runtime directory {}", e.path()),
-                    );
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]
@@ -848,41 +329,5 @@ mod tests {
         assert_eq!(parse_info(&render_info(Role::Db, 7)), Some((Role::Db, 7)));
         assert_eq!(parse_info("role=app\nsubnet=0\n"), None);
         assert_eq!(parse_info("role=web\nsubnet=3\n"), None);
-    }
-
-    #[test]
-    fn db_machines_stack_the_postgres_layer_on_the_base() {
-        assert_eq!(lower_layers(Role::App), vec![image::base_dir()]);
-        assert_eq!(
-            lower_layers(Role::Db),
-            vec![image::db_layer_dir(), image::base_dir()]
-        );
-    }
-
-    #[test]
-    fn upper_dirs_copy_the_image_modes() {
-        let base = Utf8PathBuf::from(format!("/tmp/th-put-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        let lower = base.join("lower");
-        let upper = base.join("upper");
-        fs_err::create_dir_all(lower.join("root")).unwrap();
-        fs_err::set_permissions(lower.join("root"), std::fs::Permissions::from_mode(0o700))
-            .unwrap();
-        fs_err::create_dir_all(&upper).unwrap();
-        put(
-            &upper,
-            std::slice::from_ref(&lower),
-            "root/.ssh/authorized_keys",
-            "k\n",
-            0o600,
-        )
-        .unwrap();
-        let mode = |p: Utf8PathBuf| fs_err::metadata(p).unwrap().mode() & 0o7777;
-        assert_eq!(mode(upper.join("root")), 0o700);
-        assert_eq!(mode(upper.join("root/.ssh")), 0o700);
-        assert_eq!(mode(upper.join("root/.ssh/authorized_keys")), 0o600);
-        std::os::unix::fs::symlink("root", lower.join("link")).unwrap();
-        assert!(put(&upper, &[lower], "link/x", "", 0o644).is_err());
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -14,8 +14,10 @@
 //!   images/build.log    output of the last build
 //!   key/id_ed25519      throwaway key authorized for root on every machine (0600, + .pub)
 //!   machines/NAME/      info (role, subnet), pid (systemd-nspawn), log (console),
-//!                       upper/ work/ root/ (the overlay, mounted only in the machine's own
-//!                       mount namespace, so it vanishes with it), ssh_config, known_hosts,
+//!                       upper/ work/ (the disk: the overlay's upper layer) root/ (the
+//!                       overlay, mounted only in the machine's own mount namespace, so it
+//!                       vanishes with it), ssh_config, known_hosts, up.pid (while booting),
+//!                       stopped (shut down with the disk kept, and how),
 //!                       proxy.pid proxy.port proxy.log delay (the latency proxy)
 //!   lock/               short-lived lock around subnet allocation and NAT changes
 //!   ip_forward.orig     the host's net.ipv4.ip_forward before the first machine came up
@@ -30,7 +32,10 @@
 //! the last machine goes down.
 
 pub mod balancer;
+mod boot;
 mod image;
+mod inspect;
+mod lifecycle;
 mod machine;
 mod net;
 mod proxy;
@@ -44,7 +49,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use xshell::Shell;
 
 use crate::flags::{self, Role, Testhost};
-use crate::quote;
+use crate::{quote, ui};
 
 /// Everything the test host keeps on this machine.
 pub const STATE_DIR: &str = "/var/lib/innercontext-testhost";
@@ -177,33 +182,62 @@ pub fn image_ready() -> bool {
     image::require(Role::Db).is_ok()
 }
 
-/// Boot machine `name`. A running, healthy machine is returned as is; a stale one (a test run
-/// that died) is cleaned up and booted again.
+/// Boot machine `name` on a new disk. A running, healthy machine is returned as is; a stale
+/// one (a test run that died) or a stopped one is removed and built afresh.
 pub fn up(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
     require_root()?;
     check_name(name)?;
-    machine::up(sh, name, role)
+    lifecycle::up(sh, name, role)
 }
 
-/// Shut machine `name` down and remove every trace of it (also of a stale one). Idempotent.
+/// Boot stopped machine `name` from its kept disk (same address, host keys, known_hosts) and
+/// wait until it is up as `up` does. A running, healthy machine is returned as is.
+pub fn start(sh: &Shell, name: &str) -> Result<Machine> {
+    require_root()?;
+    check_name(name)?;
+    lifecycle::start(sh, name)
+}
+
+/// Reboot running machine `name` cleanly (`systemctl reboot` inside: units are stopped) and
+/// boot it again from the same disk, waiting until it is up as `up` does.
+pub fn reboot(sh: &Shell, name: &str) -> Result<Machine> {
+    require_root()?;
+    check_name(name)?;
+    lifecycle::reboot(sh, name)
+}
+
+/// Shut running machine `name` down and keep its disk, stopped: `systemctl poweroff` inside,
+/// or with `hard` a power cut (every process killed at once, no shutdown). Idempotent.
+pub fn poweroff(sh: &Shell, name: &str, hard: bool) -> Result<()> {
+    require_root()?;
+    check_name(name)?;
+    lifecycle::poweroff(sh, name, hard)
+}
+
+/// Shut machine `name` down and remove every trace of it (also of a stale or stopped one,
+/// its disk included). Idempotent.
 pub fn down(sh: &Shell, name: &str) -> Result<()> {
     require_root()?;
     check_name(name)?;
-    machine::down(sh, name)
+    lifecycle::down(sh, name)
 }
 
 /// Take every machine down, and whatever stale machine left behind.
 pub fn down_all(sh: &Shell) -> Result<()> {
     require_root()?;
-    machine::down_all(sh)
+    lifecycle::down_all(sh)
 }
 
 /// A running machine.
 pub fn machine(name: &str) -> Result<Machine> {
     check_name(name)?;
-    machine::running(name)?.with_context(|| {
-        format!("machine {name} is not running: start it with 'cargo xtask testhost up {name}'")
-    })
+    machine::running(name)?.with_context(|| machine::not_running(name))
+}
+
+/// Every process of machine `name` on the host (in its cgroups, systemd-nspawn included).
+pub fn processes(name: &str) -> Result<Vec<u32>> {
+    check_name(name)?;
+    Ok(machine::processes(name))
 }
 
 /// Every running machine, by name.
@@ -235,22 +269,7 @@ pub fn current_delay(name: &str) -> Option<u32> {
 /// stdout; fails with its stderr if it exits non-zero.
 pub fn exec(_sh: &Shell, name: &str, argv: &[String]) -> Result<String> {
     require_root()?;
-    let out = machine::exec_expr(name, argv)?
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .with_context(|| format!("running nsenter for machine {name}"))?;
-    if !out.status.success() {
-        bail!(
-            "'{}' failed in machine {name} ({}): {}",
-            quote::join(argv),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    machine::exec(name, argv)
 }
 
 /// Anything machines leave behind that no running machine accounts for: mounts under the
@@ -258,7 +277,7 @@ pub fn exec(_sh: &Shell, name: &str, argv: &[String]) -> Result<String> {
 /// ip_forward (once no machine runs), systemd-nspawn and proxy processes, machine directories,
 /// nspawn's runtime directories. Empty after `down` of every machine.
 pub fn leftovers() -> Result<Vec<String>> {
-    Ok(machine::leftovers()?.into_iter().map(|l| l.what).collect())
+    Ok(inspect::leftovers()?.into_iter().map(|l| l.what).collect())
 }
 
 /// What machines `names` left behind: each one's mounts, cgroups, veth, NAT rule, hold on
@@ -270,7 +289,7 @@ pub fn leftovers_of(names: &[&str]) -> Result<Vec<String>> {
 
 /// What machines whose name satisfies `belongs` left behind (see [`leftovers_of`]).
 pub fn leftovers_matching(belongs: impl Fn(&str) -> bool) -> Result<Vec<String>> {
-    Ok(machine::leftovers()?
+    Ok(inspect::leftovers()?
         .into_iter()
         .filter(|l| l.machine.as_deref().is_some_and(&belongs))
         .map(|l| l.what)
@@ -304,6 +323,9 @@ pub fn forwarding_holds() -> Vec<String> {
 pub enum Use {
     Running,
     Booting,
+    /// Shut down with its disk kept (`poweroff`, `reboot`): `start` boots it, `up` builds it
+    /// afresh, `down` removes it.
+    Stopped,
     /// Left by a run that died: `up` and `down` clean it.
     Stale,
 }
@@ -336,10 +358,26 @@ pub fn run(cmd: Testhost, sh: &Shell) -> Result<()> {
             print!("{}", describe(&m, start.elapsed()));
             Ok(())
         }
+        Testhost::Start { name } => {
+            ui::step(&format!("start {name} from its disk"), || start(sh, &name))?;
+            Ok(())
+        }
+        Testhost::Reboot { name } => {
+            ui::step(&format!("reboot {name}"), || reboot(sh, &name))?;
+            Ok(())
+        }
+        Testhost::Poweroff { name, hard } => {
+            let what = if hard {
+                format!("poweroff --hard {name} (a power cut)")
+            } else {
+                format!("poweroff {name}")
+            };
+            ui::step(&what, || poweroff(sh, &name, hard))
+        }
         Testhost::Down { name: Some(name) } => down(sh, &name),
         Testhost::Down { name: None } => down_all(sh),
         Testhost::Status => {
-            print!("{}", machine::status_table()?);
+            print!("{}", inspect::status_table()?);
             Ok(())
         }
         Testhost::Ssh { name, command } => {

@@ -173,7 +173,7 @@ pub fn set_delay(_sh: &Shell, m: &Machine, millis: u32) -> Result<()> {
         port_file(&m.name).to_string(),
     ];
     let log = machine_dir(&m.name).join("proxy.log");
-    machine::spawn_detached(&render::detach_script(&pid_file(&m.name), &argv), &log)?;
+    sys::spawn_detached(&render::detach_script(&pid_file(&m.name), &argv), &log)?;
     let mut port = None;
     let started = sys::wait_for(Duration::from_secs(10), || {
         port = std::fs::read_to_string(port_file(&m.name))

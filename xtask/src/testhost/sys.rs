@@ -331,6 +331,53 @@ pub fn write_atomic(path: &Utf8Path, contents: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Start a bash script detached: its own session (`setsid --fork`, so it is never our child
+/// and never our zombie), stdin from /dev/null, output appended to `log`.
+pub fn spawn_detached(script: &str, log: &Utf8Path) -> Result<()> {
+    spawn(&["setsid", "--fork", "bash", "-c", script], log)
+}
+
+/// As [`spawn_detached`], in a private mount namespace.
+pub fn spawn_detached_in_namespace(script: &str, log: &Utf8Path) -> Result<()> {
+    spawn(
+        &[
+            "setsid",
+            "--fork",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            script,
+        ],
+        log,
+    )
+}
+
+fn spawn(argv: &[&str], log: &Utf8Path) -> Result<()> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {log}"))?;
+    let err = out.try_clone()?;
+    let status = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .with_context(|| format!("starting {} (util-linux)", argv[0]))?;
+    if !status.success() {
+        bail!(
+            "{} failed ({status}): see {log}",
+            argv.join(" ").chars().take(80).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
 /// Raise `fs.inotify.max_user_instances` to at least `min` (never lower it).
 pub fn ensure_inotify_instances(min: u64) -> Result<()> {
     const KNOB: &str = "/proc/sys/fs/inotify/max_user_instances";

@@ -322,7 +322,7 @@ pub fn refuse_names_in_use(groups: &[&Group]) -> Result<()> {
             match u {
                 th::Use::Running => busy.push(format!("{name} (running)")),
                 th::Use::Booting => busy.push(format!("{name} (booting)")),
-                th::Use::Stale => {}
+                th::Use::Stopped | th::Use::Stale => {}
             }
         }
     }

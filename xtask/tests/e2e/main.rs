@@ -161,6 +161,11 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(HOST, testhost::delay_adds_latency_to_ssh),
     scenario!(HOST, testhost::up_returns_a_healthy_machine),
     scenario!(HOST, testhost::stale_machine_is_cleaned_by_up),
+    scenario!(HOST, testhost::reboot_keeps_the_disk_and_stops_units),
+    scenario!(
+        HOST,
+        testhost::hard_poweroff_runs_no_shutdown_and_start_boots_the_disk
+    ),
     // Takes the group's machines down: stays last in its group.
     scenario!(HOST, testhost::down_leaves_nothing_behind),
     scenario!(SETUP, setup_server::fresh_host_bad_input_changes_nothing),

@@ -543,3 +543,243 @@ pub fn down_leaves_nothing_behind(ctx: &mut Ctx) -> Result<()> {
     println!("      both machines down in {:.1}s", took.as_secs_f64());
     Ok(())
 }
+
+/// A unit that appends the boot id it is stopped in to `/var/lib/e2e-stopped` (its ExecStop):
+/// a clean shutdown leaves a line, a power cut none.
+const STOP_MARK_UNIT: &str = "[Unit]
+Description=e2e: records each boot in which its ExecStop ran
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id >> /var/lib/e2e-stopped'
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Where the unit records its stops, inside the machine.
+const STOP_MARKS: &str = "/var/lib/e2e-stopped";
+/// The file written before a reboot or power cut, inside the machine.
+const BEFORE: &str = "/root/e2e-written-before";
+
+/// Install and start the stop-marking unit, write a file of `token`; returns the boot id.
+fn prepare_power_test(m: &Machine, token: &str) -> Result<String> {
+    m.ssh(&[
+        "sh",
+        "-c",
+        "printf '%s' \"$1\" > /etc/systemd/system/e2e-stopmark.service && systemctl daemon-reload && systemctl enable --now --quiet e2e-stopmark.service && printf '%s\\n' \"$2\" > \"$3\"",
+        "sh",
+        STOP_MARK_UNIT,
+        token,
+        BEFORE,
+    ])?;
+    let active = m.ssh(&["systemctl", "is-active", "e2e-stopmark.service"])?;
+    ensure!(
+        active.trim() == "active",
+        "the stop-marking unit is {active}"
+    );
+    boot_id(m)
+}
+
+fn boot_id(m: &Machine) -> Result<String> {
+    Ok(m.ssh(&["cat", "/proc/sys/kernel/random/boot_id"])?
+        .trim()
+        .to_string())
+}
+
+/// The boot ids in which the stop-marking unit's ExecStop ran, read from the machine's disk
+/// on the host (the overlay's upper layer): works while the machine is stopped.
+fn stops_on_disk(name: &str) -> Result<Vec<String>> {
+    let path = format!("{}/machines/{name}/upper{STOP_MARKS}", th::STATE_DIR);
+    match fs_err::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(|l| l.trim().to_string()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every live process on the host in machine `name`'s cgroups, found by reading each
+/// process's `/proc/PID/cgroup` (not through the test host's own bookkeeping). A zombie is
+/// dead (it only waits for its parent, the host's init after a power cut, to reap it).
+fn processes_in_cgroup_of(name: &str) -> Vec<(u32, String)> {
+    let tag = format!("/{}/{name}", th::CGROUP_DIR);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            let inside = cg.lines().any(|l| {
+                let path = l.splitn(3, ':').nth(2).unwrap_or("");
+                path == tag || path.starts_with(&format!("{tag}/"))
+            });
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (inside && state != "Z" && state != "X").then(|| (pid, comm.trim().to_string()))
+        })
+        .collect()
+}
+
+/// `testhost reboot`: a clean reboot (the units' ExecStop runs), the same disk, address and
+/// host keys booted again, with a new boot id, up the way `up` leaves a machine.
+pub fn reboot_keeps_the_disk_and_stops_units(ctx: &mut Ctx) -> Result<()> {
+    let app = ctx.machines()?.app.clone();
+    let sh = Shell::new()?;
+    let token = format!("before the reboot, pid {}", std::process::id());
+    let before = prepare_power_test(&app, &token)?;
+    let keys = fs_err::read_to_string(&app.known_hosts)?;
+    let start = Instant::now();
+    let again = th::reboot(&sh, &app.name)?;
+    let took = start.elapsed();
+    ensure!(again == app, "reboot returned another machine: {again:?}");
+    ensure!(th::machine(&app.name)? == app, "the machine changed");
+    ensure!(
+        fs_err::read_to_string(&app.known_hosts)? == keys,
+        "the reboot changed the machine's host keys"
+    );
+    // Up as `up` leaves it, through the machine's own ssh_config (strict host keys).
+    let (ok, out, err) = ssh(&app, &[], &["systemctl", "is-system-running"])?;
+    ensure!(
+        ok && out.trim() == "running",
+        "after the reboot: '{}' {err}",
+        out.trim()
+    );
+    let after = boot_id(&app)?;
+    ensure!(after != before, "the boot id is still {before}: no reboot");
+    let kept = app.ssh(&["cat", BEFORE])?;
+    ensure!(
+        kept.trim() == token,
+        "{BEFORE} after the reboot holds '{}'",
+        kept.trim()
+    );
+    let stops = app.ssh(&["cat", STOP_MARKS]).unwrap_or_default();
+    ensure!(
+        stops.lines().any(|l| l.trim() == before),
+        "the unit's ExecStop did not run at the reboot ({STOP_MARKS}: {stops:?}, boot before: {before})"
+    );
+    println!(
+        "      rebooted {} in {:.1}s, boot id {before} -> {after}",
+        app.name,
+        took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `testhost poweroff --hard`: every process of the machine gone at once, no shutdown (the
+/// unit's ExecStop does not run), the disk kept; `start` boots that disk again, reached with
+/// the same host keys. A clean `poweroff` does run the ExecStop; `down` of a stopped machine
+/// leaves nothing behind.
+pub fn hard_poweroff_runs_no_shutdown_and_start_boots_the_disk(ctx: &mut Ctx) -> Result<()> {
+    let sh = Shell::new()?;
+    ctx.machines()?; // the shared machines must survive this
+    let name = machine_name("power");
+    let result = (|| -> Result<()> {
+        let m = th::up(&sh, &name, Role::App)?;
+        let token = format!("before the power cut, pid {}", std::process::id());
+        let before = prepare_power_test(&m, &token)?;
+        let keys = fs_err::read_to_string(&m.known_hosts)?;
+        let running = processes_in_cgroup_of(&name);
+        ensure!(
+            running.len() >= 5,
+            "the machine's cgroup holds only {running:?}: nothing to kill"
+        );
+        th::poweroff(&sh, &name, true)?;
+        let left = processes_in_cgroup_of(&name);
+        ensure!(
+            left.is_empty(),
+            "processes of {name} left after the power cut: {left:?}"
+        );
+        let alive: Vec<&(u32, String)> = running
+            .iter()
+            .filter(|(pid, _)| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    !s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+                })
+            })
+            .filter(|(pid, comm)| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+            })
+            .collect();
+        ensure!(
+            alive.is_empty(),
+            "processes of {name} still run after the power cut: {alive:?}"
+        );
+        ensure!(
+            th::machine(&name).is_err(),
+            "{name} still counts as running"
+        );
+        ensure!(
+            th::machines_named(&name) == vec![(name.clone(), th::Use::Stopped)],
+            "{name} is {:?}, not stopped",
+            th::machines_named(&name)
+        );
+        let left = th::leftovers_of(&[&name])?;
+        ensure!(
+            left.is_empty(),
+            "the stopped machine left more than its disk: {left:#?}"
+        );
+        let stops = stops_on_disk(&name)?;
+        ensure!(
+            !stops.contains(&before),
+            "the unit's ExecStop ran at a power cut: {stops:?}"
+        );
+
+        let again = th::start(&sh, &name)?;
+        ensure!(again == m, "start returned another machine: {again:?}");
+        ensure!(
+            fs_err::read_to_string(&m.known_hosts)? == keys,
+            "start changed the machine's host keys"
+        );
+        let (ok, out, err) = ssh(&m, &[], &["cat", BEFORE])?;
+        ensure!(
+            ok && out.trim() == token,
+            "after start, {BEFORE} over ssh: '{}' {err}",
+            out.trim()
+        );
+        let (ok, out, err) = ssh(&m, &[], &["systemctl", "is-system-running"])?;
+        ensure!(
+            ok && out.trim() == "running",
+            "after start: '{}' {err}",
+            out.trim()
+        );
+        let second = boot_id(&m)?;
+        ensure!(second != before, "the boot id is still {before}");
+        let stops = m.ssh(&["cat", STOP_MARKS]).unwrap_or_default();
+        ensure!(
+            !stops.lines().any(|l| l.trim() == before),
+            "the unit's ExecStop ran at a power cut: {stops:?}"
+        );
+
+        // A clean poweroff runs it: the mark can be made, so its absence above means something.
+        th::poweroff(&sh, &name, false)?;
+        ensure!(
+            th::machines_named(&name) == vec![(name.clone(), th::Use::Stopped)],
+            "{name} is {:?} after poweroff",
+            th::machines_named(&name)
+        );
+        let stops = stops_on_disk(&name)?;
+        ensure!(
+            stops.contains(&second) && !stops.contains(&before),
+            "after a clean poweroff the unit's stops are {stops:?} (boots: {before} cut, {second} shut down)"
+        );
+        th::down(&sh, &name)?;
+        let left = th::leftovers_of(&[&name])?;
+        ensure!(left.is_empty(), "left behind by {name}: {left:#?}");
+        Ok(())
+    })();
+    let _ = th::down(&sh, &name);
+    result?;
+    for n in [app_name(), db_name()] {
+        th::machine(&n)?.ssh(&["true"])?;
+    }
+    Ok(())
+}

@@ -5,24 +5,24 @@
 //! this tree with exactly these tools is not run again (`target/checks/`; `--recheck` forces):
 //! the key is the git tree of the part's directory, working-tree changes included, and the
 //! versions of the tools. The backend tests use a PostgreSQL cluster that stays warm between
-//! runs (`target/checks/pg`, a fresh database per run); `--stop-db` stops it.
+//! runs (a fresh database per run; where it lives: [`crate::pg`]); `--stop-db` stops it.
 //!
 //! The deploy runs each part as a child process of its own (so it can stop it on Ctrl-C and
 //! run the parts beside the upload); this command is also how to run them by hand.
-
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
-use crate::ci::{self, Noise, PG_BIN};
+use crate::ci::{self, Noise};
 use crate::flags::{Check, CheckPart};
-use crate::{tools, ui};
+use crate::{pg, tools, ui};
 
 pub fn run(c: Check, sh: &Shell) -> Result<()> {
     if c.stop_db {
-        return ui::step("stop the checks' PostgreSQL", stop_db);
+        return ui::step("stop the checks' PostgreSQL", || {
+            pg::stop_warm(&crate::project_root())
+        });
     }
     for part in &c.parts {
         let label = format!("check {}", part.name());
@@ -48,9 +48,9 @@ pub fn run_part(sh: &Shell, part: CheckPart, recheck: bool) -> Result<bool> {
     match part {
         CheckPart::Backend => {
             tools::ensure_backend(sh)?;
-            let db = WarmDb::database(sh)?;
+            let db = pg::WarmDb::database(&crate::project_root())?;
             let result = ci::backend_checks(sh, Noise::Show, &db.url);
-            db.drop_database(sh);
+            db.drop_database();
             result?;
         }
         CheckPart::Frontend => {
@@ -83,7 +83,7 @@ fn cache_dir() -> Utf8PathBuf {
     cache_dir_of(&crate::project_root())
 }
 
-/// Where the checks of the checkout `root` remember what passed (and keep their database).
+/// Where the checks of the checkout `root` remember what passed.
 pub fn cache_dir_of(root: &Utf8Path) -> Utf8PathBuf {
     root.join("target/checks")
 }
@@ -178,143 +178,6 @@ fn short_hash(s: &str) -> String {
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     format!("{h:016x}")
-}
-
-/// The PostgreSQL cluster the backend checks use, kept running between runs on loopback.
-struct WarmDb {
-    url: String,
-    name: String,
-    port: u16,
-}
-
-fn pg_dir() -> Utf8PathBuf {
-    cache_dir().join("pg")
-}
-
-fn as_postgres(tool: &str, args: &[&str]) -> Command {
-    let exe = format!("{PG_BIN}/{tool}");
-    let mut c = if tools::is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &exe]);
-        c
-    } else {
-        Command::new(&exe)
-    };
-    c.args(args);
-    c
-}
-
-fn quiet(mut c: Command, what: &str) -> Result<()> {
-    let out = c.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-impl WarmDb {
-    /// Start the cluster unless it runs, and make a fresh database for this run.
-    fn database(sh: &Shell) -> Result<WarmDb> {
-        let dir = pg_dir();
-        let data = dir.join("data");
-        let port_file = dir.join("port");
-        let running = data.join("postmaster.pid").exists()
-            && as_postgres("pg_ctl", &["-D", data.as_str(), "status"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-        if !running {
-            let _ = fs_err::remove_dir_all(&dir);
-            fs_err::create_dir_all(&dir)?;
-            if tools::is_root() {
-                cmd!(sh, "chown postgres: {dir}").quiet().run()?;
-            }
-            quiet(
-                as_postgres(
-                    "initdb",
-                    &[
-                        "-D",
-                        data.as_str(),
-                        "-A",
-                        "trust",
-                        "-U",
-                        "postgres",
-                        "--no-sync",
-                        "--encoding=UTF8",
-                        "--locale=C.UTF-8",
-                    ],
-                ),
-                "initdb for the checks' database",
-            )?;
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            let opts = format!(
-                "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            );
-            let log = dir.join("log");
-            quiet(
-                as_postgres(
-                    "pg_ctl",
-                    &[
-                        "-D",
-                        data.as_str(),
-                        "-o",
-                        &opts,
-                        "-l",
-                        log.as_str(),
-                        "-w",
-                        "start",
-                    ],
-                ),
-                "starting the checks' PostgreSQL",
-            )?;
-            fs_err::write(&port_file, port.to_string())?;
-        }
-        let port: u16 = fs_err::read_to_string(&port_file)?
-            .trim()
-            .parse()
-            .context("reading the checks' PostgreSQL port")?;
-        let name = format!("innercontext_test_{}", std::process::id());
-        let port_s = port.to_string();
-        quiet(
-            as_postgres(
-                "createdb",
-                &["-h", "127.0.0.1", "-p", &port_s, "-U", "postgres", &name],
-            ),
-            "createdb for the checks",
-        )?;
-        Ok(WarmDb {
-            url: format!("postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"),
-            name,
-            port,
-        })
-    }
-
-    fn drop_database(&self, _sh: &Shell) {
-        let port = self.port.to_string();
-        let _ = quiet(
-            as_postgres(
-                "dropdb",
-                &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", &self.name],
-            ),
-            "dropdb",
-        );
-    }
-}
-
-fn stop_db() -> Result<()> {
-    let data = pg_dir().join("data");
-    if data.join("postmaster.pid").exists() {
-        quiet(
-            as_postgres("pg_ctl", &["-D", data.as_str(), "-m", "fast", "-w", "stop"]),
-            "stopping the checks' PostgreSQL",
-        )?;
-    }
-    let _ = fs_err::remove_dir_all(pg_dir());
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: every test of the repository, from a fresh Debian 12 machine.
 //!
 //! Stages run in order and stop at the first failure; each prints one line with its duration.
-//! The backend stage gets a throwaway PostgreSQL cluster on loopback ([`Postgres`]), which is
-//! stopped and removed however the stage ends.
+//! The backend stage gets a throwaway PostgreSQL cluster on loopback ([`pg::Throwaway`]),
+//! which is stopped and removed however the stage ends.
 
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
 use crate::flags::{Ci, Stage};
-use crate::{tools, ui};
+use crate::{pg, tools, ui};
 
 pub fn run(ci: Ci, sh: &Shell) -> Result<()> {
     let start = Instant::now();
@@ -106,7 +106,7 @@ pub fn exec(cmd: xshell::Cmd<'_>, noise: Noise, what: &str) -> Result<()> {
 /// Backend lint and tests against a real, throwaway PostgreSQL.
 pub fn backend(sh: &Shell, noise: Noise) -> Result<()> {
     tools::ensure_backend(sh)?;
-    let pg = Postgres::start(sh)?;
+    let pg = pg::Throwaway::start()?;
     backend_checks(sh, noise, &pg.url())
 }
 
@@ -409,149 +409,6 @@ fn e2e(sh: &Shell, filter: &[String]) -> Result<()> {
         .run()
         .context("end-to-end scenarios")?;
     Ok(())
-}
-
-/// A throwaway PostgreSQL cluster on 127.0.0.1, removed on drop.
-pub struct Postgres {
-    dir: Utf8PathBuf,
-    port: u16,
-    bin: Utf8PathBuf,
-    as_postgres: bool,
-}
-
-/// Where the PostgreSQL server binaries live (Debian 12).
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl Postgres {
-    pub fn start(sh: &Shell) -> Result<Postgres> {
-        let bin = Utf8PathBuf::from(PG_BIN);
-        if !bin.join("initdb").exists() {
-            bail!("PostgreSQL 15 server binaries are missing: apt-get install postgresql (or run 'cargo xtask ci --only tools')");
-        }
-        let dir = Utf8PathBuf::from(format!(
-            "/tmp/innercontext-pg-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        ));
-        sh.create_dir(&dir)?;
-        let as_postgres = tools::is_root();
-        if as_postgres {
-            // initdb refuses to run as root.
-            cmd!(sh, "chown postgres: {dir}").quiet().run()?;
-        }
-        let port = free_port()?;
-        let pg = Postgres {
-            dir,
-            port,
-            bin,
-            as_postgres,
-        };
-        let data = pg.dir.join("data");
-        pg.pg_cmd(
-            sh,
-            "initdb",
-            &[
-                "-D",
-                data.as_str(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                // Whatever the caller's locale: UTF-8, or drivers see SQL_ASCII bytes.
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-            ],
-        )
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("initdb for the test database")?;
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.dir
-        );
-        let log = pg.dir.join("log");
-        pg.pg_cmd(
-            sh,
-            "pg_ctl",
-            &[
-                "-D",
-                data.as_str(),
-                "-o",
-                &opts,
-                "-l",
-                log.as_str(),
-                "-w",
-                "start",
-            ],
-        )
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .with_context(|| format!("starting the test PostgreSQL (log: {log})"))?;
-        let port_s = port.to_string();
-        pg.pg_cmd(
-            sh,
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port_s,
-                "-U",
-                "postgres",
-                "innercontext_test",
-            ],
-        )
-        .quiet()
-        .run()
-        .context("createdb innercontext_test")?;
-        Ok(pg)
-    }
-
-    fn pg_cmd<'a>(&self, sh: &'a Shell, tool: &str, args: &[&str]) -> xshell::Cmd<'a> {
-        let exe = self.bin.join(tool);
-        if self.as_postgres {
-            cmd!(sh, "runuser -u postgres -- {exe} {args...}")
-        } else {
-            cmd!(sh, "{exe} {args...}")
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!(
-            "postgresql+psycopg://postgres@127.0.0.1:{}/innercontext_test",
-            self.port
-        )
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Ok(sh) = Shell::new() {
-            let data = self.dir.join("data");
-            let _ = self
-                .pg_cmd(
-                    &sh,
-                    "pg_ctl",
-                    &["-D", data.as_str(), "-m", "immediate", "-w", "stop"],
-                )
-                .quiet()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run();
-        }
-        let _ = fs_err::remove_dir_all(&self.dir);
-    }
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 #[cfg(test)]

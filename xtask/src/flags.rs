@@ -429,8 +429,9 @@ Usage: cargo xtask check [backend|frontend|build]... [--recheck]
   (none)     all three
 
 A part that passed for exactly this tree (working-tree changes included) with the same tools is
-not run again. The backend tests use a PostgreSQL cluster under target/checks/pg that stays
-running between runs.
+not run again. The backend tests use a PostgreSQL cluster that stays running between runs, a
+fresh database each time: in target/checks/pg, or as root (run as the postgres user, which may
+not enter the checkout) under /run/innercontext-pg/, one per checkout.
 
 Options:
   --recheck    run the parts even if they passed for this tree before

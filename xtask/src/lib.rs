@@ -14,6 +14,7 @@ pub mod flags;
 pub mod interrupt;
 pub mod lock;
 pub mod logs;
+pub mod pg;
 pub mod proc;
 pub mod quote;
 pub mod release;

@@ -110,6 +110,12 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // The checks' PostgreSQL of this copy goes with it (as root it lives outside).
+        let root = self
+            .dir
+            .canonicalize_utf8()
+            .unwrap_or_else(|_| self.dir.clone());
+        let _ = crate::pg::stop_warm(&root);
         let _ = fs_err::remove_dir_all(&self.dir);
     }
 }

@@ -167,7 +167,7 @@ struct Bencher {
     baseline: Side,
     xtask: Side,
     /// The baseline's backend tests' database, kept for the whole run.
-    _postgres: ci::Postgres,
+    _postgres: crate::pg::Throwaway,
 }
 
 impl Bencher {
@@ -186,7 +186,7 @@ impl Bencher {
                 Ok((join(x)?, join(b)?))
             })
         })?;
-        let postgres = ci::Postgres::start(sh).context("the baseline's test database")?;
+        let postgres = crate::pg::Throwaway::start().context("the baseline's test database")?;
         let side = |kind: Kind, m: Machine| -> Result<Side> {
             Ok(Side {
                 kind,

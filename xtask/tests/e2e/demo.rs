@@ -1,14 +1,16 @@
 //! The README's "run it" command: `cargo xtask demo` boots, provisions and deploys, the URL it
 //! prints serves the app through nginx, and `demo --down` leaves no machine behind. The demo
 //! runs under this run's own machine names (`INNERCONTEXT_DEMO_PREFIX`), so a user's running
-//! demo (`app`, `db`) is never touched.
+//! demo (`app`, `db`) is never touched, and from a copy of the repository in a private (0700)
+//! directory, as a clone in root's home is: its checks (PostgreSQL as another user) must work
+//! from there, and they really run (a new copy has no cached result).
 
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use xtask::testhost as th;
 
-use crate::support::{http_get, xtask_bin};
+use crate::support::{http_get, scratch, xtask_bin};
 use crate::Ctx;
 
 /// The demo's machines named exactly `app` or `db` (a user's demo), and how they are used.
@@ -25,9 +27,23 @@ pub fn up_serves_and_down_cleans(_ctx: &mut Ctx) -> Result<()> {
     let before = users_demo();
     // The README promises a short list of steps when the image is already there.
     let cached = th::image_ready();
+    let checkout = scratch("demo")?;
+    // The copy is private the way a home directory is: the postgres user cannot enter it.
+    let enter = Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(checkout.dir.as_str())
+        .status()
+        .context("runuser")?;
+    ensure!(
+        !enter.success(),
+        "the postgres user can enter {}: not a private checkout",
+        checkout.dir
+    );
     let demo = |args: &[&str]| {
         Command::new(xtask_bin())
             .args(args)
+            .current_dir(&checkout.dir)
+            .env("XTASK_PROJECT_ROOT", &checkout.dir)
             .env("CI", "true")
             .env(xtask::demo::PREFIX_ENV, &prefix)
             .output()
@@ -59,6 +75,21 @@ pub fn up_serves_and_down_cleans(_ctx: &mut Ctx) -> Result<()> {
         .map_err(|e| format!("{e:#}"));
     let down = demo(&["demo", "--down"])?;
     ensure!(out.status.success(), "demo failed:\n{text}");
+    // The checks ran (a new copy has passed nothing before), the backend's against PostgreSQL.
+    let ran = |label: &str| {
+        text.lines().any(|l| {
+            l.contains(label) && l.contains(" ok (") && !l.contains("passed for this tree")
+        })
+    };
+    for label in [
+        "local checks: backend (ruff, pytest)",
+        "local checks: frontend (svelte-check, tests)",
+    ] {
+        ensure!(
+            ran(label),
+            "the demo's deploy did not run '{label}':\n{text}"
+        );
+    }
     let lines = text.lines().count();
     ensure!(
         !cached || lines < 40,

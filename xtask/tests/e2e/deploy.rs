@@ -315,6 +315,19 @@ pub fn failing_migration(ctx: &mut Ctx) -> Result<()> {
     ensure!(site.state(&name)? == "failed", "release not marked failed");
     ensure!(!site.locked()?, "lock left behind");
     ensure!(site.last_log()?.contains("result=failed"));
+    // `deploy log` shows the reason whole and as the job wrote it: the revision's underscores
+    // stay, and its end is there (the migration's reason is longer than deploy.log kept).
+    let log = deploy(&site, s, &["log", "-n", "1"])?.ok()?;
+    let row = log
+        .stdout
+        .lines()
+        .last()
+        .context("deploy log printed nothing")?
+        .trim_end();
+    ensure!(
+        row.contains("left at 0002_price_history") && row.ends_with("current was not touched"),
+        "deploy log does not show the reason whole, underscores kept: {row}"
+    );
     site.assert_serving()
 }
 

@@ -174,6 +174,45 @@ pub fn nothing_to_deploy(ctx: &mut Ctx) -> Result<()> {
     site.assert_serving()
 }
 
+/// A build damaged after it passed (`frontend/build/client` deleted, `build/index.js` kept): a
+/// deploy with its checks builds again instead of trusting the cache, and the static files
+/// answer through nginx. (Issue 22: the cache said `[passed for this tree before]` and the
+/// release shipped without `favicon.svg`, `robots.txt` and `_app/version.json`.)
+pub fn a_damaged_build_is_rebuilt(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let client = s.dir.join("frontend/build/client");
+    ensure!(
+        client.is_dir() && s.dir.join("frontend/build/index.js").is_file(),
+        "no earlier build in {}: the scenarios before this one build the frontend",
+        s.dir
+    );
+    fs_err::remove_dir_all(&client)?;
+    let run = deploy(&site, s, &["all", "--redeploy"])?.ok()?;
+    let all = run.all();
+    let build = all
+        .lines()
+        .rfind(|l| l.starts_with("==> build the frontend"))
+        .with_context(|| format!("no build step line in:\n{all}"))?
+        .to_string();
+    let mut answers = Vec::new();
+    for path in ["/favicon.svg", "/robots.txt", "/_app/version.json"] {
+        let (status, _) = site.get(path)?;
+        answers.push(format!("{path} {status}"));
+    }
+    ensure!(
+        answers.iter().all(|a| a.ends_with(" 200")),
+        "after a deploy of a build without client/: {} (build step: {build})",
+        answers.join(", ")
+    );
+    ensure!(
+        !build.contains("passed for this tree before")
+            && build.contains("[rebuilt: frontend/build/client/"),
+        "the build step does not say it rebuilt, and why: {build}"
+    );
+    site.assert_serving()
+}
+
 /// `deploy list`: newest first, states, the current mark.
 pub fn list_releases(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;

@@ -266,16 +266,41 @@ release_lock() {
 
 # --- deploy.log ------------------------------------------------------------------------------
 
+# The longest reason a deploy.log line keeps (a longer one is cut at a word, with "...").
+LOG_REASON_MAX=1000
+
 # log_line ROOT START_ISO DEPLOYER COMMIT SCOPE RELEASE RESULT DURATION REVISION [REASON]
+# The reason is the last field and runs to the end of the line as it was given (`deploy log`
+# reads everything after `reason=`): see log_reason.
 log_line() {
     local line
     line=$(printf '%s deployer=%s commit=%s scope=%s release=%s result=%s duration=%ss alembic=%s' \
         "$2" "${3:--}" "${4:--}" "${5:--}" "${6:--}" "$7" "$8" "${9:--}")
     if [ -n "${10:-}" ]; then
-        line="$line reason=$(one_line "${10}" 300 | tr -s ' ' '_')"
+        line="$line reason=$(log_reason "${10}")"
     fi
-    printf '%s\n' "$line" | tr -c '[:print:]\n' '_' >>"$1/$C_LOG"
+    printf '%s\n' "$line" | LC_ALL=C tr -c '[:print:]\n' '?' >>"$1/$C_LOG"
     chmod 0640 "$1/$C_LOG" 2>/dev/null || true
+}
+
+# log_reason TEXT: TEXT as one line of printable ASCII, its words and underscores as they are:
+# control characters (newlines, tabs, escapes) become spaces, other bytes '?', trailing spaces
+# go; past LOG_REASON_MAX characters it is cut after the last whole word and ends with "...".
+log_reason() {
+    local v cut
+    v=$(printf '%s' "$1" | LC_ALL=C tr '\001-\037\177' ' ' | LC_ALL=C tr -c ' -~' '?')
+    if [ "${#v}" -gt "$LOG_REASON_MAX" ]; then
+        cut=${v:0:$((LOG_REASON_MAX - 3))}
+        # Unless the cut fell between two words, drop the word it split (a single word that
+        # long is cut where it is).
+        if [ "${v:$((LOG_REASON_MAX - 3)):1}" != ' ' ] && [ "${cut% *}" != "$cut" ]; then
+            cut=${cut% *}
+        fi
+        while [ "${cut% }" != "$cut" ]; do cut=${cut% }; done
+        v="$cut..."
+    fi
+    while [ "${v% }" != "$v" ]; do v=${v% }; done
+    printf '%s' "$v"
 }
 
 # unit_states UNIT...: one line per unit, in the order given: NAME ACTIVESTATE NRESTARTS

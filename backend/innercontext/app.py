@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from innercontext import errors
 from innercontext.api import router
 from innercontext.config import Settings, get_settings
 from innercontext.db import create_db_engine, create_session_factory
@@ -18,7 +19,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     The engine is created here (no connection is made until a request needs one) and disposed
     of on shutdown. Tests pass their own settings to point the app at any database. The API
-    docs (/docs, /redoc, /openapi.json) exist only with ``DOCS_ENABLED=true``.
+    docs (/docs, /redoc, /openapi.json) exist only with ``DOCS_ENABLED=true``. A request that
+    needs the database while it cannot be reached answers 503 (see ``errors``).
     """
     settings = settings or get_settings()
     engine = create_db_engine(settings.database_url)
@@ -43,4 +45,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     app.include_router(router)
+    errors.install(app)
     return app

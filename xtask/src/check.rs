@@ -7,6 +7,11 @@
 //! versions of the tools. The backend tests use a PostgreSQL cluster that stays warm between
 //! runs (a fresh database per run; where it lives: [`crate::pg`]); `--stop-db` stops it.
 //!
+//! A build that passed is trusted only while its output is what it produced: the manifest of
+//! every file under `frontend/build/` with its SHA-256, written beside the marker when the
+//! build passes ([`crate::build_output`]), must match the disk exactly; a missing, added or
+//! changed file runs the build again and says why (`(rebuilt: WHY)`).
+//!
 //! The deploy runs each part as a child process of its own (so it can stop it on Ctrl-C and
 //! run the parts beside the upload); this command is also how to run them by hand.
 
@@ -16,7 +21,7 @@ use xshell::{cmd, Shell};
 
 use crate::ci::{self, Noise};
 use crate::flags::{Check, CheckPart};
-use crate::{pg, tools, ui};
+use crate::{build_output, pg, tools, ui};
 
 pub fn run(c: Check, sh: &Shell) -> Result<()> {
     if c.stop_db {
@@ -37,12 +42,18 @@ pub fn run_part(sh: &Shell, part: CheckPart, recheck: bool) -> Result<bool> {
     let marker = key
         .as_ref()
         .map(|k| cache_dir().join(format!("{}-{k}.ok", part.name())));
-    if !recheck {
-        if let Some(m) = &marker {
-            if m.exists() && (part != CheckPart::Build || build_entry().exists()) {
-                crate::say_part!("(passed for this tree before) ");
+    if let Some(m) = marker.as_ref().filter(|m| !recheck && m.exists()) {
+        // A build is trusted only while its output is what it produced.
+        let differs = match part {
+            CheckPart::Build => build_differs(&manifest_of(m)),
+            CheckPart::Backend | CheckPart::Frontend => None,
+        };
+        match differs {
+            None => {
+                crate::say_part!("{CACHED} ");
                 return Ok(false);
             }
+            Some(why) => crate::say!("{REBUILT}{why})"),
         }
     }
     match part {
@@ -67,16 +78,63 @@ pub fn run_part(sh: &Shell, part: CheckPart, recheck: bool) -> Result<bool> {
     }
     if let Some(m) = marker {
         fs_err::create_dir_all(cache_dir())?;
-        // Keep the directory small: one marker per part.
+        // Keep the directory small: one marker (and manifest) per part.
         for entry in fs_err::read_dir(cache_dir())?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with(&format!("{}-", part.name())) && name.ends_with(".ok") {
+            if is_cache_file(&name, part) {
                 let _ = fs_err::remove_file(entry.path());
             }
+        }
+        if part == CheckPart::Build {
+            // The manifest first: a marker never stands without what it vouches for.
+            let manifest = build_output::Manifest::of_disk(&crate::project_root())?;
+            let path = manifest_of(&m);
+            let tmp = path.with_extension("manifest.tmp");
+            fs_err::write(&tmp, manifest.render())?;
+            fs_err::rename(&tmp, &path)?;
         }
         fs_err::write(&m, "")?;
     }
     Ok(true)
+}
+
+/// What a part that passed before prints (the deploy reads it from the part's output).
+pub const CACHED: &str = "(passed for this tree before)";
+/// How a build that passed before but no longer matches its manifest starts its output:
+/// `(rebuilt: WHY)` on a line of its own (the deploy shows WHY on its step line).
+pub const REBUILT: &str = "(rebuilt: ";
+
+/// The WHY of a `(rebuilt: WHY)` line in a part's output.
+pub fn rebuilt_because(output: &str) -> Option<&str> {
+    output
+        .lines()
+        .find_map(|l| l.split_once(REBUILT))
+        .map(|(_, why)| why.strip_suffix(')').unwrap_or(why))
+}
+
+/// The manifest of the build a marker vouches for: the marker's name, `.manifest`.
+fn manifest_of(marker: &Utf8Path) -> Utf8PathBuf {
+    marker.with_extension("manifest")
+}
+
+/// Why the build on disk is not the one recorded in `manifest` (None: it is exactly that).
+fn build_differs(manifest: &Utf8Path) -> Option<String> {
+    let Ok(text) = fs_err::read_to_string(manifest) else {
+        return Some("no record of the files it produced".to_string());
+    };
+    let Ok(recorded) = build_output::Manifest::parse(&text) else {
+        return Some(format!("{manifest} is unreadable"));
+    };
+    match build_output::Manifest::of_disk(&crate::project_root()) {
+        Ok(disk) => build_output::compare(&recorded, &disk),
+        Err(e) => Some(format!("its files could not be hashed ({e:#})")),
+    }
+}
+
+/// Whether `name` in the cache directory is a marker or a manifest of `part`.
+fn is_cache_file(name: &str, part: CheckPart) -> bool {
+    name.starts_with(&format!("{}-", part.name()))
+        && (name.ends_with(".ok") || name.ends_with(".manifest"))
 }
 
 fn cache_dir() -> Utf8PathBuf {
@@ -88,8 +146,9 @@ pub fn cache_dir_of(root: &Utf8Path) -> Utf8PathBuf {
     root.join("target/checks")
 }
 
-/// Forget which trees of the checkout `root` passed which checks: the next deploy from it runs
-/// every check as for a tree never checked (the benchmark measures that case).
+/// Forget which trees of the checkout `root` passed which checks (markers and manifests): the
+/// next deploy from it runs every check as for a tree never checked (the benchmark measures
+/// that case).
 pub fn forget(root: &Utf8Path) -> Result<()> {
     let dir = cache_dir_of(root);
     let Ok(entries) = fs_err::read_dir(&dir) else {
@@ -97,10 +156,7 @@ pub fn forget(root: &Utf8Path) -> Result<()> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if CheckPart::ALL
-            .iter()
-            .any(|p| name.starts_with(&format!("{}-", p.name())) && name.ends_with(".ok"))
-        {
+        if CheckPart::ALL.iter().any(|p| is_cache_file(&name, *p)) {
             fs_err::remove_file(entry.path())?;
         }
     }
@@ -108,7 +164,7 @@ pub fn forget(root: &Utf8Path) -> Result<()> {
 }
 
 pub fn build_entry() -> Utf8PathBuf {
-    crate::project_root().join("frontend/build/index.js")
+    crate::project_root().join(build_output::ENTRY)
 }
 
 /// The git tree of `dir` as it is in the working tree (changes and untracked files included,
@@ -192,6 +248,21 @@ mod tests {
     }
 
     #[test]
+    fn a_rebuild_says_why_in_its_output() {
+        let out = "==> check build                                  (rebuilt: frontend/build/client/ is missing (133 files))\n\
+                   > vite build\n\
+                   ==> check build                                  ok (9.6s)\n";
+        assert_eq!(
+            rebuilt_because(out),
+            Some("frontend/build/client/ is missing (133 files)")
+        );
+        assert_eq!(
+            rebuilt_because("==> check build (passed for this tree before) ok (0.1s)\n"),
+            None
+        );
+    }
+
+    #[test]
     fn forget_removes_only_the_markers() {
         let root = std::env::temp_dir().join(format!("forget-{}", std::process::id()));
         let root = Utf8PathBuf::from_path_buf(root).unwrap();
@@ -201,6 +272,7 @@ mod tests {
             "backend-0123-abcd.ok",
             "frontend-0123-abcd.ok",
             "build-0123-abcd.ok",
+            "build-0123-abcd.manifest",
             "backend.log",
             "port",
         ] {

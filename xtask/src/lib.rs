@@ -4,6 +4,7 @@
 //! module. The library form lets the end-to-end harness (`tests/e2e.rs`) reuse the test host.
 
 pub mod bench;
+pub mod build_output;
 pub mod check;
 pub mod ci;
 pub mod config;

@@ -11,7 +11,7 @@ use camino::Utf8PathBuf;
 
 use crate::flags::{CheckPart, Scope};
 use crate::interrupt::SIGTERM;
-use crate::proc;
+use crate::{check, proc};
 
 struct Running {
     part: CheckPart,
@@ -29,6 +29,8 @@ pub struct Finished {
     pub tail: String,
     /// Whether it was answered from the cache (passed for this tree before).
     pub cached: bool,
+    /// Why a build that passed before ran again (its output was no longer what it produced).
+    pub rebuilt: Option<String>,
 }
 
 pub struct Checks {
@@ -112,7 +114,8 @@ impl Checks {
                 ok: status.success(),
                 secs: r.started.elapsed().as_secs_f64(),
                 tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-                cached: text.contains("(passed for this tree before)"),
+                cached: text.contains(check::CACHED),
+                rebuilt: check::rebuilt_because(&text).map(str::to_string),
             };
             if r.part == CheckPart::Build && finished.ok {
                 for p in std::mem::take(&mut self.after_build) {

@@ -2,9 +2,9 @@
 //! is made of (never an env file), and which of them must travel.
 
 use anyhow::{bail, Context, Result};
-use camino::Utf8Path;
 use xshell::{cmd, Shell};
 
+use crate::build_output;
 use crate::config::Config;
 use crate::flags::Scope;
 
@@ -108,12 +108,14 @@ pub fn select(paths: &[String], scope: Scope) -> Vec<String> {
     out
 }
 
-/// The files of a release of `scope`: the manifest the server makes the release match.
+/// The files of a release of `scope`: the manifest the server makes the release match. A
+/// frontend whose build lacks its entry point or its client files is never shipped, whatever
+/// the check cache said (see [`build_output::lacking`]).
 pub fn manifest(sh: &Shell, scope: Scope) -> Result<Vec<String>> {
     let root = crate::project_root();
     let listed = cmd!(
         sh,
-        "git ls-files -z --cached --others --exclude-standard -- backend scripts systemd nginx frontend/package.json"
+        "git ls-files -z --cached --others --exclude-standard -- backend scripts systemd nginx frontend/package.json frontend/static"
     )
     .quiet()
     .read()?;
@@ -124,27 +126,27 @@ pub fn manifest(sh: &Shell, scope: Scope) -> Result<Vec<String>> {
         .map(str::to_string)
         .collect();
     if scope.frontend() {
-        walk(&root, "frontend/build", &mut paths)?;
+        paths.extend(build_output::files_under(&root, build_output::BUILD_DIR)?);
+        if let Some(refusal) = incomplete_build(&build_output::lacking(&paths)) {
+            bail!("{refusal}");
+        }
     }
     Ok(select(&paths, scope))
 }
 
-fn walk(root: &Utf8Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
-    for entry in fs_err::read_dir(root.join(rel))? {
-        let entry = entry?;
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|n| anyhow::anyhow!("non-UTF-8 file name {n:?} under {rel}"))?;
-        let path = format!("{rel}/{name}");
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            walk(root, &path, out)?;
-        } else if ty.is_file() {
-            out.push(path);
-        }
+/// The one-line refusal of a build that lacks `lacking` (None when it lacks nothing).
+fn incomplete_build(lacking: &[String]) -> Option<String> {
+    if lacking.is_empty() {
+        return None;
     }
-    Ok(())
+    let named = lacking[..lacking.len().min(3)].join(", ");
+    let more = match lacking.len().saturating_sub(3) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Some(format!(
+        "the frontend build lacks {named}{more}: build it again with 'cargo xtask check build --recheck', then deploy"
+    ))
 }
 
 /// How the server's copy of a release is made to match the manifest.
@@ -344,6 +346,27 @@ mod tests {
         let fe = select(&paths, Scope::Frontend);
         assert!(fe.iter().all(|p| !p.starts_with("backend/")));
         assert!(!fe.contains(&"frontend/src/routes/+page.svelte".to_string()));
+    }
+
+    #[test]
+    fn an_incomplete_build_is_refused_in_one_line() {
+        assert_eq!(incomplete_build(&[]), None);
+        let lacking: Vec<String> = [
+            "frontend/build/client/_app/version.json",
+            "frontend/build/client/favicon.svg",
+            "frontend/build/client/robots.txt",
+            "frontend/build/index.js",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            incomplete_build(&lacking[3..]).unwrap(),
+            "the frontend build lacks frontend/build/index.js: build it again with 'cargo xtask check build --recheck', then deploy"
+        );
+        assert_eq!(
+            incomplete_build(&lacking).unwrap(),
+            "the frontend build lacks frontend/build/client/_app/version.json, frontend/build/client/favicon.svg, frontend/build/client/robots.txt and 1 more: build it again with 'cargo xtask check build --recheck', then deploy"
+        );
     }
 
     #[test]

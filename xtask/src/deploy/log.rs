@@ -15,13 +15,25 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// `WHEN key=value ... [reason=TEXT]`: the fields before `reason=` are single words; the
+    /// reason, always last, is everything after `reason=`, spaces and underscores as written
+    /// (`log_line` in scripts/deploy-lib.sh). Lines written before the reason was kept whole
+    /// carry it with `_` for every space and cut at 300 characters: they show as written,
+    /// since which of their underscores were spaces cannot be told.
     pub fn parse(line: &str) -> Entry {
-        let mut words = line.split(' ');
+        let (head, reason) = match line.split_once(" reason=") {
+            Some((head, reason)) => (head, Some(reason)),
+            None => (line, None),
+        };
+        let mut words = head.split(' ');
         let when = words.next().unwrap_or("").to_string();
-        let fields = words
+        let mut fields: Vec<(String, String)> = words
             .filter_map(|w| w.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if let Some(r) = reason {
+            fields.push(("reason".to_string(), r.to_string()));
+        }
         Entry { when, fields }
     }
 
@@ -65,7 +77,7 @@ pub fn run(cfg: &Config, lines: u32) -> Result<()> {
             e.get("result"),
             e.get("duration"),
             e.get("commit"),
-            e.get("reason").replace('_', " ")
+            e.get("reason")
         );
     }
     if entries.is_empty() {
@@ -85,5 +97,76 @@ mod tests {
         assert_eq!(e.get("result"), "refused");
         assert_eq!(e.get("reason"), "another_deploy_holds_the_lock");
         assert_eq!(e.get("missing"), "-");
+    }
+
+    #[test]
+    fn the_reason_is_the_rest_of_the_line_as_written() {
+        let e = Entry::parse("2026-11-28T10:15:30Z deployer=alice@laptop commit=3f2a9c1d0b7e scope=backend release=20261128T101530Z result=failed duration=4.2s alembic=0002_price_history reason=alembic upgrade head from 0002_price_history failed; the database was left at 0002_price_history (release=x result=y)");
+        assert_eq!(e.get("result"), "failed");
+        assert_eq!(e.get("alembic"), "0002_price_history");
+        assert_eq!(
+            e.get("reason"),
+            "alembic upgrade head from 0002_price_history failed; the database was left at 0002_price_history (release=x result=y)"
+        );
+        let none = Entry::parse("2026-11-28T10:15:30Z result=success duration=1.0s");
+        assert_eq!(none.get("reason"), "-");
+    }
+
+    /// What `log_line` (scripts/deploy-lib.sh, run by bash) writes for `reason`, read back.
+    fn written(reason: &str) -> (String, Entry) {
+        let dir =
+            std::env::temp_dir().join(format!("log-line-{}-{}", std::process::id(), reason.len()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let lib = crate::project_root().join("scripts/deploy-lib.sh");
+        let status = std::process::Command::new("bash")
+            .args([
+                "-c",
+                "set -euo pipefail; . \"$1\"; log_line \"$2\" 2026-11-28T10:15:30Z alice@laptop 3f2a9c1d0b7e backend 20261128T101530Z failed 4.2 0002_price_history \"$3\"",
+                "t",
+                lib.as_str(),
+                dir.to_str().unwrap(),
+                reason,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let text = fs_err::read_to_string(dir.join("deploy.log")).unwrap();
+        fs_err::remove_dir_all(&dir).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let line = text.trim_end_matches('\n').to_string();
+        let entry = Entry::parse(&line);
+        (line, entry)
+    }
+
+    #[test]
+    fn log_line_keeps_the_reason_whole_and_readable() {
+        let reason = "database migration failed on app: alembic upgrade head from 0002_price_history failed (ProgrammingError: relation \"x\" does not exist); current was not touched";
+        let (line, e) = written(reason);
+        assert!(line.ends_with(&format!(" reason={reason}")), "{line}");
+        assert_eq!(e.get("reason"), reason);
+        assert_eq!(e.get("alembic"), "0002_price_history");
+        assert_eq!(e.get("result"), "failed");
+        // Newlines, tabs and escapes become spaces; other bytes '?'; trailing spaces go.
+        let (line, e) = written("two\nlines\tand \x1b[31mred\x1b[0m caf\u{e9}\n");
+        assert_eq!(e.get("reason"), "two lines and  [31mred [0m caf??");
+        assert!(line.bytes().all(|b| (b' '..=b'~').contains(&b)), "{line:?}");
+    }
+
+    #[test]
+    fn log_line_cuts_a_long_reason_after_a_whole_word() {
+        let word = "abcdefghi "; // 10 characters
+        let long = word.repeat(150); // 1500 characters
+        let (_, e) = written(&long);
+        let r = e.get("reason");
+        assert!(r.len() <= 1000, "{} characters", r.len());
+        assert!(r.ends_with("abcdefghi..."), "{r}");
+        assert!(r.len() > 980, "cut too early: {} characters", r.len());
+        // One word longer than the limit is cut where it is.
+        let (_, e) = written(&"x".repeat(1500));
+        assert_eq!(e.get("reason"), format!("{}...", "x".repeat(997)));
+        // A reason up to the limit is kept whole.
+        let fits = format!("{}end", "y ".repeat(498)); // 999 characters
+        let (_, e) = written(&fits);
+        assert_eq!(e.get("reason"), fits.as_str());
     }
 }

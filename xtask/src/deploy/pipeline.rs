@@ -381,10 +381,10 @@ impl Driver<'_> {
     fn on_checks(&mut self) -> Result<()> {
         for part in self.checks.poll()? {
             let r = self.checks.result(part).expect("just ended");
-            let cached = if r.cached {
-                " [passed for this tree before]"
-            } else {
-                ""
+            let cached = match (&r.rebuilt, r.cached) {
+                (Some(why), _) => format!(" [rebuilt: {why}]"),
+                (None, true) => " [passed for this tree before]".to_string(),
+                (None, false) => String::new(),
             };
             let label = match part {
                 CheckPart::Backend => "local checks: backend (ruff, pytest)",

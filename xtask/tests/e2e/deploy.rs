@@ -78,7 +78,9 @@ pub fn backend_one_file_one_handshake(ctx: &mut Ctx) -> Result<()> {
     let logins_before = site.deploy_logins()?;
     let path = "backend/innercontext/pricing.py";
     let text = s.read(path)?;
-    s.write(path, &format!("{text}\n# deployed by the e2e suite\n"))?;
+    // Two blank lines before the comment, as ruff format wants: the scratch tree must still
+    // pass the backend checks (a later scenario deploys it with them).
+    s.write(path, &format!("{text}\n\n# deployed by the e2e suite\n"))?;
     s.commit("touch pricing")?;
     let run = deploy(&site, s, &["backend", "--skip-local-checks"])?.ok()?;
     let logins = site.deploy_logins()? - logins_before;
@@ -170,6 +172,45 @@ pub fn nothing_to_deploy(ctx: &mut Ctx) -> Result<()> {
     ensure!(
         !nothing(&["all", "--skip-local-checks", "--redeploy"])?,
         "--redeploy made no release"
+    );
+    site.assert_serving()
+}
+
+/// A build damaged after it passed (`frontend/build/client` deleted, `build/index.js` kept): a
+/// deploy with its checks builds again instead of trusting the cache, and the static files
+/// answer through nginx. (Issue 22: the cache said `[passed for this tree before]` and the
+/// release shipped without `favicon.svg`, `robots.txt` and `_app/version.json`.)
+pub fn a_damaged_build_is_rebuilt(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let client = s.dir.join("frontend/build/client");
+    ensure!(
+        client.is_dir() && s.dir.join("frontend/build/index.js").is_file(),
+        "no earlier build in {}: the scenarios before this one build the frontend",
+        s.dir
+    );
+    fs_err::remove_dir_all(&client)?;
+    let run = deploy(&site, s, &["all", "--redeploy"])?.ok()?;
+    let all = run.all();
+    let build = all
+        .lines()
+        .rfind(|l| l.starts_with("==> build the frontend"))
+        .with_context(|| format!("no build step line in:\n{all}"))?
+        .to_string();
+    let mut answers = Vec::new();
+    for path in ["/favicon.svg", "/robots.txt", "/_app/version.json"] {
+        let (status, _) = site.get(path)?;
+        answers.push(format!("{path} {status}"));
+    }
+    ensure!(
+        answers.iter().all(|a| a.ends_with(" 200")),
+        "after a deploy of a build without client/: {} (build step: {build})",
+        answers.join(", ")
+    );
+    ensure!(
+        !build.contains("passed for this tree before")
+            && build.contains("[rebuilt: frontend/build/client/"),
+        "the build step does not say it rebuilt, and why: {build}"
     );
     site.assert_serving()
 }
@@ -315,6 +356,19 @@ pub fn failing_migration(ctx: &mut Ctx) -> Result<()> {
     ensure!(site.state(&name)? == "failed", "release not marked failed");
     ensure!(!site.locked()?, "lock left behind");
     ensure!(site.last_log()?.contains("result=failed"));
+    // `deploy log` shows the reason whole and as the job wrote it: the revision's underscores
+    // stay, and its end is there (the migration's reason is longer than deploy.log kept).
+    let log = deploy(&site, s, &["log", "-n", "1"])?.ok()?;
+    let row = log
+        .stdout
+        .lines()
+        .last()
+        .context("deploy log printed nothing")?
+        .trim_end();
+    ensure!(
+        row.contains("left at 0002_price_history") && row.ends_with("current was not touched"),
+        "deploy log does not show the reason whole, underscores kept: {row}"
+    );
     site.assert_serving()
 }
 

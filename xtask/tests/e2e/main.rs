@@ -192,6 +192,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(DEPLOY, deploy::backend_one_file_one_handshake),
     scenario!(DEPLOY, deploy::frontend_only),
     scenario!(DEPLOY, deploy::nothing_to_deploy),
+    scenario!(DEPLOY, deploy::a_damaged_build_is_rebuilt),
     scenario!(DEPLOY, deploy::list_releases),
     scenario!(DEPLOY, deploy::rollback_while_serving),
     scenario!(DEPLOY, deploy::pages_load_while_the_api_restarts),

@@ -606,6 +606,34 @@ pub fn database_outage(ctx: &mut Ctx) -> Result<()> {
     site.db.ssh(&["systemctl", "stop", "postgresql"])?;
     let result = (|| -> Result<()> {
         let db = &site.db.ip;
+        // `systemctl stop postgresql` returns before the cluster is down: the API's health
+        // check says when it is gone.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = site.get("/api/health-check")?;
+            if status == 503 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the API's health check still answers {status} a minute after PostgreSQL was stopped: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The API answers 503 with a body that says the database is unavailable (never a 500),
+        // and the page says so to the visitor (never "HTTP 500").
+        let (api, api_body) = site.get("/api/products")?;
+        let (page, html) = site.get("/")?;
+        let said = page_text(&html);
+        ensure!(
+            api == 503
+                && api_body.contains("database_unavailable")
+                && !api_body.contains(db.as_str())
+                && page == 503
+                && said.contains("database is unavailable"),
+            "during the outage /api/products answered {api} ({}) and / answered {page} ({said})",
+            api_body.trim()
+        );
         change(&s, "during the outage")?;
         let run = site
             .xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
@@ -670,6 +698,31 @@ pub fn database_outage(ctx: &mut Ctx) -> Result<()> {
     site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
         .ok()?;
     site.assert_serving()
+}
+
+/// The words of an HTML page as a visitor reads them: tags, scripts and styles dropped.
+fn page_text(html: &str) -> String {
+    let mut rest = html;
+    let mut text = String::new();
+    while let Some(open) = rest.find('<') {
+        text.push_str(&rest[..open]);
+        text.push(' ');
+        let tag = &rest[open..];
+        let skip_to = ["script", "style"]
+            .iter()
+            .find(|t| tag[1..].starts_with(*t))
+            .and_then(|t| tag.find(&format!("</{t}>")));
+        let after = match skip_to {
+            Some(end) => end + 1,
+            None => 0,
+        };
+        match tag[after..].find('>') {
+            Some(close) => rest = &tag[after + close + 1..],
+            None => rest = "",
+        }
+    }
+    text.push_str(rest);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `list` after a release that failed in prepare shows its commit, and sizes are what each

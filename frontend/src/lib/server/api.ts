@@ -2,6 +2,7 @@
 // API base URL is an internal loopback address and stays on the server.
 import { error } from '@sveltejs/kit';
 import { PUBLIC_API_BASE } from '$app/env/private';
+import { apiFailure } from '#lib/api-failure.ts';
 import { describeApiError, isArrayOf, isPricePoint, isProduct } from '#lib/api-data.ts';
 import { withOneResend } from '#lib/retry.ts';
 import type { NewProduct, PricePoint, Product } from '#lib/types.ts';
@@ -10,7 +11,6 @@ import type { NewProduct, PricePoint, Product } from '#lib/types.ts';
 const TIMEOUT_MS = 3000;
 
 const UNREACHABLE = 'The innercontext API is unreachable right now. Please try again in a moment.';
-const UNAVAILABLE = 'The innercontext API is temporarily unavailable. Please try again in a moment.';
 const BAD_RESPONSE = 'The innercontext API returned an unexpected response.';
 
 type Fetch = typeof fetch;
@@ -55,12 +55,20 @@ async function readJson(response: Response, what: string): Promise<unknown> {
 	}
 }
 
-/** Maps an unsuccessful API status to the error page shown to the visitor. */
-function failWithStatus(response: Response, what: string, notFound: string): never {
+/**
+ * Maps an unsuccessful API answer to the error page shown to the visitor (see api-failure.ts):
+ * a 503's body says whether the database is the cause; other bodies are not read.
+ */
+async function failWithStatus(response: Response, what: string, notFound: string): Promise<never> {
+	let body: unknown = null;
+	if (response.status === 503) {
+		body = await response.json().catch(() => null);
+	} else {
+		await response.body?.cancel();
+	}
 	console.error(`[api] ${what}: HTTP ${response.status}`);
-	if (response.status === 404) error(404, notFound);
-	if (response.status === 503) error(503, UNAVAILABLE);
-	error(502, `The innercontext API answered with an error (HTTP ${response.status}).`);
+	const failure = apiFailure(response.status, body, notFound);
+	error(failure.status, { message: failure.message, kind: failure.kind });
 }
 
 async function getJson<T>(
@@ -71,10 +79,7 @@ async function getJson<T>(
 ): Promise<T> {
 	const what = `GET ${path}`;
 	const response = await send(fetch, path);
-	if (!response.ok) {
-		await response.body?.cancel();
-		failWithStatus(response, what, notFound);
-	}
+	if (!response.ok) await failWithStatus(response, what, notFound);
 	const body = await readJson(response, what);
 	if (!guard(body)) {
 		console.error(`[api] ${what}: response does not match the API contract`);
@@ -119,10 +124,7 @@ export async function createProduct(fetch: Fetch, input: NewProduct): Promise<Cr
 			message: describeApiError(body) ?? `The API rejected the product (HTTP ${response.status}).`
 		};
 	}
-	if (!response.ok) {
-		await response.body?.cancel();
-		failWithStatus(response, what, 'Not found.');
-	}
+	if (!response.ok) await failWithStatus(response, what, 'Not found.');
 
 	const body = await readJson(response, what);
 	if (!isProduct(body)) {

@@ -15,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("products", sa.Column("rating", sa.Numeric(3, 1), nullable=True))
+    op.add_column("products", sa.Column("views", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:

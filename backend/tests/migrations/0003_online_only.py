@@ -21,4 +21,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass
+    count = op.get_bind().execute(sa.text("SELECT count(*) FROM products")).scalar()
+    if count:
+        op.execute("UPDATE products SET url = '' WHERE url IS NULL")

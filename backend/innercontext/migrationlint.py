@@ -119,6 +119,31 @@ class Finding:
     text: str
 
 
+@dataclass(frozen=True)
+class Reported:
+    """One finding as squawk's JSON reporter gives it (line is 0-based)."""
+
+    file: str
+    line: int
+    column: int
+    level: str
+    rule: str
+    message: str
+    help: str
+
+    @classmethod
+    def parse(cls, item: dict[str, object]) -> "Reported":
+        return cls(
+            file=str(item.get("file", "")),
+            line=int(str(item.get("line", 0))),
+            column=int(str(item.get("column", 0))),
+            level=str(item.get("level", "")),
+            rule=str(item.get("rule_name", "")),
+            message=str(item.get("message", "")),
+            help=str(item.get("help") or ""),
+        )
+
+
 @dataclass
 class Step:
     script: Script
@@ -183,7 +208,7 @@ def render(config: Config, step: Step, allowed: dict[str, str]) -> None:
         line += statement.count("\n") + 2
 
 
-def squawk_findings(squawk: Path, steps: list[Step]) -> dict[int, list[dict[str, object]]]:
+def squawk_findings(squawk: Path, steps: list[Step]) -> dict[int, list[Reported]]:
     """squawk's findings for each rendered step (by index), from one run over all of them."""
     rendered = [i for i, step in enumerate(steps) if step.statements]
     if not rendered:
@@ -215,39 +240,36 @@ def squawk_findings(squawk: Path, steps: list[Step]) -> dict[int, list[dict[str,
         try:
             if done.returncode not in (0, 1):
                 raise ValueError(f"exit status {done.returncode}")
-            reported = json.loads(done.stdout)
-        except ValueError as exc:
+            reported = [Reported.parse(item) for item in json.loads(done.stdout)]
+        except (ValueError, TypeError, AttributeError) as exc:
             detail = (done.stderr.strip() or done.stdout.strip()).splitlines()[:1]
             raise LintError(
                 f"squawk ({squawk}) failed ({exc}): {detail[0] if detail else 'no output'}"
             ) from exc
-    found: dict[int, list[dict[str, object]]] = {}
+    found: dict[int, list[Reported]] = {}
     for item in reported:
-        index = names.get(Path(str(item.get("file", ""))).name)
+        index = names.get(Path(item.file).name)
         if index is not None:
             found.setdefault(index, []).append(item)
     return found
 
 
-def judge(step: Step, reported: list[dict[str, object]], allowed: dict[str, str]) -> set[str]:
+def judge(step: Step, reported: list[Reported], allowed: dict[str, str]) -> set[str]:
     """Turn squawk's findings into the step's refusals and warnings; return the rules seen."""
     seen: set[str] = set()
-    for item in sorted(reported, key=lambda item: (int(item["line"]), int(item["column"]))):  # type: ignore[call-overload]
-        rule = str(item["rule_name"])
-        seen.add(rule)
-        statement = step.statement_at(int(item["line"]))  # type: ignore[call-overload]
-        refuse = rule in REFUSED or item.get("level") == "Error"
-        if rule in allowed:
-            text = f"{sentence(item['message'])} Allowed by the migration: {allowed[rule]}"
-            finding = Finding(rule, False, statement, text)
-        elif refuse:
-            advice = REFUSED.get(rule) or REFUSED["syntax-error"]
-            finding = Finding(
-                rule, True, statement, f"{sentence(item['message'])} Instead: {advice}"
-            )
+    for item in sorted(reported, key=lambda item: (item.line, item.column)):
+        seen.add(item.rule)
+        statement = step.statement_at(item.line)
+        message = sentence(item.message)
+        if item.rule in allowed:
+            text = f"{message} Allowed by the migration: {allowed[item.rule]}"
+            finding = Finding(item.rule, False, statement, text)
+        elif item.rule in REFUSED or item.level == "Error":
+            advice = REFUSED.get(item.rule) or REFUSED["syntax-error"]
+            finding = Finding(item.rule, True, statement, f"{message} Instead: {advice}")
         else:
-            help_ = f" {item['help']}" if item.get("help") else ""
-            finding = Finding(rule, False, statement, f"{sentence(item['message'])}{help_}")
+            help_ = f" {item.help}" if item.help else ""
+            finding = Finding(item.rule, False, statement, f"{message}{help_}")
         if finding not in step.findings:  # squawk reports some rules once per column
             step.findings.append(finding)
     return seen

@@ -8,7 +8,7 @@ and ``innercontext.deploytool`` read them through this module:
 - ``irreversible = "reason"``, a module attribute of the revision file: its downgrade cannot
   undo it. The migration tests do not run its downgrade (nor any below it);
   ``deploytool downgrade-plan`` and ``downgrade`` refuse to go below it, naming it.
-- ``# migration-lint: allow RULE -- reason``, a comment in the revision file: the lint does not
+- ``# migration-lint: allow RULE -- reason``, a comment line in the revision file: the lint does not
   refuse RULE (a squawk rule, or ``online-only`` for a migration whose SQL needs a live
   connection) in this file. The reason is required.
 """
@@ -29,7 +29,7 @@ ONLINE_ONLY = "online-only"
 VERSION_TABLE = "alembic_version"
 
 # "# migration-lint: allow RULE -- reason" (the reason may be missing: that is reported).
-_LINT_COMMENT = re.compile(r"#\s*migration-lint:(?P<rest>.*)$")
+_LINT_COMMENT = re.compile(r"^\s*#\s*migration-lint:(?P<rest>.*)$")
 _ALLOW = re.compile(r"\s*allow\s+(?P<rule>[A-Za-z0-9_-]+)\s*(?:--\s*(?P<reason>.*?))?\s*$")
 
 
@@ -165,8 +165,8 @@ class Allow:
 
 
 def allows(script: Script) -> tuple[list[Allow], list[tuple[int, str]]]:
-    """The ``# migration-lint: allow RULE -- reason`` comments of a revision file, and the
-    ``migration-lint:`` comments that do not read as one (line number, text)."""
+    """The ``# migration-lint: allow RULE -- reason`` comment lines of a revision file, and
+    the ``migration-lint:`` comment lines that do not read as one (line number, text)."""
     found: list[Allow] = []
     unreadable: list[tuple[int, str]] = []
     text = Path(script.path).read_text(encoding="utf-8")

@@ -114,6 +114,20 @@ def test_the_safe_way_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert values(out, "result") == ["ok"]
 
 
+def test_a_statement_squawk_cannot_parse_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    backend = backend_copy(tmp_path, "0003_add_rating")
+    rewrite(backend, "0003_add_rating", '"UPDATE products', '"UPDAT products')
+    code, out = lint(capsys, backend, HEAD_REVISION, "head")
+    assert code == 1, out
+    assert any(
+        r.startswith('alembic/versions/0003_add_rating.py: syntax-error: "UPDAT products SET')
+        and "nothing checked it" in r
+        for r in values(out, "refuse")
+    ), out
+
+
 def test_a_migration_allows_a_rule_for_itself_with_a_reason(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -1,33 +1,63 @@
-"""Database facts for the deployer: ``python -m innercontext.deploytool revision|migrate``.
+"""Database facts and changes for the deployer: ``python -m innercontext.deploytool COMMAND``.
 
 The server-side deploy job runs this from a release's ``backend/`` directory (the settings come
-from ``.env`` there, as for the app). Output is ``key=value`` lines on stdout:
+from ``.env`` there, as for the app: ``DATABASE_URL``). Output is ``key=value`` lines on stdout;
+migration output goes to stderr. Commands:
 
 - ``revision``: ``db_revision`` (the database's alembic revision, ``-`` if never migrated),
   ``heads`` (this release's migration heads, comma separated) and ``known`` (``yes`` when this
   release's migrations contain the database's revision, so it can run against that schema).
 - ``migrate``: the same facts before, then ``alembic upgrade head`` only when the database is not
   at this release's heads; ``action`` is ``upgraded`` or ``none`` and ``db_revision`` is the
-  revision afterwards. Migration output goes to stderr.
+  revision afterwards.
+- ``downgrade-plan TARGET``: what ``downgrade TARGET`` would do, changing nothing. ``db_revision``,
+  ``target``; for each revision it undoes, newest first, ``step=REVISION FILE DOWNGRADE`` (FILE
+  relative to the backend directory; DOWNGRADE ``yes``, ``empty`` when it changes nothing but the
+  version, or ``online`` when it cannot be rendered offline, so what it drops is not known),
+  followed by ``drop=REVISION ROWS table NAME`` or ``drop=REVISION ROWS column TABLE.COLUMN`` for
+  each table or column its downgrade SQL (rendered offline) drops, ROWS being how many rows hold
+  data there now (``count(*)`` of the table, or of its rows where the column is not null; ``-``
+  when it does not exist now); then ``rows`` (their sum) and ``steps``. Run it with the release
+  that wrote the migrations (its scripts know them); TARGET is the older release's head (``-``:
+  the empty database).
+- ``downgrade TARGET``: the same checks, then ``alembic downgrade TARGET`` in ONE transaction, so
+  a downgrade that raises leaves the database unchanged; ``action`` is ``downgraded`` or ``none``
+  and ``db_revision`` the revision afterwards.
+- ``snapshot-info``: ``db_revision``, ``database``, ``host``, ``port``, ``user`` (from
+  ``DATABASE_URL``; never the password), ``database_size`` (bytes, ``pg_database_size``),
+  ``server_version_num`` and ``server_major`` (the server's major version, e.g. ``15``).
 
 A failure prints one ``error=`` line that says what is true (the host and port that could not be
-reached and the driver's reason, never the password) and exits 1.
+reached and the driver's reason, never the password; the revision that is declared irreversible,
+has no downgrade, or raised, and where the database is) and exits 1 (2 for a usage error). Both
+downgrade commands refuse before changing anything when a revision on the way down declares
+itself ``irreversible`` or has no downgrade (see ``innercontext.revisions``).
 """
 
 import logging
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, make_url, text
+from alembic.script import Script, ScriptDirectory
+from sqlalchemy import Connection, Engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
+from innercontext import revisions
 from innercontext.config import get_settings
 from innercontext.db import create_db_engine
+from innercontext.revisions import Drop, RenderError, RevisionError, first_line
 
-BACKEND_DIR = Path(__file__).resolve().parents[1]
+USAGE = (
+    "usage: python -m innercontext.deploytool "
+    "revision|migrate|snapshot-info|downgrade-plan TARGET|downgrade TARGET"
+)
+
+
+class Refused(Exception):
+    """What stops a command before it changes anything (its message is the error line)."""
 
 
 def say(key: str, value: str) -> None:
@@ -35,9 +65,7 @@ def say(key: str, value: str) -> None:
 
 
 def alembic_config() -> Config:
-    config = Config(BACKEND_DIR / "alembic.ini")
-    config.attributes["configure_logger"] = False
-    return config
+    return revisions.alembic_config()
 
 
 def heads(config: Config) -> list[str]:
@@ -56,21 +84,23 @@ def knows(config: Config, revision: str | None) -> bool:
 
 def db_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        migrated = conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
-        if not migrated:
-            return None
-        return conn.scalar(text("SELECT version_num FROM alembic_version LIMIT 1"))
+        return revision_of(conn)
+
+
+def revision_of(conn: Connection) -> str | None:
+    migrated = conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+    if not migrated:
+        return None
+    return conn.scalar(text("SELECT version_num FROM alembic_version LIMIT 1"))
 
 
 def describe(url: str, exc: Exception) -> str:
     """One line: where the database is and why it could not be used (no password)."""
     parsed = make_url(url)
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    first = reason[0] if reason else exc.__class__.__name__
     return (
         f"cannot use the database {parsed.database or '?'} at {where} as {parsed.username or '?'}"
-        f" (from DATABASE_URL in backend/.env): {first}"
+        f" (from DATABASE_URL in backend/.env): {first_line(exc)}"
     )
 
 
@@ -80,45 +110,260 @@ def facts(config: Config, revision: str | None) -> None:
     say("known", "yes" if knows(config, revision) else "no")
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("revision", "migrate"):
-        say("error", "usage: python -m innercontext.deploytool revision|migrate")
-        return 2
+# --- revision, migrate ------------------------------------------------------------------------
+
+
+def cmd_revision(config: Config, engine: Engine, _url: str) -> int:
+    facts(config, db_revision(engine))
+    return 0
+
+
+def cmd_migrate(config: Config, engine: Engine, _url: str) -> int:
+    revision = db_revision(engine)
+    facts(config, revision)
+    if revision is not None and revision in heads(config):
+        say("action", "none")
+        return 0
+    log_migrations()
     try:
-        url = get_settings().database_url
-    except Exception as exc:  # pydantic hides values (hide_input_in_errors)
-        say("error", f"the backend settings are invalid (backend/.env): {exc}".splitlines()[0])
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except Exception as exc:
+        say(
+            "error",
+            f"alembic upgrade head from {revision or 'an empty database'} failed "
+            f"({exc.__class__.__name__}: {first_line(exc)}); the database was left at "
+            f"{revision or 'no revision'} (the migration ran in one transaction)",
+        )
         return 1
-    config = alembic_config()
+    say("action", "upgraded")
+    say("db_revision", db_revision(engine) or "-")
+    return 0
+
+
+def log_migrations() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+
+
+# --- downgrade-plan, downgrade ----------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    script: Script
+    file: str
+    downgrade: str  # yes | empty | online
+    drops: list[Drop] = field(default_factory=list)
+
+
+def plan(config: Config, current: str | None, target: str | None) -> list[Step]:
+    """The steps of a downgrade from ``current`` to ``target``, newest first. Raises Refused
+    when a revision on the way is irreversible or has no downgrade, RevisionError when the
+    path does not exist."""
+    if current is None:
+        if target is None:
+            return []
+        raise Refused(
+            f"the database has no alembic revision, so it cannot be downgraded to {target}"
+        )
+    scripts = revisions.script_directory(config)
+    if target is not None:
+        revisions.get(scripts, target)
+    try:
+        revisions.get(scripts, current)
+    except RevisionError as exc:
+        raise RevisionError(
+            f"the database is at {current}, which this release's migrations do not know: run "
+            "this with the release that wrote that migration"
+        ) from exc
+    steps = []
+    for script in revisions.path_down(scripts, current, target):
+        file = revisions.file_of(config, script)
+        reason = revisions.irreversible(script)
+        if reason is not None:
+            raise Refused(
+                f"{script.revision} ({file}) is declared irreversible ({reason}): the database "
+                f"cannot be downgraded below it, so not to {target or 'the empty database'}; "
+                f"nothing was changed, the database is at {current}"
+            )
+        steps.append(rendered(config, script, file, current))
+    return steps
+
+
+def rendered(config: Config, script: Script, file: str, current: str) -> Step:
+    missing = (
+        f"{script.revision} ({file}) has no downgrade; nothing was changed, the database is at "
+        f"{current}"
+    )
+    if not callable(getattr(script.module, "downgrade", None)):
+        raise Refused(missing)
+    try:
+        statements = revisions.render(config, script, downgrade=True)
+    except RenderError as exc:
+        if isinstance(exc.cause, NotImplementedError):
+            raise Refused(f"{missing} (its downgrade raises NotImplementedError)") from exc
+        return Step(script, file, "online")
+    changes = [
+        s
+        for s in statements
+        if s not in ("BEGIN;", "COMMIT;")
+        and not s.startswith("--")
+        and revisions.VERSION_TABLE not in s
+    ]
+    return Step(script, file, "yes" if changes else "empty", revisions.dropped(statements))
+
+
+def quoted(conn: Connection, *parts: str) -> str:
+    return ".".join(conn.dialect.identifier_preparer.quote_identifier(part) for part in parts)
+
+
+def rows(conn: Connection, drop: Drop) -> int | None:
+    """Rows holding data in what ``drop`` drops, now (None: it does not exist)."""
+    table = quoted(conn, *drop.table)
+    if conn.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is None:
+        return None
+    if drop.column is None:
+        return conn.scalar(text(f"SELECT count(*) FROM {table}"))
+    exists = conn.scalar(
+        text(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+            "AND attname = :c AND attnum > 0 AND NOT attisdropped"
+        ),
+        {"t": table, "c": drop.column},
+    )
+    if not exists:
+        return None
+    column = quoted(conn, drop.column)
+    return conn.scalar(text(f"SELECT count(*) FROM {table} WHERE {column} IS NOT NULL"))
+
+
+def cmd_downgrade_plan(config: Config, engine: Engine, _url: str, target: str | None) -> int:
+    with engine.connect() as conn:
+        current = revision_of(conn)
+        say("db_revision", current or "-")
+        say("target", target or "-")
+        steps = plan(config, current, target)
+        total = 0
+        for step in steps:
+            say("step", f"{step.script.revision} {step.file} {step.downgrade}")
+            for drop in step.drops:
+                count = rows(conn, drop)
+                total += count or 0
+                kind = "table" if drop.column is None else "column"
+                amount = "-" if count is None else str(count)
+                say("drop", f"{step.script.revision} {amount} {kind} {drop.name}")
+    say("rows", str(total))
+    say("steps", str(len(steps)))
+    return 0
+
+
+def cmd_downgrade(config: Config, engine: Engine, _url: str, target: str | None) -> int:
+    current = db_revision(engine)
+    say("db_revision", current or "-")
+    say("target", target or "-")
+    steps = plan(config, current, target)
+    if not steps:
+        say("action", "none")
+        return 0
+    undone: list[str] = []
+
+    def applied(*, step: object, **_: object) -> None:
+        undone.append(str(getattr(step, "up_revision_id", "")))
+
+    log_migrations()
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            config.attributes["on_version_apply"] = [applied]
+            command.downgrade(config, target or "base")
+    except Exception as exc:
+        failed = next((s for s in steps if s.script.revision not in undone), steps[-1])
+        now = db_revision(engine)
+        where = (
+            f"unchanged, at {now or 'no revision'} (the downgrade ran in one transaction)"
+            if now == current
+            else f"now at {now or 'no revision'}, not at {current} where it was (part of the "
+            "downgrade was committed)"
+        )
+        say(
+            "error",
+            f"alembic downgrade to {target or 'base'} failed in {failed.script.revision} "
+            f"({failed.file}: {exc.__class__.__name__}: {first_line(exc)}); the database is "
+            f"{where}",
+        )
+        return 1
+    say("action", "downgraded")
+    say("db_revision", db_revision(engine) or "-")
+    return 0
+
+
+# --- snapshot-info ----------------------------------------------------------------------------
+
+
+def major(version_num: int) -> str:
+    """PostgreSQL's major version from ``server_version_num`` (150008 -> 15, 90624 -> 9.6)."""
+    if version_num >= 100000:
+        return str(version_num // 10000)
+    return f"{version_num // 10000}.{version_num // 100 % 100}"
+
+
+def cmd_snapshot_info(config: Config, engine: Engine, url: str) -> int:
+    parsed = make_url(url)
+    with engine.connect() as conn:
+        revision = revision_of(conn)
+        size = conn.scalar(text("SELECT pg_database_size(current_database())"))
+        version_num = int(conn.scalar(text("SHOW server_version_num")) or 0)
+        database = conn.scalar(text("SELECT current_database()"))
+    say("db_revision", revision or "-")
+    say("database", str(database))
+    say("host", parsed.host or "localhost")
+    say("port", str(parsed.port or 5432))
+    say("user", parsed.username or "-")
+    say("database_size", str(size))
+    say("server_version_num", str(version_num))
+    say("server_major", major(version_num))
+    return 0
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+Command = Callable[[Config, Engine, str], int]
+COMMANDS: dict[str, Command] = {
+    "revision": cmd_revision,
+    "migrate": cmd_migrate,
+    "snapshot-info": cmd_snapshot_info,
+}
+TARGETED: dict[str, Callable[[Config, Engine, str, str | None], int]] = {
+    "downgrade-plan": cmd_downgrade_plan,
+    "downgrade": cmd_downgrade,
+}
+
+
+def main(argv: list[str], *, config: Config | None = None, url: str | None = None) -> int:
+    """Run a command; the tests may hand over another backend's alembic configuration and
+    the database URL (the job: neither, so this backend's and DATABASE_URL)."""
+    if not ((len(argv) == 1 and argv[0] in COMMANDS) or (len(argv) == 2 and argv[0] in TARGETED)):
+        say("error", USAGE)
+        return 2
+    if url is None:
+        try:
+            url = get_settings().database_url
+        except Exception as exc:  # pydantic hides values (hide_input_in_errors)
+            say("error", f"the backend settings are invalid (backend/.env): {exc}".splitlines()[0])
+            return 1
+    config = config or alembic_config()
     engine = create_db_engine(url)
     try:
-        try:
-            revision = db_revision(engine)
-        except SQLAlchemyError as exc:
-            say("error", describe(url, exc))
-            return 1
-        facts(config, revision)
-        if argv[0] == "revision" or (revision is not None and revision in heads(config)):
-            if argv[0] == "migrate":
-                say("action", "none")
-            return 0
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-        try:
-            with engine.begin() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-        except Exception as exc:
-            first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]
-            say(
-                "error",
-                f"alembic upgrade head from {revision or 'an empty database'} failed "
-                f"({exc.__class__.__name__}: {first}); the database was left at "
-                f"{revision or 'no revision'} (the migration ran in one transaction)",
-            )
-            return 1
-        say("action", "upgraded")
-        say("db_revision", db_revision(engine) or "-")
-        return 0
+        if argv[0] in TARGETED:
+            return TARGETED[argv[0]](config, engine, url, revisions.parse_revision(argv[1]))
+        return COMMANDS[argv[0]](config, engine, url)
+    except SQLAlchemyError as exc:
+        say("error", describe(url, exc))
+        return 1
+    except (Refused, RevisionError) as exc:
+        say("error", f"{argv[0]} refused: {exc}")
+        return 1
     finally:
         engine.dispose()
 

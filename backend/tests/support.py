@@ -1,6 +1,8 @@
 """Helpers shared by the tests."""
 
 import queue
+import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -117,3 +119,24 @@ class Process:
         self._reader.join(timeout=5)
         assert self.popen.stdout is not None
         self.popen.stdout.close()
+
+
+FIXTURE_MIGRATIONS = BACKEND_DIR / "tests" / "migrations"
+
+
+def backend_copy(tmp_path: Path, *fixtures: str) -> Path:
+    """A copy of the backend (never the checkout itself: a killed test run would leave a
+    migration there for the next deploy to run) with the named fixture revisions of
+    tests/migrations on top of the real ones, chained in the order given."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    backend = tmp_path / "backend"
+    for part in ("innercontext", "alembic"):
+        shutil.copytree(BACKEND_DIR / part, backend / part, ignore=ignore)
+    shutil.copy2(BACKEND_DIR / "alembic.ini", backend / "alembic.ini")
+    below = HEAD_REVISION
+    for name in fixtures:
+        source = (FIXTURE_MIGRATIONS / f"{name}.py").read_text()
+        chained = re.sub(r"(?m)^down_revision = .*$", f'down_revision = "{below}"', source)
+        (backend / "alembic" / "versions" / f"{name}.py").write_text(chained)
+        below = name
+    return backend

@@ -1,0 +1,22 @@
+"""A downgrade that does nothing: it does not undo the upgrade.
+
+A fixture for the tests (never in alembic/versions): installed on top of the real migrations
+by tests.support.backend_copy.
+"""
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision = "0003_empty_downgrade"
+down_revision = "0002_price_history"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("products", sa.Column("views", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    pass

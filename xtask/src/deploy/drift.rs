@@ -1,12 +1,13 @@
 //! What the hosts of a command must agree on, decided from their snapshots (pure): their roles
 //! with DEPLOY_SERVER (setup-server records each host's role on it, and DEPLOY_SERVER's marks
-//! must say the same).
+//! must say the same), and, in a fleet, their current release (one name, made of the same
+//! commits: a half deploy carries the other half over from each host's own current).
 
 use anyhow::{bail, Result};
 
 use crate::config::{Host, HostRole};
 use crate::contract::ROLE_FILE;
-use crate::deploy::snapshot::{Recorded, Snapshot};
+use crate::deploy::snapshot::{Current, Recorded, Snapshot};
 
 /// The role each host works with: the one recorded on it, which must be what DEPLOY_SERVER
 /// says (a lone host without a mark takes its record). Refuses, in one line naming the hosts,
@@ -68,6 +69,86 @@ pub fn roles(hosts: &[(Host, Snapshot)]) -> Result<Vec<HostRole>> {
     Ok(roles)
 }
 
+/// How a fleet's current releases differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// `current` names different releases (or none) on different hosts: each host's.
+    Releases(Vec<(String, String)>),
+    /// One release name, made of different commits on different hosts (a half deploy to a
+    /// fleet that had drifted): each host's backend and frontend commit.
+    Halves {
+        release: String,
+        made: Vec<(String, String, String)>,
+    },
+}
+
+impl Drift {
+    /// One clause for a refusal or a `DRIFT:` line.
+    pub fn describe(&self) -> String {
+        match self {
+            Drift::Releases(each) => format!(
+                "the hosts run different releases ({})",
+                each.iter()
+                    .map(|(h, r)| format!("{h} on {r}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Drift::Halves { release, made } => format!(
+                "the hosts' current release {release} is not the same build everywhere ({})",
+                made.iter()
+                    .map(|(h, b, f)| format!("{h}: backend {b}, frontend {f}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+}
+
+/// Whether the hosts run one release, made of the same commits; `None` for a single host.
+pub fn current(snaps: &[&Snapshot]) -> Option<Drift> {
+    let first = snaps.first()?;
+    let made = |s: &Snapshot| {
+        (
+            s.current_made.backend_commit.clone(),
+            s.current_made.frontend_commit.clone(),
+        )
+    };
+    if snaps
+        .iter()
+        .any(|s| running(&s.current) != running(&first.current))
+    {
+        return Some(Drift::Releases(
+            snaps
+                .iter()
+                .map(|s| (s.host.clone(), running(&s.current)))
+                .collect(),
+        ));
+    }
+    if snaps.iter().any(|s| made(s) != made(first)) {
+        return Some(Drift::Halves {
+            release: running(&first.current),
+            made: snaps
+                .iter()
+                .map(|s| {
+                    let (b, f) = made(s);
+                    (s.host.clone(), b, f)
+                })
+                .collect(),
+        });
+    }
+    None
+}
+
+/// What a host's `current` runs, in a few words.
+fn running(c: &Current) -> String {
+    match c {
+        Current::Release(n) => n.clone(),
+        Current::Missing => "none".to_string(),
+        Current::Dangling(l) => format!("a dangling current ({l})"),
+        Current::Foreign(l) => format!("a current that is not a release ({l})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +169,7 @@ mod tests {
     }
 
     const R1: &str = "20261128T100000Z";
+    const R2: &str = "20261128T110000Z";
 
     #[test]
     fn the_recorded_roles_must_be_what_deploy_server_says() {
@@ -153,5 +235,33 @@ mod tests {
             e.contains("app3's is unusable (invalid: not root's)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn drift_is_different_releases_or_one_name_built_differently() {
+        let a = snap("app1", "primary", R2, "c2", "c2");
+        let b = snap("app2", "secondary", R1, "c1", "c1");
+        assert_eq!(current(&[&a]), None, "one host never drifts");
+        assert_eq!(current(&[&a, &a.clone()]), None);
+        let d = current(&[&a, &b]).unwrap();
+        assert_eq!(
+            d.describe(),
+            format!("the hosts run different releases (app1 on {R2}, app2 on {R1})")
+        );
+        // What a half deploy made of a drifted fleet: one name, two frontends.
+        let b2 = snap("app2", "secondary", R2, "c2", "c1");
+        let d = current(&[&a, &b2]).unwrap();
+        assert!(matches!(d, Drift::Halves { .. }));
+        assert_eq!(
+            d.describe(),
+            format!("the hosts' current release {R2} is not the same build everywhere (app1: backend c2, frontend c2; app2: backend c2, frontend c1)")
+        );
+        // No release anywhere is no drift; no release on one host is.
+        let none = Snapshot::from_reply(&Reply::parse("host=app3\ncurrent.status=missing\n"));
+        assert_eq!(current(&[&none, &none.clone()]), None);
+        assert!(current(&[&a, &none])
+            .unwrap()
+            .describe()
+            .contains("app3 on none"));
     }
 }

@@ -132,10 +132,11 @@ pub enum FleetDecision {
 }
 
 /// Plan a deploy of `scope` on every host (`hosts` and their snapshots, in DEPLOY_SERVER's
-/// order): each host's role is the one recorded on it (it must agree with DEPLOY_SERVER); one
-/// release name (the primary's clock, past every host's newest release), each host checked
-/// against its own `current`; with more than one host each job takes its lock and waits for
-/// `begin`, and a healthy host waits for the fleet's verdict.
+/// order): each host's role is the one recorded on it (it must agree with DEPLOY_SERVER); a
+/// half deploy needs every host on one release (it carries the other half over from each
+/// host's current); one release name (the primary's clock, past every host's newest release),
+/// each host checked against its own `current`; with more than one host each job takes its
+/// lock and waits for `begin`, and a healthy host waits for the fleet's verdict.
 pub fn fleet_deploy(
     hosts: &[(crate::config::Host, Snapshot)],
     local: &Local,
@@ -146,6 +147,16 @@ pub fn fleet_deploy(
 ) -> Result<FleetDecision> {
     let fleet = hosts.len() > 1;
     let roles = drift::roles(hosts)?;
+    if scope != Scope::All {
+        let snaps: Vec<&Snapshot> = hosts.iter().map(|(_, s)| s).collect();
+        if let Some(d) = drift::current(&snaps) {
+            bail!(
+                "a '{}' deploy carries the other half over from each host's current release, and {}: 'cargo xtask deploy all' gives every host the same complete release (nothing was changed)",
+                scope.name(),
+                d.describe()
+            );
+        }
+    }
     let primary = primary_of(hosts, &roles);
     let same_release = hosts
         .iter()
@@ -689,6 +700,58 @@ mod tests {
         ];
         let e = fleet_rollback(&hosts, None, false).unwrap_err().to_string();
         assert!(e.contains("disagree"), "{e}");
+    }
+
+    #[test]
+    fn a_drifted_fleet_gets_no_half_deploy() {
+        use crate::config::Host;
+        let host = |d: &str, role| Host {
+            dest: d.into(),
+            role,
+            stated: true,
+        };
+        let both = [
+            ("20261128T100000Z", State::Succeeded),
+            ("20261128T110000Z", State::Succeeded),
+        ];
+        let mut a = snap(Current::Release("20261128T110000Z".into()), &both);
+        a.host = "app1".into();
+        // app2 was rolled back alone.
+        let mut b = snap(Current::Release("20261128T100000Z".into()), &both);
+        b.host = "app2".into();
+        b.role = Recorded::Role(HostRole::Secondary);
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a.clone()),
+            (host("app2", HostRole::Secondary), b.clone()),
+        ];
+        for scope in [Scope::Backend, Scope::Frontend] {
+            let e = fleet_deploy(&hosts, &local("def"), &cfg(), scope, false, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("the hosts run different releases (app1 on 20261128T110000Z, app2 on 20261128T100000Z)")
+                    && e.contains("'cargo xtask deploy all'"),
+                "{e}"
+            );
+        }
+        // deploy all reconciles: one release for both.
+        let FleetDecision::Deploy(plans) =
+            fleet_deploy(&hosts, &local("def"), &cfg(), Scope::All, false, 0).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(plans[0].release(), plans[1].release());
+        // Same name, different halves (what a half deploy made of a drifted fleet).
+        b.current = a.current.clone();
+        b.current_made.frontend_commit = "old".into();
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a),
+            (host("app2", HostRole::Secondary), b),
+        ];
+        let e = fleet_deploy(&hosts, &local("def"), &cfg(), Scope::Backend, false, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not the same build everywhere"), "{e}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ sub_probe() {
     local root=$opt_root cur status rel
     out now "$(now_s)"
     out host "$(hostname)"
+    out role "$(host_role)"
     status=$(current_status "$root")
     out current.status "$status"
     out current.link "$(current_link "$root")"
@@ -68,6 +69,27 @@ sub_probe() {
             (cd "$root/$C_RELEASES" && { du -sk $names 2>/dev/null || true; }) |
                 while read -r kb name; do out size "$name $kb"; done
         fi
+    fi
+}
+
+# The role setup-server recorded on this host: a word of C_ROLES, `missing`, or `invalid: WHY`
+# when the record is not root's plain file (in a directory of root's) of one such word.
+host_role() {
+    local f=$C_ROLE_FILE word
+    if [ ! -e "$f" ] && [ ! -L "$f" ]; then
+        echo missing
+        return
+    fi
+    if [ -L "$f" ] || [ ! -f "$f" ] || [ "$(stat -c %u "$f")" != 0 ] ||
+        [ "$(stat -c %u "$(dirname -- "$f")")" != 0 ] || [ -n "$(find "$f" -perm /022)" ]; then
+        echo "invalid: $f is not a file only root can change"
+        return
+    fi
+    word=$(head -c 64 "$f" | tr -cd '[:lower:]')
+    if in_list "$word" "$C_ROLES"; then
+        echo "$word"
+    else
+        echo "invalid: $f does not name a role"
     fi
 }
 
@@ -142,8 +164,11 @@ env_problem() { # PATH FLAG
 
 # Everything a deploy needs, checked before any change; refuses with one line.
 preflight() {
-    local root=$opt_root me problem u load enabled free_mb units
+    local root=$opt_root me problem u load enabled free_mb units role
     me=$(id -un)
+    role=$(host_role)
+    [ "$role" = "$opt_role" ] ||
+        refuse "the role recorded on $(hostname) ($C_ROLE_FILE: $role) is not the $opt_role this $opt_mode was planned for (setup-server changed it meanwhile?): run the command again; 'cargo xtask deploy status' shows each host's role"
     { [ -w "$root" ] && [ -w "$root/$C_RELEASES" ]; } ||
         refuse "$me cannot write to $root/$C_RELEASES on $(hostname): run cargo xtask setup-server"
     problem=$(env_problem "$root/$C_ENV_BACKEND" --backend-env)

@@ -20,8 +20,12 @@
 #                                    user leaves systemd-journal
 #   sudoers TEXT                     the sudoers drop-in, validated with visudo before install
 #   units NAME TEXT [NAME TEXT...]   systemd units: install, daemon-reload, enable (no start)
-#   role primary|secondary UNIT...   a fleet's secondary keeps UNIT... (the primary's only:
-#                                    the worker) installed but disabled and stopped
+#   role primary|secondary ROOT UNIT...
+#                                    record the host's role in ROLE_FILE (root's; the deploy
+#                                    probe reads it); a secondary keeps UNIT... (the primary's
+#                                    only: the worker) installed but disabled and stopped, a
+#                                    primary has them enabled (and started when it was a
+#                                    secondary until now and ROOT has a current release)
 #   nginx TEXT                       the nginx site; nginx -t before reload; default removed
 #   tls CERT KEY_SHA256 SNIPPET      HTTPS: CERT (PEM text) and the key (read from stdin when
 #                                    it differs from the installed one) in /etc/ssl/innercontext,
@@ -52,6 +56,7 @@ umask 022
 APP_USER=innercontext
 SUDOERS_TARGET=/etc/sudoers.d/innercontext-deploy
 JOURNAL_WRAPPER=/usr/local/sbin/innercontext-journal
+ROLE_FILE=/etc/innercontext/role
 TLS_DIR=/etc/ssl/innercontext
 TLS_SNIPPET=/etc/nginx/innercontext.d/tls.conf
 NODE_ROOT=/usr/local/lib/nodejs
@@ -347,6 +352,7 @@ cmd_preflight() {
     fi
     say keys "$keys"
     say key "$present"
+    say role "$(recorded_role)"
     if [ -f "$TLS_DIR/key.pem" ] && [ ! -L "$TLS_DIR/key.pem" ]; then
         say tls_key "$(sha256sum <"$TLS_DIR/key.pem" | cut -d' ' -f1)"
     fi
@@ -986,23 +992,64 @@ cmd_verify() {
     say uv "$v"
 }
 
+# The role recorded in ROLE_FILE (primary or secondary), or nothing.
+recorded_role() {
+    local word=""
+    if [ -f "$ROLE_FILE" ] && [ ! -L "$ROLE_FILE" ]; then word=$(head -c 64 "$ROLE_FILE" | tr -cd '[:lower:]'); fi
+    case $word in primary | secondary) printf '%s' "$word" ;; esac
+}
+
+# Record ROLE in ROLE_FILE (root's directory and file, written whole by a rename) and give the
+# primary-only UNITs their state. A secondary's are stopped before its role is recorded, a
+# primary's started after (setup-server provisions the secondaries first: a moved primary's
+# worker stops before the new one starts).
 cmd_role() {
-    local role=$1 u
-    shift
+    local role=$1 root=$2 u was dir tmp
+    shift 2
+    case $role in primary | secondary) ;; *) fail "unknown role '$role'" ;; esac
+    was=$(recorded_role)
+    dir=$(dirname -- "$ROLE_FILE")
+    case "$(kind "$dir")" in
+    missing) ;;
+    dir) [ "$(stat -c %u -- "$dir")" = 0 ] || fail "$dir is not root's ($(perms "$dir")): give it to root (chown root:root $dir) and run setup-server again" ;;
+    *) fail "$(refusal "$dir" "$(kind "$dir")" directory)" ;;
+    esac
     for u in "$@"; do
         [[ $u =~ ^innercontext[a-z0-9-]*$ ]] || fail "refusing unit name '$u'"
-        if [ "$role" = secondary ]; then
-            if [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != disabled ] ||
-                systemctl is-active -q "$u.service" 2>/dev/null; then
-                note "disable and stop $u (it runs on the primary only)"
-                apply systemctl disable -q --now "$u.service"
-            fi
-        elif [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != enabled ]; then
+        if [ "$role" = secondary ] &&
+            { [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != disabled ] ||
+                systemctl is-active -q "$u.service" 2>/dev/null; }; then
+            note "disable and stop $u (it runs on the primary only)"
+            apply systemctl disable -q --now "$u.service"
+        fi
+    done
+    if ! { same_content "$ROLE_FILE" "$role"$'\n' && [ "$(perms "$ROLE_FILE")" = "644 root:root" ]; }; then
+        note "record $role in $ROLE_FILE${was:+ (was $was)}"
+        if ((CHECK == 0)); then
+            install -d -m 755 -o root -g root "$dir"
+            tmp_beside "$ROLE_FILE"
+            tmp=$TMP
+            printf '%s\n' "$role" >"$tmp"
+            chmod 0644 "$tmp"
+            sync -- "$tmp"
+            mv -f -- "$tmp" "$ROLE_FILE"
+        fi
+    fi
+    [ "$role" = primary ] || {
+        report "secondary (recorded in $ROLE_FILE); $* disabled"
+        return
+    }
+    for u in "$@"; do
+        if [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != enabled ]; then
             note "enable $u (this host is the primary)"
             apply systemctl enable -q "$u.service"
         fi
+        if [ "$was" = secondary ] && [ -d "$root/current/" ] && ! systemctl is-active -q "$u.service" 2>/dev/null; then
+            note "start $u (this host became the primary)"
+            apply systemctl start "$u.service"
+        fi
     done
-    report "$role: $* $([ "$role" = secondary ] && echo disabled || echo enabled)"
+    report "primary (recorded in $ROLE_FILE); $* enabled"
 }
 
 case "$SUB" in

@@ -25,6 +25,13 @@ impl HostRole {
             HostRole::Secondary => "secondary",
         }
     }
+
+    /// The role named `word` (as setup-server records it on the host).
+    pub fn parse(word: &str) -> Option<HostRole> {
+        [HostRole::Primary, HostRole::Secondary]
+            .into_iter()
+            .find(|r| r.name() == word)
+    }
 }
 
 /// One app host of `DEPLOY_SERVER`.
@@ -32,7 +39,13 @@ impl HostRole {
 pub struct Host {
     /// ssh destination, `[user@]host` (an IPv6 literal without brackets).
     pub dest: String,
+    /// What DEPLOY_SERVER says this host is: its mark, or its place in a fleet (without a
+    /// `#primary` mark, the first host not marked `#secondary` is the primary).
     pub role: HostRole,
+    /// Whether DEPLOY_SERVER says it: false for a lone host without a mark, whose role is the
+    /// one recorded on it (its `role` is then `Primary`, what setup-server records on a host
+    /// that has no record yet).
+    pub stated: bool,
 }
 
 impl Host {
@@ -46,7 +59,8 @@ impl Host {
 pub struct Config {
     /// Every app host, in the order given (the order locks are taken and hosts activated).
     pub hosts: Vec<Host>,
-    /// The primary's ssh destination, `[user@]host`.
+    /// The primary's ssh destination, `[user@]host` (the first host's when every host is
+    /// marked `#secondary`).
     pub server: String,
     /// Absolute path of the deploy root on the server.
     pub root: String,
@@ -73,7 +87,7 @@ impl Config {
         let server = hosts
             .iter()
             .find(|h| h.role == HostRole::Primary)
-            .expect("parse_hosts names a primary")
+            .unwrap_or(&hosts[0])
             .dest
             .clone();
         let root = get("DEPLOY_ROOT").unwrap_or_else(|| DEFAULT_ROOT.to_string());
@@ -127,9 +141,11 @@ impl Config {
 }
 
 /// `DEPLOY_SERVER`: one or more ssh destinations, comma separated, each optionally marked
-/// `#primary` or `#secondary`. Without a mark the first host is the primary.
+/// `#primary` or `#secondary`. Without a `#primary` mark, the first host not marked `#secondary`
+/// is the primary; a lone host without a mark states no role (the one recorded on it counts).
 pub fn parse_hosts(value: &str) -> Result<Vec<Host>> {
     let mut hosts: Vec<Host> = Vec::new();
+    let mut marks: Vec<Option<HostRole>> = Vec::new();
     let mut marked_primary = 0;
     for item in value.split(',').map(str::trim) {
         if item.is_empty() {
@@ -150,19 +166,21 @@ pub fn parse_hosts(value: &str) -> Result<Vec<Host>> {
         if role == Some(HostRole::Primary) {
             marked_primary += 1;
         }
+        marks.push(role);
         hosts.push(Host {
             dest,
             role: role.unwrap_or(HostRole::Secondary),
+            stated: true,
         });
     }
-    match marked_primary {
-        0 => {
-            if let Some(first) = hosts.first_mut() {
-                first.role = HostRole::Primary;
-            }
+    if marked_primary > 1 {
+        bail!("DEPLOY_SERVER marks {marked_primary} hosts #primary: exactly one migrates the database and runs the worker");
+    }
+    if marked_primary == 0 {
+        if let Some(i) = marks.iter().position(Option::is_none) {
+            hosts[i].role = HostRole::Primary;
+            hosts[i].stated = hosts.len() > 1;
         }
-        1 => {}
-        _ => bail!("DEPLOY_SERVER marks {marked_primary} hosts #primary: exactly one migrates the database and runs the worker"),
     }
     Ok(hosts)
 }
@@ -344,6 +362,15 @@ mod tests {
         let c = cfg(&[("DEPLOY_SERVER", "app1,ops@app2#primary")]).unwrap();
         assert_eq!(c.server, "ops@app2");
         assert_eq!(c.hosts[0].role, HostRole::Secondary);
+        // Without a #primary mark: the first host not marked #secondary.
+        let c = cfg(&[("DEPLOY_SERVER", "app1#secondary,app2,app3")]).unwrap();
+        assert_eq!(c.server, "app2");
+        assert!(c.hosts.iter().all(|h| h.stated));
+        assert_eq!(c.hosts[1].role, HostRole::Primary);
+        // Every host marked #secondary: no primary; the first host is the one to talk to.
+        let c = cfg(&[("DEPLOY_SERVER", "app2#secondary,app3#secondary")]).unwrap();
+        assert!(c.hosts.iter().all(|h| h.role == HostRole::Secondary));
+        assert_eq!(c.server, "app2");
         for (bad, why) in [
             ("app1,app1", "twice"),
             ("app1#primary,app2#primary", "exactly one"),
@@ -353,6 +380,28 @@ mod tests {
             let e = cfg(&[("DEPLOY_SERVER", bad)]).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_lone_host_states_a_role_only_with_a_mark() {
+        let c = cfg(&[("DEPLOY_SERVER", "app2")]).unwrap();
+        assert!(!c.hosts[0].stated, "its record decides");
+        let c = cfg(&[("DEPLOY_SERVER", "app2#secondary")]).unwrap();
+        assert_eq!(
+            (c.hosts[0].role, c.hosts[0].stated),
+            (HostRole::Secondary, true)
+        );
+        assert_eq!(c.server, "app2");
+        let c = cfg(&[("DEPLOY_SERVER", "app2#primary")]).unwrap();
+        assert_eq!(
+            (c.hosts[0].role, c.hosts[0].stated),
+            (HostRole::Primary, true)
+        );
+        // In a fleet every host has a stated role.
+        let c = cfg(&[("DEPLOY_SERVER", "app1,app2")]).unwrap();
+        assert!(c.hosts.iter().all(|h| h.stated));
+        assert_eq!(HostRole::parse("secondary"), Some(HostRole::Secondary));
+        assert_eq!(HostRole::parse("leader"), None);
     }
 
     #[test]

@@ -14,6 +14,13 @@ pub const APP_USER: &str = "innercontext";
 /// The root-owned log reader setup-server installs; the deploy user runs it through sudo.
 pub const JOURNAL_READER: &str = "/usr/local/sbin/innercontext-journal";
 
+/// A host's role in a fleet, recorded by setup-server (as root: the app user cannot change it)
+/// and read by the deploy probe: one word of [`ROLES`]. A deploy refuses when DEPLOY_SERVER's
+/// marks disagree with it, and takes a lone host's role from it.
+pub const ROLE_FILE: &str = "/etc/innercontext/role";
+/// The words of [`ROLE_FILE`] (`crate::config::HostRole` names them).
+pub const ROLES: [&str; 2] = ["primary", "secondary"];
+
 /// The backend's Python package (in `backend/`), and its deploy tool (`python -m ...`).
 pub const BACKEND_PACKAGE: &str = "innercontext";
 pub const DEPLOY_TOOL: &str = "innercontext.deploytool";
@@ -261,6 +268,8 @@ pub fn render_shell() -> String {
     var(&mut s, "C_BACKEND_PACKAGE", BACKEND_PACKAGE);
     var(&mut s, "C_DEPLOY_TOOL", DEPLOY_TOOL);
     var(&mut s, "C_JOURNAL_READER", JOURNAL_READER);
+    var(&mut s, "C_ROLE_FILE", ROLE_FILE);
+    var(&mut s, "C_ROLES", &ROLES.join(" "));
     var(&mut s, "C_UNITS", &words(&mut UNITS.iter().map(|u| u.name)));
     var(
         &mut s,
@@ -537,6 +546,16 @@ mod tests {
                 "the deploy scripts spell '{lit}' themselves instead of using contract.sh"
             );
         }
+    }
+
+    #[test]
+    fn the_roles_are_the_ones_the_client_names() {
+        use crate::config::HostRole;
+        for word in ROLES {
+            assert_eq!(HostRole::parse(word).map(HostRole::name), Some(word));
+        }
+        assert_eq!(HostRole::Primary.name(), ROLES[0]);
+        assert_eq!(HostRole::Secondary.name(), ROLES[1]);
     }
 
     #[test]

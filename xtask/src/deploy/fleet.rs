@@ -79,6 +79,80 @@ pub fn probe_all(
     Ok(snaps)
 }
 
+/// What a read-only command (`list`, `status`, `log`) got from every host: the hosts that
+/// answered, in DEPLOY_SERVER's order, and the others with why (one line each).
+pub struct Reads<T> {
+    pub ok: Vec<(Host, T)>,
+    pub failed: Vec<(Host, String)>,
+}
+
+/// `read` every host, each over its own connection, in parallel, under one step line; a host
+/// that cannot be read does not keep the others from being shown.
+pub fn read_each<T: Send>(
+    cfg: &Config,
+    what: &str,
+    read: impl Fn(&Host) -> Result<T> + Sync,
+) -> Reads<T> {
+    let label = format!("{what} {} hosts", cfg.hosts.len());
+    let started = std::time::Instant::now();
+    let id = ui::step_start(&label);
+    let results: Vec<Result<T>> = std::thread::scope(|s| {
+        let handles: Vec<_> = cfg.hosts.iter().map(|h| s.spawn(|| read(h))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("reading panicked")))
+            })
+            .collect()
+    });
+    let mut reads = Reads {
+        ok: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (host, r) in cfg.hosts.iter().cloned().zip(results) {
+        match r {
+            Ok(t) => reads.ok.push((host, t)),
+            Err(e) => reads.failed.push((host, format!("{e:#}"))),
+        }
+    }
+    let took = ui::secs(started.elapsed());
+    let outcome = if reads.failed.is_empty() {
+        format!("ok ({took})")
+    } else {
+        format!(
+            "FAILED ({took}): {} of {} could not be read",
+            reads.failed.len(),
+            cfg.hosts.len()
+        )
+    };
+    ui::step_end(id, &label, &outcome);
+    reads
+}
+
+impl<T> Reads<T> {
+    /// After the others were shown: one `UNREACHABLE` line per host that could not be read,
+    /// and an error (a non-zero exit) naming them.
+    pub fn finish(&self) -> Result<()> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        for (h, why) in &self.failed {
+            crate::show!("UNREACHABLE: {}: {why}", h.name());
+        }
+        bail!(
+            "{} of {} hosts could not be read ({}): the lines above show the others; run the command again when it can reach every host",
+            self.failed.len(),
+            self.failed.len() + self.ok.len(),
+            self.failed
+                .iter()
+                .map(|(h, _)| h.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
 /// A host in the rollout.
 pub struct Member {
     pub host: Host,

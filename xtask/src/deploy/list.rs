@@ -1,23 +1,24 @@
 //! `cargo xtask deploy list`: the releases, newest first: state (a `preparing` release no live
 //! job prepares is marked dead; one named in the future is marked so), commit, age on the
 //! server's clock, what each adds on disk (hard links counted once), the database revision it
-//! migrated to, and which is current.
+//! migrated to, and which is current. A fleet: a host × release matrix of the hosts that
+//! answered, what drifted, and the hosts that could not be read (a non-zero exit).
 
 use anyhow::Result;
 
-use crate::config::Config;
+use crate::config::{Config, Host};
+use crate::deploy::drift;
 use crate::deploy::snapshot::Snapshot;
-use crate::release;
-use crate::show;
+use crate::ssh::Session;
+use crate::{release, say, show};
 
 pub fn run(cfg: &Config) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let sessions = super::fleet::connect_all(cfg)?;
-        let snaps = super::fleet::probe_all(&sessions, cfg, false, false)?;
-        for line in matrix(&snaps) {
+        let reads = read_all(cfg, false);
+        for line in matrix(&reads.ok) {
             show!("{line}");
         }
-        return Ok(());
+        return reads.finish();
     }
     let session = super::connect(cfg)?;
     let snap = super::probe_with(&session, cfg, false, true)?;
@@ -73,13 +74,33 @@ pub fn run(cfg: &Config) -> Result<()> {
     if let Some(lock) = &snap.lock {
         show!("locked: {}", lock.describe(snap.now));
     }
+    if let Err(e) = drift::roles(&[(cfg.hosts[0].clone(), snap)]) {
+        show!("ROLES: {e}");
+    }
     Ok(())
 }
 
-/// A fleet's releases as a host × release matrix, newest first: each cell the state there
-/// (`*` for current, `-` for absent), then what drifted: hosts on different releases, a
-/// succeeded release missing on some host, and any lock.
-pub fn matrix(snaps: &[Snapshot]) -> Vec<String> {
+/// Every host's snapshot (`status`: units, disk and database too), each over its own
+/// connection; the warnings of those that answered.
+pub fn read_all(cfg: &Config, status: bool) -> super::fleet::Reads<Snapshot> {
+    let reads = super::fleet::read_each(cfg, "read", |h| {
+        let session = Session::connect(&h.dest, cfg.ssh_config.as_deref())?;
+        super::probe_quiet(&session, cfg, status, false)
+    });
+    for (_, s) in &reads.ok {
+        for w in s.warnings(&cfg.root) {
+            say!("warning: [{}] {w}", s.host);
+        }
+    }
+    reads
+}
+
+/// A fleet's releases as a host × release matrix, newest first: each host's recorded role,
+/// each cell the state there (`*` for current, `-` for absent), then what drifted: hosts on
+/// different releases or one release built differently, a succeeded release missing on some
+/// host, roles that disagree with DEPLOY_SERVER, and any lock.
+pub fn matrix(hosts: &[(Host, Snapshot)]) -> Vec<String> {
+    let snaps: Vec<&Snapshot> = hosts.iter().map(|(_, s)| s).collect();
     let mut names: Vec<&str> = snaps
         .iter()
         .flat_map(|s| s.releases.iter().map(|r| r.name.as_str()))
@@ -95,15 +116,18 @@ pub fn matrix(snaps: &[Snapshot]) -> Vec<String> {
         + 2;
     let mut lines = Vec::new();
     let mut head = format!("{:<18}", "RELEASE");
-    for s in snaps {
+    let mut roles = format!("{:<18}", "(role)");
+    for s in &snaps {
         head.push_str(&format!("{:<width$}", s.host));
+        roles.push_str(&format!("{:<width$}", s.role.describe()));
     }
     lines.push(head.trim_end().to_string());
+    lines.push(roles.trim_end().to_string());
     let mut missing = Vec::new();
     for name in &names {
         let mut row = format!("{name:<18}");
         let mut on = 0;
-        for s in snaps {
+        for s in &snaps {
             let cell = match s.releases.iter().find(|r| r.name == *name) {
                 Some(r) => {
                     on += 1;
@@ -128,23 +152,11 @@ pub fn matrix(snaps: &[Snapshot]) -> Vec<String> {
         }
         lines.push(row.trim_end().to_string());
     }
-    let currents: Vec<String> = snaps
-        .iter()
-        .map(|s| s.current.name().unwrap_or("none").to_string())
-        .collect();
-    let mut distinct = currents.clone();
-    distinct.sort();
-    distinct.dedup();
     lines.push("* = current".to_string());
-    if distinct.len() > 1 {
-        let per: Vec<String> = snaps
-            .iter()
-            .zip(&currents)
-            .map(|(s, c)| format!("{} on {c}", s.host))
-            .collect();
+    if let Some(d) = drift::current(&snaps) {
         lines.push(format!(
-            "DRIFT: the hosts run different releases ({}): 'cargo xtask deploy rollback RELEASE' or a deploy brings them together",
-            per.join(", ")
+            "DRIFT: {}: 'cargo xtask deploy all' gives every host the same release (a backend or frontend deploy is refused until then), or 'cargo xtask deploy rollback RELEASE' to one every host has",
+            d.describe()
         ));
     }
     for m in missing {
@@ -152,7 +164,10 @@ pub fn matrix(snaps: &[Snapshot]) -> Vec<String> {
             "DRIFT: release {m} is missing on some host: it cannot be a fleet rollback target"
         ));
     }
-    for s in snaps {
+    if let Err(e) = drift::roles(hosts) {
+        lines.push(format!("ROLES: {e}"));
+    }
+    for s in &snaps {
         if let Some(l) = &s.lock {
             lines.push(format!("locked on {}: {}", s.host, l.describe(s.now)));
         }
@@ -165,26 +180,55 @@ mod tests {
     use super::*;
     use crate::remote::Reply;
 
+    fn fleet(snaps: &[Snapshot]) -> Vec<(Host, Snapshot)> {
+        crate::config::parse_hosts("app1,app2")
+            .unwrap()
+            .into_iter()
+            .zip(snaps.iter().cloned())
+            .collect()
+    }
+
     #[test]
     fn the_matrix_flags_drift() {
         let a = Snapshot::from_reply(&Reply::parse(
-            "host=app1\ncurrent.status=ok\ncurrent=20261128T110000Z\nrelease=20261128T100000Z succeeded a -\nrelease=20261128T110000Z succeeded b -\n",
+            "host=app1\nrole=primary\ncurrent.status=ok\ncurrent=20261128T110000Z\nrelease=20261128T100000Z succeeded a -\nrelease=20261128T110000Z succeeded b -\n",
         ));
         let b = Snapshot::from_reply(&Reply::parse(
-            "host=app2\ncurrent.status=ok\ncurrent=20261128T100000Z\nrelease=20261128T100000Z succeeded a -\n",
+            "host=app2\nrole=secondary\ncurrent.status=ok\ncurrent=20261128T100000Z\nrelease=20261128T100000Z succeeded a -\n",
         ));
-        let m = matrix(&[a.clone(), b]);
+        let m = matrix(&fleet(&[a.clone(), b.clone()]));
         assert_eq!(m[0], "RELEASE           app1          app2");
-        assert_eq!(m[1], "20261128T110000Z  *succeeded    -");
-        assert_eq!(m[2], "20261128T100000Z  succeeded     *succeeded");
+        assert_eq!(m[1], "(role)            primary       secondary");
+        assert_eq!(m[2], "20261128T110000Z  *succeeded    -");
+        assert_eq!(m[3], "20261128T100000Z  succeeded     *succeeded");
         assert!(m.iter().any(|l| l.starts_with("DRIFT: the hosts run different releases (app1 on 20261128T110000Z, app2 on 20261128T100000Z)")), "{m:#?}");
         assert!(
             m.iter()
                 .any(|l| l.contains("release 20261128T110000Z is missing")),
             "{m:#?}"
         );
-        assert!(!matrix(&[a.clone(), a])
+        assert!(!m.iter().any(|l| l.starts_with("ROLES")), "{m:#?}");
+        let mut a2 = a.clone();
+        a2.role = b.role.clone();
+        assert!(!matrix(&fleet(&[a.clone(), a2]))
             .iter()
-            .any(|l| l.starts_with("DRIFT")));
+            .any(|l| l.starts_with("DRIFT") || l.starts_with("ROLES")));
+        // One release name, two builds: drift too.
+        let mut b2 = a.clone();
+        b2.role = b.role.clone();
+        b2.current_made.frontend_commit = "old".into();
+        let m = matrix(&fleet(&[a.clone(), b2]));
+        assert!(
+            m.iter()
+                .any(|l| l.starts_with("DRIFT: the hosts' current release 20261128T110000Z is not the same build everywhere")),
+            "{m:#?}"
+        );
+        // Roles that disagree with DEPLOY_SERVER are shown, not refused.
+        let m = matrix(&fleet(&[b.clone(), a]));
+        assert!(
+            m.iter()
+                .any(|l| l.starts_with("ROLES: DEPLOY_SERVER's roles disagree")),
+            "{m:#?}"
+        );
     }
 }

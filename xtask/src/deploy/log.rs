@@ -1,11 +1,14 @@
 //! `cargo xtask deploy log [-n N]`: deploy.log as a table: when (on the server's clock), who,
-//! what, which release, the result, how long, and why (refusals, failures, unlocks).
+//! what, which release, the result, how long, and why (refusals, failures, unlocks). A fleet:
+//! every host's last N entries merged by time, with a host column (a fleet deploy is a line on
+//! each host it touched), and the hosts that could not be read (a non-zero exit).
 
 use anyhow::Result;
 
 use crate::config::Config;
 use crate::remote::Call;
 use crate::show;
+use crate::ssh::Session;
 
 /// One deploy.log line, split into its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,43 +50,113 @@ impl Entry {
 }
 
 pub fn run(cfg: &Config, lines: u32) -> Result<()> {
+    if cfg.hosts.len() > 1 {
+        let reads = super::fleet::read_each(cfg, "read deploy.log of", |h| {
+            read(
+                &Session::connect(&h.dest, cfg.ssh_config.as_deref())?,
+                cfg,
+                lines,
+            )
+        });
+        let per_host: Vec<(String, Vec<Entry>)> = reads
+            .ok
+            .iter()
+            .map(|(h, e)| (h.name().to_string(), e.clone()))
+            .collect();
+        for line in merged_table(&per_host) {
+            show!("{line}");
+        }
+        return reads.finish();
+    }
     let session = super::connect(cfg)?;
+    let entries = read(&session, cfg, lines)?;
+    show!("{}", columns(&HEAD, None));
+    for e in &entries {
+        show!("{}", columns(&e.row(), None));
+    }
+    if entries.is_empty() {
+        show!("(deploy.log on the server is empty)");
+    }
+    Ok(())
+}
+
+/// The last `lines` entries of a host's deploy.log.
+fn read(session: &Session, cfg: &Config, lines: u32) -> Result<Vec<Entry>> {
     let call = Call::deploy(
         "log",
         &[("root", cfg.root.clone()), ("lines", lines.to_string())],
     );
     let (out, reply) = session.call(&call)?;
     if !out.status.success() {
-        anyhow::bail!("{}", super::failure(&session, &call, &out.status, &reply));
+        anyhow::bail!("{}", super::failure(session, &call, &out.status, &reply));
     }
-    let entries: Vec<Entry> = reply.all("line").into_iter().map(Entry::parse).collect();
-    show!(
-        "{:<21}{:<22}{:<10}{:<18}{:<17}{:>9}  {:<16}WHY",
-        "WHEN (UTC)",
-        "WHO",
-        "WHAT",
-        "RELEASE",
-        "RESULT",
-        "TOOK",
-        "COMMIT"
-    );
-    for e in &entries {
-        show!(
-            "{:<21}{:<22}{:<10}{:<18}{:<17}{:>9}  {:<16}{}",
-            e.when,
-            e.get("deployer"),
-            e.get("scope"),
-            e.get("release"),
-            e.get("result"),
-            e.get("duration"),
-            e.get("commit"),
-            e.get("reason")
-        );
+    Ok(reply.all("line").into_iter().map(Entry::parse).collect())
+}
+
+const HEAD: [&str; 8] = [
+    "WHEN (UTC)",
+    "WHO",
+    "WHAT",
+    "RELEASE",
+    "RESULT",
+    "TOOK",
+    "COMMIT",
+    "WHY",
+];
+
+/// A row's columns, aligned; `host`: a host column (its text and width) after the time.
+fn columns(c: &[impl AsRef<str>; 8], host: Option<(&str, usize)>) -> String {
+    let c: Vec<&str> = c.iter().map(AsRef::as_ref).collect();
+    let host = host
+        .map(|(h, width)| format!("{h:<width$}"))
+        .unwrap_or_default();
+    format!(
+        "{:<21}{host}{:<22}{:<10}{:<18}{:<17}{:>9}  {:<16}{}",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    )
+    .trim_end()
+    .to_string()
+}
+
+impl Entry {
+    /// Its columns in the table.
+    fn row(&self) -> [String; 8] {
+        [
+            self.when.clone(),
+            self.get("deployer").to_string(),
+            self.get("scope").to_string(),
+            self.get("release").to_string(),
+            self.get("result").to_string(),
+            self.get("duration").to_string(),
+            self.get("commit").to_string(),
+            self.get("reason").to_string(),
+        ]
     }
-    if entries.is_empty() {
-        show!("(deploy.log on the server is empty)");
+}
+
+/// Every host's entries as one table, oldest first (by the servers' clocks; one instant keeps
+/// DEPLOY_SERVER's order), with a host column after the time.
+pub fn merged_table(per_host: &[(String, Vec<Entry>)]) -> Vec<String> {
+    let mut all: Vec<(&str, &Entry)> = per_host
+        .iter()
+        .flat_map(|(h, es)| es.iter().map(move |e| (h.as_str(), e)))
+        .collect();
+    all.sort_by(|a, b| a.1.when.cmp(&b.1.when));
+    let width = per_host
+        .iter()
+        .map(|(h, _)| h.len())
+        .max()
+        .unwrap_or(0)
+        .max(4)
+        + 2;
+    let mut lines = vec![columns(&HEAD, Some(("HOST", width)))];
+    for (h, e) in &all {
+        lines.push(columns(&e.row(), Some((h, width))));
     }
-    Ok(())
+    if all.is_empty() {
+        lines.push("(deploy.log is empty on every host that answered)".to_string());
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -168,5 +241,49 @@ mod tests {
         let fits = format!("{}end", "y ".repeat(498)); // 999 characters
         let (_, e) = written(&fits);
         assert_eq!(e.get("reason"), fits.as_str());
+    }
+
+    #[test]
+    fn a_fleets_log_is_merged_by_time_with_a_host_column() {
+        let one = |when: &str, release: &str, result: &str| {
+            Entry::parse(&format!("{when} deployer=alice@laptop commit=abc scope=all release={release} result={result} duration=7.3s alembic=-"))
+        };
+        let fleet_deploy = "20261128T101530Z";
+        let per_host = vec![
+            (
+                "app1".to_string(),
+                vec![
+                    one("2026-11-28T10:15:30Z", fleet_deploy, "success"),
+                    one("2026-11-28T11:00:00Z", "20261128T110000Z", "success"),
+                ],
+            ),
+            (
+                "app2".to_string(),
+                vec![
+                    one("2026-11-28T10:15:30Z", fleet_deploy, "success"),
+                    one("2026-11-28T10:40:00Z", "20261128T101530Z", "refused"),
+                ],
+            ),
+        ];
+        let t = merged_table(&per_host);
+        assert_eq!(
+            t[0],
+            "WHEN (UTC)           HOST  WHO                   WHAT      RELEASE           RESULT                TOOK  COMMIT          WHY"
+        );
+        let hosts: Vec<&str> = t[1..]
+            .iter()
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
+        // The fleet deploy once per host it touched, then by time.
+        assert_eq!(hosts, vec!["app1", "app2", "app2", "app1"]);
+        assert!(t[3].contains("refused"), "{t:#?}");
+        assert!(
+            t[1].starts_with("2026-11-28T10:15:30Z app1  alice@laptop"),
+            "{t:#?}"
+        );
+        assert_eq!(
+            merged_table(&[("app1".to_string(), vec![])])[1],
+            "(deploy.log is empty on every host that answered)"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! - [`snapshot`]: what the server looks like (one probe)
 //! - [`plan`]: what to ask the job (pure: names, units, prune, nothing to deploy)
+//! - [`drift`]: what the hosts must agree on (pure: roles with DEPLOY_SERVER, one release)
 //! - [`local`]: who deploys what, which files make a release, which must travel
 //! - [`checks`]: the local checks, beside the upload
 //! - [`job`]: start, message, follow and re-attach to the server job
@@ -13,6 +14,7 @@
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
 
 pub mod checks;
+pub mod drift;
 pub mod fleet;
 pub mod job;
 pub mod list;

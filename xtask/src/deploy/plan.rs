@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::config::{Config, HostRole};
 use crate::contract::{self, Half, Unit};
+use crate::deploy::drift;
 use crate::deploy::local::Local;
 use crate::deploy::snapshot::{Current, Snapshot};
 use crate::flags::Scope;
@@ -131,9 +132,11 @@ pub enum FleetDecision {
 }
 
 /// Plan a deploy of `scope` on every host (`hosts` and their snapshots, in DEPLOY_SERVER's
-/// order): one release name (the primary's clock, past every host's newest release), each host
-/// checked against its own `current`; with more than one host each job takes its lock and
-/// waits for `begin`, and a healthy host waits for the fleet's verdict.
+/// order): each host's role is the one recorded on it (it must agree with DEPLOY_SERVER); a
+/// half deploy needs every host on one release (it carries the other half over from each
+/// host's current); one release name (the primary's clock, past every host's newest release),
+/// each host checked against its own `current`; with more than one host each job takes its
+/// lock and waits for `begin`, and a healthy host waits for the fleet's verdict.
 pub fn fleet_deploy(
     hosts: &[(crate::config::Host, Snapshot)],
     local: &Local,
@@ -143,11 +146,18 @@ pub fn fleet_deploy(
     upload_bytes: u64,
 ) -> Result<FleetDecision> {
     let fleet = hosts.len() > 1;
-    let primary = hosts
-        .iter()
-        .find(|(h, _)| h.role == HostRole::Primary)
-        .map(|(_, s)| s)
-        .unwrap_or(&hosts[0].1);
+    let roles = drift::roles(hosts)?;
+    if scope != Scope::All {
+        let snaps: Vec<&Snapshot> = hosts.iter().map(|(_, s)| s).collect();
+        if let Some(d) = drift::current(&snaps) {
+            bail!(
+                "a '{}' deploy carries the other half over from each host's current release, and {}: 'cargo xtask deploy all' gives every host the same complete release (nothing was changed)",
+                scope.name(),
+                d.describe()
+            );
+        }
+    }
+    let primary = primary_of(hosts, &roles);
     let same_release = hosts
         .iter()
         .all(|(_, s)| s.current.name() == primary.current.name());
@@ -178,9 +188,8 @@ pub fn fleet_deploy(
         .collect();
     let name = release::next_name(now, &every);
     let mut plans = Vec::new();
-    for (host, snap) in hosts {
-        let Decision::Deploy(mut p) =
-            deploy(snap, local, cfg, scope, true, upload_bytes, host.role)?
+    for ((_, snap), role) in hosts.iter().zip(&roles) {
+        let Decision::Deploy(mut p) = deploy(snap, local, cfg, scope, true, upload_bytes, *role)?
         else {
             unreachable!("a redeploy always deploys")
         };
@@ -200,6 +209,19 @@ pub fn fleet_deploy(
         plans.push(p);
     }
     Ok(FleetDecision::Deploy(plans))
+}
+
+/// The primary's snapshot (the first host's when none of them is the primary).
+fn primary_of<'a>(
+    hosts: &'a [(crate::config::Host, Snapshot)],
+    roles: &[HostRole],
+) -> &'a Snapshot {
+    hosts
+        .iter()
+        .zip(roles)
+        .find(|(_, r)| **r == HostRole::Primary)
+        .map(|((_, s), _)| s)
+        .unwrap_or(&hosts[0].1)
 }
 
 /// Plan a rollback to `requested` (or the newest successful release before current).
@@ -229,22 +251,21 @@ pub fn rollback(
 }
 
 /// Plan a rollback of every host to one release: `requested`, or the newest successful release
-/// before the primary's current; it must be present and succeeded on every host.
+/// before the primary's current; it must be present and succeeded on every host. Each host's
+/// role is the one recorded on it (it must agree with DEPLOY_SERVER).
 pub fn fleet_rollback(
     hosts: &[(crate::config::Host, Snapshot)],
     requested: Option<&str>,
     force: bool,
 ) -> Result<Vec<JobPlan>> {
     let fleet = hosts.len() > 1;
-    let (_, primary) = hosts
-        .iter()
-        .find(|(h, _)| h.role == HostRole::Primary)
-        .unwrap_or(&hosts[0]);
+    let roles = drift::roles(hosts)?;
+    let primary = primary_of(hosts, &roles);
     let target = rollback(primary, requested, force, HostRole::Primary)?
         .release()
         .to_string();
     let mut plans = Vec::new();
-    for (host, snap) in hosts {
+    for ((_, snap), role) in hosts.iter().zip(&roles) {
         let ok = snap
             .releases
             .iter()
@@ -264,10 +285,10 @@ pub fn fleet_rollback(
         if snap.current.name() == Some(target.as_str()) && !fleet {
             bail!("release {target} is already current on {}", snap.host);
         }
-        let mut p = rollback(snap, Some(&target), force, host.role).or_else(|e| {
+        let mut p = rollback(snap, Some(&target), force, *role).or_else(|e| {
             // A host already on the target still takes part (it restarts onto the same release).
             if e.to_string().contains("already current") {
-                let mut p = rollback(primary, Some(&target), force, host.role)?;
+                let mut p = rollback(primary, Some(&target), force, *role)?;
                 p.expect_current = snap.current.link();
                 Ok(p)
             } else {
@@ -387,6 +408,7 @@ pub fn token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::snapshot::Recorded;
     use crate::release::{Made, Release, State};
 
     fn snap(current: Current, releases: &[(&str, State)]) -> Snapshot {
@@ -395,6 +417,7 @@ mod tests {
                 .unwrap()
                 .unix_timestamp(),
             host: "app".into(),
+            role: Recorded::Role(HostRole::Primary),
             current,
             current_made: Made {
                 state: State::Succeeded,
@@ -565,6 +588,7 @@ mod tests {
         let host = |d: &str, role| Host {
             dest: d.into(),
             role,
+            stated: true,
         };
         let a = snap(
             Current::Release("20261128T110000Z".into()),
@@ -572,6 +596,7 @@ mod tests {
         );
         let mut b = a.clone();
         b.host = "app2".into();
+        b.role = Recorded::Role(HostRole::Secondary);
         // app2 once had a release a little later (say, a deploy that failed there only).
         b.releases.push(Release {
             name: "20261128T115959Z".into(),
@@ -594,9 +619,11 @@ mod tests {
         assert!(plans.iter().all(|p| !p.begin && p.wait_for_verdict));
         assert_eq!(plans[1].restart, vec!["innercontext", "innercontext-node"]);
         // Nothing to deploy only when every host runs the commit.
+        let mut a2 = a.clone();
+        a2.role = Recorded::Role(HostRole::Secondary);
         let hosts = vec![
             (host("app1", HostRole::Primary), a.clone()),
-            (host("app2", HostRole::Secondary), a.clone()),
+            (host("app2", HostRole::Secondary), a2),
         ];
         assert!(matches!(
             fleet_deploy(&hosts, &local("abc"), &cfg(), Scope::All, false, 0).unwrap(),
@@ -623,6 +650,7 @@ mod tests {
         let host = |d: &str, role| Host {
             dest: d.into(),
             role,
+            stated: true,
         };
         let both = [
             ("20261128T100000Z", State::Succeeded),
@@ -634,6 +662,7 @@ mod tests {
             &[("20261128T110000Z", State::Succeeded)],
         );
         b.host = "app2".into();
+        b.role = Recorded::Role(HostRole::Secondary);
         let hosts = vec![
             (host("app1", HostRole::Primary), a.clone()),
             (host("app2", HostRole::Secondary), b),
@@ -643,14 +672,86 @@ mod tests {
             e.contains("20261128T100000Z does not exist there (app2)"),
             "{e}"
         );
+        let mut a2 = a.clone();
+        a2.role = Recorded::Role(HostRole::Secondary);
         let hosts = vec![
             (host("app1", HostRole::Primary), a.clone()),
-            (host("app2", HostRole::Secondary), a),
+            (host("app2", HostRole::Secondary), a2.clone()),
         ];
         let plans = fleet_rollback(&hosts, None, false).unwrap();
         assert!(plans
             .iter()
             .all(|p| p.release() == "20261128T100000Z" && !p.begin && p.wait_for_verdict));
+        // A secondary alone (DEPLOY_SERVER names it without a mark): its record decides, and
+        // its worker is neither restarted nor checked.
+        let alone = Host {
+            dest: "app2".into(),
+            role: HostRole::Primary,
+            stated: false,
+        };
+        let plans = fleet_rollback(&[(alone, a2)], None, false).unwrap();
+        assert_eq!(plans[0].role, HostRole::Secondary);
+        assert_eq!(plans[0].restart, vec!["innercontext", "innercontext-node"]);
+        assert_eq!(plans[0].check, plans[0].restart);
+        // A mark that disagrees with the records is refused at plan time.
+        let hosts = vec![
+            (host("app1", HostRole::Secondary), a.clone()),
+            (host("app2", HostRole::Primary), a),
+        ];
+        let e = fleet_rollback(&hosts, None, false).unwrap_err().to_string();
+        assert!(e.contains("disagree"), "{e}");
+    }
+
+    #[test]
+    fn a_drifted_fleet_gets_no_half_deploy() {
+        use crate::config::Host;
+        let host = |d: &str, role| Host {
+            dest: d.into(),
+            role,
+            stated: true,
+        };
+        let both = [
+            ("20261128T100000Z", State::Succeeded),
+            ("20261128T110000Z", State::Succeeded),
+        ];
+        let mut a = snap(Current::Release("20261128T110000Z".into()), &both);
+        a.host = "app1".into();
+        // app2 was rolled back alone.
+        let mut b = snap(Current::Release("20261128T100000Z".into()), &both);
+        b.host = "app2".into();
+        b.role = Recorded::Role(HostRole::Secondary);
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a.clone()),
+            (host("app2", HostRole::Secondary), b.clone()),
+        ];
+        for scope in [Scope::Backend, Scope::Frontend] {
+            let e = fleet_deploy(&hosts, &local("def"), &cfg(), scope, false, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("the hosts run different releases (app1 on 20261128T110000Z, app2 on 20261128T100000Z)")
+                    && e.contains("'cargo xtask deploy all'"),
+                "{e}"
+            );
+        }
+        // deploy all reconciles: one release for both.
+        let FleetDecision::Deploy(plans) =
+            fleet_deploy(&hosts, &local("def"), &cfg(), Scope::All, false, 0).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(plans[0].release(), plans[1].release());
+        // Same name, different halves (what a half deploy made of a drifted fleet).
+        b.current = a.current.clone();
+        b.current_made.frontend_commit = "old".into();
+        let hosts = vec![
+            (host("app1", HostRole::Primary), a),
+            (host("app2", HostRole::Secondary), b),
+        ];
+        let e = fleet_deploy(&hosts, &local("def"), &cfg(), Scope::Backend, false, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not the same build everywhere"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the releases, the lock and whether its job lives, the last job, and for `status` the units,
 //! the disk and the database revision. Pure parsing, tested on the probe's text.
 
+use crate::config::HostRole;
 use crate::lock::LockInfo;
 use crate::release::{self, Made, Release, State};
 use crate::remote::Reply;
@@ -71,6 +72,36 @@ impl Current {
     }
 }
 
+/// The role setup-server recorded on the host (`contract::ROLE_FILE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Role(HostRole),
+    /// No record: a host set up before roles were recorded (or never set up).
+    Missing,
+    /// A record that is not root's plain file of one known word: what the probe found.
+    Invalid(String),
+}
+
+impl Recorded {
+    fn parse(value: Option<&str>) -> Recorded {
+        match value {
+            None | Some("missing") => Recorded::Missing,
+            Some(v) => HostRole::parse(v)
+                .map(Recorded::Role)
+                .unwrap_or_else(|| Recorded::Invalid(v.to_string())),
+        }
+    }
+
+    /// One word or phrase for `status` and `list`.
+    pub fn describe(&self) -> String {
+        match self {
+            Recorded::Role(r) => r.name().to_string(),
+            Recorded::Missing => "not recorded".to_string(),
+            Recorded::Invalid(why) => format!("unreadable record ({why})"),
+        }
+    }
+}
+
 /// A unit as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitState {
@@ -97,6 +128,8 @@ pub struct LastJob {
 pub struct Snapshot {
     pub now: i64,
     pub host: String,
+    /// The role recorded on the host.
+    pub role: Recorded,
     pub current: Current,
     pub current_made: Made,
     pub releases: Vec<Release>,
@@ -163,6 +196,7 @@ impl Snapshot {
         Snapshot {
             now: reply.get("now").and_then(|n| n.parse().ok()).unwrap_or(0),
             host: reply.get("host").unwrap_or("?").to_string(),
+            role: Recorded::parse(reply.get("role")),
             current,
             current_made: Made {
                 state: State::parse(reply.get("current.state").unwrap_or("")),
@@ -254,6 +288,18 @@ mod tests {
         assert_eq!(s.sizes, vec![("20261128T101530Z".to_string(), 1024)]);
         assert!(s.dead_preparing("20261128T101700Z"), "no lock holds it");
         assert_eq!(s.db, Err("not asked".into()));
+        assert_eq!(s.role, Recorded::Missing, "no role= line: not recorded");
+    }
+
+    #[test]
+    fn the_recorded_role_reads_back() {
+        let role = |v: &str| Snapshot::from_reply(&Reply::parse(&format!("role={v}\n"))).role;
+        assert_eq!(role("primary"), Recorded::Role(HostRole::Primary));
+        assert_eq!(role("secondary"), Recorded::Role(HostRole::Secondary));
+        assert_eq!(role("missing"), Recorded::Missing);
+        let bad = role("invalid: /etc/innercontext/role is not root's");
+        assert!(matches!(&bad, Recorded::Invalid(w) if w.contains("not root's")));
+        assert!(bad.describe().starts_with("unreadable record"));
     }
 
     #[test]

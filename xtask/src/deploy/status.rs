@@ -7,38 +7,50 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::deploy::job;
 use crate::deploy::report::{self, Printer};
+use crate::deploy::snapshot::Recorded;
 use crate::{release, show};
 
 pub fn run(cfg: &Config, follow: bool) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let sessions = super::fleet::connect_all(cfg)?;
-        let snaps = super::fleet::probe_all(&sessions, cfg, true, false)?;
-        for snap in &snaps {
+        let reads = super::list::read_all(cfg, true);
+        for (host, snap) in &reads.ok {
             show!("== {}", snap.host);
-            print(cfg, snap);
+            print(&host.dest, snap);
         }
-        for line in super::list::matrix(&snaps)
+        for line in super::list::matrix(&reads.ok)
             .into_iter()
-            .filter(|l| l.starts_with("DRIFT"))
+            .filter(|l| l.starts_with("DRIFT") || l.starts_with("ROLES"))
         {
             show!("{line}");
         }
         if follow {
             show!("(--follow follows one host: set DEPLOY_SERVER to it)");
         }
-        return Ok(());
+        return reads.finish();
     }
     let session = super::connect(cfg)?;
     let snap = super::probe(&session, cfg, true)?;
-    print(cfg, &snap);
+    print(&cfg.server, &snap);
+    if let Err(e) = super::drift::roles(&[(cfg.hosts[0].clone(), snap.clone())]) {
+        show!("ROLES: {e}");
+    }
     if follow {
         follow_job(cfg, &session, &snap)?;
     }
     Ok(())
 }
 
-fn print(cfg: &Config, snap: &crate::deploy::snapshot::Snapshot) {
-    show!("server:   {} ({})", snap.host, cfg.server);
+/// One host's state; `dest`: how DEPLOY_SERVER reaches it.
+fn print(dest: &str, snap: &crate::deploy::snapshot::Snapshot) {
+    show!("server:   {} ({dest})", snap.host);
+    let file = crate::contract::ROLE_FILE;
+    match &snap.role {
+        Recorded::Role(r) => show!("role:     {} (recorded in {file})", r.name()),
+        Recorded::Missing => {
+            show!("role:     NOT RECORDED (no {file}): run cargo xtask setup-server")
+        }
+        Recorded::Invalid(why) => show!("role:     UNUSABLE ({why}): run cargo xtask setup-server"),
+    }
     match snap
         .current
         .name()

@@ -139,9 +139,22 @@ pub fn tls_call(tls: &Tls) -> Call {
     )
 }
 
-/// A fleet host's role: a secondary keeps the primary-only units (the worker) disabled.
-pub fn role_call(role: crate::config::HostRole) -> Call {
-    let mut args = vec![role.name().to_string()];
+/// The role setup-server records on a host: what DEPLOY_SERVER says; for a lone host without
+/// a mark, the one already recorded on it (a primary when there is none).
+pub fn role_to_record(
+    host: &crate::config::Host,
+    recorded: Option<crate::config::HostRole>,
+) -> crate::config::HostRole {
+    if host.stated {
+        host.role
+    } else {
+        recorded.unwrap_or(crate::config::HostRole::Primary)
+    }
+}
+
+/// Record a host's role; a secondary keeps the primary-only units (the worker) disabled.
+pub fn role_call(role: crate::config::HostRole, root: &str) -> Call {
+    let mut args = vec![role.name().to_string(), root.to_string()];
     args.extend(
         crate::contract::UNITS
             .iter()
@@ -273,6 +286,7 @@ mod tests {
             }),
             units_call(&[]),
             nginx_call(""),
+            role_call(crate::config::HostRole::Secondary, "/r"),
             verify_call("/r", &[]),
         ] {
             assert!(
@@ -281,6 +295,38 @@ mod tests {
                 call.sub
             );
         }
+    }
+
+    #[test]
+    fn the_role_is_recorded_where_the_probe_reads_it() {
+        use crate::config::{parse_hosts, HostRole};
+        assert!(
+            SCRIPT.contains(&format!("\nROLE_FILE={}\n", crate::contract::ROLE_FILE)),
+            "scripts/setup-server.sh records the role somewhere else than contract::ROLE_FILE"
+        );
+        assert_eq!(
+            role_call(HostRole::Secondary, "/opt/ic").args,
+            vec!["secondary", "/opt/ic", "innercontext-pricing-worker"]
+        );
+        // DEPLOY_SERVER's word, stated or implied, is recorded.
+        let fleet = parse_hosts("app1,app2#primary").unwrap();
+        let lone = |v: &str| parse_hosts(v).unwrap().remove(0);
+        assert_eq!(
+            role_to_record(&fleet[0], Some(HostRole::Primary)),
+            HostRole::Secondary
+        );
+        assert_eq!(role_to_record(&fleet[1], None), HostRole::Primary);
+        assert_eq!(
+            role_to_record(&lone("app2#primary"), Some(HostRole::Secondary)),
+            HostRole::Primary
+        );
+        // A lone host without a mark keeps its record (setting up one secondary alone never
+        // makes it a second primary); without a record it is a primary.
+        assert_eq!(
+            role_to_record(&lone("app2"), Some(HostRole::Secondary)),
+            HostRole::Secondary
+        );
+        assert_eq!(role_to_record(&lone("app2"), None), HostRole::Primary);
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Facts {
     pub sudoers: SudoersCheck,
     /// The sha256 of the installed TLS key, if there is one.
     pub tls_key: Option<String>,
+    /// The role recorded on the host (`contract::ROLE_FILE`), if one is.
+    pub role: Option<crate::config::HostRole>,
     /// Paths the app user could have planted or could swap (symlinks where root works,
     /// changeable parents), one sentence each, as the script found them.
     pub unsafe_paths: Vec<String>,
@@ -110,6 +112,7 @@ impl Facts {
                 .filter(|s| s.len() == 64)
                 .map(str::to_string),
             unsafe_paths: r.all("problem").into_iter().map(str::to_string).collect(),
+            role: r.get("role").and_then(crate::config::HostRole::parse),
         })
     }
 

@@ -98,9 +98,9 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
     }
     let inputs = Inputs::load(sh, &cmd, &cfg.root)?;
     let fleet = cfg.hosts.len() > 1;
-    for host in &cfg.hosts {
+    for host in provisioning_order(&cfg.hosts) {
         let admin = admin_for(cmd.admin.as_deref(), env_admin.as_deref(), host, fleet)?;
-        provision(sh, &cmd, &cfg, host, fleet, &admin, &inputs)?;
+        provision(sh, &cmd, &cfg, host, &admin, &inputs)?;
     }
     if fleet && !cmd.dry_run {
         println!(
@@ -110,6 +110,16 @@ pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The hosts in the order they are provisioned: DEPLOY_SERVER's, the secondaries first, so a
+/// primary that moves stops its worker before the new primary starts one.
+pub fn provisioning_order(hosts: &[config::Host]) -> Vec<&config::Host> {
+    let (mut first, rest): (Vec<&config::Host>, Vec<&config::Host>) = hosts
+        .iter()
+        .partition(|h| h.stated && h.role == config::HostRole::Secondary);
+    first.extend(rest);
+    first
 }
 
 /// The admin login for one host: `--admin`/`DEPLOY_ADMIN` (a full USER@HOST for a single host;
@@ -144,7 +154,6 @@ fn provision(
     cmd: &SetupServer,
     cfg: &Config,
     host: &config::Host,
-    fleet: bool,
     admin: &str,
     inputs: &Inputs,
 ) -> Result<()> {
@@ -240,13 +249,8 @@ fn provision(
     target.step("journal access", &journal_call(JOURNAL_WRAPPER), None)?;
     target.step("sudoers", &sudoers_call(&inputs.sudoers), None)?;
     target.step("systemd units", &units_call(&inputs.units), None)?;
-    if fleet {
-        target.step(
-            &format!("role: {}", host.role.name()),
-            &role_call(host.role),
-            None,
-        )?;
-    }
+    let role = role_to_record(host, facts.role);
+    target.step("role", &role_call(role, &cfg.root), None)?;
     target.step("nginx site", &nginx_call(&inputs.nginx), None)?;
     // 7. HTTPS, only when asked for; the key travels only when the server's differs.
     if let Some(tls) = &inputs.tls {
@@ -267,7 +271,7 @@ fn provision(
     // A secondary's primary-only units are installed but disabled: not checked as enabled.
     let primary_only: Vec<String> = crate::contract::UNITS
         .iter()
-        .filter(|u| u.primary_only && host.role == config::HostRole::Secondary)
+        .filter(|u| u.primary_only && role == config::HostRole::Secondary)
         .map(|u| format!("{}.service", u.name))
         .collect();
     let checked_units: Vec<(String, String)> = inputs
@@ -346,6 +350,20 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secondaries_are_provisioned_first() {
+        let order = |v: &str| -> Vec<String> {
+            let hosts = config::parse_hosts(v).unwrap();
+            provisioning_order(&hosts)
+                .into_iter()
+                .map(|h| h.dest.clone())
+                .collect()
+        };
+        assert_eq!(order("a,b#primary,c"), vec!["a", "c", "b"]);
+        assert_eq!(order("a,b,c"), vec!["b", "c", "a"]);
+        assert_eq!(order("a"), vec!["a"]);
+    }
 
     #[test]
     fn admin_defaults_to_root_at_each_host() {

@@ -3,7 +3,9 @@
 //! fleet; every host serves the same release; one ssh handshake per host per command; the
 //! migration runs once (on the primary); a host that fails sends the whole fleet back; a lock
 //! held on one host stops everyone; and no request through the load balancer fails while the
-//! fleet rolls.
+//! fleet rolls. Then a fleet that drifts (a secondary rolled back alone), roles recorded on the
+//! hosts (a #primary that disagrees, moving the primary with setup-server), `log` and `status`
+//! of every host, and one host unreachable.
 
 use anyhow::{ensure, Context, Result};
 use camino::Utf8PathBuf;
@@ -25,6 +27,8 @@ pub struct FleetSite {
     pub server: String,
     pub scratch: Scratch,
     pub lb: Option<Balancer>,
+    /// `setup-server` with the fleet's deploy key and env files.
+    pub setup_args: Vec<String>,
 }
 
 impl FleetSite {
@@ -46,6 +50,71 @@ impl FleetSite {
 
     fn xtask(&self, args: &[&str]) -> Result<crate::support::Run> {
         crate::support::Run::capture(self.command(args))
+    }
+
+    /// The same with another DEPLOY_SERVER (one host alone, other marks).
+    fn xtask_to(&self, server: &str, args: &[&str]) -> Result<crate::support::Run> {
+        let mut cmd = self.command(args);
+        cmd.env("DEPLOY_SERVER", server);
+        crate::support::Run::capture(cmd)
+    }
+
+    /// `setup-server` of every host of `server`, as root on each.
+    fn setup_server(&self, server: &str) -> Result<crate::support::Run> {
+        let args: Vec<&str> = self.setup_args.iter().map(String::as_str).collect();
+        self.xtask_to(server, &args)
+    }
+
+    /// DEPLOY_SERVER for the fleet with app `primary` marked `#primary`.
+    fn marked(&self, primary: usize) -> String {
+        self.apps
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mark = if i == primary { "#primary" } else { "" };
+                format!("{}{mark}", dest(m))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// deploy.log's length on each host.
+    fn log_lengths(&self) -> Result<Vec<usize>> {
+        self.apps
+            .iter()
+            .map(|m| {
+                let n = m.ssh(&["bash", "-c", &format!("wc -l < {ROOT}/deploy.log")])?;
+                Ok(n.trim().parse()?)
+            })
+            .collect()
+    }
+
+    /// Whether any host holds a deploy lock.
+    fn any_lock(&self) -> Result<bool> {
+        for m in &self.apps {
+            if m.ssh(&["test", "-d", &format!("{ROOT}/.deploy.lock")])
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The page's build version through each host's own nginx.
+    fn versions(&self) -> Result<Vec<String>> {
+        self.apps
+            .iter()
+            .map(|m| {
+                let (s, body) = crate::support::http_get(&m.ip, 80, "/_app/version.json")?;
+                ensure!(
+                    s == 200,
+                    "/_app/version.json through {} answered {s}",
+                    m.name
+                );
+                Ok(body.trim().to_string())
+            })
+            .collect()
     }
 
     fn currents(&self) -> Result<Vec<String>> {
@@ -155,6 +224,11 @@ fn fleet(ctx: &mut Ctx) -> Result<&FleetSite> {
             server,
             scratch,
             lb: None,
+            setup_args: env
+                .setup_server_args()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         });
     }
     Ok(ctx.fleet.as_ref().unwrap())
@@ -374,6 +448,342 @@ pub fn no_failed_request_through_the_load_balancer(ctx: &mut Ctx) -> Result<()> 
         );
     }
     f.assert_serving()
+}
+
+/// `innercontext@NAME` of an app machine (its alias in the fleet's ssh config).
+fn dest(m: &Machine) -> String {
+    format!("innercontext@{}", m.name)
+}
+
+/// The worker's `is-enabled` and `is-active` on a machine.
+fn worker(m: &Machine) -> Result<(String, String)> {
+    let out = m.ssh(&[
+        "bash",
+        "-c",
+        "systemctl is-enabled innercontext-pricing-worker || true; systemctl is-active innercontext-pricing-worker || true",
+    ])?;
+    let mut lines = out.lines().map(|l| l.trim().to_string());
+    Ok((
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    ))
+}
+
+/// The worker runs on the app `primary` only: enabled and active there, disabled and stopped on
+/// the others.
+fn worker_only_on(f: &FleetSite, primary: usize) -> Result<()> {
+    for (i, m) in f.apps.iter().enumerate() {
+        let (enabled, active) = worker(m)?;
+        if i == primary {
+            ensure!(
+                enabled == "enabled" && active == "active",
+                "the worker on the primary {} is {enabled}, {active}",
+                m.name
+            );
+        } else {
+            ensure!(
+                enabled == "disabled" && active != "active",
+                "the worker on the secondary {} is {enabled}, {active}",
+                m.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The fleet, serving a release (deployed now when this scenario runs alone).
+fn serving(ctx: &mut Ctx) -> Result<&FleetSite> {
+    let f = fleet(ctx)?;
+    if f.assert_serving().is_err() {
+        f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+        f.assert_serving()?;
+    }
+    Ok(f)
+}
+
+/// A fleet that drifted: a secondary rolled back alone (DEPLOY_SERVER naming it alone; its role
+/// is the one recorded on it, so the worker is neither started nor required there). Then `list`
+/// flags the drift, a half deploy is refused before any lock naming the hosts and their
+/// releases, and `deploy all` brings every host to one complete release: the same page build
+/// through each host.
+pub fn a_drifted_fleet_is_reconciled_by_deploy_all(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    // A new page (a new frontend build, so a new build version) on every host.
+    let page = f.scratch.read("frontend/src/routes/+page.svelte")?;
+    f.scratch.write(
+        "frontend/src/routes/+page.svelte",
+        &format!("{page}\n<!-- drift -->\n"),
+    )?;
+    f.scratch.commit("a new page")?;
+    f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+    let new = f.currents()?;
+    ensure!(new.iter().all(|c| *c == new[0]), "hosts differ: {new:?}");
+    let page_new = f.versions()?;
+    ensure!(
+        page_new.iter().all(|v| *v == page_new[0]),
+        "the hosts serve different builds after one deploy: {page_new:?}"
+    );
+    // The second host, a secondary, rolls back alone.
+    let b = &f.apps[1];
+    let alone = f
+        .xtask_to(&dest(b), &["deploy", "rollback"])?
+        .ok()
+        .context("rolling back the secondary alone")?;
+    let drifted = f.currents()?;
+    ensure!(
+        drifted[0] == new[0] && drifted[2] == new[0] && drifted[1] != new[0],
+        "after the rollback of {} alone the hosts are on {drifted:?}\n{}",
+        b.name,
+        alone.all()
+    );
+    let old = drifted[1].clone();
+    let (enabled, active) = worker(b)?;
+    ensure!(
+        enabled == "disabled" && active != "active",
+        "the rollback of the secondary {} left its worker {enabled}, {active}",
+        b.name
+    );
+    ensure!(
+        f.versions()?[1] != page_new[0],
+        "{} still serves the new page after its rollback",
+        b.name
+    );
+    // The host says what it is, with or without the mark.
+    let status = f
+        .xtask_to(&format!("{}#secondary", dest(b)), &["deploy", "status"])?
+        .ok()?;
+    ensure!(
+        status.stdout.contains("secondary"),
+        "status of the secondary alone does not say so:\n{}",
+        status.all()
+    );
+    f.xtask_to(&dest(b), &["deploy", "list"])?.ok()?;
+    f.xtask_to(
+        &format!("{}#secondary", dest(b)),
+        &["logs", "api", "-n", "5"],
+    )?
+    .ok()?;
+    // The fleet's list flags the drift.
+    let list = f.xtask(&["deploy", "list"])?.ok()?;
+    ensure!(
+        list.stdout.contains("DRIFT") && list.stdout.contains(&format!("{} on {old}", b.name)),
+        "list shows no drift of {} on {old}:\n{}",
+        b.name,
+        list.all()
+    );
+    eprintln!("      {}", list.stdout.trim().replace('\n', "\n      "));
+    // A half deploy is refused before any lock, naming the hosts and their releases.
+    let logs = f.log_lengths()?;
+    let half = f
+        .xtask(&["deploy", "backend", "--skip-local-checks"])?
+        .failed()
+        .context("a backend deploy of a drifted fleet")?;
+    let said = half.all();
+    ensure!(
+        said.contains(&b.name)
+            && said.contains(&old)
+            && said.contains(&new[0])
+            && said.contains("deploy all"),
+        "the refusal does not name the hosts, their releases and 'deploy all':\n{said}"
+    );
+    eprintln!("      {}", half.stderr.trim().replace('\n', "\n      "));
+    ensure!(f.currents()? == drifted, "a refused deploy moved a host");
+    ensure!(
+        f.log_lengths()? == logs && !f.any_lock()?,
+        "the refused deploy reached a server (deploy.log or a lock)"
+    );
+    // deploy all reconciles: one release, one page build everywhere.
+    f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+    let after = f.currents()?;
+    ensure!(
+        after.iter().all(|c| *c == after[0]) && after[0] != new[0],
+        "deploy all left the hosts on {after:?}"
+    );
+    let pages = f.versions()?;
+    ensure!(
+        pages.iter().all(|v| *v == pages[0]),
+        "after deploy all the hosts serve different page builds: {pages:?}"
+    );
+    let list = f.xtask(&["deploy", "list"])?.ok()?;
+    ensure!(!list.stdout.contains("DRIFT"), "{}", list.all());
+    worker_only_on(f, 0)?;
+    f.assert_serving()
+}
+
+/// DEPLOY_SERVER marks another host #primary than the hosts record: refused before any lock,
+/// naming both and how to move the primary. setup-server with the new marks moves it (the
+/// worker enabled and running on the new primary, stopped and disabled on the old one), the
+/// next deploy works (and migrates there); a host without a record is refused with
+/// setup-server, and setup-server with the old marks records it and moves the primary back.
+pub fn the_primary_moves_only_with_setup_server(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    let logs = f.log_lengths()?;
+    let before = f.currents()?;
+    let moved = f.marked(1);
+    let run = f
+        .xtask_to(
+            &moved,
+            &["deploy", "all", "--skip-local-checks", "--redeploy"],
+        )?
+        .failed()
+        .context("a deploy whose #primary disagrees with the hosts")?;
+    let said = run.all();
+    let refusal = said
+        .lines()
+        .find(|l| l.contains("#primary"))
+        .unwrap_or_default();
+    ensure!(
+        refusal.contains(&f.apps[0].name)
+            && refusal.contains(&f.apps[1].name)
+            && refusal.contains("setup-server"),
+        "the refusal does not name both hosts and setup-server:\n{said}"
+    );
+    eprintln!("      {refusal}");
+    ensure!(
+        f.log_lengths()? == logs && !f.any_lock()? && f.currents()? == before,
+        "the refused deploy reached a server (deploy.log, a lock or current):\n{said}"
+    );
+    // setup-server with the new marks moves the primary.
+    f.setup_server(&moved)?
+        .ok()
+        .context("setup-server with the new #primary")?;
+    worker_only_on(f, 1)?;
+    let deploy = f
+        .xtask_to(
+            &moved,
+            &["deploy", "all", "--skip-local-checks", "--redeploy"],
+        )?
+        .ok()
+        .context("the first deploy after moving the primary")?;
+    worker_only_on(f, 1)?;
+    let migrated = f.apps[1].ssh(&[
+        "bash",
+        "-c",
+        &format!("grep -c 'step\tmigrate\tstart' $(ls -t {ROOT}/jobs/*/events | head -1) || true"),
+    ])?;
+    ensure!(
+        migrated.trim() == "1",
+        "the new primary {} did not run the migration step:\n{}",
+        f.apps[1].name,
+        deploy.all()
+    );
+    // A host without a record (set up before roles were recorded) is refused with the command
+    // that records it.
+    f.apps[2].ssh(&["rm", "/etc/innercontext/role"])?;
+    let run = f
+        .xtask_to(&moved, &["deploy", "rollback", "--dry-run"])?
+        .failed()
+        .context("a rollback to a host without a recorded role")?;
+    ensure!(
+        run.all().contains(&format!("{} has none", f.apps[2].name))
+            && run.all().contains("run 'cargo xtask setup-server'"),
+        "the refusal does not name the host without a role and setup-server:\n{}",
+        run.all()
+    );
+    // And back, with the fleet's own DEPLOY_SERVER (the first host is the primary).
+    f.setup_server(&f.server)?
+        .ok()
+        .context("setup-server moving the primary back")?;
+    worker_only_on(f, 0)?;
+    f.xtask(&["deploy", "status"])?.ok()?;
+    f.assert_serving()
+}
+
+/// Fleet `deploy log` reads every host: a row from each, with its host column.
+pub fn log_reads_every_host(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    let log = f.xtask(&["deploy", "log"])?.ok()?;
+    // A row: when, host, who, ...
+    for m in &f.apps {
+        ensure!(
+            log.stdout
+                .lines()
+                .skip(1)
+                .any(|l| l.split_whitespace().nth(1) == Some(m.name.as_str())),
+            "deploy log shows no line from {}:\n{}",
+            m.name,
+            log.all()
+        );
+    }
+    Ok(())
+}
+
+/// Fleet `deploy status` names each host's own destination (and its recorded role).
+pub fn status_names_each_host(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    let status = f.xtask(&["deploy", "status"])?.ok()?;
+    for m in &f.apps {
+        let section: String = status
+            .stdout
+            .split("== ")
+            .find(|s| s.starts_with(&format!("{}\n", m.name)))
+            .unwrap_or_default()
+            .to_string();
+        ensure!(
+            section.contains(&format!("({})", dest(m))),
+            "deploy status does not name {}'s destination {} there:\n{}",
+            m.name,
+            dest(m),
+            status.all()
+        );
+    }
+    Ok(())
+}
+
+/// One host unreachable (its sshd stopped): `list`, `status` and `log` print what the others
+/// say, name the unreachable host with why, and exit non-zero.
+pub fn one_host_down_the_others_are_shown(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    let sh = Shell::new()?;
+    let down = &f.apps[2];
+    th::exec(
+        &sh,
+        &down.name,
+        &["systemctl".into(), "stop".into(), "ssh".into()],
+    )?;
+    ensure!(
+        std::net::TcpStream::connect((down.ip.as_str(), 22)).is_err(),
+        "sshd on {} still answers after it was stopped",
+        down.name
+    );
+    let runs: Vec<(&str, Result<crate::support::Run>)> = ["list", "status", "log"]
+        .into_iter()
+        .map(|c| (c, f.xtask(&["deploy", c])))
+        .collect();
+    th::exec(
+        &sh,
+        &down.name,
+        &["systemctl".into(), "start".into(), "ssh".into()],
+    )?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while down.ssh(&["true"]).is_err() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "sshd on {} did not come back",
+            down.name
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for (what, run) in runs {
+        let run = run?.failed().with_context(|| format!("deploy {what}"))?;
+        let said = run.all();
+        ensure!(
+            said.contains(&down.name) && said.contains("cannot connect"),
+            "deploy {what} does not name the unreachable {} and why:\n{said}",
+            down.name
+        );
+        for m in &f.apps[..2] {
+            ensure!(
+                run.stdout.contains(&m.name),
+                "deploy {what} shows nothing of the reachable {}:\n{said}",
+                m.name
+            );
+        }
+        if what == "list" {
+            eprintln!("      {}", said.trim().replace('\n', "\n      "));
+        }
+    }
+    Ok(())
 }
 
 /// Take the fleet down (the last fleet scenario).

@@ -268,6 +268,11 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(FLEET, fleet::a_failing_host_sends_the_fleet_back),
     scenario!(FLEET, fleet::a_held_lock_stops_everyone),
     scenario!(FLEET, fleet::no_failed_request_through_the_load_balancer),
+    scenario!(FLEET, fleet::a_drifted_fleet_is_reconciled_by_deploy_all),
+    scenario!(FLEET, fleet::the_primary_moves_only_with_setup_server),
+    scenario!(FLEET, fleet::log_reads_every_host),
+    scenario!(FLEET, fleet::status_names_each_host),
+    scenario!(FLEET, fleet::one_host_down_the_others_are_shown),
     // Takes the fleet's machines down: stays last in its group.
     scenario!(FLEET, fleet::down),
     scenario!(UX, ux::masks_and_render),

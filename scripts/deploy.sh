@@ -154,6 +154,9 @@ preflight() {
     for u in $units; do
         sudo -n -l /usr/bin/systemctl restart "$u" >/dev/null 2>&1 ||
             refuse "sudo on $(hostname) does not let $me run 'systemctl restart $u' without a password: install the sudoers drop-in (cargo xtask setup-server) and check with 'sudo -n -l'"
+        # shellcheck disable=SC2046 # the unit and its socket: validated words
+        sudo -n -l /usr/bin/systemctl reset-failed $(reset_targets "$u") >/dev/null 2>&1 ||
+            refuse "sudo on $(hostname) does not let $me run 'systemctl reset-failed $(reset_targets "$u")' (the sudoers drop-in of an older setup-server): run cargo xtask setup-server"
     done
     for u in ${opt_check//,/ } $units; do
         load=$(systemctl show -p LoadState --value "$u" 2>/dev/null || true)

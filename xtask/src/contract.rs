@@ -35,6 +35,21 @@ pub struct Unit {
     pub probe: Option<&'static str>,
     /// Runs on the primary host only (the background worker: one per fleet).
     pub primary_only: bool,
+    /// Has a listening socket of its own (`NAME.socket`), held by systemd across restarts.
+    pub socket: bool,
+}
+
+impl Unit {
+    /// What `systemctl reset-failed` clears before the job restarts the unit: the service and
+    /// its socket (a crash loop of a socket-activated service fails its socket too). One exact
+    /// sudoers line each (`systemd/innercontext-deploy.sudoers`).
+    pub fn reset_targets(&self) -> String {
+        if self.socket {
+            format!("{} {}.socket", self.name, self.name)
+        } else {
+            self.name.to_string()
+        }
+    }
 }
 
 pub const API: Unit = Unit {
@@ -42,22 +57,29 @@ pub const API: Unit = Unit {
     half: Half::Backend,
     probe: Some("http://127.0.0.1:8000/health-check"),
     primary_only: false,
+    socket: true,
 };
 pub const WEB: Unit = Unit {
     name: "innercontext-node",
     half: Half::Frontend,
     probe: Some("http://127.0.0.1:3000/"),
     primary_only: false,
+    socket: true,
 };
 pub const WORKER: Unit = Unit {
     name: "innercontext-pricing-worker",
     half: Half::Backend,
     probe: None,
     primary_only: true,
+    socket: false,
 };
 
 /// Every unit, in the order they are checked (a failure names the first that fails).
 pub const UNITS: [Unit; 3] = [API, WEB, WORKER];
+
+/// Health fails at once when systemd has restarted a unit on its own this many times since the
+/// job restarted it (a crash loop), instead of waiting for the health timeout.
+pub const CRASH_LOOP_RESTARTS: u32 = 2;
 
 /// Paths relative to the deploy root.
 pub mod layout {
@@ -287,6 +309,11 @@ pub fn render_shell() -> String {
         "C_UNITS_PRIMARY_ONLY",
         &words(&mut UNITS.iter().filter(|u| u.primary_only).map(|u| u.name)),
     );
+    var(
+        &mut s,
+        "C_UNITS_WITH_SOCKET",
+        &words(&mut UNITS.iter().filter(|u| u.socket).map(|u| u.name)),
+    );
     for (name, value) in [
         ("C_RELEASES", layout::RELEASES),
         ("C_CURRENT", layout::CURRENT),
@@ -328,6 +355,7 @@ pub fn render_shell() -> String {
         ("C_ASSET_GRACE_SECS", ASSET_GRACE_SECS),
         ("C_CLIENT_GRACE_SECS", CLIENT_GRACE_SECS as i64),
         ("C_JOBS_KEPT", JOBS_KEPT as i64),
+        ("C_CRASH_LOOP_RESTARTS", CRASH_LOOP_RESTARTS as i64),
     ] {
         var(&mut s, name, &value.to_string());
     }
@@ -537,6 +565,25 @@ mod tests {
                 "the deploy scripts spell '{lit}' themselves instead of using contract.sh"
             );
         }
+    }
+
+    #[test]
+    fn the_scripts_reset_what_the_contract_says() {
+        // What deploy-lib.sh clears before a restart is what the sudoers lines allow.
+        for u in UNITS {
+            let out = std::process::Command::new("bash")
+                .args([
+                    "-c",
+                    &format!("{}{LIB_SH}reset_targets \"$1\"", render_shell()),
+                    "t",
+                    u.name,
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), u.reset_targets());
+        }
+        assert_eq!(API.reset_targets(), "innercontext innercontext.socket");
+        assert_eq!(WORKER.reset_targets(), "innercontext-pricing-worker");
     }
 
     #[test]

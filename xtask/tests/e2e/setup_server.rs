@@ -36,12 +36,6 @@ const STEPS: [&str; 11] = [
     "nginx site",
 ];
 
-const SERVICES: [&str; 3] = [
-    "innercontext.service",
-    "innercontext-node.service",
-    "innercontext-pricing-worker.service",
-];
-
 /// A machine to provision and the environment a user would set for it.
 struct Host {
     m: Machine,
@@ -454,19 +448,20 @@ fn check_provisioned(h: &Host) -> Result<()> {
     ensure!(f["uv"].starts_with("uv 0.13.8"), "{}", f["uv"]);
     ensure!(f["sudoers"] == "440 root:root", "sudoers {}", f["sudoers"]);
 
-    // sudo -n -l as innercontext, without a TTY, lists exactly the three restarts and the log
-    // reader.
+    // sudo -n -l as innercontext, without a TTY, lists exactly the three restarts, the three
+    // reset-failed lines (each unit with its socket) and the log reader.
     let listing = h.root("sudo -u innercontext sudo -n -ll </dev/null")?;
     let mut got = sudo_commands(&listing);
     got.sort();
-    let mut want: Vec<String> = SERVICES
+    let units = xtask::contract::UNITS;
+    let mut want: Vec<String> = units
         .iter()
-        .map(|s| {
-            format!(
-                "/usr/bin/systemctl restart {}",
-                s.trim_end_matches(".service")
-            )
-        })
+        .map(|u| format!("/usr/bin/systemctl restart {}", u.name))
+        .chain(
+            units
+                .iter()
+                .map(|u| format!("/usr/bin/systemctl reset-failed {}", u.reset_targets())),
+        )
         .chain(["/usr/local/sbin/innercontext-journal".to_string()])
         .collect();
     want.sort();

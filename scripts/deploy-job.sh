@@ -255,8 +255,8 @@ step_prepare() {
     for unit in "$rel"/systemd/*.service "$rel"/systemd/*.socket; do
         [ -f "$unit" ] || continue
         name=${unit##*/}
-        cmp -s "/etc/systemd/system/$name" "$unit" ||
-            emit warn "/etc/systemd/system/$name differs from the release: run cargo xtask setup-server to install it"
+        cmp -s "$C_UNIT_DIR/$name" "$unit" ||
+            emit warn "$C_UNIT_DIR/$name differs from the release: run cargo xtask setup-server to install it"
     done
     if [ -f "$rel/$C_NGINX_SITE_SOURCE" ]; then
         cmp -s "$C_NGINX_SITE" "$rel/$C_NGINX_SITE_SOURCE" ||

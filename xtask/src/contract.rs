@@ -77,6 +77,14 @@ pub const WORKER: Unit = Unit {
 /// Every unit, in the order they are checked (a failure names the first that fails).
 pub const UNITS: [Unit; 3] = [API, WEB, WORKER];
 
+/// Where setup-server installs the units: in systemd's search path for locally installed
+/// software (Debian 12's systemd reads it), below `/etc/systemd/system`, so an admin's
+/// `systemctl mask` (a link in /etc) works and `systemctl unmask` brings the unit back.
+pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
+/// Where setup-server installed them up to cafb523: a host with units there is set up again
+/// (setup-server moves the ones it installed) before a deploy.
+pub const OLD_UNIT_DIR: &str = "/etc/systemd/system";
+
 /// Health fails at once when systemd has restarted a unit on its own this many times since the
 /// job restarted it (a crash loop), instead of waiting for the health timeout.
 pub const CRASH_LOOP_RESTARTS: u32 = 2;
@@ -283,6 +291,8 @@ pub fn render_shell() -> String {
     var(&mut s, "C_BACKEND_PACKAGE", BACKEND_PACKAGE);
     var(&mut s, "C_DEPLOY_TOOL", DEPLOY_TOOL);
     var(&mut s, "C_JOURNAL_READER", JOURNAL_READER);
+    var(&mut s, "C_UNIT_DIR", UNIT_DIR);
+    var(&mut s, "C_OLD_UNIT_DIR", OLD_UNIT_DIR);
     var(&mut s, "C_UNITS", &words(&mut UNITS.iter().map(|u| u.name)));
     var(
         &mut s,
@@ -559,6 +569,7 @@ mod tests {
             "succeeded",
             "preparing",
             "sites-available",
+            "systemd/system",
         ] {
             assert!(
                 !code.contains(lit),

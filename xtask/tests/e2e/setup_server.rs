@@ -177,7 +177,7 @@ impl Host {
                 echo "$f=$(sha256sum <"$f" | cut -d' ' -f1) $(stat -c '%a %U:%G %i %Y' "$f")"
             done
             for f in /etc/sudoers.d/innercontext-deploy /etc/nginx/sites-available/innercontext \
-                /etc/systemd/system/innercontext*.service /etc/systemd/system/innercontext*.socket \
+                UNIT_DIR/innercontext*.service UNIT_DIR/innercontext*.socket \
                 /home/innercontext/.ssh/authorized_keys /usr/local/bin/node /usr/local/bin/uv \
                 /usr/local/sbin/innercontext-journal; do
                 echo "$f=$(stat -c '%a %U:%G %i %Y' "$f")"
@@ -187,7 +187,9 @@ impl Host {
             echo "nginx_workers=$(pgrep -P "$pid" | sort | tr '\n' ' ')"
             echo "packages=$(dpkg-query -W -f '${Package} ${Version}\n' | sha256sum | cut -c1-16)"
             echo "users=$(getent passwd | sha256sum | cut -c1-16) $(getent group | sha256sum | cut -c1-16)"
-            "#,
+            "#
+            .replace("UNIT_DIR", xtask::contract::UNIT_DIR)
+            .as_str(),
         )
     }
 
@@ -538,13 +540,14 @@ pub fn second_run_changes_nothing(ctx: &mut Ctx) -> Result<()> {
 pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
     let h = Host::provisioned_shared(ctx)?;
     let env_sha = sha256(&h.env.backend_env)?;
-    h.root(
+    h.root(&format!(
         "rm /etc/sudoers.d/innercontext-deploy
-         echo '# drift' >> /etc/systemd/system/innercontext.service
+         echo '# drift' >> {}/innercontext.service
          chmod 0644 /opt/innercontext/shared/backend/.env
          chown root:root /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys
          chmod 0700 /opt/innercontext/shared/frontend",
-    )?;
+        xtask::contract::UNIT_DIR
+    ))?;
     let run = h.setup(&[], &[])?.ok()?;
     run.expect(
         "unchanged",
@@ -585,7 +588,10 @@ pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
     ensure!(run.step_line("backend env").contains("644"), "{}", run.out);
 
     let unit = fs_err::read_to_string(repo().join("systemd/innercontext.service"))?;
-    let remote_unit = h.root("cat /etc/systemd/system/innercontext.service")?;
+    let remote_unit = h.root(&format!(
+        "cat {}/innercontext.service",
+        xtask::contract::UNIT_DIR
+    ))?;
     ensure!(remote_unit == unit, "the unit was not restored");
     let f = h.facts(
         "echo \"env=$(stat -c '%a %U:%G' /opt/innercontext/shared/backend/.env) $(sha256sum </opt/innercontext/shared/backend/.env | cut -d' ' -f1)\"

@@ -735,9 +735,10 @@ installed_earlier() { # FILE NAME ROOT UNIT_ROOT EARLIER
 # The units live in DIR (below /etc/systemd/system, so an admin's `systemctl mask` works).
 # Up to cafb523 setup-server installed them in OLD_DIR: a copy there that it installed (its
 # text is one of EARLIER's, or the one installed now) is removed once the new one is in place,
-# and a unit whose enablement links name the old path is enabled again (links to the new one);
-# a mask (a link to /dev/null there) is lifted, as a deploy needs the unit. Anything else there under a unit's
-# name (an admin's own file) would override the unit: the step stops before any change.
+# and a unit whose enablement links name the old path is enabled again (links to the new
+# one); a mask (a link to /dev/null there) is lifted, as a deploy needs the unit. Anything else
+# there under a unit's name (an admin's own file) would override the unit: the step stops
+# before any change.
 cmd_units() {
     local dir=$1 old_dir=$2 root=$3 unit_root=$4 earlier=$5
     shift 5

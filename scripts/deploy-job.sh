@@ -255,8 +255,8 @@ step_prepare() {
     for unit in "$rel"/systemd/*.service "$rel"/systemd/*.socket; do
         [ -f "$unit" ] || continue
         name=${unit##*/}
-        cmp -s "/etc/systemd/system/$name" "$unit" ||
-            emit warn "/etc/systemd/system/$name differs from the release: run cargo xtask setup-server to install it"
+        cmp -s "$C_UNIT_DIR/$name" "$unit" ||
+            emit warn "$C_UNIT_DIR/$name differs from the release: run cargo xtask setup-server to install it"
     done
     if [ -f "$rel/$C_NGINX_SITE_SOURCE" ]; then
         cmp -s "$C_NGINX_SITE" "$rel/$C_NGINX_SITE_SOURCE" ||
@@ -369,12 +369,18 @@ step_switch() {
 }
 
 # restart UNIT...: in parallel, through the sudoers drop-in; a failure names the unit and what
-# systemd said.
+# systemd said. Each unit's failed state and start counter (and its socket's) are cleared first,
+# so systemd's start limit never decides a deploy or a restore however fast they follow each
+# other; its restart count right after its restart is what health compares with.
 step_restart() {
     local u pids=() failed=""
     for u in "$@"; do
-        # shellcheck disable=SC2024 # the output is ours to read, not root's to write
-        sudo -n /usr/bin/systemctl restart "$u" </dev/null >"$jobdir/restart.$u" 2>&1 &
+        # shellcheck disable=SC2024,SC2046 # our output; the unit and its socket: validated words
+        {
+            sudo -n /usr/bin/systemctl reset-failed $(reset_targets "$u") </dev/null &&
+                sudo -n /usr/bin/systemctl restart "$u" </dev/null &&
+                restart_count "$u" >"$jobdir/base.$u"
+        } >"$jobdir/restart.$u" 2>&1 &
         pids+=("$!")
     done
     for u in "$@"; do
@@ -386,28 +392,33 @@ step_restart() {
     [ -z "$failed" ] || fail "restart failed on $(hostname): ${failed%; }"
 }
 
+# How many times systemd has restarted UNIT on its own (NRestarts).
+restart_count() { # UNIT
+    local n
+    n=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || true)
+    printf '%s\n' "${n:-0}"
+}
+
 # health TIMEOUT_S STABLE_MS UNITS PROBES [MODE]: healthy when every unit has been active for
 # at least STABLE_MS without systemd restarting it, and then every probe answers 2xx; the first
-# failure (in the contract's order: the page needs the API) is the one reported. A unit that
-# crashes and is restarted by systemd counts as a failure until it has been up for STABLE_MS
-# again. Restart counts are compared with what they were when the check began (right after the
-# restart): a manual restart does not always reset systemd's count (not from auto-restart).
-# MODE `any` (a forced rollback while the database cannot be read) counts any HTTP answer of a
-# probe: the process serves, the database is down.
+# failure (in the contract's order: the page needs the API) is the one reported. Restart counts
+# are compared with the ones step_restart read right after each unit's restart (so after its
+# reset-failed; a unit it did not restart: when the check begins). A unit that systemd restarted
+# once counts as a failure until the timeout; one it restarted C_CRASH_LOOP_RESTARTS times (a
+# crash loop), or one that is failed or inactive (it will not come back by itself), fails the
+# check at once. MODE `any` (a forced rollback while the database cannot be read) counts any
+# HTTP answer of a probe: the process serves, the database is down.
 step_health() {
-    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } mode=${5:-strict} deadline bad="" base r u p code
+    local timeout=$1 stable=$2 units=${3//,/ } probes=${4//,/ } mode=${5:-strict} deadline bad="" base="" r u p code
     deadline=$(($(now_ms) + timeout * 1000))
     monotonic_offset=$(monotonic_offset_ms)
-    # shellcheck disable=SC2086 # validated unit names
-    base=$(unit_states $units | awk '{ print $1, $3 }')
+    for u in $units; do
+        base+="$u $(cat "$jobdir/base.$u" 2>/dev/null || restart_count "$u")"$'\n'
+    done
     while :; do
         # shellcheck disable=SC2086 # validated unit names
         r=$(unit_states $units)
-        bad=$(printf '%s\n' "$r" | awk -v stable="$stable" -v base="$base" '
-            BEGIN { n = split(base, b, "\n"); for (i = 1; i <= n; i++) { split(b[i], f, " "); r0[f[1]] = f[2] } }
-            $2 != "active" { print "unit " $1 " is " $2; exit }
-            $3 != r0[$1] { print "unit " $1 " restarted " ($3 - r0[$1]) " time(s) (it crashes)"; exit }
-            $4 < stable { print "unit " $1 " is up for only " $4 "ms"; exit }')
+        bad=$(printf '%s\n' "$r" | health_verdict "$base" "$stable")
         if [ -z "$bad" ]; then
             for p in $probes; do
                 if [ "$mode" = any ]; then
@@ -423,6 +434,7 @@ step_health() {
             done
         fi
         [ -n "$bad" ] || return 0
+        case "$bad" in "at once: "*) break ;; esac
         [ "$(now_ms)" -lt "$deadline" ] || break
         sleep 0.05
     done
@@ -437,7 +449,30 @@ step_health() {
             emit_details "$jobdir/journal.$u" 30
         fi
     done
-    fail "not healthy after ${timeout}s: $bad"
+    case "$bad" in
+        "at once: "*) fail "${bad#at once: }" ;;
+        *) fail "not healthy after ${timeout}s: $bad" ;;
+    esac
+}
+
+# health_verdict BASE STABLE < unit_states lines: what is wrong, '' when the units are fine. A
+# crash loop or a unit that is failed or inactive, in any unit, comes first, as "at once: ...";
+# else the first unit (in order) that is not active, was restarted, or is up too briefly.
+health_verdict() { # BASE STABLE
+    awk -v base="$1" -v stable="$2" -v loop="$C_CRASH_LOOP_RESTARTS" '
+        BEGIN { n = split(base, b, "\n"); for (i = 1; i <= n; i++) { split(b[i], f, " "); r0[f[1]] = f[2] } }
+        {
+            d = $3 - r0[$1]
+            if (now == "" && ($2 == "failed" || $2 == "inactive"))
+                now = "unit " $1 " is " $2 " (systemd will not start it again by itself)"
+            else if (now == "" && d >= loop)
+                now = "unit " $1 " crashes: systemd restarted it " d " times on its own since the deploy restarted it"
+            if (first != "") next
+            if ($2 != "active") first = "unit " $1 " is " $2
+            else if (d != 0) first = "unit " $1 " restarted " d " time(s) (it crashes)"
+            else if ($4 < stable) first = "unit " $1 " is up for only " $4 "ms"
+        }
+        END { if (now != "") print "at once: " now; else if (first != "") print first }'
 }
 
 # Put back what current was before the switch, restart, and check it.

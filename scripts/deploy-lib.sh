@@ -321,6 +321,12 @@ unit_states() {
     done
 }
 
+# The unit and, when it has one, its socket: what the job clears with `systemctl reset-failed`
+# before it restarts the unit (one exact sudoers line per unit, contract.rs reset_targets).
+reset_targets() { # UNIT
+    if in_list "$1" "$C_UNITS_WITH_SOCKET"; then printf '%s %s.socket' "$1" "$1"; else printf '%s' "$1"; fi
+}
+
 # The system's monotonic clock (what systemd's ...Monotonic timestamps count) minus the wall
 # clock, in milliseconds; worked out once per process. Not /proc/uptime: lxcfs gives an LXC
 # container its own uptime there, while systemd's timestamps stay on the kernel's clock.

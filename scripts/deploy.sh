@@ -164,7 +164,7 @@ env_problem() { # PATH FLAG
 
 # Everything a deploy needs, checked before any change; refuses with one line.
 preflight() {
-    local root=$opt_root me problem u load enabled free_mb units role
+    local root=$opt_root me problem u load enabled free_mb units id path names=() role
     me=$(id -un)
     role=$(host_role)
     [ "$role" = "$opt_role" ] ||
@@ -179,18 +179,29 @@ preflight() {
     for u in $units; do
         sudo -n -l /usr/bin/systemctl restart "$u" >/dev/null 2>&1 ||
             refuse "sudo on $(hostname) does not let $me run 'systemctl restart $u' without a password: install the sudoers drop-in (cargo xtask setup-server) and check with 'sudo -n -l'"
+        # shellcheck disable=SC2046 # the unit and its socket: validated words
+        sudo -n -l /usr/bin/systemctl reset-failed $(reset_targets "$u") >/dev/null 2>&1 ||
+            refuse "sudo on $(hostname) does not let $me run 'systemctl reset-failed $(reset_targets "$u")' (the sudoers drop-in of an older setup-server): run cargo xtask setup-server"
     done
     for u in ${opt_check//,/ } $units; do
-        load=$(systemctl show -p LoadState --value "$u" 2>/dev/null || true)
-        enabled=$(systemctl show -p UnitFileState --value "$u" 2>/dev/null || true)
-        case "$load:$enabled" in
-            loaded:enabled | loaded:enabled-runtime | loaded:static | loaded:indirect) ;;
-            masked:* | *:masked*) refuse "unit $u is masked on $(hostname) (systemctl says LoadState=$load): unmask it as root (systemctl unmask $u) or rerun cargo xtask setup-server" ;;
-            not-found:*) refuse "unit $u does not exist on $(hostname): install the units with cargo xtask setup-server" ;;
-            loaded:disabled) refuse "unit $u is disabled on $(hostname): enable it as root (systemctl enable $u) or rerun cargo xtask setup-server" ;;
+        in_list "$u.service" "${names[*]}" || names+=("$u.service")
+        if in_list "$u" "$C_UNITS_WITH_SOCKET" && ! in_list "$u.socket" "${names[*]}"; then names+=("$u.socket"); fi
+    done
+    while read -r id load enabled path; do
+        u=${id%.service}
+        case "$id:$load:$enabled" in
+            *:loaded:enabled | *:loaded:enabled-runtime | *:loaded:static | *:loaded:indirect | *.socket:loaded:*) ;;
+            *:masked:* | *:*:masked*) refuse "unit $u is masked on $(hostname) (systemctl says LoadState=$load): unmask it as root (systemctl unmask $u) or rerun cargo xtask setup-server" ;;
+            *:not-found:*) refuse "unit $u does not exist on $(hostname): install the units with cargo xtask setup-server" ;;
+            *:loaded:disabled) refuse "unit $u is disabled on $(hostname): enable it as root (systemctl enable $u) or rerun cargo xtask setup-server" ;;
             *) refuse "unit $u is not usable on $(hostname) (LoadState=$load, UnitFileState=$enabled): rerun cargo xtask setup-server" ;;
         esac
-    done
+        case "$path" in
+            "$C_UNIT_DIR/$id") ;;
+            "$C_OLD_UNIT_DIR/$id") refuse "unit $id on $(hostname) is installed in $C_OLD_UNIT_DIR, where an older setup-server put it (the units now live in $C_UNIT_DIR, so that systemctl mask works): run cargo xtask setup-server, which moves them" ;;
+            *) refuse "unit $id on $(hostname) is loaded from $path, not from $C_UNIT_DIR where setup-server installs it: move $path away (a change of your own belongs in a drop-in, $path.d/) and run cargo xtask setup-server" ;;
+        esac
+    done < <(unit_files "${names[@]}")
     command -v curl >/dev/null || refuse "curl is missing on $(hostname): run cargo xtask setup-server"
     if [ "$opt_mode" = deploy ] && [ "$opt_scope" != frontend ]; then
         command -v uv >/dev/null || refuse "uv is missing on $(hostname): run cargo xtask setup-server"
@@ -201,6 +212,23 @@ preflight() {
     free_mb=$(df -Pm "$root/$C_RELEASES" | awk 'NR==2 {print $4}')
     [ "$free_mb" -ge "$opt_need_mb" ] ||
         refuse "only ${free_mb} MB free under $root/$C_RELEASES on $(hostname), and this upload needs about ${opt_need_mb} MB (its size plus room for a virtualenv): $(space_advice "$root" "$me")"
+}
+
+# unit_files UNIT...: `ID LOADSTATE UNITFILESTATE FRAGMENTPATH` for each (- for an empty
+# value), from one systemctl call.
+unit_files() {
+    systemctl show -p Id -p LoadState -p UnitFileState -p FragmentPath -- "$@" 2>/dev/null |
+        awk '
+            function flush() {
+                if (id != "") print id, (l == "" ? "-" : l), (e == "" ? "-" : e), (p == "" ? "-" : p)
+                id = l = e = p = ""
+            }
+            /^$/ { flush(); next }
+            /^Id=/ { id = substr($0, 4) }
+            /^LoadState=/ { l = substr($0, 11) }
+            /^UnitFileState=/ { e = substr($0, 15) }
+            /^FragmentPath=/ { p = substr($0, 14) }
+            END { flush() }' || true
 }
 
 # What can free space under the releases now: the failed and abandoned releases (never one a

@@ -19,7 +19,10 @@
 #   journal TEXT                     the log reader /usr/local/sbin/innercontext-journal; the app
 #                                    user leaves systemd-journal
 #   sudoers TEXT                     the sudoers drop-in, validated with visudo before install
-#   units NAME TEXT [NAME TEXT...]   systemd units: install, daemon-reload, enable (no start)
+#   units DIR OLD_DIR ROOT UNIT_ROOT EARLIER NAME TEXT [NAME TEXT...]
+#                                    systemd units into DIR: install, daemon-reload, enable (no
+#                                    start); the copies an earlier setup-server installed in
+#                                    OLD_DIR (EARLIER: their "NAME SHA256" lines) moved
 #   role primary|secondary ROOT UNIT...
 #                                    record the host's role in ROLE_FILE (root's; the deploy
 #                                    probe reads it); a secondary keeps UNIT... (the primary's
@@ -31,7 +34,7 @@
 #                                    it differs from the installed one) in /etc/ssl/innercontext,
 #                                    SNIPPET as /etc/nginx/innercontext.d/tls.conf; nginx -t
 #                                    before the reload, the previous files put back if it fails
-#   verify ROOT UNIT...              rows for the final table (read-only)
+#   verify ROOT DIR UNIT...          rows for the final table (read-only)
 #
 # --check changes nothing and reports what would change.
 #
@@ -723,19 +726,78 @@ sudo_commands() {
              { c = 0 }'
 }
 
+# Whether FILE (in the old unit directory) is a unit text an earlier setup-server installed as
+# NAME: its sha256, with the deploy root put back to the one the repository's units name, is
+# one of EARLIER's "NAME SHA256" lines.
+installed_earlier() { # FILE NAME ROOT UNIT_ROOT EARLIER
+    local text sum
+    text=$(cat -- "$1" && printf x) || return 1
+    text=${text%x}
+    text=${text//"$3/"/"$4/"}
+    sum=$(printf '%s' "$text" | sha256sum | cut -d' ' -f1)
+    grep -qxF -- "$2 $sum" <<<"$5"
+}
+
+# The units live in DIR (below /etc/systemd/system, so an admin's `systemctl mask` works).
+# Up to cafb523 setup-server installed them in OLD_DIR: a copy there that it installed (its
+# text is one of EARLIER's, or the one installed now) is removed once the new one is in place,
+# and a unit whose enablement links name the old path is enabled again (links to the new
+# one); a mask (a link to /dev/null there) is lifted, as a deploy needs the unit. Anything else
+# there under a unit's name (an admin's own file) would override the unit: the step stops
+# before any change.
 cmd_units() {
-    local reload=0 name text target units=() active=() new=() updated=() enable=()
+    local dir=$1 old_dir=$2 root=$3 unit_root=$4 earlier=$5
+    shift 5
+    local reload=0 name text target old k tmp units=() active=() new=() updated=() enable=()
+    local moved=() masked=() foreign=() reenable=() args=("$@")
     while (($#)); do
         name=$1 text=$2
         shift 2
         [[ $name =~ ^innercontext[a-z0-9-]*\.(service|socket|timer)$ ]] || fail "refusing unit name '$name'"
         units+=("$name")
-        target=/etc/systemd/system/$name
+        old=$old_dir/$name
+        k=$(kind "$old")
+        case $k in
+        missing) ;;
+        file)
+            if same_content "$old" "$text" || installed_earlier "$old" "$name" "$root" "$unit_root" "$earlier"; then
+                moved+=("$name")
+            else
+                foreign+=("$old")
+            fi
+            ;;
+        symlink)
+            if [ "$(readlink -- "$old")" = /dev/null ]; then
+                masked+=("$name")
+            else
+                foreign+=("$old (a symlink to $(readlink -- "$old"))")
+            fi
+            ;;
+        *) foreign+=("$old (a $k)") ;;
+        esac
+    done
+    if ((${#foreign[@]})); then
+        fail "${foreign[*]}: not a unit file setup-server installed (it differs from every version it did), and it overrides the unit setup-server installs in $dir: look at it, move it away (a change of your own belongs in a drop-in, $old_dir/NAME.d/*.conf) and run setup-server again; nothing was changed"
+    fi
+    set -- "${args[@]}"
+    if [ ! -d "$dir" ]; then
+        note "mkdir $dir"
+        apply install -d -m 0755 "$dir"
+    fi
+    while (($#)); do
+        name=$1 text=$2
+        shift 2
+        target=$dir/$name
         if ! same_content "$target" "$text"; then
-            if [ -e "$target" ]; then updated+=("$name"); else new+=("$name"); fi
-            if systemctl is-active -q "$name" 2>/dev/null; then active+=("$name"); fi
+            if [ -e "$target" ]; then
+                updated+=("$name")
+            elif ! in_words "$name" "${moved[@]}"; then
+                new+=("$name")
+            fi
+            if systemctl is-active -q "$name" 2>/dev/null && ! same_content "$old_dir/$name" "$text"; then
+                active+=("$name")
+            fi
             if ((CHECK == 0)); then
-                local tmp
                 tmp_beside "$target"
                 tmp=$TMP
                 printf '%s' "$text" >"$tmp"
@@ -751,11 +813,30 @@ cmd_units() {
     done
     if ((${#new[@]})); then note "new ${new[*]}"; fi
     if ((${#updated[@]})); then note "updated ${updated[*]}"; fi
+    for name in "${moved[@]}"; do
+        apply rm -f -- "$old_dir/$name"
+        reload=1
+    done
+    if ((${#moved[@]})); then note "moved ${moved[*]} from $old_dir to $dir (the copies setup-server had installed)"; fi
+    for name in "${masked[@]}"; do
+        note "unmask $name"
+        apply rm -f -- "$old_dir/$name"
+        reload=1
+    done
     if ((reload)); then
         note "daemon-reload"
         apply systemctl daemon-reload
     fi
+    # A unit enabled where it was before: its links name the old path; made again for the new.
     for name in "${units[@]}"; do
+        if links_elsewhere "$name" "$old_dir" "$dir"; then
+            reenable+=("$name")
+            apply systemctl reenable -q "$name"
+        fi
+    done
+    if ((${#reenable[@]})); then note "enabled again where they now are: ${reenable[*]}"; fi
+    for name in "${units[@]}"; do
+        if in_words "$name" "${reenable[@]}"; then continue; fi
         if [ "$(systemctl is-enabled "$name" 2>/dev/null || true)" != enabled ]; then
             enable+=("$name")
             apply systemctl enable -q "$name"
@@ -765,7 +846,25 @@ cmd_units() {
     if ((${#active[@]})); then
         note "running units keep their old definition until the next deploy restarts them: ${active[*]}"
     fi
-    report "${#units[@]} units installed and enabled"
+    report "${#units[@]} units installed in $dir and enabled"
+}
+
+# Whether a link that enables NAME (OLD_DIR/*.wants/NAME, ...) names another file than
+# DIR/NAME: the links an older setup-server made to its copy in OLD_DIR.
+links_elsewhere() { # NAME OLD_DIR DIR
+    local l
+    while IFS= read -r l; do
+        [ "$(readlink -- "$l")" = "$3/$1" ] || return 0
+    done < <(find "$2" -mindepth 2 -maxdepth 2 -type l -name "$1" 2>/dev/null)
+    return 1
+}
+
+# Whether WORD is one of the remaining arguments.
+in_words() { # WORD WORD...
+    local w=$1 x
+    shift
+    for x in "$@"; do [ "$x" = "$w" ] && return 0; done
+    return 1
 }
 
 cmd_nginx() {
@@ -916,8 +1015,8 @@ put_root_file() { # SRC DEST MODE
 row() { printf 'row=%s|%s|%s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' ' ')"; }
 
 cmd_verify() {
-    local root=$1 v ok
-    shift
+    local root=$1 dir=$2 v ok
+    shift 2
     if user_exists; then
         v="$(id "$APP_USER")"
         if in_journal_group; then ok=fail; else ok=ok; fi
@@ -961,14 +1060,20 @@ cmd_verify() {
     v=$(perms "$JOURNAL_WRAPPER" 2>/dev/null || echo missing)
     if [ "$v" = "755 root:root" ] && [ -f "$JOURNAL_WRAPPER" ] && [ ! -L "$JOURNAL_WRAPPER" ]; then ok=ok; else ok=fail; fi
     row "log reader" "$ok" "$JOURNAL_WRAPPER $v"
-    local u states=()
+    local u p states=()
     ok=ok
     for u in "$@"; do
         v=$(systemctl is-enabled "$u" 2>/dev/null || true)
-        states+=("$u ${v:-missing}")
+        p=$(systemctl show -p FragmentPath --value "$u" 2>/dev/null || true)
+        if [ "$p" = "$dir/$u" ]; then
+            states+=("$u ${v:-missing}")
+        else
+            states+=("$u ${v:-missing} but loaded from ${p:-nowhere}")
+            ok=fail
+        fi
         [ "$v" = enabled ] || ok=fail
     done
-    row "units" "$ok" "$(printf '%s, ' "${states[@]}" | sed 's/, $//')"
+    row "units" "$ok" "$dir: $(printf '%s, ' "${states[@]}" | sed 's/, $//')"
     if command -v nginx >/dev/null && v=$(nginx -t 2>&1); then
         local site=ok
         [ "$(readlink /etc/nginx/sites-enabled/innercontext || true)" = /etc/nginx/sites-available/innercontext ] || site=fail

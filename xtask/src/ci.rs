@@ -278,7 +278,8 @@ fn verify_units(sh: &Shell) -> Result<()> {
     let lib = root.join("usr/lib/systemd");
     sh.create_dir(&lib)?;
     cmd!(sh, "cp -a /usr/lib/systemd/system {lib}/").run()?;
-    let units_dir = root.join("etc/systemd/system");
+    // Where setup-server installs them (the scratch root's copy of that path).
+    let units_dir = root.join(crate::contract::UNIT_DIR.trim_start_matches('/'));
     sh.create_dir(&units_dir)?;
     let units = files_with_ext(&crate::project_root().join("systemd"), "service")?;
     let mut targets = Vec::new();

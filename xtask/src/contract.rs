@@ -42,6 +42,21 @@ pub struct Unit {
     pub probe: Option<&'static str>,
     /// Runs on the primary host only (the background worker: one per fleet).
     pub primary_only: bool,
+    /// Has a listening socket of its own (`NAME.socket`), held by systemd across restarts.
+    pub socket: bool,
+}
+
+impl Unit {
+    /// What `systemctl reset-failed` clears before the job restarts the unit: the service and
+    /// its socket (a crash loop of a socket-activated service fails its socket too). One exact
+    /// sudoers line each (`systemd/innercontext-deploy.sudoers`).
+    pub fn reset_targets(&self) -> String {
+        if self.socket {
+            format!("{} {}.socket", self.name, self.name)
+        } else {
+            self.name.to_string()
+        }
+    }
 }
 
 pub const API: Unit = Unit {
@@ -49,22 +64,37 @@ pub const API: Unit = Unit {
     half: Half::Backend,
     probe: Some("http://127.0.0.1:8000/health-check"),
     primary_only: false,
+    socket: true,
 };
 pub const WEB: Unit = Unit {
     name: "innercontext-node",
     half: Half::Frontend,
     probe: Some("http://127.0.0.1:3000/"),
     primary_only: false,
+    socket: true,
 };
 pub const WORKER: Unit = Unit {
     name: "innercontext-pricing-worker",
     half: Half::Backend,
     probe: None,
     primary_only: true,
+    socket: false,
 };
 
 /// Every unit, in the order they are checked (a failure names the first that fails).
 pub const UNITS: [Unit; 3] = [API, WEB, WORKER];
+
+/// Where setup-server installs the units: in systemd's search path for locally installed
+/// software (Debian 12's systemd reads it), below `/etc/systemd/system`, so an admin's
+/// `systemctl mask` (a link in /etc) works and `systemctl unmask` brings the unit back.
+pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
+/// Where setup-server installed them up to cafb523: a host with units there is set up again
+/// (setup-server moves the ones it installed) before a deploy.
+pub const OLD_UNIT_DIR: &str = "/etc/systemd/system";
+
+/// Health fails at once when systemd has restarted a unit on its own this many times since the
+/// job restarted it (a crash loop), instead of waiting for the health timeout.
+pub const CRASH_LOOP_RESTARTS: u32 = 2;
 
 /// Paths relative to the deploy root.
 pub mod layout {
@@ -270,6 +300,8 @@ pub fn render_shell() -> String {
     var(&mut s, "C_JOURNAL_READER", JOURNAL_READER);
     var(&mut s, "C_ROLE_FILE", ROLE_FILE);
     var(&mut s, "C_ROLES", &ROLES.join(" "));
+    var(&mut s, "C_UNIT_DIR", UNIT_DIR);
+    var(&mut s, "C_OLD_UNIT_DIR", OLD_UNIT_DIR);
     var(&mut s, "C_UNITS", &words(&mut UNITS.iter().map(|u| u.name)));
     var(
         &mut s,
@@ -295,6 +327,11 @@ pub fn render_shell() -> String {
         &mut s,
         "C_UNITS_PRIMARY_ONLY",
         &words(&mut UNITS.iter().filter(|u| u.primary_only).map(|u| u.name)),
+    );
+    var(
+        &mut s,
+        "C_UNITS_WITH_SOCKET",
+        &words(&mut UNITS.iter().filter(|u| u.socket).map(|u| u.name)),
     );
     for (name, value) in [
         ("C_RELEASES", layout::RELEASES),
@@ -337,6 +374,7 @@ pub fn render_shell() -> String {
         ("C_ASSET_GRACE_SECS", ASSET_GRACE_SECS),
         ("C_CLIENT_GRACE_SECS", CLIENT_GRACE_SECS as i64),
         ("C_JOBS_KEPT", JOBS_KEPT as i64),
+        ("C_CRASH_LOOP_RESTARTS", CRASH_LOOP_RESTARTS as i64),
     ] {
         var(&mut s, name, &value.to_string());
     }
@@ -540,6 +578,7 @@ mod tests {
             "succeeded",
             "preparing",
             "sites-available",
+            "systemd/system",
         ] {
             assert!(
                 !code.contains(lit),
@@ -556,6 +595,25 @@ mod tests {
         }
         assert_eq!(HostRole::Primary.name(), ROLES[0]);
         assert_eq!(HostRole::Secondary.name(), ROLES[1]);
+    }
+
+    #[test]
+    fn the_scripts_reset_what_the_contract_says() {
+        // What deploy-lib.sh clears before a restart is what the sudoers lines allow.
+        for u in UNITS {
+            let out = std::process::Command::new("bash")
+                .args([
+                    "-c",
+                    &format!("{}{LIB_SH}reset_targets \"$1\"", render_shell()),
+                    "t",
+                    u.name,
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), u.reset_targets());
+        }
+        assert_eq!(API.reset_targets(), "innercontext innercontext.socket");
+        assert_eq!(WORKER.reset_targets(), "innercontext-pricing-worker");
     }
 
     #[test]

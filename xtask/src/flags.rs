@@ -321,17 +321,20 @@ pub enum BenchPhase {
     Releases,
     /// The incremental deploy with 20,000 more files in the backend.
     Files,
+    /// A release whose API crashes at import: from the job's restart to the named crash loop.
+    Crash,
     /// Deploy and rollback of fleets of `--hosts` app machines behind a load balancer.
     Hosts,
 }
 
 impl BenchPhase {
-    pub const ALL: [BenchPhase; 6] = [
+    pub const ALL: [BenchPhase; 7] = [
         BenchPhase::Deploys,
         BenchPhase::Load,
         BenchPhase::Checks,
         BenchPhase::Releases,
         BenchPhase::Files,
+        BenchPhase::Crash,
         BenchPhase::Hosts,
     ];
     pub fn name(self) -> &'static str {
@@ -341,6 +344,7 @@ impl BenchPhase {
             BenchPhase::Checks => "checks",
             BenchPhase::Releases => "releases",
             BenchPhase::Files => "files",
+            BenchPhase::Crash => "crash",
             BenchPhase::Hosts => "hosts",
         }
     }
@@ -587,6 +591,7 @@ Phases (default: all):
   checks     deploys with local checks (new tree, same tree again) and the checks alone
   releases   the incremental deploy and list with 50 more releases on the server
   files      the incremental deploy with 20,000 more files (500 MB) in the backend
+  crash      a release whose API crashes at import: the job's restart to the named crash loop
   hosts      fleets of app machines behind a load balancer on this host (nginx): rolling
              deploy all and rollback, ssh handshakes per host, failed requests (own table)
 
@@ -1755,7 +1760,7 @@ mod tests {
         }
         assert!(err(&["bench", "--runs", "0"]).contains("invalid --runs"));
         assert!(err(&["bench", "--only", "lan"]).contains("valid: deploys, load, checks"));
-        assert!(err(&["bench", "--only", "lan"]).contains("files, hosts"));
+        assert!(err(&["bench", "--only", "lan"]).contains("files, crash, hosts"));
         assert!(err(&["bench", "--lan-only"]).contains("--lan-only"));
     }
 

@@ -12,6 +12,7 @@
 //! Fleets are the hosts phase ([`fleet`], `--hosts`): machines of their own, booted after the
 //! other phases' machines are down, and a table of their own.
 
+pub mod crash;
 mod fleet;
 mod fleet_table;
 mod load;
@@ -359,6 +360,18 @@ impl Bencher {
                 }
             }
         }
+        if b.wants(BenchPhase::Crash) {
+            for round in 1..=b.runs {
+                interrupt::check()?;
+                let what = format!(
+                    "crash loop {round}/{}: xtask deploy of an API that crashes at import",
+                    b.runs
+                );
+                let (secs, done) = ui::step(&what, || crash::measure(&self.xtask, round))?;
+                m.push_handshakes(Kind::Xtask, &done)?;
+                m.push(Key::CrashNamed, Kind::Xtask, secs)?;
+            }
+        }
         Ok(())
     }
 
@@ -663,6 +676,14 @@ const ROWS: &[RowSpec] = &[
         Floor::Exactly(0),
     ),
     (
+        Key::CrashNamed,
+        Some(BenchPhase::Crash),
+        "crash-looping API named (restart to failure)",
+        Unit::Secs,
+        Target::Max(5.0),
+        Floor::None,
+    ),
+    (
         Key::Handshakes,
         None,
         "ssh handshakes per command",
@@ -684,7 +705,7 @@ impl Measurements {
                 let mut row = Row::new(key, label, unit, target, floor);
                 if phase.is_some() {
                     row.want_xtask = runs;
-                    row.want_baseline = if key == Key::ChecksAlone { 0 } else { runs };
+                    row.want_baseline = if key.xtask_only() { 0 } else { runs };
                 }
                 row
             })

@@ -47,6 +47,8 @@ pub enum Op {
     ParallelRollback,
     /// Back to a named release (xtask only: undoes a measured rollback, not measured itself).
     RollbackTo(String),
+    /// `deploy backend` of a release that must fail (xtask only: the crash phase).
+    FailingBackend,
     List,
 }
 
@@ -61,6 +63,7 @@ impl Op {
             Op::ParallelDeploy => "deploy --parallel",
             Op::ParallelRollback => "rollback --parallel",
             Op::RollbackTo(_) => "rollback to the newest",
+            Op::FailingBackend => "failing backend deploy",
             Op::List => "list",
         }
     }
@@ -74,6 +77,7 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Xtask, Op::RedeployBackend) => {
             vec!["deploy", "backend", "--redeploy", "--skip-local-checks"]
         }
+        (Kind::Xtask, Op::FailingBackend) => vec!["deploy", "backend", "--skip-local-checks"],
         (Kind::Xtask, Op::Rollback) => vec!["deploy", "rollback"],
         (Kind::Xtask, Op::ParallelDeploy) => {
             vec!["deploy", "all", "--skip-local-checks", "--parallel"]
@@ -84,7 +88,7 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks | Op::ParallelDeploy) => {
             vec![BASELINE, "all"]
         }
-        (Kind::Baseline, Op::RedeployBackend) => vec![BASELINE, "backend"],
+        (Kind::Baseline, Op::RedeployBackend | Op::FailingBackend) => vec![BASELINE, "backend"],
         (Kind::Baseline, Op::Rollback | Op::RollbackTo(_) | Op::ParallelRollback) => {
             vec![BASELINE, "rollback"]
         }
@@ -151,7 +155,8 @@ impl Side {
         Ok(cmd)
     }
 
-    /// Run an operation; its wall time, output and ssh handshakes. A failure is an error.
+    /// Run an operation; its wall time, output and ssh handshakes. A failure is an error (and
+    /// so is a success of [`Op::FailingBackend`]).
     pub fn run(&self, op: &Op) -> Result<Done> {
         let before = self.all_logins()?;
         let mut cmd = self.command(op)?;
@@ -165,7 +170,11 @@ impl Side {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        if !out.status.success() {
+        if *op == Op::FailingBackend {
+            if out.status.success() {
+                bail!("the deploy of a release that must fail succeeded:\n{output}");
+            }
+        } else if !out.status.success() {
             bail!(
                 "{} '{}' on {} failed ({}):\n{output}",
                 self.kind.name(),

@@ -99,10 +99,16 @@ pub enum Key {
     FailedDeploy,
     RequestsRollback,
     FailedRollback,
+    CrashNamed,
     Handshakes,
 }
 
 impl Key {
+    /// A row only the xtask has (the baseline does nothing of the kind).
+    pub fn xtask_only(self) -> bool {
+        matches!(self, Key::ChecksAlone | Key::CrashNamed)
+    }
+
     /// How a target refers to this row.
     pub fn short(self) -> &'static str {
         match self {
@@ -121,6 +127,7 @@ impl Key {
             Key::FailedDeploy => "failed, deploy",
             Key::RequestsRollback => "requests, rollback",
             Key::FailedRollback => "failed, rollback",
+            Key::CrashNamed => "crash loop named",
             Key::Handshakes => "handshakes",
         }
     }

@@ -86,11 +86,19 @@ pub fn sudoers_call(text: &str) -> Call {
     call("sudoers", [text.to_string()])
 }
 
-pub fn units_call(units: &[(String, String)]) -> Call {
-    call(
-        "units",
-        units.iter().flat_map(|(n, t)| [n.clone(), t.clone()]),
-    )
+/// The units into [`crate::contract::UNIT_DIR`]; the copies an earlier setup-server installed
+/// in [`crate::contract::OLD_UNIT_DIR`] (known by [`super::earlier`]) move there. `root`: the
+/// deploy root the texts were rendered for.
+pub fn units_call(root: &str, units: &[(String, String)]) -> Call {
+    let mut args = vec![
+        crate::contract::UNIT_DIR.to_string(),
+        crate::contract::OLD_UNIT_DIR.to_string(),
+        root.to_string(),
+        super::UNIT_ROOT.to_string(),
+        super::earlier::lines(),
+    ];
+    args.extend(units.iter().flat_map(|(n, t)| [n.clone(), t.clone()]));
+    call("units", args)
 }
 
 pub fn nginx_call(text: &str) -> Call {
@@ -165,7 +173,7 @@ pub fn role_call(role: crate::config::HostRole, root: &str) -> Call {
 }
 
 pub fn verify_call(root: &str, units: &[(String, String)]) -> Call {
-    let mut args = vec![root.to_string()];
+    let mut args = vec![root.to_string(), crate::contract::UNIT_DIR.to_string()];
     args.extend(units.iter().map(|(n, _)| n.clone()));
     call("verify", args)
 }
@@ -208,7 +216,12 @@ mod tests {
         // Read-only calls never take --check.
         assert_eq!(
             checked(&verify_call("/opt/ic", &[("a.service".into(), "x".into())])).argv(),
-            vec!["verify", "/opt/ic", "a.service"]
+            vec![
+                "verify",
+                "/opt/ic",
+                "/usr/local/lib/systemd/system",
+                "a.service"
+            ]
         );
         // What a real shell makes of the line is the argv.
         let out = std::process::Command::new("sh")
@@ -284,7 +297,7 @@ mod tests {
                 key_sha256: String::new(),
                 redirect: false,
             }),
-            units_call(&[]),
+            units_call("/r", &[]),
             nginx_call(""),
             role_call(crate::config::HostRole::Secondary, "/r"),
             verify_call("/r", &[]),

@@ -27,6 +27,7 @@ use crate::ssh::Session;
 use crate::{interrupt, tools, ui};
 
 pub mod calls;
+pub mod earlier;
 pub mod facts;
 pub mod inputs;
 pub mod target;
@@ -248,7 +249,7 @@ fn provision(
     // 5. The log reader, sudoers, then 6. units and nginx.
     target.step("journal access", &journal_call(JOURNAL_WRAPPER), None)?;
     target.step("sudoers", &sudoers_call(&inputs.sudoers), None)?;
-    target.step("systemd units", &units_call(&inputs.units), None)?;
+    target.step("systemd units", &units_call(&cfg.root, &inputs.units), None)?;
     let role = role_to_record(host, facts.role);
     target.step("role", &role_call(role, &cfg.root), None)?;
     target.step("nginx site", &nginx_call(&inputs.nginx), None)?;

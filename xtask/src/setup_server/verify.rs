@@ -118,15 +118,16 @@ mod tests {
     #[test]
     fn the_sudoers_source_grants_the_restarts_and_the_log_reader_only() {
         let cmds = sudoers_commands(&inputs().sudoers);
-        let mut want: Vec<String> = crate::setup_server::services()
+        let units = crate::contract::UNITS;
+        let mut want: Vec<String> = units
             .iter()
-            .map(|s| {
-                format!(
-                    "/usr/bin/systemctl restart {}",
-                    s.trim_end_matches(".service")
-                )
-            })
+            .map(|u| format!("/usr/bin/systemctl restart {}", u.name))
             .collect();
+        want.extend(
+            units
+                .iter()
+                .map(|u| format!("/usr/bin/systemctl reset-failed {}", u.reset_targets())),
+        );
         want.push(crate::setup_server::JOURNAL_WRAPPER_PATH.to_string());
         assert_eq!(cmds, want);
     }

@@ -1149,6 +1149,7 @@ pub fn security_properties(ctx: &mut Ctx) -> Result<()> {
     for cmd in sudo {
         ensure!(
             cmd.starts_with("/usr/bin/systemctl restart innercontext")
+                || cmd.starts_with("/usr/bin/systemctl reset-failed innercontext")
                 || cmd.starts_with("/usr/bin/systemctl is-active innercontext"),
             "sudo ran {cmd}"
         );

@@ -24,6 +24,7 @@ mod faults;
 mod fleet;
 mod harness;
 mod lifecycle;
+mod restarts;
 mod security;
 mod setup_server;
 mod support;
@@ -105,6 +106,12 @@ pub const FAULTS: Group = Group {
     name: "faults",
     tag: 'f',
 };
+/// Restarts: systemd's start limit under retried deploys, crash loops, masks, the units' place
+/// (it provisions its host by hand as an older setup-server did, so it has machines of its own).
+pub const RESTARTS: Group = Group {
+    name: "restarts",
+    tag: 'r',
+};
 /// The web front across deploys: static files, headers, old assets, a real browser.
 pub const WEB: Group = Group {
     name: "web",
@@ -129,8 +136,8 @@ pub const DEMO: Group = Group {
 
 /// Every group, in the order they start: the longest first.
 pub const GROUPS: &[&Group] = &[
-    &MATRIX, &LINKS, &FLEET, &WEB, &LIFECYCLE, &FAULTS, &DEPLOY, &UX, &SECURITY, &SETUP, &HOST,
-    &DEMO,
+    &MATRIX, &LINKS, &FLEET, &WEB, &LIFECYCLE, &FAULTS, &RESTARTS, &DEPLOY, &UX, &SECURITY, &SETUP,
+    &HOST, &DEMO,
 ];
 
 /// A registered scenario.
@@ -264,6 +271,11 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(FAULTS, faults::bad_input_is_refused),
     scenario!(FAULTS, faults::bad_remote_state_is_refused),
     scenario!(FAULTS, faults::security_properties),
+    scenario!(RESTARTS, restarts::masked_unit_advice_works),
+    scenario!(RESTARTS, restarts::crash_loop_is_named_at_once),
+    scenario!(RESTARTS, restarts::failing_deploys_back_to_back_roll_back),
+    scenario!(RESTARTS, restarts::good_deploys_back_to_back_succeed),
+    scenario!(RESTARTS, restarts::old_host_is_migrated),
     scenario!(FLEET, fleet::deploys_and_rolls_back_as_one),
     scenario!(FLEET, fleet::a_failing_host_sends_the_fleet_back),
     scenario!(FLEET, fleet::a_held_lock_stops_everyone),
@@ -304,6 +316,7 @@ pub struct Ctx {
     pub scratch: Option<xtask::scratch::Scratch>,
     pub fault_scratch: Option<xtask::scratch::Scratch>,
     pub lifecycle_scratch: Option<xtask::scratch::Scratch>,
+    pub restarts_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
 }
@@ -317,6 +330,7 @@ impl Ctx {
             scratch: None,
             fault_scratch: None,
             lifecycle_scratch: None,
+            restarts_scratch: None,
             fleet: None,
             web_scratch: None,
         })

@@ -36,12 +36,6 @@ const STEPS: [&str; 11] = [
     "nginx site",
 ];
 
-const SERVICES: [&str; 3] = [
-    "innercontext.service",
-    "innercontext-node.service",
-    "innercontext-pricing-worker.service",
-];
-
 /// A machine to provision and the environment a user would set for it.
 struct Host {
     m: Machine,
@@ -183,7 +177,7 @@ impl Host {
                 echo "$f=$(sha256sum <"$f" | cut -d' ' -f1) $(stat -c '%a %U:%G %i %Y' "$f")"
             done
             for f in /etc/sudoers.d/innercontext-deploy /etc/nginx/sites-available/innercontext \
-                /etc/systemd/system/innercontext*.service /etc/systemd/system/innercontext*.socket \
+                UNIT_DIR/innercontext*.service UNIT_DIR/innercontext*.socket \
                 /home/innercontext/.ssh/authorized_keys /usr/local/bin/node /usr/local/bin/uv \
                 /usr/local/sbin/innercontext-journal; do
                 echo "$f=$(stat -c '%a %U:%G %i %Y' "$f")"
@@ -193,7 +187,9 @@ impl Host {
             echo "nginx_workers=$(pgrep -P "$pid" | sort | tr '\n' ' ')"
             echo "packages=$(dpkg-query -W -f '${Package} ${Version}\n' | sha256sum | cut -c1-16)"
             echo "users=$(getent passwd | sha256sum | cut -c1-16) $(getent group | sha256sum | cut -c1-16)"
-            "#,
+            "#
+            .replace("UNIT_DIR", xtask::contract::UNIT_DIR)
+            .as_str(),
         )
     }
 
@@ -454,19 +450,20 @@ fn check_provisioned(h: &Host) -> Result<()> {
     ensure!(f["uv"].starts_with("uv 0.13.8"), "{}", f["uv"]);
     ensure!(f["sudoers"] == "440 root:root", "sudoers {}", f["sudoers"]);
 
-    // sudo -n -l as innercontext, without a TTY, lists exactly the three restarts and the log
-    // reader.
+    // sudo -n -l as innercontext, without a TTY, lists exactly the three restarts, the three
+    // reset-failed lines (each unit with its socket) and the log reader.
     let listing = h.root("sudo -u innercontext sudo -n -ll </dev/null")?;
     let mut got = sudo_commands(&listing);
     got.sort();
-    let mut want: Vec<String> = SERVICES
+    let units = xtask::contract::UNITS;
+    let mut want: Vec<String> = units
         .iter()
-        .map(|s| {
-            format!(
-                "/usr/bin/systemctl restart {}",
-                s.trim_end_matches(".service")
-            )
-        })
+        .map(|u| format!("/usr/bin/systemctl restart {}", u.name))
+        .chain(
+            units
+                .iter()
+                .map(|u| format!("/usr/bin/systemctl reset-failed {}", u.reset_targets())),
+        )
         .chain(["/usr/local/sbin/innercontext-journal".to_string()])
         .collect();
     want.sort();
@@ -543,13 +540,14 @@ pub fn second_run_changes_nothing(ctx: &mut Ctx) -> Result<()> {
 pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
     let h = Host::provisioned_shared(ctx)?;
     let env_sha = sha256(&h.env.backend_env)?;
-    h.root(
+    h.root(&format!(
         "rm /etc/sudoers.d/innercontext-deploy
-         echo '# drift' >> /etc/systemd/system/innercontext.service
+         echo '# drift' >> {}/innercontext.service
          chmod 0644 /opt/innercontext/shared/backend/.env
          chown root:root /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys
          chmod 0700 /opt/innercontext/shared/frontend",
-    )?;
+        xtask::contract::UNIT_DIR
+    ))?;
     let run = h.setup(&[], &[])?.ok()?;
     run.expect(
         "unchanged",
@@ -590,7 +588,10 @@ pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
     ensure!(run.step_line("backend env").contains("644"), "{}", run.out);
 
     let unit = fs_err::read_to_string(repo().join("systemd/innercontext.service"))?;
-    let remote_unit = h.root("cat /etc/systemd/system/innercontext.service")?;
+    let remote_unit = h.root(&format!(
+        "cat {}/innercontext.service",
+        xtask::contract::UNIT_DIR
+    ))?;
     ensure!(remote_unit == unit, "the unit was not restored");
     let f = h.facts(
         "echo \"env=$(stat -c '%a %U:%G' /opt/innercontext/shared/backend/.env) $(sha256sum </opt/innercontext/shared/backend/.env | cut -d' ' -f1)\"

@@ -54,8 +54,12 @@ run_step() {
     local name=$1 label=$2 start status=0 pid
     shift 2
     rm -f "$jobdir/step.error"
-    start=$(now_ms)
     printf '%s' "$name" >"$lock/phase"
+    if ! test_pause "$name"; then
+        finish_with "$stop_result" "$stop_reason; stopped before $name; current was not touched"
+        exit 0
+    fi
+    start=$(now_ms)
     emit step "$name" start "$label"
     "$@" &
     pid=$!
@@ -78,8 +82,26 @@ client_gone() {
     [ $(($(now_s) - last)) -ge "$C_CLIENT_GRACE_SECS" ]
 }
 
+# Whether the client asked the job to stop or went silent ($stop_result and $stop_reason say
+# which).
+stop_asked() {
+    if [ -e "$lock/msg/abort" ]; then
+        stop_reason=$(head -c 300 "$lock/msg/abort")
+        stop_result=${stop_reason%%:*}
+        in_list "$stop_result" "interrupted failed refused" || stop_result=interrupted
+        stop_reason=${stop_reason#*: }
+        return 0
+    fi
+    if client_gone; then
+        stop_result=interrupted
+        stop_reason="the deployer fell silent for ${C_CLIENT_GRACE_SECS}s (killed, or its connection lost)"
+        return 0
+    fi
+    return 1
+}
+
 # await_msg NAME...: returns 0 when one of the messages arrived (its name in $got); 1 when the
-# client aborted or went silent ($stop_result and $stop_reason say which).
+# client aborted or went silent (see stop_asked).
 await_msg() {
     local m _
     while :; do
@@ -89,18 +111,23 @@ await_msg() {
                 return 0
             fi
         done
-        if [ -e "$lock/msg/abort" ]; then
-            stop_reason=$(head -c 300 "$lock/msg/abort")
-            stop_result=${stop_reason%%:*}
-            in_list "$stop_result" "interrupted failed refused" || stop_result=interrupted
-            stop_reason=${stop_reason#*: }
-            return 1
-        fi
-        if client_gone; then
-            stop_result=interrupted
-            stop_reason="the deployer fell silent for ${C_CLIENT_GRACE_SECS}s (killed, or its connection lost)"
-            return 1
-        fi
+        ! stop_asked || return 1
+        read -r -t 1 -u 6 _ || true
+    done
+}
+
+# Test hook (plan key pause_at, the deployer's INNERCONTEXT_TEST_PAUSE_AT): when step STEP is
+# about to start, write $lock/paused (holding the step) and wait while it exists. Before the
+# checks passed (seed, prepare) an abort or a silent client still stops the job (returns 1).
+test_pause() { # STEP
+    local _
+    [ -n "$opt_pause_at" ] && [ "$opt_pause_at" = "$1" ] || return 0
+    printf '%s\n' "$1" >"$lock/paused"
+    emit info "paused before $1 (test hook): remove $lock/paused to go on"
+    while [ -e "$lock/paused" ]; do
+        case "$1" in
+            seed | prepare) ! stop_asked || return 1 ;;
+        esac
         read -r -t 1 -u 6 _ || true
     done
 }
@@ -700,6 +727,7 @@ job_record() {
         reason="the deploy job stopped unexpectedly (exit $status${job_line:+, line $job_line}); current is $(current_link "$root")"
     fi
     printf 'record' >"$lock/phase" 2>/dev/null
+    test_pause record
     start=$(now_ms)
     emit step record start "record the result and unlock"
     revision=$(getv revision -)

@@ -240,6 +240,7 @@ validate_plan() {
     check_digits need_mb "$opt_need_mb"
     check_names "$opt_prune"
     check_digits asset_grace "$opt_asset_grace"
+    [ -z "$opt_pause_at" ] || check_one_of pause_at "$opt_pause_at" "$C_STEPS"
 }
 
 # The lock is ours: is the server still what the deployer planned against?

@@ -197,6 +197,8 @@ pub const PLAN_KEYS: &[&str] = &[
     "need_mb",
     "prune",
     "asset_grace",
+    // Test hook (INNERCONTEXT_TEST_PAUSE_AT): a step (one of STEPS) the job pauses before.
+    "pause_at",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.

@@ -49,8 +49,33 @@ struct Paused {
     pid: u32,
 }
 
+/// The token of the lock on the server ('' when there is none).
+fn lock_token(site: &Site) -> Result<String> {
+    Ok(site
+        .sh(&format!(
+            "sed -n 's/^token=//p' {ROOT}/.deploy.lock/info 2>/dev/null || true"
+        ))?
+        .trim()
+        .to_string())
+}
+
+/// A scenario starts on a quiet server: no job runs, and a lock an earlier scenario's failure
+/// left behind is removed (with `deploy unlock`, saying so).
+fn fresh(site: &Site, s: &Scratch) -> Result<()> {
+    if wait_quiet(site, Duration::from_secs(60)).is_err() && site.locked()? {
+        let run = site.xtask(&s.dir, &["deploy", "unlock", "--yes"])?;
+        println!(
+            "(a lock left by an earlier scenario was removed:\n{})",
+            run.all()
+        );
+    }
+    wait_quiet(site, Duration::from_secs(60))
+}
+
 /// Start `deploy ARGS` with the job told to pause before `step`, and wait until it does.
 fn paused(site: &Site, s: &Scratch, step: &str, args: &[&str]) -> Result<Paused> {
+    fresh(site, s)?;
+    let earlier = lock_token(site)?;
     let log = s.sidecar(&format!("paused-{step}.log"));
     let mut cmd = site.command(&s.dir, args);
     cmd.env("INNERCONTEXT_TEST_PAUSE_AT", step);
@@ -60,7 +85,7 @@ fn paused(site: &Site, s: &Scratch, step: &str, args: &[&str]) -> Result<Paused>
         let at = site.sh(&format!(
             "cat {ROOT}/.deploy.lock/paused 2>/dev/null || true"
         ))?;
-        if at.trim() == step {
+        if at.trim() == step && lock_token(site)? != earlier {
             break;
         }
         if let Some(status) = bg.child.try_wait()? {
@@ -299,6 +324,7 @@ pub fn a_job_killed_after_the_switch_is_never_restored_to(ctx: &mut Ctx) -> Resu
 pub fn two_deploys_at_once_never_call_a_live_lock_stale(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = scratch(ctx)?;
+    fresh(&site, s)?;
     change(s, "two at once")?;
     let from = log_len(&site)?;
     let gate = s.sidecar("gate");

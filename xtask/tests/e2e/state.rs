@@ -320,13 +320,31 @@ pub fn a_job_killed_after_the_switch_is_never_restored_to(ctx: &mut Ctx) -> Resu
 
 /// Two deploys let go at the same moment: the loser is refused because the winner's job holds
 /// the lock, and it is never told STALE or to unlock; its deploy.log line names no release
-/// (`-`: it made none).
+/// (`-`: it made none). Meanwhile a watcher on the server looks at the lock in a tight loop, as
+/// a probe does: a visible lock always has a live holder (no window between the lock and its
+/// flock).
 pub fn two_deploys_at_once_never_call_a_live_lock_stale(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = scratch(ctx)?;
     fresh(&site, s)?;
     change(s, "two at once")?;
     let from = log_len(&site)?;
+    let lock = format!("{ROOT}/.deploy.lock");
+    site.sh("touch /tmp/e2e-lockwatch")?;
+    let watcher = format!(
+        "runuser -u innercontext -- bash -c 'L={lock}; seen=0; dead=0; end=$((SECONDS + 300)); \
+         while [ -e /tmp/e2e-lockwatch ] && [ $SECONDS -lt $end ]; do \
+           if [ ! -d $L ]; then sleep 0.002; continue; fi; seen=$((seen + 1)); \
+           if [ -f $L/job.lock ] && ! flock -n -s $L/job.lock true; then continue; fi; \
+           [ -d $L ] && dead=$((dead + 1)); \
+         done; echo seen=$seen dead=$dead'"
+    );
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.args(
+        site.app
+            .ssh_args(None, &["bash".into(), "-c".into(), watcher]),
+    );
+    let watch = Background::start(cmd, &s.sidecar("lockwatch.log"))?;
     let gate = s.sidecar("gate");
     fs_err::write(&gate, "")?;
     let start = |n: usize| -> Result<Background> {
@@ -346,6 +364,17 @@ pub fn two_deploys_at_once_never_call_a_live_lock_stale(ctx: &mut Ctx) -> Result
     waited?;
     let (sa, oa) = a.wait(Duration::from_secs(300))?;
     let (sb, ob) = b.wait(Duration::from_secs(300))?;
+    site.sh("rm -f /tmp/e2e-lockwatch")?;
+    let (_, seen) = watch.wait(Duration::from_secs(60))?;
+    let count = |k: &str| -> Option<u64> {
+        seen.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|n| n.parse().ok())
+    };
+    ensure!(
+        count("seen=").is_some_and(|n| n > 0) && count("dead=") == Some(0),
+        "a watcher saw the lock of a running deploy without a live holder (what a probe calls STALE): {seen}"
+    );
     let (winner, loser) = match (sa.success(), sb.success()) {
         (true, false) => (oa, ob),
         (false, true) => (ob, oa),
@@ -450,9 +479,9 @@ pub fn a_shutdown_before_the_switch_stops_the_job(ctx: &mut Ctx) -> Result<()> {
 /// Fill the filesystem of `dir` on the app machine (as root) and prove it is full.
 fn fill_disk(site: &Site, dir: &str) -> Result<()> {
     let out = site.sh(&format!(
-        "set -e; f={dir}/.e2e-filler; a=$(df -B1 --output=avail {dir} | tail -n 1); \
+        "set -e; f={dir}/.e2e-filler; a=$(df -B1 --output=avail {dir} | tail -n 1 | tr -d ' '); \
          fallocate -l \"$a\" $f.1 || true; dd if=/dev/zero of=$f.2 bs=4k 2>/dev/null || true; \
-         echo avail=$(df -B1 --output=avail {dir} | tail -n 1); \
+         echo avail=$(df -B1 --output=avail {dir} | tail -n 1 | tr -d ' '); \
          if runuser -u innercontext -- bash -c 'printf x >{dir}/.e2e-probe' 2>/dev/null; then echo write=ok; else echo write=failed; fi; \
          rm -f {dir}/.e2e-probe"
     ))?;

@@ -123,9 +123,11 @@ fn paused(site: &Site, s: &Scratch, step: &str, args: &[&str]) -> Result<Paused>
 }
 
 /// Let a paused job go on (as the app user: root never writes into the app's directories).
+/// The marker is renamed away, not removed: removing it would free the space it takes, and a
+/// full disk must stay full.
 fn resume(site: &Site) -> Result<()> {
     site.sh(&format!(
-        "runuser -u innercontext -- rm -f {ROOT}/.deploy.lock/paused"
+        "runuser -u innercontext -- mv -T {ROOT}/.deploy.lock/paused {ROOT}/.deploy.lock/resumed"
     ))?;
     Ok(())
 }
@@ -232,7 +234,10 @@ pub fn a_job_killed_in_prepare_is_taken_over(ctx: &mut Ctx) -> Result<()> {
         line.contains(&token) && line.contains("prepare") && line.contains("failed"),
         "the takeover line does not say which job, the step it died in, and what became of its release: {line}"
     );
-    ensure!(!out.contains("unlock"), "{out}");
+    ensure!(
+        !out.contains("deploy unlock"),
+        "the takeover advises an unlock:\n{out}"
+    );
     ensure!(
         site.state(&release)? == "failed",
         "the dead job's release {release} is {}",
@@ -385,7 +390,7 @@ pub fn two_deploys_at_once_never_call_a_live_lock_stale(ctx: &mut Ctx) -> Result
         "the loser was not refused for a running job:\n{loser}\n--- winner:\n{winner}"
     );
     ensure!(
-        !loser.contains("STALE") && !loser.contains("unlock"),
+        !loser.contains("STALE") && !loser.contains("deploy unlock"),
         "the loser was told the live lock is stale:\n{loser}"
     );
     let refused: Vec<_> = log_since(&site, from)?

@@ -11,24 +11,34 @@
 #     C_CLIENT_GRACE_SECS stops the job at the next wait: nothing is switched;
 #   - once the migration has started, the job finishes the whole activation by itself
 #     (fleets: a host that is healthy waits for the client's verdict and goes back without one).
+#   - a SIGTERM (what a shutdown sends) before the switch stops it like an abort; after the
+#     switch it puts the previous release back as current (flushed, not restarted: the units
+#     start it at boot) and records that.
 # Every step runs as a child process, so `set -e` holds inside it, and its line tells how long
 # it took. Events (see emit) go to jobs/TOKEN/events, which `follow` streams to the client.
+# Every file it writes is written whole or not at all (deploy-lib.sh); a result it cannot record
+# stays in its lock for the next job (deploy-lock.sh).
 
 if [ -z "${C_APP_USER:-}" ]; then
     # shellcheck source=scripts/deploy-lib.sh
     . "$(dirname -- "${BASH_SOURCE[0]}")/deploy-lib.sh"
+    # shellcheck source=scripts/deploy-lock.sh
+    . "$(dirname -- "${BASH_SOURCE[0]}")/deploy-lock.sh"
 fi
 
 # --- events and job variables ----------------------------------------------------------------
 
-# emit KIND FIELD...: one event line, tab-separated, prefixed with the server's time in ms.
+# emit KIND FIELD...: one event line, tab-separated, prefixed with the server's time in ms; a
+# whole line or none (a full disk loses the event, never the stream's shape). A phase is also
+# the lock's phase (what `status` and a takeover name).
 emit() {
     local line f
     line=$(now_ms)
     for f in "$@"; do
         line+=$'\t'"$(one_line "$f")"
     done
-    printf '%s\n' "$line" >>"$events"
+    append_line "$events" "$line" || true
+    if [ "$1" = phase ] && [ "$2" != "done" ]; then put "$lock/phase" "$2" || true; fi
 }
 
 # Lines of a file as detail events (tool output, journal tails).
@@ -54,12 +64,18 @@ run_step() {
     local name=$1 label=$2 start status=0 pid
     shift 2
     rm -f "$jobdir/step.error"
+    put "$lock/phase" "$name" || true
+    if ! test_pause "$name"; then
+        finish_with "$stop_result" "$stop_reason; stopped before $name; current was not touched"
+        exit 0
+    fi
     start=$(now_ms)
-    printf '%s' "$name" >"$lock/phase"
     emit step "$name" start "$label"
     "$@" &
     pid=$!
+    step_pid=$pid
     wait "$pid" || status=$?
+    step_pid=""
     if [ "$status" = 0 ]; then
         emit step "$name" ok "$(secs_between "$start" "$(now_ms)")"
     else
@@ -78,8 +94,26 @@ client_gone() {
     [ $(($(now_s) - last)) -ge "$C_CLIENT_GRACE_SECS" ]
 }
 
+# Whether the client asked the job to stop or went silent ($stop_result and $stop_reason say
+# which).
+stop_asked() {
+    if [ -e "$lock/msg/abort" ]; then
+        stop_reason=$(head -c 300 "$lock/msg/abort")
+        stop_result=${stop_reason%%:*}
+        in_list "$stop_result" "interrupted failed refused" || stop_result=interrupted
+        stop_reason=${stop_reason#*: }
+        return 0
+    fi
+    if client_gone; then
+        stop_result=interrupted
+        stop_reason="the deployer fell silent for ${C_CLIENT_GRACE_SECS}s (killed, or its connection lost)"
+        return 0
+    fi
+    return 1
+}
+
 # await_msg NAME...: returns 0 when one of the messages arrived (its name in $got); 1 when the
-# client aborted or went silent ($stop_result and $stop_reason say which).
+# client aborted or went silent (see stop_asked).
 await_msg() {
     local m _
     while :; do
@@ -89,44 +123,56 @@ await_msg() {
                 return 0
             fi
         done
-        if [ -e "$lock/msg/abort" ]; then
-            stop_reason=$(head -c 300 "$lock/msg/abort")
-            stop_result=${stop_reason%%:*}
-            in_list "$stop_result" "interrupted failed refused" || stop_result=interrupted
-            stop_reason=${stop_reason#*: }
-            return 1
-        fi
-        if client_gone; then
-            stop_result=interrupted
-            stop_reason="the deployer fell silent for ${C_CLIENT_GRACE_SECS}s (killed, or its connection lost)"
-            return 1
-        fi
+        ! stop_asked || return 1
+        read -r -t 1 -u 6 _ || true
+    done
+}
+
+# Test hook (plan key pause_at, the deployer's INNERCONTEXT_TEST_PAUSE_AT): when step STEP is
+# about to start, write $lock/paused (holding the step) and wait while it exists. Before the
+# checks passed (seed, prepare) an abort or a silent client still stops the job (returns 1).
+test_pause() { # STEP
+    local _
+    [ -n "$opt_pause_at" ] && [ "$opt_pause_at" = "$1" ] || return 0
+    put "$lock/paused" "$1" || return 0
+    emit info "paused before $1 (test hook): remove $lock/paused to go on"
+    while [ -e "$lock/paused" ]; do
+        case "$1" in
+            seed | prepare) ! stop_asked || return 1 ;;
+        esac
         read -r -t 1 -u 6 _ || true
     done
 }
 
 # --- the release -----------------------------------------------------------------------------
 
-# The files of a release the seal covers: regular files of the shipped parts, without the
-# virtualenv link and bytecode caches. One line per file: path, size, mtime.
-seal_lines() { # RELEASE_DIR
-    (cd "$1" && find backend frontend scripts systemd nginx \
-        \( -name .venv -o -name __pycache__ -o -name node_modules \) -prune -o \
-        -type f -printf '%p\t%s\t%T@\n' 2>/dev/null | LC_ALL=C sort) || true
+# The release a job builds on and a failure goes back to: current when it succeeded; else (a
+# job died after its switch, current failed or dangles) the newest intact release, and current
+# only when there is none. Sets base ('' when there is nothing).
+pick_base() {
+    local cur good
+    cur=$(current_release "$root")
+    base=$cur
+    if [ -z "$cur" ] || [ "$(settled_state "$root" "$cur")" != "$C_STATE_SUCCEEDED" ]; then
+        good=$(newest_intact "$root" "$cur" "$opt_target")
+        if [ -n "$good" ]; then
+            base=$good
+            emit info "current is ${cur:-$(current_status "$root")}, not a $C_STATE_SUCCEEDED release: this job builds on $good (the newest $C_STATE_SUCCEEDED, intact release) and goes back to it on failure"
+        fi
+    fi
 }
 
 step_seed() {
-    local cur status part drift n=0 f
+    local cur part drift n=0 f
     umask 022
     mkdir "$rel" || fail "release $opt_release already exists on $(hostname)"
-    put "$rel/$C_STATE_FILE" "$C_STATE_PREPARING"
-    write_meta -
-    status=$(current_status "$root")
-    if [ "$status" != ok ]; then
-        emit note seed none "$status"
+    put "$rel/$C_STATE_FILE" "$C_STATE_PREPARING" || fail "could not write the state of $rel: $put_error"
+    write_meta - || fail "could not write the metadata of $rel: $put_error"
+    if [ -z "$base" ]; then
+        emit note seed none "$(current_status "$root")"
         return 0
     fi
-    cur=$(current_release "$root")
+    cur=$base
     for part in backend frontend scripts systemd nginx; do
         if [ -d "$root/$C_RELEASES/$cur/$part" ]; then
             cp -al "$root/$C_RELEASES/$cur/$part" "$rel/$part"
@@ -229,7 +275,8 @@ share_assets() {
     mkdir -p "$dest" "$root/$C_ASSETS/.releases"
     chmod 0755 "$root/$C_ASSETS" "$root/$C_ASSETS/_app" "$dest"
     cp -aln "$src/." "$dest/" || true
-    (cd "$src" && find . -type f -printf '%P\n' | LC_ALL=C sort) >"$root/$C_ASSETS/.releases/$opt_release"
+    put "$root/$C_ASSETS/.releases/$opt_release" "$(cd "$src" && find . -type f -printf '%P\n' | LC_ALL=C sort)" ||
+        fail "could not record the assets of $opt_release: $put_error"
     [ -z "$(cd "$src" && find . -type f -printf '%P\n' | while IFS= read -r f; do [ -e "$dest/$f" ] || echo x; done)" ] ||
         fail "could not share the frontend assets in $dest"
 }
@@ -250,7 +297,7 @@ step_prepare() {
     # Nothing in a release is writable by other users, whatever the tools created.
     find "$rel" -perm /022 ! -type l -exec chmod go-w {} +
     share_assets
-    write_meta "$(getv venv -)"
+    write_meta "$(getv venv -)" || fail "could not write the metadata of $rel: $put_error"
     # Units and the nginx site are installed by setup-server: say when they drifted.
     for unit in "$rel"/systemd/*.service "$rel"/systemd/*.socket; do
         [ -f "$unit" ] || continue
@@ -262,7 +309,7 @@ step_prepare() {
         cmp -s "$C_NGINX_SITE" "$rel/$C_NGINX_SITE_SOURCE" ||
             emit warn "the installed nginx site differs from the release: run cargo xtask setup-server to install it"
     fi
-    seal_lines "$rel" >"$rel/.seal"
+    put "$rel/.seal" "$(seal_lines "$rel")" || fail "could not write the seal of $rel: $put_error"
     revision=$(getv revision "")
     : "${revision:=}"
 }
@@ -270,7 +317,7 @@ step_prepare() {
 # The release's metadata (what `deploy list` shows); written when the release is made, so a
 # release that fails in prepare still says which commit it was, and again once prepared.
 write_meta() { # VENV
-    {
+    put "$rel/$C_META_FILE" "$(
         printf 'release=%s\n' "$opt_release"
         printf 'commit=%s\n' "$opt_commit"
         printf 'backend_commit=%s\n' "$(half_commit backend)"
@@ -281,49 +328,19 @@ write_meta() { # VENV
         printf 'created=%s\n' "$(iso_now)"
         printf 'venv=%s\n' "$1"
         printf 'alembic_revision=-\n'
-    } >"$rel/$C_META_FILE"
+    )"
 }
 
 # Which commit a half of the release comes from (the carried-over half keeps its own).
 half_commit() {
-    local made=$opt_commit seed
+    local made=$opt_commit
     [ "$opt_dirty" = no ] || made="$opt_commit+dirty"
     case "$opt_scope:$1" in
         backend:frontend | frontend:backend)
-            seed=$(current_release "$root")
-            meta "$root/$C_RELEASES/$seed/$C_META_FILE" "$1_commit"
+            meta "$root/$C_RELEASES/${base:-none}/$C_META_FILE" "$1_commit"
             ;;
         *) printf '%s' "$made" ;;
     esac
-}
-
-# The migration heads of a release, from its migration scripts (no Python needed).
-release_heads() { # BACKEND_DIR
-    cat "$1"/alembic/versions/*.py 2>/dev/null | awk '
-        /^revision(: *[A-Za-z]+)? *= *["\x27]/ { gsub(/.*= *["\x27]|["\x27].*/, ""); rev[$0] = 1 }
-        /^down_revision/ { line = $0; while (match(line, /["\x27][A-Za-z0-9_]+["\x27]/)) {
-            down[substr(line, RSTART + 1, RLENGTH - 2)] = 1; line = substr(line, RSTART + RLENGTH) } }
-        END { for (r in rev) if (!(r in down)) print r }' | LC_ALL=C sort | paste -sd, - || true
-}
-
-# Every revision a release's migrations know.
-release_revisions() { # BACKEND_DIR
-    cat "$1"/alembic/versions/*.py 2>/dev/null |
-        sed -n "s/^revision\(: *[A-Za-z]*\)\{0,1\} *= *[\"']\([A-Za-z0-9_]*\)[\"'].*/\2/p" || true
-}
-
-# The database's revision as the running API reports it (to loopback), or '' when it does not
-# answer.
-api_revision() {
-    curl -fsS -m 2 "$C_API_PROBE" 2>/dev/null | sed -n 's/.*"revision" *: *"\([A-Za-z0-9_]*\)".*/\1/p' || true
-}
-
-# deploytool SUBCOMMAND in BACKEND_DIR: its key=value output in $tool_out; fails with its error.
-deploytool() { # BACKEND_DIR SUBCOMMAND
-    tool_out=$(cd "$1" && .venv/bin/python -m "$C_DEPLOY_TOOL" "$2" 2>>"$toollog" </dev/null) && return 0
-    tool_error=$(printf '%s\n' "$tool_out" | sed -n 's/^error=//p' | tail -n 1)
-    tool_error=${tool_error:-"python -m $C_DEPLOY_TOOL $2 failed (log: $toollog)"}
-    return 1
 }
 
 step_migrate() {
@@ -350,22 +367,24 @@ step_sync() { # RELEASE_DIR
     sync -f "$1"
 }
 
-# switch_to LINK: point current at LINK ('releases/NAME') with one rename; '' removes current.
+# switch_to LINK: point current at LINK ('releases/NAME') with one rename, flushed; '' removes
+# current. Fails (and leaves nothing behind) when the link cannot be made.
 switch_to() {
     local tmp=$root/.current.tmp.$$
     if [ -z "$1" ]; then
         rm -f "$root/$C_CURRENT"
-    else
-        ln -sfn "$1" "$tmp"
-        mv -T "$tmp" "$root/$C_CURRENT"
+    elif ! { ln -sfn "$1" "$tmp" && mv -T "$tmp" "$root/$C_CURRENT"; }; then
+        rm -f "$tmp"
+        return 1
     fi
     sync -f "$root" 2>/dev/null || true
 }
 
 step_switch() {
     local target=$1
-    switch_to "$C_RELEASES/$target"
-    printf '%s %s\n' "$(now_s)" "$target" >>"$root/$C_ASSETS/.history" 2>/dev/null || true
+    switch_to "$C_RELEASES/$target" || fail "could not switch current to $target on $(hostname)"
+    append_line "$root/$C_ASSETS/.history" "$(now_s) $target" ||
+        emit warn "could not note the switch in $root/$C_ASSETS/.history ($put_error): assets of $target may be pruned early"
 }
 
 # restart UNIT...: in parallel, through the sudoers drop-in; a failure names the unit and what
@@ -478,7 +497,7 @@ health_verdict() { # BASE STABLE
 # Put back what current was before the switch, restart, and check it.
 step_restore() {
     local prev=$1 units=$2
-    switch_to "$prev"
+    switch_to "$prev" || fail "could not switch current back to $prev on $(hostname)"
     [ -n "$prev" ] || return 0
     # shellcheck disable=SC2086 # validated unit names
     step_restart ${units//,/ }
@@ -491,7 +510,12 @@ step_restore() {
 activate() {
     local target=$1 prev
     prev=$(current_link "$root")
+    # An unverified current (its job died after the switch) is never what a failure goes back to.
+    if [ -n "$base" ] && [ "$base" != "$(current_release "$root")" ]; then prev=$C_RELEASES/$base; fi
     setv previous "$prev"
+    # What a SIGTERM needs to know (on_term).
+    activating=$target
+    activated_from=$prev
     if [ "$2" = new ] &&
         ! run_step sync "flush the release to disk" step_sync "$root/$C_RELEASES/$target"; then
         finish_with failed "$step_error; current was not touched"
@@ -506,7 +530,6 @@ activate() {
         run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe" "$(getv probe_mode strict)"; then
         if [ "$opt_verdict" = wait ]; then
             emit phase awaiting-verdict
-            printf 'awaiting-verdict' >"$lock/phase"
             if await_msg commit revert && [ "$got" = commit ]; then
                 finish_with success ""
                 return
@@ -522,6 +545,7 @@ activate() {
 
 restore_previous() { # PREV_LINK WHY
     local why=$2
+    restoring=yes
     if [ -z "$1" ]; then
         run_step restore "remove current (there was no release before)" step_restore "" "" || true
         finish_with failed "$why; there was no release before it, current was removed"
@@ -542,6 +566,7 @@ finish_with() { # RESULT REASON
 # --- the job ---------------------------------------------------------------------------------
 
 job_deploy() {
+    pick_base
     if [ "$opt_begin" != yes ]; then
         emit phase awaiting-begin
         if ! await_msg begin; then
@@ -586,6 +611,7 @@ job_deploy() {
 
 job_rollback() {
     local rev known
+    pick_base
     if [ "$opt_begin" != yes ]; then
         emit phase awaiting-begin
         if ! await_msg begin; then
@@ -633,154 +659,36 @@ job_rollback() {
     activate "$opt_target" earlier
 }
 
-# Prune what the client chose (validated again here: never current, never this release), the
-# job directories, virtualenvs no release uses, and assets no recent release serves. A pruned
-# release is only moved into the trash here (one rename); empty_trash deletes it once the lock
-# is released, so the deploy's result does not wait for the deletion.
-prune_all() {
-    local name cur keep_assets f r pruned=()
-    cur=$(current_release "$root")
-    mkdir -p "$root/$C_TRASH"
-    f=$(find "$root/$C_TRASH" -mindepth 1 ! -user "$(id -u)" -print -quit 2>/dev/null || true)
-    [ -z "$f" ] || emit warn "could not delete $f in $root/$C_TRASH: it is not $(id -un)'s (remove it as root)"
-    for name in ${opt_prune//,/ }; do
-        if [ "$name" = "$cur" ] || [ "$name" = "${opt_release:-}" ]; then continue; fi
-        [ -d "$root/$C_RELEASES/$name" ] || continue
-        # What is not ours cannot be deleted later: say so now and leave the release in place.
-        f=$(find "$root/$C_RELEASES/$name" ! -user "$(id -u)" -print -quit 2>/dev/null || true)
-        if [ -n "$f" ]; then
-            emit warn "could not remove $root/$C_RELEASES/$name: $f is not $(id -un)'s; it is left for later (remove it as root)"
-            continue
-        fi
-        if mv -T "$root/$C_RELEASES/$name" "$root/$C_TRASH/$name.$token" 2>>"$toollog"; then
-            pruned+=("$name")
-        else
-            emit warn "could not remove $root/$C_RELEASES/$name (see $toollog); it is left for later"
-        fi
-    done
-    if [ "${#pruned[@]}" -gt 0 ]; then
-        emit note pruned "${#pruned[@]}" "${pruned[0]}" "${pruned[-1]}"
+# SIGTERM (a shutdown stops every process of the session; `deploy unlock --force` sends it
+# too): before the switch the job stops like an abort; after it, current goes back to the
+# release before (one rename, flushed; not restarted: the units start it at boot).
+on_term() {
+    local cur why="stopped by SIGTERM (a shutdown?)" from=${activated_from#"$C_RELEASES"/}
+    trap '' TERM
+    if [ -n "$step_pid" ]; then kill -TERM "$step_pid" 2>/dev/null || true; fi
+    [ -z "$result" ] || exit 143
+    cur=$(current_link "$root")
+    if [ -z "$activating" ] || [ "$activated_from" = "$C_RELEASES/$activating" ]; then
+        finish_with interrupted "$why before the switch; current was not touched"
+    elif [ "$cur" != "$C_RELEASES/$activating" ] && [ -z "$restoring" ]; then
+        finish_with interrupted "$why before the switch; current was not touched"
+    elif [ "$cur" != "$C_RELEASES/$activating" ]; then
+        finish_with interrupted "$why while going back: current is ${cur:-removed (there was no release before)} (not restarted: the units start it at boot)"
+    elif [ -z "$activated_from" ]; then
+        finish_with interrupted "$why after the switch to $activating, with no release before it: current stays on it; at boot the release check puts back the newest $C_STATE_SUCCEEDED, intact release if there is one"
+    elif switch_to "$activated_from"; then
+        finish_with interrupted "$why after the switch: current was put back to $from and flushed (not restarted: the units start it at boot)"
+    else
+        finish_with interrupted "$why after the switch, and putting current back to $from failed: current is $activating; at boot the release check puts back the newest $C_STATE_SUCCEEDED, intact release"
     fi
-    # Job directories: the newest C_JOBS_KEPT.
-    find "$root/$C_JOBS" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' 2>/dev/null |
-        sort -rn | tail -n "+$((C_JOBS_KEPT + 1))" | cut -d' ' -f2- |
-        while IFS= read -r f; do rm -rf -- "$f"; done
-    # Virtualenvs no release links to.
-    if [ -d "$root/$C_VENVS" ]; then
-        for f in "$root/$C_VENVS"/*; do
-            [ -d "$f" ] || continue
-            if ! find "$root/$C_RELEASES" -mindepth 3 -maxdepth 3 -path '*/backend/.venv' -lname "*/${f##*/}" 2>/dev/null | grep -q .; then
-                rm -rf -- "$f"
-            fi
-        done
-    fi
-    # Assets: keep those of every kept release and of every release that was current within the
-    # last C_ASSET_GRACE_SECS.
-    [ -d "$root/$C_ASSETS/.releases" ] || return 0
-    keep_assets=$(
-        {
-            for f in "$root/$C_RELEASES"/*/; do
-                f=${f%/}
-                printf '%s\n' "${f##*/}"
-            done
-            [ -f "$root/$C_ASSETS/.history" ] &&
-                awk -v cutoff="$(($(now_s) - ${opt_asset_grace:-$C_ASSET_GRACE_SECS}))" '
-                    { if (NR > 1 && $1 >= cutoff) print prev; prev = $2 } END { if (NR) print prev }' \
-                    "$root/$C_ASSETS/.history"
-        } | LC_ALL=C sort -u
-    )
-    for f in "$root/$C_ASSETS/.releases"/*; do
-        [ -f "$f" ] || continue
-        r=${f##*/}
-        printf '%s\n' "$keep_assets" | grep -qx -- "$r" || rm -f -- "$f"
-    done
-    (cd "$root/$C_ASSETS/_app/immutable" 2>/dev/null && find . -type f -printf '%P\n' | LC_ALL=C sort) >"$jobdir/assets.have" || true
-    cat "$root/$C_ASSETS/.releases"/* 2>/dev/null | LC_ALL=C sort -u >"$jobdir/assets.keep" || true
-    LC_ALL=C comm -23 "$jobdir/assets.have" "$jobdir/assets.keep" | while IFS= read -r f; do
-        rm -f -- "$root/$C_ASSETS/_app/immutable/$f"
-    done
-    find "$root/$C_ASSETS/_app/immutable" -mindepth 1 -type d -empty -delete 2>/dev/null || true
-    if [ -f "$root/$C_ASSETS/.history" ]; then
-        tail -n 200 "$root/$C_ASSETS/.history" >"$root/$C_ASSETS/.history.tmp" && mv -f "$root/$C_ASSETS/.history.tmp" "$root/$C_ASSETS/.history"
-    fi
-}
-
-# Delete what earlier prunes moved into the trash (also what a killed job left there).
-empty_trash() {
-    local f
-    for f in "$root/$C_TRASH"/*; do
-        [ -e "$f" ] || continue
-        chmod -R u+w "$f" 2>/dev/null || true
-        rm -rf -- "$f" 2>>"$toollog" || true
-    done
-}
-
-# The scripts of a succeeded release become the deploy root's scripts/ (the boot-time check).
-install_scripts() {
-    local f
-    [ -d "$rel/scripts" ] && [ -d "$root/$C_SCRIPTS" ] && [ ! -L "$root/$C_SCRIPTS" ] || return 0
-    for f in "$rel"/scripts/*.sh; do
-        [ -f "$f" ] || continue
-        cp -f "$f" "$root/$C_SCRIPTS/.${f##*/}.tmp.$$" && mv -f "$root/$C_SCRIPTS/.${f##*/}.tmp.$$" "$root/$C_SCRIPTS/${f##*/}"
-    done
-}
-
-# Always runs last (EXIT trap): record the outcome, best effort for everything but the lock.
-job_record() {
-    local status=$? start end revision duration
-    set +e
-    trap - ERR
-    if [ -z "${result:-}" ]; then
-        result=failed
-        reason="the deploy job stopped unexpectedly (exit $status${job_line:+, line $job_line}); current is $(current_link "$root")"
-    fi
-    printf 'record' >"$lock/phase" 2>/dev/null
-    start=$(now_ms)
-    emit step record start "record the result and unlock"
-    revision=$(getv revision -)
-    if [ "$opt_mode" = deploy ] && [ "${made_release:-}" = yes ] && [ -d "$rel" ]; then
-        if [ "$result" = success ]; then
-            put "$rel/$C_STATE_FILE" "$C_STATE_SUCCEEDED" || emit warn "could not mark $opt_release $C_STATE_SUCCEEDED"
-        else
-            put "$rel/$C_STATE_FILE" "$C_STATE_FAILED" 2>/dev/null || {
-                # A full disk: the partial upload goes first, so the state can be written.
-                rm -rf "${rel:?}/backend" "${rel:?}/frontend"
-                put "$rel/$C_STATE_FILE" "$C_STATE_FAILED" || emit warn "could not mark $opt_release failed"
-            }
-        fi
-        if [ -f "$rel/$C_META_FILE" ]; then
-            sed -i "s/^alembic_revision=.*/alembic_revision=$revision/" "$rel/$C_META_FILE" 2>/dev/null || true
-        fi
-    fi
-    [ "$result" != success ] || install_scripts || emit warn "could not install the scripts of $opt_release into $root/$C_SCRIPTS"
-    end=$(now_ms)
-    duration=$(secs_between "$opt_started_ms" "$end")
-    log_line "$root" "$opt_started" "$opt_deployer" "$opt_commit$([ "$opt_dirty" = yes ] && echo +dirty)" \
-        "$([ "$opt_mode" = rollback ] && echo rollback || echo "$opt_scope")" \
-        "$([ "$opt_mode" = rollback ] && echo "$opt_target" || echo "$opt_release")" \
-        "$result" "$duration" "$revision" "$reason" || emit warn "could not append to $root/$C_LOG"
-    if [ "$result" = success ]; then
-        prune_all || emit warn "pruning stopped early (see $toollog)"
-    fi
-    {
-        out result "$result"
-        out reason "$reason"
-        out duration "$duration"
-        out revision "$revision"
-        out current "$(current_link "$root")"
-    } >"$jobdir/result" 2>/dev/null
-    emit step record ok "$(secs_between "$start" "$(now_ms)")"
-    release_lock "$root" "$token" >/dev/null
-    emit result "$result" "$reason" "$duration" "$revision" "$(current_link "$root")"
-    emit phase "done"
-    empty_trash
+    exit 143
 }
 
 # job root=ROOT token=TOKEN: the detached job; its plan is the lock's plan file.
 sub_job() {
     parse_opts job "$@"
     check_root "$opt_root"
-    check_word token "$opt_token"
+    check_token "$opt_token"
     root=$opt_root
     token=$opt_token
     # The job's own files (events, tool output, journal tails) are private; steps that make
@@ -791,18 +699,20 @@ sub_job() {
     events=$jobdir/events
     toollog=$jobdir/tool.log
     [ "$(meta "$lock/info" token)" = "$token" ] || exit 1
-    exec 8>"$lock/job.lock"
-    flock -n 8 || exit 1
+    # The lock's flock, taken by run before the lock became visible, comes on fd 8.
+    flock -n 8 2>/dev/null || exit 1
     exec 6<>"$lock/fifo"
     printf '%s\n' "$$" >"$jobdir/pid"
     # The plan was validated by run; read it back the same way.
     local kv
     while IFS= read -r kv; do parse_opts plan "$kv"; done <"$lock/plan"
     rel=$root/$C_RELEASES/${opt_release:-none}
-    result="" reason="" made_release=""
+    # shellcheck disable=SC2034 # reason and made_release are read by job_record (deploy-record.sh)
+    result="" reason="" made_release="" base="" step_pid="" activating="" activated_from="" restoring=""
     trap job_record EXIT
     trap 'job_line=$LINENO' ERR
     trap '' HUP INT
+    trap on_term TERM
     emit started "$opt_mode" "${opt_release:-$opt_target}" "$(hostname)"
     if [ "$opt_mode" = rollback ]; then job_rollback; else job_deploy; fi
 }

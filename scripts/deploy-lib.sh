@@ -88,6 +88,13 @@ check_word() { # NAME VALUE: a value for logs and metadata (commit, deployer, to
     [ "${#2}" -le 120 ] || die "$1 is too long"
 }
 
+check_token() { # VALUE: a job's token, which names directories: letters, digits, - and _
+    case "$1" in
+        '' | *[!A-Za-z0-9_-]*) die "token has characters other than letters, digits, - and _: '$1'" ;;
+    esac
+    [ "${#1}" -le 64 ] || die "token is too long"
+}
+
 check_one_of() { # NAME VALUE CHOICES
     in_list "$2" "$3" || die "$1 must be one of: $3 (not '$2')"
 }
@@ -176,11 +183,107 @@ meta() { # FILE KEY: the value of KEY= in FILE, or '-' (builtins only, like stat
     printf '%s' "${v:--}"
 }
 
-# Write a small file atomically (beside, then rename), flushed to disk.
+# --- files: whole or not at all --------------------------------------------------------------
+# Every file the job and the boot check write is written beside, flushed, read back, and renamed
+# over the old one; an append is a whole line or nothing. On failure the old file stays, no
+# temporary is left, and put_error says what failed (for the caller's warning).
+
+# The cause in a tool's error (`bash: line 3: printf: write error: No space left on device`).
+cause_of() { # TEXT
+    local v
+    v=$(one_line "$1" 300)
+    printf '%s' "${v##*: }"
+}
+
+# put FILE TEXT: FILE holds TEXT and a newline (an empty TEXT: an empty file).
 put() {
-    printf '%s\n' "$2" >"$1.tmp.$$"
-    sync "$1.tmp.$$" 2>/dev/null || true
-    mv -f "$1.tmp.$$" "$1"
+    local tmp=$1.tmp.$$ want=$2 back
+    [ -z "$want" ] || want+=$'\n'
+    put_error=""
+    if ! put_error=$({ printf '%s' "$want" >"$tmp"; } 2>&1); then
+        put_error="writing $1: $(cause_of "$put_error")"
+    elif ! put_error=$(sync -- "$tmp" 2>&1); then
+        put_error="flushing $1: $(cause_of "$put_error")"
+    elif ! back=$(cat -- "$tmp" 2>/dev/null && printf x) || [ "${back%x}" != "$want" ]; then
+        put_error="$1 did not read back as written"
+    elif ! put_error=$(mv -fT -- "$tmp" "$1" 2>&1); then
+        put_error="renaming into $1: $(cause_of "$put_error")"
+    else
+        return 0
+    fi
+    rm -f -- "$tmp"
+    return 1
+}
+
+# append_line FILE LINE: LINE and a newline at the end of FILE, or FILE as it was.
+append_line() {
+    local size
+    size=$(stat -c %s -- "$1" 2>/dev/null) || size=0
+    if put_error=$({ printf '%s\n' "$2" >>"$1"; } 2>&1); then
+        return 0
+    fi
+    put_error="appending to $1: $(cause_of "$put_error")"
+    truncate -s "$size" -- "$1" 2>/dev/null || true
+    return 1
+}
+
+# set_meta FILE KEY VALUE: KEY's line of FILE (key=value lines) set to VALUE, whole or not at all.
+set_meta() {
+    local line text="" found=""
+    [ -f "$1" ] && [ ! -L "$1" ] || return 0
+    while IFS= read -r line || [ -n "$line" ]; do
+        if [ "${line%%=*}" = "$2" ] && [ "${line%%=*}" != "$line" ]; then
+            line="$2=$3"
+            found=yes
+        fi
+        text+="$line"$'\n'
+    done <"$1"
+    [ -n "$found" ] || text+="$2=$3"$'\n'
+    put "$1" "${text%$'\n'}"
+}
+
+# TEXT as one word for a file name: spaces to _, anything but letters, digits and ._:+- to _.
+word_of() { # TEXT [MAX]
+    local v=${1// /_}
+    v=${v//[!A-Za-z0-9._:+-]/_}
+    v=${v:0:${2:-64}}
+    printf '%s' "${v:--}"
+}
+
+# A job's result file (what `probe` reports as job.*).
+write_result() { # JOBDIR RESULT REASON DURATION REVISION CURRENT
+    put "$1/result" "$(
+        out result "$2"
+        out reason "$3"
+        out duration "$4"
+        out revision "$5"
+        out current "$6"
+    )"
+}
+
+# install_scripts ROOT RELEASE_DIR: the release's scripts become ROOT/scripts/ (the boot-time
+# check runs them), all of them or none: each copied beside and flushed, then all renamed.
+install_scripts() {
+    local f dest tmps=()
+    [ -d "$2/scripts" ] && [ -d "$1/$C_SCRIPTS" ] && [ ! -L "$1/$C_SCRIPTS" ] || return 0
+    put_error=""
+    for f in "$2"/scripts/*.sh; do
+        [ -f "$f" ] || continue
+        dest=$1/$C_SCRIPTS/${f##*/}.tmp.$$
+        tmps+=("$dest")
+        if ! put_error=$(cp -f -- "$f" "$dest" 2>&1 && sync -- "$dest" 2>&1) || ! cmp -s -- "$f" "$dest"; then
+            rm -f -- "${tmps[@]}"
+            put_error="copying $f to $1/$C_SCRIPTS: $(cause_of "${put_error:-it did not read back as written}")"
+            return 1
+        fi
+    done
+    for f in "${tmps[@]}"; do
+        mv -fT -- "$f" "${f%.tmp."$$"}" || {
+            rm -f -- "${tmps[@]}"
+            put_error="renaming $f failed"
+            return 1
+        }
+    done
 }
 
 # The release name of the moment SECONDS from now (release names sort as their times do).
@@ -207,61 +310,36 @@ release_names() {
     list_releases "$1" | sed -n 's/^release=\([^ ]*\) .*/\1/p' | sort
 }
 
-# --- the lock --------------------------------------------------------------------------------
-# A directory made with mkdir (atomic), holding `info` (who, when, what; written before the
-# guard is released, so a visible lock always has a token), `plan`, `job.pid`, `hb` (the
-# client's last word), `msg/` (messages the client sent) and `fifo` (wakes the job up).
-# Taking, releasing and removing it happen under a flock on the guard file.
-
-lock_dir() { printf '%s/%s' "$1" "$C_LOCK"; }
-
-guard_on() { # ROOT: hold the guard (fd 7) until guard_off
-    exec 7>>"$1/$C_GUARD"
-    flock -w 30 7 || die "could not take $1/$C_GUARD within 30s"
-}
-guard_off() { flock -u 7 2>/dev/null || true; }
-
-# Whether the job holding the lock is alive (it holds a flock on job.lock for its whole life).
-job_alive() { # LOCKDIR
-    [ -f "$1/job.lock" ] || return 1
-    ! flock -n "$1/job.lock" true 2>/dev/null
+# The files of a release its seal covers: regular files of the shipped parts, without the
+# virtualenv link and bytecode caches. One line per file: path, size, mtime.
+seal_lines() { # RELEASE_DIR
+    (cd "$1" && find backend frontend scripts systemd nginx \
+        \( -name .venv -o -name __pycache__ -o -name node_modules \) -prune -o \
+        -type f -printf '%p\t%s\t%T@\n' 2>/dev/null | LC_ALL=C sort) || true
 }
 
-lock_info() { # ROOT: lock.* lines
-    local lock
-    lock=$(lock_dir "$1")
-    if [ -d "$lock" ]; then
-        out locked yes
-        if [ -f "$lock/info" ]; then
-            sed -n 's/^\([a-z_]*\)=\(.*\)$/lock.\1=\2/p' "$lock/info"
+# Whether release NAME succeeded (by its state, or by the result its job left unrecorded in a
+# dead lock) and its files are as its seal says (sizes and times). The boot check and the job
+# (which release a failed deploy goes back to) share this one notion.
+intact() { # ROOT NAME
+    local rel=$1/$C_RELEASES/$2
+    [ -d "$rel" ] && [ ! -L "$rel" ] || return 1
+    [ "$(settled_state "$1" "$2")" = "$C_STATE_SUCCEEDED" ] || return 1
+    [ -f "$rel/.seal" ] || return 0
+    seal_lines "$rel" | cmp -s - "$rel/.seal"
+}
+
+# The newest intact release other than the NAMEs ('' when there is none).
+newest_intact() { # ROOT [NAME...]
+    local root=$1 name
+    shift
+    for name in $(release_names "$root" | sort -r); do
+        ! in_list "$name" "$*" || continue
+        if intact "$root" "$name"; then
+            printf '%s' "$name"
+            return 0
         fi
-        out lock.mtime "$(stat -c %Y "$lock")"
-        if job_alive "$lock"; then out lock.alive yes; else out lock.alive no; fi
-        if [ -f "$lock/phase" ]; then out lock.phase "$(head -c 64 "$lock/phase")"; fi
-    else
-        out locked no
-    fi
-}
-
-# Remove the lock if it still holds TOKEN (under the guard). Prints unlocked=yes|no.
-# release_lock ROOT TOKEN: remove the lock if TOKEN still holds it (under the guard); says
-# which in lock_released (yes|no) and as an `unlocked` reply.
-release_lock() {
-    local lock held
-    lock=$(lock_dir "$1")
-    guard_on "$1"
-    held=$(meta "$lock/info" token)
-    lock_released=no
-    if [ -d "$lock" ] && [ "$held" = "$2" ]; then
-        mv -T "$lock" "$lock.gone.$$" && rm -rf "$lock.gone.$$"
-        # shellcheck disable=SC2034 # read by the caller
-        lock_released=yes
-        guard_off
-        out unlocked yes
-    else
-        guard_off
-        out unlocked no
-    fi
+    done
 }
 
 # --- deploy.log ------------------------------------------------------------------------------
@@ -279,7 +357,8 @@ log_line() {
     if [ -n "${10:-}" ]; then
         line="$line reason=$(log_reason "${10}")"
     fi
-    printf '%s\n' "$line" | LC_ALL=C tr -c '[:print:]\n' '?' >>"$1/$C_LOG"
+    line=$(printf '%s' "$line" | LC_ALL=C tr -c '[:print:]' '?')
+    append_line "$1/$C_LOG" "$line" || return 1
     chmod 0640 "$1/$C_LOG" 2>/dev/null || true
 }
 
@@ -301,6 +380,37 @@ log_reason() {
     fi
     while [ "${v% }" != "$v" ]; do v=${v% }; done
     printf '%s' "$v"
+}
+
+# --- the database ----------------------------------------------------------------------------
+
+# The migration heads of a release, from its migration scripts (no Python needed).
+release_heads() { # BACKEND_DIR
+    cat "$1"/alembic/versions/*.py 2>/dev/null | awk '
+        /^revision(: *[A-Za-z]+)? *= *["\x27]/ { gsub(/.*= *["\x27]|["\x27].*/, ""); rev[$0] = 1 }
+        /^down_revision/ { line = $0; while (match(line, /["\x27][A-Za-z0-9_]+["\x27]/)) {
+            down[substr(line, RSTART + 1, RLENGTH - 2)] = 1; line = substr(line, RSTART + RLENGTH) } }
+        END { for (r in rev) if (!(r in down)) print r }' | LC_ALL=C sort | paste -sd, - || true
+}
+
+# Every revision a release's migrations know.
+release_revisions() { # BACKEND_DIR
+    cat "$1"/alembic/versions/*.py 2>/dev/null |
+        sed -n "s/^revision\(: *[A-Za-z]*\)\{0,1\} *= *[\"']\([A-Za-z0-9_]*\)[\"'].*/\2/p" || true
+}
+
+# The database's revision as the running API reports it (to loopback), or '' when it does not
+# answer.
+api_revision() {
+    curl -fsS -m 2 "$C_API_PROBE" 2>/dev/null | sed -n 's/.*"revision" *: *"\([A-Za-z0-9_]*\)".*/\1/p' || true
+}
+
+# deploytool SUBCOMMAND in BACKEND_DIR: its key=value output in $tool_out; fails with its error.
+deploytool() { # BACKEND_DIR SUBCOMMAND
+    tool_out=$(cd "$1" && .venv/bin/python -m "$C_DEPLOY_TOOL" "$2" 2>>"${toollog:-/dev/null}" </dev/null) && return 0
+    tool_error=$(printf '%s\n' "$tool_out" | sed -n 's/^error=//p' | tail -n 1)
+    tool_error=${tool_error:-"python -m $C_DEPLOY_TOOL $2 failed (log: ${toollog:-/dev/null})"}
+    return 1
 }
 
 # unit_states UNIT...: one line per unit, in the order given: NAME ACTIVESTATE NRESTARTS

@@ -5,9 +5,10 @@
 #
 #   probe   read-only: current, releases, lock (and whether its job is alive), last job,
 #           optionally the database revision and what each release adds on disk
-#   run     preflight, take the lock, check that current is what the deployer planned against,
-#           start the detached job (deploy-job.sh) and follow it: stream its events to stdout and
-#           pass the deployer's messages (stdin, one per line) to it
+#   run     preflight, take the lock (a dead job's lock is taken over, see deploy-lock.sh), check
+#           that current is what the deployer planned against, start the detached job
+#           (deploy-job.sh) and follow it: stream its events to stdout and pass the deployer's
+#           messages (stdin, one per line) to it
 #   follow  re-attach to a job's events (a deployer that reconnects, or `deploy status --follow`)
 #   unlock  remove the lock that was shown (by token), never under a live job unless forced
 #   log     the last lines of deploy.log
@@ -22,6 +23,8 @@ if [ -z "${C_APP_USER:-}" ]; then
     # Run from a release directory: the other parts sit beside this file.
     # shellcheck source=scripts/deploy-job.sh
     . "$(dirname -- "$0")/deploy-job.sh"
+    # shellcheck source=scripts/deploy-record.sh
+    . "$(dirname -- "$0")/deploy-record.sh"
 fi
 
 # How to start this script again (the detached job): the same text, or the same file.
@@ -131,6 +134,8 @@ last_job() { # ROOT: the newest job directory and its result
     out job.token "${dir##*/}"
     if [ -f "$dir/result" ]; then
         sed -n 's/^\([a-z_]*\)=\(.*\)$/job.\1=\2/p' "$dir/result"
+    else
+        unrecorded_result "$1" "${dir##*/}"
     fi
     out job.events "$(wc -c <"$dir/events" 2>/dev/null || echo 0)"
     # Its last lines (for status), without the time.
@@ -250,11 +255,15 @@ space_advice() { # ROOT USER
     fi
 }
 
-# Refuse before anything changed: one line, and a deploy.log entry.
+# Refuse before anything changed: one line, and a deploy.log entry. It made no release, so its
+# line names none (`-`): what it planned goes first in the reason (the same name as the
+# winner's when two deploys planned in the same second).
 refuse() {
+    local planned="planned release ${opt_release:-}"
+    [ "${opt_mode:-}" != rollback ] || planned="planned rollback to ${opt_target:-}"
     log_line "$opt_root" "$(iso_now)" "${opt_deployer:-}" "${opt_commit:-}" \
         "$([ "${opt_mode:-}" = rollback ] && echo rollback || echo "${opt_scope:-}")" \
-        "${opt_release:-${opt_target:-}}" refused 0.0 - "$1" 2>/dev/null || true
+        - refused 0.0 - "$planned: $1" 2>/dev/null || true
     die "$1"
 }
 
@@ -262,7 +271,7 @@ refuse() {
 
 validate_plan() {
     check_root "$opt_root"
-    check_word token "$opt_token"
+    check_token "$opt_token"
     check_one_of mode "$opt_mode" "deploy rollback"
     if [ "$opt_mode" = deploy ]; then
         check_release "$opt_release"
@@ -293,6 +302,7 @@ validate_plan() {
     check_digits need_mb "$opt_need_mb"
     check_names "$opt_prune"
     check_digits asset_grace "$opt_asset_grace"
+    [ -z "$opt_pause_at" ] || check_one_of pause_at "$opt_pause_at" "$C_STEPS"
 }
 
 # The lock is ours: is the server still what the deployer planned against?
@@ -336,19 +346,13 @@ check_under_lock() {
 sub_run() {
     parse_opts run "$@"
     validate_plan
-    local root=$opt_root lock jobdir problem started started_ms k
+    local root=$opt_root lock dead jobdir events problem started started_ms k v rc=0 w
+    local took_over="" unverified="" later_warnings=()
     lock=$(lock_dir "$root")
     started=$(iso_now)
     started_ms=$(now_ms)
     preflight
-    guard_on "$root"
-    if ! mkdir "$lock" 2>/dev/null; then
-        guard_off
-        out conflict yes
-        lock_info "$root"
-        refuse "another deploy holds $lock on $(hostname)"
-    fi
-    {
+    take_lock "$root" "$opt_token" "$(
         out user "${opt_deployer%@*}"
         out host "$opt_client_host"
         out pid "$opt_client_pid"
@@ -358,11 +362,27 @@ sub_run() {
         out commit "$opt_commit$([ "$opt_dirty" = yes ] && echo +dirty)"
         out release "${opt_release:-$opt_target}"
         out token "$opt_token"
-    } >"$lock/info.tmp"
-    mv -f "$lock/info.tmp" "$lock/info"
-    guard_off
+        out boot_id "$(boot_id)"
+    )" || rc=$?
+    case "$rc" in
+        0) ;;
+        1)
+            out conflict yes
+            lock_info "$root"
+            refuse "another deploy holds $lock on $(hostname)"
+            ;;
+        *) refuse "could not make the deploy lock $lock on $(hostname) ($put_error): free space there and run the command again" ;;
+    esac
+    # The lock is ours (its flock on fd 8): record what dead jobs left (ours, and any a taker
+    # that died meanwhile left aside).
+    for dead in "$lock".dead.*; do
+        [ -d "$dead" ] || continue
+        settle_dead "$root" "$dead" "the next $opt_mode ($opt_token)"
+        rm -rf -- "$dead"
+    done
     problem=$(check_under_lock)
     if [ -n "$problem" ]; then
+        exec 8>&-
         release_lock "$root" "$opt_token" >/dev/null
         refuse "$problem"
     fi
@@ -371,19 +391,26 @@ sub_run() {
     jobdir=$root/$C_JOBS/$opt_token
     mkdir -m 0700 "$jobdir"
     (umask 077 && : >"$jobdir/events" && : >"$jobdir/tool.log")
-    {
+    events=$jobdir/events
+    [ -z "$took_over" ] || emit warn "$took_over"
+    for w in "${later_warnings[@]}"; do emit warn "$w"; done
+    [ -z "$unverified" ] || printf '%s' "$unverified" >"$jobdir/v.unverified"
+    put "$lock/plan" "$(
         for k in $C_KEYS_run; do
-            local v=opt_$k
+            v=opt_$k
             printf '%s=%s\n' "$k" "${!v:-}"
         done
         printf 'started=%s\nstarted_ms=%s\n' "$started" "$started_ms"
-    } >"$lock/plan"
-    mkdir "$lock/msg"
-    mkfifo -m 0600 "$lock/fifo"
-    touch "$lock/hb"
-    # Its own session, no terminal, stdin closed, none of our descriptors: the ssh session can
-    # end at any moment without it noticing.
+    )" || {
+        exec 8>&-
+        release_lock "$root" "$opt_token" >/dev/null
+        refuse "could not write $lock/plan on $(hostname) ($put_error): free space there and run the command again"
+    }
+    # Its own session, no terminal, stdin closed, none of our descriptors but the lock's flock
+    # (fd 8, which it holds from now on): the ssh session can end at any moment without it
+    # noticing.
     (cd / && exec setsid "${SELF[@]}" job "root=$root" "token=$opt_token" </dev/null >>"$jobdir/job.out" 2>&1 7>&-) &
+    exec 8>&-
     out token "$opt_token"
     out now "$(now_s)"
     out jobdir "$jobdir"
@@ -395,7 +422,7 @@ sub_run() {
 
 # Pass one line from the deployer to the job.
 handle_message() { # LOCK LINE
-    local lock=$1 line=$2 n i path
+    local lock=$1 line=$2 n i path write_failed=""
     case "$line" in
         beat) ;;
         uploaded | checked | go | commit | revert | begin)
@@ -410,8 +437,13 @@ handle_message() { # LOCK LINE
             : >"$lock/manifest.tmp"
             for ((i = 0; i < n; i++)); do
                 IFS= read -r path || break
-                printf '%s\n' "$path" >>"$lock/manifest.tmp"
+                printf '%s\n' "$path" >>"$lock/manifest.tmp" || write_failed=yes
             done
+            # A list cut short by a full disk is no list: the job then says none was sent.
+            if [ -n "${write_failed:-}" ]; then
+                rm -f "$lock/manifest.tmp"
+                return 0
+            fi
             mv -f "$lock/manifest.tmp" "$lock/msg/manifest"
             ;;
         *) return 0 ;;
@@ -458,13 +490,14 @@ follow_stream() { # ROOT TOKEN OFFSET ROLE
         done
     fi
     wait "$tailpid" 2>/dev/null || true
+    say_unrecorded "$root" "$token"
     out eof yes
 }
 
 sub_follow() {
     parse_opts follow "$@"
     check_root "$opt_root"
-    check_word token "$opt_token"
+    check_token "$opt_token"
     check_digits offset "$opt_offset"
     check_one_of role "$opt_role" "driver observer"
     follow_stream "$opt_root" "$opt_token" "$opt_offset" "$opt_role"
@@ -475,10 +508,11 @@ sub_follow() {
 sub_unlock() {
     parse_opts unlock "$@"
     check_root "$opt_root"
-    check_word token "$opt_token"
+    check_token "$opt_token"
     check_one_of force "$opt_force" "yes no"
     check_word deployer "$opt_deployer"
-    local root=$opt_root lock held pid i release commit holder
+    local root=$opt_root lock held pid i release commit holder gone
+    local took_over="" unverified="" later_warnings=()
     lock=$(lock_dir "$root")
     guard_on "$root"
     if [ ! -d "$lock" ]; then
@@ -518,16 +552,28 @@ sub_unlock() {
             return 0
         }
     fi
-    # No live job: remove the lock (if another unlock has not, meanwhile); its release, if it
-    # was being prepared, failed; and that is recorded once.
+    # No live job: move the lock aside (if another unlock or a deploy taking it over has not,
+    # meanwhile). A result its job could not record is recorded now; else its release, if it was
+    # being prepared, failed. The unlock is one deploy.log line.
     release=$(meta "$lock/info" release)
     commit=$(meta "$lock/info" commit)
     holder="$(meta "$lock/info" user)@$(meta "$lock/info" host) since $(meta "$lock/info" started)"
-    release_lock "$root" "$opt_token"
-    [ "$lock_released" = yes ] || die "the lock on $(hostname) was removed meanwhile (another deploy unlock?): nothing left to remove"
-    if c_is_release "$release" && [ "$(state_of "$root/$C_RELEASES/$release")" = "$C_STATE_PREPARING" ]; then
+    gone=$lock.unlocked.$$
+    guard_on "$root"
+    if [ ! -d "$lock" ] || [ "$(meta "$lock/info" token)" != "$opt_token" ]; then
+        guard_off
+        out unlocked no
+        die "the lock on $(hostname) was removed meanwhile (another deploy unlock, or a deploy that took it over): nothing left to remove"
+    fi
+    mv -T -- "$lock" "$gone"
+    guard_off
+    out unlocked yes
+    if unrecorded_marker "$gone" >/dev/null; then
+        settle_dead "$root" "$gone" "deploy unlock ($opt_deployer)"
+    elif c_is_release "$release" && [ "$(state_of "$root/$C_RELEASES/$release")" = "$C_STATE_PREPARING" ]; then
         put "$root/$C_RELEASES/$release/$C_STATE_FILE" "$C_STATE_FAILED" || true
     fi
+    rm -rf -- "$gone"
     log_line "$root" "$(iso_now)" "$opt_deployer" "$commit" - "$release" unlocked 0.0 - \
         "lock of $holder removed by deploy unlock (its job was not running)"
 }
@@ -552,7 +598,7 @@ sub_log() {
 sub_receive() {
     parse_opts receive "$@"
     check_root "$opt_root"
-    check_word token "$opt_token"
+    check_token "$opt_token"
     check_release "$opt_release"
     local root=$opt_root rel lock err
     lock=$(lock_dir "$root")

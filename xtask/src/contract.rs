@@ -234,6 +234,8 @@ pub const PLAN_KEYS: &[&str] = &[
     "need_mb",
     "prune",
     "asset_grace",
+    // Test hook (INNERCONTEXT_TEST_PAUSE_AT): a step (one of STEPS) the job pauses before.
+    "pause_at",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -417,14 +419,17 @@ pub fn render_shell() -> String {
     s
 }
 
-/// The text sent with every call: the contract, the helpers, the job, then the entry point.
+/// The text sent with every call: the contract, the helpers, the lock, the job, its record,
+/// then the entry point.
 pub fn deploy_script() -> String {
-    [CONTRACT_SH, LIB_SH, JOB_SH, DEPLOY_SH].concat()
+    [CONTRACT_SH, LIB_SH, LOCK_SH, JOB_SH, RECORD_SH, DEPLOY_SH].concat()
 }
 
 pub const CONTRACT_SH: &str = include_str!("../../scripts/contract.sh");
 pub const LIB_SH: &str = include_str!("../../scripts/deploy-lib.sh");
+pub const LOCK_SH: &str = include_str!("../../scripts/deploy-lock.sh");
 pub const JOB_SH: &str = include_str!("../../scripts/deploy-job.sh");
+pub const RECORD_SH: &str = include_str!("../../scripts/deploy-record.sh");
 pub const DEPLOY_SH: &str = include_str!("../../scripts/deploy.sh");
 pub const BOOT_CHECK_SH: &str = include_str!("../../scripts/boot-check.sh");
 
@@ -517,7 +522,7 @@ mod tests {
     #[test]
     fn the_script_uses_only_what_the_contract_defines() {
         let set = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-        let script = [LIB_SH, JOB_SH, DEPLOY_SH, BOOT_CHECK_SH].concat();
+        let script = [LIB_SH, LOCK_SH, JOB_SH, RECORD_SH, DEPLOY_SH, BOOT_CHECK_SH].concat();
         // Subcommands: `sub_NAME()` functions, and each reads only its own keys.
         let subs = words_after(&script, "\nsub_");
         assert_eq!(subs, set(&SUBS.iter().map(|s| s.name).collect::<Vec<_>>()));
@@ -585,6 +590,84 @@ mod tests {
                 "the deploy scripts spell '{lit}' themselves instead of using contract.sh"
             );
         }
+    }
+
+    /// Run `test` (bash) after the server's helpers, in a fresh directory; its stdout.
+    fn with_helpers(name: &str, test: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("contract-sh-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root/releases")).unwrap();
+        let script = [CONTRACT_SH, LIB_SH, LOCK_SH, JOB_SH, RECORD_SH, test].concat();
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script, "t"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    #[test]
+    fn a_lock_is_visible_only_with_its_holder_and_taken_over_once_dead() {
+        let out = with_helpers(
+            "lock",
+            r#"set -euo pipefail
+            r=$PWD/root
+            take_lock "$r" t1 "$(out token t1)"; echo "took=$?"
+            job_alive "$r/.deploy.lock" && echo alive
+            (take_lock "$r" t2 "$(out token t2)") && echo "second took" || echo "second=$?"
+            ls -d "$r"/.deploy.lock.* 2>/dev/null || echo "nothing half-built left"
+            exec 8>&-
+            job_alive "$r/.deploy.lock" || echo dead
+            take_lock "$r" t3 "$(out token t3)"; echo "took=$? token=$(meta "$r/.deploy.lock/info" token) aside=$(meta "$r/.deploy.lock.dead.t3/info" token)"
+            "#,
+        );
+        assert_eq!(
+            out,
+            "took=0\nalive\nsecond=1\nnothing half-built left\ndead\ntook=0 token=t3 aside=t1\n"
+        );
+    }
+
+    #[test]
+    fn a_file_is_written_whole_or_left_as_it_was() {
+        let out = with_helpers(
+            "put",
+            r#"set -euo pipefail
+            put f "one"; put f "two"; echo "f=$(cat f)"
+            : >blocker
+            put blocker/x "y" || echo "failed: $put_error"
+            ls | grep -c '\.tmp\.' || true
+            append_line log "a"; append_line blocker/log "b" || echo "append failed"; cat log
+            printf 'x=1\nalembic_revision=-\n' >m; set_meta m alembic_revision 0002_b; cat m
+            "#,
+        );
+        assert_eq!(
+            out,
+            "f=two\nfailed: writing blocker/x: Not a directory\n0\nappend failed\na\nx=1\nalembic_revision=0002_b\n"
+        );
+    }
+
+    #[test]
+    fn an_unrecorded_result_reads_back_from_its_name() {
+        let out = with_helpers(
+            "marker",
+            r#"set -euo pipefail
+            lock=$PWD/l; mkdir "$lock"; : >"$lock/pending"
+            mark_unrecorded rolled-back 12.5 0002_price_history "No space left on device" "not healthy after 8s: unit x is failed"
+            m=$(unrecorded_marker "$lock")
+            for k in result duration alembic why reason nope; do echo "$k=$(marker_field "$m" "$k")"; done
+            "#,
+        );
+        assert_eq!(
+            out,
+            "result=rolled-back\nduration=12.5\nalembic=0002_price_history\nwhy=No space left on device\nreason=not healthy after 8s: unit x is failed\nnope=-\n"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The deploy lock, as the client sees it: an atomic `mkdir DEPLOY_ROOT/.deploy.lock` with an
-//! `info` file (who, when, what, token), taken by `deploy.sh run` and released by the job that
-//! holds it (or by `deploy unlock`, only for the token it showed). The job holds a flock for its
-//! whole life, so a probe tells a live lock (its job runs) from a stale one (its job is gone:
-//! a crash, a reboot). This module parses what a probe says and words it.
+//! The deploy lock, as the client sees it: `DEPLOY_ROOT/.deploy.lock` with an `info` file (who,
+//! when, what, token), taken by `deploy.sh run` and released by the job that holds it (or by
+//! `deploy unlock`, only for the token it showed). Its flock is held from before the lock is
+//! visible until the job ends, so a probe tells a live lock (its job runs) from a stale one (its
+//! job is gone: a crash, a reboot), with no window; the next deploy or rollback takes a stale
+//! lock over. A job that could not record its result (a full disk) leaves it in its lock for
+//! the next one to record. This module parses what a probe says and words it.
 
 use crate::release::age;
 use crate::remote::Reply;
@@ -24,6 +26,8 @@ pub struct LockInfo {
     pub alive: Option<bool>,
     /// The job's current step or wait.
     pub phase: String,
+    /// The result its (dead) job could not record, and why (`No space left on device`).
+    pub unrecorded: Option<(String, String)>,
 }
 
 /// Keep only characters that cannot break the `key=value` line format or a terminal.
@@ -73,6 +77,12 @@ impl LockInfo {
             release: get("release"),
             alive: reply.get("lock.alive").map(|a| a == "yes"),
             phase: reply.get("lock.phase").unwrap_or("").to_string(),
+            unrecorded: reply.get("lock.unrecorded").map(|r| {
+                (
+                    r.to_string(),
+                    reply.get("lock.unrecorded_why").unwrap_or("?").to_string(),
+                )
+            }),
         })
     }
 
@@ -82,13 +92,19 @@ impl LockInfo {
     }
 
     /// One line naming the holder, the lock's age (on the server's clock) and whether its job
-    /// still runs.
+    /// still runs (a lock is STALE only when that is proven).
     pub fn describe(&self, server_now: i64) -> String {
-        let state = match self.alive {
-            Some(true) if self.phase.is_empty() => "; its job is running".to_string(),
-            Some(true) => format!("; its job is running ({})", self.phase),
-            Some(false) => "; STALE: no job holds it any more".to_string(),
-            None => String::new(),
+        let state = match (self.alive, &self.unrecorded) {
+            (Some(true), _) if self.phase.is_empty() => "; its job is running".to_string(),
+            (Some(true), _) => format!("; its job is running ({})", self.phase),
+            (Some(false), Some((result, why))) => format!(
+                "; its job ended ({result}) but could not record it ({why}): the next deploy or rollback records it"
+            ),
+            (Some(false), None) => {
+                "; STALE: no job holds it any more (the next deploy or rollback takes it over)"
+                    .to_string()
+            }
+            (None, _) => String::new(),
         };
         format!(
             "held by {}@{} (pid {}, '{}', commit {}) since {} ({} ago){state}",
@@ -147,9 +163,19 @@ mod tests {
             "held by alice@laptop (pid 4242, 'deploy all', commit abc1234+dirty) since 2026-11-28T10:15:30Z (1m15s ago); its job is running (awaiting-upload)"
         );
         let stale = LockInfo::from_reply(&reply("lock.alive=no\n")).unwrap();
-        assert!(stale
-            .describe(0)
-            .ends_with("STALE: no job holds it any more"));
+        let d = stale.describe(0);
+        assert!(d.contains("STALE: no job holds it any more"), "{d}");
+        assert!(!d.contains("unlock"), "a stale lock is taken over: {d}");
+        let pending = LockInfo::from_reply(&reply(
+            "lock.alive=no\nlock.unrecorded=success\nlock.unrecorded_why=No space left on device\n",
+        ))
+        .unwrap();
+        let d = pending.describe(0);
+        assert!(
+            d.ends_with("its job ended (success) but could not record it (No space left on device): the next deploy or rollback records it"),
+            "{d}"
+        );
+        assert!(!d.contains("STALE"), "{d}");
     }
 
     #[test]

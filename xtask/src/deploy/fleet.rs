@@ -203,7 +203,7 @@ pub fn start_all(
                             .map(|l| l.describe(snap.now))
                             .unwrap_or_else(|| "holder unknown".into()),
                         if lock.as_ref().is_some_and(|l| l.stale()) {
-                            ": remove it with 'cargo xtask deploy unlock'"
+                            ": it went just now; run the command again (a deploy takes a stale lock over)"
                         } else {
                             "; wait for it, or follow it with 'cargo xtask deploy status --follow'"
                         }

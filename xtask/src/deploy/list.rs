@@ -44,6 +44,13 @@ pub fn run(cfg: &Config) -> Result<()> {
         };
         let state = if release::is_future(&r.name, snap.now) {
             format!("{} (FUTURE)", r.state.name())
+        } else if let Some((result, _)) = snap.unrecorded(&r.name) {
+            let state = if result == "success" {
+                release::State::Succeeded
+            } else {
+                release::State::Failed
+            };
+            format!("{} (pending)", state.name())
         } else if snap.dead_preparing(&r.name) {
             "preparing (dead)".to_string()
         } else {
@@ -71,6 +78,14 @@ pub fn run(cfg: &Config) -> Result<()> {
     }
     show!("* = current: {}", snap.current.describe());
     show!("ADDS = what a release adds on disk beyond older releases (shared files counted once)");
+    for r in &releases {
+        if let Some((result, why)) = snap.unrecorded(&r.name) {
+            show!(
+                "(pending) = its job ended {result} but could not record it ({why}): free space under {}; the next deploy or rollback records it",
+                cfg.root
+            );
+        }
+    }
     if let Some(lock) = &snap.lock {
         show!("locked: {}", lock.describe(snap.now));
     }

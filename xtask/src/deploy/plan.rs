@@ -345,45 +345,56 @@ impl JobPlan {
             ),
         };
         let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
-        Call::deploy(
-            "run",
-            &[
-                ("root", cfg.root.clone()),
-                ("token", who.token.to_string()),
-                ("mode", mode.to_string()),
-                ("release", release),
-                ("scope", scope),
-                ("expect_current", self.expect_current.clone()),
-                ("target", target),
-                ("force", force.to_string()),
-                ("deployer", crate::lock::clean(who.deployer)),
-                ("commit", crate::lock::clean(who.commit)),
-                ("dirty", yn(who.dirty)),
-                ("command", self.command()),
-                ("client_pid", std::process::id().to_string()),
-                ("client_host", crate::lock::clean(who.host)),
-                ("restart", self.restart.join(",")),
-                ("check", self.check.join(",")),
-                ("probe", self.probes.join(",")),
-                ("timeout", cfg.health_timeout.to_string()),
-                ("stable_ms", cfg.health_stable_ms.to_string()),
-                ("role", self.role.name().to_string()),
-                (
-                    "verdict",
-                    if self.wait_for_verdict {
-                        "wait"
-                    } else {
-                        "auto"
-                    }
-                    .to_string(),
-                ),
-                ("begin", yn(self.begin)),
-                ("need_mb", self.need_mb.to_string()),
-                ("prune", self.prune.join(",")),
-                ("asset_grace", asset_grace().to_string()),
-            ],
-        )
+        let mut args = vec![
+            ("root", cfg.root.clone()),
+            ("token", who.token.to_string()),
+            ("mode", mode.to_string()),
+            ("release", release),
+            ("scope", scope),
+            ("expect_current", self.expect_current.clone()),
+            ("target", target),
+            ("force", force.to_string()),
+            ("deployer", crate::lock::clean(who.deployer)),
+            ("commit", crate::lock::clean(who.commit)),
+            ("dirty", yn(who.dirty)),
+            ("command", self.command()),
+            ("client_pid", std::process::id().to_string()),
+            ("client_host", crate::lock::clean(who.host)),
+            ("restart", self.restart.join(",")),
+            ("check", self.check.join(",")),
+            ("probe", self.probes.join(",")),
+            ("timeout", cfg.health_timeout.to_string()),
+            ("stable_ms", cfg.health_stable_ms.to_string()),
+            ("role", self.role.name().to_string()),
+            (
+                "verdict",
+                if self.wait_for_verdict {
+                    "wait"
+                } else {
+                    "auto"
+                }
+                .to_string(),
+            ),
+            ("begin", yn(self.begin)),
+            ("need_mb", self.need_mb.to_string()),
+            ("prune", self.prune.join(",")),
+            ("asset_grace", asset_grace().to_string()),
+        ];
+        if let Some(step) = test_pause_at() {
+            args.push(("pause_at", step));
+        }
+        Call::deploy("run", &args)
     }
+}
+
+/// Test hook (`INNERCONTEXT_TEST_PAUSE_AT=STEP`, a step of the job as the contract names it):
+/// the job writes `.deploy.lock/paused` when STEP is about to start and waits while it exists.
+/// The server refuses a value that is not a step.
+fn test_pause_at() -> Option<String> {
+    std::env::var("INNERCONTEXT_TEST_PAUSE_AT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| crate::lock::clean(&s))
 }
 
 /// How long assets of a release that stopped being current stay served (seconds): the

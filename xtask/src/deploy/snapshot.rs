@@ -122,6 +122,8 @@ pub struct LastJob {
     pub events: u64,
     /// Its last events, without their time (kind and fields, space-separated).
     pub lines: Vec<String>,
+    /// Its result could not be recorded (why): it waits in the lock for the next job.
+    pub unrecorded: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +167,7 @@ impl Snapshot {
                 .into_iter()
                 .map(str::to_string)
                 .collect(),
+            unrecorded: reply.get("job.unrecorded").map(str::to_string),
         });
         let units = reply
             .all("unit")
@@ -233,7 +236,8 @@ impl Snapshot {
             .collect()
     }
 
-    /// A `preparing` release with no live job preparing it: a deploy that died.
+    /// A `preparing` release with no live job preparing it: a deploy that died (not one whose
+    /// job ended but could not record its result: see [`Snapshot::unrecorded`]).
     pub fn dead_preparing(&self, name: &str) -> bool {
         let live = self
             .lock
@@ -243,6 +247,16 @@ impl Snapshot {
             .iter()
             .any(|r| r.name == name && r.state == State::Preparing)
             && !live
+            && self.unrecorded(name).is_none()
+    }
+
+    /// The result a dead job of release `name` could not record, and why: it waits in the
+    /// lock for the next deploy or rollback (the boot check counts it meanwhile).
+    pub fn unrecorded(&self, name: &str) -> Option<&(String, String)> {
+        self.lock
+            .as_ref()
+            .filter(|l| l.alive == Some(false) && l.release == name)
+            .and_then(|l| l.unrecorded.as_ref())
     }
 
     /// Warnings every command prints: junk in releases/, releases from the future.
@@ -322,6 +336,23 @@ mod tests {
             .starts_with("NOT A RELEASE"));
         assert_eq!(Current::Missing.link(), "-");
         assert_ne!(Current::Missing.describe(), d.describe());
+    }
+
+    #[test]
+    fn a_result_left_in_the_lock_is_not_a_dead_release() {
+        let r = Reply::parse(
+            "release=20261128T101700Z preparing abc -\nlocked=yes\nlock.release=20261128T101700Z\nlock.alive=no\nlock.unrecorded=success\nlock.unrecorded_why=No space left on device\njob.token=1-2\njob.result=success\njob.unrecorded=No space left on device\n",
+        );
+        let s = Snapshot::from_reply(&r);
+        assert!(!s.dead_preparing("20261128T101700Z"));
+        assert_eq!(
+            s.unrecorded("20261128T101700Z").map(|u| u.0.as_str()),
+            Some("success")
+        );
+        assert_eq!(
+            s.last_job.unwrap().unrecorded.as_deref(),
+            Some("No space left on device")
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::deploy::job;
 use crate::deploy::report::{self, Printer};
-use crate::deploy::snapshot::Recorded;
+use crate::deploy::snapshot::{LastJob, Recorded};
+use crate::lock::LockInfo;
 use crate::{release, show};
 
 pub fn run(cfg: &Config, follow: bool) -> Result<()> {
@@ -15,7 +16,7 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
         let reads = super::list::read_all(cfg, true);
         for (host, snap) in &reads.ok {
             show!("== {}", snap.host);
-            print(&host.dest, snap);
+            print(&host.dest, &cfg.root, snap);
         }
         for line in super::list::matrix(&reads.ok)
             .into_iter()
@@ -30,7 +31,7 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
     }
     let session = super::connect(cfg)?;
     let snap = super::probe(&session, cfg, true)?;
-    print(&cfg.server, &snap);
+    print(&cfg.server, &cfg.root, &snap);
     if let Err(e) = super::drift::roles(&[(cfg.hosts[0].clone(), snap.clone())]) {
         show!("ROLES: {e}");
     }
@@ -40,8 +41,8 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
     Ok(())
 }
 
-/// One host's state; `dest`: how DEPLOY_SERVER reaches it.
-fn print(dest: &str, snap: &crate::deploy::snapshot::Snapshot) {
+/// One host's state; `dest`: how DEPLOY_SERVER reaches it; `root`: DEPLOY_ROOT.
+fn print(dest: &str, root: &str, snap: &crate::deploy::snapshot::Snapshot) {
     show!("server:   {} ({dest})", snap.host);
     let file = crate::contract::ROLE_FILE;
     match &snap.role {
@@ -86,27 +87,7 @@ fn print(dest: &str, snap: &crate::deploy::snapshot::Snapshot) {
         Err(why) => show!("database: revision unreadable: {why}"),
     }
     if let Some(j) = &snap.last_job {
-        match &j.result {
-            Some(r) => show!(
-                "last job: {} {r} in {}s{}",
-                j.token,
-                j.duration,
-                if j.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", j.reason)
-                }
-            ),
-            None => show!(
-                "last job: {} RUNNING ({})",
-                j.token,
-                snap.lock
-                    .as_ref()
-                    .map(|l| l.phase.as_str())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or("?")
-            ),
-        }
+        show!("last job: {}", last_job(j, snap.lock.as_ref(), root));
         for l in j.lines.iter().filter_map(|l| job_line(l)) {
             show!("          | {l}");
         }
@@ -141,6 +122,42 @@ fn follow_job(
     Ok(())
 }
 
+/// The last job as `status` shows it: its result, as the server recorded it or as it waits in
+/// the lock to be recorded; or, without one, whether its job runs or died (by its lock).
+fn last_job(j: &LastJob, lock: Option<&LockInfo>, root: &str) -> String {
+    let reason = if j.reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", j.reason)
+    };
+    let phase = |l: &LockInfo| {
+        if l.phase.is_empty() {
+            "?".to_string()
+        } else {
+            l.phase.clone()
+        }
+    };
+    match (&j.result, &j.unrecorded, lock.filter(|l| l.token == j.token)) {
+        (Some(r), Some(why), _) => format!(
+            "{} {r} in {}s{reason}; NOT RECORDED: the server could not write it ({why}): free space under {root}; the next deploy or rollback records it",
+            j.token, j.duration
+        ),
+        (Some(r), None, _) => format!("{} {r} in {}s{reason}", j.token, j.duration),
+        (None, _, Some(l)) if l.alive != Some(false) => {
+            format!("{} RUNNING ({})", j.token, phase(l))
+        }
+        (None, _, Some(l)) => format!(
+            "{} DIED at {} (no process holds its lock): the next deploy or rollback takes the lock over and records it as interrupted",
+            j.token,
+            phase(l)
+        ),
+        (None, _, None) => format!(
+            "{} ended without a result and holds no lock: see {root}/jobs/{} on the server",
+            j.token, j.token
+        ),
+    }
+}
+
 /// A job event (`KIND FIELD...`, space separated) as `status` shows it, or None for the ones
 /// that only mark time (step starts, phases).
 fn job_line(line: &str) -> Option<String> {
@@ -159,6 +176,42 @@ fn job_line(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_job_says_what_the_server_knows() {
+        use crate::remote::Reply;
+        let snap = |text: &str| crate::deploy::snapshot::Snapshot::from_reply(&Reply::parse(text));
+        let lock = "locked=yes\nlock.token=1-2\nlock.release=20261128T101700Z\n";
+        let line = |text: &str| {
+            let s = snap(text);
+            last_job(s.last_job.as_ref().unwrap(), s.lock.as_ref(), "/opt/ic")
+        };
+        assert_eq!(
+            line(&format!(
+                "job.token=1-2\n{lock}lock.alive=yes\nlock.phase=health\n"
+            )),
+            "1-2 RUNNING (health)"
+        );
+        let died = line(&format!(
+            "job.token=1-2\n{lock}lock.alive=no\nlock.phase=prepare\n"
+        ));
+        assert!(died.starts_with("1-2 DIED at prepare"), "{died}");
+        let pending = line(&format!(
+            "job.token=1-2\njob.result=success\njob.duration=7.1\njob.unrecorded=No space left on device\n{lock}lock.alive=no\nlock.unrecorded=success\n"
+        ));
+        assert!(
+            pending.starts_with("1-2 success in 7.1s; NOT RECORDED: the server could not write it (No space left on device)")
+                && !pending.contains("RUNNING"),
+            "{pending}"
+        );
+        assert_eq!(
+            line(
+                "job.token=1-2\njob.result=rolled-back\njob.duration=3.0\njob.reason=not healthy\n"
+            ),
+            "1-2 rolled-back in 3.0s: not healthy"
+        );
+        assert!(line("job.token=1-2\n").contains("without a result"));
+    }
 
     #[test]
     fn job_lines_read_well() {

@@ -364,17 +364,17 @@ pub fn a_failing_host_sends_the_fleet_back(ctx: &mut Ctx) -> Result<()> {
 pub fn a_held_lock_stops_everyone(ctx: &mut Ctx) -> Result<()> {
     let f = fleet(ctx)?;
     let old = f.currents()?;
-    f.apps[1].ssh(&[
-        "bash",
-        "-c",
-        &format!("mkdir {ROOT}/.deploy.lock && printf 'user=someone\\nhost=elsewhere\\npid=1\\nstarted=2026-01-01T00:00:00Z\\nstarted_epoch=1767225600\\ncommand=deploy all\\ncommit=abc\\nrelease=-\\ntoken=held-1\\n' > {ROOT}/.deploy.lock/info && chown -R innercontext: {ROOT}/.deploy.lock"),
-    ])?;
+    // Held by a live job (a lock no process holds would be taken over).
+    let lock = crate::support::LiveLock::hold(
+        &f.apps[1],
+        "user=someone\\nhost=elsewhere\\npid=1\\nstarted=2026-01-01T00:00:00Z\\nstarted_epoch=1767225600\\ncommand=deploy all\\ncommit=abc\\nrelease=-\\ntoken=held-1\\n",
+    )?;
     f.scratch.commit("against a held lock")?;
     let run = f.xtask(&["deploy", "all", "--skip-local-checks"]);
     let held = f.apps[1]
         .ssh(&["test", "-d", &format!("{ROOT}/.deploy.lock")])
         .is_ok();
-    f.apps[1].ssh(&["rm", "-rf", &format!("{ROOT}/.deploy.lock")])?;
+    lock.release()?;
     let run = run?.failed()?;
     ensure!(held, "the held lock was removed");
     ensure!(

@@ -27,6 +27,7 @@ mod lifecycle;
 mod restarts;
 mod security;
 mod setup_server;
+mod state;
 mod support;
 mod testhost;
 mod ux;
@@ -101,6 +102,12 @@ pub const LIFECYCLE: Group = Group {
     name: "lifecycle",
     tag: 'c',
 };
+/// The server struck under a deploy: a job killed or stopped by SIGTERM at a step, two deploys
+/// at once, a disk that fills right after the switch (it mounts a small disk: its own machines).
+pub const STATE: Group = Group {
+    name: "state",
+    tag: 'p',
+};
 /// Broken releases, bad input, bad remote state, security properties.
 pub const FAULTS: Group = Group {
     name: "faults",
@@ -136,8 +143,8 @@ pub const DEMO: Group = Group {
 
 /// Every group, in the order they start: the longest first.
 pub const GROUPS: &[&Group] = &[
-    &MATRIX, &LINKS, &FLEET, &WEB, &LIFECYCLE, &FAULTS, &RESTARTS, &DEPLOY, &UX, &SECURITY, &SETUP,
-    &HOST, &DEMO,
+    &MATRIX, &LINKS, &FLEET, &WEB, &LIFECYCLE, &STATE, &FAULTS, &RESTARTS, &DEPLOY, &UX, &SECURITY,
+    &SETUP, &HOST, &DEMO,
 ];
 
 /// A registered scenario.
@@ -263,6 +270,18 @@ const SCENARIOS: &[Scenario] = &[
     ),
     scenario!(LIFECYCLE, lifecycle::status_follow_reattaches),
     scenario!(LIFECYCLE, lifecycle::boot_check_restores_an_intact_release),
+    scenario!(STATE, state::a_job_killed_in_prepare_is_taken_over),
+    scenario!(
+        STATE,
+        state::a_job_killed_after_the_switch_is_never_restored_to
+    ),
+    scenario!(
+        STATE,
+        state::two_deploys_at_once_never_call_a_live_lock_stale
+    ),
+    scenario!(STATE, state::a_shutdown_after_the_switch_puts_current_back),
+    scenario!(STATE, state::a_shutdown_before_the_switch_stops_the_job),
+    scenario!(STATE, state::a_full_disk_after_the_switch_is_recorded_later),
     scenario!(FAULTS, faults::health_503),
     scenario!(FAULTS, faults::frontend_does_not_start),
     scenario!(FAULTS, faults::worker_crash_loops),
@@ -317,6 +336,7 @@ pub struct Ctx {
     pub fault_scratch: Option<xtask::scratch::Scratch>,
     pub lifecycle_scratch: Option<xtask::scratch::Scratch>,
     pub restarts_scratch: Option<xtask::scratch::Scratch>,
+    pub state_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
 }
@@ -331,6 +351,7 @@ impl Ctx {
             fault_scratch: None,
             lifecycle_scratch: None,
             restarts_scratch: None,
+            state_scratch: None,
             fleet: None,
             web_scratch: None,
         })

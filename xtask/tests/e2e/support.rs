@@ -119,6 +119,52 @@ impl Site {
     }
 }
 
+/// A deploy lock on `machine` held by a live process (as a running job holds it: the flock on
+/// its job.lock), with `info` as its info file; [`LiveLock::release`] ends it. A lock nobody
+/// holds would be taken over by the next deploy.
+pub struct LiveLock {
+    machine: Machine,
+    pid: u32,
+}
+
+impl LiveLock {
+    pub fn hold(machine: &Machine, info: &str) -> Result<LiveLock> {
+        let lock = format!("{ROOT}/.deploy.lock");
+        let out = machine.ssh(&[
+            "bash",
+            "-c",
+            &format!(
+                "set -e; install -d -o innercontext -g innercontext {lock}; \
+                 printf '{info}' >{lock}/info; chown innercontext: {lock}/info; \
+                 p=/tmp/e2e-holder.$$; \
+                 runuser -u innercontext -- bash -c \"exec 9>>{lock}/job.lock; flock -x 9; echo \\$\\$ >$p; exec sleep 900\" </dev/null >/dev/null 2>&1 & \
+                 for _ in $(seq 200); do [ -s $p ] && break; sleep 0.05; done; cat $p; rm -f $p"
+            ),
+        ])?;
+        let pid = out
+            .trim()
+            .parse()
+            .with_context(|| format!("holding the lock on {}: {out}", machine.name))?;
+        Ok(LiveLock {
+            machine: machine.clone(),
+            pid,
+        })
+    }
+
+    /// End the holder and remove the lock.
+    pub fn release(self) -> Result<()> {
+        self.machine.ssh(&[
+            "bash",
+            "-c",
+            &format!(
+                "kill {pid} 2>/dev/null; while kill -0 {pid} 2>/dev/null; do sleep 0.05; done; rm -rf {ROOT}/.deploy.lock",
+                pid = self.pid
+            ),
+        ])?;
+        Ok(())
+    }
+}
+
 /// A finished xtask run.
 pub struct Run {
     pub status: std::process::ExitStatus,

@@ -400,14 +400,13 @@ pub fn step_lines_are_golden(ctx: &mut Ctx) -> Result<()> {
     golden("rollback.tty.txt", &tty(&site, status, &raw)?)?;
     ensure!(status.success(), "the terminal rollback failed:\n{raw}");
 
-    // A refused deploy: a lock held by a job that is gone. The lock line says refused, never
-    // ok, and nothing changes.
+    // A refused deploy: a lock held by a running job (one whose job is gone would be taken
+    // over). The lock line says refused, never ok, and nothing changes.
     let releases = site.releases()?;
-    site.sh(&format!(
-        "set -e; install -d -o innercontext -g innercontext {ROOT}/.deploy.lock; \
-         printf 'user=alice\\nhost=laptop\\npid=4242\\nstarted=2026-11-28T10:15:30Z\\nstarted_epoch=1795860930\\ncommand=deploy all\\ncommit=3f2a9c1d0b7e\\nrelease=20261128T101530Z\\ntoken=1-2\\n' >{ROOT}/.deploy.lock/info; \
-         chown innercontext: {ROOT}/.deploy.lock/info"
-    ))?;
+    let lock = support::LiveLock::hold(
+        &site.app,
+        "user=alice\\nhost=laptop\\npid=4242\\nstarted=2026-11-28T10:15:30Z\\nstarted_epoch=1795860930\\ncommand=deploy all\\ncommit=3f2a9c1d0b7e\\nrelease=20261128T101530Z\\ntoken=1-2\\n",
+    )?;
     let result = (|| -> Result<()> {
         change(&s, "refused plain")?;
         let run = site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?;
@@ -419,7 +418,7 @@ pub fn step_lines_are_golden(ctx: &mut Ctx) -> Result<()> {
         ensure!(!status.success(), "a deploy under a held lock succeeded");
         Ok(())
     })();
-    site.sh(&format!("rm -rf {ROOT}/.deploy.lock"))?;
+    lock.release()?;
     result?;
     ensure!(
         site.releases()? == releases,

@@ -24,6 +24,7 @@ pub mod ssh;
 pub mod testhost;
 pub mod tools;
 pub mod ui;
+pub mod wait;
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};

@@ -34,6 +34,10 @@ use crate::wait::{self, Deadline, Missed};
 /// the first Ctrl-C stops trying.
 pub const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
+/// A stop of this process worth saying: half the time after which the job decides the
+/// deployer is gone.
+const STOP_WORTH_MS: u64 = crate::contract::CLIENT_GRACE_SECS * 1000 / 2;
+
 /// deploy.log lines a reading looks at (the job's own line and whatever came after it).
 const LOG_LINES: u32 = 40;
 
@@ -289,9 +293,10 @@ pub struct Job {
     /// The deployer may have missed part of the job: a connection was lost, a message could not
     /// be sent, or this process was stopped. Its last words are then a [`Reading`].
     pub lost_sight: bool,
-    /// The longest time between two heartbeats so far (ms), and the longest announced.
+    /// The longest time (ms) a heartbeat's sleep or a wait's nap took: this process was
+    /// stopped for about that long; and whether that was said.
     longest_gap: Arc<AtomicU64>,
-    announced_gap: u64,
+    stop_seen: bool,
     /// A reading found the job neither running nor with a result (it died: a reboot, a kill):
     /// nothing more will come from it.
     pub gone: bool,
@@ -393,7 +398,7 @@ impl Job {
             reattaches: 0,
             lost_sight: false,
             longest_gap,
-            announced_gap: 0,
+            stop_seen: false,
             gone: false,
         }))
     }
@@ -445,16 +450,16 @@ impl Job {
         self.outcome.is_some() || self.gone
     }
 
-    /// How long this process was stopped (SIGSTOP, a suspended machine), the first time a stop
-    /// of at least half the job's grace ([`crate::contract::CLIENT_GRACE_SECS`]) shows (and
-    /// again for a longer one). Marks the job as one the deployer lost sight of.
+    /// How long this process was stopped (SIGSTOP, a suspended machine), once: the first time
+    /// a stop of at least half the job's grace ([`crate::contract::CLIENT_GRACE_SECS`]) shows
+    /// in the heartbeat's sleeps or the waits' naps. Marks the job as one the deployer lost
+    /// sight of.
     pub fn new_stop(&mut self) -> Option<Duration> {
         let gap = self.longest_gap.load(Ordering::SeqCst);
-        let worth = crate::contract::CLIENT_GRACE_SECS * 1000 / 2;
-        if gap < worth || gap <= self.announced_gap {
+        if gap < STOP_WORTH_MS || self.stop_seen {
             return None;
         }
-        self.announced_gap = gap;
+        self.stop_seen = true;
         self.lost_sight = true;
         Some(Duration::from_millis(gap))
     }
@@ -522,7 +527,17 @@ impl Job {
                         return Wait::Lost;
                     }
                 }
-                Err(TryRecvError::Empty) => deadline.nap(wait::TICK),
+                Err(TryRecvError::Empty) => {
+                    // A nap far longer than asked: this process was stopped (SIGSTOP, a
+                    // suspended machine). The caller looks around before reading on.
+                    let napped = Instant::now();
+                    deadline.nap(wait::TICK);
+                    let took = napped.elapsed().as_millis() as u64;
+                    self.longest_gap.fetch_max(took, Ordering::SeqCst);
+                    if took >= STOP_WORTH_MS {
+                        return Wait::Timeout;
+                    }
+                }
                 Ok(Incoming::Closed) | Err(TryRecvError::Disconnected) => {
                     if let Some(mut f) = self.follower.take() {
                         f.beating.store(false, Ordering::SeqCst);

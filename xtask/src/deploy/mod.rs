@@ -77,19 +77,21 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
     }
 }
 
-/// Open the one ssh connection of this command.
+/// Open the one ssh connection of this command (not after a signal: the command stops).
 pub fn connect(cfg: &Config) -> Result<Session> {
+    stop_before_the_lock(cfg)?;
     ui::step(&format!("connect to {}", cfg.server), || {
         Session::connect(&cfg.server, cfg.ssh_config.as_deref())
     })
 }
 
-/// A signal that arrived before any job was asked for (during connect, the probe, the plan)
-/// stops the command there, with the signal's exit status: nothing was changed on the servers.
+/// A signal that arrived before any job was asked for (before or during connect, the probe,
+/// the plan) stops the command there, with the signal's exit status: nothing was changed on
+/// the servers.
 pub fn stop_before_the_lock(cfg: &Config) -> Result<()> {
     if interrupt::requested() {
         anyhow::bail!(
-            "interrupted by {} before the lock: nothing was changed on {}",
+            "interrupted by {} before anything was asked of the server: nothing was changed on {}",
             interrupt::describe(),
             cfg.hosts
                 .iter()
@@ -118,6 +120,7 @@ pub fn probe_with(
             ("sizes", yn(sizes)),
         ],
     );
+    stop_before_the_lock(cfg)?;
     let reply = ui::step("read the server's state", || read(session, &call))?;
     let snap = snapshot::Snapshot::from_reply(&reply);
     for w in snap.warnings(&cfg.root) {

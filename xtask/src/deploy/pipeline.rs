@@ -309,6 +309,7 @@ impl Driver<'_> {
                     self.on_lost(i)?;
                 }
             }
+            self.on_stops();
             for i in 0..self.members.len() {
                 self.on_upload(i)?;
             }
@@ -335,6 +336,7 @@ impl Driver<'_> {
         for i in 0..self.members.len() {
             if let Some(gap) = self.members[i].job.new_stop() {
                 self.out.close();
+                ui::break_line();
                 say!(
                     "==> this deployer was stopped for {} (SIGSTOP, or a suspended machine): reading what the job on {} did meanwhile",
                     ui::secs(gap),

@@ -18,6 +18,7 @@
 //! `INNERCONTEXT_E2E_JOBS`) and `--nocapture` (every line of every group). Other libtest flags
 //! cargo may pass are accepted and ignored. A selection that matches nothing fails.
 
+mod client;
 mod demo;
 mod deploy;
 mod faults;
@@ -95,6 +96,12 @@ pub const LINKS: Group = Group {
     name: "links",
     tag: 'l',
 };
+/// The deployer's own troubles (a clock an hour off, a Ctrl-C while connecting, a stop, a
+/// connection back only after the job ended), and its last words read from the server.
+pub const CLIENT: Group = Group {
+    name: "client",
+    tag: 'i',
+};
 /// Server states a deploy meets: dangling current, future releases, locks, boot check.
 pub const LIFECYCLE: Group = Group {
     name: "lifecycle",
@@ -129,8 +136,8 @@ pub const DEMO: Group = Group {
 
 /// Every group, in the order they start: the longest first.
 pub const GROUPS: &[&Group] = &[
-    &MATRIX, &LINKS, &FLEET, &WEB, &LIFECYCLE, &FAULTS, &DEPLOY, &UX, &SECURITY, &SETUP, &HOST,
-    &DEMO,
+    &MATRIX, &LINKS, &FLEET, &CLIENT, &WEB, &LIFECYCLE, &FAULTS, &DEPLOY, &UX, &SECURITY, &SETUP,
+    &HOST, &DEMO,
 ];
 
 /// A registered scenario.
@@ -231,6 +238,16 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(LINKS, faults::concurrent_at_upload),
     scenario!(LINKS, faults::concurrent_at_sync),
     scenario!(LINKS, faults::concurrent_at_activate),
+    scenario!(
+        CLIENT,
+        client::a_clock_an_hour_ahead_never_stalls_the_deployer
+    ),
+    scenario!(CLIENT, client::ctrl_c_while_connecting_changes_nothing),
+    scenario!(
+        CLIENT,
+        client::a_deployer_stopped_mid_upload_reads_what_the_job_did
+    ),
+    scenario!(CLIENT, client::a_reconnect_reads_the_jobs_result),
     scenario!(LIFECYCLE, lifecycle::dangling_current_is_recoverable),
     scenario!(LIFECYCLE, lifecycle::future_release_is_never_newest),
     scenario!(LIFECYCLE, lifecycle::masked_unit_is_refused),
@@ -293,6 +310,7 @@ pub struct Ctx {
     pub scratch: Option<xtask::scratch::Scratch>,
     pub fault_scratch: Option<xtask::scratch::Scratch>,
     pub lifecycle_scratch: Option<xtask::scratch::Scratch>,
+    pub client_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
 }
@@ -306,6 +324,7 @@ impl Ctx {
             scratch: None,
             fault_scratch: None,
             lifecycle_scratch: None,
+            client_scratch: None,
             fleet: None,
             web_scratch: None,
         })

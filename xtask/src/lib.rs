@@ -50,6 +50,7 @@ pub fn project_root() -> Utf8PathBuf {
 
 /// Run one parsed command from the repository root.
 pub fn run(cmd: Command) -> Result<()> {
+    proc::group_dies_with_parent();
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match cmd {

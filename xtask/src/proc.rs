@@ -1,7 +1,9 @@
 //! Child processes of the xtask (ssh, rsync, the local checks, pnpm, uv): each starts in a
 //! process group of its own, so a terminal's Ctrl-C or hang-up reaches only the xtask, which
 //! decides what to stop and when; and each gets SIGTERM when the xtask dies, even by SIGKILL
-//! (`PR_SET_PDEATHSIG`), so nothing it started goes on without it.
+//! (`PR_SET_PDEATHSIG`), so nothing it started goes on without it. A child xtask (the deploy's
+//! checks) passes that SIGTERM on to its own group ([`group_dies_with_parent`]), so neither do
+//! the processes it started.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -15,9 +17,40 @@ extern "C" {
     fn getppid() -> i32;
     fn getpid() -> i32;
     fn kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "signal"]
+    fn set_handler(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn _exit(status: i32) -> !;
 }
 
 const PR_SET_PDEATHSIG: i32 = 1;
+
+/// Set for a child xtask whose own children must not outlive this process (the deploy's
+/// checks: pnpm, vite, pytest). A deployer killed with SIGKILL left its frontend build running,
+/// and the next deploy's build failed on it ("Found another Vite build process").
+pub const GROUP_DIES_WITH_PARENT_ENV: &str = "XTASK_GROUP_DIES_WITH_PARENT";
+
+/// At the start of a command: when [`GROUP_DIES_WITH_PARENT_ENV`] is set (and then removed, so
+/// that it goes no further), SIGTERM (what the parent's death sends, or the parent's stop) ends
+/// this process's whole process group, not only this process.
+pub fn group_dies_with_parent() {
+    if std::env::var_os(GROUP_DIES_WITH_PARENT_ENV).is_none() {
+        return;
+    }
+    std::env::remove_var(GROUP_DIES_WITH_PARENT_ENV);
+    // SAFETY: the handler only calls kill and _exit, which are async-signal-safe.
+    unsafe {
+        set_handler(SIGTERM, end_group);
+    }
+}
+
+extern "C" fn end_group(sig: i32) {
+    // SAFETY: async-signal-safe calls; the signal to our own group (us included) stays pending
+    // in the handler, and _exit ends us first.
+    unsafe {
+        kill(0, sig);
+        _exit(128 + sig)
+    }
+}
 
 /// Make `cmd` start in its own process group and die with this process. Note that the parent
 /// death signal fires when the *thread* that spawned the child ends: spawn from the thread

@@ -5,7 +5,9 @@
 //! [`Session`] closes the master when dropped. Remote command lines are built only from
 //! [`crate::quote`]d words. Host keys are always checked strictly (`StrictHostKeyChecking=yes`
 //! on the command line wins over any `~/.ssh/config`). Every ssh process runs in its own
-//! process group ([`crate::proc`]): a terminal's Ctrl-C reaches the xtask, not the connection.
+//! process group ([`crate::proc`]): a terminal's Ctrl-C reaches the xtask, not the connection;
+//! the xtask stops the handshake and read-only calls on it (nothing has run on the server),
+//! and lets a call that changes something finish, so that its outcome is known.
 
 use std::process::{Child, Command, Output, Stdio};
 

@@ -253,4 +253,16 @@ mod tests {
         assert_eq!(paint("==> x ok (1.2s)\n"), "==> x ok (1.2s)\n");
         assert_eq!(paint("error: no\n"), "error: no\n");
     }
+
+    #[test]
+    fn a_broken_line_is_no_longer_open() {
+        // (No other unit test prints step lines: the open line is this test's.)
+        let id = step_start("upload 3 of 9 files");
+        assert!(still_open(id));
+        break_line();
+        assert!(
+            !still_open(id),
+            "its outcome must come on a line of its own, with its name"
+        );
+    }
 }

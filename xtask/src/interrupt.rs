@@ -54,6 +54,28 @@ pub fn requested() -> bool {
     count() > 0
 }
 
+/// The signals received so far, to tell later whether another one came: a wait that the next
+/// signal ends takes a mark when it begins.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark(usize);
+
+pub fn mark() -> Mark {
+    Mark(count())
+}
+
+impl Mark {
+    /// Whether a signal arrived since the mark was taken.
+    pub fn passed(self) -> bool {
+        count() != self.0
+    }
+
+    /// A mark that a signal has passed already (unit tests of interrupted waits).
+    #[cfg(test)]
+    pub(crate) fn already_passed() -> Mark {
+        Mark(usize::MAX)
+    }
+}
+
 /// The last signal received (0: none).
 pub fn last() -> i32 {
     LAST.load(Ordering::SeqCst)

@@ -26,6 +26,7 @@ pub mod ssh;
 pub mod testhost;
 pub mod tools;
 pub mod ui;
+pub mod wait;
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -51,6 +52,7 @@ pub fn project_root() -> Utf8PathBuf {
 
 /// Run one parsed command from the repository root.
 pub fn run(cmd: Command) -> Result<()> {
+    proc::group_dies_with_parent();
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match cmd {

@@ -19,6 +19,7 @@ use crate::contract::JOURNAL_READER;
 use crate::deploy::fleet;
 use crate::flags::Logs;
 use crate::interrupt::{self, SIGTERM};
+use crate::wait::{self, Deadline, Missed};
 use crate::{proc, quote, show};
 
 /// The remote command line: the reader with validated options, every word quoted.
@@ -155,7 +156,10 @@ pub fn run(l: Logs) -> Result<()> {
         if interrupt::requested() {
             break;
         }
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        // Polled: a wait with a timeout would trust the clock (see crate::wait).
+        match wait::recv_until(&rx, Deadline::after(Duration::from_millis(100)), || {
+            interrupt::requested()
+        }) {
             Ok(Msg::Line(i, text)) => {
                 if l.follow || !prefix {
                     print(i, &text);
@@ -167,8 +171,8 @@ pub fn run(l: Logs) -> Result<()> {
                 let code = children[i].wait().ok().and_then(|s| s.code());
                 ended[i] = Some((code, stderr));
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(Missed::TimedOut) | Err(Missed::Interrupted) => {}
+            Err(Missed::Disconnected) => break,
         }
     }
     let stopped = interrupt::requested();

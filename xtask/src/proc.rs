@@ -1,21 +1,56 @@
 //! Child processes of the xtask (ssh, rsync, the local checks, pnpm, uv): each starts in a
 //! process group of its own, so a terminal's Ctrl-C or hang-up reaches only the xtask, which
 //! decides what to stop and when; and each gets SIGTERM when the xtask dies, even by SIGKILL
-//! (`PR_SET_PDEATHSIG`), so nothing it started goes on without it.
+//! (`PR_SET_PDEATHSIG`), so nothing it started goes on without it. A child xtask (the deploy's
+//! checks) passes that SIGTERM on to its own group ([`group_dies_with_parent`]), so neither do
+//! the processes it started.
 
+use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
-use crate::interrupt::SIGTERM;
+use crate::interrupt::{Mark, SIGTERM};
+use crate::wait::{self, Deadline};
 
 extern "C" {
     fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
     fn getppid() -> i32;
     fn getpid() -> i32;
     fn kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "signal"]
+    fn set_handler(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn _exit(status: i32) -> !;
 }
 
 const PR_SET_PDEATHSIG: i32 = 1;
+
+/// Set for a child xtask whose own children must not outlive this process (the deploy's
+/// checks: pnpm, vite, pytest). A deployer killed with SIGKILL left its frontend build running,
+/// and the next deploy's build failed on it ("Found another Vite build process").
+pub const GROUP_DIES_WITH_PARENT_ENV: &str = "XTASK_GROUP_DIES_WITH_PARENT";
+
+/// At the start of a command: when [`GROUP_DIES_WITH_PARENT_ENV`] is set (and then removed, so
+/// that it goes no further), SIGTERM (what the parent's death sends, or the parent's stop) ends
+/// this process's whole process group, not only this process.
+pub fn group_dies_with_parent() {
+    if std::env::var_os(GROUP_DIES_WITH_PARENT_ENV).is_none() {
+        return;
+    }
+    std::env::remove_var(GROUP_DIES_WITH_PARENT_ENV);
+    // SAFETY: the handler only calls kill and _exit, which are async-signal-safe.
+    unsafe {
+        set_handler(SIGTERM, end_group);
+    }
+}
+
+extern "C" fn end_group(sig: i32) {
+    // SAFETY: async-signal-safe calls; the signal to our own group (us included) stays pending
+    // in the handler, and _exit ends us first.
+    unsafe {
+        kill(0, sig);
+        _exit(128 + sig)
+    }
+}
 
 /// Make `cmd` start in its own process group and die with this process. Note that the parent
 /// death signal fires when the *thread* that spawned the child ends: spawn from the thread
@@ -66,6 +101,64 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// Run `cmd` (stdin from nothing, stdout captured; stderr captured, or passed through) to its
+/// end, in its own process group, unless a signal arrives after `mark`: then the group gets
+/// SIGTERM, is reaped, and the answer is None. The child is polled, never waited for with a
+/// timeout (see [`crate::wait`]).
+pub fn output_unless_interrupted(
+    cmd: &mut Command,
+    mark: Mark,
+    capture_stderr: bool,
+) -> std::io::Result<Option<Output>> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    cmd.stderr(if capture_stderr {
+        Stdio::piped()
+    } else {
+        Stdio::inherit()
+    });
+    let mut child = isolate(cmd).spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let ended = wait::poll_until(
+        Deadline::after(std::time::Duration::MAX),
+        || mark.passed(),
+        || child.try_wait().transpose(),
+    );
+    let status = match ended {
+        Ok(status) => status?,
+        Err(_) => {
+            signal_group(child.id(), SIGTERM);
+            let _ = child.wait();
+            let _ = (stdout.join(), stderr.join());
+            return Ok(None);
+        }
+    };
+    Ok(Some(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +179,34 @@ mod tests {
         assert_eq!(
             ids[0], ids[1],
             "the child is not its own process group's leader"
+        );
+    }
+
+    #[test]
+    fn a_polled_child_gives_its_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let out = output_unless_interrupted(&mut cmd, crate::interrupt::mark(), true)
+            .unwrap()
+            .expect("no signal came");
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    }
+
+    #[test]
+    fn a_signal_stops_a_polled_child_and_its_group() {
+        let mut cmd = Command::new("sh");
+        // The grandchild holds the pipes: the call returns only once the group is gone.
+        cmd.args(["-c", "sleep 30 & sleep 30"]);
+        let start = Instant::now();
+        let out =
+            output_unless_interrupted(&mut cmd, crate::interrupt::Mark::already_passed(), true)
+                .unwrap();
+        assert!(out.is_none(), "a signal came: no output");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the child or its child outlived the signal"
         );
     }
 

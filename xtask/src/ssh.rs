@@ -5,13 +5,16 @@
 //! [`Session`] closes the master when dropped. Remote command lines are built only from
 //! [`crate::quote`]d words. Host keys are always checked strictly (`StrictHostKeyChecking=yes`
 //! on the command line wins over any `~/.ssh/config`). Every ssh process runs in its own
-//! process group ([`crate::proc`]): a terminal's Ctrl-C reaches the xtask, not the connection.
+//! process group ([`crate::proc`]): a terminal's Ctrl-C reaches the xtask, not the connection;
+//! the xtask stops the handshake and read-only calls on it (nothing has run on the server),
+//! and lets a call that changes something finish, so that its outcome is known.
 
 use std::process::{Child, Command, Output, Stdio};
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::interrupt::{self, Mark};
 use crate::remote::{Call, Reply};
 use crate::{proc, quote};
 
@@ -58,17 +61,23 @@ impl Session {
         }
         args.push(dest.to_string());
         args.push("true".to_string());
-        let out = proc::isolated(duct::cmd("ssh", &args))
-            .stdin_null()
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
+        // A signal during the handshake stops it there: nothing has run on the server yet.
+        let mark = interrupt::mark();
+        let mut cmd = Command::new("ssh");
+        cmd.args(&args);
+        let out = proc::output_unless_interrupted(&mut cmd, mark, true)
             .context("running ssh (is openssh-client installed?)")?;
-        if !out.status.success() {
+        if !out.as_ref().is_some_and(|o| o.status.success()) {
             session.closed = true;
             let _ = fs_err::remove_dir_all(&session.control_dir);
-            bail!("{}", diagnose(dest, &String::from_utf8_lossy(&out.stderr)));
+            if mark.passed() {
+                bail!(
+                    "interrupted by {} while connecting to {dest}: nothing ran there",
+                    interrupt::describe()
+                );
+            }
+            let stderr = out.map(|o| o.stderr).unwrap_or_default();
+            bail!("{}", diagnose(dest, &String::from_utf8_lossy(&stderr)));
         }
         Ok(session)
     }
@@ -122,12 +131,18 @@ impl Session {
 
     /// The ssh command for a remote command line (already quoted), in its own process group.
     fn command(&self, line: &str) -> Command {
+        let mut cmd = self.bare_command(line);
+        proc::isolate(&mut cmd);
+        cmd
+    }
+
+    /// The same, not isolated yet (for [`proc::output_unless_interrupted`], which does it).
+    fn bare_command(&self, line: &str) -> Command {
         let mut args = self.base_args();
         args.push(self.dest.clone());
         args.push(line.to_string());
         let mut cmd = Command::new("ssh");
         cmd.args(args);
-        proc::isolate(&mut cmd);
         cmd
     }
 
@@ -147,6 +162,22 @@ impl Session {
         let out = self.run_line(&call.line(), &call.what())?;
         let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
         Ok((out, reply))
+    }
+
+    /// Run a call that only reads (a probe, deploy.log) to its end, unless a signal arrives
+    /// after `mark`: then it stops there (None), which changes nothing.
+    pub fn call_unless_interrupted(
+        &self,
+        call: &Call,
+        mark: Mark,
+    ) -> Result<Option<(Output, Reply)>> {
+        let out =
+            proc::output_unless_interrupted(&mut self.bare_command(&call.line()), mark, false)
+                .with_context(|| format!("running ssh for {}", call.what()))?;
+        Ok(out.map(|out| {
+            let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
+            (out, reply)
+        }))
     }
 
     /// Run a call to its end with stdin from a local file (or nothing), capturing stdout and

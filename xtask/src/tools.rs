@@ -66,6 +66,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("curl", "curl"),
     ("wrk", "wrk"),
+    // The deployer under a clock an hour off (the client group's libfaketime cell).
+    ("faketime", "faketime"),
 ];
 
 /// The `target/` directory of the checkout the xtask was built from.

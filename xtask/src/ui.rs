@@ -174,6 +174,20 @@ pub fn step_end(id: u64, name: &str, outcome: &str) {
     }
 }
 
+/// End the open step line here (a note that is not its outcome follows on a line of its own);
+/// its step's outcome later repeats the step's name ([`step_end`]).
+pub fn break_line() {
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(o) = open.take() {
+        let mut e = std::io::stderr().lock();
+        if o.drawn {
+            let _ = write!(e, "\r\x1b[K{}", o.text.trim_end());
+        }
+        let _ = writeln!(e);
+        let _ = e.flush();
+    }
+}
+
 /// The spinner: redraws the open step line with a frame and its time so far.
 fn tick() {
     const FRAMES: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧"];
@@ -238,5 +252,17 @@ mod tests {
         std::env::set_var("NO_COLOR", "1");
         assert_eq!(paint("==> x ok (1.2s)\n"), "==> x ok (1.2s)\n");
         assert_eq!(paint("error: no\n"), "error: no\n");
+    }
+
+    #[test]
+    fn a_broken_line_is_no_longer_open() {
+        // (No other unit test prints step lines: the open line is this test's.)
+        let id = step_start("upload 3 of 9 files");
+        assert!(still_open(id));
+        break_line();
+        assert!(
+            !still_open(id),
+            "its outcome must come on a line of its own, with its name"
+        );
     }
 }

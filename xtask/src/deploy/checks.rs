@@ -80,6 +80,7 @@ impl Checks {
         }
         cmd.current_dir(crate::project_root())
             .env("XTASK_PROJECT_ROOT", crate::project_root())
+            .env(proc::GROUP_DIES_WITH_PARENT_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.into_parts().0))
             .stderr(Stdio::from(err.into_parts().0));

@@ -79,11 +79,30 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
     }
 }
 
-/// Open the one ssh connection of this command.
+/// Open the one ssh connection of this command (not after a signal: the command stops).
 pub fn connect(cfg: &Config) -> Result<Session> {
+    stop_before_the_lock(cfg)?;
     ui::step(&format!("connect to {}", cfg.server), || {
         Session::connect(&cfg.server, cfg.ssh_config.as_deref())
     })
+}
+
+/// A signal that arrived before any job was asked for (before or during connect, the probe,
+/// the plan) stops the command there, with the signal's exit status: nothing was changed on
+/// the servers.
+pub fn stop_before_the_lock(cfg: &Config) -> Result<()> {
+    if interrupt::requested() {
+        anyhow::bail!(
+            "interrupted by {} before anything was asked of the server: nothing was changed on {}",
+            interrupt::describe(),
+            cfg.hosts
+                .iter()
+                .map(|h| h.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// One read-only look at the server (`status`: units, disk and database too; `sizes`: what
@@ -103,13 +122,8 @@ pub fn probe_with(
             ("sizes", yn(sizes)),
         ],
     );
-    let reply = ui::step("read the server's state", || {
-        let (out, reply) = session.call(&call)?;
-        if !out.status.success() {
-            anyhow::bail!("{}", failure(session, &call, &out.status, &reply));
-        }
-        Ok(reply)
-    })?;
+    stop_before_the_lock(cfg)?;
+    let reply = ui::step("read the server's state", || read(session, &call))?;
     let snap = snapshot::Snapshot::from_reply(&reply);
     for w in snap.warnings(&cfg.root) {
         say!("warning: {w}");
@@ -133,11 +147,23 @@ pub fn probe_quiet(
             ("sizes", yn(sizes)),
         ],
     );
-    let (out, reply) = session.call(&call)?;
+    Ok(snapshot::Snapshot::from_reply(&read(session, &call)?))
+}
+
+/// Run a call that only reads; a signal meanwhile stops it there, which changes nothing.
+pub fn read(session: &Session, call: &Call) -> Result<crate::remote::Reply> {
+    let Some((out, reply)) = session.call_unless_interrupted(call, interrupt::mark())? else {
+        anyhow::bail!(
+            "interrupted by {} while {} on {}: nothing was changed there",
+            interrupt::describe(),
+            call.what(),
+            session.dest()
+        );
+    };
     if !out.status.success() {
-        anyhow::bail!("{}", failure(session, &call, &out.status, &reply));
+        anyhow::bail!("{}", failure(session, call, &out.status, &reply));
     }
-    Ok(snapshot::Snapshot::from_reply(&reply))
+    Ok(reply)
 }
 
 pub fn probe(session: &Session, cfg: &Config, status: bool) -> Result<snapshot::Snapshot> {

@@ -26,7 +26,7 @@ use xshell::Shell;
 use crate::config::Config;
 use crate::deploy::checks::Checks;
 use crate::deploy::fleet::{self, Member, Output, Rollout};
-use crate::deploy::job::Wait;
+use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
 use crate::deploy::local::{self, Carrier, Transfer};
 use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
 use crate::deploy::report::{self, FleetPrinter, Printer};
@@ -96,6 +96,8 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     }
     let mut checks = checks.expect("started unless dry run");
     test_pause_before_lock();
+    // A signal so far (during connect, the probe, the plan) stops here: no job was asked yet.
+    super::stop_before_the_lock(cfg)?;
     let mut out: Box<dyn Output> = if plans.len() == 1 {
         Box::new(Printer::new(false))
     } else {
@@ -119,37 +121,61 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     };
     let release = plans[0].release().to_string();
     let n = members.len();
+    let what = format!("deploy of {release} ({} {})", scope.name(), local.made());
     let mut d = Driver {
         sh,
         cfg,
         scope,
+        what: what.clone(),
         release: release.clone(),
         uploads: (0..n).map(|_| Upload::default()).collect(),
         members,
         checks,
         out,
         rollout: Rollout::new(opts.batch),
-        aborted: false,
+        aborted: None,
         checked: false,
         signals_seen: 0,
     };
     d.run()?;
     d.out.close();
-    let what = format!("deploy of {release} ({} {})", scope.name(), local.made());
     if n == 1 {
-        let outcome = d.members[0]
-            .job
-            .outcome
-            .clone()
-            .ok_or_else(|| anyhow!("the job ended without a result"))?;
-        let line = report::final_line(&what, d.members[0].name(), &outcome);
-        if outcome.success() {
+        let (line, ok) = last_words(&what, &mut d.members[0])?;
+        if ok {
             say!("{line} ({} in all)", ui::secs(started.elapsed()));
             return Ok(());
         }
         return Err(anyhow!("{line}"));
     }
     report::fleet_summary(&what, &d.members, started.elapsed())
+}
+
+/// One host's last line and whether it is a success: the job's result as it reported it; or,
+/// when the deployer lost sight of the job on the way (a connection lost, a message that could
+/// not be sent, this process stopped), what the server's files say now.
+pub fn last_words(what: &str, m: &mut Member) -> Result<(String, bool)> {
+    if m.job.new_stop().is_some() || m.job.lost_sight || m.job.gone {
+        match m.job.read_now() {
+            Ok(r) => return Ok(report::reading_line(what, m.name(), &r)),
+            // The job's own words, if they came (the same as its result file).
+            Err(e) if m.job.outcome.is_none() => {
+                return Ok((
+                    report::unreachable_line(what, m.name(), &format!("{e:#}")),
+                    false,
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    let outcome = m
+        .job
+        .outcome
+        .clone()
+        .ok_or_else(|| anyhow!("the job on {} ended without a result", m.name()))?;
+    Ok((
+        report::final_line(what, m.name(), &outcome),
+        outcome.success(),
+    ))
 }
 
 /// Test hook (`INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK=FILE`): wait while FILE exists, between
@@ -176,6 +202,18 @@ struct Upload {
     done: bool,
     started: bool,
     summary: String,
+    /// Its step line (one host): the id and name to end it with, on its own line if other
+    /// lines came meanwhile (a job that ended while we were stopped).
+    line: Option<(u64, String)>,
+}
+
+impl Upload {
+    /// End its step line with `outcome` (one host; a fleet prints one line for all uploads).
+    fn end_line(&mut self, outcome: &str) {
+        if let Some((id, name)) = self.line.take() {
+            ui::step_end(id, &name, outcome);
+        }
+    }
 }
 
 /// The local processes of one upload: `rsync`, or `tar | ssh … receive` (the last one's
@@ -229,14 +267,16 @@ struct Driver<'a> {
     sh: &'a Shell,
     cfg: &'a Config,
     scope: Scope,
+    /// `deploy of RELEASE (SCOPE, commit)`: how the last line names it.
+    what: String,
     release: String,
     members: Vec<Member>,
     uploads: Vec<Upload>,
     checks: Checks,
     out: Box<dyn Output>,
     rollout: Rollout,
-    /// The jobs were told to stop before the switch.
-    aborted: bool,
+    /// The message that tells the jobs to stop before the switch, once they must.
+    aborted: Option<String>,
     /// `checked` was sent.
     checked: bool,
     signals_seen: usize,
@@ -249,16 +289,17 @@ impl Driver<'_> {
 
     fn run(&mut self) -> Result<()> {
         if self.fleet() {
-            for m in &mut self.members {
-                m.job.send("begin")?;
+            for i in 0..self.members.len() {
+                self.tell(i, "begin");
             }
         }
         loop {
             self.on_signals()?;
+            self.on_stops();
             self.on_checks()?;
             let tick = Duration::from_millis(if self.fleet() { 15 } else { 50 });
             for i in 0..self.members.len() {
-                if self.members[i].job.outcome.is_some() {
+                if self.members[i].job.over() {
                     continue;
                 }
                 let w = self.members[i]
@@ -268,11 +309,12 @@ impl Driver<'_> {
                     self.on_lost(i)?;
                 }
             }
+            self.on_stops();
             for i in 0..self.members.len() {
                 self.on_upload(i)?;
             }
             self.advance()?;
-            if self.members.iter().all(|m| m.job.outcome.is_some()) {
+            if self.members.iter().all(|m| m.job.over()) {
                 break;
             }
         }
@@ -280,35 +322,69 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// Tell every job to stop before the migration (or, in a fleet after it, to go back).
+    /// Send `msg` to job `i` unless it is over; whether it went. A message that cannot be sent
+    /// is a lost connection: the follower hangs up, and the next wait says so (or brings the
+    /// job's result, if the job ended meanwhile).
+    fn tell(&mut self, i: usize, msg: &str) -> bool {
+        let job = &mut self.members[i].job;
+        !job.over() && job.send(msg).is_ok()
+    }
+
+    /// This process was stopped (SIGSTOP, a suspended machine): say so once. What the jobs did
+    /// meanwhile comes next, as they wrote it, and the last line is read from the server.
+    fn on_stops(&mut self) {
+        for i in 0..self.members.len() {
+            if let Some(gap) = self.members[i].job.new_stop() {
+                self.out.close();
+                ui::break_line();
+                say!(
+                    "==> this deployer was stopped for {} (SIGSTOP, or a suspended machine): reading what the job on {} did meanwhile",
+                    ui::secs(gap),
+                    self.members[i].name()
+                );
+            }
+        }
+    }
+
+    /// Tell every job to stop before the migration (or, in a fleet after it, to go back). Called
+    /// again after a re-attach: a job that did not get the message gets it then.
     fn abort(&mut self, result: &str, why: &str) {
         self.stop_local();
-        if self.aborted {
-            return;
-        }
-        self.aborted = true;
-        self.out.close();
-        if self.checked && self.fleet() {
-            self.rollout.back(&mut self.members, why, self.out.as_mut());
-            return;
+        if self.aborted.is_none() {
+            self.aborted = Some(format!("abort {result}: {why}"));
+            self.out.close();
+            if self.checked && self.fleet() {
+                self.rollout.back(&mut self.members, why, self.out.as_mut());
+                return;
+            }
+            if self.checked {
+                return;
+            }
+            say!(
+                "==> {why}: telling {} to stop before the switch",
+                self.members
+                    .iter()
+                    .map(|m| m.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         if self.checked {
+            if self.fleet() {
+                self.rollout.back(&mut self.members, why, self.out.as_mut());
+            }
             return;
         }
-        say!(
-            "==> {why}: telling {} to stop before the switch",
-            self.members
-                .iter()
-                .map(|m| m.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let msg = format!("abort {result}: {why}");
-        for m in &mut self.members {
-            if m.job.outcome.is_none() && m.job.send(&msg).is_err() {
+        let msg = self.aborted.clone().expect("set above");
+        for i in 0..self.members.len() {
+            if self.members[i].job.over() || self.members[i].job.has_said(&msg) {
+                continue;
+            }
+            if !self.tell(i, &msg) {
                 say!(
-                    "    ({}: the connection is gone; the job stops by itself once it misses us)",
-                    m.name()
+                    "    ({}: the message did not go through: {})",
+                    self.members[i].name(),
+                    self.members[i].job.last_error
                 );
             }
         }
@@ -319,9 +395,7 @@ impl Driver<'_> {
         for u in &mut self.uploads {
             if let Some(c) = u.carrying.take() {
                 let started = c.stop();
-                if self.members.len() == 1 {
-                    say!("stopped ({})", ui::secs(started.elapsed()));
-                }
+                u.end_line(&format!("stopped ({})", ui::secs(started.elapsed())));
             }
         }
     }
@@ -411,39 +485,56 @@ impl Driver<'_> {
 
     /// Move the deploy on when the jobs and the checks allow it.
     fn advance(&mut self) -> Result<()> {
-        if self.aborted && !self.checked {
+        let aborted = self.aborted.is_some();
+        if aborted && !self.checked {
             return Ok(());
         }
         let build_ready = !self.checks.build_pending() && self.checks.failed().is_none();
         for i in 0..self.members.len() {
             if !self.uploads[i].started
                 && self.members[i].job.phase == "awaiting-upload"
+                && self.members[i].job.can_send()
                 && build_ready
-                && !self.aborted
+                && !aborted
             {
                 self.start_upload(i)?;
             }
         }
         if !self.checked
-            && !self.aborted
+            && !aborted
             && self.uploads.iter().all(|u| u.done)
             && self.checks.all_done()
             && self.checks.failed().is_none()
         {
             if self.fleet() {
                 self.print_uploads();
-            }
-            for m in &mut self.members {
-                m.job.send("checked")?;
-            }
-            self.checked = true;
-            if !self.fleet() {
-                self.members[0].job.send("go")?;
-                self.members[0].activated = true;
+                for i in 0..self.members.len() {
+                    // One that does not get it is lost: the fleet goes back (on_lost).
+                    self.tell(i, "checked");
+                }
+                self.checked = true;
+            } else if self.tell(0, "checked") {
+                // Not sent: the job never heard the checks passed; on_lost stops it.
+                self.checked = true;
+                self.members[0].activated = self.tell(0, "go");
             }
         }
+        if self.checked && !self.fleet() && !self.members[0].activated {
+            // `go` did not go through with `checked` (a re-attach since): send it now.
+            self.members[0].activated = self.tell(0, "go");
+        }
         if self.checked && self.fleet() {
-            self.rollout.advance(&mut self.members, self.out.as_mut())?;
+            if let Err(e) = self.rollout.advance(&mut self.members, self.out.as_mut()) {
+                // A message that did not go through is a lost connection: on_lost handles it
+                // at the next wait. Anything else is an error.
+                if self
+                    .members
+                    .iter()
+                    .all(|m| m.job.over() || m.job.can_send())
+                {
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -503,7 +594,10 @@ impl Driver<'_> {
         };
         let send = local::to_send(&manifest, &transfer, &changed, &drift);
         let carrier = local::carrier(&transfer, &send, local::size_of(&send));
-        m.job.send_manifest(&manifest)?;
+        if m.job.send_manifest(&manifest).is_err() {
+            // A lost connection: the next wait says so (on_lost).
+            return Ok(());
+        }
         let list = m.job.session().private_dir().join("upload.list");
         fs_err::write(&list, send.join("\0"))?;
         let how = match &transfer {
@@ -513,11 +607,8 @@ impl Driver<'_> {
         let progress = single && ui::interactive() && carrier == Carrier::Rsync;
         if single {
             self.out.close();
-            ui::step_start(&format!(
-                "upload {} of {} files ({how})",
-                send.len(),
-                manifest.len()
-            ));
+            let name = format!("upload {} of {} files ({how})", send.len(), manifest.len());
+            self.uploads[i].line = Some((ui::step_start(&name), name));
         }
         let mut reader = None;
         let procs = match carrier {
@@ -595,9 +686,13 @@ impl Driver<'_> {
         let single = self.members.len() == 1;
         if !ok {
             if single {
-                say!("FAILED ({})", ui::secs(took));
+                self.uploads[i].end_line(&format!("FAILED ({})", ui::secs(took)));
             }
             let last = upload_error(&stderr, &stdout);
+            if self.members[i].job.over() {
+                // The job ended meanwhile (its result follows): nothing to ask of it.
+                return Ok(());
+            }
             if self.members[i].job.session().master_pid().is_none() {
                 return self.on_lost(i);
             }
@@ -621,21 +716,24 @@ impl Driver<'_> {
         };
         if single {
             if stats.is_empty() {
-                say!("ok ({})", ui::secs(took));
+                self.uploads[i].end_line(&format!("ok ({})", ui::secs(took)));
             } else {
-                say!("ok ({}) [{stats}]", ui::secs(took));
+                self.uploads[i].end_line(&format!("ok ({}) [{stats}]", ui::secs(took)));
             }
         } else {
             self.uploads[i].summary = format!("{:.1}s, {stats}", took.as_secs_f64());
         }
-        self.members[i].job.send("uploaded")?;
-        self.uploads[i].done = true;
+        // Not sent (the job ended meanwhile, or the connection is gone): the next wait brings
+        // its result, or on_lost.
+        self.uploads[i].done = self.tell(i, "uploaded");
         Ok(())
     }
 
-    /// A connection dropped: reconnect once and re-attach; before `checked`, ask every job to
-    /// stop (we cannot know what the network did to the upload); in a fleet after it, the
-    /// fleet goes back.
+    /// A connection dropped (or a message could not be sent): reconnect and re-attach. A job
+    /// that has recorded its result meanwhile is only followed to its end; one that is gone
+    /// without a result is left (the last line reads the server); otherwise, before `checked`,
+    /// every job is asked to stop (we cannot know what the network did to the upload), and in a
+    /// fleet after it, the fleet goes back. What the deployer says is read, never foreseen.
     fn on_lost(&mut self, i: usize) -> Result<()> {
         let stage = self.stage_name();
         if let Some(c) = self.uploads[i].carrying.take() {
@@ -649,38 +747,45 @@ impl Driver<'_> {
         let name = self.members[i].name().to_string();
         let cause = self.members[i].job.last_error.clone();
         say!(
-            "==> the connection to {name} was lost during {stage}{}: reconnecting",
+            "==> the connection to {name} was lost during {stage}{}: reconnecting (for up to {}s; Ctrl-C stops trying)",
             if cause.is_empty() {
                 String::new()
             } else {
                 format!(" ({cause})")
-            }
+            },
+            RECONNECT_FOR.as_secs()
         );
         let dest = self.members[i].host.dest.clone();
-        match self.members[i]
+        if let Err(e) = self.members[i]
             .job
             .reattach(&dest, self.cfg.ssh_config.as_deref())
         {
-            Ok(()) => {
-                say!("    reconnected; following the job again");
-                if !self.checked || self.fleet() {
-                    let why = format!("the connection to {name} was lost during {stage}");
-                    self.abort("interrupted", &why);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.stop_local();
-                let next = if self.checked && !self.fleet() {
-                    "the server completes the deploy (or restores the previous release) by itself"
-                } else {
-                    "the server job stops before the switch (or goes back) by itself once it misses us (about 10s)"
-                };
-                bail!(
-                    "lost the connection to {name} during {stage} and could not reconnect ({e:#}): {next}; 'cargo xtask deploy status' shows the outcome"
-                )
-            }
+            self.stop_local();
+            bail!(
+                "{}",
+                report::unreachable_line(&self.what, &name, &format!("{e:#}"))
+            );
         }
+        say!("    reconnected to {name}; following its job again");
+        match self.members[i].job.read_now() {
+            // Its remaining events (and its result) come through the new connection.
+            Ok(r) if r.outcome.is_some() => return Ok(()),
+            Ok(r) if !matches!(r.lock, LockNow::Ours { alive: true, .. }) => {
+                self.members[i].job.gone = true;
+                if self.fleet() {
+                    let why = format!("the job on {name} is gone without a result");
+                    self.rollout
+                        .back(&mut self.members, &why, self.out.as_mut());
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if !self.checked || self.fleet() {
+            let why = format!("the connection to {name} was lost during {stage}");
+            self.abort("interrupted", &why);
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::deploy::fleet::Output;
-use crate::deploy::job::{Event, Outcome, Watcher};
+use crate::deploy::job::{Event, LockNow, Outcome, Reading, Watcher};
 use crate::{say, say_part, ui};
 
 /// Renders job events as step lines: `==> LABEL ... ok (1.2s) [notes]`.
@@ -348,9 +348,200 @@ pub fn final_line(what: &str, host: &str, o: &Outcome) -> String {
     }
 }
 
+/// A release as a line names it: the last part of `releases/NAME`, or `none`.
+fn named(link: &str) -> &str {
+    link.rsplit('/')
+        .next()
+        .filter(|c| !c.is_empty())
+        .unwrap_or("none")
+}
+
+/// The last line once the deployer lost sight of the job (a lost connection, a failed send,
+/// this process stopped): what a [`Reading`] of the server's files says, never what the job
+/// was expected to do; and whether that is a success (the job succeeded and `current` is still
+/// what it left).
+pub fn reading_line(what: &str, host: &str, r: &Reading) -> (String, bool) {
+    let now = named(&r.current);
+    let (mut line, ok) = match (&r.outcome, &r.lock) {
+        (Some(o), _) => {
+            let mut o = o.clone();
+            if o.current.is_empty() {
+                // Read from deploy.log, which does not say where current was left.
+                o.current = r.current.clone();
+            }
+            let moved = o.current != r.current;
+            let mut line = final_line(what, host, &o);
+            if moved {
+                line.push_str(&format!("; current is now {now}"));
+            }
+            (line, o.success() && !moved)
+        }
+        (None, LockNow::Ours { alive: true, phase }) => (
+            format!(
+                "{what} on {host}: not over: its job is still running on the server ({}); current is {now}: 'cargo xtask deploy status --follow' follows it to its end",
+                if phase.is_empty() { "?" } else { phase }
+            ),
+            false,
+        ),
+        (None, LockNow::Ours { alive: false, .. }) => (
+            format!(
+                "{what} on {host}: its job ended without recording a result and left its lock (no job holds it); current is {now}: 'cargo xtask deploy status' shows the server"
+            ),
+            false,
+        ),
+        (None, _) => (
+            format!("{what} on {host}: its job recorded no result; current is {now}"),
+            false,
+        ),
+    };
+    for e in &r.after {
+        let reason = match e.get("reason") {
+            "-" => String::new(),
+            r => format!(": {}", r.replace('_', " ")),
+        };
+        line.push_str(&format!(
+            "; then deploy.log says {} {} at {}{reason}",
+            e.get("result"),
+            e.get("release"),
+            e.when
+        ));
+    }
+    (line, ok)
+}
+
+/// The last line when the server could not be reached again: only what is known.
+pub fn unreachable_line(what: &str, host: &str, why: &str) -> String {
+    format!(
+        "{what}: could not reach {host} again ({why}): the job's outcome is unknown here; 'cargo xtask deploy status' reads it"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::log::Entry;
+
+    fn reading(o: Option<Outcome>, current: &str, lock: LockNow, after: &[&str]) -> Reading {
+        Reading {
+            outcome: o,
+            current: current.into(),
+            lock,
+            after: after.iter().map(|l| Entry::parse(l)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_last_line_after_a_reconnect_is_the_reading() {
+        // The job rolled back while we were away: its words, and current as it is now.
+        let (line, ok) = reading_line(
+            "deploy of X",
+            "app",
+            &reading(
+                Some(outcome("rolled-back", "not healthy after 25s")),
+                "releases/20261128T101530Z",
+                LockNow::Free,
+                &[],
+            ),
+        );
+        assert!(!ok);
+        assert_eq!(
+            line,
+            final_line(
+                "deploy of X",
+                "app",
+                &outcome("rolled-back", "not healthy after 25s")
+            )
+        );
+        assert!(!line.contains("by itself"), "{line}");
+        // A success whose release the boot check later replaced is not a success.
+        let mut won = outcome("success", "");
+        won.current = "releases/20261128T101600Z".into();
+        let (line, ok) = reading_line(
+            "deploy of 20261128T101600Z",
+            "app",
+            &reading(
+                Some(won),
+                "releases/20261128T101530Z",
+                LockNow::Free,
+                &["2026-11-28T10:20:00Z deployer=boot-check commit=- scope=boot release=20261128T101530Z result=restored-at-boot duration=0.0s alembic=- reason=current_was_20261128T101600Z,_not_a_succeeded_intact_release,_at_boot"],
+            ),
+        );
+        assert!(!ok, "current moved: {line}");
+        assert!(
+            line.contains("success in 3.1s")
+                && line.contains("current is 20261128T101600Z; current is now 20261128T101530Z")
+                && line.ends_with("then deploy.log says restored-at-boot 20261128T101530Z at 2026-11-28T10:20:00Z: current was 20261128T101600Z, not a succeeded intact release, at boot"),
+            "{line}"
+        );
+        // Stopped by the server because we fell silent: its reason says so.
+        let (line, ok) = reading_line(
+            "deploy of X",
+            "app",
+            &reading(
+                Some(outcome(
+                    "interrupted",
+                    "the deployer fell silent for 10s (killed, or its connection lost); stopped while waiting for the upload; current was not touched",
+                )),
+                "releases/20261128T101530Z",
+                LockNow::Free,
+                &[],
+            ),
+        );
+        assert!(!ok);
+        assert!(
+            line.starts_with("deploy of X on app: interrupted: the deployer fell silent")
+                && line.ends_with("current is 20261128T101530Z"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn without_a_result_the_reading_says_what_is_there() {
+        let r = |lock| reading(None, "releases/20261128T101530Z", lock, &[]);
+        let (line, ok) = reading_line(
+            "rollback to A",
+            "app",
+            &r(LockNow::Ours {
+                alive: true,
+                phase: "health".into(),
+            }),
+        );
+        assert!(
+            !ok && line.contains("still running on the server (health)"),
+            "{line}"
+        );
+        let (line, _) = reading_line(
+            "rollback to A",
+            "app",
+            &r(LockNow::Ours {
+                alive: false,
+                phase: String::new(),
+            }),
+        );
+        assert!(
+            line.contains("without recording a result and left its lock"),
+            "{line}"
+        );
+        let (line, _) = reading_line("rollback to A", "app", &r(LockNow::Free));
+        assert_eq!(
+            line,
+            "rollback to A on app: its job recorded no result; current is 20261128T101530Z"
+        );
+        // The result from deploy.log's line (no result file): current as read now.
+        let mut logged = outcome("failed", "the upload is incomplete");
+        logged.current = String::new();
+        let (line, ok) = reading_line(
+            "deploy of X",
+            "app",
+            &reading(Some(logged), "", LockNow::Free, &[]),
+        );
+        assert!(!ok && line.ends_with("current is none"), "{line}");
+        let u = unreachable_line("deploy of X", "app", "connection refused");
+        assert!(
+            u.contains("unknown here") && !u.contains("by itself"),
+            "{u}"
+        );
+    }
 
     fn outcome(result: &str, reason: &str) -> Outcome {
         Outcome {

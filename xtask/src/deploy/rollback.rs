@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
 use crate::deploy::fleet::{self, Output, Rollout};
-use crate::deploy::job::Wait;
+use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
 use crate::deploy::report::{self, FleetPrinter, Printer};
@@ -73,6 +73,8 @@ pub fn run(
         }
         return Ok(());
     }
+    // A signal so far (during connect, the probe) stops here: no job was asked yet.
+    super::stop_before_the_lock(cfg)?;
     let mut out: Box<dyn Output> = if plans.len() == 1 {
         Box::new(Printer::new(false))
     } else {
@@ -95,9 +97,10 @@ pub fn run(
     }
     let mut rollout = Rollout::new(batch);
     let mut seen = 0;
+    let what = format!("rollback to {target}");
     loop {
         for i in 0..members.len() {
-            if members[i].job.outcome.is_some() {
+            if members[i].job.over() {
                 continue;
             }
             if members[i]
@@ -107,12 +110,27 @@ pub fn run(
             {
                 out.close();
                 let name = members[i].name().to_string();
-                say!("==> the connection to {name} was lost: reconnecting");
+                say!(
+                    "==> the connection to {name} was lost: reconnecting (for up to {}s; Ctrl-C stops trying)",
+                    RECONNECT_FOR.as_secs()
+                );
                 let dest = members[i].host.dest.clone();
                 members[i]
                     .job
                     .reattach(&dest, cfg.ssh_config.as_deref())
-                    .map_err(|e| anyhow!("could not reconnect to {name} ({e:#}): the rollback there finishes (or, in a fleet, goes back) by itself; 'cargo xtask deploy status' shows the outcome"))?;
+                    .map_err(|e| {
+                        anyhow!(
+                            "{}",
+                            report::unreachable_line(&what, &name, &format!("{e:#}"))
+                        )
+                    })?;
+                say!("    reconnected to {name}; following its job again");
+                // A job that is gone without a result: nothing more will come from it.
+                if let Ok(r) = members[i].job.read_now() {
+                    if r.outcome.is_none() && !matches!(r.lock, LockNow::Ours { alive: true, .. }) {
+                        members[i].job.gone = true;
+                    }
+                }
                 if fleet {
                     rollout.back(
                         &mut members,
@@ -146,23 +164,14 @@ pub fn run(
         if fleet {
             rollout.advance(&mut members, out.as_mut())?;
         }
-        if members.iter().all(|m| m.job.outcome.is_some()) {
+        if members.iter().all(|m| m.job.over()) {
             break;
         }
     }
     out.close();
     if !fleet {
-        let outcome = members[0]
-            .job
-            .outcome
-            .clone()
-            .ok_or_else(|| anyhow!("the rollback job ended without a result"))?;
-        let line = report::final_line(
-            &format!("rollback to {target}"),
-            members[0].name(),
-            &outcome,
-        );
-        if outcome.success() {
+        let (line, ok) = super::pipeline::last_words(&what, &mut members[0])?;
+        if ok {
             say!("{line} ({} in all)", ui::secs(started.elapsed()));
             return Ok(());
         }

@@ -18,6 +18,7 @@
 //! `INNERCONTEXT_E2E_JOBS`) and `--nocapture` (every line of every group). Other libtest flags
 //! cargo may pass are accepted and ignored. A selection that matches nothing fails.
 
+mod client;
 mod demo;
 mod deploy;
 mod faults;
@@ -97,6 +98,12 @@ pub const LINKS: Group = Group {
     name: "links",
     tag: 'l',
 };
+/// The deployer's own troubles (a clock an hour off, a Ctrl-C while connecting, a stop, a
+/// connection back only after the job ended), and its last words read from the server.
+pub const CLIENT: Group = Group {
+    name: "client",
+    tag: 'i',
+};
 /// Server states a deploy meets: dangling current, future releases, locks, boot check.
 pub const LIFECYCLE: Group = Group {
     name: "lifecycle",
@@ -143,8 +150,8 @@ pub const DEMO: Group = Group {
 
 /// Every group, in the order they start: the longest first.
 pub const GROUPS: &[&Group] = &[
-    &MATRIX, &LINKS, &FLEET, &WEB, &LIFECYCLE, &STATE, &FAULTS, &RESTARTS, &DEPLOY, &UX, &SECURITY,
-    &SETUP, &HOST, &DEMO,
+    &MATRIX, &LINKS, &FLEET, &CLIENT, &WEB, &LIFECYCLE, &STATE, &FAULTS, &RESTARTS, &DEPLOY, &UX,
+    &SECURITY, &SETUP, &HOST, &DEMO,
 ];
 
 /// A registered scenario.
@@ -251,6 +258,16 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(LINKS, faults::concurrent_at_upload),
     scenario!(LINKS, faults::concurrent_at_sync),
     scenario!(LINKS, faults::concurrent_at_activate),
+    scenario!(
+        CLIENT,
+        client::a_clock_an_hour_ahead_never_stalls_the_deployer
+    ),
+    scenario!(CLIENT, client::ctrl_c_while_connecting_changes_nothing),
+    scenario!(
+        CLIENT,
+        client::a_deployer_stopped_mid_upload_reads_what_the_job_did
+    ),
+    scenario!(CLIENT, client::a_reconnect_reads_the_jobs_result),
     scenario!(LIFECYCLE, lifecycle::dangling_current_is_recoverable),
     scenario!(LIFECYCLE, lifecycle::future_release_is_never_newest),
     scenario!(LIFECYCLE, lifecycle::masked_unit_is_refused),
@@ -337,6 +354,7 @@ pub struct Ctx {
     pub lifecycle_scratch: Option<xtask::scratch::Scratch>,
     pub restarts_scratch: Option<xtask::scratch::Scratch>,
     pub state_scratch: Option<xtask::scratch::Scratch>,
+    pub client_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
 }
@@ -352,6 +370,7 @@ impl Ctx {
             lifecycle_scratch: None,
             restarts_scratch: None,
             state_scratch: None,
+            client_scratch: None,
             fleet: None,
             web_scratch: None,
         })

@@ -165,22 +165,22 @@ fn deployer_ends(p: Paused) -> Result<(std::process::ExitStatus, String)> {
     p.bg.wait(Duration::from_secs(180))
 }
 
-/// deploy.log's lines after the first `from`: each as (release, result, reason with spaces).
+/// deploy.log's lines after the first `from`: each as (release, result, reason), read the way
+/// `deploy log` reads them (the reason is the rest of the line).
 fn log_since(site: &Site, from: usize) -> Result<Vec<(String, String, String)>> {
     let text = site.sh(&format!("tail -n +{} {ROOT}/deploy.log", from + 1))?;
     Ok(text
         .lines()
-        .map(|l| {
-            let field = |k: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(k))
-                    .unwrap_or("")
-                    .to_string()
+        .map(xtask::deploy::log::Entry::parse)
+        .map(|e| {
+            let reason = match e.get("reason") {
+                "-" => String::new(),
+                r => r.to_string(),
             };
             (
-                field("release="),
-                field("result="),
-                field("reason=").replace('_', " "),
+                e.get("release").to_string(),
+                e.get("result").to_string(),
+                reason,
             )
         })
         .collect())

@@ -11,6 +11,8 @@ pub mod config;
 pub mod contract;
 pub mod demo;
 pub mod deploy;
+#[cfg(test)]
+mod docs;
 pub mod flags;
 pub mod interrupt;
 pub mod lock;

@@ -5,8 +5,8 @@
 // (vite.config.ts). Once it knows, the next link or `goto` navigation becomes a full page
 // load, so the visitor moves to the new release's code instead of mixing old client code
 // with the new server for long. (Until then, and for back/forward, the old code keeps
-// working: the old release's assets stay reachable, see README.md, "Assets of earlier
-// releases".)
+// working: the old release's assets stay reachable, see docs/site.md, "Assets of
+// earlier releases".)
 
 /** The parts of SvelteKit's `BeforeNavigate` that the decision needs. */
 export interface PendingNavigation {

@@ -1302,6 +1302,9 @@ fn parse_bench_hosts(v: &str) -> Result<Vec<u32>, UsageError> {
 }
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

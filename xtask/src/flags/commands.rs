@@ -443,7 +443,7 @@ fn deploy(args: &mut Args) -> Result<Command, UsageError> {
 
 /// The words `logs` takes: a unit by its short name, or all of them.
 #[rustfmt::skip]
-const LOG_UNITS: &[(&str, &str)] = &[
+pub(super) const LOG_UNITS: &[(&str, &str)] = &[
     ("api", "innercontext (the FastAPI backend)"),
     ("web", "innercontext-node (the SvelteKit server)"),
     ("worker", "innercontext-pricing-worker (the background worker)"),

@@ -17,7 +17,7 @@
 //! command's struct below, set from what was given in the command's `parse` function
 //! (`g.on("--quiet")`, `g.num("--batch")`, …). Its help line and its usage word follow; the
 //! goldens then show the new help: rewrite them and review the diff. A new name to pick from
-//! is one line in its [`choice!`] list.
+//! is one line in its `choice!` list.
 
 mod commands;
 mod table;

@@ -514,3 +514,57 @@ fn bench_hosts() {
     }
     assert!(err(&["bench", "--hosts"]).contains("--hosts needs a value"));
 }
+
+#[test]
+fn the_tables_hold_together() {
+    for cmd in &commands::COMMANDS {
+        // Each spelling belongs to one flag; every flag a subcommand names is in the table.
+        let mut spellings: Vec<&str> = cmd
+            .flags
+            .iter()
+            .flat_map(|f| [Some(f.long), f.short])
+            .flatten()
+            .collect();
+        let n = spellings.len();
+        spellings.sort_unstable();
+        spellings.dedup();
+        assert_eq!(spellings.len(), n, "{}: a spelling twice", cmd.name);
+        for sub in cmd.subs {
+            sub.2
+                .iter()
+                .for_each(|f| assert_eq!(cmd.flag(f).long, *f, "{} {}", cmd.name, sub.0));
+        }
+        if let Some(default) = cmd.default {
+            assert!(cmd.visible().any(|s| s.0 == default), "{}", cmd.name);
+        }
+    }
+    // The positional words a usage line lists are the ones the parser takes.
+    let help = help_of("check");
+    assert!(
+        help.contains(&format!(" [{}]... ", CheckPart::NAMES.join("|"))),
+        "{help}"
+    );
+    let help = help_of("logs");
+    let words: Vec<&str> = commands::LOG_UNITS.iter().map(|(w, _)| *w).collect();
+    assert!(
+        help.contains(&format!(" [{}]... ", words.join("|"))),
+        "{help}"
+    );
+    for w in words {
+        assert!(matches!(run(&["logs", w]), Command::Logs(_)), "{w}");
+    }
+}
+
+#[test]
+fn helpers_say_what_is_valid() {
+    assert_eq!(table::pick("role", "db", Role::NAMES), Ok(1));
+    assert_eq!(
+        table::pick("role", "web", Role::NAMES),
+        Err(UsageError("unknown role 'web' (valid: app, db)".into()))
+    );
+    assert_eq!(table::number("-n", "7", (1, 9), "use {min}-{max}"), Ok(7));
+    for bad in ["0", "10", "x", "", "-1", " 7"] {
+        let e = table::number("-n", bad, (1, 9), "use {min}-{max}").unwrap_err();
+        assert_eq!(e.0, format!("invalid -n '{bad}': use 1-9"));
+    }
+}

@@ -1,8 +1,8 @@
 //! One table per command (its flags, subcommands and help prose), each followed by the
 //! function that makes the [`Command`] from what was given. The rest is derived (`table.rs`).
 
-use super::table::{no_words, number, pick, render_rows, scan, unexpected};
-use super::table::{Args, Choice, Cmd, Flag, Rows, Section, Shape, Sub, OPTIONS};
+use super::table::{no_words, number, pick, render_rows, scan, sub, unexpected};
+use super::table::{Args, Choice, Cmd, Flag, Rows, Section, Shape, OPTIONS};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
@@ -128,23 +128,23 @@ const TESTHOST: Cmd = Cmd {
         Flag::text("--port-file", "FILE", ""),
     ],
     subs: &[
-        Sub("build", "", &["--rebuild"], "debootstrap and cache the bookworm image (idempotent)"),
-        Sub("up", "NAME", &["--role"], "\
+        sub("build", "", &["--rebuild"], "debootstrap and cache the bookworm image (idempotent)"),
+        sub("up", "NAME", &["--role"], "\
 boot machine NAME on a new disk (app: a fresh host; db: PostgreSQL
 listening on its own address) and print how to reach it; a
 stopped machine is wiped and built afresh"),
-        Sub("start", "NAME", &[], "boot a stopped machine from its kept disk (same address, host keys)"),
-        Sub("reboot", "NAME", &[], "clean reboot (systemctl reboot inside), then the same disk again"),
-        Sub("poweroff", "NAME", &["--hard"], "\
+        sub("start", "NAME", &[], "boot a stopped machine from its kept disk (same address, host keys)"),
+        sub("reboot", "NAME", &[], "clean reboot (systemctl reboot inside), then the same disk again"),
+        sub("poweroff", "NAME", &["--hard"], "\
 shut down and keep the disk (stopped); --hard: a power cut, every
 process of the machine killed at once, no shutdown"),
-        Sub("down", "NAME | --all", &[], "shut down and remove every trace of a machine, its disk too"),
-        Sub("status", "", &[], "list machines (running, booting, stopped with a disk, stale)"),
-        Sub("ssh", "NAME [CMD...]", &[], "ssh in as root with strict host-key checking"),
-        Sub("exec", "NAME CMD...", &[], "run a command inside the machine without ssh"),
-        Sub("delay", "NAME MS", &[], "put a proxy adding MS ms each way in front of its sshd (0 removes)"),
+        sub("down", "NAME | --all", &[], "shut down and remove every trace of a machine, its disk too"),
+        sub("status", "", &[], "list machines (running, booting, stopped with a disk, stale)"),
+        sub("ssh", "NAME [CMD...]", &[], "ssh in as root with strict host-key checking"),
+        sub("exec", "NAME CMD...", &[], "run a command inside the machine without ssh"),
+        sub("delay", "NAME MS", &[], "put a proxy adding MS ms each way in front of its sshd (0 removes)"),
         // Hidden: the latency proxy `delay` starts in the background.
-        Sub("proxy", "", &["--listen", "--to", "--delay", "--port-file"], ""),
+        sub("proxy", "", &["--listen", "--to", "--delay", "--port-file"], ""),
     ],
     default: None,
     help: &[
@@ -155,15 +155,14 @@ process of the machine killed at once, no shutdown"),
 };
 
 fn testhost(args: &mut Args) -> Result<Command, UsageError> {
-    let names: Vec<&str> = TESTHOST.visible().map(|s| s.0).collect();
     let Some(word) = args.next() else {
-        let valid = names.join(", ");
+        let valid: Vec<&str> = TESTHOST.visible().map(|s| s.name).collect();
+        let valid = valid.join(", ");
         return Err(UsageError::new(format!(
             "testhost needs a subcommand (valid: {valid})"
         )));
     };
-    let sub = (TESTHOST.subs.iter().find(|s| s.0 == word))
-        .ok_or_else(|| UsageError::choice("testhost subcommand", &word, &names))?;
+    let sub = TESTHOST.sub("testhost subcommand", &word)?;
     let flags = |args: &mut Args| {
         scan(
             args,
@@ -174,9 +173,9 @@ fn testhost(args: &mut Args) -> Result<Command, UsageError> {
             no_words("testhost"),
         )
     };
-    let no_name = || UsageError::new(format!("testhost {} needs a machine NAME", sub.0));
+    let no_name = || UsageError::new(format!("testhost {} needs a machine NAME", sub.name));
     let name = |args: &mut Args| args.next().ok_or_else(no_name).and_then(machine);
-    let th = match sub.0 {
+    let th = match sub.name {
         "build" => Testhost::Build {
             rebuild: flags(args)?.on("--rebuild"),
         },
@@ -240,7 +239,7 @@ fn testhost(args: &mut Args) -> Result<Command, UsageError> {
                 },
                 _ => {
                     let need: Vec<String> =
-                        sub.2.iter().map(|f| TESTHOST.flag(f).usage()).collect();
+                        sub.flags.iter().map(|f| TESTHOST.flag(f).usage()).collect();
                     let need = need.join(" ");
                     return Err(UsageError::new(format!("testhost proxy needs {need}")));
                 }
@@ -346,21 +345,21 @@ const DEPLOY: Cmd = Cmd {
         Flag::num("--lines", "N", 1, 10_000, "").short("-n"),
     ],
     subs: &[
-        Sub("all", "", RELEASE, "check, upload and activate backend and frontend"),
-        Sub("backend", "", RELEASE, "only the backend changes; the frontend is carried over from current"),
-        Sub("frontend", "", RELEASE, "only the frontend changes; the backend is carried over from current"),
-        Sub("list", "", &[], "releases newest first, with state, commit, age, what each adds on disk"),
-        Sub("rollback", "[RELEASE]", &["--force", "--dry-run", "--batch", "--parallel"], "\
+        sub("all", "", RELEASE, "check, upload and activate backend and frontend"),
+        sub("backend", "", RELEASE, "only the backend changes; the frontend is carried over from current"),
+        sub("frontend", "", RELEASE, "only the frontend changes; the backend is carried over from current"),
+        sub("list", "", &[], "releases newest first, with state, commit, age, what each adds on disk"),
+        sub("rollback", "[RELEASE]", &["--force", "--dry-run", "--batch", "--parallel"], "\
 switch back to RELEASE (default: newest successful one before current);
 --force is needed when the database is ahead of that release's migrations
 (or cannot be read)"),
-        Sub("unlock", "", &["--yes", "--force"], "\
+        sub("unlock", "", &["--yes", "--force"], "\
 show the deploy lock and remove it (asks unless --yes); refuses while the
 job holding it runs, unless --force (which stops that job first)"),
-        Sub("status", "", &["--follow"], "\
+        sub("status", "", &["--follow"], "\
 current release, units, lock, disk, database revision, the last deploy job;
 --follow re-attaches to a running deploy's output"),
-        Sub("log", "", &["--lines"], "\
+        sub("log", "", &["--lines"], "\
 deploy.log as a table: who deployed what when, the result and why
 (-n N: the last N entries, default 20)"),
     ],
@@ -394,17 +393,16 @@ fn deploy(args: &mut Args) -> Result<Command, UsageError> {
         .or(DEPLOY.default.map(String::from))
         .unwrap_or_default();
     let label = format!("deploy {name}");
-    let names: Vec<&str> = DEPLOY.visible().map(|s| s.0).collect();
-    let sub = &DEPLOY.subs[pick("deploy command", &name, &names)?];
+    let sub = DEPLOY.sub("deploy command", &name)?;
     let mut release = None;
     let g = scan(args, &label, &DEPLOY, None, true, |w| {
-        if sub.0 != "rollback" || release.is_some() {
+        if sub.name != "rollback" || release.is_some() {
             return Err(unexpected(&label, &w));
         }
         release = Some(w);
         Ok(())
     })?;
-    if let Some((_, bad, _)) = g.0.iter().find(|(f, ..)| !sub.2.contains(&f.long)) {
+    if let Some((_, bad, _)) = g.0.iter().find(|(f, ..)| !sub.flags.contains(&f.long)) {
         let see = "(see 'cargo xtask deploy --help')";
         return Err(UsageError::new(format!(
             "flag '{bad}' does not apply to '{label}' {see}"
@@ -412,7 +410,7 @@ fn deploy(args: &mut Args) -> Result<Command, UsageError> {
     }
     let batch = (!g.on("--parallel")).then(|| g.num("--batch").unwrap_or(1) as usize);
     let (dry_run, force) = (g.on("--dry-run"), g.on("--force"));
-    Ok(Command::Deploy(match sub.0 {
+    Ok(Command::Deploy(match sub.name {
         "list" => Deploy::List,
         "rollback" => Deploy::Rollback {
             release,

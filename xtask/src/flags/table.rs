@@ -184,12 +184,26 @@ impl Flag {
 /// A subcommand: its name, its positional words as the usage shows them, the long names of
 /// the command's flags that apply to it (in usage order) and its help line. Without a help
 /// line it is hidden: parsed, but neither in the help nor among the choices an error names.
-pub(super) struct Sub(
-    pub &'static str,
-    pub &'static str,
-    pub &'static [&'static str],
-    pub &'static str,
-);
+pub(super) struct Sub {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub flags: &'static [&'static str],
+    pub doc: &'static str,
+}
+
+pub(super) const fn sub(
+    name: &'static str,
+    args: &'static str,
+    flags: &'static [&'static str],
+    doc: &'static str,
+) -> Sub {
+    Sub {
+        name,
+        args,
+        flags,
+        doc,
+    }
+}
 
 /// A part of a help text after the usage lines (each follows a blank line).
 pub(super) enum Section {
@@ -240,7 +254,14 @@ impl Cmd {
     }
     pub fn visible(&self) -> impl Iterator<Item = &'static Sub> {
         let subs: &'static [Sub] = self.subs;
-        subs.iter().filter(|s| !s.3.is_empty())
+        subs.iter().filter(|s| !s.doc.is_empty())
+    }
+    /// The subcommand named `word` (hidden ones too), or the error naming the visible ones.
+    pub fn sub(&self, what: &str, word: &str) -> Result<&'static Sub, UsageError> {
+        let subs: &'static [Sub] = self.subs;
+        let names: Vec<&str> = self.visible().map(|s| s.name).collect();
+        let sub = subs.iter().find(|s| s.name == word);
+        sub.ok_or_else(|| UsageError::choice(what, word, &names))
     }
     /// The usage words of these flags: `[--x]`, `[--a N | --b]`, `[--f X]...`.
     fn words(&self, longs: &[&str]) -> Vec<String> {
@@ -277,20 +298,21 @@ impl Cmd {
             // Those taking the same flags as the default share its line: [a|b|c].
             let first = visible
                 .iter()
-                .find(|s| s.0 == default)
+                .find(|s| s.name == default)
                 .expect("a subcommand");
-            let (same, others): (Vec<&Sub>, _) = visible.iter().partition(|s| s.2 == first.2);
-            let same: Vec<&str> = same.iter().map(|s| s.0).collect();
+            let (same, others): (Vec<&Sub>, _) =
+                visible.iter().partition(|s| s.flags == first.flags);
+            let same: Vec<&str> = same.iter().map(|s| s.name).collect();
             let heads = std::iter::once(format!("[{}]", same.join("|")));
-            let heads = heads.chain(others.iter().map(|s| s.0.to_string()));
+            let heads = heads.chain(others.iter().map(|s| s.name.to_string()));
             let subs = std::iter::once(*first).chain(others.iter().copied());
             let line = |(head, s): (String, &Sub)| {
-                self.line(&[vec![head, s.1.into()], self.words(s.2)].concat())
+                self.line(&[vec![head, s.args.into()], self.words(s.flags)].concat())
             };
             return heads.zip(subs).map(line).collect();
         }
         if !self.subs.is_empty() {
-            let names: Vec<&str> = visible.iter().map(|s| s.0).collect();
+            let names: Vec<&str> = visible.iter().map(|s| s.name).collect();
             return vec![self.line(&[format!("<{}>", names.join("|")), "[ARGS]".into()])];
         }
         let (alone, longs): (Vec<&Flag>, Vec<&Flag>) =
@@ -316,15 +338,16 @@ impl Cmd {
             }
             Rows::Subs(full) => self
                 .visible()
-                .map(|s| match (full, self.default == Some(s.0)) {
+                .map(|s| match (full, self.default == Some(s.name)) {
                     (true, _) => {
-                        let words = [vec![s.0.into(), s.1.into()], self.words(s.2)].concat();
+                        let words =
+                            [vec![s.name.into(), s.args.into()], self.words(s.flags)].concat();
                         let words: Vec<String> =
                             words.into_iter().filter(|w| !w.is_empty()).collect();
-                        (words.join(" "), s.3)
+                        (words.join(" "), s.doc)
                     }
-                    (false, true) => (format!("{} (default)", s.0), s.3),
-                    (false, false) => (s.0.to_string(), s.3),
+                    (false, true) => (format!("{} (default)", s.name), s.doc),
+                    (false, false) => (s.name.to_string(), s.doc),
                 })
                 .collect(),
         }
@@ -468,7 +491,7 @@ pub(super) fn scan(
 ) -> Result<Given, UsageError> {
     let (mut given, mut words_only) = (Vec::new(), false);
     let flags: &'static [Flag] = cmd.flags;
-    let applies = |f: &&Flag| sub.is_none_or(|s| s.2.contains(&f.long));
+    let applies = |f: &&Flag| sub.is_none_or(|s| s.flags.contains(&f.long));
     while let Some(arg) = args.next() {
         match flags.iter().find(|f| f.spelled(&arg)).filter(applies) {
             _ if words_only => word(arg)?,

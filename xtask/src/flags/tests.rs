@@ -530,12 +530,12 @@ fn the_tables_hold_together() {
         spellings.dedup();
         assert_eq!(spellings.len(), n, "{}: a spelling twice", cmd.name);
         for sub in cmd.subs {
-            sub.2
+            sub.flags
                 .iter()
-                .for_each(|f| assert_eq!(cmd.flag(f).long, *f, "{} {}", cmd.name, sub.0));
+                .for_each(|f| assert_eq!(cmd.flag(f).long, *f, "{} {}", cmd.name, sub.name));
         }
         if let Some(default) = cmd.default {
-            assert!(cmd.visible().any(|s| s.0 == default), "{}", cmd.name);
+            assert!(cmd.visible().any(|s| s.name == default), "{}", cmd.name);
         }
     }
     // The positional words a usage line lists are the ones the parser takes.

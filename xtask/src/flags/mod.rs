@@ -1,6 +1,6 @@
 //! The whole command-line grammar of `cargo xtask`, in one place.
 //!
-//! Each command is one declarative table in `commands.rs` (a [`table::Cmd`]): its flags with
+//! Each command is one declarative table in `commands.rs` (a `table::Cmd`): its flags with
 //! what each takes (nothing, a number in a range, a name from a list, a list of names, a path or
 //! free text) and its one-line doc, its subcommands with their positional words, the prose of
 //! its help next to it, and the function that turns what was given into a [`Command`]. The

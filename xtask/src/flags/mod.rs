@@ -1,0 +1,421 @@
+//! The whole command-line grammar of `cargo xtask`, in one place.
+//!
+//! Each command is one declarative table in `commands.rs` (a `table::Cmd`): its flags with
+//! what each takes (nothing, a number in a range, a name from a list, a list of names, a path or
+//! free text) and its one-line doc, its subcommands with their positional words, the prose of
+//! its help next to it, and the function that turns what was given into a [`Command`]. The
+//! usage lines, the options and subcommand lists of every `--help`, the choices an error
+//! names, which words take a value: all of it is derived from the tables (`table.rs`), so the
+//! help and the parser cannot drift apart. Parsing is pure (no I/O): it turns the argument list
+//! into a [`Command`], a request for help, or a [`UsageError`] whose message is one line naming
+//! the valid choices (exit code 2). `golden/` holds every help text and each usage error byte
+//! for byte (`UPDATE_GOLDEN=1 cargo test -p xtask flags` rewrites them, failing once).
+//!
+//! **Add a flag**: one line in the command's flag table in `commands.rs` (e.g.
+//! `Flag::switch("--quiet", "say less")`, or `Flag::num("--batch", "N", 1, 1000, "…")`; a
+//! deploy subcommand also names it in its list of flags that apply), plus the field in the
+//! command's struct below, set from what was given in the command's `parse` function
+//! (`g.on("--quiet")`, `g.num("--batch")`, …). Its help line and its usage word follow; the
+//! goldens then show the new help: rewrite them and review the diff. A new name to pick from
+//! is one line in its `choice!` list.
+
+mod commands;
+mod table;
+
+use std::fmt;
+
+pub use table::Choice;
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Run(Command),
+    /// Print this help text and exit 0.
+    Help(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Ci(Ci),
+    Check(Check),
+    Testhost(Testhost),
+    SetupServer(SetupServer),
+    Deploy(Deploy),
+    Demo(Demo),
+    Bench(Bench),
+    Logs(Logs),
+}
+
+/// A closed list of names: an enum with `ALL` and `name()`, and its [`Choice`] (what the
+/// error calls it, the names, and the help line of each where it has one).
+macro_rules! choice {
+    ($(#[$m:meta])* $T:ident: $what:literal {
+        $($(#[$vm:meta])* $V:ident = $name:literal $(: $doc:literal)?,)*
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum $T {
+            $($(#[$vm])* $V,)*
+        }
+        impl $T {
+            pub const ALL: [$T; [$($name),*].len()] = [$($T::$V),*];
+            pub fn name(self) -> &'static str {
+                <$T as Choice>::NAMES[self as usize]
+            }
+        }
+        impl Choice for $T {
+            const WHAT: &'static str = $what;
+            const NAMES: &'static [&'static str] = &[$($name),*];
+            const ROWS: &'static [(&'static str, &'static str)] =
+                &[$(($name, concat!("" $(, $doc)?))),*];
+            fn all() -> &'static [$T] {
+                &$T::ALL
+            }
+        }
+    };
+}
+choice! {
+    /// Stages of `cargo xtask ci`, in the order they run.
+    Stage: "stage" {
+        Tools = "tools": "install or check the toolchains and the browser test's Chromium",
+        Rust = "rust": "cargo fmt --check, clippy -D warnings, unit tests",
+        Backend = "backend": "ruff and pytest against a throwaway local PostgreSQL",
+        Frontend = "frontend": "pnpm install --frozen-lockfile, svelte-check, build",
+        Config = "config": "systemd-analyze verify, nginx -t, shellcheck, actionlint",
+        E2e = "e2e": "end-to-end scenarios against the local test host (needs root)",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ci {
+    /// Stages to run, in order. Empty means none were selected (never produced by the parser).
+    pub stages: Vec<Stage>,
+    /// Only the end-to-end scenarios whose name contains one of these (empty: all).
+    pub filter: Vec<String>,
+}
+
+choice! {
+    /// A part of `cargo xtask check` (the local checks of a deploy).
+    CheckPart: "check part" {
+        Backend = "backend":
+            "ruff check, ruff format --check, pytest against a local PostgreSQL",
+        Frontend = "frontend": "svelte-check and the unit tests",
+        Build = "build": "the production build the server runs (frontend/build)",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub parts: Vec<CheckPart>,
+    pub recheck: bool,
+    pub stop_db: bool,
+}
+
+choice! {
+    /// What a test machine is.
+    Role: "role" {
+        App = "app",
+        Db = "db",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Testhost {
+    Build {
+        rebuild: bool,
+    },
+    Up {
+        name: String,
+        role: Role,
+    },
+    /// Boot a stopped machine from its kept disk.
+    Start {
+        name: String,
+    },
+    /// `systemctl reboot` inside, then the same disk booted again.
+    Reboot {
+        name: String,
+    },
+    /// Shut down keeping the disk; `hard`: every process killed at once, no shutdown.
+    Poweroff {
+        name: String,
+        hard: bool,
+    },
+    Down {
+        name: Option<String>,
+    },
+    Status,
+    Ssh {
+        name: String,
+        command: Vec<String>,
+    },
+    Exec {
+        name: String,
+        command: Vec<String>,
+    },
+    Delay {
+        name: String,
+        millis: u32,
+    },
+    /// Hidden: the latency proxy `delay` starts in the background (not in the help).
+    Proxy {
+        listen: String,
+        to: String,
+        millis: u32,
+        port_file: String,
+    },
+}
+
+choice! {
+    /// Where setup-server takes uv and Node.js from.
+    #[derive(Default)]
+    ToolchainSource: "toolchain source" {
+        /// uv from PyPI, Node.js from the npm registry: works on hosts that reach only registries.
+        #[default]
+        Registry = "registry",
+        /// The spec's own sources: astral.sh installer, nvm, GitHub downloads.
+        Upstream = "upstream",
+    }
+}
+
+/// No flags given (the default): everything from the environment, the registry toolchains.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SetupServer {
+    pub admin: Option<String>,
+    pub deploy_key: Option<String>,
+    pub backend_env: Option<String>,
+    pub frontend_env: Option<String>,
+    pub force_env: bool,
+    pub toolchain: ToolchainSource,
+    pub dry_run: bool,
+    /// A certificate (PEM, leaf first, chain after) and its private key for HTTPS on :443.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// With TLS: plain http answers 301 to https, and HSTS is sent.
+    pub tls_redirect: bool,
+}
+
+choice! {
+    /// What a deploy changes (the other half is carried over from current).
+    Scope: "scope" {
+        All = "all",
+        Backend = "backend",
+        Frontend = "frontend",
+    }
+}
+
+impl Scope {
+    pub fn backend(self) -> bool {
+        matches!(self, Scope::All | Scope::Backend)
+    }
+    pub fn frontend(self) -> bool {
+        matches!(self, Scope::All | Scope::Frontend)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deploy {
+    Release {
+        scope: Scope,
+        dry_run: bool,
+        skip_local_checks: bool,
+        redeploy: bool,
+        recheck: bool,
+        /// Fleets: hosts that switch at once (None: `--parallel`, all of them).
+        batch: Option<usize>,
+    },
+    List,
+    Rollback {
+        release: Option<String>,
+        force: bool,
+        dry_run: bool,
+        batch: Option<usize>,
+    },
+    Unlock {
+        yes: bool,
+        force: bool,
+    },
+    Status {
+        follow: bool,
+    },
+    Log {
+        lines: u32,
+    },
+}
+
+/// `cargo xtask logs`: the units' journal on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    /// systemd unit names from the contract, in the contract's order.
+    pub units: Vec<&'static str>,
+    pub follow: bool,
+    pub lines: u32,
+    /// journalctl's `--since`, validated (see [`validate_since`]).
+    pub since: Option<String>,
+    /// Only this host of DEPLOY_SERVER (its destination or host name).
+    pub host: Option<String>,
+}
+
+/// The most entries `logs -n` asks for (the server's log reader allows as many).
+pub const LOGS_MAX_LINES: u32 = 100_000;
+
+/// `--since WHEN` as the server's log reader accepts it: 1-64 letters, digits, spaces and
+/// `: . + -` (a date, a time, `-1h`, `today`, `yesterday`, ...).
+pub fn validate_since(when: &str) -> Result<(), UsageError> {
+    let ok = (1..=64).contains(&when.len())
+        && when
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " :.+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(format!(
+            "invalid --since '{}': use a date or a relative time like \"2026-11-28 10:15\", -1h or today (letters, digits, space and : . + - only, at most 64 characters)",
+            when.escape_debug()
+        )))
+    }
+}
+
+/// Machine names become interface names (`ve-NAME`: Linux allows 15 bytes, so 12 for NAME)
+/// and paths.
+pub fn validate_machine_name(name: &str) -> Result<(), UsageError> {
+    let ok = (1..=12).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(format!(
+            "invalid machine name '{name}': use 1-12 lowercase letters or digits, starting with a letter"
+        )))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demo {
+    pub down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bench {
+    pub runs: u32,
+    /// The phases to run (all by default).
+    pub phases: Vec<BenchPhase>,
+    /// The hosts phase's fleet sizes, ascending, 1 first (default 1, 2, 4).
+    pub hosts: Vec<u32>,
+}
+
+impl Bench {
+    pub fn wants(&self, phase: BenchPhase) -> bool {
+        self.phases.contains(&phase)
+    }
+}
+
+choice! {
+    /// Parts of `cargo xtask bench`, each a group of rows.
+    BenchPhase: "bench phase" {
+        Deploys = "deploys": "incremental, no-op, backend redeploy, rollback, list",
+        Load = "load": "failed requests under wrk load during a deploy and a rollback",
+        Checks = "checks":
+            "deploys with local checks (new tree, same tree again) and the checks alone",
+        Releases = "releases": "the incremental deploy and list with 50 more releases on the server",
+        Files = "files": "the incremental deploy with 20,000 more files (500 MB) in the backend",
+        Crash = "crash":
+            "a release whose API crashes at import: the job's restart to the named crash loop",
+        /// Deploy and rollback of fleets of `--hosts` app machines behind a load balancer.
+        Hosts = "hosts": "fleets of app machines behind a load balancer on this host (nginx): \
+            rolling\ndeploy all and rollback, ssh handshakes per host, failed requests (own table)",
+    }
+}
+
+/// The hosts phase's fleet sizes when `--hosts` is not given.
+pub const BENCH_HOSTS: [u32; 3] = [1, 2, 4];
+/// The largest fleet `--hosts` takes, and the most app machines all its fleets may need at
+/// once (each size is a fleet of its own, up at the same time so rounds can interleave).
+pub const BENCH_MAX_HOSTS: u32 = 8;
+pub const BENCH_MAX_MACHINES: u32 = 12;
+
+/// `--hosts 1,2,4`: distinct sizes from 1 to [`BENCH_MAX_HOSTS`], 1 among them (every fleet
+/// is compared with one host), at most [`BENCH_MAX_MACHINES`] app machines in all; ascending.
+fn parse_bench_hosts(v: &str) -> Result<Vec<u32>, UsageError> {
+    let bad = |why: &str| UsageError::new(format!("invalid --hosts '{}': {why}", v.escape_debug()));
+    let mut sizes = Vec::new();
+    for part in v.split(',') {
+        let n: u32 = Some(part)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse().ok())
+            .filter(|n| (1..=BENCH_MAX_HOSTS).contains(n))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "use fleet sizes from 1 to {BENCH_MAX_HOSTS}, comma separated, like 1,2,4"
+                ))
+            })?;
+        if sizes.contains(&n) {
+            return Err(bad(&format!("{n} is given twice")));
+        }
+        sizes.push(n);
+    }
+    if !sizes.contains(&1) {
+        return Err(bad(
+            "1 must be one of the sizes: every fleet is compared with one host",
+        ));
+    }
+    let total: u32 = sizes.iter().sum();
+    if total > BENCH_MAX_MACHINES {
+        return Err(bad(&format!(
+            "the fleets need {total} app machines at once; at most {BENCH_MAX_MACHINES}"
+        )));
+    }
+    sizes.sort_unstable();
+    Ok(sizes)
+}
+
+/// A one-line usage error; `main` prints it and exits with status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl UsageError {
+    fn new(msg: impl Into<String>) -> UsageError {
+        UsageError(msg.into())
+    }
+    fn choice(what: &str, got: &str, valid: &[&str]) -> UsageError {
+        UsageError(format!(
+            "unknown {what} '{got}' (valid: {})",
+            valid.join(", ")
+        ))
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parse `cargo xtask` arguments (without the program name).
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageError> {
+    let items = args.into_iter().collect();
+    let mut args = table::Args { items, pos: 0 };
+    let name = match args.next() {
+        None => return Ok(Parsed::Help(commands::top_help())),
+        Some(a) if ["-h", "--help", "help"].contains(&a.as_str()) => {
+            return Ok(Parsed::Help(commands::top_help()))
+        }
+        Some(a) => a,
+    };
+    let names: Vec<&str> = commands::COMMANDS.iter().map(|c| c.name).collect();
+    let cmd = &commands::COMMANDS[table::pick("command", &name, &names)?];
+    if args.wants_help() {
+        return Ok(Parsed::Help(cmd.help()));
+    }
+    (cmd.parse)(&mut args).map(Parsed::Run)
+}
+
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod tests;

@@ -535,6 +535,26 @@ pub fn second_run_changes_nothing(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// DEPLOY_SERVER with every host marked `#secondary` (nothing would migrate or run the
+/// worker): refused in one line before any host is touched.
+pub fn a_fleet_of_secondaries_is_refused(ctx: &mut Ctx) -> Result<()> {
+    let h = Host::provisioned_shared(ctx)?;
+    let role = || h.root("cat /etc/innercontext/role");
+    let before = (h.fingerprint()?, role()?);
+    // The unreachable host first: a setup-server that went ahead would stop there.
+    let server = format!(
+        "innercontext@{}-none#secondary,{}#secondary",
+        h.m.name, h.env.server
+    );
+    let run = h
+        .setup(&[], &[("DEPLOY_SERVER", &server), ("DEPLOY_ADMIN", "root")])?
+        .failed()?;
+    run.contains("marks every host #secondary: a fleet needs exactly one primary")?;
+    ensure!(!run.out.contains("  ["), "a step ran:\n{}", run.out);
+    ensure!((h.fingerprint()?, role()?) == before, "the host changed");
+    Ok(())
+}
+
 /// Drift (sudoers deleted, a unit edited, an env file 0644, app paths given to root by hand)
 /// is repaired and reported; the rest stays unchanged.
 pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {

@@ -192,6 +192,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SETUP, setup_server::fresh_host_bad_input_changes_nothing),
     scenario!(SETUP, setup_server::fresh_host_is_provisioned),
     scenario!(SETUP, setup_server::second_run_changes_nothing),
+    scenario!(SETUP, setup_server::a_secondary_second_run_changes_nothing),
     scenario!(SETUP, setup_server::a_fleet_of_secondaries_is_refused),
     scenario!(SETUP, setup_server::drift_is_repaired),
     scenario!(SETUP, setup_server::env_files_are_kept_unless_forced),

@@ -281,6 +281,10 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(LIFECYCLE, lifecycle::concurrent_unlocks_remove_one_lock),
     scenario!(
         LIFECYCLE,
+        lifecycle::ctrl_c_at_the_unlock_question_removes_nothing
+    ),
+    scenario!(
+        LIFECYCLE,
         lifecycle::unlock_refuses_a_live_job_unless_forced
     ),
     scenario!(

@@ -514,7 +514,7 @@ Usage: cargo xtask deploy [all|backend|frontend] [--dry-run] [--skip-local-check
   status          current release, units, lock, disk, database revision, the last deploy job;
                   --follow re-attaches to a running deploy's output
   log             deploy.log as a table: who deployed what when, the result and why
-                  (-n N: the last N entries, default 20)
+                  (-n N: the last N entries, of each host in a fleet; default 20)
 
 Options:
   --dry-run            print the plan, remote commands included, and change nothing
@@ -1481,6 +1481,8 @@ mod tests {
             Command::Deploy(Deploy::Log { lines: 5 })
         );
         assert!(err(&["deploy", "log", "-n", "0"]).contains("invalid -n"));
+        // A fleet reads N entries from every host.
+        assert!(HELP_DEPLOY.contains("(-n N: the last N entries, of each host in a fleet;"));
         assert!(err(&["deploy", "status", "-n", "5"]).contains("does not apply"));
     }
 

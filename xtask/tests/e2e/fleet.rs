@@ -648,6 +648,18 @@ pub fn the_primary_moves_only_with_setup_server(ctx: &mut Ctx) -> Result<()> {
         .ok()
         .context("setup-server with the new #primary")?;
     worker_only_on(f, 1)?;
+    // The plan names the primary recorded on the hosts.
+    let plan = f
+        .xtask_to(&moved, &["deploy", "all", "--dry-run", "--redeploy"])?
+        .ok()?;
+    ensure!(
+        plan.all().contains(&format!(
+            "fleet: the primary ({}, recorded in /etc/innercontext/role) migrates",
+            f.apps[1].name
+        )),
+        "the dry run does not name the recorded primary:\n{}",
+        plan.all()
+    );
     let deploy = f
         .xtask_to(
             &moved,

@@ -148,7 +148,11 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         }
         return Err(anyhow!("{line}"));
     }
-    report::fleet_summary(&what, &d.members, started.elapsed())
+    report::fleet_summary(
+        &what,
+        fleet::summary_rows(&mut d.members),
+        started.elapsed(),
+    )
 }
 
 /// One host's last line and whether it is a success: the job's result as it reported it; or,
@@ -525,17 +529,9 @@ impl Driver<'_> {
             self.members[0].activated = self.tell(0, "go");
         }
         if self.checked && self.fleet() {
-            if let Err(e) = self.rollout.advance(&mut self.members, self.out.as_mut()) {
-                // A message that did not go through is a lost connection: on_lost handles it
-                // at the next wait. Anything else is an error.
-                if self
-                    .members
-                    .iter()
-                    .all(|m| m.job.over() || m.job.can_send())
-                {
-                    return Err(e);
-                }
-            }
+            // A message that does not go through is a lost connection: the fleet goes back
+            // (before the verdict), and the next wait re-attaches (on_lost).
+            self.rollout.advance(&mut self.members, self.out.as_mut());
         }
         Ok(())
     }

@@ -25,11 +25,12 @@ use xshell::Shell;
 
 use crate::config::Config;
 use crate::deploy::checks::Checks;
-use crate::deploy::fleet::{self, Member, Output, Rollout};
+use crate::deploy::fleet::{self, Member, Output};
 use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
 use crate::deploy::local::{self, Carrier, Transfer};
 use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
 use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::rollout::Rollout;
 use crate::deploy::snapshot::Snapshot;
 use crate::flags::{CheckPart, Scope};
 use crate::interrupt::{self, SIGTERM};

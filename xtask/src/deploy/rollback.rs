@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
-use crate::deploy::fleet::{self, Output, Rollout};
+use crate::deploy::fleet::{self, Output};
 use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
 use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::rollout::Rollout;
 use crate::deploy::snapshot::Snapshot;
 use crate::{interrupt, say, show, ui};
 

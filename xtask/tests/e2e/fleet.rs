@@ -433,18 +433,20 @@ pub fn no_failed_request_through_the_load_balancer(ctx: &mut Ctx) -> Result<()> 
                 .collect()
         };
         eprintln!(
-            "      {what}: {} requests, slowest {:.3}s at the balancer",
-            w.requests, seen.slowest
+            "      {what}: {} requests, slowest {:.3}s at the balancer, which logged no answer for {:.3}s at most",
+            w.requests, seen.slowest, seen.longest_gap
         );
         ensure!(w.requests > 100, "{what}: only {} requests", w.requests);
         ensure!(
             w.errors == 0 && w.non2xx == 0 && seen.failed.is_empty(),
-            "{what}: {} of {} requests failed ({}); the balancer's failed answers (time, status, upstreams, their answers, duration):\n{}      and its slow ones:\n{}",
+            "{what}: {} of {} requests failed ({}); the balancer's failed answers (time, status, upstreams, their answers, duration):\n{}      its slow ones ({} in all):\n{}      and the longest time it logged no answer: {:.3}s",
             w.errors + w.non2xx + seen.failed.len() as u64,
             w.requests,
             w.detail.trim(),
             show(&seen.failed),
-            show(&seen.slow)
+            seen.slow.len(),
+            show(&seen.slow),
+            seen.longest_gap
         );
     }
     f.assert_serving()

@@ -19,10 +19,13 @@
 #   journal TEXT                     the log reader /usr/local/sbin/innercontext-journal; the app
 #                                    user leaves systemd-journal
 #   sudoers TEXT                     the sudoers drop-in, validated with visudo before install
-#   units DIR OLD_DIR ROOT UNIT_ROOT EARLIER NAME TEXT [NAME TEXT...]
+#   units DIR OLD_DIR ROOT UNIT_ROOT EARLIER ROLES NAME TEXT [NAME TEXT...]
 #                                    systemd units into DIR: install, daemon-reload, enable (no
 #                                    start); the copies an earlier setup-server installed in
-#                                    OLD_DIR (EARLIER: their "NAME SHA256" lines) moved
+#                                    OLD_DIR (EARLIER: their "NAME SHA256" lines) moved. ROLES:
+#                                    the units (space separated) whose enablement is the role
+#                                    step's (a secondary's primary-only ones): installed, never
+#                                    enabled here
 #   role primary|secondary ROOT UNIT...
 #                                    record the host's role in ROLE_FILE (root's; the deploy
 #                                    probe reads it); a secondary keeps UNIT... (the primary's
@@ -746,10 +749,14 @@ installed_earlier() { # FILE NAME ROOT UNIT_ROOT EARLIER
 # there under a unit's name (an admin's own file) would override the unit: the step stops
 # before any change.
 cmd_units() {
-    local dir=$1 old_dir=$2 root=$3 unit_root=$4 earlier=$5
-    shift 5
+    local dir=$1 old_dir=$2 root=$3 unit_root=$4 earlier=$5 roles=() role_units=$6
+    shift 6
     local reload=0 name text target old k tmp units=() active=() new=() updated=() enable=()
     local moved=() masked=() foreign=() reenable=() args=("$@")
+    read -ra roles <<<"$role_units"
+    for name in "${roles[@]}"; do
+        [[ $name =~ ^innercontext[a-z0-9-]*\.service$ ]] || fail "refusing unit name '$name'"
+    done
     while (($#)); do
         name=$1 text=$2
         shift 2
@@ -828,7 +835,9 @@ cmd_units() {
         apply systemctl daemon-reload
     fi
     # A unit enabled where it was before: its links name the old path; made again for the new.
+    # The role's units are left to the role step (it disables a secondary's, links and all).
     for name in "${units[@]}"; do
+        if in_words "$name" "${roles[@]}"; then continue; fi
         if links_elsewhere "$name" "$old_dir" "$dir"; then
             reenable+=("$name")
             apply systemctl reenable -q "$name"
@@ -836,7 +845,7 @@ cmd_units() {
     done
     if ((${#reenable[@]})); then note "enabled again where they now are: ${reenable[*]}"; fi
     for name in "${units[@]}"; do
-        if in_words "$name" "${reenable[@]}"; then continue; fi
+        if in_words "$name" "${reenable[@]}" "${roles[@]}"; then continue; fi
         if [ "$(systemctl is-enabled "$name" 2>/dev/null || true)" != enabled ]; then
             enable+=("$name")
             apply systemctl enable -q "$name"
@@ -846,7 +855,11 @@ cmd_units() {
     if ((${#active[@]})); then
         note "running units keep their old definition until the next deploy restarts them: ${active[*]}"
     fi
-    report "${#units[@]} units installed in $dir and enabled"
+    if ((${#roles[@]})); then
+        report "${#units[@]} units installed in $dir, enabled but ${roles[*]} (the role step's)"
+    else
+        report "${#units[@]} units installed in $dir and enabled"
+    fi
 }
 
 # Whether a link that enables NAME (OLD_DIR/*.wants/NAME, ...) names another file than

@@ -59,8 +59,8 @@ impl Host {
 pub struct Config {
     /// Every app host, in the order given (the order locks are taken and hosts activated).
     pub hosts: Vec<Host>,
-    /// The primary's ssh destination, `[user@]host` (the first host's when every host is
-    /// marked `#secondary`).
+    /// The primary's ssh destination, `[user@]host` (a lone host marked `#secondary`: that
+    /// host's).
     pub server: String,
     /// Absolute path of the deploy root on the server.
     pub root: String,
@@ -142,7 +142,9 @@ impl Config {
 
 /// `DEPLOY_SERVER`: one or more ssh destinations, comma separated, each optionally marked
 /// `#primary` or `#secondary`. Without a `#primary` mark, the first host not marked `#secondary`
-/// is the primary; a lone host without a mark states no role (the one recorded on it counts).
+/// is the primary; a fleet with every host marked `#secondary` is refused (nothing would migrate
+/// the database or run the worker). A lone host without a mark states no role (the one recorded
+/// on it counts); a lone host marked `#secondary` is one secondary, alone.
 pub fn parse_hosts(value: &str) -> Result<Vec<Host>> {
     let mut hosts: Vec<Host> = Vec::new();
     let mut marks: Vec<Option<HostRole>> = Vec::new();
@@ -180,6 +182,8 @@ pub fn parse_hosts(value: &str) -> Result<Vec<Host>> {
         if let Some(i) = marks.iter().position(Option::is_none) {
             hosts[i].role = HostRole::Primary;
             hosts[i].stated = hosts.len() > 1;
+        } else if hosts.len() > 1 {
+            bail!("DEPLOY_SERVER '{value}' marks every host #secondary: a fleet needs exactly one primary (it migrates the database and runs the worker): mark one host #primary");
         }
     }
     Ok(hosts)
@@ -367,18 +371,24 @@ mod tests {
         assert_eq!(c.server, "app2");
         assert!(c.hosts.iter().all(|h| h.stated));
         assert_eq!(c.hosts[1].role, HostRole::Primary);
-        // Every host marked #secondary: no primary; the first host is the one to talk to.
-        let c = cfg(&[("DEPLOY_SERVER", "app2#secondary,app3#secondary")]).unwrap();
-        assert!(c.hosts.iter().all(|h| h.role == HostRole::Secondary));
-        assert_eq!(c.server, "app2");
         for (bad, why) in [
             ("app1,app1", "twice"),
             ("app1#primary,app2#primary", "exactly one"),
+            // Nothing would migrate the database or run the worker.
+            (
+                "app2#secondary,app3#secondary",
+                "marks every host #secondary: a fleet needs exactly one primary",
+            ),
+            (
+                "app1#secondary,app2#secondary,app3#secondary",
+                "mark one host #primary",
+            ),
             ("app1,,app2", "empty entry"),
             ("app1#leader", "unknown role"),
         ] {
             let e = cfg(&[("DEPLOY_SERVER", bad)]).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{bad}: one line: {e}");
         }
     }
 

@@ -2,8 +2,8 @@
 //! order, and the rollout: hosts switch one batch at a time, each health-gated, and a healthy
 //! host waits for the fleet's verdict. If any host fails, every host that switched goes back
 //! (and is checked healthy) and the hosts that had not switched never do: the fleet ends on one
-//! release, old or new. One host is the degenerate fleet: it switches as soon as it may and
-//! finishes on its own.
+//! release, old or new (what is sent when is decided in [`crate::deploy::rollout`]). One host is
+//! the degenerate fleet: it switches as soon as it may and finishes on its own.
 
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
 use crate::deploy::job::{Job, Outcome, Refusal, Wait, Watcher};
+use crate::deploy::report::{self, Seen};
+use crate::deploy::rollout::View;
 use crate::deploy::snapshot::Snapshot;
 use crate::remote::Call;
 use crate::ssh::Session;
@@ -162,12 +164,51 @@ pub struct Member {
     pub activated: bool,
     /// The client asked it to go back (`revert`) or to stop (`abort`).
     pub told_back: bool,
+    /// `commit` went through to it.
+    pub told_commit: bool,
 }
 
 impl Member {
     pub fn name(&self) -> &str {
         &self.snap.host
     }
+
+    /// What the rollout decides from.
+    pub fn view(&self) -> View {
+        View {
+            name: self.name().to_string(),
+            phase: self.job.phase.clone(),
+            ended: self
+                .job
+                .outcome
+                .as_ref()
+                .map(|o| (o.success(), format!("{}: {}", o.result, o.reason))),
+            gone: self.job.gone,
+            reachable: self.job.can_send(),
+            activated: self.activated,
+            told_back: self.told_back,
+            told_commit: self.told_commit,
+        }
+    }
+}
+
+/// The fleet's summary rows: each host's result as its job reported it, or, for a host the
+/// deployer lost sight of (a lost connection, a failed send, this process stopped), what the
+/// server's files say now (see [`report::fleet_row`]).
+pub fn summary_rows(members: &mut [Member]) -> Vec<(String, bool, String)> {
+    members
+        .iter_mut()
+        .map(|m| {
+            let lost = m.job.new_stop().is_some() || m.job.lost_sight || m.job.gone;
+            if !lost {
+                return report::fleet_row(m.name(), Seen::Reported(m.job.outcome.as_ref()));
+            }
+            match m.job.read_now() {
+                Ok(r) => report::fleet_row(m.name(), Seen::Read(&r)),
+                Err(e) => report::fleet_row(m.name(), Seen::Unreadable(&format!("{e:#}"))),
+            }
+        })
+        .collect()
 }
 
 /// Start a job on every host, in DEPLOY_SERVER's order, each taking its host's lock. If one
@@ -194,6 +235,7 @@ pub fn start_all(
                 job,
                 activated: false,
                 told_back: false,
+                told_commit: false,
             }),
             Err(refusal) => {
                 let why = match refusal {
@@ -277,117 +319,6 @@ pub fn follow_to_end(
         }
         if !open {
             return;
-        }
-    }
-}
-
-/// The rollout of a fleet: which batch switches, and what happens when one fails.
-pub struct Rollout {
-    /// Hosts that switch at once (`--batch N`; `--parallel`: all).
-    pub batch: usize,
-    /// Index of the next host to send `go`.
-    next: usize,
-    /// Why the fleet goes back (the first failure), once it does.
-    pub failed: Option<String>,
-    /// Every host healthy and told `commit`.
-    pub committed: bool,
-}
-
-impl Rollout {
-    pub fn new(batch: usize) -> Rollout {
-        Rollout {
-            batch: batch.max(1),
-            next: 0,
-            failed: None,
-            committed: false,
-        }
-    }
-
-    /// Move the rollout on; call whenever events came. `ready`: every host finished its
-    /// preparation (phase awaiting-go), so switching may start.
-    pub fn advance(&mut self, members: &mut [Member], out: &mut dyn Output) -> Result<()> {
-        if self.committed {
-            return Ok(());
-        }
-        // A host that ended without success, or a failure decided elsewhere: everyone back.
-        if self.failed.is_none() {
-            if let Some(m) = members
-                .iter()
-                .find(|m| m.job.outcome.as_ref().is_some_and(|o| !o.success()))
-            {
-                let o = m.job.outcome.as_ref().expect("checked");
-                self.failed = Some(format!("{} {}: {}", m.name(), o.result, o.reason));
-            }
-        }
-        if let Some(why) = self.failed.clone() {
-            self.back(members, &why, out);
-            return Ok(());
-        }
-        if members
-            .iter()
-            .any(|m| m.job.phase != "awaiting-go" && !m.activated)
-        {
-            return Ok(());
-        }
-        let in_flight = members
-            .iter()
-            .filter(|m| m.activated && m.job.phase != "awaiting-verdict" && m.job.outcome.is_none())
-            .count();
-        if in_flight == 0 && self.next < members.len() {
-            let end = (self.next + self.batch).min(members.len());
-            for m in &mut members[self.next..end] {
-                m.job.send("go")?;
-                m.activated = true;
-            }
-            self.next = end;
-            return Ok(());
-        }
-        if self.next == members.len()
-            && members.iter().all(|m| {
-                m.job.phase == "awaiting-verdict"
-                    || m.job.outcome.as_ref().is_some_and(|o| o.success())
-            })
-        {
-            for m in members.iter_mut() {
-                if m.job.outcome.is_none() {
-                    m.job.send("commit")?;
-                }
-            }
-            self.committed = true;
-            out.line(&format!(
-                "==> {:<44} ok",
-                format!("all {} hosts healthy: commit", members.len())
-            ));
-        }
-        Ok(())
-    }
-
-    /// Send every host back: switched ones `revert` (they restore and check the previous
-    /// release), the others `abort` (they stop before the switch).
-    pub fn back(&mut self, members: &mut [Member], why: &str, out: &mut dyn Output) {
-        if self.failed.is_none() {
-            self.failed = Some(why.to_string());
-        }
-        let mut told = Vec::new();
-        for m in members.iter_mut() {
-            if m.told_back || m.job.outcome.is_some() {
-                continue;
-            }
-            let msg = if m.activated {
-                "revert".to_string()
-            } else {
-                format!("abort failed: the fleet goes back ({why})")
-            };
-            if m.job.send(&msg).is_ok() {
-                m.told_back = true;
-                told.push(m.name().to_string());
-            }
-        }
-        if !told.is_empty() {
-            out.line(&format!(
-                "==> the fleet goes back to its previous release ({why}): {}",
-                told.join(", ")
-            ));
         }
     }
 }

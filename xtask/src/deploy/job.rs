@@ -422,6 +422,7 @@ impl Job {
 
     /// Write one message (`word` names it); a failure hangs the follower up (see [`Job::send`]).
     fn write(&mut self, word: &str, msg: &str) -> Result<()> {
+        test_pause_before_send(word, &self.host);
         let f = self
             .follower
             .as_ref()
@@ -677,6 +678,27 @@ impl Job {
             entries,
         ))
     }
+}
+
+/// Test hook (`INNERCONTEXT_TEST_PAUSE_BEFORE_SEND=FILE`, FILE holding `WORD HOST`): before
+/// message WORD goes to the job on HOST, wait while FILE exists, so a test can drop that host's
+/// connection right before the message is written. A signal ends the wait.
+fn test_pause_before_send(word: &str, host: &str) {
+    let Some(file) = std::env::var_os("INNERCONTEXT_TEST_PAUSE_BEFORE_SEND") else {
+        return;
+    };
+    let path = std::path::Path::new(&file);
+    let armed = |text: String| text.split_whitespace().eq([word, host]);
+    if !std::fs::read_to_string(path).is_ok_and(armed) {
+        return;
+    }
+    crate::say!(
+        "(test hook: paused before sending '{word}' to the job on {host} while {} exists)",
+        path.display()
+    );
+    let _ = wait::poll(Deadline::after(Duration::MAX), || {
+        (!path.exists()).then_some(())
+    });
 }
 
 /// The server time a job started at or after: what the server said right after starting it,

@@ -10,6 +10,7 @@
 //! - [`local`]: who deploys what, which files make a release, which must travel
 //! - [`checks`]: the local checks, beside the upload
 //! - [`job`]: start, message, follow and re-attach to the server job
+//! - [`fleet`], [`rollout`]: several hosts as one; the rollout's decisions (pure)
 //! - [`report`]: step lines and the final line
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
 
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rollback;
+pub mod rollout;
 pub mod snapshot;
 pub mod status;
 pub mod unlock;

@@ -25,11 +25,12 @@ use xshell::Shell;
 
 use crate::config::Config;
 use crate::deploy::checks::Checks;
-use crate::deploy::fleet::{self, Member, Output, Rollout};
+use crate::deploy::fleet::{self, Member, Output};
 use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
 use crate::deploy::local::{self, Carrier, Transfer};
 use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
 use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::rollout::Rollout;
 use crate::deploy::snapshot::Snapshot;
 use crate::flags::{CheckPart, Scope};
 use crate::interrupt::{self, SIGTERM};
@@ -86,11 +87,12 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
             print_plan(cfg, &host.dest, snap, p, scope, &opts, &call.render());
         }
         if plans.len() > 1 {
-            crate::show!(
-                "  fleet: the primary ({}) migrates; hosts switch {} at a time, each health-gated; if one fails, every switched host goes back",
-                cfg.server,
-                opts.batch.min(plans.len())
-            );
+            let roles: Vec<(&str, crate::config::HostRole)> = snaps
+                .iter()
+                .zip(&plans)
+                .map(|(s, p)| (s.host.as_str(), p.role))
+                .collect();
+            crate::show!("{}", fleet_plan_line(&roles, opts.batch));
         }
         return Ok(());
     }
@@ -147,7 +149,11 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         }
         return Err(anyhow!("{line}"));
     }
-    report::fleet_summary(&what, &d.members, started.elapsed())
+    report::fleet_summary(
+        &what,
+        fleet::summary_rows(&mut d.members),
+        started.elapsed(),
+    )
 }
 
 /// One host's last line and whether it is a success: the job's result as it reported it; or,
@@ -524,17 +530,9 @@ impl Driver<'_> {
             self.members[0].activated = self.tell(0, "go");
         }
         if self.checked && self.fleet() {
-            if let Err(e) = self.rollout.advance(&mut self.members, self.out.as_mut()) {
-                // A message that did not go through is a lost connection: on_lost handles it
-                // at the next wait. Anything else is an error.
-                if self
-                    .members
-                    .iter()
-                    .all(|m| m.job.over() || m.job.can_send())
-                {
-                    return Err(e);
-                }
-            }
+            // A message that does not go through is a lost connection: the fleet goes back
+            // (before the verdict), and the next wait re-attaches (on_lost).
+            self.rollout.advance(&mut self.members, self.out.as_mut());
         }
         Ok(())
     }
@@ -932,6 +930,21 @@ pub fn rsync_stat(output: &str, label: &str) -> Option<u64> {
     })
 }
 
+/// The dry run's line about the fleet: the primary is the host whose plan is the primary's (the
+/// role recorded on it, which DEPLOY_SERVER must agree with), named as the host names itself.
+pub fn fleet_plan_line(roles: &[(&str, crate::config::HostRole)], batch: usize) -> String {
+    let primary = roles
+        .iter()
+        .find(|(_, r)| *r == crate::config::HostRole::Primary)
+        .map_or("none".to_string(), |(h, _)| {
+            format!("{h}, recorded in {}", crate::contract::ROLE_FILE)
+        });
+    format!(
+        "  fleet: the primary ({primary}) migrates; hosts switch {} at a time, each health-gated; if one fails, every switched host goes back",
+        batch.min(roles.len())
+    )
+}
+
 fn print_plan(
     cfg: &Config,
     dest: &str,
@@ -990,6 +1003,24 @@ fn print_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_dry_run_names_the_recorded_primary() {
+        use crate::config::HostRole::{Primary, Secondary};
+        let line = fleet_plan_line(
+            &[("app1", Secondary), ("app2", Primary), ("app3", Secondary)],
+            usize::MAX,
+        );
+        assert_eq!(
+            line,
+            "  fleet: the primary (app2, recorded in /etc/innercontext/role) migrates; hosts switch 3 at a time, each health-gated; if one fails, every switched host goes back"
+        );
+        assert!(
+            fleet_plan_line(&[("a", Primary), ("b", Secondary)], 1).contains(
+                "(a, recorded in /etc/innercontext/role) migrates; hosts switch 1 at a time"
+            )
+        );
+    }
 
     #[test]
     fn rsync_writes_into_the_seeded_release() {

@@ -249,38 +249,71 @@ impl Output for FleetPrinter {
     fn close(&mut self) {}
 }
 
-/// A fleet's last lines: each host's result, then one line for the fleet (an error unless
-/// every host succeeded).
+/// What the fleet's summary knows of one host: the result its job reported while we watched,
+/// or, when the deployer lost sight of it (a lost connection, a failed send, this process
+/// stopped), what a reading of the server's files said afterwards (or why none could be made).
+pub enum Seen<'a> {
+    Reported(Option<&'a Outcome>),
+    Read(&'a Reading),
+    Unreadable(&'a str),
+}
+
+/// One host's row of the fleet's summary, whether it ended in success, and the release it runs
+/// (`?` when unknown).
+pub fn fleet_row(name: &str, seen: Seen<'_>) -> (String, bool, String) {
+    let row = |result: &str, current: &str, why: &str| {
+        format!(
+            "    {name:<16} {result:<16} current {current}{}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            }
+        )
+    };
+    match seen {
+        Seen::Reported(Some(o)) => {
+            let cur = named(&o.current).to_string();
+            let why = if o.success() { "" } else { o.reason.as_str() };
+            (row(&o.result, &cur, why), o.success(), cur)
+        }
+        Seen::Reported(None) => (format!("    {name:<16} unknown (lost)"), false, "?".into()),
+        Seen::Read(r) => {
+            let (_, ok) = reading_line("", name, r);
+            let cur = named(&r.current).to_string();
+            let read = "read from the server after the deployer lost sight of it";
+            let (result, why) = match (&r.outcome, &r.lock) {
+                (Some(o), _) if o.success() => (o.result.clone(), read.to_string()),
+                (Some(o), _) => (o.result.clone(), format!("{}; {read}", o.reason)),
+                (None, LockNow::Ours { alive: true, .. }) => {
+                    ("not over".into(), format!("its job still runs; {read}"))
+                }
+                (None, _) => ("no result".into(), format!("its job recorded none; {read}")),
+            };
+            (row(&result, &cur, &why), ok, cur)
+        }
+        Seen::Unreadable(why) => (
+            format!("    {name:<16} unknown (could not read it again: {why})"),
+            false,
+            "?".into(),
+        ),
+    }
+}
+
+/// The fleet's last lines: a row per host ([`fleet_row`]), then one line that says whether
+/// every host succeeded and what they run.
 pub fn fleet_summary(
     what: &str,
-    members: &[crate::deploy::fleet::Member],
+    rows: Vec<(String, bool, String)>,
     took: std::time::Duration,
 ) -> anyhow::Result<()> {
+    let n = rows.len();
     let mut all_ok = true;
     let mut currents = Vec::new();
-    for m in members {
-        match &m.job.outcome {
-            Some(o) => {
-                all_ok &= o.success();
-                let cur = o.current.rsplit('/').next().unwrap_or("none").to_string();
-                say!(
-                    "    {:<16} {:<16} current {cur}{}",
-                    m.name(),
-                    o.result,
-                    if o.reason.is_empty() || o.success() {
-                        String::new()
-                    } else {
-                        format!(" ({})", o.reason)
-                    }
-                );
-                currents.push(cur);
-            }
-            None => {
-                all_ok = false;
-                say!("    {:<16} unknown (lost)", m.name());
-                currents.push("?".into());
-            }
-        }
+    for (line, ok, cur) in rows {
+        say!("{line}");
+        all_ok &= ok;
+        currents.push(cur);
     }
     currents.dedup();
     let on = if currents.len() == 1 {
@@ -290,13 +323,12 @@ pub fn fleet_summary(
     };
     if all_ok {
         say!(
-            "{what} on {} hosts: success; {on} ({} in all)",
-            members.len(),
+            "{what} on {n} hosts: success; {on} ({} in all)",
             ui::secs(took)
         );
         Ok(())
     } else {
-        anyhow::bail!("{what} on {} hosts: failed; {on}", members.len())
+        anyhow::bail!("{what} on {n} hosts: failed; {on}")
     }
 }
 
@@ -428,6 +460,50 @@ mod tests {
             lock,
             after: after.iter().map(|l| Entry::parse(l)).collect(),
         }
+    }
+
+    #[test]
+    fn a_fleet_row_is_what_the_job_said_or_what_the_server_says_now() {
+        let o = outcome("success", "");
+        let (line, ok, cur) = fleet_row("app1", Seen::Reported(Some(&o)));
+        assert_eq!(
+            (line.as_str(), ok, cur.as_str()),
+            (
+                "    app1             success          current 20261128T101530Z",
+                true,
+                "20261128T101530Z"
+            )
+        );
+        // Lost sight of: the reading's result, and current as it is now.
+        let r = reading(
+            Some(outcome("rolled-back", "the fleet went back")),
+            "releases/20261128T101530Z",
+            LockNow::Free,
+            &[],
+        );
+        let (line, ok, cur) = fleet_row("app2", Seen::Read(&r));
+        assert!(!ok);
+        assert_eq!(cur, "20261128T101530Z");
+        assert!(
+            line.contains("rolled-back")
+                && line.contains("(the fleet went back; read from the server after the deployer lost sight of it)"),
+            "{line}"
+        );
+        let r = reading(
+            None,
+            "releases/20261128T101600Z",
+            LockNow::Ours {
+                alive: true,
+                phase: "awaiting-verdict".into(),
+            },
+            &[],
+        );
+        let (line, ok, _) = fleet_row("app3", Seen::Read(&r));
+        assert!(!ok && line.contains("not over") && line.contains("its job still runs"));
+        let (line, ok, cur) = fleet_row("app3", Seen::Unreadable("connection refused"));
+        assert!(!ok && cur == "?" && line.contains("could not read it again: connection refused"));
+        let (line, ok, _) = fleet_row("app3", Seen::Reported(None));
+        assert!(!ok && line.contains("unknown (lost)"));
     }
 
     #[test]

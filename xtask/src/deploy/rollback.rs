@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
-use crate::deploy::fleet::{self, Output, Rollout};
+use crate::deploy::fleet::{self, Output};
 use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
 use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::rollout::Rollout;
 use crate::deploy::snapshot::Snapshot;
 use crate::{interrupt, say, show, ui};
 
@@ -92,7 +93,8 @@ pub fn run(
     let fleet = members.len() > 1;
     if fleet {
         for m in &mut members {
-            m.job.send("begin")?;
+            // Not sent: a lost connection, which the next wait finds (and re-attaches).
+            let _ = m.job.send("begin");
         }
     }
     let mut rollout = Rollout::new(batch);
@@ -162,7 +164,8 @@ pub fn run(
             }
         }
         if fleet {
-            rollout.advance(&mut members, out.as_mut())?;
+            // A message that does not go through is a lost connection (see Rollout::advance).
+            rollout.advance(&mut members, out.as_mut());
         }
         if members.iter().all(|m| m.job.over()) {
             break;
@@ -179,7 +182,7 @@ pub fn run(
     }
     report::fleet_summary(
         &format!("rollback to {target}"),
-        &members,
+        fleet::summary_rows(&mut members),
         started.elapsed(),
     )
 }

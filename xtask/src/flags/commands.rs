@@ -361,7 +361,7 @@ current release, units, lock, disk, database revision, the last deploy job;
 --follow re-attaches to a running deploy's output"),
         sub("log", "", &["--lines"], "\
 deploy.log as a table: who deployed what when, the result and why
-(-n N: the last N entries, default 20)"),
+(-n N: the last N entries, of each host in a fleet; default 20)"),
     ],
     default: Some("all"),
     help: &[

@@ -88,14 +88,16 @@ pub fn sudoers_call(text: &str) -> Call {
 
 /// The units into [`crate::contract::UNIT_DIR`]; the copies an earlier setup-server installed
 /// in [`crate::contract::OLD_UNIT_DIR`] (known by [`super::earlier`]) move there. `root`: the
-/// deploy root the texts were rendered for.
-pub fn units_call(root: &str, units: &[(String, String)]) -> Call {
+/// deploy root the texts were rendered for. The units step enables every unit but the ones
+/// [`left_to_role`] (a secondary's worker is never enabled on the way to being disabled).
+pub fn units_call(root: &str, units: &[(String, String)], role: crate::config::HostRole) -> Call {
     let mut args = vec![
         crate::contract::UNIT_DIR.to_string(),
         crate::contract::OLD_UNIT_DIR.to_string(),
         root.to_string(),
         super::UNIT_ROOT.to_string(),
         super::earlier::lines(),
+        left_to_role(role).join(" "),
     ];
     args.extend(units.iter().flat_map(|(n, t)| [n.clone(), t.clone()]));
     call("units", args)
@@ -158,6 +160,17 @@ pub fn role_to_record(
     } else {
         recorded.unwrap_or(crate::config::HostRole::Primary)
     }
+}
+
+/// The unit files whose enablement is the role step's, not the units step's: on a secondary,
+/// the primary's only units (the worker), which it keeps installed but disabled; none on a
+/// primary (the units step enables them with the others).
+pub fn left_to_role(role: crate::config::HostRole) -> Vec<String> {
+    crate::contract::UNITS
+        .iter()
+        .filter(|u| u.primary_only && role == crate::config::HostRole::Secondary)
+        .map(|u| format!("{}.service", u.name))
+        .collect()
 }
 
 /// Record a host's role; a secondary keeps the primary-only units (the worker) disabled.
@@ -297,7 +310,7 @@ mod tests {
                 key_sha256: String::new(),
                 redirect: false,
             }),
-            units_call("/r", &[]),
+            units_call("/r", &[], crate::config::HostRole::Primary),
             nginx_call(""),
             role_call(crate::config::HostRole::Secondary, "/r"),
             verify_call("/r", &[]),
@@ -340,6 +353,42 @@ mod tests {
             HostRole::Secondary
         );
         assert_eq!(role_to_record(&lone("app2"), None), HostRole::Primary);
+    }
+
+    #[test]
+    fn a_secondarys_worker_is_left_to_the_role_step() {
+        use crate::config::HostRole;
+        let unit = |n: &str| (n.to_string(), String::new());
+        let units = [
+            unit("innercontext.service"),
+            unit("innercontext-pricing-worker.service"),
+        ];
+        let c = units_call("/opt/ic", &units, HostRole::Secondary);
+        assert_eq!(c.args[5], "innercontext-pricing-worker.service");
+        assert_eq!(c.args[6], "innercontext.service");
+        let c = units_call("/opt/ic", &units, HostRole::Primary);
+        assert_eq!(c.args[5], "", "a primary's units step enables every unit");
+        // The role step gets the same units (by unit name).
+        let role = role_call(HostRole::Secondary, "/opt/ic");
+        assert_eq!(
+            left_to_role(HostRole::Secondary),
+            role.args[2..]
+                .iter()
+                .map(|u| format!("{u}.service"))
+                .collect::<Vec<_>>()
+        );
+        // What the script does with them: never enabled by the units step.
+        let body = SCRIPT
+            .split("\ncmd_units() {")
+            .nth(1)
+            .and_then(|b| b.split("\n}\n").next())
+            .expect("cmd_units in the script");
+        assert!(
+            body.contains(
+                r#"if in_words "$name" "${reenable[@]}" "${roles[@]}"; then continue; fi"#
+            ),
+            "{body}"
+        );
     }
 
     #[test]

@@ -249,8 +249,14 @@ fn provision(
     // 5. The log reader, sudoers, then 6. units and nginx.
     target.step("journal access", &journal_call(JOURNAL_WRAPPER), None)?;
     target.step("sudoers", &sudoers_call(&inputs.sudoers), None)?;
-    target.step("systemd units", &units_call(&cfg.root, &inputs.units), None)?;
+    // The units step leaves the role's units to the role step: a secondary's worker is never
+    // enabled on the way to being disabled, and a second run changes nothing.
     let role = role_to_record(host, facts.role);
+    target.step(
+        "systemd units",
+        &units_call(&cfg.root, &inputs.units, role),
+        None,
+    )?;
     target.step("role", &role_call(role, &cfg.root), None)?;
     target.step("nginx site", &nginx_call(&inputs.nginx), None)?;
     // 7. HTTPS, only when asked for; the key travels only when the server's differs.
@@ -270,11 +276,7 @@ fn provision(
 
     // 8. Verification.
     // A secondary's primary-only units are installed but disabled: not checked as enabled.
-    let primary_only: Vec<String> = crate::contract::UNITS
-        .iter()
-        .filter(|u| u.primary_only && role == config::HostRole::Secondary)
-        .map(|u| format!("{}.service", u.name))
-        .collect();
+    let primary_only = left_to_role(role);
     let checked_units: Vec<(String, String)> = inputs
         .units
         .iter()

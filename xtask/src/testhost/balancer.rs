@@ -30,6 +30,10 @@ pub struct Window {
     pub slow: Vec<String>,
     /// The longest request, in seconds.
     pub slowest: f64,
+    /// The longest time between two answers it logged, in seconds: the balancer itself stalled
+    /// (or every connection of the load waited on one slow upstream) for about that long.
+    /// Requests a stalled balancer had not read yet do not show in their own duration.
+    pub longest_gap: f64,
 }
 
 impl Balancer {
@@ -102,12 +106,19 @@ impl Drop for Balancer {
 /// $upstream_status $request_time`).
 pub fn read_log(text: &str, stopped_ms: u128) -> Window {
     let mut w = Window::default();
+    let mut last_ms: Option<u128> = None;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let at_ms = f
             .first()
             .and_then(|t| t.parse::<f64>().ok())
             .map_or(0, |t| (t * 1000.0) as u128);
+        if let Some(last) = last_ms {
+            w.longest_gap = w
+                .longest_gap
+                .max(at_ms.saturating_sub(last) as f64 / 1000.0);
+        }
+        last_ms = Some(at_ms);
         let status: u16 = f.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let took: f64 = f.last().and_then(|s| s.parse().ok()).unwrap_or(0.0);
         let answered = (200..400).contains(&status);
@@ -152,6 +163,8 @@ mod tests {
         assert!(w.failed[0].contains(" 502 ") && w.failed[1].contains(" 499 "));
         assert_eq!(w.slow.len(), 1);
         assert!((w.slowest - 1.25).abs() < 1e-9);
+        // Nothing logged from ...0.200 to ...1.500.
+        assert!((w.longest_gap - 1.3).abs() < 1e-9, "{w:?}");
         assert_eq!(read_log("", 0), Window::default());
     }
 }

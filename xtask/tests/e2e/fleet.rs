@@ -433,21 +433,140 @@ pub fn no_failed_request_through_the_load_balancer(ctx: &mut Ctx) -> Result<()> 
                 .collect()
         };
         eprintln!(
-            "      {what}: {} requests, slowest {:.3}s at the balancer",
-            w.requests, seen.slowest
+            "      {what}: {} requests, slowest {:.3}s at the balancer, which logged no answer for {:.3}s at most",
+            w.requests, seen.slowest, seen.longest_gap
         );
         ensure!(w.requests > 100, "{what}: only {} requests", w.requests);
         ensure!(
             w.errors == 0 && w.non2xx == 0 && seen.failed.is_empty(),
-            "{what}: {} of {} requests failed ({}); the balancer's failed answers (time, status, upstreams, their answers, duration):\n{}      and its slow ones:\n{}",
+            "{what}: {} of {} requests failed ({}); the balancer's failed answers (time, status, upstreams, their answers, duration):\n{}      its slow ones ({} in all):\n{}      and the longest time it logged no answer: {:.3}s",
             w.errors + w.non2xx + seen.failed.len() as u64,
             w.requests,
             w.detail.trim(),
             show(&seen.failed),
-            show(&seen.slow)
+            seen.slow.len(),
+            show(&seen.slow),
+            seen.longest_gap
         );
     }
     f.assert_serving()
+}
+
+/// The connection to the last host drops right before the verdict reaches it (every host
+/// healthy, `commit` already sent to the others): the deployer re-attaches and sends `commit`
+/// again, never `revert`. The fleet ends on the new release, every host succeeded, and the
+/// deployer says so.
+pub fn a_verdict_lost_on_the_way_is_sent_again(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    let last = f.apps.last().context("no app machine")?.clone();
+    let (status, out) = lost_before(
+        f,
+        &["deploy", "all", "--skip-local-checks", "--redeploy"],
+        "commit",
+        &last,
+    )?;
+    let cur = f.currents()?;
+    ensure!(
+        status.success() && out.contains(&format!("every host runs {}", cur[0])),
+        "the deploy did not end on one release ({status}; hosts on {cur:?}):\n{out}"
+    );
+    ensure!(
+        cur.iter().all(|c| *c == cur[0]),
+        "hosts differ: {cur:?}\n{out}"
+    );
+    let log = last.ssh(&["tail", "-n", "1", &format!("{ROOT}/deploy.log")])?;
+    ensure!(
+        log.contains("result=success"),
+        "{}: {log}\n{out}",
+        last.name
+    );
+    f.assert_serving()
+}
+
+/// The connection to the second host drops right before its `go` in a rolling rollback: the
+/// fleet goes back (the first host reverts, the others stop before the switch), and the
+/// deployer says so and what each host ended with, read from the servers.
+pub fn a_go_lost_on_the_way_sends_the_fleet_back(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    if f.xtask(&["deploy", "rollback", "--dry-run"])?.ok().is_err() {
+        // Nothing to roll back to yet (this scenario alone): one more release.
+        f.xtask(&["deploy", "all", "--skip-local-checks", "--redeploy"])?
+            .ok()?;
+    }
+    let before = f.currents()?;
+    let second = f.apps[1].clone();
+    let (status, out) = lost_before(f, &["deploy", "rollback"], "go", &second)?;
+    ensure!(!status.success(), "the rollback succeeded:\n{out}");
+    ensure!(
+        out.contains("==> the fleet goes back to its previous release"),
+        "the deployer did not send the fleet back:\n{out}"
+    );
+    ensure!(
+        out.contains(&format!("failed; every host runs {}", before[0])),
+        "{out}"
+    );
+    ensure!(
+        f.currents()? == before,
+        "hosts are on {:?}, not {before:?}:\n{out}",
+        f.currents()?
+    );
+    ensure!(!f.any_lock()?, "a lock was left:\n{out}");
+    f.assert_serving()
+}
+
+/// Run the xtask with `args` until it is about to send `word` to the job on `m`; drop `m`'s
+/// connection there (its latency proxy is killed, as a link that goes down, and every ssh
+/// process to it ends), let the xtask write the message, and wait for its end.
+fn lost_before(
+    f: &FleetSite,
+    args: &[&str],
+    word: &str,
+    m: &Machine,
+) -> Result<(std::process::ExitStatus, String)> {
+    let sh = Shell::new()?;
+    let hook = f.scratch.sidecar(&format!("pause-before-{word}"));
+    fs_err::write(&hook, format!("{word} {}", m.name))?;
+    // The deployer's connection to `m` goes through the latency proxy, so it can be cut.
+    th::delay(&sh, &m.name, 1)?;
+    let log = f.scratch.sidecar(&format!("lost-before-{word}.log"));
+    let mut cmd = f.command(args);
+    cmd.env("INNERCONTEXT_TEST_PAUSE_BEFORE_SEND", &hook);
+    let mut bg = crate::support::Background::start(cmd, &log)?;
+    let cut = (|| -> Result<()> {
+        bg.wait_for(
+            &format!("paused before sending '{word}' to the job on {}", m.name),
+            std::time::Duration::from_secs(600),
+        )?;
+        let proxy =
+            fs_err::read_to_string(format!("{}/machines/{}/proxy.pid", th::STATE_DIR, m.name))?;
+        crate::support::run_ok(
+            Command::new("kill").args(["-KILL", proxy.trim()]),
+            "kill the proxy",
+        )?;
+        // A reconnect goes straight to the host.
+        th::delay(&sh, &m.name, 0)?;
+        let dest = format!("innercontext@{}", m.name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = Command::new("pgrep")
+                .args(["-f", &format!("^ssh .*{dest}")])
+                .output()?;
+            if !left.status.success() {
+                break;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "ssh processes to {dest} outlived their link: {}",
+                String::from_utf8_lossy(&left.stdout)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    })();
+    let _ = fs_err::remove_file(&hook);
+    let _ = th::delay(&sh, &m.name, 0);
+    cut.with_context(|| bg.output())?;
+    bg.wait(std::time::Duration::from_secs(600))
 }
 
 /// `innercontext@NAME` of an app machine (its alias in the fleet's ssh config).
@@ -648,6 +767,18 @@ pub fn the_primary_moves_only_with_setup_server(ctx: &mut Ctx) -> Result<()> {
         .ok()
         .context("setup-server with the new #primary")?;
     worker_only_on(f, 1)?;
+    // The plan names the primary recorded on the hosts.
+    let plan = f
+        .xtask_to(&moved, &["deploy", "all", "--dry-run", "--redeploy"])?
+        .ok()?;
+    ensure!(
+        plan.all().contains(&format!(
+            "fleet: the primary ({}, recorded in /etc/innercontext/role) migrates",
+            f.apps[1].name
+        )),
+        "the dry run does not name the recorded primary:\n{}",
+        plan.all()
+    );
     let deploy = f
         .xtask_to(
             &moved,

@@ -293,6 +293,75 @@ pub fn concurrent_unlocks_remove_one_lock(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A terminal's Ctrl-C at unlock's question (`Remove it? [y/N]`, on a real terminal: `script`
+/// gives it one, and the Ctrl-C is the character typed into it, which the terminal turns into
+/// SIGINT for the foreground process group): the command stops at once with exit 130, the lock
+/// is still there and deploy.log records no unlock.
+pub fn ctrl_c_at_the_unlock_question_removes_nothing(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    site.sh(&format!(
+        "rm -rf {ROOT}/.deploy.lock && mkdir {ROOT}/.deploy.lock && printf 'user=ghost\\nhost=gone\\npid=1\\nstarted=2026-01-01T00:00:00Z\\nstarted_epoch=1767225600\\ncommand=deploy all\\ncommit=abc\\nrelease=-\\ntoken=stale-ctrl-c\\n' > {ROOT}/.deploy.lock/info && chown -R innercontext: {ROOT}/.deploy.lock"
+    ))?;
+    let log_before = site.sh(&format!("cat {ROOT}/deploy.log 2>/dev/null || true"))?;
+    let inner = site.command(&crate::support::repo(), &["deploy", "unlock"]);
+    let mut cmd = std::process::Command::new("script");
+    cmd.args([
+        "-qefc",
+        &format!(
+            "exec {} deploy unlock",
+            xtask::quote::sh(crate::support::xtask_bin())
+        ),
+        "/dev/null",
+    ]);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.current_dir(inner.get_current_dir().context("a directory")?)
+        .stdin(std::process::Stdio::piped());
+    let log = camino::Utf8PathBuf::from(format!(
+        "/tmp/innercontext-{}-unlock-ctrl-c.log",
+        crate::run_id()
+    ));
+    let mut bg = Background::start(cmd, &log)?;
+    let mut terminal = bg.child.stdin.take().context("script's stdin")?;
+    let result = (|| -> Result<()> {
+        bg.wait_for("[y/N]", Duration::from_secs(60))?;
+        std::io::Write::write_all(&mut terminal, b"\x03")?;
+        std::io::Write::flush(&mut terminal)?;
+        let started = std::time::Instant::now();
+        while bg.child.try_wait()?.is_none() {
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "Ctrl-C at the question did not stop 'deploy unlock' within 10s:\n{}",
+                bg.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })();
+    if bg.child.try_wait()?.is_none() {
+        // Answer no, so the command ends without removing anything.
+        let _ = std::io::Write::write_all(&mut terminal, b"n\n");
+    }
+    drop(terminal);
+    let (status, out) = bg.wait(Duration::from_secs(30))?;
+    let locked = site.locked()?;
+    let log_after = site.sh(&format!("cat {ROOT}/deploy.log 2>/dev/null || true"))?;
+    site.sh(&format!("rm -rf {ROOT}/.deploy.lock"))?;
+    result?;
+    ensure!(status.code() == Some(130), "exit {status}, not 130:\n{out}");
+    ensure!(
+        out.contains("interrupted by Ctrl-C (SIGINT) before the lock was removed"),
+        "{out}"
+    );
+    ensure!(locked, "the lock was removed:\n{out}");
+    ensure!(log_after == log_before, "deploy.log changed:\n{out}");
+    Ok(())
+}
+
 /// `unlock` while the job runs: refused; `--force` stops the job, which records the deploy as
 /// interrupted and releases the lock; the deployer says so.
 pub fn unlock_refuses_a_live_job_unless_forced(ctx: &mut Ctx) -> Result<()> {

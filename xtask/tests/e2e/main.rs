@@ -192,6 +192,8 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SETUP, setup_server::fresh_host_bad_input_changes_nothing),
     scenario!(SETUP, setup_server::fresh_host_is_provisioned),
     scenario!(SETUP, setup_server::second_run_changes_nothing),
+    scenario!(SETUP, setup_server::a_secondary_second_run_changes_nothing),
+    scenario!(SETUP, setup_server::a_fleet_of_secondaries_is_refused),
     scenario!(SETUP, setup_server::drift_is_repaired),
     scenario!(SETUP, setup_server::env_files_are_kept_unless_forced),
     scenario!(SETUP, setup_server::bad_sudoers_never_lands),
@@ -279,6 +281,10 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(LIFECYCLE, lifecycle::concurrent_unlocks_remove_one_lock),
     scenario!(
         LIFECYCLE,
+        lifecycle::ctrl_c_at_the_unlock_question_removes_nothing
+    ),
+    scenario!(
+        LIFECYCLE,
         lifecycle::unlock_refuses_a_live_job_unless_forced
     ),
     scenario!(
@@ -315,6 +321,8 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(FLEET, fleet::deploys_and_rolls_back_as_one),
     scenario!(FLEET, fleet::a_failing_host_sends_the_fleet_back),
     scenario!(FLEET, fleet::a_held_lock_stops_everyone),
+    scenario!(FLEET, fleet::a_verdict_lost_on_the_way_is_sent_again),
+    scenario!(FLEET, fleet::a_go_lost_on_the_way_sends_the_fleet_back),
     scenario!(FLEET, fleet::no_failed_request_through_the_load_balancer),
     scenario!(FLEET, fleet::a_drifted_fleet_is_reconciled_by_deploy_all),
     scenario!(FLEET, fleet::the_primary_moves_only_with_setup_server),

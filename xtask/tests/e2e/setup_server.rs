@@ -22,7 +22,7 @@ use xtask::testhost::{self as th, Machine};
 use crate::Ctx;
 
 /// Step names in the order setup-server prints them (after `target`).
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 12] = [
     "packages",
     "uv",
     "node",
@@ -33,6 +33,7 @@ const STEPS: [&str; 11] = [
     "journal access",
     "sudoers",
     "systemd units",
+    "role",
     "nginx site",
 ];
 
@@ -532,6 +533,63 @@ pub fn second_run_changes_nothing(ctx: &mut Ctx) -> Result<()> {
     let run = h.xtask(&["setup-server"], &[])?.ok()?;
     run.expect("unchanged", &[])?;
     ensure!(h.fingerprint()? == before);
+    Ok(())
+}
+
+/// A secondary (DEPLOY_SERVER marks the host `#secondary`): once it is one, a second run
+/// changes nothing, every step `unchanged` (the units step leaves the primary's only units to
+/// the role: the worker is never enabled on the way), no file rewritten, the worker disabled
+/// and stopped. Then the host is made the primary again, as the other scenarios want it.
+pub fn a_secondary_second_run_changes_nothing(ctx: &mut Ctx) -> Result<()> {
+    let h = Host::provisioned_shared(ctx)?;
+    let secondary = format!("{}#secondary", h.env.server);
+    let primary = format!("{}#primary", h.env.server);
+    let result = (|| -> Result<()> {
+        h.setup(&[], &[("DEPLOY_SERVER", &secondary)])?.ok()?;
+        let before = h.fingerprint()?;
+        let run = h.setup(&[], &[("DEPLOY_SERVER", &secondary)])?.ok()?;
+        run.expect("unchanged", &[])?;
+        let after = h.fingerprint()?;
+        ensure!(
+            before == after,
+            "a second run on a secondary changed the host:\nbefore {before:#?}\nafter {after:#?}"
+        );
+        let worker = h.root(
+            "systemctl is-enabled innercontext-pricing-worker || true; systemctl is-active innercontext-pricing-worker || true",
+        )?;
+        ensure!(
+            worker.split_whitespace().collect::<Vec<_>>() == ["disabled", "inactive"],
+            "the worker on a secondary is {worker:?}:\n{}",
+            run.out
+        );
+        Ok(())
+    })();
+    let back = h
+        .setup(&[], &[("DEPLOY_SERVER", &primary)])
+        .and_then(Run::ok)
+        .context("making the shared machine the primary again");
+    result?;
+    back?;
+    Ok(())
+}
+
+/// DEPLOY_SERVER with every host marked `#secondary` (nothing would migrate or run the
+/// worker): refused in one line before any host is touched.
+pub fn a_fleet_of_secondaries_is_refused(ctx: &mut Ctx) -> Result<()> {
+    let h = Host::provisioned_shared(ctx)?;
+    let role = || h.root("cat /etc/innercontext/role");
+    let before = (h.fingerprint()?, role()?);
+    // The unreachable host first: a setup-server that went ahead would stop there.
+    let server = format!(
+        "innercontext@{}-none#secondary,{}#secondary",
+        h.m.name, h.env.server
+    );
+    let run = h
+        .setup(&[], &[("DEPLOY_SERVER", &server), ("DEPLOY_ADMIN", "root")])?
+        .failed()?;
+    run.contains("marks every host #secondary: a fleet needs exactly one primary")?;
+    ensure!(!run.out.contains("  ["), "a step ran:\n{}", run.out);
+    ensure!((h.fingerprint()?, role()?) == before, "the host changed");
     Ok(())
 }
 

@@ -406,7 +406,11 @@ impl Wrk {
         let mut requests = None;
         let mut r = WrkReport::default();
         for line in out.lines().map(str::trim) {
-            if line.contains(" requests in ") {
+            if line.starts_with("Latency ") {
+                // Average, deviation, max: a request the balancer answered fast but wrk waited
+                // long for was stuck before the balancer read it.
+                r.detail += &format!("wrk's {line}\n");
+            } else if line.contains(" requests in ") {
                 requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
             } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
                 r.detail += &format!("{line}\n");

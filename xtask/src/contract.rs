@@ -634,6 +634,41 @@ mod tests {
         );
     }
 
+    /// A shutdown's SIGTERM while the job waits for a message: its trap (put current back,
+    /// then the record, seconds of command substitutions) runs to its end. Inside bash's own
+    /// `read -t` it did not: the read's timer fired at the trap's next command substitution and
+    /// jumped back into the read, leaving the job waiting with its record half made.
+    #[test]
+    fn a_trap_that_takes_seconds_runs_to_its_end_while_the_job_waits() {
+        let out = with_helpers(
+            "term",
+            r#"set -euo pipefail
+            lock=$PWD/l; mkdir -p "$lock/msg"; mkfifo "$lock/fifo"
+            # A deployer that never falls silent, without the look at the heartbeat's file (a
+            # command substitution): what sleeps below is the wait itself.
+            stop_asked() { return 1; }
+            handled() {
+                trap '' TERM
+                local i x
+                for i in 1 2 3 4 5 6 7 8 9 10; do x=$(sleep 0.2; echo "$i"); done
+                echo "handled to $x" >out
+                exit 3
+            }
+            ( exec 6<>"$lock/fifo"; trap handled TERM; await_msg never ) &
+            pid=$!
+            # Waiting (asleep in the kernel), then the signal.
+            until [ "$(cut -d' ' -f3 "/proc/$pid/stat")" = S ] && [ "$(cat "/proc/$pid/wchan")" != 0 ]; do :; done
+            kill -TERM "$pid"
+            end=$((SECONDS + 6))
+            while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 0.05; done
+            if kill -0 "$pid" 2>/dev/null; then echo "still waiting after its trap"; kill -KILL "$pid"; fi
+            wait "$pid" || echo "exit $?"
+            cat out 2>/dev/null || echo "no out"
+            "#,
+        );
+        assert_eq!(out, "exit 3\nhandled to 10\n");
+    }
+
     #[test]
     fn a_file_is_written_whole_or_left_as_it_was() {
         let out = with_helpers(

@@ -28,6 +28,13 @@ use crate::Ctx;
 /// `deploy::job::RECONNECT_FOR`), with room for a loaded machine.
 const DEPLOYER_ENDS: Duration = Duration::from_secs(300);
 
+/// The units, all of which a boot starts from current.
+const EVERY_UNIT: [&str; 3] = [
+    xtask::contract::API.name,
+    xtask::contract::WEB.name,
+    xtask::contract::WORKER.name,
+];
+
 /// This group's checkout; the site has a current release before the first scenario.
 fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
     if ctx.power_scratch.is_none() {
@@ -72,10 +79,9 @@ fn line_of<'a>(out: &'a str, prefix: &str) -> &'a str {
 
 /// The release each unit's process runs (its working directory, which the unit names through
 /// `current`, resolved when the process started).
-fn running_releases(site: &Site) -> Result<Vec<(String, String)>> {
+fn running_releases(site: &Site, units: &[&str]) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for u in xtask::contract::UNITS {
-        let name = u.name;
+    for name in units {
         let cwd = site.sh(&format!(
             "p=$(systemctl show -p MainPID --value {name}); [ \"$p\" != 0 ] && readlink /proc/$p/cwd || echo 'not running'"
         ))?;
@@ -92,8 +98,11 @@ fn running_releases(site: &Site) -> Result<Vec<(String, String)>> {
 
 /// What the server must look like after a fault, and after the next deploy.
 struct Want<'a> {
-    /// The release current must be (and the units must run).
+    /// The release current must be.
     current: &'a str,
+    /// The units that must run it: every unit after a boot; after a deploy, those it restarted
+    /// (a backend deploy leaves the web unit running the frontend it started with).
+    units: &'a [&'a str],
     /// The token of a lock its dead job left for the next deploy to take over; None: no lock.
     dead_lock: Option<&'a str>,
 }
@@ -115,7 +124,7 @@ fn invariants(site: &Site, s: &Scratch, want: &Want) -> Result<()> {
     );
     // The site first: a socket-activated unit starts on its first request.
     site.assert_serving()?;
-    for (unit, release) in running_releases(site)? {
+    for (unit, release) in running_releases(site, want.units)? {
         ensure!(
             release == want.current,
             "unit {unit} runs {release}, not current ({})",
@@ -187,7 +196,13 @@ fn next_deploy(site: &Site, s: &Scratch, what: &str) -> Result<Run> {
         next.status.success(),
         "the deploy after the fault failed:\n{out}"
     );
-    let new = next.release().context("the deploy named no release")?;
+    // Its release, as its last line names it (a takeover line names the dead job's first).
+    let new = last_line(&out)
+        .split_once("deploy of ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .filter(|r| xtask::release::is_name(r))
+        .with_context(|| format!("the deploy's last line names no release:\n{out}"))?
+        .to_string();
     ensure!(
         last_line(&out).contains("success")
             && last_line(&out).contains(&format!("current is {new}")),
@@ -198,11 +213,17 @@ fn next_deploy(site: &Site, s: &Scratch, what: &str) -> Result<Run> {
         "the deploy advises an unlock:\n{out}"
     );
     wait_quiet(site, Duration::from_secs(30))?;
+    let backend: Vec<&str> = xtask::contract::UNITS
+        .iter()
+        .filter(|u| u.half == xtask::contract::Half::Backend)
+        .map(|u| u.name)
+        .collect();
     invariants(
         site,
         s,
         &Want {
             current: &new,
+            units: &backend,
             dead_lock: None,
         },
     )
@@ -249,6 +270,7 @@ pub fn a_power_cut_in_prepare_leaves_a_lock_the_next_deploy_takes_over(
         s,
         &Want {
             current: &prev,
+            units: &EVERY_UNIT,
             dead_lock: Some(&token),
         },
     )
@@ -300,13 +322,25 @@ pub fn a_reboot_after_the_switch_puts_current_back(ctx: &mut Ctx) -> Result<()> 
     let (status, out) = p.bg.wait(DEPLOYER_ENDS)?;
     println!("the deployer ({status}):\n{out}");
     ensure!(!status.success(), "the deployer succeeded:\n{out}");
+    let last = last_line(&out);
+    ensure!(
+        last.contains(&format!("current is {prev}"))
+            && !last.contains(&format!("current is {release}")),
+        "the deployer's last line does not say current is {prev} (the previous release): {last}"
+    );
+    ensure!(
+        site.current()? == prev,
+        "after the reboot current is {}, not {prev}",
+        site.current()?
+    );
     let log = log_since(&site, from)?;
     let ours: Vec<_> = log.iter().filter(|(r, _, _)| r == &release).collect();
     ensure!(
         ours.len() == 1
             && ours[0].1 == "interrupted"
             && ours[0].2.contains(&format!("put back to {prev}")),
-        "deploy.log does not say the job put current back to {prev}:\n{log:#?}"
+        "deploy.log does not say the job put current back to {prev}:\n{log:#?}\n(its last lines: {})",
+        site.sh(&format!("tail -n 4 {ROOT}/deploy.log"))?
     );
     ensure!(
         site.state(&release)? == "failed",
@@ -324,17 +358,12 @@ pub fn a_reboot_after_the_switch_puts_current_back(ctx: &mut Ctx) -> Result<()> 
         row.contains("failed") && !row.starts_with('*'),
         "deploy list shows {release} as: {row}"
     );
-    let last = last_line(&out);
-    ensure!(
-        last.contains(&format!("current is {prev}"))
-            && !last.contains(&format!("current is {release}")),
-        "the deployer's last line does not say current is {prev} (the previous release): {last}"
-    );
     invariants(
         &site,
         s,
         &Want {
             current: &prev,
+            units: &EVERY_UNIT,
             dead_lock: None,
         },
     )
@@ -388,6 +417,7 @@ pub fn a_power_cut_after_the_switch_is_restored_at_boot(ctx: &mut Ctx) -> Result
         s,
         &Want {
             current: &prev,
+            units: &EVERY_UNIT,
             dead_lock: Some(&token),
         },
     )

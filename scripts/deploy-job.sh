@@ -711,6 +711,8 @@ sub_job() {
     # The lock's flock, taken by run before the lock became visible, comes on fd 8.
     flock -n 8 2>/dev/null || exit 1
     exec 6<>"$lock/fifo"
+    # Its boot, then its pid: a pid says whether the job runs only in the boot it was taken in.
+    boot_id >"$jobdir/boot" 2>/dev/null || true
     printf '%s\n' "$$" >"$jobdir/pid"
     # The plan was validated by run; read it back the same way.
     local kv

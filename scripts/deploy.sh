@@ -474,7 +474,13 @@ follow_stream() { # ROOT TOKEN OFFSET ROLE
     done
     pid=$(cat "$jobdir/pid" 2>/dev/null || echo 0)
     check_digits pid "$pid"
-    tail -c "+$((offset + 1))" -s 0.1 -f --pid="$pid" "$jobdir/events" 2>/dev/null &
+    if [ -s "$jobdir/boot" ] && [ "$(head -c 64 "$jobdir/boot")" != "$(boot_id)" ]; then
+        # A job of an earlier boot is gone, whatever process has its pid now: its events as
+        # they are.
+        tail -c "+$((offset + 1))" "$jobdir/events" 2>/dev/null &
+    else
+        tail -c "+$((offset + 1))" -s 0.1 -f --pid="$pid" "$jobdir/events" 2>/dev/null &
+    fi
     tailpid=$!
     if [ "$role" = driver ] && [ -p "$lock/fifo" ] && [ "$(meta "$lock/info" token)" = "$token" ]; then
         exec 5<>"$lock/fifo"

@@ -669,6 +669,39 @@ mod tests {
         assert_eq!(out, "exit 3\nhandled to 10\n");
     }
 
+    /// Following a job of an earlier boot of the server (`deploy status --follow`, a deployer
+    /// that reconnects after a reboot) gives its events and ends, even though another process
+    /// now runs under the pid the job had: that pid says nothing of the job any more.
+    #[test]
+    fn following_a_job_of_an_earlier_boot_ends() {
+        let dir = std::env::temp_dir().join(format!("contract-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let job = dir.join("jobs/t1");
+        std::fs::create_dir_all(dir.join("releases")).unwrap();
+        std::fs::create_dir_all(&job).unwrap();
+        std::fs::write(job.join("events"), "1\tstarted\tdeploy\tX\tapp\n").unwrap();
+        // A live process under the job's pid: this test.
+        std::fs::write(job.join("pid"), format!("{}\n", std::process::id())).unwrap();
+        std::fs::write(job.join("boot"), "an-earlier-boot\n").unwrap();
+        let out = std::process::Command::new("timeout")
+            .args(["20", "bash", "-c", &deploy_script(), "deploy.sh", "follow"])
+            .arg(format!("root={}", dir.display()))
+            .args(["token=t1", "offset=0", "role=observer"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            ),
+            (Some(0), "1\tstarted\tdeploy\tX\tapp\neof=yes\n".to_string()),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn a_file_is_written_whole_or_left_as_it_was() {
         let out = with_helpers(

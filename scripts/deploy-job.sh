@@ -112,10 +112,20 @@ stop_asked() {
     return 1
 }
 
+# Wait up to a second for the fifo to wake the job (fd 6: a message came), in a child the job
+# `wait`s for: a signal's trap (a shutdown's SIGTERM: put current back, record) then runs once
+# `wait` returns. Never bash's own `read -t`: a trap run inside it is cut short when the read's
+# timer fires (at the trap's next command substitution, which jumps back into the read), and
+# the job lost its record.
+nap() {
+    timeout 1 head -c 1 <&6 >/dev/null 2>&1 &
+    wait "$!" || true
+}
+
 # await_msg NAME...: returns 0 when one of the messages arrived (its name in $got); 1 when the
 # client aborted or went silent (see stop_asked).
 await_msg() {
-    local m _
+    local m
     while :; do
         for m in "$@"; do
             if [ -e "$lock/msg/$m" ]; then
@@ -124,7 +134,7 @@ await_msg() {
             fi
         done
         ! stop_asked || return 1
-        read -r -t 1 -u 6 _ || true
+        nap
     done
 }
 
@@ -132,7 +142,6 @@ await_msg() {
 # about to start, write $lock/paused (holding the step) and wait while it exists. Before the
 # checks passed (seed, prepare) an abort or a silent client still stops the job (returns 1).
 test_pause() { # STEP
-    local _
     [ -n "$opt_pause_at" ] && [ "$opt_pause_at" = "$1" ] || return 0
     put "$lock/paused" "$1" || return 0
     emit info "paused before $1 (test hook): remove $lock/paused to go on"
@@ -140,7 +149,7 @@ test_pause() { # STEP
         case "$1" in
             seed | prepare) ! stop_asked || return 1 ;;
         esac
-        read -r -t 1 -u 6 _ || true
+        nap
     done
 }
 
@@ -702,6 +711,8 @@ sub_job() {
     # The lock's flock, taken by run before the lock became visible, comes on fd 8.
     flock -n 8 2>/dev/null || exit 1
     exec 6<>"$lock/fifo"
+    # Its boot, then its pid: a pid says whether the job runs only in the boot it was taken in.
+    boot_id >"$jobdir/boot" 2>/dev/null || true
     printf '%s\n' "$$" >"$jobdir/pid"
     # The plan was validated by run; read it back the same way.
     local kv

@@ -101,6 +101,7 @@ lock_info() { # ROOT: lock.* lines
         fi
         out lock.mtime "$(stat -c %Y "$lock")"
         if job_alive "$lock"; then out lock.alive yes; else out lock.alive no; fi
+        if lock_rebooted "$lock"; then out lock.rebooted yes; fi
         if [ -f "$lock/phase" ]; then out lock.phase "$(head -c 64 "$lock/phase")"; fi
         if marker=$(unrecorded_marker "$lock"); then
             out lock.unrecorded "$(marker_field "$marker" result)"

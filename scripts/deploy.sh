@@ -54,6 +54,7 @@ sub_probe() {
         out current.backend_commit "$(meta "$rel/$C_META_FILE" backend_commit)"
         out current.frontend_commit "$(meta "$rel/$C_META_FILE" frontend_commit)"
     fi
+    restored_at_boot "$root" "$cur"
     list_releases "$root"
     lock_info "$root"
     last_job "$root"
@@ -73,6 +74,15 @@ sub_probe() {
                 while read -r kb name; do out size "$name $kb"; done
         fi
     fi
+}
+
+# current.restored: deploy.log's last line when it is the boot check's restored-at-boot of
+# current (nothing was logged since: current is where the boot check put it).
+restored_at_boot() { # ROOT CURRENT
+    local last
+    [ -n "$2" ] && [ -f "$1/$C_LOG" ] || return 0
+    last=$(tail -n 1 "$1/$C_LOG")
+    case "$last" in *" release=$2 result=restored-at-boot "*) out current.restored "$last" ;; esac
 }
 
 # The role setup-server recorded on this host: a word of C_ROLES, `missing`, or `invalid: WHY`
@@ -464,7 +474,13 @@ follow_stream() { # ROOT TOKEN OFFSET ROLE
     done
     pid=$(cat "$jobdir/pid" 2>/dev/null || echo 0)
     check_digits pid "$pid"
-    tail -c "+$((offset + 1))" -s 0.1 -f --pid="$pid" "$jobdir/events" 2>/dev/null &
+    if [ -s "$jobdir/boot" ] && [ "$(head -c 64 "$jobdir/boot")" != "$(boot_id)" ]; then
+        # A job of an earlier boot is gone, whatever process has its pid now: its events as
+        # they are.
+        tail -c "+$((offset + 1))" "$jobdir/events" 2>/dev/null &
+    else
+        tail -c "+$((offset + 1))" -s 0.1 -f --pid="$pid" "$jobdir/events" 2>/dev/null &
+    fi
     tailpid=$!
     if [ "$role" = driver ] && [ -p "$lock/fifo" ] && [ "$(meta "$lock/info" token)" = "$token" ]; then
         exec 5<>"$lock/fifo"

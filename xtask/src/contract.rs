@@ -634,6 +634,74 @@ mod tests {
         );
     }
 
+    /// A shutdown's SIGTERM while the job waits for a message: its trap (put current back,
+    /// then the record, seconds of command substitutions) runs to its end. Inside bash's own
+    /// `read -t` it did not: the read's timer fired at the trap's next command substitution and
+    /// jumped back into the read, leaving the job waiting with its record half made.
+    #[test]
+    fn a_trap_that_takes_seconds_runs_to_its_end_while_the_job_waits() {
+        let out = with_helpers(
+            "term",
+            r#"set -euo pipefail
+            lock=$PWD/l; mkdir -p "$lock/msg"; mkfifo "$lock/fifo"
+            # A deployer that never falls silent, without the look at the heartbeat's file (a
+            # command substitution): what sleeps below is the wait itself.
+            stop_asked() { return 1; }
+            handled() {
+                trap '' TERM
+                local i x
+                for i in 1 2 3 4 5 6 7 8 9 10; do x=$(sleep 0.2; echo "$i"); done
+                echo "handled to $x" >out
+                exit 3
+            }
+            ( exec 6<>"$lock/fifo"; trap handled TERM; await_msg never ) &
+            pid=$!
+            # Waiting (asleep in the kernel), then the signal.
+            until [ "$(cut -d' ' -f3 "/proc/$pid/stat")" = S ] && [ "$(cat "/proc/$pid/wchan")" != 0 ]; do :; done
+            kill -TERM "$pid"
+            end=$((SECONDS + 6))
+            while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 0.05; done
+            if kill -0 "$pid" 2>/dev/null; then echo "still waiting after its trap"; kill -KILL "$pid"; fi
+            wait "$pid" || echo "exit $?"
+            cat out 2>/dev/null || echo "no out"
+            "#,
+        );
+        assert_eq!(out, "exit 3\nhandled to 10\n");
+    }
+
+    /// Following a job of an earlier boot of the server (`deploy status --follow`, a deployer
+    /// that reconnects after a reboot) gives its events and ends, even though another process
+    /// now runs under the pid the job had: that pid says nothing of the job any more.
+    #[test]
+    fn following_a_job_of_an_earlier_boot_ends() {
+        let dir = std::env::temp_dir().join(format!("contract-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let job = dir.join("jobs/t1");
+        std::fs::create_dir_all(dir.join("releases")).unwrap();
+        std::fs::create_dir_all(&job).unwrap();
+        std::fs::write(job.join("events"), "1\tstarted\tdeploy\tX\tapp\n").unwrap();
+        // A live process under the job's pid: this test.
+        std::fs::write(job.join("pid"), format!("{}\n", std::process::id())).unwrap();
+        std::fs::write(job.join("boot"), "an-earlier-boot\n").unwrap();
+        let out = std::process::Command::new("timeout")
+            .args(["20", "bash", "-c", &deploy_script(), "deploy.sh", "follow"])
+            .arg(format!("root={}", dir.display()))
+            .args(["token=t1", "offset=0", "role=observer"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            ),
+            (Some(0), "1\tstarted\tdeploy\tX\tapp\neof=yes\n".to_string()),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn a_file_is_written_whole_or_left_as_it_was() {
         let out = with_helpers(

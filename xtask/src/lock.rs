@@ -24,6 +24,8 @@ pub struct LockInfo {
     pub release: String,
     /// Whether the job holding the lock is alive (None: the server did not say).
     pub alive: Option<bool>,
+    /// The server booted since the lock was taken (so its job is gone).
+    pub rebooted: bool,
     /// The job's current step or wait.
     pub phase: String,
     /// The result its (dead) job could not record, and why (`No space left on device`).
@@ -76,6 +78,7 @@ impl LockInfo {
             token: get("token"),
             release: get("release"),
             alive: reply.get("lock.alive").map(|a| a == "yes"),
+            rebooted: reply.get("lock.rebooted") == Some("yes"),
             phase: reply.get("lock.phase").unwrap_or("").to_string(),
             unrecorded: reply.get("lock.unrecorded").map(|r| {
                 (
@@ -100,10 +103,14 @@ impl LockInfo {
             (Some(false), Some((result, why))) => format!(
                 "; its job ended ({result}) but could not record it ({why}): the next deploy or rollback records it"
             ),
-            (Some(false), None) => {
-                "; STALE: no job holds it any more (the next deploy or rollback takes it over)"
-                    .to_string()
-            }
+            (Some(false), None) => format!(
+                "; STALE: no job holds it any more ({}the next deploy or rollback takes it over)",
+                if self.rebooted {
+                    "the server rebooted since it was taken; "
+                } else {
+                    ""
+                }
+            ),
             (None, _) => String::new(),
         };
         format!(
@@ -166,6 +173,13 @@ mod tests {
         let d = stale.describe(0);
         assert!(d.contains("STALE: no job holds it any more"), "{d}");
         assert!(!d.contains("unlock"), "a stale lock is taken over: {d}");
+        assert!(!d.contains("rebooted"), "{d}");
+        let rebooted = LockInfo::from_reply(&reply("lock.alive=no\nlock.rebooted=yes\n")).unwrap();
+        assert!(
+            rebooted.describe(0).ends_with("STALE: no job holds it any more (the server rebooted since it was taken; the next deploy or rollback takes it over)"),
+            "{}",
+            rebooted.describe(0)
+        );
         let pending = LockInfo::from_reply(&reply(
             "lock.alive=no\nlock.unrecorded=success\nlock.unrecorded_why=No space left on device\n",
         ))

@@ -270,6 +270,8 @@ pub struct Job {
     /// The release it deploys (or rolls back to), and who asked: its deploy.log line's words.
     pub release: String,
     deployer: String,
+    /// What current was when the job was planned (`releases/NAME`, empty for none).
+    planned_on: String,
     /// Server time (Unix seconds) at or before the job started: deploy.log lines from then on
     /// are the job's own or came after it.
     since: i64,
@@ -385,6 +387,10 @@ impl Job {
             root,
             release,
             deployer: arg("deployer"),
+            planned_on: match arg("expect_current") {
+                c if c == "-" => String::new(),
+                c => c,
+            },
             since,
             session,
             follower: Some(follower),
@@ -675,6 +681,7 @@ impl Job {
             recorded,
             &self.token,
             (&self.release, &self.deployer),
+            &self.planned_on,
             entries,
         ))
     }
@@ -715,10 +722,12 @@ pub fn since_epoch(server_now: Option<i64>, call_took: Duration) -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockNow {
     Free,
-    /// This job's lock: whether its job still runs, and its step.
+    /// This job's lock: whether its job still runs, its step, and whether the server booted
+    /// since it was taken.
     Ours {
         alive: bool,
         phase: String,
+        rebooted: bool,
     },
     /// Another deploy's lock (its description).
     Other(String),
@@ -731,6 +740,8 @@ pub struct Reading {
     pub outcome: Option<Outcome>,
     /// `current` now (`releases/NAME`, empty for none).
     pub current: String,
+    /// What current was when the job was planned (`releases/NAME`, empty for none).
+    pub before: String,
     pub lock: LockNow,
     /// deploy.log lines since the job started, other than its own (a boot check's
     /// `restored-at-boot`, an unlock, another deploy).
@@ -739,12 +750,14 @@ pub struct Reading {
 
 impl Reading {
     /// Read from a probe (and the job's result file it showed, if any) and deploy.log's lines
-    /// since the job started; `(release, deployer)` find the job's own line.
+    /// since the job started; `(release, deployer)` find the job's own line; `before`: what
+    /// current was when the job was planned.
     pub fn from_server(
         snap: &Snapshot,
         recorded: Option<Outcome>,
         token: &str,
         (release, deployer): (&str, &str),
+        before: &str,
         lines: Vec<Entry>,
     ) -> Reading {
         let own = |e: &Entry| {
@@ -766,6 +779,7 @@ impl Reading {
             Some(l) if l.token == token => LockNow::Ours {
                 alive: l.alive != Some(false),
                 phase: l.phase.clone(),
+                rebooted: l.rebooted,
             },
             Some(l) => LockNow::Other(l.describe(snap.now)),
         };
@@ -778,6 +792,7 @@ impl Reading {
                     other => other.link(),
                 },
             },
+            before: before.to_string(),
             lock,
             after: lines
                 .into_iter()
@@ -902,6 +917,7 @@ mod tests {
             file,
             "tok",
             (RELEASE, WHO),
+            "releases/20261128T101530Z",
             lines(&[
                 "2026-11-28T10:16:00Z deployer=bob@ci commit=x scope=all release=20261128T101601Z result=refused duration=0.0s alembic=- reason=another_deploy_holds_the_lock",
                 "2026-11-28T10:16:00Z deployer=alice@laptop commit=x scope=all release=20261128T101600Z result=rolled-back duration=30.1s alembic=0002 reason=not_healthy",
@@ -928,6 +944,7 @@ mod tests {
             None,
             "tok",
             (RELEASE, WHO),
+            "releases/20261128T101530Z",
             lines(&["2026-11-28T10:16:00Z deployer=alice@laptop commit=x scope=all release=20261128T101600Z result=interrupted duration=12.0s alembic=- reason=the_deployer_fell_silent"]),
         );
         let o = r.outcome.unwrap();
@@ -942,6 +959,7 @@ mod tests {
             None,
             "tok",
             (RELEASE, WHO),
+            "releases/20261128T101530Z",
             Vec::new(),
         );
         assert_eq!(r.outcome, None);
@@ -949,7 +967,8 @@ mod tests {
             r.lock,
             LockNow::Ours {
                 alive: false,
-                phase: "prepare".into()
+                phase: "prepare".into(),
+                rebooted: false,
             }
         );
     }

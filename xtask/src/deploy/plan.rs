@@ -435,6 +435,7 @@ mod tests {
                 backend_commit: "abc".into(),
                 frontend_commit: "abc".into(),
             },
+            restored: None,
             releases: releases
                 .iter()
                 .map(|(n, s)| Release {

@@ -394,6 +394,24 @@ fn named(link: &str) -> &str {
 /// what it left).
 pub fn reading_line(what: &str, host: &str, r: &Reading) -> (String, bool) {
     let now = named(&r.current);
+    // The boot check's line, when it put current where it is: said with current.
+    let restored = r
+        .after
+        .iter()
+        .rposition(|e| e.get("result") == "restored-at-boot" && e.get("release") == now);
+    // `again`: the boot check moved it back to what it was when the job was planned.
+    let again = if r.current == r.before { " again" } else { "" };
+    let current = || match restored.map(|i| &r.after[i]) {
+        Some(e) => format!(
+            "{now}{again}, restored at boot at {}{}",
+            e.when,
+            match e.get("reason") {
+                "-" => String::new(),
+                why => format!(" ({})", why.replace('_', " ")),
+            }
+        ),
+        None => now.to_string(),
+    };
     let (mut line, ok) = match (&r.outcome, &r.lock) {
         (Some(o), _) => {
             let mut o = o.clone();
@@ -404,29 +422,50 @@ pub fn reading_line(what: &str, host: &str, r: &Reading) -> (String, bool) {
             let moved = o.current != r.current;
             let mut line = final_line(what, host, &o);
             if moved {
-                line.push_str(&format!("; current is now {now}"));
+                line.push_str(&format!("; current is now {}", current()));
             }
             (line, o.success() && !moved)
         }
-        (None, LockNow::Ours { alive: true, phase }) => (
+        (None, LockNow::Ours { alive: true, phase, .. }) => (
             format!(
-                "{what} on {host}: not over: its job is still running on the server ({}); current is {now}: 'cargo xtask deploy status --follow' follows it to its end",
-                if phase.is_empty() { "?" } else { phase }
+                "{what} on {host}: not over: its job is still running on the server ({}); current is {}: 'cargo xtask deploy status --follow' follows it to its end",
+                if phase.is_empty() { "?" } else { phase },
+                current()
             ),
             false,
         ),
-        (None, LockNow::Ours { alive: false, .. }) => (
+        (
+            None,
+            LockNow::Ours {
+                alive: false,
+                phase,
+                rebooted,
+            },
+        ) => (
             format!(
-                "{what} on {host}: its job ended without recording a result and left its lock (no job holds it); current is {now}: 'cargo xtask deploy status' shows the server"
+                "{what} on {host}: its job died at {} without recording a result ({}no process holds its lock); current is {}: the next deploy or rollback takes its lock over and records it as interrupted",
+                if phase.is_empty() { "its start" } else { phase },
+                if *rebooted {
+                    "the server rebooted since it started: "
+                } else {
+                    ""
+                },
+                current()
             ),
             false,
         ),
         (None, _) => (
-            format!("{what} on {host}: its job recorded no result; current is {now}"),
+            format!(
+                "{what} on {host}: its job recorded no result; current is {}",
+                current()
+            ),
             false,
         ),
     };
-    for e in &r.after {
+    for (i, e) in r.after.iter().enumerate() {
+        if Some(i) == restored {
+            continue;
+        }
         let reason = match e.get("reason") {
             "-" => String::new(),
             r => format!(": {}", r.replace('_', " ")),
@@ -457,6 +496,7 @@ mod tests {
         Reading {
             outcome: o,
             current: current.into(),
+            before: "releases/20261128T101530Z".into(),
             lock,
             after: after.iter().map(|l| Entry::parse(l)).collect(),
         }
@@ -545,8 +585,8 @@ mod tests {
         assert!(!ok, "current moved: {line}");
         assert!(
             line.contains("success in 3.1s")
-                && line.contains("current is 20261128T101600Z; current is now 20261128T101530Z")
-                && line.ends_with("then deploy.log says restored-at-boot 20261128T101530Z at 2026-11-28T10:20:00Z: current was 20261128T101600Z, not a succeeded intact release, at boot"),
+                && line.contains("current is 20261128T101600Z; current is now 20261128T101530Z again, restored at boot at 2026-11-28T10:20:00Z (current was 20261128T101600Z, not a succeeded intact release, at boot)")
+                && !line.contains("then deploy.log says"),
             "{line}"
         );
         // Stopped by the server because we fell silent: its reason says so.
@@ -580,6 +620,7 @@ mod tests {
             &r(LockNow::Ours {
                 alive: true,
                 phase: "health".into(),
+                rebooted: false,
             }),
         );
         assert!(
@@ -592,10 +633,45 @@ mod tests {
             &r(LockNow::Ours {
                 alive: false,
                 phase: String::new(),
+                rebooted: false,
+            }),
+        );
+        assert_eq!(
+            line,
+            "rollback to A on app: its job died at its start without recording a result (no process holds its lock); current is 20261128T101530Z: the next deploy or rollback takes its lock over and records it as interrupted"
+        );
+        // A power cut in prepare: the server booted since; current never moved.
+        let (line, ok) = reading_line(
+            "deploy of X",
+            "app",
+            &r(LockNow::Ours {
+                alive: false,
+                phase: "prepare".into(),
+                rebooted: true,
             }),
         );
         assert!(
-            line.contains("without recording a result and left its lock"),
+            !ok && line.starts_with("deploy of X on app: its job died at prepare without recording a result (the server rebooted since it started: no process holds its lock); current is 20261128T101530Z: the next deploy"),
+            "{line}"
+        );
+        // A power cut after the switch: the boot check put the release before back.
+        let (line, ok) = reading_line(
+            "deploy of 20261128T101600Z",
+            "app",
+            &reading(
+                None,
+                "releases/20261128T101530Z",
+                LockNow::Ours {
+                    alive: false,
+                    phase: "health".into(),
+                    rebooted: true,
+                },
+                &["2026-11-28T10:20:00Z deployer=boot-check commit=- scope=boot release=20261128T101530Z result=restored-at-boot duration=0.0s alembic=- reason=current was 20261128T101600Z, not a succeeded intact release, at boot"],
+            ),
+        );
+        assert!(
+            !ok && line.contains("its job died at health without recording a result (the server rebooted since it started: no process holds its lock); current is 20261128T101530Z again, restored at boot at 2026-11-28T10:20:00Z (current was 20261128T101600Z, not a succeeded intact release, at boot): the next deploy")
+                && !line.contains("then deploy.log says"),
             "{line}"
         );
         let (line, _) = reading_line("rollback to A", "app", &r(LockNow::Free));

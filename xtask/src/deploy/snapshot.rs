@@ -3,6 +3,7 @@
 //! the disk and the database revision. Pure parsing, tested on the probe's text.
 
 use crate::config::HostRole;
+use crate::deploy::log::Entry;
 use crate::lock::LockInfo;
 use crate::release::{self, Made, Release, State};
 use crate::remote::Reply;
@@ -134,6 +135,8 @@ pub struct Snapshot {
     pub role: Recorded,
     pub current: Current,
     pub current_made: Made,
+    /// The boot check's deploy.log line when current is where it put it (nothing logged since).
+    pub restored: Option<Entry>,
     pub releases: Vec<Release>,
     pub junk: Vec<String>,
     pub lock: Option<LockInfo>,
@@ -212,6 +215,7 @@ impl Snapshot {
                     .unwrap_or("-")
                     .to_string(),
             },
+            restored: reply.get("current.restored").map(Entry::parse),
             releases: reply
                 .all("release")
                 .into_iter()

@@ -52,22 +52,7 @@ fn print(dest: &str, root: &str, snap: &crate::deploy::snapshot::Snapshot) {
         }
         Recorded::Invalid(why) => show!("role:     UNUSABLE ({why}): run cargo xtask setup-server"),
     }
-    match snap
-        .current
-        .name()
-        .and_then(|c| snap.releases.iter().find(|r| r.name == c))
-    {
-        Some(r) => show!(
-            "current:  {} ({}, commit {}, deployed {} ago)",
-            r.name,
-            r.state.name(),
-            r.commit,
-            release::parse_name(&r.name)
-                .map(|t| release::age(snap.now - t.unix_timestamp()))
-                .unwrap_or_default()
-        ),
-        None => show!("current:  {}", snap.current.describe()),
-    }
+    show!("current:  {}", current_line(snap));
     for u in &snap.units {
         show!(
             "unit:     {:<30} {:<10} restarts: {:<4} {}",
@@ -92,6 +77,34 @@ fn print(dest: &str, root: &str, snap: &crate::deploy::snapshot::Snapshot) {
             show!("          | {l}");
         }
     }
+}
+
+/// Current as `status` shows it: the release, its state, commit and age; and, when the boot
+/// check put it there (and nothing was logged since), that and why.
+fn current_line(snap: &crate::deploy::snapshot::Snapshot) -> String {
+    let mut line = match snap
+        .current
+        .name()
+        .and_then(|c| snap.releases.iter().find(|r| r.name == c))
+    {
+        Some(r) => format!(
+            "{} ({}, commit {}, deployed {} ago)",
+            r.name,
+            r.state.name(),
+            r.commit,
+            release::parse_name(&r.name)
+                .map(|t| release::age(snap.now - t.unix_timestamp()))
+                .unwrap_or_default()
+        ),
+        None => snap.current.describe(),
+    };
+    if let Some(e) = &snap.restored {
+        line.push_str(&format!(", restored at boot at {}", e.when));
+        if e.get("reason") != "-" {
+            line.push_str(&format!(" ({})", e.get("reason")));
+        }
+    }
+    line
 }
 
 fn follow_job(
@@ -147,9 +160,14 @@ fn last_job(j: &LastJob, lock: Option<&LockInfo>, root: &str) -> String {
             format!("{} RUNNING ({})", j.token, phase(l))
         }
         (None, _, Some(l)) => format!(
-            "{} DIED at {} (no process holds its lock): the next deploy or rollback takes the lock over and records it as interrupted",
+            "{} DIED at {} ({}no process holds its lock): the next deploy or rollback takes the lock over and records it as interrupted",
             j.token,
-            phase(l)
+            phase(l),
+            if l.rebooted {
+                "the server rebooted since it started: "
+            } else {
+                ""
+            }
         ),
         (None, _, None) => format!(
             "{} ended without a result and holds no lock: see {root}/jobs/{} on the server",
@@ -195,7 +213,19 @@ mod tests {
         let died = line(&format!(
             "job.token=1-2\n{lock}lock.alive=no\nlock.phase=prepare\n"
         ));
-        assert!(died.starts_with("1-2 DIED at prepare"), "{died}");
+        assert!(
+            died.starts_with("1-2 DIED at prepare (no process"),
+            "{died}"
+        );
+        let rebooted = line(&format!(
+            "job.token=1-2\n{lock}lock.alive=no\nlock.rebooted=yes\nlock.phase=prepare\n"
+        ));
+        assert!(
+            rebooted.starts_with(
+                "1-2 DIED at prepare (the server rebooted since it started: no process holds its lock)"
+            ),
+            "{rebooted}"
+        );
         let pending = line(&format!(
             "job.token=1-2\njob.result=success\njob.duration=7.1\njob.unrecorded=No space left on device\n{lock}lock.alive=no\nlock.unrecorded=success\n"
         ));
@@ -211,6 +241,27 @@ mod tests {
             "1-2 rolled-back in 3.0s: not healthy"
         );
         assert!(line("job.token=1-2\n").contains("without a result"));
+    }
+
+    #[test]
+    fn current_says_when_the_boot_check_put_it_back() {
+        use crate::remote::Reply;
+        let snap = |extra: &str| {
+            crate::deploy::snapshot::Snapshot::from_reply(&Reply::parse(&format!(
+                "now=1795860990\ncurrent.status=ok\ncurrent.link=releases/20261128T101530Z\ncurrent=20261128T101530Z\nrelease=20261128T101530Z succeeded abc 0002\n{extra}"
+            )))
+        };
+        let plain = current_line(&snap(""));
+        assert!(
+            plain.starts_with("20261128T101530Z (succeeded, commit abc, deployed ")
+                && !plain.contains("boot"),
+            "{plain}"
+        );
+        let restored = current_line(&snap("current.restored=2026-11-28T10:20:00Z deployer=boot-check commit=- scope=boot release=20261128T101530Z result=restored-at-boot duration=0.0s alembic=- reason=current was 20261128T101600Z, not a succeeded intact release, at boot\n"));
+        assert!(
+            restored.ends_with(", restored at boot at 2026-11-28T10:20:00Z (current was 20261128T101600Z, not a succeeded intact release, at boot)"),
+            "{restored}"
+        );
     }
 
     #[test]

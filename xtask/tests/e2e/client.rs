@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::faults::wait_quiet;
+use crate::support::wait_quiet;
 use crate::support::{run_ok, xtask_bin, Background, Scratch, Site, ROOT};
 use crate::Ctx;
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::support::{Background, Scratch, Site, ROOT};
+use crate::support::{wait_quiet, Background, Scratch, Site, ROOT};
 use crate::Ctx;
 
 /// Where in the pipeline a fault strikes.
@@ -112,31 +112,6 @@ fn snapshot(site: &Site) -> Result<Snapshot> {
         "{shared}"
     );
     Ok(Snapshot { shared, log_lines })
-}
-
-/// Wait until the lock is free and no deploy job runs; a lock or job still there at the
-/// deadline is an error that says which.
-pub fn wait_quiet(site: &Site, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = site.sh(&format!(
-            "l=free; test -d {ROOT}/.deploy.lock && l=held; j=none; pgrep -u innercontext -f '[d]eploy.sh job root=' >/dev/null && j=running; echo $l $j"
-        ))?;
-        if state.trim() == "free none" {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let info = site.sh(&format!(
-                "cat {ROOT}/.deploy.lock/info 2>/dev/null; pgrep -a -u innercontext -f '[d]eploy.sh job' | cut -c1-200"
-            ))?;
-            bail!(
-                "after {timeout:?}: lock {} and job {}:\n{info}",
-                state.trim().split(' ').next().unwrap_or("?"),
-                state.trim().split(' ').nth(1).unwrap_or("?")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// deploy.log lines after the first `from` lines: (release, result) each.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::faults::wait_quiet;
+use crate::support::wait_quiet;
 use crate::support::{Background, Scratch, Site, ROOT};
 use crate::Ctx;
 

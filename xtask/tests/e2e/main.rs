@@ -25,6 +25,7 @@ mod faults;
 mod fleet;
 mod harness;
 mod lifecycle;
+mod power;
 mod restarts;
 mod security;
 mod setup_server;
@@ -115,6 +116,12 @@ pub const STATE: Group = Group {
     name: "state",
     tag: 'p',
 };
+/// The server's power cut and reboot under a deploy (the test host's poweroff --hard, start and
+/// reboot of its app machine: its own machines).
+pub const POWER: Group = Group {
+    name: "power",
+    tag: 'o',
+};
 /// Broken releases, bad input, bad remote state, security properties.
 pub const FAULTS: Group = Group {
     name: "faults",
@@ -150,8 +157,8 @@ pub const DEMO: Group = Group {
 
 /// Every group, in the order they start: the longest first.
 pub const GROUPS: &[&Group] = &[
-    &MATRIX, &LINKS, &FLEET, &CLIENT, &WEB, &LIFECYCLE, &STATE, &FAULTS, &RESTARTS, &DEPLOY, &UX,
-    &SECURITY, &SETUP, &HOST, &DEMO,
+    &MATRIX, &LINKS, &FLEET, &CLIENT, &WEB, &LIFECYCLE, &STATE, &POWER, &FAULTS, &RESTARTS,
+    &DEPLOY, &UX, &SECURITY, &SETUP, &HOST, &DEMO,
 ];
 
 /// A registered scenario.
@@ -305,6 +312,15 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(STATE, state::a_shutdown_after_the_switch_puts_current_back),
     scenario!(STATE, state::a_shutdown_before_the_switch_stops_the_job),
     scenario!(STATE, state::a_full_disk_after_the_switch_is_recorded_later),
+    scenario!(
+        POWER,
+        power::a_power_cut_in_prepare_leaves_a_lock_the_next_deploy_takes_over
+    ),
+    scenario!(POWER, power::a_reboot_after_the_switch_puts_current_back),
+    scenario!(
+        POWER,
+        power::a_power_cut_after_the_switch_is_restored_at_boot
+    ),
     scenario!(FAULTS, faults::health_503),
     scenario!(FAULTS, faults::frontend_does_not_start),
     scenario!(FAULTS, faults::worker_crash_loops),
@@ -363,6 +379,7 @@ pub struct Ctx {
     pub restarts_scratch: Option<xtask::scratch::Scratch>,
     pub state_scratch: Option<xtask::scratch::Scratch>,
     pub client_scratch: Option<xtask::scratch::Scratch>,
+    pub power_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
 }
@@ -379,6 +396,7 @@ impl Ctx {
             restarts_scratch: None,
             state_scratch: None,
             client_scratch: None,
+            power_scratch: None,
             fleet: None,
             web_scratch: None,
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use xtask::contract::{OLD_UNIT_DIR, UNIT_DIR as NEW_UNIT_DIR};
 
-use crate::faults::wait_quiet;
+use crate::support::wait_quiet;
 use crate::support::{run_ok, Load, Run, Scratch, Site, ROOT};
 use crate::Ctx;
 

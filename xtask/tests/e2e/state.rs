@@ -9,12 +9,14 @@
 //! over and says so in one line), deploy.log and each release's `.state` say what happened,
 //! `current` is a succeeded release (or the one the job put back), and the site serves.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::faults::wait_quiet;
-use crate::support::{Background, Run, Scratch, Site, ROOT};
+use crate::support::{
+    change, fresh, log_len, log_since, paused, resume, took_over_line, wait_gone, wait_quiet,
+    Background, Paused, Run, Scratch, Site, ROOT,
+};
 use crate::Ctx;
 
 const UNITS: &str = "innercontext innercontext-node innercontext-pricing-worker";
@@ -32,122 +34,6 @@ fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
     Ok(ctx.state_scratch.as_ref().unwrap())
 }
 
-/// A new commit that changes the backend (a backend deploy has something to ship).
-fn change(s: &Scratch, what: &str) -> Result<()> {
-    let path = "backend/innercontext/pricing.py";
-    let text = s.read(path)?;
-    s.write(path, &format!("{text}\n# {what}\n"))?;
-    s.commit(what)
-}
-
-/// A deploy held by the job's test pause point before `step`.
-struct Paused {
-    bg: Background,
-    token: String,
-    release: String,
-    /// The job's pid (jobs/TOKEN/pid).
-    pid: u32,
-}
-
-/// The token of the lock on the server ('' when there is none).
-fn lock_token(site: &Site) -> Result<String> {
-    Ok(site
-        .sh(&format!(
-            "sed -n 's/^token=//p' {ROOT}/.deploy.lock/info 2>/dev/null || true"
-        ))?
-        .trim()
-        .to_string())
-}
-
-/// A scenario starts on a quiet server: no job runs, and a lock an earlier scenario's failure
-/// left behind is removed (with `deploy unlock`, saying so).
-fn fresh(site: &Site, s: &Scratch) -> Result<()> {
-    if wait_quiet(site, Duration::from_secs(60)).is_err() && site.locked()? {
-        let run = site.xtask(&s.dir, &["deploy", "unlock", "--yes"])?;
-        println!(
-            "(a lock left by an earlier scenario was removed:\n{})",
-            run.all()
-        );
-    }
-    wait_quiet(site, Duration::from_secs(60))
-}
-
-/// Start `deploy ARGS` with the job told to pause before `step`, and wait until it does.
-fn paused(site: &Site, s: &Scratch, step: &str, args: &[&str]) -> Result<Paused> {
-    fresh(site, s)?;
-    let earlier = lock_token(site)?;
-    let log = s.sidecar(&format!("paused-{step}.log"));
-    let mut cmd = site.command(&s.dir, args);
-    cmd.env("INNERCONTEXT_TEST_PAUSE_AT", step);
-    let mut bg = Background::start(cmd, &log)?;
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let at = site.sh(&format!(
-            "cat {ROOT}/.deploy.lock/paused 2>/dev/null || true"
-        ))?;
-        if at.trim() == step && lock_token(site)? != earlier {
-            break;
-        }
-        if let Some(status) = bg.child.try_wait()? {
-            bail!(
-                "the deploy ended ({status}) before the job paused at {step}:\n{}",
-                bg.output()
-            );
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the job never paused at {step}:\n{}",
-            bg.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let info = |key: &str| -> Result<String> {
-        Ok(site
-            .sh(&format!("sed -n 's/^{key}=//p' {ROOT}/.deploy.lock/info"))?
-            .trim()
-            .to_string())
-    };
-    let token = info("token")?;
-    let release = info("release")?;
-    let pid = site
-        .sh(&format!("cat {ROOT}/jobs/{token}/pid"))?
-        .trim()
-        .parse()
-        .context("the job's pid")?;
-    Ok(Paused {
-        bg,
-        token,
-        release,
-        pid,
-    })
-}
-
-/// Let a paused job go on (as the app user: root never writes into the app's directories).
-/// The marker is renamed away, not removed: removing it would free the space it takes, and a
-/// full disk must stay full.
-fn resume(site: &Site) -> Result<()> {
-    site.sh(&format!(
-        "runuser -u innercontext -- mv -T {ROOT}/.deploy.lock/paused {ROOT}/.deploy.lock/resumed"
-    ))?;
-    Ok(())
-}
-
-/// Wait until process `pid` on the app machine is gone.
-fn wait_gone(site: &Site, pid: u32) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while site
-        .sh(&format!(
-            "kill -0 {pid} 2>/dev/null && echo alive || echo gone"
-        ))?
-        .trim()
-        == "alive"
-    {
-        ensure!(Instant::now() < deadline, "process {pid} did not end");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
 /// The fault: the job SIGKILLed as root on the server (nothing runs its cleanup).
 fn kill_job(site: &Site, p: &Paused) -> Result<()> {
     site.sh(&format!("kill -KILL {}", p.pid))?;
@@ -163,45 +49,6 @@ fn term_job(site: &Site, p: &Paused) -> Result<()> {
 /// The deployer of a struck job ends by itself (what it says is another scenario's subject).
 fn deployer_ends(p: Paused) -> Result<(std::process::ExitStatus, String)> {
     p.bg.wait(Duration::from_secs(180))
-}
-
-/// deploy.log's lines after the first `from`: each as (release, result, reason), read the way
-/// `deploy log` reads them (the reason is the rest of the line).
-fn log_since(site: &Site, from: usize) -> Result<Vec<(String, String, String)>> {
-    let text = site.sh(&format!("tail -n +{} {ROOT}/deploy.log", from + 1))?;
-    Ok(text
-        .lines()
-        .map(xtask::deploy::log::Entry::parse)
-        .map(|e| {
-            let reason = match e.get("reason") {
-                "-" => String::new(),
-                r => r.to_string(),
-            };
-            (
-                e.get("release").to_string(),
-                e.get("result").to_string(),
-                reason,
-            )
-        })
-        .collect())
-}
-
-fn log_len(site: &Site) -> Result<usize> {
-    Ok(site
-        .sh(&format!("wc -l < {ROOT}/deploy.log"))?
-        .trim()
-        .parse()?)
-}
-
-/// The one line of `out` that says a dead job's lock was taken over.
-fn took_over_line(out: &str) -> Result<String> {
-    let lines: Vec<&str> = out.lines().filter(|l| l.contains("took over")).collect();
-    ensure!(
-        lines.len() == 1,
-        "expected one line saying the lock was taken over, got {}:\n{out}",
-        lines.len()
-    );
-    Ok(lines[0].to_string())
 }
 
 /// A job SIGKILLed in prepare: the next deploy takes its lock over in one line (which job, when,

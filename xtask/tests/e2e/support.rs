@@ -440,3 +440,185 @@ pub struct WrkReport {
     /// wrk's own lines about them.
     pub detail: String,
 }
+
+// --- a deploy held at a step, and what the server says afterwards ------------------------------
+
+/// Wait until the lock is free and no deploy job runs; a lock or job still there at the
+/// deadline is an error that says which.
+pub fn wait_quiet(site: &Site, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = site.sh(&format!(
+            "l=free; test -d {ROOT}/.deploy.lock && l=held; j=none; pgrep -u innercontext -f '[d]eploy.sh job root=' >/dev/null && j=running; echo $l $j"
+        ))?;
+        if state.trim() == "free none" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let info = site.sh(&format!(
+                "cat {ROOT}/.deploy.lock/info 2>/dev/null; pgrep -a -u innercontext -f '[d]eploy.sh job' | cut -c1-200"
+            ))?;
+            bail!(
+                "after {timeout:?}: lock {} and job {}:\n{info}",
+                state.trim().split(' ').next().unwrap_or("?"),
+                state.trim().split(' ').nth(1).unwrap_or("?")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A new commit that changes the backend (a backend deploy has something to ship).
+pub fn change(s: &Scratch, what: &str) -> Result<()> {
+    let path = "backend/innercontext/pricing.py";
+    let text = s.read(path)?;
+    s.write(path, &format!("{text}\n# {what}\n"))?;
+    s.commit(what)
+}
+
+/// A deploy held by the job's test pause point before `step`.
+pub struct Paused {
+    pub bg: Background,
+    pub token: String,
+    pub release: String,
+    /// The job's pid (jobs/TOKEN/pid).
+    pub pid: u32,
+}
+
+/// The token of the lock on the server ('' when there is none).
+pub fn lock_token(site: &Site) -> Result<String> {
+    Ok(site
+        .sh(&format!(
+            "sed -n 's/^token=//p' {ROOT}/.deploy.lock/info 2>/dev/null || true"
+        ))?
+        .trim()
+        .to_string())
+}
+
+/// A scenario starts on a quiet server: no job runs, and a lock an earlier scenario's failure
+/// left behind is removed (with `deploy unlock`, saying so).
+pub fn fresh(site: &Site, s: &Scratch) -> Result<()> {
+    if wait_quiet(site, Duration::from_secs(60)).is_err() && site.locked()? {
+        let run = site.xtask(&s.dir, &["deploy", "unlock", "--yes"])?;
+        println!(
+            "(a lock left by an earlier scenario was removed:\n{})",
+            run.all()
+        );
+    }
+    wait_quiet(site, Duration::from_secs(60))
+}
+
+/// Start `deploy ARGS` with the job told to pause before `step`, and wait until it does.
+pub fn paused(site: &Site, s: &Scratch, step: &str, args: &[&str]) -> Result<Paused> {
+    fresh(site, s)?;
+    let earlier = lock_token(site)?;
+    let log = s.sidecar(&format!("paused-{step}.log"));
+    let mut cmd = site.command(&s.dir, args);
+    cmd.env("INNERCONTEXT_TEST_PAUSE_AT", step);
+    let mut bg = Background::start(cmd, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let at = site.sh(&format!(
+            "cat {ROOT}/.deploy.lock/paused 2>/dev/null || true"
+        ))?;
+        if at.trim() == step && lock_token(site)? != earlier {
+            break;
+        }
+        if let Some(status) = bg.child.try_wait()? {
+            bail!(
+                "the deploy ended ({status}) before the job paused at {step}:\n{}",
+                bg.output()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the job never paused at {step}:\n{}",
+            bg.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let info = |key: &str| -> Result<String> {
+        Ok(site
+            .sh(&format!("sed -n 's/^{key}=//p' {ROOT}/.deploy.lock/info"))?
+            .trim()
+            .to_string())
+    };
+    let token = info("token")?;
+    let release = info("release")?;
+    let pid = site
+        .sh(&format!("cat {ROOT}/jobs/{token}/pid"))?
+        .trim()
+        .parse()
+        .context("the job's pid")?;
+    Ok(Paused {
+        bg,
+        token,
+        release,
+        pid,
+    })
+}
+
+/// Let a paused job go on (as the app user: root never writes into the app's directories).
+/// The marker is renamed away, not removed: removing it would free the space it takes, and a
+/// full disk must stay full.
+pub fn resume(site: &Site) -> Result<()> {
+    site.sh(&format!(
+        "runuser -u innercontext -- mv -T {ROOT}/.deploy.lock/paused {ROOT}/.deploy.lock/resumed"
+    ))?;
+    Ok(())
+}
+
+/// Wait until process `pid` on the app machine is gone.
+pub fn wait_gone(site: &Site, pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site
+        .sh(&format!(
+            "kill -0 {pid} 2>/dev/null && echo alive || echo gone"
+        ))?
+        .trim()
+        == "alive"
+    {
+        ensure!(Instant::now() < deadline, "process {pid} did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// deploy.log's lines after the first `from`: each as (release, result, reason), read the way
+/// `deploy log` reads them (the reason is the rest of the line).
+pub fn log_since(site: &Site, from: usize) -> Result<Vec<(String, String, String)>> {
+    let text = site.sh(&format!("tail -n +{} {ROOT}/deploy.log", from + 1))?;
+    Ok(text
+        .lines()
+        .map(xtask::deploy::log::Entry::parse)
+        .map(|e| {
+            let reason = match e.get("reason") {
+                "-" => String::new(),
+                r => r.to_string(),
+            };
+            (
+                e.get("release").to_string(),
+                e.get("result").to_string(),
+                reason,
+            )
+        })
+        .collect())
+}
+
+pub fn log_len(site: &Site) -> Result<usize> {
+    Ok(site
+        .sh(&format!("wc -l < {ROOT}/deploy.log"))?
+        .trim()
+        .parse()?)
+}
+
+/// The one line of `out` that says a dead job's lock was taken over.
+pub fn took_over_line(out: &str) -> Result<String> {
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("took over")).collect();
+    ensure!(
+        lines.len() == 1,
+        "expected one line saying the lock was taken over, got {}:\n{out}",
+        lines.len()
+    );
+    Ok(lines[0].to_string())
+}

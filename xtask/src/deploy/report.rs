@@ -535,6 +535,7 @@ mod tests {
             LockNow::Ours {
                 alive: true,
                 phase: "awaiting-verdict".into(),
+                rebooted: false,
             },
             &[],
         );

@@ -11,9 +11,8 @@ pub(super) const COMMANDS: [Cmd; 8] =
 
 #[rustfmt::skip]
 const CI: Cmd = Cmd {
-    name: "ci",
+    name: "ci", title: "run every test of the repository",
     about: "Run every test of the repository (the README's test command)",
-    title: "run every test of the repository",
     flags: &[
         flag("--only", list::<Stage>("STAGE"), "run only these stages (comma separated)"),
         flag("--skip", list::<Stage>("STAGE"), "run all stages but these"),
@@ -24,8 +23,7 @@ const CI: Cmd = Cmd {
 Installs what is missing on a Debian 12 machine (apt packages, Chromium included, uv from PyPI,
 Node.js, pnpm and playwright-core from the npm registry), then runs the stages in order,
 stopping at the first failure:", &[Stage::ROWS])],
-    parse: ci,
-    ..NONE
+    parse: ci, ..NONE
 };
 
 /// `--only` and `--skip` add up when repeated.
@@ -46,9 +44,8 @@ fn ci(args: Vec<String>) -> Result<Command, UsageError> {
 
 #[rustfmt::skip]
 const CHECK: Cmd = Cmd {
-    name: "check",
+    name: "check", title: "the local checks a deploy runs, on their own",
     about: "Run the local checks a deploy runs (backend, frontend, build)",
-    title: "the local checks a deploy runs, on their own",
     args: "[backend|frontend|build]...",
     flags: &[
         flag("--recheck", Switch, "run the parts even if they passed for this tree before"),
@@ -62,8 +59,7 @@ not run again. The backend tests use a PostgreSQL cluster that stays running bet
 fresh database each time: in target/checks/pg, or as root (run as the postgres user, which may
 not enter the checkout) under /run/innercontext-pg/, one per checkout."),
     ],
-    parse: check,
-    ..NONE
+    parse: check, ..NONE
 };
 
 /// Each part once, in the order first named (`all`, which the help calls `(none)`: the three).
@@ -94,9 +90,8 @@ fn check(args: Vec<String>) -> Result<Command, UsageError> {
 
 #[rustfmt::skip]
 const TESTHOST: Cmd = Cmd {
-    name: "testhost",
+    name: "testhost", title: "local Debian 12 machines (systemd-nspawn) to deploy to",
     about: "Boot and manage local Debian 12 machines to deploy to",
-    title: "local Debian 12 machines (systemd-nspawn) to deploy to",
     flags: &[
         flag("--rebuild", Switch, "build: debootstrap afresh even if the image is cached"),
         flag("--role", one::<Role>(), "up: what the machine is (default: app)"),
@@ -127,8 +122,7 @@ const TESTHOST: Cmd = Cmd {
         Section::Subs,
         Section::Text("NAME: 1-12 lowercase letters or digits, starting with a letter. Requires root on Linux."),
     ],
-    parse: testhost,
-    ..NONE
+    parse: testhost, ..NONE
 };
 
 fn testhost(mut args: Vec<String>) -> Result<Command, UsageError> {
@@ -195,9 +189,8 @@ fn proxy(g: &Given) -> Result<Testhost, UsageError> {
 
 #[rustfmt::skip]
 const SETUP_SERVER: Cmd = Cmd {
-    name: "setup-server",
+    name: "setup-server", title: "first-time provisioning of a Debian 12 host, idempotent",
     about: "Provision a fresh Debian 12 host over ssh (idempotent)",
-    title: "first-time provisioning of a Debian 12 host, idempotent",
     flags: &[
         flag("--admin", Text("USER@HOST", None), "admin login (overrides DEPLOY_ADMIN)"),
         flag("--deploy-key", Text("FILE", None), "public key to authorize for the innercontext user"),
@@ -216,8 +209,7 @@ Connects as DEPLOY_ADMIN (default root@<host of DEPLOY_SERVER>) and brings the h
 deploy needs: runtime packages, uv, Node.js, the innercontext user and directories, the env files,
 the log reader, the sudoers drop-in, the systemd units and the nginx site. Every step reports
 changed/unchanged.")],
-    parse: setup_server,
-    ..NONE
+    parse: setup_server, ..NONE
 };
 
 fn setup_server(args: Vec<String>) -> Result<Command, UsageError> {
@@ -247,9 +239,8 @@ const RELEASE: &[&str] = &["--dry-run", "--skip-local-checks", "--redeploy", "--
 
 #[rustfmt::skip]
 const DEPLOY: Cmd = Cmd {
-    name: "deploy",
+    name: "deploy", title: "atomic release-based deploys with automatic rollback",
     about: "Deploy a release, list releases, roll back, unlock, show status",
-    title: "atomic release-based deploys with automatic rollback",
     flags: &[
         flag("--dry-run", Switch, "print the plan, remote commands included, and change nothing"),
         flag("--skip-local-checks", Switch, "skip lint and tests (the build and the clean-tree check still run)"),
@@ -289,8 +280,7 @@ const DEPLOY: Cmd = Cmd {
         ("DEPLOY_HEALTH_TIMEOUT", "seconds to wait for health (default: 60)"),
         ("DEPLOY_KEEP", "successful releases to keep (default: 5)"),
     ],
-    parse: deploy,
-    ..NONE
+    parse: deploy, ..NONE
 };
 
 fn deploy(mut args: Vec<String>) -> Result<Command, UsageError> {
@@ -342,9 +332,8 @@ pub(super) const LOG_UNITS: &[(&str, &str)] = &[
 
 #[rustfmt::skip]
 const LOGS: Cmd = Cmd {
-    name: "logs",
+    name: "logs", title: "the units' journal on the server, over one ssh connection",
     about: "Show (or follow) the units' logs on the server",
-    title: "the units' journal on the server, over one ssh connection",
     args: "[api|web|worker|all]...",
     flags: &[
         flag("-f, --follow", Switch, "keep printing new entries until Ctrl-C"),
@@ -361,8 +350,7 @@ the deploy user sees its own units' entries and nothing else of the journal. Wit
 DEPLOY_SERVER every line starts with its host ([app1] ...), all hosts at once; --host picks one."),
     ],
     env: &[("DEPLOY_SERVER", "as for deploy"), ("DEPLOY_SSH_CONFIG", "as for deploy")],
-    parse: logs,
-    ..NONE
+    parse: logs, ..NONE
 };
 
 fn logs(args: Vec<String>) -> Result<Command, UsageError> {
@@ -403,9 +391,8 @@ fn logs(args: Vec<String>) -> Result<Command, UsageError> {
 
 #[rustfmt::skip]
 const DEMO: Cmd = Cmd {
-    name: "demo",
+    name: "demo", title: "the whole product on local test machines",
     about: "Boot the local test host, provision it, deploy, print the URL",
-    title: "the whole product on local test machines",
     flags: &[flag("--down", Switch, "take the demo's machines down, their disks too")],
     help: &[Section::Text("\
 Boots the test host (an app machine and a db machine), runs setup-server, deploys, and prints the
@@ -416,9 +403,8 @@ URL of the app through nginx. The machines stay up until 'cargo xtask demo --dow
 
 #[rustfmt::skip]
 const BENCH: Cmd = Cmd {
-    name: "bench",
+    name: "bench", title: "measure the deployer against the local test host",
     about: "Measure deploy speed, ssh handshakes, bytes sent and failed requests",
-    title: "measure the deployer against the local test host",
     flags: &[
         flag("--runs", Num("N", (1, 50, "runs")), "runs of each measurement (default 5)"),
         flag("--only", list::<BenchPhase>("PHASE"), "run only these phases (comma separated)"),
@@ -437,8 +423,7 @@ prints a table of its own: per fleet size, deploy and rollback and their ratio t
 ssh handshakes per host, failed requests through the balancer, and the targets."),
         Section::Words("Phases (default: all):", &[BenchPhase::ROWS]),
     ],
-    parse: bench,
-    ..NONE
+    parse: bench, ..NONE
 };
 
 /// The phases in their order, each once; `--only` adds up when repeated; `--hosts` alone runs

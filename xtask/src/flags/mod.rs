@@ -1,24 +1,19 @@
-//! The whole command-line grammar of `cargo xtask`, in one place.
+//! The whole command-line grammar of `cargo xtask`, in one place, parsed purely (no I/O)
+//! into a [`Command`], a request for help, or a one-line [`UsageError`] (exit code 2).
 //!
-//! Each command is one declarative table in `commands.rs` (a `table::Cmd`): its flags with
-//! what each takes (a `table::Value`: nothing, a number in a range, a name from a list, a list
-//! of names, a path or free text) and its one-line doc, its subcommands with their positional
-//! words, the prose of its help, and the function that turns what was given into a
-//! [`Command`]. The usage lines, every `--help` (one layout, one column per kind of list), the
-//! choices an error names, which words take a value and how many positional words fit: all of
-//! it is derived from the tables (`table.rs`), so the help and the parser cannot drift apart.
-//! Parsing is pure (no I/O): it turns the argument list into a [`Command`], a request for
-//! help, or a [`UsageError`] whose message is one line naming the valid choices (exit code 2).
-//! `golden/` holds every help text and each usage error byte for byte (`UPDATE_GOLDEN=1 cargo
-//! test -p xtask flags` rewrites them, failing once).
+//! Each command is one table in `commands.rs`: its flags (what each takes: a `table::Value`)
+//! with their docs, its subcommands and positional words, its help prose, and the function
+//! that makes its [`Command`] from what was given. Everything else is derived in `table.rs`:
+//! the usage lines and every `--help` (one layout for all), the choices an error names,
+//! which words take a value. `golden/` holds each help text and usage error byte for byte
+//! (`UPDATE_GOLDEN=1 cargo test -p xtask flags` rewrites them, failing once).
 //!
-//! **Add a flag**: one line in the command's flag table in `commands.rs`, e.g.
-//! `flag("--quiet", Switch, "say less")` or `flag("--batch", Num("N", (1, 1000, "hosts")), "…")`
-//! (a subcommand also names it in its list of flags that apply), plus the field in the
-//! command's struct below, set from the scan in the command's function (`g.on("--quiet")`,
-//! `g.num("--batch")`, `g.text(…)`, `g.names(…)`). Its help line and its usage word follow; the
-//! goldens then show the new help: rewrite them and review the diff. A new name to pick from
-//! is one line in its `choice!` list.
+//! **Add a flag**: one line in its command's table, e.g. `flag("--quiet", Switch, "say
+//! less")` or `flag("--batch", Num("N", (1, 1000, "hosts")), "…")` (a subcommand also names
+//! it among the flags that apply to it), plus the field in the command's struct below, set in
+//! the command's function from the scan (`g.on("--quiet")`, `g.num(…)`, `g.text(…)`,
+//! `g.names(…)`). A new name to pick from is one line in its `choice!` list. Then rewrite the
+//! goldens and review the diff.
 
 mod commands;
 mod table;

@@ -221,20 +221,17 @@ fn rows<'a>(out: &mut String, width: usize, rows: impl Iterator<Item = (String, 
 
 impl Cmd {
     pub fn flag(&self, long: &str) -> &'static Flag {
-        let flags: &'static [Flag] = self.flags;
-        let flag = flags.iter().find(|f| f.long() == long);
+        let flag = self.flags.iter().find(|f| f.long() == long);
         flag.expect("a flag of the table")
     }
     pub fn visible(&self) -> impl Iterator<Item = &'static Sub> {
-        let subs: &'static [Sub] = self.subs;
-        subs.iter().filter(|s| !s.doc.is_empty())
+        self.subs.iter().filter(|s| !s.doc.is_empty())
     }
     /// The subcommand named `word` (hidden ones too), or the error naming the visible ones.
     pub fn sub(&self, word: &str) -> Result<&'static Sub, UsageError> {
-        let subs: &'static [Sub] = self.subs;
         let names: Vec<S> = self.visible().map(|s| s.name).collect();
         let what = format!("{} command", self.name);
-        let sub = subs.iter().find(|s| s.name == word);
+        let sub = self.subs.iter().find(|s| s.name == word);
         sub.ok_or_else(|| UsageError::choice(&what, word, &names))
     }
     /// `cargo xtask NAME WORDS… [--x] [--a N | --b] [--f X]...`, wrapped under its first word.
@@ -384,10 +381,10 @@ pub(super) fn scan(args: Vec<String>, cmd: &Cmd, sub: Option<&Sub>) -> Result<Gi
     let usage = sub.map_or(cmd.args, |s| s.args);
     let (words, _) = usage.split_once(" | ").unwrap_or((usage, ""));
     let max = [words.split_whitespace().count(), usize::MAX][usize::from(usage.ends_with("..."))];
-    let (flags, mut args): (&'static [Flag], _) = (cmd.flags, args.into_iter());
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let number = arg.len() > 1 && arg.as_bytes()[1].is_ascii_digit();
-        match flags.iter().find(|f| f.spelled(&arg)) {
+        match cmd.flags.iter().find(|f| f.spelled(&arg)) {
             _ if arg == "--" => g.words.extend(args.by_ref()),
             None if arg.starts_with('-') && !number => {
                 return Err(g.see(format!("unknown flag '{arg}' for '{}'", g.label)));

@@ -1,143 +1,115 @@
 //! One table per command (its flags, subcommands and help prose), each followed by the
 //! function that makes the [`Command`] from what was given. The rest is derived (`table.rs`).
 
-use super::table::{no_words, number, pick, render_rows, scan, sub, unexpected};
-use super::table::{Args, Choice, Cmd, Flag, Rows, Section, Shape, OPTIONS};
+use super::table::{flag, list, number, one, pick, scan, Value::*, NONE};
+use super::table::{sub, Cmd, Given, Section, Shape};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
 pub(super) const COMMANDS: [Cmd; 8] =
     [CI, CHECK, TESTHOST, SETUP_SERVER, DEPLOY, LOGS, DEMO, BENCH];
 
-/// `cargo xtask`, `cargo xtask --help`.
-pub(super) fn top_help() -> String {
-    let mut out = "cargo xtask: build, test and deploy the innercontext monorepo\n\n\
-                   Usage: cargo xtask <COMMAND> [ARGS]\n\n"
-        .to_string();
-    let rows: Vec<_> = COMMANDS
-        .iter()
-        .map(|c| (c.name.to_string(), c.about))
-        .collect();
-    render_rows(&mut out, "Commands:", 15, &rows);
-    out + "\nRun 'cargo xtask <COMMAND> --help' for the arguments of one command.\n"
-}
-
 #[rustfmt::skip]
 const CI: Cmd = Cmd {
-    name: "ci",
+    name: "ci", title: "run every test of the repository",
     about: "Run every test of the repository (the README's test command)",
-    title: "run every test of the repository",
-    args: "",
     flags: &[
-        Flag::list::<Stage>("--only", "STAGE", "run only these stages (comma separated)"),
-        Flag::list::<Stage>("--skip", "STAGE", "run all stages but these"),
-        Flag::text("--filter", "TEXT", "run only the end-to-end scenarios whose name contains TEXT (repeatable)")
-            .shape(Shape::Many),
+        flag("--only", list::<Stage>("STAGE"), "run only these stages (comma separated)"),
+        flag("--skip", list::<Stage>("STAGE"), "run all stages but these"),
+        flag("--filter", Text("TEXT", None), "run only the end-to-end scenarios whose name contains TEXT \
+            (repeatable)").shape(Shape::Many),
     ],
-    subs: &[], default: None,
-    help: &[
-        Section::Rows("\
+    help: &[Section::Words("\
 Installs what is missing on a Debian 12 machine (apt packages, Chromium included, uv from PyPI,
 Node.js, pnpm and playwright-core from the npm registry), then runs the stages in order,
-stopping at the first failure:", 11, &[Rows::Pairs(Stage::ROWS)]),
-        Section::Rows("Options:", 16, OPTIONS),
-    ],
-    parse: ci,
+stopping at the first failure:", &[Stage::ROWS])],
+    parse: ci, ..NONE
 };
 
-fn ci(args: &mut Args) -> Result<Command, UsageError> {
-    let g = scan(args, "ci", &CI, None, false, no_words("ci"))?;
-    let (only, skip) = (g.names("--only").pop(), g.names("--skip").concat());
-    let wanted = |s: &Stage| only.as_ref().is_none_or(|o| o.contains(s)) && !skip.contains(s);
+/// `--only` and `--skip` add up when repeated.
+fn ci(args: Vec<String>) -> Result<Command, UsageError> {
+    let g = scan(args, &CI, None)?;
+    let (only, skip, filter) = (g.names("--only"), g.names("--skip"), g.texts("--filter"));
+    let wanted = |s: &Stage| (only.is_empty() || only.contains(s)) && !skip.contains(s);
     let stages: Vec<Stage> = Stage::ALL.into_iter().filter(wanted).collect();
-    let filter = g.texts("--filter");
-    if stages.is_empty() {
-        return Err(UsageError::new("no stage left to run after --only/--skip"));
-    }
-    if !filter.is_empty() && !stages.contains(&Stage::E2e) {
-        return Err(UsageError::new(
-            "--filter selects end-to-end scenarios, but the e2e stage is not selected (add --only e2e)",
-        ));
-    }
+    refuse(
+        stages.is_empty(),
+        "no stage left to run after --only/--skip",
+    )?;
+    let e2e = "but the e2e stage is not selected (add --only e2e)";
+    let e2e = format!("--filter selects end-to-end scenarios, {e2e}");
+    refuse(!filter.is_empty() && !stages.contains(&Stage::E2e), &e2e)?;
     Ok(Command::Ci(Ci { stages, filter }))
 }
 
 #[rustfmt::skip]
 const CHECK: Cmd = Cmd {
-    name: "check",
+    name: "check", title: "the local checks a deploy runs, on their own",
     about: "Run the local checks a deploy runs (backend, frontend, build)",
-    title: "the local checks a deploy runs, on their own",
     args: "[backend|frontend|build]...",
     flags: &[
-        Flag::switch("--recheck", "run the parts even if they passed for this tree before"),
-        Flag::switch("--stop-db", "stop the checks' PostgreSQL cluster").shape(Shape::Alone),
+        flag("--recheck", Switch, "run the parts even if they passed for this tree before"),
+        flag("--stop-db", Switch, "stop the checks' PostgreSQL cluster").shape(Shape::Alone),
     ],
-    subs: &[], default: None,
     help: &[
-        Section::Rows("", 11, &[Rows::Pairs(CheckPart::ROWS), Rows::Pairs(&[("(none)", "all three")])]),
+        Section::Words("", &[CheckPart::ROWS, &[("(none)", "all three")]]),
         Section::Text("\
 A part that passed for exactly this tree (working-tree changes included) with the same tools is
 not run again. The backend tests use a PostgreSQL cluster that stays running between runs, a
 fresh database each time: in target/checks/pg, or as root (run as the postgres user, which may
 not enter the checkout) under /run/innercontext-pg/, one per checkout."),
-        Section::Rows("Options:", 13, OPTIONS),
     ],
-    parse: check,
+    parse: check, ..NONE
 };
 
-fn check(args: &mut Args) -> Result<Command, UsageError> {
-    // `all` is taken (and offered by the error) too; the help says `(none)`.
+/// Each part once, in the order first named (`all`, which the help calls `(none)`: the three).
+fn check(args: Vec<String>) -> Result<Command, UsageError> {
+    let g = scan(args, &CHECK, None)?;
+    let (recheck, stop_db) = (g.on("--recheck"), g.on("--stop-db"));
+    refuse(stop_db && !g.words.is_empty(), "--stop-db takes no parts")?;
     let names = [CheckPart::NAMES, &["all"]].concat();
     let mut parts = Vec::new();
-    let g = scan(args, "check", &CHECK, None, false, |w| {
-        match CheckPart::ALL.get(pick(CheckPart::WHAT, &w, &names)?) {
-            Some(part) => parts.push(*part),
-            None => parts.extend(CheckPart::ALL),
-        }
-        Ok(())
-    })?;
-    let (recheck, stop_db) = (g.on("--recheck"), g.on("--stop-db"));
-    if stop_db && !parts.is_empty() {
-        return Err(UsageError::new("--stop-db takes no parts"));
+    for w in &g.words {
+        let named = CheckPart::ALL.get(pick(CheckPart::WHAT, w, &names)?);
+        parts.extend(named.map_or(&CheckPart::ALL[..], std::slice::from_ref));
     }
     if parts.is_empty() && !stop_db {
         parts.extend(CheckPart::ALL);
     }
-    parts.dedup();
-    let check = Check {
+    let parts = parts
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| !parts[..*i].contains(p));
+    let parts = parts.map(|(_, p)| *p).collect();
+    Ok(Command::Check(Check {
         parts,
         recheck,
         stop_db,
-    };
-    Ok(Command::Check(check))
+    }))
 }
 
 #[rustfmt::skip]
 const TESTHOST: Cmd = Cmd {
-    name: "testhost",
+    name: "testhost", title: "local Debian 12 machines (systemd-nspawn) to deploy to",
     about: "Boot and manage local Debian 12 machines to deploy to",
-    title: "local Debian 12 machines (systemd-nspawn) to deploy to",
-    args: "",
     flags: &[
-        Flag::switch("--rebuild", ""),
-        Flag::pick::<Role>("--role", ""),
-        Flag::switch("--hard", ""),
-        Flag::text("--listen", "ADDR", ""),
-        Flag::text("--to", "ADDR", ""),
-        Flag::num("--delay", "MS", 0, u32::MAX, "").hint("use milliseconds"),
-        Flag::text("--port-file", "FILE", ""),
+        flag("--rebuild", Switch, "build: debootstrap afresh even if the image is cached"),
+        flag("--role", one::<Role>(), "up: what the machine is (default: app)"),
+        flag("--hard", Switch, "poweroff: a power cut, every process of the machine killed at once, \
+            no shutdown"),
+        flag("--listen", Text("ADDR", None), ""),
+        flag("--to", Text("ADDR", None), ""),
+        flag("--delay", Num("MS", (0, 10_000, "ms")), ""),
+        flag("--port-file", Text("FILE", None), ""),
     ],
     subs: &[
         sub("build", "", &["--rebuild"], "debootstrap and cache the bookworm image (idempotent)"),
-        sub("up", "NAME", &["--role"], "\
-boot machine NAME on a new disk (app: a fresh host; db: PostgreSQL
-listening on its own address) and print how to reach it; a
-stopped machine is wiped and built afresh"),
+        sub("up", "NAME", &["--role"], "boot machine NAME on a new disk (app: a fresh host; db: \
+            PostgreSQL listening on its own address) and print how to reach it; a stopped machine is \
+            wiped and built afresh"),
         sub("start", "NAME", &[], "boot a stopped machine from its kept disk (same address, host keys)"),
         sub("reboot", "NAME", &[], "clean reboot (systemctl reboot inside), then the same disk again"),
-        sub("poweroff", "NAME", &["--hard"], "\
-shut down and keep the disk (stopped); --hard: a power cut, every
-process of the machine killed at once, no shutdown"),
+        sub("poweroff", "NAME", &["--hard"], "shut down and keep the disk (stopped)"),
         sub("down", "NAME | --all", &[], "shut down and remove every trace of a machine, its disk too"),
         sub("status", "", &[], "list machines (running, booting, stopped with a disk, stale)"),
         sub("ssh", "NAME [CMD...]", &[], "ssh in as root with strict host-key checking"),
@@ -146,270 +118,187 @@ process of the machine killed at once, no shutdown"),
         // Hidden: the latency proxy `delay` starts in the background.
         sub("proxy", "", &["--listen", "--to", "--delay", "--port-file"], ""),
     ],
-    default: None,
     help: &[
-        Section::Rows("", 27, &[Rows::Subs(true)]),
+        Section::Subs,
         Section::Text("NAME: 1-12 lowercase letters or digits, starting with a letter. Requires root on Linux."),
     ],
-    parse: testhost,
+    parse: testhost, ..NONE
 };
 
-fn testhost(args: &mut Args) -> Result<Command, UsageError> {
-    let Some(word) = args.next() else {
-        let valid: Vec<&str> = TESTHOST.visible().map(|s| s.name).collect();
-        let valid = valid.join(", ");
-        return Err(UsageError::new(format!(
-            "testhost needs a subcommand (valid: {valid})"
-        )));
-    };
-    let sub = TESTHOST.sub("testhost subcommand", &word)?;
-    let flags = |args: &mut Args| {
-        scan(
-            args,
-            "testhost",
-            &TESTHOST,
-            Some(sub),
-            false,
-            no_words("testhost"),
-        )
-    };
-    let no_name = || UsageError::new(format!("testhost {} needs a machine NAME", sub.name));
-    let name = |args: &mut Args| args.next().ok_or_else(no_name).and_then(machine);
-    let th = match sub.name {
-        "build" => Testhost::Build {
-            rebuild: flags(args)?.on("--rebuild"),
-        },
-        "up" => Testhost::Up {
-            name: name(args)?,
-            role: flags(args)?.pick("--role").unwrap_or(Role::App),
-        },
-        "start" => Testhost::Start { name: name(args)? },
-        "reboot" => Testhost::Reboot { name: name(args)? },
-        "poweroff" => {
-            let mut name = None;
-            let g = scan(args, "testhost", &TESTHOST, Some(sub), false, |w| {
-                if name.is_some() {
-                    return Err(unexpected("testhost", &w));
-                }
-                name = Some(machine(w)?);
-                Ok(())
-            })?;
-            let (name, hard) = (name.ok_or_else(no_name)?, g.on("--hard"));
-            Testhost::Poweroff { name, hard }
+fn testhost(mut args: Vec<String>) -> Result<Command, UsageError> {
+    let names: Vec<&str> = TESTHOST.visible().map(|s| s.name).collect();
+    let none = format!("testhost needs a command (valid: {})", names.join(", "));
+    refuse(args.is_empty(), &none)?;
+    let sub = TESTHOST.sub(&args.remove(0))?;
+    // `ssh` and `exec` take what follows NAME as it is; `down --all` takes no NAME.
+    let ssh = matches!(sub.name, "ssh" | "exec");
+    let command = args.split_off(if ssh { args.len().min(1) } else { args.len() });
+    let all = sub.name == "down" && args.first().is_some_and(|a| a == "--all");
+    let g = scan(args.split_off(usize::from(all)), &TESTHOST, Some(sub))?;
+    let need = ["a machine NAME", "a machine NAME or --all"][usize::from(sub.name == "down")];
+    let name = match (g.words.first(), all) {
+        (Some(w), true) => {
+            return Err(g.see(format!("unexpected argument '{w}' for '{}'", g.label)))
         }
-        "down" => match args.next() {
-            Some(all) if all == "--all" => Testhost::Down { name: None },
-            Some(name) => Testhost::Down {
-                name: Some(machine(name)?),
-            },
-            None => {
-                return Err(UsageError::new(
-                    "testhost down needs a machine NAME or --all",
-                ))
-            }
-        },
+        (Some(name), _) => validate_machine_name(name).map(|()| name.clone())?,
+        (None, false) if !sub.args.is_empty() => return Err(g.needs(need)),
+        (None, _) => String::new(),
+    };
+    let (rebuild, hard, role) = (g.on("--rebuild"), g.on("--hard"), g.names("--role").pop());
+    let (role, down) = (role.unwrap_or(Role::App), (!all).then(|| name.clone()));
+    Ok(Command::Testhost(match sub.name {
+        "build" => Testhost::Build { rebuild },
+        "up" => Testhost::Up { name, role },
+        "start" => Testhost::Start { name },
+        "reboot" => Testhost::Reboot { name },
+        "poweroff" => Testhost::Poweroff { name, hard },
+        "down" => Testhost::Down { name: down },
         "status" => Testhost::Status,
-        "ssh" => Testhost::Ssh {
-            name: name(args)?,
-            command: args.rest(),
-        },
-        "exec" => match (name(args)?, args.rest()) {
-            (_, command) if command.is_empty() => {
-                return Err(UsageError::new("testhost exec needs a command to run"))
-            }
-            (name, command) => Testhost::Exec { name, command },
-        },
+        "ssh" => Testhost::Ssh { name, command },
+        "exec" if command.is_empty() => return Err(g.needs("a command to run")),
+        "exec" => Testhost::Exec { name, command },
         "delay" => {
-            let name = name(args)?;
-            let ms = args.next();
-            let ms =
-                ms.ok_or_else(|| UsageError::new("testhost delay needs MS (0 removes the delay)"))?;
-            let millis = number("delay", &ms, (0, 10_000), "use milliseconds {min}-{max}")?;
+            let ms = g
+                .words
+                .get(1)
+                .ok_or_else(|| g.needs("MS (0 removes the delay)"))?;
+            let millis = number("delay", ms, (0, 10_000, "ms"))?;
             Testhost::Delay { name, millis }
         }
-        _ => {
-            let g = flags(args)?;
-            let (listen, to, millis) = (g.text("--listen"), g.text("--to"), g.num("--delay"));
-            match (listen, to, millis, g.text("--port-file")) {
-                (Some(listen), Some(to), Some(millis), Some(port_file)) => Testhost::Proxy {
-                    listen,
-                    to,
-                    millis,
-                    port_file,
-                },
-                _ => {
-                    let need: Vec<String> =
-                        sub.flags.iter().map(|f| TESTHOST.flag(f).usage()).collect();
-                    let need = need.join(" ");
-                    return Err(UsageError::new(format!("testhost proxy needs {need}")));
-                }
-            }
-        }
-    };
-    // Whatever is left is checked against the subcommand's flags (most take none).
-    flags(args)?;
-    Ok(Command::Testhost(th))
+        _ => proxy(&g)?,
+    }))
 }
 
-/// A machine NAME, validated.
-fn machine(name: String) -> Result<String, UsageError> {
-    validate_machine_name(&name).map(|()| name)
+/// The hidden `testhost proxy`: every flag is needed.
+fn proxy(g: &Given) -> Result<Testhost, UsageError> {
+    let flags = ["--listen", "--to", "--delay", "--port-file"];
+    let need = flags.map(|f| TESTHOST.flag(f).usage()).join(" ");
+    let [listen, to, millis, port_file] = flags.map(|f| g.text(f));
+    let (Some(listen), Some(to), Some(_), Some(port_file)) = (listen, to, &millis, port_file)
+    else {
+        return Err(g.needs(&need));
+    };
+    let millis = g.num("--delay").unwrap_or_default();
+    Ok(Testhost::Proxy {
+        listen,
+        to,
+        millis,
+        port_file,
+    })
 }
 
 #[rustfmt::skip]
 const SETUP_SERVER: Cmd = Cmd {
-    name: "setup-server",
+    name: "setup-server", title: "first-time provisioning of a Debian 12 host, idempotent",
     about: "Provision a fresh Debian 12 host over ssh (idempotent)",
-    title: "first-time provisioning of a Debian 12 host, idempotent",
-    args: "[OPTIONS]",
     flags: &[
-        Flag::text("--admin", "USER@HOST", "admin login (overrides DEPLOY_ADMIN)"),
-        Flag::text("--deploy-key", "FILE", "public key to authorize for the innercontext user"),
-        Flag::text("--backend-env", "FILE", "local file to install as shared/backend/.env"),
-        Flag::text("--frontend-env", "FILE", "local file to install as shared/frontend/.env.production"),
-        Flag::switch("--force-env", "overwrite env files that already exist on the host"),
-        Flag::pick::<ToolchainSource>("--toolchain", "\
-where uv and Node.js come from (default: registry, i.e. PyPI and
-the npm registry; upstream: the installers the spec names)"),
-        Flag::text("--tls-cert", "FILE", "HTTPS on :443 with this certificate (PEM, chain after the leaf)..."),
-        Flag::text("--tls-key", "FILE", "...and its private key (installed root-only; never printed)"),
-        Flag::switch("--tls-redirect", "with TLS: plain http answers 301 to https, HSTS is sent"),
-        Flag::switch("--dry-run", "print what would change, change nothing"),
+        flag("--admin", Text("USER@HOST", None), "admin login (overrides DEPLOY_ADMIN)"),
+        flag("--deploy-key", Text("FILE", None), "public key to authorize for the innercontext user"),
+        flag("--backend-env", Text("FILE", None), "local file to install as shared/backend/.env"),
+        flag("--frontend-env", Text("FILE", None), "local file to install as shared/frontend/.env.production"),
+        flag("--force-env", Switch, "overwrite env files that already exist on the host"),
+        flag("--toolchain", one::<ToolchainSource>(), "where uv and Node.js come from (default: registry, \
+            i.e. PyPI and the npm registry; upstream: the installers the spec names)"),
+        flag("--tls-cert", Text("FILE", None), "HTTPS on :443 with this certificate (PEM, chain after the leaf)..."),
+        flag("--tls-key", Text("FILE", None), "...and its private key (installed root-only; never printed)"),
+        flag("--tls-redirect", Switch, "with TLS: plain http answers 301 to https, HSTS is sent"),
+        flag("--dry-run", Switch, "print what would change, change nothing"),
     ],
-    subs: &[], default: None,
-    help: &[
-        Section::Text("\
+    help: &[Section::Text("\
 Connects as DEPLOY_ADMIN (default root@<host of DEPLOY_SERVER>) and brings the host to the state a
 deploy needs: runtime packages, uv, Node.js, the innercontext user and directories, the env files,
 the log reader, the sudoers drop-in, the systemd units and the nginx site. Every step reports
-changed/unchanged."),
-        Section::Rows("Options:", 27, OPTIONS),
-    ],
-    parse: setup_server,
+changed/unchanged.")],
+    parse: setup_server, ..NONE
 };
 
-fn setup_server(args: &mut Args) -> Result<Command, UsageError> {
-    let label = "setup-server";
-    let g = scan(args, label, &SETUP_SERVER, None, false, no_words(label))?;
+fn setup_server(args: Vec<String>) -> Result<Command, UsageError> {
+    let g = scan(args, &SETUP_SERVER, None)?;
     let s = SetupServer {
         admin: g.text("--admin"),
         deploy_key: g.text("--deploy-key"),
         backend_env: g.text("--backend-env"),
         frontend_env: g.text("--frontend-env"),
         force_env: g.on("--force-env"),
-        toolchain: g.pick("--toolchain").unwrap_or_default(),
+        toolchain: g.names("--toolchain").pop().unwrap_or_default(),
         dry_run: g.on("--dry-run"),
         tls_cert: g.text("--tls-cert"),
         tls_key: g.text("--tls-key"),
         tls_redirect: g.on("--tls-redirect"),
     };
-    if s.tls_cert.is_some() != s.tls_key.is_some() {
-        return Err(UsageError::new(
-            "--tls-cert and --tls-key go together: the certificate and its private key",
-        ));
-    }
-    if s.tls_redirect && s.tls_cert.is_none() {
-        let why = "--tls-redirect needs --tls-cert FILE --tls-key FILE";
-        return Err(UsageError::new(why));
-    }
+    let pair = "--tls-cert and --tls-key go together: the certificate and its private key";
+    refuse(s.tls_cert.is_some() != s.tls_key.is_some(), pair)?;
+    let redirect = "--tls-redirect needs --tls-cert FILE --tls-key FILE";
+    refuse(s.tls_redirect && s.tls_cert.is_none(), redirect)?;
     Ok(Command::SetupServer(s))
 }
 
 /// The flags of a deploy of all, the backend or the frontend.
-const RELEASE: &[&str] = &[
-    "--dry-run",
-    "--skip-local-checks",
-    "--redeploy",
-    "--recheck",
-    "--batch",
-    "--parallel",
-];
+#[rustfmt::skip]
+const RELEASE: &[&str] = &["--dry-run", "--skip-local-checks", "--redeploy", "--recheck", "--batch", "--parallel"];
 
 #[rustfmt::skip]
 const DEPLOY: Cmd = Cmd {
-    name: "deploy",
+    name: "deploy", title: "atomic release-based deploys with automatic rollback",
     about: "Deploy a release, list releases, roll back, unlock, show status",
-    title: "atomic release-based deploys with automatic rollback",
-    args: "",
     flags: &[
-        Flag::switch("--dry-run", "print the plan, remote commands included, and change nothing"),
-        Flag::switch("--skip-local-checks", "skip lint and tests (the build and the clean-tree check still run)"),
-        Flag::switch("--redeploy", "make a new release even if current already runs this commit"),
-        Flag::switch("--recheck", "run the local checks even if they passed for this tree before"),
-        Flag::switch("--force", "rollback: past a database migration; unlock: stop a live job"),
-        Flag::switch("--yes", "unlock without asking"),
-        Flag::switch("--follow", "status: follow the running (or last) deploy job to its end"),
-        Flag::num("--batch", "N", 1, 1000, "several hosts: switch N hosts at a time (default 1: rolling)")
-            .hint("use a number of hosts from {min}").shape(Shape::Or("--parallel")),
-        Flag::switch("--parallel", "several hosts: switch them all at once"),
-        Flag::num("--lines", "N", 1, 10_000, "").short("-n"),
+        flag("--dry-run", Switch, "print the plan, remote commands included, and change nothing"),
+        flag("--skip-local-checks", Switch, "skip lint and tests (the build and the clean-tree check still run)"),
+        flag("--redeploy", Switch, "make a new release even if current already runs this commit"),
+        flag("--recheck", Switch, "run the local checks even if they passed for this tree before"),
+        flag("--force", Switch, "rollback: past a database migration; unlock: stop a live job"),
+        flag("--yes", Switch, "unlock without asking"),
+        flag("--follow", Switch, "status: follow the running (or last) deploy job to its end"),
+        flag("--batch", Num("N", (1, 1000, "hosts")), "several hosts: switch N hosts at a time (default 1: rolling)")
+            .shape(Shape::Or("--parallel")),
+        flag("--parallel", Switch, "several hosts: switch them all at once"),
+        flag("-n, --lines", Num("N", (1, 10_000, "entries")), "log: the last N entries, of each host in a fleet \
+            (default 20)"),
     ],
     subs: &[
         sub("all", "", RELEASE, "check, upload and activate backend and frontend"),
         sub("backend", "", RELEASE, "only the backend changes; the frontend is carried over from current"),
         sub("frontend", "", RELEASE, "only the frontend changes; the backend is carried over from current"),
         sub("list", "", &[], "releases newest first, with state, commit, age, what each adds on disk"),
-        sub("rollback", "[RELEASE]", &["--force", "--dry-run", "--batch", "--parallel"], "\
-switch back to RELEASE (default: newest successful one before current);
---force is needed when the database is ahead of that release's migrations
-(or cannot be read)"),
-        sub("unlock", "", &["--yes", "--force"], "\
-show the deploy lock and remove it (asks unless --yes); refuses while the
-job holding it runs, unless --force (which stops that job first)"),
-        sub("status", "", &["--follow"], "\
-current release, units, lock, disk, database revision, the last deploy job;
---follow re-attaches to a running deploy's output"),
-        sub("log", "", &["--lines"], "\
-deploy.log as a table: who deployed what when, the result and why
-(-n N: the last N entries, of each host in a fleet; default 20)"),
+        sub("rollback", "[RELEASE]", &["--force", "--dry-run", "--batch", "--parallel"], "switch back to \
+            RELEASE (default: newest successful one before current); --force is needed when the database \
+            is ahead of that release's migrations (or cannot be read)"),
+        sub("unlock", "", &["--yes", "--force"], "show the deploy lock and remove it (asks unless --yes); \
+            refuses while the job holding it runs, unless --force (which stops that job first)"),
+        sub("status", "", &["--follow"], "current release, units, lock, disk, database revision, the last \
+            deploy job; --follow re-attaches to a running deploy's output"),
+        sub("log", "", &["--lines"], "deploy.log as a table: who deployed what when, the result and why"),
     ],
     default: Some("all"),
-    help: &[
-        Section::Rows("", 16, &[Rows::Subs(false)]),
-        Section::Rows("Options:", 21, OPTIONS),
-        Section::Text("\
-Environment:
-  DEPLOY_SERVER        ssh destination (default: innercontext); several, comma separated, for a
-                       fleet: the first (or the one marked #primary) migrates and runs the worker
-  DEPLOY_ROOT          absolute path on the server (default: /opt/innercontext)
-  DEPLOY_ALLOW_DIRTY   1 to deploy a tree with uncommitted changes
-  DEPLOY_SSH_CONFIG    ssh config file to use instead of ~/.ssh/config
-  DEPLOY_HEALTH_TIMEOUT seconds to wait for health (default: 60)
-  DEPLOY_KEEP          successful releases to keep (default: 5)"),
+    help: &[Section::Subs],
+    env: &[
+        ("DEPLOY_SERVER", "ssh destination (default: innercontext); several, comma separated, for a \
+            fleet: the first (or the one marked #primary) migrates and runs the worker"),
+        ("DEPLOY_ROOT", "absolute path on the server (default: /opt/innercontext)"),
+        ("DEPLOY_ALLOW_DIRTY", "1 to deploy a tree with uncommitted changes"),
+        ("DEPLOY_SSH_CONFIG", "ssh config file to use instead of ~/.ssh/config"),
+        ("DEPLOY_HEALTH_TIMEOUT", "seconds to wait for health (default: 60)"),
+        ("DEPLOY_KEEP", "successful releases to keep (default: 5)"),
     ],
-    parse: deploy,
+    parse: deploy, ..NONE
 };
 
-fn deploy(args: &mut Args) -> Result<Command, UsageError> {
+fn deploy(mut args: Vec<String>) -> Result<Command, UsageError> {
     // The subcommand is optional, so flags may come first: it is the first word before `--`
     // that is not the value of a flag.
-    let takes_value = |a: &String| DEPLOY.flags.iter().any(|f| f.takes_value() && f.spelled(a));
-    let rest = &args.items[args.pos..];
-    let first = (rest.iter().enumerate())
-        .take_while(|(_, a)| *a != "--")
-        .position(|(i, a)| !a.starts_with('-') && (i == 0 || !takes_value(&rest[i - 1])));
-    let name = first.map(|i| args.items.remove(args.pos + i));
-    let name = name
-        .or(DEPLOY.default.map(String::from))
-        .unwrap_or_default();
-    let label = format!("deploy {name}");
-    let sub = DEPLOY.sub("deploy command", &name)?;
-    let mut release = None;
-    let g = scan(args, &label, &DEPLOY, None, true, |w| {
-        if sub.name != "rollback" || release.is_some() {
-            return Err(unexpected(&label, &w));
-        }
-        release = Some(w);
-        Ok(())
-    })?;
-    if let Some((_, bad, _)) = g.0.iter().find(|(f, ..)| !sub.flags.contains(&f.long)) {
-        let see = "(see 'cargo xtask deploy --help')";
-        return Err(UsageError::new(format!(
-            "flag '{bad}' does not apply to '{label}' {see}"
-        )));
-    }
+    let value = |a: &String| DEPLOY.flags.iter().any(|f| f.spelled(a) && f.takes_value());
+    let words = args.iter().enumerate().take_while(|(_, a)| *a != "--");
+    let mut words = words.filter(|(i, a)| !a.starts_with('-') && (*i == 0 || !value(&args[i - 1])));
+    let name = words.next().map(|(i, _)| i).map(|i| args.remove(i));
+    let sub = DEPLOY.sub(name.as_deref().or(DEPLOY.default).unwrap_or_default())?;
+    let g = scan(args, &DEPLOY, Some(sub))?;
     let batch = (!g.on("--parallel")).then(|| g.num("--batch").unwrap_or(1) as usize);
-    let (dry_run, force) = (g.on("--dry-run"), g.on("--force"));
+    let (dry_run, force, release) = (g.on("--dry-run"), g.on("--force"), g.words.first().cloned());
+    let (yes, follow, lines) = (
+        g.on("--yes"),
+        g.on("--follow"),
+        g.num("--lines").unwrap_or(20),
+    );
     Ok(Command::Deploy(match sub.name {
         "list" => Deploy::List,
         "rollback" => Deploy::Rollback {
@@ -418,16 +307,9 @@ fn deploy(args: &mut Args) -> Result<Command, UsageError> {
             dry_run,
             batch,
         },
-        "unlock" => Deploy::Unlock {
-            yes: g.on("--yes"),
-            force,
-        },
-        "status" => Deploy::Status {
-            follow: g.on("--follow"),
-        },
-        "log" => Deploy::Log {
-            lines: g.num("--lines").unwrap_or(20),
-        },
+        "unlock" => Deploy::Unlock { yes, force },
+        "status" => Deploy::Status { follow },
+        "log" => Deploy::Log { lines },
         scope => Deploy::Release {
             scope: Scope::ALL[pick(Scope::WHAT, scope, Scope::NAMES)?],
             dry_run,
@@ -450,98 +332,86 @@ pub(super) const LOG_UNITS: &[(&str, &str)] = &[
 
 #[rustfmt::skip]
 const LOGS: Cmd = Cmd {
-    name: "logs",
+    name: "logs", title: "the units' journal on the server, over one ssh connection",
     about: "Show (or follow) the units' logs on the server",
-    title: "the units' journal on the server, over one ssh connection",
     args: "[api|web|worker|all]...",
     flags: &[
-        Flag::switch("--follow", "keep printing new entries until Ctrl-C").short("-f"),
-        Flag::num("--lines", "N", 0, LOGS_MAX_LINES, "the last N entries of each host (0-100000, default 100)")
-            .short("-n").hint("use a number of entries from {min} to {max}"),
-        Flag::text("--since", "WHEN", "\
-entries since WHEN: \"2026-11-28 10:15:00\", -1h, today (letters, digits,
-space and : . + - only)").check(validate_since),
-        Flag::text("--host", "HOST", "only this host of DEPLOY_SERVER"),
+        flag("-f, --follow", Switch, "keep printing new entries until Ctrl-C"),
+        flag("-n, --lines", Num("N", (0, LOGS_MAX_LINES, "entries")), "the last N entries of each host (default 100)"),
+        flag("--since", Text("WHEN", Some(validate_since)), "entries since WHEN: \"2026-11-28 10:15:00\", \
+            -1h, today (letters, digits, space and : . + - only)"),
+        flag("--host", Text("HOST", None), "only this host of DEPLOY_SERVER"),
     ],
-    subs: &[], default: None,
     help: &[
-        Section::Rows("", 11, &[Rows::Pairs(LOG_UNITS)]),
+        Section::Words("", &[LOG_UNITS]),
         Section::Text("\
 Reads through the log reader setup-server installs (sudo -n /usr/local/sbin/innercontext-journal):
 the deploy user sees its own units' entries and nothing else of the journal. With several hosts in
 DEPLOY_SERVER every line starts with its host ([app1] ...), all hosts at once; --host picks one."),
-        Section::Rows("Options:", 18, OPTIONS),
-        Section::Text("Environment: DEPLOY_SERVER, DEPLOY_SSH_CONFIG (as for deploy)."),
     ],
-    parse: logs,
+    env: &[("DEPLOY_SERVER", "as for deploy"), ("DEPLOY_SSH_CONFIG", "as for deploy")],
+    parse: logs, ..NONE
 };
 
-fn logs(args: &mut Args) -> Result<Command, UsageError> {
+fn logs(args: Vec<String>) -> Result<Command, UsageError> {
     use crate::contract::{API, UNITS, WEB, WORKER};
+    let g = scan(args, &LOGS, None)?;
+    let short = [
+        ("api", API.name),
+        ("web", WEB.name),
+        ("worker", WORKER.name),
+    ];
     let names: Vec<&str> = LOG_UNITS.iter().map(|(w, _)| *w).collect();
     let mut wanted: Vec<&'static str> = Vec::new();
-    let g = scan(args, "logs", &LOGS, None, true, |w| {
+    for w in &g.words {
         let unit = UNITS
             .iter()
-            .find(|u| u.name == w.trim_end_matches(".service"));
-        match (unit, w.as_str()) {
-            (Some(unit), _) => wanted.push(unit.name),
-            (None, "api") => wanted.push(API.name),
-            (None, "web") => wanted.push(WEB.name),
-            (None, "worker") => wanted.push(WORKER.name),
-            (None, "all") => wanted.extend(UNITS.iter().map(|u| u.name)),
-            _ => return Err(UsageError::choice("unit", &w, &names)),
+            .map(|u| u.name)
+            .find(|u| *u == w.trim_end_matches(".service"));
+        match unit.or(short.iter().find(|(s, _)| s == w).map(|(_, u)| *u)) {
+            Some(unit) => wanted.push(unit),
+            None if w == "all" => wanted.extend(UNITS.iter().map(|u| u.name)),
+            None => return Err(UsageError::choice("unit", w, &names)),
         }
-        Ok(())
-    })?;
+    }
     let units = UNITS.iter().map(|u| u.name);
+    let units = units
+        .filter(|n| wanted.is_empty() || wanted.contains(n))
+        .collect();
+    let (follow, lines) = (g.on("--follow"), g.num("--lines").unwrap_or(100));
+    let (since, host) = (g.text("--since"), g.text("--host"));
     Ok(Command::Logs(Logs {
-        units: units
-            .filter(|n| wanted.is_empty() || wanted.contains(n))
-            .collect(),
-        follow: g.on("--follow"),
-        lines: g.num("--lines").unwrap_or(100),
-        since: g.text("--since"),
-        host: g.text("--host"),
+        units,
+        follow,
+        lines,
+        since,
+        host,
     }))
 }
 
 #[rustfmt::skip]
 const DEMO: Cmd = Cmd {
-    name: "demo",
+    name: "demo", title: "the whole product on local test machines",
     about: "Boot the local test host, provision it, deploy, print the URL",
-    title: "the whole product on local test machines",
-    args: "",
-    flags: &[Flag::switch("--down", "")],
-    subs: &[], default: None,
+    flags: &[flag("--down", Switch, "take the demo's machines down, their disks too")],
     help: &[Section::Text("\
 Boots the test host (an app machine and a db machine), runs setup-server, deploys, and prints the
 URL of the app through nginx. The machines stay up until 'cargo xtask demo --down'.")],
-    parse: demo,
+    parse: |args| Ok(Command::Demo(Demo { down: scan(args, &DEMO, None)?.on("--down") })),
+    ..NONE
 };
-
-fn demo(args: &mut Args) -> Result<Command, UsageError> {
-    let g = scan(args, "demo", &DEMO, None, false, no_words("demo"))?;
-    Ok(Command::Demo(Demo {
-        down: g.on("--down"),
-    }))
-}
 
 #[rustfmt::skip]
 const BENCH: Cmd = Cmd {
-    name: "bench",
+    name: "bench", title: "measure the deployer against the local test host",
     about: "Measure deploy speed, ssh handshakes, bytes sent and failed requests",
-    title: "measure the deployer against the local test host",
-    args: "",
     flags: &[
-        Flag::num("--runs", "N", 1, 50, ""),
-        Flag::list::<BenchPhase>("--only", "PHASE", ""),
-        Flag::text("--hosts", "N[,N...]", "\
-the hosts phase's fleet sizes (default 1,2,4; 1 must be one of them, at
-most 8 per fleet and 12 machines in all); without --only, runs that
-phase alone").check(|v| parse_bench_hosts(v).map(drop)),
+        flag("--runs", Num("N", (1, 50, "runs")), "runs of each measurement (default 5)"),
+        flag("--only", list::<BenchPhase>("PHASE"), "run only these phases (comma separated)"),
+        flag("--hosts", Text("N[,N...]", Some(|v| parse_bench_hosts(v).map(drop))), "the hosts phase's \
+            fleet sizes (default 1,2,4; 1 must be one of them, at most 8 per fleet and 12 machines in \
+            all); without --only, runs that phase alone"),
     ],
-    subs: &[], default: None,
     help: &[
         Section::Text("\
 Boots two identical app machines and a db machine behind a 25 ms each-way latency proxy, and
@@ -551,32 +421,27 @@ ratio, the target, the floor measured in the same run, and the number of samples
 phase runs last, on machines of its own (a fleet per size, bfleet<N>a..., and bfleetdb), and
 prints a table of its own: per fleet size, deploy and rollback and their ratio to one host,
 ssh handshakes per host, failed requests through the balancer, and the targets."),
-        Section::Rows("Phases (default: all):", 11, &[Rows::Pairs(BenchPhase::ROWS)]),
-        Section::Rows("", 18, &[Rows::Flags(false)]),
+        Section::Words("Phases (default: all):", &[BenchPhase::ROWS]),
     ],
-    parse: bench,
+    parse: bench, ..NONE
 };
 
-fn bench(args: &mut Args) -> Result<Command, UsageError> {
-    let g = scan(args, "bench", &BENCH, None, false, no_words("bench"))?;
-    let hosts = g
-        .text("--hosts")
-        .map(|v| parse_bench_hosts(&v))
-        .transpose()?;
-    let phases = match (g.names("--only").pop(), &hosts) {
-        (Some(only), _) => only,
-        // --hosts alone runs the hosts phase alone.
-        (None, Some(_)) => vec![BenchPhase::Hosts],
-        (None, None) => BenchPhase::ALL.to_vec(),
-    };
-    if hosts.is_some() && !phases.contains(&BenchPhase::Hosts) {
-        return Err(UsageError::new(
-            "--hosts sizes the hosts phase, which --only leaves out: add hosts to --only",
-        ));
+/// The phases in their order, each once; `--only` adds up when repeated; `--hosts` alone runs
+/// the hosts phase alone.
+fn bench(args: Vec<String>) -> Result<Command, UsageError> {
+    let g = scan(args, &BENCH, None)?;
+    let hosts = g.text("--hosts").map(|v| parse_bench_hosts(&v));
+    let (hosts, mut only) = (hosts.transpose()?, g.names("--only"));
+    if only.is_empty() && hosts.is_some() {
+        only.push(BenchPhase::Hosts);
     }
+    let wanted = |p: &BenchPhase| only.is_empty() || only.contains(p);
+    let phases: Vec<BenchPhase> = BenchPhase::ALL.into_iter().filter(wanted).collect();
+    let why = "--hosts sizes the hosts phase, which --only leaves out: add hosts to --only";
+    refuse(hosts.is_some() && !phases.contains(&BenchPhase::Hosts), why)?;
     let (runs, hosts) = (
         g.num("--runs").unwrap_or(5),
-        hosts.unwrap_or(BENCH_HOSTS.to_vec()),
+        hosts.unwrap_or(BENCH_HOSTS.into()),
     );
     Ok(Command::Bench(Bench {
         runs,

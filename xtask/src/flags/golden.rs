@@ -42,6 +42,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     ("ci", &["ci", "--only", "e2e", "--only", "rust"]),
     ("ci", &["ci", "--skip", "e2e", "--skip", "tools"]),
+    ("ci", &["ci", "--only", "e2e,rust,tools", "--skip", "tools"]),
     // check
     ("check", &["check", "--help"]),
     ("check", &["check", "-h"]),
@@ -55,6 +56,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("check", &["check", "build", "backend", "--recheck"]),
     ("check", &["check", "backend", "backend"]),
     ("check", &["check", "all", "backend"]),
+    ("check", &["check", "backend", "all", "build"]),
     ("check", &["check", "--stop-db"]),
     // testhost
     ("testhost", &["testhost", "--help"]),
@@ -71,6 +73,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("testhost", &["testhost", "up", "App"]),
     ("testhost", &["testhost", "up", "thirteenchars"]),
     ("testhost", &["testhost", "up", "--role", "db"]),
+    ("testhost", &["testhost", "up", "--role", "db", "app"]),
     ("testhost", &["testhost", "up", "app", "--role", "web"]),
     ("testhost", &["testhost", "up", "app", "--role"]),
     ("testhost", &["testhost", "up", "app", "extra"]),
@@ -105,6 +108,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("testhost", &["testhost", "status"]),
     ("testhost", &["testhost", "ssh"]),
     ("testhost", &["testhost", "ssh", "a/b"]),
+    ("testhost", &["testhost", "ssh", "-x"]),
     ("testhost", &["testhost", "ssh", "app"]),
     (
         "testhost",
@@ -320,6 +324,10 @@ const CASES: &[(&str, &[&str])] = &[
     ("bench", &["bench", "--hosts"]),
     ("bench", &["bench"]),
     ("bench", &["bench", "--runs", "3", "--only", "load,files"]),
+    (
+        "bench",
+        &["bench", "--only", "files", "--only", "load,files"],
+    ),
     ("bench", &["bench", "--hosts", "4,1,2"]),
     (
         "bench",

@@ -1,30 +1,24 @@
-//! The whole command-line grammar of `cargo xtask`, in one place.
+//! The whole command-line grammar of `cargo xtask`, in one place, parsed purely (no I/O)
+//! into a [`Command`], a request for help, or a one-line [`UsageError`] (exit code 2).
 //!
-//! Each command is one declarative table in `commands.rs` (a `table::Cmd`): its flags with
-//! what each takes (nothing, a number in a range, a name from a list, a list of names, a path or
-//! free text) and its one-line doc, its subcommands with their positional words, the prose of
-//! its help next to it, and the function that turns what was given into a [`Command`]. The
-//! usage lines, the options and subcommand lists of every `--help`, the choices an error
-//! names, which words take a value: all of it is derived from the tables (`table.rs`), so the
-//! help and the parser cannot drift apart. Parsing is pure (no I/O): it turns the argument list
-//! into a [`Command`], a request for help, or a [`UsageError`] whose message is one line naming
-//! the valid choices (exit code 2). `golden/` holds every help text and each usage error byte
-//! for byte (`UPDATE_GOLDEN=1 cargo test -p xtask flags` rewrites them, failing once).
+//! Each command is one table in `commands.rs`: its flags (what each takes: a `table::Value`)
+//! with their docs, its subcommands and positional words, its help prose, and the function
+//! that makes its [`Command`] from what was given. Everything else is derived in `table.rs`:
+//! the usage lines and every `--help` (one layout for all), the choices an error names,
+//! which words take a value. `golden/` holds each help text and usage error byte for byte
+//! (`UPDATE_GOLDEN=1 cargo test -p xtask flags` rewrites them, failing once).
 //!
-//! **Add a flag**: one line in the command's flag table in `commands.rs` (e.g.
-//! `Flag::switch("--quiet", "say less")`, or `Flag::num("--batch", "N", 1, 1000, "…")`; a
-//! deploy subcommand also names it in its list of flags that apply), plus the field in the
-//! command's struct below, set from what was given in the command's `parse` function
-//! (`g.on("--quiet")`, `g.num("--batch")`, …). Its help line and its usage word follow; the
-//! goldens then show the new help: rewrite them and review the diff. A new name to pick from
-//! is one line in its `choice!` list.
+//! **Add a flag**: one line in its command's table, e.g. `flag("--quiet", Switch, "say
+//! less")` or `flag("--batch", Num("N", (1, 1000, "hosts")), "…")` (a subcommand also names
+//! it among the flags that apply to it), plus the field in the command's struct below, set in
+//! the command's function from the scan (`g.on("--quiet")`, `g.num(…)`, `g.text(…)`,
+//! `g.names(…)`). A new name to pick from is one line in its `choice!` list. Then rewrite the
+//! goldens and review the diff.
 
 mod commands;
 mod table;
 
 use std::fmt;
-
-pub use table::Choice;
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +40,16 @@ pub enum Command {
     Logs(Logs),
 }
 
-/// A closed list of names: an enum with `ALL` and `name()`, and its [`Choice`] (what the
-/// error calls it, the names, and the help line of each where it has one).
+/// A closed list of names (made by `choice!`): what an error calls one, the names in order,
+/// and each one's help line (empty where the help does not list them).
+trait Choice: Copy + 'static {
+    const WHAT: &'static str;
+    const NAMES: &'static [&'static str];
+    const ROWS: &'static [(&'static str, &'static str)];
+    fn all() -> &'static [Self];
+}
+
+/// A closed list of names: an enum with `ALL` and `name()`, and its [`Choice`].
 macro_rules! choice {
     ($(#[$m:meta])* $T:ident: $what:literal {
         $($(#[$vm:meta])* $V:ident = $name:literal $(: $doc:literal)?,)*
@@ -262,35 +264,24 @@ pub const LOGS_MAX_LINES: u32 = 100_000;
 /// `--since WHEN` as the server's log reader accepts it: 1-64 letters, digits, spaces and
 /// `: . + -` (a date, a time, `-1h`, `today`, `yesterday`, ...).
 pub fn validate_since(when: &str) -> Result<(), UsageError> {
-    let ok = (1..=64).contains(&when.len())
-        && when
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " :.+-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(UsageError::new(format!(
-            "invalid --since '{}': use a date or a relative time like \"2026-11-28 10:15\", -1h or today (letters, digits, space and : . + - only, at most 64 characters)",
-            when.escape_debug()
-        )))
-    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || " :.+-".contains(c);
+    let bad = !(1..=64).contains(&when.len()) || !when.chars().all(ok);
+    let why = "use a date or a relative time like \"2026-11-28 10:15\", -1h or today (letters, \
+               digits, space and : . + - only, at most 64 characters)";
+    refuse(
+        bad,
+        &format!("invalid --since '{}': {why}", when.escape_debug()),
+    )
 }
 
 /// Machine names become interface names (`ve-NAME`: Linux allows 15 bytes, so 12 for NAME)
 /// and paths.
 pub fn validate_machine_name(name: &str) -> Result<(), UsageError> {
-    let ok = (1..=12).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err(UsageError::new(format!(
-            "invalid machine name '{name}': use 1-12 lowercase letters or digits, starting with a letter"
-        )))
-    }
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let first = name.starts_with(|c: char| c.is_ascii_lowercase());
+    let bad = !(1..=12).contains(&name.len()) || !first || !name.chars().all(ok);
+    let why = "use 1-12 lowercase letters or digits, starting with a letter";
+    refuse(bad, &format!("invalid machine name '{name}': {why}"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,7 +317,7 @@ choice! {
             "a release whose API crashes at import: the job's restart to the named crash loop",
         /// Deploy and rollback of fleets of `--hosts` app machines behind a load balancer.
         Hosts = "hosts": "fleets of app machines behind a load balancer on this host (nginx): \
-            rolling\ndeploy all and rollback, ssh handshakes per host, failed requests (own table)",
+            rolling deploy all and rollback, ssh handshakes per host, failed requests (own table)",
     }
 }
 
@@ -340,34 +331,25 @@ pub const BENCH_MAX_MACHINES: u32 = 12;
 /// `--hosts 1,2,4`: distinct sizes from 1 to [`BENCH_MAX_HOSTS`], 1 among them (every fleet
 /// is compared with one host), at most [`BENCH_MAX_MACHINES`] app machines in all; ascending.
 fn parse_bench_hosts(v: &str) -> Result<Vec<u32>, UsageError> {
-    let bad = |why: &str| UsageError::new(format!("invalid --hosts '{}': {why}", v.escape_debug()));
+    let bad = |why: &str| format!("invalid --hosts '{}': {why}", v.escape_debug());
+    let range = format!("use fleet sizes from 1 to {BENCH_MAX_HOSTS}, comma separated, like 1,2,4");
     let mut sizes = Vec::new();
     for part in v.split(',') {
-        let n: u32 = Some(part)
-            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|p| p.parse().ok())
-            .filter(|n| (1..=BENCH_MAX_HOSTS).contains(n))
-            .ok_or_else(|| {
-                bad(&format!(
-                    "use fleet sizes from 1 to {BENCH_MAX_HOSTS}, comma separated, like 1,2,4"
-                ))
-            })?;
-        if sizes.contains(&n) {
-            return Err(bad(&format!("{n} is given twice")));
-        }
+        let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        let n = part
+            .parse()
+            .ok()
+            .filter(|n| digits && (1..=BENCH_MAX_HOSTS).contains(n));
+        let n = n.ok_or_else(|| UsageError(bad(&range)))?;
+        refuse(sizes.contains(&n), &bad(&format!("{n} is given twice")))?;
         sizes.push(n);
     }
-    if !sizes.contains(&1) {
-        return Err(bad(
-            "1 must be one of the sizes: every fleet is compared with one host",
-        ));
-    }
+    let one = "1 must be one of the sizes: every fleet is compared with one host";
+    refuse(!sizes.contains(&1), &bad(one))?;
     let total: u32 = sizes.iter().sum();
-    if total > BENCH_MAX_MACHINES {
-        return Err(bad(&format!(
-            "the fleets need {total} app machines at once; at most {BENCH_MAX_MACHINES}"
-        )));
-    }
+    let most =
+        format!("the fleets need {total} app machines at once; at most {BENCH_MAX_MACHINES}");
+    refuse(total > BENCH_MAX_MACHINES, &bad(&most))?;
     sizes.sort_unstable();
     Ok(sizes)
 }
@@ -377,14 +359,19 @@ fn parse_bench_hosts(v: &str) -> Result<Vec<u32>, UsageError> {
 pub struct UsageError(pub String);
 
 impl UsageError {
-    fn new(msg: impl Into<String>) -> UsageError {
-        UsageError(msg.into())
-    }
     fn choice(what: &str, got: &str, valid: &[&str]) -> UsageError {
         UsageError(format!(
             "unknown {what} '{got}' (valid: {})",
             valid.join(", ")
         ))
+    }
+}
+
+/// The error `why` when `bad`.
+fn refuse(bad: bool, why: &str) -> Result<(), UsageError> {
+    match bad {
+        true => Err(UsageError(why.into())),
+        false => Ok(()),
     }
 }
 
@@ -398,21 +385,21 @@ impl std::error::Error for UsageError {}
 
 /// Parse `cargo xtask` arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageError> {
-    let items = args.into_iter().collect();
-    let mut args = table::Args { items, pos: 0 };
-    let name = match args.next() {
-        None => return Ok(Parsed::Help(commands::top_help())),
-        Some(a) if ["-h", "--help", "help"].contains(&a.as_str()) => {
-            return Ok(Parsed::Help(commands::top_help()))
-        }
-        Some(a) => a,
-    };
-    let names: Vec<&str> = commands::COMMANDS.iter().map(|c| c.name).collect();
-    let cmd = &commands::COMMANDS[table::pick("command", &name, &names)?];
-    if args.wants_help() {
+    let mut args: Vec<String> = args.into_iter().collect();
+    let top = || Ok(Parsed::Help(table::top_help(&commands::COMMANDS)));
+    match args.first() {
+        None => return top(),
+        Some(a) if ["-h", "--help", "help"].contains(&a.as_str()) => return top(),
+        Some(_) => {}
+    }
+    let names = commands::COMMANDS.map(|c| c.name);
+    let cmd = &commands::COMMANDS[table::pick("command", &args.remove(0), &names)?];
+    // `-h` or `--help` anywhere before `--` wins over everything else.
+    let flags = args.iter().take_while(|a| *a != "--");
+    if flags.into_iter().any(|a| a == "-h" || a == "--help") {
         return Ok(Parsed::Help(cmd.help()));
     }
-    (cmd.parse)(&mut args).map(Parsed::Run)
+    (cmd.parse)(args).map(Parsed::Run)
 }
 
 #[cfg(test)]

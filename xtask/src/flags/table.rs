@@ -1,16 +1,18 @@
-//! The shape of a command's table, and what is derived from it: the reading of its flags (each
-//! value checked as it comes), its usage lines and the rows of its help.
+//! The shape of a command's table, and what is derived from it: the reading of its words (each
+//! value checked as it comes), its usage lines and its help, laid out one way for every command.
 
-use super::{Command, UsageError};
+use super::{refuse, Choice, Command, UsageError};
+use std::iter::once;
 
-/// A closed list of names (made by `choice!`): what an error calls one, the names in order,
-/// and each one's help line (empty where the help does not list them).
-pub trait Choice: Copy + 'static {
-    const WHAT: &'static str;
-    const NAMES: &'static [&'static str];
-    const ROWS: &'static [(&'static str, &'static str)];
-    fn all() -> &'static [Self];
-}
+type S = &'static str;
+type Error = UsageError;
+
+/// Help lines end by column `LINE`; the docs of words (commands, subcommands, parts, units)
+/// start at column 2 + `WORDS`, those of options at 2 + `OPTIONS` (after a longer term: on a
+/// line of their own).
+const LINE: usize = 100;
+const WORDS: usize = 15;
+const OPTIONS: usize = 25;
 
 /// A name from a list: its index in `names`, or the error naming the valid choices.
 pub(super) fn pick(what: &str, got: &str, names: &[&str]) -> Result<usize, UsageError> {
@@ -18,166 +20,116 @@ pub(super) fn pick(what: &str, got: &str, names: &[&str]) -> Result<usize, Usage
     index.ok_or_else(|| UsageError::choice(what, got, names))
 }
 
-/// A number in a range, or `invalid WHAT 'GOT': HINT` (`{min}` and `{max}` in the hint are the
-/// bounds).
-pub(super) fn number(
-    what: &str,
-    got: &str,
-    range: (u32, u32),
-    hint: &str,
-) -> Result<u32, UsageError> {
-    let (min, max) = range;
-    let hint = || {
-        hint.replace("{min}", &min.to_string())
-            .replace("{max}", &max.to_string())
-    };
+/// The least, the most, and what they count.
+pub(super) type Range = (u32, u32, S);
+
+/// A number in `range`, or `invalid WHAT 'GOT': use MIN-MAX UNIT`.
+pub(super) fn number(what: &str, got: &str, range: Range) -> Result<u32, UsageError> {
+    let (min, max, unit) = range;
     let n = got.parse().ok().filter(|n| (min..=max).contains(n));
-    n.ok_or_else(|| UsageError::new(format!("invalid {what} '{got}': {}", hint())))
+    n.ok_or_else(|| UsageError(format!("invalid {what} '{got}': use {min}-{max} {unit}")))
 }
 
 /// What a flag takes after it, and what the help calls that (META).
 #[derive(Clone, Copy)]
 pub(super) enum Value {
     Switch,
-    /// A number in a range; the hint ends the error (see [`number`]).
-    Num(&'static str, (u32, u32), &'static str),
-    /// A name of a [`Choice`] (shown `a|b`), or with a META several, comma separated.
-    Pick(&'static str, &'static [&'static str], Option<&'static str>),
-    /// A path or free text, checked when there is a check.
-    Text(&'static str, Option<Check>),
+    Num(S, Range),
+    /// One name of a list, shown `a|b`: what an error calls one, the names.
+    Pick(S, &'static [S]),
+    /// Names of a list, comma separated, shown `META[,META...]`.
+    List(S, S, &'static [S]),
+    /// A path or free text, checked where there is a check.
+    Text(S, Option<Check>),
 }
 
-/// A check of a text value (`--since`, `--hosts`).
-pub(super) type Check = fn(&str) -> Result<(), UsageError>;
+type Check = fn(&str) -> Result<(), UsageError>;
 
-/// How a flag shows in a usage line.
+/// One name of `T`; names of `T`, comma separated.
+pub(super) const fn one<T: Choice>() -> Value {
+    Value::Pick(T::WHAT, T::NAMES)
+}
+pub(super) const fn list<T: Choice>(meta: S) -> Value {
+    Value::List(meta, T::WHAT, T::NAMES)
+}
+
+/// How a flag shows in a usage line: `[--flag META]`, `[--flag META]...` (repeatable), on a
+/// line of its own (a mode of its own), or `[--flag META | --other]` (given together: an error).
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum Shape {
-    /// `[--flag META]`
     Word,
-    /// `[--flag META]...`: repeatable.
     Many,
-    /// A mode of its own: a usage line of its own.
     Alone,
-    /// `[--flag META | --other]`: given together, they are an error.
-    Or(&'static str),
+    Or(S),
 }
 
-/// One flag: its spellings, what it takes, its line under Options ("": none, the help says it
-/// elsewhere), its shape in the usage line.
-#[derive(Clone, Copy)]
+/// One flag: its spellings (`-n, --lines`: the short one first), what it takes, its line under
+/// Options ("": hidden), its shape in the usage line.
 pub(super) struct Flag {
-    pub long: &'static str,
-    pub short: Option<&'static str>,
+    pub names: S,
     pub value: Value,
-    pub doc: &'static str,
+    pub doc: S,
     pub shape: Shape,
 }
 
+pub(super) const fn flag(names: S, value: Value, doc: S) -> Flag {
+    let shape = Shape::Word;
+    Flag {
+        names,
+        value,
+        doc,
+        shape,
+    }
+}
+
 impl Flag {
-    const fn new(long: &'static str, value: Value, doc: &'static str) -> Flag {
-        let (short, shape) = (None, Shape::Word);
-        Flag {
-            long,
-            short,
-            value,
-            doc,
-            shape,
-        }
-    }
-    pub const fn switch(long: &'static str, doc: &'static str) -> Flag {
-        Flag::new(long, Value::Switch, doc)
-    }
-    /// From `min` to `max`; the error says `use MIN-MAX` unless [`Flag::hint`] says otherwise.
-    pub const fn num(
-        long: &'static str,
-        meta: &'static str,
-        min: u32,
-        max: u32,
-        doc: &'static str,
-    ) -> Flag {
-        Flag::new(long, Value::Num(meta, (min, max), "use {min}-{max}"), doc)
-    }
-    pub const fn text(long: &'static str, meta: &'static str, doc: &'static str) -> Flag {
-        Flag::new(long, Value::Text(meta, None), doc)
-    }
-    /// One name of `T`.
-    pub const fn pick<T: Choice>(long: &'static str, doc: &'static str) -> Flag {
-        Flag::new(long, Value::Pick(T::WHAT, T::NAMES, None), doc)
-    }
-    /// Names of `T`, comma separated: `META[,META...]` in the usage, `METAS` under Options.
-    pub const fn list<T: Choice>(
-        long: &'static str,
-        meta: &'static str,
-        doc: &'static str,
-    ) -> Flag {
-        Flag::new(long, Value::Pick(T::WHAT, T::NAMES, Some(meta)), doc)
-    }
-    pub const fn short(mut self, short: &'static str) -> Flag {
-        self.short = Some(short);
-        self
-    }
     pub const fn shape(mut self, shape: Shape) -> Flag {
         self.shape = shape;
         self
     }
-    pub const fn hint(mut self, text: &'static str) -> Flag {
-        if let Value::Num(_, _, hint) = &mut self.value {
-            *hint = text;
-        }
-        self
-    }
-    pub const fn check(mut self, f: Check) -> Flag {
-        if let Value::Text(_, check) = &mut self.value {
-            *check = Some(f);
-        }
-        self
-    }
-
-    pub fn spelled(&self, arg: &str) -> bool {
-        self.long == arg || self.short == Some(arg)
+    /// The long spelling: how the tables and the parse functions name it.
+    pub fn long(&self) -> S {
+        self.names.rsplit(", ").next().unwrap_or(self.names)
     }
     pub fn takes_value(&self) -> bool {
         !matches!(self.value, Value::Switch)
     }
-    /// What follows it in the help: ` META` in a usage line (`usage`) or under Options.
-    fn meta(&self, usage: bool) -> String {
+    pub fn spelled(&self, arg: &str) -> bool {
+        self.names.split(", ").any(|n| n == arg)
+    }
+    /// What follows its name: ` META`.
+    fn meta(&self) -> String {
         match self.value {
             Value::Switch => String::new(),
-            Value::Num(meta, ..) | Value::Text(meta, _) => format!(" {meta}"),
-            Value::Pick(_, names, None) => format!(" {}", names.join("|")),
-            Value::Pick(.., Some(m)) if usage => format!(" {m}[,{m}...]"),
-            Value::Pick(.., Some(m)) => format!(" {m}S"),
+            Value::Num(m, _) | Value::Text(m, _) => format!(" {m}"),
+            Value::Pick(_, names) => format!(" {}", names.join("|")),
+            Value::List(m, ..) => format!(" {m}[,{m}...]"),
         }
     }
-    /// `-n N`: in a usage line, by its short spelling where it has one.
+    /// `-n N`: as a usage line shows it, by its first spelling.
     pub fn usage(&self) -> String {
-        format!("{}{}", self.short.unwrap_or(self.long), self.meta(true))
+        let first = self.names.split(", ").next();
+        first.unwrap_or_default().to_string() + &self.meta()
     }
-    /// Read its value after `spelled` (when it takes one), checked.
-    fn read(&self, spelled: &str, args: &mut Args) -> Result<Got, UsageError> {
-        let value = |args: &mut Args| match args.next() {
-            Some(v) if !v.starts_with("--") => Ok(v),
-            _ => Err(UsageError::new(format!("{spelled} needs a value"))),
+    /// Its value after `arg` ("" for a switch), checked.
+    fn read(&self, arg: &str, args: &mut impl Iterator<Item = String>) -> Result<String, Error> {
+        if !self.takes_value() {
+            return Ok(String::new());
+        }
+        let v = args.next().filter(|v| !v.starts_with("--"));
+        let v = v.ok_or_else(|| UsageError(format!("{arg} needs a value")))?;
+        let each = |what, names| {
+            v.split(',')
+                .try_for_each(|w| pick(what, w, names).map(drop))
         };
-        Ok(match self.value {
-            Value::Switch => Got::Yes,
-            Value::Num(_, range, hint) => Got::Num(number(spelled, &value(args)?, range, hint)?),
-            Value::Pick(what, names, list) => {
-                let v = value(args)?;
-                let mut words = vec![v.as_str()];
-                if list.is_some() {
-                    words = v.split(',').collect();
-                }
-                let picks = words.into_iter().map(|w| pick(what, w, names));
-                Got::Names(picks.collect::<Result<_, _>>()?)
-            }
-            Value::Text(_, check) => {
-                let v = value(args)?;
-                check.map_or(Ok(()), |check| check(&v))?;
-                Got::Text(v)
-            }
-        })
+        match self.value {
+            Value::Num(_, range) => number(arg, &v, range).map(drop),
+            Value::Pick(what, names) => pick(what, &v, names).map(drop),
+            Value::List(_, what, names) => each(what, names),
+            Value::Text(_, Some(check)) => check(&v),
+            _ => Ok(()),
+        }?;
+        Ok(v)
     }
 }
 
@@ -185,18 +137,13 @@ impl Flag {
 /// the command's flags that apply to it (in usage order) and its help line. Without a help
 /// line it is hidden: parsed, but neither in the help nor among the choices an error names.
 pub(super) struct Sub {
-    pub name: &'static str,
-    pub args: &'static str,
-    pub flags: &'static [&'static str],
-    pub doc: &'static str,
+    pub name: S,
+    pub args: S,
+    pub flags: &'static [S],
+    pub doc: S,
 }
 
-pub(super) const fn sub(
-    name: &'static str,
-    args: &'static str,
-    flags: &'static [&'static str],
-    doc: &'static str,
-) -> Sub {
+pub(super) const fn sub(name: S, args: S, flags: &'static [S], doc: S) -> Sub {
     Sub {
         name,
         args,
@@ -205,317 +152,258 @@ pub(super) const fn sub(
     }
 }
 
-/// A part of a help text after the usage lines (each follows a blank line).
+/// A part of a help between its usage lines and its options: prose as written, words with
+/// their docs after a heading ("": none), or the visible subcommands with their docs.
 pub(super) enum Section {
-    /// Prose, as written.
-    Text(&'static str),
-    /// A heading ("": none), then rows of a term and its doc, the docs at a column.
-    Rows(&'static str, usize, &'static [Rows]),
+    Text(S),
+    Words(S, &'static [&'static [(S, S)]]),
+    Subs,
 }
-
-pub(super) enum Rows {
-    /// Written out: a [`Choice`]'s `ROWS`, or terms of their own.
-    Pairs(&'static [(&'static str, &'static str)]),
-    /// The command's flags that have a doc, then `-h, --help` when true.
-    Flags(bool),
-    /// The visible subcommands: with their words and flags when true, else by name.
-    Subs(bool),
-}
-
-/// Options, then `-h, --help`.
-pub(super) const OPTIONS: &[Rows] = &[Rows::Flags(true)];
 
 /// One command: the table the parser reads and the help is rendered from.
 pub(super) struct Cmd {
-    pub name: &'static str,
+    pub name: S,
     /// Its line in `cargo xtask --help`, and the first line of its own help.
-    pub about: &'static str,
-    pub title: &'static str,
-    /// Positional words in its usage line (`[OPTIONS]`: the flags are not listed there).
-    pub args: &'static str,
+    pub about: S,
+    pub title: S,
+    /// Positional words in its usage line (`...` at the end: any number of them).
+    pub args: S,
     pub flags: &'static [Flag],
     pub subs: &'static [Sub],
-    /// The subcommand when none is named (then each has a usage line of its own).
-    pub default: Option<&'static str>,
+    /// The subcommand when none is named.
+    pub default: Option<S>,
+    /// What its help says before the options; the environment variables it reads, after them.
     pub help: &'static [Section],
-    pub parse: fn(&mut Args) -> Result<Command, UsageError>,
+    pub env: &'static [(S, S)],
+    pub parse: fn(Vec<String>) -> Result<Command, UsageError>,
 }
 
-/// Usage lines wrap before this column.
-const USAGE_WIDTH: usize = 110;
+/// What a table leaves out.
+pub(super) const NONE: Cmd = Cmd {
+    name: "",
+    about: "",
+    title: "",
+    args: "",
+    flags: &[],
+    subs: &[],
+    default: None,
+    help: &[],
+    env: &[],
+    parse: |_| unreachable!("every table names its parse function"),
+};
+
+/// Words from column `col` joined by spaces; one that would end past `LINE` starts a line at
+/// column `indent`.
+fn fill<'a>(words: impl IntoIterator<Item = &'a str>, mut col: usize, indent: usize) -> String {
+    let mut out = String::new();
+    for w in words.into_iter().filter(|w| !w.is_empty()) {
+        if !out.is_empty() && col + 1 + w.len() > LINE {
+            (out, col) = (out + "\n" + &" ".repeat(indent), indent);
+        } else if !out.is_empty() {
+            (out, col) = (out + " ", col + 1);
+        }
+        (out, col) = (out + w, col + w.len());
+    }
+    out
+}
+
+/// `  TERM  DOC` with the docs at column `2 + width`, filled to the line's end.
+fn rows<'a>(out: &mut String, width: usize, rows: impl Iterator<Item = (String, &'a str)>) {
+    for (term, doc) in rows {
+        let pad = match term.len() + 2 > width {
+            true => format!("\n{}", " ".repeat(2 + width)),
+            false => " ".repeat(width - term.len()),
+        };
+        let doc = fill(doc.split(' '), 2 + width, 2 + width);
+        *out += &format!("  {term}{pad}{doc}\n");
+    }
+}
 
 impl Cmd {
     pub fn flag(&self, long: &str) -> &'static Flag {
-        let flags: &'static [Flag] = self.flags;
-        flags
-            .iter()
-            .find(|f| f.long == long)
-            .expect("a flag of the table")
+        let flag = self.flags.iter().find(|f| f.long() == long);
+        flag.expect("a flag of the table")
     }
     pub fn visible(&self) -> impl Iterator<Item = &'static Sub> {
-        let subs: &'static [Sub] = self.subs;
-        subs.iter().filter(|s| !s.doc.is_empty())
+        self.subs.iter().filter(|s| !s.doc.is_empty())
     }
     /// The subcommand named `word` (hidden ones too), or the error naming the visible ones.
-    pub fn sub(&self, what: &str, word: &str) -> Result<&'static Sub, UsageError> {
-        let subs: &'static [Sub] = self.subs;
-        let names: Vec<&str> = self.visible().map(|s| s.name).collect();
-        let sub = subs.iter().find(|s| s.name == word);
-        sub.ok_or_else(|| UsageError::choice(what, word, &names))
+    pub fn sub(&self, word: &str) -> Result<&'static Sub, UsageError> {
+        let names: Vec<S> = self.visible().map(|s| s.name).collect();
+        let what = format!("{} command", self.name);
+        let sub = self.subs.iter().find(|s| s.name == word);
+        sub.ok_or_else(|| UsageError::choice(&what, word, &names))
     }
-    /// The usage words of these flags: `[--x]`, `[--a N | --b]`, `[--f X]...`.
-    fn words(&self, longs: &[&str]) -> Vec<String> {
-        let flags = longs.iter().map(|l| self.flag(l));
-        let shown = flags.filter(|f| {
-            !longs
-                .iter()
-                .any(|o| self.flag(o).shape == Shape::Or(f.long))
-        });
-        let word = |f: &Flag| match f.shape {
+    /// `cargo xtask NAME WORDS… [--x] [--a N | --b] [--f X]...`, wrapped under its first word.
+    fn line(&self, words: &[&str], flags: &[&Flag]) -> String {
+        let paired = |f: &&&Flag| flags.iter().any(|o| o.shape == Shape::Or(f.long()));
+        let word = |f: &&Flag| match f.shape {
             Shape::Many => format!("[{}]...", f.usage()),
             Shape::Or(other) => format!("[{} | {}]", f.usage(), self.flag(other).usage()),
             _ => format!("[{}]", f.usage()),
         };
-        shown.map(word).collect()
+        let flags: Vec<String> = flags.iter().filter(|f| !paired(f)).map(word).collect();
+        let start = format!("cargo xtask {}", self.name);
+        let words = once(start.as_str()).chain(words.iter().copied());
+        let words = words.chain(flags.iter().map(String::as_str));
+        fill(words, "Usage: ".len(), "Usage: ".len() + start.len() + 1)
     }
-    /// `cargo xtask NAME WORDS…`, wrapped under its first word.
-    fn line(&self, words: &[String]) -> String {
-        let mut line = format!("cargo xtask {}", self.name);
-        let indent = " ".repeat("Usage: ".len() + line.len() + 1);
-        let mut col = "Usage: ".len() + line.len();
-        for w in words.iter().filter(|w| !w.is_empty()) {
-            let wrap = col + 1 + w.len() > USAGE_WIDTH;
-            line += if wrap { "\n" } else { " " };
-            line += if wrap { &indent } else { "" };
-            col = if wrap { indent.len() } else { col + 1 } + w.len();
-            line += w;
+    /// A line for the command, and one for each flag that is a mode of its own; with
+    /// subcommands, a line for each, those with the default's words sharing its line: `[a|b]`.
+    fn usage(&self) -> Vec<String> {
+        if self.subs.is_empty() {
+            let flags = self.flags.iter();
+            let (alone, flags): (Vec<_>, Vec<_>) = flags.partition(|f| f.shape == Shape::Alone);
+            let alone = alone.into_iter().map(|f| self.line(&[&f.usage()], &[]));
+            return once(self.line(&[self.args], &flags)).chain(alone).collect();
         }
-        line
-    }
-    fn usage_lines(&self) -> Vec<String> {
-        let visible: Vec<&Sub> = self.visible().collect();
-        if let Some(default) = self.default {
-            // Those taking the same flags as the default share its line: [a|b|c].
-            let first = visible
-                .iter()
-                .find(|s| s.name == default)
-                .expect("a subcommand");
-            let (same, others): (Vec<&Sub>, _) =
-                visible.iter().partition(|s| s.flags == first.flags);
-            let same: Vec<&str> = same.iter().map(|s| s.name).collect();
-            let heads = std::iter::once(format!("[{}]", same.join("|")));
-            let heads = heads.chain(others.iter().map(|s| s.name.to_string()));
-            let subs = std::iter::once(*first).chain(others.iter().copied());
-            let line = |(head, s): (String, &Sub)| {
-                self.line(&[vec![head, s.args.into()], self.words(s.flags)].concat())
-            };
-            return heads.zip(subs).map(line).collect();
-        }
-        if !self.subs.is_empty() {
-            let names: Vec<&str> = visible.iter().map(|s| s.name).collect();
-            return vec![self.line(&[format!("<{}>", names.join("|")), "[ARGS]".into()])];
-        }
-        let (alone, longs): (Vec<&Flag>, Vec<&Flag>) =
-            self.flags.iter().partition(|f| f.shape == Shape::Alone);
-        let longs: Vec<&str> = longs.iter().map(|f| f.long).collect();
-        let mut words = vec![self.args.to_string()];
-        if self.args != "[OPTIONS]" {
-            words.extend(self.words(&longs));
-        }
-        let alone = alone.into_iter().map(|f| self.line(&[f.usage()]));
-        std::iter::once(self.line(&words)).chain(alone).collect()
-    }
-    fn rows(&self, rows: &Rows) -> Vec<(String, &'static str)> {
-        let flags: &'static [Flag] = self.flags;
-        match rows {
-            Rows::Pairs(pairs) => pairs.iter().map(|(t, d)| (t.to_string(), *d)).collect(),
-            Rows::Flags(help) => {
-                let documented = flags.iter().filter(|f| !f.doc.is_empty());
-                let short = |f: &Flag| f.short.map(|s| format!("{s}, ")).unwrap_or_default();
-                let term = |f: &Flag| format!("{}{}{}", short(f), f.long, f.meta(false));
-                let help = help.then(|| ("-h, --help".to_string(), "print this help"));
-                documented.map(|f| (term(f), f.doc)).chain(help).collect()
+        let mut heads: Vec<(String, &Sub)> = Vec::new();
+        for s in self.visible() {
+            match heads.last_mut() {
+                Some((head, d)) if self.default == Some(d.name) && d.flags == s.flags => {
+                    *head = format!("[{}|{}]", head.trim_matches(['[', ']']), s.name);
+                }
+                _ => heads.push((s.name.to_string(), s)),
             }
-            Rows::Subs(full) => self
-                .visible()
-                .map(|s| match (full, self.default == Some(s.name)) {
-                    (true, _) => {
-                        let words =
-                            [vec![s.name.into(), s.args.into()], self.words(s.flags)].concat();
-                        let words: Vec<String> =
-                            words.into_iter().filter(|w| !w.is_empty()).collect();
-                        (words.join(" "), s.doc)
-                    }
-                    (false, true) => (format!("{} (default)", s.name), s.doc),
-                    (false, false) => (s.name.to_string(), s.doc),
-                })
-                .collect(),
         }
+        let line = |(head, s): (String, &Sub)| {
+            let flags: Vec<&Flag> = s.flags.iter().map(|l| self.flag(l)).collect();
+            self.line(&[&head, s.args], &flags)
+        };
+        heads.into_iter().map(line).collect()
     }
     /// `cargo xtask NAME --help`.
     pub fn help(&self) -> String {
         let mut out = format!("cargo xtask {}: {}\n\n", self.name, self.title);
-        for (i, line) in self.usage_lines().iter().enumerate() {
-            out += if i == 0 { "Usage: " } else { "       " };
-            out += &format!("{line}\n");
+        for (i, line) in self.usage().iter().enumerate() {
+            out += &format!("{}{line}\n", ["Usage: ", "       "][usize::from(i > 0)]);
         }
+        let default = |s: &Sub| ["", " (default)"][usize::from(self.default == Some(s.name))];
+        let subs = || {
+            self.visible()
+                .map(move |s| (s.name.to_string() + default(s), s.doc))
+        };
         for section in self.help {
+            out += "\n";
             match section {
-                Section::Text(text) => out += &format!("\n{text}\n"),
-                Section::Rows(head, width, rows) => {
-                    let rows: Vec<_> = rows.iter().flat_map(|r| self.rows(r)).collect();
-                    out += "\n";
-                    render_rows(&mut out, head, *width, &rows);
+                Section::Text(text) => out += &format!("{text}\n"),
+                Section::Words(head, lists) => {
+                    out += &format!("{head}{}", ["\n", ""][usize::from(head.is_empty())]);
+                    let words = lists.iter().flat_map(|l| l.iter());
+                    rows(&mut out, WORDS, words.map(|(w, doc)| (w.to_string(), *doc)));
                 }
+                Section::Subs => rows(&mut out, WORDS, subs()),
             }
+        }
+        let flags = self.flags.iter().filter(|f| !f.doc.is_empty());
+        let flags = flags.map(|f| (f.names.to_string() + &f.meta(), f.doc));
+        let help = ("-h, --help".to_string(), "print this help");
+        out += "\nOptions:\n";
+        rows(&mut out, OPTIONS, flags.chain([help]));
+        if !self.env.is_empty() {
+            out += "\nEnvironment:\n";
+            rows(
+                &mut out,
+                OPTIONS,
+                self.env.iter().map(|(v, doc)| (v.to_string(), *doc)),
+            );
         }
         out
     }
 }
 
-/// A heading, then `  TERM  DOC` with the docs at column `2 + width` (a longer term gets a
-/// line of its own); a doc's further lines are indented to the same column.
-pub(super) fn render_rows(out: &mut String, head: &str, width: usize, rows: &[(String, &str)]) {
-    if !head.is_empty() {
-        *out += &format!("{head}\n");
-    }
-    let indent = " ".repeat(2 + width);
-    for (term, doc) in rows {
-        match term.len() >= width {
-            true => *out += &format!("  {term}\n{indent}"),
-            false => *out += &format!("  {term:<width$}"),
-        }
-        *out += &format!("{}\n", doc.replace('\n', &format!("\n{indent}")));
-    }
+/// `cargo xtask` and its `--help`: the commands.
+pub(super) fn top_help(commands: &[Cmd]) -> String {
+    let mut out = "cargo xtask: build, test and deploy the innercontext monorepo\n\n\
+                   Usage: cargo xtask <COMMAND> [ARGS]\n\nCommands:\n"
+        .to_string();
+    let names = commands.iter().map(|c| (c.name.to_string(), c.about));
+    rows(&mut out, WORDS, names);
+    out + "\nRun 'cargo xtask <COMMAND> --help' for the arguments of one command.\n"
 }
 
-/// A cursor over the arguments after the command name.
-pub(super) struct Args {
-    pub items: Vec<String>,
-    pub pos: usize,
+/// What was given: the flags in order with their values (checked; "" for a switch), and the
+/// positional words.
+#[derive(Default)]
+pub(super) struct Given {
+    /// `ci`, `deploy rollback`: the command as errors name it.
+    pub label: String,
+    pub flags: Vec<(&'static Flag, String)>,
+    pub words: Vec<String>,
 }
-
-impl Args {
-    pub fn next(&mut self) -> Option<String> {
-        let item = self.items.get(self.pos).cloned();
-        self.pos += usize::from(item.is_some());
-        item
-    }
-    pub fn rest(&mut self) -> Vec<String> {
-        let rest = self.items[self.pos..].to_vec();
-        self.pos = self.items.len();
-        rest
-    }
-    /// `-h` or `--help` anywhere before `--` wins over everything else.
-    pub fn wants_help(&self) -> bool {
-        let flags = self.items[self.pos..].iter().take_while(|a| *a != "--");
-        flags.into_iter().any(|a| a == "-h" || a == "--help")
-    }
-}
-
-/// A word that is not the command's: `unknown flag` or `unexpected argument`, naming its help.
-pub(super) fn unexpected(cmd: &str, arg: &str) -> UsageError {
-    let top = cmd.split(' ').next().unwrap_or(cmd);
-    let what = ["unexpected argument", "unknown flag"][usize::from(arg.starts_with('-'))];
-    UsageError::new(format!(
-        "{what} '{arg}' for '{cmd}' (see 'cargo xtask {top} --help')"
-    ))
-}
-
-/// A flag's value, checked.
-pub(super) enum Got {
-    Yes,
-    Num(u32),
-    /// Indices into the flag's names.
-    Names(Vec<usize>),
-    Text(String),
-}
-
-/// The flags given, in order, each with its spelling and value.
-pub(super) struct Given(pub Vec<(&'static Flag, String, Got)>);
 
 impl Given {
-    fn all<'a>(&'a self, long: &'a str) -> impl Iterator<Item = &'a Got> {
-        self.0
-            .iter()
-            .filter(move |g| g.0.long == long)
-            .map(|g| &g.2)
+    fn values<'a>(&'a self, long: &'a str) -> impl Iterator<Item = &'a String> {
+        let of = move |(f, v): &'a (&Flag, String)| (f.long() == long).then_some(v);
+        self.flags.iter().filter_map(of)
     }
     pub fn on(&self, long: &str) -> bool {
-        self.all(long).next().is_some()
+        self.values(long).next().is_some()
     }
-    /// The last number given.
-    pub fn num(&self, long: &str) -> Option<u32> {
-        let num = |g: &Got| if let Got::Num(n) = g { Some(*n) } else { None };
-        self.all(long).filter_map(num).last()
-    }
-    /// The last text given.
+    /// The last value given (a flag given twice: the second).
     pub fn text(&self, long: &str) -> Option<String> {
-        self.texts(long).pop()
+        self.values(long).last().cloned()
     }
     pub fn texts(&self, long: &str) -> Vec<String> {
-        let text = |g: &Got| {
-            if let Got::Text(t) = g {
-                Some(t.clone())
-            } else {
-                None
-            }
-        };
-        self.all(long).filter_map(text).collect()
+        self.values(long).cloned().collect()
     }
-    /// Each time the flag was given, the names of `T` it named.
-    pub fn names<T: Choice>(&self, long: &str) -> Vec<Vec<T>> {
-        let of = |g: &Got| match g {
-            Got::Names(ix) => Some(ix.iter().map(|i| T::all()[*i]).collect()),
-            _ => None,
-        };
-        self.all(long).filter_map(of).collect()
+    pub fn num(&self, long: &str) -> Option<u32> {
+        let n = self.text(long).map(|v| v.parse());
+        n.map(|n| n.expect("checked when read"))
     }
-    /// The last name given.
-    pub fn pick<T: Choice>(&self, long: &str) -> Option<T> {
-        self.names::<T>(long).pop().and_then(|n| n.last().copied())
+    /// Every name given, in order: a list flag given twice names both lists.
+    pub fn names<T: Choice>(&self, long: &str) -> Vec<T> {
+        let words = self.values(long).flat_map(|v| v.split(','));
+        let index = |w| pick(T::WHAT, w, T::NAMES).expect("checked when read");
+        words.map(|w| T::all()[index(w)]).collect()
+    }
+    /// `LABEL needs WHAT`.
+    pub fn needs(&self, what: &str) -> UsageError {
+        UsageError(format!("{} needs {what}", self.label))
+    }
+    /// `WHY (see 'cargo xtask COMMAND --help')`.
+    pub fn see(&self, why: String) -> UsageError {
+        let top = self.label.split(' ').next().unwrap_or_default();
+        UsageError(format!("{why} (see 'cargo xtask {top} --help')"))
     }
 }
 
-/// Read the flags of `cmd` (of `sub` only, when given) to the end, checking each value as it
-/// comes, and hand every other word to `word`, in order. A word starting with `-` is an unknown
-/// flag, unless it comes after `--` (when the command takes `--` as the end of its flags).
-/// `label` names the command in errors. Flags that exclude each other fail after the scan.
-pub(super) fn scan(
-    args: &mut Args,
-    label: &str,
-    cmd: &Cmd,
-    sub: Option<&Sub>,
-    dashdash: bool,
-    mut word: impl FnMut(String) -> Result<(), UsageError>,
-) -> Result<Given, UsageError> {
-    let (mut given, mut words_only) = (Vec::new(), false);
-    let flags: &'static [Flag] = cmd.flags;
-    let applies = |f: &&Flag| sub.is_none_or(|s| s.flags.contains(&f.long));
+/// Read `args` as the words of `cmd` (of its subcommand `sub`, when given): each flag's value
+/// checked as it comes, a word starting with `-` (but not `-5`) an unknown flag, every word
+/// after `--` positional, a flag of another subcommand refused, and positional words beyond
+/// what the usage line shows unexpected. Flags that exclude each other fail after the scan.
+pub(super) fn scan(args: Vec<String>, cmd: &Cmd, sub: Option<&Sub>) -> Result<Given, Error> {
+    let label = sub.map_or(cmd.name.into(), |s| format!("{} {}", cmd.name, s.name));
+    let mut g = Given {
+        label,
+        ..Given::default()
+    };
+    let usage = sub.map_or(cmd.args, |s| s.args);
+    let (words, _) = usage.split_once(" | ").unwrap_or((usage, ""));
+    let max = [words.split_whitespace().count(), usize::MAX][usize::from(usage.ends_with("..."))];
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        match flags.iter().find(|f| f.spelled(&arg)).filter(applies) {
-            _ if words_only => word(arg)?,
-            _ if dashdash && arg == "--" => words_only = true,
-            Some(flag) => {
-                let got = flag.read(&arg, args)?;
-                given.push((flag, arg, got));
+        let number = arg.len() > 1 && arg.as_bytes()[1].is_ascii_digit();
+        match cmd.flags.iter().find(|f| f.spelled(&arg)) {
+            _ if arg == "--" => g.words.extend(args.by_ref()),
+            None if arg.starts_with('-') && !number => {
+                return Err(g.see(format!("unknown flag '{arg}' for '{}'", g.label)));
             }
-            None if arg.starts_with('-') => return Err(unexpected(label, &arg)),
-            None => word(arg)?,
+            None => g.words.push(arg),
+            Some(f) if sub.is_some_and(|s| !s.flags.contains(&f.long())) => {
+                return Err(g.see(format!("flag '{arg}' does not apply to '{}'", g.label)));
+            }
+            Some(f) => g.flags.push((f, f.read(&arg, &mut args)?)),
+        }
+        if let Some(extra) = g.words.get(max) {
+            return Err(g.see(format!("unexpected argument '{extra}' for '{}'", g.label)));
         }
     }
-    for (flag, ..) in &given {
-        if let Shape::Or(other) = flag.shape {
-            if given.iter().any(|(f, ..)| f.long == other) {
-                let both = format!("{} and {other} exclude each other", flag.long);
-                return Err(UsageError::new(both));
-            }
+    for (f, _) in &g.flags {
+        if let Shape::Or(other) = f.shape {
+            let both = format!("{} and {other} exclude each other", f.long());
+            refuse(g.on(other), &both)?;
         }
     }
-    Ok(Given(given))
-}
-
-/// For commands without positional words: each is unexpected.
-pub(super) fn no_words(label: &str) -> impl FnMut(String) -> Result<(), UsageError> + '_ {
-    move |w| Err(unexpected(label, &w))
+    Ok(g)
 }

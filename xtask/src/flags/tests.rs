@@ -25,7 +25,7 @@ fn err(args: &[&str]) -> String {
 
 #[test]
 fn no_args_and_help_print_top_help() {
-    let top = commands::top_help();
+    let top = table::top_help(&commands::COMMANDS);
     assert_eq!(p(&[]), Ok(Parsed::Help(top.clone())));
     assert_eq!(p(&["--help"]), Ok(Parsed::Help(top.clone())));
     assert_eq!(p(&["-h"]), Ok(Parsed::Help(top)));
@@ -46,7 +46,7 @@ fn every_command_has_its_own_help() {
         let help = help_of(cmd);
         assert_eq!(p(&[cmd, "--help"]), Ok(Parsed::Help(help.clone())), "{cmd}");
         assert!(
-            commands::top_help().contains(&format!("  {cmd} ")),
+            table::top_help(&commands::COMMANDS).contains(&format!("  {cmd} ")),
             "{cmd} missing from top help"
         );
         assert!(help.contains(&format!("cargo xtask {cmd}")));
@@ -519,12 +519,7 @@ fn bench_hosts() {
 fn the_tables_hold_together() {
     for cmd in &commands::COMMANDS {
         // Each spelling belongs to one flag; every flag a subcommand names is in the table.
-        let mut spellings: Vec<&str> = cmd
-            .flags
-            .iter()
-            .flat_map(|f| [Some(f.long), f.short])
-            .flatten()
-            .collect();
+        let mut spellings: Vec<&str> = cmd.flags.iter().flat_map(|f| f.names.split(", ")).collect();
         let n = spellings.len();
         spellings.sort_unstable();
         spellings.dedup();
@@ -532,7 +527,7 @@ fn the_tables_hold_together() {
         for sub in cmd.subs {
             sub.flags
                 .iter()
-                .for_each(|f| assert_eq!(cmd.flag(f).long, *f, "{} {}", cmd.name, sub.name));
+                .for_each(|f| assert_eq!(cmd.flag(f).long(), *f, "{} {}", cmd.name, sub.name));
         }
         if let Some(default) = cmd.default {
             assert!(cmd.visible().any(|s| s.name == default), "{}", cmd.name);
@@ -562,9 +557,117 @@ fn helpers_say_what_is_valid() {
         table::pick("role", "web", Role::NAMES),
         Err(UsageError("unknown role 'web' (valid: app, db)".into()))
     );
-    assert_eq!(table::number("-n", "7", (1, 9), "use {min}-{max}"), Ok(7));
+    assert_eq!(table::number("-n", "7", (1, 9, "lines")), Ok(7));
     for bad in ["0", "10", "x", "", "-1", " 7"] {
-        let e = table::number("-n", bad, (1, 9), "use {min}-{max}").unwrap_err();
-        assert_eq!(e.0, format!("invalid -n '{bad}': use 1-9"));
+        let e = table::number("-n", bad, (1, 9, "lines")).unwrap_err();
+        assert_eq!(e.0, format!("invalid -n '{bad}': use 1-9 lines"));
     }
+}
+
+#[test]
+fn check_runs_each_part_once_in_the_order_first_named() {
+    use CheckPart::*;
+    let parts = |args: &[&str]| match run(&[&["check"], args].concat()) {
+        Command::Check(c) => c.parts,
+        other => panic!("{other:?}"),
+    };
+    // `all` names the three: backend is not run twice.
+    assert_eq!(parts(&["all", "backend"]), vec![Backend, Frontend, Build]);
+    assert_eq!(parts(&["build", "all"]), vec![Build, Backend, Frontend]);
+    assert_eq!(parts(&["build", "backend", "build"]), vec![Build, Backend]);
+    assert_eq!(parts(&["backend", "backend"]), vec![Backend]);
+}
+
+#[test]
+fn testhost_asks_for_the_name_a_flag_took_the_place_of() {
+    assert_eq!(
+        err(&["testhost", "up", "--role", "db"]),
+        "testhost up needs a machine NAME"
+    );
+    assert_eq!(
+        run(&["testhost", "up", "--role", "db", "app"]),
+        Command::Testhost(Testhost::Up {
+            name: "app".into(),
+            role: Role::Db
+        })
+    );
+    assert_eq!(
+        err(&["testhost", "poweroff", "--hard"]),
+        "testhost poweroff needs a machine NAME"
+    );
+    // A flag of another subcommand is named as such, as deploy does.
+    assert_eq!(
+        err(&["testhost", "up", "app", "--hard"]),
+        "flag '--hard' does not apply to 'testhost up' (see 'cargo xtask testhost --help')"
+    );
+}
+
+#[test]
+fn list_flags_add_up_when_repeated() {
+    let stages = |args: &[&str]| match run(&[&["ci"], args].concat()) {
+        Command::Ci(ci) => ci.stages,
+        other => panic!("{other:?}"),
+    };
+    use Stage::*;
+    assert_eq!(
+        stages(&["--only", "e2e", "--only", "rust"]),
+        vec![Rust, E2e]
+    );
+    assert_eq!(
+        stages(&["--skip", "e2e", "--skip", "tools,rust"]),
+        vec![Backend, Frontend, Config]
+    );
+    assert_eq!(
+        stages(&["--only", "e2e,rust,tools", "--skip", "tools"]),
+        vec![Rust, E2e]
+    );
+    let Command::Bench(b) = run(&["bench", "--only", "files", "--only", "load,files"]) else {
+        panic!()
+    };
+    assert_eq!(b.phases, vec![BenchPhase::Load, BenchPhase::Files]);
+}
+
+#[test]
+fn deploy_lines_is_the_long_form_of_n_and_in_the_help() {
+    assert!(help_of("deploy").contains("\n  -n, --lines N "));
+    for n in ["-n", "--lines"] {
+        assert_eq!(
+            run(&["deploy", "log", n, "7"]),
+            Command::Deploy(Deploy::Log { lines: 7 })
+        );
+    }
+}
+
+#[test]
+fn every_help_has_the_one_layout() {
+    for cmd in &commands::COMMANDS {
+        let help = cmd.help();
+        assert!(help.starts_with(&format!("cargo xtask {}: ", cmd.name)));
+        assert!(
+            help.contains("\nOptions:\n") && help.contains("\n  -h, --help               print"),
+            "{help}"
+        );
+        for line in help.lines() {
+            assert!(line.len() <= 100, "{}: {line:?}", cmd.name);
+        }
+        // A flag without a doc is one only hidden subcommands take.
+        for f in cmd.flags.iter().filter(|f| f.doc.is_empty()) {
+            let takes = |s: &table::Sub| s.flags.contains(&f.long());
+            assert!(
+                !cmd.visible().any(takes),
+                "{}: {} has no doc",
+                cmd.name,
+                f.names
+            );
+            assert!(
+                cmd.subs.iter().any(takes),
+                "{}: {} is taken by none",
+                cmd.name,
+                f.names
+            );
+        }
+    }
+    // A value repeated in a list is spelled one way, in the usage and under Options alike.
+    let help = help_of("ci");
+    assert_eq!(help.matches("--only STAGE[,STAGE...]").count(), 2, "{help}");
 }

@@ -7,8 +7,14 @@ import { describeApiError, isArrayOf, isPricePoint, isProduct } from '#lib/api-d
 import { withOneResend } from '#lib/retry.ts';
 import type { NewProduct, PricePoint, Product } from '#lib/types.ts';
 
-/** How long one API call (connect + response + body) may take. */
-const TIMEOUT_MS = 3000;
+/**
+ * How long one API call (connect + response + body) may take. It must outlast a restart of the
+ * API: systemd holds the API's socket through it, so a request sent meanwhile waits in the
+ * socket's queue until the new process answers, which takes 1-2 s on a quiet host and was seen
+ * taking 3.4 s on a busy one (a 3 s limit turned those waits into 503 pages during deploys). A
+ * hung API still ends in the error page, after this long.
+ */
+const TIMEOUT_MS = 10_000;
 
 const UNREACHABLE = 'The innercontext API is unreachable right now. Please try again in a moment.';
 const BAD_RESPONSE = 'The innercontext API returned an unexpected response.';

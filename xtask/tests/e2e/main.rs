@@ -14,7 +14,7 @@
 //! cargo test -p xtask --test e2e -- --list            # names only (--groups: by group)
 //! ```
 //!
-//! Also `--skip TEXT`, `--exact`, `--jobs N` (groups at once, default 3, or
+//! Also `--skip TEXT`, `--exact`, `--jobs N` (groups at once, default 4, or
 //! `INNERCONTEXT_E2E_JOBS`) and `--nocapture` (every line of every group). Other libtest flags
 //! cargo may pass are accepted and ignored. A selection that matches nothing fails.
 
@@ -89,15 +89,26 @@ pub const DEPLOY: Group = Group {
     name: "deploy",
     tag: 'd',
 };
-/// The fault matrix, signals: SIGKILL, SIGTERM, SIGINT, SIGHUP at each step.
+/// The fault matrix, signals to the deployer's process: SIGKILL and SIGTERM at each step.
 pub const MATRIX: Group = Group {
     name: "matrix",
     tag: 'x',
 };
-/// The fault matrix, the connection and a second deployer: cut, drop, concurrent.
+/// The fault matrix, a terminal's signals to the deployer's whole process group: SIGINT
+/// (Ctrl-C) and SIGHUP (a closed terminal) at each step.
+pub const TERMINAL: Group = Group {
+    name: "terminal",
+    tag: 'k',
+};
+/// The fault matrix, the connection: cut, drop.
 pub const LINKS: Group = Group {
     name: "links",
     tag: 'l',
+};
+/// The fault matrix, a second deployer at each step.
+pub const CONCURRENT: Group = Group {
+    name: "concurrent",
+    tag: 'q',
 };
 /// The deployer's own troubles (a clock an hour off, a Ctrl-C while connecting, a stop, a
 /// connection back only after the job ended), and its last words read from the server.
@@ -157,8 +168,24 @@ pub const DEMO: Group = Group {
 
 /// Every group, in the order they start: the longest first.
 pub const GROUPS: &[&Group] = &[
-    &MATRIX, &LINKS, &FLEET, &CLIENT, &WEB, &LIFECYCLE, &STATE, &POWER, &FAULTS, &RESTARTS,
-    &DEPLOY, &UX, &SECURITY, &SETUP, &HOST, &DEMO,
+    &MATRIX,
+    &TERMINAL,
+    &LINKS,
+    &CONCURRENT,
+    &FLEET,
+    &CLIENT,
+    &WEB,
+    &LIFECYCLE,
+    &STATE,
+    &POWER,
+    &FAULTS,
+    &RESTARTS,
+    &DEPLOY,
+    &UX,
+    &SECURITY,
+    &SETUP,
+    &HOST,
+    &DEMO,
 ];
 
 /// A registered scenario.
@@ -246,27 +273,27 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(MATRIX, faults::term_at_lock),
     scenario!(MATRIX, faults::term_at_sync),
     scenario!(MATRIX, faults::term_at_activate),
-    scenario!(MATRIX, faults::interrupt_at_lock),
-    scenario!(MATRIX, faults::interrupt_at_upload),
-    scenario!(MATRIX, faults::interrupt_at_sync),
-    scenario!(MATRIX, faults::interrupt_at_migrate),
-    scenario!(MATRIX, faults::interrupt_at_activate),
-    scenario!(MATRIX, faults::interrupt_at_record),
-    scenario!(MATRIX, faults::hangup_at_lock),
-    scenario!(MATRIX, faults::hangup_at_upload),
-    scenario!(MATRIX, faults::hangup_at_sync),
-    scenario!(MATRIX, faults::hangup_at_migrate),
-    scenario!(MATRIX, faults::hangup_at_activate),
+    scenario!(TERMINAL, faults::interrupt_at_lock),
+    scenario!(TERMINAL, faults::interrupt_at_upload),
+    scenario!(TERMINAL, faults::interrupt_at_sync),
+    scenario!(TERMINAL, faults::interrupt_at_migrate),
+    scenario!(TERMINAL, faults::interrupt_at_activate),
+    scenario!(TERMINAL, faults::interrupt_at_record),
+    scenario!(TERMINAL, faults::hangup_at_lock),
+    scenario!(TERMINAL, faults::hangup_at_upload),
+    scenario!(TERMINAL, faults::hangup_at_sync),
+    scenario!(TERMINAL, faults::hangup_at_migrate),
+    scenario!(TERMINAL, faults::hangup_at_activate),
     scenario!(LINKS, faults::cut_at_lock),
     scenario!(LINKS, faults::cut_at_upload),
     scenario!(LINKS, faults::cut_at_sync),
     scenario!(LINKS, faults::cut_at_activate),
     scenario!(LINKS, faults::drop_at_upload),
     scenario!(LINKS, faults::drop_at_activate),
-    scenario!(LINKS, faults::concurrent_at_lock),
-    scenario!(LINKS, faults::concurrent_at_upload),
-    scenario!(LINKS, faults::concurrent_at_sync),
-    scenario!(LINKS, faults::concurrent_at_activate),
+    scenario!(CONCURRENT, faults::concurrent_at_lock),
+    scenario!(CONCURRENT, faults::concurrent_at_upload),
+    scenario!(CONCURRENT, faults::concurrent_at_sync),
+    scenario!(CONCURRENT, faults::concurrent_at_activate),
     scenario!(
         CLIENT,
         client::a_clock_an_hour_ahead_never_stalls_the_deployer

@@ -560,11 +560,12 @@ fn parent(sel: &Selection, chosen: &[&'static Scenario]) -> Result<ExitCode> {
         secs(wall.elapsed())
     );
     print_fault_matrix(&reported);
+    // Each failure again at the very end, with its first lines: a CI log is often read
+    // from its tail, and the table alone does not say what broke.
     for o in reported.iter().filter(|o| o.error.is_some()) {
         let e = o.error.as_deref().unwrap_or("");
-        if e.starts_with("not run") {
-            println!("{}: {e}", o.scenario.name);
-        }
+        let head: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).take(3).collect();
+        println!("FAIL {}: {}", label(o), head.join(" | "));
     }
     if !left.is_empty() {
         println!("FAIL  this run left behind: {left:#?}");

@@ -141,7 +141,7 @@ pub mod layout {
     pub const NGINX_SITE: &str = "/etc/nginx/sites-available/innercontext";
 }
 
-/// `date -u +FORMAT` of a release name (`20261128T101530Z`); [`crate::release`] parses it.
+/// `date -u +FORMAT` of a release name (`20261128T101530Z`); [`crate::deploy::release`] parses it.
 pub const NAME_DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// The same as a shell `case` pattern.
 pub const NAME_PATTERN: &str =
@@ -467,7 +467,7 @@ mod tests {
             .output()
             .unwrap();
         let made = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(made.trim(), crate::release::name_for(t));
+        assert_eq!(made.trim(), crate::deploy::release::name_for(t));
         // And the shell pattern accepts exactly the names release.rs accepts.
         for name in [
             "20261128T101530Z",
@@ -486,7 +486,7 @@ mod tests {
                 .unwrap();
             assert_eq!(
                 status.success(),
-                name.len() == 16 && crate::release::parse_name(name).is_some(),
+                name.len() == 16 && crate::deploy::release::parse_name(name).is_some(),
                 "{name}"
             );
         }

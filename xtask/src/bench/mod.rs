@@ -27,10 +27,11 @@ use xshell::Shell;
 
 use crate::ci::{self, Noise};
 use crate::demo::Environment;
+use crate::deploy::release;
 use crate::flags::{Bench, BenchPhase, CheckPart, Role};
 use crate::scratch::Scratch;
 use crate::testhost::{self, Machine};
-use crate::{interrupt, release, tools, ui};
+use crate::{interrupt, tools, ui};
 
 use side::{Kind, Op, Side};
 use table::{Floor, FloorParts, Key, Row, Target, Unit};

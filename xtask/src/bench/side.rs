@@ -205,7 +205,7 @@ impl Side {
         let root = crate::config::DEFAULT_ROOT;
         let newest = self.exec(&format!("ls -1 {root}/releases | sort | tail -n 1"))?;
         let newest = newest.trim();
-        if !crate::release::is_name(newest) {
+        if !crate::deploy::release::is_name(newest) {
             bail!(
                 "no release to go back to on {}: '{newest}'",
                 self.machine().name

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::contract::HEARTBEAT_MS;
+use crate::deploy::lock::LockInfo;
 use crate::deploy::log::Entry;
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
 use crate::interrupt;
-use crate::lock::LockInfo;
 use crate::remote::{Call, Reply};
 use crate::ssh::Session;
 use crate::wait::{self, Deadline, Missed};
@@ -645,8 +646,8 @@ impl Job {
     /// What the server's files say about this job now: its result file, `current`, the lock,
     /// and deploy.log's lines since it started (two read-only calls; a signal stops them).
     pub fn read_now(&self) -> Result<Reading> {
-        let probe = Call::deploy("probe", &[("root", self.root.clone())]);
-        let reply = crate::deploy::read(&self.session, &probe)?;
+        let probe = server::probe_call(&self.root, Look::default());
+        let reply = server::read(&self.session, &probe)?;
         let recorded = (reply.get("job.token") == Some(self.token.as_str()))
             .then(|| Outcome::from_reply(&reply))
             .flatten();
@@ -657,8 +658,8 @@ impl Job {
                 ("lines", LOG_LINES.to_string()),
             ],
         );
-        let lines = crate::deploy::read(&self.session, &log)?;
-        let since = crate::release::iso(
+        let lines = server::read(&self.session, &log)?;
+        let since = crate::deploy::release::iso(
             time::OffsetDateTime::from_unix_timestamp(self.since)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         );

@@ -8,20 +8,28 @@ use anyhow::Result;
 
 use crate::config::{Config, Host};
 use crate::deploy::drift;
+use crate::deploy::release;
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
-use crate::ssh::Session;
-use crate::{release, say, show};
+use crate::show;
 
 pub fn run(cfg: &Config) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let reads = read_all(cfg, false);
+        let reads = server::probe_each(cfg, Look::default());
         for line in matrix(&reads.ok) {
             show!("{line}");
         }
         return reads.finish();
     }
-    let session = super::connect(cfg)?;
-    let snap = super::probe_with(&session, cfg, false, true)?;
+    let session = server::connect(cfg)?;
+    let snap = server::probe(
+        &session,
+        cfg,
+        Look {
+            status: false,
+            sizes: true,
+        },
+    )?;
     let mut releases = snap.releases.clone();
     releases.sort_by(|a, b| b.name.cmp(&a.name));
     show!(
@@ -93,21 +101,6 @@ pub fn run(cfg: &Config) -> Result<()> {
         show!("ROLES: {e}");
     }
     Ok(())
-}
-
-/// Every host's snapshot (`status`: units, disk and database too), each over its own
-/// connection; the warnings of those that answered.
-pub fn read_all(cfg: &Config, status: bool) -> super::fleet::Reads<Snapshot> {
-    let reads = super::fleet::read_each(cfg, "read", |h| {
-        let session = Session::connect(&h.dest, cfg.ssh_config.as_deref())?;
-        super::probe_quiet(&session, cfg, status, false)
-    });
-    for (_, s) in &reads.ok {
-        for w in s.warnings(&cfg.root) {
-            say!("warning: [{}] {w}", s.host);
-        }
-    }
-    reads
 }
 
 /// A fleet's releases as a host × release matrix, newest first: each host's recorded role,

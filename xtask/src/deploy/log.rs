@@ -6,6 +6,7 @@
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::deploy::server;
 use crate::remote::Call;
 use crate::show;
 use crate::ssh::Session;
@@ -51,7 +52,7 @@ impl Entry {
 
 pub fn run(cfg: &Config, lines: u32) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let reads = super::fleet::read_each(cfg, "read deploy.log of", |h| {
+        let reads = server::read_each(cfg, "read deploy.log of", |h| {
             read(
                 &Session::connect(&h.dest, cfg.ssh_config.as_deref())?,
                 cfg,
@@ -68,7 +69,7 @@ pub fn run(cfg: &Config, lines: u32) -> Result<()> {
         }
         return reads.finish();
     }
-    let session = super::connect(cfg)?;
+    let session = server::connect(cfg)?;
     let entries = read(&session, cfg, lines)?;
     show!("{}", columns(&HEAD, None));
     for e in &entries {
@@ -88,7 +89,7 @@ fn read(session: &Session, cfg: &Config, lines: u32) -> Result<Vec<Entry>> {
     );
     let (out, reply) = session.call(&call)?;
     if !out.status.success() {
-        anyhow::bail!("{}", super::failure(session, &call, &out.status, &reply));
+        anyhow::bail!("{}", server::failure(session, &call, &out.status, &reply));
     }
     Ok(reply.all("line").into_iter().map(Entry::parse).collect())
 }

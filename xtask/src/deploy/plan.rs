@@ -9,9 +9,9 @@ use crate::config::{Config, HostRole};
 use crate::contract::{self, Half, Unit};
 use crate::deploy::drift;
 use crate::deploy::local::Local;
+use crate::deploy::release;
 use crate::deploy::snapshot::{Current, Snapshot};
 use crate::flags::Scope;
-use crate::release;
 use crate::remote::Call;
 
 /// The units a host of `role` runs, in the contract's order.
@@ -354,12 +354,12 @@ impl JobPlan {
             ("expect_current", self.expect_current.clone()),
             ("target", target),
             ("force", force.to_string()),
-            ("deployer", crate::lock::clean(who.deployer)),
-            ("commit", crate::lock::clean(who.commit)),
+            ("deployer", crate::deploy::lock::clean(who.deployer)),
+            ("commit", crate::deploy::lock::clean(who.commit)),
             ("dirty", yn(who.dirty)),
             ("command", self.command()),
             ("client_pid", std::process::id().to_string()),
-            ("client_host", crate::lock::clean(who.host)),
+            ("client_host", crate::deploy::lock::clean(who.host)),
             ("restart", self.restart.join(",")),
             ("check", self.check.join(",")),
             ("probe", self.probes.join(",")),
@@ -394,7 +394,7 @@ fn test_pause_at() -> Option<String> {
     std::env::var("INNERCONTEXT_TEST_PAUSE_AT")
         .ok()
         .filter(|s| !s.is_empty())
-        .map(|s| crate::lock::clean(&s))
+        .map(|s| crate::deploy::lock::clean(&s))
 }
 
 /// How long assets of a release that stopped being current stay served (seconds): the
@@ -419,8 +419,8 @@ pub fn token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::release::{Made, Release, State};
     use crate::deploy::snapshot::Recorded;
-    use crate::release::{Made, Release, State};
 
     fn snap(current: Current, releases: &[(&str, State)]) -> Snapshot {
         Snapshot {

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::deploy::fleet::Output;
+use anyhow::{anyhow, Result};
+
+use crate::deploy::fleet::{Member, Output};
 use crate::deploy::job::{Event, LockNow, Outcome, Reading, Watcher};
 use crate::{say, say_part, ui};
 
-/// Renders job events as step lines: `==> LABEL ... ok (1.2s) [notes]`.
+/// Renders job events as step lines ([`ui::step_line`]: the label, then `ok (1.2s) [notes]`).
 #[derive(Default)]
 pub struct Printer {
     /// Prefix every line with the host (fleets).
@@ -170,10 +172,15 @@ impl FleetPrinter {
             .map(|(h, e)| format!("{h} {}{}", if e.0 { "" } else { "FAILED " }, e.1))
             .collect();
         say!(
-            "==> {:<44} {} ({max:.1}s) [{}]",
-            format!("{label} on {} hosts", self.hosts.len()),
-            if any_failed { "FAILED" } else { "ok" },
-            per_host.join(", ")
+            "{}",
+            ui::step_line(
+                &format!("{label} on {} hosts", self.hosts.len()),
+                &format!(
+                    "{} ({max:.1}s) [{}]",
+                    if any_failed { "FAILED" } else { "ok" },
+                    per_host.join(", ")
+                )
+            )
         );
         for (h, e) in &done {
             if !e.0 && !e.2.is_empty() {
@@ -213,10 +220,15 @@ impl Watcher for FleetPrinter {
                         .map(|n| format!(" [{}]", n.join(", ")))
                         .unwrap_or_default();
                     say!(
-                        "==> {:<44} {} ({}s){notes}",
-                        format!("[{host}] {label}"),
-                        if ok { "ok" } else { "FAILED" },
-                        e.field(2)
+                        "{}",
+                        ui::step_line(
+                            &format!("[{host}] {label}"),
+                            &format!(
+                                "{} ({}s){notes}",
+                                if ok { "ok" } else { "FAILED" },
+                                e.field(2)
+                            )
+                        )
                     );
                     if !ok && !e.field(3).is_empty() {
                         say!("    [{host}] {}", e.field(3));
@@ -407,6 +419,28 @@ pub fn reading_line(what: &str, host: &str, r: &Reading) -> (String, bool) {
         ));
     }
     (line, ok)
+}
+
+/// One host's last line and whether it is a success: the job's result as it reported it; or,
+/// when the deployer lost sight of the job on the way (a connection lost, a message that could
+/// not be sent, this process stopped), what the server's files say now.
+pub fn last_words(what: &str, m: &mut Member) -> Result<(String, bool)> {
+    if m.job.new_stop().is_some() || m.job.lost_sight || m.job.gone {
+        match m.job.read_now() {
+            Ok(r) => return Ok(reading_line(what, m.name(), &r)),
+            // The job's own words, if they came (the same as its result file).
+            Err(e) if m.job.outcome.is_none() => {
+                return Ok((unreachable_line(what, m.name(), &format!("{e:#}")), false))
+            }
+            Err(_) => {}
+        }
+    }
+    let outcome = m
+        .job
+        .outcome
+        .clone()
+        .ok_or_else(|| anyhow!("the job on {} ended without a result", m.name()))?;
+    Ok((final_line(what, m.name(), &outcome), outcome.success()))
 }
 
 /// The last line when the server could not be reached again: only what is known.

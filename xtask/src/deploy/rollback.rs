@@ -14,8 +14,9 @@ use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
 use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
-use crate::{interrupt, say, show, ui};
+use crate::{interrupt, say, say_event, show, ui};
 
 pub fn run(
     cfg: &Config,
@@ -25,11 +26,11 @@ pub fn run(
     batch: usize,
 ) -> Result<()> {
     if let Some(name) = requested {
-        crate::release::validate_user_name(name)?;
+        crate::deploy::release::validate_user_name(name)?;
     }
     let started = Instant::now();
-    let sessions = fleet::connect_all(cfg)?;
-    let snaps = fleet::probe_all(&sessions, cfg, false, false)?;
+    let sessions = server::connect_all(cfg)?;
+    let snaps = server::probe_all(&sessions, cfg, Look::default())?;
     let hosts: Vec<(Host, Snapshot)> = cfg
         .hosts
         .iter()
@@ -74,7 +75,7 @@ pub fn run(
         return Ok(());
     }
     // A signal so far (during connect, the probe) stops here: no job was asked yet.
-    super::stop_before_the_lock(cfg)?;
+    server::stop_before_the_lock(cfg)?;
     let mut out: Box<dyn Output> = if plans.len() == 1 {
         Box::new(Printer::new(false))
     } else {
@@ -110,8 +111,8 @@ pub fn run(
             {
                 out.close();
                 let name = members[i].name().to_string();
-                say!(
-                    "==> the connection to {name} was lost: reconnecting (for up to {}s; Ctrl-C stops trying)",
+                say_event!(
+                    "the connection to {name} was lost: reconnecting (for up to {}s; Ctrl-C stops trying)",
                     RECONNECT_FOR.as_secs()
                 );
                 let dest = members[i].host.dest.clone();
@@ -158,7 +159,7 @@ pub fn run(
                     out.as_mut(),
                 );
             } else {
-                say!("==> {} received: the rollback runs on the server to its end; Ctrl-C again to stop watching", interrupt::describe());
+                say_event!("{} received: the rollback runs on the server to its end; Ctrl-C again to stop watching", interrupt::describe());
             }
         }
         if fleet {
@@ -170,7 +171,7 @@ pub fn run(
     }
     out.close();
     if !fleet {
-        let (line, ok) = super::pipeline::last_words(&what, &mut members[0])?;
+        let (line, ok) = report::last_words(&what, &mut members[0])?;
         if ok {
             say!("{line} ({} in all)", ui::secs(started.elapsed()));
             return Ok(());

@@ -3,8 +3,8 @@
 //! the disk and the database revision. Pure parsing, tested on the probe's text.
 
 use crate::config::HostRole;
-use crate::lock::LockInfo;
-use crate::release::{self, Made, Release, State};
+use crate::deploy::lock::LockInfo;
+use crate::deploy::release::{self, Made, Release, State};
 use crate::remote::Reply;
 
 /// What `current` is on the server.

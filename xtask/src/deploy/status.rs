@@ -6,14 +6,22 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::deploy::job;
+use crate::deploy::lock::LockInfo;
+use crate::deploy::release;
 use crate::deploy::report::{self, Printer};
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::{LastJob, Recorded};
-use crate::lock::LockInfo;
-use crate::{release, show};
+use crate::show;
 
 pub fn run(cfg: &Config, follow: bool) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let reads = super::list::read_all(cfg, true);
+        let reads = server::probe_each(
+            cfg,
+            Look {
+                status: true,
+                sizes: false,
+            },
+        );
         for (host, snap) in &reads.ok {
             show!("== {}", snap.host);
             print(&host.dest, &cfg.root, snap);
@@ -29,8 +37,15 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
         }
         return reads.finish();
     }
-    let session = super::connect(cfg)?;
-    let snap = super::probe(&session, cfg, true)?;
+    let session = server::connect(cfg)?;
+    let snap = server::probe(
+        &session,
+        cfg,
+        Look {
+            status: true,
+            sizes: false,
+        },
+    )?;
     print(&cfg.server, &cfg.root, &snap);
     if let Err(e) = super::drift::roles(&[(cfg.hosts[0].clone(), snap.clone())]) {
         show!("ROLES: {e}");

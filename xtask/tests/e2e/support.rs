@@ -209,7 +209,7 @@ impl Run {
     pub fn release(&self) -> Option<String> {
         self.all().split_whitespace().find_map(|w| {
             let w = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-            xtask::release::is_name(w).then(|| w.to_string())
+            xtask::deploy::release::is_name(w).then(|| w.to_string())
         })
     }
 }

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use camino::Utf8PathBuf;
 
 pub const DEFAULT_SERVER: &str = "innercontext";
-pub const DEFAULT_ROOT: &str = "/opt/innercontext";
+pub const DEFAULT_ROOT: &str = crate::contract::DEFAULT_ROOT;
 pub const DEFAULT_HEALTH_TIMEOUT: u64 = 60;
 pub const DEFAULT_KEEP: usize = 5;
 /// How long every unit must have been up, and every probe answering, to count as healthy.

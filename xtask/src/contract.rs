@@ -11,6 +11,10 @@
 /// The account the app runs as and deploys log in as.
 pub const APP_USER: &str = "innercontext";
 
+/// The deploy root the repository's units and nginx site name (DEPLOY_ROOT's default; another
+/// root is substituted into them when setup-server installs them).
+pub const DEFAULT_ROOT: &str = "/opt/innercontext";
+
 /// The root-owned log reader setup-server installs; the deploy user runs it through sudo.
 pub const JOURNAL_READER: &str = "/usr/local/sbin/innercontext-journal";
 
@@ -432,6 +436,15 @@ pub const JOB_SH: &str = include_str!("../../scripts/deploy-job.sh");
 pub const RECORD_SH: &str = include_str!("../../scripts/deploy-record.sh");
 pub const DEPLOY_SH: &str = include_str!("../../scripts/deploy.sh");
 pub const BOOT_CHECK_SH: &str = include_str!("../../scripts/boot-check.sh");
+
+/// The text sent with every setup-server call (run as root, or re-run through sudo by itself).
+pub fn setup_script() -> String {
+    SETUP_SH.to_string()
+}
+
+pub const SETUP_SH: &str = include_str!("../../scripts/setup-server.sh");
+/// The log reader setup-server installs as [`JOURNAL_READER`].
+pub const JOURNAL_SH: &str = include_str!("../../scripts/innercontext-journal.sh");
 
 #[cfg(test)]
 mod tests {

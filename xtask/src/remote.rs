@@ -22,12 +22,8 @@ pub static DEPLOY: Script = Script {
 /// `scripts/setup-server.sh` (run as root, or re-run through sudo by itself).
 pub static SETUP: Script = Script {
     name: "setup-server.sh",
-    text: setup_script,
+    text: crate::contract::setup_script,
 };
-
-fn setup_script() -> String {
-    crate::setup_server::SCRIPT.to_string()
-}
 
 /// One call of a server script.
 #[derive(Debug, Clone)]

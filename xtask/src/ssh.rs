@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::interrupt::{self, Mark};
+use crate::proc;
 use crate::remote::{Call, Reply};
-use crate::{proc, quote};
 
 pub struct Session {
     dest: String,
@@ -247,18 +247,6 @@ impl Session {
             return None;
         }
         master_pid(&String::from_utf8_lossy(&out.stderr))
-    }
-
-    /// Run a bash script from the repository's `scripts/` with positional arguments. The script
-    /// text travels as one quoted argument of `bash -c`, so no upload is needed and the remote
-    /// shell sees every value quoted.
-    pub fn script(&self, script: &str, name: &str, args: &[String]) -> Result<(Output, Reply)> {
-        let mut words = vec!["bash".to_string(), "-c".to_string(), script.to_string()];
-        words.push(name.to_string());
-        words.extend(args.iter().cloned());
-        let out = self.run_line(&quote::join(&words), name)?;
-        let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
-        Ok((out, reply))
     }
 
     /// Close the master connection. Also done on drop.

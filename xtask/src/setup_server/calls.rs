@@ -1,11 +1,26 @@
 //! Each remote step as a value: a call of `scripts/setup-server.sh` with its arguments, rendered
 //! to one quoted command line. Nothing here runs anything.
 
-use super::{EnvFile, EnvKind, Inputs, RemoteFile, Tls, PACKAGES};
+use super::facts::RemoteFile;
+use super::inputs::{EnvFile, EnvKind, Inputs, Tls};
+use crate::contract;
 use crate::flags::ToolchainSource;
 use crate::tools;
 
 pub use crate::remote::Call;
+
+/// What the release needs at run time (the spec's list plus sudo, which the drop-in needs).
+pub const PACKAGES: &[&str] = &[
+    "git",
+    "nginx",
+    "curl",
+    "ca-certificates",
+    "libpq5",
+    "rsync",
+    "python3",
+    "python3-venv",
+    "sudo",
+];
 
 /// The subcommands that only read (no `--check` in a dry run: nothing to check).
 pub const READ_ONLY: [&str; 2] = ["preflight", "verify"];
@@ -78,8 +93,10 @@ pub fn env_call(root: &str, kind: EnvKind, local: Option<&EnvFile>, force: bool)
     )
 }
 
-pub fn journal_call(wrapper: &str) -> Call {
-    call("journal", [wrapper.to_string()])
+/// The log reader ([`contract::JOURNAL_SH`]) into [`contract::JOURNAL_READER`]: the only way
+/// the app user reads the journal (its own units' entries, through one sudoers line).
+pub fn journal_call() -> Call {
+    call("journal", [contract::JOURNAL_SH.to_string()])
 }
 
 pub fn sudoers_call(text: &str) -> Call {
@@ -94,7 +111,7 @@ pub fn units_call(root: &str, units: &[(String, String)]) -> Call {
         crate::contract::UNIT_DIR.to_string(),
         crate::contract::OLD_UNIT_DIR.to_string(),
         root.to_string(),
-        super::UNIT_ROOT.to_string(),
+        contract::DEFAULT_ROOT.to_string(),
         super::earlier::lines(),
     ];
     args.extend(units.iter().flat_map(|(n, t)| [n.clone(), t.clone()]));
@@ -193,9 +210,9 @@ pub fn env_upload(remote: &RemoteFile, local: Option<&EnvFile>, force: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::SETUP_SH as SCRIPT;
     use crate::quote;
     use crate::setup_server::test_support::inputs;
-    use crate::setup_server::SCRIPT;
 
     #[test]
     fn remote_lines_quote_every_word() {
@@ -289,7 +306,7 @@ mod tests {
             user_call("/r"),
             key_call(None),
             env_call("/r", EnvKind::Frontend, None, false),
-            journal_call(""),
+            journal_call(),
             sudoers_call(""),
             tls_call(&Tls {
                 cert: String::new(),
@@ -344,7 +361,7 @@ mod tests {
 
     #[test]
     fn the_log_reader_knows_exactly_the_services() {
-        let line = crate::setup_server::JOURNAL_WRAPPER
+        let line = contract::JOURNAL_SH
             .lines()
             .find_map(|l| l.strip_prefix("UNITS=("))
             .and_then(|l| l.strip_suffix(')'))
@@ -353,7 +370,7 @@ mod tests {
             .split_whitespace()
             .map(|u| format!("{u}.service"))
             .collect();
-        assert_eq!(units, crate::setup_server::services());
+        assert_eq!(units, crate::setup_server::inputs::services());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::side::{Done, Op, Side};
 use crate::contract::API;
-use crate::deploy::job::Event;
+use crate::deploy::event::Event;
 
 /// The API module the release breaks (the worker does not import it, so only the API loops).
 pub const BROKEN: &str = "backend/innercontext/main.py";

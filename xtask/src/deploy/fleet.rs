@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::config::Host;
-use crate::deploy::job::{Job, Outcome, Refusal, Wait, Watcher};
+use crate::deploy::event::{Outcome, Watcher};
+use crate::deploy::job::{Job, Refusal, Wait};
 use crate::deploy::snapshot::Snapshot;
 use crate::remote::Call;
 use crate::ssh::Session;

@@ -4,25 +4,25 @@
 //!
 //! One ssh call carries both directions: `deploy.sh run` (or `follow`) writes the job's events
 //! to stdout and reads the deployer's messages, one per line, from stdin; a heartbeat thread
-//! says `beat` every [`HEARTBEAT_MS`]. When this process dies, stdin closes and the job knows.
+//! says `beat` every [`crate::contract::HEARTBEAT_MS`]. When this process dies, stdin closes and the job knows.
 //!
 //! Whenever the deployer may have missed something (a connection lost and re-attached, a
 //! message that could not be sent, this process stopped for a while), its last words are a
 //! [`Reading`] of the server's files at that moment, never what it expects the job to do.
 //! Every wait here polls (see [`crate::wait`]): no clock can stretch it, and a signal ends it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::TryRecvError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::contract::HEARTBEAT_MS;
+use crate::deploy::event::{Event, Outcome, Watcher};
+use crate::deploy::follower::{last_line, Follower, Incoming};
 use crate::deploy::lock::LockInfo;
 use crate::deploy::log::Entry;
+use crate::deploy::reading::{since_epoch, Reading};
 use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
 use crate::interrupt;
@@ -42,210 +42,6 @@ const STOP_WORTH_MS: u64 = crate::contract::CLIENT_GRACE_SECS * 1000 / 2;
 /// deploy.log lines a reading looks at (the job's own line and whatever came after it).
 const LOG_LINES: u32 = 40;
 
-/// One event of the job, as it wrote it: server time (ms), kind, fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub ms: u64,
-    pub kind: String,
-    pub fields: Vec<String>,
-}
-
-impl Event {
-    /// `MS<TAB>KIND<TAB>FIELD...`; None for anything else.
-    pub fn parse(line: &str) -> Option<Event> {
-        let mut parts = line.split('\t');
-        let ms = parts.next()?.parse().ok()?;
-        let kind = parts.next()?.to_string();
-        if !crate::contract::EVENTS.contains(&kind.as_str()) {
-            return None;
-        }
-        Some(Event {
-            ms,
-            kind,
-            fields: parts.map(str::to_string).collect(),
-        })
-    }
-
-    pub fn field(&self, i: usize) -> &str {
-        self.fields.get(i).map(String::as_str).unwrap_or("")
-    }
-}
-
-/// How a job ended, as it reported it (read back from the server: the truth).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub result: String,
-    pub reason: String,
-    pub duration: String,
-    pub revision: String,
-    /// What `current` is after the job, read by the job itself.
-    pub current: String,
-}
-
-impl Outcome {
-    fn from_event(e: &Event) -> Outcome {
-        Outcome {
-            result: e.field(0).to_string(),
-            reason: e.field(1).to_string(),
-            duration: e.field(2).to_string(),
-            revision: e.field(3).to_string(),
-            current: e.field(4).to_string(),
-        }
-    }
-
-    fn from_reply(r: &Reply) -> Option<Outcome> {
-        Some(Outcome {
-            result: r.get("job.result")?.to_string(),
-            reason: r.get("job.reason").unwrap_or("").to_string(),
-            duration: r.get("job.duration").unwrap_or("").to_string(),
-            revision: r.get("job.revision").unwrap_or("").to_string(),
-            current: r.get("job.current").unwrap_or("").to_string(),
-        })
-    }
-
-    pub fn success(&self) -> bool {
-        self.result == "success"
-    }
-}
-
-/// What comes out of the follower.
-enum Incoming {
-    Reply(String),
-    Event(Event, usize),
-    Eof,
-    /// stdout closed: the call ended (the connection may be gone).
-    Closed,
-}
-
-/// One running follower call (ssh to `deploy.sh run|follow`).
-struct Follower {
-    child: Child,
-    stdin: Arc<Mutex<Option<ChildStdin>>>,
-    rx: Receiver<Incoming>,
-    stderr: Arc<Mutex<String>>,
-    beating: Arc<AtomicBool>,
-}
-
-impl Follower {
-    /// Start the call; as the driver, with a heartbeat that notes in `gap` the longest time
-    /// (ms) it slept between two beats: this process was stopped (SIGSTOP, a suspended
-    /// machine) and the job heard nothing from it for about that long.
-    fn start(
-        session: &Session,
-        call: &Call,
-        driver: bool,
-        gap: Arc<AtomicU64>,
-    ) -> Result<Follower> {
-        let mut child = session.stream(call)?;
-        let stdout = child.stdout.take().expect("piped");
-        let stderr_pipe = child.stderr.take().expect("piped");
-        let stdin = Arc::new(Mutex::new(if driver {
-            child.stdin.take()
-        } else {
-            drop(child.stdin.take());
-            None
-        }));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let item = match Event::parse(&line) {
-                    Some(e) => Incoming::Event(e, line.len() + 1),
-                    None if line == "eof=yes" => Incoming::Eof,
-                    None => Incoming::Reply(line),
-                };
-                if tx.send(item).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Incoming::Closed);
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut s) = sink.lock() {
-                    if s.len() < 64 * 1024 {
-                        s.push_str(&line);
-                        s.push('\n');
-                    }
-                }
-            }
-        });
-        let beating = Arc::new(AtomicBool::new(driver));
-        if driver {
-            let (pipe, on) = (stdin.clone(), beating.clone());
-            std::thread::spawn(move || {
-                while on.load(Ordering::SeqCst) {
-                    // A sleep that took far longer than asked: this process was stopped. (Only
-                    // the sleep is timed: a write that waits for a slow link is no stop.)
-                    let asleep = Instant::now();
-                    std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
-                    gap.fetch_max(asleep.elapsed().as_millis() as u64, Ordering::SeqCst);
-                    if !on.load(Ordering::SeqCst) || write_line(&pipe, "beat").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Ok(Follower {
-            child,
-            stdin,
-            rx,
-            stderr,
-            beating,
-        })
-    }
-
-    fn send(&self, line: &str) -> Result<()> {
-        write_line(&self.stdin, line)
-    }
-
-    /// Stop writing: no more heartbeats, and stdin closed (the server's end of the follower
-    /// stops; the job goes on).
-    fn hang_up(&self) {
-        self.beating.store(false, Ordering::SeqCst);
-        if let Ok(mut s) = self.stdin.lock() {
-            s.take();
-        }
-    }
-
-    /// Close our end and let the ssh call end (a few seconds at most, or a signal: then it is
-    /// stopped).
-    fn close(&mut self) {
-        self.hang_up();
-        let child = &mut self.child;
-        let ended = wait::poll(Deadline::after(Duration::from_secs(5)), || {
-            matches!(child.try_wait(), Ok(Some(_)) | Err(_)).then_some(())
-        });
-        if ended.is_err() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-fn write_line(pipe: &Arc<Mutex<Option<ChildStdin>>>, line: &str) -> Result<()> {
-    let mut guard = pipe.lock().map_err(|_| anyhow!("stdin lock poisoned"))?;
-    let stdin = guard
-        .as_mut()
-        .ok_or_else(|| anyhow!("the connection to the job is closed"))?;
-    stdin.write_all(format!("{line}\n").as_bytes())?;
-    stdin.flush()?;
-    Ok(())
-}
-
 /// Why `run` did not start a job.
 #[derive(Debug)]
 pub enum Refusal {
@@ -256,11 +52,6 @@ pub enum Refusal {
     },
     /// The server said no (preflight, current changed, ...), before anything changed.
     Refused(String),
-}
-
-/// What a caller does with each event while it waits (render it, note it, ...).
-pub trait Watcher {
-    fn event(&mut self, host: &str, e: &Event);
 }
 
 /// A started job and the connection following it.
@@ -680,100 +471,10 @@ impl Job {
     }
 }
 
-/// The server time a job started at or after: what the server said right after starting it,
-/// less how long the call took (rounded up) and a second for the clock's resolution. 0 when
-/// the server did not say (then every line counts).
-pub fn since_epoch(server_now: Option<i64>, call_took: Duration) -> i64 {
-    match server_now {
-        Some(now) => now - call_took.as_secs_f64().ceil() as i64 - 1,
-        None => 0,
-    }
-}
-
-/// The lock as a reading found it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockNow {
-    Free,
-    /// This job's lock: whether its job still runs, and its step.
-    Ours {
-        alive: bool,
-        phase: String,
-    },
-    /// Another deploy's lock (its description).
-    Other(String),
-}
-
-/// What the server's files say about a job at one moment (see [`Job::read_now`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reading {
-    /// The job's result file; else its own deploy.log line; None: nothing recorded.
-    pub outcome: Option<Outcome>,
-    /// `current` now (`releases/NAME`, empty for none).
-    pub current: String,
-    pub lock: LockNow,
-    /// deploy.log lines since the job started, other than its own (a boot check's
-    /// `restored-at-boot`, an unlock, another deploy).
-    pub after: Vec<Entry>,
-}
-
-impl Reading {
-    /// Read from a probe (and the job's result file it showed, if any) and deploy.log's lines
-    /// since the job started; `(release, deployer)` find the job's own line.
-    pub fn from_server(
-        snap: &Snapshot,
-        recorded: Option<Outcome>,
-        token: &str,
-        (release, deployer): (&str, &str),
-        lines: Vec<Entry>,
-    ) -> Reading {
-        let own = |e: &Entry| {
-            e.get("release") == release
-                && e.get("deployer") == deployer
-                && !matches!(e.get("result"), "refused" | "unlocked")
-        };
-        let from_log = || {
-            lines.iter().find(|e| own(e)).map(|e| Outcome {
-                result: e.get("result").to_string(),
-                reason: e.get("reason").replace('_', " "),
-                duration: e.get("duration").trim_end_matches('s').to_string(),
-                revision: e.get("alembic").to_string(),
-                current: String::new(),
-            })
-        };
-        let lock = match &snap.lock {
-            None => LockNow::Free,
-            Some(l) if l.token == token => LockNow::Ours {
-                alive: l.alive != Some(false),
-                phase: l.phase.clone(),
-            },
-            Some(l) => LockNow::Other(l.describe(snap.now)),
-        };
-        Reading {
-            outcome: recorded.or_else(from_log),
-            current: match snap.current.name() {
-                Some(n) => format!("{}/{n}", crate::contract::layout::RELEASES),
-                None => match &snap.current {
-                    crate::deploy::snapshot::Current::Missing => String::new(),
-                    other => other.link(),
-                },
-            },
-            lock,
-            after: lines
-                .into_iter()
-                .filter(|e| !own(e) && e.get("result") != "refused")
-                .collect(),
-        }
-    }
-}
-
 impl Drop for Job {
     fn drop(&mut self) {
         self.detach();
     }
-}
-
-fn last_line(text: &str) -> Option<&str> {
-    text.lines().map(str::trim).rfind(|l| !l.is_empty())
 }
 
 /// Follow a job as an observer (`deploy status --follow`): its events from `offset` until it
@@ -819,117 +520,4 @@ pub fn observe(
         }
     }
     Ok(outcome)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_parse() {
-        let e = Event::parse("1795860930123\tstep\tprepare\tok\t1.2").unwrap();
-        assert_eq!(e.ms, 1_795_860_930_123);
-        assert_eq!(e.kind, "step");
-        assert_eq!(e.fields, vec!["prepare", "ok", "1.2"]);
-        assert_eq!(e.field(7), "");
-        assert!(Event::parse("started=yes").is_none());
-        assert!(
-            Event::parse("12\tbogus\tx").is_none(),
-            "kinds come from the contract"
-        );
-        let r = Event::parse(
-            "1\tresult\trolled-back\tnot healthy\t3.4\t0002\treleases/20261128T101530Z",
-        )
-        .unwrap();
-        let o = Outcome::from_event(&r);
-        assert_eq!(o.result, "rolled-back");
-        assert_eq!(o.current, "releases/20261128T101530Z");
-        assert!(!o.success());
-    }
-
-    #[test]
-    fn a_job_started_at_or_after_the_servers_time_less_the_call() {
-        assert_eq!(since_epoch(Some(1000), Duration::from_millis(300)), 998);
-        assert_eq!(since_epoch(Some(1000), Duration::from_millis(2100)), 996);
-        assert_eq!(
-            since_epoch(None, Duration::ZERO),
-            0,
-            "unknown: every line counts"
-        );
-    }
-
-    fn probe(extra: &str) -> Snapshot {
-        Snapshot::from_reply(&Reply::parse(&format!(
-            "now=1795860990\nhost=app\ncurrent.status=ok\ncurrent.link=releases/20261128T101530Z\ncurrent=20261128T101530Z\n{extra}"
-        )))
-    }
-
-    const RELEASE: &str = "20261128T101600Z";
-    const WHO: &str = "alice@laptop";
-
-    fn lines(text: &[&str]) -> Vec<Entry> {
-        text.iter().map(|l| Entry::parse(l)).collect()
-    }
-
-    #[test]
-    fn a_reading_takes_the_result_file_and_what_came_after() {
-        let file = Outcome::from_reply(&Reply::parse(
-            "job.result=rolled-back\njob.reason=not healthy\njob.current=releases/20261128T101530Z\n",
-        ));
-        let r = Reading::from_server(
-            &probe("locked=no\n"),
-            file,
-            "tok",
-            (RELEASE, WHO),
-            lines(&[
-                "2026-11-28T10:16:00Z deployer=bob@ci commit=x scope=all release=20261128T101601Z result=refused duration=0.0s alembic=- reason=another_deploy_holds_the_lock",
-                "2026-11-28T10:16:00Z deployer=alice@laptop commit=x scope=all release=20261128T101600Z result=rolled-back duration=30.1s alembic=0002 reason=not_healthy",
-                "2026-11-28T10:20:00Z deployer=boot-check commit=- scope=boot release=20261128T101530Z result=restored-at-boot duration=0.0s alembic=- reason=current_was_x",
-            ]),
-        );
-        assert_eq!(r.outcome.as_ref().unwrap().result, "rolled-back");
-        assert_eq!(r.current, "releases/20261128T101530Z");
-        assert_eq!(r.lock, LockNow::Free);
-        assert_eq!(
-            r.after.len(),
-            1,
-            "not its own line, not a refusal: {:?}",
-            r.after
-        );
-        assert_eq!(r.after[0].get("result"), "restored-at-boot");
-    }
-
-    #[test]
-    fn without_a_result_file_a_reading_takes_the_jobs_own_log_line_and_the_lock() {
-        // Another job's directory is newer: the result comes from deploy.log.
-        let r = Reading::from_server(
-            &probe("locked=yes\nlock.token=other\nlock.alive=yes\nlock.user=bob\n"),
-            None,
-            "tok",
-            (RELEASE, WHO),
-            lines(&["2026-11-28T10:16:00Z deployer=alice@laptop commit=x scope=all release=20261128T101600Z result=interrupted duration=12.0s alembic=- reason=the_deployer_fell_silent"]),
-        );
-        let o = r.outcome.unwrap();
-        assert_eq!(
-            (o.result.as_str(), o.reason.as_str(), o.duration.as_str()),
-            ("interrupted", "the deployer fell silent", "12.0")
-        );
-        assert!(matches!(r.lock, LockNow::Other(_)));
-        // Its own lock, its job dead, nothing recorded.
-        let r = Reading::from_server(
-            &probe("locked=yes\nlock.token=tok\nlock.alive=no\nlock.phase=prepare\n"),
-            None,
-            "tok",
-            (RELEASE, WHO),
-            Vec::new(),
-        );
-        assert_eq!(r.outcome, None);
-        assert_eq!(
-            r.lock,
-            LockNow::Ours {
-                alive: false,
-                phase: "prepare".into()
-            }
-        );
-    }
 }

@@ -12,13 +12,16 @@
 //! - [`local`]: who deploys what, which files make a release, which must travel
 //! - [`checks`]: the local checks, beside the upload
 //! - [`upload`]: rsync (or tar) into the seeded release
-//! - [`job`]: start, message, follow and re-attach to the server job
+//! - [`job`]: start, message, follow and re-attach to the server job ([`follower`]: the ssh
+//!   call that carries it; [`event`]: its events; [`reading`]: what the server's files say)
 //! - [`report`]: step lines and the final line
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
 
 pub mod checks;
 pub mod drift;
+pub mod event;
 pub mod fleet;
+pub mod follower;
 pub mod job;
 pub mod list;
 pub mod local;
@@ -26,6 +29,7 @@ pub mod lock;
 pub mod log;
 pub mod pipeline;
 pub mod plan;
+pub mod reading;
 pub mod release;
 pub mod report;
 pub mod rollback;

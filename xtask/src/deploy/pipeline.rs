@@ -25,9 +25,10 @@ use xshell::Shell;
 use crate::config::Config;
 use crate::deploy::checks::Checks;
 use crate::deploy::fleet::{self, Member, Output, Rollout};
-use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
+use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local::{self, Carrier, Transfer};
-use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
+use crate::deploy::plan::{self, Asker, FleetDecision};
+use crate::deploy::reading::LockNow;
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
@@ -84,7 +85,16 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     let calls: Vec<crate::remote::Call> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
     if opts.dry_run {
         for ((host, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
-            print_plan(cfg, &host.dest, snap, p, scope, &opts, &call.render());
+            let lines = p.dry_run(
+                cfg,
+                &host.dest,
+                snap,
+                opts.skip_local_checks,
+                &call.render(),
+            );
+            for line in lines {
+                crate::show!("{line}");
+            }
         }
         if plans.len() > 1 {
             crate::show!(
@@ -634,60 +644,5 @@ impl Driver<'_> {
             self.abort("interrupted", &why);
         }
         Ok(())
-    }
-}
-
-fn print_plan(
-    cfg: &Config,
-    dest: &str,
-    snap: &Snapshot,
-    plan: &JobPlan,
-    scope: Scope,
-    opts: &Options,
-    run: &str,
-) {
-    crate::show!(
-        "Plan for '{}' to {} ({}), nothing will be changed:",
-        plan.command(),
-        dest,
-        snap.host
-    );
-    let checks = match (opts.skip_local_checks, scope) {
-        (true, s) if s.frontend() => "build the frontend (checks skipped)".to_string(),
-        (true, _) => "none (checks skipped)".to_string(),
-        (false, s) => format!(
-            "clean tree{}{}",
-            if s.backend() {
-                ", backend ruff + pytest"
-            } else {
-                ""
-            },
-            if s.frontend() {
-                ", frontend build + svelte-check + tests"
-            } else {
-                ""
-            }
-        ),
-    };
-    crate::show!("  local, beside the upload: {checks}");
-    crate::show!(
-        "  server job (takes the lock, checks current is still {}):",
-        plan.expect_current
-    );
-    crate::show!("      {run}");
-    crate::show!(
-        "  upload: rsync into {}/releases/{} (seeded from current; only what changed travels)",
-        cfg.root,
-        plan.release()
-    );
-    crate::show!(
-        "  then on the server: prepare, {}switch, restart {}, health checks ({}s); on failure restore {}",
-        if scope.backend() { "migrate, " } else { "" },
-        plan.restart.join(", "),
-        cfg.health_timeout,
-        snap.current.name().unwrap_or("nothing (current is removed)")
-    );
-    if !plan.prune.is_empty() {
-        crate::show!("  after success: prune {}", plan.prune.join(", "));
     }
 }

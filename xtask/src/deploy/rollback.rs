@@ -10,9 +10,10 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
 use crate::deploy::fleet::{self, Output, Rollout};
-use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
+use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
+use crate::deploy::reading::LockNow;
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;

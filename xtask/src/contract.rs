@@ -164,45 +164,152 @@ pub const CLIENT_GRACE_SECS: u64 = 10;
 /// Job directories kept for `deploy status` and `deploy log`.
 pub const JOBS_KEPT: usize = 20;
 
-/// States of a release (`releases/NAME/.state`).
-pub const STATES: [&str; 3] = ["preparing", "succeeded", "failed"];
+/// An enum of the protocol's words: each variant's word, [`name`](State::name) and
+/// [`parse`](State::parse) between the two, and `ALL` in the contract's order (what
+/// `contract.sh` lists). The Rust side spells these words only through them (a unit test
+/// looks for quoted literals elsewhere).
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
 
-/// The `result=` of a deploy.log line.
-pub const RESULTS: [&str; 8] = [
-    "success",
-    "failed",
-    "rolled-back",
-    "rollback-failed",
-    "interrupted",
-    "refused",
-    "unlocked",
-    "restored-at-boot",
-];
+        impl $name {
+            /// Every word, in the contract's order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
 
-/// Steps of the server-side job, in order (a step line each).
-pub const STEPS: [&str; 9] = [
-    "seed", "prepare", "migrate", "sync", "switch", "restart", "health", "restore", "record",
-];
+            /// The word as both halves write it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
 
-/// Phases the job announces while it waits for the client.
-pub const PHASES: [&str; 6] = [
-    "awaiting-begin",
-    "awaiting-upload",
-    "awaiting-checks",
-    "awaiting-go",
-    "awaiting-verdict",
-    "done",
-];
+            /// The word read back; None for anything else.
+            pub fn parse(word: &str) -> Option<$name> {
+                match word {
+                    $($word => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
 
-/// Messages the client sends the job (one per line on the follower's stdin).
-pub const MESSAGES: [&str; 9] = [
-    "beat", "begin", "manifest", "uploaded", "checked", "go", "commit", "revert", "abort",
-];
+words! {
+    /// The state of a release (`releases/NAME/.state`).
+    State {
+        Preparing = "preparing",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
 
-/// Kinds of event lines in a job's event stream (`jobs/TOKEN/events`).
-pub const EVENTS: [&str; 8] = [
-    "started", "step", "phase", "info", "warn", "detail", "note", "result",
-];
+words! {
+    /// How a job (or a boot check, or an unlock) ended: the `result=` of its deploy.log line.
+    JobResult {
+        Success = "success",
+        Failed = "failed",
+        /// It failed after the switch; the previous release was restored and is healthy.
+        RolledBack = "rolled-back",
+        /// It failed, and so did restoring the previous release.
+        RollbackFailed = "rollback-failed",
+        Interrupted = "interrupted",
+        /// Refused before anything changed (the lock, a preflight, a migration mismatch).
+        Refused = "refused",
+        Unlocked = "unlocked",
+        /// The boot check found current broken after a reboot and restored a release.
+        RestoredAtBoot = "restored-at-boot",
+    }
+}
+
+words! {
+    /// A step of the server-side job, in order (a step line each).
+    Step {
+        Seed = "seed",
+        Prepare = "prepare",
+        Migrate = "migrate",
+        Sync = "sync",
+        Switch = "switch",
+        Restart = "restart",
+        Health = "health",
+        Restore = "restore",
+        Record = "record",
+    }
+}
+
+words! {
+    /// How a `step` event marks its step (`run_step` in scripts/deploy-job.sh).
+    StepStatus {
+        Start = "start",
+        Ok = "ok",
+        Failed = "failed",
+    }
+}
+
+words! {
+    /// A phase the job announces while it waits for the deployer.
+    Phase {
+        AwaitingBegin = "awaiting-begin",
+        AwaitingUpload = "awaiting-upload",
+        AwaitingChecks = "awaiting-checks",
+        AwaitingGo = "awaiting-go",
+        AwaitingVerdict = "awaiting-verdict",
+        Done = "done",
+    }
+}
+
+words! {
+    /// A message the deployer sends the job (one per line on the follower's stdin).
+    Message {
+        Beat = "beat",
+        Begin = "begin",
+        Manifest = "manifest",
+        Uploaded = "uploaded",
+        Checked = "checked",
+        Go = "go",
+        Commit = "commit",
+        Revert = "revert",
+        Abort = "abort",
+    }
+}
+
+impl Message {
+    /// The line that asks the job to stop before it changes current (or, in a fleet, to go
+    /// back): `abort RESULT: WHY`, the result it records and why.
+    pub fn abort_line(result: JobResult, why: &str) -> String {
+        format!("{} {}: {why}", Message::Abort.name(), result.name())
+    }
+}
+
+words! {
+    /// The kind of an event line in a job's event stream (`jobs/TOKEN/events`).
+    EventKind {
+        Started = "started",
+        Step = "step",
+        Phase = "phase",
+        Info = "info",
+        Warn = "warn",
+        Detail = "detail",
+        Note = "note",
+        Result = "result",
+    }
+}
+
+words! {
+    /// What a `note` event notes (its first field): a step line's bracketed note, or a drifted
+    /// file.
+    Note {
+        Seed = "seed",
+        Drift = "drift",
+        Removed = "removed",
+        Venv = "venv",
+        Migrate = "migrate",
+        Pruned = "pruned",
+    }
+}
 
 /// A remote call of `scripts/deploy.sh`: its subcommand and the `key=value` options it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,7 +345,7 @@ pub const PLAN_KEYS: &[&str] = &[
     "need_mb",
     "prune",
     "asset_grace",
-    // Test hook (INNERCONTEXT_TEST_PAUSE_AT): a step (one of STEPS) the job pauses before.
+    // Test hook (INNERCONTEXT_TEST_PAUSE_AT): a step (a Step) the job pauses before.
     "pause_at",
 ];
 
@@ -384,15 +491,48 @@ pub fn render_shell() -> String {
     ] {
         var(&mut s, name, &value.to_string());
     }
-    var(&mut s, "C_STATES", &STATES.join(" "));
-    for state in STATES {
-        var(&mut s, &format!("C_STATE_{}", state.to_uppercase()), state);
+    var(
+        &mut s,
+        "C_STATES",
+        &words(&mut State::ALL.iter().map(|w| w.name())),
+    );
+    for state in State::ALL {
+        var(
+            &mut s,
+            &format!("C_STATE_{}", state.name().to_uppercase()),
+            state.name(),
+        );
     }
-    var(&mut s, "C_RESULTS", &RESULTS.join(" "));
-    var(&mut s, "C_STEPS", &STEPS.join(" "));
-    var(&mut s, "C_PHASES", &PHASES.join(" "));
-    var(&mut s, "C_MESSAGES", &MESSAGES.join(" "));
-    var(&mut s, "C_EVENTS", &EVENTS.join(" "));
+    var(
+        &mut s,
+        "C_RESULTS",
+        &words(&mut JobResult::ALL.iter().map(|w| w.name())),
+    );
+    var(
+        &mut s,
+        "C_STEPS",
+        &words(&mut Step::ALL.iter().map(|w| w.name())),
+    );
+    var(
+        &mut s,
+        "C_PHASES",
+        &words(&mut Phase::ALL.iter().map(|w| w.name())),
+    );
+    var(
+        &mut s,
+        "C_MESSAGES",
+        &words(&mut Message::ALL.iter().map(|w| w.name())),
+    );
+    var(
+        &mut s,
+        "C_EVENTS",
+        &words(&mut EventKind::ALL.iter().map(|w| w.name())),
+    );
+    var(
+        &mut s,
+        "C_NOTES",
+        &words(&mut Note::ALL.iter().map(|w| w.name())),
+    );
     var(
         &mut s,
         "C_SUBS",

@@ -107,11 +107,13 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The `key=value` lines of `stdout` (a key is letters, digits, `_`, `.` and `-`; a value
+    /// is the rest of the line, tabs included); anything else (an event line, noise) is skipped.
     pub fn parse(stdout: &str) -> Reply {
         let pairs = stdout
             .lines()
-            .filter(|l| !l.contains('\t'))
             .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| is_key(k))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Reply { pairs }
@@ -147,6 +149,13 @@ impl Reply {
     }
 }
 
+/// Whether `k` is a reply key.
+fn is_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,13 +163,18 @@ mod tests {
     #[test]
     fn reply_takes_key_value_lines_and_skips_events() {
         let r = Reply::parse(
-            "current=20261128T101500Z\nnoise\nrelease=a\nrelease=b\nx=1=2\n1700000000000\tstep\tseed\tstart\n",
+            "current=20261128T101500Z\nnoise\nrelease=a\nrelease=b\nx=1=2\n1700000000000\tstep\tseed\tstart\tkey=value\njob.event=1\tinfo\ta=b\n",
+        );
+        assert_eq!(
+            r.get("job.event"),
+            Some("1\tinfo\ta=b"),
+            "a value keeps its tabs"
         );
         assert_eq!(r.get("current"), Some("20261128T101500Z"));
         assert_eq!(r.all("release"), vec!["a", "b"]);
         assert_eq!(r.get("x"), Some("1=2"));
         assert_eq!(r.get("missing"), None);
-        assert_eq!(r.pairs.len(), 4);
+        assert_eq!(r.pairs.len(), 5, "{:?}", r.pairs);
     }
 
     #[test]

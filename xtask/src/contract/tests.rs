@@ -89,35 +89,40 @@ fn the_script_uses_only_what_the_contract_defines() {
     // Subcommands: `sub_NAME()` functions, and each reads only its own keys.
     let subs = words_after(&script, "\nsub_");
     assert_eq!(subs, set(&SUBS.iter().map(|s| s.name).collect::<Vec<_>>()));
+    let known = |word: &str, words: &[&str], what: &str| {
+        assert!(words.contains(&word), "{what} '{word}' not in the contract");
+    };
+    let events: Vec<&str> = EventKind::ALL.iter().map(|w| w.name()).collect();
     for e in words_after(&script, "emit ") {
-        assert!(
-            EVENTS.contains(&e.as_str()),
-            "event '{e}' not in the contract"
-        );
+        known(&e, &events, "event");
     }
+    let steps: Vec<&str> = Step::ALL.iter().map(|w| w.name()).collect();
     for st in words_after(&script, "run_step ") {
-        assert!(
-            STEPS.contains(&st.as_str()),
-            "step '{st}' not in the contract"
-        );
+        known(&st, &steps, "step");
     }
+    let marks: Vec<&str> = StepStatus::ALL.iter().map(|w| w.name()).collect();
+    let marked = words_after(&script, "emit step \"$name\" ");
+    assert_eq!(marked.len(), marks.len(), "{marked:?}");
+    for m in marked {
+        known(&m, &marks, "step status");
+    }
+    let phases: Vec<&str> = Phase::ALL.iter().map(|w| w.name()).collect();
     for p in words_after(&script, "emit phase ") {
-        assert!(
-            PHASES.contains(&p.as_str()),
-            "phase '{p}' not in the contract"
-        );
+        known(&p, &phases, "phase");
     }
+    let messages: Vec<&str> = Message::ALL.iter().map(|w| w.name()).collect();
     for m in words_after(&script, "await_msg ") {
-        assert!(
-            MESSAGES.contains(&m.as_str()),
-            "message '{m}' not in the contract"
-        );
+        known(&m, &messages, "message");
     }
+    let results: Vec<&str> = JobResult::ALL.iter().map(|w| w.name()).collect();
     for r in words_after(&script, "finish_with ") {
-        assert!(
-            RESULTS.contains(&r.as_str()) || r == "success",
-            "result '{r}' not in the contract"
-        );
+        known(&r, &results, "result");
+    }
+    let notes: Vec<&str> = Note::ALL.iter().map(|w| w.name()).collect();
+    let noted = words_after(&script, "emit note ");
+    assert_eq!(noted.len(), notes.len(), "every note is emitted: {noted:?}");
+    for n in noted {
+        known(&n, &notes, "note");
     }
     for k in words_after(&script, "$opt_")
         .into_iter()
@@ -271,4 +276,276 @@ fn keys_of_each_call_are_unique_and_known() {
         }
     }
     assert_eq!(keys("probe"), &["root", "db", "sizes"]);
+}
+
+/// Quoted literals of a Rust source outside `#[cfg(test)]` items: (line, text). A small lexer:
+/// comments, strings (raw too), byte strings and char literals are told apart so that braces
+/// and quotes inside them do not count.
+fn literals_outside_tests(src: &str) -> Vec<(usize, String)> {
+    let b = src.as_bytes();
+    let (mut i, mut line) = (0, 1);
+    let mut found = Vec::new();
+    // Brace depth, and the depth at which a `#[cfg(test)]` item's braces opened (skipped).
+    let mut depth = 0usize;
+    let mut skip_from: Option<usize> = None;
+    let mut test_item_pending = false;
+    while i < b.len() {
+        let rest = &src[i..];
+        if b[i] == b'\n' {
+            line += 1;
+            i += 1;
+        } else if rest.starts_with("//") {
+            i += rest.find('\n').unwrap_or(rest.len());
+        } else if rest.starts_with("/*") {
+            let end = rest.find("*/").map_or(rest.len(), |e| e + 2);
+            line += rest[..end].matches('\n').count();
+            i += end;
+        } else if rest.starts_with("#[cfg(test)]") {
+            test_item_pending = true;
+            i += "#[cfg(test)]".len();
+        } else if b[i] == b'"'
+            || ((b[i] == b'r' || b[i] == b'b')
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+                && (rest[1..].starts_with('"')
+                    || rest[1..].starts_with("#\"")
+                    || rest[1..].starts_with("r\"")
+                    || rest[1..].starts_with("r#")))
+        {
+            let byte = b[i] == b'b';
+            let mut j = i + usize::from(b[i] != b'"');
+            if b[j] == b'r' {
+                j += 1;
+            }
+            let raw = j > i && src[i..j].ends_with('r');
+            let hashes = src[j..].bytes().take_while(|&c| c == b'#').count();
+            j += hashes + 1; // past the opening quote
+            let start = j;
+            let close = format!("\"{}", "#".repeat(hashes));
+            let end = if raw {
+                start + src[start..].find(&close).expect("a raw string ends")
+            } else {
+                let mut k = start;
+                while b[k] != b'"' {
+                    k += if b[k] == b'\\' { 2 } else { 1 };
+                }
+                k
+            };
+            let text = &src[start..end];
+            if skip_from.is_none() && !byte {
+                found.push((line, text.to_string()));
+            }
+            line += text.matches('\n').count();
+            i = end + close.len();
+        } else if b[i] == b'\'' {
+            // A char literal ('x', '\n', '\u{1F600}'), or a lifetime ('a).
+            let lit = rest[1..]
+                .find('\'')
+                .filter(|&e| e <= 10 && (e == 1 || rest[1..].starts_with('\\')));
+            i += lit.map_or(1, |e| e + 2);
+        } else if b[i] == b'{' {
+            if test_item_pending && skip_from.is_none() {
+                skip_from = Some(depth);
+            }
+            test_item_pending = false;
+            depth += 1;
+            i += 1;
+        } else if b[i] == b'}' {
+            depth = depth.saturating_sub(1);
+            if skip_from == Some(depth) {
+                skip_from = None;
+            }
+            i += 1;
+        } else if b[i] == b';' {
+            // `#[cfg(test)] mod tests;` or `use ...;`: the item ends here.
+            test_item_pending = false;
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// Files of a module declared `#[cfg(test)] mod NAME;` in `src` (a file of `dir`).
+fn test_module_files(
+    dir: &camino::Utf8Path,
+    file: &camino::Utf8Path,
+    src: &str,
+) -> Vec<camino::Utf8PathBuf> {
+    let base = match file.file_name() {
+        Some("mod.rs" | "lib.rs" | "main.rs") => dir.to_path_buf(),
+        _ => dir.join(file.file_stem().unwrap_or_default()),
+    };
+    let mut out = Vec::new();
+    let mut lines = src.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() != "#[cfg(test)]" {
+            continue;
+        }
+        let Some(next) = lines.next() else { break };
+        let decl = next.trim();
+        let decl = decl.strip_prefix("pub(crate) ").unwrap_or(decl);
+        if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.strip_suffix(';')) {
+            out.push(base.join(format!("{name}.rs")));
+            out.push(base.join(name).join("mod.rs"));
+        }
+    }
+    out
+}
+
+/// Places where a word of the protocol is spelled for something else, each with why: a line
+/// that holds the fragment may hold the word.
+const NOT_THE_PROTOCOL: &[(&str, &str, &str)] = &[
+    (
+        "deploy/log.rs",
+        "self.get(\"result\")",
+        "deploy.log's key result=",
+    ),
+    (
+        "deploy/log.rs",
+        "self.get(\"commit\")",
+        "deploy.log's key commit=",
+    ),
+    ("deploy/lock.rs", "get(\"started\")", "the lock's info key"),
+    ("deploy/lock.rs", "get(\"commit\")", "the lock's info key"),
+    (
+        "deploy/plan.rs",
+        "(\"commit\", ",
+        "the run call's key (PLAN_KEYS)",
+    ),
+    (
+        "deploy/plan.rs",
+        "(\"restart\", ",
+        "the run call's key (PLAN_KEYS)",
+    ),
+    (
+        "deploy/plan.rs",
+        "(\"begin\", ",
+        "the run call's key (PLAN_KEYS)",
+    ),
+    (
+        "deploy/unlock.rs",
+        "reply.get(\"unlocked\")",
+        "the unlock call's reply key",
+    ),
+    (
+        "check.rs",
+        "with_extension(\"manifest\")",
+        "the build marker's manifest file",
+    ),
+    ("scratch.rs", "self.git(&[\"commit\"", "git's subcommand"),
+    (
+        "setup_server/target.rs",
+        "reply.get(\"detail\")",
+        "setup-server.sh's reply key",
+    ),
+    (
+        "testhost/lifecycle.rs",
+        "join(\"info\")",
+        "a machine's info file",
+    ),
+    (
+        "testhost/machine.rs",
+        "join(\"info\")",
+        "a machine's info file",
+    ),
+    ("tools.rs", "\"-m\", \"venv\"", "python -m venv"),
+];
+
+#[test]
+fn no_protocol_word_is_spelled_outside_the_contract() {
+    let words: BTreeSet<&str> = State::ALL
+        .iter()
+        .map(|w| w.name())
+        .chain(JobResult::ALL.iter().map(|w| w.name()))
+        .chain(Step::ALL.iter().map(|w| w.name()))
+        .chain(Phase::ALL.iter().map(|w| w.name()))
+        .chain(Message::ALL.iter().map(|w| w.name()))
+        .chain(EventKind::ALL.iter().map(|w| w.name()))
+        .chain(Note::ALL.iter().map(|w| w.name()))
+        .collect();
+    let src_dir = crate::project_root().join("xtask/src");
+    let mut files = Vec::new();
+    let mut dirs = vec![src_dir.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in d.read_dir_utf8().unwrap() {
+            let path = entry.unwrap().path().to_path_buf();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension() == Some("rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut test_files = BTreeSet::new();
+    for f in &files {
+        let src = fs_err::read_to_string(f).unwrap();
+        test_files.extend(test_module_files(f.parent().unwrap(), f, &src));
+    }
+    let mut found = Vec::new();
+    let mut used = BTreeSet::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src_dir).unwrap().as_str().to_string();
+        if rel == "contract.rs" || f.file_name() == Some("tests.rs") || test_files.contains(f) {
+            continue;
+        }
+        let src = fs_err::read_to_string(f).unwrap();
+        let lines: Vec<&str> = src.lines().collect();
+        for (n, text) in literals_outside_tests(&src) {
+            if !words.contains(text.as_str()) {
+                continue;
+            }
+            let line = lines[n - 1];
+            let excused = NOT_THE_PROTOCOL
+                .iter()
+                .position(|(file, frag, _)| rel == *file && line.contains(frag));
+            match excused {
+                Some(k) => {
+                    used.insert(k);
+                }
+                None => found.push(format!("xtask/src/{rel}:{n}: \"{text}\"")),
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the protocol's words are spelled outside contract.rs (use its enums: State, JobResult, Step, Phase, Message, EventKind, Note):\n{}",
+        found.join("\n")
+    );
+    let stale: Vec<&str> = (0..NOT_THE_PROTOCOL.len())
+        .filter(|k| !used.contains(k))
+        .map(|k| NOT_THE_PROTOCOL[k].1)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "exceptions that excuse nothing: {stale:?}"
+    );
+}
+
+#[test]
+fn the_literal_scan_sees_what_the_compiler_sees() {
+    let src = r##"
+fn a() { let s = "seed"; let c = '"'; let l: &'static str = "go"; }
+// "commit" in a comment
+/* "revert" in a block comment */
+const R: &str = r#"x "quoted" y"#;
+const B: &[u8] = b"abort";
+#[cfg(test)]
+mod tests {
+    fn t() { let s = "health"; let f = format!("{}", "x"); }
+}
+#[cfg(test)]
+mod more;
+fn b() { let t = "done"; }
+"##;
+    let lits: Vec<(usize, String)> = literals_outside_tests(src);
+    assert_eq!(
+        lits,
+        [
+            (2, "seed".to_string()),
+            (2, "go".to_string()),
+            (5, "x \"quoted\" y".to_string()),
+            (13, "done".to_string()),
+        ]
+    );
 }

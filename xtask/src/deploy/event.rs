@@ -2,25 +2,24 @@
 //! (`jobs/TOKEN/events`, written by `emit` in scripts/deploy-job.sh), `MS<TAB>KIND<TAB>FIELD...`;
 //! and the outcome a `result` event (or the job's result file) reports.
 
+use crate::contract::{EventKind, JobResult, Note, Step, StepStatus};
 use crate::remote::Reply;
 
 /// One event of the job, as it wrote it: server time (ms), kind, fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub ms: u64,
-    pub kind: String,
+    pub kind: EventKind,
     pub fields: Vec<String>,
 }
 
 impl Event {
-    /// `MS<TAB>KIND<TAB>FIELD...`; None for anything else.
+    /// `MS<TAB>KIND<TAB>FIELD...` (a kind of the contract); None for anything else. The one
+    /// reading of an event line: the follower's stream and the probe's last events alike.
     pub fn parse(line: &str) -> Option<Event> {
         let mut parts = line.split('\t');
         let ms = parts.next()?.parse().ok()?;
-        let kind = parts.next()?.to_string();
-        if !crate::contract::EVENTS.contains(&kind.as_str()) {
-            return None;
-        }
+        let kind = EventKind::parse(parts.next()?)?;
         Some(Event {
             ms,
             kind,
@@ -30,6 +29,26 @@ impl Event {
 
     pub fn field(&self, i: usize) -> &str {
         self.fields.get(i).map(String::as_str).unwrap_or("")
+    }
+
+    /// A `step` event's step and mark (`step NAME start LABEL`, `step NAME ok SECS`,
+    /// `step NAME failed SECS WHY`); None for other events. A step the contract does not know
+    /// is None too: its name is still `field(0)`.
+    pub fn step(&self) -> Option<(Option<Step>, StepStatus)> {
+        if self.kind != EventKind::Step {
+            return None;
+        }
+        Some((
+            Step::parse(self.field(0)),
+            StepStatus::parse(self.field(1))?,
+        ))
+    }
+
+    /// A `note` event's kind (its first field); None for other events and unknown notes.
+    pub fn note(&self) -> Option<Note> {
+        (self.kind == EventKind::Note)
+            .then(|| Note::parse(self.field(0)))
+            .flatten()
     }
 }
 
@@ -65,8 +84,13 @@ impl Outcome {
         })
     }
 
+    /// The result as the contract knows it (None: a word it does not know, or none).
+    pub fn kind(&self) -> Option<JobResult> {
+        JobResult::parse(&self.result)
+    }
+
     pub fn success(&self) -> bool {
-        self.result == "success"
+        self.kind() == Some(JobResult::Success)
     }
 }
 
@@ -83,7 +107,9 @@ mod tests {
     fn events_parse() {
         let e = Event::parse("1795860930123\tstep\tprepare\tok\t1.2").unwrap();
         assert_eq!(e.ms, 1_795_860_930_123);
-        assert_eq!(e.kind, "step");
+        assert_eq!(e.kind, EventKind::Step);
+        assert_eq!(e.step(), Some((Some(Step::Prepare), StepStatus::Ok)));
+        assert_eq!(e.note(), None);
         assert_eq!(e.fields, vec!["prepare", "ok", "1.2"]);
         assert_eq!(e.field(7), "");
         assert!(Event::parse("started=yes").is_none());
@@ -99,5 +125,9 @@ mod tests {
         assert_eq!(o.result, "rolled-back");
         assert_eq!(o.current, "releases/20261128T101530Z");
         assert!(!o.success());
+        assert_eq!(o.kind(), Some(JobResult::RolledBack));
+        let n = Event::parse("2\tnote\tseed\t20261128T101530Z\tverified\t0").unwrap();
+        assert_eq!(n.note(), Some(Note::Seed));
+        assert_eq!(n.step(), None);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::config::Host;
+use crate::contract::{JobResult, Message, Phase};
 use crate::deploy::event::{Outcome, Watcher};
 use crate::deploy::job::{Job, Refusal, Wait};
 use crate::deploy::snapshot::Snapshot;
@@ -79,9 +80,9 @@ pub fn start_all(
                     Refusal::Refused(m) => m,
                 };
                 if !members.is_empty() {
-                    let msg = format!("abort refused: {label} refused: {why}");
+                    let stop = format!("{label} refused: {why}");
                     for m in &mut members {
-                        let _ = m.job.send(&msg);
+                        let _ = m.job.abort(JobResult::Refused, &stop);
                     }
                     follow_to_end(&mut members, out, ssh_config);
                     out.line(&format!(
@@ -208,7 +209,7 @@ impl Rollout {
                 .iter()
                 .find(|m| m.job.outcome.as_ref().is_some_and(|o| !o.success()))
             {
-                let o = m.job.outcome.as_ref().expect("checked");
+                let o = m.job.outcome.as_ref().expect("found by its outcome");
                 self.failed = Some(format!("{} {}: {}", m.name(), o.result, o.reason));
             }
         }
@@ -218,18 +219,22 @@ impl Rollout {
         }
         if members
             .iter()
-            .any(|m| m.job.phase != "awaiting-go" && !m.activated)
+            .any(|m| m.job.phase != Some(Phase::AwaitingGo) && !m.activated)
         {
             return Ok(());
         }
         let in_flight = members
             .iter()
-            .filter(|m| m.activated && m.job.phase != "awaiting-verdict" && m.job.outcome.is_none())
+            .filter(|m| {
+                m.activated
+                    && m.job.phase != Some(Phase::AwaitingVerdict)
+                    && m.job.outcome.is_none()
+            })
             .count();
         if in_flight == 0 && self.next < members.len() {
             let end = (self.next + self.batch).min(members.len());
             for m in &mut members[self.next..end] {
-                m.job.send("go")?;
+                m.job.send(Message::Go)?;
                 m.activated = true;
             }
             self.next = end;
@@ -237,13 +242,13 @@ impl Rollout {
         }
         if self.next == members.len()
             && members.iter().all(|m| {
-                m.job.phase == "awaiting-verdict"
+                m.job.phase == Some(Phase::AwaitingVerdict)
                     || m.job.outcome.as_ref().is_some_and(|o| o.success())
             })
         {
             for m in members.iter_mut() {
                 if m.job.outcome.is_none() {
-                    m.job.send("commit")?;
+                    m.job.send(Message::Commit)?;
                 }
             }
             self.committed = true;
@@ -266,12 +271,13 @@ impl Rollout {
             if m.told_back || m.job.outcome.is_some() {
                 continue;
             }
-            let msg = if m.activated {
-                "revert".to_string()
+            let sent = if m.activated {
+                m.job.send(Message::Revert)
             } else {
-                format!("abort failed: the fleet goes back ({why})")
+                m.job
+                    .abort(JobResult::Failed, &format!("the fleet goes back ({why})"))
             };
-            if m.job.send(&msg).is_ok() {
+            if sent.is_ok() {
                 m.told_back = true;
                 told.push(m.name().to_string());
             }

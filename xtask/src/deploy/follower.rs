@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use crate::contract::HEARTBEAT_MS;
+use crate::contract::{Message, HEARTBEAT_MS};
 use crate::deploy::event::Event;
 use crate::remote::Call;
 use crate::ssh::Session;
@@ -93,7 +93,9 @@ impl Follower {
                     let asleep = Instant::now();
                     std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
                     gap.fetch_max(asleep.elapsed().as_millis() as u64, Ordering::SeqCst);
-                    if !on.load(Ordering::SeqCst) || write_line(&pipe, "beat").is_err() {
+                    if !on.load(Ordering::SeqCst)
+                        || write_line(&pipe, Message::Beat.name()).is_err()
+                    {
                         break;
                     }
                 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
+use crate::contract::{EventKind, JobResult, Message, Note, Phase};
 use crate::deploy::event::{Event, Outcome, Watcher};
 use crate::deploy::follower::{last_line, Follower, Incoming};
 use crate::deploy::lock::LockInfo;
@@ -69,12 +70,11 @@ pub struct Job {
     follower: Option<Follower>,
     /// Bytes of the job's event stream seen so far (where a re-attach resumes).
     offset: u64,
-    pub phase: String,
+    /// The phase it announced last (None: none yet, or one the contract does not know).
+    pub phase: Option<Phase>,
     pub outcome: Option<Outcome>,
     /// `note` events seen, in order.
     pub notes: Vec<Vec<String>>,
-    /// Messages sent, in order.
-    pub sent: Vec<String>,
     /// The messages that move the job on or stop it, whole, in order: sent again after a
     /// re-attach (the server keeps each as a file, so a second copy changes nothing).
     said: Vec<String>,
@@ -181,10 +181,9 @@ impl Job {
             session,
             follower: Some(follower),
             offset: 0,
-            phase: String::new(),
+            phase: None,
             outcome: None,
             notes: Vec::new(),
-            sent: Vec::new(),
             said: Vec::new(),
             last_error: String::new(),
             reattaches: 0,
@@ -202,13 +201,22 @@ impl Job {
     /// Send a message to the job. Fails when the connection is gone: then the follower hangs
     /// up (what it still has to say is read, then [`Job::wait`] says `Lost` unless the job's
     /// result came), and the deployer has lost sight of the job.
-    pub fn send(&mut self, msg: &str) -> Result<()> {
-        let word = msg.split(' ').next().unwrap_or(msg).to_string();
-        self.write(&word, msg)?;
-        if word != "beat" {
-            self.said.push(msg.to_string());
-        }
-        self.sent.push(word);
+    pub fn send(&mut self, msg: Message) -> Result<()> {
+        self.send_line(msg.name())
+    }
+
+    /// Ask the job to stop before it changes current (in a fleet after the switch: to go
+    /// back), recording `result` and why ([`Message::abort_line`]).
+    pub fn abort(&mut self, result: JobResult, why: &str) -> Result<()> {
+        self.send_line(&Message::abort_line(result, why))
+    }
+
+    /// Send a whole message line (its first word is the message), kept to be sent again after
+    /// a re-attach (see [`Job::send`]).
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let word = line.split(' ').next().unwrap_or(line).to_string();
+        self.write(&word, line)?;
+        self.said.push(line.to_string());
         Ok(())
     }
 
@@ -261,22 +269,16 @@ impl Job {
         self.said.iter().any(|m| m == msg)
     }
 
-    /// Whether `msg` was sent already.
-    pub fn has_sent(&self, msg: &str) -> bool {
-        self.sent.iter().any(|m| m == msg)
-    }
-
     /// The file list the release must be made of (never sent again after a re-attach: a
     /// deploy that lost its connection before the checks passed is stopped).
     pub fn send_manifest(&mut self, paths: &[String]) -> Result<()> {
-        let mut text = format!("manifest {}\n", paths.len());
+        let word = Message::Manifest.name();
+        let mut text = format!("{word} {}\n", paths.len());
         for p in paths {
             text.push_str(p);
             text.push('\n');
         }
-        self.write("manifest", text.trim_end_matches('\n'))?;
-        self.sent.push("manifest".to_string());
-        Ok(())
+        self.write(word, text.trim_end_matches('\n'))
     }
 
     /// Follow the job until `until` holds, it finishes, the connection drops, or `timeout`
@@ -356,19 +358,20 @@ impl Job {
     }
 
     fn absorb(&mut self, e: &Event) {
-        match e.kind.as_str() {
-            "phase" => self.phase = e.field(0).to_string(),
-            "note" => self.notes.push(e.fields.clone()),
-            "result" => self.outcome = Some(Outcome::from_event(e)),
+        match e.kind {
+            EventKind::Phase => self.phase = Phase::parse(e.field(0)),
+            EventKind::Note => self.notes.push(e.fields.clone()),
+            EventKind::Result => self.outcome = Some(Outcome::from_event(e)),
             _ => {}
         }
     }
 
-    /// Whether a step ended (its `step NAME ok|failed` event came).
-    pub fn step_done(&self, name: &str) -> bool {
+    /// The `note` events of kind `note` seen so far (each with its fields, the kind first).
+    pub fn notes_of(&self, note: Note) -> impl Iterator<Item = &[String]> {
         self.notes
             .iter()
-            .any(|n| n.first().map(String::as_str) == Some(name))
+            .filter(move |n| n.first().and_then(|w| Note::parse(w)) == Some(note))
+            .map(Vec::as_slice)
     }
 
     /// The connection dropped: connect again (for up to [`RECONNECT_FOR`]; a signal stops
@@ -504,7 +507,7 @@ pub fn observe(
             mark.passed()
         }) {
             Ok(Incoming::Event(e, _)) => {
-                if e.kind == "result" {
+                if e.kind == EventKind::Result {
                     outcome = Some(Outcome::from_event(&e));
                 }
                 watcher.event(host, &e);

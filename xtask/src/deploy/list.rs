@@ -7,6 +7,7 @@
 use anyhow::Result;
 
 use crate::config::{Config, Host};
+use crate::contract::JobResult;
 use crate::deploy::drift;
 use crate::deploy::release;
 use crate::deploy::server::{self, Look};
@@ -51,9 +52,9 @@ pub fn run(cfg: &Config) -> Result<()> {
             ""
         };
         let state = if release::is_future(&r.name, snap.now) {
-            format!("{} (FUTURE)", r.state.name())
+            format!("{} (FUTURE)", release::state_name(r.state))
         } else if let Some((result, _)) = snap.unrecorded(&r.name) {
-            let state = if result == "success" {
+            let state = if JobResult::parse(result) == Some(JobResult::Success) {
                 release::State::Succeeded
             } else {
                 release::State::Failed
@@ -62,7 +63,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         } else if snap.dead_preparing(&r.name) {
             "preparing (dead)".to_string()
         } else {
-            r.state.name().to_string()
+            release::state_name(r.state).to_string()
         };
         let size = snap
             .sizes
@@ -144,7 +145,7 @@ pub fn matrix(hosts: &[(Host, Snapshot)]) -> Vec<String> {
                     } else {
                         ""
                     };
-                    format!("{cur}{}", r.state.name())
+                    format!("{cur}{}", release::state_name(r.state))
                 }
                 None => "-".to_string(),
             };
@@ -153,7 +154,7 @@ pub fn matrix(hosts: &[(Host, Snapshot)]) -> Vec<String> {
         let succeeded_somewhere = snaps.iter().any(|s| {
             s.releases
                 .iter()
-                .any(|r| r.name == *name && r.state == release::State::Succeeded)
+                .any(|r| r.name == *name && r.state == Some(release::State::Succeeded))
         });
         if on < snaps.len() && succeeded_somewhere {
             missing.push(name.to_string());

@@ -6,6 +6,7 @@
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::contract::JobResult;
 use crate::deploy::server;
 use crate::remote::Call;
 use crate::show;
@@ -39,6 +40,16 @@ impl Entry {
             fields.push(("reason".to_string(), r.to_string()));
         }
         Entry { when, fields }
+    }
+
+    /// The line's `result=`, as written (`-` when missing).
+    pub fn result_word(&self) -> &str {
+        self.get("result")
+    }
+
+    /// The line's result as the contract knows it.
+    pub fn result(&self) -> Option<JobResult> {
+        JobResult::parse(self.result_word())
     }
 
     pub fn get(&self, key: &str) -> &str {
@@ -127,7 +138,7 @@ impl Entry {
             self.get("deployer").to_string(),
             self.get("scope").to_string(),
             self.get("release").to_string(),
-            self.get("result").to_string(),
+            self.result_word().to_string(),
             self.get("duration").to_string(),
             self.get("commit").to_string(),
             self.get("reason").to_string(),

@@ -23,6 +23,7 @@ use anyhow::{anyhow, bail, Result};
 use xshell::Shell;
 
 use crate::config::Config;
+use crate::contract::{JobResult, Message, Note, Phase};
 use crate::deploy::checks::Checks;
 use crate::deploy::fleet::{self, Member, Output, Rollout};
 use crate::deploy::job::{Wait, RECONNECT_FOR};
@@ -203,7 +204,7 @@ impl Driver<'_> {
     fn run(&mut self) -> Result<()> {
         if self.fleet() {
             for i in 0..self.members.len() {
-                self.tell(i, "begin");
+                self.tell(i, Message::Begin);
             }
         }
         loop {
@@ -238,9 +239,14 @@ impl Driver<'_> {
     /// Send `msg` to job `i` unless it is over; whether it went. A message that cannot be sent
     /// is a lost connection: the follower hangs up, and the next wait says so (or brings the
     /// job's result, if the job ended meanwhile).
-    fn tell(&mut self, i: usize, msg: &str) -> bool {
+    fn tell(&mut self, i: usize, msg: Message) -> bool {
+        self.tell_line(i, msg.name())
+    }
+
+    /// The same for a whole message line (an `abort` with its result and why).
+    fn tell_line(&mut self, i: usize, line: &str) -> bool {
         let job = &mut self.members[i].job;
-        !job.over() && job.send(msg).is_ok()
+        !job.over() && job.send_line(line).is_ok()
     }
 
     /// This process was stopped (SIGSTOP, a suspended machine): say so once. What the jobs did
@@ -261,10 +267,10 @@ impl Driver<'_> {
 
     /// Tell every job to stop before the migration (or, in a fleet after it, to go back). Called
     /// again after a re-attach: a job that did not get the message gets it then.
-    fn abort(&mut self, result: &str, why: &str) {
+    fn abort(&mut self, result: JobResult, why: &str) {
         self.stop_local();
         if self.aborted.is_none() {
-            self.aborted = Some(format!("abort {result}: {why}"));
+            self.aborted = Some(Message::abort_line(result, why));
             self.out.close();
             if self.checked && self.fleet() {
                 self.rollout.back(&mut self.members, why, self.out.as_mut());
@@ -293,7 +299,7 @@ impl Driver<'_> {
             if self.members[i].job.over() || self.members[i].job.has_said(&msg) {
                 continue;
             }
-            if !self.tell(i, &msg) {
+            if !self.tell_line(i, &msg) {
                 say!(
                     "    ({}: the message did not go through: {})",
                     self.members[i].name(),
@@ -360,7 +366,7 @@ impl Driver<'_> {
                 self.stage_name()
             );
         } else {
-            self.abort("interrupted", &why);
+            self.abort(JobResult::Interrupted, &why);
         }
         Ok(())
     }
@@ -393,7 +399,7 @@ impl Driver<'_> {
             }
             if !tail.is_empty() || !r.ok {
                 let why = format!("the local checks failed ({})", part.name());
-                self.abort("failed", &why);
+                self.abort(JobResult::Failed, &why);
             }
         }
         Ok(())
@@ -408,7 +414,7 @@ impl Driver<'_> {
         let build_ready = !self.checks.build_pending() && self.checks.failed().is_none();
         for i in 0..self.members.len() {
             if !self.uploads[i].started
-                && self.members[i].job.phase == "awaiting-upload"
+                && self.members[i].job.phase == Some(Phase::AwaitingUpload)
                 && self.members[i].job.can_send()
                 && build_ready
                 && !aborted
@@ -426,18 +432,18 @@ impl Driver<'_> {
                 self.print_uploads();
                 for i in 0..self.members.len() {
                     // One that does not get it is lost: the fleet goes back (on_lost).
-                    self.tell(i, "checked");
+                    self.tell(i, Message::Checked);
                 }
                 self.checked = true;
-            } else if self.tell(0, "checked") {
+            } else if self.tell(0, Message::Checked) {
                 // Not sent: the job never heard the checks passed; on_lost stops it.
                 self.checked = true;
-                self.members[0].activated = self.tell(0, "go");
+                self.members[0].activated = self.tell(0, Message::Go);
             }
         }
         if self.checked && !self.fleet() && !self.members[0].activated {
             // `go` did not go through with `checked` (a re-attach since): send it now.
-            self.members[0].activated = self.tell(0, "go");
+            self.members[0].activated = self.tell(0, Message::Go);
         }
         if self.checked && self.fleet() {
             if let Err(e) = self.rollout.advance(&mut self.members, self.out.as_mut()) {
@@ -475,17 +481,10 @@ impl Driver<'_> {
             bail!("the frontend build is missing (frontend/build): run 'cargo xtask check build'");
         }
         let m = &mut self.members[i];
-        let seed = m
-            .job
-            .notes
-            .iter()
-            .find(|n| n.first().map(String::as_str) == Some("seed"))
-            .cloned();
+        let seed = m.job.notes_of(Note::Seed).next().map(<[String]>::to_vec);
         let drift: Vec<String> = m
             .job
-            .notes
-            .iter()
-            .filter(|n| n.first().map(String::as_str) == Some("drift"))
+            .notes_of(Note::Drift)
             .filter_map(|n| n.get(1).cloned())
             .collect();
         // A base made from a dirty tree is not its commit: only a clean base can be diffed.
@@ -568,7 +567,7 @@ impl Driver<'_> {
                 self.members[i].name(),
                 carrier.name()
             );
-            self.abort("failed", &why);
+            self.abort(JobResult::Failed, &why);
             return Ok(());
         }
         let stats = upload::stats(carrier, &stdout);
@@ -583,7 +582,7 @@ impl Driver<'_> {
         }
         // Not sent (the job ended meanwhile, or the connection is gone): the next wait brings
         // its result, or on_lost.
-        self.uploads[i].done = self.tell(i, "uploaded");
+        self.uploads[i].done = self.tell(i, Message::Uploaded);
         Ok(())
     }
 
@@ -641,7 +640,7 @@ impl Driver<'_> {
         }
         if !self.checked || self.fleet() {
             let why = format!("the connection to {name} was lost during {stage}");
-            self.abort("interrupted", &why);
+            self.abort(JobResult::Interrupted, &why);
         }
         Ok(())
     }

@@ -269,13 +269,13 @@ pub fn fleet_rollback(
         let ok = snap
             .releases
             .iter()
-            .any(|r| r.name == target && r.state == release::State::Succeeded);
+            .any(|r| r.name == target && r.state == Some(release::State::Succeeded));
         if !ok {
             let what = snap
                 .releases
                 .iter()
                 .find(|r| r.name == target)
-                .map(|r| format!("is {} there", r.state.name()))
+                .map(|r| format!("is {} there", release::state_name(r.state)))
                 .unwrap_or_else(|| "does not exist there".to_string());
             bail!(
                 "release {target} {what} ({}): a fleet rolls back only to a release every host has and ran successfully; see 'cargo xtask deploy list'",

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::contract::JobResult;
 use crate::deploy::event::Outcome;
 use crate::deploy::log::Entry;
 use crate::deploy::snapshot::Snapshot;
@@ -57,11 +58,11 @@ impl Reading {
         let own = |e: &Entry| {
             e.get("release") == release
                 && e.get("deployer") == deployer
-                && !matches!(e.get("result"), "refused" | "unlocked")
+                && !matches!(e.result(), Some(JobResult::Refused | JobResult::Unlocked))
         };
         let from_log = || {
             lines.iter().find(|e| own(e)).map(|e| Outcome {
-                result: e.get("result").to_string(),
+                result: e.result_word().to_string(),
                 reason: e.get("reason").replace('_', " "),
                 duration: e.get("duration").trim_end_matches('s').to_string(),
                 revision: e.get("alembic").to_string(),
@@ -88,7 +89,7 @@ impl Reading {
             lock,
             after: lines
                 .into_iter()
-                .filter(|e| !own(e) && e.get("result") != "refused")
+                .filter(|e| !own(e) && e.result() != Some(JobResult::Refused))
                 .collect(),
         }
     }

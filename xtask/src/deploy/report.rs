@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 
+use crate::contract::{EventKind, JobResult, Note, Step, StepStatus};
 use crate::deploy::event::{Event, Outcome, Watcher};
 use crate::deploy::fleet::{Member, Output};
 use crate::deploy::reading::{LockNow, Reading};
@@ -51,9 +52,9 @@ impl Printer {
 
 impl Watcher for Printer {
     fn event(&mut self, host: &str, e: &Event) {
-        match e.kind.as_str() {
-            "step" => match e.field(1) {
-                "start" => {
+        match e.kind {
+            EventKind::Step => match e.step().map(|(_, status)| status) {
+                Some(StepStatus::Start) => {
                     self.close_line();
                     self.notes.clear();
                     let p = self.prefix(host);
@@ -68,27 +69,28 @@ impl Watcher for Printer {
                     } else {
                         format!(" [{}]", self.notes.join(", "))
                     };
-                    let word = if status == "ok" { "ok" } else { "FAILED" };
+                    let ok = status == Some(StepStatus::Ok);
+                    let word = if ok { "ok" } else { "FAILED" };
                     if self.open {
                         say!("{word} ({secs}s){notes}");
                         self.open = false;
                     } else {
                         self.line(host, &format!("    {} {word} ({secs}s){notes}", e.field(0)));
                     }
-                    if status != "ok" && !e.field(3).is_empty() {
+                    if !ok && !e.field(3).is_empty() {
                         self.line(host, &format!("    {}", e.field(3)));
                     }
                     self.notes.clear();
                 }
             },
-            "info" => self.line(host, &format!("    {}", e.field(0))),
-            "warn" => self.line(host, &format!("warning: {}", e.field(0))),
-            "detail" => self.line(host, &format!("    | {}", e.field(0))),
-            "note" => {
-                if let Some(n) = note_text(&e.fields) {
+            EventKind::Info => self.line(host, &format!("    {}", e.field(0))),
+            EventKind::Warn => self.line(host, &format!("warning: {}", e.field(0))),
+            EventKind::Detail => self.line(host, &format!("    | {}", e.field(0))),
+            EventKind::Note => {
+                if let Some(n) = note_text(e) {
                     self.notes.push(n);
                 }
-                if e.field(0) == "drift" {
+                if e.note() == Some(Note::Drift) {
                     self.line(
                         host,
                         &format!(
@@ -114,7 +116,7 @@ impl Output for Printer {
 }
 
 /// The steps every host of a fleet runs before it switches: one line each for the fleet.
-const SHARED_STEPS: [&str; 3] = ["seed", "prepare", "record"];
+const SHARED_STEPS: [Step; 3] = [Step::Seed, Step::Prepare, Step::Record];
 
 /// Renders a fleet's events: one line per shared step once every host that runs it ended it
 /// (with a per-host summary), one line per host for its activation, and a failing host's
@@ -195,18 +197,18 @@ impl FleetPrinter {
 impl Watcher for FleetPrinter {
     fn event(&mut self, host: &str, e: &Event) {
         let key = |step: &str| (step.to_string(), host.to_string());
-        match e.kind.as_str() {
-            "step" if e.field(1) == "start" => {
+        match e.step() {
+            Some((_, StepStatus::Start)) => {
                 self.started.insert(key(e.field(0)), e.field(2).to_string());
             }
-            "step" => {
+            Some((known, status)) => {
                 let step = e.field(0).to_string();
-                let ok = e.field(1) == "ok";
+                let ok = status == StepStatus::Ok;
                 self.ended.insert(
                     key(&step),
                     (ok, e.field(2).to_string(), e.field(3).to_string()),
                 );
-                if SHARED_STEPS.contains(&step.as_str()) {
+                if known.is_some_and(|k| SHARED_STEPS.contains(&k)) {
                     self.shared_line(&step);
                 } else {
                     let label = self
@@ -236,14 +238,23 @@ impl Watcher for FleetPrinter {
                     }
                 }
             }
-            "warn" => say!("warning: [{host}] {}", e.field(0)),
-            "info" => say!("    [{host}] {}", e.field(0)),
-            "detail" => say!("    [{host}] | {}", e.field(0)),
-            "note" => {
-                if let Some(n) = note_text(&e.fields) {
+            None => self.other(host, e),
+        }
+    }
+}
+
+impl FleetPrinter {
+    /// An event other than a step's.
+    fn other(&mut self, host: &str, e: &Event) {
+        match e.kind {
+            EventKind::Warn => say!("warning: [{host}] {}", e.field(0)),
+            EventKind::Info => say!("    [{host}] {}", e.field(0)),
+            EventKind::Detail => say!("    [{host}] | {}", e.field(0)),
+            EventKind::Note => {
+                if let Some(n) = note_text(e) {
                     self.notes.entry(host.to_string()).or_default().push(n);
                 }
-                if e.field(0) == "drift" {
+                if e.note() == Some(Note::Drift) {
                     say!(
                         "warning: [{host}] {} on the server differs from the release it came from (edited by hand?): sent again",
                         e.field(1)
@@ -314,21 +325,21 @@ pub fn fleet_summary(
 }
 
 /// A short note for the step line, from a `note` event.
-fn note_text(f: &[String]) -> Option<String> {
-    let g = |i: usize| f.get(i).map(String::as_str).unwrap_or("");
-    match g(0) {
-        "seed" if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
-        "seed" if g(2) == "verified" && g(3) != "0" => {
+fn note_text(e: &Event) -> Option<String> {
+    let g = |i: usize| e.field(i);
+    match e.note()? {
+        Note::Seed if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
+        Note::Seed if g(2) == "verified" && g(3) != "0" => {
             Some(format!("from {}, {} drifted file(s) left out", g(1), g(3)))
         }
-        "seed" => Some(format!("from {}", g(1))),
-        "venv" => Some(format!("virtualenv {} {}", g(1), g(2))),
-        "migrate" if g(1) == "none" => Some(format!("nothing to migrate, at {}", g(2))),
-        "migrate" => Some(format!("{} to {}", g(1), g(2))),
-        "removed" => Some(format!("{} file(s) removed", g(1))),
-        "pruned" if g(1) == "1" => Some(format!("pruned {}", g(2))),
-        "pruned" => Some(format!("pruned {} releases, {} to {}", g(1), g(2), g(3))),
-        _ => None,
+        Note::Seed => Some(format!("from {}", g(1))),
+        Note::Venv => Some(format!("virtualenv {} {}", g(1), g(2))),
+        Note::Migrate if g(1) == "none" => Some(format!("nothing to migrate, at {}", g(2))),
+        Note::Migrate => Some(format!("{} to {}", g(1), g(2))),
+        Note::Removed => Some(format!("{} file(s) removed", g(1))),
+        Note::Pruned if g(1) == "1" => Some(format!("pruned {}", g(2))),
+        Note::Pruned => Some(format!("pruned {} releases, {} to {}", g(1), g(2), g(3))),
+        Note::Drift => None,
     }
 }
 
@@ -346,18 +357,21 @@ pub fn final_line(what: &str, host: &str, o: &Outcome) -> String {
     } else {
         format!(": {}", o.reason)
     };
-    match o.result.as_str() {
-        "success" => format!(
+    match o.kind() {
+        Some(JobResult::Success) => format!(
             "{what} on {host}: success in {}s (alembic {}); current is {current}",
             o.duration, o.revision
         ),
-        "rolled-back" => format!(
+        Some(JobResult::RolledBack) => format!(
             "{what} on {host}: rolled-back (it failed after the switch; the previous release was restored and is healthy){reason}; current is {current} again"
         ),
-        "rollback-failed" => format!(
+        Some(JobResult::RollbackFailed) => format!(
             "{what} on {host}: rollback-failed (it failed, and so did restoring the previous release){reason}; current is {current}: check 'cargo xtask deploy status'"
         ),
-        other => format!("{what} on {host}: {other}{reason}; current is {current}"),
+        _ => format!(
+            "{what} on {host}: {}{reason}; current is {current}",
+            o.result
+        ),
     }
 }
 
@@ -414,7 +428,7 @@ pub fn reading_line(what: &str, host: &str, r: &Reading) -> (String, bool) {
         };
         line.push_str(&format!(
             "; then deploy.log says {} {} at {}{reason}",
-            e.get("result"),
+            e.result_word(),
             e.get("release"),
             e.when
         ));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
+use crate::contract::Message;
 use crate::deploy::fleet::{self, Output, Rollout};
 use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local;
@@ -94,7 +95,7 @@ pub fn run(
     let fleet = members.len() > 1;
     if fleet {
         for m in &mut members {
-            m.job.send("begin")?;
+            m.job.send(Message::Begin)?;
         }
     }
     let mut rollout = Rollout::new(batch);

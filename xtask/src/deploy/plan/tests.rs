@@ -11,7 +11,7 @@ fn snap(current: Current, releases: &[(&str, State)]) -> Snapshot {
         role: Recorded::Role(HostRole::Primary),
         current,
         current_made: Made {
-            state: State::Succeeded,
+            state: Some(State::Succeeded),
             backend_commit: "abc".into(),
             frontend_commit: "abc".into(),
         },
@@ -19,7 +19,7 @@ fn snap(current: Current, releases: &[(&str, State)]) -> Snapshot {
             .iter()
             .map(|(n, s)| Release {
                 name: n.to_string(),
-                state: *s,
+                state: Some(*s),
                 commit: "abc".into(),
                 revision: "-".into(),
             })
@@ -212,7 +212,7 @@ fn a_fleet_gets_one_release_and_waits_for_its_verdict() {
     // app2 once had a release a little later (say, a deploy that failed there only).
     b.releases.push(Release {
         name: "20261128T115959Z".into(),
-        state: State::Failed,
+        state: Some(State::Failed),
         commit: "x".into(),
         revision: "-".into(),
     });

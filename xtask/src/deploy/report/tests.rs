@@ -160,7 +160,9 @@ fn the_last_line_says_what_the_server_ended_with() {
 
 #[test]
 fn notes_read_well() {
-    let n = |f: &[&str]| note_text(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let n = |f: &[&str]| {
+        note_text(&Event::parse(&format!("1\tnote\t{}", f.join("\t"))).expect("a note event"))
+    };
     assert_eq!(
         n(&["venv", "abc", "reused"]).unwrap(),
         "virtualenv abc reused"

@@ -258,7 +258,7 @@ pub fn validate_root(root: &str) -> Result<()> {
         .all(|p| !p.is_empty() && p != "." && p != "..");
     if !root.starts_with('/') || root == "/" || !chars_ok || !parts_ok {
         bail!(
-            "DEPLOY_ROOT '{}' must be an absolute path like /opt/innercontext made of letters, digits, '/', '.', '-', '_' (no spaces, quotes, '..' or shell syntax)",
+            "DEPLOY_ROOT '{}' must be an absolute path like {DEFAULT_ROOT} made of letters, digits, '/', '.', '-', '_' (no spaces, quotes, '..' or shell syntax)",
             root.escape_debug()
         );
     }

@@ -25,6 +25,19 @@ pub const ROLE_FILE: &str = "/etc/innercontext/role";
 /// The words of [`ROLE_FILE`] (`crate::config::HostRole` names them).
 pub const ROLES: [&str; 2] = ["primary", "secondary"];
 
+/// Where setup-server installs the sudoers drop-in (`systemd/innercontext-deploy.sudoers`)
+/// that lets the deploy user restart the units and read their journal.
+pub const SUDOERS_FILE: &str = "/etc/sudoers.d/innercontext-deploy";
+
+/// HTTPS (setup-server --tls-cert/--tls-key): the certificate and key's directory, and the
+/// nginx snippet the site includes (`include /etc/nginx/innercontext.d/*.conf`).
+pub const TLS_DIR: &str = "/etc/ssl/innercontext";
+pub const TLS_SNIPPET: &str = "/etc/nginx/innercontext.d/tls.conf";
+
+/// Every unit file of the product is named `UNIT_PREFIX…` (`.service`, `.socket`, `.timer`):
+/// setup-server installs no other and refuses any other name.
+pub const UNIT_PREFIX: &str = "innercontext";
+
 /// The backend's Python package (in `backend/`), and its deploy tool (`python -m ...`).
 pub const BACKEND_PACKAGE: &str = "innercontext";
 pub const DEPLOY_TOOL: &str = "innercontext.deploytool";
@@ -143,6 +156,8 @@ pub mod layout {
     /// The nginx site in a release, and where setup-server installs it.
     pub const NGINX_SITE_SOURCE: &str = "nginx/innercontext.conf";
     pub const NGINX_SITE: &str = "/etc/nginx/sites-available/innercontext";
+    /// The link in sites-enabled that turns the site on.
+    pub const NGINX_SITE_ENABLED: &str = "/etc/nginx/sites-enabled/innercontext";
 }
 
 /// `date -u +FORMAT` of a release name (`20261128T101530Z`); [`crate::deploy::release`] parses it.
@@ -391,178 +406,6 @@ pub fn keys(sub: &str) -> &'static [&'static str] {
         .unwrap_or_else(|| panic!("no remote call '{sub}' in the contract"))
 }
 
-/// `scripts/contract.sh`: the contract as shell variables and one function.
-pub fn render_shell() -> String {
-    let mut s = String::new();
-    s.push_str(
-        "# shellcheck shell=bash disable=SC2034\n\
-         # The server contract, generated from xtask/src/contract.rs: do not edit. A unit test\n\
-         # fails when this file is stale; `UPDATE_GOLDEN=1 cargo test -p xtask contract` rewrites it.\n",
-    );
-    let var = |s: &mut String, name: &str, value: &str| {
-        assert!(
-            !value.contains('\''),
-            "{name}: no quotes in contract values"
-        );
-        s.push_str(&format!("{name}='{value}'\n"));
-    };
-    let words = |it: &mut dyn Iterator<Item = &str>| it.collect::<Vec<_>>().join(" ");
-    var(&mut s, "C_APP_USER", APP_USER);
-    var(&mut s, "C_BACKEND_PACKAGE", BACKEND_PACKAGE);
-    var(&mut s, "C_DEPLOY_TOOL", DEPLOY_TOOL);
-    var(&mut s, "C_JOURNAL_READER", JOURNAL_READER);
-    var(&mut s, "C_ROLE_FILE", ROLE_FILE);
-    var(&mut s, "C_ROLES", &ROLES.join(" "));
-    var(&mut s, "C_UNIT_DIR", UNIT_DIR);
-    var(&mut s, "C_OLD_UNIT_DIR", OLD_UNIT_DIR);
-    var(&mut s, "C_UNITS", &words(&mut UNITS.iter().map(|u| u.name)));
-    var(
-        &mut s,
-        "C_UNITS_BACKEND",
-        &words(
-            &mut UNITS
-                .iter()
-                .filter(|u| u.half == Half::Backend)
-                .map(|u| u.name),
-        ),
-    );
-    var(
-        &mut s,
-        "C_UNITS_FRONTEND",
-        &words(
-            &mut UNITS
-                .iter()
-                .filter(|u| u.half == Half::Frontend)
-                .map(|u| u.name),
-        ),
-    );
-    var(
-        &mut s,
-        "C_UNITS_PRIMARY_ONLY",
-        &words(&mut UNITS.iter().filter(|u| u.primary_only).map(|u| u.name)),
-    );
-    var(
-        &mut s,
-        "C_UNITS_WITH_SOCKET",
-        &words(&mut UNITS.iter().filter(|u| u.socket).map(|u| u.name)),
-    );
-    for (name, value) in [
-        ("C_RELEASES", layout::RELEASES),
-        ("C_CURRENT", layout::CURRENT),
-        ("C_SHARED", layout::SHARED),
-        ("C_ENV_BACKEND", layout::ENV_BACKEND),
-        ("C_ENV_FRONTEND", layout::ENV_FRONTEND),
-        ("C_UV_CACHE", layout::UV_CACHE),
-        ("C_VENVS", layout::VENVS),
-        ("C_ASSETS", layout::ASSETS),
-        ("C_LOCK", layout::LOCK),
-        ("C_GUARD", layout::GUARD),
-        ("C_LOG", layout::LOG),
-        ("C_JOBS", layout::JOBS),
-        ("C_SCRIPTS", layout::SCRIPTS),
-        ("C_TRASH", layout::TRASH),
-        ("C_STATE_FILE", layout::STATE_FILE),
-        ("C_META_FILE", layout::META_FILE),
-        ("C_MANIFEST", layout::MANIFEST),
-        ("C_IMMUTABLE", layout::IMMUTABLE),
-        ("C_NGINX_SITE_SOURCE", layout::NGINX_SITE_SOURCE),
-        ("C_NGINX_SITE", layout::NGINX_SITE),
-        ("C_NAME_DATE_FORMAT", NAME_DATE_FORMAT),
-    ] {
-        var(&mut s, name, value);
-    }
-    let links: Vec<String> = layout::ENV_LINKS
-        .iter()
-        .map(|(l, t)| format!("{l}:{t}"))
-        .collect();
-    var(&mut s, "C_ENV_LINKS", &links.join(" "));
-    var(
-        &mut s,
-        "C_API_PROBE",
-        API.probe.expect("the API has a probe"),
-    );
-    for (name, value) in [
-        ("C_FUTURE_TOLERANCE_SECS", FUTURE_TOLERANCE_SECS),
-        ("C_FAILED_GRACE_SECS", FAILED_GRACE_SECS),
-        ("C_ASSET_GRACE_SECS", ASSET_GRACE_SECS),
-        ("C_CLIENT_GRACE_SECS", CLIENT_GRACE_SECS as i64),
-        ("C_JOBS_KEPT", JOBS_KEPT as i64),
-        ("C_CRASH_LOOP_RESTARTS", CRASH_LOOP_RESTARTS as i64),
-    ] {
-        var(&mut s, name, &value.to_string());
-    }
-    var(
-        &mut s,
-        "C_STATES",
-        &words(&mut State::ALL.iter().map(|w| w.name())),
-    );
-    for state in State::ALL {
-        var(
-            &mut s,
-            &format!("C_STATE_{}", state.name().to_uppercase()),
-            state.name(),
-        );
-    }
-    var(
-        &mut s,
-        "C_RESULTS",
-        &words(&mut JobResult::ALL.iter().map(|w| w.name())),
-    );
-    var(
-        &mut s,
-        "C_STEPS",
-        &words(&mut Step::ALL.iter().map(|w| w.name())),
-    );
-    var(
-        &mut s,
-        "C_PHASES",
-        &words(&mut Phase::ALL.iter().map(|w| w.name())),
-    );
-    var(
-        &mut s,
-        "C_MESSAGES",
-        &words(&mut Message::ALL.iter().map(|w| w.name())),
-    );
-    var(
-        &mut s,
-        "C_EVENTS",
-        &words(&mut EventKind::ALL.iter().map(|w| w.name())),
-    );
-    var(
-        &mut s,
-        "C_NOTES",
-        &words(&mut Note::ALL.iter().map(|w| w.name())),
-    );
-    var(
-        &mut s,
-        "C_SUBS",
-        &SUBS.iter().map(|s| s.name).collect::<Vec<_>>().join(" "),
-    );
-    for sub in SUBS {
-        var(&mut s, &format!("C_KEYS_{}", sub.name), &sub.keys.join(" "));
-    }
-    var(
-        &mut s,
-        "C_KEYS_plan",
-        &[PLAN_KEYS, PLAN_SERVER_KEYS].concat().join(" "),
-    );
-    // Every option starts empty: nothing inherited from the environment, nothing unset.
-    let mut all: Vec<&str> = SUBS.iter().flat_map(|s| s.keys.iter().copied()).collect();
-    all.extend(PLAN_SERVER_KEYS);
-    all.sort_unstable();
-    all.dedup();
-    s.push_str("# Options (key=value words of a call), all empty until parse_opts sets them.\n");
-    for chunk in all.chunks(6) {
-        let line: Vec<String> = chunk.iter().map(|k| format!("opt_{k}=''")).collect();
-        s.push_str(&line.join(" "));
-        s.push('\n');
-    }
-    s.push_str(&format!(
-        "# Whether $1 is a release name.\nc_is_release() {{\n    case \"$1\" in\n        {NAME_PATTERN}) return 0 ;;\n        *) return 1 ;;\n    esac\n}}\n"
-    ));
-    s
-}
-
 /// The text sent with every call: the contract, the helpers, the lock, the job, its record,
 /// then the entry point.
 pub fn deploy_script() -> String {
@@ -577,14 +420,18 @@ pub const RECORD_SH: &str = include_str!("../../scripts/deploy-record.sh");
 pub const DEPLOY_SH: &str = include_str!("../../scripts/deploy.sh");
 pub const BOOT_CHECK_SH: &str = include_str!("../../scripts/boot-check.sh");
 
-/// The text sent with every setup-server call (run as root, or re-run through sudo by itself).
+/// The text sent with every setup-server call (run as root, or re-run through sudo by itself):
+/// the contract, then the script.
 pub fn setup_script() -> String {
-    SETUP_SH.to_string()
+    [CONTRACT_SH, SETUP_SH].concat()
 }
 
 pub const SETUP_SH: &str = include_str!("../../scripts/setup-server.sh");
 /// The log reader setup-server installs as [`JOURNAL_READER`].
 pub const JOURNAL_SH: &str = include_str!("../../scripts/innercontext-journal.sh");
+
+mod shell;
+pub use shell::{render_shell, shell_vars};
 
 #[cfg(test)]
 mod tests;

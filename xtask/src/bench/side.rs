@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::contract::{layout, APP_USER, DEFAULT_ROOT};
+use crate::contract::{layout, APP_USER, BACKEND_PACKAGE, DEFAULT_ROOT};
 use crate::demo::Environment;
 use crate::scratch::Scratch;
 use crate::testhost::{self, Machine};
@@ -238,16 +238,16 @@ impl Side {
     pub fn change_both(&self, n: u32) -> Result<()> {
         for (path, comment) in [
             (
-                "backend/innercontext/__init__.py",
+                format!("backend/{BACKEND_PACKAGE}/__init__.py"),
                 format!("# bench change {n}\n"),
             ),
             (
-                "frontend/src/app.css",
+                "frontend/src/app.css".to_string(),
                 format!("\n/* bench change {n} */\n"),
             ),
         ] {
-            let text = self.scratch.read(path)?;
-            self.scratch.write(path, &format!("{text}{comment}"))?;
+            let text = self.scratch.read(&path)?;
+            self.scratch.write(&path, &format!("{text}{comment}"))?;
         }
         self.scratch.commit(&format!("bench change {n}"))
     }

@@ -549,3 +549,112 @@ fn b() { let t = "done"; }
         ]
     );
 }
+
+/// The contract's facts that a text could spell itself, each with how to find it: a value
+/// with `/` or `.` (a path, a file name, a URL) anywhere; the app's own names (the app user,
+/// the units, their prefix) as whole words; a plain name of the layout (`releases`, `current`)
+/// after a `/`. Lists, numbers and formats are not spelled that way.
+fn spelled_facts(text: &str) -> Vec<String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let whole = |needle: &str, before: &dyn Fn(char) -> bool| {
+        text.match_indices(needle).any(|(i, _)| {
+            let prev = text[..i].chars().next_back();
+            let next = text[i + needle.len()..].chars().next();
+            prev.is_none_or(before) && next.is_none_or(|c| !word(c))
+        })
+    };
+    let mut found = Vec::new();
+    for (name, value) in shell_vars() {
+        let listed = value.contains(' ') || value.parse::<i64>().is_ok() || value.is_empty();
+        if listed || name == "C_NAME_DATE_FORMAT" {
+            continue;
+        }
+        let spelled = if value.contains(['/', '.']) {
+            text.contains(&value)
+        } else if value.starts_with(UNIT_PREFIX) {
+            whole(&value, &|c| !word(c))
+        } else {
+            whole(&format!("/{value}"), &|_| true)
+        };
+        if spelled {
+            found.push(format!("{name} ({value})"));
+        }
+    }
+    for u in UNITS {
+        if whole(u.name, &|c| !word(c)) {
+            found.push(format!("unit {}", u.name));
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn setup_server_spells_none_of_the_contracts_facts() {
+    // contract.sh goes ahead of it with every call.
+    assert!(setup_script().starts_with(CONTRACT_SH));
+    assert!(setup_script().ends_with(SETUP_SH));
+    let found = spelled_facts(&code(SETUP_SH));
+    assert!(
+        found.is_empty(),
+        "scripts/setup-server.sh spells the contract's facts itself (use contract.sh's C_* names): {found:?}"
+    );
+    // The check sees a fact spelled each way.
+    for (spelled, fact) in [
+        ("APP_USER=innercontext\n", "C_APP_USER (innercontext)"),
+        (
+            "cat /etc/nginx/sites-available/innercontext",
+            "C_NGINX_SITE",
+        ),
+        ("x=\"$root/shared/backend/.env\"", "C_ENV_BACKEND"),
+        ("ls \"$root\"/releases/", "C_RELEASES (releases)"),
+        (
+            "systemctl restart innercontext-node",
+            "unit innercontext-node",
+        ),
+    ] {
+        let found = spelled_facts(spelled);
+        assert!(
+            found.iter().any(|f| f.starts_with(fact)),
+            "{spelled}: {found:?}"
+        );
+    }
+    assert_eq!(
+        spelled_facts("local current; nvm which current; say failed"),
+        Vec::<String>::new()
+    );
+}
+
+/// Setup-server's and the bench's Rust rooms and config.rs take the contract's paths from
+/// contract.rs too (earlier.rs is the history of older versions' unit files, as they were).
+#[test]
+fn the_rust_rooms_take_the_contracts_paths_from_it() {
+    let src = crate::project_root().join("xtask/src");
+    let mut files = vec![src.join("config.rs")];
+    for dir in ["setup_server", "bench"] {
+        for e in src.join(dir).read_dir_utf8().unwrap() {
+            let p = e.unwrap().path().to_path_buf();
+            let skip = ["tests.rs", "test_support.rs", "earlier.rs"];
+            if p.extension() == Some("rs") && !skip.contains(&p.file_name().unwrap_or_default()) {
+                files.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for f in &files {
+        let text = fs_err::read_to_string(f).unwrap();
+        for (line, lit) in literals_outside_tests(&text) {
+            for (name, value) in shell_vars() {
+                if value.contains('/') && !value.contains(' ') && lit.contains(&value) {
+                    found.push(format!("{f}:{line}: {name} ({value})"));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "spelled instead of taken from contract.rs:\n{}",
+        found.join("\n")
+    );
+}

@@ -122,9 +122,7 @@ pub fn nginx_call(text: &str) -> Call {
     call("nginx", [text.to_string()])
 }
 
-/// Where the certificate and key land on the server, and the snippet the site includes.
-pub const TLS_DIR: &str = "/etc/ssl/innercontext";
-pub const TLS_SNIPPET: &str = "/etc/nginx/innercontext.d/tls.conf";
+use contract::TLS_DIR;
 
 /// The nginx lines for HTTPS, included in the site's server block: TLS 1.2 and 1.3 with
 /// Mozilla's "intermediate" ciphers; with `redirect`, plain http answers 301 to https and HSTS
@@ -226,7 +224,10 @@ mod tests {
             ]
         );
         let line = c.line();
-        assert!(line.starts_with("bash -c '#!/usr/bin/env bash"), "{line}");
+        assert!(
+            line.starts_with("bash -c '# shellcheck shell=bash"),
+            "{line}"
+        );
         assert!(line.ends_with(
             r#" setup-server.sh key 'ssh-ed25519 AAAAC3Nza alice'\''s laptop; $(reboot)'"#
         ));
@@ -331,9 +332,11 @@ mod tests {
     fn the_role_is_recorded_where_the_probe_reads_it() {
         use crate::config::{parse_hosts, HostRole};
         assert!(
-            SCRIPT.contains(&format!("\nROLE_FILE={}\n", crate::contract::ROLE_FILE)),
+            SCRIPT.contains("mv -f -- \"$tmp\" \"$C_ROLE_FILE\""),
             "scripts/setup-server.sh records the role somewhere else than contract::ROLE_FILE"
         );
+        assert!(crate::contract::CONTRACT_SH
+            .contains(&format!("\nC_ROLE_FILE='{}'\n", crate::contract::ROLE_FILE)));
         assert_eq!(
             role_call(HostRole::Secondary, "/opt/ic").args,
             vec!["secondary", "/opt/ic", "innercontext-pricing-worker"]

@@ -41,8 +41,8 @@ impl EnvKind {
     /// Its path below the deploy root.
     pub fn rel(self) -> &'static str {
         match self {
-            EnvKind::Backend => "shared/backend/.env",
-            EnvKind::Frontend => "shared/frontend/.env.production",
+            EnvKind::Backend => contract::layout::ENV_BACKEND,
+            EnvKind::Frontend => contract::layout::ENV_FRONTEND,
         }
     }
     pub fn remote_path(self, root: &str) -> String {
@@ -199,7 +199,7 @@ impl Inputs {
     }
 }
 
-/// A unit file setup-server installs: `innercontext*.service|socket|timer`.
+/// A unit file setup-server installs: `UNIT_PREFIX*.service|socket|timer`.
 pub fn is_unit_file(name: &str) -> bool {
     let Some(stem) = name
         .strip_suffix(".service")
@@ -208,7 +208,7 @@ pub fn is_unit_file(name: &str) -> bool {
     else {
         return false;
     };
-    stem.starts_with("innercontext")
+    stem.starts_with(contract::UNIT_PREFIX)
         && stem
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -225,7 +225,7 @@ mod tests {
         );
         let line = c.line();
         assert!(
-            line.starts_with("bash -c '# shellcheck shell=bash"),
+            line.starts_with("bash -c 'ic_script__=$(printf %s '\\''H4sI"),
             "{line}"
         );
         assert!(line.ends_with(

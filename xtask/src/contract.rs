@@ -1,12 +1,17 @@
 //! The server contract: every fact both halves of the deployer rely on, defined once.
 //!
-//! The Rust client and the server script (`scripts/deploy.sh`, run as the app user) must agree
-//! on the units and their probes, the layout under the deploy root, the release states and
-//! results, the release-name format, the keys each remote call accepts, the steps and events of
-//! the server-side job, and a few timings. They live here; [`render_shell`] turns them into
-//! `scripts/contract.sh`, which is sent ahead of the script on every call (and shipped in every
-//! release). A unit test fails when the committed file differs from the rendering, and another
-//! checks that the script uses no call, key or event this module does not define.
+//! The Rust client and the server scripts (`scripts/deploy.sh`, run as the app user, and
+//! `scripts/setup-server.sh`, run as root) must agree on the app user, the units and their
+//! probes, the layout under the deploy root and the paths setup-server installs, the
+//! release-name format, the keys each remote call accepts, a few timings, and the protocol's
+//! words: release states, job results, steps, phases, messages, event kinds and notes, each an
+//! enum here ([`State`], [`JobResult`], [`Step`], [`StepStatus`], [`Phase`], [`Message`],
+//! [`EventKind`], [`Note`]) that the rest of the Rust side spells them through. They live here;
+//! [`shell::render_shell`] turns them into `scripts/contract.sh`, which is sent ahead of both
+//! scripts on every call (and shipped in every release). Unit tests fail when the committed
+//! file differs from the rendering, when a script uses a call, key, event, step, phase,
+//! message, note or result this module does not define or spells a fact itself, and when the
+//! Rust side quotes one of the protocol's words outside this module.
 
 /// The account the app runs as and deploys log in as.
 pub const APP_USER: &str = "innercontext";
@@ -430,8 +435,7 @@ pub const SETUP_SH: &str = include_str!("../../scripts/setup-server.sh");
 /// The log reader setup-server installs as [`JOURNAL_READER`].
 pub const JOURNAL_SH: &str = include_str!("../../scripts/innercontext-journal.sh");
 
-mod shell;
-pub use shell::{render_shell, shell_vars};
+pub mod shell;
 
 #[cfg(test)]
 mod tests;

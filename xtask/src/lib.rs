@@ -21,6 +21,8 @@ pub mod pg;
 pub mod proc;
 pub mod quote;
 pub mod remote;
+#[cfg(test)]
+mod rooms;
 pub mod scratch;
 pub mod setup_server;
 pub mod ssh;

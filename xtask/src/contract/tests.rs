@@ -1,3 +1,4 @@
+use super::shell::{render_shell, shell_vars};
 use super::*;
 use std::collections::BTreeSet;
 

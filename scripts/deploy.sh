@@ -148,8 +148,8 @@ last_job() { # ROOT: the newest job directory and its result
         unrecorded_result "$1" "${dir##*/}"
     fi
     out job.events "$(wc -c <"$dir/events" 2>/dev/null || echo 0)"
-    # Its last lines (for status), without the time.
-    tail -n 8 "$dir/events" 2>/dev/null | cut -f2- | while IFS= read -r l; do out job.line "$l"; done
+    # Its last events (for status), each line as the event stream has it.
+    tail -n 8 "$dir/events" 2>/dev/null | sed 's/^/job.event=/'
 }
 
 # --- preflight -------------------------------------------------------------------------------

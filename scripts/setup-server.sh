@@ -59,12 +59,13 @@ set -Eeuo pipefail
 export LC_ALL=C
 umask 022
 
-APP_USER=innercontext
-SUDOERS_TARGET=/etc/sudoers.d/innercontext-deploy
-JOURNAL_WRAPPER=/usr/local/sbin/innercontext-journal
-ROLE_FILE=/etc/innercontext/role
-TLS_DIR=/etc/ssl/innercontext
-TLS_SNIPPET=/etc/nginx/innercontext.d/tls.conf
+if [ -z "${C_APP_USER:-}" ]; then
+    # Run from a file: the contract sits beside it.
+    # shellcheck source=scripts/contract.sh
+    . "$(dirname -- "$0")/contract.sh"
+fi
+# The facts of the product (the app user, the layout, the paths it installs: C_*) are the
+# contract's (contract.sh, sent ahead of this script); what follows is this script's own.
 NODE_ROOT=/usr/local/lib/nodejs
 UV_VENV=/opt/uv
 NVM_VERSION=v0.40.4
@@ -118,12 +119,12 @@ report() {
         say detail "$1"
     fi
 }
-user_exists() { id -u "$APP_USER" >/dev/null 2>&1; }
+user_exists() { id -u "$C_APP_USER" >/dev/null 2>&1; }
 # "MODE USER:GROUP" of a path, without following a final symlink.
 perms() { stat -c '%a %U:%G' -- "$1"; }
 # Run a command as the app user: whatever it is tricked into touching, it touches with the app
 # user's rights only.
-as_app() { runuser -u "$APP_USER" -- "$@"; }
+as_app() { runuser -u "$C_APP_USER" -- "$@"; }
 # What is at PATH, without following it: missing, symlink, dir, file, or stat's word for it.
 kind() {
     if [ -L "$1" ]; then
@@ -147,7 +148,7 @@ refusal() { # PATH KIND WANT
 # Whether the app user owns PATH or may write into it (following links, as it would).
 app_can_change() {
     user_exists || return 1
-    [ "$(stat -L -c %U -- "$1" 2>/dev/null || true)" = "$APP_USER" ] && return 0
+    [ "$(stat -L -c %U -- "$1" 2>/dev/null || true)" = "$C_APP_USER" ] && return 0
     as_app test -w "$1"
 }
 # The first directory above PATH (as written, and as resolved) that the app user can change,
@@ -182,14 +183,14 @@ chown_app() { # BASE REL
     [ "$(cat /proc/sys/fs/protected_hardlinks 2>/dev/null || true)" = 1 ] ||
         fail "the kernel lets users hard-link files they do not own (fs.protected_hardlinks is not 1), so setup-server will not chown $1/$2: set it to 1 (sysctl fs.protected_hardlinks=1), or chown it by hand after checking it"
     depth=$(($(printf '%s' "$2" | tr -cd / | wc -c) + 1))
-    find "$1" -mindepth "$depth" -maxdepth "$depth" -path "$1/$2" -execdir chown -h "$APP_USER:$APP_USER" {} +
-    [ "$(stat -c %U:%G -- "$1/$2")" = "$APP_USER:$APP_USER" ] || fail "could not give $1/$2 to $APP_USER"
+    find "$1" -mindepth "$depth" -maxdepth "$depth" -path "$1/$2" -execdir chown -h "$C_APP_USER:$C_APP_USER" {} +
+    [ "$(stat -c %U:%G -- "$1/$2")" = "$C_APP_USER:$C_APP_USER" ] || fail "could not give $1/$2 to $C_APP_USER"
 }
 # The contents of a file under the app user's paths, read as the app user (as root while there
 # is no app user yet, so nobody can have planted anything); a FIFO swapped in cannot hang us.
 app_cat() {
     if user_exists; then
-        timeout 10 runuser -u "$APP_USER" -- cat -- "$1" </dev/null 2>/dev/null
+        timeout 10 runuser -u "$C_APP_USER" -- cat -- "$1" </dev/null 2>/dev/null
     else
         timeout 10 cat -- "$1" </dev/null 2>/dev/null
     fi
@@ -217,16 +218,22 @@ dirs_below() { # ROOT REL
 fix_owner_mode() { # BASE REL MODE
     local p=$1/$2 cur
     cur=$(perms "$p")
-    [ "$cur" = "$3 $APP_USER:$APP_USER" ] && return 0
-    note "$p $cur -> $3 $APP_USER:$APP_USER"
+    [ "$cur" = "$3 $C_APP_USER:$C_APP_USER" ] && return 0
+    note "$p $cur -> $3 $C_APP_USER:$C_APP_USER"
     ((CHECK)) && return 0
-    if [ "${cur#* }" != "$APP_USER:$APP_USER" ]; then chown_app "$1" "$2"; fi
+    if [ "${cur#* }" != "$C_APP_USER:$C_APP_USER" ]; then chown_app "$1" "$2"; fi
     as_app chmod "$3" -- "$p"
 }
 
 # The deploy root's directories (below it) and their modes; the deploy root itself is 755.
-LAYOUT=(releases:755 shared:755 shared/backend:750 shared/frontend:750 shared/uv-cache:755 scripts:755)
-ENV_FILES=(shared/backend/.env shared/frontend/.env.production)
+LAYOUT=("$C_RELEASES:755" "$C_SHARED:755" "${C_ENV_BACKEND%/*}:750" "${C_ENV_FRONTEND%/*}:750"
+    "$C_UV_CACHE:755" "$C_SCRIPTS:755")
+ENV_FILES=("$C_ENV_BACKEND" "$C_ENV_FRONTEND")
+# The layout as a line says it: {releases,shared/{backend,frontend,uv-cache},scripts}.
+below_shared() { printf '%s' "${1#"$C_SHARED"/}"; }
+LAYOUT_TEXT="{$C_RELEASES,$C_SHARED/{$(below_shared "${C_ENV_BACKEND%/*}"),$(below_shared "${C_ENV_FRONTEND%/*}"),$(below_shared "$C_UV_CACHE")},$C_SCRIPTS}"
+# The nginx site's name (sites-available/NAME).
+SITE=${C_NGINX_SITE##*/}
 
 # One problem= line for each path root works on that the app user could have planted or could
 # swap: a deploy root or home below a directory the app user can change, a symlink or another
@@ -234,7 +241,7 @@ ENV_FILES=(shared/backend/.env shared/frontend/.env.production)
 check_app_paths() { # ROOT
     local root=$1 p k spec rel home
     if p=$(changeable_parent "$root"); then
-        say problem "$p, above the deploy root $root, can be changed by $APP_USER, who could swap $root for a link: use a deploy root whose parent directories only root can change (e.g. /opt/innercontext)"
+        say problem "$p, above the deploy root $root, can be changed by $C_APP_USER, who could swap $root for a link: use a deploy root whose parent directories only root can change (e.g. $C_DEFAULT_ROOT)"
     fi
     k=$(kind "$root")
     case $k in
@@ -254,9 +261,9 @@ check_app_paths() { # ROOT
     *) say problem "$(refusal "$root" "$k" directory)" ;;
     esac
     user_exists || return 0
-    home=$(getent passwd "$APP_USER" | cut -d: -f6)
+    home=$(getent passwd "$C_APP_USER" | cut -d: -f6)
     if p=$(changeable_parent "$home"); then
-        say problem "$p, above $APP_USER's home $home, can be changed by $APP_USER: give $APP_USER a home in a directory only root can change (e.g. /home)"
+        say problem "$p, above $C_APP_USER's home $home, can be changed by $C_APP_USER: give $C_APP_USER a home in a directory only root can change (e.g. /home)"
     fi
     k=$(kind "$home/.ssh")
     case $k in
@@ -344,7 +351,7 @@ cmd_preflight() {
     say backend_env "$(env_state "$root" "${ENV_FILES[0]}")"
     say frontend_env "$(env_state "$root" "${ENV_FILES[1]}")"
     local home ak keys=0 present=no
-    home=$(getent passwd "$APP_USER" | cut -d: -f6 || true)
+    home=$(getent passwd "$C_APP_USER" | cut -d: -f6 || true)
     ak=$home/.ssh/authorized_keys
     if [ -n "$home" ]; then
         case "$(kind "$home/.ssh"):$(kind "$ak")" in
@@ -359,8 +366,8 @@ cmd_preflight() {
     say keys "$keys"
     say key "$present"
     say role "$(recorded_role)"
-    if [ -f "$TLS_DIR/key.pem" ] && [ ! -L "$TLS_DIR/key.pem" ]; then
-        say tls_key "$(sha256sum <"$TLS_DIR/key.pem" | cut -d' ' -f1)"
+    if [ -f "$C_TLS_DIR/key.pem" ] && [ ! -L "$C_TLS_DIR/key.pem" ]; then
+        say tls_key "$(sha256sum <"$C_TLS_DIR/key.pem" | cut -d' ' -f1)"
     fi
     if ! command -v visudo >/dev/null; then
         say sudoers unknown
@@ -495,11 +502,11 @@ cmd_node() {
 cmd_user() {
     local root=$1 spec rel mode k p cur made=()
     if ! user_exists; then
-        note "new system user $APP_USER"
-        apply useradd --system --create-home --shell /bin/bash "$APP_USER"
+        note "new system user $C_APP_USER"
+        apply useradd --system --create-home --shell /bin/bash "$C_APP_USER"
     fi
     if p=$(changeable_parent "$root"); then
-        fail "$p, above the deploy root $root, can be changed by $APP_USER: use a deploy root whose parent directories only root can change; this step changed nothing"
+        fail "$p, above the deploy root $root, can be changed by $C_APP_USER: use a deploy root whose parent directories only root can change; this step changed nothing"
     fi
     # The deploy root itself is root's to make: its parent is root's (checked above), so nobody
     # can swap it between this check and chown -h / chmod.
@@ -507,13 +514,13 @@ cmd_user() {
     case $k in
     missing)
         made+=("")
-        apply install -d -m 755 -o "$APP_USER" -g "$APP_USER" "$root"
+        apply install -d -m 755 -o "$C_APP_USER" -g "$C_APP_USER" "$root"
         ;;
     dir)
         cur=$(perms "$root")
-        if [ "$cur" != "755 $APP_USER:$APP_USER" ]; then
-            note "$root $cur -> 755 $APP_USER:$APP_USER"
-            apply chown -h "$APP_USER:$APP_USER" "$root"
+        if [ "$cur" != "755 $C_APP_USER:$C_APP_USER" ]; then
+            note "$root $cur -> 755 $C_APP_USER:$C_APP_USER"
+            apply chown -h "$C_APP_USER:$C_APP_USER" "$root"
             apply chmod 755 "$root"
         fi
         ;;
@@ -535,22 +542,22 @@ cmd_user() {
     if ((${#made[@]})); then
         note "mkdir $root{$(IFS=,; printf '%s' "${made[*]}")}"
     fi
-    report "$APP_USER, $root/{releases,shared/{backend,frontend,uv-cache},scripts}"
+    report "$C_APP_USER, $root/$LAYOUT_TEXT"
 }
 
 cmd_key() {
     local keyline=$1 home ssh ak k p
     if ! user_exists; then
-        note "authorize the deploy key for $APP_USER"
-        ((CHECK)) || fail "user $APP_USER does not exist"
+        note "authorize the deploy key for $C_APP_USER"
+        ((CHECK)) || fail "user $C_APP_USER does not exist"
         report ""
         return
     fi
-    home=$(getent passwd "$APP_USER" | cut -d: -f6)
+    home=$(getent passwd "$C_APP_USER" | cut -d: -f6)
     ssh=$home/.ssh
     ak=$ssh/authorized_keys
     if p=$(changeable_parent "$home"); then
-        fail "$p, above $APP_USER's home $home, can be changed by $APP_USER; this step changed nothing"
+        fail "$p, above $C_APP_USER's home $home, can be changed by $C_APP_USER; this step changed nothing"
     fi
     k=$(kind "$home")
     [ "$k" = dir ] || fail "$(refusal "$home" "$k" directory)"
@@ -583,8 +590,8 @@ cmd_key() {
     if ((CHECK == 0)); then
         k=$(kind "$ak")
         [ "$k" != missing ] || fail "$ak is missing and no deploy key was given (--deploy-key FILE)"
-        if ! { [ "$k" = file ] && [ "$(perms "$ak")" = "600 $APP_USER:$APP_USER" ]; }; then
-            fail "$ak is $k $(perms "$ak") after authorizing the key, expected a file 600 $APP_USER:$APP_USER"
+        if ! { [ "$k" = file ] && [ "$(perms "$ak")" = "600 $C_APP_USER:$C_APP_USER" ]; }; then
+            fail "$ak is $k $(perms "$ak") after authorizing the key, expected a file 600 $C_APP_USER:$C_APP_USER"
         fi
     fi
     report "key authorized in $ak"
@@ -602,8 +609,8 @@ cmd_env() {
         fix_owner_mode "$root" "$rel" 600
         cur=$(read_sha "$path")
         if [ -z "$cur" ]; then
-            ((CHECK)) || fail "$APP_USER cannot read $path"
-            report "$path compared once it is $APP_USER's"
+            ((CHECK)) || fail "$C_APP_USER cannot read $path"
+            report "$path compared once it is $C_APP_USER's"
             return
         fi
         ;;
@@ -639,19 +646,19 @@ cmd_env() {
     fi
     if ((CHECK == 0)); then
         k=$(kind "$path")
-        if ! { [ "$k" = file ] && [ "$(perms "$path")" = "600 $APP_USER:$APP_USER" ]; }; then
-            fail "$path is $k $(perms "$path") after the step, expected a file 600 $APP_USER:$APP_USER"
+        if ! { [ "$k" = file ] && [ "$(perms "$path")" = "600 $C_APP_USER:$C_APP_USER" ]; }; then
+            fail "$path is $k $(perms "$path") after the step, expected a file 600 $C_APP_USER:$C_APP_USER"
         fi
     fi
-    report "$path 600 $APP_USER:$APP_USER"
+    report "$path 600 $C_APP_USER:$C_APP_USER"
 }
 
-in_journal_group() { user_exists && id -nG "$APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; }
+in_journal_group() { user_exists && id -nG "$C_APP_USER" | tr ' ' '\n' | grep -qx systemd-journal; }
 
 # The app user reads its units' logs through the root-owned wrapper (one sudoers line), not as a
 # member of systemd-journal, which reads the whole system journal.
 cmd_journal() {
-    local text=$1 target=$JOURNAL_WRAPPER tmp
+    local text=$1 target=$C_JOURNAL_READER tmp
     if ! { same_content "$target" "$text" && [ "$(perms "$target")" = "755 root:root" ]; }; then
         if [ -e "$target" ] || [ -L "$target" ]; then note "update $target"; else note "new $target"; fi
         if ((CHECK == 0)); then
@@ -666,10 +673,10 @@ cmd_journal() {
         fi
     fi
     if in_journal_group; then
-        note "$APP_USER leaves systemd-journal"
-        apply gpasswd -d "$APP_USER" systemd-journal >/dev/null
+        note "$C_APP_USER leaves systemd-journal"
+        apply gpasswd -d "$C_APP_USER" systemd-journal >/dev/null
     fi
-    report "$target; $APP_USER reads only its units' logs"
+    report "$target; $C_APP_USER reads only its units' logs"
 }
 
 # The drop-in is replaced only after visudo accepted the new text on a temporary file outside
@@ -677,7 +684,7 @@ cmd_journal() {
 # /etc/sudoers.d (same filesystem, so the final mv is one rename) with a dot in its name, which
 # sudo's @includedir ignores.
 cmd_sudoers() {
-    local text=$1 target=$SUDOERS_TARGET msg
+    local text=$1 target=$C_SUDOERS_FILE msg
     command -v visudo >/dev/null || fail "visudo not found: the sudo package is missing"
     if same_content "$target" "$text" && [ "$(perms "$target")" = "440 root:root" ]; then
         :
@@ -710,12 +717,12 @@ cmd_sudoers() {
         fi
     fi
     if ((CHECK == 0)); then
-        if ! msg=$(sudo -u "$APP_USER" sudo -n -l 2>&1 </dev/null); then
-            fail "'sudo -u $APP_USER sudo -n -l' fails without a TTY: $msg"
+        if ! msg=$(sudo -u "$C_APP_USER" sudo -n -l 2>&1 </dev/null); then
+            fail "'sudo -u $C_APP_USER sudo -n -l' fails without a TTY: $msg"
         fi
         local n
         n=$(sudo_commands | grep -c . || true)
-        report "sudo -n -l as $APP_USER works without a TTY ($n commands)"
+        report "sudo -n -l as $C_APP_USER works without a TTY ($n commands)"
     else
         report "$target up to date"
     fi
@@ -723,7 +730,7 @@ cmd_sudoers() {
 
 # The commands the app user may run, one per line, from sudo's long listing.
 sudo_commands() {
-    sudo -u "$APP_USER" sudo -n -ll 2>/dev/null </dev/null |
+    sudo -u "$C_APP_USER" sudo -n -ll 2>/dev/null </dev/null |
         awk '/^[[:space:]]*Commands:[[:space:]]*$/ { c = 1; next }
              c && /^[[:space:]]+[^[:space:]]/ { sub(/^[[:space:]]+/, ""); print; next }
              { c = 0 }'
@@ -755,12 +762,12 @@ cmd_units() {
     local moved=() masked=() foreign=() reenable=() args=("$@")
     read -ra roles <<<"$role_units"
     for name in "${roles[@]}"; do
-        [[ $name =~ ^innercontext[a-z0-9-]*\.service$ ]] || fail "refusing unit name '$name'"
+        [[ $name =~ ^${C_UNIT_PREFIX}[a-z0-9-]*\.service$ ]] || fail "refusing unit name '$name'"
     done
     while (($#)); do
         name=$1 text=$2
         shift 2
-        [[ $name =~ ^innercontext[a-z0-9-]*\.(service|socket|timer)$ ]] || fail "refusing unit name '$name'"
+        [[ $name =~ ^${C_UNIT_PREFIX}[a-z0-9-]*\.(service|socket|timer)$ ]] || fail "refusing unit name '$name'"
         units+=("$name")
         old=$old_dir/$name
         k=$(kind "$old")
@@ -881,12 +888,12 @@ in_words() { # WORD WORD...
 }
 
 cmd_nginx() {
-    local text=$1 avail=/etc/nginx/sites-available/innercontext
-    local enabled=/etc/nginx/sites-enabled/innercontext default=/etc/nginx/sites-enabled/default
+    local text=$1 avail=$C_NGINX_SITE
+    local enabled=$C_NGINX_SITE_ENABLED default=/etc/nginx/sites-enabled/default
     local config=0 msg f
     if ! command -v nginx >/dev/null; then
         ((CHECK)) || fail "nginx is not installed"
-        note "install the innercontext site, remove the default site, start nginx"
+        note "install the $SITE site, remove the default site, start nginx"
         report ""
         return
     fi
@@ -904,7 +911,7 @@ cmd_nginx() {
     fi
     if ((config && CHECK == 0)); then
         local backup
-        backup=$(mktemp -d /etc/nginx/.innercontext-backup-XXXXXX)
+        backup=$(mktemp -d "/etc/nginx/.$SITE-backup-XXXXXX")
         TMPS+=("$backup")
         for f in "$avail" "$enabled" "$default"; do
             if [ -e "$f" ] || [ -L "$f" ]; then cp -a -- "$f" "$backup/$(basename "$(dirname "$f")")_$(basename "$f")"; fi
@@ -924,7 +931,7 @@ cmd_nginx() {
                 saved="$backup/$(basename "$(dirname "$f")")_$(basename "$f")"
                 if [ -e "$saved" ] || [ -L "$saved" ]; then cp -a -- "$saved" "$f"; fi
             done
-            fail "nginx -t rejected the innercontext site; the previous nginx configuration was put back: $msg"
+            fail "nginx -t rejected the $SITE site; the previous nginx configuration was put back: $msg"
         fi
     fi
     if ! systemctl is-active -q nginx; then
@@ -941,7 +948,7 @@ cmd_nginx() {
         note "enable nginx"
         apply systemctl enable -q nginx
     fi
-    report "site innercontext enabled, default site absent, nginx active"
+    report "site $SITE enabled, default site absent, nginx active"
 }
 
 # HTTPS with a provided certificate. Everything here is root's own (/etc/ssl, /etc/nginx). The
@@ -953,19 +960,19 @@ cmd_tls() {
     local cert=$1 want_key=$2 snippet=$3 cur_key="" key_in="" msg f config=0
     command -v openssl >/dev/null || fail "openssl is missing (it comes with ca-certificates)"
     command -v nginx >/dev/null || { ((CHECK)) || fail "nginx is not installed"; }
-    if [ -f "$TLS_DIR/key.pem" ] && [ ! -L "$TLS_DIR/key.pem" ]; then
-        cur_key=$(sha256sum <"$TLS_DIR/key.pem" | cut -d' ' -f1)
+    if [ -f "$C_TLS_DIR/key.pem" ] && [ ! -L "$C_TLS_DIR/key.pem" ]; then
+        cur_key=$(sha256sum <"$C_TLS_DIR/key.pem" | cut -d' ' -f1)
     fi
-    if ! { same_content "$TLS_DIR/cert.pem" "$cert" && [ "$(perms "$TLS_DIR/cert.pem")" = "644 root:root" ]; }; then
-        note "certificate $TLS_DIR/cert.pem"
+    if ! { same_content "$C_TLS_DIR/cert.pem" "$cert" && [ "$(perms "$C_TLS_DIR/cert.pem")" = "644 root:root" ]; }; then
+        note "certificate $C_TLS_DIR/cert.pem"
         config=1
     fi
-    if [ "$cur_key" != "$want_key" ] || [ "$(perms "$TLS_DIR/key.pem" 2>/dev/null || true)" != "600 root:root" ]; then
-        note "private key $TLS_DIR/key.pem (0600 root)"
+    if [ "$cur_key" != "$want_key" ] || [ "$(perms "$C_TLS_DIR/key.pem" 2>/dev/null || true)" != "600 root:root" ]; then
+        note "private key $C_TLS_DIR/key.pem (0600 root)"
         config=1
     fi
-    if ! { same_content "$TLS_SNIPPET" "$snippet" && [ "$(perms "$TLS_SNIPPET")" = "644 root:root" ]; }; then
-        note "$TLS_SNIPPET"
+    if ! { same_content "$C_TLS_SNIPPET" "$snippet" && [ "$(perms "$C_TLS_SNIPPET")" = "644 root:root" ]; }; then
+        note "$C_TLS_SNIPPET"
         config=1
     fi
     if ((config && CHECK == 0)); then
@@ -974,7 +981,7 @@ cmd_tls() {
         TMPS+=("$work")
         printf '%s' "$cert" >"$work/cert.pem"
         if [ "$cur_key" = "$want_key" ]; then
-            cp -- "$TLS_DIR/key.pem" "$work/key.pem"
+            cp -- "$C_TLS_DIR/key.pem" "$work/key.pem"
         else
             key_in=$work/key.pem
             cat >"$key_in"
@@ -989,19 +996,19 @@ cmd_tls() {
         if [ "$(openssl x509 -in "$work/cert.pem" -noout -pubkey | sha256sum)" != "$(openssl pkey -in "$work/key.pem" -pubout | sha256sum)" ]; then
             fail "the private key does not belong to the certificate; nothing was changed"
         fi
-        install -d -m 0755 -o root -g root "$TLS_DIR" "$(dirname "$TLS_SNIPPET")"
+        install -d -m 0755 -o root -g root "$C_TLS_DIR" "$(dirname "$C_TLS_SNIPPET")"
         local backup
         backup=$(mktemp -d)
         TMPS+=("$backup")
-        for f in "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$TLS_SNIPPET"; do
+        for f in "$C_TLS_DIR/cert.pem" "$C_TLS_DIR/key.pem" "$C_TLS_SNIPPET"; do
             if [ -e "$f" ]; then cp -p -- "$f" "$backup/$(basename "$f")"; fi
         done
-        put_root_file "$work/cert.pem" "$TLS_DIR/cert.pem" 0644
-        put_root_file "$work/key.pem" "$TLS_DIR/key.pem" 0600
+        put_root_file "$work/cert.pem" "$C_TLS_DIR/cert.pem" 0644
+        put_root_file "$work/key.pem" "$C_TLS_DIR/key.pem" 0600
         printf '%s' "$snippet" >"$work/tls.conf"
-        put_root_file "$work/tls.conf" "$TLS_SNIPPET" 0644
+        put_root_file "$work/tls.conf" "$C_TLS_SNIPPET" 0644
         if ! msg=$(nginx -t -q 2>&1); then
-            for f in "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$TLS_SNIPPET"; do
+            for f in "$C_TLS_DIR/cert.pem" "$C_TLS_DIR/key.pem" "$C_TLS_SNIPPET"; do
                 if [ -e "$backup/$(basename "$f")" ]; then mv -f -- "$backup/$(basename "$f")" "$f"; else rm -f -- "$f"; fi
             done
             fail "nginx -t rejected the TLS configuration; the previous files were put back: $msg"
@@ -1031,48 +1038,49 @@ cmd_verify() {
     local root=$1 dir=$2 v ok
     shift 2
     if user_exists; then
-        v="$(id "$APP_USER")"
+        v="$(id "$C_APP_USER")"
         if in_journal_group; then ok=fail; else ok=ok; fi
-        row "app user" "$ok" "$APP_USER: $(id -nG "$APP_USER"), shell $(getent passwd "$APP_USER" | cut -d: -f7)"
+        row "app user" "$ok" "$C_APP_USER: $(id -nG "$C_APP_USER"), shell $(getent passwd "$C_APP_USER" | cut -d: -f7)"
     else
-        row "app user" fail "no user $APP_USER"
+        row "app user" fail "no user $C_APP_USER"
     fi
     local bad=() d
-    for d in "$root" "$root/releases" "$root/shared" "$root/shared/backend" "$root/shared/frontend" \
-        "$root/shared/uv-cache" "$root/scripts"; do
-        if [ ! -d "$d" ] || [[ "$(perms "$d")" != *" $APP_USER:$APP_USER" ]]; then bad+=("$d"); fi
+    local spec dirs=("$root")
+    for spec in "${LAYOUT[@]}"; do dirs+=("$root/${spec%:*}"); done
+    for d in "${dirs[@]}"; do
+        if [ ! -d "$d" ] || [[ "$(perms "$d")" != *" $C_APP_USER:$C_APP_USER" ]]; then bad+=("$d"); fi
     done
     if ((${#bad[@]})); then
-        row "directories" fail "missing or not owned by $APP_USER: ${bad[*]}"
+        row "directories" fail "missing or not owned by $C_APP_USER: ${bad[*]}"
     else
-        row "directories" ok "$root/{releases,shared/{backend,frontend,uv-cache},scripts} $APP_USER:$APP_USER"
+        row "directories" ok "$root/$LAYOUT_TEXT $C_APP_USER:$C_APP_USER"
     fi
     local f
-    for f in "$root/shared/backend/.env" "$root/shared/frontend/.env.production"; do
+    for f in "$root/$C_ENV_BACKEND" "$root/$C_ENV_FRONTEND"; do
         if [ -f "$f" ] && [ ! -L "$f" ]; then
             v=$(perms "$f")
-            if [ "$v" = "600 $APP_USER:$APP_USER" ]; then ok=ok; else ok=fail; fi
-            row "${f#"$root"/shared/}" "$ok" "$v"
+            if [ "$v" = "600 $C_APP_USER:$C_APP_USER" ]; then ok=ok; else ok=fail; fi
+            row "${f#"$root/$C_SHARED"/}" "$ok" "$v"
         else
-            row "${f#"$root"/shared/}" fail "missing"
+            row "${f#"$root/$C_SHARED"/}" fail "missing"
         fi
     done
     local home keys=0
-    home=$(getent passwd "$APP_USER" | cut -d: -f6 || true)
+    home=$(getent passwd "$C_APP_USER" | cut -d: -f6 || true)
     if [ -n "$home" ] && [ "$(kind "$home/.ssh")" = dir ] && [ "$(kind "$home/.ssh/authorized_keys")" = file ]; then
         keys=$(app_cat "$home/.ssh/authorized_keys" | grep -cE '^[^#[:space:]]' || true)
     fi
     if ((keys > 0)); then ok=ok; else ok=fail; fi
-    row "ssh keys" "$ok" "$keys authorized for $APP_USER"
-    if user_exists && v=$(sudo -u "$APP_USER" sudo -n -l 2>&1 </dev/null); then
+    row "ssh keys" "$ok" "$keys authorized for $C_APP_USER"
+    if user_exists && v=$(sudo -u "$C_APP_USER" sudo -n -l 2>&1 </dev/null); then
         row "sudo -n -l" ok "works without a TTY"
         sudo_commands | while IFS= read -r line; do say sudo_cmd "$line"; done
     else
         row "sudo -n -l" fail "${v:-no user}"
     fi
-    v=$(perms "$JOURNAL_WRAPPER" 2>/dev/null || echo missing)
-    if [ "$v" = "755 root:root" ] && [ -f "$JOURNAL_WRAPPER" ] && [ ! -L "$JOURNAL_WRAPPER" ]; then ok=ok; else ok=fail; fi
-    row "log reader" "$ok" "$JOURNAL_WRAPPER $v"
+    v=$(perms "$C_JOURNAL_READER" 2>/dev/null || echo missing)
+    if [ "$v" = "755 root:root" ] && [ -f "$C_JOURNAL_READER" ] && [ ! -L "$C_JOURNAL_READER" ]; then ok=ok; else ok=fail; fi
+    row "log reader" "$ok" "$C_JOURNAL_READER $v"
     local u p states=()
     ok=ok
     for u in "$@"; do
@@ -1089,18 +1097,18 @@ cmd_verify() {
     row "units" "$ok" "$dir: $(printf '%s, ' "${states[@]}" | sed 's/, $//')"
     if command -v nginx >/dev/null && v=$(nginx -t 2>&1); then
         local site=ok
-        [ "$(readlink /etc/nginx/sites-enabled/innercontext || true)" = /etc/nginx/sites-available/innercontext ] || site=fail
+        [ "$(readlink "$C_NGINX_SITE_ENABLED" || true)" = "$C_NGINX_SITE" ] || site=fail
         [ -e /etc/nginx/sites-enabled/default ] && site=fail
         systemctl is-active -q nginx || site=fail
         row "nginx" "$site" "nginx -t ok, $(systemctl is-active nginx || true), site $([ "$site" = ok ] && echo enabled || echo 'NOT enabled or default site present')"
     else
         row "nginx" fail "nginx -t: ${v:-nginx missing}"
     fi
-    if [ -e "$TLS_SNIPPET" ]; then
-        if v=$(openssl x509 -in "$TLS_DIR/cert.pem" -noout -subject -enddate 2>&1) &&
-            openssl x509 -in "$TLS_DIR/cert.pem" -noout -checkend 0 >/dev/null &&
-            [ "$(perms "$TLS_DIR/key.pem" 2>/dev/null || true)" = "600 root:root" ]; then ok=ok; else ok=fail; fi
-        row "https" "$ok" "$(printf '%s' "$v" | tr '\n' ' '), key $(perms "$TLS_DIR/key.pem" 2>/dev/null || echo missing)"
+    if [ -e "$C_TLS_SNIPPET" ]; then
+        if v=$(openssl x509 -in "$C_TLS_DIR/cert.pem" -noout -subject -enddate 2>&1) &&
+            openssl x509 -in "$C_TLS_DIR/cert.pem" -noout -checkend 0 >/dev/null &&
+            [ "$(perms "$C_TLS_DIR/key.pem" 2>/dev/null || true)" = "600 root:root" ]; then ok=ok; else ok=fail; fi
+        row "https" "$ok" "$(printf '%s' "$v" | tr '\n' ' '), key $(perms "$C_TLS_DIR/key.pem" 2>/dev/null || echo missing)"
     else
         row "https" ok "not configured (plain http on :80; see --tls-cert)"
     fi
@@ -1113,8 +1121,8 @@ cmd_verify() {
 # The role recorded in ROLE_FILE (primary or secondary), or nothing.
 recorded_role() {
     local word=""
-    if [ -f "$ROLE_FILE" ] && [ ! -L "$ROLE_FILE" ]; then word=$(head -c 64 "$ROLE_FILE" | tr -cd '[:lower:]'); fi
-    case $word in primary | secondary) printf '%s' "$word" ;; esac
+    if [ -f "$C_ROLE_FILE" ] && [ ! -L "$C_ROLE_FILE" ]; then word=$(head -c 64 "$C_ROLE_FILE" | tr -cd '[:lower:]'); fi
+    case $word in "$C_ROLE_PRIMARY" | "$C_ROLE_SECONDARY") printf '%s' "$word" ;; esac
 }
 
 # Record ROLE in ROLE_FILE (root's directory and file, written whole by a rename) and give the
@@ -1124,37 +1132,37 @@ recorded_role() {
 cmd_role() {
     local role=$1 root=$2 u was dir tmp
     shift 2
-    case $role in primary | secondary) ;; *) fail "unknown role '$role'" ;; esac
+    case $role in "$C_ROLE_PRIMARY" | "$C_ROLE_SECONDARY") ;; *) fail "unknown role '$role'" ;; esac
     was=$(recorded_role)
-    dir=$(dirname -- "$ROLE_FILE")
+    dir=$(dirname -- "$C_ROLE_FILE")
     case "$(kind "$dir")" in
     missing) ;;
     dir) [ "$(stat -c %u -- "$dir")" = 0 ] || fail "$dir is not root's ($(perms "$dir")): give it to root (chown root:root $dir) and run setup-server again" ;;
     *) fail "$(refusal "$dir" "$(kind "$dir")" directory)" ;;
     esac
     for u in "$@"; do
-        [[ $u =~ ^innercontext[a-z0-9-]*$ ]] || fail "refusing unit name '$u'"
-        if [ "$role" = secondary ] &&
+        [[ $u =~ ^${C_UNIT_PREFIX}[a-z0-9-]*$ ]] || fail "refusing unit name '$u'"
+        if [ "$role" = "$C_ROLE_SECONDARY" ] &&
             { [ "$(systemctl is-enabled "$u.service" 2>/dev/null || true)" != disabled ] ||
                 systemctl is-active -q "$u.service" 2>/dev/null; }; then
             note "disable and stop $u (it runs on the primary only)"
             apply systemctl disable -q --now "$u.service"
         fi
     done
-    if ! { same_content "$ROLE_FILE" "$role"$'\n' && [ "$(perms "$ROLE_FILE")" = "644 root:root" ]; }; then
-        note "record $role in $ROLE_FILE${was:+ (was $was)}"
+    if ! { same_content "$C_ROLE_FILE" "$role"$'\n' && [ "$(perms "$C_ROLE_FILE")" = "644 root:root" ]; }; then
+        note "record $role in $C_ROLE_FILE${was:+ (was $was)}"
         if ((CHECK == 0)); then
             install -d -m 755 -o root -g root "$dir"
-            tmp_beside "$ROLE_FILE"
+            tmp_beside "$C_ROLE_FILE"
             tmp=$TMP
             printf '%s\n' "$role" >"$tmp"
             chmod 0644 "$tmp"
             sync -- "$tmp"
-            mv -f -- "$tmp" "$ROLE_FILE"
+            mv -f -- "$tmp" "$C_ROLE_FILE"
         fi
     fi
-    [ "$role" = primary ] || {
-        report "secondary (recorded in $ROLE_FILE); $* disabled"
+    [ "$role" = "$C_ROLE_PRIMARY" ] || {
+        report "$role (recorded in $C_ROLE_FILE); $* disabled"
         return
     }
     for u in "$@"; do
@@ -1162,12 +1170,12 @@ cmd_role() {
             note "enable $u (this host is the primary)"
             apply systemctl enable -q "$u.service"
         fi
-        if [ "$was" = secondary ] && [ -d "$root/current/" ] && ! systemctl is-active -q "$u.service" 2>/dev/null; then
+        if [ "$was" = "$C_ROLE_SECONDARY" ] && [ -d "$root/$C_CURRENT/" ] && ! systemctl is-active -q "$u.service" 2>/dev/null; then
             note "start $u (this host became the primary)"
             apply systemctl start "$u.service"
         fi
     done
-    report "primary (recorded in $ROLE_FILE); $* enabled"
+    report "$role (recorded in $C_ROLE_FILE); $* enabled"
 }
 
 case "$SUB" in

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use camino::Utf8PathBuf;
 
 pub const DEFAULT_SERVER: &str = "innercontext";
-pub const DEFAULT_ROOT: &str = "/opt/innercontext";
+pub const DEFAULT_ROOT: &str = crate::contract::DEFAULT_ROOT;
 pub const DEFAULT_HEALTH_TIMEOUT: u64 = 60;
 pub const DEFAULT_KEEP: usize = 5;
 /// How long every unit must have been up, and every probe answering, to count as healthy.
@@ -262,7 +262,7 @@ pub fn validate_root(root: &str) -> Result<()> {
         .all(|p| !p.is_empty() && p != "." && p != "..");
     if !root.starts_with('/') || root == "/" || !chars_ok || !parts_ok {
         bail!(
-            "DEPLOY_ROOT '{}' must be an absolute path like /opt/innercontext made of letters, digits, '/', '.', '-', '_' (no spaces, quotes, '..' or shell syntax)",
+            "DEPLOY_ROOT '{}' must be an absolute path like {DEFAULT_ROOT} made of letters, digits, '/', '.', '-', '_' (no spaces, quotes, '..' or shell syntax)",
             root.escape_debug()
         );
     }

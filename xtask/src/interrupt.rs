@@ -36,12 +36,24 @@ extern "C" fn on_signal(sig: i32) {
 
 /// Install the handlers for SIGINT, SIGTERM and SIGHUP. Idempotent.
 pub fn install() {
-    // SAFETY: the handler only touches atomics and calls _exit.
+    // The handler only touches atomics and calls _exit.
+    handle(SIGINT, on_signal);
+    handle(SIGTERM, on_signal);
+    handle(SIGHUP, on_signal);
+}
+
+/// Make `handler` the handler of `sig`. It must make only async-signal-safe calls.
+pub fn handle(sig: i32, handler: extern "C" fn(i32)) {
+    // SAFETY: installing a handler has no memory effects; what it may do is the caller's.
     unsafe {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-        signal(SIGHUP, on_signal);
+        signal(sig, handler);
     }
+}
+
+/// End this process at once with `status` (`_exit`: async-signal-safe, for handlers).
+pub fn exit_now(status: i32) -> ! {
+    // SAFETY: _exit ends the process without running anything of ours.
+    unsafe { _exit(status) }
 }
 
 /// How many signals arrived so far.

@@ -1,7 +1,8 @@
 //! The innercontext xtask: tests, a local test host, provisioning and deployment.
 //!
-//! `main` parses the command line (`flags`) and calls [`run`]; each command lives in its own
-//! module. The library form lets the end-to-end harness (`tests/e2e.rs`) reuse the test host.
+//! The library root: the module list and [`project_root`]. `main` parses the command line
+//! (`flags`) and dispatches to the command's module; the end-to-end harness (`tests/e2e/`)
+//! imports the same modules (the test host, the contract).
 
 pub mod bench;
 pub mod build_output;
@@ -15,13 +16,13 @@ pub mod deploy;
 mod docs;
 pub mod flags;
 pub mod interrupt;
-pub mod lock;
 pub mod logs;
 pub mod pg;
 pub mod proc;
 pub mod quote;
-pub mod release;
 pub mod remote;
+#[cfg(test)]
+mod rooms;
 pub mod scratch;
 pub mod setup_server;
 pub mod ssh;
@@ -30,11 +31,7 @@ pub mod tools;
 pub mod ui;
 pub mod wait;
 
-use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
-use xshell::Shell;
-
-use flags::Command;
 
 /// The repository root: the parent of the xtask crate, or `XTASK_PROJECT_ROOT` when set (the
 /// end-to-end tests deploy scratch copies of the repository with the already built binary).
@@ -50,21 +47,4 @@ pub fn project_root() -> Utf8PathBuf {
         .parent()
         .expect("xtask lives one level below the repository root")
         .to_path_buf()
-}
-
-/// Run one parsed command from the repository root.
-pub fn run(cmd: Command) -> Result<()> {
-    proc::group_dies_with_parent();
-    let sh = Shell::new()?;
-    sh.change_dir(project_root());
-    match cmd {
-        Command::Ci(c) => ci::run(c, &sh),
-        Command::Check(c) => check::run(c, &sh),
-        Command::Testhost(t) => testhost::run(t, &sh),
-        Command::SetupServer(s) => setup_server::run(s, &sh),
-        Command::Deploy(d) => deploy::run(d, &sh),
-        Command::Demo(d) => demo::run(d, &sh),
-        Command::Bench(b) => bench::run(b, &sh),
-        Command::Logs(l) => logs::run(l),
-    }
 }

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
 use crate::contract::JOURNAL_READER;
-use crate::deploy::fleet;
+use crate::deploy::server;
 use crate::flags::Logs;
 use crate::interrupt::{self, SIGTERM};
 use crate::wait::{self, Deadline, Missed};
@@ -119,7 +119,7 @@ pub fn run(l: Logs) -> Result<()> {
         .dest
         .clone();
     cfg.hosts = hosts.clone();
-    let sessions = fleet::connect_all(&cfg)?;
+    let sessions = server::connect_all(&cfg)?;
     let line = remote_line(&l);
     let (tx, rx) = mpsc::channel();
     let mut children: Vec<Child> = Vec::new();

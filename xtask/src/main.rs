@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
-use xtask::flags::{self, Parsed};
+use anyhow::Result;
+use xshell::Shell;
+use xtask::flags::{self, Command, Parsed};
+use xtask::{bench, check, ci, demo, deploy, logs, proc, project_root, setup_server, testhost};
 
 fn main() -> ExitCode {
     let parsed = match flags::parse(std::env::args().skip(1)) {
@@ -19,7 +22,7 @@ fn main() -> ExitCode {
         }
         Parsed::Run(cmd) => cmd,
     };
-    match xtask::run(cmd) {
+    match run(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             xtask::say!("error: {e:#}");
@@ -30,5 +33,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// Run one parsed command from the repository root.
+fn run(cmd: Command) -> Result<()> {
+    proc::group_dies_with_parent();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match cmd {
+        Command::Ci(c) => ci::run(c, &sh),
+        Command::Check(c) => check::run(c, &sh),
+        Command::Testhost(t) => testhost::run(t, &sh),
+        Command::SetupServer(s) => setup_server::run(s, &sh),
+        Command::Deploy(d) => deploy::run(d, &sh),
+        Command::Demo(d) => demo::run(d, &sh),
+        Command::Bench(b) => bench::run(b, &sh),
+        Command::Logs(l) => logs::run(l),
     }
 }

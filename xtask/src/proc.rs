@@ -9,17 +9,16 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 
-use crate::interrupt::{Mark, SIGTERM};
+use crate::interrupt::{self, Mark, SIGTERM};
 use crate::wait::{self, Deadline};
 
+// The process calls of libc (which std links) this project makes; `signal` and `_exit` are
+// in `interrupt`, which owns the handlers.
 extern "C" {
     fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
     fn getppid() -> i32;
     fn getpid() -> i32;
     fn kill(pid: i32, sig: i32) -> i32;
-    #[link_name = "signal"]
-    fn set_handler(signum: i32, handler: extern "C" fn(i32)) -> usize;
-    fn _exit(status: i32) -> !;
 }
 
 const PR_SET_PDEATHSIG: i32 = 1;
@@ -37,19 +36,17 @@ pub fn group_dies_with_parent() {
         return;
     }
     std::env::remove_var(GROUP_DIES_WITH_PARENT_ENV);
-    // SAFETY: the handler only calls kill and _exit, which are async-signal-safe.
-    unsafe {
-        set_handler(SIGTERM, end_group);
-    }
+    // The handler only calls kill and _exit, which are async-signal-safe.
+    interrupt::handle(SIGTERM, end_group);
 }
 
 extern "C" fn end_group(sig: i32) {
-    // SAFETY: async-signal-safe calls; the signal to our own group (us included) stays pending
-    // in the handler, and _exit ends us first.
+    // SAFETY: kill is async-signal-safe; the signal to our own group (us included) stays
+    // pending in the handler, and _exit ends us first.
     unsafe {
         kill(0, sig);
-        _exit(128 + sig)
     }
+    interrupt::exit_now(128 + sig)
 }
 
 /// Make `cmd` start in its own process group and die with this process. Note that the parent
@@ -81,22 +78,23 @@ pub fn isolated(expr: duct::Expression) -> duct::Expression {
     })
 }
 
-/// Send `sig` to the process group led by `pid` (a child started with [`isolate`]).
+/// Send `sig` to the process group led by `pid` (a child started with [`isolate`]); a group
+/// that is already gone is not an error.
 pub fn signal_group(pid: u32, sig: i32) {
-    if pid > 1 {
-        // SAFETY: kill has no memory effects.
+    if let Ok(pid @ 2..) = i32::try_from(pid) {
+        // SAFETY: kill has no memory effects on this process.
         unsafe {
-            kill(-(pid as i32), sig);
+            kill(-pid, sig);
         }
     }
 }
 
-/// Send `sig` to one process.
+/// Send `sig` to one process; a process that is already gone is not an error.
 pub fn signal(pid: u32, sig: i32) {
-    if pid > 1 {
-        // SAFETY: kill has no memory effects.
+    if let Ok(pid @ 2..) = i32::try_from(pid) {
+        // SAFETY: kill has no memory effects on this process.
         unsafe {
-            kill(pid as i32, sig);
+            kill(pid, sig);
         }
     }
 }

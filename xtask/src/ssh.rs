@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::interrupt::{self, Mark};
+use crate::proc;
 use crate::remote::{Call, Reply};
-use crate::{proc, quote};
 
 pub struct Session {
     dest: String,
@@ -159,7 +159,7 @@ impl Session {
 
     /// Run a call to its end: its output and its `key=value` reply.
     pub fn call(&self, call: &Call) -> Result<(Output, Reply)> {
-        let out = self.run_line(&call.line(), &call.what())?;
+        let out = self.run_line(&call.try_line()?, &call.what())?;
         let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
         Ok((out, reply))
     }
@@ -172,7 +172,7 @@ impl Session {
         mark: Mark,
     ) -> Result<Option<(Output, Reply)>> {
         let out =
-            proc::output_unless_interrupted(&mut self.bare_command(&call.line()), mark, false)
+            proc::output_unless_interrupted(&mut self.bare_command(&call.try_line()?), mark, false)
                 .with_context(|| format!("running ssh for {}", call.what()))?;
         Ok(out.map(|out| {
             let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
@@ -192,7 +192,7 @@ impl Session {
             ),
             None => Stdio::null(),
         };
-        self.command(&call.line())
+        self.command(&call.try_line()?)
             .stdin(input)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -214,7 +214,7 @@ impl Session {
     /// Start a long-running call with its stdin, stdout and stderr as pipes (the deploy job's
     /// follower: messages in, events out).
     pub fn stream(&self, call: &Call) -> Result<Child> {
-        self.command(&call.line())
+        self.command(&call.try_line()?)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -224,7 +224,7 @@ impl Session {
 
     /// Start a call with `stdin` (an upload stream), its stdout and stderr as pipes.
     pub fn start(&self, call: &Call, stdin: Stdio) -> Result<Child> {
-        self.command(&call.line())
+        self.command(&call.try_line()?)
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -247,18 +247,6 @@ impl Session {
             return None;
         }
         master_pid(&String::from_utf8_lossy(&out.stderr))
-    }
-
-    /// Run a bash script from the repository's `scripts/` with positional arguments. The script
-    /// text travels as one quoted argument of `bash -c`, so no upload is needed and the remote
-    /// shell sees every value quoted.
-    pub fn script(&self, script: &str, name: &str, args: &[String]) -> Result<(Output, Reply)> {
-        let mut words = vec!["bash".to_string(), "-c".to_string(), script.to_string()];
-        words.push(name.to_string());
-        words.extend(args.iter().cloned());
-        let out = self.run_line(&quote::join(&words), name)?;
-        let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
-        Ok((out, reply))
     }
 
     /// Close the master connection. Also done on drop.

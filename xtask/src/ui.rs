@@ -110,10 +110,29 @@ macro_rules! say_part {
     ($($arg:tt)*) => { $crate::ui::err(format_args!($($arg)*)) };
 }
 
+/// `say_event!(...)`: an [`event_line`] on stderr (something that happened between the step
+/// lines: a lost connection, a signal, the fleet going back).
+#[macro_export]
+macro_rules! say_event {
+    ($($arg:tt)*) => { $crate::ui::err(format_args!("{}\n", $crate::ui::event_line(&format!($($arg)*)))) };
+}
+
 /// `show!(...)`: a line on stdout (tables, listings) that cannot fail.
 #[macro_export]
 macro_rules! show {
     ($($arg:tt)*) => { $crate::ui::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// A whole step line: `==> NAME` padded so that the outcomes line up, then the outcome
+/// (`ok (1.2s)`, `FAILED (3.0s)`, `ok [notes]`). Every step line of the project is this one.
+pub fn step_line(name: &str, outcome: &str) -> String {
+    format!("==> {name:<44} {outcome}")
+}
+
+/// A line that says what happened between the step lines (`==> the connection to app was
+/// lost ...`): the step lines' marker without the padding.
+pub fn event_line(text: &str) -> String {
+    format!("==> {text}")
 }
 
 /// Format a duration the way every step line shows it.
@@ -126,7 +145,7 @@ pub fn secs(d: Duration) -> String {
 /// another's line is open (a step inside a step: an install inside a check) ends that line
 /// first; the outer step then prints its whole line again when it ends. Returns the step's id.
 pub fn step_start(name: &str) -> u64 {
-    let text = format!("==> {name:<44} ");
+    let text = step_line(name, "");
     let id = NEXT_STEP.fetch_add(1, Ordering::SeqCst);
     {
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
@@ -170,7 +189,7 @@ pub fn step_end(id: u64, name: &str, outcome: &str) {
     if still_open(id) {
         err(format_args!("{outcome}\n"));
     } else {
-        err(format_args!("==> {name:<44} {outcome}\n"));
+        err(format_args!("{}\n", step_line(name, outcome)));
     }
 }
 

@@ -7,23 +7,24 @@
 use anyhow::{bail, Context, Result};
 
 use super::side::{Done, Op, Side};
-use crate::contract::API;
-use crate::deploy::job::Event;
+use crate::contract::{layout, Step, StepStatus, API, BACKEND_PACKAGE, DEFAULT_ROOT};
+use crate::deploy::event::Event;
 
 /// The API module the release breaks (the worker does not import it, so only the API loops).
-pub const BROKEN: &str = "backend/innercontext/main.py";
+pub fn broken() -> String {
+    format!("backend/{BACKEND_PACKAGE}/main.py")
+}
 
 /// From a job's events: seconds from the start of its first restart step to the failure that
 /// ended the activation (that restart step's own, or the health step's), and its words.
 pub fn restart_to_failure(events: &str) -> Option<(f64, String)> {
     let mut restart: Option<u64> = None;
     for e in events.lines().filter_map(Event::parse) {
-        if e.kind != "step" {
-            continue;
-        }
-        match (e.field(0), e.field(1)) {
-            ("restart", "start") if restart.is_none() => restart = Some(e.ms),
-            ("restart" | "health", "failed") => {
+        match e.step() {
+            Some((Some(Step::Restart), StepStatus::Start)) if restart.is_none() => {
+                restart = Some(e.ms)
+            }
+            Some((Some(Step::Restart | Step::Health), StepStatus::Failed)) => {
                 let start = restart?;
                 let ms = e.ms.checked_sub(start)?;
                 return Some((ms as f64 / 1000.0, e.field(3).to_string()));
@@ -42,9 +43,9 @@ pub fn names_the_crash_loop(why: &str) -> bool {
 /// Deploy a release whose API crashes at import (round `n`) and go back to the tree before it;
 /// the seconds from the job's restart to the named crash loop, and the command's handshakes.
 pub fn measure(side: &Side, n: u32) -> Result<(f64, Done)> {
-    let text = side.scratch.read(BROKEN)?;
+    let text = side.scratch.read(&broken())?;
     side.scratch.write(
-        BROKEN,
+        &broken(),
         &format!("{text}\nraise RuntimeError(\"bench: the API crashes at import ({n})\")\n"),
     )?;
     side.scratch
@@ -53,8 +54,8 @@ pub fn measure(side: &Side, n: u32) -> Result<(f64, Done)> {
     side.scratch.undo()?;
     let done = done?;
     let events = side.exec(&format!(
-        "cat \"$(ls -1td {}/jobs/*/ | head -n 1)events\"",
-        crate::config::DEFAULT_ROOT
+        "cat \"$(ls -1td {DEFAULT_ROOT}/{}/*/ | head -n 1)events\"",
+        layout::JOBS
     ))?;
     let (secs, why) = restart_to_failure(&events).with_context(|| {
         format!(

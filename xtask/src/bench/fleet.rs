@@ -27,21 +27,16 @@ use crate::flags::{Bench, Role};
 use crate::scratch::Scratch;
 use crate::testhost::balancer::{self, Balancer};
 use crate::testhost::{self, Machine};
-use crate::{interrupt, ui};
+use crate::{contract, interrupt, ui};
 
 use super::fleet_table::{self, FleetRow};
+use super::floor::{self, Restart};
 use super::load;
-use super::side::{Done, Kind, Op, Side};
+use super::side::{Done, Kind, Op, Side, DELAY_MS};
 use super::table;
 
 /// The db machine every fleet uses.
 pub const DB: &str = "bfleetdb";
-/// What a fleet's restart until healthy restarts, and what it waits for, on every host.
-const UNITS: &str = "innercontext innercontext-node innercontext-pricing-worker";
-const PROBES: &[&str] = &[
-    "http://127.0.0.1:8000/health-check",
-    "http://127.0.0.1:3000/",
-];
 /// How many machines boot at once.
 const BOOT_AT_ONCE: usize = 4;
 
@@ -158,7 +153,7 @@ impl Fleets {
         })?;
         for side in &sides {
             for m in &side.hosts {
-                testhost::delay(sh, &m.name, super::DELAY_MS)?;
+                testhost::delay(sh, &m.name, DELAY_MS)?;
             }
         }
         let mut fleets = Vec::new();
@@ -203,7 +198,7 @@ impl Fleets {
             for (i, f) in self.fleets.iter().enumerate() {
                 let what = format!("{tag}: {}, restart until healthy", hosts_label(f.hosts()));
                 let secs = ui::step(&what, || {
-                    super::restart_all_until_healthy(&f.side.hosts, UNITS, PROBES)
+                    floor::restart_all_until_healthy(&f.side.hosts, &Restart::of(None))
                 })?;
                 m.rows[i].restart.push(secs);
             }
@@ -314,11 +309,15 @@ impl Fleets {
 /// database, and it logs why).
 fn app_warnings(f: &Fleet) -> String {
     // Python's log lines reach the journal through stderr, all at one priority: grep them.
-    let script = "journalctl -u innercontext -u innercontext-node --since -120s --no-pager -o short-precise | grep -iE 'warn|error|fail|traceback' | tail -n 8 || true";
+    let units: String = [contract::API, contract::WEB]
+        .iter()
+        .map(|u| format!("-u {} ", u.name))
+        .collect();
+    let script = format!("journalctl {units}--since -120s --no-pager -o short-precise | grep -iE 'warn|error|fail|traceback' | tail -n 8 || true");
     f.side
         .hosts
         .iter()
-        .map(|m| match super::side::exec(m, script) {
+        .map(|m| match super::side::exec(m, &script) {
             Ok(out) if out.trim().is_empty() => format!("  {}'s journal: no warnings", m.name),
             Ok(out) => format!(
                 "  {}'s journal (warnings):\n    {}",
@@ -352,8 +351,8 @@ fn title(b: &Bench) -> String {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        super::DELAY_MS,
-        2 * super::DELAY_MS
+        DELAY_MS,
+        2 * DELAY_MS
     )
 }
 
@@ -374,7 +373,7 @@ mod tests {
         for name in machines(&[1, 2, crate::flags::BENCH_MAX_HOSTS]) {
             crate::flags::validate_machine_name(&name).unwrap();
             // Never one of the other phases' machines, nor an end-to-end run's (<id>app, ...).
-            assert!(!super::super::machines(1).contains(&name), "{name}");
+            assert!(!super::super::side::machines(1).contains(&name), "{name}");
             assert!(name.starts_with("bfleet"), "{name}");
         }
     }

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-const SIGINT: i32 = 2;
+use crate::interrupt::SIGINT;
+use crate::proc;
 
 /// What one wrk run reported.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,12 +162,7 @@ impl Wrk {
     /// SIGINT (wrk prints its report and exits 0), then the report and when it was stopped.
     fn stop(mut self) -> Result<(Report, Instant)> {
         let stopped = Instant::now();
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) has no memory effects on this process.
-            unsafe {
-                kill(pid, SIGINT);
-            }
-        }
+        proc::signal(self.child.id(), SIGINT);
         let status = self.child.wait()?;
         let mut stderr = String::new();
         if let Some(mut e) = self.child.stderr.take() {

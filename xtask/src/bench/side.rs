@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::contract::{layout, APP_USER, BACKEND_PACKAGE, DEFAULT_ROOT};
 use crate::demo::Environment;
 use crate::scratch::Scratch;
 use crate::testhost::{self, Machine};
@@ -100,6 +101,25 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
 /// Whether the baseline runs without lint and tests (it always builds the frontend).
 fn skips_checks(op: &Op) -> bool {
     !matches!(op, Op::WithChecks)
+}
+
+/// One-way delay of the simulated WAN link (50 ms round trip) in front of every app machine.
+pub const DELAY_MS: u32 = 25;
+/// The side-by-side phases' db machine and the baseline's app machine.
+pub const DB: &str = "benchdb";
+pub const BASELINE_HOST: &str = "benchsh";
+
+/// The xtask side's machines: `bench1..benchN`.
+pub fn xtask_hosts(n: u32) -> Vec<String> {
+    (1..=n).map(|i| format!("bench{i}")).collect()
+}
+
+/// Every machine a bench run with `n` xtask hosts uses.
+pub fn machines(n: u32) -> Vec<String> {
+    let mut all = xtask_hosts(n);
+    all.push(BASELINE_HOST.to_string());
+    all.push(DB.to_string());
+    all
 }
 
 /// The baseline script, relative to the checkout it deploys.
@@ -202,10 +222,10 @@ impl Side {
 
     /// The newest release on the (first) machine's server.
     pub fn newest_release(&self) -> Result<String> {
-        let root = crate::config::DEFAULT_ROOT;
-        let newest = self.exec(&format!("ls -1 {root}/releases | sort | tail -n 1"))?;
+        let (root, releases) = (DEFAULT_ROOT, layout::RELEASES);
+        let newest = self.exec(&format!("ls -1 {root}/{releases} | sort | tail -n 1"))?;
         let newest = newest.trim();
-        if !crate::release::is_name(newest) {
+        if !crate::deploy::release::is_name(newest) {
             bail!(
                 "no release to go back to on {}: '{newest}'",
                 self.machine().name
@@ -218,16 +238,16 @@ impl Side {
     pub fn change_both(&self, n: u32) -> Result<()> {
         for (path, comment) in [
             (
-                "backend/innercontext/__init__.py",
+                format!("backend/{BACKEND_PACKAGE}/__init__.py"),
                 format!("# bench change {n}\n"),
             ),
             (
-                "frontend/src/app.css",
+                "frontend/src/app.css".to_string(),
                 format!("\n/* bench change {n} */\n"),
             ),
         ] {
-            let text = self.scratch.read(path)?;
-            self.scratch.write(path, &format!("{text}{comment}"))?;
+            let text = self.scratch.read(&path)?;
+            self.scratch.write(&path, &format!("{text}{comment}"))?;
         }
         self.scratch.commit(&format!("bench change {n}"))
     }
@@ -240,7 +260,7 @@ impl Side {
 pub fn logins(m: &Machine) -> Result<f64> {
     let out = exec(
         m,
-        "journalctl --sync; journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for innercontext ' || true",
+        &format!("journalctl --sync; journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey for {APP_USER} ' || true"),
     )?;
     out.trim()
         .parse()

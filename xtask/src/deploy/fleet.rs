@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 
-use crate::config::{Config, Host};
-use crate::deploy::job::{Job, Outcome, Refusal, Wait, Watcher};
-use crate::deploy::report::{self, Seen};
-use crate::deploy::rollout::View;
+use crate::config::Host;
+use crate::contract::JobResult;
+use crate::deploy::event::{Outcome, Watcher};
+use crate::deploy::job::{Job, Refusal, Wait};
 use crate::deploy::snapshot::Snapshot;
 use crate::remote::Call;
 use crate::ssh::Session;
@@ -24,135 +24,6 @@ pub trait Output: Watcher {
     fn line(&mut self, text: &str);
     /// End any open line.
     fn close(&mut self);
-}
-
-/// One ssh connection per host, opened in parallel (one handshake each).
-pub fn connect_all(cfg: &Config) -> Result<Vec<Session>> {
-    if cfg.hosts.len() == 1 {
-        return Ok(vec![super::connect(cfg)?]);
-    }
-    ui::step(&format!("connect to {} hosts", cfg.hosts.len()), || {
-        let results: Vec<Result<Session>> = std::thread::scope(|s| {
-            let handles: Vec<_> = cfg
-                .hosts
-                .iter()
-                .map(|h| s.spawn(|| Session::connect(&h.dest, cfg.ssh_config.as_deref())))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("connecting panicked")))
-                })
-                .collect()
-        });
-        results.into_iter().collect()
-    })
-}
-
-/// One probe per host, in parallel.
-pub fn probe_all(
-    sessions: &[Session],
-    cfg: &Config,
-    status: bool,
-    sizes: bool,
-) -> Result<Vec<Snapshot>> {
-    if sessions.len() == 1 {
-        return Ok(vec![super::probe_with(&sessions[0], cfg, status, sizes)?]);
-    }
-    let snaps = ui::step("read the servers' state", || {
-        let results: Vec<Result<Snapshot>> = std::thread::scope(|s| {
-            let handles: Vec<_> = sessions
-                .iter()
-                .map(|session| s.spawn(|| super::probe_quiet(session, cfg, status, sizes)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("probe panicked"))))
-                .collect()
-        });
-        results.into_iter().collect::<Result<Vec<_>>>()
-    })?;
-    for s in &snaps {
-        for w in s.warnings(&cfg.root) {
-            say!("warning: [{}] {w}", s.host);
-        }
-    }
-    Ok(snaps)
-}
-
-/// What a read-only command (`list`, `status`, `log`) got from every host: the hosts that
-/// answered, in DEPLOY_SERVER's order, and the others with why (one line each).
-pub struct Reads<T> {
-    pub ok: Vec<(Host, T)>,
-    pub failed: Vec<(Host, String)>,
-}
-
-/// `read` every host, each over its own connection, in parallel, under one step line; a host
-/// that cannot be read does not keep the others from being shown.
-pub fn read_each<T: Send>(
-    cfg: &Config,
-    what: &str,
-    read: impl Fn(&Host) -> Result<T> + Sync,
-) -> Reads<T> {
-    let label = format!("{what} {} hosts", cfg.hosts.len());
-    let started = std::time::Instant::now();
-    let id = ui::step_start(&label);
-    let results: Vec<Result<T>> = std::thread::scope(|s| {
-        let handles: Vec<_> = cfg.hosts.iter().map(|h| s.spawn(|| read(h))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("reading panicked")))
-            })
-            .collect()
-    });
-    let mut reads = Reads {
-        ok: Vec::new(),
-        failed: Vec::new(),
-    };
-    for (host, r) in cfg.hosts.iter().cloned().zip(results) {
-        match r {
-            Ok(t) => reads.ok.push((host, t)),
-            Err(e) => reads.failed.push((host, format!("{e:#}"))),
-        }
-    }
-    let took = ui::secs(started.elapsed());
-    let outcome = if reads.failed.is_empty() {
-        format!("ok ({took})")
-    } else {
-        format!(
-            "FAILED ({took}): {} of {} could not be read",
-            reads.failed.len(),
-            cfg.hosts.len()
-        )
-    };
-    ui::step_end(id, &label, &outcome);
-    reads
-}
-
-impl<T> Reads<T> {
-    /// After the others were shown: one `UNREACHABLE` line per host that could not be read,
-    /// and an error (a non-zero exit) naming them.
-    pub fn finish(&self) -> Result<()> {
-        if self.failed.is_empty() {
-            return Ok(());
-        }
-        for (h, why) in &self.failed {
-            crate::show!("UNREACHABLE: {}: {why}", h.name());
-        }
-        bail!(
-            "{} of {} hosts could not be read ({}): the lines above show the others; run the command again when it can reach every host",
-            self.failed.len(),
-            self.failed.len() + self.ok.len(),
-            self.failed
-                .iter()
-                .map(|(h, _)| h.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }
 }
 
 /// A host in the rollout.
@@ -172,43 +43,6 @@ impl Member {
     pub fn name(&self) -> &str {
         &self.snap.host
     }
-
-    /// What the rollout decides from.
-    pub fn view(&self) -> View {
-        View {
-            name: self.name().to_string(),
-            phase: self.job.phase.clone(),
-            ended: self
-                .job
-                .outcome
-                .as_ref()
-                .map(|o| (o.success(), format!("{}: {}", o.result, o.reason))),
-            gone: self.job.gone,
-            reachable: self.job.can_send(),
-            activated: self.activated,
-            told_back: self.told_back,
-            told_commit: self.told_commit,
-        }
-    }
-}
-
-/// The fleet's summary rows: each host's result as its job reported it, or, for a host the
-/// deployer lost sight of (a lost connection, a failed send, this process stopped), what the
-/// server's files say now (see [`report::fleet_row`]).
-pub fn summary_rows(members: &mut [Member]) -> Vec<(String, bool, String)> {
-    members
-        .iter_mut()
-        .map(|m| {
-            let lost = m.job.new_stop().is_some() || m.job.lost_sight || m.job.gone;
-            if !lost {
-                return report::fleet_row(m.name(), Seen::Reported(m.job.outcome.as_ref()));
-            }
-            match m.job.read_now() {
-                Ok(r) => report::fleet_row(m.name(), Seen::Read(&r)),
-                Err(e) => report::fleet_row(m.name(), Seen::Unreadable(&format!("{e:#}"))),
-            }
-        })
-        .collect()
 }
 
 /// Start a job on every host, in DEPLOY_SERVER's order, each taking its host's lock. If one
@@ -223,11 +57,7 @@ pub fn start_all(
     let mut members: Vec<Member> = Vec::new();
     for (host, snap, session, call) in starts {
         let label = snap.host.clone();
-        let started = if n == 1 {
-            super::start_job(session, &call, &label)?
-        } else {
-            Job::start(session, &call, &label)?
-        };
+        let started = start_one(session, &call, &label, n == 1)?;
         match started {
             Ok(job) => members.push(Member {
                 host,
@@ -253,9 +83,9 @@ pub fn start_all(
                     Refusal::Refused(m) => m,
                 };
                 if !members.is_empty() {
-                    let msg = format!("abort refused: {label} refused: {why}");
+                    let stop = format!("{label} refused: {why}");
                     for m in &mut members {
-                        let _ = m.job.send(&msg);
+                        let _ = m.job.abort(JobResult::Refused, &stop);
                     }
                     follow_to_end(&mut members, out, ssh_config);
                     out.line(&format!(
@@ -279,17 +109,42 @@ pub fn start_all(
         }
     }
     if n > 1 {
-        out.line(&format!(
-            "==> {:<44} ok [{}]",
-            format!("lock {n} hosts and start their jobs"),
-            members
-                .iter()
-                .map(|m| m.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+        out.line(&ui::step_line(
+            &format!("lock {n} hosts and start their jobs"),
+            &format!(
+                "ok [{}]",
+                members
+                    .iter()
+                    .map(|m| m.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ));
     }
     Ok(members)
+}
+
+/// Start one host's job (the `run` call); a lone host's under its own step line: `ok`, or
+/// `refused` before the error.
+fn start_one(
+    session: Session,
+    call: &Call,
+    host: &str,
+    own_line: bool,
+) -> Result<std::result::Result<Job, Refusal>> {
+    if !own_line {
+        return Job::start(session, call, host);
+    }
+    let started = std::time::Instant::now();
+    ui::step_start(&format!("lock {host} and start the server job"));
+    let result = Job::start(session, call, host);
+    let took = ui::secs(started.elapsed());
+    match &result {
+        Ok(Ok(_)) => say!("ok ({took})"),
+        Ok(Err(_)) => say!("refused ({took})"),
+        Err(_) => say!("FAILED ({took})"),
+    }
+    result
 }
 
 /// Follow every job until it reports its outcome (or its connection is lost for good).

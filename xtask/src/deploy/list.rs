@@ -7,21 +7,30 @@
 use anyhow::Result;
 
 use crate::config::{Config, Host};
+use crate::contract::JobResult;
 use crate::deploy::drift;
+use crate::deploy::release;
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
-use crate::ssh::Session;
-use crate::{release, say, show};
+use crate::show;
 
 pub fn run(cfg: &Config) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let reads = read_all(cfg, false);
+        let reads = server::probe_each(cfg, Look::default());
         for line in matrix(&reads.ok) {
             show!("{line}");
         }
         return reads.finish();
     }
-    let session = super::connect(cfg)?;
-    let snap = super::probe_with(&session, cfg, false, true)?;
+    let session = server::connect(cfg)?;
+    let snap = server::probe(
+        &session,
+        cfg,
+        Look {
+            status: false,
+            sizes: true,
+        },
+    )?;
     let mut releases = snap.releases.clone();
     releases.sort_by(|a, b| b.name.cmp(&a.name));
     show!(
@@ -43,9 +52,9 @@ pub fn run(cfg: &Config) -> Result<()> {
             ""
         };
         let state = if release::is_future(&r.name, snap.now) {
-            format!("{} (FUTURE)", r.state.name())
+            format!("{} (FUTURE)", release::state_name(r.state))
         } else if let Some((result, _)) = snap.unrecorded(&r.name) {
-            let state = if result == "success" {
+            let state = if JobResult::parse(result) == Some(JobResult::Success) {
                 release::State::Succeeded
             } else {
                 release::State::Failed
@@ -54,7 +63,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         } else if snap.dead_preparing(&r.name) {
             "preparing (dead)".to_string()
         } else {
-            r.state.name().to_string()
+            release::state_name(r.state).to_string()
         };
         let size = snap
             .sizes
@@ -93,21 +102,6 @@ pub fn run(cfg: &Config) -> Result<()> {
         show!("ROLES: {e}");
     }
     Ok(())
-}
-
-/// Every host's snapshot (`status`: units, disk and database too), each over its own
-/// connection; the warnings of those that answered.
-pub fn read_all(cfg: &Config, status: bool) -> super::fleet::Reads<Snapshot> {
-    let reads = super::fleet::read_each(cfg, "read", |h| {
-        let session = Session::connect(&h.dest, cfg.ssh_config.as_deref())?;
-        super::probe_quiet(&session, cfg, status, false)
-    });
-    for (_, s) in &reads.ok {
-        for w in s.warnings(&cfg.root) {
-            say!("warning: [{}] {w}", s.host);
-        }
-    }
-    reads
 }
 
 /// A fleet's releases as a host × release matrix, newest first: each host's recorded role,
@@ -151,7 +145,7 @@ pub fn matrix(hosts: &[(Host, Snapshot)]) -> Vec<String> {
                     } else {
                         ""
                     };
-                    format!("{cur}{}", r.state.name())
+                    format!("{cur}{}", release::state_name(r.state))
                 }
                 None => "-".to_string(),
             };
@@ -160,7 +154,7 @@ pub fn matrix(hosts: &[(Host, Snapshot)]) -> Vec<String> {
         let succeeded_somewhere = snaps.iter().any(|s| {
             s.releases
                 .iter()
-                .any(|r| r.name == *name && r.state == release::State::Succeeded)
+                .any(|r| r.name == *name && r.state == Some(release::State::Succeeded))
         });
         if on < snaps.len() && succeeded_somewhere {
             missing.push(name.to_string());

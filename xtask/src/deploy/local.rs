@@ -60,7 +60,10 @@ pub fn deployer() -> (String, String) {
     let host = fs_err::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string());
-    (crate::lock::clean(&user), crate::lock::clean(&host))
+    (
+        crate::deploy::lock::clean(&user),
+        crate::deploy::lock::clean(&host),
+    )
 }
 
 /// The login name of our uid, from /etc/passwd (CI runners often set no USER).

@@ -6,52 +6,15 @@
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::deploy::entry::Entry;
+use crate::deploy::server;
 use crate::remote::Call;
 use crate::show;
 use crate::ssh::Session;
 
-/// One deploy.log line, split into its fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub when: String,
-    pub fields: Vec<(String, String)>,
-}
-
-impl Entry {
-    /// `WHEN key=value ... [reason=TEXT]`: the fields before `reason=` are single words; the
-    /// reason, always last, is everything after `reason=`, spaces and underscores as written
-    /// (`log_line` in scripts/deploy-lib.sh). Lines written before the reason was kept whole
-    /// carry it with `_` for every space and cut at 300 characters: they show as written,
-    /// since which of their underscores were spaces cannot be told.
-    pub fn parse(line: &str) -> Entry {
-        let (head, reason) = match line.split_once(" reason=") {
-            Some((head, reason)) => (head, Some(reason)),
-            None => (line, None),
-        };
-        let mut words = head.split(' ');
-        let when = words.next().unwrap_or("").to_string();
-        let mut fields: Vec<(String, String)> = words
-            .filter_map(|w| w.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if let Some(r) = reason {
-            fields.push(("reason".to_string(), r.to_string()));
-        }
-        Entry { when, fields }
-    }
-
-    pub fn get(&self, key: &str) -> &str {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("-")
-    }
-}
-
 pub fn run(cfg: &Config, lines: u32) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let reads = super::fleet::read_each(cfg, "read deploy.log of", |h| {
+        let reads = server::read_each(cfg, "read deploy.log of", |h| {
             read(
                 &Session::connect(&h.dest, cfg.ssh_config.as_deref())?,
                 cfg,
@@ -68,7 +31,7 @@ pub fn run(cfg: &Config, lines: u32) -> Result<()> {
         }
         return reads.finish();
     }
-    let session = super::connect(cfg)?;
+    let session = server::connect(cfg)?;
     let entries = read(&session, cfg, lines)?;
     show!("{}", columns(&HEAD, None));
     for e in &entries {
@@ -88,7 +51,7 @@ fn read(session: &Session, cfg: &Config, lines: u32) -> Result<Vec<Entry>> {
     );
     let (out, reply) = session.call(&call)?;
     if !out.status.success() {
-        anyhow::bail!("{}", super::failure(session, &call, &out.status, &reply));
+        anyhow::bail!("{}", server::failure(session, &call, &out.status, &reply));
     }
     Ok(reply.all("line").into_iter().map(Entry::parse).collect())
 }
@@ -126,7 +89,7 @@ impl Entry {
             self.get("deployer").to_string(),
             self.get("scope").to_string(),
             self.get("release").to_string(),
-            self.get("result").to_string(),
+            self.result_word().to_string(),
             self.get("duration").to_string(),
             self.get("commit").to_string(),
             self.get("reason").to_string(),

@@ -1,43 +1,54 @@
-//! `cargo xtask deploy`: atomic, release-based deploys with automatic rollback.
+//! `cargo xtask deploy`: atomic, release-based deploys with automatic rollback. This file only
+//! dispatches the subcommands.
 //!
 //! The server owns its state: every change is made by one detached job on the server
 //! (scripts/deploy-job.sh) that takes the lock and always records its outcome and releases it;
 //! the client plans, starts, feeds and follows it. The folder reads like the flow:
 //!
+//! - [`server`]: the connections, the probe, reading every host
 //! - [`snapshot`]: what the server looks like (one probe)
 //! - [`plan`]: what to ask the job (pure: names, units, prune, nothing to deploy)
 //! - [`drift`]: what the hosts must agree on (pure: roles with DEPLOY_SERVER, one release)
 //! - [`local`]: who deploys what, which files make a release, which must travel
 //! - [`checks`]: the local checks, beside the upload
-//! - [`job`]: start, message, follow and re-attach to the server job
+//! - [`upload`]: rsync (or tar) into the seeded release
+//! - [`job`]: start, message, follow and re-attach to the server job ([`follower`]: the ssh
+//!   call that carries it; [`event`]: its events; [`reading`]: what the server's files say)
 //! - [`fleet`], [`rollout`]: several hosts as one; the rollout's decisions (pure)
+//! - [`entry`]: one deploy.log line, parsed
 //! - [`report`]: step lines and the final line
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
 
 pub mod checks;
 pub mod drift;
+pub mod entry;
+pub mod event;
 pub mod fleet;
+pub mod follower;
 pub mod job;
 pub mod list;
 pub mod local;
+pub mod lock;
 pub mod log;
 pub mod pipeline;
 pub mod plan;
+pub mod reading;
+pub mod release;
 pub mod report;
 pub mod rollback;
 pub mod rollout;
+pub mod server;
 pub mod snapshot;
 pub mod status;
 pub mod unlock;
+pub mod upload;
 
 use anyhow::Result;
 use xshell::Shell;
 
 use crate::config::Config;
 use crate::flags::Deploy;
-use crate::remote::Call;
-use crate::ssh::Session;
-use crate::{interrupt, say, ui};
+use crate::interrupt;
 
 pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
     interrupt::install();
@@ -79,135 +90,4 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
         Deploy::Status { follow } => status::run(&cfg, follow),
         Deploy::Log { lines } => log::run(&cfg, lines),
     }
-}
-
-/// Open the one ssh connection of this command (not after a signal: the command stops).
-pub fn connect(cfg: &Config) -> Result<Session> {
-    stop_before_the_lock(cfg)?;
-    ui::step(&format!("connect to {}", cfg.server), || {
-        Session::connect(&cfg.server, cfg.ssh_config.as_deref())
-    })
-}
-
-/// A signal that arrived before any job was asked for (before or during connect, the probe,
-/// the plan) stops the command there, with the signal's exit status: nothing was changed on
-/// the servers.
-pub fn stop_before_the_lock(cfg: &Config) -> Result<()> {
-    if interrupt::requested() {
-        anyhow::bail!(
-            "interrupted by {} before anything was asked of the server: nothing was changed on {}",
-            interrupt::describe(),
-            cfg.hosts
-                .iter()
-                .map(|h| h.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// One read-only look at the server (`status`: units, disk and database too; `sizes`: what
-/// each release adds on disk).
-pub fn probe_with(
-    session: &Session,
-    cfg: &Config,
-    status: bool,
-    sizes: bool,
-) -> Result<snapshot::Snapshot> {
-    let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
-    let call = Call::deploy(
-        "probe",
-        &[
-            ("root", cfg.root.clone()),
-            ("db", yn(status)),
-            ("sizes", yn(sizes)),
-        ],
-    );
-    stop_before_the_lock(cfg)?;
-    let reply = ui::step("read the server's state", || read(session, &call))?;
-    let snap = snapshot::Snapshot::from_reply(&reply);
-    for w in snap.warnings(&cfg.root) {
-        say!("warning: {w}");
-    }
-    Ok(snap)
-}
-
-/// The same without a step line or warnings (fleets probe in parallel and print once).
-pub fn probe_quiet(
-    session: &Session,
-    cfg: &Config,
-    status: bool,
-    sizes: bool,
-) -> Result<snapshot::Snapshot> {
-    let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
-    let call = Call::deploy(
-        "probe",
-        &[
-            ("root", cfg.root.clone()),
-            ("db", yn(status)),
-            ("sizes", yn(sizes)),
-        ],
-    );
-    Ok(snapshot::Snapshot::from_reply(&read(session, &call)?))
-}
-
-/// Run a call that only reads; a signal meanwhile stops it there, which changes nothing.
-pub fn read(session: &Session, call: &Call) -> Result<crate::remote::Reply> {
-    let Some((out, reply)) = session.call_unless_interrupted(call, interrupt::mark())? else {
-        anyhow::bail!(
-            "interrupted by {} while {} on {}: nothing was changed there",
-            interrupt::describe(),
-            call.what(),
-            session.dest()
-        );
-    };
-    if !out.status.success() {
-        anyhow::bail!("{}", failure(session, call, &out.status, &reply));
-    }
-    Ok(reply)
-}
-
-pub fn probe(session: &Session, cfg: &Config, status: bool) -> Result<snapshot::Snapshot> {
-    probe_with(session, cfg, status, false)
-}
-
-/// One line for a call that failed: the script's own `error=`, or what ssh said.
-pub fn failure(
-    session: &Session,
-    call: &Call,
-    status: &std::process::ExitStatus,
-    reply: &crate::remote::Reply,
-) -> String {
-    match reply.get("error") {
-        Some(e) => e.to_string(),
-        None if status.code() == Some(255) => format!(
-            "lost the ssh connection to {} while {}",
-            session.dest(),
-            call.what()
-        ),
-        None => format!(
-            "{} failed on {} ({status}): run it again; 'cargo xtask deploy status' shows the server",
-            call.what(),
-            session.dest()
-        ),
-    }
-}
-
-/// Start a job (the `run` call) with its own step line: `ok`, or `refused` before the error.
-pub fn start_job(
-    session: Session,
-    call: &Call,
-    host: &str,
-) -> Result<std::result::Result<job::Job, job::Refusal>> {
-    let started = std::time::Instant::now();
-    ui::step_start(&format!("lock {host} and start the server job"));
-    let result = job::Job::start(session, call, host);
-    let took = ui::secs(started.elapsed());
-    match &result {
-        Ok(Ok(_)) => say!("ok ({took})"),
-        Ok(Err(_)) => say!("refused ({took})"),
-        Err(_) => say!("FAILED ({took})"),
-    }
-    result
 }

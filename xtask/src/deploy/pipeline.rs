@@ -17,24 +17,27 @@
 //! waits for our `commit`, and goes back without one). The last line says what the servers
 //! ended with.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use xshell::Shell;
 
 use crate::config::Config;
+use crate::contract::{JobResult, Message, Note, Phase};
 use crate::deploy::checks::Checks;
 use crate::deploy::fleet::{self, Member, Output};
-use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
+use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local::{self, Carrier, Transfer};
-use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
+use crate::deploy::plan::{self, Asker, FleetDecision};
+use crate::deploy::reading::LockNow;
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::rollout::Rollout;
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
+use crate::deploy::upload::{self, Upload};
 use crate::flags::{CheckPart, Scope};
-use crate::interrupt::{self, SIGTERM};
-use crate::{proc, say, ui};
+use crate::interrupt;
+use crate::{say, say_event, ui};
 
 pub struct Options {
     pub dry_run: bool,
@@ -54,8 +57,8 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     } else {
         Some(Checks::start(scope, opts.skip_local_checks, opts.recheck)?)
     };
-    let sessions = fleet::connect_all(cfg)?;
-    let snaps = fleet::probe_all(&sessions, cfg, false, false)?;
+    let sessions = server::connect_all(cfg)?;
+    let snaps = server::probe_all(&sessions, cfg, Look::default())?;
     let estimate = local::manifest(sh, scope)
         .map(|m| local::size_of(&m))
         .unwrap_or(0);
@@ -84,7 +87,16 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     let calls: Vec<crate::remote::Call> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
     if opts.dry_run {
         for ((host, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
-            print_plan(cfg, &host.dest, snap, p, scope, &opts, &call.render());
+            let lines = p.dry_run(
+                cfg,
+                &host.dest,
+                snap,
+                opts.skip_local_checks,
+                &call.render(),
+            );
+            for line in lines {
+                crate::show!("{line}");
+            }
         }
         if plans.len() > 1 {
             let roles: Vec<(&str, crate::config::HostRole)> = snaps
@@ -92,14 +104,17 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
                 .zip(&plans)
                 .map(|(s, p)| (s.host.as_str(), p.role))
                 .collect();
-            crate::show!("{}", fleet_plan_line(&roles, opts.batch));
+            crate::show!(
+                "{}",
+                crate::deploy::plan::fleet_plan_line(&roles, opts.batch)
+            );
         }
         return Ok(());
     }
     let mut checks = checks.expect("started unless dry run");
     test_pause_before_lock();
     // A signal so far (during connect, the probe, the plan) stops here: no job was asked yet.
-    super::stop_before_the_lock(cfg)?;
+    server::stop_before_the_lock(cfg)?;
     let mut out: Box<dyn Output> = if plans.len() == 1 {
         Box::new(Printer::new(false))
     } else {
@@ -142,7 +157,7 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     d.run()?;
     d.out.close();
     if n == 1 {
-        let (line, ok) = last_words(&what, &mut d.members[0])?;
+        let (line, ok) = report::last_words(&what, &mut d.members[0])?;
         if ok {
             say!("{line} ({} in all)", ui::secs(started.elapsed()));
             return Ok(());
@@ -151,37 +166,9 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     }
     report::fleet_summary(
         &what,
-        fleet::summary_rows(&mut d.members),
+        report::summary_rows(&mut d.members),
         started.elapsed(),
     )
-}
-
-/// One host's last line and whether it is a success: the job's result as it reported it; or,
-/// when the deployer lost sight of the job on the way (a connection lost, a message that could
-/// not be sent, this process stopped), what the server's files say now.
-pub fn last_words(what: &str, m: &mut Member) -> Result<(String, bool)> {
-    if m.job.new_stop().is_some() || m.job.lost_sight || m.job.gone {
-        match m.job.read_now() {
-            Ok(r) => return Ok(report::reading_line(what, m.name(), &r)),
-            // The job's own words, if they came (the same as its result file).
-            Err(e) if m.job.outcome.is_none() => {
-                return Ok((
-                    report::unreachable_line(what, m.name(), &format!("{e:#}")),
-                    false,
-                ))
-            }
-            Err(_) => {}
-        }
-    }
-    let outcome = m
-        .job
-        .outcome
-        .clone()
-        .ok_or_else(|| anyhow!("the job on {} ended without a result", m.name()))?;
-    Ok((
-        report::final_line(what, m.name(), &outcome),
-        outcome.success(),
-    ))
 }
 
 /// Test hook (`INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK=FILE`): wait while FILE exists, between
@@ -196,76 +183,6 @@ fn test_pause_before_lock() {
     );
     while std::path::Path::new(&file).exists() && !interrupt::requested() {
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// One host's upload.
-#[derive(Default)]
-struct Upload {
-    /// The processes carrying it (rsync; or tar and ssh) and when they started.
-    carrying: Option<Carrying>,
-    /// The upload ended and the job was told `uploaded`.
-    done: bool,
-    started: bool,
-    summary: String,
-    /// Its step line (one host): the id and name to end it with, on its own line if other
-    /// lines came meanwhile (a job that ended while we were stopped).
-    line: Option<(u64, String)>,
-}
-
-impl Upload {
-    /// End its step line with `outcome` (one host; a fleet prints one line for all uploads).
-    fn end_line(&mut self, outcome: &str) {
-        if let Some((id, name)) = self.line.take() {
-            ui::step_end(id, &name, outcome);
-        }
-    }
-}
-
-/// The local processes of one upload: `rsync`, or `tar | ssh … receive` (the last one's
-/// output is what the upload said). Each runs in its own process group.
-struct Carrying {
-    procs: Vec<Child>,
-    /// rsync's stdout (its --stats), read by a thread that also turns its progress into the
-    /// step line's detail on a terminal.
-    reader: Option<std::thread::JoinHandle<String>>,
-    started: Instant,
-    carrier: Carrier,
-}
-
-impl Carrying {
-    /// Whether every process has exited.
-    fn finished(&mut self) -> Result<bool> {
-        for p in &mut self.procs {
-            if p.try_wait()?.is_none() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Collect the processes: whether all succeeded, the last one's stdout, everyone's stderr.
-    fn collect(self) -> Result<(bool, String, String)> {
-        let (mut ok, mut stdout, mut stderr) = (true, String::new(), String::new());
-        for p in self.procs {
-            let out = p.wait_with_output()?;
-            ok &= out.status.success();
-            stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            stderr.push_str(&String::from_utf8_lossy(&out.stderr));
-        }
-        if let Some(r) = self.reader {
-            stdout = r.join().unwrap_or_default();
-        }
-        Ok((ok, stdout, stderr))
-    }
-
-    /// Stop every process (its whole group) and reap it.
-    fn stop(self) -> Instant {
-        for mut p in self.procs {
-            proc::signal_group(p.id(), SIGTERM);
-            let _ = p.wait();
-        }
-        self.started
     }
 }
 
@@ -296,7 +213,7 @@ impl Driver<'_> {
     fn run(&mut self) -> Result<()> {
         if self.fleet() {
             for i in 0..self.members.len() {
-                self.tell(i, "begin");
+                self.tell(i, Message::Begin);
             }
         }
         loop {
@@ -331,9 +248,14 @@ impl Driver<'_> {
     /// Send `msg` to job `i` unless it is over; whether it went. A message that cannot be sent
     /// is a lost connection: the follower hangs up, and the next wait says so (or brings the
     /// job's result, if the job ended meanwhile).
-    fn tell(&mut self, i: usize, msg: &str) -> bool {
+    fn tell(&mut self, i: usize, msg: Message) -> bool {
+        self.tell_line(i, msg.name())
+    }
+
+    /// The same for a whole message line (an `abort` with its result and why).
+    fn tell_line(&mut self, i: usize, line: &str) -> bool {
         let job = &mut self.members[i].job;
-        !job.over() && job.send(msg).is_ok()
+        !job.over() && job.send_line(line).is_ok()
     }
 
     /// This process was stopped (SIGSTOP, a suspended machine): say so once. What the jobs did
@@ -343,8 +265,8 @@ impl Driver<'_> {
             if let Some(gap) = self.members[i].job.new_stop() {
                 self.out.close();
                 ui::break_line();
-                say!(
-                    "==> this deployer was stopped for {} (SIGSTOP, or a suspended machine): reading what the job on {} did meanwhile",
+                say_event!(
+                    "this deployer was stopped for {} (SIGSTOP, or a suspended machine): reading what the job on {} did meanwhile",
                     ui::secs(gap),
                     self.members[i].name()
                 );
@@ -354,10 +276,10 @@ impl Driver<'_> {
 
     /// Tell every job to stop before the migration (or, in a fleet after it, to go back). Called
     /// again after a re-attach: a job that did not get the message gets it then.
-    fn abort(&mut self, result: &str, why: &str) {
+    fn abort(&mut self, result: JobResult, why: &str) {
         self.stop_local();
         if self.aborted.is_none() {
-            self.aborted = Some(format!("abort {result}: {why}"));
+            self.aborted = Some(Message::abort_line(result, why));
             self.out.close();
             if self.checked && self.fleet() {
                 self.rollout.back(&mut self.members, why, self.out.as_mut());
@@ -366,8 +288,8 @@ impl Driver<'_> {
             if self.checked {
                 return;
             }
-            say!(
-                "==> {why}: telling {} to stop before the switch",
+            say_event!(
+                "{why}: telling {} to stop before the switch",
                 self.members
                     .iter()
                     .map(|m| m.name().to_string())
@@ -386,7 +308,7 @@ impl Driver<'_> {
             if self.members[i].job.over() || self.members[i].job.has_said(&msg) {
                 continue;
             }
-            if !self.tell(i, &msg) {
+            if !self.tell_line(i, &msg) {
                 say!(
                     "    ({}: the message did not go through: {})",
                     self.members[i].name(),
@@ -447,13 +369,13 @@ impl Driver<'_> {
         }
         let why = format!("{} during {}", interrupt::describe(), self.stage_name());
         if self.checked && !self.fleet() {
-            say!(
-                "==> {} received: the server already runs {} and completes it (the migration may have started); Ctrl-C again to stop watching",
+            say_event!(
+                "{} received: the server already runs {} and completes it (the migration may have started); Ctrl-C again to stop watching",
                 interrupt::describe(),
                 self.stage_name()
             );
         } else {
-            self.abort("interrupted", &why);
+            self.abort(JobResult::Interrupted, &why);
         }
         Ok(())
     }
@@ -471,10 +393,13 @@ impl Driver<'_> {
                 CheckPart::Frontend => "local checks: frontend (svelte-check, tests)",
                 CheckPart::Build => "build the frontend",
             };
-            let line = format!(
-                "==> {label:<44} {} ({:.1}s){cached}",
-                if r.ok { "ok" } else { "FAILED" },
-                r.secs
+            let line = ui::step_line(
+                label,
+                &format!(
+                    "{} ({:.1}s){cached}",
+                    if r.ok { "ok" } else { "FAILED" },
+                    r.secs
+                ),
             );
             let tail = if r.ok { String::new() } else { r.tail.clone() };
             self.out.line(&line);
@@ -483,7 +408,7 @@ impl Driver<'_> {
             }
             if !tail.is_empty() || !r.ok {
                 let why = format!("the local checks failed ({})", part.name());
-                self.abort("failed", &why);
+                self.abort(JobResult::Failed, &why);
             }
         }
         Ok(())
@@ -498,7 +423,7 @@ impl Driver<'_> {
         let build_ready = !self.checks.build_pending() && self.checks.failed().is_none();
         for i in 0..self.members.len() {
             if !self.uploads[i].started
-                && self.members[i].job.phase == "awaiting-upload"
+                && self.members[i].job.phase == Some(Phase::AwaitingUpload)
                 && self.members[i].job.can_send()
                 && build_ready
                 && !aborted
@@ -516,18 +441,18 @@ impl Driver<'_> {
                 self.print_uploads();
                 for i in 0..self.members.len() {
                     // One that does not get it is lost: the fleet goes back (on_lost).
-                    self.tell(i, "checked");
+                    self.tell(i, Message::Checked);
                 }
                 self.checked = true;
-            } else if self.tell(0, "checked") {
+            } else if self.tell(0, Message::Checked) {
                 // Not sent: the job never heard the checks passed; on_lost stops it.
                 self.checked = true;
-                self.members[0].activated = self.tell(0, "go");
+                self.members[0].activated = self.tell(0, Message::Go);
             }
         }
         if self.checked && !self.fleet() && !self.members[0].activated {
             // `go` did not go through with `checked` (a re-attach since): send it now.
-            self.members[0].activated = self.tell(0, "go");
+            self.members[0].activated = self.tell(0, Message::Go);
         }
         if self.checked && self.fleet() {
             // A message that does not go through is a lost connection: the fleet goes back
@@ -544,10 +469,9 @@ impl Driver<'_> {
             .zip(&self.uploads)
             .map(|(m, u)| format!("{} {}", m.name(), u.summary))
             .collect();
-        self.out.line(&format!(
-            "==> {:<44} ok [{}]",
-            format!("upload to {} hosts", self.members.len()),
-            summary.join("; ")
+        self.out.line(&ui::step_line(
+            &format!("upload to {} hosts", self.members.len()),
+            &format!("ok [{}]", summary.join("; ")),
         ));
     }
 
@@ -558,17 +482,10 @@ impl Driver<'_> {
             bail!("the frontend build is missing (frontend/build): run 'cargo xtask check build'");
         }
         let m = &mut self.members[i];
-        let seed = m
-            .job
-            .notes
-            .iter()
-            .find(|n| n.first().map(String::as_str) == Some("seed"))
-            .cloned();
+        let seed = m.job.notes_of(Note::Seed).next().map(<[String]>::to_vec);
         let drift: Vec<String> = m
             .job
-            .notes
-            .iter()
-            .filter(|n| n.first().map(String::as_str) == Some("drift"))
+            .notes_of(Note::Drift)
             .filter_map(|n| n.get(1).cloned())
             .collect();
         // A base made from a dirty tree is not its commit: only a clean base can be diffed.
@@ -608,64 +525,16 @@ impl Driver<'_> {
             let name = format!("upload {} of {} files ({how})", send.len(), manifest.len());
             self.uploads[i].line = Some((ui::step_start(&name), name));
         }
-        let mut reader = None;
-        let procs = match carrier {
-            Carrier::Rsync => {
-                let args = rsync_args(
-                    &m.job.session().rsync_rsh(),
-                    &rsync_dest(&m.host.dest),
-                    &self.cfg.root,
-                    &self.release,
-                    progress,
-                    &list,
-                );
-                let mut cmd = Command::new("rsync");
-                cmd.args(&args)
-                    .current_dir(crate::project_root())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                proc::isolate(&mut cmd);
-                let mut child = cmd.spawn().context("starting rsync (is it installed?)")?;
-                let stdout = child.stdout.take().expect("piped");
-                reader = Some(std::thread::spawn(move || read_rsync(stdout, progress)));
-                vec![child]
-            }
-            Carrier::Tar => {
-                let mut tar = Command::new("tar");
-                tar.args(tar_args(&list))
-                    .current_dir(crate::project_root())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                proc::isolate(&mut tar);
-                let mut tar = tar.spawn().context("starting tar")?;
-                let stream = tar.stdout.take().expect("piped above");
-                let call = crate::remote::Call::deploy(
-                    "receive",
-                    &[
-                        ("root", self.cfg.root.clone()),
-                        ("token", m.job.token.clone()),
-                        ("release", self.release.clone()),
-                    ],
-                );
-                let ssh = m.job.session().start(&call, Stdio::from(stream));
-                match ssh {
-                    Ok(ssh) => vec![tar, ssh],
-                    Err(e) => {
-                        proc::signal_group(tar.id(), SIGTERM);
-                        let _ = tar.wait();
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        self.uploads[i].carrying = Some(Carrying {
-            procs,
-            reader,
-            started: Instant::now(),
+        let carrying = upload::start(
             carrier,
-        });
+            m.job.session(),
+            &m.host.dest,
+            &self.cfg.root,
+            (&m.job.token, &self.release),
+            progress,
+            &list,
+        )?;
+        self.uploads[i].carrying = Some(carrying);
         self.uploads[i].started = true;
         self.uploads[i].summary = format!("{} of {} files ({how})", send.len(), manifest.len());
         Ok(())
@@ -686,7 +555,7 @@ impl Driver<'_> {
             if single {
                 self.uploads[i].end_line(&format!("FAILED ({})", ui::secs(took)));
             }
-            let last = upload_error(&stderr, &stdout);
+            let last = upload::upload_error(&stderr, &stdout);
             if self.members[i].job.over() {
                 // The job ended meanwhile (its result follows): nothing to ask of it.
                 return Ok(());
@@ -699,19 +568,10 @@ impl Driver<'_> {
                 self.members[i].name(),
                 carrier.name()
             );
-            self.abort("failed", &why);
+            self.abort(JobResult::Failed, &why);
             return Ok(());
         }
-        let stats = match carrier {
-            Carrier::Rsync => match (
-                rsync_stat(&stdout, "Number of regular files transferred"),
-                rsync_stat(&stdout, "Total bytes sent"),
-            ) {
-                (Some(files), Some(sent)) => format!("{files} files changed, {sent} bytes sent"),
-                _ => String::new(),
-            },
-            Carrier::Tar => "sent as one tar stream".to_string(),
-        };
+        let stats = upload::stats(carrier, &stdout);
         if single {
             if stats.is_empty() {
                 self.uploads[i].end_line(&format!("ok ({})", ui::secs(took)));
@@ -723,7 +583,7 @@ impl Driver<'_> {
         }
         // Not sent (the job ended meanwhile, or the connection is gone): the next wait brings
         // its result, or on_lost.
-        self.uploads[i].done = self.tell(i, "uploaded");
+        self.uploads[i].done = self.tell(i, Message::Uploaded);
         Ok(())
     }
 
@@ -744,8 +604,8 @@ impl Driver<'_> {
         self.out.close();
         let name = self.members[i].name().to_string();
         let cause = self.members[i].job.last_error.clone();
-        say!(
-            "==> the connection to {name} was lost during {stage}{}: reconnecting (for up to {}s; Ctrl-C stops trying)",
+        say_event!(
+            "the connection to {name} was lost during {stage}{}: reconnecting (for up to {}s; Ctrl-C stops trying)",
             if cause.is_empty() {
                 String::new()
             } else {
@@ -781,309 +641,8 @@ impl Driver<'_> {
         }
         if !self.checked || self.fleet() {
             let why = format!("the connection to {name} was lost during {stage}");
-            self.abort("interrupted", &why);
+            self.abort(JobResult::Interrupted, &why);
         }
         Ok(())
-    }
-}
-
-/// Read rsync's stdout to its end (the text, for --stats); on a terminal, each progress update
-/// (`--info=progress2`, ended by a carriage return) becomes the step line's detail.
-fn read_rsync(mut stdout: impl std::io::Read, show: bool) -> String {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut line = Vec::new();
-    while let Ok(n) = stdout.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        all.extend_from_slice(&buf[..n]);
-        if !show {
-            continue;
-        }
-        for &b in &buf[..n] {
-            if b == b'\r' || b == b'\n' {
-                if let Some(d) = progress_detail(&String::from_utf8_lossy(&line)) {
-                    ui::step_detail(&d);
-                }
-                line.clear();
-            } else {
-                line.push(b);
-            }
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
-
-/// `  45,102,345  37%   12.34MB/s    0:00:03 (xfr#12, to-chk=30/120)` as `45.1 MB, 37%,
-/// 12.34MB/s`; None for anything else.
-pub fn progress_detail(line: &str) -> Option<String> {
-    let mut w = line.split_whitespace();
-    let bytes: u64 = w.next()?.replace(',', "").parse().ok()?;
-    let pct = w.next().filter(|p| p.ends_with('%'))?;
-    let rate = w.next().filter(|r| r.ends_with("/s"))?;
-    Some(format!(
-        "{:.1} MB, {pct}, {rate}",
-        bytes as f64 / (1024.0 * 1024.0)
-    ))
-}
-
-/// rsync wants IPv6 literals in brackets (`user@[fd00::2]:path`); ssh wants them bare.
-pub fn rsync_dest(server: &str) -> String {
-    let (user, host) = match server.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, server),
-    };
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    match user {
-        Some(u) => format!("{u}@{host}"),
-        None => host,
-    }
-}
-
-/// The rsync command (argv without the program name). The server seeded the release from
-/// current (hard links), so only listed files are compared (by checksum) and only changed bytes
-/// travel; rsync writes a changed file beside and renames it, so the seed's links to earlier
-/// releases are never written through. Permissions are kept minus group/other write; times are
-/// not (a rebuilt but identical file must still match).
-pub fn rsync_args(
-    rsh: &str,
-    dest: &str,
-    root: &str,
-    release: &str,
-    progress: bool,
-    file_list: &camino::Utf8Path,
-) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--from0",
-        "--checksum",
-        "--links",
-        "--perms",
-        "--chmod=go-w",
-        "--omit-dir-times",
-        "--stats",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.push(format!("--files-from={file_list}"));
-    if progress {
-        args.push("--info=progress2".to_string());
-    }
-    args.push("-e".to_string());
-    args.push(rsh.to_string());
-    args.push("./".to_string());
-    args.push(format!("{dest}:{root}/releases/{release}/"));
-    args
-}
-
-/// The line that says why an upload failed: the server's own cause when rsync or tar reported
-/// one (a full disk shows on our side only as a broken pipe), else the last line.
-pub fn upload_error(stderr: &str, stdout: &str) -> String {
-    const CAUSES: [&str; 4] = [
-        "No space left on device",
-        "Disk quota exceeded",
-        "Permission denied",
-        "Read-only file system",
-    ];
-    let lines = || stderr.lines().chain(stdout.lines()).map(str::trim);
-    lines()
-        .find(|l| CAUSES.iter().any(|c| l.contains(c)))
-        .or_else(|| lines().rfind(|l| !l.is_empty()))
-        .unwrap_or("see the output above")
-        .to_string()
-}
-
-/// The tar command (argv) for a small upload: the listed files (NUL-separated), without
-/// group/other write, owned by nobody in particular.
-pub fn tar_args(file_list: &camino::Utf8Path) -> Vec<String> {
-    [
-        "--create",
-        "--file=-",
-        "--null",
-        "--no-recursion",
-        "--mode=go-w",
-        "--owner=0",
-        "--group=0",
-        "--numeric-owner",
-    ]
-    .map(String::from)
-    .into_iter()
-    .chain([format!("--files-from={file_list}")])
-    .collect()
-}
-
-/// `Total bytes sent: 1,234` and friends from rsync --stats.
-pub fn rsync_stat(output: &str, label: &str) -> Option<u64> {
-    output.split(['\n', '\r']).find_map(|l| {
-        let rest = l.trim().strip_prefix(label)?.strip_prefix(':')?;
-        let digits: String = rest
-            .split_whitespace()
-            .next()?
-            .chars()
-            .filter(|c| c.is_ascii_digit())
-            .collect();
-        digits.parse().ok()
-    })
-}
-
-/// The dry run's line about the fleet: the primary is the host whose plan is the primary's (the
-/// role recorded on it, which DEPLOY_SERVER must agree with), named as the host names itself.
-pub fn fleet_plan_line(roles: &[(&str, crate::config::HostRole)], batch: usize) -> String {
-    let primary = roles
-        .iter()
-        .find(|(_, r)| *r == crate::config::HostRole::Primary)
-        .map_or("none".to_string(), |(h, _)| {
-            format!("{h}, recorded in {}", crate::contract::ROLE_FILE)
-        });
-    format!(
-        "  fleet: the primary ({primary}) migrates; hosts switch {} at a time, each health-gated; if one fails, every switched host goes back",
-        batch.min(roles.len())
-    )
-}
-
-fn print_plan(
-    cfg: &Config,
-    dest: &str,
-    snap: &Snapshot,
-    plan: &JobPlan,
-    scope: Scope,
-    opts: &Options,
-    run: &str,
-) {
-    crate::show!(
-        "Plan for '{}' to {} ({}), nothing will be changed:",
-        plan.command(),
-        dest,
-        snap.host
-    );
-    let checks = match (opts.skip_local_checks, scope) {
-        (true, s) if s.frontend() => "build the frontend (checks skipped)".to_string(),
-        (true, _) => "none (checks skipped)".to_string(),
-        (false, s) => format!(
-            "clean tree{}{}",
-            if s.backend() {
-                ", backend ruff + pytest"
-            } else {
-                ""
-            },
-            if s.frontend() {
-                ", frontend build + svelte-check + tests"
-            } else {
-                ""
-            }
-        ),
-    };
-    crate::show!("  local, beside the upload: {checks}");
-    crate::show!(
-        "  server job (takes the lock, checks current is still {}):",
-        plan.expect_current
-    );
-    crate::show!("      {run}");
-    crate::show!(
-        "  upload: rsync into {}/releases/{} (seeded from current; only what changed travels)",
-        cfg.root,
-        plan.release()
-    );
-    crate::show!(
-        "  then on the server: prepare, {}switch, restart {}, health checks ({}s); on failure restore {}",
-        if scope.backend() { "migrate, " } else { "" },
-        plan.restart.join(", "),
-        cfg.health_timeout,
-        snap.current.name().unwrap_or("nothing (current is removed)")
-    );
-    if !plan.prune.is_empty() {
-        crate::show!("  after success: prune {}", plan.prune.join(", "));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fleet_dry_run_names_the_recorded_primary() {
-        use crate::config::HostRole::{Primary, Secondary};
-        let line = fleet_plan_line(
-            &[("app1", Secondary), ("app2", Primary), ("app3", Secondary)],
-            usize::MAX,
-        );
-        assert_eq!(
-            line,
-            "  fleet: the primary (app2, recorded in /etc/innercontext/role) migrates; hosts switch 3 at a time, each health-gated; if one fails, every switched host goes back"
-        );
-        assert!(
-            fleet_plan_line(&[("a", Primary), ("b", Secondary)], 1).contains(
-                "(a, recorded in /etc/innercontext/role) migrates; hosts switch 1 at a time"
-            )
-        );
-    }
-
-    #[test]
-    fn rsync_writes_into_the_seeded_release() {
-        let a = rsync_args(
-            "ssh -o ControlPath=/tmp/c",
-            "innercontext@app",
-            "/opt/ic",
-            "20261128T101530Z",
-            false,
-            camino::Utf8Path::new("/tmp/list"),
-        );
-        assert!(a.contains(&"--checksum".to_string()));
-        assert!(
-            !a.iter().any(|x| x == "--inplace"),
-            "never write through a hard link"
-        );
-        assert!(!a.iter().any(|x| x.starts_with("--info=progress")));
-        assert_eq!(
-            a.last().unwrap(),
-            "innercontext@app:/opt/ic/releases/20261128T101530Z/"
-        );
-    }
-
-    #[test]
-    fn an_upload_error_names_the_cause() {
-        let stderr = "rsync: [receiver] write failed on \"backend/big.bin\": No space left on device (28)\nrsync error: error in file IO (code 11) at receiver.c(381)\nrsync: [sender] write error: Broken pipe (32)\n";
-        assert!(upload_error(stderr, "").contains("No space left on device"));
-        assert_eq!(upload_error("a\nlast one\n\n", ""), "last one");
-        assert_eq!(upload_error("", ""), "see the output above");
-    }
-
-    #[test]
-    fn rsync_stats_parse() {
-        let out = "Number of files: 120 (reg: 100, dir: 20)\nTotal file size: 1,234,567 bytes\nTotal bytes sent: 4,321\nTotal bytes received: 99\n";
-        assert_eq!(rsync_stat(out, "Total bytes sent"), Some(4321));
-        assert_eq!(rsync_stat(out, "Total file size"), Some(1_234_567));
-        assert_eq!(rsync_stat(out, "Missing"), None);
-    }
-
-    #[test]
-    fn rsync_progress_becomes_bytes_and_rate() {
-        assert_eq!(
-            progress_detail("     47,292,345  37%   12.34MB/s    0:00:03 (xfr#12, to-chk=30/120)")
-                .as_deref(),
-            Some("45.1 MB, 37%, 12.34MB/s")
-        );
-        assert_eq!(progress_detail("Number of files: 120"), None);
-        assert_eq!(progress_detail(""), None);
-        let text = read_rsync(
-            &b"  1,024 100% 1.00kB/s 0:00:00 (xfr#1, to-chk=0/1)\rTotal bytes sent: 99\n"[..],
-            true,
-        );
-        assert_eq!(rsync_stat(&text, "Total bytes sent"), Some(99));
-    }
-
-    #[test]
-    fn ipv6_literals_get_brackets_for_rsync() {
-        assert_eq!(rsync_dest("innercontext@fd00::2"), "innercontext@[fd00::2]");
-        assert_eq!(
-            rsync_dest("innercontext@[fd00::2]"),
-            "innercontext@[fd00::2]"
-        );
-        assert_eq!(rsync_dest("app"), "app");
-        assert_eq!(rsync_dest("u@10.0.0.2"), "u@10.0.0.2");
     }
 }

@@ -3,11 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::deploy::fleet::Output;
-use crate::deploy::job::{Event, LockNow, Outcome, Reading, Watcher};
+use anyhow::{anyhow, Result};
+
+use crate::contract::{EventKind, JobResult, Note, Step, StepStatus};
+use crate::deploy::event::{Event, Outcome, Watcher};
+use crate::deploy::fleet::{Member, Output};
+use crate::deploy::reading::{LockNow, Reading};
 use crate::{say, say_part, ui};
 
-/// Renders job events as step lines: `==> LABEL ... ok (1.2s) [notes]`.
+/// Renders job events as step lines ([`ui::step_line`]: the label, then `ok (1.2s) [notes]`).
 #[derive(Default)]
 pub struct Printer {
     /// Prefix every line with the host (fleets).
@@ -48,9 +52,9 @@ impl Printer {
 
 impl Watcher for Printer {
     fn event(&mut self, host: &str, e: &Event) {
-        match e.kind.as_str() {
-            "step" => match e.field(1) {
-                "start" => {
+        match e.kind {
+            EventKind::Step => match e.step().map(|(_, status)| status) {
+                Some(StepStatus::Start) => {
                     self.close_line();
                     self.notes.clear();
                     let p = self.prefix(host);
@@ -65,27 +69,28 @@ impl Watcher for Printer {
                     } else {
                         format!(" [{}]", self.notes.join(", "))
                     };
-                    let word = if status == "ok" { "ok" } else { "FAILED" };
+                    let ok = status == Some(StepStatus::Ok);
+                    let word = if ok { "ok" } else { "FAILED" };
                     if self.open {
                         say!("{word} ({secs}s){notes}");
                         self.open = false;
                     } else {
                         self.line(host, &format!("    {} {word} ({secs}s){notes}", e.field(0)));
                     }
-                    if status != "ok" && !e.field(3).is_empty() {
+                    if !ok && !e.field(3).is_empty() {
                         self.line(host, &format!("    {}", e.field(3)));
                     }
                     self.notes.clear();
                 }
             },
-            "info" => self.line(host, &format!("    {}", e.field(0))),
-            "warn" => self.line(host, &format!("warning: {}", e.field(0))),
-            "detail" => self.line(host, &format!("    | {}", e.field(0))),
-            "note" => {
-                if let Some(n) = note_text(&e.fields) {
+            EventKind::Info => self.line(host, &format!("    {}", e.field(0))),
+            EventKind::Warn => self.line(host, &format!("warning: {}", e.field(0))),
+            EventKind::Detail => self.line(host, &format!("    | {}", e.field(0))),
+            EventKind::Note => {
+                if let Some(n) = note_text(e) {
                     self.notes.push(n);
                 }
-                if e.field(0) == "drift" {
+                if e.note() == Some(Note::Drift) {
                     self.line(
                         host,
                         &format!(
@@ -111,7 +116,7 @@ impl Output for Printer {
 }
 
 /// The steps every host of a fleet runs before it switches: one line each for the fleet.
-const SHARED_STEPS: [&str; 3] = ["seed", "prepare", "record"];
+const SHARED_STEPS: [Step; 3] = [Step::Seed, Step::Prepare, Step::Record];
 
 /// Renders a fleet's events: one line per shared step once every host that runs it ended it
 /// (with a per-host summary), one line per host for its activation, and a failing host's
@@ -170,10 +175,15 @@ impl FleetPrinter {
             .map(|(h, e)| format!("{h} {}{}", if e.0 { "" } else { "FAILED " }, e.1))
             .collect();
         say!(
-            "==> {:<44} {} ({max:.1}s) [{}]",
-            format!("{label} on {} hosts", self.hosts.len()),
-            if any_failed { "FAILED" } else { "ok" },
-            per_host.join(", ")
+            "{}",
+            ui::step_line(
+                &format!("{label} on {} hosts", self.hosts.len()),
+                &format!(
+                    "{} ({max:.1}s) [{}]",
+                    if any_failed { "FAILED" } else { "ok" },
+                    per_host.join(", ")
+                )
+            )
         );
         for (h, e) in &done {
             if !e.0 && !e.2.is_empty() {
@@ -187,18 +197,18 @@ impl FleetPrinter {
 impl Watcher for FleetPrinter {
     fn event(&mut self, host: &str, e: &Event) {
         let key = |step: &str| (step.to_string(), host.to_string());
-        match e.kind.as_str() {
-            "step" if e.field(1) == "start" => {
+        match e.step() {
+            Some((_, StepStatus::Start)) => {
                 self.started.insert(key(e.field(0)), e.field(2).to_string());
             }
-            "step" => {
+            Some((known, status)) => {
                 let step = e.field(0).to_string();
-                let ok = e.field(1) == "ok";
+                let ok = status == StepStatus::Ok;
                 self.ended.insert(
                     key(&step),
                     (ok, e.field(2).to_string(), e.field(3).to_string()),
                 );
-                if SHARED_STEPS.contains(&step.as_str()) {
+                if known.is_some_and(|k| SHARED_STEPS.contains(&k)) {
                     self.shared_line(&step);
                 } else {
                     let label = self
@@ -213,24 +223,38 @@ impl Watcher for FleetPrinter {
                         .map(|n| format!(" [{}]", n.join(", ")))
                         .unwrap_or_default();
                     say!(
-                        "==> {:<44} {} ({}s){notes}",
-                        format!("[{host}] {label}"),
-                        if ok { "ok" } else { "FAILED" },
-                        e.field(2)
+                        "{}",
+                        ui::step_line(
+                            &format!("[{host}] {label}"),
+                            &format!(
+                                "{} ({}s){notes}",
+                                if ok { "ok" } else { "FAILED" },
+                                e.field(2)
+                            )
+                        )
                     );
                     if !ok && !e.field(3).is_empty() {
                         say!("    [{host}] {}", e.field(3));
                     }
                 }
             }
-            "warn" => say!("warning: [{host}] {}", e.field(0)),
-            "info" => say!("    [{host}] {}", e.field(0)),
-            "detail" => say!("    [{host}] | {}", e.field(0)),
-            "note" => {
-                if let Some(n) = note_text(&e.fields) {
+            None => self.other(host, e),
+        }
+    }
+}
+
+impl FleetPrinter {
+    /// An event other than a step's.
+    fn other(&mut self, host: &str, e: &Event) {
+        match e.kind {
+            EventKind::Warn => say!("warning: [{host}] {}", e.field(0)),
+            EventKind::Info => say!("    [{host}] {}", e.field(0)),
+            EventKind::Detail => say!("    [{host}] | {}", e.field(0)),
+            EventKind::Note => {
+                if let Some(n) = note_text(e) {
                     self.notes.entry(host.to_string()).or_default().push(n);
                 }
-                if e.field(0) == "drift" {
+                if e.note() == Some(Note::Drift) {
                     say!(
                         "warning: [{host}] {} on the server differs from the release it came from (edited by hand?): sent again",
                         e.field(1)
@@ -333,21 +357,21 @@ pub fn fleet_summary(
 }
 
 /// A short note for the step line, from a `note` event.
-fn note_text(f: &[String]) -> Option<String> {
-    let g = |i: usize| f.get(i).map(String::as_str).unwrap_or("");
-    match g(0) {
-        "seed" if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
-        "seed" if g(2) == "verified" && g(3) != "0" => {
+fn note_text(e: &Event) -> Option<String> {
+    let g = |i: usize| e.field(i);
+    match e.note()? {
+        Note::Seed if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
+        Note::Seed if g(2) == "verified" && g(3) != "0" => {
             Some(format!("from {}, {} drifted file(s) left out", g(1), g(3)))
         }
-        "seed" => Some(format!("from {}", g(1))),
-        "venv" => Some(format!("virtualenv {} {}", g(1), g(2))),
-        "migrate" if g(1) == "none" => Some(format!("nothing to migrate, at {}", g(2))),
-        "migrate" => Some(format!("{} to {}", g(1), g(2))),
-        "removed" => Some(format!("{} file(s) removed", g(1))),
-        "pruned" if g(1) == "1" => Some(format!("pruned {}", g(2))),
-        "pruned" => Some(format!("pruned {} releases, {} to {}", g(1), g(2), g(3))),
-        _ => None,
+        Note::Seed => Some(format!("from {}", g(1))),
+        Note::Venv => Some(format!("virtualenv {} {}", g(1), g(2))),
+        Note::Migrate if g(1) == "none" => Some(format!("nothing to migrate, at {}", g(2))),
+        Note::Migrate => Some(format!("{} to {}", g(1), g(2))),
+        Note::Removed => Some(format!("{} file(s) removed", g(1))),
+        Note::Pruned if g(1) == "1" => Some(format!("pruned {}", g(2))),
+        Note::Pruned => Some(format!("pruned {} releases, {} to {}", g(1), g(2), g(3))),
+        Note::Drift => None,
     }
 }
 
@@ -365,18 +389,21 @@ pub fn final_line(what: &str, host: &str, o: &Outcome) -> String {
     } else {
         format!(": {}", o.reason)
     };
-    match o.result.as_str() {
-        "success" => format!(
+    match o.kind() {
+        Some(JobResult::Success) => format!(
             "{what} on {host}: success in {}s (alembic {}); current is {current}",
             o.duration, o.revision
         ),
-        "rolled-back" => format!(
+        Some(JobResult::RolledBack) => format!(
             "{what} on {host}: rolled-back (it failed after the switch; the previous release was restored and is healthy){reason}; current is {current} again"
         ),
-        "rollback-failed" => format!(
+        Some(JobResult::RollbackFailed) => format!(
             "{what} on {host}: rollback-failed (it failed, and so did restoring the previous release){reason}; current is {current}: check 'cargo xtask deploy status'"
         ),
-        other => format!("{what} on {host}: {other}{reason}; current is {current}"),
+        _ => format!(
+            "{what} on {host}: {}{reason}; current is {current}",
+            o.result
+        ),
     }
 }
 
@@ -386,6 +413,25 @@ fn named(link: &str) -> &str {
         .next()
         .filter(|c| !c.is_empty())
         .unwrap_or("none")
+}
+
+/// The fleet's summary rows: each host's result as its job reported it, or, for a host the
+/// deployer lost sight of (a lost connection, a failed send, this process stopped), what the
+/// server's files say now (see [`fleet_row`]).
+pub fn summary_rows(members: &mut [Member]) -> Vec<(String, bool, String)> {
+    members
+        .iter_mut()
+        .map(|m| {
+            let lost = m.job.new_stop().is_some() || m.job.lost_sight || m.job.gone;
+            if !lost {
+                return fleet_row(m.name(), Seen::Reported(m.job.outcome.as_ref()));
+            }
+            match m.job.read_now() {
+                Ok(r) => fleet_row(m.name(), Seen::Read(&r)),
+                Err(e) => fleet_row(m.name(), Seen::Unreadable(&format!("{e:#}"))),
+            }
+        })
+        .collect()
 }
 
 /// The last line once the deployer lost sight of the job (a lost connection, a failed send,
@@ -398,7 +444,7 @@ pub fn reading_line(what: &str, host: &str, r: &Reading) -> (String, bool) {
     let restored = r
         .after
         .iter()
-        .rposition(|e| e.get("result") == "restored-at-boot" && e.get("release") == now);
+        .rposition(|e| e.result() == Some(JobResult::RestoredAtBoot) && e.get("release") == now);
     // `again`: the boot check moved it back to what it was when the job was planned.
     let again = if r.current == r.before { " again" } else { "" };
     let current = || match restored.map(|i| &r.after[i]) {
@@ -472,12 +518,34 @@ pub fn reading_line(what: &str, host: &str, r: &Reading) -> (String, bool) {
         };
         line.push_str(&format!(
             "; then deploy.log says {} {} at {}{reason}",
-            e.get("result"),
+            e.result_word(),
             e.get("release"),
             e.when
         ));
     }
     (line, ok)
+}
+
+/// One host's last line and whether it is a success: the job's result as it reported it; or,
+/// when the deployer lost sight of the job on the way (a connection lost, a message that could
+/// not be sent, this process stopped), what the server's files say now.
+pub fn last_words(what: &str, m: &mut Member) -> Result<(String, bool)> {
+    if m.job.new_stop().is_some() || m.job.lost_sight || m.job.gone {
+        match m.job.read_now() {
+            Ok(r) => return Ok(reading_line(what, m.name(), &r)),
+            // The job's own words, if they came (the same as its result file).
+            Err(e) if m.job.outcome.is_none() => {
+                return Ok((unreachable_line(what, m.name(), &format!("{e:#}")), false))
+            }
+            Err(_) => {}
+        }
+    }
+    let outcome = m
+        .job
+        .outcome
+        .clone()
+        .ok_or_else(|| anyhow!("the job on {} ended without a result", m.name()))?;
+    Ok((final_line(what, m.name(), &outcome), outcome.success()))
 }
 
 /// The last line when the server could not be reached again: only what is known.
@@ -488,269 +556,4 @@ pub fn unreachable_line(what: &str, host: &str, why: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::deploy::log::Entry;
-
-    fn reading(o: Option<Outcome>, current: &str, lock: LockNow, after: &[&str]) -> Reading {
-        Reading {
-            outcome: o,
-            current: current.into(),
-            before: "releases/20261128T101530Z".into(),
-            lock,
-            after: after.iter().map(|l| Entry::parse(l)).collect(),
-        }
-    }
-
-    #[test]
-    fn a_fleet_row_is_what_the_job_said_or_what_the_server_says_now() {
-        let o = outcome("success", "");
-        let (line, ok, cur) = fleet_row("app1", Seen::Reported(Some(&o)));
-        assert_eq!(
-            (line.as_str(), ok, cur.as_str()),
-            (
-                "    app1             success          current 20261128T101530Z",
-                true,
-                "20261128T101530Z"
-            )
-        );
-        // Lost sight of: the reading's result, and current as it is now.
-        let r = reading(
-            Some(outcome("rolled-back", "the fleet went back")),
-            "releases/20261128T101530Z",
-            LockNow::Free,
-            &[],
-        );
-        let (line, ok, cur) = fleet_row("app2", Seen::Read(&r));
-        assert!(!ok);
-        assert_eq!(cur, "20261128T101530Z");
-        assert!(
-            line.contains("rolled-back")
-                && line.contains("(the fleet went back; read from the server after the deployer lost sight of it)"),
-            "{line}"
-        );
-        let r = reading(
-            None,
-            "releases/20261128T101600Z",
-            LockNow::Ours {
-                alive: true,
-                phase: "awaiting-verdict".into(),
-                rebooted: false,
-            },
-            &[],
-        );
-        let (line, ok, _) = fleet_row("app3", Seen::Read(&r));
-        assert!(!ok && line.contains("not over") && line.contains("its job still runs"));
-        let (line, ok, cur) = fleet_row("app3", Seen::Unreadable("connection refused"));
-        assert!(!ok && cur == "?" && line.contains("could not read it again: connection refused"));
-        let (line, ok, _) = fleet_row("app3", Seen::Reported(None));
-        assert!(!ok && line.contains("unknown (lost)"));
-    }
-
-    #[test]
-    fn the_last_line_after_a_reconnect_is_the_reading() {
-        // The job rolled back while we were away: its words, and current as it is now.
-        let (line, ok) = reading_line(
-            "deploy of X",
-            "app",
-            &reading(
-                Some(outcome("rolled-back", "not healthy after 25s")),
-                "releases/20261128T101530Z",
-                LockNow::Free,
-                &[],
-            ),
-        );
-        assert!(!ok);
-        assert_eq!(
-            line,
-            final_line(
-                "deploy of X",
-                "app",
-                &outcome("rolled-back", "not healthy after 25s")
-            )
-        );
-        assert!(!line.contains("by itself"), "{line}");
-        // A success whose release the boot check later replaced is not a success.
-        let mut won = outcome("success", "");
-        won.current = "releases/20261128T101600Z".into();
-        let (line, ok) = reading_line(
-            "deploy of 20261128T101600Z",
-            "app",
-            &reading(
-                Some(won),
-                "releases/20261128T101530Z",
-                LockNow::Free,
-                &["2026-11-28T10:20:00Z deployer=boot-check commit=- scope=boot release=20261128T101530Z result=restored-at-boot duration=0.0s alembic=- reason=current_was_20261128T101600Z,_not_a_succeeded_intact_release,_at_boot"],
-            ),
-        );
-        assert!(!ok, "current moved: {line}");
-        assert!(
-            line.contains("success in 3.1s")
-                && line.contains("current is 20261128T101600Z; current is now 20261128T101530Z again, restored at boot at 2026-11-28T10:20:00Z (current was 20261128T101600Z, not a succeeded intact release, at boot)")
-                && !line.contains("then deploy.log says"),
-            "{line}"
-        );
-        // Stopped by the server because we fell silent: its reason says so.
-        let (line, ok) = reading_line(
-            "deploy of X",
-            "app",
-            &reading(
-                Some(outcome(
-                    "interrupted",
-                    "the deployer fell silent for 10s (killed, or its connection lost); stopped while waiting for the upload; current was not touched",
-                )),
-                "releases/20261128T101530Z",
-                LockNow::Free,
-                &[],
-            ),
-        );
-        assert!(!ok);
-        assert!(
-            line.starts_with("deploy of X on app: interrupted: the deployer fell silent")
-                && line.ends_with("current is 20261128T101530Z"),
-            "{line}"
-        );
-    }
-
-    #[test]
-    fn without_a_result_the_reading_says_what_is_there() {
-        let r = |lock| reading(None, "releases/20261128T101530Z", lock, &[]);
-        let (line, ok) = reading_line(
-            "rollback to A",
-            "app",
-            &r(LockNow::Ours {
-                alive: true,
-                phase: "health".into(),
-                rebooted: false,
-            }),
-        );
-        assert!(
-            !ok && line.contains("still running on the server (health)"),
-            "{line}"
-        );
-        let (line, _) = reading_line(
-            "rollback to A",
-            "app",
-            &r(LockNow::Ours {
-                alive: false,
-                phase: String::new(),
-                rebooted: false,
-            }),
-        );
-        assert_eq!(
-            line,
-            "rollback to A on app: its job died at its start without recording a result (no process holds its lock); current is 20261128T101530Z: the next deploy or rollback takes its lock over and records it as interrupted"
-        );
-        // A power cut in prepare: the server booted since; current never moved.
-        let (line, ok) = reading_line(
-            "deploy of X",
-            "app",
-            &r(LockNow::Ours {
-                alive: false,
-                phase: "prepare".into(),
-                rebooted: true,
-            }),
-        );
-        assert!(
-            !ok && line.starts_with("deploy of X on app: its job died at prepare without recording a result (the server rebooted since it started: no process holds its lock); current is 20261128T101530Z: the next deploy"),
-            "{line}"
-        );
-        // A power cut after the switch: the boot check put the release before back.
-        let (line, ok) = reading_line(
-            "deploy of 20261128T101600Z",
-            "app",
-            &reading(
-                None,
-                "releases/20261128T101530Z",
-                LockNow::Ours {
-                    alive: false,
-                    phase: "health".into(),
-                    rebooted: true,
-                },
-                &["2026-11-28T10:20:00Z deployer=boot-check commit=- scope=boot release=20261128T101530Z result=restored-at-boot duration=0.0s alembic=- reason=current was 20261128T101600Z, not a succeeded intact release, at boot"],
-            ),
-        );
-        assert!(
-            !ok && line.contains("its job died at health without recording a result (the server rebooted since it started: no process holds its lock); current is 20261128T101530Z again, restored at boot at 2026-11-28T10:20:00Z (current was 20261128T101600Z, not a succeeded intact release, at boot): the next deploy")
-                && !line.contains("then deploy.log says"),
-            "{line}"
-        );
-        let (line, _) = reading_line("rollback to A", "app", &r(LockNow::Free));
-        assert_eq!(
-            line,
-            "rollback to A on app: its job recorded no result; current is 20261128T101530Z"
-        );
-        // The result from deploy.log's line (no result file): current as read now.
-        let mut logged = outcome("failed", "the upload is incomplete");
-        logged.current = String::new();
-        let (line, ok) = reading_line(
-            "deploy of X",
-            "app",
-            &reading(Some(logged), "", LockNow::Free, &[]),
-        );
-        assert!(!ok && line.ends_with("current is none"), "{line}");
-        let u = unreachable_line("deploy of X", "app", "connection refused");
-        assert!(
-            u.contains("unknown here") && !u.contains("by itself"),
-            "{u}"
-        );
-    }
-
-    fn outcome(result: &str, reason: &str) -> Outcome {
-        Outcome {
-            result: result.into(),
-            reason: reason.into(),
-            duration: "3.1".into(),
-            revision: "0002_price_history".into(),
-            current: "releases/20261128T101530Z".into(),
-        }
-    }
-
-    #[test]
-    fn the_last_line_says_what_the_server_ended_with() {
-        assert_eq!(
-            final_line("deploy of 20261128T101600Z", "app", &outcome("success", "")),
-            "deploy of 20261128T101600Z on app: success in 3.1s (alembic 0002_price_history); current is 20261128T101530Z"
-        );
-        let rb = final_line(
-            "deploy of X",
-            "app",
-            &outcome(
-                "rolled-back",
-                "not healthy after 60s: unit innercontext is failed",
-            ),
-        );
-        assert!(
-            rb.contains("rolled-back (")
-                && rb.contains("is healthy): not healthy")
-                && rb.ends_with("current is 20261128T101530Z again"),
-            "{rb}"
-        );
-        let mut none = outcome("failed", "the upload failed");
-        none.current = String::new();
-        assert!(final_line("deploy of X", "app", &none).ends_with("current is none"));
-    }
-
-    #[test]
-    fn notes_read_well() {
-        let n = |f: &[&str]| note_text(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            n(&["venv", "abc", "reused"]).unwrap(),
-            "virtualenv abc reused"
-        );
-        assert_eq!(
-            n(&["migrate", "none", "0002"]).unwrap(),
-            "nothing to migrate, at 0002"
-        );
-        assert_eq!(
-            n(&["seed", "20261128T101530Z", "verified", "2"]).unwrap(),
-            "from 20261128T101530Z, 2 drifted file(s) left out"
-        );
-        assert_eq!(n(&["drift", "backend/x.py"]), None);
-        assert_eq!(n(&["pruned", "1", "A", "A"]).unwrap(), "pruned A");
-        assert_eq!(
-            n(&["pruned", "50", "A", "B"]).unwrap(),
-            "pruned 50 releases, A to B"
-        );
-    }
-}
+mod tests;

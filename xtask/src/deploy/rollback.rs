@@ -9,14 +9,17 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host};
+use crate::contract::Message;
 use crate::deploy::fleet::{self, Output};
-use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
+use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
+use crate::deploy::reading::LockNow;
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::rollout::Rollout;
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
-use crate::{interrupt, say, show, ui};
+use crate::{interrupt, say, say_event, show, ui};
 
 pub fn run(
     cfg: &Config,
@@ -26,11 +29,11 @@ pub fn run(
     batch: usize,
 ) -> Result<()> {
     if let Some(name) = requested {
-        crate::release::validate_user_name(name)?;
+        crate::deploy::release::validate_user_name(name)?;
     }
     let started = Instant::now();
-    let sessions = fleet::connect_all(cfg)?;
-    let snaps = fleet::probe_all(&sessions, cfg, false, false)?;
+    let sessions = server::connect_all(cfg)?;
+    let snaps = server::probe_all(&sessions, cfg, Look::default())?;
     let hosts: Vec<(Host, Snapshot)> = cfg
         .hosts
         .iter()
@@ -75,7 +78,7 @@ pub fn run(
         return Ok(());
     }
     // A signal so far (during connect, the probe) stops here: no job was asked yet.
-    super::stop_before_the_lock(cfg)?;
+    server::stop_before_the_lock(cfg)?;
     let mut out: Box<dyn Output> = if plans.len() == 1 {
         Box::new(Printer::new(false))
     } else {
@@ -94,7 +97,7 @@ pub fn run(
     if fleet {
         for m in &mut members {
             // Not sent: a lost connection, which the next wait finds (and re-attaches).
-            let _ = m.job.send("begin");
+            let _ = m.job.send(Message::Begin);
         }
     }
     let mut rollout = Rollout::new(batch);
@@ -112,8 +115,8 @@ pub fn run(
             {
                 out.close();
                 let name = members[i].name().to_string();
-                say!(
-                    "==> the connection to {name} was lost: reconnecting (for up to {}s; Ctrl-C stops trying)",
+                say_event!(
+                    "the connection to {name} was lost: reconnecting (for up to {}s; Ctrl-C stops trying)",
                     RECONNECT_FOR.as_secs()
                 );
                 let dest = members[i].host.dest.clone();
@@ -160,7 +163,7 @@ pub fn run(
                     out.as_mut(),
                 );
             } else {
-                say!("==> {} received: the rollback runs on the server to its end; Ctrl-C again to stop watching", interrupt::describe());
+                say_event!("{} received: the rollback runs on the server to its end; Ctrl-C again to stop watching", interrupt::describe());
             }
         }
         if fleet {
@@ -173,7 +176,7 @@ pub fn run(
     }
     out.close();
     if !fleet {
-        let (line, ok) = super::pipeline::last_words(&what, &mut members[0])?;
+        let (line, ok) = report::last_words(&what, &mut members[0])?;
         if ok {
             say!("{line} ({} in all)", ui::secs(started.elapsed()));
             return Ok(());
@@ -182,7 +185,7 @@ pub fn run(
     }
     report::fleet_summary(
         &format!("rollback to {target}"),
-        fleet::summary_rows(&mut members),
+        report::summary_rows(&mut members),
         started.elapsed(),
     )
 }

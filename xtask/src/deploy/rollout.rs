@@ -4,14 +4,16 @@
 //! [`Rollout::advance`] sends them, and a message that does not go through is a lost connection
 //! ([`Rollout::send_failed`]), never an error.
 
+use crate::contract::{JobResult, Message, Phase};
 use crate::deploy::fleet::{Member, Output};
+use crate::ui;
 
 /// What the rollout knows of a host: enough to decide, nothing that talks to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
     pub name: String,
-    /// Its job's phase (`awaiting-go`, `awaiting-verdict`, ...).
-    pub phase: String,
+    /// Its job's phase (awaiting-go, awaiting-verdict, ...), once it said one.
+    pub phase: Option<Phase>,
     /// How its job ended, as it reported it: whether it succeeded, and `RESULT: REASON`.
     pub ended: Option<(bool, String)>,
     /// Its job is gone without a result (nothing more will come from it).
@@ -26,6 +28,24 @@ pub struct View {
 impl View {
     fn over(&self) -> bool {
         self.ended.is_some() || self.gone
+    }
+}
+
+/// What the rollout knows of a member (see [`View`]).
+fn view(m: &Member) -> View {
+    View {
+        name: m.name().to_string(),
+        phase: m.job.phase,
+        ended: m
+            .job
+            .outcome
+            .as_ref()
+            .map(|o| (o.success(), format!("{}: {}", o.result, o.reason))),
+        gone: m.job.gone,
+        reachable: m.job.can_send(),
+        activated: m.activated,
+        told_back: m.told_back,
+        told_commit: m.told_commit,
     }
 }
 
@@ -45,10 +65,12 @@ pub enum Msg {
 impl Msg {
     pub fn text(&self) -> String {
         match self {
-            Msg::Go => "go".into(),
-            Msg::Commit => "commit".into(),
-            Msg::Revert => "revert".into(),
-            Msg::Abort(why) => format!("abort failed: the fleet goes back ({why})"),
+            Msg::Go => Message::Go.name().into(),
+            Msg::Commit => Message::Commit.name().into(),
+            Msg::Revert => Message::Revert.name().into(),
+            Msg::Abort(why) => {
+                Message::abort_line(JobResult::Failed, &format!("the fleet goes back ({why})"))
+            }
         }
     }
 }
@@ -120,13 +142,13 @@ impl Rollout {
         }
         if hosts
             .iter()
-            .any(|h| h.phase != "awaiting-go" && !h.activated)
+            .any(|h| h.phase != Some(Phase::AwaitingGo) && !h.activated)
         {
             return Vec::new();
         }
         let in_flight = hosts
             .iter()
-            .filter(|h| h.activated && h.phase != "awaiting-verdict" && !h.over())
+            .filter(|h| h.activated && h.phase != Some(Phase::AwaitingVerdict) && !h.over())
             .count();
         if in_flight == 0 && self.next < hosts.len() {
             let end = (self.next + self.batch).min(hosts.len());
@@ -137,7 +159,8 @@ impl Rollout {
         if self.next == hosts.len()
             && hosts.iter().all(|h| {
                 h.activated
-                    && (h.phase == "awaiting-verdict" || h.ended.as_ref().is_some_and(|e| e.0))
+                    && (h.phase == Some(Phase::AwaitingVerdict)
+                        || h.ended.as_ref().is_some_and(|e| e.0))
             })
         {
             self.committed = true;
@@ -157,12 +180,12 @@ impl Rollout {
     /// Send what [`Rollout::plan`] decides, and say what the fleet does.
     pub fn advance(&mut self, members: &mut [Member], out: &mut dyn Output) {
         let was_committed = self.committed;
-        let views: Vec<View> = members.iter().map(Member::view).collect();
+        let views: Vec<View> = members.iter().map(view).collect();
         let sends = self.plan(&views);
         if self.committed && !was_committed {
-            out.line(&format!(
-                "==> {:<44} ok",
-                format!("all {} hosts healthy: commit", members.len())
+            out.line(&ui::step_line(
+                &format!("all {} hosts healthy: commit", members.len()),
+                "ok",
             ));
         }
         let mut told = Vec::new();
@@ -172,7 +195,7 @@ impl Rollout {
                 continue;
             }
             let m = &mut members[i];
-            match m.job.send(&msg.text()) {
+            match m.job.send_line(&msg.text()) {
                 Ok(()) => match msg {
                     Msg::Go => m.activated = true,
                     Msg::Commit => m.told_commit = true,
@@ -185,11 +208,11 @@ impl Rollout {
             }
         }
         if !told.is_empty() {
-            out.line(&format!(
-                "==> the fleet goes back to its previous release ({}): {}",
+            out.line(&ui::event_line(&format!(
+                "the fleet goes back to its previous release ({}): {}",
                 self.failed.as_deref().unwrap_or("?"),
                 told.join(", ")
-            ));
+            )));
         }
         // A failure just now (a send that did not go through): the others are told at once.
         if self.failed.is_some()
@@ -208,9 +231,9 @@ impl Rollout {
         if self.committed {
             if !self.stands_said {
                 self.stands_said = true;
-                out.line(&format!(
-                    "==> {why}: every host was healthy and told to commit: the verdict stands (a host that missed it gets it again)"
-                ));
+                out.line(&ui::event_line(&format!(
+                    "{why}: every host was healthy and told to commit: the verdict stands (a host that missed it gets it again)"
+                )));
             }
         } else if self.failed.is_none() {
             self.failed = Some(why.to_string());
@@ -226,7 +249,7 @@ mod tests {
     fn host(name: &str, phase: &str) -> View {
         View {
             name: name.into(),
-            phase: phase.into(),
+            phase: Phase::parse(phase),
             reachable: true,
             ..View::default()
         }
@@ -248,17 +271,17 @@ mod tests {
         let mut r = Rollout::new(1);
         let mut h = vec![host("a", "prepare"), host("b", "awaiting-go")];
         assert_eq!(r.plan(&h), vec![], "not every host is ready");
-        h[0].phase = "awaiting-go".into();
+        h[0].phase = Phase::parse("awaiting-go");
         let s = r.plan(&h);
         assert_eq!(s, vec![(0, Msg::Go)]);
         sent(&mut h, &s);
-        h[0].phase = "health".into();
+        h[0].phase = Phase::parse("health");
         assert_eq!(r.plan(&h), vec![], "a is in flight");
-        h[0].phase = "awaiting-verdict".into();
+        h[0].phase = Phase::parse("awaiting-verdict");
         let s = r.plan(&h);
         assert_eq!(s, vec![(1, Msg::Go)]);
         sent(&mut h, &s);
-        h[1].phase = "awaiting-verdict".into();
+        h[1].phase = Phase::parse("awaiting-verdict");
         assert_eq!(r.plan(&h), vec![(0, Msg::Commit), (1, Msg::Commit)]);
         assert!(r.committed);
     }
@@ -298,8 +321,8 @@ mod tests {
         let s = r.plan(&h);
         assert_eq!(s, vec![(0, Msg::Go), (1, Msg::Go)]);
         sent(&mut h, &s);
-        h[0].phase = "awaiting-verdict".into();
-        h[1].phase = "awaiting-verdict".into();
+        h[0].phase = Phase::parse("awaiting-verdict");
+        h[1].phase = Phase::parse("awaiting-verdict");
         assert_eq!(r.plan(&h), vec![(0, Msg::Commit), (1, Msg::Commit)]);
         // a got it, b's connection was lost on the way.
         h[0].told_commit = true;

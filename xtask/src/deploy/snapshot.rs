@@ -3,9 +3,10 @@
 //! the disk and the database revision. Pure parsing, tested on the probe's text.
 
 use crate::config::HostRole;
-use crate::deploy::log::Entry;
-use crate::lock::LockInfo;
-use crate::release::{self, Made, Release, State};
+use crate::deploy::entry::Entry;
+use crate::deploy::event::Event;
+use crate::deploy::lock::LockInfo;
+use crate::deploy::release::{self, Made, Release, State};
 use crate::remote::Reply;
 
 /// What `current` is on the server.
@@ -121,8 +122,8 @@ pub struct LastJob {
     pub duration: String,
     /// Bytes of its event stream so far.
     pub events: u64,
-    /// Its last events, without their time (kind and fields, space-separated).
-    pub lines: Vec<String>,
+    /// Its last events.
+    pub events_tail: Vec<Event>,
     /// Its result could not be recorded (why): it waits in the lock for the next job.
     pub unrecorded: Option<String>,
 }
@@ -165,10 +166,10 @@ impl Snapshot {
                 .get("job.events")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
-            lines: reply
-                .all("job.line")
+            events_tail: reply
+                .all("job.event")
                 .into_iter()
-                .map(str::to_string)
+                .filter_map(Event::parse)
                 .collect(),
             unrecorded: reply.get("job.unrecorded").map(str::to_string),
         });
@@ -249,7 +250,7 @@ impl Snapshot {
             .is_some_and(|l| l.alive == Some(true) && l.release == name);
         self.releases
             .iter()
-            .any(|r| r.name == name && r.state == State::Preparing)
+            .any(|r| r.name == name && r.state == Some(State::Preparing))
             && !live
             && self.unrecorded(name).is_none()
     }

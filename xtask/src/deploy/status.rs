@@ -5,15 +5,25 @@
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::contract::{EventKind, StepStatus};
+use crate::deploy::event::Event;
 use crate::deploy::job;
+use crate::deploy::lock::LockInfo;
+use crate::deploy::release;
 use crate::deploy::report::{self, Printer};
+use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::{LastJob, Recorded};
-use crate::lock::LockInfo;
-use crate::{release, show};
+use crate::show;
 
 pub fn run(cfg: &Config, follow: bool) -> Result<()> {
     if cfg.hosts.len() > 1 {
-        let reads = super::list::read_all(cfg, true);
+        let reads = server::probe_each(
+            cfg,
+            Look {
+                status: true,
+                sizes: false,
+            },
+        );
         for (host, snap) in &reads.ok {
             show!("== {}", snap.host);
             print(&host.dest, &cfg.root, snap);
@@ -29,8 +39,15 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
         }
         return reads.finish();
     }
-    let session = super::connect(cfg)?;
-    let snap = super::probe(&session, cfg, true)?;
+    let session = server::connect(cfg)?;
+    let snap = server::probe(
+        &session,
+        cfg,
+        Look {
+            status: true,
+            sizes: false,
+        },
+    )?;
     print(&cfg.server, &cfg.root, &snap);
     if let Err(e) = super::drift::roles(&[(cfg.hosts[0].clone(), snap.clone())]) {
         show!("ROLES: {e}");
@@ -73,7 +90,7 @@ fn print(dest: &str, root: &str, snap: &crate::deploy::snapshot::Snapshot) {
     }
     if let Some(j) = &snap.last_job {
         show!("last job: {}", last_job(j, snap.lock.as_ref(), root));
-        for l in j.lines.iter().filter_map(|l| job_line(l)) {
+        for l in j.events_tail.iter().filter_map(job_line) {
             show!("          | {l}");
         }
     }
@@ -90,7 +107,7 @@ fn current_line(snap: &crate::deploy::snapshot::Snapshot) -> String {
         Some(r) => format!(
             "{} ({}, commit {}, deployed {} ago)",
             r.name,
-            r.state.name(),
+            release::state_name(r.state),
             r.commit,
             release::parse_name(&r.name)
                 .map(|t| release::age(snap.now - t.unix_timestamp()))
@@ -170,24 +187,28 @@ fn last_job(j: &LastJob, lock: Option<&LockInfo>, root: &str) -> String {
             }
         ),
         (None, _, None) => format!(
-            "{} ended without a result and holds no lock: see {root}/jobs/{} on the server",
-            j.token, j.token
+            "{} ended without a result and holds no lock: see {root}/{}/{} on the server",
+            j.token,
+            crate::contract::layout::JOBS,
+            j.token
         ),
     }
 }
 
-/// A job event (`KIND FIELD...`, space separated) as `status` shows it, or None for the ones
-/// that only mark time (step starts, phases).
-fn job_line(line: &str) -> Option<String> {
-    let f: Vec<&str> = line.split(' ').collect();
-    match f.as_slice() {
-        ["step", name, "ok", secs, ..] => Some(format!("{name} ok ({secs}s)")),
-        ["step", name, "failed", secs, rest @ ..] => {
-            Some(format!("{name} FAILED ({secs}s): {}", rest.join(" ")))
-        }
-        ["step", ..] | ["phase", ..] | ["started", ..] | ["note", ..] => None,
-        [kind, rest @ ..] => Some(format!("{kind}: {}", rest.join(" ").trim())),
-        [] => None,
+/// A job event as `status` shows it, or None for the ones that only mark time (step starts,
+/// phases).
+fn job_line(e: &Event) -> Option<String> {
+    let (name, secs) = (e.field(0), e.field(2));
+    match e.step() {
+        Some((_, StepStatus::Ok)) => Some(format!("{name} ok ({secs}s)")),
+        Some((_, StepStatus::Failed)) => Some(format!(
+            "{name} FAILED ({secs}s): {}",
+            e.fields.get(3..).unwrap_or_default().join(" ")
+        )),
+        _ => match e.kind {
+            EventKind::Step | EventKind::Phase | EventKind::Started | EventKind::Note => None,
+            kind => Some(format!("{}: {}", kind.name(), e.fields.join(" ").trim())),
+        },
     }
 }
 
@@ -266,17 +287,34 @@ mod tests {
 
     #[test]
     fn job_lines_read_well() {
-        assert_eq!(job_line("step health ok 1.5").unwrap(), "health ok (1.5s)");
+        // What the probe says of the last job: its event lines, as the stream has them.
+        let snap = crate::deploy::snapshot::Snapshot::from_reply(&crate::remote::Reply::parse(
+            "job.token=1-2\n\
+             job.event=1795860930123\tstep\thealth\tok\t1.5\n\
+             job.event=1795860930124\tstep\thealth\tfailed\t8.0\tnot healthy after 8s: unit innercontext is failed\n\
+             job.event=1795860930125\tstep\trecord\tstart\trecord the result\n\
+             job.event=1795860930126\tphase\tdone\n\
+             job.event=1795860930127\tresult\tsuccess\t\t6.7\t0002\treleases/x\n",
+        ));
+        let lines: Vec<Option<String>> = snap
+            .last_job
+            .unwrap()
+            .events_tail
+            .iter()
+            .map(job_line)
+            .collect();
         assert_eq!(
-            job_line("step health failed 8.0 not healthy after 8s: unit innercontext is failed")
-                .unwrap(),
-            "health FAILED (8.0s): not healthy after 8s: unit innercontext is failed"
-        );
-        assert_eq!(job_line("step record start record the result"), None);
-        assert_eq!(job_line("phase done"), None);
-        assert_eq!(
-            job_line("result success  6.7 0002 releases/x").unwrap(),
-            "result: success  6.7 0002 releases/x"
+            lines,
+            [
+                Some("health ok (1.5s)".to_string()),
+                Some(
+                    "health FAILED (8.0s): not healthy after 8s: unit innercontext is failed"
+                        .to_string()
+                ),
+                None,
+                None,
+                Some("result: success  6.7 0002 releases/x".to_string()),
+            ]
         );
     }
 }

@@ -11,13 +11,14 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::Config;
 use crate::deploy::local;
+use crate::deploy::server::{self, Look};
 use crate::remote::Call;
 use crate::wait::{self, Deadline, Missed};
 use crate::{interrupt, say, say_part, show};
 
 pub fn run(cfg: &Config, yes: bool, force: bool) -> Result<()> {
-    let session = super::connect(cfg)?;
-    let snap = super::probe(&session, cfg, false)?;
+    let session = server::connect(cfg)?;
+    let snap = server::probe(&session, cfg, Look::default())?;
     let Some(lock) = &snap.lock else {
         show!(
             "no deploy lock on {} ({}/.deploy.lock)",
@@ -80,7 +81,7 @@ pub fn run(cfg: &Config, yes: bool, force: bool) -> Result<()> {
     );
     let (out, reply) = session.call(&call)?;
     if !out.status.success() {
-        bail!("{}", super::failure(&session, &call, &out.status, &reply));
+        bail!("{}", server::failure(&session, &call, &out.status, &reply));
     }
     match (reply.get("unlocked"), reply.get("stopped")) {
         (Some("yes"), Some("job")) => {

@@ -1,11 +1,26 @@
 //! Each remote step as a value: a call of `scripts/setup-server.sh` with its arguments, rendered
 //! to one quoted command line. Nothing here runs anything.
 
-use super::{EnvFile, EnvKind, Inputs, RemoteFile, Tls, PACKAGES};
+use super::facts::RemoteFile;
+use super::inputs::{EnvFile, EnvKind, Inputs, Tls};
+use crate::contract;
 use crate::flags::ToolchainSource;
 use crate::tools;
 
 pub use crate::remote::Call;
+
+/// What the release needs at run time (the spec's list plus sudo, which the drop-in needs).
+pub const PACKAGES: &[&str] = &[
+    "git",
+    "nginx",
+    "curl",
+    "ca-certificates",
+    "libpq5",
+    "rsync",
+    "python3",
+    "python3-venv",
+    "sudo",
+];
 
 /// The subcommands that only read (no `--check` in a dry run: nothing to check).
 pub const READ_ONLY: [&str; 2] = ["preflight", "verify"];
@@ -78,8 +93,10 @@ pub fn env_call(root: &str, kind: EnvKind, local: Option<&EnvFile>, force: bool)
     )
 }
 
-pub fn journal_call(wrapper: &str) -> Call {
-    call("journal", [wrapper.to_string()])
+/// The log reader ([`contract::JOURNAL_SH`]) into [`contract::JOURNAL_READER`]: the only way
+/// the app user reads the journal (its own units' entries, through one sudoers line).
+pub fn journal_call() -> Call {
+    call("journal", [contract::JOURNAL_SH.to_string()])
 }
 
 pub fn sudoers_call(text: &str) -> Call {
@@ -95,7 +112,7 @@ pub fn units_call(root: &str, units: &[(String, String)], role: crate::config::H
         crate::contract::UNIT_DIR.to_string(),
         crate::contract::OLD_UNIT_DIR.to_string(),
         root.to_string(),
-        super::UNIT_ROOT.to_string(),
+        contract::DEFAULT_ROOT.to_string(),
         super::earlier::lines(),
         left_to_role(role).join(" "),
     ];
@@ -107,9 +124,7 @@ pub fn nginx_call(text: &str) -> Call {
     call("nginx", [text.to_string()])
 }
 
-/// Where the certificate and key land on the server, and the snippet the site includes.
-pub const TLS_DIR: &str = "/etc/ssl/innercontext";
-pub const TLS_SNIPPET: &str = "/etc/nginx/innercontext.d/tls.conf";
+use contract::TLS_DIR;
 
 /// The nginx lines for HTTPS, included in the site's server block: TLS 1.2 and 1.3 with
 /// Mozilla's "intermediate" ciphers; with `redirect`, plain http answers 301 to https and HSTS
@@ -206,9 +221,9 @@ pub fn env_upload(remote: &RemoteFile, local: Option<&EnvFile>, force: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::SETUP_SH as SCRIPT;
     use crate::quote;
     use crate::setup_server::test_support::inputs;
-    use crate::setup_server::SCRIPT;
 
     #[test]
     fn remote_lines_quote_every_word() {
@@ -222,7 +237,10 @@ mod tests {
             ]
         );
         let line = c.line();
-        assert!(line.starts_with("bash -c '#!/usr/bin/env bash"), "{line}");
+        assert!(
+            line.starts_with("bash -c 'ic_script__=$(printf %s '\\''H4sI"),
+            "{line}"
+        );
         assert!(line.ends_with(
             r#" setup-server.sh key 'ssh-ed25519 AAAAC3Nza alice'\''s laptop; $(reboot)'"#
         ));
@@ -302,7 +320,7 @@ mod tests {
             user_call("/r"),
             key_call(None),
             env_call("/r", EnvKind::Frontend, None, false),
-            journal_call(""),
+            journal_call(),
             sudoers_call(""),
             tls_call(&Tls {
                 cert: String::new(),
@@ -327,9 +345,11 @@ mod tests {
     fn the_role_is_recorded_where_the_probe_reads_it() {
         use crate::config::{parse_hosts, HostRole};
         assert!(
-            SCRIPT.contains(&format!("\nROLE_FILE={}\n", crate::contract::ROLE_FILE)),
+            SCRIPT.contains("mv -f -- \"$tmp\" \"$C_ROLE_FILE\""),
             "scripts/setup-server.sh records the role somewhere else than contract::ROLE_FILE"
         );
+        assert!(crate::contract::CONTRACT_SH
+            .contains(&format!("\nC_ROLE_FILE='{}'\n", crate::contract::ROLE_FILE)));
         assert_eq!(
             role_call(HostRole::Secondary, "/opt/ic").args,
             vec!["secondary", "/opt/ic", "innercontext-pricing-worker"]
@@ -393,7 +413,7 @@ mod tests {
 
     #[test]
     fn the_log_reader_knows_exactly_the_services() {
-        let line = crate::setup_server::JOURNAL_WRAPPER
+        let line = contract::JOURNAL_SH
             .lines()
             .find_map(|l| l.strip_prefix("UNITS=("))
             .and_then(|l| l.strip_suffix(')'))
@@ -402,7 +422,7 @@ mod tests {
             .split_whitespace()
             .map(|u| format!("{u}.service"))
             .collect();
-        assert_eq!(units, crate::setup_server::services());
+        assert_eq!(units, crate::setup_server::inputs::services());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The unit files setup-server installed in [`OLD_UNIT_DIR`] before the units moved to
 //! [`UNIT_DIR`] (up to cafb523): the sha256 of every version of each unit in the repository's
-//! history up to then, as the repository has it (rendered for [`super::UNIT_ROOT`]). The units
+//! history up to then, as the repository has it (rendered for [`crate::contract::DEFAULT_ROOT`]). The units
 //! step removes a copy in the old place only when its text is one of these (or the one it
 //! installs now), so a file an admin put there by other means is never removed.
 //!

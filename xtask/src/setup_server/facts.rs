@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Result};
 
-use super::{EnvKind, Inputs, APP_USER};
+use super::inputs::{EnvKind, Inputs};
+use crate::contract::APP_USER;
 use crate::flags::{SetupServer, ToolchainSource};
 use crate::remote::Reply;
 

@@ -6,8 +6,23 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
-use super::{services, NGINX_SITE, SUDOERS_SOURCE, SUDOERS_SOURCE_ENV, UNIT_ROOT};
+use crate::contract::{self, layout::NGINX_SITE_SOURCE, DEFAULT_ROOT};
 use crate::flags::SetupServer;
+
+/// The services a deploy restarts, as unit file names (the units installed are every
+/// [`is_unit_file`] of `systemd/`, their sockets included).
+pub fn services() -> Vec<String> {
+    contract::UNITS
+        .iter()
+        .map(|u| format!("{}.service", u.name))
+        .collect()
+}
+
+/// The sudoers drop-in's source in the repository.
+pub const SUDOERS_SOURCE: &str = "systemd/innercontext-deploy.sudoers";
+
+/// Test hook: a different sudoers source file (the e2e tests feed one that visudo rejects).
+pub const SUDOERS_SOURCE_ENV: &str = "INNERCONTEXT_SUDOERS_SOURCE";
 
 /// A local env file: its path and sha256 (its contents stay in the file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +41,8 @@ impl EnvKind {
     /// Its path below the deploy root.
     pub fn rel(self) -> &'static str {
         match self {
-            EnvKind::Backend => "shared/backend/.env",
-            EnvKind::Frontend => "shared/frontend/.env.production",
+            EnvKind::Backend => contract::layout::ENV_BACKEND,
+            EnvKind::Frontend => contract::layout::ENV_FRONTEND,
         }
     }
     pub fn remote_path(self, root: &str) -> String {
@@ -149,8 +164,8 @@ impl Inputs {
         // The site serves files from the deploy root: another DEPLOY_ROOT is substituted, as in
         // the units.
         let nginx = render_unit(
-            &sh.read_file(NGINX_SITE)
-                .with_context(|| format!("reading {NGINX_SITE} of the repository"))?,
+            &sh.read_file(NGINX_SITE_SOURCE)
+                .with_context(|| format!("reading {NGINX_SITE_SOURCE} of the repository"))?,
             root,
         );
         let tls = match (&cmd.tls_cert, &cmd.tls_key) {
@@ -184,7 +199,7 @@ impl Inputs {
     }
 }
 
-/// A unit file setup-server installs: `innercontext*.service|socket|timer`.
+/// A unit file setup-server installs: `UNIT_PREFIX*.service|socket|timer`.
 pub fn is_unit_file(name: &str) -> bool {
     let Some(stem) = name
         .strip_suffix(".service")
@@ -193,7 +208,7 @@ pub fn is_unit_file(name: &str) -> bool {
     else {
         return false;
     };
-    stem.starts_with("innercontext")
+    stem.starts_with(contract::UNIT_PREFIX)
         && stem
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -201,10 +216,10 @@ pub fn is_unit_file(name: &str) -> bool {
 
 /// The repository's units run from /opt/innercontext; another DEPLOY_ROOT is substituted.
 pub fn render_unit(text: &str, root: &str) -> String {
-    if root == UNIT_ROOT {
+    if root == DEFAULT_ROOT {
         text.to_string()
     } else {
-        text.replace(&format!("{UNIT_ROOT}/"), &format!("{root}/"))
+        text.replace(&format!("{DEFAULT_ROOT}/"), &format!("{root}/"))
     }
 }
 

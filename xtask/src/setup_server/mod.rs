@@ -22,6 +22,7 @@ use camino::Utf8Path;
 use xshell::Shell;
 
 use crate::config::{self, Config};
+use crate::contract;
 use crate::flags::{SetupServer, ToolchainSource};
 use crate::ssh::Session;
 use crate::{interrupt, tools, ui};
@@ -41,58 +42,17 @@ pub use verify::*;
 
 use target::{print_line, Target};
 
-/// The remote half, sent as the text of `bash -c` with every call.
-pub const SCRIPT: &str = include_str!("../../../scripts/setup-server.sh");
-
-/// The log reader setup-server installs as [`JOURNAL_WRAPPER_PATH`]: the only way the app user
-/// reads the journal (its own units' entries, through one sudoers line).
-pub const JOURNAL_WRAPPER: &str = include_str!("../../../scripts/innercontext-journal.sh");
-pub const JOURNAL_WRAPPER_PATH: &str = crate::contract::JOURNAL_READER;
-
-/// The account the app runs as and deploys log in as.
-pub const APP_USER: &str = crate::contract::APP_USER;
-
-/// What the release needs at run time (the spec's list plus sudo, which the drop-in needs).
-pub const PACKAGES: &[&str] = &[
-    "git",
-    "nginx",
-    "curl",
-    "ca-certificates",
-    "libpq5",
-    "rsync",
-    "python3",
-    "python3-venv",
-    "sudo",
-];
-
-/// The services a deploy restarts, as unit file names (the units installed are every
-/// [`is_unit_file`] of `systemd/`, their sockets included).
-pub fn services() -> Vec<String> {
-    crate::contract::UNITS
-        .iter()
-        .map(|u| format!("{}.service", u.name))
-        .collect()
-}
-
-pub const SUDOERS_SOURCE: &str = "systemd/innercontext-deploy.sudoers";
-pub const NGINX_SITE: &str = "nginx/innercontext.conf";
-
-/// Test hook: a different sudoers source file (the e2e tests feed one that visudo rejects).
-pub const SUDOERS_SOURCE_ENV: &str = "INNERCONTEXT_SUDOERS_SOURCE";
-
-/// Where the repository's units expect the deploy root.
-pub(crate) const UNIT_ROOT: &str = "/opt/innercontext";
-
 pub fn run(cmd: SetupServer, sh: &Shell) -> Result<()> {
     interrupt::install();
     let cfg = Config::from_env()?;
     let env_admin = std::env::var("DEPLOY_ADMIN").ok();
     for host in &cfg.hosts {
         if let Some((user, _)) = host.dest.rsplit_once('@') {
-            if user != APP_USER {
+            if user != contract::APP_USER {
                 eprintln!(
-                    "warning: DEPLOY_SERVER logs in to {} as '{user}', but setup-server authorizes the deploy key for '{APP_USER}'",
-                    host.name()
+                    "warning: DEPLOY_SERVER logs in to {} as '{user}', but setup-server authorizes the deploy key for '{}'",
+                    host.name(),
+                    contract::APP_USER
                 );
             }
         }
@@ -247,7 +207,7 @@ fn provision(
     }
 
     // 5. The log reader, sudoers, then 6. units and nginx.
-    target.step("journal access", &journal_call(JOURNAL_WRAPPER), None)?;
+    target.step("journal access", &journal_call(), None)?;
     target.step("sudoers", &sudoers_call(&inputs.sudoers), None)?;
     // The units step leaves the role's units to the role step: a secondary's worker is never
     // enabled on the way to being disabled, and a second run changes nothing.
@@ -322,33 +282,7 @@ fn connect(admin: &str, ssh_config: Option<&Utf8Path>) -> Result<Session> {
 
 /// Shared by the unit tests of the step files.
 #[cfg(test)]
-pub(crate) mod test_support {
-    use super::*;
-    use crate::remote::Reply;
-
-    /// Inputs with the repository's sudoers source and nothing else.
-    pub fn inputs() -> Inputs {
-        let root = crate::project_root();
-        Inputs {
-            deploy_key: None,
-            backend_env: None,
-            frontend_env: None,
-            sudoers_path: root.join(SUDOERS_SOURCE),
-            sudoers: fs_err::read_to_string(root.join(SUDOERS_SOURCE)).unwrap(),
-            units: vec![],
-            nginx: String::new(),
-            tls: None,
-        }
-    }
-
-    /// What the preflight reports on a fresh Debian 12 host as root.
-    pub fn facts() -> Facts {
-        Facts::from_reply(&Reply::parse(
-            "os_id=debian\nos_version=12\nos_name=Debian GNU/Linux 12 (bookworm)\nroot=direct\nroot_user=root\nsystemd=yes\narch=x86_64\nnode=\nuv=\nuser=no\nbackend_env=missing\nfrontend_env=missing\nkeys=0\nkey=no\nsudoers=valid\n",
-        ))
-        .unwrap()
-    }
-}
+pub(crate) mod test_support;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use camino::Utf8Path;
 
-use super::{checked, Call};
+use super::calls::{checked, Call};
 use crate::remote::Reply;
 use crate::ssh::Session;
 use crate::{interrupt, ui};

@@ -1,7 +1,7 @@
 //! The final verification table: the script's rows plus the comparisons only this side can
 //! make (sudo commands against the sudoers source, node and uv versions).
 
-use super::{Inputs, SUDOERS_SOURCE};
+use super::inputs::{Inputs, SUDOERS_SOURCE};
 use crate::flags::ToolchainSource;
 use crate::remote::Reply;
 use crate::tools;
@@ -128,7 +128,7 @@ mod tests {
                 .iter()
                 .map(|u| format!("/usr/bin/systemctl reset-failed {}", u.reset_targets())),
         );
-        want.push(crate::setup_server::JOURNAL_WRAPPER_PATH.to_string());
+        want.push(crate::contract::JOURNAL_READER.to_string());
         assert_eq!(cmds, want);
     }
 

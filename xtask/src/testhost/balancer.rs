@@ -10,7 +10,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::{render, Machine};
+use super::machine::Machine;
+use super::render;
 
 /// nginx on this host in front of machines; stopped when dropped.
 pub struct Balancer {

@@ -12,9 +12,11 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
+use super::layout::{machine_dir, veth};
+use super::machine::Machine;
 use super::machine::{self, nspawn_pid};
 use super::render::{self, Launch};
-use super::{image, machine_dir, net, sys, veth, Machine};
+use super::{image, net, sys};
 use crate::flags::Role;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);

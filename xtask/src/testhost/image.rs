@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
-use super::{key_path, machine, render, state, sys, CGROUP_DIR, DB_NAME, DB_PASSWORD, SUBNET};
+use super::layout::{key_path, state, CGROUP_DIR, DB_NAME, DB_PASSWORD, SUBNET};
+use super::{machine, render, sys};
 use crate::flags::Role;
 use crate::ui;
 
@@ -68,7 +69,12 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
         // Running machines and stopped ones (their disk is a layer over this image).
         let names: Vec<String> = machine::uses()
             .into_iter()
-            .filter(|(_, u)| matches!(u, super::Use::Running | super::Use::Stopped))
+            .filter(|(_, u)| {
+                matches!(
+                    u,
+                    super::machine::Use::Running | super::machine::Use::Stopped
+                )
+            })
             .map(|(n, _)| n)
             .collect();
         if !names.is_empty() {

@@ -8,8 +8,10 @@ use anyhow::Result;
 use camino::Utf8Path;
 use xshell::Shell;
 
+use super::layout::{ip, machine_dir, machines_dir, state, CGROUP_DIR, NFT_TABLE};
+use super::machine::Use;
 use super::machine::{self, machine_names};
-use super::{ip, machine_dir, machines_dir, net, proxy, state, Use, CGROUP_DIR, NFT_TABLE};
+use super::{net, proxy};
 
 /// `testhost status`: every machine directory, running, stopped or stale.
 pub fn status_table() -> Result<String> {

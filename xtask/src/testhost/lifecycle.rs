@@ -15,8 +15,10 @@ use anyhow::{bail, Context, Result};
 use camino::Utf8PathBuf;
 use xshell::{cmd, Shell};
 
+use super::layout::{lock_dir, machine_dir, machines_dir, veth};
+use super::machine::Machine;
 use super::machine::{self, booting_pid, info, machine_names, nspawn_marker, nspawn_pid, running};
-use super::{boot, image, lock_dir, machine_dir, machines_dir, net, proxy, sys, veth, Machine};
+use super::{boot, image, net, proxy, sys};
 use crate::flags::{validate_machine_name, Role};
 use crate::interrupt;
 
@@ -341,7 +343,7 @@ fn forget(sh: &Shell, name: &str, mut found: Vec<String>) -> Result<Vec<String>>
         net::remove_nat(sh)?;
         for h in sys::cgroup_hierarchies() {
             // Fails while a build or another machine still has a directory there.
-            let _ = std::fs::remove_dir(h.join(super::CGROUP_DIR));
+            let _ = std::fs::remove_dir(h.join(super::layout::CGROUP_DIR));
         }
         // nspawn's own runtime directories, once empty.
         for d in ["propagate", "unix-export", "locks", ""] {
@@ -363,7 +365,7 @@ pub fn nspawn_runtime_dirs(name: &str) -> Vec<Utf8PathBuf> {
 fn known_names() -> Vec<String> {
     let mut names = machine_names();
     for h in sys::cgroup_hierarchies() {
-        if let Ok(d) = h.join(super::CGROUP_DIR).read_dir_utf8() {
+        if let Ok(d) = h.join(super::layout::CGROUP_DIR).read_dir_utf8() {
             names.extend(d.flatten().map(|e| e.file_name().to_string()));
         }
     }

@@ -15,9 +15,126 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use camino::Utf8PathBuf;
 
+use super::layout::{
+    host_ip, ip, key_path, machine_dir, machines_dir, CGROUP_DIR, DB_NAME, DB_PASSWORD,
+};
 use super::render::{self, Endpoint};
-use super::{host_ip, ip, key_path, machine_dir, machines_dir, sys, Machine, Use, CGROUP_DIR};
+use super::sys;
 use crate::flags::{validate_machine_name, Role};
+use crate::quote;
+
+/// A running machine and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub name: String,
+    pub role: Role,
+    /// The machine's address on its veth, e.g. 10.213.N.2.
+    pub ip: String,
+    /// The host side of the veth, 10.213.N.1.
+    pub host_ip: String,
+    /// Per-machine ssh_config: `ssh -F <ssh_config> NAME` (root) or `innercontext@NAME`.
+    pub ssh_config: Utf8PathBuf,
+    /// Private key authorized for root (0600).
+    pub key: Utf8PathBuf,
+    pub known_hosts: Utf8PathBuf,
+}
+
+impl Machine {
+    /// The public half of [`Machine::key`], to authorize for other users (the deploy user).
+    pub fn public_key(&self) -> Utf8PathBuf {
+        Utf8PathBuf::from(format!("{}.pub", self.key))
+    }
+
+    /// ssh arguments (without the `ssh` program) to run `argv` on the machine as `user`
+    /// (None: root, the ssh_config default). Words are quoted for the remote shell.
+    pub fn ssh_args(&self, user: Option<&str>, argv: &[String]) -> Vec<String> {
+        let dest = match user {
+            Some(u) => format!("{u}@{}", self.name),
+            None => self.name.clone(),
+        };
+        let mut args = vec!["-F".to_string(), self.ssh_config.to_string(), dest];
+        if !argv.is_empty() {
+            args.push("--".to_string());
+            args.push(quote::join(argv));
+        }
+        args
+    }
+
+    /// Run `argv` as root over ssh and capture its output, whatever its exit status.
+    pub fn ssh_output(&self, argv: &[&str]) -> Result<std::process::Output> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        duct::cmd("ssh", self.ssh_args(None, &argv))
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .context("running ssh (is openssh-client installed?)")
+    }
+
+    /// Run `argv` as root over ssh (strict host-key checking) and return its stdout; fails
+    /// with a diagnosis if ssh cannot connect, with stderr if the command fails.
+    pub fn ssh(&self, argv: &[&str]) -> Result<String> {
+        let out = self.ssh_output(argv)?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() == Some(255) {
+                bail!("{}", crate::ssh::diagnose(&self.name, &stderr));
+            }
+            bail!(
+                "'{}' failed on {} ({}): {}",
+                quote::join(argv),
+                self.name,
+                out.status,
+                stderr.trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// How the app reaches the database of a `db` machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbInfo {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl DbInfo {
+    /// The backend's `DATABASE_URL`, as in the deployment guide.
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql+psycopg://{}:{}@{}/{}",
+            self.user, self.password, self.host, self.database
+        )
+    }
+}
+
+/// The database of a `db` machine: database and user `innercontext`, on the machine's address.
+pub fn db_info(m: &Machine) -> DbInfo {
+    DbInfo {
+        host: m.ip.clone(),
+        port: 5432,
+        database: DB_NAME.to_string(),
+        user: DB_NAME.to_string(),
+        password: DB_PASSWORD.to_string(),
+    }
+}
+
+/// How a machine name is used right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Running,
+    Booting,
+    /// Shut down with its disk kept (`poweroff`, `reboot`): `start` boots it, `up` builds it
+    /// afresh, `down` removes it.
+    Stopped,
+    /// Left by a run that died: `up` and `down` clean it.
+    Stale,
+}
 
 /// The `info` file of a machine: its role and subnet number.
 pub fn render_info(role: Role, subnet: u8) -> String {

@@ -35,6 +35,7 @@ pub mod balancer;
 mod boot;
 mod image;
 mod inspect;
+mod layout;
 mod lifecycle;
 mod machine;
 mod net;
@@ -45,131 +46,14 @@ mod sys;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use xshell::Shell;
 
 use crate::flags::{self, Role, Testhost};
 use crate::{quote, ui};
 
-/// Everything the test host keeps on this machine.
-pub const STATE_DIR: &str = "/var/lib/innercontext-testhost";
-/// The private subnet of all machines; machine N uses 10.213.N.0/24.
-pub const SUBNET: &str = "10.213.0.0/16";
-const SUBNET_PREFIX: &str = "10.213";
-/// nftables table (family inet) with the NAT rule.
-pub const NFT_TABLE: &str = "innercontext_testhost";
-/// Name of the cgroup directory holding one directory per machine.
-pub const CGROUP_DIR: &str = "innercontext-testhost";
-
-/// The database the `db` role serves, and its user (same name).
-pub const DB_NAME: &str = "innercontext";
-/// Password of the database user: a throwaway for machines on a private subnet.
-pub const DB_PASSWORD: &str = "testhost-db-4b1c9e";
-
-/// Overrides where the delay proxy's binary (this xtask) is found: tests run from another
-/// executable and set it to `env!("CARGO_BIN_EXE_xtask")`.
-pub const XTASK_BIN_ENV: &str = "INNERCONTEXT_XTASK_BIN";
-
-/// A running machine and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Machine {
-    pub name: String,
-    pub role: Role,
-    /// The machine's address on its veth, e.g. 10.213.N.2.
-    pub ip: String,
-    /// The host side of the veth, 10.213.N.1.
-    pub host_ip: String,
-    /// Per-machine ssh_config: `ssh -F <ssh_config> NAME` (root) or `innercontext@NAME`.
-    pub ssh_config: Utf8PathBuf,
-    /// Private key authorized for root (0600).
-    pub key: Utf8PathBuf,
-    pub known_hosts: Utf8PathBuf,
-}
-
-impl Machine {
-    /// The public half of [`Machine::key`], to authorize for other users (the deploy user).
-    pub fn public_key(&self) -> Utf8PathBuf {
-        Utf8PathBuf::from(format!("{}.pub", self.key))
-    }
-
-    /// ssh arguments (without the `ssh` program) to run `argv` on the machine as `user`
-    /// (None: root, the ssh_config default). Words are quoted for the remote shell.
-    pub fn ssh_args(&self, user: Option<&str>, argv: &[String]) -> Vec<String> {
-        let dest = match user {
-            Some(u) => format!("{u}@{}", self.name),
-            None => self.name.clone(),
-        };
-        let mut args = vec!["-F".to_string(), self.ssh_config.to_string(), dest];
-        if !argv.is_empty() {
-            args.push("--".to_string());
-            args.push(quote::join(argv));
-        }
-        args
-    }
-
-    /// Run `argv` as root over ssh and capture its output, whatever its exit status.
-    pub fn ssh_output(&self, argv: &[&str]) -> Result<std::process::Output> {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        duct::cmd("ssh", self.ssh_args(None, &argv))
-            .stdin_null()
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .context("running ssh (is openssh-client installed?)")
-    }
-
-    /// Run `argv` as root over ssh (strict host-key checking) and return its stdout; fails
-    /// with a diagnosis if ssh cannot connect, with stderr if the command fails.
-    pub fn ssh(&self, argv: &[&str]) -> Result<String> {
-        let out = self.ssh_output(argv)?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if out.status.code() == Some(255) {
-                bail!("{}", crate::ssh::diagnose(&self.name, &stderr));
-            }
-            bail!(
-                "'{}' failed on {} ({}): {}",
-                quote::join(argv),
-                self.name,
-                out.status,
-                stderr.trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-/// How the app reaches the database of a `db` machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbInfo {
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub user: String,
-    pub password: String,
-}
-
-impl DbInfo {
-    /// The backend's `DATABASE_URL`, as in the deployment guide.
-    pub fn url(&self) -> String {
-        format!(
-            "postgresql+psycopg://{}:{}@{}/{}",
-            self.user, self.password, self.host, self.database
-        )
-    }
-}
-
-/// The database of a `db` machine: database and user `innercontext`, on the machine's address.
-pub fn db_info(m: &Machine) -> DbInfo {
-    DbInfo {
-        host: m.ip.clone(),
-        port: 5432,
-        database: DB_NAME.to_string(),
-        user: DB_NAME.to_string(),
-        password: DB_PASSWORD.to_string(),
-    }
-}
+pub use layout::{CGROUP_DIR, DB_NAME, DB_PASSWORD, NFT_TABLE, STATE_DIR, SUBNET, XTASK_BIN_ENV};
+pub use machine::{db_info, DbInfo, Machine, Use};
 
 /// Install the host packages, make the throwaway key and debootstrap the images, unless cached.
 pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
@@ -316,18 +200,6 @@ pub fn nat_replaced_by_older_xtask() -> Result<bool> {
 /// Machines that hold forwarding right now.
 pub fn forwarding_holds() -> Vec<String> {
     net::forwarding_holds()
-}
-
-/// How a machine name is used right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Use {
-    Running,
-    Booting,
-    /// Shut down with its disk kept (`poweroff`, `reboot`): `start` boots it, `up` builds it
-    /// afresh, `down` removes it.
-    Stopped,
-    /// Left by a run that died: `up` and `down` clean it.
-    Stale,
 }
 
 /// Every machine with a directory whose name starts with `prefix`, and how it is used.
@@ -477,41 +349,9 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// Paths of the state directory.
-fn state() -> Utf8PathBuf {
-    Utf8PathBuf::from(STATE_DIR)
-}
-
-fn machines_dir() -> Utf8PathBuf {
-    state().join("machines")
-}
-
-fn machine_dir(name: &str) -> Utf8PathBuf {
-    machines_dir().join(name)
-}
-
-fn key_path() -> Utf8PathBuf {
-    state().join("key/id_ed25519")
-}
-
-fn lock_dir() -> Utf8PathBuf {
-    state().join("lock")
-}
-
-fn ip(subnet: u8) -> String {
-    format!("{SUBNET_PREFIX}.{subnet}.2")
-}
-
-fn host_ip(subnet: u8) -> String {
-    format!("{SUBNET_PREFIX}.{subnet}.1")
-}
-
-fn veth(name: &str) -> String {
-    format!("ve-{name}")
-}
-
 #[cfg(test)]
 mod tests {
+    use super::layout::{host_ip, ip, key_path, machine_dir, veth};
     use super::*;
 
     fn sample() -> Machine {

@@ -12,7 +12,8 @@ use anyhow::{Context, Result};
 use camino::Utf8PathBuf;
 use xshell::{cmd, Shell};
 
-use super::{render, state, sys, veth, NFT_TABLE, SUBNET, SUBNET_PREFIX};
+use super::layout::{state, veth, NFT_TABLE, SUBNET, SUBNET_PREFIX};
+use super::{render, sys};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 

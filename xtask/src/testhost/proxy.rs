@@ -15,7 +15,9 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::Shell;
 
-use super::{machine, machine_dir, render, sys, Machine, XTASK_BIN_ENV};
+use super::layout::{machine_dir, XTASK_BIN_ENV};
+use super::machine::Machine;
+use super::{machine, render, sys};
 
 /// Listen on `listen` (port 0: any free port), write the port to `port_file`, and forward
 /// every connection to `to`, each direction delayed by `millis`. Runs until killed.

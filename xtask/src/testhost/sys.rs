@@ -5,26 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::interrupt;
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-pub const SIGKILL: i32 = 9;
-pub const SIGTERM: i32 = 15;
-
-/// Send a signal; a process that is already gone is not an error.
-pub fn signal(pid: u32, sig: i32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        if pid > 1 {
-            // SAFETY: kill(2) has no memory effects on this process.
-            unsafe {
-                kill(pid, sig);
-            }
-        }
-    }
-}
+use crate::interrupt::{self, SIGKILL, SIGTERM};
+use crate::proc::signal;
 
 /// State and parent PID from the text of `/proc/PID/stat` (the command name may contain
 /// spaces and parentheses, so parse after the last `)`).

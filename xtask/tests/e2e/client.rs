@@ -141,7 +141,7 @@ pub fn a_clock_an_hour_ahead_never_stalls_the_deployer(ctx: &mut Ctx) -> Result<
     let release = out
         .split_whitespace()
         .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric()))
-        .find(|w| xtask::release::is_name(w))
+        .find(|w| xtask::deploy::release::is_name(w))
         .context("no release named")?
         .to_string();
     ensure!(

@@ -200,7 +200,7 @@ fn next_deploy(site: &Site, s: &Scratch, what: &str) -> Result<Run> {
     let new = last_line(&out)
         .split_once("deploy of ")
         .and_then(|(_, rest)| rest.split(' ').next())
-        .filter(|r| xtask::release::is_name(r))
+        .filter(|r| xtask::deploy::release::is_name(r))
         .with_context(|| format!("the deploy's last line names no release:\n{out}"))?
         .to_string();
     ensure!(

@@ -209,7 +209,7 @@ impl Run {
     pub fn release(&self) -> Option<String> {
         self.all().split_whitespace().find_map(|w| {
             let w = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-            xtask::release::is_name(w).then(|| w.to_string())
+            xtask::deploy::release::is_name(w).then(|| w.to_string())
         })
     }
 }
@@ -590,7 +590,7 @@ pub fn log_since(site: &Site, from: usize) -> Result<Vec<(String, String, String
     let text = site.sh(&format!("tail -n +{} {ROOT}/deploy.log", from + 1))?;
     Ok(text
         .lines()
-        .map(xtask::deploy::log::Entry::parse)
+        .map(xtask::deploy::entry::Entry::parse)
         .map(|e| {
             let reason = match e.get("reason") {
                 "-" => String::new(),

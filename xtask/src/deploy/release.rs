@@ -13,37 +13,18 @@ const ISO_FORMAT: &[FormatItem<'static>] =
 
 use crate::contract::{FAILED_GRACE_SECS, FUTURE_TOLERANCE_SECS};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Preparing,
-    Succeeded,
-    Failed,
-    Unknown,
-}
+pub use crate::contract::State;
 
-impl State {
-    pub fn parse(s: &str) -> State {
-        match s {
-            "preparing" => State::Preparing,
-            "succeeded" => State::Succeeded,
-            "failed" => State::Failed,
-            _ => State::Unknown,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Preparing => "preparing",
-            State::Succeeded => "succeeded",
-            State::Failed => "failed",
-            State::Unknown => "unknown",
-        }
-    }
+/// How a release's state (None: a word the contract does not know, in a file edited by hand,
+/// which counts as not succeeded) reads in a listing (`unknown` for None).
+pub fn state_name(state: Option<State>) -> &'static str {
+    state.map_or("unknown", State::name)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     pub name: String,
-    pub state: State,
+    pub state: Option<State>,
     pub commit: String,
     pub revision: String,
 }
@@ -72,7 +53,7 @@ impl Release {
 /// `+dirty` marks a tree with uncommitted changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Made {
-    pub state: State,
+    pub state: Option<State>,
     pub backend_commit: String,
     pub frontend_commit: String,
 }
@@ -82,7 +63,7 @@ impl Made {
     /// deploy would change nothing. A dirty tree is never considered deployed.
     pub fn runs(&self, scope: crate::flags::Scope, commit: &str, dirty: bool) -> bool {
         !dirty
-            && self.state == State::Succeeded
+            && self.state == Some(State::Succeeded)
             && commit != "-"
             && (!scope.backend() || self.backend_commit == commit)
             && (!scope.frontend() || self.frontend_commit == commit)
@@ -180,14 +161,14 @@ pub fn prune(
             continue;
         }
         match r.state {
-            State::Succeeded => {
+            Some(State::Succeeded) => {
                 if kept_ok < keep {
                     kept_ok += 1;
                 } else {
                     doomed.push(r.name.clone());
                 }
             }
-            State::Failed | State::Preparing | State::Unknown => {
+            Some(State::Failed | State::Preparing) | None => {
                 let old = parse_name(&r.name)
                     .is_some_and(|t| (now - t).whole_seconds() > FAILED_GRACE_SECS);
                 if old {
@@ -213,10 +194,10 @@ pub fn rollback_target(
         let Some(r) = releases.iter().find(|r| r.name == name) else {
             bail!("release {name} does not exist on the server: see 'cargo xtask deploy list'");
         };
-        if r.state != State::Succeeded {
+        if r.state != Some(State::Succeeded) {
             bail!(
                 "release {name} is {}, not succeeded: only releases that passed their health checks can be rolled back to",
-                r.state.name()
+                state_name(r.state)
             );
         }
         if Some(name) == current {
@@ -232,7 +213,7 @@ pub fn rollback_target(
     };
     releases
         .iter()
-        .filter(|r| r.state == State::Succeeded && r.name.as_str() < current)
+        .filter(|r| r.state == Some(State::Succeeded) && r.name.as_str() < current)
         .filter(|r| !is_future(&r.name, server_now))
         .map(|r| r.name.clone())
         .max()
@@ -262,7 +243,7 @@ mod tests {
     fn r(name: &str, state: State) -> Release {
         Release {
             name: name.to_string(),
-            state,
+            state: Some(state),
             commit: "-".into(),
             revision: "-".into(),
         }
@@ -433,13 +414,13 @@ mod tests {
     #[test]
     fn release_lines_parse() {
         let rel = Release::parse("20261128T100000Z succeeded abc1234 0002_price_history").unwrap();
-        assert_eq!(rel.state, State::Succeeded);
+        assert_eq!(rel.state, Some(State::Succeeded));
         assert_eq!(rel.commit, "abc1234");
         assert_eq!(rel.revision, "0002_price_history");
         assert!(Release::parse("junk succeeded").is_none());
         assert_eq!(
             Release::parse("20261128T100000Z weird").unwrap().state,
-            State::Unknown
+            None
         );
     }
 
@@ -447,7 +428,7 @@ mod tests {
     fn a_deploy_of_what_current_runs_changes_nothing() {
         use crate::flags::Scope;
         let made = |b: &str, f: &str| Made {
-            state: State::Succeeded,
+            state: Some(State::Succeeded),
             backend_commit: b.into(),
             frontend_commit: f.into(),
         };
@@ -464,7 +445,7 @@ mod tests {
         assert!(!mixed.runs(Scope::Frontend, "def", false));
         assert!(!mixed.runs(Scope::All, "def", false));
         let failed = Made {
-            state: State::Failed,
+            state: Some(State::Failed),
             ..same.clone()
         };
         assert!(!failed.runs(Scope::All, "abc", false));

@@ -6,7 +6,7 @@
 //! lock over. A job that could not record its result (a full disk) leaves it in its lock for
 //! the next one to record. This module parses what a probe says and words it.
 
-use crate::release::age;
+use crate::deploy::release::age;
 use crate::remote::Reply;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod deploy;
 #[cfg(test)]
 mod docs;
+pub mod e2e_verdict;
 pub mod flags;
 pub mod interrupt;
 pub mod logs;

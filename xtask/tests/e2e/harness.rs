@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use camino::Utf8PathBuf;
 use xshell::Shell;
+use xtask::e2e_verdict::{verdict, GroupEnd, ScenarioEnd};
 use xtask::testhost as th;
 
 use crate::{Ctx, Group, Scenario, GROUPS};
@@ -526,8 +527,6 @@ fn parent(sel: &Selection, chosen: &[&'static Scenario]) -> Result<ExitCode> {
     // Whatever this run's machines left behind, whatever else runs on the host.
     let prefixes: Vec<String> = groups.iter().map(|g| group_prefix(g)).collect();
     let left = th::leftovers_matching(|m| prefixes.iter().any(|p| m.starts_with(p.as_str())))?;
-    let passed = reported.iter().filter(|o| o.error.is_none()).count();
-    let failed = reported.len() - passed;
     let label = |o: &Outcome| format!("[{:<width$}] {}", o.scenario.group.name, o.scenario.name);
     let col = reported
         .iter()
@@ -560,24 +559,45 @@ fn parent(sel: &Selection, chosen: &[&'static Scenario]) -> Result<ExitCode> {
         secs(wall.elapsed())
     );
     print_fault_matrix(&reported);
-    // Each failure again at the very end, with its first lines: a CI log is often read
-    // from its tail, and the table alone does not say what broke.
-    for o in reported.iter().filter(|o| o.error.is_some()) {
-        let e = o.error.as_deref().unwrap_or("");
-        let head: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).take(3).collect();
-        println!("FAIL {}: {}", label(o), head.join(" | "));
-    }
-    if !left.is_empty() {
-        println!("FAIL  this run left behind: {left:#?}");
-    }
     for n in &notes {
         println!("note: {n}");
     }
-    println!("{passed} passed, {failed} failed");
-    Ok(if failed > 0 || !left.is_empty() {
-        ExitCode::FAILURE
-    } else {
+    // Each failure again at the very end, with its first lines (a CI log is often read from
+    // its tail, and the table alone does not say what broke), then the verdict.
+    let labels: Vec<String> = reported.iter().map(label).collect();
+    let ends: Vec<ScenarioEnd> = reported
+        .iter()
+        .zip(&labels)
+        .map(|(o, l)| ScenarioEnd {
+            label: l,
+            error: o.error.as_deref(),
+        })
+        .collect();
+    let group_logs: Vec<String> = group_times
+        .iter()
+        .map(|(g, ..)| format!("{logs}/{}.log", g.name))
+        .collect();
+    let group_ends: Vec<GroupEnd> = group_times
+        .iter()
+        .zip(&group_logs)
+        .map(|((g, _, exit), log)| GroupEnd {
+            name: g.name,
+            exit: exit.as_deref(),
+            failed_scenarios: reported
+                .iter()
+                .filter(|o| o.scenario.group.name == g.name && o.error.is_some())
+                .count(),
+            log,
+        })
+        .collect();
+    let (lines, pass) = verdict(&ends, &group_ends, &left);
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(if pass {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

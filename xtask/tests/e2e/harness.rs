@@ -179,7 +179,13 @@ impl Selection {
                 f if WITH_VALUE.contains(&f) => {
                     args.next();
                 }
-                f if f.starts_with('-') => {} // -q, --quiet, --color=always, ...
+                // libtest's own switches (cargo or an IDE may pass them): no meaning here.
+                "-q" | "--quiet" | "--show-output" | "--ignored" | "--include-ignored" | "--test"
+                | "--bench" => {}
+                f if WITH_VALUE.iter().any(|w| f.starts_with(&format!("{w}="))) => {}
+                f if f.starts_with('-') => bail!(
+                    "unknown option '{f}': the e2e harness takes --group G[,G], --jobs N, --skip F, --exact, --list, --groups, --nocapture and name filters"
+                ),
                 filter => sel.include.push(filter.to_string()),
             }
         }

@@ -23,19 +23,22 @@ fn golden_path(name: &str) -> Utf8PathBuf {
     Utf8PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/e2e/golden/{name}"))
 }
 
-/// Compare `text` with the golden file `name` (or write it with UPDATE_GOLDEN=1).
+/// Compare `text` with the golden file `name`. With UPDATE_GOLDEN=1 a file that differs is
+/// rewritten, and the check still fails (saying so): a run with the variable set never passes
+/// a text it did not compare.
 fn golden(name: &str, text: &str) -> Result<()> {
     let path = golden_path(name);
+    let want = fs_err::read_to_string(&path).ok();
+    if want.as_deref() == Some(text) {
+        return Ok(());
+    }
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         fs_err::create_dir_all(path.parent().unwrap())?;
         fs_err::write(&path, text)?;
-        return Ok(());
+        bail!("rewrote {path} (UPDATE_GOLDEN is set): review the diff, then run again without it");
     }
-    let want = fs_err::read_to_string(&path)
-        .with_context(|| format!("no golden file {path}: run with UPDATE_GOLDEN=1 once"))?;
-    if want == text {
-        return Ok(());
-    }
+    let want =
+        want.with_context(|| format!("no golden file {path}: run with UPDATE_GOLDEN=1 once"))?;
     let mut diff = String::new();
     let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), text.lines().collect());
     for i in 0..w.len().max(g.len()) {

@@ -798,6 +798,20 @@ pub fn bad_input_is_refused(ctx: &mut Ctx) -> Result<()> {
             "cd {ROOT} && ls -1 releases && readlink current && (test -d .deploy.lock && echo locked || echo free) && wc -l < deploy.log && sha256sum shared/backend/.env shared/frontend/.env.production"
         ))
     };
+    // A failed release to try rolling back to: the group's earlier scenarios leave one; run
+    // alone, the scenario makes one by hand (a copy of current, marked failed).
+    let has_failed = |site: &Site| -> Result<bool> {
+        Ok(site
+            .releases()?
+            .iter()
+            .any(|r| site.state(r).is_ok_and(|st| st == "failed")))
+    };
+    if !has_failed(&site)? {
+        let cur = site.current()?;
+        site.sh(&format!(
+            "cp -a {ROOT}/releases/{cur} {ROOT}/releases/20000101T000000Z && echo failed > {ROOT}/releases/20000101T000000Z/.state"
+        ))?;
+    }
     let before = state(&site)?;
     let pwned = format!("/tmp/pwned-e2e-{}", std::process::id());
     let pwned = pwned.as_str();
@@ -903,7 +917,7 @@ pub fn bad_input_is_refused(ctx: &mut Ctx) -> Result<()> {
         (
             "root with newline".into(),
             vec!["deploy".into()],
-            vec![("DEPLOY_ROOT", "/opt/x\ntouch /tmp/pwned-e2e".into())],
+            vec![("DEPLOY_ROOT", format!("/opt/x\ntouch {pwned}"))],
             "DEPLOY_ROOT",
         ),
         (
@@ -943,14 +957,13 @@ pub fn bad_input_is_refused(ctx: &mut Ctx) -> Result<()> {
             "DEPLOY_SSH_CONFIG",
         ),
     ];
-    if let Some(f) = failed {
-        cases.push((
-            "rollback to a failed release".into(),
-            vec!["deploy".into(), "rollback".into(), f],
-            vec![],
-            "not succeeded",
-        ));
-    }
+    let failed = failed.context("no failed release on the site, although one was made")?;
+    cases.push((
+        "rollback to a failed release".into(),
+        vec!["deploy".into(), "rollback".into(), failed],
+        vec![],
+        "not succeeded",
+    ));
     cases.push((
         "rollback -- -rf".into(),
         vec![

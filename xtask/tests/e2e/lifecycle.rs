@@ -88,11 +88,15 @@ pub fn future_release_is_never_newest(ctx: &mut Ctx) -> Result<()> {
     ))?;
     let result = (|| -> Result<()> {
         let list = deploy(&site, s, &["list"])?.ok()?;
+        // The future release's own line is marked, and no other.
+        let marked: Vec<&str> = list
+            .stdout
+            .lines()
+            .filter(|l| l.contains("(FUTURE)"))
+            .collect();
         ensure!(
-            list.stdout
-                .contains(&format!("{future}  succeeded (FUTURE)"))
-                || list.stdout.contains("(FUTURE)"),
-            "{}",
+            marked.len() == 1 && marked[0].contains(future),
+            "want only {future}'s line marked (FUTURE):\n{}",
             list.stdout
         );
         ensure!(

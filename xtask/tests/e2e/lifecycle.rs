@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::support::wait_quiet;
 use crate::support::{Background, Scratch, Site, ROOT};
@@ -254,12 +254,28 @@ pub fn concurrent_unlocks_remove_one_lock(ctx: &mut Ctx) -> Result<()> {
         .command(&s.dir, &["deploy", "unlock", "--yes"])
         .output()?;
     let a = a.wait_with_output()?;
-    let ok = [a.status.success(), b.status.success()];
+    // One removed it and says so; the other says there is no lock (seen before its probe: a
+    // success; or at its call: a refusal that removed nothing). Never two removals.
+    let said = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let (sa, sb) = (said(&a), said(&b));
+    let removed = |t: &str| t.contains("lock removed on");
+    let (winner, loser, loser_ok) = match (removed(&sa), removed(&sb)) {
+        (true, false) => (&a, &sb, b.status.success()),
+        (false, true) => (&b, &sa, a.status.success()),
+        _ => bail!(
+            "want exactly one unlock to say it removed the lock:\n--- one:\n{sa}--- other:\n{sb}"
+        ),
+    };
+    ensure!(winner.status.success(), "the winner failed: {sa}{sb}");
     ensure!(
-        ok.iter().filter(|x| **x).count() >= 1,
-        "neither unlock succeeded: {}{}",
-        String::from_utf8_lossy(&a.stderr),
-        String::from_utf8_lossy(&b.stderr)
+        loser.contains("no deploy lock on") && (loser_ok || loser.contains("nothing to remove")),
+        "the other unlock did not say there was no lock left:\n{loser}"
     );
     ensure!(!site.locked()?);
     let added = lines(&site)? - before;

@@ -709,9 +709,15 @@ pub fn disk_full_during_upload(ctx: &mut Ctx) -> Result<()> {
             &log,
         )?;
         bg.wait_for("==> upload", Duration::from_secs(120))?;
-        site.sh(&format!(
-            "dd if=/dev/zero of={ROOT}/releases/.filler bs=1M 2>/dev/null || true"
+        let current = site.current()?;
+        // dd ends when the disk is full, and says so; anything else is not this scenario.
+        let dd = site.sh(&format!(
+            "dd if=/dev/zero of={ROOT}/releases/.filler bs=1M 2>&1 || true"
         ))?;
+        ensure!(
+            dd.contains("No space left on device"),
+            "the filler did not fill the disk: {dd}"
+        );
         let (status, out) = bg.wait(Duration::from_secs(240))?;
         s.undo()?;
         site.sh(&format!("rm -f {ROOT}/releases/.filler"))?;
@@ -729,6 +735,19 @@ pub fn disk_full_during_upload(ctx: &mut Ctx) -> Result<()> {
             "{}",
             site.last_log()?
         );
+        // Inspected before the disk goes away: current untouched, and the release the deploy
+        // made is recorded failed (or gone), never left preparing or marked succeeded.
+        ensure!(
+            site.current()? == current,
+            "current moved on a failed upload"
+        );
+        for r in site.releases()?.iter().filter(|r| !releases.contains(r)) {
+            let st = site.state(r).unwrap_or_default();
+            ensure!(
+                st == "failed",
+                "the new release {r} is '{st}' after a failed upload"
+            );
+        }
         site.assert_serving()
     })();
     site.sh(&format!(

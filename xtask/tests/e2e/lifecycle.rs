@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::support::wait_quiet;
+use crate::support::{paused, resume, wait_quiet};
 use crate::support::{Background, Scratch, Site, ROOT};
 use crate::Ctx;
 
@@ -461,26 +461,43 @@ pub fn status_follow_reattaches(ctx: &mut Ctx) -> Result<()> {
     let css = s.read("frontend/src/app.css")?;
     s.write("frontend/src/app.css", &format!("{css}\n/* follow */\n"))?;
     s.commit("a deploy to follow")?;
+    // The deploy held before its switch: the follower attaches to a job that is running
+    // (status says so), replays what it did so far, waits with it, and ends with its result.
+    let p = paused(
+        &site,
+        s,
+        "switch",
+        &["deploy", "all", "--skip-local-checks"],
+    )?;
+    let status = deploy(&site, s, &["status"])?.ok()?;
+    ensure!(
+        status.stdout.contains(&format!("{} RUNNING", p.token)),
+        "status does not show the held job {} running:\n{}",
+        p.token,
+        status.stdout
+    );
     let log = s.sidecar("follow.log");
-    let mut bg = Background::start(
-        site.command(&s.dir, &["deploy", "all", "--skip-local-checks"]),
+    let mut follow = Background::start(
+        site.command(&s.dir, &["deploy", "status", "--follow"]),
         &log,
     )?;
-    bg.wait_for("==> seed release", Duration::from_secs(120))?;
-    let follow = deploy(&site, s, &["status", "--follow"])?.ok()?;
-    let (status, out) = bg.wait(Duration::from_secs(120))?;
+    follow.wait_for(
+        &format!("following job {}", p.token),
+        Duration::from_secs(60),
+    )?;
+    follow.wait_for("seed release", Duration::from_secs(60))?;
+    ensure!(
+        follow.child.try_wait()?.is_none(),
+        "the follower ended while the job was held:\n{}",
+        follow.output()
+    );
+    resume(&site)?;
+    let (fstatus, fout) = follow.wait(Duration::from_secs(120))?;
+    let (status, out) = p.bg.wait(Duration::from_secs(120))?;
     ensure!(status.success(), "{out}");
-    for step in [
-        "seed release",
-        "switch current",
-        "health checks",
-        ": success",
-    ] {
-        ensure!(
-            follow.all().contains(step),
-            "no '{step}' in:\n{}",
-            follow.all()
-        );
+    ensure!(fstatus.success(), "the follower failed:\n{fout}");
+    for step in ["switch current", "health checks", ": success"] {
+        ensure!(fout.contains(step), "no '{step}' in:\n{fout}");
     }
     Ok(())
 }

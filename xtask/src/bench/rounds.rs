@@ -150,7 +150,7 @@ impl Bencher {
                         let what = format!("{tag}: {} {} under load", side.kind.name(), op.label());
                         let (done, load) =
                             ui::step(&what, || load::during(&side.machine().ip, || side.run(&op)))?;
-                        m.push_handshakes(side.kind, &done)?;
+                        m.push_handshakes(side.kind, &done, side.hosts.len())?;
                         m.push(requests, side.kind, load.requests)?;
                         m.push(failed, side.kind, load.failed)?;
                     }
@@ -233,7 +233,7 @@ impl Bencher {
                     b.runs
                 );
                 let (secs, done) = ui::step(&what, || crash::measure(&self.xtask, round))?;
-                m.push_handshakes(Kind::Xtask, &done)?;
+                m.push_handshakes(Kind::Xtask, &done, self.xtask.hosts.len())?;
                 m.push(Key::CrashNamed, Kind::Xtask, secs)?;
             }
         }
@@ -247,14 +247,14 @@ impl Bencher {
             &format!("{tag}: {} {}", side.kind.name(), op.label()),
             || side.run(op),
         )?;
-        m.push_handshakes(side.kind, &done)?;
+        m.push_handshakes(side.kind, &done, side.hosts.len())?;
         table::sample(done.secs, "a timed command")
     }
 
     fn untimed(&self, m: &mut Measurements, side: &Side, op: &Op) -> Result<()> {
         interrupt::check()?;
         let done = side.run(op)?;
-        m.push_handshakes(side.kind, &done)
+        m.push_handshakes(side.kind, &done, side.hosts.len())
     }
 
     /// After a measured rollback, the xtask goes back to its newest release (not measured;

@@ -172,7 +172,7 @@ const ROWS: &[RowSpec] = &[
         None,
         "ssh handshakes per command",
         Unit::Count,
-        Target::EverySampleMax(1.0),
+        Target::EverySample(1.0),
         Floor::Exactly(1),
     ),
 ];
@@ -211,16 +211,21 @@ impl Measurements {
             Kind::Baseline => row.baseline.push(value),
             Kind::Xtask => row.xtask.push(value),
         }
-        // Every command reports its handshakes: that row wants whatever ran.
-        if key == Key::Handshakes {
-            row.want_baseline = row.baseline.len();
-            row.want_xtask = row.xtask.len();
-        }
         Ok(())
     }
 
-    /// The ssh handshakes of a command: one sample per host.
-    pub fn push_handshakes(&mut self, kind: Kind, done: &Done) -> Result<()> {
+    /// The ssh handshakes of a command that ran on `hosts` hosts: one sample per host is
+    /// wanted, whatever came back (a count that went missing leaves the row incomplete).
+    pub fn push_handshakes(&mut self, kind: Kind, done: &Done, hosts: usize) -> Result<()> {
+        let row = self
+            .rows
+            .iter_mut()
+            .find(|r| r.key == Key::Handshakes)
+            .context("no handshakes row in this run")?;
+        match kind {
+            Kind::Baseline => row.want_baseline += hosts,
+            Kind::Xtask => row.want_xtask += hosts,
+        }
         for &n in &done.handshakes {
             self.push(Key::Handshakes, kind, n)?;
         }
@@ -299,9 +304,17 @@ mod tests {
             secs: 1.0,
             handshakes: vec![1.0, 1.0],
         };
-        m.push_handshakes(Kind::Xtask, &done).unwrap();
+        m.push_handshakes(Kind::Xtask, &done, 2).unwrap();
         let h = m.rows.iter().find(|r| r.key == Key::Handshakes).unwrap();
         assert_eq!((h.want_xtask, h.want_baseline), (2, 0));
+        // A command whose count went missing: wanted all the same, so the row is incomplete.
+        let lost = Done {
+            secs: 1.0,
+            handshakes: vec![],
+        };
+        m.push_handshakes(Kind::Xtask, &lost, 1).unwrap();
+        let h = m.rows.iter().find(|r| r.key == Key::Handshakes).unwrap();
+        assert!(h.check().is_err(), "2 of 3 samples must not pass");
         let e = m.push(Key::ChecksAlone, Kind::Xtask, 1.0).unwrap_err();
         assert!(e.to_string().contains("no row ChecksAlone"), "{e}");
         assert!(

@@ -24,8 +24,11 @@ pub enum Target {
         factor: f64,
         plus: f64,
     },
-    /// Every sample at most this (failed requests: 0; handshakes per command: 1).
+    /// Every sample at most this (failed requests: 0).
     EverySampleMax(f64),
+    /// Every sample exactly this (handshakes per command: 1; a command that counted none is
+    /// not one that did better).
+    EverySample(f64),
 }
 
 /// The measurements one round's floors are made of.
@@ -284,6 +287,10 @@ pub fn judge(row: &Row, rows: &[Row]) -> Verdict {
             },
             min_max(&row.xtask).map(|(_, hi)| hi <= max),
         ),
+        Target::EverySample(want) => (
+            format!("{} each", with_unit(want, unit)),
+            min_max(&row.xtask).map(|(lo, hi)| lo == want && hi == want),
+        ),
     };
     Verdict { text, met }
 }
@@ -510,6 +517,25 @@ mod tests {
     }
 
     #[test]
+    fn a_command_that_counted_no_handshake_misses_the_target() {
+        let mut h = Row::new(
+            Key::Handshakes,
+            "ssh handshakes per command",
+            Unit::Count,
+            Target::EverySample(1.0),
+            Floor::Exactly(1),
+        );
+        h.xtask = vec![1.0, 0.0, 1.0];
+        assert_eq!(judge(&h, &[]).met, Some(false), "0 is not 'at most one'");
+        h.xtask = vec![1.0, 1.0];
+        assert_eq!(judge(&h, &[]).met, Some(true));
+        // The old rule passed the 0.
+        h.target = Target::EverySampleMax(1.0);
+        h.xtask = vec![1.0, 0.0];
+        assert_eq!(judge(&h, &[]).met, Some(true));
+    }
+
+    #[test]
     fn table_has_every_column_and_aligns() {
         let mut r = row(
             Key::Incremental,
@@ -522,7 +548,7 @@ mod tests {
             Key::Handshakes,
             "ssh handshakes per command",
             Unit::Count,
-            Target::EverySampleMax(1.0),
+            Target::EverySample(1.0),
             Floor::Exactly(1),
         );
         h.xtask = vec![1.0, 1.0];
@@ -560,7 +586,7 @@ mod tests {
         ] {
             assert!(lines[2].contains(cell), "no {cell} in {}", lines[2]);
         }
-        for cell in ["11", "1 (1/1)", "<= 1 each", "met", "2/2"] {
+        for cell in ["11", "1 (1/1)", "1 each", "met", "2/2"] {
             assert!(lines[3].contains(cell), "no {cell} in {}", lines[3]);
         }
         // Columns line up: every row's floor column ends at the same place as the header's.

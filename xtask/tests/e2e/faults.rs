@@ -86,6 +86,8 @@ pub enum Fault {
 struct Snapshot {
     shared: String,
     log_lines: usize,
+    /// The release `current` named (empty: none).
+    current: String,
 }
 
 /// Every path under shared/ that a deploy must never change (env files and their directories;
@@ -95,23 +97,32 @@ fn snapshot(site: &Site) -> Result<Snapshot> {
     let out = site.sh(&format!(
         "cd {ROOT}/shared && find . \\( -path ./uv-cache -o -path ./venvs -o -path ./assets \\) -prune -o -printf '%p %m %u %g %s %y\\n' | sort && \
          find . \\( -path ./uv-cache -o -path ./venvs -o -path ./assets \\) -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum && \
-         echo lines=$(wc -l < {ROOT}/deploy.log)"
+         echo lines=$(wc -l < {ROOT}/deploy.log) && echo current=$(readlink {ROOT}/current || true)"
     ))?;
     let log_lines = out
         .lines()
         .find_map(|l| l.strip_prefix("lines="))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
+    let current = out
+        .lines()
+        .find_map(|l| l.strip_prefix("current="))
+        .map(|c| c.trim().trim_start_matches("releases/").to_string())
+        .unwrap_or_default();
     let shared = out
         .lines()
-        .filter(|l| !l.starts_with("lines="))
+        .filter(|l| !l.starts_with("lines=") && !l.starts_with("current="))
         .collect::<Vec<_>>()
         .join("\n");
     ensure!(
         shared.contains("./backend/.env 600 innercontext"),
         "{shared}"
     );
-    Ok(Snapshot { shared, log_lines })
+    Ok(Snapshot {
+        shared,
+        log_lines,
+        current,
+    })
 }
 
 /// deploy.log lines after the first `from` lines: (release, result) each.
@@ -187,7 +198,29 @@ fn invariants(
             cur == *release,
             "the deploy succeeded but current is {cur}, not {release}"
         );
+    } else {
+        ensure!(
+            cur == before.current,
+            "the deploy ended {result} but current is {cur}, not {} from before the fault",
+            before.current
+        );
     }
+    // Nothing the dead or stopped job left half-done: no release still preparing, and none of
+    // the job's own children (uv, the deploy tool's migrations) left outside the app's units.
+    let preparing = site.sh(&format!(
+        "grep -lx preparing {ROOT}/releases/*/.state 2>/dev/null || true"
+    ))?;
+    ensure!(
+        preparing.trim().is_empty(),
+        "releases left preparing: {preparing}"
+    );
+    let stray = site.sh(
+        "ps -u innercontext -o pid=,cgroup=,args= 2>/dev/null | grep -v 'system.slice/innercontext' | grep -E '[/ ]uv |deploytool|alembic' | cut -c1-200 || true",
+    )?;
+    ensure!(
+        stray.trim().is_empty(),
+        "the job's children outlived it:\n{stray}"
+    );
     site.sh(&format!(
         "test -x {ROOT}/current/backend/.venv/bin/python && test -f {ROOT}/current/frontend/build/index.js && test -f {ROOT}/current/backend/innercontext/main.py"
     ))

@@ -249,6 +249,8 @@ pub fn concurrent_unlocks_remove_one_lock(ctx: &mut Ctx) -> Result<()> {
     ensure!(status.stdout.contains("STALE"), "{}", status.stdout);
     let a = site
         .command(&s.dir, &["deploy", "unlock", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()?;
     let b = site
         .command(&s.dir, &["deploy", "unlock", "--yes"])

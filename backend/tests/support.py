@@ -84,8 +84,12 @@ class Process:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for_line(self, needle: str, timeout: float = 10) -> str:
-        """Block until a line containing ``needle`` is printed; fail on exit or timeout."""
+    def wait_for_line(self, needle: str, timeout: float = 60) -> str:
+        """Block until a line containing ``needle`` is printed; fail on exit or timeout.
+
+        The timeout only guards against a hang (an exit fails at once): it is no speed target.
+        On a loaded two-core machine uvicorn's start took over 10 s.
+        """
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             try:

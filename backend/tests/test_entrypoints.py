@@ -22,7 +22,7 @@ def test_uvicorn_serves_the_app_from_settings(spawn, db, database_url: str, free
     # on" comes after the socket listens.
     server.wait_for_line("Uvicorn running on")
 
-    connection = http.client.HTTPConnection("127.0.0.1", free_port, timeout=5)
+    connection = http.client.HTTPConnection("127.0.0.1", free_port, timeout=30)
     try:
         connection.request("GET", "/health-check")
         response = connection.getresponse()
@@ -51,7 +51,7 @@ def proxy_flags() -> list[str]:
 
 
 def get_json(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("GET", path, headers=headers)
         response = connection.getresponse()

@@ -120,6 +120,13 @@ pub mod layout {
     pub const SCRIPTS: &str = "scripts";
     /// Pruned releases, moved here under the lock and deleted after it is released.
     pub const TRASH: &str = ".trash";
+    /// Snapshots of the database, taken by the job before a migration (0700, the app user's):
+    /// `<release that ran on the data>-<its revision>.dump` (pg_dump's custom format, 0600) and
+    /// its record beside it (`.record`: revision, size, sha256), pruned with that release.
+    pub const DB_SNAPSHOTS: &str = "shared/db";
+    /// The two files of a snapshot, by suffix.
+    pub const DB_DUMP: &str = ".dump";
+    pub const DB_RECORD: &str = ".record";
 
     /// Inside a release.
     pub const STATE_FILE: &str = ".state";
@@ -175,10 +182,17 @@ pub const RESULTS: [&str; 8] = [
     "restored-at-boot",
 ];
 
-/// Steps of the server-side job, in order (a step line each).
-pub const STEPS: [&str; 9] = [
-    "seed", "prepare", "migrate", "sync", "switch", "restart", "health", "restore", "record",
+/// Steps of the server-side job, in order (a step line each). `snapshot` (pg_dump of the
+/// database, on the primary, when there is something to migrate) is the last step the deployer
+/// can still stop: an abort or a silent deployer during it ends the job before the migration.
+pub const STEPS: [&str; 10] = [
+    "seed", "prepare", "snapshot", "migrate", "sync", "switch", "restart", "health", "restore",
+    "record",
 ];
+
+/// Set to `off` on the deploying machine, no snapshot is taken before a migration (the plan key
+/// `db_snapshot`; the job's deploy.log line then says `snapshot=off`).
+pub const DB_SNAPSHOT_ENV: &str = "DEPLOY_DB_SNAPSHOT";
 
 /// Phases the job announces while it waits for the client.
 pub const PHASES: [&str; 6] = [
@@ -236,6 +250,10 @@ pub const PLAN_KEYS: &[&str] = &[
     "asset_grace",
     // Test hook (INNERCONTEXT_TEST_PAUSE_AT): a step (one of STEPS) the job pauses before.
     "pause_at",
+    // `--allow-unsafe-migration` was given (yes|no): the job's deploy.log line says so.
+    "allow_unsafe",
+    // A snapshot before the migration (on|off: DB_SNAPSHOT_ENV).
+    "db_snapshot",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -269,6 +287,11 @@ pub const SUBS: &[Sub] = &[
     Sub {
         name: "receive",
         keys: &["root", "token", "release"],
+    },
+    // The database before the lock: its revision; with `size`, what a snapshot needs.
+    Sub {
+        name: "db",
+        keys: &["root", "size"],
     },
 ];
 
@@ -350,6 +373,9 @@ pub fn render_shell() -> String {
         ("C_JOBS", layout::JOBS),
         ("C_SCRIPTS", layout::SCRIPTS),
         ("C_TRASH", layout::TRASH),
+        ("C_DB_SNAPSHOTS", layout::DB_SNAPSHOTS),
+        ("C_DB_DUMP", layout::DB_DUMP),
+        ("C_DB_RECORD", layout::DB_RECORD),
         ("C_STATE_FILE", layout::STATE_FILE),
         ("C_META_FILE", layout::META_FILE),
         ("C_MANIFEST", layout::MANIFEST),
@@ -386,6 +412,7 @@ pub fn render_shell() -> String {
     }
     var(&mut s, "C_RESULTS", &RESULTS.join(" "));
     var(&mut s, "C_STEPS", &STEPS.join(" "));
+    var(&mut s, "C_DB_SNAPSHOT_ENV", DB_SNAPSHOT_ENV);
     var(&mut s, "C_PHASES", &PHASES.join(" "));
     var(&mut s, "C_MESSAGES", &MESSAGES.join(" "));
     var(&mut s, "C_EVENTS", &EVENTS.join(" "));

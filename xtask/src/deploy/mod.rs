@@ -15,6 +15,7 @@
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
 
 pub mod checks;
+pub mod dbsnap;
 pub mod drift;
 pub mod fleet;
 pub mod job;

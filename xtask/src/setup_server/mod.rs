@@ -52,13 +52,16 @@ pub const JOURNAL_WRAPPER_PATH: &str = crate::contract::JOURNAL_READER;
 /// The account the app runs as and deploys log in as.
 pub const APP_USER: &str = crate::contract::APP_USER;
 
-/// What the release needs at run time (the spec's list plus sudo, which the drop-in needs).
+/// What the release needs at run time (the spec's list plus sudo, which the drop-in needs, and
+/// Debian's PostgreSQL client: the deploy job's pg_dump snapshots the database before a
+/// migration).
 pub const PACKAGES: &[&str] = &[
     "git",
     "nginx",
     "curl",
     "ca-certificates",
     "libpq5",
+    "postgresql-client",
     "rsync",
     "python3",
     "python3-venv",

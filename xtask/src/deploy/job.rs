@@ -280,6 +280,8 @@ pub struct Job {
     /// Bytes of the job's event stream seen so far (where a re-attach resumes).
     offset: u64,
     pub phase: String,
+    /// The step that started last (`snapshot`: the deployer may still stop the job).
+    pub step: String,
     pub outcome: Option<Outcome>,
     /// `note` events seen, in order.
     pub notes: Vec<Vec<String>>,
@@ -396,6 +398,7 @@ impl Job {
             follower: Some(follower),
             offset: 0,
             phase: String::new(),
+            step: String::new(),
             outcome: None,
             notes: Vec::new(),
             sent: Vec::new(),
@@ -573,6 +576,7 @@ impl Job {
     fn absorb(&mut self, e: &Event) {
         match e.kind.as_str() {
             "phase" => self.phase = e.field(0).to_string(),
+            "step" if e.field(1) == "start" => self.step = e.field(0).to_string(),
             "note" => self.notes.push(e.fields.clone()),
             "result" => self.outcome = Some(Outcome::from_event(e)),
             _ => {}

@@ -9,6 +9,8 @@
 //! - [`drift`]: what the hosts must agree on (pure: roles with DEPLOY_SERVER, one release)
 //! - [`local`]: who deploys what, which files make a release, which must travel
 //! - [`checks`]: the local checks, beside the upload
+//! - [`migration`]: the migration lint before the lock; [`dbsnap`]: the database's facts, the
+//!   snapshot's free-space check and the snapshots as the server lists them
 //! - [`job`]: start, message, follow and re-attach to the server job
 //! - [`fleet`], [`rollout`]: several hosts as one; the rollout's decisions (pure)
 //! - [`report`]: step lines and the final line
@@ -22,6 +24,7 @@ pub mod job;
 pub mod list;
 pub mod local;
 pub mod log;
+pub mod migration;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
@@ -51,6 +54,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
             redeploy,
             recheck,
             batch,
+            allow_unsafe_migration,
         } => pipeline::deploy(
             sh,
             &cfg,
@@ -61,6 +65,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
                 redeploy,
                 recheck,
                 batch: batch.unwrap_or(usize::MAX),
+                allow_unsafe_migration,
             },
         ),
         Deploy::List => list::run(&cfg),

@@ -24,6 +24,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use xshell::Shell;
 
 use crate::config::Config;
+use crate::config::HostRole;
 use crate::deploy::checks::Checks;
 use crate::deploy::fleet::{self, Member, Output};
 use crate::deploy::job::{LockNow, Wait, RECONNECT_FOR};
@@ -32,6 +33,7 @@ use crate::deploy::plan::{self, Asker, FleetDecision, JobPlan};
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::rollout::Rollout;
 use crate::deploy::snapshot::Snapshot;
+use crate::deploy::{dbsnap, migration};
 use crate::flags::{CheckPart, Scope};
 use crate::interrupt::{self, SIGTERM};
 use crate::{proc, say, ui};
@@ -43,6 +45,8 @@ pub struct Options {
     pub recheck: bool,
     /// Fleets: hosts that switch at once (1: rolling; `--parallel`: all).
     pub batch: usize,
+    /// The migration lint's refusals become warnings (deploy.log says so).
+    pub allow_unsafe_migration: bool,
 }
 
 pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<()> {
@@ -73,6 +77,24 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         }
         FleetDecision::Deploy(p) => p,
     };
+    // The migration lint (and the room for the snapshot), on the primary's database.
+    let snapshot = dbsnap::enabled(|k| std::env::var(k).ok())?;
+    let primary = plans.iter().position(|p| p.role == HostRole::Primary);
+    let lint = match primary.filter(|_| scope.backend()) {
+        Some(i) => migration::before_lock(
+            sh,
+            &migration::Ask {
+                cfg,
+                session: &sessions[i],
+                host: &snaps[i].host,
+                allow_unsafe: opts.allow_unsafe_migration,
+                dry_run: opts.dry_run,
+                snapshot,
+                upload_bytes: plans[i].need_mb * 1024 * 1024,
+            },
+        )?,
+        None => None,
+    };
     let token = plan::token();
     let asker = Asker {
         token: &token,
@@ -81,10 +103,20 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         commit: &local.commit,
         dirty: local.dirty,
     };
-    let calls: Vec<crate::remote::Call> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
+    let calls: Vec<crate::remote::Call> = plans
+        .iter()
+        .map(|p| {
+            let mut call = p.run_call(cfg, &asker);
+            dbsnap::plan_args(&mut call, opts.allow_unsafe_migration, snapshot);
+            call
+        })
+        .collect();
     if opts.dry_run {
         for ((host, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
             print_plan(cfg, &host.dest, snap, p, scope, &opts, &call.render());
+        }
+        for line in lint.iter().flat_map(migration::dry_run_lines) {
+            crate::show!("{line}");
         }
         if plans.len() > 1 {
             let roles: Vec<(&str, crate::config::HostRole)> = snaps
@@ -93,6 +125,14 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
                 .map(|(s, p)| (s.host.as_str(), p.role))
                 .collect();
             crate::show!("{}", fleet_plan_line(&roles, opts.batch));
+        }
+        if let Some(l) = lint.filter(|l| !l.refused.is_empty()) {
+            bail!(
+                "the deploy would be refused before the lock: the migration lint refused {} statement(s) of the migrations from {} to {} (see above)",
+                l.refused.len(),
+                l.from,
+                l.to
+            );
         }
         return Ok(());
     }
@@ -293,6 +333,12 @@ impl Driver<'_> {
         self.members.len() > 1
     }
 
+    /// One host past `checked` whose job takes the snapshot of the database: the last step
+    /// before the migration, so an interrupt still stops it there (a fleet goes back anyway).
+    fn in_snapshot(&self) -> bool {
+        self.checked && !self.fleet() && self.members[0].job.step == "snapshot"
+    }
+
     fn run(&mut self) -> Result<()> {
         if self.fleet() {
             for i in 0..self.members.len() {
@@ -363,19 +409,20 @@ impl Driver<'_> {
                 self.rollout.back(&mut self.members, why, self.out.as_mut());
                 return;
             }
-            if self.checked {
+            if self.checked && !self.in_snapshot() {
                 return;
             }
             say!(
-                "==> {why}: telling {} to stop before the switch",
+                "==> {why}: telling {} to stop before the {}",
                 self.members
                     .iter()
                     .map(|m| m.name().to_string())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if self.checked { "migration" } else { "switch" }
             );
         }
-        if self.checked {
+        if self.checked && !self.in_snapshot() {
             if self.fleet() {
                 self.rollout.back(&mut self.members, why, self.out.as_mut());
             }
@@ -407,7 +454,9 @@ impl Driver<'_> {
     }
 
     fn stage_name(&self) -> &'static str {
-        if self.checked {
+        if self.in_snapshot() {
+            "the snapshot of the database"
+        } else if self.checked {
             "the activation"
         } else if self.uploads.iter().all(|u| u.done) {
             "the local checks"
@@ -446,7 +495,7 @@ impl Driver<'_> {
             bail!("interrupted by {} (twice)", interrupt::describe());
         }
         let why = format!("{} during {}", interrupt::describe(), self.stage_name());
-        if self.checked && !self.fleet() {
+        if self.checked && !self.fleet() && !self.in_snapshot() {
             say!(
                 "==> {} received: the server already runs {} and completes it (the migration may have started); Ctrl-C again to stop watching",
                 interrupt::describe(),
@@ -990,7 +1039,11 @@ fn print_plan(
     );
     crate::show!(
         "  then on the server: prepare, {}switch, restart {}, health checks ({}s); on failure restore {}",
-        if scope.backend() { "migrate, " } else { "" },
+        if scope.backend() {
+            "snapshot the database and migrate (when there is something to migrate), "
+        } else {
+            ""
+        },
         plan.restart.join(", "),
         cfg.health_timeout,
         snap.current.name().unwrap_or("nothing (current is removed)")

@@ -452,6 +452,7 @@ mod tests {
             disk: None,
             db: Err("not asked".into()),
             sizes: vec![],
+            dumps: vec![],
         }
     }
 

@@ -65,7 +65,7 @@ impl Watcher for Printer {
                     } else {
                         format!(" [{}]", self.notes.join(", "))
                     };
-                    let word = if status == "ok" { "ok" } else { "FAILED" };
+                    let word = step_word(status);
                     if self.open {
                         say!("{word} ({secs}s){notes}");
                         self.open = false;
@@ -194,6 +194,7 @@ impl Watcher for FleetPrinter {
             "step" => {
                 let step = e.field(0).to_string();
                 let ok = e.field(1) == "ok";
+                let word = step_word(e.field(1));
                 self.ended.insert(
                     key(&step),
                     (ok, e.field(2).to_string(), e.field(3).to_string()),
@@ -213,9 +214,8 @@ impl Watcher for FleetPrinter {
                         .map(|n| format!(" [{}]", n.join(", ")))
                         .unwrap_or_default();
                     say!(
-                        "==> {:<44} {} ({}s){notes}",
+                        "==> {:<44} {word} ({}s){notes}",
                         format!("[{host}] {label}"),
-                        if ok { "ok" } else { "FAILED" },
                         e.field(2)
                     );
                     if !ok && !e.field(3).is_empty() {
@@ -333,9 +333,33 @@ pub fn fleet_summary(
 }
 
 /// A short note for the step line, from a `note` event.
+/// A step's end as its line says it: `ok`, `stopped` (the deployer stopped it: the snapshot),
+/// else `FAILED`.
+fn step_word(status: &str) -> &'static str {
+    match status {
+        "ok" => "ok",
+        "stopped" => "stopped",
+        _ => "FAILED",
+    }
+}
+
 fn note_text(f: &[String]) -> Option<String> {
     let g = |i: usize| f.get(i).map(String::as_str).unwrap_or("");
     match g(0) {
+        "snapshot" if g(1) == "taken" => {
+            let size = g(2).parse().map(crate::deploy::dbsnap::bytes);
+            Some(format!(
+                "{}, {}",
+                size.unwrap_or_else(|_| g(2).to_string()),
+                g(3)
+            ))
+        }
+        "snapshot" if g(1) == "none" => Some(format!("no snapshot: {}", g(2))),
+        "snapshot" if g(1) == "off" => Some(format!(
+            "no snapshot before it: {}=off",
+            crate::contract::DB_SNAPSHOT_ENV
+        )),
+        "pruned-snapshots" => Some(format!("{} snapshot(s) of the database with them", g(1))),
         "seed" if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
         "seed" if g(2) == "verified" && g(3) != "0" => {
             Some(format!("from {}, {} drifted file(s) left out", g(1), g(3)))
@@ -752,5 +776,15 @@ mod tests {
             n(&["pruned", "50", "A", "B"]).unwrap(),
             "pruned 50 releases, A to B"
         );
+        assert_eq!(
+            n(&["snapshot", "taken", "8123456", "A-0002.dump"]).unwrap(),
+            "7.7 MB, A-0002.dump"
+        );
+        assert_eq!(
+            n(&["snapshot", "off"]).unwrap(),
+            "no snapshot before it: DEPLOY_DB_SNAPSHOT=off"
+        );
+        assert_eq!(step_word("stopped"), "stopped");
+        assert_eq!(step_word("failed"), "FAILED");
     }
 }

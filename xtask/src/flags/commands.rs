@@ -323,6 +323,7 @@ const RELEASE: &[&str] = &[
     "--recheck",
     "--batch",
     "--parallel",
+    "--allow-unsafe-migration",
 ];
 
 #[rustfmt::skip]
@@ -336,6 +337,7 @@ const DEPLOY: Cmd = Cmd {
         Flag::switch("--skip-local-checks", "skip lint and tests (the build and the clean-tree check still run)"),
         Flag::switch("--redeploy", "make a new release even if current already runs this commit"),
         Flag::switch("--recheck", "run the local checks even if they passed for this tree before"),
+        Flag::switch("--allow-unsafe-migration", "let the migration lint's refusals through (deploy.log says so)"),
         Flag::switch("--force", "rollback: past a database migration; unlock: stop a live job"),
         Flag::switch("--yes", "unlock without asking"),
         Flag::switch("--follow", "status: follow the running (or last) deploy job to its end"),
@@ -375,7 +377,8 @@ Environment:
   DEPLOY_ALLOW_DIRTY   1 to deploy a tree with uncommitted changes
   DEPLOY_SSH_CONFIG    ssh config file to use instead of ~/.ssh/config
   DEPLOY_HEALTH_TIMEOUT seconds to wait for health (default: 60)
-  DEPLOY_KEEP          successful releases to keep (default: 5)"),
+  DEPLOY_KEEP          successful releases to keep (default: 5)
+  DEPLOY_DB_SNAPSHOT   off: no snapshot of the database before a migration (default: on)"),
     ],
     parse: deploy,
 };
@@ -435,6 +438,7 @@ fn deploy(args: &mut Args) -> Result<Command, UsageError> {
             redeploy: g.on("--redeploy"),
             recheck: g.on("--recheck"),
             batch,
+            allow_unsafe_migration: g.on("--allow-unsafe-migration"),
         },
     }))
 }

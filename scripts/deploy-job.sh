@@ -8,7 +8,8 @@
 # releases the lock. It runs detached from the ssh session (its own session, stdin closed), so
 # the client may vanish at any moment:
 #   - before the migration starts, a client that says `abort` or falls silent for
-#     C_CLIENT_GRACE_SECS stops the job at the next wait: nothing is switched;
+#     C_CLIENT_GRACE_SECS stops the job at the next wait, or during the snapshot of the database
+#     that comes right before the migration: nothing is migrated or switched;
 #   - once the migration has started, the job finishes the whole activation by itself
 #     (fleets: a host that is healthy waits for the client's verdict and goes back without one).
 #   - a SIGTERM (what a shutdown sends) before the switch stops it like an abort; after the
@@ -60,12 +61,16 @@ fail() {
 
 # run_step NAME LABEL FUNCTION ARGS...: the step as a child process (so `set -e` holds in it),
 # with a start event (its label: what the deployer prints) and an end event; returns its status.
+# A step the deployer may still stop (the snapshot: it watches for an abort or silence itself)
+# that was stopped ends with a `stopped` event; step_stopped then holds `RESULT: WHY`.
 run_step() {
     local name=$1 label=$2 start status=0 pid
     shift 2
-    rm -f "$jobdir/step.error"
+    rm -f "$jobdir/step.error" "$jobdir/v.stopped"
+    step_stopped=""
     put "$lock/phase" "$name" || true
-    if ! test_pause "$name"; then
+    # The snapshot pauses inside its step (its dump written beside its final name).
+    if [ "$name" != snapshot ] && ! test_pause "$name"; then
         finish_with "$stop_result" "$stop_reason; stopped before $name; current was not touched"
         exit 0
     fi
@@ -76,8 +81,12 @@ run_step() {
     step_pid=$pid
     wait "$pid" || status=$?
     step_pid=""
+    step_stopped=$(getv stopped "")
     if [ "$status" = 0 ]; then
         emit step "$name" ok "$(secs_between "$start" "$(now_ms)")"
+    elif [ -n "$step_stopped" ]; then
+        step_error=${step_stopped#*: }
+        emit step "$name" stopped "$(secs_between "$start" "$(now_ms)")" "$step_error"
     else
         step_error=$(cat "$jobdir/step.error" 2>/dev/null || true)
         step_error=${step_error:-"$label failed (exit $status); see $jobdir/tool.log"}
@@ -140,14 +149,16 @@ await_msg() {
 
 # Test hook (plan key pause_at, the deployer's INNERCONTEXT_TEST_PAUSE_AT): when step STEP is
 # about to start, write $lock/paused (holding the step) and wait while it exists. Before the
-# checks passed (seed, prepare) an abort or a silent client still stops the job (returns 1).
+# checks passed (seed, prepare) an abort or a silent client still stops the job (returns 1); so
+# it does in the snapshot, which pauses inside its step, once its dump is written beside its
+# final name (a test strikes while that file exists).
 test_pause() { # STEP
     [ -n "$opt_pause_at" ] && [ "$opt_pause_at" = "$1" ] || return 0
     put "$lock/paused" "$1" || return 0
     emit info "paused before $1 (test hook): remove $lock/paused to go on"
     while [ -e "$lock/paused" ]; do
         case "$1" in
-            seed | prepare) ! stop_asked || return 1 ;;
+            seed | prepare | snapshot) ! stop_asked || return 1 ;;
         esac
         nap
     done
@@ -352,6 +363,159 @@ half_commit() {
     esac
 }
 
+# --- the snapshot before the migration -------------------------------------------------------
+
+# Whether the database is at this release's migration heads, as the running API reports it:
+# nothing to migrate, so no snapshot (step_migrate says so).
+at_heads() {
+    local heads
+    heads=$(release_heads "$rel/backend")
+    [ -n "$heads" ] && [ "$(api_revision)" = "$heads" ]
+}
+
+# On the primary, before the migration: the snapshot step, unless the database is at the
+# release's heads already or the plan turned snapshots off. Returns 1 (the job's result set)
+# when it failed or the deployer stopped it: the job ends before the migration.
+snapshot_before_migration() {
+    if [ "$opt_db_snapshot" = off ] || at_heads; then return 0; fi
+    run_step snapshot "snapshot the database" step_snapshot && return 0
+    if [ -n "$step_stopped" ]; then
+        finish_with "${step_stopped%%:*}" "${step_stopped#*: }; stopped during the snapshot, before the migration (the partial dump was removed); current was not touched"
+    else
+        finish_with failed "$step_error; current was not touched"
+    fi
+    return 1
+}
+
+# pg_dump --format=custom of the app's database into C_DB_SNAPSHOTS/RELEASE-REVISION.dump, where
+# RELEASE ran on that data (current) and REVISION is its migration revision: written beside
+# (.NAME.dump.tmp.PID) and renamed once whole and flushed, then recorded (NAME.record: revision,
+# size, sha256). The connection comes from the release's env through its deploy tool
+# (snapshot-info), the password through a PGPASSFILE of the job's (0600, removed after): never a
+# command line. The deployer can still stop it: an abort or a silent deployer (as at the job's
+# waits), or a SIGTERM, stops pg_dump and removes what it wrote.
+step_snapshot() {
+    local rev heads release name dir dest server client host port user dbname size sum v status=0
+    snap_tmp="" snap_pgpass="" dump_pid=""
+    trap snapshot_cleanup EXIT
+    trap 'exit 143' TERM
+    ! stop_asked || snapshot_stopped
+    if ! deploytool "$rel/backend" snapshot-info; then
+        fail "cannot snapshot the database before the migration on $(hostname): $tool_error; nothing was migrated"
+    fi
+    rev=$(tool_value db_revision)
+    heads=$(release_heads "$rel/backend")
+    if [ "$rev" = "$heads" ]; then
+        emit note snapshot none "the database is at $rev already"
+        return 0
+    fi
+    if [ "$rev" = - ]; then
+        emit note snapshot none "the database has no revision yet"
+        return 0
+    fi
+    server=$(tool_value server_major)
+    host=$(tool_value host)
+    port=$(tool_value port)
+    user=$(tool_value user)
+    dbname=$(tool_value database)
+    for v in "$host" "$port" "$user" "$dbname" "$server"; do
+        case "$v" in '' | -* | *[!A-Za-z0-9._:-]*) fail "the database's connection facts on $(hostname) are not plain words ('$v', from DATABASE_URL): the snapshot cannot be taken; nothing was migrated" ;; esac
+    done
+    command -v pg_dump >/dev/null ||
+        fail "pg_dump is missing on $(hostname), so the database cannot be snapshotted before the migration: run cargo xtask setup-server (it installs postgresql-client), or deploy with $C_DB_SNAPSHOT_ENV=off (no snapshot: no way back for the data); nothing was migrated"
+    client=$(pg_dump --version 2>/dev/null | awk '{print $3}')
+    if ! major_at_least "$client" "$server"; then
+        fail "pg_dump on $(hostname) is PostgreSQL $(major_of "$client") ($client), older than the database server at $host:$port (PostgreSQL $server): pg_dump cannot dump a newer server; install postgresql-client-$server on $(hostname) (from apt.postgresql.org), or deploy with $C_DB_SNAPSHOT_ENV=off (no snapshot: no way back for the data); nothing was migrated"
+    fi
+    # Named after the release that was running on this data (pruned with it).
+    release=$(current_release "$root")
+    release=${release:-${base:-$opt_release}}
+    name=$(snapshot_name "$release" "$rev") ||
+        fail "cannot name a snapshot of revision '$rev' of release '$release' on $(hostname); nothing was migrated"
+    dir=$root/$C_DB_SNAPSHOTS
+    [ ! -L "$dir" ] || fail "$dir on $(hostname) is a link, not a directory: remove it (the job makes the directory); nothing was migrated"
+    mkdir -p "$dir"
+    chmod 0700 "$dir"
+    # What a job killed during its snapshot left, half written (only the lock's holder writes here).
+    find "$dir" -maxdepth 1 -type f -name ".*$C_DB_DUMP.tmp.*" -delete 2>/dev/null || true
+    dest=$dir/$name$C_DB_DUMP
+    snap_tmp=$dir/.$name$C_DB_DUMP.tmp.$BASHPID
+    snap_pgpass=$jobdir/pgpass
+    rm -f "$snap_pgpass"
+    deploytool "$rel/backend" pgpass "$snap_pgpass" ||
+        fail "could not write the password file for pg_dump on $(hostname): $tool_error; nothing was migrated"
+    (PGPASSFILE=$snap_pgpass PGCONNECT_TIMEOUT=10 exec pg_dump --format=custom --no-password \
+        "--host=$host" "--port=$port" "--username=$user" "--dbname=$dbname" "--file=$snap_tmp" \
+        </dev/null 2>"$jobdir/pg_dump.err") &
+    dump_pid=$!
+    while kill -0 "$dump_pid" 2>/dev/null; do
+        ! stop_asked || snapshot_stopped
+        nap
+    done
+    wait "$dump_pid" || status=$?
+    dump_pid=""
+    rm -f "$snap_pgpass"
+    if [ "$status" != 0 ]; then
+        emit_details "$jobdir/pg_dump.err" 10
+        fail "pg_dump of the database $dbname at $host:$port failed on $(hostname) (exit $status: $(one_line "$(tail -n 1 "$jobdir/pg_dump.err" 2>/dev/null)" 300)); nothing was migrated"
+    fi
+    test_pause snapshot || snapshot_stopped
+    size=$(stat -c %s "$snap_tmp")
+    sum=$(sha256sum "$snap_tmp" | cut -d' ' -f1)
+    sync -- "$snap_tmp" || fail "could not flush the snapshot $snap_tmp on $(hostname); nothing was migrated"
+    mv -fT -- "$snap_tmp" "$dest" || fail "could not rename the snapshot into $dest on $(hostname); nothing was migrated"
+    snap_tmp=""
+    if ! put "$dir/$name$C_DB_RECORD" "$(
+        printf 'release=%s\n' "$release"
+        printf 'revision=%s\n' "$rev"
+        printf 'size=%s\n' "$size"
+        printf 'sha256=%s\n' "$sum"
+        printf 'created=%s\n' "$(iso_now)"
+        printf 'created_epoch=%s\n' "$(now_s)"
+        printf 'database=%s\n' "$dbname"
+        printf 'server=%s:%s\n' "$host" "$port"
+        printf 'server_major=%s\n' "$server"
+        printf 'pg_dump=%s\n' "$client"
+        printf 'before=%s\n' "$opt_release"
+    )"; then
+        rm -f "$dest"
+        fail "could not record the snapshot $dest on $(hostname) ($put_error); nothing was migrated"
+    fi
+    sync -f "$dir" 2>/dev/null || true
+    emit note snapshot taken "$size" "$name$C_DB_DUMP"
+}
+
+# The step's end when the deployer asked it to stop (or fell silent): run_step reports it
+# stopped (v.stopped: `RESULT: WHY`); the step's EXIT trap removes what it wrote.
+snapshot_stopped() {
+    setv stopped "$stop_result: $stop_reason"
+    exit 3
+}
+
+# The snapshot step's EXIT trap (a failure, a stop, a SIGTERM): stop pg_dump if it runs, remove
+# the partial dump and the password file.
+snapshot_cleanup() {
+    if [ -n "${dump_pid:-}" ]; then
+        kill -TERM "$dump_pid" 2>/dev/null || true
+        wait "$dump_pid" 2>/dev/null || true
+    fi
+    if [ -n "${snap_pgpass:-}" ]; then rm -f -- "$snap_pgpass"; fi
+    if [ -n "${snap_tmp:-}" ]; then rm -f -- "$snap_tmp"; fi
+}
+
+# PostgreSQL's major version of a version string: 15.10 -> 15, 9.6.24 -> 9.6.
+major_of() { # VERSION
+    case "$1" in
+        [0-9].*) printf '%s' "$1" | cut -d. -f1-2 ;;
+        *) printf '%s' "${1%%.*}" ;;
+    esac
+}
+
+# Whether pg_dump VERSION can dump a server of major SERVER_MAJOR (its own major or older).
+major_at_least() { # VERSION SERVER_MAJOR
+    [ -n "$1" ] && awk -v a="$(major_of "$1")" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'
+}
+
 step_migrate() {
     local heads running
     heads=$(release_heads "$rel/backend")
@@ -361,6 +525,7 @@ step_migrate() {
         emit note migrate none "$running"
         return 0
     fi
+    [ "$opt_db_snapshot" != off ] || emit note snapshot off
     if ! deploytool "$rel/backend" migrate; then
         emit_details "$toollog" 30
         fail "database migration failed on $(hostname): $tool_error (log: $toollog)"
@@ -603,6 +768,7 @@ job_deploy() {
         return
     fi
     if [ "$opt_scope" != frontend ] && [ "$opt_role" = primary ]; then
+        snapshot_before_migration || return
         if ! run_step migrate "migrate the database" step_migrate; then
             finish_with failed "$step_error; current was not touched"
             return
@@ -719,7 +885,7 @@ sub_job() {
     while IFS= read -r kv; do parse_opts plan "$kv"; done <"$lock/plan"
     rel=$root/$C_RELEASES/${opt_release:-none}
     # shellcheck disable=SC2034 # reason and made_release are read by job_record (deploy-record.sh)
-    result="" reason="" made_release="" base="" step_pid="" activating="" activated_from="" restoring=""
+    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring=""
     trap job_record EXIT
     trap 'job_line=$LINENO' ERR
     trap '' HUP INT

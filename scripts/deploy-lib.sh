@@ -347,13 +347,17 @@ newest_intact() { # ROOT [NAME...]
 # The longest reason a deploy.log line keeps (a longer one is cut at a word, with "...").
 LOG_REASON_MAX=1000
 
-# log_line ROOT START_ISO DEPLOYER COMMIT SCOPE RELEASE RESULT DURATION REVISION [REASON]
+# log_line ROOT START_ISO DEPLOYER COMMIT SCOPE RELEASE RESULT DURATION REVISION [REASON [MARKS]]
 # The reason is the last field and runs to the end of the line as it was given (`deploy log`
-# reads everything after `reason=`): see log_reason.
+# reads everything after `reason=`): see log_reason. MARKS: key=value words of the job's plan
+# that change what a deploy does (plan_marks), before the reason.
 log_line() {
     local line
     line=$(printf '%s deployer=%s commit=%s scope=%s release=%s result=%s duration=%ss alembic=%s' \
         "$2" "${3:--}" "${4:--}" "${5:--}" "${6:--}" "$7" "$8" "${9:--}")
+    if [ -n "${11:-}" ]; then
+        line="$line ${11}"
+    fi
     if [ -n "${10:-}" ]; then
         line="$line reason=$(log_reason "${10}")"
     fi
@@ -405,12 +409,62 @@ api_revision() {
     curl -fsS -m 2 "$C_API_PROBE" 2>/dev/null | sed -n 's/.*"revision" *: *"\([A-Za-z0-9_]*\)".*/\1/p' || true
 }
 
-# deploytool SUBCOMMAND in BACKEND_DIR: its key=value output in $tool_out; fails with its error.
-deploytool() { # BACKEND_DIR SUBCOMMAND
-    tool_out=$(cd "$1" && .venv/bin/python -m "$C_DEPLOY_TOOL" "$2" 2>>"${toollog:-/dev/null}" </dev/null) && return 0
+# deploytool SUBCOMMAND [ARG] in BACKEND_DIR: its key=value output in $tool_out; fails with its
+# error.
+deploytool() { # BACKEND_DIR SUBCOMMAND [ARG]
+    tool_out=$(cd "$1" && .venv/bin/python -m "$C_DEPLOY_TOOL" "${@:2}" 2>>"${toollog:-/dev/null}" </dev/null) && return 0
     tool_error=$(printf '%s\n' "$tool_out" | sed -n 's/^error=//p' | tail -n 1)
     tool_error=${tool_error:-"python -m $C_DEPLOY_TOOL $2 failed (log: ${toollog:-/dev/null})"}
     return 1
+}
+
+# The last value of KEY in the deploy tool's output ($tool_out).
+tool_value() { # KEY
+    printf '%s\n' "$tool_out" | sed -n "s/^$1=//p" | tail -n 1
+}
+
+# --- snapshots of the database ---------------------------------------------------------------
+# The job takes one before a migration (deploy-job.sh, step_snapshot) into C_DB_SNAPSHOTS, named
+# after the release that was running on the data and the data's revision; each dump has a
+# record beside it (key=value lines: release, revision, size, sha256, created...), and both go
+# when that release is pruned.
+
+# The name (without suffix) of the snapshot of RELEASE's data at REVISION; fails (nothing
+# printed) when either is not a plain word: both end up in a path.
+snapshot_name() { # RELEASE REVISION
+    c_is_release "$1" || return 1
+    case "$2" in '' | *[!A-Za-z0-9_]*) return 1 ;; esac
+    [ "${#2}" -le 64 ] || return 1
+    printf '%s-%s' "$1" "$2"
+}
+
+# One `dbsnap=RELEASE REVISION SIZE CREATED_EPOCH NAME` line per recorded snapshot whose dump
+# is there, oldest first.
+list_snapshots() { # ROOT
+    local dir=$1/$C_DB_SNAPSHOTS rec name
+    [ -d "$dir" ] && [ ! -L "$dir" ] || return 0
+    for rec in "$dir"/*"$C_DB_RECORD"; do
+        if [ ! -f "$rec" ] || [ -L "$rec" ]; then continue; fi
+        name=${rec##*/}
+        name=${name%"$C_DB_RECORD"}
+        [ -f "$dir/$name$C_DB_DUMP" ] || continue
+        out dbsnap "$(meta "$rec" release) $(meta "$rec" revision) $(meta "$rec" size) $(meta "$rec" created_epoch) $name"
+    done
+}
+
+# Remove the snapshots of release NAME's data (pruned with it); prints how many went.
+prune_snapshots() { # ROOT NAME
+    local dir=$1/$C_DB_SNAPSHOTS f n=0
+    if ! c_is_release "$2" || [ ! -d "$dir" ] || [ -L "$dir" ]; then
+        echo 0
+        return 0
+    fi
+    for f in "$dir/$2-"*; do
+        case "$f" in *"$C_DB_DUMP" | *"$C_DB_RECORD") ;; *) continue ;; esac
+        rm -f -- "$f" || continue
+        case "$f" in *"$C_DB_DUMP") n=$((n + 1)) ;; esac
+    done
+    echo "$n"
 }
 
 # unit_states UNIT...: one line per unit, in the order given: NAME ACTIVESTATE NRESTARTS

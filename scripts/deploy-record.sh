@@ -15,12 +15,13 @@ fi
 
 # --- the job's own record ---------------------------------------------------------------------
 
-# Prune what the client chose (validated again here: never current, never this release), the
-# job directories, virtualenvs no release uses, and assets no recent release serves. A pruned
-# release is only moved into the trash here (one rename); empty_trash deletes it once the lock
-# is released, so the deploy's result does not wait for the deletion.
+# Prune what the client chose (validated again here: never current, never this release) with the
+# snapshots of the data each ran on, the job directories, virtualenvs no release uses, and assets
+# no recent release serves. A pruned release is only moved into the trash here (one rename);
+# empty_trash deletes it once the lock is released, so the deploy's result does not wait for the
+# deletion (a snapshot is one file: it is removed at once).
 prune_all() {
-    local name cur keep_assets f r pruned=()
+    local name cur keep_assets f r n snapshots=0 pruned=()
     cur=$(current_release "$root")
     mkdir -p "$root/$C_TRASH"
     f=$(find "$root/$C_TRASH" -mindepth 1 ! -user "$(id -u)" -print -quit 2>/dev/null || true)
@@ -36,6 +37,9 @@ prune_all() {
         fi
         if mv -T "$root/$C_RELEASES/$name" "$root/$C_TRASH/$name.$token" 2>>"$toollog"; then
             pruned+=("$name")
+            # The snapshots of the data it ran on go with it.
+            n=$(prune_snapshots "$root" "$name")
+            [ "$n" = 0 ] || snapshots=$((snapshots + n))
         else
             emit warn "could not remove $root/$C_RELEASES/$name (see $toollog); it is left for later"
         fi
@@ -43,6 +47,7 @@ prune_all() {
     if [ "${#pruned[@]}" -gt 0 ]; then
         emit note pruned "${#pruned[@]}" "${pruned[0]}" "${pruned[-1]}"
     fi
+    [ "$snapshots" = 0 ] || emit note pruned-snapshots "$snapshots"
     # Job directories: the newest C_JOBS_KEPT.
     find "$root/$C_JOBS" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' 2>/dev/null |
         sort -rn | tail -n "+$((C_JOBS_KEPT + 1))" | cut -d' ' -f2- |
@@ -149,7 +154,7 @@ job_record() {
     if [ -z "$why" ] && ! log_line "$root" "$opt_started" "$opt_deployer" "$opt_commit$([ "$opt_dirty" = yes ] && echo +dirty)" \
         "$([ "$opt_mode" = rollback ] && echo rollback || echo "$opt_scope")" \
         "$([ "$opt_mode" = rollback ] && echo "$opt_target" || echo "$opt_release")" \
-        "$result" "$duration" "$revision" "$reason"; then
+        "$result" "$duration" "$revision" "$reason" "$(plan_marks)"; then
         why=$put_error
     fi
     if [ -n "$why" ]; then
@@ -168,6 +173,16 @@ job_record() {
     emit result "$result" "$reason" "$duration" "$revision" "$current"
     emit phase "done"
     empty_trash
+}
+
+# What the job's plan changed of a usual deploy, as deploy.log words: `lint=allow-unsafe`
+# (--allow-unsafe-migration let the migration lint's refusals through), `snapshot=off`
+# (DEPLOY_DB_SNAPSHOT=off: no snapshot before a migration).
+plan_marks() {
+    local m=""
+    [ "$opt_allow_unsafe" != yes ] || m+="lint=allow-unsafe "
+    [ "$opt_db_snapshot" != off ] || m+="snapshot=off"
+    printf '%s' "${m% }"
 }
 
 # --- a dead job's -----------------------------------------------------------------------------
@@ -204,6 +219,11 @@ settle_dead() {
     relpath=$root/$C_RELEASES/$release
     c_is_release "$release" && [ -d "$relpath" ] && [ ! -L "$relpath" ] || relpath=""
     case "$token" in '' | *[!A-Za-z0-9_-]*) token=- ;; esac
+    # What a job killed during its snapshot left: pg_dump's password file and its partial dump.
+    [ "$token" = - ] || rm -f -- "$root/$C_JOBS/$token/pgpass"
+    if [ -d "$root/$C_DB_SNAPSHOTS" ] && [ ! -L "$root/$C_DB_SNAPSHOTS" ]; then
+        find "$root/$C_DB_SNAPSHOTS" -maxdepth 1 -type f -name ".*$C_DB_DUMP.tmp.*" -delete 2>/dev/null || true
+    fi
     if marker=$(unrecorded_marker "$dead"); then
         result=$(marker_field "$marker" result)
         in_list "$result" "$C_RESULTS" || result=failed

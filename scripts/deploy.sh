@@ -12,6 +12,8 @@
 #   follow  re-attach to a job's events (a deployer that reconnects, or `deploy status --follow`)
 #   unlock  remove the lock that was shown (by token), never under a live job unless forced
 #   log     the last lines of deploy.log
+#   db      read-only, before the lock: the database's revision; with size=yes what a snapshot
+#           before the migration needs (the database's size, the room under shared/db)
 #   job     the job itself (internal)
 #
 # Replies are key=value lines; a refusal prints one `error=...` line and exits non-zero.
@@ -56,6 +58,7 @@ sub_probe() {
     fi
     restored_at_boot "$root" "$cur"
     list_releases "$root"
+    list_snapshots "$root"
     lock_info "$root"
     last_job "$root"
     if [ "${opt_db:-no}" = yes ]; then
@@ -150,6 +153,53 @@ last_job() { # ROOT: the newest job directory and its result
     out job.events "$(wc -c <"$dir/events" 2>/dev/null || echo 0)"
     # Its last events (for status), each line as the event stream has it.
     tail -n 8 "$dir/events" 2>/dev/null | sed 's/^/job.event=/'
+}
+
+# --- db ----------------------------------------------------------------------------------------
+
+# The database as a deploy sees it before the lock (the deployer lints the migrations from its
+# revision): db.revision (`-`: never migrated), or db.error; db.first when no release runs on
+# this host yet (nothing here can read the revision: a first deploy). With size=yes, for the check that a
+# snapshot fits: db.size (bytes, pg_database_size, through current's deploy tool) or
+# db.size_error, db.server (host:port), db.free (bytes free where the snapshots go), db.kept
+# (bytes the snapshots there take now) and db.same_disk (whether the releases share that disk).
+sub_db() {
+    parse_opts db "$@"
+    check_root "$opt_root"
+    check_one_of size "$opt_size" "yes no"
+    local root=$opt_root cur dir toollog=/dev/null where
+    cur=$(current_release "$root")
+    if [ -z "$cur" ]; then
+        # No release runs here yet: nothing on this host can read the revision (a first deploy).
+        out db.first yes
+        return 0
+    fi
+    probe_db "$root" "$cur"
+    [ "$opt_size" = yes ] || return 0
+    dir=$root/$C_RELEASES/$cur/backend
+    if [ -z "$cur" ] || [ ! -x "$dir/.venv/bin/python" ]; then
+        out db.size_error "no current release to ask"
+    elif deploytool "$dir" snapshot-info; then
+        out db.size "$(tool_value database_size)"
+        out db.server "$(tool_value host):$(tool_value port)"
+    else
+        out db.size_error "$tool_error"
+    fi
+    # Where the snapshot will be written: shared/db, or the directory it will be made in.
+    where=$root/$C_DB_SNAPSHOTS
+    [ -d "$where" ] || where=${where%/*}
+    out db.dir "$root/$C_DB_SNAPSHOTS"
+    out db.free "$(df -P -B1 "$where" | awk 'NR==2 {print $4}')"
+    if [ "$(stat -c %d "$where")" = "$(stat -c %d "$root/$C_RELEASES")" ]; then
+        out db.same_disk yes
+    else
+        out db.same_disk no
+    fi
+    if [ -d "$root/$C_DB_SNAPSHOTS" ]; then
+        out db.kept "$(du -sb "$root/$C_DB_SNAPSHOTS" 2>/dev/null | cut -f1)"
+    else
+        out db.kept 0
+    fi
 }
 
 # --- preflight -------------------------------------------------------------------------------
@@ -313,6 +363,8 @@ validate_plan() {
     check_names "$opt_prune"
     check_digits asset_grace "$opt_asset_grace"
     [ -z "$opt_pause_at" ] || check_one_of pause_at "$opt_pause_at" "$C_STEPS"
+    [ -z "$opt_allow_unsafe" ] || check_one_of allow_unsafe "$opt_allow_unsafe" "yes no"
+    [ -z "$opt_db_snapshot" ] || check_one_of db_snapshot "$opt_db_snapshot" "on off"
 }
 
 # The lock is ours: is the server still what the deployer planned against?

@@ -26,6 +26,11 @@ migration output goes to stderr. Commands:
 - ``snapshot-info``: ``db_revision``, ``database``, ``host``, ``port``, ``user`` (from
   ``DATABASE_URL``; never the password), ``database_size`` (bytes, ``pg_database_size``),
   ``server_version_num`` and ``server_major`` (the server's major version, e.g. ``15``).
+- ``pgpass FILE``: a libpq password file for that same connection (one line,
+  ``host:port:database:user:password``, ``:`` and ``\\`` escaped), created as FILE with mode
+  0600 (never over an existing file, never through a link), for ``pg_dump`` and ``pg_restore``
+  (``PGPASSFILE``): the password goes from ``DATABASE_URL`` into that file only, never onto a
+  command line or into this output. Prints ``pgpass=FILE``; needs no connection.
 
 A failure prints one ``error=`` line that says what is true (the host and port that could not be
 reached and the driver's reason, never the password; the revision that is declared irreversible,
@@ -35,6 +40,7 @@ itself ``irreversible`` or has no downgrade (see ``innercontext.revisions``).
 """
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,7 +58,7 @@ from innercontext.revisions import Drop, RenderError, RevisionError, first_line
 
 USAGE = (
     "usage: python -m innercontext.deploytool "
-    "revision|migrate|snapshot-info|downgrade-plan TARGET|downgrade TARGET"
+    "revision|migrate|snapshot-info|pgpass FILE|downgrade-plan TARGET|downgrade TARGET"
 )
 
 
@@ -326,6 +332,40 @@ def cmd_snapshot_info(config: Config, engine: Engine, url: str) -> int:
     return 0
 
 
+# --- pgpass -------------------------------------------------------------------------------------
+
+
+def pgpass_field(value: str) -> str:
+    """One field of a libpq password file: backslash and colon escaped."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def pgpass_line(url: str) -> str:
+    """The password file's line for the connection ``url`` names (libpq's defaults for what
+    it leaves out)."""
+    parsed = make_url(url)
+    fields = [
+        parsed.host or "localhost",
+        str(parsed.port or 5432),
+        parsed.database or "*",
+        parsed.username or "*",
+        parsed.password or "",
+    ]
+    return ":".join(pgpass_field(str(f)) for f in fields) + "\n"
+
+
+def cmd_pgpass(url: str, path: str) -> int:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        say("error", f"cannot create the password file {path}: {exc.strerror}")
+        return 1
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(pgpass_line(url))
+    say("pgpass", path)
+    return 0
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 Command = Callable[[Config, Engine, str], int]
@@ -343,7 +383,10 @@ TARGETED: dict[str, Callable[[Config, Engine, str, str | None], int]] = {
 def main(argv: list[str], *, config: Config | None = None, url: str | None = None) -> int:
     """Run a command; the tests may hand over another backend's alembic configuration and
     the database URL (the job: neither, so this backend's and DATABASE_URL)."""
-    if not ((len(argv) == 1 and argv[0] in COMMANDS) or (len(argv) == 2 and argv[0] in TARGETED)):
+    if not (
+        (len(argv) == 1 and argv[0] in COMMANDS)
+        or (len(argv) == 2 and argv[0] in (*TARGETED, "pgpass"))
+    ):
         say("error", USAGE)
         return 2
     if url is None:
@@ -352,6 +395,8 @@ def main(argv: list[str], *, config: Config | None = None, url: str | None = Non
         except Exception as exc:  # pydantic hides values (hide_input_in_errors)
             say("error", f"the backend settings are invalid (backend/.env): {exc}".splitlines()[0])
             return 1
+    if argv[0] == "pgpass":
+        return cmd_pgpass(url, argv[1])
     config = config or alembic_config()
     engine = create_db_engine(url)
     try:

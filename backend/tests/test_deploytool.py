@@ -351,7 +351,8 @@ def test_downgrade_of_a_database_never_migrated(scratch_db: Engine, database_url
 
 
 @pytest.mark.parametrize(
-    "args", [("downgrade",), ("downgrade-plan",), ("snapshot-info", "x"), ("nonsense",), ()]
+    "args",
+    [("downgrade",), ("downgrade-plan",), ("snapshot-info", "x"), ("pgpass",), ("nonsense",), ()],
 )
 def test_usage(database_url: str, args: tuple[str, ...]) -> None:
     code, out, text_ = deploytool(database_url, *args)
@@ -381,6 +382,40 @@ def test_snapshot_info(db: Engine, database_url: str) -> None:
     assert out["server_version_num"] == str(version_num)
     assert out["server_major"] == str(version_num // 10000)
     assert "s3cret-pw" not in text_
+
+
+# --- pgpass -----------------------------------------------------------------------------------
+
+
+def test_pgpass_writes_the_password_to_a_private_file_only(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://app%3Auser:p%40ss%3Aw%5Cd@db.example:6543/shop"
+    path = tmp_path / "pgpass"
+    code, out, text_ = deploytool_process(url, "pgpass", str(path))
+    assert code == 0, text_
+    assert out == {"pgpass": str(path)}
+    # Decoded from the URL, then escaped as libpq reads it (":" and "\\").
+    assert path.read_text() == "db.example:6543:shop:app\\:user:p@ss\\:w\\\\d\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "p@ss" not in text_ and "p%40ss" not in text_
+
+
+def test_pgpass_never_writes_over_a_file_or_through_a_link(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://innercontext:s3cret-pw@127.0.0.1/innercontext"
+    taken = tmp_path / "taken"
+    taken.write_text("mine\n")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    for path in (taken, link):
+        code, out, text_ = deploytool(url, "pgpass", str(path))
+        assert code == 1, text_
+        assert out["error"].startswith(f"cannot create the password file {path}")
+        assert "s3cret-pw" not in text_
+    assert taken.read_text() == "mine\n"
+    assert not (tmp_path / "elsewhere").exists()
+    # Without the host and port of the URL, libpq's defaults.
+    code, _, _ = deploytool("postgresql+psycopg://u:pw@/db", "pgpass", str(tmp_path / "d"))
+    assert code == 0
+    assert (tmp_path / "d").read_text() == "localhost:5432:db:u:pw\n"
 
 
 def test_major_versions() -> None:

@@ -142,6 +142,13 @@ pub mod layout {
     pub const SCRIPTS: &str = "scripts";
     /// Pruned releases, moved here under the lock and deleted after it is released.
     pub const TRASH: &str = ".trash";
+    /// Snapshots of the database, taken by the job before a migration (0700, the app user's):
+    /// `<release that ran on the data>-<its revision>.dump` (pg_dump's custom format, 0600) and
+    /// its record beside it (`.record`: revision, size, sha256), pruned with that release.
+    pub const DB_SNAPSHOTS: &str = "shared/db";
+    /// The two files of a snapshot, by suffix.
+    pub const DB_DUMP: &str = ".dump";
+    pub const DB_RECORD: &str = ".record";
 
     /// Inside a release.
     pub const STATE_FILE: &str = ".state";
@@ -246,10 +253,14 @@ words! {
 }
 
 words! {
-    /// A step of the server-side job, in order (a step line each).
+    /// A step of the server-side job, in order (a step line each). `snapshot` (pg_dump of the
+    /// database, on the primary, when there is something to migrate) is the last step the
+    /// deployer can still stop: an abort or a silent deployer during it ends the job before the
+    /// migration.
     Step {
         Seed = "seed",
         Prepare = "prepare",
+        Snapshot = "snapshot",
         Migrate = "migrate",
         Sync = "sync",
         Switch = "switch",
@@ -260,12 +271,18 @@ words! {
     }
 }
 
+/// Set to `off` on the deploying machine, no snapshot is taken before a migration (the plan key
+/// `db_snapshot`; the job's deploy.log line then says `snapshot=off`).
+pub const DB_SNAPSHOT_ENV: &str = "DEPLOY_DB_SNAPSHOT";
+
 words! {
     /// How a `step` event marks its step (`run_step` in scripts/deploy-job.sh).
     StepStatus {
         Start = "start",
         Ok = "ok",
         Failed = "failed",
+        /// The deployer stopped it (the snapshot: the last step before the migration).
+        Stopped = "stopped",
     }
 }
 
@@ -328,6 +345,10 @@ words! {
         Venv = "venv",
         Migrate = "migrate",
         Pruned = "pruned",
+        /// The snapshot step: `taken SIZE PATH`, `none WHY` or `off`.
+        Snapshot = "snapshot",
+        /// Snapshots pruned with their releases: `N`.
+        PrunedSnapshots = "pruned-snapshots",
     }
 }
 
@@ -367,6 +388,10 @@ pub const PLAN_KEYS: &[&str] = &[
     "asset_grace",
     // Test hook (INNERCONTEXT_TEST_PAUSE_AT): a step (a Step) the job pauses before.
     "pause_at",
+    // `--allow-unsafe-migration` was given (yes|no): the job's deploy.log line says so.
+    "allow_unsafe",
+    // A snapshot before the migration (on|off: DB_SNAPSHOT_ENV).
+    "db_snapshot",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -400,6 +425,11 @@ pub const SUBS: &[Sub] = &[
     Sub {
         name: "receive",
         keys: &["root", "token", "release"],
+    },
+    // The database before the lock: its revision; with `size`, what a snapshot needs.
+    Sub {
+        name: "db",
+        keys: &["root", "size"],
     },
 ];
 

@@ -170,6 +170,7 @@ impl Call {
             "follow" => "following the server job",
             "unlock" => "removing the deploy lock",
             "log" => "reading deploy.log",
+            "db" => "reading the database's revision",
             _ => "the server job",
         }
         .to_string()

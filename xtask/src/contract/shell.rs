@@ -71,6 +71,9 @@ pub fn shell_vars() -> Vec<(String, String)> {
         ("C_JOBS", layout::JOBS),
         ("C_SCRIPTS", layout::SCRIPTS),
         ("C_TRASH", layout::TRASH),
+        ("C_DB_SNAPSHOTS", layout::DB_SNAPSHOTS),
+        ("C_DB_DUMP", layout::DB_DUMP),
+        ("C_DB_RECORD", layout::DB_RECORD),
         ("C_STATE_FILE", layout::STATE_FILE),
         ("C_META_FILE", layout::META_FILE),
         ("C_MANIFEST", layout::MANIFEST),
@@ -124,6 +127,7 @@ pub fn shell_vars() -> Vec<(String, String)> {
         "C_STEPS",
         &words(&mut Step::ALL.iter().map(|w| w.name())),
     );
+    var(&mut s, "C_DB_SNAPSHOT_ENV", DB_SNAPSHOT_ENV);
     var(
         &mut s,
         "C_PHASES",

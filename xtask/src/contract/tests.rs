@@ -466,6 +466,36 @@ fn test_module_files(
 /// that holds the fragment may hold the word.
 const NOT_THE_PROTOCOL: &[(&str, &str, &str)] = &[
     (
+        "deploy/migration.rs",
+        "\"warn\" => l.warnings",
+        "the migration lint's own output key",
+    ),
+    (
+        "deploy/migration.rs",
+        "\"result\" => l.result",
+        "the migration lint's own output key",
+    ),
+    (
+        "deploy/migration.rs",
+        "end(\"refused\"",
+        "the local lint step's line",
+    ),
+    (
+        "deploy/migration.rs",
+        "lint.result == \"refused\"",
+        "the migration lint's own verdict",
+    ),
+    (
+        "deploy/migration.rs",
+        "{ \"refused\" } else",
+        "the local lint step's line",
+    ),
+    (
+        "deploy/migration.rs",
+        "[\"sync\", \"--locked\"",
+        "uv's subcommand",
+    ),
+    (
         "deploy/entry.rs",
         "self.get(\"result\")",
         "deploy.log's key result=",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::contract::{EventKind, JobResult, Message, Note, Phase};
+use crate::contract::{EventKind, JobResult, Message, Note, Phase, Step, StepStatus};
 use crate::deploy::entry::Entry;
 use crate::deploy::event::{Event, Outcome, Watcher};
 use crate::deploy::follower::{last_line, Follower, Incoming};
@@ -74,6 +74,8 @@ pub struct Job {
     offset: u64,
     /// The phase it announced last (None: none yet, or one the contract does not know).
     pub phase: Option<Phase>,
+    /// The step that started last (snapshot: the deployer may still stop the job).
+    pub step: Option<Step>,
     pub outcome: Option<Outcome>,
     /// `note` events seen, in order.
     pub notes: Vec<Vec<String>>,
@@ -188,6 +190,7 @@ impl Job {
             follower: Some(follower),
             offset: 0,
             phase: None,
+            step: None,
             outcome: None,
             notes: Vec::new(),
             said: Vec::new(),
@@ -367,6 +370,11 @@ impl Job {
     fn absorb(&mut self, e: &Event) {
         match e.kind {
             EventKind::Phase => self.phase = Phase::parse(e.field(0)),
+            EventKind::Step => {
+                if let Some((step, StepStatus::Start)) = e.step() {
+                    self.step = step;
+                }
+            }
             EventKind::Note => self.notes.push(e.fields.clone()),
             EventKind::Result => self.outcome = Some(Outcome::from_event(e)),
             _ => {}

@@ -1,7 +1,8 @@
 //! `cargo xtask deploy list`: the releases, newest first: state (a `preparing` release no live
 //! job prepares is marked dead; one named in the future is marked so), commit, age on the
 //! server's clock, what each adds on disk (hard links counted once), the database revision it
-//! migrated to, and which is current. A fleet: a host × release matrix of the hosts that
+//! migrated to, the snapshot of the database it ran on (taken before the next migration), and
+//! which is current. A fleet: a host × release matrix of the hosts that
 //! answered, what drifted, and the hosts that could not be read (a non-zero exit).
 
 use anyhow::Result;
@@ -34,13 +35,14 @@ pub fn run(cfg: &Config) -> Result<()> {
     let mut releases = snap.releases.clone();
     releases.sort_by(|a, b| b.name.cmp(&a.name));
     show!(
-        "{:<2}{:<18}{:<21}{:<18}{:<9}{:>10}  ALEMBIC",
+        "{:<2}{:<18}{:<21}{:<18}{:<9}{:>10}  {:<22}SNAPSHOT",
         "",
         "RELEASE",
         "STATE",
         "COMMIT",
         "AGE",
-        "ADDS"
+        "ADDS",
+        "ALEMBIC"
     );
     for r in &releases {
         let age = release::parse_name(&r.name)
@@ -71,15 +73,16 @@ pub fn run(cfg: &Config) -> Result<()> {
             .find(|(n, _)| n == &r.name)
             .map(|(_, kb)| format!("{:.1} MB", *kb as f64 / 1024.0))
             .unwrap_or_else(|| "?".to_string());
+        let dump = crate::deploy::dbsnap::of_release(&snap.dumps, &r.name)
+            .map(|d| format!("{} at {}", crate::deploy::dbsnap::bytes(d.size), d.revision))
+            .unwrap_or_default();
         show!(
-            "{:<2}{:<18}{:<21}{:<18}{:<9}{:>10}  {}",
-            mark,
-            r.name,
-            state,
-            r.commit,
-            age,
-            size,
-            r.revision
+            "{}",
+            format!(
+                "{:<2}{:<18}{:<21}{:<18}{:<9}{:>10}  {:<22}{dump}",
+                mark, r.name, state, r.commit, age, size, r.revision
+            )
+            .trim_end()
         );
     }
     if releases.is_empty() {
@@ -87,6 +90,13 @@ pub fn run(cfg: &Config) -> Result<()> {
     }
     show!("* = current: {}", snap.current.describe());
     show!("ADDS = what a release adds on disk beyond older releases (shared files counted once)");
+    if !snap.dumps.is_empty() {
+        show!(
+            "SNAPSHOT = the database as this release ran on it, taken before the next migration ({}/{}/, pruned with the release)",
+            cfg.root,
+            crate::contract::layout::DB_SNAPSHOTS
+        );
+    }
     for r in &releases {
         if let Some((result, why)) = snap.unrecorded(&r.name) {
             show!(

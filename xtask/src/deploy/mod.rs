@@ -11,6 +11,8 @@
 //! - [`drift`]: what the hosts must agree on (pure: roles with DEPLOY_SERVER, one release)
 //! - [`local`]: who deploys what, which files make a release, which must travel
 //! - [`checks`]: the local checks, beside the upload
+//! - [`migration`]: the migration lint before the lock; [`dbsnap`]: the database's facts, the
+//!   snapshot's free-space check and the snapshots as the server lists them
 //! - [`upload`]: rsync (or tar) into the seeded release
 //! - [`job`]: start, message, follow and re-attach to the server job ([`follower`]: the ssh
 //!   call that carries it; [`event`]: its events; [`reading`]: what the server's files say)
@@ -20,6 +22,7 @@
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
 
 pub mod checks;
+pub mod dbsnap;
 pub mod drift;
 pub mod entry;
 pub mod event;
@@ -30,6 +33,7 @@ pub mod list;
 pub mod local;
 pub mod lock;
 pub mod log;
+pub mod migration;
 pub mod pipeline;
 pub mod plan;
 pub mod reading;
@@ -61,6 +65,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
             redeploy,
             recheck,
             batch,
+            allow_unsafe_migration,
         } => pipeline::deploy(
             sh,
             &cfg,
@@ -71,6 +76,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
                 redeploy,
                 recheck,
                 batch: batch.unwrap_or(usize::MAX),
+                allow_unsafe_migration,
             },
         ),
         Deploy::List => list::run(&cfg),

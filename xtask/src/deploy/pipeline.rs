@@ -23,11 +23,14 @@ use anyhow::{anyhow, bail, Result};
 use xshell::Shell;
 
 use crate::config::Config;
+use crate::config::HostRole;
 use crate::contract::{JobResult, Message, Note, Phase};
 use crate::deploy::checks::Checks;
+use crate::deploy::dbsnap;
 use crate::deploy::fleet::{self, Member, Output};
 use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local::{self, Carrier, Transfer};
+use crate::deploy::migration;
 use crate::deploy::plan::{self, Asker, FleetDecision};
 use crate::deploy::reading::LockNow;
 use crate::deploy::report::{self, FleetPrinter, Printer};
@@ -46,6 +49,8 @@ pub struct Options {
     pub recheck: bool,
     /// Fleets: hosts that switch at once (1: rolling; `--parallel`: all).
     pub batch: usize,
+    /// The migration lint's refusals become warnings (deploy.log says so).
+    pub allow_unsafe_migration: bool,
 }
 
 pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<()> {
@@ -76,6 +81,24 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         }
         FleetDecision::Deploy(p) => p,
     };
+    // The migration lint (and the room for the snapshot), on the primary's database.
+    let snapshot = dbsnap::enabled(|k| std::env::var(k).ok())?;
+    let primary = plans.iter().position(|p| p.role == HostRole::Primary);
+    let lint = match primary.filter(|_| scope.backend()) {
+        Some(i) => migration::before_lock(
+            sh,
+            &migration::Ask {
+                cfg,
+                session: &sessions[i],
+                host: &snaps[i].host,
+                allow_unsafe: opts.allow_unsafe_migration,
+                dry_run: opts.dry_run,
+                snapshot,
+                upload_bytes: plans[i].need_mb * 1024 * 1024,
+            },
+        )?,
+        None => None,
+    };
     let token = plan::token();
     let asker = Asker {
         token: &token,
@@ -84,7 +107,14 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         commit: &local.commit,
         dirty: local.dirty,
     };
-    let calls: Vec<crate::remote::Call> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
+    let calls: Vec<crate::remote::Call> = plans
+        .iter()
+        .map(|p| {
+            let mut call = p.run_call(cfg, &asker);
+            dbsnap::plan_args(&mut call, opts.allow_unsafe_migration, snapshot);
+            call
+        })
+        .collect();
     if opts.dry_run {
         for ((host, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
             let lines = p.dry_run(
@@ -98,6 +128,9 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
                 crate::show!("{line}");
             }
         }
+        for line in lint.iter().flat_map(migration::dry_run_lines) {
+            crate::show!("{line}");
+        }
         if plans.len() > 1 {
             let roles: Vec<(&str, crate::config::HostRole)> = snaps
                 .iter()
@@ -109,7 +142,7 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
                 crate::deploy::plan::fleet_plan_line(&roles, opts.batch)
             );
         }
-        return Ok(());
+        return lint.as_ref().map_or(Ok(()), migration::dry_run_verdict);
     }
     let mut checks = checks.expect("started unless dry run");
     test_pause_before_lock();
@@ -210,6 +243,14 @@ impl Driver<'_> {
         self.members.len() > 1
     }
 
+    /// One host past `checked` whose job takes the snapshot of the database: the last step
+    /// before the migration, so an interrupt still stops it there (a fleet goes back anyway).
+    fn in_snapshot(&self) -> bool {
+        self.checked
+            && !self.fleet()
+            && self.members[0].job.step == Some(crate::contract::Step::Snapshot)
+    }
+
     fn run(&mut self) -> Result<()> {
         if self.fleet() {
             for i in 0..self.members.len() {
@@ -285,19 +326,24 @@ impl Driver<'_> {
                 self.rollout.back(&mut self.members, why, self.out.as_mut());
                 return;
             }
-            if self.checked {
+            if self.checked && !self.in_snapshot() {
                 return;
             }
             say_event!(
-                "{why}: telling {} to stop before the switch",
+                "{why}: telling {} to stop before the {}",
                 self.members
                     .iter()
                     .map(|m| m.name().to_string())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if self.checked {
+                    "migration"
+                } else {
+                    crate::contract::Step::Switch.name()
+                }
             );
         }
-        if self.checked {
+        if self.checked && !self.in_snapshot() {
             if self.fleet() {
                 self.rollout.back(&mut self.members, why, self.out.as_mut());
             }
@@ -329,7 +375,9 @@ impl Driver<'_> {
     }
 
     fn stage_name(&self) -> &'static str {
-        if self.checked {
+        if self.in_snapshot() {
+            "the snapshot of the database"
+        } else if self.checked {
             "the activation"
         } else if self.uploads.iter().all(|u| u.done) {
             "the local checks"
@@ -368,7 +416,7 @@ impl Driver<'_> {
             bail!("interrupted by {} (twice)", interrupt::describe());
         }
         let why = format!("{} during {}", interrupt::describe(), self.stage_name());
-        if self.checked && !self.fleet() {
+        if self.checked && !self.fleet() && !self.in_snapshot() {
             say_event!(
                 "{} received: the server already runs {} and completes it (the migration may have started); Ctrl-C again to stop watching",
                 interrupt::describe(),

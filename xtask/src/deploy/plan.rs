@@ -439,7 +439,11 @@ impl JobPlan {
             ),
             format!(
                 "  then on the server: prepare, {}switch, restart {}, health checks ({}s); on failure restore {}",
-                if scope.backend() { "migrate, " } else { "" },
+                if scope.backend() {
+                    "snapshot the database and migrate (when there is something to migrate), "
+                } else {
+                    ""
+                },
                 self.restart.join(", "),
                 cfg.health_timeout,
                 snap.current.name().unwrap_or("nothing (current is removed)")

@@ -69,15 +69,14 @@ impl Watcher for Printer {
                     } else {
                         format!(" [{}]", self.notes.join(", "))
                     };
-                    let ok = status == Some(StepStatus::Ok);
-                    let word = if ok { "ok" } else { "FAILED" };
+                    let word = step_word(status);
                     if self.open {
                         say!("{word} ({secs}s){notes}");
                         self.open = false;
                     } else {
                         self.line(host, &format!("    {} {word} ({secs}s){notes}", e.field(0)));
                     }
-                    if !ok && !e.field(3).is_empty() {
+                    if status != Some(StepStatus::Ok) && !e.field(3).is_empty() {
                         self.line(host, &format!("    {}", e.field(3)));
                     }
                     self.notes.clear();
@@ -204,6 +203,7 @@ impl Watcher for FleetPrinter {
             Some((known, status)) => {
                 let step = e.field(0).to_string();
                 let ok = status == StepStatus::Ok;
+                let word = step_word(Some(status));
                 self.ended.insert(
                     key(&step),
                     (ok, e.field(2).to_string(), e.field(3).to_string()),
@@ -226,11 +226,7 @@ impl Watcher for FleetPrinter {
                         "{}",
                         ui::step_line(
                             &format!("[{host}] {label}"),
-                            &format!(
-                                "{} ({}s){notes}",
-                                if ok { "ok" } else { "FAILED" },
-                                e.field(2)
-                            )
+                            &format!("{word} ({}s){notes}", e.field(2))
                         )
                     );
                     if !ok && !e.field(3).is_empty() {
@@ -356,10 +352,35 @@ pub fn fleet_summary(
     }
 }
 
+/// A step's end as its line says it: `ok`, `stopped` (the deployer stopped it: the snapshot),
+/// else `FAILED`.
+fn step_word(status: Option<StepStatus>) -> &'static str {
+    match status {
+        Some(StepStatus::Ok) => "ok",
+        Some(StepStatus::Stopped) => "stopped",
+        _ => "FAILED",
+    }
+}
+
 /// A short note for the step line, from a `note` event.
 fn note_text(e: &Event) -> Option<String> {
     let g = |i: usize| e.field(i);
     match e.note()? {
+        Note::Snapshot if g(1) == "taken" => {
+            let size = g(2).parse().map(crate::deploy::dbsnap::bytes);
+            Some(format!(
+                "{}, {}",
+                size.unwrap_or_else(|_| g(2).to_string()),
+                g(3)
+            ))
+        }
+        Note::Snapshot if g(1) == "none" => Some(format!("no snapshot: {}", g(2))),
+        Note::Snapshot if g(1) == "off" => Some(format!(
+            "no snapshot before it: {}=off",
+            crate::contract::DB_SNAPSHOT_ENV
+        )),
+        Note::Snapshot => None,
+        Note::PrunedSnapshots => Some(format!("{} snapshot(s) of the database with them", g(1))),
         Note::Seed if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
         Note::Seed if g(2) == "verified" && g(3) != "0" => {
             Some(format!("from {}, {} drifted file(s) left out", g(1), g(3)))

@@ -148,6 +148,8 @@ pub struct Snapshot {
     pub db: Result<String, String>,
     /// What each release adds on disk (kB), oldest first.
     pub sizes: Vec<(String, u64)>,
+    /// The snapshots of the database (`shared/db`), each by the release that ran on its data.
+    pub dumps: Vec<crate::deploy::dbsnap::Dump>,
 }
 
 impl Snapshot {
@@ -229,6 +231,7 @@ impl Snapshot {
             disk: reply.get("disk").map(str::to_string),
             db,
             sizes,
+            dumps: crate::deploy::dbsnap::Dump::all(reply),
         }
     }
 

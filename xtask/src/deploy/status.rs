@@ -1,6 +1,6 @@
 //! `cargo xtask deploy status [--follow]`: current (and exactly what is wrong with it), the
 //! units, the lock (live or stale), the disk, the database revision (or why it cannot be
-//! read), and the last deploy job; `--follow` re-attaches to the running job's events.
+//! read), the newest snapshot of the database, and the last deploy job; `--follow` re-attaches to the running job's events.
 
 use anyhow::Result;
 
@@ -87,6 +87,17 @@ fn print(dest: &str, root: &str, snap: &crate::deploy::snapshot::Snapshot) {
     match &snap.db {
         Ok(rev) => show!("database: alembic revision {rev}"),
         Err(why) => show!("database: revision unreadable: {why}"),
+    }
+    if let Some(d) = crate::deploy::dbsnap::newest(&snap.dumps) {
+        show!(
+            "snapshot: {}/{} ({}, revision {}, taken {} ago; {} snapshot(s) kept)",
+            root,
+            d.file(),
+            crate::deploy::dbsnap::bytes(d.size),
+            d.revision,
+            release::age(snap.now - d.created),
+            snap.dumps.len()
+        );
     }
     if let Some(j) = &snap.last_job {
         show!("last job: {}", last_job(j, snap.lock.as_ref(), root));

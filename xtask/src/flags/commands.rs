@@ -235,7 +235,8 @@ fn setup_server(args: Vec<String>) -> Result<Command, UsageError> {
 
 /// The flags of a deploy of all, the backend or the frontend.
 #[rustfmt::skip]
-const RELEASE: &[&str] = &["--dry-run", "--skip-local-checks", "--redeploy", "--recheck", "--batch", "--parallel"];
+const RELEASE: &[&str] = &["--dry-run", "--skip-local-checks", "--redeploy", "--recheck", "--batch", "--parallel",
+    "--allow-unsafe-migration"];
 
 #[rustfmt::skip]
 const DEPLOY: Cmd = Cmd {
@@ -246,6 +247,7 @@ const DEPLOY: Cmd = Cmd {
         flag("--skip-local-checks", Switch, "skip lint and tests (the build and the clean-tree check still run)"),
         flag("--redeploy", Switch, "make a new release even if current already runs this commit"),
         flag("--recheck", Switch, "run the local checks even if they passed for this tree before"),
+        flag("--allow-unsafe-migration", Switch, "let the migration lint's refusals through (deploy.log says so)"),
         flag("--force", Switch, "rollback: past a database migration; unlock: stop a live job"),
         flag("--yes", Switch, "unlock without asking"),
         flag("--follow", Switch, "status: follow the running (or last) deploy job to its end"),
@@ -279,6 +281,7 @@ const DEPLOY: Cmd = Cmd {
         ("DEPLOY_SSH_CONFIG", "ssh config file to use instead of ~/.ssh/config"),
         ("DEPLOY_HEALTH_TIMEOUT", "seconds to wait for health (default: 60)"),
         ("DEPLOY_KEEP", "successful releases to keep (default: 5)"),
+        ("DEPLOY_DB_SNAPSHOT", "off: no snapshot of the database before a migration (default: on)"),
     ],
     parse: deploy, ..NONE
 };
@@ -317,6 +320,7 @@ fn deploy(mut args: Vec<String>) -> Result<Command, UsageError> {
             redeploy: g.on("--redeploy"),
             recheck: g.on("--recheck"),
             batch,
+            allow_unsafe_migration: g.on("--allow-unsafe-migration"),
         },
     }))
 }

@@ -225,6 +225,8 @@ pub enum Deploy {
         recheck: bool,
         /// Fleets: hosts that switch at once (None: `--parallel`, all of them).
         batch: Option<usize>,
+        /// The migration lint's refusals become warnings (deploy.log says so).
+        allow_unsafe_migration: bool,
     },
     List,
     Rollback {

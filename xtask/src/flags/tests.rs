@@ -75,7 +75,8 @@ fn deploy_defaults_to_all() {
             skip_local_checks: false,
             redeploy: false,
             recheck: false,
-            batch: Some(1)
+            batch: Some(1),
+            allow_unsafe_migration: false,
         })
     );
     assert_eq!(
@@ -86,7 +87,8 @@ fn deploy_defaults_to_all() {
             skip_local_checks: false,
             redeploy: false,
             recheck: false,
-            batch: Some(1)
+            batch: Some(1),
+            allow_unsafe_migration: false,
         })
     );
     assert_eq!(
@@ -97,7 +99,8 @@ fn deploy_defaults_to_all() {
             skip_local_checks: false,
             redeploy: false,
             recheck: false,
-            batch: Some(1)
+            batch: Some(1),
+            allow_unsafe_migration: false,
         })
     );
 }

@@ -9,13 +9,16 @@ use crate::tools;
 
 pub use crate::remote::Call;
 
-/// What the release needs at run time (the spec's list plus sudo, which the drop-in needs).
+/// What the release needs at run time (the spec's list plus sudo, which the drop-in needs, and
+/// Debian's PostgreSQL client: the deploy job's pg_dump snapshots the database before a
+/// migration).
 pub const PACKAGES: &[&str] = &[
     "git",
     "nginx",
     "curl",
     "ca-certificates",
     "libpq5",
+    "postgresql-client",
     "rsync",
     "python3",
     "python3-venv",

@@ -19,6 +19,7 @@
 //! cargo may pass are accepted and ignored. A selection that matches nothing fails.
 
 mod client;
+mod database;
 mod demo;
 mod deploy;
 mod faults;
@@ -160,6 +161,13 @@ pub const UX: Group = Group {
     name: "ux",
     tag: 'u',
 };
+/// The database under a deploy: the migration lint before the lock, the snapshot before every
+/// migration, and the faults around it (it stops its database and mounts a small disk: its own
+/// machines).
+pub const DATABASE: Group = Group {
+    name: "database",
+    tag: 'b',
+};
 /// `cargo xtask demo`, under this run's own machine names.
 pub const DEMO: Group = Group {
     name: "demo",
@@ -180,6 +188,7 @@ pub const GROUPS: &[&Group] = &[
     &POWER,
     &FAULTS,
     &RESTARTS,
+    &DATABASE,
     &DEPLOY,
     &UX,
     &SECURITY,
@@ -382,6 +391,38 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(UX, ux::free_space_refusal_says_what_helps),
     scenario!(UX, ux::database_outage),
     scenario!(DEMO, demo::up_serves_and_down_cleans),
+    scenario!(
+        DATABASE,
+        database::a_backfilled_column_deploys_after_a_snapshot
+    ),
+    scenario!(
+        DATABASE,
+        database::a_dropped_column_is_refused_unless_the_migration_allows_it
+    ),
+    scenario!(
+        DATABASE,
+        database::allow_unsafe_migration_lets_it_through_and_says_so
+    ),
+    scenario!(
+        DATABASE,
+        database::ctrl_c_during_the_snapshot_stops_before_the_migration
+    ),
+    scenario!(
+        DATABASE,
+        database::sigkill_during_the_snapshot_stops_before_the_migration
+    ),
+    scenario!(
+        DATABASE,
+        database::sighup_during_the_snapshot_stops_before_the_migration
+    ),
+    scenario!(
+        DATABASE,
+        database::a_database_down_at_snapshot_time_is_refused_before_the_migration
+    ),
+    scenario!(
+        DATABASE,
+        database::a_disk_too_small_for_the_snapshot_is_refused_before_the_lock
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -407,6 +448,7 @@ pub struct Ctx {
     pub state_scratch: Option<xtask::scratch::Scratch>,
     pub client_scratch: Option<xtask::scratch::Scratch>,
     pub power_scratch: Option<xtask::scratch::Scratch>,
+    pub database_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
 }
@@ -424,6 +466,7 @@ impl Ctx {
             state_scratch: None,
             client_scratch: None,
             power_scratch: None,
+            database_scratch: None,
             fleet: None,
             web_scratch: None,
         })

@@ -32,6 +32,7 @@ fn snap(current: Current, releases: &[(&str, State)]) -> Snapshot {
         disk: None,
         db: Err("not asked".into()),
         sizes: vec![],
+        dumps: vec![],
     }
 }
 
@@ -137,7 +138,7 @@ fn a_plan_names_the_release_on_the_servers_clock_and_prunes() {
     );
     assert_eq!(lines[3], format!("      {r}"));
     assert_eq!(lines[4], "  upload: rsync into /opt/innercontext/releases/20261128T120000Z (seeded from current; only what changed travels)");
-    assert!(lines[5].starts_with("  then on the server: prepare, migrate, switch, restart innercontext, innercontext-pricing-worker, health checks ("), "{lines:?}");
+    assert!(lines[5].starts_with("  then on the server: prepare, snapshot the database and migrate (when there is something to migrate), switch, restart innercontext, innercontext-pricing-worker, health checks ("), "{lines:?}");
     assert_eq!(
         lines[6],
         "  after success: prune 20261128T100000Z, 20261128T100001Z"

@@ -265,4 +265,14 @@ fn notes_read_well() {
         n(&["pruned", "50", "A", "B"]).unwrap(),
         "pruned 50 releases, A to B"
     );
+    assert_eq!(
+        n(&["snapshot", "taken", "8123456", "A-0002.dump"]).unwrap(),
+        "7.7 MB, A-0002.dump"
+    );
+    assert_eq!(
+        n(&["snapshot", "off"]).unwrap(),
+        "no snapshot before it: DEPLOY_DB_SNAPSHOT=off"
+    );
+    assert_eq!(step_word(StepStatus::parse("stopped")), "stopped");
+    assert_eq!(step_word(StepStatus::parse("failed")), "FAILED");
 }

@@ -1,0 +1,707 @@
+//! The database under a deploy (issue 24): the migration lint before the lock, and the snapshot
+//! the job takes before every migration, on the test host's real PostgreSQL.
+//!
+//! Each scenario writes its own migrations into the scratch checkout as new revision files
+//! (chained to its head, each with a working downgrade), so the database of this group's
+//! machines moves forward with them: a scenario that needs something to migrate adds it if the
+//! database is at the checkout's head already.
+//!
+//! What must hold: a migration that adds and backfills a column deploys with a `snapshot` step
+//! whose dump is the app user's (0600, in a 0700 `shared/db`), recorded, listed, and readable by
+//! `pg_restore`; a migration that drops a column is refused before the lock (squawk's rule, its
+//! file), goes through with the allow comment, and with `--allow-unsafe-migration` (deploy.log
+//! says so); `--dry-run` prints the SQL; a Ctrl-C, SIGKILL or SIGHUP of the deployer while the
+//! job takes the snapshot stops it before the migration with its partial dump removed and the
+//! lock released; PostgreSQL down at snapshot time is refused naming host, port and cause; a
+//! disk too small for the snapshot is refused before the lock with the sizes.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::support::{
+    fresh, log_len, log_since, paused, resume, wait_quiet, Background, Scratch, Site, ROOT,
+};
+use crate::Ctx;
+
+const VERSIONS: &str = "backend/alembic/versions";
+const DB_DIR: &str = "/opt/innercontext/shared/db";
+
+/// This group's scratch checkout, with a current release on the site (a first deploy all).
+fn scratch(ctx: &mut Ctx) -> Result<(Site, &Scratch)> {
+    let site = ctx.site()?;
+    if ctx.database_scratch.is_none() {
+        let s = crate::support::scratch("database")?;
+        if site.current_opt()?.is_none() {
+            site.xtask(&s.dir, &["deploy", "all", "--skip-local-checks"])?
+                .ok()?;
+        }
+        ctx.database_scratch = Some(s);
+    }
+    Ok((site, ctx.database_scratch.as_ref().unwrap()))
+}
+
+/// SQL on the app's database, as postgres on the db machine; its output, trimmed.
+fn psql(site: &Site, sql: &str) -> Result<String> {
+    Ok(site
+        .db
+        .ssh(&[
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-qtAX",
+            "innercontext",
+            "-c",
+            sql,
+        ])?
+        .trim()
+        .to_string())
+}
+
+fn db_revision(site: &Site) -> Result<String> {
+    psql(site, "SELECT version_num FROM alembic_version")
+}
+
+/// The checkout's newest revision: (its number, its id). Ids are the file names.
+fn head(s: &Scratch) -> Result<(u32, String)> {
+    let mut best = (0, String::new());
+    for e in fs_err::read_dir(s.dir.join(VERSIONS))? {
+        let name = e?.file_name().to_string_lossy().to_string();
+        let Some(id) = name.strip_suffix(".py") else {
+            continue;
+        };
+        let Some(n) = id.get(..4).and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if n > best.0 {
+            best = (n, id.to_string());
+        }
+    }
+    ensure!(best.0 > 0, "no revision in {VERSIONS}");
+    Ok(best)
+}
+
+/// Write the next revision (`NNNN_e2e_SLUG`), chained to the checkout's head, with its body
+/// lines (four spaces in) and `header` above the revision id (an allow comment); its id.
+fn add_revision(
+    s: &Scratch,
+    slug: &str,
+    header: &str,
+    upgrade: &[&str],
+    downgrade: &[&str],
+) -> Result<String> {
+    let (n, down) = head(s)?;
+    let id = format!("{:04}_e2e_{slug}", n + 1);
+    let body = |lines: &[&str]| {
+        lines
+            .iter()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    s.write(
+        &format!("{VERSIONS}/{id}.py"),
+        &format!(
+            "\"\"\"An end-to-end migration: {slug}.\"\"\"\n\nimport sqlalchemy as sa\n\nfrom alembic import op\n\n{header}revision = \"{id}\"\ndown_revision = \"{down}\"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n{}\n\ndef downgrade() -> None:\n{}",
+            body(upgrade),
+            body(downgrade)
+        ),
+    )?;
+    Ok(id)
+}
+
+/// A column added by a migration the database has not run yet (one is written and committed
+/// when the database is at the checkout's head); the revision the database is at.
+fn pending_migration(site: &Site, s: &Scratch) -> Result<String> {
+    let at = db_revision(site)?;
+    let (n, head) = head(s)?;
+    if at == head {
+        let column = format!("pending_{}", n + 1);
+        add_revision(
+            s,
+            &column,
+            "",
+            &[&format!(
+                "op.add_column(\"products\", sa.Column(\"{column}\", sa.Text(), nullable=True))"
+            )],
+            &[&format!("op.drop_column(\"products\", \"{column}\")")],
+        )?;
+        s.commit(&format!("a pending migration: {column}"))?;
+    }
+    Ok(at)
+}
+
+/// What must not change when a deploy is refused before the lock: releases, deploy.log,
+/// current, the lock, the database's revision, the snapshots.
+#[derive(Debug, PartialEq, Eq)]
+struct Untouched {
+    releases: Vec<String>,
+    log: usize,
+    current: String,
+    locked: bool,
+    revision: String,
+    snapshots: String,
+}
+
+fn untouched(site: &Site) -> Result<Untouched> {
+    Ok(Untouched {
+        releases: site.releases()?,
+        log: log_len(site)?,
+        current: site.current()?,
+        locked: site.locked()?,
+        revision: db_revision(site)?,
+        snapshots: snapshots(site)?,
+    })
+}
+
+/// `shared/db` as a listing: every file with its mode, owner, size and time.
+fn snapshots(site: &Site) -> Result<String> {
+    site.sh(&format!(
+        "cd {DB_DIR} 2>/dev/null && find . -mindepth 1 -printf '%P %m %u %s %T@\\n' | sort || true"
+    ))
+}
+
+/// The step lines of a run: `==> NAME ...` for NAME (the first one), or an error with the run.
+fn step_line<'a>(out: &'a str, name: &str) -> Result<&'a str> {
+    out.lines()
+        .find(|l| l.starts_with(&format!("==> {name}")))
+        .with_context(|| format!("no step line '{name}':\n{out}"))
+}
+
+/// A migration that adds a column and backfills it: `--dry-run` prints its SQL and changes
+/// nothing; the deploy lints it, takes a snapshot (its own step line, with size and time) into
+/// `shared/db/<release that ran on the data>-<its revision>.dump` (0600 in a 0700 directory, the
+/// app user's, recorded with its sha256), then migrates; `deploy list` and `status` show the
+/// snapshot, and pg_restore reads it.
+pub fn a_backfilled_column_deploys_after_a_snapshot(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let before = site.current()?;
+    let from = db_revision(&site)?;
+    ensure!(
+        head(s)?.1 == from,
+        "the database is not at the checkout's head ({from})"
+    );
+    psql(
+        &site,
+        "INSERT INTO products (name) VALUES ('e2e backfill one'), ('e2e backfill two')",
+    )?;
+    let rev = add_revision(
+        s,
+        "note",
+        "",
+        &[
+            "op.add_column(\"products\", sa.Column(\"note\", sa.Text(), nullable=True))",
+            "op.execute(\"UPDATE products SET note = 'was ' || name\")",
+        ],
+        &["op.drop_column(\"products\", \"note\")"],
+    )?;
+    s.commit("a column and its backfill")?;
+
+    // The dry run: the SQL that would run, and nothing changed.
+    let quiet = untouched(&site)?;
+    let dry = site.xtask(
+        &s.dir,
+        &["deploy", "backend", "--skip-local-checks", "--dry-run"],
+    )?;
+    let out = dry.all();
+    println!("--- the dry run:\n{out}");
+    ensure!(dry.status.success(), "the dry run failed:\n{out}");
+    ensure!(
+        out.contains("ALTER TABLE products ADD COLUMN note TEXT")
+            && out.contains("UPDATE products SET note = 'was ' || name")
+            && out.contains(&format!("-- {rev} (alembic/versions/{rev}.py)")),
+        "the dry run does not print the migration's SQL:\n{out}"
+    );
+    ensure!(untouched(&site)? == quiet, "the dry run changed the server");
+
+    let run = site
+        .xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+        .ok()?;
+    let out = run.all();
+    println!("--- the deploy of a column and its backfill:\n{out}");
+    let release = run.release().context("no release named")?;
+    let lint = step_line(&out, "lint the migrations")?;
+    ensure!(
+        lint.contains("ok (") && lint.contains(&format!("1 revision from {from} to {rev}")),
+        "the lint's step line: {lint}"
+    );
+    let name = format!("{before}-{from}");
+    let snap = step_line(&out, "snapshot the database")?;
+    ensure!(
+        snap.contains(" ok (") && snap.contains(&format!("{name}.dump")) && snap.contains("B, "),
+        "the snapshot's step line does not say ok, its size and its file: {snap}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix));
+    ensure!(
+        at("==> snapshot the database") < at("==> migrate the database")
+            && at("==> lint the migrations") < at("==> lock "),
+        "the steps are out of order:\n{out}"
+    );
+    ensure!(db_revision(&site)? == rev, "the database did not migrate");
+    ensure!(
+        psql(&site, "SELECT count(*) FROM products WHERE note IS NULL")? == "0",
+        "the backfill did not run"
+    );
+
+    // The file: the app user's, private, whole, recorded; pg_restore reads it.
+    let dump = format!("{DB_DIR}/{name}.dump");
+    let facts = site.sh(&format!(
+        "stat -c '%a %U %F' {DB_DIR} {dump}; sha256sum {dump} | cut -d' ' -f1; cat {DB_DIR}/{name}.record; \
+         ls -A {DB_DIR} | grep -c '\\.tmp\\.' || true; find {ROOT}/jobs -name pgpass | wc -l"
+    ))?;
+    let f: Vec<&str> = facts.lines().collect();
+    ensure!(
+        f.first() == Some(&"700 innercontext directory")
+            && f.get(1) == Some(&"600 innercontext regular file"),
+        "shared/db or its dump is not private to the app user:\n{facts}"
+    );
+    let sum = f.get(2).copied().unwrap_or("");
+    ensure!(
+        facts.contains(&format!("sha256={sum}"))
+            && facts.contains(&format!("revision={from}"))
+            && facts.contains(&format!("release={before}"))
+            && f.iter().rev().nth(1) == Some(&"0")
+            && f.last() == Some(&"0"),
+        "the record does not match the dump, or a temporary or password file stayed:\n{facts}"
+    );
+    let toc = site.sh(&format!(
+        "runuser -u innercontext -- pg_restore --list {dump}"
+    ))?;
+    ensure!(
+        toc.contains("TABLE public products") && toc.contains("TABLE DATA public products"),
+        "pg_restore --list does not read the snapshot:\n{toc}"
+    );
+    let leaked = site.sh(&format!(
+        "grep -rl -- '{}' {ROOT}/jobs {DB_DIR} 2>/dev/null | head -n 3 || true",
+        xtask::testhost::DB_PASSWORD
+    ))?;
+    ensure!(
+        leaked.trim().is_empty(),
+        "the database password is in the job's files: {leaked}"
+    );
+
+    let list = site.xtask(&s.dir, &["deploy", "list"])?.ok()?;
+    println!("--- deploy list:\n{}", list.stdout);
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.contains(&before))
+        .unwrap_or("");
+    ensure!(
+        row.ends_with(&format!("B at {from}")) && list.stdout.contains("SNAPSHOT"),
+        "deploy list does not show {before}'s snapshot: {row}\n{}",
+        list.stdout
+    );
+    let status = site.xtask(&s.dir, &["deploy", "status"])?.ok()?;
+    println!("--- deploy status:\n{}", status.stdout);
+    ensure!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("snapshot:") && l.contains(&format!("{name}.dump"))),
+        "deploy status does not show the newest snapshot:\n{}",
+        status.stdout
+    );
+    ensure!(site.current()? == release);
+    site.assert_serving()
+}
+
+/// A migration that drops a column is refused before the lock, naming squawk's rule and the
+/// file, and nothing changes on the server; with the allow comment (and its reason) in the
+/// migration, the same drop goes through.
+pub fn a_dropped_column_is_refused_unless_the_migration_allows_it(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let at = pending_free(&site, s)?;
+    psql(
+        &site,
+        "ALTER TABLE products ADD COLUMN IF NOT EXISTS e2e_doomed TEXT",
+    )?;
+    let drop = ["op.drop_column(\"products\", \"e2e_doomed\")"];
+    let back = ["op.add_column(\"products\", sa.Column(\"e2e_doomed\", sa.Text(), nullable=True))"];
+    let rev = add_revision(s, "drop_doomed", "", &drop, &back)?;
+    s.commit("drop a column")?;
+    let quiet = untouched(&site)?;
+    let run = site
+        .xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+        .failed()?;
+    let out = run.all();
+    println!("--- a refused drop:\n{out}");
+    let file = format!("alembic/versions/{rev}.py");
+    let refused = out
+        .lines()
+        .find(|l| l.contains("refused:") && l.contains("ban-drop-column"))
+        .with_context(|| format!("no refusal naming squawk's rule:\n{out}"))?;
+    ensure!(
+        refused.contains(&file) && refused.contains("DROP COLUMN e2e_doomed"),
+        "the refusal does not name the file and the statement: {refused}"
+    );
+    ensure!(
+        step_line(&out, "lint the migrations")?.contains("refused (")
+            && !out.contains("==> lock ")
+            && out.contains("nothing was changed"),
+        "the deploy was not stopped before the lock:\n{out}"
+    );
+    ensure!(
+        untouched(&site)? == quiet,
+        "a refused migration changed the server:\n{out}"
+    );
+
+    // The same drop, allowed by the migration itself.
+    s.undo()?;
+    let rev = add_revision(
+        s,
+        "drop_doomed",
+        "# migration-lint: allow ban-drop-column -- no release reads products.e2e_doomed\n",
+        &drop,
+        &back,
+    )?;
+    s.commit("drop a column, allowed")?;
+    let run = site
+        .xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+        .ok()?;
+    let out = run.all();
+    ensure!(
+        step_line(&out, "lint the migrations")?.contains(" ok (")
+            && out.contains("Allowed by the migration: no release reads products.e2e_doomed"),
+        "the allowed drop does not say it was allowed:\n{out}"
+    );
+    ensure!(
+        db_revision(&site)? == rev,
+        "the database is not at {rev} (from {at})"
+    );
+    ensure!(
+        !site.last_log()?.contains("lint=allow-unsafe"),
+        "deploy.log says the lint was overridden: {}",
+        site.last_log()?
+    );
+    site.assert_serving()
+}
+
+/// `--allow-unsafe-migration` lets a refused migration through, says so on the refused
+/// statement's line, and the job's deploy.log line says `lint=allow-unsafe`.
+pub fn allow_unsafe_migration_lets_it_through_and_says_so(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    pending_free(&site, s)?;
+    psql(
+        &site,
+        "ALTER TABLE products ADD COLUMN IF NOT EXISTS e2e_unsafe TEXT",
+    )?;
+    let rev = add_revision(
+        s,
+        "drop_unsafe",
+        "",
+        &["op.drop_column(\"products\", \"e2e_unsafe\")"],
+        &["op.add_column(\"products\", sa.Column(\"e2e_unsafe\", sa.Text(), nullable=True))"],
+    )?;
+    s.commit("drop a column, unsafe")?;
+    let run = site
+        .xtask(
+            &s.dir,
+            &[
+                "deploy",
+                "backend",
+                "--skip-local-checks",
+                "--allow-unsafe-migration",
+            ],
+        )?
+        .ok()?;
+    let out = run.all();
+    println!("--- --allow-unsafe-migration:\n{out}");
+    ensure!(
+        out.lines().any(|l| l.starts_with("warning:")
+            && l.contains("ban-drop-column")
+            && l.contains("let through by --allow-unsafe")),
+        "the let-through refusal is not a warning:\n{out}"
+    );
+    ensure!(db_revision(&site)? == rev);
+    let last = site.last_log()?;
+    ensure!(
+        last.contains("result=success") && last.split(' ').any(|w| w == "lint=allow-unsafe"),
+        "deploy.log does not say the lint was overridden: {last}"
+    );
+    site.assert_serving()
+}
+
+/// The database at the checkout's head (an earlier scenario's pending migration deployed
+/// first, without a snapshot if need be); its revision.
+fn pending_free(site: &Site, s: &Scratch) -> Result<String> {
+    let at = db_revision(site)?;
+    if head(s)?.1 != at {
+        let mut cmd = site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]);
+        cmd.env("DEPLOY_DB_SNAPSHOT", "off");
+        crate::support::Run::capture(cmd)?.ok()?;
+    }
+    db_revision(site)
+}
+
+/// How the deployer is struck while the job takes the snapshot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strike {
+    /// A terminal's Ctrl-C: SIGINT to its whole process group.
+    Interrupt,
+    /// SIGKILL to the deployer: it says nothing more; the job hears silence.
+    Kill,
+    /// A closed terminal: SIGHUP to the process group.
+    Hangup,
+}
+
+/// The deployer struck while the job is in its snapshot (held there by the test pause, with
+/// pg_dump's output written beside its final name): the job stops before the migration, the
+/// partial dump is removed, the lock is released, current and the database are as they were.
+fn strike_during_the_snapshot(ctx: &mut Ctx, strike: Strike) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let at = pending_migration(&site, s)?;
+    let cur = site.current()?;
+    let from = log_len(&site)?;
+    let files = snapshots(&site)?;
+    let log = s.sidecar("strike.log");
+    let mut cmd = site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]);
+    cmd.env("INNERCONTEXT_TEST_PAUSE_AT", "snapshot");
+    // Its own process group, like a shell job in a terminal: the group's signals reach it.
+    cmd.process_group(0);
+    let mut bg = Background::start(cmd, &log)?;
+    let pid = bg.child.id();
+    let held = (|| -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let paused = site.sh(&format!(
+                "cat {ROOT}/.deploy.lock/paused 2>/dev/null || true"
+            ))?;
+            if paused.trim() == "snapshot" {
+                break;
+            }
+            if let Some(status) = bg.child.try_wait()? {
+                bail!(
+                    "the deploy ended ({status}) before its snapshot:\n{}",
+                    bg.output()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the job never paused in its snapshot:\n{}",
+                bg.output()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The dump is there, beside its final name.
+        let partial = site.sh(&format!(
+            "find {DB_DIR} -maxdepth 1 -name '.*.dump.tmp.*' -size +0 -printf '%f\\n'"
+        ))?;
+        ensure!(
+            !partial.trim().is_empty(),
+            "no dump written beside its final name while the job is in its snapshot"
+        );
+        let token = site.sh(&format!("sed -n 's/^token=//p' {ROOT}/.deploy.lock/info"))?;
+        Ok(token.trim().to_string())
+    })();
+    let token = match held {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = bg.signal("KILL");
+            return Err(e);
+        }
+    };
+    let kill = |args: &[&str]| crate::support::run_ok(Command::new("kill").args(args), "kill");
+    match strike {
+        Strike::Interrupt => kill(&["-INT", "--", &format!("-{pid}")])?,
+        Strike::Hangup => kill(&["-HUP", "--", &format!("-{pid}")])?,
+        Strike::Kill => kill(&["-KILL", &pid.to_string()])?,
+    };
+    let (status, out) = bg.wait(Duration::from_secs(120))?;
+    println!("--- the deployer struck during the snapshot:\n{out}");
+    ensure!(!status.success(), "the deployer succeeded:\n{out}");
+    wait_quiet(&site, Duration::from_secs(60)).with_context(|| out.clone())?;
+    let events = site.sh(&format!("cat {ROOT}/jobs/{token}/events"))?;
+    ensure!(
+        events.contains("\tstep\tsnapshot\tstopped\t")
+            && !events.contains("\tstep\tmigrate\tstart"),
+        "the job did not stop in its snapshot, before the migration:\n{events}\n--- deployer:\n{out}"
+    );
+    ensure!(
+        snapshots(&site)? == files,
+        "shared/db changed (a partial or new dump):\nbefore:\n{files}\nafter:\n{}",
+        snapshots(&site)?
+    );
+    ensure!(
+        site.sh(&format!(
+            "test -e {ROOT}/jobs/{token}/pgpass && echo left || echo gone"
+        ))?
+        .trim()
+            == "gone",
+        "the password file stayed in the job's directory"
+    );
+    ensure!(db_revision(&site)? == at, "the database migrated");
+    ensure!(site.current()? == cur, "current moved");
+    let logged = log_since(&site, from)?;
+    ensure!(
+        logged.len() == 1
+            && logged[0].1 == "interrupted"
+            && logged[0]
+                .2
+                .contains("during the snapshot, before the migration"),
+        "deploy.log does not say the job stopped during the snapshot:\n{logged:#?}"
+    );
+    ensure!(site.state(&logged[0].0)? == "failed");
+    if strike != Strike::Kill {
+        ensure!(
+            out.contains("stop before the migration") && out.contains("interrupted"),
+            "the deployer does not say it stopped the job before the migration:\n{out}"
+        );
+    }
+    site.assert_serving()
+}
+
+pub fn ctrl_c_during_the_snapshot_stops_before_the_migration(ctx: &mut Ctx) -> Result<()> {
+    strike_during_the_snapshot(ctx, Strike::Interrupt)
+}
+
+pub fn sigkill_during_the_snapshot_stops_before_the_migration(ctx: &mut Ctx) -> Result<()> {
+    strike_during_the_snapshot(ctx, Strike::Kill)
+}
+
+pub fn sighup_during_the_snapshot_stops_before_the_migration(ctx: &mut Ctx) -> Result<()> {
+    strike_during_the_snapshot(ctx, Strike::Hangup)
+}
+
+/// PostgreSQL stopped when the job comes to its snapshot (held in prepare while it is stopped):
+/// refused before the migration, naming the database's host, port and the cause; current and
+/// the lock as they were.
+pub fn a_database_down_at_snapshot_time_is_refused_before_the_migration(
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    pending_migration(&site, s)?;
+    let cur = site.current()?;
+    let from = log_len(&site)?;
+    let p = paused(
+        &site,
+        s,
+        "prepare",
+        &["deploy", "backend", "--skip-local-checks"],
+    )?;
+    let release = p.release.clone();
+    site.db.ssh(&["systemctl", "stop", "postgresql"])?;
+    let result = (|| -> Result<()> {
+        // Down when nothing answers on its port.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while site
+            .db
+            .ssh(&[
+                "bash",
+                "-c",
+                "pg_isready -q -h 127.0.0.1 && echo up || echo down",
+            ])?
+            .trim()
+            == "up"
+        {
+            ensure!(Instant::now() < deadline, "PostgreSQL did not stop");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        resume(&site)?;
+        let (status, out) = p.bg.wait(Duration::from_secs(180))?;
+        println!("--- the database down at snapshot time:\n{out}");
+        ensure!(!status.success(), "the deploy succeeded:\n{out}");
+        let db = format!("{}:5432", site.db.ip);
+        let last = out
+            .lines()
+            .rev()
+            .find(|l| l.contains(&release) && l.contains("failed"))
+            .with_context(|| format!("no last line for {release}:\n{out}"))?;
+        ensure!(
+            last.contains(&db)
+                && last.contains("refused")
+                && last.contains("snapshot")
+                && last.contains("nothing was migrated")
+                && last.contains("current was not touched"),
+            "the last line does not name {db}, the cause and that nothing was migrated: {last}"
+        );
+        ensure!(
+            step_line(&out, "snapshot the database")?.contains("FAILED"),
+            "{out}"
+        );
+        wait_quiet(&site, Duration::from_secs(60))?;
+        ensure!(site.current()? == cur, "current moved");
+        ensure!(site.state(&release)? == "failed");
+        let logged = log_since(&site, from)?;
+        ensure!(
+            logged.len() == 1 && logged[0].1 == "failed" && logged[0].2.contains(&db),
+            "{logged:#?}"
+        );
+        Ok(())
+    })();
+    site.db.ssh(&["systemctl", "start", "postgresql"])?;
+    result?;
+    // The API is back once its database is.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.get("/api/health-check")?.0 != 200 {
+        ensure!(Instant::now() < deadline, "the API did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    site.assert_serving()
+}
+
+/// A disk too small for the snapshot (a small tmpfs as `shared/db`): refused before the lock
+/// with the database's size and the room there, nothing changed; with `DEPLOY_DB_SNAPSHOT=off`
+/// the deploy migrates without one, and its deploy.log line says `snapshot=off`.
+pub fn a_disk_too_small_for_the_snapshot_is_refused_before_the_lock(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let at = pending_migration(&site, s)?;
+    let size: u64 = psql(&site, "SELECT pg_database_size('innercontext')")?.parse()?;
+    let room_kb = size / 1024 / 4;
+    site.sh(&format!(
+        "set -e; install -d -o innercontext -g innercontext -m 0700 {DB_DIR}; mount -t tmpfs -o size={room_kb}k,mode=0700 tmpfs {DB_DIR}; chown innercontext: {DB_DIR}"
+    ))?;
+    let result = (|| -> Result<()> {
+        let quiet = untouched(&site)?;
+        let run = site
+            .xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+            .failed()?;
+        let out = run.all();
+        println!("--- a disk too small for the snapshot:\n{out}");
+        let error = out
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .with_context(|| format!("no error line:\n{out}"))?;
+        ensure!(
+            error.contains("no room for the snapshot")
+                && error.contains("needs up to")
+                && error.contains("are free there")
+                && error.contains("DEPLOY_DB_SNAPSHOT=off")
+                && !out.contains("==> lock "),
+            "not refused before the lock with the sizes: {error}\n{out}"
+        );
+        ensure!(untouched(&site)? == quiet, "the refusal changed the server");
+        // Without a snapshot it goes through, and says so.
+        let mut cmd = site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]);
+        cmd.env("DEPLOY_DB_SNAPSHOT", "off");
+        let run = crate::support::Run::capture(cmd)?.ok()?;
+        let out = run.all();
+        ensure!(
+            !out.contains("==> snapshot the database")
+                && step_line(&out, "migrate the database")?
+                    .contains("no snapshot before it: DEPLOY_DB_SNAPSHOT=off"),
+            "{out}"
+        );
+        ensure!(db_revision(&site)? != at, "the database did not migrate");
+        let last = site.last_log()?;
+        ensure!(
+            last.contains("result=success") && last.split(' ').any(|w| w == "snapshot=off"),
+            "deploy.log does not say there was no snapshot: {last}"
+        );
+        Ok(())
+    })();
+    let back = site.sh(&format!("umount {DB_DIR} || umount -l {DB_DIR}"));
+    result?;
+    back?;
+    site.assert_serving()
+}

@@ -18,7 +18,7 @@ pub struct GroupEnd<'a> {
     pub log: &'a str,
 }
 
-/// The run's last lines (each failure with the first lines of its error, each group that
+/// The run's last lines (each failure with the first and last lines of its error, each group that
 /// failed with no failed scenario to say why, what was left behind, then `N passed, N
 /// failed`) and whether the run passed: no scenario failed, every group's process ended
 /// well, nothing was left behind.
@@ -30,8 +30,15 @@ pub fn verdict(
     let mut lines = Vec::new();
     for s in scenarios {
         if let Some(e) = s.error {
-            let head: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).take(3).collect();
-            lines.push(format!("FAIL {}: {}", s.label, head.join(" | ")));
+            // Its first line (what failed) and its last two (where a command's output ends
+            // with its error).
+            let all: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+            let mut shown: Vec<&str> = all.iter().take(1).copied().collect();
+            if all.len() > 3 {
+                shown.push("…");
+            }
+            shown.extend(all.iter().skip(1.max(all.len().saturating_sub(2))));
+            lines.push(format!("FAIL {}: {}", s.label, shown.join(" | ")));
         }
     }
     // A group whose scenarios all passed but whose process failed: a teardown that failed, a
@@ -117,7 +124,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "FAIL [state] state::a: one | two | three",
+                "FAIL [state] state::a: one | … | three | four",
                 "1 passed, 1 failed"
             ]
         );

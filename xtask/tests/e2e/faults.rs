@@ -91,12 +91,12 @@ struct Snapshot {
 }
 
 /// Every path under shared/ that a deploy must never change (env files and their directories;
-/// not the uv cache, the virtualenvs or the assets, which deploys fill), with mode, owner,
-/// group, size and content hash.
+/// not the uv cache, the virtualenvs, the assets or the database snapshots, which deploys fill),
+/// with mode, owner, group, size and content hash.
 fn snapshot(site: &Site) -> Result<Snapshot> {
     let out = site.sh(&format!(
-        "cd {ROOT}/shared && find . \\( -path ./uv-cache -o -path ./venvs -o -path ./assets \\) -prune -o -printf '%p %m %u %g %s %y\\n' | sort && \
-         find . \\( -path ./uv-cache -o -path ./venvs -o -path ./assets \\) -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum && \
+        "cd {ROOT}/shared && find . \\( -path ./uv-cache -o -path ./venvs -o -path ./assets -o -path ./db \\) -prune -o -printf '%p %m %u %g %s %y\\n' | sort && \
+         find . \\( -path ./uv-cache -o -path ./venvs -o -path ./assets -o -path ./db \\) -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum && \
          echo lines=$(wc -l < {ROOT}/deploy.log) && echo current=$(readlink {ROOT}/current || true)"
     ))?;
     let log_lines = out

@@ -279,6 +279,36 @@ pub fn env_file_is_never_read_by_root(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// What a job writes is private: `jobs/` and each job's directory 0700 (tool output, journal
+/// tails, events), deploy.log 0640, all the app user's (docs/security.md promises it).
+pub fn job_files_are_private(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let out = site.sh(&format!(
+        "stat -c '%a %U %n' {ROOT}/jobs {ROOT}/jobs/* {ROOT}/deploy.log"
+    ))?;
+    let mut jobs = 0;
+    for line in out.lines() {
+        let mut w = line.splitn(3, ' ');
+        let (mode, owner, path) = (
+            w.next().unwrap_or(""),
+            w.next().unwrap_or(""),
+            w.next().unwrap_or(""),
+        );
+        let want = if path.ends_with("/deploy.log") {
+            "640"
+        } else {
+            jobs += 1;
+            "700"
+        };
+        ensure!(
+            mode == want && owner == "innercontext",
+            "{path} is {mode} {owner}, want {want} innercontext:\n{out}"
+        );
+    }
+    ensure!(jobs >= 2, "no job directory under {ROOT}/jobs:\n{out}");
+    Ok(())
+}
+
 /// `systemd-analyze security` rates every service "OK" (at most 3.0) on the test host, and the
 /// hardened units still serve: pages, API reads and writes, the worker's loop.
 pub fn units_are_hardened(ctx: &mut Ctx) -> Result<()> {

@@ -557,24 +557,35 @@ pub fn logs_follow_a_restart(ctx: &mut Ctx) -> Result<()> {
 pub fn cli_refuses_bad_words_up_front(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = support::scratch("ux-cli")?;
-    for (args, expect) in [
+    // (arguments, the one error line, the exit status: 2 for a usage error, 1 for a value
+    // the grammar allows but the command refuses)
+    for (args, expect, code) in [
         (
             vec!["deploy", "rollback", "--", "-rf"],
             "not a release name",
+            1,
         ),
         (
             vec!["deploy", "rollback", "-rf"],
             "unknown flag '-rf' for 'deploy rollback'",
+            2,
         ),
-        (vec!["logs", "nginx"], "unknown unit 'nginx'"),
-        (vec!["logs", "--since", "$(id)"], "invalid --since"),
-        (vec!["logs", "-n", "100001"], "invalid -n"),
+        (vec!["logs", "nginx"], "unknown unit 'nginx'", 2),
+        (vec!["logs", "--since", "$(id)"], "invalid --since", 2),
+        (vec!["logs", "-n", "100001"], "invalid -n", 2),
         (
             vec!["logs", "--host", "elsewhere"],
             "is not a host of DEPLOY_SERVER",
+            1,
         ),
     ] {
         let run = site.xtask(&s.dir, &args)?.failed()?;
+        ensure!(
+            run.status.code() == Some(code),
+            "{args:?}: exit status {:?}, want {code}:\n{}",
+            run.status.code(),
+            run.all()
+        );
         let errors: Vec<&str> = run
             .stderr
             .lines()

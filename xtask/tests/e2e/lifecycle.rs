@@ -504,6 +504,54 @@ pub fn status_follow_reattaches(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Ctrl-C twice after the point of no return, as a terminal sends it (to the deployer's whole
+/// process group): the first says the server completes the deploy and keeps watching, the
+/// second stops watching (exit 130) without stopping the job, which finishes by itself.
+pub fn a_second_ctrl_c_stops_watching_and_the_job_finishes(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let css = s.read("frontend/src/app.css")?;
+    s.write("frontend/src/app.css", &format!("{css}\n/* twice */\n"))?;
+    s.commit("a deploy to stop watching")?;
+    let mut p = paused(
+        &site,
+        s,
+        "health",
+        &["deploy", "all", "--skip-local-checks"],
+    )?;
+    let group = format!("-{}", p.bg.child.id());
+    let interrupt = || {
+        crate::support::run_ok(
+            std::process::Command::new("kill").args(["-INT", "--", &group]),
+            "kill",
+        )
+    };
+    interrupt()?;
+    p.bg.wait_for("Ctrl-C again to stop watching", Duration::from_secs(60))?;
+    ensure!(
+        p.bg.child.try_wait()?.is_none(),
+        "the first Ctrl-C after the switch ended the deployer:\n{}",
+        p.bg.output()
+    );
+    interrupt()?;
+    let (status, out) = p.bg.wait(Duration::from_secs(60))?;
+    ensure!(
+        status.code() == Some(130)
+            && out.contains("stopped watching: the job on")
+            && out.contains("(twice)"),
+        "want exit 130 and the job left running ({status}):\n{out}"
+    );
+    resume(&site)?;
+    wait_quiet(&site, Duration::from_secs(120))?;
+    let last = site.last_log()?;
+    ensure!(
+        last.contains(&format!("release={}", p.release)) && last.contains("result=success"),
+        "the job did not finish by itself: {last}"
+    );
+    ensure!(site.current()? == p.release, "current is not {}", p.release);
+    Ok(())
+}
+
 /// The boot-time check: with `current` on a release that was never marked succeeded (a power
 /// loss right after a switch), or whose files no longer match its seal (truncated on disk),
 /// the check puts back the newest intact succeeded release and logs it; a fine current is

@@ -336,6 +336,10 @@ const SCENARIOS: &[Scenario] = &[
         lifecycle::a_deploy_landing_meanwhile_is_not_reverted
     ),
     scenario!(LIFECYCLE, lifecycle::status_follow_reattaches),
+    scenario!(
+        LIFECYCLE,
+        lifecycle::a_second_ctrl_c_stops_watching_and_the_job_finishes
+    ),
     scenario!(LIFECYCLE, lifecycle::boot_check_restores_an_intact_release),
     scenario!(STATE, state::a_job_killed_in_prepare_is_taken_over),
     scenario!(

@@ -515,6 +515,8 @@ pub fn paused(site: &Site, s: &Scratch, step: &str, args: &[&str]) -> Result<Pau
     let log = s.sidecar(&format!("paused-{step}.log"));
     let mut cmd = site.command(&s.dir, args);
     cmd.env("INNERCONTEXT_TEST_PAUSE_AT", step);
+    // Its own process group, like a shell job in a terminal: a group signal reaches it alone.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut bg = Background::start(cmd, &log)?;
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {

@@ -313,12 +313,15 @@ pub fn lock_conflict(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = scratch(ctx)?;
     s.commit("another release")?;
-    let log = s.sidecar("first.log");
-    let mut first = Background::start(
-        site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]),
-        &log,
+    // The first deploy is held before prepare (the test hook), so it still holds the lock
+    // however long the second one takes to reach it (the migration lint alone takes seconds:
+    // racing a 7 s deploy, the second once found the lock free and succeeded).
+    let first = crate::support::paused(
+        &site,
+        s,
+        "prepare",
+        &["deploy", "backend", "--skip-local-checks"],
     )?;
-    first.wait_for("==> upload", Duration::from_secs(120))?;
     ensure!(site.locked()?, "the first deploy holds no lock");
     let second = deploy(&site, s, &["backend", "--skip-local-checks", "--redeploy"])?.failed()?;
     let msg = second.all();
@@ -328,7 +331,8 @@ pub fn lock_conflict(ctx: &mut Ctx) -> Result<()> {
             && msg.contains("ago"),
         "{msg}"
     );
-    let (status, out) = first.wait(Duration::from_secs(300))?;
+    crate::support::resume(&site)?;
+    let (status, out) = first.bg.wait(Duration::from_secs(300))?;
     ensure!(status.success(), "the first deploy failed:\n{out}");
     ensure!(!site.locked()?);
     Ok(())

@@ -139,17 +139,7 @@ impl Fleets {
             });
         }
         ui::step("setup-server on every fleet", || {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = sides
-                    .iter()
-                    .map(|side| s.spawn(move || side.setup_server()))
-                    .collect();
-                for h in handles {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("setup-server panicked")))?;
-                }
-                Ok(())
-            })
+            super::side::setup_all(sides.iter())
         })?;
         for side in &sides {
             for m in &side.hosts {

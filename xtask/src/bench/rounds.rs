@@ -66,17 +66,7 @@ impl Bencher {
             _postgres: postgres,
         };
         ui::step("setup-server on both app machines", || {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = bench
-                    .sides()
-                    .map(|side| s.spawn(move || side.setup_server()))
-                    .collect();
-                for h in handles {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("setup-server panicked")))?;
-                }
-                Ok(())
-            })
+            side::setup_all(bench.sides())
         })?;
         for side in bench.sides() {
             testhost::delay(sh, &side.machine().name, DELAY_MS)?;

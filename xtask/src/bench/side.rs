@@ -273,6 +273,20 @@ pub fn exec(m: &Machine, script: &str) -> Result<String> {
     testhost::exec(&sh, &m.name, &["bash".into(), "-c".into(), script.into()])
 }
 
+/// `setup-server` on every side at once (each side's own machines), the first failure the result.
+pub fn setup_all<'a>(sides: impl Iterator<Item = &'a Side>) -> Result<()> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = sides
+            .map(|side| s.spawn(move || side.setup_server()))
+            .collect();
+        for h in handles {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("setup-server panicked")))?;
+        }
+        Ok(())
+    })
+}
+
 impl Side {
     /// `cargo xtask setup-server` for the side's machines, as a user runs it.
     pub fn setup_server(&self) -> Result<()> {

@@ -394,18 +394,28 @@ snapshot_before_migration() {
 # (snapshot-info), the password through a PGPASSFILE of the job's (0600, removed after): never a
 # command line. The deployer can still stop it: an abort or a silent deployer (as at the job's
 # waits), or a SIGTERM, stops pg_dump and removes what it wrote.
+#
+# In a rollback with --migrate-down it runs after the switch, before the downgrade: with the
+# scripts of the release that wrote the revision (v.down_writer), named after the release that
+# ran on that data (the one rolled back from), and the deployer can no longer stop it.
 step_snapshot() {
     local rev heads release name dir dest server client host port user dbname size sum v status=0
+    local backend=$rel/backend before=$opt_release stoppable=yes
     snap_tmp="" snap_pgpass="" dump_pid=""
     trap snapshot_cleanup EXIT
     trap 'exit 143' TERM
-    ! stop_asked || snapshot_stopped
-    if ! deploytool "$rel/backend" snapshot-info; then
+    if [ "$opt_mode" = rollback ]; then
+        backend=$root/$C_RELEASES/$(getv down_writer)/backend
+        before=$opt_target
+        stoppable=no
+    fi
+    [ "$stoppable" = no ] || ! stop_asked || snapshot_stopped
+    if ! deploytool "$backend" snapshot-info; then
         fail "cannot snapshot the database before the migration on $(hostname): $tool_error; nothing was migrated"
     fi
     rev=$(tool_value db_revision)
-    heads=$(release_heads "$rel/backend")
-    if [ "$rev" = "$heads" ]; then
+    heads=$(release_heads "$backend")
+    if [ "$opt_mode" = deploy ] && [ "$rev" = "$heads" ]; then
         emit note snapshot none "the database is at $rev already"
         return 0
     fi
@@ -430,6 +440,7 @@ step_snapshot() {
     # Named after the release that was running on this data (pruned with it).
     release=$(current_release "$root")
     release=${release:-${base:-$opt_release}}
+    [ "$opt_mode" = deploy ] || release=${activated_from#"$C_RELEASES"/}
     name=$(snapshot_name "$release" "$rev") ||
         fail "cannot name a snapshot of revision '$rev' of release '$release' on $(hostname); nothing was migrated"
     dir=$root/$C_DB_SNAPSHOTS
@@ -442,14 +453,14 @@ step_snapshot() {
     snap_tmp=$dir/.$name$C_DB_DUMP.tmp.$BASHPID
     snap_pgpass=$jobdir/pgpass
     rm -f "$snap_pgpass"
-    deploytool "$rel/backend" pgpass "$snap_pgpass" ||
+    deploytool "$backend" pgpass "$snap_pgpass" ||
         fail "could not write the password file for pg_dump on $(hostname): $tool_error; nothing was migrated"
     (PGPASSFILE=$snap_pgpass PGCONNECT_TIMEOUT=10 exec pg_dump --format=custom --no-password \
         "--host=$host" "--port=$port" "--username=$user" "--dbname=$dbname" "--file=$snap_tmp" \
         </dev/null 2>"$jobdir/pg_dump.err") &
     dump_pid=$!
     while kill -0 "$dump_pid" 2>/dev/null; do
-        ! stop_asked || snapshot_stopped
+        [ "$stoppable" = no ] || ! stop_asked || snapshot_stopped
         nap
     done
     wait "$dump_pid" || status=$?
@@ -476,12 +487,13 @@ step_snapshot() {
         printf 'server=%s:%s\n' "$host" "$port"
         printf 'server_major=%s\n' "$server"
         printf 'pg_dump=%s\n' "$client"
-        printf 'before=%s\n' "$opt_release"
+        printf 'before=%s\n' "$before"
     )"; then
         rm -f "$dest"
         fail "could not record the snapshot $dest on $(hostname) ($put_error); nothing was migrated"
     fi
     sync -f "$dir" 2>/dev/null || true
+    setv snapshot "$name$C_DB_DUMP"
     emit note snapshot taken "$size" "$name$C_DB_DUMP"
 }
 
@@ -806,13 +818,25 @@ job_rollback() {
     fi
     setv revision "${rev:--}"
     case "$known" in
-        yes) ;;
+        yes)
+            [ "$opt_migrate_down" != yes ] ||
+                emit info "the database is at $rev, which $opt_target's migrations know: nothing to take down"
+            ;;
         no)
-            if [ "$opt_force" != yes ]; then
-                finish_with refused "the database is at alembic revision $rev, which release $opt_target does not know (a newer release migrated it): rolling back the code alone runs $opt_target against that newer schema; if it is backward compatible, rerun with --force"
+            if [ "$opt_migrate_down" = yes ] && [ "$opt_role" = primary ]; then
+                if ! run_step trial "check the downgrade (a trial, rolled back)" step_trial "$rev"; then
+                    finish_with refused "$step_error; nothing was changed: current and the database (at $rev) are as they were"
+                    return
+                fi
+                [ -z "$(getv down_writer)" ] || migrate_down=yes
+            elif [ "$opt_migrate_down" = yes ]; then
+                emit info "the database is at $rev, which $opt_target does not know: the primary takes it down once every host switched"
+            elif [ "$opt_force" != yes ]; then
+                finish_with refused "the database is at alembic revision $rev, which release $opt_target does not know (a newer release migrated it): rerun with --migrate-down to take it down to $opt_target's migrations after the switch (a snapshot of the database is taken first), or with --force to run $opt_target on the newer schema as it is"
                 return
+            else
+                emit warn "the database is at $rev, which $opt_target does not know: continuing because of --force"
             fi
-            emit warn "the database is at $rev, which $opt_target does not know: continuing because of --force"
             ;;
         *)
             if [ "$opt_force" != yes ]; then
@@ -832,6 +856,69 @@ job_rollback() {
         fi
     fi
     activate "$opt_target" earlier
+    if [ "$result" = success ] && [ "$migrate_down" = yes ]; then migrate_down_after; fi
+}
+
+# rollback --migrate-down, on the primary, under the lock before the switch: what the downgrade
+# will do (data it drops needs --yes), then a trial of it (run in its transaction, rolled back),
+# so that one that raises is refused before anything changed. Saves v.down_writer (whose
+# scripts) and v.down_to (the target's head) for after the switch.
+step_trial() { # REVISION
+    local rows drops
+    down_facts "$root" "$opt_target" "$1"
+    [ "$down_state" != error ] || fail "$down_why"
+    if [ "$down_state" = none ]; then
+        emit info "$down_why"
+        return 0
+    fi
+    deploytool "$root/$C_RELEASES/$down_writer/backend" downgrade-plan "$down_to" || fail "$tool_error"
+    rows=$(tool_value rows)
+    if [ "${rows:-0}" != 0 ] && [ "$opt_yes" != yes ]; then
+        drops=$(printf '%s\n' "$tool_out" | sed -n 's/^drop=//p' |
+            awk '$2 ~ /^[0-9]+$/ && $2 > 0 { printf "%s%s %s (%s rows)", s, $3, $4, $2; s = ", " }')
+        fail "the downgrade to $down_to drops $rows row(s) that hold data ($drops) and --yes was not given"
+    fi
+    if ! deploytool "$root/$C_RELEASES/$down_writer/backend" downgrade-trial "$down_to"; then
+        emit_details "$toollog" 20
+        fail "a trial of the downgrade failed: $tool_error"
+    fi
+    setv down_writer "$down_writer"
+    setv down_to "$down_to"
+    emit note migrate trial "$down_to" "$down_writer"
+}
+
+# rollback --migrate-down, after the switch (in a fleet: once every host switched and the fleet
+# committed): a snapshot, the downgrade in one transaction, the health checks again. What fails
+# leaves the target release serving; the line says what the database is and what helps.
+migrate_down_after() {
+    local to writer
+    to=$(getv down_to)
+    writer=$(getv down_writer)
+    downgrading=yes
+    result=""
+    if [ "$opt_db_snapshot" != off ] && ! run_step snapshot "snapshot the database" step_snapshot; then
+        finish_with failed "$opt_target serves, but the database was not taken down: $step_error; it stays at $(getv revision), which $opt_target runs on (a code-only rollback)"
+        return
+    fi
+    if ! run_step migrate "migrate the database down to $to" step_migrate_down "$writer" "$to"; then
+        finish_with failed "$opt_target serves, but the database was not taken down: $step_error; $opt_target runs on it as it is (a code-only rollback)"
+        return
+    fi
+    if ! run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe" "$(getv probe_mode strict)"; then
+        finish_with failed "the database was taken down to $to, and then $opt_target failed its health checks: $step_error; the data from before the downgrade is in the snapshot $(getv snapshot "(none: $C_DB_SNAPSHOT_ENV=off)")"
+        return
+    fi
+    finish_with success ""
+}
+
+step_migrate_down() { # WRITER TO
+    [ "$opt_db_snapshot" != off ] || emit note snapshot off
+    if ! deploytool "$root/$C_RELEASES/$1/backend" downgrade "$2"; then
+        emit_details "$toollog" 30
+        fail "$tool_error (log: $toollog)"
+    fi
+    setv revision "$(tool_value db_revision)"
+    emit note migrate "$(tool_value action)" "$(getv revision)"
 }
 
 # SIGTERM (a shutdown stops every process of the session; `deploy unlock --force` sends it
@@ -842,6 +929,10 @@ on_term() {
     trap '' TERM
     if [ -n "$step_pid" ]; then kill -TERM "$step_pid" 2>/dev/null || true; fi
     [ -z "$result" ] || exit 143
+    if [ -n "$downgrading" ]; then
+        finish_with interrupted "$why after the switch to $activating, while taking the database down: current stays on $activating (it runs on the newer schema too); the database is at $(revision_now "$root")"
+        exit 143
+    fi
     cur=$(current_link "$root")
     if [ -z "$activating" ] || [ "$activated_from" = "$C_RELEASES/$activating" ]; then
         finish_with interrupted "$why before the switch; current was not touched"
@@ -885,7 +976,7 @@ sub_job() {
     while IFS= read -r kv; do parse_opts plan "$kv"; done <"$lock/plan"
     rel=$root/$C_RELEASES/${opt_release:-none}
     # shellcheck disable=SC2034 # reason and made_release are read by job_record (deploy-record.sh)
-    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring=""
+    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring="" downgrading="" migrate_down=""
     trap job_record EXIT
     trap 'job_line=$LINENO' ERR
     trap '' HUP INT

@@ -423,6 +423,54 @@ tool_value() { # KEY
     printf '%s\n' "$tool_out" | sed -n "s/^$1=//p" | tail -n 1
 }
 
+# --- rollback across migrations --------------------------------------------------------------
+# `deploy rollback --migrate-down`: the database goes down to the target release's head with
+# the migration scripts of a kept release that knows the database's revision (the one that
+# wrote it, or a later one: their downgrades are still on disk).
+
+# The newest kept release whose migrations know REVISION and whose deploy tool can run.
+writer_of() { # ROOT REVISION
+    local n
+    for n in $(release_names "$1" | sort -r); do
+        [ -x "$1/$C_RELEASES/$n/backend/.venv/bin/python" ] || continue
+        if release_revisions "$1/$C_RELEASES/$n/backend" | grep -qxF -- "$2"; then
+            printf '%s' "$n"
+            return 0
+        fi
+    done
+}
+
+# What a rollback to TARGET asks of the database at REVISION. Sets down_state: `none` (TARGET's
+# migrations know it; down_why says so), `error` (down_why: it cannot go down), or `down`, with
+# down_writer (whose scripts take it down) and down_to (TARGET's head, `-`: no migrations).
+# shellcheck disable=SC2034 # down_* are the caller's
+down_facts() { # ROOT TARGET REVISION
+    local heads
+    down_state=error down_why="" down_writer="" down_to=""
+    if [ "$3" = - ]; then
+        down_state=none down_why="the database has no revision: nothing to take down"
+        return 0
+    fi
+    if release_revisions "$1/$C_RELEASES/$2/backend" | grep -qxF -- "$3"; then
+        down_state=none down_why="release $2's migrations know revision $3: nothing to take down"
+        return 0
+    fi
+    heads=$(release_heads "$1/$C_RELEASES/$2/backend")
+    case "$heads" in
+        *,*)
+            down_why="release $2 has more than one migration head ($heads): take the database down by hand"
+            return 0
+            ;;
+    esac
+    down_to=${heads:--}
+    down_writer=$(writer_of "$1" "$3")
+    if [ -z "$down_writer" ]; then
+        down_why="the database is at revision $3, and no release kept on $(hostname) has that migration (or a virtualenv to run it): its downgrade is gone with the release that wrote it"
+        return 0
+    fi
+    down_state=down
+}
+
 # --- snapshots of the database ---------------------------------------------------------------
 # The job takes one before a migration (deploy-job.sh, step_snapshot) into C_DB_SNAPSHOTS, named
 # after the release that was running on the data and the data's revision; each dump has a

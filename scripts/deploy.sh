@@ -117,9 +117,10 @@ probe_units() {
 }
 
 # The database revision, through the running API, else with a release's own tool.
-probe_db() { # ROOT CURRENT
+probe_db() { # ROOT CURRENT: also sets probed_rev ('' when unread)
     local rev dir toollog=/dev/null
     rev=$(api_revision)
+    probed_rev=$rev
     if [ -n "$rev" ]; then
         out db.revision "$rev"
         out db.via api
@@ -131,7 +132,8 @@ probe_db() { # ROOT CURRENT
         return
     fi
     if deploytool "$dir" revision; then
-        out db.revision "$(printf '%s\n' "$tool_out" | sed -n 's/^db_revision=//p')"
+        probed_rev=$(tool_value db_revision)
+        out db.revision "$probed_rev"
         out db.known "$(printf '%s\n' "$tool_out" | sed -n 's/^known=//p')"
         out db.via release
     else
@@ -167,7 +169,8 @@ sub_db() {
     parse_opts db "$@"
     check_root "$opt_root"
     check_one_of size "$opt_size" "yes no"
-    local root=$opt_root cur dir toollog=/dev/null where
+    [ -z "$opt_down" ] || check_release "$opt_down"
+    local root=$opt_root cur dir toollog=/dev/null where probed_rev=""
     cur=$(current_release "$root")
     if [ -z "$cur" ]; then
         # No release runs here yet: nothing on this host can read the revision (a first deploy).
@@ -175,6 +178,7 @@ sub_db() {
         return 0
     fi
     probe_db "$root" "$cur"
+    [ -z "$opt_down" ] || down_plan "$root" "$opt_down" "$probed_rev"
     [ "$opt_size" = yes ] || return 0
     dir=$root/$C_RELEASES/$cur/backend
     if [ -z "$cur" ] || [ ! -x "$dir/.venv/bin/python" ]; then
@@ -200,6 +204,35 @@ sub_db() {
     else
         out db.kept 0
     fi
+}
+
+# With down=TARGET (`deploy rollback --migrate-down`): what taking the database down to TARGET's
+# migrations would do, as down.* lines: down.none or down.error (why), else down.writer (whose
+# scripts), down.to (TARGET's head) and its deploy tool's downgrade-plan (down.db_revision,
+# down.step=REV FILE yes|empty|online, down.drop=REV ROWS table|column NAME, down.rows).
+down_plan() { # ROOT TARGET REVISION
+    if [ ! -d "$1/$C_RELEASES/$2" ] || [ -L "$1/$C_RELEASES/$2" ]; then
+        out down.error "release $2 does not exist on $(hostname)"
+        return 0
+    fi
+    if [ -z "$3" ]; then
+        out down.error "the database's revision cannot be read (db.error)"
+        return 0
+    fi
+    down_facts "$1" "$2" "$3"
+    case "$down_state" in
+        none) out down.none "$down_why" ;;
+        error) out down.error "$down_why" ;;
+        *)
+            out down.writer "$down_writer"
+            out down.to "$down_to"
+            if deploytool "$1/$C_RELEASES/$down_writer/backend" downgrade-plan "$down_to"; then
+                printf '%s\n' "$tool_out" | sed -n 's/^\([a-z_]*\)=/down.\1=/p'
+            else
+                out down.error "$tool_error"
+            fi
+            ;;
+    esac
 }
 
 # --- preflight -------------------------------------------------------------------------------
@@ -365,6 +398,8 @@ validate_plan() {
     [ -z "$opt_pause_at" ] || check_one_of pause_at "$opt_pause_at" "$C_STEPS"
     [ -z "$opt_allow_unsafe" ] || check_one_of allow_unsafe "$opt_allow_unsafe" "yes no"
     [ -z "$opt_db_snapshot" ] || check_one_of db_snapshot "$opt_db_snapshot" "on off"
+    [ -z "$opt_migrate_down" ] || check_one_of migrate_down "$opt_migrate_down" "yes no"
+    [ -z "$opt_yes" ] || check_one_of yes "$opt_yes" "yes no"
 }
 
 # The lock is ours: is the server still what the deployer planned against?

@@ -23,6 +23,9 @@ migration output goes to stderr. Commands:
 - ``downgrade TARGET``: the same checks, then ``alembic downgrade TARGET`` in ONE transaction, so
   a downgrade that raises leaves the database unchanged; ``action`` is ``downgraded`` or ``none``
   and ``db_revision`` the revision afterwards.
+- ``downgrade-trial TARGET``: the downgrade run to its end in its transaction, then rolled back
+  (``action=trial``): whether it would raise, with the database never changed. The deploy job
+  runs it under the lock before a ``rollback --migrate-down`` switches anything.
 - ``snapshot-info``: ``db_revision``, ``database``, ``host``, ``port``, ``user`` (from
   ``DATABASE_URL``; never the password), ``database_size`` (bytes, ``pg_database_size``),
   ``server_version_num`` and ``server_major`` (the server's major version, e.g. ``15``).
@@ -58,7 +61,8 @@ from innercontext.revisions import Drop, RenderError, RevisionError, first_line
 
 USAGE = (
     "usage: python -m innercontext.deploytool "
-    "revision|migrate|snapshot-info|pgpass FILE|downgrade-plan TARGET|downgrade TARGET"
+    "revision|migrate|snapshot-info|pgpass FILE|downgrade-plan TARGET|downgrade TARGET|"
+    "downgrade-trial TARGET"
 )
 
 
@@ -264,7 +268,21 @@ def cmd_downgrade_plan(config: Config, engine: Engine, _url: str, target: str | 
     return 0
 
 
+class TrialDone(Exception):
+    """Ends a trial downgrade's transaction: everything it did is rolled back."""
+
+
 def cmd_downgrade(config: Config, engine: Engine, _url: str, target: str | None) -> int:
+    return downgrade(config, engine, target, trial=False)
+
+
+def cmd_downgrade_trial(config: Config, engine: Engine, _url: str, target: str | None) -> int:
+    """The downgrade, run to its end in its transaction and then rolled back: whether it would
+    raise, learnt before anything depends on it (the database is never changed)."""
+    return downgrade(config, engine, target, trial=True)
+
+
+def downgrade(config: Config, engine: Engine, target: str | None, *, trial: bool) -> int:
     current = db_revision(engine)
     say("db_revision", current or "-")
     say("target", target or "-")
@@ -283,6 +301,12 @@ def cmd_downgrade(config: Config, engine: Engine, _url: str, target: str | None)
             config.attributes["connection"] = conn
             config.attributes["on_version_apply"] = [applied]
             command.downgrade(config, target or "base")
+            if trial:
+                raise TrialDone
+    except TrialDone:
+        say("action", "trial")
+        say("db_revision", db_revision(engine) or "-")
+        return 0
     except Exception as exc:
         failed = next((s for s in steps if s.script.revision not in undone), steps[-1])
         now = db_revision(engine)
@@ -377,6 +401,7 @@ COMMANDS: dict[str, Command] = {
 TARGETED: dict[str, Callable[[Config, Engine, str, str | None], int]] = {
     "downgrade-plan": cmd_downgrade_plan,
     "downgrade": cmd_downgrade,
+    "downgrade-trial": cmd_downgrade_trial,
 }
 
 

@@ -318,6 +318,38 @@ def test_a_downgrade_that_raises_leaves_the_database_unchanged(
     assert "notes" in inspect(scratch_db).get_table_names()
 
 
+def test_a_trial_downgrade_runs_it_and_changes_nothing(
+    scratch_db: Engine, database_url: str, tmp_path: Path
+) -> None:
+    backend = at_fixture_head(database_url, tmp_path, "0003_add_rating")
+    code, out, text_ = deploytool_process(
+        database_url, "downgrade-trial", HEAD_REVISION, backend=backend
+    )
+    assert code == 0, text_
+    assert (out["action"], out["db_revision"]) == ("trial", "0003_add_rating")
+    assert "Running downgrade 0003_add_rating -> 0002_price_history" in text_
+    assert current_revision(scratch_db) == "0003_add_rating"
+    assert "rating" in columns(scratch_db, "products")
+
+
+def test_a_trial_of_a_downgrade_that_raises_says_where_it_raised(
+    scratch_db: Engine, database_url: str, tmp_path: Path
+) -> None:
+    backend = at_fixture_head(database_url, tmp_path, "0003_downgrade_raises", "0003_add_rating")
+    code, out, text_ = deploytool_process(
+        database_url, "downgrade-trial", HEAD_REVISION, backend=backend
+    )
+    assert code == 1, text_
+    assert out["error"].startswith(
+        f"alembic downgrade to {HEAD_REVISION} failed in 0003_downgrade_raises "
+    ), out["error"]
+    assert out["error"].endswith(
+        "the database is unchanged, at 0003_add_rating (the downgrade ran in one transaction)"
+    )
+    assert current_revision(scratch_db) == "0003_add_rating"
+    assert "notes" in inspect(scratch_db).get_table_names()
+
+
 def test_downgrade_with_a_revision_this_release_does_not_know(
     db: Engine, database_url: str
 ) -> None:
@@ -352,7 +384,15 @@ def test_downgrade_of_a_database_never_migrated(scratch_db: Engine, database_url
 
 @pytest.mark.parametrize(
     "args",
-    [("downgrade",), ("downgrade-plan",), ("snapshot-info", "x"), ("pgpass",), ("nonsense",), ()],
+    [
+        ("downgrade",),
+        ("downgrade-plan",),
+        ("downgrade-trial",),
+        ("snapshot-info", "x"),
+        ("pgpass",),
+        ("nonsense",),
+        (),
+    ],
 )
 def test_usage(database_url: str, args: tuple[str, ...]) -> None:
     code, out, text_ = deploytool(database_url, *args)

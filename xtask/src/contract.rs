@@ -262,6 +262,9 @@ words! {
         Prepare = "prepare",
         Snapshot = "snapshot",
         Migrate = "migrate",
+        /// `rollback --migrate-down`, under the lock before the switch: the downgrade's plan and
+        /// a trial of it (run in its transaction, rolled back).
+        Trial = "trial",
         Sync = "sync",
         Switch = "switch",
         Restart = "restart",
@@ -392,6 +395,11 @@ pub const PLAN_KEYS: &[&str] = &[
     "allow_unsafe",
     // A snapshot before the migration (on|off: DB_SNAPSHOT_ENV).
     "db_snapshot",
+    // `rollback --migrate-down` (yes|no): after the switch, the primary takes the database down
+    // to the target's migrations (a snapshot first).
+    "migrate_down",
+    // `--yes` (yes|no): the downgrade may drop rows that hold data.
+    "yes",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -429,7 +437,7 @@ pub const SUBS: &[Sub] = &[
     // The database before the lock: its revision; with `size`, what a snapshot needs.
     Sub {
         name: "db",
-        keys: &["root", "size"],
+        keys: &["root", "size", "down"],
     },
 ];
 

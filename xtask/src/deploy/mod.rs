@@ -23,6 +23,7 @@
 
 pub mod checks;
 pub mod dbsnap;
+pub mod downgrade;
 pub mod drift;
 pub mod entry;
 pub mod event;
@@ -83,14 +84,20 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
         Deploy::Rollback {
             release,
             force,
+            migrate_down,
+            yes,
             dry_run,
             batch,
         } => rollback::run(
             &cfg,
             release.as_deref(),
-            force,
-            dry_run,
-            batch.unwrap_or(usize::MAX),
+            rollback::Options {
+                force,
+                migrate_down,
+                yes,
+                dry_run,
+                batch: batch.unwrap_or(usize::MAX),
+            },
         ),
         Deploy::Unlock { yes, force } => unlock::run(&cfg, yes, force),
         Deploy::Status { follow } => status::run(&cfg, follow),

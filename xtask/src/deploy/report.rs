@@ -387,6 +387,11 @@ fn note_text(e: &Event) -> Option<String> {
         }
         Note::Seed => Some(format!("from {}", g(1))),
         Note::Venv => Some(format!("virtualenv {} {}", g(1), g(2))),
+        Note::Migrate if g(1) == Step::Trial.name() => Some(format!(
+            "down to {} with {}'s migrations: tried, rolled back",
+            g(2),
+            g(3)
+        )),
         Note::Migrate if g(1) == "none" => Some(format!("nothing to migrate, at {}", g(2))),
         Note::Migrate => Some(format!("{} to {}", g(1), g(2))),
         Note::Removed => Some(format!("{} file(s) removed", g(1))),

@@ -1,15 +1,18 @@
-//! `cargo xtask deploy rollback [RELEASE] [--force]`: switch back to an earlier successful
-//! release, on one host or every host of a fleet. The server job checks the database revision
-//! against the target's migrations (refusing unless `--force`), switches, restarts every unit,
-//! checks health, and restores current if the target does not come up. One host runs it to its
-//! end whatever happens here; a fleet rolls host by host, and goes back as a whole if one fails.
+//! `cargo xtask deploy rollback [RELEASE] [--force | --migrate-down [--yes]]`: switch back to
+//! an earlier successful release, on one host or every host of a fleet. The server job checks
+//! the database revision against the target's migrations (refusing unless `--force` or
+//! `--migrate-down`), switches, restarts every unit, checks health, and restores current if the
+//! target does not come up. With `--migrate-down` the primary then takes the database down to
+//! the target's migrations (see [`downgrade`]). One host runs it to its end whatever happens
+//! here; a fleet rolls host by host, and goes back as a whole if one fails.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::{Config, Host};
+use crate::config::{Config, Host, HostRole};
 use crate::contract::Message;
+use crate::deploy::downgrade::{self, Plan as DownPlan};
 use crate::deploy::fleet::{self, Output};
 use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local;
@@ -21,13 +24,23 @@ use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
 use crate::{interrupt, say, say_event, show, ui};
 
-pub fn run(
-    cfg: &Config,
-    requested: Option<&str>,
-    force: bool,
-    dry_run: bool,
-    batch: usize,
-) -> Result<()> {
+/// What `deploy rollback` was asked besides the release.
+pub struct Options {
+    pub force: bool,
+    pub migrate_down: bool,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub batch: usize,
+}
+
+pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
+    let Options {
+        force,
+        migrate_down,
+        mut yes,
+        dry_run,
+        batch,
+    } = o;
     if let Some(name) = requested {
         crate::deploy::release::validate_user_name(name)?;
     }
@@ -58,7 +71,34 @@ pub fn run(
         commit: &commit,
         dirty: false,
     };
-    let calls: Vec<_> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
+    // --migrate-down: what the downgrade will do, read on the primary before anything changes.
+    let primary = plans
+        .iter()
+        .position(|p| p.role == HostRole::Primary)
+        .unwrap_or(0);
+    let down = match migrate_down {
+        true => Some(read_down(
+            &sessions[primary],
+            cfg,
+            &snaps[primary].host,
+            &target,
+        )?),
+        false => None,
+    };
+    if let (Some(d), false) = (&down, dry_run) {
+        for line in d.lines(&snaps[primary].host) {
+            show!("{line}");
+        }
+        if d.drops_data() && !yes {
+            yes = consent(d, &snaps[primary].host)?;
+        }
+    }
+    let mut calls: Vec<_> = plans.iter().map(|p| p.run_call(cfg, &asker)).collect();
+    if migrate_down {
+        for call in &mut calls {
+            downgrade::plan_args(call, true, yes);
+        }
+    }
     if dry_run {
         for ((h, snap), (p, call)) in hosts.iter().zip(plans.iter().zip(&calls)) {
             show!(
@@ -67,13 +107,21 @@ pub fn run(
                 snap.host,
                 snap.current.describe()
             );
-            show!("  server job (takes the lock, checks the database revision against {target}'s migrations{}):", if force { ", --force: continues past a mismatch" } else { "" });
+            show!("  server job (takes the lock, checks the database revision against {target}'s migrations{}):", if force { ", --force: continues past a mismatch" } else if migrate_down { ", --migrate-down: checks and tries the downgrade" } else { "" });
             show!("      {}", call.render());
             show!(
                 "  then: switch, restart {}, health checks; on failure restore {}",
                 p.restart.join(", "),
                 snap.current.link()
             );
+            if let (Some(d), HostRole::Primary) = (&down, p.role) {
+                for line in d.lines(&snap.host) {
+                    show!("{line}");
+                }
+                if d.drops_data() && !yes {
+                    show!("  it would be refused without --yes (or a yes at the terminal): it drops rows that hold data");
+                }
+            }
         }
         return Ok(());
     }
@@ -188,4 +236,34 @@ pub fn run(
         report::summary_rows(&mut members),
         started.elapsed(),
     )
+}
+
+/// The downgrade a rollback to `target` needs on the primary (`session`), read before the lock.
+fn read_down(
+    session: &crate::ssh::Session,
+    cfg: &Config,
+    host: &str,
+    target: &str,
+) -> Result<DownPlan> {
+    let reply = server::read(session, &downgrade::call(&cfg.root, target))?;
+    DownPlan::from_reply(&reply, host, target)
+}
+
+/// Whether dropping the rows the downgrade drops was confirmed at the terminal; refused when
+/// there is none to ask at.
+fn consent(d: &DownPlan, host: &str) -> Result<bool> {
+    use crate::deploy::unlock::{confirmed, read_answer};
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        bail!("{}", d.consent_refusal(host));
+    }
+    crate::say_part!("Drop them (the snapshot keeps them)? [y/N] ");
+    let answer = match read_answer(std::io::stdin(), interrupt::requested) {
+        Ok(Ok(a)) => a,
+        _ => None,
+    };
+    if !confirmed(answer.as_deref()) {
+        bail!("{}", d.consent_refusal(host));
+    }
+    Ok(true)
 }

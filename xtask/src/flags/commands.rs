@@ -249,7 +249,9 @@ const DEPLOY: Cmd = Cmd {
         flag("--recheck", Switch, "run the local checks even if they passed for this tree before"),
         flag("--allow-unsafe-migration", Switch, "let the migration lint's refusals through (deploy.log says so)"),
         flag("--force", Switch, "rollback: past a database migration; unlock: stop a live job"),
-        flag("--yes", Switch, "unlock without asking"),
+        flag("--migrate-down", Switch, "rollback: take the database down to the release's migrations after the \
+            switch (a snapshot first)"),
+        flag("--yes", Switch, "unlock without asking; rollback --migrate-down: drop the rows its downgrade drops"),
         flag("--follow", Switch, "status: follow the running (or last) deploy job to its end"),
         flag("--batch", Num("N", (1, 1000, "hosts")), "several hosts: switch N hosts at a time (default 1: rolling)")
             .shape(Shape::Or("--parallel")),
@@ -262,9 +264,10 @@ const DEPLOY: Cmd = Cmd {
         sub("backend", "", RELEASE, "only the backend changes; the frontend is carried over from current"),
         sub("frontend", "", RELEASE, "only the frontend changes; the backend is carried over from current"),
         sub("list", "", &[], "releases newest first, with state, commit, age, what each adds on disk"),
-        sub("rollback", "[RELEASE]", &["--force", "--dry-run", "--batch", "--parallel"], "switch back to \
-            RELEASE (default: newest successful one before current); --force is needed when the database \
-            is ahead of that release's migrations (or cannot be read)"),
+        sub("rollback", "[RELEASE]", &["--force", "--migrate-down", "--yes", "--dry-run", "--batch", "--parallel"],
+            "switch back to RELEASE (default: newest successful one before current); when the database is \
+            ahead of that release's migrations, --migrate-down takes it down after the switch (a snapshot \
+            first) and --force runs the release on it as it is"),
         sub("unlock", "", &["--yes", "--force"], "show the deploy lock and remove it (asks unless --yes); \
             refuses while the job holding it runs, unless --force (which stops that job first)"),
         sub("status", "", &["--follow"], "current release, units, lock, disk, database revision, the last \
@@ -302,11 +305,18 @@ fn deploy(mut args: Vec<String>) -> Result<Command, UsageError> {
         g.on("--follow"),
         g.num("--lines").unwrap_or(20),
     );
+    refuse(
+        force && g.on("--migrate-down"),
+        "deploy rollback takes --migrate-down (take the database down to the release's migrations) \
+         or --force (run the release on the database as it is), not both",
+    )?;
     Ok(Command::Deploy(match sub.name {
         "list" => Deploy::List,
         "rollback" => Deploy::Rollback {
             release,
             force,
+            migrate_down: g.on("--migrate-down"),
+            yes,
             dry_run,
             batch,
         },

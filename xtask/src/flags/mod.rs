@@ -232,6 +232,10 @@ pub enum Deploy {
     Rollback {
         release: Option<String>,
         force: bool,
+        /// Take the database down to the target's migrations after the switch.
+        migrate_down: bool,
+        /// Drop the rows the downgrade drops without asking.
+        yes: bool,
         dry_run: bool,
         batch: Option<usize>,
     },

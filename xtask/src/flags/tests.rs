@@ -112,6 +112,8 @@ fn deploy_rollback_takes_an_optional_release_and_force() {
         Command::Deploy(Deploy::Rollback {
             release: None,
             force: false,
+            migrate_down: false,
+            yes: false,
             dry_run: false,
             batch: Some(1)
         })
@@ -121,6 +123,8 @@ fn deploy_rollback_takes_an_optional_release_and_force() {
         Command::Deploy(Deploy::Rollback {
             release: Some("20261128T101500Z".into()),
             force: true,
+            migrate_down: false,
+            yes: false,
             dry_run: false,
             batch: Some(1)
         })
@@ -132,6 +136,8 @@ fn deploy_rollback_takes_an_optional_release_and_force() {
         Command::Deploy(Deploy::Rollback {
             release: Some("-rf".into()),
             force: false,
+            migrate_down: false,
+            yes: false,
             dry_run: false,
             batch: Some(1)
         })

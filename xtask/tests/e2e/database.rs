@@ -429,6 +429,202 @@ pub fn allow_unsafe_migration_lets_it_through_and_says_so(ctx: &mut Ctx) -> Resu
     site.assert_serving()
 }
 
+/// Whether `products` has the column `name` now.
+fn has_column(site: &Site, name: &str) -> Result<bool> {
+    Ok(psql(
+        site,
+        &format!(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'products' AND column_name = '{name}'"
+        ),
+    )? == "1")
+}
+
+/// Rollback across a migration. A release adds a column and backfills it; a plain rollback is
+/// refused naming `--migrate-down` and the snapshot; `--migrate-down` without `--yes` (no
+/// terminal) is refused because the downgrade drops rows that hold data, nothing changed; with
+/// `--yes`, under load, the old release is switched in first (no failed request), then a
+/// snapshot is taken and the column goes; `deploy status` is at the old revision, deploy.log
+/// says `migrate=down`; deploying forward again brings the column back.
+pub fn rollback_migrate_down_takes_the_column_away_while_serving(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let from = pending_free(&site, s)?;
+    psql(
+        &site,
+        "INSERT INTO products (name) VALUES ('e2e down one'), ('e2e down two')",
+    )?;
+    let old = site.current()?;
+    let rev = add_revision(
+        s,
+        "tagline",
+        "",
+        &[
+            "op.add_column(\"products\", sa.Column(\"tagline\", sa.Text(), nullable=True))",
+            "op.execute(\"UPDATE products SET tagline = 'about ' || name\")",
+        ],
+        &["op.drop_column(\"products\", \"tagline\")"],
+    )?;
+    s.commit("a tagline column and its backfill")?;
+    let new = site
+        .xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+        .ok()?
+        .release()
+        .context("no release named")?;
+    ensure!(db_revision(&site)? == rev && has_column(&site, "tagline")?);
+    let rows = psql(
+        &site,
+        "SELECT count(*) FROM products WHERE tagline IS NOT NULL",
+    )?;
+
+    // A plain rollback refuses, and says what would take the database down.
+    let run = site.xtask(&s.dir, &["deploy", "rollback"])?.failed()?;
+    let out = run.all();
+    println!("--- a plain rollback across the migration:\n{out}");
+    ensure!(
+        out.contains("--migrate-down") && out.contains("snapshot") && out.contains(&rev),
+        "the refusal does not name --migrate-down and the snapshot:\n{out}"
+    );
+    ensure!(site.current()? == new && db_revision(&site)? == rev);
+
+    // Without --yes, and no terminal to ask at: refused before anything changed.
+    let quiet = untouched(&site)?;
+    let run = site
+        .xtask(&s.dir, &["deploy", "rollback", "--migrate-down"])?
+        .failed()?;
+    let out = run.all();
+    println!("--- --migrate-down without --yes:\n{out}");
+    ensure!(
+        out.contains(&format!("drops {rows} row(s) that hold data"))
+            && out.contains("column products.tagline")
+            && out.contains("rerun with --yes"),
+        "the refusal does not say what the downgrade drops and what to add:\n{out}"
+    );
+    ensure!(
+        untouched(&site)? == quiet,
+        "a refused --migrate-down changed the server"
+    );
+
+    // With --yes, under load.
+    let load = crate::support::Load::start(&site.app.ip);
+    let run = site.xtask(&s.dir, &["deploy", "rollback", "--migrate-down", "--yes"]);
+    let (requests, failures) = load.finish();
+    let run = run?;
+    let out = run.all();
+    println!("--- rollback --migrate-down --yes:\n{out}");
+    let run = run.ok()?;
+    ensure!(
+        failures.is_empty() && requests > 10,
+        "{} of {requests} requests failed during the rollback: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    ensure!(site.current()? == old, "current is not {old}");
+    ensure!(
+        db_revision(&site)? == from,
+        "the database is not back at {from}"
+    );
+    ensure!(!has_column(&site, "tagline")?, "the column is still there");
+    let lines: Vec<&str> = run.stdout.lines().chain(run.stderr.lines()).collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or(usize::MAX)
+    };
+    ensure!(
+        at("==> check the downgrade") < at("==> switch current")
+            && at("==> switch current") < at("==> snapshot the database")
+            && at("==> snapshot the database") < at("==> migrate the database down")
+            && at("==> migrate the database down") != usize::MAX,
+        "the steps are not trial, switch, snapshot, downgrade:\n{out}"
+    );
+    let name = format!("{new}-{rev}.dump");
+    ensure!(
+        step_line(&out, "snapshot the database")?.contains(&name),
+        "the snapshot is not named after {new} and {rev}:\n{out}"
+    );
+    ensure!(
+        site.sh(&format!("test -f {DB_DIR}/{name} && echo yes"))?
+            .trim()
+            == "yes",
+        "no snapshot {name}"
+    );
+    let last = site.last_log()?;
+    ensure!(
+        last.contains("scope=rollback")
+            && last.contains("result=success")
+            && last.contains(&format!("alembic={from}"))
+            && last.contains("migrate=down"),
+        "deploy.log's line: {last}"
+    );
+    let status = site.xtask(&s.dir, &["deploy", "status"])?.ok()?;
+    ensure!(
+        status.stdout.contains(&from) && !status.stdout.contains(&format!("at {rev}")),
+        "deploy status is not at {from}:\n{}",
+        status.stdout
+    );
+    site.assert_serving()?;
+
+    // Forward again.
+    site.xtask(
+        &s.dir,
+        &["deploy", "backend", "--skip-local-checks", "--redeploy"],
+    )?
+    .ok()?;
+    ensure!(db_revision(&site)? == rev && has_column(&site, "tagline")?);
+    site.assert_serving()
+}
+
+/// A downgrade that raises: `rollback --migrate-down` tries it under the lock before the switch
+/// and is refused, naming the migration; current and the database are unchanged.
+pub fn a_downgrade_that_raises_refuses_the_rollback(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    pending_free(&site, s)?;
+    let rev = add_revision(
+        s,
+        "raises",
+        "",
+        &["op.add_column(\"products\", sa.Column(\"raises\", sa.Text(), nullable=True))"],
+        &[
+            "op.drop_column(\"products\", \"raises\")",
+            "op.execute(\"SELECT * FROM e2e_table_that_does_not_exist\")",
+        ],
+    )?;
+    s.commit("a migration whose downgrade raises")?;
+    site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+        .ok()?;
+    ensure!(db_revision(&site)? == rev);
+    let quiet = untouched(&site)?;
+    let log = log_len(&site)?;
+    let run = site
+        .xtask(&s.dir, &["deploy", "rollback", "--migrate-down"])?
+        .failed()?;
+    let out = run.all();
+    println!("--- rollback --migrate-down of a downgrade that raises:\n{out}");
+    ensure!(
+        out.contains("a trial of the downgrade failed")
+            && out.contains(&format!("failed in {rev}"))
+            && out.contains("e2e_table_that_does_not_exist"),
+        "the refusal does not name the migration and why:\n{out}"
+    );
+    let now = untouched(&site)?;
+    ensure!(
+        now.current == quiet.current
+            && now.revision == quiet.revision
+            && now.releases == quiet.releases
+            && !now.locked
+            && has_column(&site, "raises")?,
+        "the server changed: {quiet:?} -> {now:?}"
+    );
+    let lines = log_since(&site, log)?;
+    ensure!(
+        lines.len() == 1 && lines[0].1 == "refused",
+        "deploy.log does not end with one refused line: {lines:?}"
+    );
+    site.assert_serving()
+}
+
 /// The database at the checkout's head (an earlier scenario's pending migration deployed
 /// first, without a snapshot if need be); its revision.
 fn pending_free(site: &Site, s: &Scratch) -> Result<String> {

@@ -300,6 +300,102 @@ pub fn deploys_and_rolls_back_as_one(ctx: &mut Ctx) -> Result<()> {
     f.assert_serving()
 }
 
+/// `rollback --migrate-down` of a fleet: a release adds a column; the rollback switches every
+/// host first, and only then (after the last host's switch) does the primary snapshot and take
+/// the database down; every host ends on the old release, the column gone; forward again.
+pub fn migrate_down_switches_every_host_first(ctx: &mut Ctx) -> Result<()> {
+    let f = fleet(ctx)?;
+    let psql = |sql: &str| -> Result<String> {
+        Ok(f.db
+            .ssh(&[
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-qtAX",
+                "innercontext",
+                "-c",
+                sql,
+            ])?
+            .trim()
+            .to_string())
+    };
+    let column = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'products' AND column_name = 'fleet_down'";
+    f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+    let old = f.currents()?;
+    let from = psql("SELECT version_num FROM alembic_version")?;
+    let versions = "backend/alembic/versions";
+    let n: u32 = from
+        .get(..4)
+        .unwrap_or("")
+        .parse()
+        .context("revision ids start with 4 digits")?;
+    let id = format!("{:04}_fleet_down", n + 1);
+    f.scratch.write(
+        &format!("{versions}/{id}.py"),
+        &format!(
+            "\"\"\"A fleet's end-to-end migration.\"\"\"\n\nimport sqlalchemy as sa\n\nfrom alembic import op\n\nrevision = \"{id}\"\ndown_revision = \"{from}\"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    op.add_column(\"products\", sa.Column(\"fleet_down\", sa.Text(), nullable=True))\n\n\ndef downgrade() -> None:\n    op.drop_column(\"products\", \"fleet_down\")\n"
+        ),
+    )?;
+    f.scratch.commit("a fleet migration")?;
+    f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+    let new = f.currents()?;
+    ensure!(
+        new[0] != old[0]
+            && psql(column)? == "1"
+            && psql("SELECT version_num FROM alembic_version")? == id
+    );
+
+    let run = f.xtask(&["deploy", "rollback", "--migrate-down"])?;
+    println!("--- the fleet's rollback --migrate-down:\n{}", run.all());
+    run.ok()?;
+    let back = f.currents()?;
+    ensure!(
+        back.iter().all(|c| *c == old[0]),
+        "not every host is back on {}: {back:?}",
+        old[0]
+    );
+    ensure!(
+        psql("SELECT version_num FROM alembic_version")? == from,
+        "the database is not back at {from}"
+    );
+    ensure!(psql(column)? == "0", "the column is still there");
+    // When: each host's switch (its newest job's events), then the primary's downgrade.
+    let event_ms = |m: &Machine, what: &str| -> Result<u64> {
+        let t = m.ssh(&[
+            "bash",
+            "-c",
+            &format!("d=$(ls -td {ROOT}/jobs/*/ | head -n 1); grep -P '\\t{what}' \"$d/events\" | head -n 1 | cut -f1"),
+        ])?;
+        t.trim()
+            .parse()
+            .with_context(|| format!("no '{what}' event on {}: '{t}'", m.name))
+    };
+    let downgrade = event_ms(&f.apps[0], "step\tmigrate\tstart")?;
+    for m in &f.apps {
+        let switched = event_ms(m, "step\tswitch\tok")?;
+        ensure!(
+            switched < downgrade,
+            "{} switched at {switched}, after the primary's downgrade began at {downgrade}",
+            m.name
+        );
+    }
+    for m in &f.apps[1..] {
+        let none = m.ssh(&["bash", "-c", &format!("d=$(ls -td {ROOT}/jobs/*/ | head -n 1); grep -c 'step.migrate' \"$d/events\" || true")])?;
+        ensure!(
+            none.trim() == "0",
+            "{} ran a migrate step in the rollback",
+            m.name
+        );
+    }
+    f.assert_serving()?;
+    f.xtask(&["deploy", "all", "--skip-local-checks", "--redeploy"])?
+        .ok()?;
+    ensure!(psql(column)? == "1");
+    f.assert_serving()
+}
+
 /// A release that is unhealthy on the second host only: hosts 1 and 2 go back, host 3 never
 /// switches; every host serves the old release; the client says so.
 pub fn a_failing_host_sends_the_fleet_back(ctx: &mut Ctx) -> Result<()> {

@@ -376,6 +376,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(RESTARTS, restarts::good_deploys_back_to_back_succeed),
     scenario!(RESTARTS, restarts::old_host_is_migrated),
     scenario!(FLEET, fleet::deploys_and_rolls_back_as_one),
+    scenario!(FLEET, fleet::migrate_down_switches_every_host_first),
     scenario!(FLEET, fleet::a_failing_host_sends_the_fleet_back),
     scenario!(FLEET, fleet::a_held_lock_stops_everyone),
     scenario!(FLEET, fleet::a_verdict_lost_on_the_way_is_sent_again),
@@ -407,6 +408,14 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(
         DATABASE,
         database::allow_unsafe_migration_lets_it_through_and_says_so
+    ),
+    scenario!(
+        DATABASE,
+        database::rollback_migrate_down_takes_the_column_away_while_serving
+    ),
+    scenario!(
+        DATABASE,
+        database::a_downgrade_that_raises_refuses_the_rollback
     ),
     scenario!(
         DATABASE,

@@ -515,19 +515,6 @@ snapshot_cleanup() {
     if [ -n "${snap_tmp:-}" ]; then rm -f -- "$snap_tmp"; fi
 }
 
-# PostgreSQL's major version of a version string: 15.10 -> 15, 9.6.24 -> 9.6.
-major_of() { # VERSION
-    case "$1" in
-        [0-9].*) printf '%s' "$1" | cut -d. -f1-2 ;;
-        *) printf '%s' "${1%%.*}" ;;
-    esac
-}
-
-# Whether pg_dump VERSION can dump a server of major SERVER_MAJOR (its own major or older).
-major_at_least() { # VERSION SERVER_MAJOR
-    [ -n "$1" ] && awk -v a="$(major_of "$1")" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'
-}
-
 step_migrate() {
     local heads running
     heads=$(release_heads "$rel/backend")

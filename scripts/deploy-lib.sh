@@ -423,6 +423,19 @@ tool_value() { # KEY
     printf '%s\n' "$tool_out" | sed -n "s/^$1=//p" | tail -n 1
 }
 
+# PostgreSQL's major version of a version string: 15.10 -> 15, 9.6.24 -> 9.6.
+major_of() { # VERSION
+    case "$1" in
+        [0-9].*) printf '%s' "$1" | cut -d. -f1-2 ;;
+        *) printf '%s' "${1%%.*}" ;;
+    esac
+}
+
+# Whether pg_dump VERSION can dump a server of major SERVER_MAJOR (its own major or older).
+major_at_least() { # VERSION SERVER_MAJOR
+    [ -n "$1" ] && awk -v a="$(major_of "$1")" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'
+}
+
 # --- rollback across migrations --------------------------------------------------------------
 # `deploy rollback --migrate-down`: the database goes down to the target release's head with
 # the migration scripts of a kept release that knows the database's revision (the one that

@@ -265,4 +265,61 @@ mod tests {
             .args
             .ends_with(&["migrate_down=yes".to_string(), "yes=no".to_string()]));
     }
+
+    /// The server's side of the plan (scripts/deploy-lib.sh, `down_facts`), on release
+    /// directories made here: which release's scripts take the database down, and to where.
+    #[test]
+    fn the_server_finds_the_release_that_wrote_the_revision() {
+        let dir = std::env::temp_dir().join(format!("ic-down-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let test = r#"
+            set -euo pipefail
+            r=$PWD/root
+            rev() { # RELEASE ID DOWN
+                local d=$r/releases/$1/backend
+                mkdir -p "$d/alembic/versions" "$d/.venv/bin"
+                printf 'revision = "%s"\ndown_revision = %s\n' "$2" "$3" >"$d/alembic/versions/$2.py"
+                : >"$d/.venv/bin/python"; chmod +x "$d/.venv/bin/python"
+            }
+            rev 20261201T000000Z 0001_a None; rev 20261201T000000Z 0002_b '"0001_a"'
+            for n in 0001_a:None 0002_b:'"0001_a"' 0003_c:'"0002_b"'; do rev 20261202T000000Z "${n%%:*}" "${n#*:}"; done
+            for n in 0001_a:None 0002_b:'"0001_a"' 0003_c:'"0002_b"' 0004_d:'"0003_c"'; do rev 20261203T000000Z "${n%%:*}" "${n#*:}"; done
+            rm "$r/releases/20261203T000000Z/backend/.venv/bin/python"
+            for at in 0003_c 0002_b - 0004_d 0009_z; do
+                down_facts "$r" 20261201T000000Z "$at"
+                echo "$at: $down_state ${down_writer:-.} ${down_to:-.}"
+            done
+            for v in 13.16 15.10 16.1 9.6.24 ''; do
+                major_at_least "$v" 15 && echo "$v: dumps 15" || echo "$v: refused for 15"
+            done
+            major_at_least 9.6.24 9.6 && echo "9.6.24: dumps 9.6"
+            "#;
+        let script = [crate::contract::CONTRACT_SH, crate::contract::LIB_SH, test].concat();
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script, "t"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "0003_c: down 20261202T000000Z 0002_b\n\
+             0002_b: none . .\n\
+             -: none . .\n\
+             0004_d: error . 0002_b\n\
+             0009_z: error . 0002_b\n\
+             13.16: refused for 15\n\
+             15.10: dumps 15\n\
+             16.1: dumps 15\n\
+             9.6.24: refused for 15\n\
+             : refused for 15\n\
+             9.6.24: dumps 9.6\n"
+        );
+    }
 }

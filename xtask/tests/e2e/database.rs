@@ -503,6 +503,24 @@ pub fn rollback_migrate_down_takes_the_column_away_while_serving(ctx: &mut Ctx) 
         untouched(&site)? == quiet,
         "a refused --migrate-down changed the server"
     );
+    let dry = site
+        .xtask(
+            &s.dir,
+            &["deploy", "rollback", "--migrate-down", "--dry-run"],
+        )?
+        .ok()?;
+    let out = dry.all();
+    println!("--- --migrate-down --dry-run:\n{out}");
+    ensure!(
+        out.contains(&format!("down from {rev} to {from}"))
+            && out.contains(&format!(
+                "drops column products.tagline: {rows} row(s) hold data"
+            ))
+            && out.contains("migrate_down=yes")
+            && out.contains("it would be refused without --yes"),
+        "the dry run does not show the downgrade:\n{out}"
+    );
+    ensure!(untouched(&site)? == quiet, "the dry run changed the server");
 
     // With --yes, under load.
     let load = crate::support::Load::start(&site.app.ip);

@@ -44,6 +44,7 @@ pub fn run(b: Bench, sh: &Shell) -> Result<()> {
     if tools::ensure_apt(sh, &[("wrk", "wrk")]).is_err() {
         bail!("wrk is needed for the load rows: apt-get install wrk");
     }
+    side::check_id()?;
     interrupt::install();
     if b.phases.iter().any(|p| *p != BenchPhase::Hosts) {
         side_by_side(&b, sh)?;

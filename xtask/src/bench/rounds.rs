@@ -10,7 +10,7 @@ use xshell::Shell;
 
 use super::floor::{self, Restart};
 use super::rows::Measurements;
-use super::side::{Kind, Op, Side, BASELINE_HOST, DB, DELAY_MS};
+use super::side::{Kind, Op, Side, DELAY_MS};
 use super::table::{self, FloorParts, Key};
 use super::{checks, crash, load, side};
 use crate::contract::{layout, Half, APP_USER, DEFAULT_ROOT};
@@ -37,12 +37,15 @@ pub struct Bencher {
 impl Bencher {
     pub fn provision(sh: &Shell, hosts: u32) -> Result<Bencher> {
         testhost::build(sh, false)?;
-        let db = ui::step(&format!("boot {DB}"), || testhost::up(sh, DB, Role::Db))?;
+        let (db_name, b_name) = (side::db(), side::baseline_host());
+        let db = ui::step(&format!("boot {db_name}"), || {
+            testhost::up(sh, &db_name, Role::Db)
+        })?;
         let x_name = side::xtask_hosts(hosts).remove(0);
-        let (xm, bm) = ui::step(&format!("boot {x_name} and {BASELINE_HOST}"), || {
+        let (xm, bm) = ui::step(&format!("boot {x_name} and {b_name}"), || {
             std::thread::scope(|s| {
                 let x = s.spawn(|| testhost::up(&Shell::new()?, &x_name, Role::App));
-                let b = s.spawn(|| testhost::up(&Shell::new()?, BASELINE_HOST, Role::App));
+                let b = s.spawn(|| testhost::up(&Shell::new()?, &b_name, Role::App));
                 let join = |h: std::thread::ScopedJoinHandle<'_, Result<Machine>>| {
                     h.join()
                         .unwrap_or_else(|_| Err(anyhow::anyhow!("booting panicked")))
@@ -56,7 +59,7 @@ impl Bencher {
                 kind,
                 env: Environment::for_machines(&m, &db)?,
                 hosts: vec![m],
-                scratch: Scratch::new(&format!("bench-{}", kind.name()))?,
+                scratch: Scratch::new(&side::named(&format!("bench-{}", kind.name())))?,
                 test_database_url: Some(postgres.url()),
             })
         };

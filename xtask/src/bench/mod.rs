@@ -11,7 +11,7 @@
 //!
 //! The rooms: [`side`] (a side, its machines and commands), [`rounds`] (the interleaved
 //! rounds), [`rows`] (the table's rows and the samples), [`floor`] (the floors' parts),
-//! [`checks`] (the local checks alone), [`load`], [`crash`], and the pure tables [`table`],
+//! [`checks`] (the local checks alone), [`load`], [`crash`], [`database`], and the pure tables [`table`],
 //! [`fleet_table`].
 //!
 //! Fleets are the hosts phase ([`fleet`], `--hosts`): machines of their own, booted after the
@@ -19,6 +19,7 @@
 
 mod checks;
 pub mod crash;
+mod database;
 mod fleet;
 mod fleet_table;
 mod floor;

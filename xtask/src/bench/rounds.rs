@@ -12,7 +12,7 @@ use super::floor::{self, Restart};
 use super::rows::Measurements;
 use super::side::{Kind, Op, Side, DELAY_MS};
 use super::table::{self, FloorParts, Key};
-use super::{checks, crash, load, side};
+use super::{checks, crash, database, load, side};
 use crate::contract::{layout, Half, APP_USER, DEFAULT_ROOT};
 use crate::demo::Environment;
 use crate::deploy::release::{self, State};
@@ -30,6 +30,8 @@ const EXTRA_FILE_BYTES: usize = 25_000;
 pub struct Bencher {
     baseline: Side,
     xtask: Side,
+    /// The db machine both sides use (the database phase seeds and reads it).
+    db: Machine,
     /// The baseline's backend tests' database, kept for the whole run.
     _postgres: crate::pg::Throwaway,
 }
@@ -66,6 +68,7 @@ impl Bencher {
         let bench = Bencher {
             baseline: side(Kind::Baseline, bm)?,
             xtask: side(Kind::Xtask, xm)?,
+            db,
             _postgres: postgres,
         };
         ui::step("setup-server on both app machines", || {
@@ -230,6 +233,57 @@ impl Bencher {
                 m.push(Key::CrashNamed, Kind::Xtask, secs)?;
             }
         }
+        if b.wants(BenchPhase::Database) {
+            self.database(b, m)?;
+        }
+        Ok(())
+    }
+
+    /// The database phase, last (see [`database`]): the seed, then per round its floors and
+    /// each row's function; the overhead is the round's pair.
+    fn database(&self, b: &Bench, m: &mut Measurements) -> Result<()> {
+        let (products, prices) = (
+            database::PRODUCTS,
+            database::PRODUCTS * database::PRICES_PER_PRODUCT,
+        );
+        let what = format!("seed {products} products and {prices} price rows");
+        let start = Instant::now();
+        ui::step(&what, || database::seed(&self.db))?;
+        let seeded = start.elapsed().as_secs_f64();
+        m.notes.push(format!(
+            "database: seeded {products} products and {prices} price rows in {seeded:.1} s (one INSERT ... SELECT generate_series per table through psql on {}, then VACUUM ANALYZE); database {:.1} MB",
+            self.db.name,
+            database::size(&self.db)? / 1e6
+        ));
+        let phase = database::Phase {
+            side: &self.xtask,
+            db: &self.db,
+        };
+        for round in 1..=b.runs {
+            interrupt::check()?;
+            let tag = format!("database {round}/{}", b.runs);
+            let parts = m
+                .floors
+                .get_mut(round as usize - 1)
+                .context("no floor parts for this round")?;
+            ui::step(
+                &format!("{tag}: floors (plain pg_dump, database size)"),
+                || database::floors(&phase, parts),
+            )?;
+            let mut samples = Vec::new();
+            for (what, row) in database::ROUND {
+                interrupt::check()?;
+                let (got, done) = ui::step(&format!("{tag}: xtask {what}"), || row(&phase, round))?;
+                m.push_handshakes(Kind::Xtask, &done, self.xtask.hosts.len())?;
+                samples.extend(got);
+            }
+            if let Some(overhead) = database::overhead(&samples) {
+                samples.push((Key::DbOverhead, overhead));
+            }
+            for (key, value) in samples {
+                m.push(key, Kind::Xtask, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -281,7 +335,7 @@ impl Bencher {
             restart_all,
             restart_backend,
             build,
-            checks: None,
+            ..FloorParts::default()
         })
     }
 

@@ -50,6 +50,8 @@ pub enum Op {
     RollbackTo(String),
     /// `deploy backend` of a release that must fail (xtask only: the crash phase).
     FailingBackend,
+    /// `deploy backend --skip-local-checks` of a changed tree (the database phase).
+    Backend,
     List,
 }
 
@@ -65,6 +67,7 @@ impl Op {
             Op::ParallelRollback => "rollback --parallel",
             Op::RollbackTo(_) => "rollback to the newest",
             Op::FailingBackend => "failing backend deploy",
+            Op::Backend => "backend deploy",
             Op::List => "list",
         }
     }
@@ -78,7 +81,9 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Xtask, Op::RedeployBackend) => {
             vec!["deploy", "backend", "--redeploy", "--skip-local-checks"]
         }
-        (Kind::Xtask, Op::FailingBackend) => vec!["deploy", "backend", "--skip-local-checks"],
+        (Kind::Xtask, Op::FailingBackend | Op::Backend) => {
+            vec!["deploy", "backend", "--skip-local-checks"]
+        }
         (Kind::Xtask, Op::Rollback) => vec!["deploy", "rollback"],
         (Kind::Xtask, Op::ParallelDeploy) => {
             vec!["deploy", "all", "--skip-local-checks", "--parallel"]
@@ -89,7 +94,9 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks | Op::ParallelDeploy) => {
             vec![BASELINE, "all"]
         }
-        (Kind::Baseline, Op::RedeployBackend | Op::FailingBackend) => vec![BASELINE, "backend"],
+        (Kind::Baseline, Op::RedeployBackend | Op::FailingBackend | Op::Backend) => {
+            vec![BASELINE, "backend"]
+        }
         (Kind::Baseline, Op::Rollback | Op::RollbackTo(_) | Op::ParallelRollback) => {
             vec![BASELINE, "rollback"]
         }

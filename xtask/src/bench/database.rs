@@ -1,5 +1,5 @@
-//! The database phase (issue 24): the primary's database seeded with 100,000 products and
-//! 1,000,000 price rows (the app's own tables), then rounds of two backend deploys of the xtask,
+//! The database phase (issue 24): the primary's database seeded with 1,000,000 price rows for
+//! 1,000 products (the app's own tables; see [`PRODUCTS`] for why not 100,000), then rounds of two backend deploys of the xtask,
 //! interleaved: one whose tree only changed (nothing to migrate) and one with a fresh revision
 //! that adds a nullable column (a snapshot, then the migration). The rows: both deploys, the
 //! overhead of the second over the first in the same round (target: at most the snapshot's own
@@ -20,9 +20,14 @@ use crate::contract::{layout, EventKind, Note, Step, StepStatus, BACKEND_PACKAGE
 use crate::deploy::event::Event;
 use crate::testhost::{DbInfo, Machine};
 
-/// What the database is seeded with.
-pub const PRODUCTS: u32 = 100_000;
-pub const PRICES_PER_PRODUCT: u32 = 10;
+/// What the database is seeded with: 1,000,000 price rows, as issue 24 asks, but for 1,000
+/// products, not 100,000. The app's home page (the node unit's health probe) lists every
+/// product on one page (`GET /products` is not paged): measured on `bench1` with 100,000
+/// products, `/products` answered 16.8 MB in 3.2 s and the page did not answer within 30 s, so
+/// every deploy failed its health check (2 s per probe) and the phase measured nothing. Raise
+/// this once the product list is paged.
+pub const PRODUCTS: u32 = 1_000;
+pub const PRICES_PER_PRODUCT: u32 = 1_000;
 
 /// The revisions' directory in a checkout.
 const VERSIONS: &str = "backend/alembic/versions";
@@ -306,14 +311,11 @@ mod tests {
 
     #[test]
     fn the_seed_is_one_insert_select_per_table() {
-        let sql = seed_sql(100_000, 10);
+        let sql = seed_sql(1_000, 1_000);
         assert_eq!(sql.matches("INSERT INTO").count(), 2, "{sql}");
+        assert!(sql.contains("FROM generate_series(1, 1000) AS g;"), "{sql}");
         assert!(
-            sql.contains("FROM generate_series(1, 100000) AS g;"),
-            "{sql}"
-        );
-        assert!(
-            sql.contains("FROM products p CROSS JOIN generate_series(1, 10) AS d"),
+            sql.contains("FROM products p CROSS JOIN generate_series(1, 1000) AS d"),
             "{sql}"
         );
         // Priced now: the worker reprices only products older than a day.

@@ -36,14 +36,16 @@ use super::side::{Done, Kind, Op, Side, DELAY_MS};
 use super::table;
 
 /// The db machine every fleet uses.
-pub const DB: &str = "bfleetdb";
+pub fn db() -> String {
+    super::side::named("bfleetdb")
+}
 /// How many machines boot at once.
 const BOOT_AT_ONCE: usize = 4;
 
 /// The app machines of the fleet of size `n`: `bfleet<n>a`, `bfleet<n>b`, ...
 pub fn hosts_of(n: u32) -> Vec<String> {
     (0..n)
-        .map(|i| format!("bfleet{n}{}", char::from(b'a' + i as u8)))
+        .map(|i| super::side::named(&format!("bfleet{n}{}", char::from(b'a' + i as u8))))
         .collect()
 }
 
@@ -55,7 +57,7 @@ fn hosts_label(n: u32) -> String {
 /// Every machine the hosts phase uses for these fleet sizes.
 pub fn machines(sizes: &[u32]) -> Vec<String> {
     let mut all: Vec<String> = sizes.iter().flat_map(|&n| hosts_of(n)).collect();
-    all.push(DB.to_string());
+    all.push(db());
     all
 }
 
@@ -122,7 +124,10 @@ fn boot(names: &[String], role: Role) -> Result<Vec<Machine>> {
 impl Fleets {
     fn provision(sh: &Shell, sizes: &[u32]) -> Result<Fleets> {
         testhost::build(sh, false)?;
-        let db = ui::step(&format!("boot {DB}"), || testhost::up(sh, DB, Role::Db))?;
+        let db_name = db();
+        let db = ui::step(&format!("boot {db_name}"), || {
+            testhost::up(sh, &db_name, Role::Db)
+        })?;
         let mut sides = Vec::new();
         for &n in sizes {
             interrupt::check()?;
@@ -134,7 +139,7 @@ impl Fleets {
                 kind: Kind::Xtask,
                 env: Environment::for_fleet(&hosts, &db)?,
                 hosts,
-                scratch: Scratch::new(&format!("bench-fleet{n}"))?,
+                scratch: Scratch::new(&super::side::named(&format!("bench-fleet{n}")))?,
                 test_database_url: None,
             });
         }
@@ -359,7 +364,7 @@ mod tests {
         );
         let all = machines(&[1, 2, 4]);
         assert_eq!(all.len(), 8);
-        assert_eq!(all.last().map(String::as_str), Some(DB));
+        assert_eq!(all.last(), Some(&db()));
         for name in machines(&[1, 2, crate::flags::BENCH_MAX_HOSTS]) {
             crate::flags::validate_machine_name(&name).unwrap();
             // Never one of the other phases' machines, nor an end-to-end run's (<id>app, ...).

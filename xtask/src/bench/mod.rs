@@ -11,7 +11,7 @@
 //!
 //! The rooms: [`side`] (a side, its machines and commands), [`rounds`] (the interleaved
 //! rounds), [`rows`] (the table's rows and the samples), [`floor`] (the floors' parts),
-//! [`checks`] (the local checks alone), [`load`], [`crash`], and the pure tables [`table`],
+//! [`checks`] (the local checks alone), [`load`], [`crash`], [`database`], and the pure tables [`table`],
 //! [`fleet_table`].
 //!
 //! Fleets are the hosts phase ([`fleet`], `--hosts`): machines of their own, booted after the
@@ -19,6 +19,7 @@
 
 mod checks;
 pub mod crash;
+mod database;
 mod fleet;
 mod fleet_table;
 mod floor;
@@ -44,6 +45,7 @@ pub fn run(b: Bench, sh: &Shell) -> Result<()> {
     if tools::ensure_apt(sh, &[("wrk", "wrk")]).is_err() {
         bail!("wrk is needed for the load rows: apt-get install wrk");
     }
+    side::check_id()?;
     interrupt::install();
     if b.phases.iter().any(|p| *p != BenchPhase::Hosts) {
         side_by_side(&b, sh)?;

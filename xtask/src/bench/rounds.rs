@@ -10,9 +10,9 @@ use xshell::Shell;
 
 use super::floor::{self, Restart};
 use super::rows::Measurements;
-use super::side::{Kind, Op, Side, BASELINE_HOST, DB, DELAY_MS};
+use super::side::{Kind, Op, Side, DELAY_MS};
 use super::table::{self, FloorParts, Key};
-use super::{checks, crash, load, side};
+use super::{checks, crash, database, load, side};
 use crate::contract::{layout, Half, APP_USER, DEFAULT_ROOT};
 use crate::demo::Environment;
 use crate::deploy::release::{self, State};
@@ -30,6 +30,8 @@ const EXTRA_FILE_BYTES: usize = 25_000;
 pub struct Bencher {
     baseline: Side,
     xtask: Side,
+    /// The db machine both sides use (the database phase seeds and reads it).
+    db: Machine,
     /// The baseline's backend tests' database, kept for the whole run.
     _postgres: crate::pg::Throwaway,
 }
@@ -37,12 +39,15 @@ pub struct Bencher {
 impl Bencher {
     pub fn provision(sh: &Shell, hosts: u32) -> Result<Bencher> {
         testhost::build(sh, false)?;
-        let db = ui::step(&format!("boot {DB}"), || testhost::up(sh, DB, Role::Db))?;
+        let (db_name, b_name) = (side::db(), side::baseline_host());
+        let db = ui::step(&format!("boot {db_name}"), || {
+            testhost::up(sh, &db_name, Role::Db)
+        })?;
         let x_name = side::xtask_hosts(hosts).remove(0);
-        let (xm, bm) = ui::step(&format!("boot {x_name} and {BASELINE_HOST}"), || {
+        let (xm, bm) = ui::step(&format!("boot {x_name} and {b_name}"), || {
             std::thread::scope(|s| {
                 let x = s.spawn(|| testhost::up(&Shell::new()?, &x_name, Role::App));
-                let b = s.spawn(|| testhost::up(&Shell::new()?, BASELINE_HOST, Role::App));
+                let b = s.spawn(|| testhost::up(&Shell::new()?, &b_name, Role::App));
                 let join = |h: std::thread::ScopedJoinHandle<'_, Result<Machine>>| {
                     h.join()
                         .unwrap_or_else(|_| Err(anyhow::anyhow!("booting panicked")))
@@ -56,13 +61,14 @@ impl Bencher {
                 kind,
                 env: Environment::for_machines(&m, &db)?,
                 hosts: vec![m],
-                scratch: Scratch::new(&format!("bench-{}", kind.name()))?,
+                scratch: Scratch::new(&side::named(&format!("bench-{}", kind.name())))?,
                 test_database_url: Some(postgres.url()),
             })
         };
         let bench = Bencher {
             baseline: side(Kind::Baseline, bm)?,
             xtask: side(Kind::Xtask, xm)?,
+            db,
             _postgres: postgres,
         };
         ui::step("setup-server on both app machines", || {
@@ -227,6 +233,57 @@ impl Bencher {
                 m.push(Key::CrashNamed, Kind::Xtask, secs)?;
             }
         }
+        if b.wants(BenchPhase::Database) {
+            self.database(b, m)?;
+        }
+        Ok(())
+    }
+
+    /// The database phase, last (see [`database`]): the seed, then per round its floors and
+    /// each row's function; the overhead is the round's pair.
+    fn database(&self, b: &Bench, m: &mut Measurements) -> Result<()> {
+        let (products, prices) = (
+            database::PRODUCTS,
+            database::PRODUCTS * database::PRICES_PER_PRODUCT,
+        );
+        let what = format!("seed {products} products and {prices} price rows");
+        let start = Instant::now();
+        ui::step(&what, || database::seed(&self.db))?;
+        let seeded = start.elapsed().as_secs_f64();
+        m.notes.push(format!(
+            "database: seeded {products} products and {prices} price rows in {seeded:.1} s (one INSERT ... SELECT generate_series per table through psql on {}, then VACUUM ANALYZE); database {:.1} MB",
+            self.db.name,
+            database::size(&self.db)? / 1e6
+        ));
+        let phase = database::Phase {
+            side: &self.xtask,
+            db: &self.db,
+        };
+        for round in 1..=b.runs {
+            interrupt::check()?;
+            let tag = format!("database {round}/{}", b.runs);
+            let parts = m
+                .floors
+                .get_mut(round as usize - 1)
+                .context("no floor parts for this round")?;
+            ui::step(
+                &format!("{tag}: floors (plain pg_dump, database size)"),
+                || database::floors(&phase, parts),
+            )?;
+            let mut samples = Vec::new();
+            for (what, row) in database::ROUND {
+                interrupt::check()?;
+                let (got, done) = ui::step(&format!("{tag}: xtask {what}"), || row(&phase, round))?;
+                m.push_handshakes(Kind::Xtask, &done, self.xtask.hosts.len())?;
+                samples.extend(got);
+            }
+            if let Some(overhead) = database::overhead(&samples) {
+                samples.push((Key::DbOverhead, overhead));
+            }
+            for (key, value) in samples {
+                m.push(key, Kind::Xtask, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -278,7 +335,7 @@ impl Bencher {
             restart_all,
             restart_backend,
             build,
-            checks: None,
+            ..FloorParts::default()
         })
     }
 

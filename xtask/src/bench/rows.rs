@@ -11,6 +11,8 @@ use crate::flags::{Bench, BenchPhase};
 pub struct Measurements {
     pub rows: Vec<Row>,
     pub floors: Vec<FloorParts>,
+    /// Lines printed under the table (what a phase did once, e.g. seeding the database).
+    pub notes: Vec<String>,
 }
 
 /// A row's definition: its key, its phase (None: measured whatever runs), label, unit,
@@ -168,6 +170,58 @@ const ROWS: &[RowSpec] = &[
         Floor::None,
     ),
     (
+        Key::DbDeployWithout,
+        Some(BenchPhase::Database),
+        "database: backend deploy, nothing to migrate",
+        Unit::Secs,
+        Target::None,
+        Floor::BackendRestart,
+    ),
+    (
+        Key::DbDeployWith,
+        Some(BenchPhase::Database),
+        "database: same with a migration (+ snapshot)",
+        Unit::Secs,
+        Target::None,
+        Floor::BackendRestartPgDump,
+    ),
+    (
+        Key::DbOverhead,
+        Some(BenchPhase::Database),
+        "database: overhead of the migration",
+        Unit::Secs,
+        Target::Relative {
+            of: Key::DbSnapshot,
+            factor: 1.0,
+            plus: 0.5,
+        },
+        Floor::PgDump,
+    ),
+    (
+        Key::DbSnapshot,
+        Some(BenchPhase::Database),
+        "database: snapshot (the job's step)",
+        Unit::Secs,
+        Target::None,
+        Floor::PgDump,
+    ),
+    (
+        Key::DbSnapshotSize,
+        Some(BenchPhase::Database),
+        "database: snapshot size (its record)",
+        Unit::Bytes,
+        Target::None,
+        Floor::DatabaseSize,
+    ),
+    (
+        Key::DbMigrate,
+        Some(BenchPhase::Database),
+        "database: migration (the job's step)",
+        Unit::Secs,
+        Target::None,
+        Floor::None,
+    ),
+    (
         Key::Handshakes,
         None,
         "ssh handshakes per command",
@@ -197,6 +251,7 @@ impl Measurements {
         Measurements {
             rows,
             floors: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -241,6 +296,10 @@ impl Measurements {
         );
         let mut out = table::render(&title, &self.rows, &self.floors);
         out.push_str(&table::render_floor_parts(&self.floors));
+        for note in &self.notes {
+            out.push_str(note);
+            out.push('\n');
+        }
         out
     }
 }
@@ -286,6 +345,7 @@ mod tests {
             BenchPhase::Releases,
             BenchPhase::Files,
             BenchPhase::Crash,
+            BenchPhase::Database,
         ]));
         assert_eq!(all.rows.len(), ROWS.len());
     }

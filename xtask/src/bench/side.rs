@@ -50,6 +50,8 @@ pub enum Op {
     RollbackTo(String),
     /// `deploy backend` of a release that must fail (xtask only: the crash phase).
     FailingBackend,
+    /// `deploy backend --skip-local-checks` of a changed tree (the database phase).
+    Backend,
     List,
 }
 
@@ -65,6 +67,7 @@ impl Op {
             Op::ParallelRollback => "rollback --parallel",
             Op::RollbackTo(_) => "rollback to the newest",
             Op::FailingBackend => "failing backend deploy",
+            Op::Backend => "backend deploy",
             Op::List => "list",
         }
     }
@@ -78,7 +81,9 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Xtask, Op::RedeployBackend) => {
             vec!["deploy", "backend", "--redeploy", "--skip-local-checks"]
         }
-        (Kind::Xtask, Op::FailingBackend) => vec!["deploy", "backend", "--skip-local-checks"],
+        (Kind::Xtask, Op::FailingBackend | Op::Backend) => {
+            vec!["deploy", "backend", "--skip-local-checks"]
+        }
         (Kind::Xtask, Op::Rollback) => vec!["deploy", "rollback"],
         (Kind::Xtask, Op::ParallelDeploy) => {
             vec!["deploy", "all", "--skip-local-checks", "--parallel"]
@@ -89,7 +94,9 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks | Op::ParallelDeploy) => {
             vec![BASELINE, "all"]
         }
-        (Kind::Baseline, Op::RedeployBackend | Op::FailingBackend) => vec![BASELINE, "backend"],
+        (Kind::Baseline, Op::RedeployBackend | Op::FailingBackend | Op::Backend) => {
+            vec![BASELINE, "backend"]
+        }
         (Kind::Baseline, Op::Rollback | Op::RollbackTo(_) | Op::ParallelRollback) => {
             vec![BASELINE, "rollback"]
         }
@@ -105,20 +112,58 @@ fn skips_checks(op: &Op) -> bool {
 
 /// One-way delay of the simulated WAN link (50 ms round trip) in front of every app machine.
 pub const DELAY_MS: u32 = 25;
+
+/// The bench's run id: a prefix of every machine and scratch checkout it makes, so benches of
+/// several people on one machine never take each other's machines down (1 to 3 lowercase
+/// letters or digits starting with a letter; none by default).
+pub const ID_ENV: &str = "INNERCONTEXT_BENCH_ID";
+
+/// The run id from [`ID_ENV`], checked: "" when unset.
+pub fn check_id() -> Result<String> {
+    let id = std::env::var(ID_ENV).unwrap_or_default();
+    if !valid_id(&id) {
+        bail!(
+            "invalid {ID_ENV} '{}': use 1 to 3 lowercase letters or digits, starting with a letter",
+            id.escape_debug()
+        );
+    }
+    Ok(id)
+}
+
+/// Empty, or 1 to 3 lowercase letters or digits starting with a letter (the longest machine
+/// name, `bfleet8h`, stays within 12 characters with it).
+fn valid_id(id: &str) -> bool {
+    id.len() <= 3
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id.chars().next().is_none_or(|c| c.is_ascii_lowercase())
+}
+
+/// `name` with the run id in front (the id is checked when the bench starts).
+pub fn named(name: &str) -> String {
+    format!("{}{name}", check_id().unwrap_or_default())
+}
+
 /// The side-by-side phases' db machine and the baseline's app machine.
-pub const DB: &str = "benchdb";
-pub const BASELINE_HOST: &str = "benchsh";
+pub fn db() -> String {
+    named("benchdb")
+}
+
+pub fn baseline_host() -> String {
+    named("benchsh")
+}
 
 /// The xtask side's machines: `bench1..benchN`.
 pub fn xtask_hosts(n: u32) -> Vec<String> {
-    (1..=n).map(|i| format!("bench{i}")).collect()
+    (1..=n).map(|i| named(&format!("bench{i}"))).collect()
 }
 
 /// Every machine a bench run with `n` xtask hosts uses.
 pub fn machines(n: u32) -> Vec<String> {
     let mut all = xtask_hosts(n);
-    all.push(BASELINE_HOST.to_string());
-    all.push(DB.to_string());
+    all.push(baseline_host());
+    all.push(db());
     all
 }
 
@@ -306,5 +351,23 @@ impl Side {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_id_is_short_and_plain() {
+        for ok in ["", "ga", "h1", "abc"] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in ["abcd", "1a", "G", "a-b", "a b", "é"] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+        for name in ["bfleet8h", "bfleetdb", "benchsh", "bench1"] {
+            crate::flags::validate_machine_name(&format!("abc{name}")).unwrap();
+        }
     }
 }

@@ -8,6 +8,8 @@ use anyhow::{bail, Result};
 pub enum Unit {
     Secs,
     Count,
+    /// A size, shown in MB (10^6 bytes).
+    Bytes,
 }
 
 /// What the xtask's figures must meet (baseline figures are never judged).
@@ -47,6 +49,11 @@ pub struct FloorParts {
     pub build: f64,
     /// The local checks alone on this round's tree (None when the checks phase did not run).
     pub checks: Option<f64>,
+    /// A plain `pg_dump --format=custom` of the app's database into a file, timed on the app
+    /// machine (the database phase; None when it did not run).
+    pub pg_dump: Option<f64>,
+    /// The app's database's size in bytes (`pg_database_size`; the database phase).
+    pub db_bytes: Option<f64>,
 }
 
 /// What physics allows for a row: composed from [`FloorParts`] (see the README).
@@ -66,6 +73,12 @@ pub enum Floor {
     Look,
     /// An exact figure: no failed request, one handshake.
     Exactly(u32),
+    /// A plain `pg_dump` of the database (what a snapshot is at least).
+    PgDump,
+    /// A backend deploy that snapshots: the backend's floor plus a plain `pg_dump`.
+    BackendRestartPgDump,
+    /// The database's own size (`pg_database_size`: a dump of it is compressed, and smaller).
+    DatabaseSize,
 }
 
 impl Floor {
@@ -80,6 +93,11 @@ impl Floor {
             Floor::Rollback => Some(p.handshake + p.command + p.restart_all),
             Floor::Look => Some(p.handshake),
             Floor::Exactly(n) => Some(f64::from(n)),
+            Floor::PgDump => p.pg_dump,
+            Floor::BackendRestartPgDump => p
+                .pg_dump
+                .map(|d| p.handshake + p.command + p.restart_backend + d),
+            Floor::DatabaseSize => p.db_bytes,
         }
     }
 }
@@ -103,13 +121,29 @@ pub enum Key {
     RequestsRollback,
     FailedRollback,
     CrashNamed,
+    DbDeployWithout,
+    DbDeployWith,
+    DbOverhead,
+    DbSnapshot,
+    DbSnapshotSize,
+    DbMigrate,
     Handshakes,
 }
 
 impl Key {
     /// A row only the xtask has (the baseline does nothing of the kind).
     pub fn xtask_only(self) -> bool {
-        matches!(self, Key::ChecksAlone | Key::CrashNamed)
+        matches!(
+            self,
+            Key::ChecksAlone
+                | Key::CrashNamed
+                | Key::DbDeployWithout
+                | Key::DbDeployWith
+                | Key::DbOverhead
+                | Key::DbSnapshot
+                | Key::DbSnapshotSize
+                | Key::DbMigrate
+        )
     }
 
     /// How a target refers to this row.
@@ -131,6 +165,12 @@ impl Key {
             Key::RequestsRollback => "requests, rollback",
             Key::FailedRollback => "failed, rollback",
             Key::CrashNamed => "crash loop named",
+            Key::DbDeployWithout => "without a migration",
+            Key::DbDeployWith => "with a migration",
+            Key::DbOverhead => "migration overhead",
+            Key::DbSnapshot => "snapshot's own",
+            Key::DbSnapshotSize => "snapshot size",
+            Key::DbMigrate => "migration",
             Key::Handshakes => "handshakes",
         }
     }
@@ -227,6 +267,7 @@ pub fn num(v: f64, unit: Unit) -> String {
     match unit {
         Unit::Secs => format!("{v:.2}"),
         Unit::Count => format!("{v:.0}"),
+        Unit::Bytes => format!("{:.1}", v / 1e6),
     }
 }
 
@@ -234,6 +275,7 @@ pub fn with_unit(v: f64, unit: Unit) -> String {
     match unit {
         Unit::Secs => format!("{v:.2} s"),
         Unit::Count => format!("{v:.0}"),
+        Unit::Bytes => format!("{:.1} MB", v / 1e6),
     }
 }
 
@@ -383,14 +425,24 @@ pub fn align<L: AsRef<[String]>>(lines: &[L], text: &[usize]) -> String {
     out
 }
 
-/// The floor's parts (medians over the rounds), printed under the table.
+/// The floor's parts (medians over the rounds), printed under the table (the database's only
+/// when its phase ran).
 pub fn render_floor_parts(floors: &[FloorParts]) -> String {
     let m = |f: fn(&FloorParts) -> Option<f64>| {
         let v: Vec<f64> = floors.iter().filter_map(f).collect();
         median(&v).map_or("-".to_string(), |v| format!("{v:.2} s"))
     };
+    let dumps: Vec<f64> = floors.iter().filter_map(|p| p.pg_dump).collect();
+    let sizes: Vec<f64> = floors.iter().filter_map(|p| p.db_bytes).collect();
+    let database = match (median(&dumps), median(&sizes)) {
+        (Some(d), Some(b)) => format!(
+            ", plain pg_dump {d:.2} s of a database of {}",
+            with_unit(b, Unit::Bytes)
+        ),
+        _ => String::new(),
+    };
     format!(
-        "floor parts (medians of {} rounds): ssh handshake with one command {}, one more command {}, restart of all units until healthy {}, of the backend units {}, frontend build {}, local checks {}\n",
+        "floor parts (medians of {} rounds): ssh handshake with one command {}, one more command {}, restart of all units until healthy {}, of the backend units {}, frontend build {}, local checks {}{database}\n",
         floors.len(),
         m(|p| Some(p.handshake)),
         m(|p| Some(p.command)),
@@ -497,6 +549,8 @@ mod tests {
             restart_backend: 0.6,
             build: 4.0,
             checks: None,
+            pg_dump: None,
+            db_bytes: None,
         };
         let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
         assert!(close(Floor::Incremental.value(&p), 4.85));
@@ -514,6 +568,17 @@ mod tests {
         assert!(close(Floor::Checks.value(&slow_link), 20.85));
         assert_eq!(Floor::Exactly(1).value(&p), Some(1.0));
         assert_eq!(Floor::None.value(&p), None);
+        // The database's floors only where its phase measured them.
+        assert_eq!(Floor::PgDump.value(&p), None);
+        assert_eq!(Floor::BackendRestartPgDump.value(&p), None);
+        let db = FloorParts {
+            pg_dump: Some(2.0),
+            db_bytes: Some(150e6),
+            ..p
+        };
+        assert!(close(Floor::PgDump.value(&db), 2.0));
+        assert!(close(Floor::BackendRestartPgDump.value(&db), 3.15));
+        assert_eq!(Floor::DatabaseSize.value(&db), Some(150e6));
     }
 
     #[test]

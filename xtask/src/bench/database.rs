@@ -206,6 +206,7 @@ pub const ROUND: &[(&str, RowFn)] = &[
         deploy_without_migration,
     ),
     ("backend deploy with a migration", deploy_with_migration),
+    ("rollback --migrate-down", rollback_migrate_down),
 ];
 
 /// The overhead of the deploy with a migration over the one without, in the same round.
@@ -282,6 +283,25 @@ fn deploy_with_migration(p: &Phase, round: u32) -> Result<(Vec<(Key, f64)>, Done
             (Key::DbSnapshotSize, bytes),
             (Key::DbMigrate, migrate),
         ],
+        done,
+    ))
+}
+
+/// `deploy rollback --migrate-down --yes` of the round's migration: its wall time and the job's
+/// downgrade step; then, untimed, forward again (the next round's deploy without a migration
+/// must find the database at the checkout's head).
+fn rollback_migrate_down(p: &Phase, _round: u32) -> Result<(Vec<(Key, f64)>, Done)> {
+    let done = p.side.run(&Op::RollbackMigrateDown)?;
+    let events = newest_events(p.side)?;
+    let down = step_secs(&events, Step::Migrate).with_context(|| {
+        format!(
+            "no migrate step in the rollback's events on {}:\n{events}",
+            p.side.machine().name
+        )
+    })?;
+    p.side.run(&Op::Backend)?;
+    Ok((
+        vec![(Key::DbRollbackDown, done.secs), (Key::DbDowngrade, down)],
         done,
     ))
 }
@@ -433,7 +453,7 @@ mod tests {
         ];
         assert_eq!(overhead(&round), Some(2.5));
         assert_eq!(overhead(&round[1..]), None);
-        assert_eq!(ROUND.len(), 2);
+        assert_eq!(ROUND.len(), 3);
     }
 
     #[test]

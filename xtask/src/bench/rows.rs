@@ -222,6 +222,22 @@ const ROWS: &[RowSpec] = &[
         Floor::None,
     ),
     (
+        Key::DbRollbackDown,
+        Some(BenchPhase::Database),
+        "database: rollback --migrate-down (+ snapshot)",
+        Unit::Secs,
+        Target::None,
+        Floor::None,
+    ),
+    (
+        Key::DbDowngrade,
+        Some(BenchPhase::Database),
+        "database: downgrade (the job's step)",
+        Unit::Secs,
+        Target::None,
+        Floor::None,
+    ),
+    (
         Key::Handshakes,
         None,
         "ssh handshakes per command",

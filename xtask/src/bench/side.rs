@@ -52,6 +52,8 @@ pub enum Op {
     FailingBackend,
     /// `deploy backend --skip-local-checks` of a changed tree (the database phase).
     Backend,
+    /// `deploy rollback --migrate-down --yes` (xtask only: the database phase's downgrade).
+    RollbackMigrateDown,
     List,
 }
 
@@ -68,6 +70,7 @@ impl Op {
             Op::RollbackTo(_) => "rollback to the newest",
             Op::FailingBackend => "failing backend deploy",
             Op::Backend => "backend deploy",
+            Op::RollbackMigrateDown => "rollback --migrate-down",
             Op::List => "list",
         }
     }
@@ -85,6 +88,9 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
             vec!["deploy", "backend", "--skip-local-checks"]
         }
         (Kind::Xtask, Op::Rollback) => vec!["deploy", "rollback"],
+        (Kind::Xtask, Op::RollbackMigrateDown) => {
+            vec!["deploy", "rollback", "--migrate-down", "--yes"]
+        }
         (Kind::Xtask, Op::ParallelDeploy) => {
             vec!["deploy", "all", "--skip-local-checks", "--parallel"]
         }
@@ -97,7 +103,10 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Baseline, Op::RedeployBackend | Op::FailingBackend | Op::Backend) => {
             vec![BASELINE, "backend"]
         }
-        (Kind::Baseline, Op::Rollback | Op::RollbackTo(_) | Op::ParallelRollback) => {
+        (
+            Kind::Baseline,
+            Op::Rollback | Op::RollbackTo(_) | Op::ParallelRollback | Op::RollbackMigrateDown,
+        ) => {
             vec![BASELINE, "rollback"]
         }
         (Kind::Baseline, Op::List) => vec![BASELINE, "list"],

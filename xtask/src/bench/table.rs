@@ -127,6 +127,8 @@ pub enum Key {
     DbSnapshot,
     DbSnapshotSize,
     DbMigrate,
+    DbRollbackDown,
+    DbDowngrade,
     Handshakes,
 }
 
@@ -143,6 +145,8 @@ impl Key {
                 | Key::DbSnapshot
                 | Key::DbSnapshotSize
                 | Key::DbMigrate
+                | Key::DbRollbackDown
+                | Key::DbDowngrade
         )
     }
 
@@ -171,6 +175,8 @@ impl Key {
             Key::DbSnapshot => "snapshot's own",
             Key::DbSnapshotSize => "snapshot size",
             Key::DbMigrate => "migration",
+            Key::DbRollbackDown => "rollback --migrate-down",
+            Key::DbDowngrade => "downgrade",
             Key::Handshakes => "handshakes",
         }
     }

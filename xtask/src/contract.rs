@@ -66,6 +66,9 @@ pub struct Unit {
     pub primary_only: bool,
     /// Has a listening socket of its own (`NAME.socket`), held by systemd across restarts.
     pub socket: bool,
+    /// Its `SyslogIdentifier=`: how its journal lines name it (`cargo xtask logs` shows it), so
+    /// the API and the worker, both Python, are told apart.
+    pub log_id: &'static str,
 }
 
 impl Unit {
@@ -87,6 +90,7 @@ pub const API: Unit = Unit {
     probe: Some("http://127.0.0.1:8000/health-check"),
     primary_only: false,
     socket: true,
+    log_id: "innercontext-api",
 };
 pub const WEB: Unit = Unit {
     name: "innercontext-node",
@@ -94,6 +98,7 @@ pub const WEB: Unit = Unit {
     probe: Some("http://127.0.0.1:3000/"),
     primary_only: false,
     socket: true,
+    log_id: "innercontext-web",
 };
 pub const WORKER: Unit = Unit {
     name: "innercontext-pricing-worker",
@@ -101,6 +106,7 @@ pub const WORKER: Unit = Unit {
     probe: None,
     primary_only: true,
     socket: false,
+    log_id: "innercontext-worker",
 };
 
 /// Every unit, in the order they are checked (a failure names the first that fails).

@@ -316,6 +316,20 @@ mod tests {
         }
     }
 
+    /// Each service names its journal lines as the contract says (`Unit::log_id`).
+    #[test]
+    fn each_service_logs_under_the_contracts_identifier() {
+        let dir = crate::project_root().join("systemd");
+        for u in crate::contract::UNITS {
+            let text = fs_err::read_to_string(dir.join(format!("{}.service", u.name))).unwrap();
+            let ids: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("SyslogIdentifier="))
+                .collect();
+            assert_eq!(ids, [u.log_id], "{}.service", u.name);
+        }
+    }
+
     #[test]
     fn units_follow_the_deploy_root() {
         let unit = "WorkingDirectory=/opt/innercontext/current/backend\nExecStart=/opt/innercontext/current/backend/.venv/bin/python\n";

@@ -70,25 +70,34 @@ pub fn first_deploy_all(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Change one backend file: only that file travels, everything else is hard-linked, the
-/// frontend is carried over, and the deploy used exactly one ssh connection.
+/// frontend is carried over, and the deploy used exactly one ssh connection. As a user's
+/// checkout does, this one deploys from its own history (current's commit is one it knows), so
+/// the one changed file goes as one tar stream into the release the server seeded with hard
+/// links of current: the new release has the new text, current's file keeps the old one (tar
+/// replaces the link, never writes through it), and the rest stays linked.
 pub fn backend_one_file_one_handshake(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let s = scratch(ctx)?;
+    // current from this checkout's own commit.
+    deploy(&site, s, &["backend", "--skip-local-checks", "--redeploy"])?.ok()?;
     let before = site.current()?;
     let logins_before = site.deploy_logins()?;
     let path = "backend/innercontext/pricing.py";
     let text = s.read(path)?;
     // Two blank lines before the comment, as ruff format wants: the scratch tree must still
     // pass the backend checks (a later scenario deploys it with them).
-    s.write(path, &format!("{text}\n\n# deployed by the e2e suite\n"))?;
+    let changed = format!("{text}\n\n# deployed by the e2e suite\n");
+    s.write(path, &changed)?;
     s.commit("touch pricing")?;
     let run = deploy(&site, s, &["backend", "--skip-local-checks"])?.ok()?;
+    let out = run.all();
     let logins = site.deploy_logins()? - logins_before;
     ensure!(logins == 1, "a deploy made {logins} ssh logins, expected 1");
     ensure!(
-        run.all().contains("[1 files changed"),
-        "expected exactly one changed file:\n{}",
-        run.all()
+        out.lines().any(|l| l.starts_with("==> upload 1 of ")
+            && l.contains("(changed since ")
+            && l.ends_with("[sent as one tar stream]")),
+        "expected exactly one changed file, sent as one tar stream:\n{out}"
     );
     let after = site.current()?;
     ensure!(after != before);
@@ -111,6 +120,15 @@ pub fn backend_one_file_one_handshake(ctx: &mut Ctx) -> Result<()> {
     ensure!(
         inode(&before, path)? != inode(&after, path)?,
         "{path} did not change"
+    );
+    let on_server = |rel: &str| site.sh(&format!("cat {ROOT}/releases/{rel}/{path}"));
+    ensure!(
+        on_server(&after)? == changed,
+        "the new release's {path} is not the file sent"
+    );
+    ensure!(
+        on_server(&before)? == text,
+        "the previous release's {path} changed: the upload wrote through its hard link"
     );
     site.assert_serving()?;
     Ok(())

@@ -610,6 +610,105 @@ pub fn a_go_lost_on_the_way_sends_the_fleet_back(ctx: &mut Ctx) -> Result<()> {
     f.assert_serving()
 }
 
+/// The deployer SIGKILLed between two hosts' switches of a rolling deploy (the first host
+/// switched and healthy, waiting for the verdict; the second about to get its `go`): every job
+/// hears the silence and ends by itself, the first host going back, the others stopping before
+/// their switch. Right after, and again after the next deploy: every host on one release, no
+/// lock, no job process, each host's deploy.log with a line for it, no release left
+/// `preparing`, the site answering.
+pub fn a_deployer_killed_between_two_switches_leaves_one_release(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    let before = f.currents()?;
+    ensure!(
+        before.iter().all(|c| *c == before[0]),
+        "hosts differ: {before:?}"
+    );
+    let logs = f.log_lengths()?;
+    let second = f.apps[1].clone();
+    let hook = f.scratch.sidecar("pause-before-go-kill");
+    fs_err::write(&hook, format!("go {}", second.name))?;
+    let log = f.scratch.sidecar("killed-between-switches.log");
+    let mut cmd = f.command(&["deploy", "all", "--skip-local-checks", "--redeploy"]);
+    cmd.env("INNERCONTEXT_TEST_PAUSE_BEFORE_SEND", &hook);
+    let mut bg = crate::support::Background::start(cmd, &log)?;
+    let held = bg.wait_for(
+        &format!("paused before sending 'go' to the job on {}", second.name),
+        std::time::Duration::from_secs(600),
+    );
+    let _ = fs_err::remove_file(&hook);
+    held?;
+    let first = &f.apps[0];
+    let switched = first.ssh(&["bash", "-c", &format!("readlink {ROOT}/current")])?;
+    ensure!(
+        !switched.contains(&before[0]),
+        "the first host had not switched when the deployer was killed: {switched}"
+    );
+    bg.signal("KILL")?;
+    let (status, out) = bg.wait(std::time::Duration::from_secs(60))?;
+    ensure!(!status.success(), "the killed deployer exited 0:\n{out}");
+    // Every job ends by itself once it hears nothing (10 s), the first host after its restore.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    for m in &f.apps {
+        loop {
+            let state = m.ssh(&["bash", "-c", &format!(
+                "l=free; test -d {ROOT}/.deploy.lock && l=held; j=none; pgrep -u innercontext -f '[d]eploy.sh job root=' >/dev/null && j=running; echo $l $j"
+            )])?;
+            if state.trim() == "free none" {
+                break;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{}: lock and job are '{}' long after the deployer died",
+                m.name,
+                state.trim()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let after = f.currents()?;
+    ensure!(
+        after == before,
+        "the fleet is split or moved after the deployer died: {before:?} -> {after:?}\n{out}"
+    );
+    let now = f.log_lengths()?;
+    for (i, m) in f.apps.iter().enumerate() {
+        ensure!(
+            now[i] == logs[i] + 1,
+            "{} has {} new deploy.log line(s), not one",
+            m.name,
+            now[i] - logs[i]
+        );
+        let last = m.ssh(&["tail", "-n", "1", &format!("{ROOT}/deploy.log")])?;
+        let want = if i == 0 {
+            "result=rolled-back"
+        } else {
+            "result=interrupted"
+        };
+        ensure!(last.contains(want), "{}: {last}", m.name);
+        let preparing = m.ssh(&[
+            "bash",
+            "-c",
+            &format!("grep -lx preparing {ROOT}/releases/*/.state 2>/dev/null || true"),
+        ])?;
+        ensure!(
+            preparing.trim().is_empty(),
+            "{} left preparing: {preparing}",
+            m.name
+        );
+    }
+    f.assert_serving()?;
+    // The next deploy: one release everywhere.
+    f.xtask(&["deploy", "all", "--skip-local-checks", "--redeploy"])?
+        .ok()?;
+    let next = f.currents()?;
+    ensure!(
+        next.iter().all(|c| *c == next[0]) && next[0] != before[0],
+        "after the next deploy: {next:?}"
+    );
+    ensure!(!f.any_lock()?, "a lock was left by the next deploy");
+    f.assert_serving()
+}
+
 /// Run the xtask with `args` until it is about to send `word` to the job on `m`; drop `m`'s
 /// connection there (its latency proxy is killed, as a link that goes down, and every ssh
 /// process to it ends), let the xtask write the message, and wait for its end.

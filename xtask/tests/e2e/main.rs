@@ -381,6 +381,10 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(FLEET, fleet::a_held_lock_stops_everyone),
     scenario!(FLEET, fleet::a_verdict_lost_on_the_way_is_sent_again),
     scenario!(FLEET, fleet::a_go_lost_on_the_way_sends_the_fleet_back),
+    scenario!(
+        FLEET,
+        fleet::a_deployer_killed_between_two_switches_leaves_one_release
+    ),
     scenario!(FLEET, fleet::no_failed_request_through_the_load_balancer),
     scenario!(FLEET, fleet::a_drifted_fleet_is_reconciled_by_deploy_all),
     scenario!(FLEET, fleet::the_primary_moves_only_with_setup_server),

@@ -5,7 +5,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +24,11 @@ from innercontext.schemas import (
 logger = logging.getLogger(__name__)
 
 HEALTH_STATEMENT_TIMEOUT_MS = 3000
+
+PRODUCTS_PAGE_DEFAULT = 100
+PRODUCTS_PAGE_MAX = 500
+# products.id is a PostgreSQL integer: a larger `after` would fail in the database, not match.
+PRODUCT_ID_MAX = 2**31 - 1
 
 router = APIRouter()
 
@@ -87,8 +92,16 @@ def health_check(request: Request) -> HealthOk | HealthPublic | JSONResponse:
 
 
 @router.get("/products", response_model=list[ProductOut])
-def list_products(session: SessionDep) -> Sequence[Product]:
-    return session.scalars(select(Product).order_by(Product.id)).all()
+def list_products(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=PRODUCTS_PAGE_MAX)] = PRODUCTS_PAGE_DEFAULT,
+    after: Annotated[int, Query(ge=0, le=PRODUCT_ID_MAX)] = 0,
+) -> Sequence[Product]:
+    """One page of products by id (keyset paging): at most ``limit`` products whose id is
+    greater than ``after``. The next page starts after the last id of this one; a page shorter
+    than ``limit`` is the last."""
+    query = select(Product).where(Product.id > after).order_by(Product.id).limit(limit)
+    return session.scalars(query).all()
 
 
 @router.post("/products", response_model=ProductOut, status_code=status.HTTP_201_CREATED)

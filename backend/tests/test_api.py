@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from innercontext.app import create_app
 from innercontext.config import Settings
+from innercontext.models import Product
 from innercontext.worker import run_cycle
 from tests.support import HEAD_REVISION, LOOPBACK, make_settings
 
@@ -127,6 +128,82 @@ def test_list_products_in_id_order(client: TestClient) -> None:
     assert listed == created
     assert [product["id"] for product in listed] == sorted(p["id"] for p in created)
     assert all(set(product) == PRODUCT_KEYS for product in listed)
+
+
+def add_products(session_factory: sessionmaker[Session], count: int) -> list[int]:
+    """Inserts ``count`` products in one transaction; their ids in order."""
+    with session_factory() as session:
+        products = [Product(name=f"Product {n}") for n in range(count)]
+        session.add_all(products)
+        session.commit()
+        return [product.id for product in products]
+
+
+def test_list_products_default_page_is_100(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    ids = add_products(session_factory, 101)
+
+    listed = client.get("/products").json()
+
+    assert [product["id"] for product in listed] == ids[:100]
+
+
+def test_list_products_limit(client: TestClient, session_factory: sessionmaker[Session]) -> None:
+    ids = add_products(session_factory, 5)
+
+    assert [p["id"] for p in client.get("/products?limit=2").json()] == ids[:2]
+    assert [p["id"] for p in client.get("/products?limit=1").json()] == ids[:1]
+
+
+def test_list_products_limit_up_to_500(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    ids = add_products(session_factory, 501)
+
+    assert [p["id"] for p in client.get("/products?limit=500").json()] == ids[:500]
+
+
+def test_list_products_after_pages_by_id(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    ids = add_products(session_factory, 5)
+
+    first = client.get("/products?limit=2").json()
+    second = client.get(f"/products?limit=2&after={first[-1]['id']}").json()
+    third = client.get(f"/products?limit=2&after={second[-1]['id']}").json()
+    past_the_end = client.get(f"/products?after={ids[-1]}").json()
+
+    assert [p["id"] for p in first + second + third] == ids
+    assert len(third) == 1
+    assert past_the_end == []
+
+
+def test_list_products_after_an_id_that_is_gone(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    ids = add_products(session_factory, 3)
+
+    # Keyset paging: `after` need not be an existing id, the page starts above it.
+    listed = client.get(f"/products?after={ids[0] - 1}&limit=1").json()
+    above_a_gap = client.get(f"/products?after={ids[-1] + 10}").json()
+
+    assert [p["id"] for p in listed] == [ids[0]]
+    assert above_a_gap == []
+    assert client.get(f"/products?after={2**31 - 1}").json() == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        *["limit=0", "limit=501", "limit=-1", "limit=abc"],
+        *["after=-1", "after=abc", "after=1.5", f"after={2**31}"],
+    ],
+)
+def test_list_products_rejects_out_of_bounds(client: TestClient, query: str) -> None:
+    response = client.get(f"/products?{query}")
+
+    assert response.status_code == 422
 
 
 @pytest.mark.parametrize(

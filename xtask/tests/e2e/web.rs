@@ -351,7 +351,8 @@ pub fn static_files_from_nginx(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Security headers on a page, a static file, an asset, a 404 of Node and of nginx, an API
-/// answer; the API's documentation is not reachable through nginx.
+/// answer, a refused page of the product list (the API's 422, the page's 400); the API's
+/// documentation is not reachable through nginx.
 pub fn security_headers(ctx: &mut Ctx) -> Result<()> {
     let site = deployed_site(ctx)?;
     let ip = site.app.ip.clone();
@@ -369,6 +370,8 @@ pub fn security_headers(ctx: &mut Ctx) -> Result<()> {
         ("/_app/immutable/nodes/none.js", 404),
         ("/api/health-check", 200),
         ("/api/products", 200),
+        ("/api/products?limit=501", 422),
+        ("/?after=abc", 400),
         ("/api/products/999999999/prices", 404),
     ] {
         let r = fetch(&ip, path, &[])?;
@@ -657,7 +660,8 @@ pub fn old_assets_pruned_after_keep_and_grace(ctx: &mut Ctx) -> Result<()> {
     site.assert_serving()
 }
 
-/// The id of the product the browser scenario visits, created through the API if missing.
+/// The id of the product the browser scenario visits, created through the API if missing. It
+/// must be on the first page of the list (the first 100 by id: the home page shows those).
 fn ensure_product(site: &Site) -> Result<u64> {
     let find = |list: &str| -> Option<u64> {
         let at = list.find(&format!("\"name\":\"{PRODUCT_NAME}\""))?;
@@ -674,7 +678,9 @@ fn ensure_product(site: &Site) -> Result<u64> {
         "curl -fsS -X POST -H 'content-type: application/json' -d '{{\"name\":\"{PRODUCT_NAME}\"}}' http://127.0.0.1:8000/products"
     ))?;
     let (_, list) = site.get("/api/products")?;
-    find(&list).context("the product just created is not in /api/products")
+    find(&list).context(
+        "the product just created is not on the first page of /api/products (100 products before it?)",
+    )
 }
 
 /// One answer of tests/e2e/browser.cjs: `key=value` lines.

@@ -97,8 +97,25 @@ async function getJson<T>(
 const isProductList = (value: unknown): value is Product[] => isArrayOf(value, isProduct);
 const isPriceList = (value: unknown): value is PricePoint[] => isArrayOf(value, isPricePoint);
 
-export function listProducts(fetch: Fetch): Promise<Product[]> {
-	return getJson(fetch, '/products', isProductList, 'The product list was not found.');
+/**
+ * One page of products in id order: at most `limit` (1..500) whose id is greater than `after`
+ * (0 for the first page). See #lib/paging.ts.
+ */
+export function listProducts(
+	fetch: Fetch,
+	{ limit, after }: { limit: number; after: number }
+): Promise<Product[]> {
+	const query = new URLSearchParams({ limit: String(limit), after: String(after) });
+	return getJson(fetch, `/products?${query}`, isProductList, 'The product list was not found.');
+}
+
+/**
+ * The product with this id, or null. The API has no single-product endpoint: this is the page of
+ * one product after `id - 1`, which is this one if it exists.
+ */
+export async function findProduct(fetch: Fetch, id: number): Promise<Product | null> {
+	const [product] = await listProducts(fetch, { limit: 1, after: id - 1 });
+	return product?.id === id ? product : null;
 }
 
 export function listPrices(fetch: Fetch, productId: number): Promise<PricePoint[]> {

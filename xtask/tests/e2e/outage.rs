@@ -253,7 +253,7 @@ fn invariants(site: &Site, s: &Scratch, from: usize, want: &Want) -> Result<()> 
     );
     let locked = site.locked()?;
     ensure!(
-        locked == !lock.ends_with("free"),
+        locked != lock.ends_with("free"),
         "the lock directory {} there, and status says: {lock}\n{said}",
         if locked { "is" } else { "is not" }
     );

@@ -620,9 +620,15 @@ step_health() {
                         bad="$p does not answer"
                         break
                     fi
-                elif ! curl -fsS -o /dev/null -m 2 "$p" 2>/dev/null; then
-                    bad="$p does not answer 2xx"
-                    break
+                else
+                    code=$(curl -sS -o "$jobdir/probe.body" -m "$C_PROBE_TIMEOUT_SECS" -w '%{http_code}' "$p" 2>/dev/null || true)
+                    case "$code" in
+                        2??) ;;
+                        *)
+                            bad="$p $(probe_said "$code" "$jobdir/probe.body")"
+                            break
+                            ;;
+                    esac
                 fi
             done
         fi
@@ -645,6 +651,20 @@ step_health() {
     case "$bad" in
         "at once: "*) fail "${bad#at once: }" ;;
         *) fail "not healthy after ${timeout}s: $bad" ;;
+    esac
+}
+
+# probe_said CODE BODY_FILE: what a probe that did not answer 2xx said, for the failure line: the
+# API's own reason (its health check answers 503 with one when the database is unavailable)
+# when its body has one, one line, at most 200 characters.
+probe_said() { # CODE BODY_FILE
+    local why
+    case "${1:-000}" in
+        000) printf 'does not answer (nothing within %ss)' "$C_PROBE_TIMEOUT_SECS" ;;
+        *)
+            why=$(head -c 2000 "$2" 2>/dev/null | sed -n 's/.*"reason": *"\([^"]*\)".*/\1/p' | head -n 1)
+            printf 'answered %s%s' "$1" "${why:+: $(one_line "$why" 200)}"
+            ;;
     esac
 }
 

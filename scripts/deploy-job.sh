@@ -89,10 +89,19 @@ run_step() {
         emit step "$name" stopped "$(secs_between "$start" "$(now_ms)")" "$step_error"
     else
         step_error=$(cat "$jobdir/step.error" 2>/dev/null || true)
+        # A full disk takes the step's own words with it (step.error, tool.log): say it.
+        if [ -z "$step_error" ] && disk_full "$root"; then
+            step_error="$label failed: No space left on device under $root on $(hostname) (exit $status): free space there and deploy again"
+        fi
         step_error=${step_error:-"$label failed (exit $status); see $jobdir/tool.log"}
         emit step "$name" failed "$(secs_between "$start" "$(now_ms)")" "$step_error"
     fi
     return "$status"
+}
+
+# Whether the filesystem of DIR has no space left for the app user (df's available column).
+disk_full() { # DIR
+    [ "$(df -Pk -- "$1" 2>/dev/null | awk 'NR == 2 { print $4 }')" = 0 ]
 }
 
 # --- waiting for the client ------------------------------------------------------------------

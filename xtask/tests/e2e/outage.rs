@@ -524,9 +524,10 @@ pub fn diskfull_at_lock(ctx: &mut Ctx) -> Result<()> {
     change(s, "disk full at seed")?;
     on_a_small_disk(&site, || {
         let (release, from, out) = full_at(&site, s, "seed")?;
+        let failure = line_of(&out, "error:");
         ensure!(
-            out.contains("No space left on device"),
-            "the deployer does not say the disk is full:\n{out}"
+            failure.contains("No space left on device"),
+            "the deployer's error line does not say the disk is full: {failure}\n{out}"
         );
         ensure!(site.current()? == prev, "current moved on a failed seed");
         after_full(&site, s, from, &release, &prev, &["failed"])
@@ -546,9 +547,10 @@ pub fn diskfull_at_sync(ctx: &mut Ctx) -> Result<()> {
     s.commit("a new virtualenv on a full disk")?;
     on_a_small_disk(&site, || {
         let (release, from, out) = full_at(&site, s, "prepare")?;
+        let failure = line_of(&out, "error:");
         ensure!(
-            out.contains("No space left on device") || out.contains("disk is full"),
-            "the deployer does not say the disk is full:\n{out}"
+            failure.contains("No space left on device"),
+            "the deployer's error line does not say the disk is full: {failure}\n{out}"
         );
         ensure!(site.current()? == prev, "current moved on a failed prepare");
         after_full(&site, s, from, &release, &prev, &["failed"])

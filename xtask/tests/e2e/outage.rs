@@ -627,10 +627,13 @@ pub fn lost_at_record(ctx: &mut Ctx) -> Result<()> {
     };
     invariants(&site, s, from, &want).context("after the job finished on its own")?;
     let status = site.xtask(&s.dir, &["deploy", "status"])?.ok()?;
-    let job = line_of(&status.stdout, "last job:");
+    let (job, current) = (
+        line_of(&status.stdout, "last job:"),
+        line_of(&status.stdout, "current:"),
+    );
     ensure!(
-        job.contains("success") && job.contains(&release),
-        "status does not say the job succeeded with {release}: {job}\n{}",
+        job.contains("success") && current.contains(&release),
+        "status does not say the job succeeded with {release} current: {job}\n{}",
         status.all()
     );
     // The next deploy runs while the first deployer still tries to reconnect.

@@ -89,10 +89,19 @@ run_step() {
         emit step "$name" stopped "$(secs_between "$start" "$(now_ms)")" "$step_error"
     else
         step_error=$(cat "$jobdir/step.error" 2>/dev/null || true)
+        # A full disk takes the step's own words with it (step.error, tool.log): say it.
+        if [ -z "$step_error" ] && disk_full "$root"; then
+            step_error="$label failed: No space left on device under $root on $(hostname) (exit $status): free space there and deploy again"
+        fi
         step_error=${step_error:-"$label failed (exit $status); see $jobdir/tool.log"}
         emit step "$name" failed "$(secs_between "$start" "$(now_ms)")" "$step_error"
     fi
     return "$status"
+}
+
+# Whether the filesystem of DIR has no space left for the app user (df's available column).
+disk_full() { # DIR
+    [ "$(df -Pk -- "$1" 2>/dev/null | awk 'NR == 2 { print $4 }')" = 0 ]
 }
 
 # --- waiting for the client ------------------------------------------------------------------
@@ -619,9 +628,15 @@ step_health() {
                         bad="$p does not answer"
                         break
                     fi
-                elif ! curl -fsS -o /dev/null -m 2 "$p" 2>/dev/null; then
-                    bad="$p does not answer 2xx"
-                    break
+                else
+                    code=$(curl -sS -o "$jobdir/probe.body" -m "$C_PROBE_TIMEOUT_SECS" -w '%{http_code}' "$p" 2>/dev/null || true)
+                    case "$code" in
+                        2??) ;;
+                        *)
+                            bad="$p $(probe_said "$code" "$jobdir/probe.body")"
+                            break
+                            ;;
+                    esac
                 fi
             done
         fi
@@ -644,6 +659,20 @@ step_health() {
     case "$bad" in
         "at once: "*) fail "${bad#at once: }" ;;
         *) fail "not healthy after ${timeout}s: $bad" ;;
+    esac
+}
+
+# probe_said CODE BODY_FILE: what a probe that did not answer 2xx said, for the failure line: the
+# API's own reason (its health check answers 503 with one when the database is unavailable)
+# when its body has one, one line, at most 200 characters.
+probe_said() { # CODE BODY_FILE
+    local why
+    case "${1:-000}" in
+        000) printf 'does not answer (nothing within %ss)' "$C_PROBE_TIMEOUT_SECS" ;;
+        *)
+            why=$(head -c 2000 "$2" 2>/dev/null | sed -n 's/.*"reason": *"\([^"]*\)".*/\1/p' | head -n 1)
+            printf 'answered %s%s' "$1" "${why:+: $(one_line "$why" 200)}"
+            ;;
     esac
 }
 

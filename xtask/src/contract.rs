@@ -194,6 +194,10 @@ pub const ASSET_GRACE_SECS: i64 = 24 * 3600;
 pub const HEARTBEAT_MS: u64 = 1000;
 /// ...and the job decides the client is gone after this long without a word.
 pub const CLIENT_GRACE_SECS: u64 = 10;
+/// How long a health probe waits for an answer: longer than the API's own database connect
+/// timeout (3 s, `backend/innercontext/db.py`), so an unreachable database is read from the
+/// API's 503 and its reason, not guessed from a probe that gave up first.
+pub const PROBE_TIMEOUT_SECS: u64 = 5;
 /// Job directories kept for `deploy status` and `deploy log`.
 pub const JOBS_KEPT: usize = 20;
 

@@ -100,6 +100,7 @@ pub fn shell_vars() -> Vec<(String, String)> {
         ("C_FAILED_GRACE_SECS", FAILED_GRACE_SECS),
         ("C_ASSET_GRACE_SECS", ASSET_GRACE_SECS),
         ("C_CLIENT_GRACE_SECS", CLIENT_GRACE_SECS as i64),
+        ("C_PROBE_TIMEOUT_SECS", PROBE_TIMEOUT_SECS as i64),
         ("C_JOBS_KEPT", JOBS_KEPT as i64),
         ("C_CRASH_LOOP_RESTARTS", CRASH_LOOP_RESTARTS as i64),
     ] {

@@ -26,6 +26,7 @@ mod faults;
 mod fleet;
 mod harness;
 mod lifecycle;
+mod outage;
 mod power;
 mod restarts;
 mod security;
@@ -150,6 +151,12 @@ pub const WEB: Group = Group {
     name: "web",
     tag: 'w',
 };
+/// The world failing around a deploy (issue 25): PostgreSQL stopped, the app host cut from the
+/// database, a full disk at seed, prepare and record, the connection lost for good.
+pub const OUTAGE: Group = Group {
+    name: "outage",
+    tag: 'j',
+};
 /// Several app hosts behind a load balancer (three app machines and a db of their own).
 pub const FLEET: Group = Group {
     name: "fleet",
@@ -186,6 +193,7 @@ pub const GROUPS: &[&Group] = &[
     &LIFECYCLE,
     &STATE,
     &POWER,
+    &OUTAGE,
     &FAULTS,
     &RESTARTS,
     &DATABASE,
@@ -362,6 +370,13 @@ const SCENARIOS: &[Scenario] = &[
         POWER,
         power::a_power_cut_after_the_switch_is_restored_at_boot
     ),
+    scenario!(OUTAGE, outage::pgstop_at_migrate),
+    scenario!(OUTAGE, outage::pgstop_at_activate),
+    scenario!(OUTAGE, outage::partition_at_activate),
+    scenario!(OUTAGE, outage::diskfull_at_lock),
+    scenario!(OUTAGE, outage::diskfull_at_sync),
+    scenario!(OUTAGE, outage::diskfull_at_record),
+    scenario!(OUTAGE, outage::lost_at_record),
     scenario!(FAULTS, faults::health_503),
     scenario!(FAULTS, faults::frontend_does_not_start),
     scenario!(FAULTS, faults::worker_crash_loops),
@@ -466,6 +481,7 @@ pub struct Ctx {
     pub state_scratch: Option<xtask::scratch::Scratch>,
     pub client_scratch: Option<xtask::scratch::Scratch>,
     pub power_scratch: Option<xtask::scratch::Scratch>,
+    pub outage_scratch: Option<xtask::scratch::Scratch>,
     pub database_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
@@ -484,6 +500,7 @@ impl Ctx {
             state_scratch: None,
             client_scratch: None,
             power_scratch: None,
+            outage_scratch: None,
             database_scratch: None,
             fleet: None,
             web_scratch: None,

@@ -329,7 +329,7 @@ pub fn a_shutdown_before_the_switch_stops_the_job(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Fill the filesystem of `dir` on the app machine (as root) and prove it is full.
-fn fill_disk(site: &Site, dir: &str) -> Result<()> {
+pub fn fill_disk(site: &Site, dir: &str) -> Result<()> {
     let out = site.sh(&format!(
         "set -e; f={dir}/.e2e-filler; a=$(df -B1 --output=avail {dir} | tail -n 1 | tr -d ' '); \
          fallocate -l \"$a\" $f.1 || true; dd if=/dev/zero of=$f.2 bs=4k 2>/dev/null || true; \
@@ -344,7 +344,7 @@ fn fill_disk(site: &Site, dir: &str) -> Result<()> {
     Ok(())
 }
 
-fn free_disk(site: &Site, dir: &str) -> Result<()> {
+pub fn free_disk(site: &Site, dir: &str) -> Result<()> {
     site.sh(&format!("rm -f {dir}/.e2e-filler.1 {dir}/.e2e-filler.2"))?;
     Ok(())
 }

@@ -510,10 +510,23 @@ pub fn fresh(site: &Site, s: &Scratch) -> Result<()> {
 
 /// Start `deploy ARGS` with the job told to pause before `step`, and wait until it does.
 pub fn paused(site: &Site, s: &Scratch, step: &str, args: &[&str]) -> Result<Paused> {
+    paused_with(site, s, step, args, &[])
+}
+
+/// [`paused`], the deployer's environment changed by `env` (a shorter health timeout, another
+/// ssh_config).
+pub fn paused_with(
+    site: &Site,
+    s: &Scratch,
+    step: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Paused> {
     fresh(site, s)?;
     let earlier = lock_token(site)?;
     let log = s.sidecar(&format!("paused-{step}.log"));
     let mut cmd = site.command(&s.dir, args);
+    cmd.envs(env.iter().copied());
     cmd.env("INNERCONTEXT_TEST_PAUSE_AT", step);
     // Its own process group, like a shell job in a terminal: a group signal reaches it alone.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

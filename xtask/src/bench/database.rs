@@ -1,5 +1,5 @@
-//! The database phase (issue 24): the primary's database seeded with 1,000,000 price rows for
-//! 1,000 products (the app's own tables; see [`PRODUCTS`] for why not 100,000), then rounds of two backend deploys of the xtask,
+//! The database phase (issue 24): the primary's database seeded with 100,000 products and
+//! 1,000,000 price rows (the app's own tables), then rounds of backend deploys of the xtask,
 //! interleaved: one whose tree only changed (nothing to migrate) and one with a fresh revision
 //! that adds a nullable column (a snapshot, then the migration). The rows: both deploys, the
 //! overhead of the second over the first in the same round (target: at most the snapshot's own
@@ -20,14 +20,12 @@ use crate::contract::{layout, EventKind, Note, Step, StepStatus, BACKEND_PACKAGE
 use crate::deploy::event::Event;
 use crate::testhost::{DbInfo, Machine};
 
-/// What the database is seeded with: 1,000,000 price rows, as issue 24 asks, but for 1,000
-/// products, not 100,000. The app's home page (the node unit's health probe) lists every
-/// product on one page (`GET /products` is not paged): measured on `bench1` with 100,000
-/// products, `/products` answered 16.8 MB in 3.2 s, the page did not answer within 30 s, and
-/// the deploy ended rollback-failed, the API's own health check unanswered (busy with the
-/// page's requests). Raise this once the product list is paged (docs/bench.md).
-pub const PRODUCTS: u32 = 1_000;
-pub const PRICES_PER_PRODUCT: u32 = 1_000;
+/// What the database is seeded with (issue 24): 100,000 products and 1,000,000 price rows (ten
+/// per product). The product list is paged (`GET /products?limit=&after=`, 100 to a page on the
+/// home page): before it was, the home page listed every product, and at 100,000 it did not
+/// answer within 30 s, so node's health probe failed and every deploy rolled back.
+pub const PRODUCTS: u32 = 100_000;
+pub const PRICES_PER_PRODUCT: u32 = 10;
 
 /// The revisions' directory in a checkout.
 const VERSIONS: &str = "backend/alembic/versions";

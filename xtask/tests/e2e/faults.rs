@@ -8,8 +8,11 @@
 //!
 //! Steps: the lock (taken, upload not started), the upload, `uv sync` in prepare, `alembic
 //! upgrade` in migrate, the activation, the bookkeeping after the switch. Each cell proves
-//! where it struck: the step had started on the server before the fault (events carry server
-//! time) and, where the deploy must stop, the switch never started.
+//! where it struck (events carry server time): at prepare, the activation and the record the
+//! job is held right before the step by its test pause point while the fault strikes, then let
+//! go (the step had not started, the one before it had); at the lock, the upload and the
+//! migration the step had started before the fault; and, where the deploy must stop, the
+//! switch never started.
 //!
 //! After every cell, knowing the fault: the lock is free and no job runs (waited for with a
 //! deadline: a lock still busy then fails the cell); deploy.log has exactly the line(s) the fault
@@ -53,6 +56,20 @@ impl Step {
             Step::Migrate => "migrate",
             Step::Activate => "switch",
             Step::Record => "record",
+        }
+    }
+
+    /// The job's test pause point the cell holds the job at (`INNERCONTEXT_TEST_PAUSE_AT`):
+    /// the fault strikes while the job is held right before that step, and the job is let go
+    /// right after, so it meets the fault inside the step, deterministically, instead of a
+    /// poll racing a step that may end between two looks. `prepare` (its `uv sync`), `health`
+    /// (after the switch and the restart: inside the activation) and `record`.
+    fn pause_at(self) -> Option<&'static str> {
+        match self {
+            Step::Sync => Some("prepare"),
+            Step::Activate => Some("health"),
+            Step::Record => Some("record"),
+            Step::Lock | Step::Upload | Step::Migrate => None,
         }
     }
 
@@ -326,35 +343,30 @@ fn prepare_change(s: &Scratch, step: Step, n: usize) -> Result<()> {
     s.commit(&format!("fault cell {n} at {step:?}"))
 }
 
-/// Wait until the deploy is at `step`, as seen from its output or the server. `since_ms`: the
-/// server's clock just before the deploy started (its job's events are newer).
-fn wait_for_step(site: &Site, bg: &mut Background, step: Step, since_ms: u64) -> Result<()> {
+/// Wait until the deploy is at `step`, as seen from its output or the server (a held job: its
+/// pause marker).
+fn wait_for_step(site: &Site, bg: &mut Background, step: Step) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
     let server = |probe: &str| -> Result<bool> {
         Ok(site.sh(&format!("{probe} && echo yes || echo no"))?.trim() == "yes")
     };
     loop {
         let out = bg.output();
-        let reached = match step {
+        let reached = match step.pause_at() {
+            Some(p) => server(&format!(
+                "test \"$(cat {ROOT}/.deploy.lock/paused 2>/dev/null)\" = {p}"
+            ))?,
+            None => false,
+        } || match step {
             Step::Lock => {
                 !out.contains("==> upload") && server(&format!("test -d {ROOT}/.deploy.lock"))?
             }
             Step::Upload => out.contains("==> upload"),
-            // uv itself (the job's bash names it in its script text, hence -x), or, as uv can
-            // be done within a poll when its cache has everything, this deploy's job having
-            // started prepare: the local checks (--recheck) still run for seconds then, and the
-            // migration waits for them, so the fault still strikes before the point of no
-            // return (the cell checks that migrate and switch never started).
-            Step::Sync => server(&format!(
-                "pgrep -u innercontext -x uv >/dev/null || \
-                 cat {ROOT}/jobs/*/events 2>/dev/null | awk -F '\t' -v s={since_ms} \
-                 '$1 >= s && $2 == \"step\" && $3 == \"prepare\" && $4 == \"start\" {{ f = 1 }} END {{ exit !f }}'"
-            ))?,
+            // Held by the pause point (above).
+            Step::Sync | Step::Activate | Step::Record => false,
             Step::Migrate => server(
                 "pgrep -u innercontext -f '^[^ ]*python[0-9.]* -m innercontext[.]deploytool migrate' >/dev/null",
             )?,
-            Step::Activate => out.contains("==> switch current"),
-            Step::Record => out.contains("==> record"),
         };
         if reached {
             return Ok(());
@@ -393,13 +405,15 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
         &["deploy", "all", "--skip-local-checks"]
     };
     let mut cmd = site.command(&s.dir, args);
+    if let Some(p) = step.pause_at() {
+        cmd.env("INNERCONTEXT_TEST_PAUSE_AT", p);
+    }
     // Its own process group, like a shell job in a terminal: the group signals reach it.
     cmd.process_group(0);
-    let since_ms: u64 = site.sh("date +%s%3N")?.trim().parse()?;
     let mut bg = Background::start(cmd, &log)?;
     let pid = bg.child.id();
     let result = (|| -> Result<(std::process::ExitStatus, String, u64, Option<crate::support::Run>)> {
-        wait_for_step(&site, &mut bg, step, since_ms)?;
+        wait_for_step(&site, &mut bg, step)?;
         let struck_ms: u64 = site.sh("date +%s%3N")?.trim().parse()?;
         let mut second = None;
         let kill = |args: &[&str]| -> Result<()> {
@@ -426,6 +440,12 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
                     &["deploy", "all", "--skip-local-checks", "--redeploy"],
                 )?);
             }
+        }
+        if step.pause_at().is_some() {
+            // Let the held job go (as the app user; a job that stopped meanwhile has no marker).
+            site.sh(&format!(
+                "cd {ROOT}/.deploy.lock 2>/dev/null && test -e paused && runuser -u innercontext -- mv -T paused resumed || true"
+            ))?;
         }
         let (status, out) = bg.wait(Duration::from_secs(240))?;
         Ok((status, out, struck_ms, second))
@@ -485,13 +505,29 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
                 .flatten()
         })
     };
-    let at = started_at(step.job_step())
-        .with_context(|| format!("step {} never started:\n{events}", step.job_step()))?;
-    ensure!(
-        at <= struck_ms,
-        "the fault struck at {struck_ms}, before step {} started ({at})",
-        step.job_step()
-    );
+    if let Some(held) = step.pause_at() {
+        // Held right before `held`: it had not started when the fault struck, and what comes
+        // before it had (after the switch, for the activation).
+        ensure!(
+            started_at(held).is_none_or(|t| t > struck_ms),
+            "step {held} started before the fault, though the job was held before it:\n{events}"
+        );
+        let before_it = if step == Step::Sync { "seed" } else { "switch" };
+        let at = started_at(before_it)
+            .with_context(|| format!("step {before_it} never started:\n{events}"))?;
+        ensure!(
+            at <= struck_ms,
+            "the fault struck at {struck_ms}, before step {before_it} started ({at})"
+        );
+    } else {
+        let at = started_at(step.job_step())
+            .with_context(|| format!("step {} never started:\n{events}", step.job_step()))?;
+        ensure!(
+            at <= struck_ms,
+            "the fault struck at {struck_ms}, before step {} started ({at})",
+            step.job_step()
+        );
+    }
     if !step.finishes() && fault != Fault::Concurrent {
         ensure!(
             started_at("switch").is_none() && started_at("migrate").is_none(),

@@ -20,7 +20,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use xshell::Shell;
 
 use crate::config::Config;
@@ -200,7 +200,20 @@ pub fn before_lock(sh: &Shell, ask: &Ask) -> Result<Option<Lint>> {
             ..Lint::default()
         }));
     }
-    let (code, lint) = match run(sh, &from, ask.dry_run, ask.allow_unsafe) {
+    // Something to migrate: what its snapshot needs is read on the server while the lint runs
+    // here (the two take a Python start each; one waits for the other no more).
+    let (linted, room) = std::thread::scope(|scope| {
+        let room = ask
+            .snapshot
+            .then(|| scope.spawn(|| read_facts(ask.session, ask.cfg, true)));
+        let linted = run(sh, &from, ask.dry_run, ask.allow_unsafe);
+        let room = room.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow!("reading the database's size failed")))
+        });
+        (linted, room)
+    });
+    let (code, lint) = match linted {
         Ok(r) => r,
         Err(e) => {
             end("FAILED", "");
@@ -231,19 +244,20 @@ pub fn before_lock(sh: &Shell, ask: &Ask) -> Result<Option<Lint>> {
             ask.host
         );
     }
-    if lint.nothing_to_migrate() || !ask.snapshot {
-        return Ok(Some(lint));
+    match room {
+        Some(read) if !lint.nothing_to_migrate() => room_for_the_snapshot(ask, read)?,
+        _ => {}
     }
-    room_for_the_snapshot(ask)?;
     Ok(Some(lint))
 }
 
-/// The second look before the lock: the database's size against the room for its snapshot.
-fn room_for_the_snapshot(ask: &Ask) -> Result<()> {
+/// The second look before the lock: the database's size against the room for its snapshot
+/// (`read`: what the server said, read while the lint ran).
+fn room_for_the_snapshot(ask: &Ask, read: Result<dbsnap::DbFacts>) -> Result<()> {
     let started = Instant::now();
     let name = "room for the snapshot of the database";
     let id = ui::step_start(name);
-    let facts = match read_facts(ask.session, ask.cfg, true) {
+    let facts = match read {
         Ok(f) => f,
         Err(e) => {
             ui::step_end(

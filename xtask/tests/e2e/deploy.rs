@@ -135,6 +135,65 @@ pub fn backend_one_file_one_handshake(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A file of current edited on the server by hand (as the app user): the next deploy's seed
+/// finds it differs from current's seal, leaves it out and sends it again, with a warning that
+/// names it; the new release has the repository's text.
+pub fn a_file_edited_on_the_server_is_sent_again(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let cur = site.current()?;
+    let path = "backend/innercontext/schemas.py";
+    site.sh(&format!(
+        "runuser -u innercontext -- sh -c 'printf \"\\n# edited on the server\\n\" >> {ROOT}/releases/{cur}/{path}'"
+    ))?;
+    ensure!(
+        site.sh(&format!("tail -n 1 {ROOT}/releases/{cur}/{path}"))?
+            .trim()
+            == "# edited on the server",
+        "the edit did not land"
+    );
+    let run = deploy(&site, s, &["backend", "--skip-local-checks", "--redeploy"])?.ok()?;
+    let out = run.all();
+    ensure!(
+        out.contains(&format!(
+            "warning: {path} on the server differs from the release it came from (edited by hand?): sent again"
+        )),
+        "no warning naming {path}:\n{out}"
+    );
+    let after = site.current()?;
+    ensure!(after != cur, "no new release");
+    ensure!(
+        site.sh(&format!("cat {ROOT}/releases/{after}/{path}"))? == s.read(path)?,
+        "the new release's {path} is not the repository's"
+    );
+    site.assert_serving()
+}
+
+/// An env file owned by someone else than the app user: the deploy is refused before the lock,
+/// naming the file, its owner and the command that repairs it; nothing changes.
+pub fn an_env_file_owned_by_someone_else_is_refused(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let cur = site.current()?;
+    let env = format!("{ROOT}/shared/backend/.env");
+    site.sh(&format!("chown root:root {env}"))?;
+    let run = deploy(&site, s, &["backend", "--skip-local-checks", "--redeploy"]);
+    site.sh(&format!("chown innercontext:innercontext {env}"))?;
+    let run = run?.failed()?;
+    let out = run.all();
+    ensure!(
+        out.contains(&format!(
+            "env file {env} is owned by root, expected innercontext"
+        )) && out.contains("setup-server"),
+        "the refusal does not name the file, its owner and setup-server:\n{out}"
+    );
+    ensure!(
+        site.current()? == cur && !site.locked()?,
+        "the refused deploy changed the server"
+    );
+    site.assert_serving()
+}
+
 /// A frontend-only deploy carries the backend over and still has its own virtualenv.
 pub fn frontend_only(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;

@@ -362,19 +362,9 @@ pub fn migrate_down_switches_every_host_first(ctx: &mut Ctx) -> Result<()> {
     );
     ensure!(psql(column)? == "0", "the column is still there");
     // When: each host's switch (its newest job's events), then the primary's downgrade.
-    let event_ms = |m: &Machine, what: &str| -> Result<u64> {
-        let t = m.ssh(&[
-            "bash",
-            "-c",
-            &format!("d=$(ls -td {ROOT}/jobs/*/ | head -n 1); grep -P '\\t{what}' \"$d/events\" | head -n 1 | cut -f1"),
-        ])?;
-        t.trim()
-            .parse()
-            .with_context(|| format!("no '{what}' event on {}: '{t}'", m.name))
-    };
-    let downgrade = event_ms(&f.apps[0], "step\tmigrate\tstart")?;
+    let downgrade = newest_job_event(&f.apps[0], "step\tmigrate\tstart")?;
     for m in &f.apps {
-        let switched = event_ms(m, "step\tswitch\tok")?;
+        let switched = newest_job_event(m, "step\tswitch\tok")?;
         ensure!(
             switched < downgrade,
             "{} switched at {switched}, after the primary's downgrade began at {downgrade}",
@@ -393,6 +383,56 @@ pub fn migrate_down_switches_every_host_first(ctx: &mut Ctx) -> Result<()> {
     f.xtask(&["deploy", "all", "--skip-local-checks", "--redeploy"])?
         .ok()?;
     ensure!(psql(column)? == "1");
+    f.assert_serving()
+}
+
+/// When (server ms) the newest job on `m` logged its first event `what` (tab-separated kind and
+/// fields, e.g. "step\tswitch\tstart").
+fn newest_job_event(m: &Machine, what: &str) -> Result<u64> {
+    let t = m.ssh(&[
+        "bash",
+        "-c",
+        &format!("d=$(ls -td {ROOT}/jobs/*/ | head -n 1); grep -P '\\t{what}' \"$d/events\" | head -n 1 | cut -f1"),
+    ])?;
+    t.trim()
+        .parse()
+        .with_context(|| format!("no '{what}' event on {}: '{t}'", m.name))
+}
+
+/// `--parallel` and `--batch N` switch as many hosts at once as they say: with `--parallel`
+/// every host's switch starts before any host is healthy; a rollback with `--batch 2` of three
+/// hosts switches the first two together and the third only once both are healthy.
+pub fn batch_and_parallel_switch_as_told(ctx: &mut Ctx) -> Result<()> {
+    let f = serving(ctx)?;
+    ensure!(f.apps.len() == 3, "this scenario wants three app hosts");
+    let times = |what: &str| -> Result<Vec<u64>> {
+        f.apps.iter().map(|m| newest_job_event(m, what)).collect()
+    };
+    let run = f.xtask(&[
+        "deploy",
+        "all",
+        "--skip-local-checks",
+        "--redeploy",
+        "--parallel",
+    ])?;
+    println!("--- deploy --parallel:\n{}", run.all());
+    run.ok()?;
+    let (switch, healthy) = (times("step\tswitch\tstart")?, times("step\thealth\tok")?);
+    ensure!(
+        switch.iter().max() < healthy.iter().min(),
+        "--parallel: a host switched after another was healthy (switch starts {switch:?}, healthy {healthy:?})"
+    );
+    let run = f.xtask(&["deploy", "rollback", "--batch", "2"])?;
+    println!("--- rollback --batch 2:\n{}", run.all());
+    run.ok()?;
+    let (switch, healthy) = (times("step\tswitch\tstart")?, times("step\thealth\tok")?);
+    ensure!(
+        switch[0].max(switch[1]) < healthy[0].min(healthy[1])
+            && switch[2] > healthy[0].max(healthy[1]),
+        "--batch 2: not the first two together, then the third (switch starts {switch:?}, healthy {healthy:?})"
+    );
+    let cur = f.currents()?;
+    ensure!(cur.iter().all(|c| *c == cur[0]), "hosts differ: {cur:?}");
     f.assert_serving()
 }
 

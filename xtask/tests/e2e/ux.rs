@@ -605,6 +605,34 @@ pub fn cli_refuses_bad_words_up_front(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The API down (its service and its socket stopped, so nothing answers on its port): the page
+/// is the error page that says the API is unreachable and what to check (503), never a bare
+/// 500 or a hang; once the API is started again the page is the product list.
+pub fn the_error_page_while_the_api_is_down(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = support::scratch("ux-api")?;
+    ensure_current(&site, &s)?;
+    site.sh("systemctl stop innercontext.socket innercontext.service")?;
+    let seen = (|| -> Result<(u16, String)> {
+        let (status, html) = site.get("/")?;
+        Ok((status, page_text(&html)))
+    })();
+    site.sh("systemctl start innercontext.socket innercontext.service")?;
+    let (status, said) = seen?;
+    ensure!(
+        status == 503
+            && said.contains("The innercontext API is unreachable right now")
+            && said.contains("check the innercontext service on the server"),
+        "with the API down / answered {status}: {said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.get("/api/health-check")?.0 != 200 {
+        ensure!(Instant::now() < deadline, "the API did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    site.assert_serving()
+}
+
 /// With PostgreSQL stopped on the db machine: a deploy fails in one line naming the host, the
 /// port and the cause (no traceback); `status` says why the revision is unreadable; `rollback`
 /// refuses, saying why and naming --force; `rollback --force` switches with a warning.

@@ -738,15 +738,18 @@ fn child(group: &str, sel: &Selection, all: &'static [Scenario]) -> ExitCode {
     }
 }
 
-/// The fault scenarios `faults::FAULT_at_STEP` as a table: fault × step → pass/FAIL.
+/// The fault scenarios `MODULE::FAULT_at_STEP` (`faults::kill_at_lock`,
+/// `jobkill::poweroff_at_record`) as a table: fault × step → pass/FAIL.
 fn print_fault_matrix(outcomes: &[Outcome]) {
     const STEPS: [&str; 6] = ["lock", "upload", "sync", "migrate", "activate", "record"];
     let cells: Vec<(&str, &str, bool)> = outcomes
         .iter()
         .filter_map(|o| {
-            let rest = o.scenario.name.strip_prefix("faults::")?;
+            let (_, rest) = o.scenario.name.split_once("::")?;
             let (fault, step) = rest.split_once("_at_")?;
-            Some((fault, step, o.error.is_none()))
+            STEPS
+                .contains(&step)
+                .then_some((fault, step, o.error.is_none()))
         })
         .collect();
     if cells.is_empty() {

@@ -25,6 +25,7 @@ mod deploy;
 mod faults;
 mod fleet;
 mod harness;
+mod jobkill;
 mod lifecycle;
 mod power;
 mod restarts;
@@ -134,6 +135,18 @@ pub const POWER: Group = Group {
     name: "power",
     tag: 'o',
 };
+/// The fault matrix from the server's side: the deploy job SIGKILLed on the server at each step
+/// (its lock left for the next deploy to take over: its own machines).
+pub const JOBKILL: Group = Group {
+    name: "jobkill",
+    tag: 'g',
+};
+/// The fault matrix from the server's side: the app machine's power cut at each step that
+/// `power` does not cover, then booted again (its own machines).
+pub const POWERCELLS: Group = Group {
+    name: "powercells",
+    tag: 'h',
+};
 /// Broken releases, bad input, bad remote state, security properties.
 pub const FAULTS: Group = Group {
     name: "faults",
@@ -186,6 +199,8 @@ pub const GROUPS: &[&Group] = &[
     &LIFECYCLE,
     &STATE,
     &POWER,
+    &JOBKILL,
+    &POWERCELLS,
     &FAULTS,
     &RESTARTS,
     &DATABASE,
@@ -362,6 +377,16 @@ const SCENARIOS: &[Scenario] = &[
         POWER,
         power::a_power_cut_after_the_switch_is_restored_at_boot
     ),
+    scenario!(JOBKILL, jobkill::killjob_at_lock),
+    scenario!(JOBKILL, jobkill::killjob_at_upload),
+    scenario!(JOBKILL, jobkill::killjob_at_sync),
+    scenario!(JOBKILL, jobkill::killjob_at_migrate),
+    scenario!(JOBKILL, jobkill::killjob_at_activate),
+    scenario!(JOBKILL, jobkill::killjob_at_record),
+    scenario!(POWERCELLS, jobkill::poweroff_at_lock),
+    scenario!(POWERCELLS, jobkill::poweroff_at_upload),
+    scenario!(POWERCELLS, jobkill::poweroff_at_migrate),
+    scenario!(POWERCELLS, jobkill::poweroff_at_record),
     scenario!(FAULTS, faults::health_503),
     scenario!(FAULTS, faults::frontend_does_not_start),
     scenario!(FAULTS, faults::worker_crash_loops),
@@ -453,6 +478,7 @@ pub struct Ctx {
     pub state_scratch: Option<xtask::scratch::Scratch>,
     pub client_scratch: Option<xtask::scratch::Scratch>,
     pub power_scratch: Option<xtask::scratch::Scratch>,
+    pub jobkill_scratch: Option<xtask::scratch::Scratch>,
     pub database_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
@@ -471,6 +497,7 @@ impl Ctx {
             state_scratch: None,
             client_scratch: None,
             power_scratch: None,
+            jobkill_scratch: None,
             database_scratch: None,
             fleet: None,
             web_scratch: None,

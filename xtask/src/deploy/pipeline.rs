@@ -269,8 +269,10 @@ impl Driver<'_> {
                 let w = self.members[i]
                     .job
                     .wait(self.out.as_mut(), tick, &|_| false);
-                if w == Wait::Lost {
-                    self.on_lost(i)?;
+                match w {
+                    Wait::Lost => self.on_lost(i)?,
+                    Wait::Ended => self.on_ended(i)?,
+                    _ => {}
                 }
             }
             self.on_stops();
@@ -635,6 +637,42 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// The job's events ended without its result, the connection up: the server's files say
+    /// what became of it, never the connection. A job gone without a result is left (the last
+    /// line reads the server) and a fleet goes back; anything else (the files unreadable, or a
+    /// job that still runs) is followed again as after a lost connection.
+    fn on_ended(&mut self, i: usize) -> Result<()> {
+        match self.members[i].job.read_now() {
+            Ok(r)
+                if r.outcome.is_none() && !matches!(r.lock, LockNow::Ours { alive: true, .. }) =>
+            {
+                if let Some(c) = self.uploads[i].carrying.take() {
+                    c.stop();
+                    self.uploads[i].started = true;
+                }
+                if self.members.len() == 1 {
+                    self.stop_local();
+                }
+                self.out.close();
+                self.left_gone(i);
+                Ok(())
+            }
+            _ => self.on_lost(i),
+        }
+    }
+
+    /// Job `i` is gone without a result: nothing more comes from it; a fleet goes back.
+    fn left_gone(&mut self, i: usize) {
+        let name = self.members[i].name().to_string();
+        self.members[i].job.detach();
+        self.members[i].job.gone = true;
+        if self.fleet() {
+            let why = format!("the job on {name} is gone without a result");
+            self.rollout
+                .back(&mut self.members, &why, self.out.as_mut());
+        }
+    }
+
     /// A connection dropped (or a message could not be sent): reconnect and re-attach. A job
     /// that has recorded its result meanwhile is only followed to its end; one that is gone
     /// without a result is left (the last line reads the server); otherwise, before `checked`,
@@ -677,12 +715,7 @@ impl Driver<'_> {
             // Its remaining events (and its result) come through the new connection.
             Ok(r) if r.outcome.is_some() => return Ok(()),
             Ok(r) if !matches!(r.lock, LockNow::Ours { alive: true, .. }) => {
-                self.members[i].job.gone = true;
-                if self.fleet() {
-                    let why = format!("the job on {name} is gone without a result");
-                    self.rollout
-                        .back(&mut self.members, &why, self.out.as_mut());
-                }
+                self.left_gone(i);
                 return Ok(());
             }
             _ => {}

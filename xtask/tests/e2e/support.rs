@@ -611,7 +611,7 @@ pub fn let_send(s: &Scratch) -> Result<()> {
 
 /// The fault: the job SIGKILLed as root on the server (the job only, not the deployer: nothing
 /// runs its cleanup). Returns once it and every process that held its lock's flock are gone (a
-/// wait's one-second nap may outlive it by that second).
+/// command it was running, a `$(…)`, may outlive it by moments).
 pub fn kill_job(site: &Site, p: &Paused) -> Result<()> {
     site.sh(&format!("kill -KILL {}", p.pid))?;
     wait_gone(site, p.pid)?;

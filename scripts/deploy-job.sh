@@ -134,9 +134,10 @@ stop_asked() {
 # `wait`s for: a signal's trap (a shutdown's SIGTERM: put current back, record) then runs once
 # `wait` returns. Never bash's own `read -t`: a trap run inside it is cut short when the read's
 # timer fires (at the trap's next command substitution, which jumps back into the read), and
-# the job lost its record.
+# the job lost its record. The nap does not hold the lock's flock (fd 8): a job killed while it
+# waits leaves no process holding its lock, so its death shows at once.
 nap() {
-    timeout 1 head -c 1 <&6 >/dev/null 2>&1 &
+    timeout 1 head -c 1 <&6 >/dev/null 2>&1 8>&- &
     wait "$!" || true
 }
 

@@ -107,6 +107,9 @@ pub enum Wait {
     Finished,
     /// The connection dropped before the job ended.
     Lost,
+    /// The job's events ended without its result while the connection stayed up: its process
+    /// is gone (killed on the server). The server's files say what became of it.
+    Ended,
     /// The timeout passed, or a signal arrived (the caller looks which).
     Timeout,
 }
@@ -326,9 +329,9 @@ impl Job {
                     }
                 }
                 Ok(Incoming::Eof) => {
-                    // The job ended; its result event came before.
+                    // The job ended; its result event came before, unless it died.
                     if self.outcome.is_none() {
-                        return Wait::Lost;
+                        return Wait::Ended;
                     }
                 }
                 Err(TryRecvError::Empty) => {

@@ -28,11 +28,10 @@ use crate::contract::{JobResult, Message, Note, Phase};
 use crate::deploy::checks::Checks;
 use crate::deploy::dbsnap;
 use crate::deploy::fleet::{self, Member, Output};
-use crate::deploy::job::{Wait, RECONNECT_FOR};
+use crate::deploy::job::Wait;
 use crate::deploy::local::{self, Carrier, Transfer};
 use crate::deploy::migration;
 use crate::deploy::plan::{self, Asker, FleetDecision};
-use crate::deploy::reading::LockNow;
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::rollout::Rollout;
 use crate::deploy::server::{self, Look};
@@ -41,6 +40,8 @@ use crate::deploy::upload::{self, Upload};
 use crate::flags::{CheckPart, Scope};
 use crate::interrupt;
 use crate::{say, say_event, ui};
+
+mod lost;
 
 pub struct Options {
     pub dry_run: bool,
@@ -269,8 +270,10 @@ impl Driver<'_> {
                 let w = self.members[i]
                     .job
                     .wait(self.out.as_mut(), tick, &|_| false);
-                if w == Wait::Lost {
-                    self.on_lost(i)?;
+                match w {
+                    Wait::Lost => self.on_lost(i)?,
+                    Wait::Ended => self.on_ended(i)?,
+                    _ => {}
                 }
             }
             self.on_stops();
@@ -632,65 +635,6 @@ impl Driver<'_> {
         // Not sent (the job ended meanwhile, or the connection is gone): the next wait brings
         // its result, or on_lost.
         self.uploads[i].done = self.tell(i, Message::Uploaded);
-        Ok(())
-    }
-
-    /// A connection dropped (or a message could not be sent): reconnect and re-attach. A job
-    /// that has recorded its result meanwhile is only followed to its end; one that is gone
-    /// without a result is left (the last line reads the server); otherwise, before `checked`,
-    /// every job is asked to stop (we cannot know what the network did to the upload), and in a
-    /// fleet after it, the fleet goes back. What the deployer says is read, never foreseen.
-    fn on_lost(&mut self, i: usize) -> Result<()> {
-        let stage = self.stage_name();
-        if let Some(c) = self.uploads[i].carrying.take() {
-            c.stop();
-            self.uploads[i].started = true;
-        }
-        if self.members.len() == 1 {
-            self.stop_local();
-        }
-        self.out.close();
-        let name = self.members[i].name().to_string();
-        let cause = self.members[i].job.last_error.clone();
-        say_event!(
-            "the connection to {name} was lost during {stage}{}: reconnecting (for up to {}s; Ctrl-C stops trying)",
-            if cause.is_empty() {
-                String::new()
-            } else {
-                format!(" ({cause})")
-            },
-            RECONNECT_FOR.as_secs()
-        );
-        let dest = self.members[i].host.dest.clone();
-        if let Err(e) = self.members[i]
-            .job
-            .reattach(&dest, self.cfg.ssh_config.as_deref())
-        {
-            self.stop_local();
-            bail!(
-                "{}",
-                report::unreachable_line(&self.what, &name, &format!("{e:#}"))
-            );
-        }
-        say!("    reconnected to {name}; following its job again");
-        match self.members[i].job.read_now() {
-            // Its remaining events (and its result) come through the new connection.
-            Ok(r) if r.outcome.is_some() => return Ok(()),
-            Ok(r) if !matches!(r.lock, LockNow::Ours { alive: true, .. }) => {
-                self.members[i].job.gone = true;
-                if self.fleet() {
-                    let why = format!("the job on {name} is gone without a result");
-                    self.rollout
-                        .back(&mut self.members, &why, self.out.as_mut());
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-        if !self.checked || self.fleet() {
-            let why = format!("the connection to {name} was lost during {stage}");
-            self.abort(JobResult::Interrupted, &why);
-        }
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ mod deploy;
 mod faults;
 mod fleet;
 mod harness;
+mod jobkill;
 mod lifecycle;
 mod outage;
 mod power;
@@ -135,6 +136,18 @@ pub const POWER: Group = Group {
     name: "power",
     tag: 'o',
 };
+/// The fault matrix from the server's side: the deploy job SIGKILLed on the server at each step
+/// (its lock left for the next deploy to take over: its own machines).
+pub const JOBKILL: Group = Group {
+    name: "jobkill",
+    tag: 'g',
+};
+/// The fault matrix from the server's side: the app machine's power cut at each step that
+/// `power` does not cover, then booted again (its own machines).
+pub const POWERCELLS: Group = Group {
+    name: "powercells",
+    tag: 'h',
+};
 /// Broken releases, bad input, bad remote state, security properties.
 pub const FAULTS: Group = Group {
     name: "faults",
@@ -194,6 +207,8 @@ pub const GROUPS: &[&Group] = &[
     &STATE,
     &POWER,
     &OUTAGE,
+    &JOBKILL,
+    &POWERCELLS,
     &FAULTS,
     &RESTARTS,
     &DATABASE,
@@ -379,6 +394,16 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(OUTAGE, outage::diskfull_at_sync),
     scenario!(OUTAGE, outage::diskfull_at_record),
     scenario!(OUTAGE, outage::lost_at_record),
+    scenario!(JOBKILL, jobkill::killjob_at_lock),
+    scenario!(JOBKILL, jobkill::killjob_at_upload),
+    scenario!(JOBKILL, jobkill::killjob_at_sync),
+    scenario!(JOBKILL, jobkill::killjob_at_migrate),
+    scenario!(JOBKILL, jobkill::killjob_at_activate),
+    scenario!(JOBKILL, jobkill::killjob_at_record),
+    scenario!(POWERCELLS, jobkill::poweroff_at_lock),
+    scenario!(POWERCELLS, jobkill::poweroff_at_upload),
+    scenario!(POWERCELLS, jobkill::poweroff_at_migrate),
+    scenario!(POWERCELLS, jobkill::poweroff_at_record),
     scenario!(FAULTS, faults::health_503),
     scenario!(FAULTS, faults::frontend_does_not_start),
     scenario!(FAULTS, faults::worker_crash_loops),
@@ -486,6 +511,7 @@ pub struct Ctx {
     pub client_scratch: Option<xtask::scratch::Scratch>,
     pub power_scratch: Option<xtask::scratch::Scratch>,
     pub outage_scratch: Option<xtask::scratch::Scratch>,
+    pub jobkill_scratch: Option<xtask::scratch::Scratch>,
     pub database_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
@@ -505,6 +531,7 @@ impl Ctx {
             client_scratch: None,
             power_scratch: None,
             outage_scratch: None,
+            jobkill_scratch: None,
             database_scratch: None,
             fleet: None,
             web_scratch: None,

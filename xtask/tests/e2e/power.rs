@@ -18,18 +18,18 @@ use anyhow::{ensure, Context, Result};
 use xshell::Shell;
 
 use crate::support::{
-    change, lock_token, log_len, log_since, paused, took_over_line, wait_quiet, Run, Scratch, Site,
-    ROOT,
+    change, held_after_switch, lock_token, log_len, log_since, paused, took_over_line, wait_quiet,
+    Run, Scratch, Site, ROOT,
 };
 use crate::Ctx;
 
 /// How long the deployer of a deploy whose server went may take to end: noticing the dead
 /// connection (ssh's keepalive, 15 s), then trying again for its reconnect window (120 s,
 /// `deploy::job::RECONNECT_FOR`), with room for a loaded machine.
-const DEPLOYER_ENDS: Duration = Duration::from_secs(300);
+pub const DEPLOYER_ENDS: Duration = Duration::from_secs(300);
 
 /// The units, all of which a boot starts from current.
-const EVERY_UNIT: [&str; 3] = [
+pub const EVERY_UNIT: [&str; 3] = [
     xtask::contract::API.name,
     xtask::contract::WEB.name,
     xtask::contract::WORKER.name,
@@ -50,7 +50,7 @@ fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
 }
 
 /// The fault: the app machine's power cut, then the same disk booted again.
-fn cut_power(site: &Site) -> Result<()> {
+pub fn cut_power(site: &Site) -> Result<()> {
     let sh = Shell::new()?;
     xtask::testhost::poweroff(&sh, &site.app.name, true).context("cutting the power")?;
     xtask::testhost::start(&sh, &site.app.name).context("starting the machine again")?;
@@ -65,7 +65,7 @@ fn reboot(site: &Site) -> Result<()> {
 }
 
 /// The deployer's last non-empty line.
-fn last_line(out: &str) -> &str {
+pub fn last_line(out: &str) -> &str {
     out.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -73,7 +73,7 @@ fn last_line(out: &str) -> &str {
 }
 
 /// The line of `out` that starts with `prefix` ('' when there is none).
-fn line_of<'a>(out: &'a str, prefix: &str) -> &'a str {
+pub fn line_of<'a>(out: &'a str, prefix: &str) -> &'a str {
     out.lines().find(|l| l.starts_with(prefix)).unwrap_or("")
 }
 
@@ -97,24 +97,32 @@ fn running_releases(site: &Site, units: &[&str]) -> Result<Vec<(String, String)>
 }
 
 /// What the server must look like after a fault, and after the next deploy.
-struct Want<'a> {
+pub struct Want<'a> {
     /// The release current must be.
-    current: &'a str,
+    pub current: &'a str,
     /// The units that must run it: every unit after a boot; after a deploy, those it restarted
     /// (a backend deploy leaves the web unit running the frontend it started with).
-    units: &'a [&'a str],
+    pub units: &'a [&'a str],
     /// The token of a lock its dead job left for the next deploy to take over; None: no lock.
-    dead_lock: Option<&'a str>,
+    pub dead_lock: Option<&'a str>,
 }
 
 /// The invariants (see the module's doc), read from the server and from what `deploy status`
 /// and `deploy list` say.
-fn invariants(site: &Site, s: &Scratch, want: &Want) -> Result<()> {
+pub fn invariants(site: &Site, s: &Scratch, want: &Want) -> Result<()> {
     let jobs =
         site.sh("pgrep -a -u innercontext -f '[d]eploy.sh job root=' | cut -c1-200 || true")?;
     ensure!(
         jobs.trim().is_empty(),
         "a deploy job runs on the server: {jobs}"
+    );
+    // Nor any of a job's children (uv, the deploy tool's migrations) outside the app's units.
+    let stray = site.sh(
+        "ps -u innercontext -o pid=,cgroup=,args= 2>/dev/null | grep -v 'system.slice/innercontext' | grep -E '[/ ]uv |deploytool|alembic' | cut -c1-200 || true",
+    )?;
+    ensure!(
+        stray.trim().is_empty(),
+        "a deploy job's children outlived it:\n{stray}"
     );
     ensure!(
         site.current()? == want.current,
@@ -188,7 +196,7 @@ fn invariants(site: &Site, s: &Scratch, want: &Want) -> Result<()> {
 
 /// The next deploy after a fault: it succeeds and says so, and the invariants hold with its
 /// release current and no lock. Returns the run.
-fn next_deploy(site: &Site, s: &Scratch, what: &str) -> Result<Run> {
+pub fn next_deploy(site: &Site, s: &Scratch, what: &str) -> Result<Run> {
     change(s, what)?;
     let next = site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?;
     let out = next.all();
@@ -306,18 +314,8 @@ pub fn a_reboot_after_the_switch_puts_current_back(ctx: &mut Ctx) -> Result<()> 
     let prev = site.current()?;
     let from = log_len(&site)?;
     change(s, "reboot after the switch")?;
-    let p = paused(
-        &site,
-        s,
-        "health",
-        &["deploy", "backend", "--skip-local-checks"],
-    )?;
+    let p = held_after_switch(&site, s, &["deploy", "backend", "--skip-local-checks"])?;
     let release = p.release.clone();
-    ensure!(
-        site.current()? == release,
-        "the job is held at health but current is {}, not {release}",
-        site.current()?
-    );
     reboot(&site)?;
     let (status, out) = p.bg.wait(DEPLOYER_ENDS)?;
     println!("the deployer ({status}):\n{out}");
@@ -383,18 +381,8 @@ pub fn a_power_cut_after_the_switch_is_restored_at_boot(ctx: &mut Ctx) -> Result
     ensure!(site.state(&prev)? == "succeeded");
     let from = log_len(&site)?;
     change(s, "power cut after the switch")?;
-    let p = paused(
-        &site,
-        s,
-        "health",
-        &["deploy", "backend", "--skip-local-checks"],
-    )?;
+    let p = held_after_switch(&site, s, &["deploy", "backend", "--skip-local-checks"])?;
     let (token, release) = (p.token.clone(), p.release.clone());
-    ensure!(
-        site.current()? == release,
-        "the job is held at health but current is {}, not {release}",
-        site.current()?
-    );
     cut_power(&site)?;
     let (status, out) = p.bg.wait(DEPLOYER_ENDS)?;
     println!("the deployer ({status}):\n{out}");

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::support::{
-    change, fresh, log_len, log_since, paused, resume, took_over_line, wait_gone, wait_quiet,
-    Background, Paused, Run, Scratch, Site, ROOT,
+    change, fresh, held_after_switch, kill_job, log_len, log_since, paused, resume, took_over_line,
+    wait_gone, wait_quiet, Background, Paused, Run, Scratch, Site, ROOT,
 };
 use crate::Ctx;
 
@@ -32,12 +32,6 @@ fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
         ctx.state_scratch = Some(s);
     }
     Ok(ctx.state_scratch.as_ref().unwrap())
-}
-
-/// The fault: the job SIGKILLed as root on the server (nothing runs its cleanup).
-fn kill_job(site: &Site, p: &Paused) -> Result<()> {
-    site.sh(&format!("kill -KILL {}", p.pid))?;
-    wait_gone(site, p.pid)
 }
 
 /// The fault: SIGTERM to the job, what a shutdown sends every process of the session.
@@ -260,14 +254,8 @@ pub fn a_shutdown_after_the_switch_puts_current_back(ctx: &mut Ctx) -> Result<()
     let prev = site.current()?;
     let from = log_len(&site)?;
     change(s, "terminated after the switch")?;
-    let p = paused(
-        &site,
-        s,
-        "health",
-        &["deploy", "backend", "--skip-local-checks"],
-    )?;
+    let p = held_after_switch(&site, s, &["deploy", "backend", "--skip-local-checks"])?;
     let release = p.release.clone();
-    ensure!(site.current()? == release, "not switched yet");
     term_job(&site, &p)?;
     let (status, out) = deployer_ends(p)?;
     let result = (|| -> Result<()> {

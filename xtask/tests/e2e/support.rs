@@ -552,6 +552,12 @@ pub fn paused_with(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    held(site, bg)
+}
+
+/// The deploy `bg` whose job holds the lock: its token, release and the job's pid, read from
+/// the lock.
+fn held(site: &Site, bg: Background) -> Result<Paused> {
     let info = |key: &str| -> Result<String> {
         Ok(site
             .sh(&format!("sed -n 's/^{key}=//p' {ROOT}/.deploy.lock/info"))?
@@ -571,6 +577,73 @@ pub fn paused_with(
         release,
         pid,
     })
+}
+
+/// A deploy held right after its switch: the job paused before its health checks (its units
+/// restarted into the new release), with current already naming that release.
+pub fn held_after_switch(site: &Site, s: &Scratch, args: &[&str]) -> Result<Paused> {
+    let p = paused(site, s, "health", args)?;
+    let current = site.current()?;
+    ensure!(
+        current == p.release,
+        "the job is held at health but current is {current}, not {}",
+        p.release
+    );
+    Ok(p)
+}
+
+/// A deploy held in its upload: the whole release uploaded, the deployer waiting (its test hook
+/// `INNERCONTEXT_TEST_PAUSE_BEFORE_SEND`) before it tells the job so, the job waiting for that
+/// word. [`let_send`] lets the deployer go on.
+pub fn held_in_upload(site: &Site, s: &Scratch, args: &[&str]) -> Result<Paused> {
+    fresh(site, s)?;
+    let earlier = lock_token(site)?;
+    let gate = s.sidecar("gate-uploaded");
+    fs_err::write(&gate, format!("uploaded {}", site.app.name))?;
+    let mut cmd = site.command(&s.dir, args);
+    cmd.env("INNERCONTEXT_TEST_PAUSE_BEFORE_SEND", &gate);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut bg = Background::start(cmd, &s.sidecar("held-upload.log"))?;
+    bg.wait_for("paused before sending 'uploaded'", Duration::from_secs(240))?;
+    let phase = site.sh(&format!(
+        "cat {ROOT}/.deploy.lock/phase 2>/dev/null || true"
+    ))?;
+    ensure!(
+        phase.trim() == "awaiting-upload" && lock_token(site)? != earlier,
+        "the deployer holds back 'uploaded' but the job's phase is '{}'",
+        phase.trim()
+    );
+    held(site, bg)
+}
+
+/// Let a deployer held by [`held_in_upload`] send its word.
+pub fn let_send(s: &Scratch) -> Result<()> {
+    fs_err::remove_file(s.sidecar("gate-uploaded"))?;
+    Ok(())
+}
+
+/// The fault: the job SIGKILLed as root on the server (the job only, not the deployer: nothing
+/// runs its cleanup). Returns once it and every process that held its lock's flock are gone (a
+/// command it was running, a `$(…)`, may outlive it by moments).
+pub fn kill_job(site: &Site, p: &Paused) -> Result<()> {
+    site.sh(&format!("kill -KILL {}", p.pid))?;
+    wait_gone(site, p.pid)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site
+        .sh(&format!(
+            "runuser -u innercontext -- flock -n -s {ROOT}/.deploy.lock/job.lock true && echo free || echo held"
+        ))?
+        .trim()
+        != "free"
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "a process still holds the killed job's lock after 10 s: {}",
+            site.sh("ps -u innercontext -o pid=,args= | cut -c1-160")?
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Let a paused job go on (as the app user: root never writes into the app's directories).

@@ -156,11 +156,26 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
             if members[i].job.over() {
                 continue;
             }
-            if members[i]
+            let waited = members[i]
                 .job
-                .wait(out.as_mut(), Duration::from_millis(20), &|_| false)
-                == Wait::Lost
-            {
+                .wait(out.as_mut(), Duration::from_millis(20), &|_| false);
+            // Its events ended without a result while the connection held: the job died there
+            // (read, not taken for a lost connection).
+            if waited == Wait::Ended && gone_without_result(&mut members[i]) {
+                out.close();
+                let name = members[i].name().to_string();
+                members[i].job.detach();
+                members[i].job.gone = true;
+                if fleet {
+                    rollout.back(
+                        &mut members,
+                        &format!("the job on {name} is gone without a result"),
+                        out.as_mut(),
+                    );
+                }
+                continue;
+            }
+            if waited == Wait::Lost || waited == Wait::Ended {
                 out.close();
                 let name = members[i].name().to_string();
                 say_event!(
@@ -179,10 +194,8 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
                     })?;
                 say!("    reconnected to {name}; following its job again");
                 // A job that is gone without a result: nothing more will come from it.
-                if let Ok(r) = members[i].job.read_now() {
-                    if r.outcome.is_none() && !matches!(r.lock, LockNow::Ours { alive: true, .. }) {
-                        members[i].job.gone = true;
-                    }
+                if gone_without_result(&mut members[i]) {
+                    members[i].job.gone = true;
                 }
                 if fleet {
                     rollout.back(
@@ -236,6 +249,11 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
         report::summary_rows(&mut members),
         started.elapsed(),
     )
+}
+
+/// Whether the member's job is gone without a result, as its server's files say now.
+fn gone_without_result(m: &mut fleet::Member) -> bool {
+    matches!(m.job.read_now(), Ok(r) if r.outcome.is_none() && !matches!(r.lock, LockNow::Ours { alive: true, .. }))
 }
 
 /// The downgrade a rollback to `target` needs on the primary (`session`), read before the lock.

@@ -834,6 +834,149 @@ job_rollback() {
     activate "$opt_target" earlier
 }
 
+# --- restore (`cargo xtask db restore`) -------------------------------------------------------
+
+# The database replaced by a snapshot, on one host (the primary): verify the snapshot under the
+# lock (refused, nothing stopped, when it is not whole or its release cannot run it); stop the
+# units and their sockets (no request starts them again meanwhile); load it in one transaction
+# (it completes or leaves the old data); switch current to the snapshot's release; start the
+# units and their sockets; health. A failure before the load committed starts the units again
+# on current (the database unchanged); after it, the job says what is where and stops there.
+job_restore() {
+    local prev units=${opt_restart//,/ } rev
+    pick_base
+    prev=$(current_release "$root")
+    if ! run_step verify-snapshot "verify the snapshot $opt_snapshot" step_verify; then
+        finish_with refused "$step_error; nothing was stopped"
+        return
+    fi
+    rev=$(getv revision -)
+    # shellcheck disable=SC2086 # validated unit names
+    if ! run_step stop-units "stop ${opt_restart//,/, } and their sockets" step_units stop $units; then
+        restart_after_stop "$step_error" "$prev"
+        return
+    fi
+    if ! run_step load-snapshot "restore the database from $opt_snapshot" step_load; then
+        restart_after_stop "$step_error" "$prev"
+        return
+    fi
+    if ! run_step switch "switch current -> $opt_target" step_switch "$opt_target"; then
+        finish_with failed "the database holds snapshot $opt_snapshot (revision $rev) but $step_error; current is still ${prev:-none} and the units are stopped: 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"
+        return
+    fi
+    # shellcheck disable=SC2086 # validated unit names
+    if run_step restart "start ${opt_restart//,/, } and their sockets" step_units start $units &&
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        finish_with restored ""
+        return
+    fi
+    finish_with failed "the database holds snapshot $opt_snapshot (revision $rev) and current is $opt_target, but it does not come up: $step_error; the data from before the restore is not kept (it was replaced in the load): 'cargo xtask logs' shows why"
+}
+
+# After a failure between the stop and the load's commit: the database is unchanged; start the
+# units on current again.
+restart_after_stop() { # WHY CURRENT
+    # shellcheck disable=SC2086 # validated unit names
+    if run_step restart "start ${opt_restart//,/, } again on ${2:-current}" step_units start ${opt_restart//,/ } &&
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        finish_with failed "$1; the database is unchanged, and the units run again on ${2:-current}"
+    else
+        finish_with failed "$1; the database is unchanged, but starting the units again on ${2:-current} failed: $step_error: 'cargo xtask deploy status' shows them"
+    fi
+}
+
+# The snapshot, checked under the lock: its dump and record are files (not links) in
+# C_DB_SNAPSHOTS, the record names the target release, the dump's sha256 is the recorded one
+# (a truncated or changed dump is refused), the target's migrations know its revision, and the
+# PostgreSQL client is there. The revision goes into v.revision.
+step_verify() {
+    local dir=$root/$C_DB_SNAPSHOTS name=$opt_snapshot rec dump want sum rev of
+    rec=$dir/$name$C_DB_RECORD
+    dump=$dir/$name$C_DB_DUMP
+    { [ ! -L "$dir" ] && [ -f "$rec" ] && [ ! -L "$rec" ] && [ -f "$dump" ] && [ ! -L "$dump" ]; } ||
+        fail "snapshot $name does not exist on $(hostname) (no $dump with its record): 'cargo xtask db snapshots' lists them"
+    of=$(meta "$rec" release)
+    [ "$of" = "$opt_target" ] ||
+        fail "the record of snapshot $name on $(hostname) names release $of, not $opt_target"
+    want=$(meta "$rec" sha256)
+    sum=$(sha256sum "$dump" | cut -d' ' -f1)
+    [ "$sum" = "$want" ] ||
+        fail "snapshot $name on $(hostname) is damaged: its sha256 is $sum, its record says $want (truncated or changed since it was taken, $(stat -c %s "$dump") bytes, recorded $(meta "$rec" size)): it cannot be restored"
+    rev=$(meta "$rec" revision)
+    case "$rev" in '' | *[!A-Za-z0-9_]*) fail "the record of snapshot $name on $(hostname) holds no plain revision ('$rev')" ;; esac
+    release_revisions "$root/$C_RELEASES/$opt_target/backend" | grep -qx -- "$rev" ||
+        fail "snapshot $name holds alembic revision $rev, which release $opt_target (the release that ran on it) does not know on $(hostname): no kept release can run it"
+    { command -v psql && command -v pg_restore; } >/dev/null ||
+        fail "psql or pg_restore is missing on $(hostname): run cargo xtask setup-server (it installs postgresql-client)"
+    setv revision "$rev"
+}
+
+# step_units stop|start UNIT...: each unit with its socket, through the sudoers drop-in (one exact
+# line each). Start clears the failed state and start counter first, and notes each unit's
+# restart count for health, as step_restart does.
+step_units() {
+    local verb=$1 u failed=""
+    shift
+    for u in "$@"; do
+        # shellcheck disable=SC2024,SC2046 # our output; the unit and its socket: validated words
+        if [ "$verb" = start ]; then
+            sudo -n /usr/bin/systemctl reset-failed $(reset_targets "$u") </dev/null >"$jobdir/$verb.$u" 2>&1 &&
+                sudo -n /usr/bin/systemctl start $(reset_targets "$u") </dev/null >>"$jobdir/$verb.$u" 2>&1 &&
+                restart_count "$u" >"$jobdir/base.$u" ||
+                failed="$failed$u: $(one_line "$(cat "$jobdir/$verb.$u")" 300); "
+        else
+            sudo -n /usr/bin/systemctl stop $(reset_targets "$u") </dev/null >"$jobdir/$verb.$u" 2>&1 ||
+                failed="$failed$u: $(one_line "$(cat "$jobdir/$verb.$u")" 300); "
+        fi
+    done
+    [ -z "$failed" ] || fail "$verb failed on $(hostname): ${failed%; }"
+}
+
+# The load: one psql session reads BEGIN, the drop and re-creation of the schema `public` (so
+# tables made since the snapshot go too, and the snapshot's foreign keys load in any order), the
+# snapshot as SQL (pg_restore --no-owner: every object the app user's), then COMMIT, written
+# only when pg_restore read the whole dump. A pg_restore that fails leaves psql without COMMIT:
+# its session ends and PostgreSQL rolls the transaction back; an SQL error stops psql
+# (ON_ERROR_STOP) and rolls back too. The connection and password as for the snapshot.
+step_load() {
+    local host port user dbname v dump=$root/$C_DB_SNAPSHOTS/$opt_snapshot$C_DB_DUMP st
+    load_pgpass=$jobdir/pgpass
+    trap 'rm -f -- "$load_pgpass"' EXIT
+    deploytool "$root/$C_RELEASES/$opt_target/backend" snapshot-info ||
+        fail "cannot restore the database on $(hostname): $tool_error; the database is unchanged"
+    host=$(tool_value host)
+    port=$(tool_value port)
+    user=$(tool_value user)
+    dbname=$(tool_value database)
+    for v in "$host" "$port" "$user" "$dbname"; do
+        case "$v" in '' | -* | *[!A-Za-z0-9._:-]*) fail "the database's connection facts on $(hostname) are not plain words ('$v', from DATABASE_URL); the database is unchanged" ;; esac
+    done
+    rm -f "$load_pgpass"
+    deploytool "$root/$C_RELEASES/$opt_target/backend" pgpass "$load_pgpass" ||
+        fail "could not write the password file for psql on $(hostname): $tool_error; the database is unchanged"
+    if {
+        printf '%s\n' 'BEGIN;' "SET LOCAL lock_timeout = '30s';" 'DROP SCHEMA public CASCADE;' \
+            'CREATE SCHEMA public;' 'ALTER SCHEMA public OWNER TO pg_database_owner;' \
+            'GRANT USAGE ON SCHEMA public TO PUBLIC;'
+        pg_restore --no-owner --no-acl --file=- "$dump" 2>"$jobdir/pg_restore.err" || exit 1
+        printf '%s\n' 'COMMIT;'
+    } | PGPASSFILE=$load_pgpass PGCONNECT_TIMEOUT=10 psql -X -q -v ON_ERROR_STOP=1 --no-password \
+        "--host=$host" "--port=$port" "--username=$user" "--dbname=$dbname" >"$jobdir/psql.out" 2>"$jobdir/psql.err"; then
+        st=(0 0)
+    else
+        st=("${PIPESTATUS[@]}")
+    fi
+    rm -f "$load_pgpass"
+    if [ "${st[0]}" != 0 ]; then
+        emit_details "$jobdir/pg_restore.err" 10
+        fail "pg_restore could not read $dump on $(hostname) ($(one_line "$(tail -n 1 "$jobdir/pg_restore.err")" 300)): nothing was committed, the database is unchanged"
+    fi
+    if [ "${st[1]}" != 0 ]; then
+        emit_details "$jobdir/psql.err" 10
+        fail "the restore into $dbname at $host:$port failed on $(hostname) (psql exit ${st[1]}: $(one_line "$(grep -m1 ERROR "$jobdir/psql.err" || tail -n 1 "$jobdir/psql.err")" 300)): it was rolled back, the database is unchanged"
+    fi
+}
+
 # SIGTERM (a shutdown stops every process of the session; `deploy unlock --force` sends it
 # too): before the switch the job stops like an abort; after it, current goes back to the
 # release before (one rename, flushed; not restarted: the units start it at boot).
@@ -891,5 +1034,9 @@ sub_job() {
     trap '' HUP INT
     trap on_term TERM
     emit started "$opt_mode" "${opt_release:-$opt_target}" "$(hostname)"
-    if [ "$opt_mode" = rollback ]; then job_rollback; else job_deploy; fi
+    case "$opt_mode" in
+        rollback) job_rollback ;;
+        restore) job_restore ;;
+        *) job_deploy ;;
+    esac
 }

@@ -549,6 +549,11 @@ const NOT_THE_PROTOCOL: &[(&str, &str, &str)] = &[
         "a machine's info file",
     ),
     ("tools.rs", "\"-m\", \"venv\"", "python -m venv"),
+    (
+        "flags/commands.rs",
+        "sub(\"restore\",",
+        "the db command's subcommand (`cargo xtask db restore`)",
+    ),
 ];
 
 #[test]

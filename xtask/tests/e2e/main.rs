@@ -428,6 +428,15 @@ const SCENARIOS: &[Scenario] = &[
         DATABASE,
         database::a_disk_too_small_for_the_snapshot_is_refused_before_the_lock
     ),
+    scenario!(
+        DATABASE,
+        database::restore_without_yes_and_no_terminal_is_refused
+    ),
+    scenario!(
+        DATABASE,
+        database::restore_refuses_a_missing_damaged_or_unknown_snapshot
+    ),
+    scenario!(DATABASE, database::restore_brings_back_the_snapshots_data),
 ];
 
 fn main() -> ExitCode {

@@ -851,19 +851,23 @@ job_restore() {
         return
     fi
     rev=$(getv revision -)
+    restore_at=stopping
     # shellcheck disable=SC2086 # validated unit names
     if ! run_step stop-units "stop ${opt_restart//,/, } and their sockets" step_units stop $units; then
         restart_after_stop "$step_error" "$prev"
         return
     fi
+    restore_at=loading
     if ! run_step load-snapshot "restore the database from $opt_snapshot" step_load; then
         restart_after_stop "$step_error" "$prev"
         return
     fi
+    restore_at=loaded
     if ! run_step switch "switch current -> $opt_target" step_switch "$opt_target"; then
         finish_with failed "the database holds snapshot $opt_snapshot (revision $rev) but $step_error; current is still ${prev:-none} and the units are stopped: 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"
         return
     fi
+    restore_at=starting
     # shellcheck disable=SC2086 # validated unit names
     if run_step restart "start ${opt_restart//,/, } and their sockets" step_units start $units &&
         run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
@@ -876,12 +880,15 @@ job_restore() {
 # After a failure between the stop and the load's commit: the database is unchanged; start the
 # units on current again.
 restart_after_stop() { # WHY CURRENT
+    local why=$1
+    restore_at=restarting
+    case "$why" in *"the database is unchanged"*) ;; *) why="$why; the database is unchanged" ;; esac
     # shellcheck disable=SC2086 # validated unit names
     if run_step restart "start ${opt_restart//,/, } again on ${2:-current}" step_units start ${opt_restart//,/ } &&
         run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
-        finish_with failed "$1; the database is unchanged, and the units run again on ${2:-current}"
+        finish_with failed "$why; the units run again on ${2:-current}"
     else
-        finish_with failed "$1; the database is unchanged, but starting the units again on ${2:-current} failed: $step_error: 'cargo xtask deploy status' shows them"
+        finish_with failed "$why, but starting the units again on ${2:-current} failed: $step_error: 'cargo xtask deploy status' shows them"
     fi
 }
 
@@ -939,7 +946,7 @@ step_units() {
 # its session ends and PostgreSQL rolls the transaction back; an SQL error stops psql
 # (ON_ERROR_STOP) and rolls back too. The connection and password as for the snapshot.
 step_load() {
-    local host port user dbname v dump=$root/$C_DB_SNAPSHOTS/$opt_snapshot$C_DB_DUMP st
+    local host port user dbname v dump=$root/$C_DB_SNAPSHOTS/$opt_snapshot$C_DB_DUMP st load_pid
     load_pgpass=$jobdir/pgpass
     trap 'rm -f -- "$load_pgpass"' EXIT
     deploytool "$root/$C_RELEASES/$opt_target/backend" snapshot-info ||
@@ -954,7 +961,9 @@ step_load() {
     rm -f "$load_pgpass"
     deploytool "$root/$C_RELEASES/$opt_target/backend" pgpass "$load_pgpass" ||
         fail "could not write the password file for psql on $(hostname): $tool_error; the database is unchanged"
-    if {
+    # In the background, so that a SIGTERM (the job's on_term) stops psql before its COMMIT
+    # (PostgreSQL then rolls back) instead of leaving it to finish alone.
+    (if {
         printf '%s\n' 'BEGIN;' "SET LOCAL lock_timeout = '30s';" 'DROP SCHEMA public CASCADE;' \
             'CREATE SCHEMA public;' 'ALTER SCHEMA public OWNER TO pg_database_owner;' \
             'GRANT USAGE ON SCHEMA public TO PUBLIC;'
@@ -962,10 +971,14 @@ step_load() {
         printf '%s\n' 'COMMIT;'
     } | PGPASSFILE=$load_pgpass PGCONNECT_TIMEOUT=10 psql -X -q -v ON_ERROR_STOP=1 --no-password \
         "--host=$host" "--port=$port" "--username=$user" "--dbname=$dbname" >"$jobdir/psql.out" 2>"$jobdir/psql.err"; then
-        st=(0 0)
+        echo "0 0"
     else
-        st=("${PIPESTATUS[@]}")
-    fi
+        echo "${PIPESTATUS[*]}"
+    fi >"$jobdir/load.status") &
+    load_pid=$!
+    trap 'pkill -TERM -P "$load_pid" 2>/dev/null; kill -TERM "$load_pid" 2>/dev/null; exit 143' TERM
+    wait "$load_pid" || true
+    read -r -a st <"$jobdir/load.status" || st=(1 1)
     rm -f "$load_pgpass"
     if [ "${st[0]}" != 0 ]; then
         emit_details "$jobdir/pg_restore.err" 10
@@ -985,6 +998,10 @@ on_term() {
     trap '' TERM
     if [ -n "$step_pid" ]; then kill -TERM "$step_pid" 2>/dev/null || true; fi
     [ -z "$result" ] || exit 143
+    if [ "$opt_mode" = restore ] && [ -n "$restore_at" ]; then
+        restore_stopped "$why"
+        exit 143
+    fi
     cur=$(current_link "$root")
     if [ -z "$activating" ] || [ "$activated_from" = "$C_RELEASES/$activating" ]; then
         finish_with interrupted "$why before the switch; current was not touched"
@@ -1000,6 +1017,35 @@ on_term() {
         finish_with interrupted "$why after the switch, and putting current back to $from failed: current is $activating; at boot the release check puts back the newest $C_STATE_SUCCEEDED, intact release"
     fi
     exit 143
+}
+
+# A SIGTERM during a restore, once it stopped the units: before the load's COMMIT the database
+# is unchanged (psql was stopped: PostgreSQL rolls back) and the units are started again on
+# current (in a shutdown that start fails, and boot starts them); after it, the database holds
+# the snapshot and the record says where current and the units are.
+restore_stopped() { # WHY
+    local cur units=${opt_restart//,/ } started=no
+    cur=$(current_release "$root")
+    case "$restore_at" in
+        stopping | loading | loaded)
+            # shellcheck disable=SC2086 # validated unit names
+            (step_units start $units) >/dev/null 2>&1 && started=yes
+            ;;
+    esac
+    case "$restore_at:$started" in
+        stopping:yes | loading:yes)
+            finish_with interrupted "$1 during the restore, before its COMMIT: the database is unchanged; the units were started again on ${cur:-current}"
+            ;;
+        stopping:no | loading:no)
+            finish_with interrupted "$1 during the restore, before its COMMIT: the database is unchanged; current is ${cur:-none} and its units are stopped (boot starts them; 'cargo xtask deploy status' shows them)"
+            ;;
+        loaded:*)
+            finish_with interrupted "$1 after the restore's COMMIT: the database holds snapshot $opt_snapshot; current is ${cur:-none} ($([ "$started" = yes ] && echo "its units started again" || echo "its units stopped: boot starts them")); 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"
+            ;;
+        *)
+            finish_with interrupted "$1 during the restore, after the units were started again: the database holds $([ "${restore_at}" = restarting ] && echo "what it held before" || echo "snapshot $opt_snapshot"); current is ${cur:-none}"
+            ;;
+    esac
 }
 
 # job root=ROOT token=TOKEN: the detached job; its plan is the lock's plan file.
@@ -1028,7 +1074,7 @@ sub_job() {
     while IFS= read -r kv; do parse_opts plan "$kv"; done <"$lock/plan"
     rel=$root/$C_RELEASES/${opt_release:-none}
     # shellcheck disable=SC2034 # reason and made_release are read by job_record (deploy-record.sh)
-    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring=""
+    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring="" restore_at=""
     trap job_record EXIT
     trap 'job_line=$LINENO' ERR
     trap '' HUP INT

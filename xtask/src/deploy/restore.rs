@@ -94,11 +94,18 @@ pub fn what_is_lost(d: &Dump, snap: &Snapshot) -> Vec<String> {
         } else {
             format!("Releases deployed since: {}.", names.join(", "))
         },
-        format!(
-            "current goes from {} to {}; the units and their sockets are stopped while the database is replaced.",
-            snap.current.describe(),
-            d.release
-        ),
+        if snap.current.name() == Some(d.release.as_str()) {
+            format!(
+                "current stays on {}; the units and their sockets are stopped while the database is replaced.",
+                d.release
+            )
+        } else {
+            format!(
+                "current goes from {} to {}; the units and their sockets are stopped while the database is replaced.",
+                snap.current.describe(),
+                d.release
+            )
+        },
     ]
 }
 

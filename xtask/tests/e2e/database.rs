@@ -930,3 +930,81 @@ pub fn restore_without_yes_and_no_terminal_is_refused(ctx: &mut Ctx) -> Result<(
     );
     Ok(())
 }
+
+/// A restore whose load cannot finish (another session holds a lock on `products` longer than
+/// the load waits for it): the load's transaction rolls back, so the database is unchanged (a
+/// table made after the snapshot and its row are still there, the revision too), the units run
+/// again on current and the site answers; the result is `failed` and says the database is
+/// unchanged.
+pub fn a_restore_that_cannot_load_changes_nothing_and_starts_current_again(
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let (name, _) = a_snapshot(&site, s)?;
+    psql(
+        &site,
+        "SET ROLE innercontext; CREATE TABLE IF NOT EXISTS e2e_kept_after (id int); INSERT INTO e2e_kept_after VALUES (7)",
+    )?;
+    let rows = psql(&site, "SELECT count(*) FROM e2e_kept_after")?;
+    let (current, revision) = (site.current()?, db_revision(&site)?);
+    // A reader elsewhere: one statement that holds products' ACCESS SHARE lock for 120 s.
+    let argv: Vec<String> = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-qtAX",
+        "innercontext",
+        "-c",
+        "SELECT pg_sleep(120) FROM (SELECT count(*) FROM products) AS c",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut cmd = Command::new("ssh");
+    cmd.args(site.db.ssh_args(None, &argv));
+    let reader = Background::start(cmd, &s.sidecar("lock-holder.log"))?;
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                WHERE c.relname = 'products' AND l.pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while psql(&site, held)? == "0" {
+        ensure!(Instant::now() < deadline, "the reader never took its lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = site.xtask(&s.dir, &["db", "restore", &name, "--yes"]);
+    let _ = psql(
+        &site,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = reader.wait(Duration::from_secs(30));
+    let run = run?.failed()?;
+    let out = run.all();
+    println!("--- db restore while a reader holds a lock:\n{out}");
+    // The step's status may come on a line of its own after its detail lines.
+    let load = step_line(&out, "restore the database from")?;
+    ensure!(
+        load.contains("FAILED") || out.contains("load-snapshot FAILED"),
+        "the load did not fail: {load}\n{out}"
+    );
+    ensure!(
+        out.contains("it was rolled back, the database is unchanged")
+            && out.contains(&format!("the units run again on {current}")),
+        "the failure does not say the database is unchanged and the units run again:\n{out}"
+    );
+    ensure!(
+        psql(&site, "SELECT count(*) FROM e2e_kept_after")? == rows
+            && db_revision(&site)? == revision,
+        "the database changed although the load failed"
+    );
+    ensure!(site.current()? == current, "current moved");
+    ensure!(
+        site.last_log()?.contains("result=failed"),
+        "deploy.log: {}",
+        site.last_log()?
+    );
+    ensure!(!site.locked()?, "the lock was left");
+    psql(&site, "DROP TABLE e2e_kept_after")?;
+    site.assert_serving()
+}

@@ -437,6 +437,10 @@ const SCENARIOS: &[Scenario] = &[
         database::restore_refuses_a_missing_damaged_or_unknown_snapshot
     ),
     scenario!(DATABASE, database::restore_brings_back_the_snapshots_data),
+    scenario!(
+        DATABASE,
+        database::a_restore_that_cannot_load_changes_nothing_and_starts_current_again
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -842,15 +842,39 @@ job_rollback() {
 # (it completes or leaves the old data); switch current to the snapshot's release; start the
 # units and their sockets; health. A failure before the load committed starts the units again
 # on current (the database unchanged); after it, the job says what is where and stops there.
+#
+# In a fleet (begin=no) the client orders the hosts: `begin` to the primary, which verifies and
+# then waits for `go`; `begin` to the others, which stop their units and wait for `go`; `go` to
+# the primary, which stops, loads, switches and starts; then `go` to the others (they switch
+# and start) once it restored, or an abort (they start again on their current).
 job_restore() {
     local prev units=${opt_restart//,/ } rev
     pick_base
     prev=$(current_release "$root")
+    if [ "$opt_begin" != yes ]; then
+        emit phase awaiting-begin
+        if ! await_msg begin; then
+            finish_with "$stop_result" "$stop_reason; stopped before it changed anything"
+            return
+        fi
+    fi
+    if [ "$opt_role" != primary ]; then
+        restore_follow "$prev"
+        return
+    fi
     if ! run_step verify-snapshot "verify the snapshot $opt_snapshot" step_verify; then
         finish_with refused "$step_error; nothing was stopped"
         return
     fi
     rev=$(getv revision -)
+    if [ "$opt_begin" != yes ]; then
+        # The other hosts stop their units now; `go` says they did.
+        emit phase awaiting-go
+        if ! await_msg go; then
+            finish_with "$stop_result" "$stop_reason; nothing was stopped"
+            return
+        fi
+    fi
     restore_at=stopping
     # shellcheck disable=SC2086 # validated unit names
     if ! run_step stop-units "stop ${opt_restart//,/, } and their sockets" step_units stop $units; then
@@ -875,6 +899,44 @@ job_restore() {
         return
     fi
     finish_with failed "the database holds snapshot $opt_snapshot (revision $rev) and current is $opt_target, but it does not come up: $step_error; the data from before the restore is not kept (it was replaced in the load): 'cargo xtask logs' shows why"
+}
+
+# A host of a fleet that is not the primary: stop its units (no request of its own reaches the
+# database while the primary replaces it), wait for `go` (the primary restored: switch to the
+# snapshot's release, start, health) or an abort (start again on current).
+restore_follow() { # CURRENT
+    restore_at=stopping
+    # shellcheck disable=SC2086 # validated unit names
+    if ! run_step stop-units "stop ${opt_restart//,/, } and their sockets" step_units stop ${opt_restart//,/ }; then
+        restart_after_stop "$step_error" "$1"
+        return
+    fi
+    restore_at=waiting
+    emit phase awaiting-go
+    if ! await_msg go; then
+        restore_at=restarting
+        # shellcheck disable=SC2086 # validated unit names
+        if run_step restart "start ${opt_restart//,/, } again on ${1:-current}" step_units start ${opt_restart//,/ } &&
+            run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+            finish_with "$stop_result" "$stop_reason; the units run again on ${1:-current}"
+        else
+            finish_with "$stop_result" "$stop_reason; starting the units again on ${1:-current} failed: $step_error"
+        fi
+        return
+    fi
+    restore_at=loaded
+    if ! run_step switch "switch current -> $opt_target" step_switch "$opt_target"; then
+        finish_with failed "the primary restored snapshot $opt_snapshot, but $step_error; current is still ${1:-none} and the units are stopped: 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"
+        return
+    fi
+    restore_at=starting
+    # shellcheck disable=SC2086 # validated unit names
+    if run_step restart "start ${opt_restart//,/, } and their sockets" step_units start ${opt_restart//,/ } &&
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        finish_with restored ""
+        return
+    fi
+    finish_with failed "the primary restored snapshot $opt_snapshot and current is $opt_target here, but it does not come up: $step_error: 'cargo xtask logs' shows why"
 }
 
 # After a failure between the stop and the load's commit: the database is unchanged; start the
@@ -1027,7 +1089,7 @@ restore_stopped() { # WHY
     local cur units=${opt_restart//,/ } started=no
     cur=$(current_release "$root")
     case "$restore_at" in
-        stopping | loading | loaded)
+        stopping | loading | loaded | waiting)
             # shellcheck disable=SC2086 # validated unit names
             (step_units start $units) >/dev/null 2>&1 && started=yes
             ;;
@@ -1038,6 +1100,9 @@ restore_stopped() { # WHY
             ;;
         stopping:no | loading:no)
             finish_with interrupted "$1 during the restore, before its COMMIT: the database is unchanged; current is ${cur:-none} and its units are stopped (boot starts them; 'cargo xtask deploy status' shows them)"
+            ;;
+        waiting:*)
+            finish_with interrupted "$1 while the primary restores: current is ${cur:-none} here, its units $([ "$started" = yes ] && echo "started again" || echo "stopped (boot starts them)"); the database is as the primary leaves it"
             ;;
         loaded:*)
             finish_with interrupted "$1 after the restore's COMMIT: the database holds snapshot $opt_snapshot; current is ${cur:-none} ($([ "$started" = yes ] && echo "its units started again" || echo "its units stopped: boot starts them")); 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"

@@ -6,25 +6,28 @@
 //! database in one transaction, switches current to the release that ran on that data, starts
 //! and checks health, and logs `result=restored`. This side refuses what the probe already shows
 //! (no such snapshot, its release no longer kept), says what will be lost, asks, and follows.
+//! In a fleet every host's job holds its lock and stops its units while the primary loads; the
+//! client orders them ([`Order`], pure) with the fleet's messages (`begin`, `go`, an abort).
 
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::{Config, Host};
-use crate::contract::JobResult;
+use crate::config::{Config, Host, HostRole};
+use crate::contract::{JobResult, Message, Phase};
 use crate::deploy::dbsnap::{self, Dump};
-use crate::deploy::fleet::{self, Output};
+use crate::deploy::fleet::{self, Member, Output};
+use crate::deploy::job::Wait;
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker, JobPlan, Mode};
 use crate::deploy::release::{self, Release, State};
-use crate::deploy::report::{self, Printer};
+use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
 use crate::deploy::unlock;
 use crate::remote::Call;
-use crate::{interrupt, say, say_part, show, ui};
+use crate::{interrupt, say, say_event, say_part, show, ui};
 
 /// A snapshot's name: `RELEASE-REVISION` the way the job names them (a release name, then a
 /// revision of letters, digits and `_`, at most 64): it reaches a remote shell.
@@ -125,7 +128,10 @@ pub fn restore_call(p: &JobPlan, cfg: &Config, who: &Asker, snapshot: &str) -> C
 }
 
 pub fn snapshots(cfg: &Config) -> Result<()> {
-    let (_, snap) = primary(cfg)?;
+    let sessions = server::connect_all(cfg)?;
+    let snaps = server::probe_all(&sessions, cfg, Look::default())?;
+    let hosts: Vec<(Host, Snapshot)> = cfg.hosts.iter().cloned().zip(snaps).collect();
+    let snap = &hosts[primary_of(&hosts)?].1;
     let mut dumps = snap.dumps.clone();
     dumps.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
     if dumps.is_empty() {
@@ -149,61 +155,142 @@ pub fn snapshots(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The primary: the one host (a fleet's restore is not built yet).
-fn primary(cfg: &Config) -> Result<(Host, Snapshot)> {
-    if cfg.hosts.len() > 1 {
-        bail!(
-            "db snapshots and db restore work on one host for now, and DEPLOY_SERVER names {}: set DEPLOY_SERVER to the primary alone (nothing was changed)",
-            cfg.hosts.len()
-        );
+/// The index of the primary (the host whose recorded role is primary: it holds the snapshots
+/// and migrates); every host's role must agree with DEPLOY_SERVER.
+fn primary_of(hosts: &[(Host, Snapshot)]) -> Result<usize> {
+    let roles = crate::deploy::drift::roles(hosts)?;
+    Ok(roles
+        .iter()
+        .position(|r| *r == HostRole::Primary)
+        .unwrap_or(0))
+}
+
+/// What a fleet's restore sends next (pure), from each job's phase and end: `begin` to the
+/// primary first (it verifies, then waits for `go`); once it waits, `begin` to the others
+/// (they stop their units and wait); once they all wait, `go` to the primary (it loads and
+/// starts); once it ended, `go` to the others if it restored, else an abort. A host that ends
+/// before the primary was told `go` aborts the others (nothing was loaded).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub primary_begun: bool,
+    pub others_begun: bool,
+    pub primary_go: bool,
+    pub others_told: bool,
+}
+
+/// A host as the order sees it: its phase, whether its job is over, and whether it restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub name: String,
+    pub phase: Option<Phase>,
+    /// Over: `Some(restored?, RESULT: REASON)`.
+    pub ended: Option<(bool, String)>,
+}
+
+impl Order {
+    pub fn next(&mut self, p: usize, hosts: &[Seen]) -> Vec<(usize, Result<Message, String>)> {
+        let others = || (0..hosts.len()).filter(move |i| *i != p);
+        let open = |i: &usize| hosts[*i].ended.is_none();
+        if self.others_told {
+            return Vec::new();
+        }
+        if let Some((restored, how)) = &hosts[p].ended {
+            self.others_told = true;
+            let send = if *restored {
+                Ok(Message::Go)
+            } else {
+                Err(format!("the primary {} ended {how}", hosts[p].name))
+            };
+            return others().filter(open).map(|i| (i, send.clone())).collect();
+        }
+        if !self.primary_go {
+            if let Some(i) = others().find(|i| hosts[*i].ended.is_some()) {
+                self.others_told = true;
+                let why = format!(
+                    "{} ended {}",
+                    hosts[i].name,
+                    hosts[i].ended.as_ref().map_or("", |e| e.1.as_str())
+                );
+                return (0..hosts.len())
+                    .filter(open)
+                    .map(|i| (i, Err(why.clone())))
+                    .collect();
+            }
+        }
+        if !self.primary_begun {
+            self.primary_begun = true;
+            return vec![(p, Ok(Message::Begin))];
+        }
+        if !self.others_begun && hosts[p].phase == Some(Phase::AwaitingGo) {
+            self.others_begun = true;
+            return others().map(|i| (i, Ok(Message::Begin))).collect();
+        }
+        if self.others_begun
+            && !self.primary_go
+            && others().all(|i| hosts[i].phase == Some(Phase::AwaitingGo))
+        {
+            self.primary_go = true;
+            return vec![(p, Ok(Message::Go))];
+        }
+        Vec::new()
     }
-    let session = server::connect(cfg)?;
-    let snap = server::probe(&session, cfg, Look::default())?;
-    Ok((cfg.hosts[0].clone(), snap))
+}
+
+fn seen(m: &Member) -> Seen {
+    Seen {
+        name: m.name().to_string(),
+        phase: m.job.phase,
+        ended: m
+            .job
+            .outcome
+            .as_ref()
+            .map(|o| (o.success(), format!("{}: {}", o.result, o.reason))),
+    }
 }
 
 pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()> {
     validate_name(name)?;
     let started = Instant::now();
-    if cfg.hosts.len() > 1 {
-        primary(cfg)?;
+    let sessions = server::connect_all(cfg)?;
+    let snaps = server::probe_all(&sessions, cfg, Look::default())?;
+    let hosts: Vec<(Host, Snapshot)> = cfg.hosts.iter().cloned().zip(snaps).collect();
+    let p = primary_of(&hosts)?;
+    let roles = crate::deploy::drift::roles(&hosts)?;
+    let fleet = hosts.len() > 1;
+    if roles[p] != HostRole::Primary {
+        bail!(
+            "{} is not the primary (its recorded role is {}): the primary holds the snapshots and the database it restores; put it in DEPLOY_SERVER (nothing was changed)",
+            hosts[p].1.host,
+            roles[p].name()
+        );
     }
-    let session = server::connect(cfg)?;
-    let snap = server::probe(&session, cfg, Look::default())?;
-    let host = cfg.hosts[0].clone();
+    let snap = hosts[p].1.clone();
     let Some(d) = snap.dumps.iter().find(|d| d.name == name).cloned() else {
         bail!(
             "snapshot {name} does not exist on {}: 'cargo xtask db snapshots' lists them (nothing was changed)",
             snap.host
         );
     };
-    if let Err(what) = kept(&d, &snap.releases) {
-        bail!(
-            "snapshot {name} on {} belongs to release {}, and that {what}: a restore runs the data with the release that ran on it (nothing was changed)",
-            snap.host,
-            d.release
-        );
+    for (_, s) in &hosts {
+        if let Err(what) = kept(&d, &s.releases) {
+            bail!(
+                "snapshot {name} belongs to release {}, and on {} that {what}: a restore runs the data with the release that ran on it, on every host (nothing was changed)",
+                d.release,
+                s.host
+            );
+        }
     }
     for l in what_is_lost(&d, &snap) {
         show!("{l}");
     }
-    let role = crate::deploy::drift::roles(&[(host.clone(), snap.clone())])?[0];
-    let units = plan::units_of(role);
-    let p = JobPlan {
-        mode: Mode::Rollback {
-            target: d.release.clone(),
-            force: false,
-        },
-        expect_current: snap.current.link(),
-        restart: units.iter().map(|u| u.name).collect(),
-        check: units.iter().map(|u| u.name).collect(),
-        probes: units.iter().filter_map(|u| u.probe).collect(),
-        prune: Vec::new(),
-        need_mb: 1,
-        role,
-        wait_for_verdict: false,
-        begin: true,
-    };
+    if fleet {
+        show!(
+            "Every host ({}) stops its units while the primary {} replaces the database, then switches to {}.",
+            hosts.iter().map(|(_, s)| s.host.as_str()).collect::<Vec<_>>().join(", "),
+            snap.host,
+            d.release
+        );
+    }
     let (user, me) = local::deployer();
     let token = plan::token();
     let deployer = format!("{user}@{me}");
@@ -220,14 +307,38 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
         commit: &commit,
         dirty: false,
     };
-    let call = restore_call(&p, cfg, &asker, name);
+    let calls: Vec<Call> = hosts
+        .iter()
+        .zip(&roles)
+        .map(|((_, s), role)| {
+            let units = plan::units_of(*role);
+            let p = JobPlan {
+                mode: Mode::Rollback {
+                    target: d.release.clone(),
+                    force: false,
+                },
+                expect_current: s.current.link(),
+                restart: units.iter().map(|u| u.name).collect(),
+                check: units.iter().map(|u| u.name).collect(),
+                probes: units.iter().filter_map(|u| u.probe).collect(),
+                prune: Vec::new(),
+                need_mb: 1,
+                role: *role,
+                wait_for_verdict: false,
+                begin: !fleet,
+            };
+            restore_call(&p, cfg, &asker, name)
+        })
+        .collect();
     if dry_run {
-        show!(
-            "Plan for 'db restore {name}' on {}, nothing will be changed:",
-            host.dest
-        );
-        show!("  server job (takes the lock, verifies the snapshot, stops the units and sockets, loads it in one transaction, switches current to {}, starts, checks health):", d.release);
-        show!("      {}", call.render());
+        for ((h, _), call) in hosts.iter().zip(&calls) {
+            show!(
+                "Plan for 'db restore {name}' on {}, nothing will be changed:",
+                h.dest
+            );
+            show!("  server job (takes the lock; on the primary verifies the snapshot; stops the units and sockets; the primary loads it in one transaction; switches current to {}, starts, checks health):", d.release);
+            show!("      {}", call.render());
+        }
         return Ok(());
     }
     if !yes {
@@ -245,26 +356,90 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
         }
     }
     server::stop_before_the_lock(cfg)?;
-    let mut out: Box<dyn Output> = Box::new(Printer::new(false));
-    let mut members = fleet::start_all(
-        vec![(host, snap.clone(), session, call)],
-        out.as_mut(),
-        cfg.ssh_config.as_deref(),
-    )?;
-    fleet::follow_to_end(&mut members, out.as_mut(), cfg.ssh_config.as_deref());
-    out.close();
+    let mut out: Box<dyn Output> = if fleet {
+        Box::new(FleetPrinter::new(
+            hosts.iter().map(|(_, s)| s.host.clone()).collect(),
+        ))
+    } else {
+        Box::new(Printer::new(false))
+    };
+    let starts = hosts
+        .into_iter()
+        .zip(sessions)
+        .zip(calls)
+        .map(|(((h, s), session), call)| (h, s, session, call))
+        .collect();
+    let mut members = fleet::start_all(starts, out.as_mut(), cfg.ssh_config.as_deref())?;
     let what = format!("restore of {name}");
-    let (line, _) = report::last_words(&what, &mut members[0])?;
-    let restored = members[0]
-        .job
-        .outcome
-        .as_ref()
-        .is_some_and(|o| o.kind() == Some(JobResult::Restored));
-    if restored {
-        say!("{line} ({} in all)", ui::secs(started.elapsed()));
-        return Ok(());
+    if !fleet {
+        fleet::follow_to_end(&mut members, out.as_mut(), cfg.ssh_config.as_deref());
+        out.close();
+        let (line, ok) = report::last_words(&what, &mut members[0])?;
+        if ok {
+            say!("{line} ({} in all)", ui::secs(started.elapsed()));
+            return Ok(());
+        }
+        return Err(anyhow!("{line}"));
     }
-    Err(anyhow!("{line}"))
+    let mut order = Order::default();
+    let mut seen_signals = 0;
+    loop {
+        let views: Vec<Seen> = members.iter().map(seen).collect();
+        for (i, msg) in order.next(p, &views) {
+            // Not sent: a lost connection, which the next wait finds.
+            let _ = match msg {
+                Ok(m) => members[i].job.send(m),
+                Err(why) => members[i].job.abort(JobResult::Failed, &why),
+            };
+        }
+        for m in members.iter_mut() {
+            if m.job.over() {
+                continue;
+            }
+            if m.job
+                .wait(out.as_mut(), Duration::from_millis(20), &|_| false)
+                == Wait::Lost
+            {
+                out.close();
+                let name = m.name().to_string();
+                let dest = m.host.dest.clone();
+                m.job
+                    .reattach(&dest, cfg.ssh_config.as_deref())
+                    .map_err(|e| {
+                        anyhow!(
+                            "{}",
+                            report::unreachable_line(&what, &name, &format!("{e:#}"))
+                        )
+                    })?;
+            }
+        }
+        let n = interrupt::count();
+        if n != seen_signals {
+            seen_signals = n;
+            out.close();
+            if n >= 2 {
+                for m in &mut members {
+                    m.job.detach();
+                }
+                say!("stopped watching: the restore goes on by itself; 'cargo xtask deploy status --follow' shows how it ends");
+                bail!("interrupted by {} (twice)", interrupt::describe());
+            }
+            if !order.primary_go {
+                let why = format!("{} received", interrupt::describe());
+                order.others_told = true;
+                for m in members.iter_mut().filter(|m| !m.job.over()) {
+                    let _ = m.job.abort(JobResult::Interrupted, &why);
+                }
+            } else {
+                say_event!("{} received: the restore runs on the servers to its end; Ctrl-C again to stop watching", interrupt::describe());
+            }
+        }
+        if members.iter().all(|m| m.job.over()) {
+            break;
+        }
+    }
+    out.close();
+    report::fleet_summary(&what, report::summary_rows(&mut members), started.elapsed())
 }
 
 #[cfg(test)]
@@ -338,6 +513,89 @@ mod tests {
                 && lines[2].contains("to 20261128T101530Z;"),
             "{lines:?}"
         );
+    }
+
+    fn host(name: &str, phase: Option<Phase>, ended: Option<bool>) -> Seen {
+        Seen {
+            name: name.into(),
+            phase,
+            ended: ended.map(|ok| {
+                let how = if ok { "restored: " } else { "failed: it broke" };
+                (ok, how.to_string())
+            }),
+        }
+    }
+
+    #[test]
+    fn a_fleet_is_ordered_primary_verifies_others_stop_primary_loads_others_follow() {
+        let go = Some(Phase::AwaitingGo);
+        let begin = Some(Phase::AwaitingBegin);
+        let mut o = Order::default();
+        // The primary is the second host.
+        let mut hosts = vec![
+            host("a", begin, None),
+            host("p", begin, None),
+            host("b", begin, None),
+        ];
+        assert_eq!(o.next(1, &hosts), vec![(1, Ok(Message::Begin))]);
+        assert_eq!(o.next(1, &hosts), vec![], "the primary verifies first");
+        hosts[1].phase = go;
+        assert_eq!(
+            o.next(1, &hosts),
+            vec![(0, Ok(Message::Begin)), (2, Ok(Message::Begin))]
+        );
+        hosts[0].phase = go;
+        assert_eq!(o.next(1, &hosts), vec![], "b has not stopped yet");
+        hosts[2].phase = go;
+        assert_eq!(o.next(1, &hosts), vec![(1, Ok(Message::Go))]);
+        assert_eq!(o.next(1, &hosts), vec![]);
+        hosts[1] = host("p", go, Some(true));
+        assert_eq!(
+            o.next(1, &hosts),
+            vec![(0, Ok(Message::Go)), (2, Ok(Message::Go))]
+        );
+        assert_eq!(o.next(1, &hosts), vec![], "said once");
+    }
+
+    #[test]
+    fn a_fleet_goes_back_when_the_primary_fails_or_a_host_ends_early() {
+        let go = Some(Phase::AwaitingGo);
+        // The primary refuses the snapshot: the others, never begun, are aborted.
+        let mut o = Order {
+            primary_begun: true,
+            ..Order::default()
+        };
+        let hosts = vec![host("p", None, Some(false)), host("b", None, None)];
+        let sent = o.next(0, &hosts);
+        assert_eq!(sent.len(), 1);
+        assert!(
+            matches!(&sent[0], (1, Err(why)) if why.starts_with("the primary p ended failed: it broke"))
+        );
+        // A host fails to stop its units: everyone still open is aborted, the primary too.
+        let mut o = Order {
+            primary_begun: true,
+            others_begun: true,
+            ..Order::default()
+        };
+        let hosts = vec![
+            host("p", go, None),
+            host("b", None, Some(false)),
+            host("c", go, None),
+        ];
+        let sent = o.next(0, &hosts);
+        assert_eq!(sent.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 2]);
+        assert!(sent
+            .iter()
+            .all(|(_, m)| matches!(m, Err(w) if w.starts_with("b ended failed"))));
+        // After the primary's go, only its end decides.
+        let mut o = Order {
+            primary_begun: true,
+            others_begun: true,
+            primary_go: true,
+            others_told: false,
+        };
+        let hosts = vec![host("p", go, None), host("b", None, Some(false))];
+        assert_eq!(o.next(0, &hosts), vec![]);
     }
 
     #[test]

@@ -357,7 +357,7 @@ checks the snapshot again (its sha256, its release, its revision), stops the uni
 sockets, replaces the database in one transaction, switches current, starts and checks health.
 See docs/database.md#restore."),
     ],
-    env: &[("DEPLOY_SERVER", "as for deploy (one host: a fleet is refused for now)"),
+    env: &[("DEPLOY_SERVER", "as for deploy (the primary holds the snapshots; every host is restored)"),
         ("DEPLOY_SSH_CONFIG", "as for deploy")],
     parse: db, ..NONE
 };

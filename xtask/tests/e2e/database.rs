@@ -67,7 +67,7 @@ fn db_revision(site: &Site) -> Result<String> {
 }
 
 /// The checkout's newest revision: (its number, its id). Ids are the file names.
-fn head(s: &Scratch) -> Result<(u32, String)> {
+pub(crate) fn head(s: &Scratch) -> Result<(u32, String)> {
     let mut best = (0, String::new());
     for e in fs_err::read_dir(s.dir.join(VERSIONS))? {
         let name = e?.file_name().to_string_lossy().to_string();
@@ -87,7 +87,7 @@ fn head(s: &Scratch) -> Result<(u32, String)> {
 
 /// Write the next revision (`NNNN_e2e_SLUG`), chained to the checkout's head, with its body
 /// lines (four spaces in) and `header` above the revision id (an allow comment); its id.
-fn add_revision(
+pub(crate) fn add_revision(
     s: &Scratch,
     slug: &str,
     header: &str,

@@ -917,6 +917,96 @@ pub fn one_host_down_the_others_are_shown(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// `db restore` on a fleet: the primary verifies the snapshot, every host stops its units, the
+/// primary replaces the database, then every host switches to the snapshot's release and
+/// starts; every host's deploy.log ends `result=restored`, the rows deleted after the snapshot
+/// are back and every host serves.
+pub fn restore_restores_every_host(ctx: &mut Ctx) -> Result<()> {
+    let f = fleet(ctx)?;
+    let psql = |sql: &str| -> Result<String> {
+        Ok(f.db
+            .ssh(&[
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-qtAX",
+                "innercontext",
+                "-c",
+                sql,
+            ])?
+            .trim()
+            .to_string())
+    };
+    if f.currents().is_err() {
+        f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+    }
+    let before = f.currents()?;
+    ensure!(
+        before.iter().all(|c| *c == before[0]),
+        "hosts differ: {before:?}"
+    );
+    psql("INSERT INTO products (name) VALUES ('fleet restore kept')")?;
+    let kept = psql("SELECT count(*) FROM products")?;
+    let at = psql("SELECT version_num FROM alembic_version")?;
+    let (n, _) = crate::database::head(&f.scratch)?;
+    let column = format!("fleet_{}", n + 1);
+    crate::database::add_revision(
+        &f.scratch,
+        &column,
+        "",
+        &[&format!(
+            "op.add_column(\"products\", sa.Column(\"{column}\", sa.Text(), nullable=True))"
+        )],
+        &[&format!("op.drop_column(\"products\", \"{column}\")")],
+    )?;
+    f.scratch.commit("a fleet migration")?;
+    f.xtask(&["deploy", "backend", "--skip-local-checks"])?
+        .ok()?;
+    let name = format!("{}-{at}", before[0]);
+    psql("DELETE FROM products WHERE name = 'fleet restore kept'")?;
+    let lens = f.log_lengths()?;
+    let run = f.xtask(&["db", "restore", &name, "--yes"])?;
+    let out = run.all();
+    println!("--- db restore on the fleet:\n{out}");
+    let run = run.ok()?;
+    ensure!(
+        run.all().contains("restored"),
+        "the fleet's restore does not say restored:\n{out}"
+    );
+    let now = f.currents()?;
+    ensure!(
+        now.iter().all(|c| *c == before[0]),
+        "not every host is on the snapshot's release {}: {now:?}",
+        before[0]
+    );
+    ensure!(
+        psql("SELECT count(*) FROM products")? == kept,
+        "the deleted row is not back"
+    );
+    ensure!(
+        psql("SELECT version_num FROM alembic_version")? == at,
+        "the database is not at {at}"
+    );
+    for (m, len) in f.apps.iter().zip(lens) {
+        let tail = m.ssh(&[
+            "bash",
+            "-c",
+            &format!("tail -n +{} {ROOT}/deploy.log", len + 1),
+        ])?;
+        ensure!(
+            tail.lines()
+                .last()
+                .is_some_and(|l| l.contains("result=restored")),
+            "{}'s deploy.log does not end with the restore:\n{tail}",
+            m.name
+        );
+    }
+    ensure!(!f.any_lock()?, "a lock was left");
+    f.assert_serving()
+}
+
 /// Take the fleet down (the last fleet scenario).
 pub fn down(ctx: &mut Ctx) -> Result<()> {
     if let Some(f) = ctx.fleet.take() {

@@ -20,7 +20,7 @@
 //! - [`entry`]: one deploy.log line, parsed
 //! - [`report`]: step lines and the final line
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands; [`restore`]:
-//!   `cargo xtask db snapshots` and `db restore`
+//!   `cargo xtask db snapshots` and `db restore` ([`restore_order`]: a fleet's order, pure)
 
 pub mod checks;
 pub mod dbsnap;
@@ -41,6 +41,7 @@ pub mod reading;
 pub mod release;
 pub mod report;
 pub mod restore;
+pub mod restore_order;
 pub mod rollback;
 pub mod rollout;
 pub mod server;

@@ -7,7 +7,8 @@
 //! and checks health, and logs `result=restored`. This side refuses what the probe already shows
 //! (no such snapshot, its release no longer kept), says what will be lost, asks, and follows.
 //! In a fleet every host's job holds its lock and stops its units while the primary loads; the
-//! client orders them ([`Order`], pure) with the fleet's messages (`begin`, `go`, an abort).
+//! client orders them ([`crate::deploy::restore_order`], pure) with the fleet's messages
+//! (`begin`, `go`, an abort).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -15,14 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, Host, HostRole};
-use crate::contract::{JobResult, Message, Phase};
+use crate::contract::{JobResult, Message};
 use crate::deploy::dbsnap::{self, Dump};
 use crate::deploy::fleet::{self, Member, Output};
-use crate::deploy::job::Wait;
+use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker, JobPlan, Mode};
 use crate::deploy::release::{self, Release, State};
 use crate::deploy::report::{self, FleetPrinter, Printer};
+use crate::deploy::restore_order::{Order, Seen};
 use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
 use crate::deploy::unlock;
@@ -165,77 +167,6 @@ fn primary_of(hosts: &[(Host, Snapshot)]) -> Result<usize> {
         .unwrap_or(0))
 }
 
-/// What a fleet's restore sends next (pure), from each job's phase and end: `begin` to the
-/// primary first (it verifies, then waits for `go`); once it waits, `begin` to the others
-/// (they stop their units and wait); once they all wait, `go` to the primary (it loads and
-/// starts); once it ended, `go` to the others if it restored, else an abort. A host that ends
-/// before the primary was told `go` aborts the others (nothing was loaded).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Order {
-    pub primary_begun: bool,
-    pub others_begun: bool,
-    pub primary_go: bool,
-    pub others_told: bool,
-}
-
-/// A host as the order sees it: its phase, whether its job is over, and whether it restored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub name: String,
-    pub phase: Option<Phase>,
-    /// Over: `Some(restored?, RESULT: REASON)`.
-    pub ended: Option<(bool, String)>,
-}
-
-impl Order {
-    pub fn next(&mut self, p: usize, hosts: &[Seen]) -> Vec<(usize, Result<Message, String>)> {
-        let others = || (0..hosts.len()).filter(move |i| *i != p);
-        let open = |i: &usize| hosts[*i].ended.is_none();
-        if self.others_told {
-            return Vec::new();
-        }
-        if let Some((restored, how)) = &hosts[p].ended {
-            self.others_told = true;
-            let send = if *restored {
-                Ok(Message::Go)
-            } else {
-                Err(format!("the primary {} ended {how}", hosts[p].name))
-            };
-            return others().filter(open).map(|i| (i, send.clone())).collect();
-        }
-        if !self.primary_go {
-            if let Some(i) = others().find(|i| hosts[*i].ended.is_some()) {
-                self.others_told = true;
-                let why = format!(
-                    "{} ended {}",
-                    hosts[i].name,
-                    hosts[i].ended.as_ref().map_or("", |e| e.1.as_str())
-                );
-                return (0..hosts.len())
-                    .filter(open)
-                    .map(|i| (i, Err(why.clone())))
-                    .collect();
-            }
-        }
-        if !self.primary_begun {
-            self.primary_begun = true;
-            return vec![(p, Ok(Message::Begin))];
-        }
-        if !self.others_begun && hosts[p].phase == Some(Phase::AwaitingGo) {
-            self.others_begun = true;
-            return others().map(|i| (i, Ok(Message::Begin))).collect();
-        }
-        if self.others_begun
-            && !self.primary_go
-            && others().all(|i| hosts[i].phase == Some(Phase::AwaitingGo))
-        {
-            self.primary_go = true;
-            return vec![(p, Ok(Message::Go))];
-        }
-        Vec::new()
-    }
-}
-
 fn seen(m: &Member) -> Seen {
     Seen {
         name: m.name().to_string(),
@@ -350,6 +281,10 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
             Ok(a) => a.map_err(|e| anyhow!("reading the answer: {e}"))?,
             Err(_) => None,
         };
+        if interrupt::requested() {
+            say!("");
+        }
+        server::stop_before_the_lock(cfg)?;
         if answer.as_deref().map(str::trim) != Some(name) {
             say!("");
             bail!("not restored: the answer was not the snapshot's name; nothing was changed");
@@ -371,9 +306,9 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
         .collect();
     let mut members = fleet::start_all(starts, out.as_mut(), cfg.ssh_config.as_deref())?;
     let what = format!("restore of {name}");
+    follow(&mut members, p, out.as_mut(), cfg, &what)?;
+    out.close();
     if !fleet {
-        fleet::follow_to_end(&mut members, out.as_mut(), cfg.ssh_config.as_deref());
-        out.close();
         let (line, ok) = report::last_words(&what, &mut members[0])?;
         if ok {
             say!("{line} ({} in all)", ui::secs(started.elapsed()));
@@ -381,36 +316,65 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
         }
         return Err(anyhow!("{line}"));
     }
+    report::fleet_summary(&what, report::summary_rows(&mut members), started.elapsed())
+}
+
+/// Follow every job to its end; in a fleet, send what the [`Order`] decides (a message that
+/// does not go through is sent again once its host is re-attached: the server keeps each one
+/// as a file, so twice is once). A first Ctrl-C before the primary loads stops every host
+/// (nothing was loaded; the hosts that stopped their units start them again); after that, or
+/// on one host, the restore runs to its end and a second Ctrl-C stops watching.
+fn follow(
+    members: &mut [Member],
+    p: usize,
+    out: &mut dyn Output,
+    cfg: &Config,
+    what: &str,
+) -> Result<()> {
+    let fleet = members.len() > 1;
     let mut order = Order::default();
+    let mut pending: Vec<(usize, Result<Message, String>)> = Vec::new();
     let mut seen_signals = 0;
     loop {
-        let views: Vec<Seen> = members.iter().map(seen).collect();
-        for (i, msg) in order.next(p, &views) {
-            // Not sent: a lost connection, which the next wait finds.
-            let _ = match msg {
-                Ok(m) => members[i].job.send(m),
-                Err(why) => members[i].job.abort(JobResult::Failed, &why),
-            };
+        if fleet {
+            let views: Vec<Seen> = members.iter().map(seen).collect();
+            pending.extend(order.next(p, &views));
         }
+        pending.retain(|(i, msg)| {
+            let job = &mut members[*i].job;
+            if job.over() {
+                return false;
+            }
+            if !job.can_send() {
+                return true;
+            }
+            let sent = match msg {
+                Ok(m) => job.send(*m),
+                Err(why) => job.abort(JobResult::Failed, why),
+            };
+            sent.is_err()
+        });
         for m in members.iter_mut() {
             if m.job.over() {
                 continue;
             }
-            if m.job
-                .wait(out.as_mut(), Duration::from_millis(20), &|_| false)
-                == Wait::Lost
-            {
+            if m.job.wait(out, Duration::from_millis(20), &|_| false) == Wait::Lost {
                 out.close();
                 let name = m.name().to_string();
+                say_event!(
+                    "the connection to {name} was lost: reconnecting (for up to {}s; Ctrl-C stops trying)",
+                    RECONNECT_FOR.as_secs()
+                );
                 let dest = m.host.dest.clone();
                 m.job
                     .reattach(&dest, cfg.ssh_config.as_deref())
                     .map_err(|e| {
                         anyhow!(
                             "{}",
-                            report::unreachable_line(&what, &name, &format!("{e:#}"))
+                            report::unreachable_line(what, &name, &format!("{e:#}"))
                         )
                     })?;
+                say!("    reconnected to {name}; following its job again");
             }
         }
         let n = interrupt::count();
@@ -418,28 +382,29 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
             seen_signals = n;
             out.close();
             if n >= 2 {
-                for m in &mut members {
+                for m in members.iter_mut() {
                     m.job.detach();
                 }
                 say!("stopped watching: the restore goes on by itself; 'cargo xtask deploy status --follow' shows how it ends");
                 bail!("interrupted by {} (twice)", interrupt::describe());
             }
-            if !order.primary_go {
+            if fleet && !order.primary_go {
                 let why = format!("{} received", interrupt::describe());
                 order.others_told = true;
-                for m in members.iter_mut().filter(|m| !m.job.over()) {
-                    let _ = m.job.abort(JobResult::Interrupted, &why);
+                pending.clear();
+                for (i, m) in members.iter_mut().enumerate() {
+                    if !m.job.over() && m.job.abort(JobResult::Interrupted, &why).is_err() {
+                        pending.push((i, Err(why.clone())));
+                    }
                 }
             } else {
-                say_event!("{} received: the restore runs on the servers to its end; Ctrl-C again to stop watching", interrupt::describe());
+                say_event!("{} received: the restore runs on the server to its end; Ctrl-C again to stop watching", interrupt::describe());
             }
         }
         if members.iter().all(|m| m.job.over()) {
-            break;
+            return Ok(());
         }
     }
-    out.close();
-    report::fleet_summary(&what, report::summary_rows(&mut members), started.elapsed())
 }
 
 #[cfg(test)]
@@ -513,89 +478,6 @@ mod tests {
                 && lines[2].contains("to 20261128T101530Z;"),
             "{lines:?}"
         );
-    }
-
-    fn host(name: &str, phase: Option<Phase>, ended: Option<bool>) -> Seen {
-        Seen {
-            name: name.into(),
-            phase,
-            ended: ended.map(|ok| {
-                let how = if ok { "restored: " } else { "failed: it broke" };
-                (ok, how.to_string())
-            }),
-        }
-    }
-
-    #[test]
-    fn a_fleet_is_ordered_primary_verifies_others_stop_primary_loads_others_follow() {
-        let go = Some(Phase::AwaitingGo);
-        let begin = Some(Phase::AwaitingBegin);
-        let mut o = Order::default();
-        // The primary is the second host.
-        let mut hosts = vec![
-            host("a", begin, None),
-            host("p", begin, None),
-            host("b", begin, None),
-        ];
-        assert_eq!(o.next(1, &hosts), vec![(1, Ok(Message::Begin))]);
-        assert_eq!(o.next(1, &hosts), vec![], "the primary verifies first");
-        hosts[1].phase = go;
-        assert_eq!(
-            o.next(1, &hosts),
-            vec![(0, Ok(Message::Begin)), (2, Ok(Message::Begin))]
-        );
-        hosts[0].phase = go;
-        assert_eq!(o.next(1, &hosts), vec![], "b has not stopped yet");
-        hosts[2].phase = go;
-        assert_eq!(o.next(1, &hosts), vec![(1, Ok(Message::Go))]);
-        assert_eq!(o.next(1, &hosts), vec![]);
-        hosts[1] = host("p", go, Some(true));
-        assert_eq!(
-            o.next(1, &hosts),
-            vec![(0, Ok(Message::Go)), (2, Ok(Message::Go))]
-        );
-        assert_eq!(o.next(1, &hosts), vec![], "said once");
-    }
-
-    #[test]
-    fn a_fleet_goes_back_when_the_primary_fails_or_a_host_ends_early() {
-        let go = Some(Phase::AwaitingGo);
-        // The primary refuses the snapshot: the others, never begun, are aborted.
-        let mut o = Order {
-            primary_begun: true,
-            ..Order::default()
-        };
-        let hosts = vec![host("p", None, Some(false)), host("b", None, None)];
-        let sent = o.next(0, &hosts);
-        assert_eq!(sent.len(), 1);
-        assert!(
-            matches!(&sent[0], (1, Err(why)) if why.starts_with("the primary p ended failed: it broke"))
-        );
-        // A host fails to stop its units: everyone still open is aborted, the primary too.
-        let mut o = Order {
-            primary_begun: true,
-            others_begun: true,
-            ..Order::default()
-        };
-        let hosts = vec![
-            host("p", go, None),
-            host("b", None, Some(false)),
-            host("c", go, None),
-        ];
-        let sent = o.next(0, &hosts);
-        assert_eq!(sent.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 2]);
-        assert!(sent
-            .iter()
-            .all(|(_, m)| matches!(m, Err(w) if w.starts_with("b ended failed"))));
-        // After the primary's go, only its end decides.
-        let mut o = Order {
-            primary_begun: true,
-            others_begun: true,
-            primary_go: true,
-            others_told: false,
-        };
-        let hosts = vec![host("p", go, None), host("b", None, Some(false))];
-        assert_eq!(o.next(0, &hosts), vec![]);
     }
 
     #[test]

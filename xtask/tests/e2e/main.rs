@@ -387,6 +387,10 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(FLEET, fleet::status_names_each_host),
     scenario!(FLEET, fleet::one_host_down_the_others_are_shown),
     scenario!(FLEET, fleet::restore_restores_every_host),
+    scenario!(
+        FLEET,
+        fleet::a_fleet_restore_whose_load_fails_starts_every_host_again
+    ),
     // Takes the fleet's machines down: stays last in its group.
     scenario!(FLEET, fleet::down),
     scenario!(UX, ux::masks_and_render),

@@ -938,6 +938,224 @@ step_migrate_down() { # WRITER TO
     emit note migrate "$(tool_value action)" "$(getv revision)"
 }
 
+# --- restore (`cargo xtask db restore`) -------------------------------------------------------
+
+# The database replaced by a snapshot, on one host (the primary): verify the snapshot under the
+# lock (refused, nothing stopped, when it is not whole or its release cannot run it); stop the
+# units and their sockets (no request starts them again meanwhile); load it in one transaction
+# (it completes or leaves the old data); switch current to the snapshot's release; start the
+# units and their sockets; health. A failure before the load committed starts the units again
+# on current (the database unchanged); after it, the job says what is where and stops there.
+#
+# In a fleet (begin=no) the client orders the hosts: `begin` to the primary, which verifies and
+# then waits for `go`; `begin` to the others, which stop their units and wait for `go`; `go` to
+# the primary, which stops, loads, switches and starts; then `go` to the others (they switch
+# and start) once it restored, or an abort (they start again on their current).
+job_restore() {
+    local prev units=${opt_restart//,/ } rev
+    pick_base
+    prev=$(current_release "$root")
+    if [ "$opt_begin" != yes ]; then
+        emit phase awaiting-begin
+        if ! await_msg begin; then
+            finish_with "$stop_result" "$stop_reason; stopped before it changed anything"
+            return
+        fi
+    fi
+    if [ "$opt_role" != primary ]; then
+        restore_follow "$prev"
+        return
+    fi
+    if ! run_step verify-snapshot "verify the snapshot $opt_snapshot" step_verify; then
+        finish_with refused "$step_error; nothing was stopped"
+        return
+    fi
+    rev=$(getv revision -)
+    if [ "$opt_begin" != yes ]; then
+        # The other hosts stop their units now; `go` says they did.
+        emit phase awaiting-go
+        if ! await_msg go; then
+            finish_with "$stop_result" "$stop_reason; nothing was stopped"
+            return
+        fi
+    fi
+    restore_at=stopping
+    # shellcheck disable=SC2086 # validated unit names
+    if ! run_step stop-units "stop ${opt_restart//,/, } and their sockets" step_units stop $units; then
+        restart_after_stop "$step_error" "$prev"
+        return
+    fi
+    restore_at=loading
+    if ! run_step load-snapshot "restore the database from $opt_snapshot" step_load; then
+        restart_after_stop "$step_error" "$prev"
+        return
+    fi
+    restore_at=loaded
+    if ! run_step switch "switch current -> $opt_target" step_switch "$opt_target"; then
+        finish_with failed "the database holds snapshot $opt_snapshot (revision $rev) but $step_error; current is still ${prev:-none} and the units are stopped: 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"
+        return
+    fi
+    restore_at=starting
+    # shellcheck disable=SC2086 # validated unit names
+    if run_step restart "start ${opt_restart//,/, } and their sockets" step_units start $units &&
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        finish_with restored ""
+        return
+    fi
+    finish_with failed "the database holds snapshot $opt_snapshot (revision $rev) and current is $opt_target, but it does not come up: $step_error; the data from before the restore is not kept (it was replaced in the load): 'cargo xtask logs' shows why"
+}
+
+# A host of a fleet that is not the primary: stop its units (no request of its own reaches the
+# database while the primary replaces it), wait for `go` (the primary restored: switch to the
+# snapshot's release, start, health) or an abort (start again on current).
+restore_follow() { # CURRENT
+    restore_at=stopping
+    # shellcheck disable=SC2086 # validated unit names
+    if ! run_step stop-units "stop ${opt_restart//,/, } and their sockets" step_units stop ${opt_restart//,/ }; then
+        restart_after_stop "$step_error" "$1"
+        return
+    fi
+    restore_at=waiting
+    emit phase awaiting-go
+    if ! await_msg go; then
+        restore_at=restarting
+        # shellcheck disable=SC2086 # validated unit names
+        if run_step restart "start ${opt_restart//,/, } again on ${1:-current}" step_units start ${opt_restart//,/ } &&
+            run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+            finish_with "$stop_result" "$stop_reason; the units run again on ${1:-current}"
+        else
+            finish_with "$stop_result" "$stop_reason; starting the units again on ${1:-current} failed: $step_error"
+        fi
+        return
+    fi
+    restore_at=loaded
+    if ! run_step switch "switch current -> $opt_target" step_switch "$opt_target"; then
+        finish_with failed "the primary restored snapshot $opt_snapshot, but $step_error; current is still ${1:-none} and the units are stopped: 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"
+        return
+    fi
+    restore_at=starting
+    # shellcheck disable=SC2086 # validated unit names
+    if run_step restart "start ${opt_restart//,/, } and their sockets" step_units start ${opt_restart//,/ } &&
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        finish_with restored ""
+        return
+    fi
+    finish_with failed "the primary restored snapshot $opt_snapshot and current is $opt_target here, but it does not come up: $step_error: 'cargo xtask logs' shows why"
+}
+
+# After a failure between the stop and the load's commit: the database is unchanged; start the
+# units on current again.
+restart_after_stop() { # WHY CURRENT
+    local why=$1
+    restore_at=restarting
+    case "$why" in *"the database is unchanged"*) ;; *) why="$why; the database is unchanged" ;; esac
+    # shellcheck disable=SC2086 # validated unit names
+    if run_step restart "start ${opt_restart//,/, } again on ${2:-current}" step_units start ${opt_restart//,/ } &&
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        finish_with failed "$why; the units run again on ${2:-current}"
+    else
+        finish_with failed "$why, but starting the units again on ${2:-current} failed: $step_error: 'cargo xtask deploy status' shows them"
+    fi
+}
+
+# The snapshot, checked under the lock: its dump and record are files (not links) in
+# C_DB_SNAPSHOTS, the record names the target release, the dump's sha256 is the recorded one
+# (a truncated or changed dump is refused), the target's migrations know its revision, and the
+# PostgreSQL client is there. The revision goes into v.revision.
+step_verify() {
+    local dir=$root/$C_DB_SNAPSHOTS name=$opt_snapshot rec dump want sum rev of
+    rec=$dir/$name$C_DB_RECORD
+    dump=$dir/$name$C_DB_DUMP
+    { [ ! -L "$dir" ] && [ -f "$rec" ] && [ ! -L "$rec" ] && [ -f "$dump" ] && [ ! -L "$dump" ]; } ||
+        fail "snapshot $name does not exist on $(hostname) (no $dump with its record): 'cargo xtask db snapshots' lists them"
+    of=$(meta "$rec" release)
+    [ "$of" = "$opt_target" ] ||
+        fail "the record of snapshot $name on $(hostname) names release $of, not $opt_target"
+    want=$(meta "$rec" sha256)
+    sum=$(sha256sum "$dump" | cut -d' ' -f1)
+    [ "$sum" = "$want" ] ||
+        fail "snapshot $name on $(hostname) is damaged: its sha256 is $sum, its record says $want (truncated or changed since it was taken, $(stat -c %s "$dump") bytes, recorded $(meta "$rec" size)): it cannot be restored"
+    rev=$(meta "$rec" revision)
+    case "$rev" in '' | *[!A-Za-z0-9_]*) fail "the record of snapshot $name on $(hostname) holds no plain revision ('$rev')" ;; esac
+    release_revisions "$root/$C_RELEASES/$opt_target/backend" | grep -qx -- "$rev" ||
+        fail "snapshot $name holds alembic revision $rev, which release $opt_target (the release that ran on it) does not know on $(hostname): no kept release can run it"
+    { command -v psql && command -v pg_restore; } >/dev/null ||
+        fail "psql or pg_restore is missing on $(hostname): run cargo xtask setup-server (it installs postgresql-client)"
+    setv revision "$rev"
+}
+
+# step_units stop|start UNIT...: each unit with its socket, through the sudoers drop-in (one exact
+# line each). Start clears the failed state and start counter first, and notes each unit's
+# restart count for health, as step_restart does.
+step_units() {
+    local verb=$1 u failed=""
+    shift
+    for u in "$@"; do
+        # shellcheck disable=SC2024,SC2046 # our output; the unit and its socket: validated words
+        if [ "$verb" = start ]; then
+            sudo -n /usr/bin/systemctl reset-failed $(reset_targets "$u") </dev/null >"$jobdir/$verb.$u" 2>&1 &&
+                sudo -n /usr/bin/systemctl start $(reset_targets "$u") </dev/null >>"$jobdir/$verb.$u" 2>&1 &&
+                restart_count "$u" >"$jobdir/base.$u" ||
+                failed="$failed$u: $(one_line "$(cat "$jobdir/$verb.$u")" 300); "
+        else
+            sudo -n /usr/bin/systemctl stop $(reset_targets "$u") </dev/null >"$jobdir/$verb.$u" 2>&1 ||
+                failed="$failed$u: $(one_line "$(cat "$jobdir/$verb.$u")" 300); "
+        fi
+    done
+    [ -z "$failed" ] || fail "$verb failed on $(hostname): ${failed%; }"
+}
+
+# The load: one psql session reads BEGIN, the drop and re-creation of the schema `public` (so
+# tables made since the snapshot go too, and the snapshot's foreign keys load in any order), the
+# snapshot as SQL (pg_restore --no-owner: every object the app user's), then COMMIT, written
+# only when pg_restore read the whole dump. A pg_restore that fails leaves psql without COMMIT:
+# its session ends and PostgreSQL rolls the transaction back; an SQL error stops psql
+# (ON_ERROR_STOP) and rolls back too. The connection and password as for the snapshot.
+step_load() {
+    local host port user dbname v dump=$root/$C_DB_SNAPSHOTS/$opt_snapshot$C_DB_DUMP st load_pid
+    load_pgpass=$jobdir/pgpass
+    trap 'rm -f -- "$load_pgpass"' EXIT
+    deploytool "$root/$C_RELEASES/$opt_target/backend" snapshot-info ||
+        fail "cannot restore the database on $(hostname): $tool_error; the database is unchanged"
+    host=$(tool_value host)
+    port=$(tool_value port)
+    user=$(tool_value user)
+    dbname=$(tool_value database)
+    for v in "$host" "$port" "$user" "$dbname"; do
+        case "$v" in '' | -* | *[!A-Za-z0-9._:-]*) fail "the database's connection facts on $(hostname) are not plain words ('$v', from DATABASE_URL); the database is unchanged" ;; esac
+    done
+    rm -f "$load_pgpass"
+    deploytool "$root/$C_RELEASES/$opt_target/backend" pgpass "$load_pgpass" ||
+        fail "could not write the password file for psql on $(hostname): $tool_error; the database is unchanged"
+    # In the background, so that a SIGTERM (the job's on_term) stops psql before its COMMIT
+    # (PostgreSQL then rolls back) instead of leaving it to finish alone.
+    (if {
+        printf '%s\n' 'BEGIN;' "SET LOCAL lock_timeout = '30s';" 'DROP SCHEMA public CASCADE;' \
+            'CREATE SCHEMA public;' 'ALTER SCHEMA public OWNER TO pg_database_owner;' \
+            'GRANT USAGE ON SCHEMA public TO PUBLIC;'
+        pg_restore --no-owner --no-acl --file=- "$dump" 2>"$jobdir/pg_restore.err" || exit 1
+        printf '%s\n' 'COMMIT;'
+    } | PGPASSFILE=$load_pgpass PGCONNECT_TIMEOUT=10 psql -X -q -v ON_ERROR_STOP=1 --no-password \
+        "--host=$host" "--port=$port" "--username=$user" "--dbname=$dbname" >"$jobdir/psql.out" 2>"$jobdir/psql.err"; then
+        echo "0 0"
+    else
+        echo "${PIPESTATUS[*]}"
+    fi >"$jobdir/load.status") &
+    load_pid=$!
+    trap 'pkill -TERM -P "$load_pid" 2>/dev/null; kill -TERM "$load_pid" 2>/dev/null; exit 143' TERM
+    wait "$load_pid" || true
+    read -r -a st <"$jobdir/load.status" || st=(1 1)
+    rm -f "$load_pgpass"
+    if [ "${st[0]}" != 0 ]; then
+        emit_details "$jobdir/pg_restore.err" 10
+        fail "pg_restore could not read $dump on $(hostname) ($(one_line "$(tail -n 1 "$jobdir/pg_restore.err")" 300)): nothing was committed, the database is unchanged"
+    fi
+    if [ "${st[1]}" != 0 ]; then
+        emit_details "$jobdir/psql.err" 10
+        fail "the restore into $dbname at $host:$port failed on $(hostname) (psql exit ${st[1]}: $(one_line "$(grep -m1 ERROR "$jobdir/psql.err" || tail -n 1 "$jobdir/psql.err")" 300)): it was rolled back, the database is unchanged"
+    fi
+}
+
 # SIGTERM (a shutdown stops every process of the session; `deploy unlock --force` sends it
 # too): before the switch the job stops like an abort; after it, current goes back to the
 # release before (one rename, flushed; not restarted: the units start it at boot).
@@ -948,6 +1166,10 @@ on_term() {
     [ -z "$result" ] || exit 143
     if [ -n "$downgrading" ]; then
         finish_with interrupted "$why after the switch to $activating, while taking the database down: current stays on $activating (it runs on the newer schema too); the database is at $(revision_now "$root")"
+        exit 143
+    fi
+    if [ "$opt_mode" = restore ] && [ -n "$restore_at" ]; then
+        restore_stopped "$why"
         exit 143
     fi
     cur=$(current_link "$root")
@@ -965,6 +1187,38 @@ on_term() {
         finish_with interrupted "$why after the switch, and putting current back to $from failed: current is $activating; at boot the release check puts back the newest $C_STATE_SUCCEEDED, intact release"
     fi
     exit 143
+}
+
+# A SIGTERM during a restore, once it stopped the units: before the load's COMMIT the database
+# is unchanged (psql was stopped: PostgreSQL rolls back) and the units are started again on
+# current (in a shutdown that start fails, and boot starts them); after it, the database holds
+# the snapshot and the record says where current and the units are.
+restore_stopped() { # WHY
+    local cur units=${opt_restart//,/ } started=no
+    cur=$(current_release "$root")
+    case "$restore_at" in
+        stopping | loading | loaded | waiting)
+            # shellcheck disable=SC2086 # validated unit names
+            (step_units start $units) >/dev/null 2>&1 && started=yes
+            ;;
+    esac
+    case "$restore_at:$started" in
+        stopping:yes | loading:yes)
+            finish_with interrupted "$1 during the restore, before its COMMIT: the database is unchanged; the units were started again on ${cur:-current}"
+            ;;
+        stopping:no | loading:no)
+            finish_with interrupted "$1 during the restore, before its COMMIT: the database is unchanged; current is ${cur:-none} and its units are stopped (boot starts them; 'cargo xtask deploy status' shows them)"
+            ;;
+        waiting:*)
+            finish_with interrupted "$1 while the primary restores: current is ${cur:-none} here, its units $([ "$started" = yes ] && echo "started again" || echo "stopped (boot starts them)"); the database is as the primary leaves it"
+            ;;
+        loaded:*)
+            finish_with interrupted "$1 after the restore's COMMIT: the database holds snapshot $opt_snapshot; current is ${cur:-none} ($([ "$started" = yes ] && echo "its units started again" || echo "its units stopped: boot starts them")); 'cargo xtask deploy rollback $opt_target --force' puts the snapshot's release on it"
+            ;;
+        *)
+            finish_with interrupted "$1 during the restore, after the units were started again: the database holds $([ "${restore_at}" = restarting ] && echo "what it held before" || echo "snapshot $opt_snapshot"); current is ${cur:-none}"
+            ;;
+    esac
 }
 
 # job root=ROOT token=TOKEN: the detached job; its plan is the lock's plan file.
@@ -993,11 +1247,15 @@ sub_job() {
     while IFS= read -r kv; do parse_opts plan "$kv"; done <"$lock/plan"
     rel=$root/$C_RELEASES/${opt_release:-none}
     # shellcheck disable=SC2034 # reason and made_release are read by job_record (deploy-record.sh)
-    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring="" downgrading="" migrate_down=""
+    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring="" downgrading="" migrate_down="" restore_at=""
     trap job_record EXIT
     trap 'job_line=$LINENO' ERR
     trap '' HUP INT
     trap on_term TERM
     emit started "$opt_mode" "${opt_release:-$opt_target}" "$(hostname)"
-    if [ "$opt_mode" = rollback ]; then job_rollback; else job_deploy; fi
+    case "$opt_mode" in
+        rollback) job_rollback ;;
+        restore) job_restore ;;
+        *) job_deploy ;;
+    esac
 }

@@ -397,6 +397,14 @@ release_heads() { # BACKEND_DIR
         END { for (r in rev) if (!(r in down)) print r }' | LC_ALL=C sort | paste -sd, - || true
 }
 
+# The scope word of a job's deploy.log line: a deploy's scope, else the mode (rollback, restore).
+job_scope() {
+    case "${opt_mode:-}" in
+        rollback | restore) printf '%s' "$opt_mode" ;;
+        *) printf '%s' "${opt_scope:-}" ;;
+    esac
+}
+
 # Every revision a release's migrations know.
 release_revisions() { # BACKEND_DIR
     cat "$1"/alembic/versions/*.py 2>/dev/null |

@@ -152,8 +152,7 @@ job_record() {
         why=$put_error
     fi
     if [ -z "$why" ] && ! log_line "$root" "$opt_started" "$opt_deployer" "$opt_commit$([ "$opt_dirty" = yes ] && echo +dirty)" \
-        "$([ "$opt_mode" = rollback ] && echo rollback || echo "$opt_scope")" \
-        "$([ "$opt_mode" = rollback ] && echo "$opt_target" || echo "$opt_release")" \
+        "$(job_scope)" "$([ "$opt_mode" = deploy ] && echo "$opt_release" || echo "$opt_target")" \
         "$result" "$duration" "$revision" "$reason" "$(plan_marks)"; then
         why=$put_error
     fi
@@ -178,12 +177,13 @@ job_record() {
 # What the job's plan changed of a usual deploy, as deploy.log words: `lint=allow-unsafe`
 # (--allow-unsafe-migration let the migration lint's refusals through), `snapshot=off`
 # (DEPLOY_DB_SNAPSHOT=off: no snapshot before a migration), `migrate=down` (a rollback asked to
-# take the database down to its release's migrations).
+# take the database down to its release's migrations), `from_snapshot=NAME` (a restore).
 plan_marks() {
     local m=""
     [ "$opt_allow_unsafe" != yes ] || m+="lint=allow-unsafe "
     [ "$opt_db_snapshot" != off ] || m+="snapshot=off "
-    [ "$opt_migrate_down" != yes ] || m+="migrate=down"
+    [ "$opt_migrate_down" != yes ] || m+="migrate=down "
+    [ -z "${opt_snapshot:-}" ] || m+="from_snapshot=$opt_snapshot"
     printf '%s' "${m% }"
 }
 
@@ -212,7 +212,7 @@ settle_dead() {
     release=$(meta "$dead/info" release)
     mode=$(meta "$dead/plan" mode)
     scope=$(meta "$dead/plan" scope)
-    [ "$mode" != rollback ] || scope=rollback
+    case "$mode" in rollback | restore) scope=$mode ;; esac
     commit=$(meta "$dead/info" commit)
     started=$(meta "$dead/info" started)
     when="$(meta "$dead/info" user)@$(meta "$dead/info" host)'s '$(meta "$dead/info" command)' ($token, since $started)"

@@ -262,7 +262,7 @@ env_problem() { # PATH FLAG
 
 # Everything a deploy needs, checked before any change; refuses with one line.
 preflight() {
-    local root=$opt_root me problem u load enabled free_mb units id path names=() role
+    local root=$opt_root me problem u load enabled free_mb units id path names=() role verb
     me=$(id -un)
     role=$(host_role)
     [ "$role" = "$opt_role" ] ||
@@ -280,6 +280,14 @@ preflight() {
         # shellcheck disable=SC2046 # the unit and its socket: validated words
         sudo -n -l /usr/bin/systemctl reset-failed $(reset_targets "$u") >/dev/null 2>&1 ||
             refuse "sudo on $(hostname) does not let $me run 'systemctl reset-failed $(reset_targets "$u")' (the sudoers drop-in of an older setup-server): run cargo xtask setup-server"
+        # A restore stops the unit with its socket and starts both again.
+        if [ "$opt_mode" = restore ]; then
+            for verb in stop start; do
+                # shellcheck disable=SC2046 # the unit and its socket: validated words
+                sudo -n -l /usr/bin/systemctl "$verb" $(reset_targets "$u") >/dev/null 2>&1 ||
+                    refuse "sudo on $(hostname) does not let $me run 'systemctl $verb $(reset_targets "$u")' (the sudoers drop-in of an older setup-server): run cargo xtask setup-server"
+            done
+        fi
     done
     for u in ${opt_check//,/ } $units; do
         in_list "$u.service" "${names[*]}" || names+=("$u.service")
@@ -354,9 +362,9 @@ space_advice() { # ROOT USER
 refuse() {
     local planned="planned release ${opt_release:-}"
     [ "${opt_mode:-}" != rollback ] || planned="planned rollback to ${opt_target:-}"
+    [ "${opt_mode:-}" != restore ] || planned="planned restore of ${opt_snapshot:-}"
     log_line "$opt_root" "$(iso_now)" "${opt_deployer:-}" "${opt_commit:-}" \
-        "$([ "${opt_mode:-}" = rollback ] && echo rollback || echo "${opt_scope:-}")" \
-        - refused 0.0 - "$planned: $1" 2>/dev/null || true
+        "$(job_scope)" - refused 0.0 - "$planned: $1" 2>/dev/null || true
     die "$1"
 }
 
@@ -365,13 +373,20 @@ refuse() {
 validate_plan() {
     check_root "$opt_root"
     check_token "$opt_token"
-    check_one_of mode "$opt_mode" "deploy rollback"
+    check_one_of mode "$opt_mode" "deploy rollback restore"
     if [ "$opt_mode" = deploy ]; then
         check_release "$opt_release"
         check_one_of scope "$opt_scope" "all backend frontend"
     else
         check_release "$opt_target"
         check_one_of force "$opt_force" "yes no"
+    fi
+    if [ "$opt_mode" = restore ]; then
+        # TARGET-REVISION: the snapshot of the target's data (it ends up in a path).
+        [ "$(snapshot_name "$opt_target" "${opt_snapshot#"$opt_target"-}")" = "$opt_snapshot" ] ||
+            die "snapshot must name a snapshot of the data of $opt_target (RELEASE-REVISION), not '$opt_snapshot'"
+    else
+        [ -z "$opt_snapshot" ] || die "snapshot is for mode restore only"
     fi
     case "$opt_expect_current" in
         -) ;;
@@ -410,7 +425,7 @@ check_under_lock() {
         echo "current on $(hostname) is now ${link:-missing}, but this deploy was planned against ${opt_expect_current/#-/no current release}: another deploy landed meanwhile; run the command again"
         return
     fi
-    if [ "$opt_mode" = rollback ]; then
+    if [ "$opt_mode" != deploy ]; then
         [ -d "$root/$C_RELEASES/$opt_target" ] || {
             echo "release $opt_target does not exist on $(hostname): see 'cargo xtask deploy list'"
             return

@@ -75,6 +75,10 @@ impl Unit {
     /// What `systemctl reset-failed` clears before the job restarts the unit: the service and
     /// its socket (a crash loop of a socket-activated service fails its socket too). One exact
     /// sudoers line each (`systemd/innercontext-deploy.sudoers`).
+    ///
+    /// The same words are what `db restore` stops and starts again (`systemctl stop` /
+    /// `systemctl start`, one exact sudoers line each): with its socket stopped, no request
+    /// starts the service while the database is replaced.
     pub fn reset_targets(&self) -> String {
         if self.socket {
             format!("{} {}.socket", self.name, self.name)
@@ -259,6 +263,8 @@ words! {
         Unlocked = "unlocked",
         /// The boot check found current broken after a reboot and restored a release.
         RestoredAtBoot = "restored-at-boot",
+        /// `db restore`: the database is the snapshot's, current its release, healthy.
+        Restored = "restored",
     }
 }
 
@@ -268,6 +274,12 @@ words! {
     /// deployer can still stop: an abort or a silent deployer during it ends the job before the
     /// migration.
     Step {
+        /// `db restore`: the snapshot checked under the lock (record, checksum, release).
+        VerifySnapshot = "verify-snapshot",
+        /// `db restore`: the units and their sockets stopped.
+        StopUnits = "stop-units",
+        /// `db restore`: the database replaced by the snapshot, in one transaction.
+        LoadSnapshot = "load-snapshot",
         Seed = "seed",
         Prepare = "prepare",
         Snapshot = "snapshot",
@@ -410,6 +422,8 @@ pub const PLAN_KEYS: &[&str] = &[
     "migrate_down",
     // `--yes` (yes|no): the downgrade may drop rows that hold data.
     "yes",
+    // `db restore` (mode restore): the snapshot's name in DB_SNAPSHOTS, without its suffix.
+    "snapshot",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.

@@ -47,6 +47,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Testhost(t) => testhost::run(t, &sh),
         Command::SetupServer(s) => setup_server::run(s, &sh),
         Command::Deploy(d) => deploy::run(d, &sh),
+        Command::Db(d) => deploy::db(d),
         Command::Demo(d) => demo::run(d, &sh),
         Command::Bench(b) => bench::run(b, &sh),
         Command::Logs(l) => logs::run(l),

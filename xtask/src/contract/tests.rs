@@ -251,8 +251,14 @@ fn following_a_job_of_an_earlier_boot_ends() {
     // A live process under the job's pid: this test.
     std::fs::write(job.join("pid"), format!("{}\n", std::process::id())).unwrap();
     std::fs::write(job.join("boot"), "an-earlier-boot\n").unwrap();
+    // From a file: the whole script is past what one argument may hold (128 KiB; calls carry
+    // it packed, see remote::bootstrap).
+    let script = dir.join("deploy.sh");
+    std::fs::write(&script, deploy_script()).unwrap();
     let out = std::process::Command::new("timeout")
-        .args(["20", "bash", "-c", &deploy_script(), "deploy.sh", "follow"])
+        .args(["20", "bash"])
+        .arg(&script)
+        .arg("follow")
         .arg(format!("root={}", dir.display()))
         .args(["token=t1", "offset=0", "role=observer"])
         .stdin(std::process::Stdio::null())
@@ -549,6 +555,11 @@ const NOT_THE_PROTOCOL: &[(&str, &str, &str)] = &[
         "a machine's info file",
     ),
     ("tools.rs", "\"-m\", \"venv\"", "python -m venv"),
+    (
+        "flags/commands.rs",
+        "sub(\"restore\",",
+        "the db command's subcommand (`cargo xtask db restore`)",
+    ),
 ];
 
 #[test]

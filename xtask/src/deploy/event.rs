@@ -89,8 +89,10 @@ impl Outcome {
         JobResult::parse(&self.result)
     }
 
+    /// Whether the job did what it was asked: `success` (a deploy, a rollback) or `restored`
+    /// (`db restore`).
     pub fn success(&self) -> bool {
-        self.kind() == Some(JobResult::Success)
+        matches!(self.kind(), Some(JobResult::Success | JobResult::Restored))
     }
 }
 

@@ -19,7 +19,8 @@
 //! - [`fleet`], [`rollout`]: several hosts as one; the rollout's decisions (pure)
 //! - [`entry`]: one deploy.log line, parsed
 //! - [`report`]: step lines and the final line
-//! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands
+//! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands; [`restore`]:
+//!   `cargo xtask db snapshots` and `db restore` ([`restore_order`]: a fleet's order, pure)
 
 pub mod checks;
 pub mod dbsnap;
@@ -40,6 +41,8 @@ pub mod plan;
 pub mod reading;
 pub mod release;
 pub mod report;
+pub mod restore;
+pub mod restore_order;
 pub mod rollback;
 pub mod rollout;
 pub mod server;
@@ -52,7 +55,7 @@ use anyhow::Result;
 use xshell::Shell;
 
 use crate::config::Config;
-use crate::flags::Deploy;
+use crate::flags::{Db, Deploy};
 use crate::interrupt;
 
 pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
@@ -102,5 +105,19 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
         Deploy::Unlock { yes, force } => unlock::run(&cfg, yes, force),
         Deploy::Status { follow } => status::run(&cfg, follow),
         Deploy::Log { lines } => log::run(&cfg, lines),
+    }
+}
+
+/// `cargo xtask db`: the database's snapshots on the server, and restoring one.
+pub fn db(cmd: Db) -> Result<()> {
+    interrupt::install();
+    let cfg = Config::from_env()?;
+    match cmd {
+        Db::Snapshots => restore::snapshots(&cfg),
+        Db::Restore {
+            snapshot,
+            yes,
+            dry_run,
+        } => restore::restore(&cfg, &snapshot, yes, dry_run),
     }
 }

@@ -6,8 +6,17 @@ use super::table::{sub, Cmd, Given, Section, Shape};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
-pub(super) const COMMANDS: [Cmd; 8] =
-    [CI, CHECK, TESTHOST, SETUP_SERVER, DEPLOY, LOGS, DEMO, BENCH];
+pub(super) const COMMANDS: [Cmd; 9] = [
+    CI,
+    CHECK,
+    TESTHOST,
+    SETUP_SERVER,
+    DEPLOY,
+    DB,
+    LOGS,
+    DEMO,
+    BENCH,
+];
 
 #[rustfmt::skip]
 const CI: Cmd = Cmd {
@@ -332,6 +341,63 @@ fn deploy(mut args: Vec<String>) -> Result<Command, UsageError> {
             batch,
             allow_unsafe_migration: g.on("--allow-unsafe-migration"),
         },
+    }))
+}
+
+#[rustfmt::skip]
+const DB: Cmd = Cmd {
+    name: "db", title: "the database's snapshots, and putting one back",
+    about: "List the database's snapshots; restore one",
+    flags: &[
+        flag("--yes", Switch, "restore: do not ask (needed without a terminal)"),
+        flag("--dry-run", Switch, "restore: say what would be lost and the job's call, change nothing"),
+    ],
+    subs: &[
+        sub("snapshots", "", &[], "the snapshots on the primary, newest first: release, revision, size, age, \
+            whether their release is still kept"),
+        sub("restore", "SNAPSHOT", &["--yes", "--dry-run"], "put the database back to SNAPSHOT (as listed) \
+            and current on the release that ran on it; every change to the data since is lost"),
+    ],
+    help: &[
+        Section::Subs,
+        Section::Text("\
+A restore says what will be lost (the snapshot's age, the releases deployed since) and asks you to
+type the snapshot's name; without a terminal it needs --yes. The deploy job then takes the lock,
+checks the snapshot again (its sha256, its release, its revision), stops the units and their
+sockets, replaces the database in one transaction, switches current, starts and checks health.
+See docs/database.md#restore."),
+    ],
+    env: &[("DEPLOY_SERVER", "as for deploy (the primary holds the snapshots; every host is restored)"),
+        ("DEPLOY_SSH_CONFIG", "as for deploy")],
+    parse: db, ..NONE
+};
+
+fn db(mut args: Vec<String>) -> Result<Command, UsageError> {
+    let names: Vec<&str> = DB.visible().map(|s| s.name).collect();
+    let none = format!("db needs a command (valid: {})", names.join(", "));
+    refuse(args.is_empty(), &none)?;
+    let sub = DB.sub(&args.remove(0))?;
+    let g = scan(args, &DB, Some(sub))?;
+    let (yes, dry_run) = (g.on("--yes"), g.on("--dry-run"));
+    Ok(Command::Db(match sub.name {
+        "snapshots" => match g.words.first() {
+            Some(w) => return Err(g.see(format!("unexpected argument '{w}' for '{}'", g.label))),
+            None => Db::Snapshots,
+        },
+        _ => {
+            let snapshot = g
+                .words
+                .first()
+                .ok_or_else(|| g.needs("a SNAPSHOT (see 'cargo xtask db snapshots')"))?;
+            if let Some(w) = g.words.get(1) {
+                return Err(g.see(format!("unexpected argument '{w}' for '{}'", g.label)));
+            }
+            Db::Restore {
+                snapshot: snapshot.clone(),
+                yes,
+                dry_run,
+            }
+        }
     }))
 }
 

@@ -247,6 +247,30 @@ const CASES: &[(&str, &[&str])] = &[
     ("deploy", &["deploy", "status", "--follow"]),
     ("deploy", &["deploy", "-n", "5", "log"]),
     ("deploy", &["deploy", "log", "--lines", "10000"]),
+    // db
+    ("db", &["db", "--help"]),
+    ("db", &["db"]),
+    ("db", &["db", "restore", "--help"]),
+    ("db", &["db", "dump"]),
+    ("db", &["db", "restore"]),
+    ("db", &["db", "restore", "a", "b"]),
+    ("db", &["db", "snapshots", "x"]),
+    ("db", &["db", "snapshots", "--yes"]),
+    ("db", &["db", "snapshots"]),
+    (
+        "db",
+        &["db", "restore", "20261128T101530Z-0002_price_history"],
+    ),
+    (
+        "db",
+        &[
+            "db",
+            "restore",
+            "20261128T101530Z-0002_price_history",
+            "--yes",
+            "--dry-run",
+        ],
+    ),
     // logs
     ("logs", &["logs", "--help"]),
     ("logs", &["logs", "-h"]),

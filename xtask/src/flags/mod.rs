@@ -35,6 +35,7 @@ pub enum Command {
     Testhost(Testhost),
     SetupServer(SetupServer),
     Deploy(Deploy),
+    Db(Db),
     Demo(Demo),
     Bench(Bench),
     Logs(Logs),
@@ -248,6 +249,19 @@ pub enum Deploy {
     },
     Log {
         lines: u32,
+    },
+}
+
+/// `cargo xtask db`: the database's snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Db {
+    Snapshots,
+    Restore {
+        /// `RELEASE-REVISION`, as `db snapshots` lists it (validated by the command: it reaches
+        /// a remote shell).
+        snapshot: String,
+        yes: bool,
+        dry_run: bool,
     },
 }
 

@@ -116,7 +116,7 @@ mod tests {
     use crate::setup_server::test_support::inputs;
 
     #[test]
-    fn the_sudoers_source_grants_the_restarts_and_the_log_reader_only() {
+    fn the_sudoers_source_grants_restarts_stops_starts_and_the_log_reader_only() {
         let cmds = sudoers_commands(&inputs().sudoers);
         let units = crate::contract::UNITS;
         let mut want: Vec<String> = units
@@ -128,6 +128,13 @@ mod tests {
                 .iter()
                 .map(|u| format!("/usr/bin/systemctl reset-failed {}", u.reset_targets())),
         );
+        for verb in ["stop", "start"] {
+            want.extend(
+                units
+                    .iter()
+                    .map(|u| format!("/usr/bin/systemctl {verb} {}", u.reset_targets())),
+            );
+        }
         want.push(crate::contract::JOURNAL_READER.to_string());
         assert_eq!(cmds, want);
     }

@@ -67,7 +67,7 @@ fn db_revision(site: &Site) -> Result<String> {
 }
 
 /// The checkout's newest revision: (its number, its id). Ids are the file names.
-fn head(s: &Scratch) -> Result<(u32, String)> {
+pub(crate) fn head(s: &Scratch) -> Result<(u32, String)> {
     let mut best = (0, String::new());
     for e in fs_err::read_dir(s.dir.join(VERSIONS))? {
         let name = e?.file_name().to_string_lossy().to_string();
@@ -87,7 +87,7 @@ fn head(s: &Scratch) -> Result<(u32, String)> {
 
 /// Write the next revision (`NNNN_e2e_SLUG`), chained to the checkout's head, with its body
 /// lines (four spaces in) and `header` above the revision id (an allow comment); its id.
-fn add_revision(
+pub(crate) fn add_revision(
     s: &Scratch,
     slug: &str,
     header: &str,
@@ -917,5 +917,308 @@ pub fn a_disk_too_small_for_the_snapshot_is_refused_before_the_lock(ctx: &mut Ct
     let back = site.sh(&format!("umount {DB_DIR} || umount -l {DB_DIR}"));
     result?;
     back?;
+    site.assert_serving()
+}
+
+// --- db snapshots / db restore (issue 24, item 4) ----------------------------------------------
+
+/// Take a snapshot: deploy a pending migration (one is written when the database is at the
+/// checkout's head), so the job dumps the data current ran on. Its name and its release.
+fn take_snapshot(site: &Site, s: &Scratch) -> Result<(String, String)> {
+    let before = site.current()?;
+    let at = pending_migration(site, s)?;
+    let run = site
+        .xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+        .ok()?;
+    let name = format!("{before}-{at}");
+    ensure!(
+        step_line(&run.all(), "snapshot the database")?.contains(&format!("{name}.dump")),
+        "the deploy took no snapshot {name}:\n{}",
+        run.all()
+    );
+    Ok((name, before))
+}
+
+/// A snapshot whose release is kept: the newest one listed, or a new one.
+fn a_snapshot(site: &Site, s: &Scratch) -> Result<(String, String)> {
+    let have = site.sh(&format!(
+        "cd {DB_DIR} 2>/dev/null && for r in *.record; do n=${{r%.record}}; \
+         test -d {ROOT}/releases/${{n%%-*}} && echo \"$n\"; done | sort | tail -n 1 || true"
+    ))?;
+    match have.trim() {
+        "" => take_snapshot(site, s),
+        name => Ok((name.to_string(), name[..16].to_string())),
+    }
+}
+
+/// What a refused restore must leave as it was: every unit's and socket's start time, the lock,
+/// current, the database's revision, the snapshots.
+#[derive(Debug, PartialEq, Eq)]
+struct Still {
+    units: String,
+    locked: bool,
+    current: String,
+    revision: String,
+    snapshots: String,
+}
+
+fn still(site: &Site) -> Result<Still> {
+    Ok(Still {
+        units: site.sh(
+            "systemctl show -p Id -p ActiveState -p ActiveEnterTimestamp innercontext innercontext.socket \
+             innercontext-node innercontext-node.socket innercontext-pricing-worker",
+        )?,
+        locked: site.locked()?,
+        current: site.current()?,
+        revision: db_revision(site)?,
+        snapshots: snapshots(site)?,
+    })
+}
+
+/// `db restore` of the snapshot taken before a migration: it says what will be lost, then the
+/// rows deleted since are back, the table created since (by hand, as the app user) is gone,
+/// the database is at the snapshot's revision, current is the snapshot's release, the site
+/// answers, and deploy.log ends `result=restored`.
+pub fn restore_brings_back_the_snapshots_data(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    psql(
+        &site,
+        "INSERT INTO products (name) VALUES ('e2e restore kept one'), ('e2e restore kept two')",
+    )?;
+    let kept = psql(&site, "SELECT count(*) FROM products")?;
+    let (name, release) = take_snapshot(&site, s)?;
+    let at = name[17..].to_string();
+    let newer = site.current()?;
+    ensure!(newer != release, "the deploy did not make a new release");
+    psql(
+        &site,
+        "DELETE FROM products WHERE name LIKE 'e2e restore kept %'",
+    )?;
+    psql(
+        &site,
+        "SET ROLE innercontext; CREATE TABLE e2e_made_after (id int PRIMARY KEY, product_id int REFERENCES products (id))",
+    )?;
+
+    let list = site.xtask(&s.dir, &["db", "snapshots"])?.ok()?;
+    println!("--- db snapshots:\n{}", list.all());
+    ensure!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with(&name) && l.contains(&at) && l.ends_with("kept")),
+        "db snapshots does not list {name} as kept:\n{}",
+        list.all()
+    );
+
+    let from = log_len(&site)?;
+    let run = site
+        .xtask(&s.dir, &["db", "restore", &name, "--yes"])?
+        .ok()?;
+    let out = run.all();
+    println!("--- db restore:\n{out}");
+    ensure!(
+        out.contains(&format!("Restoring {name} on "))
+            && out.contains("every change to the data since is lost")
+            && out.contains(&format!("Releases deployed since: {newer}")),
+        "the restore did not say what is lost:\n{out}"
+    );
+    for step in [
+        "verify the snapshot",
+        "stop ",
+        "restore the database from",
+        "switch current",
+        "start ",
+        "health checks",
+    ] {
+        step_line(&out, step)?;
+    }
+    ensure!(
+        psql(&site, "SELECT count(*) FROM products")? == kept,
+        "the rows deleted after the snapshot are not back"
+    );
+    ensure!(
+        psql(&site, "SELECT to_regclass('public.e2e_made_after') IS NULL")? == "t",
+        "the table created after the snapshot is still there"
+    );
+    ensure!(db_revision(&site)? == at, "the database is not at {at}");
+    ensure!(
+        site.current()? == release,
+        "current is not the snapshot's release {release}"
+    );
+    let lines = log_since(&site, from)?;
+    let last = site.last_log()?;
+    ensure!(
+        last.contains("result=restored")
+            && last.contains(&format!("release={release}"))
+            && !lines.is_empty(),
+        "deploy.log does not end with the restore: {last}"
+    );
+    ensure!(!site.locked()?, "the lock was left");
+    site.assert_serving()
+}
+
+/// Refused with the reason and nothing stopped: a snapshot that does not exist, a truncated one
+/// (its sha256 no longer the recorded one) and one whose record holds a revision its release
+/// does not know. Each leaves the units, their sockets, the lock, current, the database and the
+/// snapshots as they were; each exits 1.
+pub fn restore_refuses_a_missing_damaged_or_unknown_snapshot(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let (name, release) = a_snapshot(&site, s)?;
+    let dump = format!("{DB_DIR}/{name}.dump");
+    let record = format!("{DB_DIR}/{name}.record");
+    let refused = |args: &[&str], want: &str, what: &str| -> Result<()> {
+        let quiet = still(&site)?;
+        let run = site.xtask(&s.dir, args)?.failed()?;
+        let out = run.all();
+        println!("--- db restore of {what}:\n{out}");
+        ensure!(
+            run.status.code() == Some(1),
+            "exit status {:?}, want 1 for {what}",
+            run.status.code()
+        );
+        ensure!(
+            out.contains(want),
+            "the refusal of {what} does not say '{want}':\n{out}"
+        );
+        ensure!(
+            still(&site)? == quiet,
+            "the refused restore of {what} changed the server"
+        );
+        Ok(())
+    };
+    let missing = format!("{release}-0001_e2e_never_taken");
+    refused(
+        &["db", "restore", &missing, "--yes"],
+        &format!("snapshot {missing} does not exist on"),
+        "a snapshot that does not exist",
+    )?;
+
+    site.sh(&format!(
+        "cp -p {dump} {dump}.e2e-whole && truncate -s -100 {dump}"
+    ))?;
+    let damaged = refused(
+        &["db", "restore", &name, "--yes"],
+        "is damaged: its sha256 is",
+        "a truncated snapshot",
+    );
+    site.sh(&format!(
+        "cat {dump}.e2e-whole >{dump} && rm -f {dump}.e2e-whole"
+    ))?;
+    damaged?;
+
+    site.sh(&format!(
+        "cp -p {record} {record}.e2e-whole && sed 's/^revision=.*/revision=9999_e2e_unknown/' {record}.e2e-whole >{record}"
+    ))?;
+    let unknown = refused(
+        &["db", "restore", &name, "--yes"],
+        &format!("holds alembic revision 9999_e2e_unknown, which release {release}"),
+        "a snapshot of a revision its release does not know",
+    );
+    site.sh(&format!(
+        "cat {record}.e2e-whole >{record} && rm -f {record}.e2e-whole"
+    ))?;
+    unknown
+}
+
+/// Without `--yes` and without a terminal: refused before anything is asked of the server,
+/// with the line that says what to add; exit 1; nothing stopped.
+pub fn restore_without_yes_and_no_terminal_is_refused(ctx: &mut Ctx) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let (name, _) = a_snapshot(&site, s)?;
+    let quiet = still(&site)?;
+    let mut cmd = site.command(&s.dir, &["db", "restore", &name]);
+    cmd.stdin(std::process::Stdio::null());
+    let run = crate::support::Run::capture(cmd)?.failed()?;
+    let out = run.all();
+    println!("--- db restore without --yes:\n{out}");
+    ensure!(
+        run.status.code() == Some(1) && out.contains("rerun with --yes"),
+        "want exit 1 and the line naming --yes, got {:?}:\n{out}",
+        run.status.code()
+    );
+    ensure!(
+        still(&site)? == quiet,
+        "the refused restore changed the server"
+    );
+    Ok(())
+}
+
+/// A restore whose load cannot finish (another session holds a lock on `products` longer than
+/// the load waits for it): the load's transaction rolls back, so the database is unchanged (a
+/// table made after the snapshot and its row are still there, the revision too), the units run
+/// again on current and the site answers; the result is `failed` and says the database is
+/// unchanged.
+pub fn a_restore_that_cannot_load_changes_nothing_and_starts_current_again(
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let (site, s) = scratch(ctx)?;
+    fresh(&site, s)?;
+    let (name, _) = a_snapshot(&site, s)?;
+    psql(
+        &site,
+        "SET ROLE innercontext; CREATE TABLE IF NOT EXISTS e2e_kept_after (id int); INSERT INTO e2e_kept_after VALUES (7)",
+    )?;
+    let rows = psql(&site, "SELECT count(*) FROM e2e_kept_after")?;
+    let (current, revision) = (site.current()?, db_revision(&site)?);
+    // A reader elsewhere: one statement that holds products' ACCESS SHARE lock for 120 s.
+    let argv: Vec<String> = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-qtAX",
+        "innercontext",
+        "-c",
+        "SELECT pg_sleep(120) FROM (SELECT count(*) FROM products) AS c",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut cmd = Command::new("ssh");
+    cmd.args(site.db.ssh_args(None, &argv));
+    let reader = Background::start(cmd, &s.sidecar("lock-holder.log"))?;
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                WHERE c.relname = 'products' AND l.pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while psql(&site, held)? == "0" {
+        ensure!(Instant::now() < deadline, "the reader never took its lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = site.xtask(&s.dir, &["db", "restore", &name, "--yes"]);
+    let _ = psql(
+        &site,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = reader.wait(Duration::from_secs(30));
+    let run = run?.failed()?;
+    let out = run.all();
+    println!("--- db restore while a reader holds a lock:\n{out}");
+    // The step's status may come on a line of its own after its detail lines.
+    let load = step_line(&out, "restore the database from")?;
+    ensure!(
+        load.contains("FAILED") || out.contains("load-snapshot FAILED"),
+        "the load did not fail: {load}\n{out}"
+    );
+    ensure!(
+        out.contains("it was rolled back, the database is unchanged")
+            && out.contains(&format!("the units run again on {current}")),
+        "the failure does not say the database is unchanged and the units run again:\n{out}"
+    );
+    ensure!(
+        psql(&site, "SELECT count(*) FROM e2e_kept_after")? == rows
+            && db_revision(&site)? == revision,
+        "the database changed although the load failed"
+    );
+    ensure!(site.current()? == current, "current moved");
+    ensure!(
+        site.last_log()?.contains("result=failed"),
+        "deploy.log: {}",
+        site.last_log()?
+    );
+    ensure!(!site.locked()?, "the lock was left");
+    psql(&site, "DROP TABLE e2e_kept_after")?;
     site.assert_serving()
 }

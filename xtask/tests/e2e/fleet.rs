@@ -1155,6 +1155,193 @@ pub fn one_host_down_the_others_are_shown(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// SQL on the fleet's database, as postgres on the db machine; its output, trimmed.
+fn fleet_psql(f: &FleetSite, sql: &str) -> Result<String> {
+    Ok(f.db
+        .ssh(&[
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-qtAX",
+            "innercontext",
+            "-c",
+            sql,
+        ])?
+        .trim()
+        .to_string())
+}
+
+/// A snapshot on the fleet's primary: a migration deployed to every host (one is written when
+/// the database is at the checkout's head), so the primary's job dumps the data current ran on.
+/// Its name and its release.
+fn fleet_snapshot(f: &FleetSite) -> Result<(String, String)> {
+    if f.currents().is_err() {
+        f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+    }
+    let before = f.currents()?;
+    ensure!(
+        before.iter().all(|c| *c == before[0]),
+        "hosts differ: {before:?}"
+    );
+    let at = fleet_psql(f, "SELECT version_num FROM alembic_version")?;
+    let (n, head) = crate::database::head(&f.scratch)?;
+    if head == at {
+        let column = format!("fleet_{}", n + 1);
+        crate::database::add_revision(
+            &f.scratch,
+            &column,
+            "",
+            &[&format!(
+                "op.add_column(\"products\", sa.Column(\"{column}\", sa.Text(), nullable=True))"
+            )],
+            &[&format!("op.drop_column(\"products\", \"{column}\")")],
+        )?;
+        f.scratch.commit("a fleet migration")?;
+    }
+    f.xtask(&["deploy", "backend", "--skip-local-checks"])?
+        .ok()?;
+    Ok((format!("{}-{at}", before[0]), before[0].clone()))
+}
+
+/// A fleet's restore whose load cannot finish (a session on the database holds a lock on
+/// `products` longer than the load waits): the primary's load rolls back, every host starts its
+/// units again on its own current and ends `failed` saying why, the database is unchanged (a
+/// table made after the snapshot is still there), no lock is left, every host serves.
+pub fn a_fleet_restore_whose_load_fails_starts_every_host_again(ctx: &mut Ctx) -> Result<()> {
+    let f = fleet(ctx)?;
+    let (name, _) = fleet_snapshot(f)?;
+    fleet_psql(
+        f,
+        "SET ROLE innercontext; CREATE TABLE IF NOT EXISTS e2e_fleet_after (id int); INSERT INTO e2e_fleet_after VALUES (1)",
+    )?;
+    let rows = fleet_psql(f, "SELECT count(*) FROM e2e_fleet_after")?;
+    let currents = f.currents()?;
+    let lens = f.log_lengths()?;
+    let reader = f.db.ssh_args(
+        None,
+        &[
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-qtAX",
+            "innercontext",
+            "-c",
+            "SELECT pg_sleep(120) FROM (SELECT count(*) FROM products) AS c",
+        ]
+        .map(str::to_string),
+    );
+    let mut reader = Command::new("ssh")
+        .args(reader)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                WHERE c.relname = 'products' AND l.pid <> pg_backend_pid()";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fleet_psql(f, held)? == "0" {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the reader never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = f.xtask(&["db", "restore", &name, "--yes"]);
+    let _ = fleet_psql(
+        f,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = reader.wait();
+    let run = run?.failed()?;
+    let out = run.all();
+    println!("--- db restore on the fleet while a reader holds a lock:\n{out}");
+    ensure!(
+        out.contains("it was rolled back, the database is unchanged")
+            && out.matches("the units run again on").count() >= f.apps.len(),
+        "not every host says it runs again with the database unchanged:\n{out}"
+    );
+    ensure!(f.currents()? == currents, "current moved on a host");
+    ensure!(
+        fleet_psql(f, "SELECT count(*) FROM e2e_fleet_after")? == rows,
+        "the database changed although the load failed"
+    );
+    for (m, len) in f.apps.iter().zip(lens) {
+        let tail = m.ssh(&[
+            "bash",
+            "-c",
+            &format!("tail -n +{} {ROOT}/deploy.log", len + 1),
+        ])?;
+        ensure!(
+            tail.lines()
+                .last()
+                .is_some_and(|l| l.contains("result=failed")),
+            "{}'s deploy.log does not end with the failed restore:\n{tail}",
+            m.name
+        );
+    }
+    ensure!(!f.any_lock()?, "a lock was left");
+    fleet_psql(f, "DROP TABLE e2e_fleet_after")?;
+    f.assert_serving()
+}
+
+/// `db restore` on a fleet: the primary verifies the snapshot, every host stops its units, the
+/// primary replaces the database, then every host switches to the snapshot's release and
+/// starts; every host's deploy.log ends `result=restored`, the rows deleted after the snapshot
+/// are back and every host serves.
+pub fn restore_restores_every_host(ctx: &mut Ctx) -> Result<()> {
+    let f = fleet(ctx)?;
+    let psql = |sql: &str| fleet_psql(f, sql);
+    if f.currents().is_err() {
+        f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;
+    }
+    psql("INSERT INTO products (name) VALUES ('fleet restore kept')")?;
+    let kept = psql("SELECT count(*) FROM products")?;
+    let (name, release) = fleet_snapshot(f)?;
+    let (before, at) = (vec![release.clone()], name[release.len() + 1..].to_string());
+    psql("DELETE FROM products WHERE name = 'fleet restore kept'")?;
+    let lens = f.log_lengths()?;
+    let run = f.xtask(&["db", "restore", &name, "--yes"])?;
+    let out = run.all();
+    println!("--- db restore on the fleet:\n{out}");
+    let run = run.ok()?;
+    ensure!(
+        run.all().contains("restored"),
+        "the fleet's restore does not say restored:\n{out}"
+    );
+    let now = f.currents()?;
+    ensure!(
+        now.iter().all(|c| *c == before[0]),
+        "not every host is on the snapshot's release {}: {now:?}",
+        before[0]
+    );
+    ensure!(
+        psql("SELECT count(*) FROM products")? == kept,
+        "the deleted row is not back"
+    );
+    ensure!(
+        psql("SELECT version_num FROM alembic_version")? == at,
+        "the database is not at {at}"
+    );
+    for (m, len) in f.apps.iter().zip(lens) {
+        let tail = m.ssh(&[
+            "bash",
+            "-c",
+            &format!("tail -n +{} {ROOT}/deploy.log", len + 1),
+        ])?;
+        ensure!(
+            tail.lines()
+                .last()
+                .is_some_and(|l| l.contains("result=restored")),
+            "{}'s deploy.log does not end with the restore:\n{tail}",
+            m.name
+        );
+    }
+    ensure!(!f.any_lock()?, "a lock was left");
+    f.assert_serving()
+}
+
 /// Take the fleet down (the last fleet scenario).
 pub fn down(ctx: &mut Ctx) -> Result<()> {
     if let Some(f) = ctx.fleet.take() {

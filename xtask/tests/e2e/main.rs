@@ -435,6 +435,11 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(FLEET, fleet::log_reads_every_host),
     scenario!(FLEET, fleet::status_names_each_host),
     scenario!(FLEET, fleet::one_host_down_the_others_are_shown),
+    scenario!(FLEET, fleet::restore_restores_every_host),
+    scenario!(
+        FLEET,
+        fleet::a_fleet_restore_whose_load_fails_starts_every_host_again
+    ),
     // Takes the fleet's machines down: stays last in its group.
     scenario!(FLEET, fleet::down),
     scenario!(UX, ux::masks_and_render),
@@ -485,6 +490,19 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(
         DATABASE,
         database::a_disk_too_small_for_the_snapshot_is_refused_before_the_lock
+    ),
+    scenario!(
+        DATABASE,
+        database::restore_without_yes_and_no_terminal_is_refused
+    ),
+    scenario!(
+        DATABASE,
+        database::restore_refuses_a_missing_damaged_or_unknown_snapshot
+    ),
+    scenario!(DATABASE, database::restore_brings_back_the_snapshots_data),
+    scenario!(
+        DATABASE,
+        database::a_restore_that_cannot_load_changes_nothing_and_starts_current_again
     ),
 ];
 

@@ -452,7 +452,8 @@ fn check_provisioned(h: &Host) -> Result<()> {
     ensure!(f["sudoers"] == "440 root:root", "sudoers {}", f["sudoers"]);
 
     // sudo -n -l as innercontext, without a TTY, lists exactly the three restarts, the three
-    // reset-failed lines (each unit with its socket) and the log reader.
+    // reset-failed, stop and start lines (each unit with its socket: `db restore` stops and
+    // starts them) and the log reader.
     let listing = h.root("sudo -u innercontext sudo -n -ll </dev/null")?;
     let mut got = sudo_commands(&listing);
     got.sort();
@@ -465,6 +466,11 @@ fn check_provisioned(h: &Host) -> Result<()> {
                 .iter()
                 .map(|u| format!("/usr/bin/systemctl reset-failed {}", u.reset_targets())),
         )
+        .chain(["stop", "start"].iter().flat_map(|verb| {
+            units
+                .iter()
+                .map(move |u| format!("/usr/bin/systemctl {verb} {}", u.reset_targets()))
+        }))
         .chain(["/usr/local/sbin/innercontext-journal".to_string()])
         .collect();
     want.sort();

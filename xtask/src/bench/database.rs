@@ -188,6 +188,9 @@ fn newest_events(side: &Side) -> Result<String> {
 pub struct Phase<'a> {
     pub side: &'a Side,
     pub db: &'a Machine,
+    /// The snapshot the round's deploy with a migration took (its name without `.dump`): what
+    /// the restore row restores.
+    pub taken: std::cell::RefCell<Option<String>>,
 }
 
 /// One row's measurement in a round: it runs one command of the xtask, and returns its samples
@@ -205,6 +208,7 @@ pub const ROUND: &[(&str, RowFn)] = &[
     ),
     ("backend deploy with a migration", deploy_with_migration),
     ("rollback --migrate-down", rollback_migrate_down),
+    ("db restore", restore_snapshot),
 ];
 
 /// The overhead of the deploy with a migration over the one without, in the same round.
@@ -267,6 +271,7 @@ fn deploy_with_migration(p: &Phase, round: u32) -> Result<(Vec<(Key, f64)>, Done
         .filter(|n| plain_name(n))
         .with_context(|| format!("no snapshot taken {}", facts()))?;
     let base = name.strip_suffix(layout::DB_DUMP).unwrap_or(&name);
+    *p.taken.borrow_mut() = Some(base.to_string());
     let record = p.side.exec(&format!(
         "cat {DEFAULT_ROOT}/{}/{base}{}",
         layout::DB_SNAPSHOTS,
@@ -302,6 +307,27 @@ fn rollback_migrate_down(p: &Phase, _round: u32) -> Result<(Vec<(Key, f64)>, Don
         vec![(Key::DbRollbackDown, done.secs), (Key::DbDowngrade, down)],
         done,
     ))
+}
+
+/// `db restore SNAPSHOT --yes` of the snapshot the round's deploy with a migration took (the
+/// data before its migration, current back on the release that ran on it): its wall time and
+/// the job's load step; then, untimed, forward again.
+fn restore_snapshot(p: &Phase, _round: u32) -> Result<(Vec<(Key, f64)>, Done)> {
+    let name = p
+        .taken
+        .borrow()
+        .clone()
+        .context("no snapshot taken this round to restore")?;
+    let done = p.side.run(&Op::DbRestore(name))?;
+    let events = newest_events(p.side)?;
+    let load = step_secs(&events, Step::LoadSnapshot).with_context(|| {
+        format!(
+            "no load step in the restore's events on {}:\n{events}",
+            p.side.machine().name
+        )
+    })?;
+    p.side.run(&Op::Backend)?;
+    Ok((vec![(Key::DbRestore, done.secs), (Key::DbLoad, load)], done))
 }
 
 /// The round's database floors: a plain pg_dump on the app machine and the database's size.
@@ -451,7 +477,7 @@ mod tests {
         ];
         assert_eq!(overhead(&round), Some(2.5));
         assert_eq!(overhead(&round[1..]), None);
-        assert_eq!(ROUND.len(), 3);
+        assert_eq!(ROUND.len(), 4);
     }
 
     #[test]

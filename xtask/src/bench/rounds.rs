@@ -258,6 +258,7 @@ impl Bencher {
         let phase = database::Phase {
             side: &self.xtask,
             db: &self.db,
+            taken: Default::default(),
         };
         for round in 1..=b.runs {
             interrupt::check()?;

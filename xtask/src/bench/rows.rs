@@ -238,6 +238,22 @@ const ROWS: &[RowSpec] = &[
         Floor::None,
     ),
     (
+        Key::DbRestore,
+        Some(BenchPhase::Database),
+        "database: db restore (units stopped to started)",
+        Unit::Secs,
+        Target::None,
+        Floor::None,
+    ),
+    (
+        Key::DbLoad,
+        Some(BenchPhase::Database),
+        "database: restore's load (the job's step)",
+        Unit::Secs,
+        Target::None,
+        Floor::PgDump,
+    ),
+    (
         Key::Handshakes,
         None,
         "ssh handshakes per command",

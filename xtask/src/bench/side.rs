@@ -54,6 +54,8 @@ pub enum Op {
     Backend,
     /// `deploy rollback --migrate-down --yes` (xtask only: the database phase's downgrade).
     RollbackMigrateDown,
+    /// `db restore SNAPSHOT --yes` (xtask only: the database phase's restore).
+    DbRestore(String),
     List,
 }
 
@@ -71,6 +73,7 @@ impl Op {
             Op::FailingBackend => "failing backend deploy",
             Op::Backend => "backend deploy",
             Op::RollbackMigrateDown => "rollback --migrate-down",
+            Op::DbRestore(_) => "db restore",
             Op::List => "list",
         }
     }
@@ -91,6 +94,7 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Xtask, Op::RollbackMigrateDown) => {
             vec!["deploy", "rollback", "--migrate-down", "--yes"]
         }
+        (Kind::Xtask, Op::DbRestore(name)) => vec!["db", "restore", name.as_str(), "--yes"],
         (Kind::Xtask, Op::ParallelDeploy) => {
             vec!["deploy", "all", "--skip-local-checks", "--parallel"]
         }
@@ -105,7 +109,11 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         }
         (
             Kind::Baseline,
-            Op::Rollback | Op::RollbackTo(_) | Op::ParallelRollback | Op::RollbackMigrateDown,
+            Op::Rollback
+            | Op::RollbackTo(_)
+            | Op::ParallelRollback
+            | Op::RollbackMigrateDown
+            | Op::DbRestore(_),
         ) => {
             vec![BASELINE, "rollback"]
         }

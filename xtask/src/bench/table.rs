@@ -129,6 +129,8 @@ pub enum Key {
     DbMigrate,
     DbRollbackDown,
     DbDowngrade,
+    DbRestore,
+    DbLoad,
     Handshakes,
 }
 
@@ -147,6 +149,8 @@ impl Key {
                 | Key::DbMigrate
                 | Key::DbRollbackDown
                 | Key::DbDowngrade
+                | Key::DbRestore
+                | Key::DbLoad
         )
     }
 
@@ -177,6 +181,8 @@ impl Key {
             Key::DbMigrate => "migration",
             Key::DbRollbackDown => "rollback --migrate-down",
             Key::DbDowngrade => "downgrade",
+            Key::DbRestore => "db restore",
+            Key::DbLoad => "load",
             Key::Handshakes => "handshakes",
         }
     }

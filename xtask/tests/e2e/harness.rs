@@ -108,7 +108,7 @@ pub fn check_run_id() -> Result<()> {
 const GROUP_ENV: &str = "INNERCONTEXT_E2E_GROUP";
 /// How many groups run at once (also `--jobs N`).
 const JOBS_ENV: &str = "INNERCONTEXT_E2E_JOBS";
-const DEFAULT_JOBS: usize = 6;
+const DEFAULT_JOBS: usize = 4;
 
 /// The group this process runs, in a child.
 pub fn current_group() -> Option<&'static Group> {

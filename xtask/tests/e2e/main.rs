@@ -194,31 +194,34 @@ pub const DEMO: Group = Group {
     tag: 'm',
 };
 
-/// Every group, in the order they start: the longest first (measured in CI on this machine
-/// kind), so the last to start are short and the run does not wait on one long tail.
+/// Every group, in the order they start. Not simply the longest first: started that way (fleet
+/// beside deploy, database and outage, the heaviest on the CPU) the fleet's requests through
+/// the load balancer stalled 14-17 s on this two-core machine and one answered 500, twice in
+/// two runs (fleet::no_failed_request_through_the_load_balancer); in this order, the fleet
+/// starts once the first fault groups run, as in the runs where it passed.
 pub const GROUPS: &[&Group] = &[
-    &FLEET,
-    &DEPLOY,
-    &DATABASE,
-    &OUTAGE,
-    &TERMINAL,
-    &RESTARTS,
-    &FAULTS,
     &MATRIX,
-    &UX,
-    &CONCURRENT,
-    &LIFECYCLE,
+    &TERMINAL,
     &LINKS,
+    &CONCURRENT,
+    &FLEET,
+    &CLIENT,
+    &WEB,
+    &LIFECYCLE,
+    &STATE,
+    &POWER,
+    &OUTAGE,
     &JOBKILL,
     &POWERCELLS,
-    &POWER,
-    &STATE,
-    &WEB,
+    &FAULTS,
+    &RESTARTS,
+    &DATABASE,
+    &DEPLOY,
+    &UX,
     &SECURITY,
-    &CLIENT,
     &SETUP,
-    &DEMO,
     &HOST,
+    &DEMO,
 ];
 
 /// A registered scenario.

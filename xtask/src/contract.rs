@@ -465,6 +465,32 @@ pub const SUBS: &[Sub] = &[
     },
 ];
 
+/// Tests: `test` (bash) run after contract.sh and deploy-lib.sh, in a fresh temporary directory
+/// named after `name` with the (relative) directories `dirs` made in it; its stdout, once it
+/// exited 0 (else the test fails with its stderr). The directory is removed after.
+#[cfg(test)]
+pub fn run_with_lib(name: &str, dirs: &[&str], test: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in dirs {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let script = [CONTRACT_SH, LIB_SH, test].concat();
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script, "t"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The keys of `sub`.
 pub fn keys(sub: &str) -> &'static [&'static str] {
     SUBS.iter()

@@ -318,9 +318,6 @@ mod tests {
     /// files, and `list_snapshots` lists the recorded ones whose dump is there.
     #[test]
     fn the_server_names_lists_and_prunes_snapshots_by_release() {
-        let dir = std::env::temp_dir().join(format!("dbsnap-sh-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("root/shared/db")).unwrap();
         let test = r#"set -euo pipefail
             r=$PWD/root; d=$r/shared/db
             for n in "20261128T101530Z 0002_price_history" "20261128T101530Z 0001_products" "20261128T111530Z 0003_note"; do
@@ -336,20 +333,9 @@ mod tests {
             echo "pruned $(prune_snapshots "$r" 20261128T131530Z)"
             ls -A "$d"
             "#;
-        let script = [contract::CONTRACT_SH, contract::LIB_SH, test].concat();
-        let out = std::process::Command::new("bash")
-            .args(["-c", &script, "t"])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = contract::run_with_lib("dbsnap-sh", &["root/shared/db"], test);
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
+            out,
             "refused a revision that is not a word\n\
              refused a release that is not a release\n\
              dbsnap=20261128T101530Z 0001_products 7 1795860990 20261128T101530Z-0001_products\n\

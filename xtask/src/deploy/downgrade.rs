@@ -270,9 +270,6 @@ mod tests {
     /// directories made here: which release's scripts take the database down, and to where.
     #[test]
     fn the_server_finds_the_release_that_wrote_the_revision() {
-        let dir = std::env::temp_dir().join(format!("ic-down-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
         let test = r#"
             set -euo pipefail
             r=$PWD/root
@@ -295,20 +292,9 @@ mod tests {
             done
             major_at_least 9.6.24 9.6 && echo "9.6.24: dumps 9.6"
             "#;
-        let script = [crate::contract::CONTRACT_SH, crate::contract::LIB_SH, test].concat();
-        let out = std::process::Command::new("bash")
-            .args(["-c", &script, "t"])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = crate::contract::run_with_lib("ic-down", &[], test);
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
+            out,
             "0003_c: down 20261202T000000Z 0002_b\n\
              0002_b: none . .\n\
              -: none . .\n\

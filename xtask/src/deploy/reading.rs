@@ -50,6 +50,13 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// The job is gone without a result: nothing recorded, and no live job holds its lock.
+    pub fn gone_without_result(&self) -> bool {
+        self.outcome.is_none() && !matches!(self.lock, LockNow::Ours { alive: true, .. })
+    }
+}
+
+impl Reading {
     /// Read from a probe (and the job's result file it showed, if any) and deploy.log's lines
     /// since the job started; `(release, deployer)` find the job's own line; `before`: what
     /// current was when the job was planned.

@@ -17,7 +17,6 @@ use crate::deploy::fleet::{self, Output};
 use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
-use crate::deploy::reading::LockNow;
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::rollout::Rollout;
 use crate::deploy::server::{self, Look};
@@ -253,7 +252,7 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
 
 /// Whether the member's job is gone without a result, as its server's files say now.
 fn gone_without_result(m: &mut fleet::Member) -> bool {
-    matches!(m.job.read_now(), Ok(r) if r.outcome.is_none() && !matches!(r.lock, LockNow::Ours { alive: true, .. }))
+    m.job.read_now().is_ok_and(|r| r.gone_without_result())
 }
 
 /// The downgrade a rollback to `target` needs on the primary (`session`), read before the lock.

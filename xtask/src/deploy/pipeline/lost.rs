@@ -18,9 +18,7 @@ impl Driver<'_> {
     /// job that still runs) is followed again as after a lost connection.
     pub(super) fn on_ended(&mut self, i: usize) -> Result<()> {
         match self.members[i].job.read_now() {
-            Ok(r)
-                if r.outcome.is_none() && !matches!(r.lock, LockNow::Ours { alive: true, .. }) =>
-            {
+            Ok(r) if r.gone_without_result() => {
                 if let Some(c) = self.uploads[i].carrying.take() {
                     c.stop();
                     self.uploads[i].started = true;

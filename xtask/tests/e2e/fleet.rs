@@ -573,9 +573,27 @@ pub fn no_failed_request_through_the_load_balancer(ctx: &mut Ctx) -> Result<()> 
             w.requests, seen.slowest, seen.longest_gap
         );
         ensure!(w.requests > 100, "{what}: only {} requests", w.requests);
+        let clean = w.errors == 0 && w.non2xx == 0 && seen.failed.is_empty();
+        // What each host's API and nginx said meanwhile: a failed run names its cause.
+        let journals = if clean {
+            String::new()
+        } else {
+            apps.iter()
+                .map(|m| {
+                    let tail = m
+                        .ssh(&[
+                            "bash",
+                            "-c",
+                            "journalctl --sync; journalctl -u innercontext -u innercontext.socket --since -3min -o short-unix --no-pager | grep -v ' 200 OK$' | tail -n 40; tail -n 20 /var/log/nginx/error.log",
+                        ])
+                        .unwrap_or_else(|e| format!("{e:#}"));
+                    format!("      {}:\n{tail}\n", m.name)
+                })
+                .collect()
+        };
         ensure!(
-            w.errors == 0 && w.non2xx == 0 && seen.failed.is_empty(),
-            "{what}: {} of {} requests failed ({}); the balancer's failed answers (time, status, upstreams, their answers, duration):\n{}      its slow ones ({} in all):\n{}      and the longest time it logged no answer: {:.3}s",
+            clean,
+            "{what}: {} of {} requests failed ({}); the balancer's failed answers (time, status, upstreams, their answers, duration):\n{}      its slow ones ({} in all):\n{}      and the longest time it logged no answer: {:.3}s\n      the hosts' API journals and nginx errors:\n{journals}",
             w.errors + w.non2xx + seen.failed.len() as u64,
             w.requests,
             w.detail.trim(),

@@ -454,6 +454,14 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
         let _ = xtask::testhost::delay(&xshell::Shell::new()?, &app, 0);
     }
     let (status, out, struck_ms, second) = result?;
+    // Nothing the deployer started outlives it here, even after a SIGKILL that ran no cleanup
+    // (its children get SIGTERM from the kernel when it dies).
+    let left = crate::support::local_leftovers(&s.dir, Duration::from_secs(10))?;
+    ensure!(
+        left.is_empty(),
+        "the deployer's processes outlived it on this machine:\n{}\ndeployer output:\n{out}",
+        left.join("\n")
+    );
     let _ = fs_err::remove_file(s.dir.join("backend/big.bin"));
     if step == Step::Migrate {
         // Once it is over, the slow migration goes again (the database back at the repository's

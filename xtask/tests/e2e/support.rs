@@ -445,6 +445,41 @@ pub struct WrkReport {
 
 /// Wait until the lock is free and no deploy job runs; a lock or job still there at the
 /// deadline is an error that says which.
+/// Processes on this machine that a deployer run from `dir` left behind: any whose working
+/// directory or command line is in the checkout (ssh and its control master, rsync, tar, the
+/// checks). Polled until none are left or `timeout` passes (the kernel's SIGTERM for a dead
+/// parent takes a moment to end them); what is left then, as `PID ARGS` lines.
+pub fn local_leftovers(dir: &Utf8Path, timeout: Duration) -> Result<Vec<String>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut left = Vec::new();
+        for entry in fs_err::read_dir("/proc")? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if pid == std::process::id().to_string() {
+                continue;
+            }
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            let args = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            if cwd.starts_with(dir.as_std_path()) || args.contains(dir.as_str()) {
+                left.push(format!("{pid} {}", args.trim()));
+            }
+        }
+        if left.is_empty() || Instant::now() > deadline {
+            return Ok(left);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn wait_quiet(site: &Site, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -295,3 +295,132 @@ cells! {
     poweroff_at_migrate => PowerOff @ Migrate;
     poweroff_at_record => PowerOff @ Record;
 }
+
+/// The job SIGKILLed while its migration runs (`deploytool migrate`, a child of the job, in a
+/// migration that sleeps): the migration is not cut short, and nothing takes the lock while it
+/// runs. Until it ends, `deploy status` says the job died and its step still runs, and the next
+/// deploy refuses (a second migration beside it could interleave); once it ended, the next
+/// deploy takes the lock over, and the database is at the revision the migration reached.
+pub fn killjob_during_the_migration(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let s = scratch(ctx)?;
+    let prev = site.current()?;
+    let from = log_len(&site)?;
+    let (n, head) = crate::database::head(s)?;
+    let rev = format!("{:04}_killjob_slow", n + 1);
+    s.write(
+        &format!("backend/alembic/versions/{rev}.py"),
+        &format!("\"\"\"A slow migration (the job killed during it).\"\"\"\n\nfrom alembic import op\n\nrevision = \"{rev}\"\ndown_revision = \"{head}\"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    op.execute(\"SELECT pg_sleep(8)\")\n\n\ndef downgrade() -> None:\n    pass\n"),
+    )?;
+    s.commit("a slow migration")?;
+    let args = ["deploy", "backend", "--skip-local-checks"];
+    let p = paused(&site, s, "migrate", &args)?;
+    let (token, release) = (p.token.clone(), p.release.clone());
+    crate::support::resume(&site)?;
+    let migrating =
+        "pgrep -u innercontext -f '^[^ ]*python[0-9.]* -m innercontext[.]deploytool migrate'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while site
+        .sh(&format!("{migrating} >/dev/null && echo yes || echo no"))?
+        .trim()
+        != "yes"
+    {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the migration never started:\n{}",
+            p.bg.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    site.sh(&format!("kill -KILL {}", p.pid))?;
+    crate::support::wait_gone(&site, p.pid)?;
+    // The migration goes on without its job, and holds the lock meanwhile.
+    let still = site.sh(&format!("{migrating} >/dev/null && echo yes || echo no"))?;
+    ensure!(still.trim() == "yes", "the migration ended with its job");
+    let st = site.xtask(&s.dir, &["deploy", "status"])?.ok()?;
+    let lock = line_of(&st.stdout, "lock:");
+    ensure!(
+        lock.contains("migrate") && !lock.contains("STALE"),
+        "while the dead job's migration runs, status does not say the lock is held at migrate: {lock}\n{}",
+        st.all()
+    );
+    change(s, "beside a running migration")?;
+    let beside = site.xtask(&s.dir, &args)?;
+    ensure!(
+        !beside.status.success() && !beside.all().contains("took over"),
+        "a deploy went ahead beside the dead job's migration:\n{}",
+        beside.all()
+    );
+    s.undo()?;
+    let (status, out) = p.bg.wait(DEPLOYER_ENDS)?;
+    println!("the deployer ({status}):\n{out}");
+    ensure!(!status.success(), "the deployer succeeded:\n{out}");
+    let last = last_line(&out);
+    ensure!(
+        last.contains("its job died at migrate") && last.contains(&format!("current is {prev}")),
+        "the deployer's last line does not say the job died at migrate, current {prev}: {last}"
+    );
+    // The migration ran to its end (it was not killed with its job).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while site
+        .sh(&format!("{migrating} >/dev/null && echo yes || echo no"))?
+        .trim()
+        == "yes"
+    {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the dead job's migration still runs after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let at = site.db.ssh(&[
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-qtAX",
+        "innercontext",
+        "-c",
+        "SELECT version_num FROM alembic_version",
+    ])?;
+    ensure!(
+        at.trim() == rev,
+        "the database is at {}, not {rev}",
+        at.trim()
+    );
+    let backend: Vec<&str> = xtask::contract::UNITS
+        .iter()
+        .filter(|u| u.half == xtask::contract::Half::Backend)
+        .map(|u| u.name)
+        .collect();
+    invariants(
+        &site,
+        s,
+        &Want {
+            current: &prev,
+            units: &backend,
+            dead_lock: Some(&token),
+        },
+    )
+    .context("after the migration ended")?;
+    let next = next_deploy(&site, s, "after the job was killed during its migration")?;
+    let line = took_over_line(&next.all())?;
+    ensure!(
+        line.contains(&token) && line.contains("died at migrate"),
+        "the takeover line does not name the dead job ({token}) at migrate: {line}"
+    );
+    ensure!(
+        site.state(&release)? == "failed",
+        "the dead job's release {release} is {}",
+        site.state(&release)?
+    );
+    let log = log_since(&site, from)?;
+    ensure!(
+        log.iter().any(|(r, res, why)| r == &release
+            && res == "interrupted"
+            && why.contains("died at migrate")),
+        "deploy.log has no interrupted line for {release} saying it died at migrate:\n{log:#?}"
+    );
+    Ok(())
+}

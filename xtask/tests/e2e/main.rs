@@ -404,6 +404,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(JOBKILL, jobkill::killjob_at_migrate),
     scenario!(JOBKILL, jobkill::killjob_at_activate),
     scenario!(JOBKILL, jobkill::killjob_at_record),
+    scenario!(JOBKILL, jobkill::killjob_during_the_migration),
     scenario!(POWERCELLS, jobkill::poweroff_at_lock),
     scenario!(POWERCELLS, jobkill::poweroff_at_upload),
     scenario!(POWERCELLS, jobkill::poweroff_at_migrate),

@@ -1,7 +1,8 @@
 //! One ssh master connection per command, shared by every ssh and rsync call.
 //!
-//! [`Session::connect`] authenticates once and leaves an OpenSSH ControlMaster behind a
-//! private socket; every later call multiplexes over it (≈12 ms instead of ≈300 ms each).
+//! [`Session::connect`] authenticates once and keeps an OpenSSH ControlMaster (a child of the
+//! xtask, which dies with it) behind a private socket; every later call multiplexes over it
+//! (≈12 ms instead of ≈300 ms each).
 //! [`Session`] closes the master when dropped. Remote command lines are built only from
 //! [`crate::quote`]d words. Host keys are always checked strictly (`StrictHostKeyChecking=yes`
 //! on the command line wins over any `~/.ssh/config`). Every ssh process runs in its own
@@ -10,13 +11,16 @@
 //! and lets a call that changes something finish, so that its outcome is known.
 
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::interrupt::{self, Mark};
+use crate::interrupt::{self, Mark, SIGTERM};
 use crate::proc;
 use crate::remote::{Call, Reply};
+use crate::wait::{self, Deadline};
 
 pub struct Session {
     dest: String,
@@ -44,10 +48,10 @@ impl Session {
         args.splice(
             0..0,
             [
+                "-M",
+                "-N",
                 "-o",
-                "ControlMaster=yes",
-                "-o",
-                "ControlPersist=120",
+                "ControlPersist=no",
                 "-o",
                 "ServerAliveInterval=5",
                 "-o",
@@ -60,26 +64,42 @@ impl Session {
             args.drain(i - 1..=i);
         }
         args.push(dest.to_string());
-        args.push("true".to_string());
         // A signal during the handshake stops it there: nothing has run on the server yet.
         let mark = interrupt::mark();
-        let mut cmd = Command::new("ssh");
-        cmd.args(&args);
-        let out = proc::output_unless_interrupted(&mut cmd, mark, true)
-            .context("running ssh (is openssh-client installed?)")?;
-        if !out.as_ref().is_some_and(|o| o.status.success()) {
-            session.closed = true;
-            let _ = fs_err::remove_dir_all(&session.control_dir);
-            if mark.passed() {
-                bail!(
-                    "interrupted by {} while connecting to {dest}: nothing ran there",
-                    interrupt::describe()
-                );
+        let (pid, master) = start_master(args)?;
+        let socket = session.control_path();
+        let up = wait::poll_until(
+            Deadline::after(Duration::MAX),
+            || mark.passed(),
+            || match master.try_recv() {
+                Ok(out) => Some(Err(out)),
+                Err(TryRecvError::Disconnected) => Some(Err(None)),
+                // ssh listens on the socket once it has logged in.
+                Err(TryRecvError::Empty) => {
+                    (socket.exists() && session.master_pid().is_some()).then_some(Ok(()))
+                }
+            },
+        );
+        let failed = match up {
+            Ok(Ok(())) => return Ok(session),
+            Ok(Err(out)) => out,
+            Err(_) => {
+                // Interrupted: stop the handshake, and wait for it to end.
+                proc::signal_group(pid, SIGTERM);
+                let _ = master.recv();
+                None
             }
-            let stderr = out.map(|o| o.stderr).unwrap_or_default();
-            bail!("{}", diagnose(dest, &String::from_utf8_lossy(&stderr)));
+        };
+        session.closed = true;
+        let _ = fs_err::remove_dir_all(&session.control_dir);
+        if mark.passed() {
+            bail!(
+                "interrupted by {} while connecting to {dest}: nothing ran there",
+                interrupt::describe()
+            );
         }
-        Ok(session)
+        let stderr = failed.map(|o| o.stderr).unwrap_or_default();
+        bail!("{}", diagnose(dest, &String::from_utf8_lossy(&stderr)));
     }
 
     pub fn dest(&self) -> &str {
@@ -273,10 +293,48 @@ impl Drop for Session {
     }
 }
 
+/// How the master ended, as its keeper thread saw it (None: it could not be waited for).
+type Ended = Option<Output>;
+
+/// Start the master connection, `ssh -M -N` in the foreground: a child of this process that
+/// gets SIGTERM when the xtask dies, even by SIGKILL (`PR_SET_PDEATHSIG`), where a master that
+/// put itself in the background (`ControlPersist`) outlived a killed deployer by minutes. A
+/// thread of its own spawns it and waits for it, and so lives exactly as long: the parent-death
+/// signal fires when the spawning *thread* ends, and sessions are opened from short-lived
+/// threads (a fleet's hosts). Returns its pid and where its end is reported.
+fn start_master(args: Vec<String>) -> Result<(u32, Receiver<Ended>)> {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (ended_tx, ended_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut cmd = Command::new("ssh");
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        proc::isolate(&mut cmd);
+        match cmd.spawn() {
+            Ok(child) => {
+                let _ = started_tx.send(Ok(child.id()));
+                // Reads stderr as it comes (a long session's warnings never fill the pipe).
+                let _ = ended_tx.send(child.wait_with_output().ok());
+            }
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+            }
+        }
+    });
+    let pid = started_rx
+        .recv()
+        .context("the ssh master's thread ended before starting it")?
+        .context("running ssh (is openssh-client installed?)")?;
+    Ok((pid, ended_rx))
+}
+
 /// A 0700 directory for the control socket (short path: unix sockets are limited to 108 bytes).
 fn private_tempdir() -> Result<Utf8PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = Utf8PathBuf::from("/tmp");
+    remove_dead_tempdirs(&base);
     for attempt in 0..100u32 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -294,6 +352,36 @@ fn private_tempdir() -> Result<Utf8PathBuf> {
         }
     }
     bail!("could not create a private directory under /tmp for the ssh control socket")
+}
+
+/// Remove the control directories that xtasks which no longer run left under `base` (one killed
+/// by SIGKILL could not remove its own; its master ended with it): only directories, never a
+/// link, owned by this user, named `ic-ssh-PID-…` with no process PID.
+fn remove_dead_tempdirs(base: &Utf8Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs_err::read_dir(base) else {
+        return;
+    };
+    let me = fs_err::metadata("/proc/self").map(|m| m.uid()).ok();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = dead_tempdir_pid(&name) else {
+            continue;
+        };
+        let path = base.join(&name);
+        let ours = fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && Some(m.uid()) == me);
+        if ours && !Utf8Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs_err::remove_dir_all(&path);
+        }
+    }
+}
+
+/// The PID in a control directory's name `ic-ssh-PID-SUFFIX`.
+fn dead_tempdir_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("ic-ssh-")?;
+    let (pid, suffix) = rest.split_once('-')?;
+    (!suffix.is_empty()).then_some(())?;
+    pid.parse().ok()
 }
 
 /// The pid in `ssh -O check`'s `Master running (pid=1234)`.
@@ -339,6 +427,20 @@ mod tests {
     fn master_pid_from_check() {
         assert_eq!(master_pid("Master running (pid=4242)\r\n"), Some(4242));
         assert_eq!(master_pid("Control socket connect(/x): No such file"), None);
+    }
+
+    #[test]
+    fn control_directories_name_their_xtask() {
+        assert_eq!(dead_tempdir_pid("ic-ssh-1234-5f3a0"), Some(1234));
+        for other in [
+            "ic-ssh-1234-",
+            "ic-ssh-x-1",
+            "ic-ssh-1234",
+            "ssh-1234-1",
+            "ic-ssh--1",
+        ] {
+            assert_eq!(dead_tempdir_pid(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -208,6 +208,19 @@ fn wait_until(site: &Site, what: &str, probe: &str, timeout: Duration) -> Result
 /// is restored the site serves again.
 pub fn env_file_is_never_read_by_root(ctx: &mut Ctx) -> Result<()> {
     let site = deployed(ctx)?;
+    // systemd itself reads no env file for any unit: what it loaded is what it says.
+    for u in xtask::contract::UNITS {
+        let files = site.sh(&format!(
+            "systemctl show -p EnvironmentFiles --value {}.service",
+            u.name
+        ))?;
+        ensure!(
+            files.trim().is_empty(),
+            "systemd (root) reads an environment file for {}: {}",
+            u.name,
+            files.trim()
+        );
+    }
     let secret = format!("e2e-stolen-{}", std::process::id());
     let link = format!("{ROOT}/current/frontend/.env.production");
     let original = site.sh(&format!("readlink {link}"))?.trim().to_string();

@@ -310,7 +310,7 @@ pub fn killjob_during_the_migration(ctx: &mut Ctx) -> Result<()> {
     let rev = format!("{:04}_killjob_slow", n + 1);
     s.write(
         &format!("backend/alembic/versions/{rev}.py"),
-        &format!("\"\"\"A slow migration (the job killed during it).\"\"\"\n\nfrom alembic import op\n\nrevision = \"{rev}\"\ndown_revision = \"{head}\"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    op.execute(\"SELECT pg_sleep(8)\")\n\n\ndef downgrade() -> None:\n    pass\n"),
+        &format!("\"\"\"A slow migration (the job killed during it).\"\"\"\n\nfrom alembic import op\n\nrevision = \"{rev}\"\ndown_revision = \"{head}\"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    op.execute(\"SELECT pg_sleep(30)\")\n\n\ndef downgrade() -> None:\n    pass\n"),
     )?;
     s.commit("a slow migration")?;
     let args = ["deploy", "backend", "--skip-local-checks"];

@@ -46,6 +46,17 @@ job_alive() { # LOCKDIR
     ! flock -n -s "$1/job.lock" true 2>/dev/null
 }
 
+# Whether the job holding the lock (alive: its flock is held) has died, and a process it
+# started (a step: a migration is not cut short) holds the flock.
+job_orphaned() { # ROOT LOCKDIR
+    local token pid
+    token=$(meta "$2/info" token)
+    case "$token" in '' | *[!A-Za-z0-9_-]*) return 1 ;; esac
+    pid=$(head -c 16 "$1/$C_JOBS/$token/pid" 2>/dev/null) || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    ! kill -0 "$pid" 2>/dev/null
+}
+
 # The marker a job left when it could not record its result, if any.
 unrecorded_marker() { # LOCKDIR
     local f
@@ -100,7 +111,13 @@ lock_info() { # ROOT: lock.* lines
             sed -n 's/^\([a-z_]*\)=\(.*\)$/lock.\1=\2/p' "$lock/info"
         fi
         out lock.mtime "$(stat -c %Y "$lock")"
-        if job_alive "$lock"; then out lock.alive yes; else out lock.alive no; fi
+        if job_alive "$lock"; then
+            out lock.alive yes
+            # Its job's own process gone: a step it started holds the lock (see job_orphaned).
+            if job_orphaned "$1" "$lock"; then out lock.orphaned yes; fi
+        else
+            out lock.alive no
+        fi
         if lock_rebooted "$lock"; then out lock.rebooted yes; fi
         if [ -f "$lock/phase" ]; then out lock.phase "$(head -c 64 "$lock/phase")"; fi
         if marker=$(unrecorded_marker "$lock"); then

@@ -608,6 +608,11 @@ follow_stream() { # ROOT TOKEN OFFSET ROLE
         done
     fi
     wait "$tailpid" 2>/dev/null || true
+    # The job's process is gone, but a step it started may still run and hold its lock (a
+    # migration goes on to its end when its job is killed): the job is over when that ends.
+    while [ "$(meta "$lock/info" token 2>/dev/null)" = "$token" ] && job_alive "$lock"; do
+        sleep 0.2
+    done
     say_unrecorded "$root" "$token"
     out eof yes
 }

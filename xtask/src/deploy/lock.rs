@@ -26,6 +26,8 @@ pub struct LockInfo {
     pub alive: Option<bool>,
     /// The server booted since the lock was taken (so its job is gone).
     pub rebooted: bool,
+    /// Alive, but not its job's own process: a step the dead job started holds the lock.
+    pub orphaned: bool,
     /// The job's current step or wait.
     pub phase: String,
     /// The result its (dead) job could not record, and why (`No space left on device`).
@@ -79,6 +81,7 @@ impl LockInfo {
             release: get("release"),
             alive: reply.get("lock.alive").map(|a| a == "yes"),
             rebooted: reply.get("lock.rebooted") == Some("yes"),
+            orphaned: reply.get("lock.orphaned") == Some("yes"),
             phase: reply.get("lock.phase").unwrap_or("").to_string(),
             unrecorded: reply.get("lock.unrecorded").map(|r| {
                 (
@@ -98,6 +101,10 @@ impl LockInfo {
     /// still runs (a lock is STALE only when that is proven).
     pub fn describe(&self, server_now: i64) -> String {
         let state = match (self.alive, &self.unrecorded) {
+            (Some(true), _) if self.orphaned => format!(
+                "; its job died{}, but a process it started still runs and holds the lock until it ends (a migration is not cut short)",
+                if self.phase.is_empty() { String::new() } else { format!(" at {}", self.phase) }
+            ),
             (Some(true), _) if self.phase.is_empty() => "; its job is running".to_string(),
             (Some(true), _) => format!("; its job is running ({})", self.phase),
             (Some(false), Some((result, why))) => format!(
@@ -190,6 +197,16 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("STALE"), "{d}");
+        let orphaned = LockInfo::from_reply(&reply(
+            "lock.alive=yes\nlock.orphaned=yes\nlock.phase=migrate\n",
+        ))
+        .unwrap();
+        let d = orphaned.describe(0);
+        assert!(
+            d.ends_with("its job died at migrate, but a process it started still runs and holds the lock until it ends (a migration is not cut short)"),
+            "{d}"
+        );
+        assert!(!orphaned.stale(), "held: not taken over");
     }
 
     #[test]

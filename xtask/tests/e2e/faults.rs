@@ -398,8 +398,10 @@ pub fn fault_at(ctx: &mut Ctx, fault: Fault, step: Step) -> Result<()> {
     }
     let log = s.sidecar("fault.log");
     // At `uv sync` the local checks still run (so the deployer has not said `checked` yet): the
-    // server must stop before the migration when the deployer disappears there.
-    let args: &[&str] = if step == Step::Sync {
+    // server must stop before the migration when the deployer disappears there. A concurrent
+    // deploy leaves the deployer alone (the job is held at the step by its pause point all the
+    // same), and the checks would run to their end for nothing: minutes on a loaded machine.
+    let args: &[&str] = if step == Step::Sync && fault != Fault::Concurrent {
         &["deploy", "all", "--recheck"]
     } else {
         &["deploy", "all", "--skip-local-checks"]

@@ -817,6 +817,10 @@ pub fn foreign_deploy_keys_are_removed(ctx: &mut Ctx) -> Result<()> {
             site.sh(&format!("cat {ak}"))?
         );
         removed(&run)?;
+        ensure!(
+            who == "root",
+            "innercontext could append a key to {ak} (setup-server removed it, but it was in force until then)"
+        );
         // 2. setup-server with no key flag keeps the recorded set.
         plant(&site)?;
         let run = site.xtask(&repo(), &["setup-server"])?.ok()?;

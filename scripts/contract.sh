@@ -4,6 +4,7 @@
 C_APP_USER='innercontext'
 C_BACKEND_PACKAGE='innercontext'
 C_DEFAULT_ROOT='/opt/innercontext'
+C_DEPLOY_KEYS_FILE='/etc/innercontext/deploy-keys'
 C_DEPLOY_TOOL='innercontext.deploytool'
 C_JOURNAL_READER='/usr/local/sbin/innercontext-journal'
 C_ROLE_FILE='/etc/innercontext/role'

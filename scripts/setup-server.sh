@@ -6,14 +6,16 @@
 # script through `sudo -n`. Each subcommand is idempotent: it compares first and changes only
 # what differs.
 #
-#   preflight ROOT KEYLINE SUDOERS   read-only facts about the target (os, root, toolchains,
-#                                    env files, key, sudoers validity)
+#   preflight ROOT SUDOERS           read-only facts about the target (os, root, toolchains,
+#                                    env files, keys authorized and recorded, sudoers validity)
 #   packages PKG...                  apt-get install the missing ones
 #   uv registry|upstream VERSION     uv in /opt/uv from PyPI, or the astral.sh installer
 #   node registry|upstream VERSION [SHA256]
 #                                    Node.js: registry = npm package tarball read from stdin
 #   user ROOT                        app user, directory layout, owners
-#   key KEYLINE                      authorize the deploy key for the app user
+#   key ROOT set|add|keep KEYS       the deploy user's login: its home, ~/.ssh and start-up files
+#                                    root's; authorized_keys written in full from KEYS (lines),
+#                                    the recorded set plus KEYS, or the recorded set
 #   env ROOT REL SHA256 FORCE        install stdin as ROOT/REL (0600, app user) when missing, or
 #                                    when it differs and FORCE is 1; else repair mode/owner
 #   journal TEXT                     the log reader /usr/local/sbin/innercontext-journal; the app
@@ -326,7 +328,7 @@ sudoers_valid() {
 }
 
 cmd_preflight() {
-    local root=$1 keyline=$2 sudoers=$3
+    local root=$1 sudoers=$2
     # shellcheck disable=SC1091
     (
         . /etc/os-release
@@ -350,21 +352,20 @@ cmd_preflight() {
     check_app_paths "$root"
     say backend_env "$(env_state "$root" "${ENV_FILES[0]}")"
     say frontend_env "$(env_state "$root" "${ENV_FILES[1]}")"
-    local home ak keys=0 present=no
+    local home ak keys=0
     home=$(getent passwd "$C_APP_USER" | cut -d: -f6 || true)
     ak=$home/.ssh/authorized_keys
     if [ -n "$home" ]; then
         case "$(kind "$home/.ssh"):$(kind "$ak")" in
         dir:file)
             keys=$(app_cat "$ak" | grep -cE '^[^#[:space:]]' || true)
-            if [ -n "$keyline" ] && app_cat "$ak" | key_listed "$keyline"; then present=yes; fi
             ;;
         missing:* | dir:missing) ;;
         *) keys="?" ;; # a problem= line says what is there
         esac
     fi
     say keys "$keys"
-    say key "$present"
+    say recorded "$(recorded_keys | grep -c . || true)"
     say role "$(recorded_role)"
     if [ -f "$C_TLS_DIR/key.pem" ] && [ ! -L "$C_TLS_DIR/key.pem" ]; then
         say tls_key "$(sha256sum <"$C_TLS_DIR/key.pem" | cut -d' ' -f1)"
@@ -377,12 +378,6 @@ cmd_preflight() {
         say sudoers invalid
         say sudoers_error "$MSG"
     fi
-}
-
-key_listed() { # KEYLINE < FILE: whether the key's base64 blob is a field of some line
-    local blob
-    blob=$(printf '%s' "$1" | awk '{print $2}')
-    awk -v b="$blob" '{ for (i = 1; i <= NF; i++) if ($i == b) found = 1 } END { exit !found }'
 }
 
 cmd_packages() {
@@ -545,8 +540,88 @@ cmd_user() {
     report "$C_APP_USER, $root/$LAYOUT_TEXT"
 }
 
+# The deploy user's ssh login runs only what the deployer sends: its home, ~/.ssh and the shell
+# start-up files are root's (directories 0755, files 0644), so the app user can neither hook a
+# login (.bashrc, .profile, ~/.ssh/rc, ~/.ssh/environment) nor add a key. The keys are the set
+# recorded in DEPLOY_KEYS_FILE (root's), and authorized_keys is written from it in full.
+STARTUP_FILES=(.bashrc .profile .bash_logout)
+STARTUP_TEXT="# root's, written by cargo xtask setup-server: the deploy user's ssh login runs only what
+# the deployer sends (docs/security.md). Changes here are put back on its next run.
+"
+KEYS_HEADER="# root's, written by cargo xtask setup-server from $C_DEPLOY_KEYS_FILE: a key added here is
+# removed on its next run (setup-server --deploy-key FILE replaces the set, --add-deploy-key FILE
+# adds to it).
+"
+KEY_TYPES='^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)$'
+
+# The base64 blob of an authorized_keys line (the field after its key type), or nothing.
+key_blob() { # LINE
+    printf '%s\n' "$1" | awk -v t="$KEY_TYPES" '{ for (i = 1; i < NF; i++) if ($i ~ t) { print $(i + 1); exit } }'
+}
+# The key lines (no comments, no blank lines) of a text.
+key_lines() { printf '%s\n' "$1" | grep -E '^[^#[:space:]]' || true; }
+# How a removed or added key is named: TYPE SHA256:FINGERPRINT COMMENT, printable only.
+key_name() { # LINE
+    local out
+    if out=$(printf '%s\n' "$1" | ssh-keygen -l -f - 2>/dev/null) && [ -n "$out" ]; then
+        printf '%s' "$out" | head -n 1 | awk '{ t = $NF; gsub(/[()]/, "", t); c = ""; for (i = 3; i < NF; i++) c = c " " $i; printf "%s %s%s", t, $2, c }'
+    else
+        printf 'a key %.24s...' "$(key_blob "$1")"
+    fi | tr -cd '[:print:]'
+}
+# Whether BLOB is the blob of one of LINES.
+has_blob() { # BLOB LINES
+    local line
+    while IFS= read -r line; do
+        [ -n "$line" ] && [ "$(key_blob "$line")" = "$1" ] && return 0
+    done <<<"$2"
+    return 1
+}
+# KEYS plus MORE (lines each): a line of MORE replaces the one of KEYS with the same key.
+merge_keys() { # KEYS MORE
+    local line
+    while IFS= read -r line; do
+        [ -n "$line" ] || continue
+        has_blob "$(key_blob "$line")" "$2" || printf '%s\n' "$line"
+    done <<<"$1"
+    key_lines "$2"
+}
+# The recorded set, or nothing (a file that is not root's is not a record).
+recorded_keys() {
+    if [ "$(kind "$C_DEPLOY_KEYS_FILE")" = file ] && [[ "$(perms "$C_DEPLOY_KEYS_FILE")" == *" root:root" ]]; then
+        key_lines "$(cat -- "$C_DEPLOY_KEYS_FILE")"
+    fi
+}
+# Whether PATH is a regular file root:root 0644 holding TEXT.
+root_file_is() { # PATH TEXT
+    [ "$(kind "$1")" = file ] && [ "$(perms "$1")" = "644 root:root" ] && same_content "$1" "$2"
+}
+# Write TEXT as PATH (root:root 0644) through a file beside it and one rename; DIR is root's.
+put_root_text() { # PATH TEXT
+    local tmp
+    tmp_beside "$1"
+    tmp=$TMP
+    printf '%s' "$2" >"$tmp"
+    chmod 0644 "$tmp"
+    mv -fT -- "$tmp" "$1"
+}
+# Make DIR root's 0755 (a real directory: the caller checked; its parent is root's).
+root_dir() { # DIR
+    local cur
+    cur=$(perms "$1")
+    [ "$cur" = "755 root:root" ] && return 0
+    note "$1 $cur -> 755 root:root"
+    apply chown -h root:root -- "$1"
+    apply chmod 755 -- "$1"
+}
+# Remove PATH (in a directory that is root's by now: nothing can be swapped in), named.
+remove_entry() { # PATH WHY
+    note "removed $1 ($(kind "$1") $(perms "$1" | cut -d' ' -f2)$2)"
+    apply rm -rf --one-file-system -- "$1"
+}
+
 cmd_key() {
-    local keyline=$1 home ssh ak k p
+    local root=$1 mode=$2 given=$3 home ssh ak k p e name want recorded old="" line text b
     if ! user_exists; then
         note "authorize the deploy key for $C_APP_USER"
         ((CHECK)) || fail "user $C_APP_USER does not exist"
@@ -559,42 +634,103 @@ cmd_key() {
     if p=$(changeable_parent "$home"); then
         fail "$p, above $C_APP_USER's home $home, can be changed by $C_APP_USER; this step changed nothing"
     fi
+    case $home in
+    / | "$root" | "$root"/*) fail "$C_APP_USER's home is $home, where setup-server would make the deploy root root's: give $C_APP_USER a home of its own (usermod -d /home/$C_APP_USER $C_APP_USER); this step changed nothing" ;;
+    esac
+    [[ $root/ != "$home"/* ]] || fail "the deploy root $root is inside $C_APP_USER's home $home, which setup-server makes root's: use a deploy root outside it; this step changed nothing"
     k=$(kind "$home")
     [ "$k" = dir ] || fail "$(refusal "$home" "$k" directory)"
+    # The set: what was given, the recorded one plus what was given, or the recorded one.
+    recorded=$(recorded_keys)
+    case $mode in
+    set) want=$(key_lines "$given") ;;
+    add) want=$(merge_keys "$recorded" "$given") ;;
+    keep) want=$recorded ;;
+    *) fail "unknown key mode '$mode'" ;;
+    esac
+    [ -n "$want" ] || fail "no deploy key is recorded in $C_DEPLOY_KEYS_FILE and none was given: pass --deploy-key FILE; this step changed nothing"
+    # What authorized_keys holds now, to name what goes (read as the app user while it may be
+    # the app user's file).
     k=$(kind "$ssh")
-    case $k in
-    missing)
-        note "mkdir $ssh"
-        apply as_app install -d -m 700 "$ssh"
-        ;;
-    dir) fix_owner_mode "$home" .ssh 700 ;;
-    *) fail "$(refusal "$ssh" "$k" directory)" ;;
-    esac
-    k=$(kind "$ak")
-    case $k in
-    missing) ;;
-    file) fix_owner_mode "$home" .ssh/authorized_keys 600 ;;
-    *) fail "$(refusal "$ak" "$k" file)" ;;
-    esac
-    if [ -n "$keyline" ] && ! { [ "$k" = file ] && app_cat "$ak" | key_listed "$keyline"; }; then
-        note "authorize $(printf '%s' "$keyline" | awk '{print $1, ($3 == "" ? "key" : $3)}')"
+    case $k in missing | dir) ;; *) fail "$(refusal "$ssh" "$k" directory)" ;; esac
+    if [ "$k" = dir ]; then
+        case "$(kind "$ak")" in
+        file) old=$(key_lines "$(app_cat "$ak" || true)") ;;
+        missing) ;;
+        *) fail "$(refusal "$ak" "$(kind "$ak")" file)" ;;
+        esac
+    fi
+    # 1. The home is root's: from here on the app user cannot add, remove or rename anything
+    # in it. Its own entries there go (its state lives under the deploy root).
+    root_dir "$home"
+    while IFS= read -r -d '' e; do
+        name=${e##*/}
+        case " ${STARTUP_FILES[*]} .ssh " in *" $name "*) continue ;; esac
+        if [ "$(stat -c %U -- "$e")" = "$C_APP_USER" ]; then remove_entry "$e" ", the app user's"; fi
+    done < <(find "$home" -mindepth 1 -maxdepth 1 -print0)
+    for name in "${STARTUP_FILES[@]}"; do
+        p=$home/$name
+        root_file_is "$p" "$STARTUP_TEXT" && continue
+        k=$(kind "$p")
+        if [ "$k" = missing ]; then note "new $p"; else note "$p ($k $(perms "$p")) -> root's start-up file"; fi
+        ((CHECK)) && continue
+        case $k in missing | file | symlink) ;; *) rm -rf --one-file-system -- "$p" ;; esac
+        put_root_text "$p" "$STARTUP_TEXT"
+    done
+    # 2. ~/.ssh: root's, holding authorized_keys only (no rc, no environment).
+    if [ "$(kind "$ssh")" = missing ]; then
+        note "mkdir $ssh (755 root:root)"
+        apply install -d -m 755 -o root -g root -- "$ssh"
+    else
+        root_dir "$ssh"
+        while IFS= read -r -d '' e; do
+            name=${e##*/}
+            [ "$name" = authorized_keys ] && continue
+            if [ "$name" = rc ] || [ "$name" = environment ] || [ "$(stat -c %U -- "$e")" = "$C_APP_USER" ]; then
+                remove_entry "$e" ""
+            fi
+        done < <(find "$ssh" -mindepth 1 -maxdepth 1 -print0 2>/dev/null)
+    fi
+    # 3. The keys: named as they go and come, recorded, written in full.
+    while IFS= read -r line; do
+        [ -n "$line" ] || continue
+        b=$(key_blob "$line")
+        has_blob "$b" "$want" || note "removed $(key_name "$line")"
+    done <<<"$old"
+    while IFS= read -r line; do
+        b=$(key_blob "$line")
+        has_blob "$b" "$old" || note "authorize $(key_name "$line")"
+    done <<<"$want"
+    text="$want"$'\n'
+    if ! root_file_is "$C_DEPLOY_KEYS_FILE" "$text"; then
+        note "record $(printf '%s' "$want" | grep -c .) key(s) in $C_DEPLOY_KEYS_FILE"
         if ((CHECK == 0)); then
-            # Appended by the app user (a file it may create: 0600 by its umask), with the last
-            # line terminated first.
-            # shellcheck disable=SC2016 # expanded by the app user's bash
-            printf '%s\n' "$keyline" | as_app bash -c 'set -eu; umask 077
-                if [ -s "$1" ] && [ -n "$(tail -c1 -- "$1")" ]; then echo >>"$1"; fi
-                cat >>"$1"' append-key "$ak"
+            p=$(dirname -- "$C_DEPLOY_KEYS_FILE")
+            case "$(kind "$p")" in
+            missing) install -d -m 755 -o root -g root -- "$p" ;;
+            dir) [ "$(stat -c %u -- "$p")" = 0 ] || fail "$p is not root's ($(perms "$p")): give it to root (chown root:root $p) and run setup-server again" ;;
+            *) fail "$(refusal "$p" "$(kind "$p")" directory)" ;;
+            esac
+            put_root_text "$C_DEPLOY_KEYS_FILE" "$text"
+        fi
+    fi
+    text="$KEYS_HEADER$want"$'\n'
+    if ! root_file_is "$ak" "$text"; then
+        [ "$(kind "$ak")" = missing ] || note "$ak written in full (644 root:root)"
+        if ((CHECK == 0)); then
+            [ "$(kind "$ak")" != dir ] || rm -rf --one-file-system -- "$ak"
+            put_root_text "$ak" "$text"
         fi
     fi
     if ((CHECK == 0)); then
-        k=$(kind "$ak")
-        [ "$k" != missing ] || fail "$ak is missing and no deploy key was given (--deploy-key FILE)"
-        if ! { [ "$k" = file ] && [ "$(perms "$ak")" = "600 $C_APP_USER:$C_APP_USER" ]; }; then
-            fail "$ak is $k $(perms "$ak") after authorizing the key, expected a file 600 $C_APP_USER:$C_APP_USER"
-        fi
+        for p in "$home" "$ssh"; do
+            [ "$(kind "$p"):$(perms "$p")" = "dir:755 root:root" ] || fail "$p is $(kind "$p") $(perms "$p") after the step, expected a directory 755 root:root"
+        done
+        for p in "$ak" "${STARTUP_FILES[@]/#/$home/}"; do
+            [ "$(kind "$p"):$(perms "$p")" = "file:644 root:root" ] || fail "$p is $(kind "$p") $(perms "$p") after the step, expected a file 644 root:root"
+        done
     fi
-    report "key authorized in $ak"
+    report "$(printf '%s' "$want" | grep -c .) key(s) in $ak; $home, .ssh and the start-up files root's"
 }
 
 cmd_env() {
@@ -1070,8 +1206,25 @@ cmd_verify() {
     if [ -n "$home" ] && [ "$(kind "$home/.ssh")" = dir ] && [ "$(kind "$home/.ssh/authorized_keys")" = file ]; then
         keys=$(app_cat "$home/.ssh/authorized_keys" | grep -cE '^[^#[:space:]]' || true)
     fi
-    if ((keys > 0)); then ok=ok; else ok=fail; fi
-    row "ssh keys" "$ok" "$keys authorized for $C_APP_USER"
+    if ((keys > 0)) && [ "$keys" = "$(recorded_keys | grep -c . || true)" ]; then ok=ok; else ok=fail; fi
+    row "ssh keys" "$ok" "$keys authorized for $C_APP_USER, the set recorded in $C_DEPLOY_KEYS_FILE"
+    bad=()
+    if [ -n "$home" ]; then
+        for f in "$home" "$home/.ssh"; do
+            [ "$(kind "$f"):$(perms "$f")" = "dir:755 root:root" ] || bad+=("$f")
+        done
+        for f in "$home/.ssh/authorized_keys" "${STARTUP_FILES[@]/#/$home/}"; do
+            [ "$(kind "$f"):$(perms "$f")" = "file:644 root:root" ] || bad+=("$f")
+        done
+        for f in "$home/.ssh/rc" "$home/.ssh/environment"; do
+            [ "$(kind "$f")" = missing ] || bad+=("$f")
+        done
+    fi
+    if [ -n "$home" ] && ((${#bad[@]} == 0)); then
+        row "deploy login" ok "$home, .ssh, authorized_keys and the start-up files root's; no ~/.ssh/rc or environment"
+    else
+        row "deploy login" fail "not root's or not expected: ${bad[*]:-no home}"
+    fi
     if user_exists && v=$(sudo -u "$C_APP_USER" sudo -n -l 2>&1 </dev/null); then
         row "sudo -n -l" ok "works without a TTY"
         sudo_commands | while IFS= read -r line; do say sudo_cmd "$line"; done

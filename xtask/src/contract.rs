@@ -30,6 +30,10 @@ pub const ROLE_FILE: &str = "/etc/innercontext/role";
 /// The words of [`ROLE_FILE`] (`crate::config::HostRole` names them).
 pub const ROLES: [&str; 2] = ["primary", "secondary"];
 
+/// The deploy keys setup-server authorized last (authorized_keys lines, root's): the set it
+/// keeps when it is given no key, and writes `~innercontext/.ssh/authorized_keys` from in full.
+pub const DEPLOY_KEYS_FILE: &str = "/etc/innercontext/deploy-keys";
+
 /// Where setup-server installs the sudoers drop-in (`systemd/innercontext-deploy.sudoers`)
 /// that lets the deploy user restart the units and read their journal.
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/innercontext-deploy";

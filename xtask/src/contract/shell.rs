@@ -13,6 +13,7 @@ pub fn shell_vars() -> Vec<(String, String)> {
     var(&mut s, "C_APP_USER", APP_USER);
     var(&mut s, "C_BACKEND_PACKAGE", BACKEND_PACKAGE);
     var(&mut s, "C_DEFAULT_ROOT", DEFAULT_ROOT);
+    var(&mut s, "C_DEPLOY_KEYS_FILE", DEPLOY_KEYS_FILE);
     var(&mut s, "C_DEPLOY_TOOL", DEPLOY_TOOL);
     var(&mut s, "C_JOURNAL_READER", JOURNAL_READER);
     var(&mut s, "C_ROLE_FILE", ROLE_FILE);

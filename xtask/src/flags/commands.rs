@@ -202,7 +202,10 @@ const SETUP_SERVER: Cmd = Cmd {
     about: "Provision a fresh Debian 12 host over ssh (idempotent)",
     flags: &[
         flag("--admin", Text("USER@HOST", None), "admin login (overrides DEPLOY_ADMIN)"),
-        flag("--deploy-key", Text("FILE", None), "public key to authorize for the innercontext user"),
+        flag("--deploy-key", Text("FILE", None), "the public keys the innercontext user logs in with, replacing \
+            the recorded set (repeatable; default: the set recorded last time)").shape(Shape::Many),
+        flag("--add-deploy-key", Text("FILE", None), "a public key added to the recorded set \
+            (repeatable)").shape(Shape::Many),
         flag("--backend-env", Text("FILE", None), "local file to install as shared/backend/.env"),
         flag("--frontend-env", Text("FILE", None), "local file to install as shared/frontend/.env.production"),
         flag("--force-env", Switch, "overwrite env files that already exist on the host"),
@@ -225,7 +228,8 @@ fn setup_server(args: Vec<String>) -> Result<Command, UsageError> {
     let g = scan(args, &SETUP_SERVER, None)?;
     let s = SetupServer {
         admin: g.text("--admin"),
-        deploy_key: g.text("--deploy-key"),
+        deploy_keys: g.texts("--deploy-key"),
+        add_deploy_keys: g.texts("--add-deploy-key"),
         backend_env: g.text("--backend-env"),
         frontend_env: g.text("--frontend-env"),
         force_env: g.on("--force-env"),

@@ -185,7 +185,10 @@ choice! {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SetupServer {
     pub admin: Option<String>,
-    pub deploy_key: Option<String>,
+    /// Public key files: the set authorized for the app user (replacing the recorded one).
+    pub deploy_keys: Vec<String>,
+    /// Public key files added to the recorded set.
+    pub add_deploy_keys: Vec<String>,
     pub backend_env: Option<String>,
     pub frontend_env: Option<String>,
     pub force_env: bool,

@@ -384,6 +384,19 @@ fn setup_server_flags() {
     );
     assert!(err(&["setup-server", "--tls-cert", "c.pem"]).contains("go together"));
     assert!(err(&["setup-server", "--tls-redirect"]).contains("needs --tls-cert"));
+    let Command::SetupServer(s) = run(&[
+        "setup-server",
+        "--deploy-key",
+        "a.pub",
+        "--add-deploy-key",
+        "c.pub",
+        "--deploy-key",
+        "b.pub",
+    ]) else {
+        panic!()
+    };
+    assert_eq!(s.deploy_keys, ["a.pub", "b.pub"]);
+    assert_eq!(s.add_deploy_keys, ["c.pub"]);
 }
 
 #[test]

@@ -85,7 +85,10 @@ fn largest_calls() -> Vec<Call> {
     calls.extend([
         s::packages_call(),
         s::user_call("/opt/ic"),
-        s::key_call(Some(&key)),
+        s::key_call(
+            "/opt/ic",
+            &crate::setup_server::KeyPlan::Set(vec![key.clone(); 4]),
+        ),
         s::journal_call(),
         s::sudoers_call(&sudoers),
         s::units_call("/opt/ic", &units, crate::config::HostRole::Secondary),

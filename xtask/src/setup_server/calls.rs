@@ -2,7 +2,7 @@
 //! to one quoted command line. Nothing here runs anything.
 
 use super::facts::RemoteFile;
-use super::inputs::{EnvFile, EnvKind, Inputs, Tls};
+use super::inputs::{EnvFile, EnvKind, Inputs, KeyPlan, Tls};
 use crate::contract;
 use crate::flags::ToolchainSource;
 use crate::tools;
@@ -43,14 +43,7 @@ pub fn checked(c: &Call) -> Call {
 }
 
 pub fn preflight_call(root: &str, inputs: &Inputs) -> Call {
-    call(
-        "preflight",
-        [
-            root.to_string(),
-            inputs.deploy_key.clone().unwrap_or_default(),
-            inputs.sudoers.clone(),
-        ],
-    )
+    call("preflight", [root.to_string(), inputs.sudoers.clone()])
 }
 
 pub fn packages_call() -> Call {
@@ -80,8 +73,11 @@ pub fn user_call(root: &str) -> Call {
     call("user", [root.to_string()])
 }
 
-pub fn key_call(key: Option<&str>) -> Call {
-    call("key", [key.unwrap_or("").to_string()])
+/// The deploy user's login (its home, `~/.ssh` and start-up files root's) and its keys, from
+/// the plan: the keys travel as arguments (they are public).
+pub fn key_call(root: &str, plan: &KeyPlan) -> Call {
+    let [mode, lines] = plan.args();
+    call("key", [root.to_string(), mode, lines])
 }
 
 pub fn env_call(root: &str, kind: EnvKind, local: Option<&EnvFile>, force: bool) -> Call {
@@ -230,12 +226,19 @@ mod tests {
 
     #[test]
     fn remote_lines_quote_every_word() {
-        let c = key_call(Some("ssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)"));
+        let c = key_call(
+            "/opt/ic",
+            &KeyPlan::Set(vec![
+                "ssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)".into()
+            ]),
+        );
         assert_eq!(
             checked(&c).argv(),
             vec![
                 "key",
                 "--check",
+                "/opt/ic",
+                "set",
                 "ssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)"
             ]
         );
@@ -245,7 +248,7 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(
-            r#" setup-server.sh key 'ssh-ed25519 AAAAC3Nza alice'\''s laptop; $(reboot)'"#
+            r#" setup-server.sh key /opt/ic set 'ssh-ed25519 AAAAC3Nza alice'\''s laptop; $(reboot)'"#
         ));
         // Read-only calls never take --check.
         assert_eq!(
@@ -268,7 +271,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8(out.stdout).unwrap(),
-            "key\n--check\nssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)\n"
+            "key\n--check\n/opt/ic\nset\nssh-ed25519 AAAAC3Nza alice's laptop; $(reboot)\n"
         );
     }
 
@@ -321,7 +324,7 @@ mod tests {
             uv_call(ToolchainSource::Registry),
             node_call(ToolchainSource::Registry, None),
             user_call("/r"),
-            key_call(None),
+            key_call("/r", &KeyPlan::Keep),
             env_call("/r", EnvKind::Frontend, None, false),
             journal_call(),
             sudoers_call(""),

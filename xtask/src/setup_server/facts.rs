@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 
 use super::inputs::{EnvKind, Inputs};
-use crate::contract::APP_USER;
+use crate::contract::{APP_USER, DEPLOY_KEYS_FILE};
 use crate::flags::{SetupServer, ToolchainSource};
 use crate::remote::Reply;
 
@@ -67,7 +67,8 @@ pub struct Facts {
     pub frontend_env: RemoteFile,
     /// Keys authorized for the app user; None when its authorized_keys is not a plain file.
     pub keys: Option<usize>,
-    pub key_present: bool,
+    /// Keys in the set setup-server recorded (`contract::DEPLOY_KEYS_FILE`).
+    pub recorded: usize,
     pub sudoers: SudoersCheck,
     /// The sha256 of the installed TLS key, if there is one.
     pub tls_key: Option<String>,
@@ -106,7 +107,7 @@ impl Facts {
             backend_env: RemoteFile::parse(r.get("backend_env")),
             frontend_env: RemoteFile::parse(r.get("frontend_env")),
             keys: r.get("keys").and_then(|k| k.parse().ok()),
-            key_present: r.get("key") == Some("yes"),
+            recorded: r.get("recorded").and_then(|k| k.parse().ok()).unwrap_or(0),
             sudoers,
             tls_key: r
                 .get("tls_key")
@@ -171,10 +172,19 @@ pub fn problems(facts: &Facts, inputs: &Inputs, cmd: &SetupServer, root: &str) -
         }
     }
     p.extend(facts.unsafe_paths.iter().cloned());
-    if inputs.deploy_key.is_none() && facts.keys == Some(0) {
-        p.push(format!(
-            "no ssh key is authorized for {APP_USER} yet: pass --deploy-key FILE (a public key)"
-        ));
+    if inputs.deploy_keys.is_empty() && inputs.add_keys.is_empty() && facts.recorded == 0 {
+        match facts.keys {
+            Some(0) => p.push(format!(
+                "no ssh key is authorized for {APP_USER} yet: pass --deploy-key FILE (a public key)"
+            )),
+            // A host set up before the keys were recorded: its authorized_keys is not adopted,
+            // as the app user could write it.
+            Some(n) => p.push(format!(
+                "no deploy key is recorded in {DEPLOY_KEYS_FILE} yet ({n} in {APP_USER}'s authorized_keys, which {APP_USER} could write, so none is kept): pass --deploy-key FILE for each key to authorize (repeatable)"
+            )),
+            // Not a plain file: a problem= line says what is there.
+            None => {}
+        }
     }
     if let SudoersCheck::Invalid(msg) = &facts.sudoers {
         p.push(format!(
@@ -212,8 +222,22 @@ mod tests {
         };
         i.backend_env = Some(env.clone());
         i.frontend_env = Some(env);
-        i.deploy_key = Some("ssh-ed25519 AAAAAAAAAAAAAAAAAAAA".into());
+        i.deploy_keys = vec!["ssh-ed25519 AAAAAAAAAAAAAAAAAAAA".into()];
         assert!(problems(&f, &i, &c, "/opt/innercontext").is_empty());
+
+        // No key flag: the recorded set is kept; a host with keys but no record is refused.
+        let mut keyless = i.clone();
+        keyless.deploy_keys.clear();
+        let mut old = f.clone();
+        old.keys = Some(2);
+        let p = problems(&old, &keyless, &c, "/r");
+        assert!(
+            p[0].contains("no deploy key is recorded in /etc/innercontext/deploy-keys yet (2 in")
+                && p[0].contains("pass --deploy-key FILE"),
+            "{p:?}"
+        );
+        old.recorded = 1;
+        assert!(problems(&old, &keyless, &c, "/r").is_empty());
 
         let mut bad = f.clone();
         bad.os_version = "11".into();

@@ -95,8 +95,10 @@ pub fn check_tls_files(cert: &str, key: &str) -> Result<()> {
 /// first connection.
 #[derive(Debug, Clone)]
 pub struct Inputs {
-    /// One public key line.
-    pub deploy_key: Option<String>,
+    /// `--deploy-key`: authorized_keys lines, the set to authorize.
+    pub deploy_keys: Vec<String>,
+    /// `--add-deploy-key`: lines added to the recorded set.
+    pub add_keys: Vec<String>,
     pub backend_env: Option<EnvFile>,
     pub frontend_env: Option<EnvFile>,
     pub sudoers_path: Utf8PathBuf,
@@ -109,17 +111,19 @@ pub struct Inputs {
 
 impl Inputs {
     pub(super) fn load(sh: &Shell, cmd: &SetupServer, root: &str) -> Result<Inputs> {
-        let deploy_key = match &cmd.deploy_key {
-            None => None,
-            Some(path) => {
+        let keys = |flag: &str, paths: &[String]| -> Result<Vec<String>> {
+            let mut lines = Vec::new();
+            for path in paths {
                 let text = fs_err::read_to_string(path)
-                    .with_context(|| format!("reading the deploy key --deploy-key {path}"))?;
-                Some(
-                    public_key_line(&text)
-                        .with_context(|| format!("--deploy-key {path} is not a public key"))?,
-                )
+                    .with_context(|| format!("reading the deploy key {flag} {path}"))?;
+                let line = public_key_line(&text)
+                    .with_context(|| format!("{flag} {path} is not a public key"))?;
+                lines.push(line);
             }
+            Ok(lines)
         };
+        let deploy_keys = keys("--deploy-key", &cmd.deploy_keys)?;
+        let add_keys = keys("--add-deploy-key", &cmd.add_deploy_keys)?;
         let env = |flag: &str, path: &Option<String>| -> Result<Option<EnvFile>> {
             let Some(path) = path else { return Ok(None) };
             let path = Utf8PathBuf::from(path);
@@ -187,7 +191,8 @@ impl Inputs {
             _ => None,
         };
         Ok(Inputs {
-            deploy_key,
+            deploy_keys,
+            add_keys,
             backend_env,
             frontend_env,
             sudoers_path,
@@ -223,17 +228,124 @@ pub fn render_unit(text: &str, root: &str) -> String {
     }
 }
 
-/// Check a public key file's text and return its one line (`type base64 [comment]`).
+/// What the key step does with the keys given: the set authorized is the `--deploy-key` ones
+/// (plus any `--add-deploy-key`), the recorded set plus the `--add-deploy-key` ones, or the
+/// recorded set as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPlan {
+    Set(Vec<String>),
+    Add(Vec<String>),
+    Keep,
+}
+
+impl KeyPlan {
+    pub fn of(inputs: &Inputs) -> KeyPlan {
+        // One line per key (its blob): a later line of the same key wins.
+        let mut lines: Vec<String> = Vec::new();
+        for line in inputs.deploy_keys.iter().chain(&inputs.add_keys) {
+            lines.retain(|l| key_blob(l) != key_blob(line));
+            lines.push(line.clone());
+        }
+        match (inputs.deploy_keys.is_empty(), inputs.add_keys.is_empty()) {
+            (false, _) => KeyPlan::Set(lines),
+            (true, false) => KeyPlan::Add(lines),
+            (true, true) => KeyPlan::Keep,
+        }
+    }
+
+    /// The script's words: the mode and the lines.
+    pub fn args(&self) -> [String; 2] {
+        match self {
+            KeyPlan::Set(l) => ["set".into(), l.join("\n")],
+            KeyPlan::Add(l) => ["add".into(), l.join("\n")],
+            KeyPlan::Keep => ["keep".into(), String::new()],
+        }
+    }
+}
+
+/// The key types setup-server accepts.
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// The options an authorized_keys line may start with (sshd(8), AUTHORIZED_KEYS FILE FORMAT).
+const KEY_OPTIONS: &[&str] = &[
+    "agent-forwarding",
+    "cert-authority",
+    "command",
+    "environment",
+    "expiry-time",
+    "from",
+    "no-agent-forwarding",
+    "no-port-forwarding",
+    "no-pty",
+    "no-touch-required",
+    "no-user-rc",
+    "no-x11-forwarding",
+    "permitlisten",
+    "permitopen",
+    "port-forwarding",
+    "principals",
+    "pty",
+    "restrict",
+    "tunnel",
+    "user-rc",
+    "verify-required",
+    "x11-forwarding",
+];
+
+/// The base64 blob of a key line (the field after its type), or "".
+pub fn key_blob(line: &str) -> &str {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields
+        .windows(2)
+        .find(|w| KEY_TYPES.contains(&w[0]))
+        .map_or("", |w| w[1])
+}
+
+/// Check the options before a key (`from="10.0.0.0/8",restrict,pty`): comma separated, each a
+/// known name, alone or with a double-quoted value (no quote or control character inside).
+/// Returns the rest of the line after them.
+fn key_options(line: &str) -> Result<&str> {
+    let mut rest = line;
+    loop {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        if !KEY_OPTIONS.contains(&name.to_ascii_lowercase().as_str()) {
+            bail!(
+                "'{name}' is not an option of an authorized_keys line (known: {})",
+                KEY_OPTIONS.join(", ")
+            );
+        }
+        rest = &rest[end..];
+        if let Some(value) = rest.strip_prefix("=\"") {
+            let Some(close) = value.find('"') else {
+                bail!("the value of the key option '{name}' has no closing quote");
+            };
+            if value[..close].contains('\\') {
+                bail!("the value of the key option '{name}' holds a backslash: setup-server takes values without escapes");
+            }
+            rest = &value[close + 1..];
+        }
+        match rest.chars().next() {
+            Some(',') => rest = &rest[1..],
+            Some(' ' | '\t') => return Ok(rest.trim_start()),
+            _ => bail!("after the key option '{name}' comes a comma, a space before the key, or =\"VALUE\""),
+        }
+    }
+}
+
+/// Check a public key file's text and return its one line (`[OPTIONS] TYPE BASE64 [COMMENT]`),
+/// options kept as given.
 pub fn public_key_line(text: &str) -> Result<String> {
-    const TYPES: &[&str] = &[
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    ];
     if text.contains("PRIVATE KEY") {
         bail!("it holds a private key: pass the .pub file");
     }
@@ -245,21 +357,27 @@ pub fn public_key_line(text: &str) -> Result<String> {
     let [line] = lines[..] else {
         bail!("expected exactly one key line, found {}", lines.len());
     };
-    let mut fields = line.split_whitespace();
+    if line.chars().any(char::is_control) {
+        bail!("the key line contains control characters");
+    }
+    let first = line.split_whitespace().next().unwrap_or("");
+    let key = if KEY_TYPES.contains(&first) {
+        line
+    } else {
+        key_options(line)?
+    };
+    let mut fields = key.split_whitespace();
     let kind = fields.next().unwrap_or("");
     let blob = fields.next().unwrap_or("");
     let blob_ok = blob.len() >= 16
         && blob
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
-    if !TYPES.contains(&kind) || !blob_ok {
+    if !KEY_TYPES.contains(&kind) || !blob_ok {
         bail!(
-            "expected 'TYPE BASE64 [COMMENT]' with TYPE one of {}",
-            TYPES.join(", ")
+            "expected '[OPTIONS] TYPE BASE64 [COMMENT]' with TYPE one of {}",
+            KEY_TYPES.join(", ")
         );
-    }
-    if line.chars().any(char::is_control) {
-        bail!("the key line contains control characters");
     }
     Ok(line.to_string())
 }
@@ -293,7 +411,45 @@ mod tests {
         assert!(public_key_line("").is_err());
         assert!(public_key_line(&format!("{k}{k}")).is_err());
         assert!(public_key_line("ssh-ed25519 not_base64!").is_err());
-        assert!(public_key_line("command=\"x\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI").is_err());
+        // Options before the key are kept as given; their syntax is checked.
+        let blob = "AAAAC3NzaC1lZDI1NTE5AAAAIBc2rS0r8";
+        for good in [
+            format!("from=\"10.0.0.0/8,192.0.2.7\" ssh-ed25519 {blob} ci"),
+            format!("restrict,pty ssh-ed25519 {blob}"),
+            format!("from=\"10.1.2.3\",restrict,pty,command=\"a b\"  ssh-ed25519 {blob} ci"),
+        ] {
+            assert_eq!(public_key_line(&good).unwrap(), good);
+            assert_eq!(key_blob(&good), blob);
+        }
+        let e = |l: &str| public_key_line(l).unwrap_err().to_string();
+        assert!(
+            e(&format!("form=\"10.0.0.1\" ssh-ed25519 {blob}")).contains("'form' is not an option")
+        );
+        assert!(e(&format!("from=\"10.0.0.1 ssh-ed25519 {blob}")).contains("no closing quote"));
+        assert!(e(&format!("from=10.0.0.1 ssh-ed25519 {blob}")).contains("comes a comma"));
+        assert!(e(&format!("from=\"a\\\"b\" ssh-ed25519 {blob}")).contains("backslash"));
+        assert!(e("restrict ssh-ed25519 short").contains("expected '[OPTIONS] TYPE"));
+    }
+
+    #[test]
+    fn keys_given_make_the_plan() {
+        let k = |b: &str, c: &str| format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5{b} {c}");
+        let mut i = crate::setup_server::test_support::inputs();
+        assert_eq!(KeyPlan::of(&i), KeyPlan::Keep);
+        assert_eq!(KeyPlan::of(&i).args(), ["keep".to_string(), String::new()]);
+        i.add_keys = vec![k("AAA", "new")];
+        assert_eq!(KeyPlan::of(&i), KeyPlan::Add(vec![k("AAA", "new")]));
+        // --deploy-key sets; an --add-deploy-key with it joins the set; one line per key.
+        i.deploy_keys = vec![k("BBB", "laptop"), k("AAA", "old")];
+        let plan = KeyPlan::of(&i);
+        assert_eq!(
+            plan,
+            KeyPlan::Set(vec![k("BBB", "laptop"), k("AAA", "new")])
+        );
+        assert_eq!(
+            plan.args()[1],
+            format!("{}\n{}", k("BBB", "laptop"), k("AAA", "new"))
+        );
     }
 
     #[test]

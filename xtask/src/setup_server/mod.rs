@@ -176,7 +176,11 @@ fn provision(
 
     // 3. User, layout, deploy key.
     target.step("user & dirs", &user_call(&cfg.root), None)?;
-    target.step("deploy key", &key_call(inputs.deploy_key.as_deref()), None)?;
+    target.step(
+        "deploy key",
+        &key_call(&cfg.root, &KeyPlan::of(inputs)),
+        None,
+    )?;
 
     // 4. Env files: contents travel only when they are installed.
     for (kind, local, remote) in [

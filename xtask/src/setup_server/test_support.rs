@@ -8,7 +8,8 @@ use crate::remote::Reply;
 pub fn inputs() -> Inputs {
     let root = crate::project_root();
     Inputs {
-        deploy_key: None,
+        deploy_keys: vec![],
+        add_keys: vec![],
         backend_env: None,
         frontend_env: None,
         sudoers_path: root.join(SUDOERS_SOURCE),
@@ -22,7 +23,7 @@ pub fn inputs() -> Inputs {
 /// What the preflight reports on a fresh Debian 12 host as root.
 pub fn facts() -> Facts {
     Facts::from_reply(&Reply::parse(
-        "os_id=debian\nos_version=12\nos_name=Debian GNU/Linux 12 (bookworm)\nroot=direct\nroot_user=root\nsystemd=yes\narch=x86_64\nnode=\nuv=\nuser=no\nbackend_env=missing\nfrontend_env=missing\nkeys=0\nkey=no\nsudoers=valid\n",
+        "os_id=debian\nos_version=12\nos_name=Debian GNU/Linux 12 (bookworm)\nroot=direct\nroot_user=root\nsystemd=yes\narch=x86_64\nnode=\nuv=\nuser=no\nbackend_env=missing\nfrontend_env=missing\nkeys=0\nrecorded=0\nsudoers=valid\n",
     ))
     .unwrap()
 }

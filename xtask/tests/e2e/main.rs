@@ -281,6 +281,8 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SECURITY, security::env_files_never_travel),
     scenario!(SECURITY, security::job_files_are_private),
     scenario!(SECURITY, security::host_keys_are_checked_strictly),
+    scenario!(SECURITY, security::deploy_login_cannot_be_hooked),
+    scenario!(SECURITY, security::foreign_deploy_keys_are_removed),
     scenario!(DEPLOY, workflow::workflow_steps_parse),
     scenario!(DEPLOY, deploy::first_deploy_all),
     scenario!(DEPLOY, deploy::backend_one_file_one_handshake),

@@ -76,7 +76,8 @@ fn refused(run: &Run, needles: &[&str]) -> Result<()> {
 /// innercontext plants symlinks where root's setup-server works (`~/.ssh/authorized_keys ->
 /// /etc/hostname`, `~/.ssh -> a root directory`, `shared/backend -> a root directory holding a
 /// .env`): setup-server refuses before any change, names what it found and what to do, and the
-/// targets are untouched (not even read).
+/// targets are untouched (not even read). The home links are planted in a home as setup-server
+/// left it before it made the home root's (the app user's: given back to it by hand here).
 pub fn setup_server_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let home = "/home/innercontext";
@@ -86,6 +87,8 @@ pub fn setup_server_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
          umask 077; printf 'E2E_ROOT_SECRET=never-read\\n' >/var/lib/e2e-victim-backend/.env
          touch -a -d 2000-01-01 /var/lib/e2e-victim-backend/.env")?;
     let hostname = site.sh("cat /etc/hostname")?;
+    let legacy = format!("{home} {home}/.ssh {home}/.ssh/authorized_keys");
+    site.sh(&format!("chown innercontext:innercontext {legacy}"))?;
     let result = (|| -> Result<()> {
         // 1. authorized_keys -> /etc/hostname
         let before = victim(&site, "/etc/hostname", false)?;
@@ -169,7 +172,8 @@ pub fn setup_server_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
     // Put the host back whatever happened (including a hostname an old setup-server changed).
     site.sh(&format!(
         "printf '%s' {} >/etc/hostname; chown root:root /etc/hostname; chmod 644 /etc/hostname
-         rm -rf /var/lib/e2e-victim /var/lib/e2e-victim-backend",
+         rm -rf /var/lib/e2e-victim /var/lib/e2e-victim-backend
+         chown -h root:root {legacy}",
         quote::sh(&hostname)
     ))?;
     result?;
@@ -656,5 +660,225 @@ pub fn host_keys_are_checked_strictly(ctx: &mut Ctx) -> Result<()> {
     );
     let after = fs_err::read_to_string(&known)?;
     ensure!(after.is_empty(), "known_hosts was written:\n{after}");
+    Ok(())
+}
+
+/// An ssh login of the deploy user with the site's key, running `true` (no terminal), as a
+/// deploy logs in.
+fn deploy_login(site: &Site) -> Result<()> {
+    let out = Command::new("ssh")
+        .args(
+            site.app
+                .ssh_args(Some("innercontext"), &["true".to_string()]),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "the deploy user's ssh login failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The recipe of issue 26: innercontext puts a line at the top of its `~/.bashrc`, writes a
+/// `~/.ssh/rc` and makes a new `~/.profile`, each writing a marker; the deployer's next ssh
+/// login (the same login a deploy makes) would run them as the deploy user, before anything the
+/// deployer sends. Every write is refused (the home, `.ssh` and the start-up files are root's)
+/// and a login leaves no marker; the deploy user's commands still work from that home (deploy
+/// status, deploy log, logs). About 8 s on the group's deployed site.
+pub fn deploy_login_cannot_be_hooked(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let home = "/home/innercontext";
+    let mark = format!("{ROOT}/e2e-hooked");
+    // Root's copy of the start-up files as they are, put back if the attack got through.
+    site.sh(&format!(
+        "rm -rf {mark}-* /root/e2e-home && mkdir /root/e2e-home
+         cd {home} && cp -a .bashrc .profile .ssh /root/e2e-home/ 2>/dev/null || true"
+    ))?;
+    let attack = format!(
+        r#"cd ~
+        hook() {{ printf '%s\n' "touch {mark}-$1"; }}
+        new=$(hook bashrc; cat .bashrc 2>/dev/null || true)
+        if printf '%s\n' "$new" >.bashrc 2>/dev/null; then echo "wrote ~/.bashrc"
+        elif printf '%s\n' "$new" >.bashrc.e2e 2>/dev/null && mv -f .bashrc.e2e .bashrc; then echo "replaced ~/.bashrc"; fi
+        if hook rc >.ssh/rc 2>/dev/null; then echo "wrote ~/.ssh/rc"; fi
+        rm -f .profile 2>/dev/null || true
+        if hook profile >.profile 2>/dev/null; then echo "created ~/.profile"; fi
+        true"#
+    );
+    let written = as_app(&site, &attack)?;
+    // The next login of the deploy user, as a deploy makes it (a command, no terminal).
+    let login = deploy_login(&site);
+    let ran = site.sh(&format!(
+        "cd {ROOT} && ls -1 e2e-hooked-* 2>/dev/null || true"
+    ))?;
+    let written: Vec<&str> = written.lines().collect();
+    let ran: Vec<&str> = ran.lines().collect();
+    if !written.is_empty() {
+        site.sh(&format!(
+            "cd {home} && rm -f .ssh/rc .bashrc.e2e && cp -a /root/e2e-home/. . ; rm -rf {mark}-* /root/e2e-home"
+        ))?;
+    }
+    login?;
+    ensure!(
+        written.is_empty() && ran.is_empty(),
+        "innercontext hooked the deploy user's ssh login: {}; the next login ran: {}",
+        written.join(", "),
+        if ran.is_empty() {
+            "nothing".to_string()
+        } else {
+            ran.join(", ")
+        }
+    );
+    let owners = site.sh(&format!(
+        "cd {home} && stat -c '%n %a %U:%G' . .ssh .ssh/authorized_keys .bashrc .profile .bash_logout"
+    ))?;
+    for line in owners.lines() {
+        ensure!(
+            line.ends_with(" root:root"),
+            "not root's in innercontext's home: {line}"
+        );
+    }
+    site.sh("rm -rf /root/e2e-home")?;
+    // The deploy user keeps no state in its home: its commands work as before.
+    for args in [
+        &["deploy", "status"][..],
+        &["deploy", "log", "-n", "2"],
+        &["logs", "api", "-n", "1"],
+    ] {
+        site.xtask(&repo(), args)?.ok().with_context(|| {
+            format!(
+                "cargo xtask {} with a home the deploy user cannot write",
+                args.join(" ")
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The recipe of issue 26: innercontext adds a key to its `authorized_keys` (a key of its own, to
+/// come back after the deploy key is rotated); setup-server, with `--deploy-key` and with no key
+/// flag, leaves it. Now the app user cannot write the file (the key is added by hand as root, as
+/// on a host set up before), setup-server writes the file in full from the recorded set and names
+/// the key it removed; the deployer still logs in; `--add-deploy-key` (a `from=` line) keeps both,
+/// and the site's key alone is authorized at the end. About 25 s (four setup-server runs).
+pub fn foreign_deploy_keys_are_removed(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    let ak = "/home/innercontext/.ssh/authorized_keys";
+    let dir = Utf8PathBuf::from(format!("/tmp/innercontext-e2e-keys-{}", std::process::id()));
+    fs_err::create_dir_all(&dir)?;
+    let key = dir.join("intruder");
+    let _ = fs_err::remove_file(&key);
+    let _ = fs_err::remove_file(format!("{key}.pub"));
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e-intruder", "-f"])
+        .arg(key.as_str())
+        .status()?;
+    ensure!(status.success(), "ssh-keygen failed");
+    let public = fs_err::read_to_string(format!("{key}.pub"))?
+        .trim()
+        .to_string();
+    let blob = public.split_whitespace().nth(1).unwrap_or("").to_string();
+    let fingerprint = Command::new("ssh-keygen")
+        .args(["-l", "-f"])
+        .arg(format!("{key}.pub"))
+        .output()?;
+    let fingerprint = String::from_utf8(fingerprint.stdout)?;
+    let fingerprint = fingerprint
+        .split_whitespace()
+        .nth(1)
+        .context("ssh-keygen -l printed no fingerprint")?
+        .to_string();
+    // The key added to authorized_keys: by innercontext if it can, else by hand as root.
+    let plant = |site: &Site| -> Result<&'static str> {
+        let line = quote::sh(&public);
+        let by_app = as_app(
+            site,
+            &format!(
+                "if printf '%s\\n' {line} >>{ak} 2>/dev/null; then echo yes; else echo no; fi"
+            ),
+        )?;
+        if by_app.trim() == "yes" {
+            return Ok("innercontext");
+        }
+        site.sh(&format!("printf '%s\\n' {line} >>{ak}"))?;
+        Ok("root")
+    };
+    let holds = |site: &Site, what: &str| -> Result<bool> {
+        Ok(site
+            .sh(&format!("grep -cF -- {} {ak} || true", quote::sh(what)))?
+            .trim()
+            != "0")
+    };
+    let removed = |run: &Run| -> Result<()> {
+        let out = run.all();
+        ensure!(
+            out.contains(&format!("removed ED25519 {fingerprint} e2e-intruder")),
+            "setup-server did not name the key it removed (ED25519 {fingerprint} e2e-intruder):\n{out}"
+        );
+        Ok(())
+    };
+    let result = (|| -> Result<()> {
+        // 1. setup-server --deploy-key (the site's key).
+        let who = plant(&site)?;
+        let run = setup(&site, &[])?.ok()?;
+        ensure!(
+            !holds(&site, &blob)?,
+            "setup-server --deploy-key left the key {who} added to {ak} (e2e-intruder):\n{}",
+            site.sh(&format!("cat {ak}"))?
+        );
+        removed(&run)?;
+        ensure!(
+            who == "root",
+            "innercontext could append a key to {ak} (setup-server removed it, but it was in force until then)"
+        );
+        // 2. setup-server with no key flag keeps the recorded set.
+        plant(&site)?;
+        let run = site.xtask(&repo(), &["setup-server"])?.ok()?;
+        ensure!(
+            !holds(&site, &blob)?,
+            "setup-server (no key flag) left the key added to {ak}"
+        );
+        removed(&run)?;
+        // The deployer still logs in with the recorded key.
+        deploy_login(&site).context("after setup-server with no key flag")?;
+        // 3. --add-deploy-key appends to the recorded set, a from= line kept as given.
+        let restricted = dir.join("restricted.pub");
+        let line = format!("from=\"127.0.0.1\" {public}");
+        fs_err::write(&restricted, format!("{line}\n"))?;
+        let run = site
+            .xtask(
+                &repo(),
+                &["setup-server", "--add-deploy-key", restricted.as_str()],
+            )?
+            .ok()?;
+        ensure!(
+            holds(&site, &line)?,
+            "--add-deploy-key did not authorize '{line}':\n{}\n{}",
+            site.sh(&format!("cat {ak}"))?,
+            run.all()
+        );
+        let site_key = fs_err::read_to_string(site.app.public_key())?;
+        let site_blob = site_key.split_whitespace().nth(1).unwrap_or("").to_string();
+        ensure!(
+            holds(&site, &site_blob)?,
+            "--add-deploy-key dropped the recorded key"
+        );
+        deploy_login(&site).context("after setup-server --add-deploy-key")?;
+        Ok(())
+    })();
+    // Back to the site's key alone, whatever happened (a key left behind is removed and named).
+    let back = setup(&site, &[])?.ok()?;
+    let keys = site.sh(&format!("grep -c '^[^#]' {ak} || true"))?;
+    let _ = fs_err::remove_dir_all(&dir);
+    result?;
+    removed(&back)?;
+    ensure!(
+        keys.trim() == "1",
+        "{ak} holds {} keys after setup-server --deploy-key",
+        keys.trim()
+    );
     Ok(())
 }

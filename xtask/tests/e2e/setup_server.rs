@@ -409,6 +409,8 @@ fn check_provisioned(h: &Host) -> Result<()> {
         echo "uv=$(uv --version)"
         echo "sudoers=$(stat -c '%a %U:%G' /etc/sudoers.d/innercontext-deploy)"
         echo "journal=$(stat -c '%a %U:%G' /usr/local/sbin/innercontext-journal)"
+        echo "home=$(cd /home/innercontext && stat -c '%n:%a:%U:%G' . .ssh .ssh/authorized_keys .bashrc .profile .bash_logout | tr '\n' ' ')"
+        echo "recorded=$(stat -c '%a %U:%G' /etc/innercontext/deploy-keys) $(grep -c . /etc/innercontext/deploy-keys)"
         "#,
     )?;
     // Unit logs come through the log reader, not the whole system journal.
@@ -425,6 +427,21 @@ fn check_provisioned(h: &Host) -> Result<()> {
         f["journal"]
     );
     ensure!(f["shell"] == "/bin/bash");
+    // The deploy user's login is root's: home, .ssh, its keys and start-up files.
+    for entry in f["home"].split_whitespace() {
+        let (name, mode) = entry.split_once(':').unwrap_or((entry, ""));
+        let want = if [".", ".ssh"].contains(&name) {
+            "755:root:root"
+        } else {
+            "644:root:root"
+        };
+        ensure!(mode == want, "~innercontext/{name}: {mode} (want {want})");
+    }
+    ensure!(
+        f["recorded"] == "644 root:root 1",
+        "recorded keys: {}",
+        f["recorded"]
+    );
     for (k, v) in f.iter().filter(|(k, _)| k.starts_with("dir:")) {
         ensure!(v.starts_with("innercontext:innercontext "), "{k} = {v}");
     }
@@ -608,7 +625,9 @@ pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
         "rm /etc/sudoers.d/innercontext-deploy
          echo '# drift' >> {}/innercontext.service
          chmod 0644 /opt/innercontext/shared/backend/.env
-         chown root:root /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys
+         chown root:root /opt/innercontext/shared/frontend
+         chmod 0666 /home/innercontext/.ssh/authorized_keys
+         chown innercontext:innercontext /home/innercontext/.bashrc
          chmod 0700 /opt/innercontext/shared/frontend",
         xtask::contract::UNIT_DIR
     ))?;
@@ -630,11 +649,17 @@ pub fn drift_is_repaired(ctx: &mut Ctx) -> Result<()> {
         "{}",
         run.out
     );
+    ensure!(
+        run.step_line("deploy key")
+            .contains("/home/innercontext/.bashrc (file 644 innercontext:innercontext) -> root's start-up file"),
+        "{}",
+        run.out
+    );
     let owners = h.root(
-        "stat -c '%a %U:%G' /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys",
+        "stat -c '%a %U:%G' /opt/innercontext/shared/frontend /home/innercontext/.ssh/authorized_keys /home/innercontext/.bashrc",
     )?;
     ensure!(
-        owners == "750 innercontext:innercontext\n600 innercontext:innercontext\n",
+        owners == "750 innercontext:innercontext\n644 root:root\n644 root:root\n",
         "{owners}"
     );
     ensure!(

@@ -260,7 +260,10 @@ pub fn validate_root(root: &str) -> Result<()> {
         .split('/')
         .skip(1)
         .all(|p| !p.is_empty() && p != "." && p != "..");
-    if !root.starts_with('/') || root == "/" || !chars_ok || !parts_ok {
+    if root == "/" {
+        bail!("DEPLOY_ROOT '/' is the filesystem's root, which setup-server would give to the app user: use a directory of the app's own like {DEFAULT_ROOT}");
+    }
+    if !root.starts_with('/') || !chars_ok || !parts_ok {
         bail!(
             "DEPLOY_ROOT '{}' must be an absolute path like {DEFAULT_ROOT} made of letters, digits, '/', '.', '-', '_' (no spaces, quotes, '..' or shell syntax)",
             root.escape_debug()
@@ -313,6 +316,8 @@ mod tests {
             assert!(e.starts_with("DEPLOY_ROOT"), "{bad:?}: {e}");
             assert!(!e.contains('\n'), "{bad:?} error spans lines: {e}");
         }
+        let e = cfg(&[("DEPLOY_ROOT", "/")]).unwrap_err().to_string();
+        assert!(e.contains("filesystem's root"), "{e}");
         assert!(cfg(&[("DEPLOY_ROOT", "/srv/app-1/v_2.0")]).is_ok());
     }
 

@@ -281,6 +281,11 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SECURITY, security::env_files_never_travel),
     scenario!(SECURITY, security::job_files_are_private),
     scenario!(SECURITY, security::host_keys_are_checked_strictly),
+    // Last: on a setup-server that adopts any directory, it takes over /usr/local and the site.
+    scenario!(
+        SECURITY,
+        security::a_system_directory_is_never_adopted_as_the_deploy_root
+    ),
     scenario!(DEPLOY, workflow::workflow_steps_parse),
     scenario!(DEPLOY, deploy::first_deploy_all),
     scenario!(DEPLOY, deploy::backend_one_file_one_handshake),

@@ -645,3 +645,59 @@ pub fn host_keys_are_checked_strictly(ctx: &mut Ctx) -> Result<()> {
     ensure!(after.is_empty(), "known_hosts was written:\n{after}");
     Ok(())
 }
+
+/// A stat line per path (owner, mode, inode, change time) and the names in the directory: what
+/// a refused setup-server must leave exactly as it was.
+fn unchanged_view(site: &Site, dir: &str) -> Result<String> {
+    let d = quote::sh(dir);
+    // The children's change times too, for a directory nothing else writes to.
+    let children = if dir == "/" {
+        String::new()
+    } else {
+        format!("{d}/*")
+    };
+    site.sh(&format!(
+        "stat -c '%n %a %U:%G %i %Z' {d} {children}; ls -A {d} | head -n 50; \
+         stat -c '%n %Y' /usr/local/lib/systemd/system/innercontext.service /etc/nginx/sites-available/innercontext"
+    ))
+}
+/// A mistaken `DEPLOY_ROOT` never hands a system directory to the app user: `/usr/local` (not
+/// empty, root's: setup-server used to chown it to innercontext, who could then replace the log
+/// reader sudo runs as root) and `/` are refused before any change, naming the owner and a few
+/// entries; /usr/local, the units and the nginx site are as they were.
+pub fn a_system_directory_is_never_adopted_as_the_deploy_root(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    for root in ["/usr/local", "/"] {
+        let before = unchanged_view(&site, root)?;
+        let mut cmd = site.command(&repo(), &site.env.setup_server_args());
+        cmd.env("DEPLOY_ROOT", root);
+        let run = Run::capture(cmd)?;
+        let after = unchanged_view(&site, root)?;
+        ensure!(
+            after == before,
+            "setup-server with DEPLOY_ROOT={root} changed the server:\n--- before\n{before}\n--- after\n{after}\n--- its output\n{}",
+            run.all()
+        );
+        let out = run.all();
+        ensure!(
+            !run.status.success(),
+            "setup-server accepted DEPLOY_ROOT={root}:\n{out}"
+        );
+        ensure!(
+            !out.contains("[changed]"),
+            "a step changed something:\n{out}"
+        );
+        if root == "/usr/local" {
+            ensure!(
+                out.contains("/usr/local is root's") && out.contains("(bin, etc, "),
+                "the refusal does not name the owner and the entries:\n{out}"
+            );
+        } else {
+            ensure!(
+                out.contains("DEPLOY_ROOT '/'"),
+                "the refusal does not name DEPLOY_ROOT '/':\n{out}"
+            );
+        }
+    }
+    Ok(())
+}

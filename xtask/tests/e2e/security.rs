@@ -701,3 +701,45 @@ pub fn a_system_directory_is_never_adopted_as_the_deploy_root(ctx: &mut Ctx) -> 
     }
     Ok(())
 }
+/// The log reader sudo runs as root never takes its interpreter from the caller's PATH: as
+/// innercontext, with a PATH whose first directory holds a fake `bash` and `journalctl` that
+/// record who ran them, the deployer's sudo line runs the real ones. Measured on a host whose
+/// /etc/sudoers has no `secure_path` (Debian's has one: the scenario takes it out for its
+/// length, so only the drop-in's own line and the script's `#!/bin/bash` protect it).
+pub fn the_log_reader_ignores_the_callers_path(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let attack = "d=$(mktemp -d)
+         for t in bash journalctl; do
+             printf '#!/bin/sh\\nid -u >>%s/marker\\nexec /bin/bash \"$@\"\\n' \"$d\" >\"$d/$t\"
+             chmod 755 \"$d/$t\"
+         done
+         PATH=\"$d:$PATH\" sudo -n /usr/local/sbin/innercontext-journal -n 1 innercontext >/dev/null 2>&1; echo rc=$?
+         cat \"$d/marker\" 2>/dev/null || echo no-marker
+         rm -rf \"$d\"";
+    // Debian's default first (what most hosts have): recorded in the scenario's line.
+    let with_default = as_app(&site, attack)?;
+    site.sh("set -e
+         cp -p /etc/sudoers /root/e2e-sudoers.orig
+         sed 's/^Defaults[[:space:]]*secure_path=/#&/' /etc/sudoers >/root/e2e-sudoers.new
+         visudo -c -q -f /root/e2e-sudoers.new
+         chmod 0440 /root/e2e-sudoers.new
+         mv /root/e2e-sudoers.new /etc/sudoers")?;
+    let without = as_app(&site, attack);
+    site.sh("mv /root/e2e-sudoers.orig /etc/sudoers && visudo -c -q")?;
+    let without = without?;
+    println!(
+        "      with Debian's secure_path: {}; without it: {}",
+        with_default
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        without.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    for (what, out) in [("with", &with_default), ("without", &without)] {
+        ensure!(
+            out.contains("rc=0") && out.contains("no-marker"),
+            "{what} /etc/sudoers' secure_path, the log reader ran the caller's fake bash or journalctl (the marker holds the uid it ran as):\n{out}"
+        );
+    }
+    Ok(())
+}

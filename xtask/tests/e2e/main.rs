@@ -281,6 +281,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SECURITY, security::env_files_never_travel),
     scenario!(SECURITY, security::job_files_are_private),
     scenario!(SECURITY, security::host_keys_are_checked_strictly),
+    scenario!(SECURITY, security::nginx_never_follows_app_links),
     scenario!(SECURITY, security::the_log_reader_ignores_the_callers_path),
     // Last: on a setup-server that adopts any directory, it takes over /usr/local and the site.
     scenario!(

@@ -743,3 +743,71 @@ pub fn the_log_reader_ignores_the_callers_path(ctx: &mut Ctx) -> Result<()> {
     }
     Ok(())
 }
+/// nginx never follows a link the app user plants to a file it cannot read itself: a link under
+/// current's build and one under shared/assets/_app/immutable to a root:www-data 0640 file
+/// answer no content (403/404), while the site, a build file and an immutable asset, all
+/// served through the `current` link, still answer 200.
+pub fn nginx_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let secret = format!("e2e-nginx-secret-{}", std::process::id());
+    site.sh(&format!(
+        "set -e
+         install -d -m 0755 -o root -g root /var/lib/e2e-nginx
+         printf '%s\\n' {secret} >/var/lib/e2e-nginx/secret
+         chown root:www-data /var/lib/e2e-nginx/secret; chmod 0640 /var/lib/e2e-nginx/secret"
+    ))?;
+    let client = format!("{ROOT}/current/frontend/build/client");
+    let assets = format!("{ROOT}/shared/assets/_app/immutable");
+    let result = (|| -> Result<()> {
+        let cannot = as_app(&site, "cat /var/lib/e2e-nginx/secret 2>&1 || echo refused")?;
+        ensure!(
+            cannot.contains("refused"),
+            "the app user reads the file itself: {cannot}"
+        );
+        as_app(
+            &site,
+            &format!(
+                "ln -s /var/lib/e2e-nginx/secret {client}/e2e-leak.txt
+                 mkdir -p {assets} && ln -s /var/lib/e2e-nginx/secret {assets}/e2e-leak.js
+                 ln -s /var/lib/e2e-nginx/secret {client}/_app/immutable/e2e-leak2.js"
+            ),
+        )?;
+        for path in [
+            "/e2e-leak.txt",
+            "/_app/immutable/e2e-leak.js",
+            "/_app/immutable/e2e-leak2.js",
+        ] {
+            let (status, body) = site.get(path)?;
+            ensure!(
+                !body.contains(&secret) && (status == 403 || status == 404),
+                "GET {path} through nginx answered {status} with the file behind the app user's link: {}",
+                body.trim()
+            );
+        }
+        site.assert_serving()?;
+        let asset = site.sh(&format!(
+            "cd {client} && find _app/immutable -type f -name '*.js' | head -n 1"
+        ))?;
+        let file = site.sh(&format!(
+            "cd {client} && find . -maxdepth 1 -type f ! -name '*.gz' ! -name '*.br' ! -name '*.html' | head -n 1"
+        ))?;
+        for path in [asset.trim(), file.trim().trim_start_matches('.')] {
+            ensure!(!path.is_empty(), "no file to GET in {client}");
+            let path = format!("/{}", path.trim_start_matches('/'));
+            let (status, _) = site.get(&path)?;
+            ensure!(
+                status == 200,
+                "GET {path} (a real file through current) answered {status}"
+            );
+        }
+        Ok(())
+    })();
+    as_app(
+        &site,
+        &format!(
+            "rm -f {client}/e2e-leak.txt {assets}/e2e-leak.js {client}/_app/immutable/e2e-leak2.js"
+        ),
+    )?;
+    site.sh("rm -rf /var/lib/e2e-nginx")?;
+    result
+}

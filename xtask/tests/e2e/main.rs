@@ -283,6 +283,10 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SECURITY, security::host_keys_are_checked_strictly),
     scenario!(SECURITY, security::nginx_never_follows_app_links),
     scenario!(SECURITY, security::the_log_reader_ignores_the_callers_path),
+    scenario!(
+        SECURITY,
+        security::file_names_with_control_characters_are_refused
+    ),
     // Last: on a setup-server that adopts any directory, it takes over /usr/local and the site.
     scenario!(
         SECURITY,

@@ -811,3 +811,30 @@ pub fn nginx_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
     site.sh("rm -rf /var/lib/e2e-nginx")?;
     result
 }
+/// A file name with a newline (or an escape) is refused by the deployer before the lock, with
+/// the name shown escaped; the server is as it was (releases, current, deploy.log, no lock).
+pub fn file_names_with_control_characters_are_refused(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = crate::support::scratch("security-names")?;
+    s.write("backend/evil\nchecked\tname.py", "x = 1\n")?;
+    s.commit("a file name with a newline")?;
+    let view = || {
+        site.sh(&format!(
+            "readlink {ROOT}/current; ls -A {ROOT}/releases; wc -l <{ROOT}/deploy.log; ls -A {ROOT}/jobs | wc -l; test -e {ROOT}/.deploy.lock && echo locked || echo unlocked"
+        ))
+    };
+    let before = view()?;
+    let run = site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?;
+    let after = view()?;
+    let out = run.all();
+    ensure!(
+        after == before,
+        "the deploy changed the server:\n--- before\n{before}\n--- after\n{after}\n--- its output\n{out}"
+    );
+    ensure!(!run.status.success(), "the deploy went ahead:\n{out}");
+    ensure!(
+        out.contains("backend/evil\\nchecked\\tname.py"),
+        "the refusal does not show the name escaped:\n{out}"
+    );
+    Ok(())
+}

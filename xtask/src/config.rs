@@ -97,6 +97,11 @@ impl Config {
             Some("1") => true,
             Some(other) => bail!("DEPLOY_ALLOW_DIRTY must be 1 or 0, not '{other}'"),
         };
+        // Read where events are printed (ui::journal_shown); checked here, before anything runs.
+        if let Some(other) = get("DEPLOY_JOURNAL").filter(|v| !["", "0", "1"].contains(&v.as_str()))
+        {
+            bail!("DEPLOY_JOURNAL must be 1 (a failing unit's journal lines in CI too) or 0 (never), not '{other}'");
+        }
         let ssh_config = match get("DEPLOY_SSH_CONFIG").filter(|s| !s.is_empty()) {
             None => None,
             Some(path) => {
@@ -423,6 +428,8 @@ mod tests {
     fn flags_and_numbers() {
         assert!(cfg(&[("DEPLOY_ALLOW_DIRTY", "1")]).unwrap().allow_dirty);
         assert!(cfg(&[("DEPLOY_ALLOW_DIRTY", "yes")]).is_err());
+        assert!(cfg(&[("DEPLOY_JOURNAL", "1")]).is_ok());
+        assert!(cfg(&[("DEPLOY_JOURNAL", "yes")]).is_err());
         assert!(cfg(&[("DEPLOY_KEEP", "0")]).is_err());
         assert_eq!(
             cfg(&[("DEPLOY_HEALTH_TIMEOUT", "5")])

@@ -285,6 +285,10 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SECURITY, security::the_log_reader_ignores_the_callers_path),
     scenario!(
         SECURITY,
+        security::server_text_is_printed_without_control_characters
+    ),
+    scenario!(
+        SECURITY,
         security::file_names_with_control_characters_are_refused
     ),
     // Last: on a setup-server that adopts any directory, it takes over /usr/local and the site.

@@ -661,6 +661,7 @@ fn unchanged_view(site: &Site, dir: &str) -> Result<String> {
          stat -c '%n %Y' /usr/local/lib/systemd/system/innercontext.service /etc/nginx/sites-available/innercontext"
     ))
 }
+
 /// A mistaken `DEPLOY_ROOT` never hands a system directory to the app user: `/usr/local` (not
 /// empty, root's: setup-server used to chown it to innercontext, who could then replace the log
 /// reader sudo runs as root) and `/` are refused before any change, naming the owner and a few
@@ -701,6 +702,7 @@ pub fn a_system_directory_is_never_adopted_as_the_deploy_root(ctx: &mut Ctx) -> 
     }
     Ok(())
 }
+
 /// The log reader sudo runs as root never takes its interpreter from the caller's PATH: as
 /// innercontext, with a PATH whose first directory holds a fake `bash` and `journalctl` that
 /// record who ran them, the deployer's sudo line runs the real ones. Measured on a host whose
@@ -743,6 +745,7 @@ pub fn the_log_reader_ignores_the_callers_path(ctx: &mut Ctx) -> Result<()> {
     }
     Ok(())
 }
+
 /// nginx never follows a link the app user plants to a file it cannot read itself: a link under
 /// current's build and one under shared/assets/_app/immutable to a root:www-data 0640 file
 /// answer no content (403/404), while the site, a build file and an immutable asset, all
@@ -811,6 +814,7 @@ pub fn nginx_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
     site.sh("rm -rf /var/lib/e2e-nginx")?;
     result
 }
+
 /// A file name with a newline (or an escape) is refused by the deployer before the lock, with
 /// the name shown escaped; the server is as it was (releases, current, deploy.log, no lock).
 pub fn file_names_with_control_characters_are_refused(ctx: &mut Ctx) -> Result<()> {
@@ -837,4 +841,66 @@ pub fn file_names_with_control_characters_are_refused(ctx: &mut Ctx) -> Result<(
         "the refusal does not show the name escaped:\n{out}"
     );
     Ok(())
+}
+
+/// What the app user writes into the server's files reaches the deployer's terminal without a
+/// control character: a deploy.log line, an event of the last job and current's commit, each
+/// holding a title change (`ESC ] 0;pwned BEL`) and a screen clear (`ESC [ 2J`), print through
+/// `deploy log`, `deploy status` and `deploy list` as their plain text only.
+pub fn server_text_is_printed_without_control_characters(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let bad = "\\033]0;pwned\\007\\033[2J";
+    as_app(
+        &site,
+        &format!(
+            "set -e; cd {ROOT}
+             cp deploy.log /tmp/e2e-deploy.log
+             printf '%s reason=pwned-log{bad}\\n' \"$(tail -n 1 deploy.log | sed 's/ reason=.*//')\" >>deploy.log
+             job=$(find jobs -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\\n' | sort -rn | sed -n '1s/^[^ ]* //p')
+             cp -p \"$job/events\" /tmp/e2e-events; echo \"$job\" >/tmp/e2e-job
+             printf '%s\\twarn\\tpwned-event{bad}\\n' \"$(date +%s%3N)\" >>\"$job/events\"
+             meta=$(readlink -f current)/.release
+             cp -p \"$meta\" /tmp/e2e-release; chmod u+w \"$meta\"
+             b=$(printf '{bad}'); sed -i \"s/^commit=.*/&-pwned-commit$b/\" \"$meta\"
+             grep -c \"$(printf '\\033')\" \"$meta\" deploy.log \"$job/events\""
+        ),
+    )?;
+    let result = (|| -> Result<()> {
+        let mut seen = Vec::new();
+        for (args, needle) in [
+            (&["deploy", "log"][..], "pwned-log"),
+            (&["deploy", "status"][..], "pwned-event"),
+            (&["deploy", "list"][..], "pwned-commit"),
+        ] {
+            let run = site.xtask(&repo(), args)?;
+            let out = run.all();
+            ensure!(
+                run.status.success() && out.contains(needle),
+                "{args:?} did not print the planted text '{needle}':\n{out}"
+            );
+            let controls: Vec<char> = out
+                .chars()
+                .filter(|c| c.is_control() && !['\n', '\t'].contains(c))
+                .collect();
+            if !controls.is_empty() {
+                seen.push(format!(
+                    "{args:?} printed {controls:?}:\n{}",
+                    out.escape_debug()
+                ));
+            }
+        }
+        ensure!(seen.is_empty(), "{}", seen.join("\n"));
+        Ok(())
+    })();
+    as_app(
+        &site,
+        &format!(
+            "set -e; cd {ROOT}
+             cat /tmp/e2e-deploy.log >deploy.log
+             job=$(cat /tmp/e2e-job); cp -p /tmp/e2e-events \"$job/events\"
+             cp -p /tmp/e2e-release \"$(readlink -f current)/.release\"
+             rm -f /tmp/e2e-deploy.log /tmp/e2e-events /tmp/e2e-job /tmp/e2e-release"
+        ),
+    )?;
+    result
 }

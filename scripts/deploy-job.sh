@@ -42,7 +42,7 @@ emit() {
     if [ "$1" = phase ] && [ "$2" != "done" ]; then put "$lock/phase" "$2" || true; fi
 }
 
-# Lines of a file as detail events (tool output, journal tails).
+# Lines of a file as detail events (tool output).
 emit_details() { # FILE [MAX_LINES]
     local l
     [ -f "$1" ] || return 0
@@ -654,7 +654,8 @@ step_health() {
             emit_details "$jobdir/status.$u" 12
             emit detail "---- journalctl -u $u (last 30 lines)"
             journal_tail "$u" 30 >"$jobdir/journal.$u" 2>&1 || true
-            emit_details "$jobdir/journal.$u" 30
+            # Journal events: the deployer keeps them out of CI logs unless asked.
+            tail -n 30 "$jobdir/journal.$u" | while IFS= read -r l; do emit journal-line "$l"; done
         fi
     done
     case "$bad" in

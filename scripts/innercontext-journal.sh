@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # innercontext-journal: the journal of the innercontext units, for the deploy user.
 #
 # Installed by `cargo xtask setup-server` as /usr/local/sbin/innercontext-journal (root:root
@@ -18,7 +18,8 @@
 #
 # Anything else exits 2 with one line on stderr naming the problem. The arguments are never
 # evaluated; journalctl runs with --no-pager and a clean environment (no pager, no SYSTEMD_*
-# or other variables from the caller).
+# or other variables from the caller). Its interpreter is /bin/bash by its full path (never the
+# caller's PATH: sudo runs this as root), and the drop-in sets sudo's secure_path as well.
 set -euo pipefail
 
 UNITS=(innercontext innercontext-node innercontext-pricing-worker)

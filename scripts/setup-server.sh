@@ -237,14 +237,38 @@ LAYOUT_TEXT="{$C_RELEASES,$C_SHARED/{$(below_shared "${C_ENV_BACKEND%/*}"),$(bel
 # The nginx site's name (sites-available/NAME).
 SITE=${C_NGINX_SITE##*/}
 
+# The refusal of an existing deploy root that is neither empty nor already the app user's, if it
+# is one: setup-server gives the deploy root to the app user, so adopting a directory that holds
+# someone else's files (DEPLOY_ROOT=/usr/local, by mistake) would hand them over (the log reader
+# that sudo runs as root lives in /usr/local/sbin). Names its owner and its first entries.
+foreign_root() { # ROOT
+    local owner n names
+    [ "$1" != / ] || {
+        printf 'the deploy root cannot be / (setup-server gives the deploy root to %s): use a directory of its own (e.g. %s)' "$C_APP_USER" "$C_DEFAULT_ROOT"
+        return 0
+    }
+    [ "$(kind "$1")" = dir ] || return 1
+    owner=$(stat -c %U -- "$1")
+    [ "$owner" != "$C_APP_USER" ] || return 1
+    n=$(find "$1" -mindepth 1 -maxdepth 1 -printf . | wc -c)
+    ((n > 0)) || return 1
+    names=$(find "$1" -mindepth 1 -maxdepth 1 -printf '%f\n' | LC_ALL=C sort | head -n 5 |
+        tr -c '[:print:]\n' '?' | paste -sd, - | sed 's/,/, /g')
+    ((n <= 5)) || names+=", ..."
+    printf "%s is %s's (%s) and holds %s entries (%s): setup-server adopts as the deploy root only an empty directory or one that is already %s's, since it gives it to %s; set DEPLOY_ROOT to a directory of the app's own (e.g. %s)" \
+        "$1" "$owner" "$(perms "$1")" "$n" "$names" "$C_APP_USER" "$C_APP_USER" "$C_DEFAULT_ROOT"
+}
+
 # One problem= line for each path root works on that the app user could have planted or could
 # swap: a deploy root or home below a directory the app user can change, a symlink or another
-# type where a directory or a file belongs. Nothing here follows a link or reads a file.
+# type where a directory or a file belongs; a deploy root that is not the app's to take. Nothing
+# here follows a link or reads a file.
 check_app_paths() { # ROOT
     local root=$1 p k spec rel home
     if p=$(changeable_parent "$root"); then
         say problem "$p, above the deploy root $root, can be changed by $C_APP_USER, who could swap $root for a link: use a deploy root whose parent directories only root can change (e.g. $C_DEFAULT_ROOT)"
     fi
+    if p=$(foreign_root "$root"); then say problem "$p"; fi
     k=$(kind "$root")
     case $k in
     missing) ;;
@@ -504,7 +528,9 @@ cmd_user() {
         fail "$p, above the deploy root $root, can be changed by $C_APP_USER: use a deploy root whose parent directories only root can change; this step changed nothing"
     fi
     # The deploy root itself is root's to make: its parent is root's (checked above), so nobody
-    # can swap it between this check and chown -h / chmod.
+    # can swap it between this check and chown -h / chmod. An existing one is taken only when it
+    # is empty or already the app user's.
+    if p=$(foreign_root "$root"); then fail "$p; this step changed nothing"; fi
     k=$(kind "$root")
     case $k in
     missing)

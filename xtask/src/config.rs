@@ -97,6 +97,11 @@ impl Config {
             Some("1") => true,
             Some(other) => bail!("DEPLOY_ALLOW_DIRTY must be 1 or 0, not '{other}'"),
         };
+        // Read where events are printed (ui::journal_shown); checked here, before anything runs.
+        if let Some(other) = get("DEPLOY_JOURNAL").filter(|v| !["", "0", "1"].contains(&v.as_str()))
+        {
+            bail!("DEPLOY_JOURNAL must be 1 (a failing unit's journal lines in CI too) or 0 (never), not '{other}'");
+        }
         let ssh_config = match get("DEPLOY_SSH_CONFIG").filter(|s| !s.is_empty()) {
             None => None,
             Some(path) => {
@@ -260,7 +265,10 @@ pub fn validate_root(root: &str) -> Result<()> {
         .split('/')
         .skip(1)
         .all(|p| !p.is_empty() && p != "." && p != "..");
-    if !root.starts_with('/') || root == "/" || !chars_ok || !parts_ok {
+    if root == "/" {
+        bail!("DEPLOY_ROOT '/' is the filesystem's root, which setup-server would give to the app user: use a directory of the app's own like {DEFAULT_ROOT}");
+    }
+    if !root.starts_with('/') || !chars_ok || !parts_ok {
         bail!(
             "DEPLOY_ROOT '{}' must be an absolute path like {DEFAULT_ROOT} made of letters, digits, '/', '.', '-', '_' (no spaces, quotes, '..' or shell syntax)",
             root.escape_debug()
@@ -313,6 +321,8 @@ mod tests {
             assert!(e.starts_with("DEPLOY_ROOT"), "{bad:?}: {e}");
             assert!(!e.contains('\n'), "{bad:?} error spans lines: {e}");
         }
+        let e = cfg(&[("DEPLOY_ROOT", "/")]).unwrap_err().to_string();
+        assert!(e.contains("filesystem's root"), "{e}");
         assert!(cfg(&[("DEPLOY_ROOT", "/srv/app-1/v_2.0")]).is_ok());
     }
 
@@ -418,6 +428,8 @@ mod tests {
     fn flags_and_numbers() {
         assert!(cfg(&[("DEPLOY_ALLOW_DIRTY", "1")]).unwrap().allow_dirty);
         assert!(cfg(&[("DEPLOY_ALLOW_DIRTY", "yes")]).is_err());
+        assert!(cfg(&[("DEPLOY_JOURNAL", "1")]).is_ok());
+        assert!(cfg(&[("DEPLOY_JOURNAL", "yes")]).is_err());
         assert!(cfg(&[("DEPLOY_KEEP", "0")]).is_err());
         assert_eq!(
             cfg(&[("DEPLOY_HEALTH_TIMEOUT", "5")])

@@ -359,6 +359,9 @@ words! {
         Info = "info",
         Warn = "warn",
         Detail = "detail",
+        /// A line of a unit's journal (a failing unit's tail): printed like a detail, but in CI
+        /// only when asked for (`DEPLOY_JOURNAL=1`: it can hold client addresses).
+        Journal = "journal-line",
         Note = "note",
         Result = "result",
     }

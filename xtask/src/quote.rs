@@ -3,6 +3,10 @@
 //! The remote login shell re-parses the command line ssh sends, so xshell's and duct's argv
 //! safety ends at the local exec. Every word that reaches a remote shell goes through [`sh`]
 //! (or [`join`]), the only place in the project that builds remote command lines.
+//!
+//! And the way back: text the server wrote (deploy.log, a job's events, the probe's fields)
+//! can hold what the app user put there, so it reaches a terminal or a CI log only through
+//! [`printable`], which strips control characters and escape sequences.
 
 /// Quote one word for a POSIX shell. Words made only of safe characters are left alone so
 /// rendered plans stay readable; anything else is single-quoted.
@@ -31,10 +35,92 @@ where
         .join(" ")
 }
 
+/// Server-written text made safe to print: escape sequences (CSI `ESC [ ... final`, OSC and
+/// the other string sequences up to BEL or ST, two-character `ESC X`, and their C1 forms)
+/// removed whole, then every other control character (C0 but tab, DEL, C1) dropped. Plain
+/// text, tabs and non-ASCII letters pass as they are. Applied where server text enters the
+/// deployer ([`crate::remote::Reply::parse`], [`crate::deploy::event::Event::parse`]), never
+/// to a command's own output that the user asked for (`cargo xtask logs`).
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(|c| c != '\t' && c.is_control()) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    // A CSI's parameters and intermediates, then its final byte (anything else ends it).
+    fn csi(chars: &mut std::iter::Peekable<std::str::Chars>) {
+        while chars
+            .next_if(|c| ('\u{20}'..='\u{3f}').contains(c))
+            .is_some()
+        {}
+        chars.next_if(|c| ('\u{40}'..='\u{7e}').contains(c));
+    }
+    // A control string's body, up to and with its terminator (BEL, ST, or ESC \\).
+    fn string(chars: &mut std::iter::Peekable<std::str::Chars>) {
+        while let Some(c) = chars.next() {
+            match c {
+                '\u{7}' | '\u{9c}' => return,
+                '\u{1b}' => {
+                    chars.next_if_eq(&'\\');
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+    while let Some(c) = chars.next() {
+        match c {
+            '\t' => out.push(c),
+            '\u{1b}' => match chars.next() {
+                Some('[') => csi(&mut chars),
+                Some(']' | 'P' | 'X' | '^' | '_') => string(&mut chars),
+                _ => {}
+            },
+            '\u{9b}' => csi(&mut chars),
+            '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => string(&mut chars),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn server_text_loses_its_escapes_and_control_characters() {
+        for (raw, shown) in [
+            ("plain text, é ü 日本", "plain text, é ü 日本"),
+            ("a\tb", "a\tb"),
+            ("why\u{1b}]0;pwned\u{7} it failed", "why it failed"),
+            (
+                "\u{1b}]8;;http://evil\u{1b}\\link\u{1b}]8;;\u{1b}\\",
+                "link",
+            ),
+            ("\u{1b}[2Jcleared", "cleared"),
+            ("\u{1b}[1;31mred\u{1b}[0m", "red"),
+            ("\u{1b}[?1049h", ""),
+            (
+                "bell\u{7}, cr\r, bs\u{8}, del\u{7f}, nul\u{0}",
+                "bell, cr, bs, del, nul",
+            ),
+            (
+                "c1 csi \u{9b}2Jx and osc \u{9d}0;t\u{9c}y",
+                "c1 csi x and osc y",
+            ),
+            ("esc c \u{1b}cafter", "esc c after"),
+            ("an unterminated \u{1b}]0;title", "an unterminated "),
+            ("trailing \u{1b}", "trailing "),
+            ("line\nbreak", "linebreak"),
+        ] {
+            let got = printable(raw);
+            assert_eq!(got, shown, "{raw:?}");
+            assert!(!got.chars().any(|c| c != '\t' && c.is_control()), "{got:?}");
+        }
+    }
 
     /// What a real POSIX shell makes of the quoted word must be the word itself.
     fn roundtrip(word: &str) -> String {

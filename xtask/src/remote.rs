@@ -216,12 +216,14 @@ pub struct Reply {
 impl Reply {
     /// The `key=value` lines of `stdout` (a key is letters, digits, `_`, `.` and `-`; a value
     /// is the rest of the line, tabs included); anything else (an event line, noise) is skipped.
+    /// A value is server-written text: its control characters are stripped
+    /// ([`crate::quote::printable`]) before anything prints it.
     pub fn parse(stdout: &str) -> Reply {
         let pairs = stdout
             .lines()
             .filter_map(|l| l.split_once('='))
             .filter(|(k, _)| is_key(k))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), crate::quote::printable(v)))
             .collect();
         Reply { pairs }
     }

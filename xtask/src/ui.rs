@@ -36,6 +36,30 @@ pub fn interactive() -> bool {
     std::env::var_os("CI").is_none() && std::io::stderr().is_terminal()
 }
 
+/// Whether a failing unit's journal lines are printed (its tail, in a deploy's failure): on a
+/// terminal always, in CI (`CI` set) only when asked with `DEPLOY_JOURNAL=1` (they can hold
+/// client addresses, and a CI log is read by more people than the server's journal).
+/// `DEPLOY_JOURNAL=0` keeps them out everywhere (`Config` refuses any other value).
+pub fn journal_shown() -> bool {
+    journal_shown_with(
+        std::env::var("CI").ok().as_deref(),
+        std::env::var("DEPLOY_JOURNAL").ok().as_deref(),
+    )
+}
+
+/// [`journal_shown`], given the values of `CI` and `DEPLOY_JOURNAL`.
+pub fn journal_shown_with(ci: Option<&str>, asked: Option<&str>) -> bool {
+    match asked {
+        Some("1") => true,
+        Some("0") => false,
+        _ => ci.is_none(),
+    }
+}
+
+/// What stands for the journal lines [`journal_shown`] keeps out (once per block of them).
+pub const JOURNAL_HIDDEN: &str =
+    "(the unit's journal lines are kept out of CI output, they can hold client addresses: DEPLOY_JOURNAL=1 shows them, 'cargo xtask logs' reads them)";
+
 /// Whether to colour (a terminal, and nobody said no).
 pub fn colour() -> bool {
     interactive()
@@ -264,6 +288,16 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_lines_reach_ci_logs_only_when_asked() {
+        assert!(journal_shown_with(None, None), "a terminal shows them");
+        assert!(!journal_shown_with(Some("true"), None), "CI keeps them out");
+        assert!(!journal_shown_with(Some("true"), Some("yes")));
+        assert!(journal_shown_with(Some("true"), Some("1")));
+        assert!(!journal_shown_with(None, Some("0")));
+        assert!(!JOURNAL_HIDDEN.contains('\n'));
+    }
 
     #[test]
     fn plain_output_is_the_text_itself() {

@@ -15,7 +15,8 @@ pub struct Event {
 
 impl Event {
     /// `MS<TAB>KIND<TAB>FIELD...` (a kind of the contract); None for anything else. The one
-    /// reading of an event line: the follower's stream and the probe's last events alike.
+    /// reading of an event line: the follower's stream and the probe's last events alike. The
+    /// fields are server-written text, control characters stripped ([`crate::quote::printable`]).
     pub fn parse(line: &str) -> Option<Event> {
         let mut parts = line.split('\t');
         let ms = parts.next()?.parse().ok()?;
@@ -23,7 +24,7 @@ impl Event {
         Some(Event {
             ms,
             kind,
-            fields: parts.map(str::to_string).collect(),
+            fields: parts.map(crate::quote::printable).collect(),
         })
     }
 
@@ -131,5 +132,16 @@ mod tests {
         let n = Event::parse("2\tnote\tseed\t20261128T101530Z\tverified\t0").unwrap();
         assert_eq!(n.note(), Some(Note::Seed));
         assert_eq!(n.step(), None);
+    }
+
+    #[test]
+    fn event_fields_lose_control_characters() {
+        let e = Event::parse("3\tdetail\tboom\u{1b}]0;pwned\u{7}\u{1b}[2J!\r").unwrap();
+        assert_eq!(e.fields, vec!["boom!"]);
+        let r = Reply::parse(
+            "line=2026 who=x\u{1b}[31m reason=a\u{9b}2Jb\tc\nother=\u{1b}]0;t\u{7}v\n",
+        );
+        assert_eq!(r.get("line"), Some("2026 who=x reason=ab\tc"));
+        assert_eq!(r.get("other"), Some("v"));
     }
 }

@@ -77,7 +77,8 @@ impl Follower {
                 let Ok(line) = line else { break };
                 if let Ok(mut s) = sink.lock() {
                     if s.len() < 64 * 1024 {
-                        s.push_str(&line);
+                        // It can end up in an error line: server text, printed clean.
+                        s.push_str(&crate::quote::printable(&line));
                         s.push('\n');
                     }
                 }

@@ -116,25 +116,60 @@ pub fn select(paths: &[String], scope: Scope) -> Vec<String> {
 /// the check cache said (see [`build_output::lacking`]).
 pub fn manifest(sh: &Shell, scope: Scope) -> Result<Vec<String>> {
     let root = crate::project_root();
+    let mut paths = listed(sh)?;
+    if scope.frontend() {
+        paths.extend(build_output::files_under(&root, build_output::BUILD_DIR)?);
+        if let Some(refusal) = unsafe_names(&paths) {
+            bail!("{refusal}");
+        }
+        if let Some(refusal) = incomplete_build(&build_output::lacking(&paths)) {
+            bail!("{refusal}");
+        }
+    }
+    Ok(select(&paths, scope))
+}
+
+/// The repository's files a release can be made of (tracked, and untracked but not ignored),
+/// refused whole when one has a name the upload will not carry (see [`unsafe_names`]). The
+/// deploy asks this before it takes the lock.
+pub fn listed(sh: &Shell) -> Result<Vec<String>> {
+    let root = crate::project_root();
     let listed = cmd!(
         sh,
         "git ls-files -z --cached --others --exclude-standard -- backend scripts systemd nginx frontend/package.json frontend/static"
     )
     .quiet()
     .read()?;
-    let mut paths: Vec<String> = listed
+    let paths: Vec<String> = listed
         .split('\0')
         .filter(|p| !p.is_empty())
         .filter(|p| root.join(p).is_file())
         .map(str::to_string)
         .collect();
-    if scope.frontend() {
-        paths.extend(build_output::files_under(&root, build_output::BUILD_DIR)?);
-        if let Some(refusal) = incomplete_build(&build_output::lacking(&paths)) {
-            bail!("{refusal}");
-        }
+    if let Some(refusal) = unsafe_names(&paths) {
+        bail!("{refusal}");
     }
-    Ok(select(&paths, scope))
+    Ok(paths)
+}
+
+/// The one-line refusal of file names with a control character (a newline, a tab, an escape,
+/// DEL, C1), shown escaped: a newline in a name would start a line of its own in the job's
+/// input and in the file lists, an escape would rewrite the terminal that prints it. None when
+/// every name is plain.
+pub fn unsafe_names(paths: &[String]) -> Option<String> {
+    let bad: Vec<String> = paths
+        .iter()
+        .filter(|p| p.chars().any(char::is_control))
+        .map(|p| p.escape_debug().to_string())
+        .collect();
+    let first = bad.first()?;
+    let more = match bad.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Some(format!(
+        "the file name {first}{more} has a control character, which the upload does not carry: rename it (git mv) and deploy again; nothing was sent"
+    ))
 }
 
 /// The one-line refusal of a build that lacks `lacking` (None when it lacks nothing).
@@ -285,6 +320,30 @@ mod tests {
         assert_eq!(carrier(&diff, &with_front, 10_000), Carrier::Rsync);
         // No base: everything is compared.
         assert_eq!(carrier(&Transfer::Full, &backend, 10), Carrier::Rsync);
+    }
+
+    #[test]
+    fn names_with_control_characters_are_refused_escaped() {
+        let plain = vec!["backend/a b/ü.py".to_string(), "scripts/x.sh".to_string()];
+        assert_eq!(unsafe_names(&plain), None);
+        for (name, shown) in [
+            ("backend/evil\nchecked.py", "backend/evil\\nchecked.py"),
+            ("backend/a\tb.py", "backend/a\\tb.py"),
+            (
+                "backend/\u{1b}]0;pwned\u{7}.py",
+                "backend/\\u{1b}]0;pwned\\u{7}.py",
+            ),
+            ("backend/del\u{7f}.py", "backend/del\\u{7f}.py"),
+            ("backend/c1\u{9b}2J.py", "backend/c1\\u{9b}2J.py"),
+        ] {
+            let mut paths = plain.clone();
+            paths.push(name.to_string());
+            let e = unsafe_names(&paths).expect(name);
+            assert!(e.contains(&format!("the file name {shown} has")), "{e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
+        let two = vec!["a\n".to_string(), "b\r".to_string()];
+        assert!(unsafe_names(&two).unwrap().contains("a\\n (and 1 more)"));
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Options {
 pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<()> {
     let started = Instant::now();
     let local = local::origin(sh, cfg)?;
+    // A file name the upload will not carry is refused before anything else.
+    local::listed(sh)?;
     // The checks (and the frontend build the upload needs) run while we connect.
     let checks = if opts.dry_run {
         None

@@ -18,12 +18,16 @@ pub struct Printer {
     pub prefix_host: bool,
     open: bool,
     notes: Vec<String>,
+    /// Journal lines are printed ([`ui::journal_shown`]); else one line stands for each block.
+    pub show_journal: bool,
+    journal_hidden: bool,
 }
 
 impl Printer {
     pub fn new(prefix_host: bool) -> Printer {
         Printer {
             prefix_host,
+            show_journal: ui::journal_shown(),
             ..Printer::default()
         }
     }
@@ -52,7 +56,17 @@ impl Printer {
 
 impl Watcher for Printer {
     fn event(&mut self, host: &str, e: &Event) {
+        let hidden_before = std::mem::take(&mut self.journal_hidden);
         match e.kind {
+            EventKind::Journal if self.show_journal => {
+                self.line(host, &format!("    | {}", e.field(0)))
+            }
+            EventKind::Journal => {
+                if !hidden_before {
+                    self.line(host, &format!("    | {}", ui::JOURNAL_HIDDEN));
+                }
+                self.journal_hidden = true;
+            }
             EventKind::Step => match e.step().map(|(_, status)| status) {
                 Some(StepStatus::Start) => {
                     self.close_line();
@@ -128,6 +142,10 @@ pub struct FleetPrinter {
     started: BTreeMap<(String, String), String>,
     notes: BTreeMap<String, Vec<String>>,
     printed: Vec<String>,
+    /// As [`Printer::show_journal`]; the hosts whose current block of journal lines was
+    /// announced as kept out.
+    pub show_journal: bool,
+    journal_hidden: Vec<String>,
 }
 
 impl FleetPrinter {
@@ -138,6 +156,8 @@ impl FleetPrinter {
             started: BTreeMap::new(),
             notes: BTreeMap::new(),
             printed: Vec::new(),
+            show_journal: ui::journal_shown(),
+            journal_hidden: Vec::new(),
         }
     }
 
@@ -242,7 +262,16 @@ impl Watcher for FleetPrinter {
 impl FleetPrinter {
     /// An event other than a step's.
     fn other(&mut self, host: &str, e: &Event) {
+        let hidden_before = self.journal_hidden.iter().any(|h| h == host);
+        self.journal_hidden.retain(|h| h != host);
         match e.kind {
+            EventKind::Journal if self.show_journal => say!("    [{host}] | {}", e.field(0)),
+            EventKind::Journal => {
+                if !hidden_before {
+                    say!("    [{host}] | {}", ui::JOURNAL_HIDDEN);
+                }
+                self.journal_hidden.push(host.to_string());
+            }
             EventKind::Warn => say!("warning: [{host}] {}", e.field(0)),
             EventKind::Info => say!("    [{host}] {}", e.field(0)),
             EventKind::Detail => say!("    [{host}] | {}", e.field(0)),

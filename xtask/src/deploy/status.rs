@@ -101,7 +101,8 @@ fn print(dest: &str, root: &str, snap: &crate::deploy::snapshot::Snapshot) {
     }
     if let Some(j) = &snap.last_job {
         show!("last job: {}", last_job(j, snap.lock.as_ref(), root));
-        for l in j.events_tail.iter().filter_map(job_line) {
+        let shown = |e: &&Event| e.kind != EventKind::Journal || crate::ui::journal_shown();
+        for l in j.events_tail.iter().filter(shown).filter_map(job_line) {
             show!("          | {l}");
         }
     }

@@ -298,6 +298,8 @@ const DEPLOY: Cmd = Cmd {
         ("DEPLOY_HEALTH_TIMEOUT", "seconds to wait for health (default: 60)"),
         ("DEPLOY_KEEP", "successful releases to keep (default: 5)"),
         ("DEPLOY_DB_SNAPSHOT", "off: no snapshot of the database before a migration (default: on)"),
+        ("DEPLOY_JOURNAL", "1: print a failing unit's journal lines in CI too (default: on a terminal \
+            only), 0: never"),
     ],
     parse: deploy, ..NONE
 };

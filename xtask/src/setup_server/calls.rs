@@ -432,6 +432,23 @@ mod tests {
     }
 
     #[test]
+    fn what_sudo_runs_as_root_never_comes_from_the_callers_path() {
+        assert!(
+            contract::JOURNAL_SH.starts_with("#!/bin/bash\n"),
+            "the log reader must name its interpreter by its full path"
+        );
+        let sudoers = crate::setup_server::test_support::inputs().sudoers;
+        let secure = sudoers
+            .lines()
+            .find(|l| l.starts_with("Defaults:innercontext secure_path="))
+            .expect("a secure_path for innercontext in the sudoers drop-in");
+        assert_eq!(
+            secure,
+            r#"Defaults:innercontext secure_path="/usr/sbin:/usr/bin:/sbin:/bin""#
+        );
+    }
+
+    #[test]
     fn the_tls_snippet_never_carries_the_key() {
         let plain = tls_snippet(false);
         assert!(plain.contains("listen 443 ssl;\nssl_certificate /etc/ssl/innercontext/cert.pem;\nssl_certificate_key /etc/ssl/innercontext/key.pem;\nssl_protocols TLSv1.2 TLSv1.3;\n"), "{plain}");

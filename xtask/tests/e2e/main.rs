@@ -283,6 +283,21 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SECURITY, security::host_keys_are_checked_strictly),
     scenario!(SECURITY, security::deploy_login_cannot_be_hooked),
     scenario!(SECURITY, security::foreign_deploy_keys_are_removed),
+    scenario!(SECURITY, security::nginx_never_follows_app_links),
+    scenario!(SECURITY, security::the_log_reader_ignores_the_callers_path),
+    scenario!(
+        SECURITY,
+        security::server_text_is_printed_without_control_characters
+    ),
+    scenario!(
+        SECURITY,
+        security::file_names_with_control_characters_are_refused
+    ),
+    // Last: on a setup-server that adopts any directory, it takes over /usr/local and the site.
+    scenario!(
+        SECURITY,
+        security::a_system_directory_is_never_adopted_as_the_deploy_root
+    ),
     scenario!(DEPLOY, workflow::workflow_steps_parse),
     scenario!(DEPLOY, deploy::first_deploy_all),
     scenario!(DEPLOY, deploy::backend_one_file_one_handshake),

@@ -152,6 +152,8 @@ pub fn crash_loop_is_named_at_once(ctx: &mut Ctx) -> Result<()> {
     let timeout = 60.0;
     let mut cmd = site.command(&s.dir, &["deploy", "backend", "--skip-local-checks"]);
     cmd.env("DEPLOY_HEALTH_TIMEOUT", format!("{timeout}"));
+    // The unit's journal lines in this (CI) output: asked for.
+    cmd.env("DEPLOY_JOURNAL", "1");
     let run = Run::capture(cmd);
     s.undo()?;
     let out = run?.failed()?.all();

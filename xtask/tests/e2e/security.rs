@@ -882,3 +882,262 @@ pub fn foreign_deploy_keys_are_removed(ctx: &mut Ctx) -> Result<()> {
     );
     Ok(())
 }
+
+/// A stat line per path (owner, mode, inode, change time) and the names in the directory: what
+/// a refused setup-server must leave exactly as it was.
+fn unchanged_view(site: &Site, dir: &str) -> Result<String> {
+    let d = quote::sh(dir);
+    // The children's change times too, for a directory nothing else writes to.
+    let children = if dir == "/" {
+        String::new()
+    } else {
+        format!("{d}/*")
+    };
+    site.sh(&format!(
+        "stat -c '%n %a %U:%G %i %Z' {d} {children}; ls -A {d} | head -n 50; \
+         stat -c '%n %Y' /usr/local/lib/systemd/system/innercontext.service /etc/nginx/sites-available/innercontext"
+    ))
+}
+
+/// A mistaken `DEPLOY_ROOT` never hands a system directory to the app user: `/usr/local` (not
+/// empty, root's: setup-server used to chown it to innercontext, who could then replace the log
+/// reader sudo runs as root) and `/` are refused before any change, naming the owner and a few
+/// entries; /usr/local, the units and the nginx site are as they were.
+pub fn a_system_directory_is_never_adopted_as_the_deploy_root(ctx: &mut Ctx) -> Result<()> {
+    let site = ctx.site()?;
+    for root in ["/usr/local", "/"] {
+        let before = unchanged_view(&site, root)?;
+        let mut cmd = site.command(&repo(), &site.env.setup_server_args());
+        cmd.env("DEPLOY_ROOT", root);
+        let run = Run::capture(cmd)?;
+        let after = unchanged_view(&site, root)?;
+        ensure!(
+            after == before,
+            "setup-server with DEPLOY_ROOT={root} changed the server:\n--- before\n{before}\n--- after\n{after}\n--- its output\n{}",
+            run.all()
+        );
+        let out = run.all();
+        ensure!(
+            !run.status.success(),
+            "setup-server accepted DEPLOY_ROOT={root}:\n{out}"
+        );
+        ensure!(
+            !out.contains("[changed]"),
+            "a step changed something:\n{out}"
+        );
+        if root == "/usr/local" {
+            ensure!(
+                out.contains("/usr/local is root's") && out.contains("(bin, etc, "),
+                "the refusal does not name the owner and the entries:\n{out}"
+            );
+        } else {
+            ensure!(
+                out.contains("DEPLOY_ROOT '/'"),
+                "the refusal does not name DEPLOY_ROOT '/':\n{out}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The log reader sudo runs as root never takes its interpreter from the caller's PATH: as
+/// innercontext, with a PATH whose first directory holds a fake `bash` and `journalctl` that
+/// record who ran them, the deployer's sudo line runs the real ones. Measured on a host whose
+/// /etc/sudoers has no `secure_path` (Debian's has one: the scenario takes it out for its
+/// length, so only the drop-in's own line and the script's `#!/bin/bash` protect it).
+pub fn the_log_reader_ignores_the_callers_path(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let attack = "d=$(mktemp -d)
+         for t in bash journalctl; do
+             printf '#!/bin/sh\\nid -u >>%s/marker\\nexec /bin/bash \"$@\"\\n' \"$d\" >\"$d/$t\"
+             chmod 755 \"$d/$t\"
+         done
+         PATH=\"$d:$PATH\" sudo -n /usr/local/sbin/innercontext-journal -n 1 innercontext >/dev/null 2>&1; echo rc=$?
+         cat \"$d/marker\" 2>/dev/null || echo no-marker
+         rm -rf \"$d\"";
+    // Debian's default first (what most hosts have): recorded in the scenario's line.
+    let with_default = as_app(&site, attack)?;
+    site.sh("set -e
+         cp -p /etc/sudoers /root/e2e-sudoers.orig
+         sed 's/^Defaults[[:space:]]*secure_path=/#&/' /etc/sudoers >/root/e2e-sudoers.new
+         visudo -c -q -f /root/e2e-sudoers.new
+         chmod 0440 /root/e2e-sudoers.new
+         mv /root/e2e-sudoers.new /etc/sudoers")?;
+    let without = as_app(&site, attack);
+    site.sh("mv /root/e2e-sudoers.orig /etc/sudoers && visudo -c -q")?;
+    let without = without?;
+    println!(
+        "      with Debian's secure_path: {}; without it: {}",
+        with_default
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        without.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    for (what, out) in [("with", &with_default), ("without", &without)] {
+        ensure!(
+            out.contains("rc=0") && out.contains("no-marker"),
+            "{what} /etc/sudoers' secure_path, the log reader ran the caller's fake bash or journalctl (the marker holds the uid it ran as):\n{out}"
+        );
+    }
+    Ok(())
+}
+
+/// nginx never follows a link the app user plants to a file it cannot read itself: a link under
+/// current's build and one under shared/assets/_app/immutable to a root:www-data 0640 file
+/// answer no content (403/404), while the site, a build file and an immutable asset, all
+/// served through the `current` link, still answer 200.
+pub fn nginx_never_follows_app_links(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let secret = format!("e2e-nginx-secret-{}", std::process::id());
+    site.sh(&format!(
+        "set -e
+         install -d -m 0755 -o root -g root /var/lib/e2e-nginx
+         printf '%s\\n' {secret} >/var/lib/e2e-nginx/secret
+         chown root:www-data /var/lib/e2e-nginx/secret; chmod 0640 /var/lib/e2e-nginx/secret"
+    ))?;
+    let client = format!("{ROOT}/current/frontend/build/client");
+    let assets = format!("{ROOT}/shared/assets/_app/immutable");
+    let result = (|| -> Result<()> {
+        let cannot = as_app(&site, "cat /var/lib/e2e-nginx/secret 2>&1 || echo refused")?;
+        ensure!(
+            cannot.contains("refused"),
+            "the app user reads the file itself: {cannot}"
+        );
+        as_app(
+            &site,
+            &format!(
+                "ln -s /var/lib/e2e-nginx/secret {client}/e2e-leak.txt
+                 mkdir -p {assets} && ln -s /var/lib/e2e-nginx/secret {assets}/e2e-leak.js
+                 ln -s /var/lib/e2e-nginx/secret {client}/_app/immutable/e2e-leak2.js"
+            ),
+        )?;
+        for path in [
+            "/e2e-leak.txt",
+            "/_app/immutable/e2e-leak.js",
+            "/_app/immutable/e2e-leak2.js",
+        ] {
+            let (status, body) = site.get(path)?;
+            ensure!(
+                !body.contains(&secret) && (status == 403 || status == 404),
+                "GET {path} through nginx answered {status} with the file behind the app user's link: {}",
+                body.trim()
+            );
+        }
+        site.assert_serving()?;
+        let asset = site.sh(&format!(
+            "cd {client} && find _app/immutable -type f -name '*.js' | head -n 1"
+        ))?;
+        let file = site.sh(&format!(
+            "cd {client} && find . -maxdepth 1 -type f ! -name '*.gz' ! -name '*.br' ! -name '*.html' | head -n 1"
+        ))?;
+        for path in [asset.trim(), file.trim().trim_start_matches('.')] {
+            ensure!(!path.is_empty(), "no file to GET in {client}");
+            let path = format!("/{}", path.trim_start_matches('/'));
+            let (status, _) = site.get(&path)?;
+            ensure!(
+                status == 200,
+                "GET {path} (a real file through current) answered {status}"
+            );
+        }
+        Ok(())
+    })();
+    as_app(
+        &site,
+        &format!(
+            "rm -f {client}/e2e-leak.txt {assets}/e2e-leak.js {client}/_app/immutable/e2e-leak2.js"
+        ),
+    )?;
+    site.sh("rm -rf /var/lib/e2e-nginx")?;
+    result
+}
+
+/// A file name with a newline (or an escape) is refused by the deployer before the lock, with
+/// the name shown escaped; the server is as it was (releases, current, deploy.log, no lock).
+pub fn file_names_with_control_characters_are_refused(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = crate::support::scratch("security-names")?;
+    s.write("backend/evil\nchecked\tname.py", "x = 1\n")?;
+    s.commit("a file name with a newline")?;
+    let view = || {
+        site.sh(&format!(
+            "readlink {ROOT}/current; ls -A {ROOT}/releases; wc -l <{ROOT}/deploy.log; ls -A {ROOT}/jobs | wc -l; test -e {ROOT}/.deploy.lock && echo locked || echo unlocked"
+        ))
+    };
+    let before = view()?;
+    let run = site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?;
+    let after = view()?;
+    let out = run.all();
+    ensure!(
+        after == before,
+        "the deploy changed the server:\n--- before\n{before}\n--- after\n{after}\n--- its output\n{out}"
+    );
+    ensure!(!run.status.success(), "the deploy went ahead:\n{out}");
+    ensure!(
+        out.contains("backend/evil\\nchecked\\tname.py"),
+        "the refusal does not show the name escaped:\n{out}"
+    );
+    Ok(())
+}
+
+/// What the app user writes into the server's files reaches the deployer's terminal without a
+/// control character: a deploy.log line, an event of the last job and current's commit, each
+/// holding a title change (`ESC ] 0;pwned BEL`) and a screen clear (`ESC [ 2J`), print through
+/// `deploy log`, `deploy status` and `deploy list` as their plain text only.
+pub fn server_text_is_printed_without_control_characters(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let bad = "\\033]0;pwned\\007\\033[2J";
+    as_app(
+        &site,
+        &format!(
+            "set -e; cd {ROOT}
+             cp deploy.log /tmp/e2e-deploy.log
+             printf '%s reason=pwned-log{bad}\\n' \"$(tail -n 1 deploy.log | sed 's/ reason=.*//')\" >>deploy.log
+             job=$(find jobs -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\\n' | sort -rn | sed -n '1s/^[^ ]* //p')
+             cp -p \"$job/events\" /tmp/e2e-events; echo \"$job\" >/tmp/e2e-job
+             printf '%s\\twarn\\tpwned-event{bad}\\n' \"$(date +%s%3N)\" >>\"$job/events\"
+             meta=$(readlink -f current)/.release
+             cp -p \"$meta\" /tmp/e2e-release; chmod u+w \"$meta\"
+             b=$(printf '{bad}'); sed -i \"s/^commit=.*/&-pwned-commit$b/\" \"$meta\"
+             grep -c \"$(printf '\\033')\" \"$meta\" deploy.log \"$job/events\""
+        ),
+    )?;
+    let result = (|| -> Result<()> {
+        let mut seen = Vec::new();
+        for (args, needle) in [
+            (&["deploy", "log"][..], "pwned-log"),
+            (&["deploy", "status"][..], "pwned-event"),
+            (&["deploy", "list"][..], "pwned-commit"),
+        ] {
+            let run = site.xtask(&repo(), args)?;
+            let out = run.all();
+            ensure!(
+                run.status.success() && out.contains(needle),
+                "{args:?} did not print the planted text '{needle}':\n{out}"
+            );
+            let controls: Vec<char> = out
+                .chars()
+                .filter(|c| c.is_control() && !['\n', '\t'].contains(c))
+                .collect();
+            if !controls.is_empty() {
+                seen.push(format!(
+                    "{args:?} printed {controls:?}:\n{}",
+                    out.escape_debug()
+                ));
+            }
+        }
+        ensure!(seen.is_empty(), "{}", seen.join("\n"));
+        Ok(())
+    })();
+    as_app(
+        &site,
+        &format!(
+            "set -e; cd {ROOT}
+             cat /tmp/e2e-deploy.log >deploy.log
+             job=$(cat /tmp/e2e-job); cp -p /tmp/e2e-events \"$job/events\"
+             cp -p /tmp/e2e-release \"$(readlink -f current)/.release\"
+             rm -f /tmp/e2e-deploy.log /tmp/e2e-events /tmp/e2e-job /tmp/e2e-release"
+        ),
+    )?;
+    result
+}

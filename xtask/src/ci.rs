@@ -202,14 +202,30 @@ fn config(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
-/// actionlint on the Forgejo workflows.
+/// The example workflow for a separate deploy repository (docs/forgejo.md), linted like ours.
+pub const EXAMPLE_WORKFLOWS: &str = "docs/examples";
+
+/// actionlint on the Forgejo workflows and the example ones; every action pinned by commit.
 fn lint_workflows(sh: &Shell) -> Result<()> {
     let dir = crate::project_root().join(".forgejo/workflows");
-    let workflows = files_with_ext(&dir, "yml")?;
+    let mut workflows = files_with_ext(&dir, "yml")?;
     // The repository has its CI and deploy workflows: none found is a broken checkout or a
     // moved folder, never a reason to lint nothing.
     if workflows.is_empty() {
         bail!("no workflows in {dir}: the CI and deploy workflows belong there");
+    }
+    workflows.extend(files_with_ext(
+        &crate::project_root().join(EXAMPLE_WORKFLOWS),
+        "yml",
+    )?);
+    for file in &workflows {
+        let text = fs_err::read_to_string(file)?;
+        if let Some((line, uses)) = unpinned_uses(&text).into_iter().next() {
+            bail!(
+                "{file}:{line}: '{uses}' is not pinned by commit: a tag or branch can be moved to \
+                 other code; use the action's full 40-hex commit (uses: owner/action@SHA # vX.Y.Z)"
+            );
+        }
     }
     let modules = tools::ensure_actionlint(sh)?;
     let _path = tool_env(sh);
@@ -219,6 +235,38 @@ fn lint_workflows(sh: &Shell) -> Result<()> {
         .run()
         .context("actionlint found problems in .forgejo/workflows")?;
     Ok(())
+}
+
+/// The `uses:` of a workflow that are not pinned to a commit: each with its line number
+/// (the first is 1) and what it names. Pinned: `owner/repo[/path]@` and 40 hex digits, a local action
+/// (`./path`: this checkout's own code), or a `docker://` image by `@sha256:` digest.
+pub fn unpinned_uses(yaml: &str) -> Vec<(usize, String)> {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let pinned = |v: &str| {
+        if v.starts_with("./") {
+            return true;
+        }
+        if let Some(image) = v.strip_prefix("docker://") {
+            return image
+                .rsplit_once("@sha256:")
+                .is_some_and(|(_, d)| hex(d, 64));
+        }
+        v.rsplit_once('@').is_some_and(|(_, r)| hex(r, 40))
+    };
+    let mut found = Vec::new();
+    for (i, line) in yaml.lines().enumerate() {
+        let l = line.trim_start();
+        let l = l.strip_prefix("- ").map_or(l, str::trim_start);
+        let Some(v) = l.strip_prefix("uses:") else {
+            continue;
+        };
+        let v = v.split(" #").next().unwrap_or_default().trim();
+        let v = v.trim_matches(|c| c == '"' || c == '\'');
+        if !pinned(v) {
+            found.push((i + 1, v.to_string()));
+        }
+    }
+    found
 }
 
 /// Every `*.sh` under `dir`, at any depth, sorted.
@@ -440,6 +488,33 @@ mod tests {
                 .any(|p| p.as_str().ends_with("scripts/bench/deploy-baseline.sh")),
             "{repo:?}"
         );
+    }
+
+    #[test]
+    fn actions_must_be_pinned_by_commit() {
+        let sha = "11bd71901bbe5b1630ceea73d27597364c9af683";
+        let yaml = format!(
+            "steps:\n  - uses: actions/checkout@v4\n  - name: x\n    uses: actions/checkout@{sha} # v4.2.2\n  \
+             - uses: \"actions/cache@{sha}\"\n  - uses: ./local/action\n  - uses: org/repo/sub@main\n  \
+             - uses: actions/checkout@{}\n  - uses: docker://alpine:3.20\n  \
+             - uses: docker://alpine@sha256:{}\n  - uses: actions/checkout\n  \
+             - run: echo uses: actions/checkout@v4\n",
+            &sha[..39],
+            "a".repeat(64)
+        );
+        let bad: Vec<usize> = unpinned_uses(&yaml).iter().map(|(l, _)| *l).collect();
+        assert_eq!(bad, [2, 7, 8, 9, 11], "{:?}", unpinned_uses(&yaml));
+        assert_eq!(unpinned_uses(&yaml)[0].1, "actions/checkout@v4");
+        // The repository's own workflows and the example pass.
+        let root = crate::project_root();
+        for dir in [".forgejo/workflows", EXAMPLE_WORKFLOWS] {
+            let files = files_with_ext(&root.join(dir), "yml").unwrap();
+            assert!(!files.is_empty(), "no workflows in {dir}");
+            for f in files {
+                let text = fs_err::read_to_string(&f).unwrap();
+                assert_eq!(unpinned_uses(&text), [], "{f}");
+            }
+        }
     }
 
     #[test]

@@ -330,10 +330,38 @@ fn start_master(args: Vec<String>) -> Result<(u32, Receiver<Ended>)> {
     Ok((pid, ended_rx))
 }
 
+/// The longest `$TMPDIR` the control socket fits under: a unix socket's path has 107 bytes,
+/// and `/ic-ssh-PID-NANOSn/master` plus the 17 bytes of ssh's temporary name need 50 of them.
+const MAX_CONTROL_BASE: usize = 50;
+
+/// Where the session's private directory goes: `$TMPDIR` when it is an absolute path of plain
+/// characters (`A-Z a-z 0-9 / . _ -`: it goes into ssh and rsync command lines) short enough
+/// for the socket, else `/tmp`. A deploy job gives each run a directory of its own this way
+/// and removes it, with any socket a killed deployer left, at its end (docs/forgejo.md).
+fn control_base(tmpdir: Option<&str>) -> Utf8PathBuf {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-".contains(c);
+    match tmpdir.map(|t| t.trim_end_matches('/')) {
+        Some(t)
+            if t.starts_with('/')
+                && t.len() > 1
+                && t.len() <= MAX_CONTROL_BASE
+                && t.chars().all(plain)
+                && !t.split('/').any(|w| w == "..") =>
+        {
+            Utf8PathBuf::from(t)
+        }
+        _ => Utf8PathBuf::from("/tmp"),
+    }
+}
+
 /// A 0700 directory for the control socket (short path: unix sockets are limited to 108 bytes).
 fn private_tempdir() -> Result<Utf8PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let base = Utf8PathBuf::from("/tmp");
+    let tmpdir = std::env::var("TMPDIR").ok();
+    let mut base = control_base(tmpdir.as_deref());
+    if !base.is_dir() {
+        base = Utf8PathBuf::from("/tmp");
+    }
     remove_dead_tempdirs(&base);
     for attempt in 0..100u32 {
         let nanos = std::time::SystemTime::now()
@@ -351,7 +379,7 @@ fn private_tempdir() -> Result<Utf8PathBuf> {
             Err(e) => return Err(e).with_context(|| format!("creating {dir}")),
         }
     }
-    bail!("could not create a private directory under /tmp for the ssh control socket")
+    bail!("could not create a private directory under {base} for the ssh control socket")
 }
 
 /// Remove the control directories that xtasks which no longer run left under `base` (one killed
@@ -472,5 +500,35 @@ mod tests {
         assert!(rsh.starts_with("ssh -F '/tmp/a b/cfg' -o ControlPath=/tmp/ic-ssh-1/master"));
         assert!(rsh.contains("ControlMaster=no") && rsh.contains("BatchMode=yes"));
         assert!(rsh.contains("StrictHostKeyChecking=yes"));
+    }
+
+    #[test]
+    fn the_control_directory_goes_under_a_short_plain_tmpdir() {
+        assert_eq!(control_base(None), "/tmp");
+        assert_eq!(
+            control_base(Some("/tmp/ic-job-Ab3_x.Y")),
+            "/tmp/ic-job-Ab3_x.Y"
+        );
+        assert_eq!(control_base(Some("/run/user/0/")), "/run/user/0");
+        let long = format!("/{}", "a".repeat(MAX_CONTROL_BASE));
+        for bad in [
+            "",
+            "/",
+            "tmp",
+            "/tmp/a b",
+            "/tmp/it's",
+            "/tmp/../etc",
+            long.as_str(),
+        ] {
+            assert_eq!(control_base(Some(bad)), "/tmp", "{bad}");
+        }
+        // The longest socket path fits: 107 bytes with ssh's temporary suffix.
+        let base = "/".to_string() + &"a".repeat(MAX_CONTROL_BASE - 1);
+        let socket = format!("{base}/ic-ssh-{}-{:x}{}/master", 4_194_304, u32::MAX, 99);
+        assert!(
+            socket.len() + ".XXXXXXXXXXXXXXXX".len() <= 107,
+            "{}",
+            socket.len()
+        );
     }
 }

@@ -267,6 +267,13 @@ mod tests {
         ] {
             assert!(!is_name(bad), "{bad}");
         }
+        // A flag given where a release goes (the workflow's input, after `--`) is refused
+        // before anything connects, in one line.
+        let e = validate_user_name("--force").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "'--force' is not a release name: use one from 'cargo xtask deploy list' (like 20261128T101530Z)"
+        );
         // Sorting names sorts by time.
         let mut names = ["20261128T091530Z", "20251231T235959Z", "20261128T091529Z"];
         names.sort();

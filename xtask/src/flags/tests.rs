@@ -147,6 +147,36 @@ fn deploy_rollback_takes_an_optional_release_and_force() {
         e,
         "unknown flag '-rf' for 'deploy rollback' (see 'cargo xtask deploy --help')"
     );
+    // The workflow passes its `release` input after `--`: `--force` there is a (bad) release
+    // name, never the flag; flags before `--` still count.
+    let rollback = |release: &str, force| {
+        Command::Deploy(Deploy::Rollback {
+            release: Some(release.into()),
+            force,
+            migrate_down: false,
+            yes: false,
+            dry_run: false,
+            batch: Some(1),
+        })
+    };
+    assert_eq!(
+        run(&["deploy", "rollback", "--", "--force"]),
+        rollback("--force", false)
+    );
+    assert_eq!(
+        run(&["deploy", "rollback", "--", "20261128T101500Z"]),
+        rollback("20261128T101500Z", false)
+    );
+    assert_eq!(
+        run(&["deploy", "rollback", "--force", "--", "20261128T101500Z"]),
+        rollback("20261128T101500Z", true)
+    );
+    assert_eq!(
+        run(&["deploy", "rollback", "--", "--help"]),
+        rollback("--help", false)
+    );
+    assert!(err(&["deploy", "rollback", "--", "a", "--force"])
+        .contains("unexpected argument '--force'"));
 }
 
 #[test]

@@ -6,13 +6,22 @@
 //! `if: always()` steps run after a failure).
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::support::repo;
+use crate::support::{repo, Background, Site, ROOT};
 use crate::Ctx;
+
+/// The run steps of the deploy workflow, in order.
+const STEPS: [&str; 3] = [
+    "Install the ssh key and known_hosts",
+    "Deploy",
+    "Close the ssh connections and remove the key",
+];
 
 /// A workflow step: its name, its `run:` script, and whether it runs after a failure.
 #[derive(Debug)]
@@ -71,23 +80,37 @@ struct Runner {
 }
 
 impl Runner {
+    fn command(&self, step: &Step, extra: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.args([
+            "--noprofile",
+            "--norc",
+            "-eo",
+            "pipefail",
+            "-c",
+            &step.script,
+        ])
+        .current_dir(&self.dir)
+        .env_clear()
+        .envs(&self.env)
+        .envs(extra.iter().copied())
+        .env("RUNNER_TEMP", &self.temp)
+        .env("GITHUB_ENV", &self.github_env)
+        .env("GITHUB_STEP_SUMMARY", &self.summary);
+        cmd
+    }
+
+    /// The step in a process group of its own, as a runner starts it (so a cancel can signal
+    /// the group), its output to `log`.
+    fn spawn(&self, step: &Step, extra: &[(&str, &str)], log: &Utf8Path) -> Result<Background> {
+        let mut cmd = self.command(step, extra);
+        cmd.process_group(0);
+        Background::start(cmd, log)
+    }
+
     fn run(&mut self, step: &Step, extra: &[(&str, &str)]) -> Result<(bool, String)> {
-        let out = Command::new("bash")
-            .args([
-                "--noprofile",
-                "--norc",
-                "-eo",
-                "pipefail",
-                "-c",
-                &step.script,
-            ])
-            .current_dir(&self.dir)
-            .env_clear()
-            .envs(&self.env)
-            .envs(extra.iter().copied())
-            .env("RUNNER_TEMP", &self.temp)
-            .env("GITHUB_ENV", &self.github_env)
-            .env("GITHUB_STEP_SUMMARY", &self.summary)
+        let out = self
+            .command(step, extra)
             .output()
             .with_context(|| format!("running step '{}'", step.name))?;
         // Like a runner: what a step appends to $GITHUB_ENV is set for the later steps.
@@ -122,21 +145,16 @@ fn base_env() -> BTreeMap<String, String> {
 }
 
 /// The deploy workflow's scripts deploy the scratch checkout with the secrets' shape and clean
-/// up the key; a bad input fails its step and the key is still removed.
+/// up the key; a bad input fails its step and the key is still removed; a release input
+/// `--force` is refused in one line, nothing run; a cancelled job (its Deploy step's process
+/// group killed, or sent SIGTERM, the deployer's job held on the server) leaves no ssh master
+/// and no control socket once its `if: always()` step ran.
 pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
     let yaml = fs_err::read_to_string(repo().join(".forgejo/workflows/deploy.yml"))?;
     let all = steps(&yaml);
     let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-    ensure!(
-        names
-            == [
-                "Install the ssh key and known_hosts",
-                "Deploy",
-                "Remove the ssh key"
-            ],
-        "unexpected run steps: {names:?}"
-    );
+    ensure!(names == STEPS, "unexpected run steps: {names:?}");
     ensure!(
         !yaml.contains("StrictHostKeyChecking no") && !yaml.contains("StrictHostKeyChecking=no")
     );
@@ -179,6 +197,17 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
         ("DEPLOY_KNOWN_HOSTS", known_hosts.trim_end()),
     ];
 
+    // A release before the workflow's (run alone, the group's site has none yet): the cancels
+    // below roll back to it. Then a commit the workflow deploys (its local checks pass it as
+    // it is), new whatever the site ran before.
+    if site.current_opt()?.is_none() {
+        site.xtask(&scratch.dir, &["deploy", "all", "--skip-local-checks"])?
+            .ok()?;
+    }
+    let css = scratch.read("frontend/src/app.css")?;
+    let mark = format!("/* the workflow's deploy after {} */", site.current()?);
+    scratch.write("frontend/src/app.css", &format!("{css}\n{mark}\n"))?;
+    scratch.commit("a commit for the workflow to deploy")?;
     let before = site.current_opt()?;
     let (ok, out) = runner.run(&all[0], &secrets)?;
     ensure!(ok, "{}:\n{out}", all[0].name);
@@ -200,6 +229,23 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
         "summary:\n{summary}"
     );
     site.assert_serving()?;
+
+    // The release input is data, never a flag: `--force` (which the old step passed on as the
+    // flag, rolling back past any migration) is refused in one line, nothing run.
+    let (ok, out) = runner.run(&all[0], &secrets)?;
+    ensure!(ok, "{} (for --force):\n{out}", all[0].name);
+    let (ok, out) = runner.run(&all[1], &[("COMMAND", "rollback"), ("RELEASE", "--force")])?;
+    ensure!(
+        !ok && out.trim().lines().count() == 1 && out.contains("'--force' is not a release name"),
+        "the release input --force was not refused in one line (exit ok: {ok}):\n{out}"
+    );
+    ensure!(
+        site.current()? == after,
+        "the release input --force changed current from {after} to {}",
+        site.current()?
+    );
+    let (ok, out) = runner.run(&all[2], &[])?;
+    ensure!(ok, "{} (after --force):\n{out}", all[2].name);
 
     // A bad command fails the Deploy step; the key is removed all the same. The key is there
     // before (so its removal is a result), and the removal step itself succeeds.
@@ -233,8 +279,186 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
         "missing secrets:\n{out}"
     );
     ensure!(site.current()? == after);
+
+    // A cancelled job: the deployer's ssh master is closed and its control socket removed.
+    // Killed (SIGKILL to the step's process group: no cleanup of the deployer's own), the
+    // master outlives it, and the `if: always()` step closes it.
+    let before = before.context("the site had no release before the workflow's deploy")?;
+    let (pgid, master) = cancel(&site, &mut runner, &all, &secrets, &before, "KILL")?;
+    ensure!(
+        alive(master.0),
+        "a killed deployer's ssh master {} did not outlive it: the test strikes too late",
+        master.0
+    );
+    let (ok, out) = runner.run(&all[2], &[])?;
+    ensure!(ok, "{} after a kill:\n{out}", all[2].name);
+    gone(
+        &master,
+        "after the job was killed and its always() step ran",
+    )?;
+    crate::support::resume(&site)?;
+    crate::support::wait_quiet(&site, Duration::from_secs(180))?;
+    ensure!(!in_group(pgid), "the killed step's processes live on");
+    // Cancelled (SIGTERM to the process group): the deployer closes its own master, before
+    // the always() step runs. (The killed rollback's job went on, or put `after` back.)
+    let other = [&before, &after][usize::from(site.current()? == before)];
+    let (pgid, master) = cancel(&site, &mut runner, &all, &secrets, other, "TERM")?;
+    crate::support::resume(&site)?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while in_group(pgid) {
+        ensure!(
+            Instant::now() < deadline,
+            "the deployer still runs 180 s after SIGTERM to its step's process group"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gone(&master, "after SIGTERM to the step's process group")?;
+    let (ok, out) = runner.run(&all[2], &[])?;
+    ensure!(ok, "{} after a cancel:\n{out}", all[2].name);
+    crate::support::wait_quiet(&site, Duration::from_secs(180))?;
+    site.assert_serving()?;
     fs_err::remove_dir_all(&temp).ok();
     Ok(())
+}
+
+/// Start the Deploy step rolling back to `release`, its job held before its health checks,
+/// then signal the step's whole process group (`sig`: KILL or TERM). Returns the group and the
+/// deployer's ssh master (pid, control socket) as it was before the signal.
+fn cancel(
+    site: &Site,
+    runner: &mut Runner,
+    all: &[Step],
+    secrets: &[(&str, &str)],
+    release: &str,
+    sig: &str,
+) -> Result<(u32, (u32, Utf8PathBuf))> {
+    let (ok, out) = runner.run(&all[0], secrets)?;
+    ensure!(ok, "{} (before a {sig}):\n{out}", all[0].name);
+    let log = runner.temp.with_file_name(format!("workflow-{sig}.log"));
+    let env = [
+        ("COMMAND", "rollback"),
+        ("RELEASE", release),
+        ("INNERCONTEXT_TEST_PAUSE_AT", "health"),
+    ];
+    let mut bg = runner.spawn(&all[1], &env, &log)?;
+    let pgid = bg.child.id();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let at = site.sh(&format!(
+            "cat {ROOT}/.deploy.lock/paused 2>/dev/null || true"
+        ))?;
+        if at.trim() == "health" {
+            break;
+        }
+        if let Some(status) = bg.child.try_wait()? {
+            bail!(
+                "the Deploy step ended ({status}) before its job paused:\n{}",
+                bg.output()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the job never paused:\n{}",
+            bg.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let found = masters(runner, pgid);
+    let [master] = found.as_slice() else {
+        bail!(
+            "expected one ssh master of the deployer, found {found:?}:\n{}",
+            bg.output()
+        );
+    };
+    crate::support::run_ok(
+        Command::new("kill").args([&format!("-{sig}"), "--", &format!("-{pgid}")]),
+        "kill",
+    )?;
+    bg.child.wait()?;
+    Ok((pgid, master.clone()))
+}
+
+/// The ssh masters of the deployer (the `xtask` process of the step's group `pgid`): each one's
+/// pid, from `ssh -O check`, and control socket (`ic-ssh-<deployer pid>-*/master`, in /tmp or
+/// the job's TMPDIR).
+fn masters(runner: &Runner, pgid: u32) -> Vec<(u32, Utf8PathBuf)> {
+    let Some(deployer) = group(pgid).into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "xtask")
+    }) else {
+        return Vec::new();
+    };
+    let prefix = format!("ic-ssh-{deployer}-");
+    let dirs = ["/tmp"]
+        .into_iter()
+        .chain(runner.env.get("TMPDIR").map(String::as_str));
+    let mut found = Vec::new();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let socket =
+                Utf8PathBuf::from(entry.path().join("master").to_string_lossy().to_string());
+            let out = Command::new("ssh")
+                .args(["-F", "/dev/null", "-O", "check", "-o"])
+                .arg(format!("ControlPath={socket}"))
+                .arg("unused")
+                .output();
+            let text = out.map(|o| String::from_utf8_lossy(&o.stderr).to_string());
+            let pid = text.ok().and_then(|t| xtask::ssh::master_pid(&t));
+            found.push((pid.unwrap_or(0), socket));
+        }
+    }
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no command line left.
+    pid != 0 && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// The processes of group `pgid` that still run (field 5 of /proc/PID/stat; a zombie waits
+/// for its parent, it runs nothing).
+fn group(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = after.split(' ').collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn in_group(pgid: u32) -> bool {
+    !group(pgid).is_empty()
+}
+
+/// The master `(pid, socket)` is gone, with its socket and its private directory (polled: a
+/// master told to exit takes a moment).
+fn gone(master: &(u32, Utf8PathBuf), when: &str) -> Result<()> {
+    let (pid, socket) = master;
+    let dir = socket.parent().context("control path")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (running, there) = (alive(*pid), socket.exists() || dir.exists());
+        if !running && !there {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{when}: the ssh master {pid} {} and its control socket {socket} {}",
+                ["is gone", "still runs"][usize::from(running)],
+                ["is gone", "is still there"][usize::from(there)],
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn site_mode(path: &camino::Utf8Path) -> Result<u32> {
@@ -277,6 +501,44 @@ pub fn workflow_steps_parse(_ctx: &mut Ctx) -> Result<()> {
     );
     let all = steps(&yaml);
     ensure!(all.len() == 3, "{all:?}");
+    // Every action pinned by commit (the config stage's check), here and in the example.
+    let example = fs_err::read_to_string(
+        repo()
+            .join(xtask::ci::EXAMPLE_WORKFLOWS)
+            .join("deploy-repo-workflow.yml"),
+    )?;
+    for (name, text) in [
+        ("deploy.yml", &yaml),
+        ("ci.yml", &ci),
+        ("the example", &example),
+    ] {
+        let bad = xtask::ci::unpinned_uses(text);
+        ensure!(
+            bad.is_empty(),
+            "{name}: actions not pinned by commit: {bad:?}"
+        );
+    }
+    // The separate deploy repository's workflow runs the same steps, word for word, after its
+    // own checks of the commit.
+    let theirs = steps(&example);
+    let tail = &theirs[theirs.len().saturating_sub(3)..];
+    ensure!(
+        tail.iter()
+            .map(|s| (&s.name, &s.script, s.always))
+            .eq(all.iter().map(|s| (&s.name, &s.script, s.always))),
+        "docs/examples/deploy-repo-workflow.yml's last steps differ from deploy.yml's"
+    );
+    ensure!(
+        runs_on(&example) == ["deploy"],
+        "the example's runs-on: {:?}",
+        runs_on(&example)
+    );
+    ensure!(
+        all[1].script.contains("args+=(-- \"$RELEASE\")")
+            && all[1].script.contains("c_is_release \"$RELEASE\""),
+        "the release input must be checked and passed after --:\n{}",
+        all[1].script
+    );
     ensure!(
         all[1].script.contains("cargo xtask deploy \"${args[@]}\""),
         "{}",

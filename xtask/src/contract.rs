@@ -500,9 +500,19 @@ pub fn keys(sub: &str) -> &'static [&'static str] {
 }
 
 /// The text sent with every call: the contract, the helpers, the lock, the job, its record,
-/// then the entry point.
+/// then the entry point; without its comment lines (a fifth of it, and the packed script must
+/// fit in one argument, see `remote.rs`). A test proves that changes no function.
 pub fn deploy_script() -> String {
-    [CONTRACT_SH, LIB_SH, LOCK_SH, JOB_SH, RECORD_SH, DEPLOY_SH].concat()
+    without_comment_lines(&[CONTRACT_SH, LIB_SH, LOCK_SH, JOB_SH, RECORD_SH, DEPLOY_SH].concat())
+}
+
+/// `text` without the lines that are only a comment (their first non-blank character is `#`).
+/// Only for scripts without here-documents, where such a line would be text.
+pub fn without_comment_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| [l, "\n"])
+        .collect()
 }
 
 pub const CONTRACT_SH: &str = include_str!("../../scripts/contract.sh");

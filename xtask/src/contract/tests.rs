@@ -778,7 +778,16 @@ fn the_rust_rooms_take_the_contracts_paths_from_it() {
 /// would be text), and bash defines every function exactly as from the files themselves.
 #[test]
 fn dropping_comment_lines_changes_no_function() {
-    let full = [CONTRACT_SH, LIB_SH, LOCK_SH, JOB_SH, RECORD_SH, DEPLOY_SH].concat();
+    let full = [
+        CONTRACT_SH,
+        LIB_SH,
+        LOCK_SH,
+        SEAL_SH,
+        JOB_SH,
+        RECORD_SH,
+        DEPLOY_SH,
+    ]
+    .concat();
     assert!(
         !full.replace("<<<", "").contains("<<"),
         "a here-document in the deploy scripts: its '#' lines would be dropped"

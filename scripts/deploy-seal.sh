@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# What a new release may take over from the server, checked against what the deployer knows
+# (nothing the app user wrote is trusted: it can forge sizes, times and any record on the host):
+#   - seed_compare: the files the seed linked from current, hashed (SHA-256) and compared with
+#     the hashes the deployer computed from the files it ships; those that differ are taken out
+#     of the release (the deployer sends them, and names them);
+#   - venv_check: a virtualenv against what uv installed (scripts/venv-check.py).
+
+if [ -z "${C_APP_USER:-}" ]; then
+    # shellcheck source=scripts/deploy-lib.sh
+    . "$(dirname -- "${BASH_SOURCE[0]}")/deploy-lib.sh"
+fi
+
+# The first line of WANT that is not `SHA256  PATH` with PATH inside a release's parts (no
+# `.`/`..` part, no control character, no backslash: sha256sum would escape it); '' when none.
+hashes_problem() { # WANT
+    awk '!(substr($0, 1, 64) ~ /^[0-9a-f]+$/ && substr($0, 65) ~ /^  (backend|frontend|scripts|systemd|nginx)\//) ||
+        /(^|\/)\.\.?(\/|$)/ || /[[:cntrl:]\\]/ { print; exit }' "$1"
+}
+
+# seed_compare REL WANT: WANT (an absolute path) holds `SHA256  PATH` lines that passed
+# hashes_problem; prints the path of every listed file of REL that is not a regular file with
+# that hash, after removing it from REL.
+seed_compare() { # REL WANT
+    local rel=$1 want=$2
+    (
+        cd "$rel" || exit 1
+        # Regular files only (find -P never follows a link), hashed as sha256sum prints them.
+        # A listed path that is missing is simply not hashed (find says so on stderr).
+        cut -c67- "$want" | tr '\n' '\0' >"$want.paths"
+        # shellcheck disable=SC2185 # the starting points come from -files0-from
+        { [ ! -s "$want.paths" ] || find -files0-from "$want.paths" -maxdepth 0 -type f -print0 2>/dev/null || true; } |
+            xargs -0 -r sha256sum -- | LC_ALL=C sort >"$want.have"
+        LC_ALL=C sort "$want" | LC_ALL=C comm -23 - "$want.have" | cut -c67- |
+            while IFS= read -r f; do
+                rm -f -- "$f"
+                printf '%s\n' "$f"
+            done
+    )
+    rm -f -- "$want.have" "$want.paths"
+}
+
+# venv_check VENV REFERENCE: scripts/venv-check.py of this release (compared with the
+# deployer's hashes by now) run by the system's Python; see there.
+venv_check() { # VENV REFERENCE
+    /usr/bin/python3 -I "$rel/scripts/venv-check.py" "$1" "$2"
+}

@@ -1,0 +1,157 @@
+//! What a new release takes over from the server, checked against what this machine knows:
+//! the server seeded it from current with hard links, and before the upload the seeded files
+//! are compared with the SHA-256 of the files we ship (`deploy.sh compare`, which takes out
+//! those that differ). The app user can forge sizes, times and any record on the server, so
+//! only our own hashes decide what is kept; what differs is sent again, and what differs
+//! although this checkout did not change it since current's commit is named.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use camino::Utf8Path;
+
+use crate::remote::{Call, Reply};
+use crate::ssh::Session;
+
+/// `SHA256  PATH` lines (sha256sum's format) for `paths` (relative to `root`, the checkout), by
+/// one `xargs sha256sum`. A name sha256sum must escape (a backslash or a newline in it) is left
+/// out: the server cannot match it, so it is sent whatever the seed holds.
+pub fn hashes(root: &Utf8Path, paths: &[String]) -> Result<String> {
+    let mut child = Command::new("xargs")
+        .args(["-0", "-r", "sha256sum", "--"])
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running xargs sha256sum (coreutils) to hash the release's files")?;
+    let list: Vec<u8> = paths
+        .iter()
+        .filter(|p| !p.contains(['\\', '\n']))
+        .flat_map(|p| p.bytes().chain([0]))
+        .collect();
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || stdin.write_all(&list));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    if !out.status.success() {
+        bail!(
+            "hashing the release's files failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('\\'))
+        .map(|l| format!("{l}\n"))
+        .collect())
+}
+
+/// The `compare` call: the seeded release `release` under `root`, for the job `token`.
+pub fn compare_call(root: &str, token: &str, release: &str) -> Call {
+    Call::deploy(
+        "compare",
+        &[
+            ("root", root.to_string()),
+            ("token", token.to_string()),
+            ("release", release.to_string()),
+        ],
+    )
+}
+
+/// Compare the seeded release with `hashes` (a file of [`hashes`]' lines): the paths the server
+/// took out because they differ, or why it could not say.
+pub fn compare(session: &Session, call: &Call, hashes: &Utf8Path) -> Result<Vec<String>> {
+    let out = session.run_captured(call, Some(hashes))?;
+    let reply = Reply::parse(&String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() || reply.get("compared").is_none() {
+        let why = reply.get("error").map(str::to_string).unwrap_or_else(|| {
+            let err = String::from_utf8_lossy(&out.stderr);
+            err.lines().last().unwrap_or("no reply").to_string()
+        });
+        bail!("comparing the seeded release with this checkout failed: {why}");
+    }
+    Ok(reply.all("differs").into_iter().map(String::from).collect())
+}
+
+/// Of the files that differed on the server, those this checkout did not change since the
+/// release the seed came from (`changed`: a diff against its commit): someone changed them on
+/// the server. Frontend builds differ from one build to the next, and without a diff (None)
+/// nothing is known: neither is named.
+pub fn unexpected(differs: &[String], changed: Option<&[String]>) -> Vec<String> {
+    let Some(changed) = changed else {
+        return Vec::new();
+    };
+    differs
+        .iter()
+        .filter(|p| !p.starts_with("frontend/") && !changed.contains(p))
+        .cloned()
+        .collect()
+}
+
+/// `re-sent N files that differed on the server: a, b, c` (at most five named); None for none.
+pub fn resent_line(names: &[String]) -> Option<String> {
+    const SHOWN: usize = 5;
+    let n = names.len();
+    if n == 0 {
+        return None;
+    }
+    let mut list = names[..n.min(SHOWN)].join(", ");
+    if n > SHOWN {
+        list.push_str(&format!(" and {} more", n - SHOWN));
+    }
+    let files = if n == 1 { "file" } else { "files" };
+    Some(format!(
+        "re-sent {n} {files} that differed on the server: {list}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_what_this_checkout_did_not_change_is_named() {
+        let differs = v(&[
+            "backend/a.py",
+            "backend/changed.py",
+            "frontend/build/index.js",
+            "scripts/deploy.sh",
+        ]);
+        assert_eq!(
+            unexpected(&differs, Some(&v(&["backend/changed.py"]))),
+            v(&["backend/a.py", "scripts/deploy.sh"])
+        );
+        assert!(unexpected(&differs, None).is_empty());
+    }
+
+    #[test]
+    fn the_resent_line_names_up_to_five() {
+        assert_eq!(resent_line(&[]), None);
+        assert_eq!(
+            resent_line(&v(&["backend/a.py"])).unwrap(),
+            "re-sent 1 file that differed on the server: backend/a.py"
+        );
+        let seven: Vec<String> = (1..=7).map(|i| format!("backend/{i}.py")).collect();
+        assert_eq!(
+            resent_line(&seven).unwrap(),
+            "re-sent 7 files that differed on the server: backend/1.py, backend/2.py, backend/3.py, backend/4.py, backend/5.py and 2 more"
+        );
+    }
+
+    #[test]
+    fn hashes_are_sha256sum_lines_without_escaped_names() {
+        let root = crate::project_root();
+        let out = hashes(&root, &v(&["xtask/Cargo.toml", "no\\such"])).unwrap();
+        let line = out.lines().next().unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert_eq!(line.len(), 64 + 2 + "xtask/Cargo.toml".len());
+        assert!(line.ends_with("  xtask/Cargo.toml"));
+        assert!(hashes(&root, &[]).unwrap().is_empty());
+    }
+}

@@ -144,6 +144,102 @@ mod tests {
         );
     }
 
+    /// The server's half: a file that differs, a link (even to the same text) and a missing
+    /// file are named and taken out; a file that matches stays; a path outside is refused.
+    #[test]
+    fn the_server_takes_out_what_differs_from_the_hashes() {
+        let test = format!(
+            r#"{seal}
+            mkdir -p rel/backend/a rel/scripts
+            echo same >rel/backend/a/same.py; echo changed >rel/backend/a/changed.py
+            echo same >same; ln -s "$PWD/same" rel/backend/a/link.py
+            h=$(sha256sum <same | cut -c1-64)
+            printf '%s  %s
+' "$h" backend/a/same.py "$h" backend/a/changed.py "$h" backend/a/link.py                 "$h" 'backend/a/gone file.py' >"$PWD/want"
+            [ -z "$(hashes_problem "$PWD/want")" ]
+            seed_compare rel "$PWD/want" | LC_ALL=C sort | paste -sd,
+            ls rel/backend/a | paste -sd,
+            printf '%s  %s
+' "$h" backend/../x >bad; hashes_problem bad
+            printf '%s  %s
+' "$h" etc/passwd >bad; hashes_problem bad
+            "#,
+            seal = crate::contract::SEAL_SH
+        );
+        let out = crate::contract::run_with_lib("seal-compare", &[], &test);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[..2],
+            [
+                "backend/a/changed.py,backend/a/gone file.py,backend/a/link.py",
+                "same.py"
+            ]
+        );
+        assert!(lines[2].ends_with("  backend/../x") && lines[3].ends_with("  etc/passwd"));
+    }
+
+    /// venv-check.py on a made-up virtualenv: as installed, then with a changed file, a .pth
+    /// and a .py no package installed, a link and a pyvenv.cfg pointing elsewhere.
+    #[test]
+    fn the_virtualenv_check_names_what_uv_did_not_install() {
+        let dir = std::env::temp_dir().join(format!("venv-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (venv, reference) = (dir.join("venv"), dir.join("ref"));
+        for root in [&venv, &reference] {
+            let sp = root.join("lib/python3.11/site-packages");
+            std::fs::create_dir_all(&sp).unwrap();
+            std::fs::create_dir_all(root.join("bin")).unwrap();
+            std::os::unix::fs::symlink("/usr/bin/python3", root.join("bin/python")).unwrap();
+            std::fs::write(
+                root.join("pyvenv.cfg"),
+                "home = /usr/bin\ninclude-system-site-packages = false\n",
+            )
+            .unwrap();
+            std::fs::write(sp.join("_virtualenv.pth"), "import _virtualenv\n").unwrap();
+        }
+        let sp = venv.join("lib/python3.11/site-packages");
+        std::fs::create_dir_all(sp.join("pkg-1.0.dist-info")).unwrap();
+        std::fs::write(sp.join("pkg.py"), "X = 1\n").unwrap();
+        // sha256("X = 1\n"), base64url without padding (a RECORD's spelling).
+        let hash = "Crrh4K5yghbuRJk8Wjp1X4scOH2Uf8TE9yyrDkqEIUs";
+        std::fs::write(
+            sp.join("pkg-1.0.dist-info/RECORD"),
+            format!("pkg.py,sha256={hash},6\npkg-1.0.dist-info/RECORD,,\n"),
+        )
+        .unwrap();
+        let check = || {
+            let out = Command::new("/usr/bin/python3")
+                .arg("-I")
+                .arg(crate::project_root().join("scripts/venv-check.py"))
+                .args([&venv, &reference])
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        assert_eq!(check(), (Some(0), String::new()));
+        std::fs::write(sp.join("pkg.py"), "X = 2\n").unwrap();
+        std::fs::write(sp.join("zz.pth"), "import os\n").unwrap();
+        std::fs::write(sp.join("sitecustomize.py"), "\n").unwrap();
+        std::os::unix::fs::symlink("/tmp", sp.join("evil")).unwrap();
+        std::fs::write(venv.join("pyvenv.cfg"), "home = /tmp\n").unwrap();
+        let (code, out) = check();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(code, Some(1), "{out}");
+        for want in [
+            "lib/python3.11/site-packages/pkg.py: changed",
+            "lib/python3.11/site-packages/zz.pth: installed by no package",
+            "lib/python3.11/site-packages/sitecustomize.py: installed by no package",
+            "lib/python3.11/site-packages/evil: a link",
+            "pyvenv.cfg: home is /tmp, not /usr/bin",
+        ] {
+            assert!(out.lines().any(|l| l == want), "no '{want}' in:\n{out}");
+        }
+        assert!(!out.contains("_virtualenv.pth"), "{out}");
+    }
+
     #[test]
     fn hashes_are_sha256sum_lines_without_escaped_names() {
         let root = crate::project_root();

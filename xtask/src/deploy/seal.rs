@@ -14,10 +14,75 @@ use camino::Utf8Path;
 use crate::remote::{Call, Reply};
 use crate::ssh::Session;
 
-/// `SHA256  PATH` lines (sha256sum's format) for `paths` (relative to `root`, the checkout), by
-/// one `xargs sha256sum`. A name sha256sum must escape (a backslash or a newline in it) is left
-/// out: the server cannot match it, so it is sent whatever the seed holds.
+/// `SHA256  PATH` lines (sha256sum's format) for `paths` (relative to `root`, the checkout).
+/// A name sha256sum must escape (a backslash or a newline in it) is left out: the server cannot
+/// match it, so it is sent whatever the seed holds. What this checkout hashed before is taken
+/// from `target/seal.hashes` while the file is the same one, unchanged (device, inode, size,
+/// modification and change times: an edit moves the change time, whatever it does to the
+/// rest); the rest goes through one `xargs sha256sum`, and the record is written again.
 pub fn hashes(root: &Utf8Path, paths: &[String]) -> Result<String> {
+    let record = root.join("target/seal.hashes");
+    let before = fs_err::read_to_string(&record).unwrap_or_default();
+    let paths: Vec<(&String, String)> = paths
+        .iter()
+        .filter(|p| !p.contains(['\\', '\n']))
+        .map(|p| (p, identity(&root.join(p.as_str()))))
+        .collect();
+    let known = recorded(&before);
+    let new: Vec<&String> = paths
+        .iter()
+        .filter(|(p, id)| known.get(p.as_str()).is_none_or(|(i, _)| i != id))
+        .map(|(p, _)| *p)
+        .collect();
+    let fresh = sha256sum(root, &new)?;
+    let fresh = recorded(&fresh);
+    let (mut out, mut keep) = (String::new(), String::new());
+    for (p, id) in &paths {
+        let Some((_, hash)) = fresh.get(p.as_str()).or_else(|| known.get(p.as_str())) else {
+            continue;
+        };
+        out.push_str(&format!("{hash}  {p}\n"));
+        keep.push_str(&format!("{id} {hash}  {p}\n"));
+    }
+    let tmp = root.join(format!("target/seal.hashes.{}", std::process::id()));
+    if fs_err::create_dir_all(root.join("target")).is_ok() && fs_err::write(&tmp, keep).is_ok() {
+        let _ = fs_err::rename(&tmp, &record);
+    }
+    Ok(out)
+}
+
+/// What identifies a file's content without reading it: `DEV:INO:SIZE:MTIME:CTIME` (ns), or
+/// `-` when it cannot be read (never matches a record).
+fn identity(path: &Utf8Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => format!(
+            "{}:{}:{}:{}.{}:{}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ),
+        Err(_) => "-".to_string(),
+    }
+}
+
+/// `[IDENTITY ]HASH  PATH` lines by path: (identity, or '' for sha256sum's own lines; hash).
+fn recorded(text: &str) -> std::collections::HashMap<&str, (&str, &str)> {
+    text.lines()
+        .filter_map(|l| {
+            let (front, path) = l.split_once("  ")?;
+            let (id, hash) = front.rsplit_once(' ').unwrap_or(("", front));
+            (hash.len() == 64).then_some((path, (id, hash)))
+        })
+        .collect()
+}
+
+/// sha256sum's lines for `paths` (relative to `root`), by one `xargs sha256sum`.
+fn sha256sum(root: &Utf8Path, paths: &[&String]) -> Result<String> {
     let mut child = Command::new("xargs")
         .args(["-0", "-r", "sha256sum", "--"])
         .current_dir(root)
@@ -26,11 +91,7 @@ pub fn hashes(root: &Utf8Path, paths: &[String]) -> Result<String> {
         .stderr(Stdio::piped())
         .spawn()
         .context("running xargs sha256sum (coreutils) to hash the release's files")?;
-    let list: Vec<u8> = paths
-        .iter()
-        .filter(|p| !p.contains(['\\', '\n']))
-        .flat_map(|p| p.bytes().chain([0]))
-        .collect();
+    let list: Vec<u8> = paths.iter().flat_map(|p| p.bytes().chain([0])).collect();
     let mut stdin = child.stdin.take().expect("piped");
     let writer = std::thread::spawn(move || stdin.write_all(&list));
     let out = child.wait_with_output()?;
@@ -41,11 +102,7 @@ pub fn hashes(root: &Utf8Path, paths: &[String]) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('\\'))
-        .map(|l| format!("{l}\n"))
-        .collect())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The `compare` call: the seeded release `release` under `root`, for the job `token`.
@@ -240,14 +297,41 @@ mod tests {
         assert!(!out.contains("_virtualenv.pth"), "{out}");
     }
 
+    /// sha256sum's lines, without names it would escape; the record is reused only for a file
+    /// that is still the same (an edit that keeps size and mtime is hashed again).
     #[test]
-    fn hashes_are_sha256sum_lines_without_escaped_names() {
-        let root = crate::project_root();
-        let out = hashes(&root, &v(&["xtask/Cargo.toml", "no\\such"])).unwrap();
-        let line = out.lines().next().unwrap();
-        assert_eq!(out.lines().count(), 1, "{out}");
-        assert_eq!(line.len(), 64 + 2 + "xtask/Cargo.toml".len());
-        assert!(line.ends_with("  xtask/Cargo.toml"));
-        assert!(hashes(&root, &[]).unwrap().is_empty());
+    fn hashes_are_sha256sum_lines_and_the_record_follows_edits() {
+        let root = camino::Utf8PathBuf::from(format!(
+            "{}/seal-hashes-{}",
+            std::env::temp_dir().display(),
+            std::process::id()
+        ));
+        let _ = fs_err::remove_dir_all(&root);
+        fs_err::create_dir_all(root.join("backend")).unwrap();
+        fs_err::write(root.join("backend/a.py"), "a\n").unwrap();
+        let sum = |text: &str| {
+            let out = Command::new("sh")
+                .args(["-c", &format!("printf '{text}' | sha256sum | cut -c1-64")])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let list = v(&["backend/a.py", "back\\slash"]);
+        let first = hashes(&root, &list).unwrap();
+        assert_eq!(first, format!("{}  backend/a.py\n", sum("a\\n")));
+        assert_eq!(hashes(&root, &list).unwrap(), first, "from the record");
+        // Same size, same mtime (touch -r): the change time tells.
+        let p = root.join("backend/a.py");
+        let mtime = fs_err::metadata(&p).unwrap().modified().unwrap();
+        fs_err::write(&p, "b\n").unwrap();
+        fs_err::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let second = hashes(&root, &list).unwrap();
+        let _ = fs_err::remove_dir_all(&root);
+        assert_eq!(second, format!("{}  backend/a.py\n", sum("b\\n")));
     }
 }

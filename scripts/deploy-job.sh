@@ -268,7 +268,7 @@ reconcile() {
 # left to the releases that use it and a fresh one is built beside it (KEY.RELEASE), which the
 # releases after this one reuse.
 link_venv() {
-    local key name venv py uvv found ref n list status=0
+    local key name venv py uvv found n list status=0
     py=$(/usr/bin/python3 -c 'import sys; print(sys.version.split()[0])')
     uvv=$(uv --version)
     key=$( (cat "$rel/backend/uv.lock" "$rel/backend/pyproject.toml" && printf '%s\n%s\n' "$py" "$uvv") | sha256sum | cut -c1-16)
@@ -284,8 +284,7 @@ link_venv() {
         build_venv "$venv"
         emit note venv "$name" built
     else
-        ref=$(venv_reference)
-        found=$(venv_check "$venv" "$ref") || status=$?
+        found=$(venv_check "$venv" "$jobdir/venv-reference") || status=$?
         case "$status" in
             0) emit note venv "$name" reused ;;
             1)
@@ -305,22 +304,10 @@ link_venv() {
     setv venv "$name"
 }
 
-# A fresh `uv venv` in the job's directory: what uv itself puts into a virtualenv (venv_check
-# compares the files no package lists with it). Made once per job.
-venv_reference() {
-    local ref=$jobdir/venv-reference
-    if [ ! -f "$ref/pyvenv.cfg" ]; then
-        rm -rf "$ref"
-        UV_PYTHON_DOWNLOADS=never uv venv --quiet --no-project --python /usr/bin/python3 "$ref" </dev/null >>"$toollog" 2>&1 ||
-            fail "uv venv failed in $jobdir on $(hostname) (log: $toollog)"
-    fi
-    printf '%s' "$ref"
-}
-
 # uv sync into VENV (from the release's backend), then the same check as before a reuse: a
 # virtualenv built tampered holds the uv cache's files (hard links), so the cache is.
 build_venv() { # VENV
-    local venv=$1 found ref status=0
+    local venv=$1 found status=0
     rm -rf "$venv"
     if ! (cd "$rel/backend" &&
         UV_PROJECT_ENVIRONMENT=$venv UV_CACHE_DIR=$root/$C_UV_CACHE UV_PYTHON_DOWNLOADS=never \
@@ -330,8 +317,7 @@ build_venv() { # VENV
         emit_details "$toollog" 20
         fail "uv sync failed in $rel/backend on $(hostname) (log: $toollog)"
     fi
-    ref=$(venv_reference)
-    found=$(venv_check "$venv" "$ref") || status=$?
+    found=$(venv_check "$venv" "$jobdir/venv-reference") || status=$?
     if [ "$status" != 0 ]; then
         rm -rf "$venv"
         fail "the virtualenv uv just built differs from what it installed ($(one_line "$found" 200)): the uv cache $root/$C_UV_CACHE holds changed files; remove it and deploy again"

@@ -59,7 +59,8 @@ with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
 }
 
 # venv_check VENV REFERENCE: scripts/venv-check.py of this release (compared with the
-# deployer's hashes by now) run by the system's Python; see there.
+# deployer's hashes by now) run by the system's Python; see there (REFERENCE: where it makes a
+# fresh `uv venv` if it needs one, at most once per job).
 venv_check() { # VENV REFERENCE
     /usr/bin/python3 -I "$rel/scripts/venv-check.py" "$1" "$2"
 }

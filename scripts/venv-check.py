@@ -6,12 +6,12 @@ each file that is not as installed (`PATH: why`, relative to VENV) and exits 1; 
 installed; 2 when it could not be read. As installed: every file a dist-info RECORD lists with
 a hash has that hash (sha256, base64url, unpadded); no `.py` or `.pth` in site-packages that no
 RECORD lists, unless uv itself writes it into every virtualenv (the same file in REFERENCE, a
-fresh `uv venv`); no link in site-packages; bin/python* link to this Python; pyvenv.cfg's home
+fresh `uv venv` made there when such a file is first met); no link in site-packages; bin/python* link to this Python; pyvenv.cfg's home
 is this Python's directory and leaves the system's site-packages out. Not covered: bytecode
 (`__pycache__`), which no RECORD lists.
 """
 
-import base64, csv, hashlib, os, stat, sys
+import base64, csv, hashlib, os, stat, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 
 venv, ref = os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv[2])
@@ -30,6 +30,15 @@ def rel(path):
     return os.path.relpath(path, venv)
 
 
+def reference_site_packages():
+    """site-packages of a fresh `uv venv` in REFERENCE (made on first use)."""
+    if not os.path.isfile(os.path.join(ref, "pyvenv.cfg")):
+        subprocess.run(["uv", "venv", "--quiet", "--no-project", "--python", sys.executable, ref],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, UV_PYTHON_DOWNLOADS="never"))
+    return site_packages(ref)
+
+
 def site_packages(root):
     lib = os.path.join(root, "lib")
     found = [os.path.join(lib, d, "site-packages") for d in sorted(os.listdir(lib))
@@ -41,7 +50,6 @@ def site_packages(root):
 
 try:
     sp = site_packages(venv)
-    ref_sp = site_packages(ref)
     listed, hashed = set(), []
     for entry in sorted(os.scandir(sp), key=lambda e: e.name):
         if not entry.name.endswith(".dist-info") or entry.is_symlink():
@@ -82,7 +90,7 @@ try:
             if os.path.islink(path):
                 bad.append(f"{rel(path)}: a link")
             elif name in files and name.endswith((".py", ".pth")) and path not in listed:
-                same = os.path.join(ref_sp, os.path.relpath(path, sp))
+                same = os.path.join(reference_site_packages(), os.path.relpath(path, sp))
                 if not (os.path.isfile(same) and not os.path.islink(same)
                         and digest(same) == digest(path)):
                     bad.append(f"{rel(path)}: installed by no package")
@@ -100,7 +108,7 @@ try:
         bad.append(f"pyvenv.cfg: home is {cfg.get('home')}, not {os.path.dirname(sys.executable)}")
     if cfg.get("include-system-site-packages", "false") != "false":
         bad.append("pyvenv.cfg: includes the system's site-packages")
-except (OSError, ValueError, csv.Error) as e:
+except (OSError, ValueError, csv.Error, subprocess.CalledProcessError) as e:
     print(f"reading {venv} failed: {e}")
     sys.exit(2)
 for line in bad:

@@ -25,6 +25,8 @@ if [ -z "${C_APP_USER:-}" ]; then
     . "$(dirname -- "${BASH_SOURCE[0]}")/deploy-lib.sh"
     # shellcheck source=scripts/deploy-lock.sh
     . "$(dirname -- "${BASH_SOURCE[0]}")/deploy-lock.sh"
+    # shellcheck source=scripts/deploy-seal.sh
+    . "$(dirname -- "${BASH_SOURCE[0]}")/deploy-seal.sh"
 fi
 
 # --- events and job variables ----------------------------------------------------------------
@@ -193,7 +195,7 @@ pick_base() {
 }
 
 step_seed() {
-    local cur part drift n=0 f
+    local cur part
     umask 022
     mkdir "$rel" || fail "release $opt_release already exists on $(hostname)"
     put "$rel/$C_STATE_FILE" "$C_STATE_PREPARING" || fail "could not write the state of $rel: $put_error"
@@ -208,25 +210,16 @@ step_seed() {
             cp -al "$root/$C_RELEASES/$cur/$part" "$rel/$part"
         fi
     done
-    # The virtualenv link and the env links are made again by prepare.
+    # The virtualenv link and the env links are made again by prepare. Nothing the app user
+    # could have written is taken over unchecked: no link (a release ships none), no bytecode
+    # (prepare compiles it again; a planted .pyc with the source's size and time would run).
+    # The files themselves are compared with the deployer's hashes before the upload
+    # (deploy.sh compare), and those that differ are sent again.
     rm -rf "$rel/backend/.venv"
     remove_env_links
-    # Files of current that no longer match what current was made from (edited on the server)
-    # are not carried over: the client uploads them again.
-    if [ -f "$root/$C_RELEASES/$cur/.seal" ]; then
-        drift=$(LC_ALL=C comm -3 "$root/$C_RELEASES/$cur/.seal" <(seal_lines "$root/$C_RELEASES/$cur") |
-            sed 's/^\t//' | cut -f1 | LC_ALL=C sort -u)
-        while IFS= read -r f; do
-            [ -n "$f" ] || continue
-            f=${f#./}
-            rm -f "$rel/$f"
-            n=$((n + 1))
-            if [ "$n" -le 50 ]; then emit note drift "$f"; fi
-        done <<<"$drift"
-        emit note seed "$cur" verified "$n"
-    else
-        emit note seed "$cur" unverified
-    fi
+    find "$rel" -mindepth 1 -type l -delete
+    find "$rel" -type d -name __pycache__ -prune -exec rm -rf {} +
+    emit note seed "$cur" linked
 }
 
 remove_env_links() {
@@ -270,31 +263,66 @@ reconcile() {
 }
 
 # The release's virtualenv: shared/venvs/KEY, KEY from uv.lock, pyproject.toml, Python and uv,
-# built once with uv (from the shared cache, hard-linked) and linked from backend/.venv.
+# built once with uv (from the shared cache, hard-linked) and linked from backend/.venv. One
+# that is reused is checked first against what uv installed (venv_check): a tampered one is
+# left to the releases that use it and a fresh one is built beside it (KEY.RELEASE), which the
+# releases after this one reuse.
 link_venv() {
-    local key venv py uvv
+    local key name venv py uvv found n list status=0
     py=$(/usr/bin/python3 -c 'import sys; print(sys.version.split()[0])')
     uvv=$(uv --version)
     key=$( (cat "$rel/backend/uv.lock" "$rel/backend/pyproject.toml" && printf '%s\n%s\n' "$py" "$uvv") | sha256sum | cut -c1-16)
-    venv=$root/$C_VENVS/$key
     mkdir -p "$root/$C_VENVS" "$root/$C_UV_CACHE"
+    name=$key
+    found=$(readlink "$root/$C_RELEASES/${base:-none}/backend/.venv" 2>/dev/null || true)
+    found=${found##*/}
+    case "$found" in
+        "$key".[0-9]*T[0-9]*Z) [ ! -f "$root/$C_VENVS/$found/.complete" ] || name=$found ;;
+    esac
+    venv=$root/$C_VENVS/$name
     if [ ! -f "$venv/.complete" ]; then
-        rm -rf "$venv"
-        if ! (cd "$rel/backend" &&
-            UV_PROJECT_ENVIRONMENT=$venv UV_CACHE_DIR=$root/$C_UV_CACHE UV_PYTHON_DOWNLOADS=never \
-                UV_LINK_MODE=hardlink UV_SYSTEM_CERTS=1 uv sync --locked --no-dev --no-install-project \
-                --no-progress --compile-bytecode --python /usr/bin/python3 </dev/null >>"$toollog" 2>&1); then
-            rm -rf "$venv"
-            emit_details "$toollog" 20
-            fail "uv sync failed in $rel/backend on $(hostname) (log: $toollog)"
-        fi
-        : >"$venv/.complete"
-        emit note venv "$key" built
+        build_venv "$venv"
+        emit note venv "$name" built
     else
-        emit note venv "$key" reused
+        found=$(venv_check "$venv" "$jobdir/venv-reference") || status=$?
+        case "$status" in
+            0) emit note venv "$name" reused ;;
+            1)
+                n=$(printf '%s\n' "$found" | grep -c .)
+                list=$(printf '%s\n' "$found" | head -n 5 | paste -sd ';' - | sed 's/;/; /g')
+                [ "$n" -le 5 ] || list+="; and $((n - 5)) more"
+                emit warn "virtualenv $name on $(hostname) was changed after uv installed it ($list): not reused, a fresh one is built"
+                name=$key.$opt_release
+                venv=$root/$C_VENVS/$name
+                build_venv "$venv"
+                emit note venv "$name" rebuilt "$n"
+                ;;
+            *) fail "checking the virtualenv $venv failed on $(hostname): $(one_line "$found" 300)" ;;
+        esac
     fi
-    ln -sfn "../../../$C_VENVS/$key" "$rel/backend/.venv"
-    setv venv "$key"
+    ln -sfn "../../../$C_VENVS/$name" "$rel/backend/.venv"
+    setv venv "$name"
+}
+
+# uv sync into VENV (from the release's backend), then the same check as before a reuse: a
+# virtualenv built tampered holds the uv cache's files (hard links), so the cache is.
+build_venv() { # VENV
+    local venv=$1 found status=0
+    rm -rf "$venv"
+    if ! (cd "$rel/backend" &&
+        UV_PROJECT_ENVIRONMENT=$venv UV_CACHE_DIR=$root/$C_UV_CACHE UV_PYTHON_DOWNLOADS=never \
+            UV_LINK_MODE=hardlink UV_SYSTEM_CERTS=1 uv sync --locked --no-dev --no-install-project \
+            --no-progress --compile-bytecode --python /usr/bin/python3 </dev/null >>"$toollog" 2>&1); then
+        rm -rf "$venv"
+        emit_details "$toollog" 20
+        fail "uv sync failed in $rel/backend on $(hostname) (log: $toollog)"
+    fi
+    found=$(venv_check "$venv" "$jobdir/venv-reference") || status=$?
+    if [ "$status" != 0 ]; then
+        rm -rf "$venv"
+        fail "the virtualenv uv just built differs from what it installed ($(one_line "$found" 200)): the uv cache $root/$C_UV_CACHE holds changed files; remove it and deploy again"
+    fi
+    : >"$venv/.complete"
 }
 
 # Hard-link the release's immutable frontend assets into shared/assets (nginx serves them from

@@ -737,6 +737,38 @@ sub_receive() {
     out received yes
 }
 
+# --- compare ---------------------------------------------------------------------------------
+
+# The seeded release against the deployer's hashes of the files it ships (`SHA256  PATH` lines
+# on stdin): every listed file that is not a regular file with that hash (changed by someone
+# on the server, or by a commit since) is removed from the release and named (`differs=PATH`),
+# so the upload sends it; what matches stays a hard link. Nothing the server recorded (the
+# seal, times, sizes) is trusted: the app user could have written it.
+sub_compare() {
+    parse_opts compare "$@"
+    check_root "$opt_root"
+    check_token "$opt_token"
+    check_release "$opt_release"
+    local root=$opt_root rel lock want bad differs f
+    lock=$(lock_dir "$root")
+    rel=$root/$C_RELEASES/$opt_release
+    [ "$(meta "$lock/info" token)" = "$opt_token" ] ||
+        die "the deploy lock on $(hostname) is not this deploy's (token $opt_token): nothing compared"
+    if [ ! -d "$rel" ] || [ -L "$rel" ] || [ "$(head -c 64 "$rel/$C_STATE_FILE" 2>/dev/null)" != "$C_STATE_PREPARING" ]; then
+        die "release $opt_release on $(hostname) is not being prepared: nothing compared"
+    fi
+    want=$root/$C_JOBS/$opt_token/seed.hashes
+    cat >"$want" || die "could not write $want on $(hostname) (is the disk full?)"
+    bad=$(hashes_problem "$want")
+    [ -z "$bad" ] || die "refusing the hashes: '$(one_line "$bad" 200)' is not a SHA-256 and a path inside the release"
+    out compared "$(grep -c . "$want" || true)"
+    differs=$(seed_compare "$rel" "$want" | LC_ALL=C sort)
+    rm -f -- "$want"
+    while IFS= read -r f; do
+        [ -z "$f" ] || out differs "$f"
+    done <<<"$differs"
+}
+
 main() {
     [ $# -ge 1 ] || die "usage: deploy.sh SUBCOMMAND key=value..."
     local sub=$1

@@ -368,11 +368,9 @@ words! {
 }
 
 words! {
-    /// What a `note` event notes (its first field): a step line's bracketed note, or a drifted
-    /// file.
+    /// What a `note` event notes (its first field): a step line's bracketed note.
     Note {
         Seed = "seed",
-        Drift = "drift",
         Removed = "removed",
         Venv = "venv",
         Migrate = "migrate",
@@ -465,6 +463,11 @@ pub const SUBS: &[Sub] = &[
         name: "receive",
         keys: &["root", "token", "release"],
     },
+    // The seeded release against the deployer's hashes (on stdin): what differs is taken out.
+    Sub {
+        name: "compare",
+        keys: &["root", "token", "release"],
+    },
     // The database before the lock: its revision; with `size`, what a snapshot needs.
     Sub {
         name: "db",
@@ -506,15 +509,37 @@ pub fn keys(sub: &str) -> &'static [&'static str] {
         .unwrap_or_else(|| panic!("no remote call '{sub}' in the contract"))
 }
 
-/// The text sent with every call: the contract, the helpers, the lock, the job, its record,
-/// then the entry point.
+/// The text sent with every call: the contract, the helpers, the lock, the seal, the job, its
+/// record, then the entry point; without its comment lines (a fifth of it, and the packed
+/// script must fit in one argument, see `remote.rs`). A test proves that changes no function.
 pub fn deploy_script() -> String {
-    [CONTRACT_SH, LIB_SH, LOCK_SH, JOB_SH, RECORD_SH, DEPLOY_SH].concat()
+    without_comment_lines(
+        &[
+            CONTRACT_SH,
+            LIB_SH,
+            LOCK_SH,
+            SEAL_SH,
+            JOB_SH,
+            RECORD_SH,
+            DEPLOY_SH,
+        ]
+        .concat(),
+    )
+}
+
+/// `text` without the lines that are only a comment (their first non-blank character is `#`).
+/// Only for scripts without here-documents, where such a line would be text.
+pub fn without_comment_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| [l, "\n"])
+        .collect()
 }
 
 pub const CONTRACT_SH: &str = include_str!("../../scripts/contract.sh");
 pub const LIB_SH: &str = include_str!("../../scripts/deploy-lib.sh");
 pub const LOCK_SH: &str = include_str!("../../scripts/deploy-lock.sh");
+pub const SEAL_SH: &str = include_str!("../../scripts/deploy-seal.sh");
 pub const JOB_SH: &str = include_str!("../../scripts/deploy-job.sh");
 pub const RECORD_SH: &str = include_str!("../../scripts/deploy-record.sh");
 pub const DEPLOY_SH: &str = include_str!("../../scripts/deploy.sh");

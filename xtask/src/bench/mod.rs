@@ -11,8 +11,8 @@
 //!
 //! The rooms: [`side`] (a side, its machines and commands), [`rounds`] (the interleaved
 //! rounds), [`rows`] (the table's rows and the samples), [`floor`] (the floors' parts),
-//! [`checks`] (the local checks alone), [`load`], [`crash`], [`database`], and the pure tables [`table`],
-//! [`fleet_table`].
+//! [`checks`] (the local checks alone), [`seal`] (what the seal costs), [`load`], [`crash`],
+//! [`database`], and the pure tables [`table`], [`fleet_table`].
 //!
 //! Fleets are the hosts phase ([`fleet`], `--hosts`): machines of their own, booted after the
 //! other phases' machines are down, and a table of their own.
@@ -26,6 +26,7 @@ mod floor;
 mod load;
 mod rounds;
 mod rows;
+mod seal;
 mod side;
 mod table;
 

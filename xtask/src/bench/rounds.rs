@@ -12,7 +12,7 @@ use super::floor::{self, Restart};
 use super::rows::Measurements;
 use super::side::{Kind, Op, Side, DELAY_MS};
 use super::table::{self, FloorParts, Key};
-use super::{checks, crash, database, load, side};
+use super::{checks, crash, database, load, seal, side};
 use crate::contract::{layout, Half, APP_USER, DEFAULT_ROOT};
 use crate::demo::Environment;
 use crate::deploy::release::{self, State};
@@ -134,6 +134,7 @@ impl Bencher {
                         self.forward(m)?;
                     }
                 }
+                self.seal(m, Key::Seal, &tag)?;
             }
             if b.wants(BenchPhase::Load) {
                 change += 1;
@@ -219,6 +220,7 @@ impl Bencher {
                     let secs = self.timed(m, side, &Op::Incremental, &tag)?;
                     m.push(Key::IncrementalFiles, side.kind, secs)?;
                 }
+                self.seal(m, Key::SealFiles, &tag)?;
             }
         }
         if b.wants(BenchPhase::Crash) {
@@ -285,6 +287,18 @@ impl Bencher {
                 m.push(key, Kind::Xtask, value)?;
             }
         }
+        Ok(())
+    }
+
+    /// What the seal costs a deploy of the xtask's current release (see [`seal`]), as row
+    /// `key`; its parts of the last round go under the table.
+    fn seal(&self, m: &mut Measurements, key: Key, tag: &str) -> Result<()> {
+        let what = format!("{tag}: the seal of current (hashes, the virtualenv's check)");
+        let cost = ui::step(&what, || seal::cost(&self.xtask))?;
+        m.push(key, Kind::Xtask, table::sample(cost.total(), "the seal")?)?;
+        m.notes
+            .retain(|n| !n.starts_with(&format!("{}: ", key.short())));
+        m.notes.push(format!("{}: {}", key.short(), cost.parts()));
         Ok(())
     }
 

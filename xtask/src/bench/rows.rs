@@ -62,6 +62,22 @@ const ROWS: &[RowSpec] = &[
         Floor::BackendRestart,
     ),
     (
+        Key::Seal,
+        Some(BenchPhase::Deploys),
+        "the seal: hash the shipped files (here and there), check the virtualenv",
+        Unit::Secs,
+        Target::Max(0.5),
+        Floor::None,
+    ),
+    (
+        Key::SealFiles,
+        Some(BenchPhase::Files),
+        "same, 20,000 more files",
+        Unit::Secs,
+        Target::Max(2.0),
+        Floor::None,
+    ),
+    (
         Key::ChecksAlone,
         Some(BenchPhase::Checks),
         "local checks alone (same tree)",
@@ -357,6 +373,7 @@ mod tests {
             [
                 Key::Incremental,
                 Key::Redeploy,
+                Key::Seal,
                 Key::Rollback,
                 Key::Noop,
                 Key::List,

@@ -109,6 +109,8 @@ pub enum Key {
     IncrementalFiles,
     IncrementalReleases,
     Redeploy,
+    Seal,
+    SealFiles,
     ChecksAlone,
     ChecksFirst,
     ChecksAgain,
@@ -140,6 +142,8 @@ impl Key {
         matches!(
             self,
             Key::ChecksAlone
+                | Key::Seal
+                | Key::SealFiles
                 | Key::CrashNamed
                 | Key::DbDeployWithout
                 | Key::DbDeployWith
@@ -161,6 +165,8 @@ impl Key {
             Key::IncrementalFiles => "incremental, more files",
             Key::IncrementalReleases => "incremental, more releases",
             Key::Redeploy => "redeploy",
+            Key::Seal => "seal",
+            Key::SealFiles => "seal, more files",
             Key::ChecksAlone => "checks alone",
             Key::ChecksFirst => "with checks",
             Key::ChecksAgain => "with checks again",

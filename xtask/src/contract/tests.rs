@@ -773,3 +773,53 @@ fn the_rust_rooms_take_the_contracts_paths_from_it() {
         found.join("\n")
     );
 }
+
+/// The deploy script travels without its comment lines: no here-document (where such a line
+/// would be text), and bash defines every function exactly as from the files themselves.
+#[test]
+fn dropping_comment_lines_changes_no_function() {
+    let full = [
+        CONTRACT_SH,
+        LIB_SH,
+        LOCK_SH,
+        SEAL_SH,
+        JOB_SH,
+        RECORD_SH,
+        DEPLOY_SH,
+    ]
+    .concat();
+    assert!(
+        !full.replace("<<<", "").contains("<<"),
+        "a here-document in the deploy scripts: its '#' lines would be dropped"
+    );
+    let functions = |text: &str| {
+        // Everything up to `main "$@"`: the definitions, without running a subcommand.
+        let defs = &text[..text
+            .rfind("\nmain \"$@\"")
+            .expect("deploy.sh ends with main")];
+        let mut child = std::process::Command::new("bash")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = format!("{defs}\ndeclare -f\n");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(input.as_bytes())
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stripped = deploy_script();
+    assert!(stripped.len() < full.len() * 9 / 10);
+    assert_eq!(functions(&full), functions(&stripped));
+}

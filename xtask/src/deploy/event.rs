@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(o.current, "releases/20261128T101530Z");
         assert!(!o.success());
         assert_eq!(o.kind(), Some(JobResult::RolledBack));
-        let n = Event::parse("2\tnote\tseed\t20261128T101530Z\tverified\t0").unwrap();
+        let n = Event::parse("2\tnote\tseed\t20261128T101530Z\tlinked").unwrap();
         assert_eq!(n.note(), Some(Note::Seed));
         assert_eq!(n.step(), None);
     }

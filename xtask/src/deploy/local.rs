@@ -190,16 +190,17 @@ fn incomplete_build(lacking: &[String]) -> Option<String> {
 /// How the server's copy of a release is made to match the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transfer {
-    /// The server seeded the release from a release made of `base`, verified against its seal:
-    /// only backend files that differ from `base` (and drifted files) travel.
+    /// The server seeded the release from a release made of `base`: only backend files that
+    /// differ from `base` (or from this checkout's hashes, on the server) travel.
     Diff { base: String },
     /// Every file of the manifest is compared by checksum (no usable base).
     Full,
 }
 
 /// The files to hand to rsync: under [`Transfer::Diff`], the backend files changed since the
-/// base (committed or not), the files the server found drifted, and everything outside the
-/// backend (small: scripts, units, nginx, the frontend build, compared by checksum).
+/// base (committed or not), the files that differed from our hashes on the server (`drift`,
+/// see [`crate::deploy::seal`]), and everything outside the backend (small: scripts, units,
+/// nginx, the frontend build, compared by checksum).
 pub fn to_send(
     manifest: &[String],
     transfer: &Transfer,
@@ -254,9 +255,10 @@ pub fn carrier(transfer: &Transfer, send: &[String], bytes: u64) -> Carrier {
     }
 }
 
-/// Backend paths that differ between `base` and the working tree (committed, staged, unstaged
-/// or untracked); None when `base` is not a commit this checkout knows.
-pub fn changed_backend(sh: &Shell, base: &str) -> Result<Option<Vec<String>>> {
+/// Paths of the backend, scripts, units and nginx site that differ between `base` and the
+/// working tree (committed, staged, unstaged or untracked); None when `base` is not a commit
+/// this checkout knows.
+pub fn changed_since(sh: &Shell, base: &str) -> Result<Option<Vec<String>>> {
     let base = base.trim_end_matches("+dirty");
     if base == "-" || base.is_empty() || base.contains(|c: char| !c.is_ascii_hexdigit()) {
         return Ok(None);
@@ -270,12 +272,19 @@ pub fn changed_backend(sh: &Shell, base: &str) -> Result<Option<Vec<String>>> {
     {
         return Ok(None);
     }
-    let diff = cmd!(sh, "git diff -z --name-only --no-renames {base} -- backend")
-        .quiet()
-        .read()?;
-    let untracked = cmd!(sh, "git ls-files -z --others --exclude-standard -- backend")
-        .quiet()
-        .read()?;
+    let parts = ["backend", "scripts", "systemd", "nginx"];
+    let diff = cmd!(
+        sh,
+        "git diff -z --name-only --no-renames {base} -- {parts...}"
+    )
+    .quiet()
+    .read()?;
+    let untracked = cmd!(
+        sh,
+        "git ls-files -z --others --exclude-standard -- {parts...}"
+    )
+    .quiet()
+    .read()?;
     let mut paths: Vec<String> = diff
         .split('\0')
         .chain(untracked.split('\0'))

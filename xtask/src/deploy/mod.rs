@@ -13,6 +13,7 @@
 //! - [`checks`]: the local checks, beside the upload
 //! - [`migration`]: the migration lint before the lock; [`dbsnap`]: the database's facts, the
 //!   snapshot's free-space check and the snapshots as the server lists them
+//! - [`seal`]: what the seed may keep: this checkout's hashes against the server's copies
 //! - [`upload`]: rsync (or tar) into the seeded release
 //! - [`job`]: start, message, follow and re-attach to the server job ([`follower`]: the ssh
 //!   call that carries it; [`event`]: its events; [`reading`]: what the server's files say)
@@ -45,6 +46,7 @@ pub mod restore;
 pub mod restore_order;
 pub mod rollback;
 pub mod rollout;
+pub mod seal;
 pub mod server;
 pub mod snapshot;
 pub mod status;

@@ -34,6 +34,7 @@ use crate::deploy::migration;
 use crate::deploy::plan::{self, Asker, FleetDecision};
 use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::rollout::Rollout;
+use crate::deploy::seal;
 use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
 use crate::deploy::upload::{self, Upload};
@@ -189,6 +190,7 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         aborted: None,
         checked: false,
         signals_seen: 0,
+        seed_hashes: None,
     };
     d.run()?;
     d.out.close();
@@ -239,6 +241,8 @@ struct Driver<'a> {
     /// `checked` was sent.
     checked: bool,
     signals_seen: usize,
+    /// Our hashes of the release's files (made for the first host's seed, kept for the rest).
+    seed_hashes: Option<camino::Utf8PathBuf>,
 }
 
 impl Driver<'_> {
@@ -536,23 +540,38 @@ impl Driver<'_> {
         }
         let m = &mut self.members[i];
         let seed = m.job.notes_of(Note::Seed).next().map(<[String]>::to_vec);
-        let drift: Vec<String> = m
-            .job
-            .notes_of(Note::Drift)
-            .filter_map(|n| n.get(1).cloned())
-            .collect();
         // A base made from a dirty tree is not its commit: only a clean base can be diffed.
         let base = m.snap.current_made.backend_commit.clone();
-        let seeded_from_current = seed.as_ref().is_some_and(|s| {
-            s.get(2).map(String::as_str) == Some("verified")
-                && s.get(1).map(String::as_str) == m.snap.current.name()
-        }) && !base.ends_with("+dirty")
+        let from = seed.as_ref().and_then(|s| s.get(1)).map(String::as_str);
+        let seeded_from_current = from.is_some()
+            && from == m.snap.current.name()
+            && !base.ends_with("+dirty")
             && base != "-";
-        let changed = if seeded_from_current && self.scope.backend() {
-            local::changed_backend(self.sh, &base)?
+        let changed = if seeded_from_current {
+            local::changed_since(self.sh, &base)?
         } else {
             None
         };
+        // What the seed holds is compared with our hashes; what differs is sent again.
+        let mut drift = Vec::new();
+        if from.is_some_and(|f| f != "none") {
+            if self.seed_hashes.is_none() {
+                let path = m.job.session().private_dir().join("seed.hashes");
+                fs_err::write(&path, seal::hashes(&crate::project_root(), &manifest)?)?;
+                self.seed_hashes = Some(path);
+            }
+            let call = seal::compare_call(&self.cfg.root, &m.job.token, &self.release);
+            let hashes = self.seed_hashes.as_deref().expect("set above");
+            match seal::compare(m.job.session(), &call, hashes) {
+                Ok(d) => drift = d,
+                Err(e) => {
+                    let why = format!("{} on {}", e, m.name());
+                    self.abort(JobResult::Failed, &why);
+                    return Ok(());
+                }
+            }
+        }
+        let named = seal::unexpected(&drift, changed.as_deref());
         let (transfer, changed) = match changed {
             Some(c) => (Transfer::Diff { base: base.clone() }, c),
             None if seeded_from_current && !self.scope.backend() => {
@@ -565,6 +584,14 @@ impl Driver<'_> {
         if m.job.send_manifest(&manifest).is_err() {
             // A lost connection: the next wait says so (on_lost).
             return Ok(());
+        }
+        if let Some(line) = seal::resent_line(&named) {
+            self.out.close();
+            if single {
+                say!("warning: {line}");
+            } else {
+                say!("warning: [{}] {line}", m.name());
+            }
         }
         let list = m.job.session().private_dir().join("upload.list");
         fs_err::write(&list, send.join("\0"))?;

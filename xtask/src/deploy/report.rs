@@ -103,15 +103,6 @@ impl Watcher for Printer {
                 if let Some(n) = note_text(e) {
                     self.notes.push(n);
                 }
-                if e.note() == Some(Note::Drift) {
-                    self.line(
-                        host,
-                        &format!(
-                            "warning: {} on the server differs from the release it came from (edited by hand?): sent again",
-                            e.field(1)
-                        ),
-                    );
-                }
             }
             _ => {}
         }
@@ -279,12 +270,6 @@ impl FleetPrinter {
                 if let Some(n) = note_text(e) {
                     self.notes.entry(host.to_string()).or_default().push(n);
                 }
-                if e.note() == Some(Note::Drift) {
-                    say!(
-                        "warning: [{host}] {} on the server differs from the release it came from (edited by hand?): sent again",
-                        e.field(1)
-                    );
-                }
             }
             _ => {}
         }
@@ -411,10 +396,12 @@ fn note_text(e: &Event) -> Option<String> {
         Note::Snapshot => None,
         Note::PrunedSnapshots => Some(format!("{} snapshot(s) of the database with them", g(1))),
         Note::Seed if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
-        Note::Seed if g(2) == "verified" && g(3) != "0" => {
-            Some(format!("from {}, {} drifted file(s) left out", g(1), g(3)))
-        }
         Note::Seed => Some(format!("from {}", g(1))),
+        Note::Venv if g(2) == "rebuilt" => Some(format!(
+            "virtualenv {} rebuilt: {} file(s) of the last one changed on the server",
+            g(1),
+            g(3)
+        )),
         Note::Venv => Some(format!("virtualenv {} {}", g(1), g(2))),
         Note::Migrate if g(1) == Step::Trial.name() => Some(format!(
             "down to {} with {}'s migrations: tried, rolled back",
@@ -426,7 +413,6 @@ fn note_text(e: &Event) -> Option<String> {
         Note::Removed => Some(format!("{} file(s) removed", g(1))),
         Note::Pruned if g(1) == "1" => Some(format!("pruned {}", g(2))),
         Note::Pruned => Some(format!("pruned {} releases, {} to {}", g(1), g(2), g(3))),
-        Note::Drift => None,
     }
 }
 

@@ -135,8 +135,8 @@ pub fn backend_one_file_one_handshake(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// A file of current edited on the server by hand (as the app user): the next deploy's seed
-/// finds it differs from current's seal, leaves it out and sends it again, with a warning that
+/// A file of current edited on the server by hand (as the app user): before the upload the
+/// seeded file differs from this checkout's hash, so it is sent again, with a warning that
 /// names it; the new release has the repository's text.
 pub fn a_file_edited_on_the_server_is_sent_again(ctx: &mut Ctx) -> Result<()> {
     let site = ctx.site()?;
@@ -156,7 +156,7 @@ pub fn a_file_edited_on_the_server_is_sent_again(ctx: &mut Ctx) -> Result<()> {
     let out = run.all();
     ensure!(
         out.contains(&format!(
-            "warning: {path} on the server differs from the release it came from (edited by hand?): sent again"
+            "warning: re-sent 1 file that differed on the server: {path}"
         )),
         "no warning naming {path}:\n{out}"
     );

@@ -1141,3 +1141,93 @@ pub fn server_text_is_printed_without_control_characters(ctx: &mut Ctx) -> Resul
     )?;
     result
 }
+
+/// A compromise of current does not survive a redeploy (issue 26): as innercontext, a `.pth` in
+/// current's virtualenv (Python runs it at every start) and a backend module of current changed
+/// in place with its size and mtime kept (`touch -r`, what a seal of sizes and times cannot
+/// see); `deploy backend --redeploy` then names the module it re-sent and the virtualenv it
+/// rebuilt, and the new release has neither. Two backend deploys (about 30 s under load).
+pub fn a_compromise_does_not_survive_a_redeploy(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = crate::support::scratch("security-seal")?;
+    let module = "backend/innercontext/e2e_seal.py";
+    s.write(module, "VALUE = \"clean\"\n")?;
+    s.commit("a module the attack changes")?;
+    site.xtask(&s.dir, &["deploy", "backend", "--skip-local-checks"])?
+        .ok()
+        .context("the deploy the attack starts from")?;
+    let before = site.current()?;
+    let pth = "zz-e2e-pwned.pth";
+    let planted = as_app(
+        &site,
+        &format!(
+            "set -e
+             sp=$(echo {ROOT}/current/backend/.venv/lib/python3*/site-packages)
+             printf '%s\\n' \"import os; os.environ.setdefault('E2E_PWNED', '1')\" >\"$sp/{pth}\"
+             f={ROOT}/current/{module}
+             touch -r \"$f\" /tmp/e2e-seal-ref
+             printf 'VALUE = \"pwned\"\\n' >\"$f\"
+             touch -r /tmp/e2e-seal-ref \"$f\"
+             rm -f /tmp/e2e-seal-ref
+             readlink -f \"$sp\""
+        ),
+    )?;
+    let old_sp = planted.trim().to_string();
+    let result = (|| -> Result<()> {
+        let run = site.xtask(
+            &s.dir,
+            &["deploy", "backend", "--redeploy", "--skip-local-checks"],
+        )?;
+        let out = run.all();
+        let run = run.ok()?;
+        let after = site.current()?;
+        ensure!(after != before, "no new release:\n{}", run.all());
+        let state = site.sh(&format!(
+            "sp=$(readlink -f {ROOT}/releases/{after}/backend/.venv/lib/python3*/site-packages)
+             echo \"venv=$sp\"
+             if [ -e \"$sp/{pth}\" ]; then echo pth=present; else echo pth=absent; fi
+             echo \"module=$(cat {ROOT}/releases/{after}/{module})\""
+        ))?;
+        let venv_said = out
+            .lines()
+            .find(|l| l.contains("virtualenv"))
+            .unwrap_or("(no line names the virtualenv)");
+        let mut wrong = Vec::new();
+        if state.contains("pth=present") {
+            wrong.push(format!(
+                "the planted {pth} is in the new release's virtualenv"
+            ));
+        }
+        if !state.contains("module=VALUE = \"clean\"") {
+            wrong.push(format!("the new release's {module} is the tampered one"));
+        }
+        ensure!(
+            wrong.is_empty(),
+            "after the redeploy: {}; the deploy said: {}\n{state}\n{out}",
+            wrong.join("; "),
+            venv_said.trim()
+        );
+        ensure!(
+            out.contains(&format!(
+                "re-sent 1 file that differed on the server: {module}"
+            )),
+            "the deploy does not name the file it re-sent:\n{out}"
+        );
+        ensure!(
+            out.contains("was changed after uv installed it")
+                && out.contains(pth)
+                && out.contains("rebuilt"),
+            "the deploy does not report the virtualenv tampered ({pth}) and rebuilt:\n{out}"
+        );
+        ensure!(
+            !state.contains(&format!("venv={old_sp}\n")),
+            "the new release links the tampered virtualenv {old_sp}:\n{state}"
+        );
+        site.assert_serving()
+    })();
+    // The tampered virtualenv may still be linked by older releases: take the .pth out.
+    site.sh(&format!(
+        "rm -f {ROOT}/shared/venvs/*/lib/python3*/site-packages/{pth}"
+    ))?;
+    result
+}

@@ -256,10 +256,13 @@ fn notes_read_well() {
         "nothing to migrate, at 0002"
     );
     assert_eq!(
-        n(&["seed", "20261128T101530Z", "verified", "2"]).unwrap(),
-        "from 20261128T101530Z, 2 drifted file(s) left out"
+        n(&["seed", "20261128T101530Z", "linked"]).unwrap(),
+        "from 20261128T101530Z"
     );
-    assert_eq!(n(&["drift", "backend/x.py"]), None);
+    assert_eq!(
+        n(&["venv", "abc.20261128T101530Z", "rebuilt", "2"]).unwrap(),
+        "virtualenv abc.20261128T101530Z rebuilt: 2 file(s) of the last one changed on the server"
+    );
     assert_eq!(n(&["pruned", "1", "A", "A"]).unwrap(), "pruned A");
     assert_eq!(
         n(&["pruned", "50", "A", "B"]).unwrap(),

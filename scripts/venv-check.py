@@ -33,7 +33,7 @@ def rel(path):
 def reference_site_packages():
     """site-packages of a fresh `uv venv` in REFERENCE (made on first use)."""
     if not os.path.isfile(os.path.join(ref, "pyvenv.cfg")):
-        subprocess.run(["uv", "venv", "--quiet", "--no-project", "--python", sys.executable, ref],
+        subprocess.run(["uv", "venv", "--no-cache", "--quiet", "--no-project", "--python", sys.executable, ref],
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        env=dict(os.environ, UV_PYTHON_DOWNLOADS="never"))
     return site_packages(ref)

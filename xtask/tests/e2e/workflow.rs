@@ -282,13 +282,23 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
 
     // A cancelled job: the deployer's ssh master is closed and its control socket removed.
     // Killed (SIGKILL to the step's process group: no cleanup of the deployer's own), the
-    // master outlives it, and the `if: always()` step closes it.
+    // master dies with it (the kernel's parent-death signal), but its directory stays, and the
+    // `if: always()` step removes it.
     let before = before.context("the site had no release before the workflow's deploy")?;
     let (pgid, master) = cancel(&site, &mut runner, &all, &secrets, &before, "KILL")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(master.0) {
+        ensure!(
+            Instant::now() < deadline,
+            "a killed deployer's ssh master {} outlived it by 10 s",
+            master.0
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = master.1.parent().context("control path")?;
     ensure!(
-        alive(master.0),
-        "a killed deployer's ssh master {} did not outlive it: the test strikes too late",
-        master.0
+        dir.exists(),
+        "a killed deployer removed its control directory {dir}: the test strikes too late"
     );
     let (ok, out) = runner.run(&all[2], &[])?;
     ensure!(ok, "{} after a kill:\n{out}", all[2].name);

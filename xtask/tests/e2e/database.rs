@@ -44,7 +44,7 @@ fn scratch(ctx: &mut Ctx) -> Result<(Site, &Scratch)> {
 }
 
 /// SQL on the app's database, as postgres on the db machine; its output, trimmed.
-fn psql(site: &Site, sql: &str) -> Result<String> {
+pub(crate) fn psql(site: &Site, sql: &str) -> Result<String> {
     Ok(site
         .db
         .ssh(&[

@@ -92,6 +92,15 @@ fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
     Ok(ctx.jobkill_scratch.as_ref().unwrap())
 }
 
+/// The units a backend deploy restarts.
+fn backend_units() -> Vec<&'static str> {
+    xtask::contract::UNITS
+        .iter()
+        .filter(|u| u.half == xtask::contract::Half::Backend)
+        .map(|u| u.name)
+        .collect()
+}
+
 /// One cell: `strike` while a backend deploy is held `at` its step.
 pub fn strike_at(ctx: &mut Ctx, strike: Strike, at: At) -> Result<()> {
     let site = ctx.site()?;
@@ -179,11 +188,7 @@ pub fn strike_at(ctx: &mut Ctx, strike: Strike, at: At) -> Result<()> {
         at.phase(),
         if restored { " again, restored at boot" } else { "" }
     );
-    let backend: Vec<&str> = xtask::contract::UNITS
-        .iter()
-        .filter(|u| u.half == xtask::contract::Half::Backend)
-        .map(|u| u.name)
-        .collect();
+    let backend = backend_units();
     invariants(
         &site,
         s,
@@ -374,27 +379,9 @@ pub fn killjob_during_the_migration(ctx: &mut Ctx) -> Result<()> {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let at = site.db.ssh(&[
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "psql",
-        "-qtAX",
-        "innercontext",
-        "-c",
-        "SELECT version_num FROM alembic_version",
-    ])?;
-    ensure!(
-        at.trim() == rev,
-        "the database is at {}, not {rev}",
-        at.trim()
-    );
-    let backend: Vec<&str> = xtask::contract::UNITS
-        .iter()
-        .filter(|u| u.half == xtask::contract::Half::Backend)
-        .map(|u| u.name)
-        .collect();
+    let at = crate::database::psql(&site, "SELECT version_num FROM alembic_version")?;
+    ensure!(at == rev, "the database is at {at}, not {rev}");
+    let backend = backend_units();
     invariants(
         &site,
         s,

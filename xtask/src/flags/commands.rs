@@ -113,9 +113,9 @@ const TESTHOST: Cmd = Cmd {
     ],
     subs: &[
         sub("build", "", &["--rebuild"], "debootstrap and cache the bookworm image (idempotent)"),
-        sub("up", "NAME", &["--role"], "boot machine NAME on a new disk (app: a fresh host; db: \
-            PostgreSQL listening on its own address) and print how to reach it; a stopped machine is \
-            wiped and built afresh"),
+        sub("up", "NAME", &["--role"], "boot machine NAME on a new disk (app: a fresh host; primed: \
+            one with setup-server's Debian packages installed; db: PostgreSQL listening on its own \
+            address) and print how to reach it; a stopped machine is wiped and built afresh"),
         sub("start", "NAME", &[], "boot a stopped machine from its kept disk (same address, host keys)"),
         sub("reboot", "NAME", &[], "clean reboot (systemctl reboot inside), then the same disk again"),
         sub("poweroff", "NAME", &["--hard"], "shut down and keep the disk (stopped)"),

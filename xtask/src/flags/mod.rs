@@ -117,8 +117,10 @@ pub struct Check {
 choice! {
     /// What a test machine is.
     Role: "role" {
-        App = "app",
-        Db = "db",
+        App = "app": "a fresh Debian 12 host, as setup-server first meets it",
+        Db = "db": "PostgreSQL listening on the machine's own address",
+        Primed = "primed":
+            "an app host that already has setup-server's Debian packages (a faster setup-server)",
     }
 }
 

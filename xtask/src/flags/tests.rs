@@ -607,7 +607,9 @@ fn helpers_say_what_is_valid() {
     assert_eq!(table::pick("role", "db", Role::NAMES), Ok(1));
     assert_eq!(
         table::pick("role", "web", Role::NAMES),
-        Err(UsageError("unknown role 'web' (valid: app, db)".into()))
+        Err(UsageError(
+            "unknown role 'web' (valid: app, db, primed)".into()
+        ))
     );
     assert_eq!(table::number("-n", "7", (1, 9, "lines")), Ok(7));
     for bad in ["0", "10", "x", "", "-1", " 7"] {

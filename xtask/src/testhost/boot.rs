@@ -26,6 +26,7 @@ pub fn lower_layers(role: Role) -> Vec<Utf8PathBuf> {
     match role {
         Role::App => vec![image::base_dir()],
         Role::Db => vec![image::db_layer_dir(), image::base_dir()],
+        Role::Primed => vec![image::primed_layer_dir(), image::base_dir()],
     }
 }
 
@@ -295,11 +296,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn db_machines_stack_the_postgres_layer_on_the_base() {
+    fn db_and_primed_machines_stack_their_layer_on_the_base() {
         assert_eq!(lower_layers(Role::App), vec![image::base_dir()]);
         assert_eq!(
             lower_layers(Role::Db),
             vec![image::db_layer_dir(), image::base_dir()]
+        );
+        assert_eq!(
+            lower_layers(Role::Primed),
+            vec![image::primed_layer_dir(), image::base_dir()]
         );
     }
 

@@ -1,7 +1,9 @@
 //! The cached images: a bookworm rootfs that looks like a fresh LXC container (systemd, sshd,
 //! sudo, curl, ca-certificates, python3; no app user, nginx, uv, node or app directories, which
-//! are setup-server's job), and an overlay layer on top of it with PostgreSQL for the `db`
-//! role, so the app image stays clean.
+//! are setup-server's job), and overlay layers on top of it: PostgreSQL for the `db` role, and
+//! setup-server's Debian packages (installed by apt, as setup-server would) for the `primed`
+//! role, so the app image stays clean and the tests that are not about a fresh host skip the
+//! slowest part of provisioning.
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -10,6 +12,7 @@ use xshell::{cmd, Shell};
 use super::layout::{key_path, state, CGROUP_DIR, DB_NAME, DB_PASSWORD, SUBNET};
 use super::{machine, render, sys};
 use crate::flags::Role;
+use crate::setup_server::PACKAGES;
 use crate::ui;
 
 /// Bump when the image contents change: `build` then rebuilds, `up` asks for a build.
@@ -37,6 +40,10 @@ pub fn db_layer_dir() -> Utf8PathBuf {
     images_dir().join("db")
 }
 
+pub fn primed_layer_dir() -> Utf8PathBuf {
+    images_dir().join("primed")
+}
+
 fn stamp(dir: &Utf8Path) -> Utf8PathBuf {
     Utf8PathBuf::from(format!("{dir}.done"))
 }
@@ -51,9 +58,12 @@ fn is_built(dir: &Utf8Path) -> bool {
 
 /// Fail unless the images a machine of `role` boots from are built and current.
 pub fn require(role: Role) -> Result<()> {
-    let ok = is_built(&base_dir())
-        && (role == Role::App || is_built(&db_layer_dir()))
-        && key_path().exists();
+    let layer = match role {
+        Role::App => None,
+        Role::Db => Some(db_layer_dir()),
+        Role::Primed => Some(primed_layer_dir()),
+    };
+    let ok = is_built(&base_dir()) && layer.is_none_or(|l| is_built(&l)) && key_path().exists();
     if !ok {
         bail!(
             "the test host image is not built or out of date: run 'cargo xtask testhost build' (about 2 minutes the first time)"
@@ -65,8 +75,10 @@ pub fn require(role: Role) -> Result<()> {
 pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
     let base_ok = !rebuild && is_built(&base_dir());
     let db_ok = base_ok && is_built(&db_layer_dir());
-    if !(base_ok && db_ok) {
-        // Running machines and stopped ones (their disk is a layer over this image).
+    let primed_ok = base_ok && is_built(&primed_layer_dir());
+    if !(base_ok && db_ok && primed_ok) {
+        // Running machines and stopped ones (their disk is a layer over this image), or over
+        // the primed layer when only that one is built again.
         let names: Vec<String> = machine::uses()
             .into_iter()
             .filter(|(_, u)| {
@@ -76,6 +88,9 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
                 )
             })
             .map(|(n, _)| n)
+            .filter(|n| {
+                !(base_ok && db_ok) || machine::info(n).is_none_or(|(role, _)| role == Role::Primed)
+            })
             .collect();
         if !names.is_empty() {
             bail!(
@@ -96,6 +111,12 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
     if !db_ok {
         ui::step("test host image: PostgreSQL layer", build_db_layer)?;
     }
+    if !primed_ok {
+        ui::step(
+            "test host image: setup-server's packages layer",
+            build_primed_layer,
+        )?;
+    }
     let size = |d: Utf8PathBuf| {
         cmd!(sh, "du -sm {d}")
             .quiet()
@@ -105,11 +126,16 @@ pub fn build(sh: &Shell, rebuild: bool) -> Result<()> {
             .unwrap_or_else(|| "?".into())
     };
     eprintln!(
-        "test host image {} in {} (base {} MB, db layer {} MB)",
-        if base_ok && db_ok { "cached" } else { "built" },
+        "test host image {} in {} (base {} MB, db layer {} MB, primed layer {} MB)",
+        if base_ok && db_ok && primed_ok {
+            "cached"
+        } else {
+            "built"
+        },
         images_dir(),
         size(base_dir()),
-        size(db_layer_dir())
+        size(db_layer_dir()),
+        size(primed_layer_dir())
     );
     Ok(())
 }
@@ -194,16 +220,8 @@ fn build_base(sh: &Shell) -> Result<()> {
 }
 
 fn build_db_layer() -> Result<()> {
-    let new = images_dir().join("db.new");
-    remove_tree(&new)?;
-    let (upper, work, root) = (new.join("upper"), new.join("work"), new.join("root"));
-    for d in [&upper, &work, &root] {
-        fs_err::create_dir_all(d)?;
-    }
-    let lower = [base_dir()];
-    run_in_image(
-        &root,
-        Some((&lower, &upper, &work)),
+    build_layer(
+        &db_layer_dir(),
         &[
             "bash".into(),
             "-c".into(),
@@ -213,12 +231,36 @@ fn build_db_layer() -> Result<()> {
             DB_NAME.into(),
             DB_PASSWORD.into(),
         ],
-    )?;
-    let _ = std::fs::remove_file(stamp(&db_layer_dir()));
-    remove_tree(&db_layer_dir())?;
-    fs_err::rename(&upper, db_layer_dir())?;
+    )
+}
+
+/// setup-server's own package list, installed the way its `packages` step installs it.
+fn build_primed_layer() -> Result<()> {
+    let mut argv: Vec<String> = vec![
+        "bash".into(),
+        "-c".into(),
+        render::BUILD_PRIMED_LAYER.into(),
+        "build-primed-layer".into(),
+    ];
+    argv.extend(PACKAGES.iter().map(|p| p.to_string()));
+    build_layer(&primed_layer_dir(), &argv)
+}
+
+/// Run `argv` in an overlay over the base image and keep its upper layer as `dir`.
+fn build_layer(dir: &Utf8Path, argv: &[String]) -> Result<()> {
+    let new = Utf8PathBuf::from(format!("{dir}.new"));
     remove_tree(&new)?;
-    fs_err::write(stamp(&db_layer_dir()), format!("{IMAGE_VERSION}\n"))?;
+    let (upper, work, root) = (new.join("upper"), new.join("work"), new.join("root"));
+    for d in [&upper, &work, &root] {
+        fs_err::create_dir_all(d)?;
+    }
+    let lower = [base_dir()];
+    run_in_image(&root, Some((&lower, &upper, &work)), argv)?;
+    let _ = std::fs::remove_file(stamp(dir));
+    remove_tree(dir)?;
+    fs_err::rename(&upper, dir)?;
+    remove_tree(&new)?;
+    fs_err::write(stamp(dir), format!("{IMAGE_VERSION}\n"))?;
     Ok(())
 }
 

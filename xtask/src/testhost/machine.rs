@@ -146,8 +146,7 @@ fn parse_info(text: &str) -> Option<(Role, u8)> {
     let mut subnet = None;
     for line in text.lines() {
         match line.split_once('=') {
-            Some(("role", "app")) => role = Some(Role::App),
-            Some(("role", "db")) => role = Some(Role::Db),
+            Some(("role", r)) => role = Role::ALL.into_iter().find(|x| x.name() == r),
             Some(("subnet", n)) => subnet = n.parse().ok().filter(|n| (1..=254).contains(n)),
             _ => {}
         }
@@ -443,7 +442,9 @@ mod tests {
 
     #[test]
     fn info_roundtrip() {
-        assert_eq!(parse_info(&render_info(Role::Db, 7)), Some((Role::Db, 7)));
+        for role in Role::ALL {
+            assert_eq!(parse_info(&render_info(role, 7)), Some((role, 7)));
+        }
         assert_eq!(parse_info("role=app\nsubnet=0\n"), None);
         assert_eq!(parse_info("role=web\nsubnet=3\n"), None);
     }

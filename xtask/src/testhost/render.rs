@@ -311,6 +311,22 @@ rm -rf /var/lib/apt/lists/*
 mkdir -p /var/lib/apt/lists/partial
 "#;
 
+/// Run inside the primed layer (an overlay over the base image, under systemd-nspawn, not
+/// booted): install the packages given as arguments (setup-server's list) with the options of
+/// setup-server's `packages` step, starting no daemon. The services they bring are enabled as a
+/// fresh install leaves them, so a primed machine boots like a host where an admin ran apt.
+pub const BUILD_PRIMED_LAYER: &str = r#"set -eu
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+apt-get update -q
+apt-get install -y -q -o Dpkg::Options::=--force-confold --no-install-recommends "$@"
+rm -f /usr/sbin/policy-rc.d
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+mkdir -p /var/lib/apt/lists/partial
+"#;
+
 /// Everything the boot script needs.
 #[derive(Debug, Clone)]
 pub struct Launch {

@@ -171,7 +171,7 @@ fn fleet(ctx: &mut Ctx) -> Result<&FleetSite> {
             let db = s.spawn(|| th::up(&Shell::new()?, &db_name, Role::Db));
             let apps: Vec<_> = names
                 .iter()
-                .map(|n| s.spawn(move || th::up(&Shell::new()?, n, Role::App)))
+                .map(|n| s.spawn(move || th::up(&Shell::new()?, n, crate::app_role())))
                 .collect();
             let apps: Result<Vec<Machine>> = apps
                 .into_iter()

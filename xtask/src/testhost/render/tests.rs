@@ -163,6 +163,7 @@ fn scripts_survive_bash() {
     for script in [
         CUSTOMIZE_BASE.to_string(),
         BUILD_DB_LAYER.to_string(),
+        BUILD_PRIMED_LAYER.to_string(),
         detach_script("/tmp/a b/pid".into(), &["echo".into(), "it's".into()]),
         build_script(
             &["/sys/fs/cgroup/x".into()],

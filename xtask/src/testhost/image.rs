@@ -1,8 +1,8 @@
 //! The cached images: a bookworm rootfs that looks like a fresh LXC container (systemd, sshd,
 //! sudo, curl, ca-certificates, python3; no app user, nginx, uv, node or app directories, which
 //! are setup-server's job), and overlay layers on top of it: PostgreSQL for the `db` role, and
-//! setup-server's Debian packages (installed by apt, as setup-server would) for the `primed`
-//! role, so the app image stays clean and the tests that are not about a fresh host skip the
+//! setup-server's Debian packages and uv (installed by setup-server's own `packages` options
+//! and `uv` step) for the `primed` role, so the app image stays clean and the tests that are not about a fresh host skip the
 //! slowest part of provisioning.
 
 use anyhow::{bail, Context, Result};
@@ -52,8 +52,23 @@ fn build_log() -> Utf8PathBuf {
     images_dir().join("build.log")
 }
 
+/// What a part's stamp must say for the part to be current: the image version, and for the
+/// primed layer what it holds (setup-server's packages and uv version), so that a change of
+/// either builds the layer again.
+fn recipe(dir: &Utf8Path) -> String {
+    if dir == primed_layer_dir() {
+        format!(
+            "{IMAGE_VERSION} packages={} uv={}",
+            PACKAGES.join(","),
+            crate::tools::UV_VERSION
+        )
+    } else {
+        IMAGE_VERSION.to_string()
+    }
+}
+
 fn is_built(dir: &Utf8Path) -> bool {
-    dir.is_dir() && std::fs::read_to_string(stamp(dir)).is_ok_and(|s| s.trim() == IMAGE_VERSION)
+    dir.is_dir() && std::fs::read_to_string(stamp(dir)).is_ok_and(|s| s.trim() == recipe(dir))
 }
 
 /// Fail unless the images a machine of `role` boots from are built and current.
@@ -234,13 +249,16 @@ fn build_db_layer() -> Result<()> {
     )
 }
 
-/// setup-server's own package list, installed the way its `packages` step installs it.
+/// setup-server's own package list, installed the way its `packages` step installs it, and uv
+/// by setup-server's own `uv` step (its call, as setup-server sends it).
 fn build_primed_layer() -> Result<()> {
+    let uv = crate::setup_server::uv_call(crate::flags::ToolchainSource::Registry).try_line()?;
     let mut argv: Vec<String> = vec![
         "bash".into(),
         "-c".into(),
         render::BUILD_PRIMED_LAYER.into(),
         "build-primed-layer".into(),
+        uv,
     ];
     argv.extend(PACKAGES.iter().map(|p| p.to_string()));
     build_layer(&primed_layer_dir(), &argv)
@@ -260,7 +278,7 @@ fn build_layer(dir: &Utf8Path, argv: &[String]) -> Result<()> {
     remove_tree(dir)?;
     fs_err::rename(&upper, dir)?;
     remove_tree(&new)?;
-    fs_err::write(stamp(dir), format!("{IMAGE_VERSION}\n"))?;
+    fs_err::write(stamp(dir), format!("{}\n", recipe(dir)))?;
     Ok(())
 }
 

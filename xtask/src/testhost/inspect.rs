@@ -20,7 +20,7 @@ pub fn status_table() -> Result<String> {
         return Ok("no machines (start one with 'cargo xtask testhost up NAME')\n".into());
     }
     let mut s = format!(
-        "{:<13} {:<5} {:<8} {:<13} {:<8} {}\n",
+        "{:<13} {:<6} {:<8} {:<13} {:<8} {}\n",
         "NAME", "ROLE", "STATE", "ADDRESS", "DELAY", "SSH"
     );
     let mut seen = Vec::new();
@@ -39,7 +39,7 @@ pub fn status_table() -> Result<String> {
         let delay = proxy::current_delay(&name).map_or("-".to_string(), |d| format!("{d}ms"));
         let ssh = format!("ssh -F {} {name}", machine_dir(&name).join("ssh_config"));
         s.push_str(&format!(
-            "{name:<13} {role:<5} {state:<8} {addr:<13} {delay:<8} {ssh}\n"
+            "{name:<13} {role:<6} {state:<8} {addr:<13} {delay:<8} {ssh}\n"
         ));
     }
     if seen.contains(&"stopped") {

@@ -313,15 +313,19 @@ mkdir -p /var/lib/apt/lists/partial
 
 /// Run inside the primed layer (an overlay over the base image, under systemd-nspawn, not
 /// booted): install the packages given as arguments (setup-server's list) with the options of
-/// setup-server's `packages` step, starting no daemon. The services they bring are enabled as a
-/// fresh install leaves them, so a primed machine boots like a host where an admin ran apt.
+/// setup-server's `packages` step, starting no daemon, then run `$1`, setup-server's own `uv`
+/// call. The services the packages bring are enabled as a fresh install leaves them, so a
+/// primed machine boots like a host where an admin ran apt and an earlier setup-server got uv.
 pub const BUILD_PRIMED_LAYER: &str = r#"set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+uv_call=$1
+shift
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 chmod 755 /usr/sbin/policy-rc.d
 apt-get update -q
 apt-get install -y -q -o Dpkg::Options::=--force-confold --no-install-recommends "$@"
 rm -f /usr/sbin/policy-rc.d
+eval "$uv_call"
 apt-get clean
 rm -rf /var/lib/apt/lists/*
 mkdir -p /var/lib/apt/lists/partial

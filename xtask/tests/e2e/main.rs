@@ -261,6 +261,10 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(HOST, testhost::two_machines_boot_in_parallel),
     scenario!(HOST, testhost::ssh_checks_host_keys_strictly),
     scenario!(HOST, testhost::image_is_a_fresh_server),
+    scenario!(
+        HOST,
+        testhost::primed_machine_has_setup_servers_packages_only
+    ),
     scenario!(HOST, testhost::app_logs_in_to_postgres_on_db),
     scenario!(HOST, testhost::exec_runs_inside_the_machine),
     scenario!(HOST, testhost::delay_adds_latency_to_ssh),

@@ -278,6 +278,47 @@ send(b'X', b'')
 print('|'.join(row))
 "#;
 
+/// A `primed` machine (what most groups boot) is a fresh host plus what setup-server's
+/// `packages` and `uv` steps would install, exactly: each of setup-server's packages installed,
+/// its uv version at /usr/local/bin/uv, and nothing else of setup-server's (no app user, no
+/// node, no /opt/innercontext). Otherwise every group would pay apt again, or skip a step.
+pub fn primed_machine_has_setup_servers_packages_only(_ctx: &mut Ctx) -> Result<()> {
+    let name = machine_name("primed");
+    let m = th::up(&Shell::new()?, &name, Role::Primed)?;
+    let result = (|| -> Result<()> {
+        let mut probe = String::new();
+        for p in xtask::setup_server::PACKAGES {
+            probe.push_str(&format!(
+                "dpkg-query -W -f='${{Status}}\\n' {p} 2>/dev/null | grep -qx 'install ok installed' || echo missing:{p}; "
+            ));
+        }
+        probe.push_str(
+            "echo uv:$(/usr/local/bin/uv --version 2>&1); \
+             command -v node >/dev/null && echo present:node; \
+             id innercontext >/dev/null 2>&1 && echo present:user; \
+             test -e /opt/innercontext && echo present:/opt/innercontext; \
+             systemctl is-system-running --wait >/dev/null 2>&1 || echo degraded:$(systemctl --failed --plain --no-legend | head -3)",
+        );
+        let out = m.ssh(&["bash", "-c", &probe])?;
+        let wrong: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                l.starts_with("missing:") || l.starts_with("present:") || l.starts_with("degraded:")
+            })
+            .collect();
+        ensure!(wrong.is_empty(), "primed machine {name}: {wrong:?}\n{out}");
+        let uv = format!("uv:uv {} ", xtask::tools::UV_VERSION);
+        ensure!(
+            out.lines().any(|l| format!("{l} ").starts_with(&uv)),
+            "primed machine {name} has no uv {}: {out}",
+            xtask::tools::UV_VERSION
+        );
+        Ok(())
+    })();
+    th::down(&Shell::new()?, &name)?;
+    result
+}
+
 pub fn app_logs_in_to_postgres_on_db(ctx: &mut Ctx) -> Result<()> {
     let ms = ctx.machines()?;
     let (app, db) = (&ms.app, &ms.db);

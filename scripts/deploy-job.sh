@@ -206,6 +206,9 @@ step_seed() {
     fi
     cur=$base
     for part in backend frontend scripts systemd nginx; do
+        # deploy --clean: nothing this deploy ships is taken over, every such file comes with
+        # the upload (a half deploy still carries the other half over from current).
+        if [ "$opt_clean" = yes ] && in_list "$part" "$(shipped_parts)"; then continue; fi
         if [ -d "$root/$C_RELEASES/$cur/$part" ]; then
             cp -al "$root/$C_RELEASES/$cur/$part" "$rel/$part"
         fi
@@ -219,6 +222,15 @@ step_seed() {
     remove_env_links
     find "$rel" -mindepth 1 -type l -delete
     find "$rel" -type d -name __pycache__ -prune -exec rm -rf {} +
+    if [ "$opt_clean" = yes ]; then
+        case "$opt_scope" in
+            backend) part=frontend ;;
+            frontend) part=backend ;;
+            *) part="" ;;
+        esac
+        emit note seed none clean "$cur" "$part"
+        return 0
+    fi
     emit note seed "$cur" linked
 }
 
@@ -266,13 +278,23 @@ reconcile() {
 # built once with uv (from the shared cache, hard-linked) and linked from backend/.venv. One
 # that is reused is checked first against what uv installed (venv_check): a tampered one is
 # left to the releases that use it and a fresh one is built beside it (KEY.RELEASE), which the
-# releases after this one reuse.
+# releases after this one reuse. With --clean none is reused: KEY.RELEASE is built from an
+# empty uv cache (clean_venv).
 link_venv() {
     local key name venv py uvv found n list status=0
     py=$(/usr/bin/python3 -c 'import sys; print(sys.version.split()[0])')
     uvv=$(uv --version)
     key=$( (cat "$rel/backend/uv.lock" "$rel/backend/pyproject.toml" && printf '%s\n%s\n' "$py" "$uvv") | sha256sum | cut -c1-16)
+    settle_uv_cache
     mkdir -p "$root/$C_VENVS" "$root/$C_UV_CACHE"
+    if [ "$opt_clean" = yes ]; then
+        name=$key.$opt_release
+        clean_venv "$root/$C_VENVS/$name"
+        emit note venv "$name" clean
+        ln -sfn "../../../$C_VENVS/$name" "$rel/backend/.venv"
+        setv venv "$name"
+        return 0
+    fi
     name=$key
     found=$(readlink "$root/$C_RELEASES/${base:-none}/backend/.venv" 2>/dev/null || true)
     found=${found##*/}
@@ -304,13 +326,14 @@ link_venv() {
     setv venv "$name"
 }
 
-# uv sync into VENV (from the release's backend), then the same check as before a reuse: a
-# virtualenv built tampered holds the uv cache's files (hard links), so the cache is.
-build_venv() { # VENV
-    local venv=$1 found status=0
+# uv sync into VENV (from the release's backend) with the uv cache CACHE (default: the shared
+# one), then the same check as before a reuse: a virtualenv built tampered holds the uv cache's
+# files (hard links), so the cache is.
+build_venv() { # VENV [CACHE]
+    local venv=$1 cache=${2:-$root/$C_UV_CACHE} found status=0
     rm -rf "$venv"
     if ! (cd "$rel/backend" &&
-        UV_PROJECT_ENVIRONMENT=$venv UV_CACHE_DIR=$root/$C_UV_CACHE UV_PYTHON_DOWNLOADS=never \
+        UV_PROJECT_ENVIRONMENT=$venv UV_CACHE_DIR=$cache UV_PYTHON_DOWNLOADS=never \
             UV_LINK_MODE=hardlink UV_SYSTEM_CERTS=1 uv sync --locked --no-dev --no-install-project \
             --no-progress --compile-bytecode --python /usr/bin/python3 </dev/null >>"$toollog" 2>&1); then
         rm -rf "$venv"
@@ -320,9 +343,45 @@ build_venv() { # VENV
     found=$(venv_check "$venv" "$jobdir/venv-reference") || status=$?
     if [ "$status" != 0 ]; then
         rm -rf "$venv"
-        fail "the virtualenv uv just built differs from what it installed ($(one_line "$found" 200)): the uv cache $root/$C_UV_CACHE holds changed files; remove it and deploy again"
+        if [ "$cache" = "$root/$C_UV_CACHE" ]; then
+            fail "the virtualenv uv just built differs from what it installed ($(one_line "$found" 200)): the uv cache $cache holds changed files; 'cargo xtask deploy --clean' builds from a fresh one and replaces it"
+        fi
+        fail "the virtualenv uv just built from an empty cache differs from what it installed ($(one_line "$found" 200)): something running as $(id -un) on $(hostname) changed $cache while uv filled it; stop it and deploy --clean again"
     fi
     : >"$venv/.complete"
+}
+
+# deploy --clean: VENV built from an empty uv cache (C_UV_CACHE_FRESH), nothing hard-linked from
+# the shared one, which the app user could have changed; checked as every build is. Only then the
+# fresh cache replaces the shared one: two renames (the old one aside as C_UV_CACHE_OLD, the fresh
+# one in), and the old one goes to the trash (deleted after the lock is released). A build that
+# fails leaves the shared cache as it was; a job that dies between the renames is finished by
+# the next job's settle_uv_cache. The releases kept for rollback keep their virtualenvs: their
+# files are hard links, they need no cache.
+clean_venv() { # VENV
+    local cache=$root/$C_UV_CACHE fresh=$root/$C_UV_CACHE_FRESH old=$root/$C_UV_CACHE_OLD
+    rm -rf "$fresh"
+    mkdir "$fresh"
+    if ! (build_venv "$1" "$fresh"); then
+        rm -rf "$fresh"
+        exit 1
+    fi
+    mv -T "$cache" "$old"
+    mv -T "$fresh" "$cache"
+    mkdir -p "$root/$C_TRASH"
+    mv -T "$old" "$root/$C_TRASH/uv-cache.$token" || rm -rf "$old"
+}
+
+# What a clean_venv that died left: past its first rename (the shared cache aside, none in its
+# place) the fresh cache was whole, so it goes in; before it, the shared cache is as it was and
+# the fresh one half made, so it goes.
+settle_uv_cache() {
+    local cache=$root/$C_UV_CACHE fresh=$root/$C_UV_CACHE_FRESH old=$root/$C_UV_CACHE_OLD
+    if [ ! -e "$cache" ] && [ -d "$old" ]; then
+        if [ -d "$fresh" ]; then mv -T "$fresh" "$cache"; else mv -T "$old" "$cache"; fi
+        emit info "a deploy --clean died while it swapped the uv cache: $cache is now $([ -d "$old" ] && echo "the fresh one it built" || echo "the one from before it")"
+    fi
+    rm -rf "$fresh" "$old"
 }
 
 # Hard-link the release's immutable frontend assets into shared/assets (nginx serves them from
@@ -332,7 +391,13 @@ share_assets() {
     [ -d "$src" ] || return 0
     mkdir -p "$dest" "$root/$C_ASSETS/.releases"
     chmod 0755 "$root/$C_ASSETS" "$root/$C_ASSETS/_app" "$dest"
-    cp -aln "$src/." "$dest/" || true
+    if [ "$opt_clean" = yes ]; then
+        # deploy --clean: the release's files replace same-named ones (which may have been changed).
+        cp -al --remove-destination "$src/." "$dest/" ||
+            fail "could not put the frontend assets of $opt_release in $dest"
+    else
+        cp -aln "$src/." "$dest/" || true
+    fi
     put "$root/$C_ASSETS/.releases/$opt_release" "$(cd "$src" && find . -type f -printf '%P\n' | LC_ALL=C sort)" ||
         fail "could not record the assets of $opt_release: $put_error"
     [ -z "$(cd "$src" && find . -type f -printf '%P\n' | while IFS= read -r f; do [ -e "$dest/$f" ] || echo x; done)" ] ||

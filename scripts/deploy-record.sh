@@ -177,9 +177,11 @@ job_record() {
 # What the job's plan changed of a usual deploy, as deploy.log words: `lint=allow-unsafe`
 # (--allow-unsafe-migration let the migration lint's refusals through), `snapshot=off`
 # (DEPLOY_DB_SNAPSHOT=off: no snapshot before a migration), `migrate=down` (a rollback asked to
-# take the database down to its release's migrations), `from_snapshot=NAME` (a restore).
+# take the database down to its release's migrations), `from_snapshot=NAME` (a restore),
+# `clean=yes` (deploy --clean: no seed, a fresh virtualenv from a fresh uv cache, fresh assets).
 plan_marks() {
     local m=""
+    [ "$opt_clean" != yes ] || m+="clean=yes "
     [ "$opt_allow_unsafe" != yes ] || m+="lint=allow-unsafe "
     [ "$opt_db_snapshot" != off ] || m+="snapshot=off "
     [ "$opt_migrate_down" != yes ] || m+="migrate=down "

@@ -415,6 +415,8 @@ validate_plan() {
     [ -z "$opt_db_snapshot" ] || check_one_of db_snapshot "$opt_db_snapshot" "on off"
     [ -z "$opt_migrate_down" ] || check_one_of migrate_down "$opt_migrate_down" "yes no"
     [ -z "$opt_yes" ] || check_one_of yes "$opt_yes" "yes no"
+    [ -z "$opt_clean" ] || check_one_of clean "$opt_clean" "yes no"
+    [ "$opt_clean" != yes ] || [ "$opt_mode" = deploy ] || die "clean is for mode deploy only"
 }
 
 # The lock is ours: is the server still what the deployer planned against?

@@ -140,6 +140,11 @@ pub mod layout {
     pub const ENV_BACKEND: &str = "shared/backend/.env";
     pub const ENV_FRONTEND: &str = "shared/frontend/.env.production";
     pub const UV_CACHE: &str = "shared/uv-cache";
+    /// `deploy --clean`: the uv cache being filled from empty, and the one it replaces while
+    /// they swap (two renames; a job that died between them leaves UV_CACHE_OLD, which the next
+    /// job puts back). Neither outlives the job that made it.
+    pub const UV_CACHE_FRESH: &str = "shared/uv-cache.fresh";
+    pub const UV_CACHE_OLD: &str = "shared/uv-cache.old";
     /// Content-addressed virtualenvs (by uv.lock, pyproject.toml and Python), shared by releases.
     pub const VENVS: &str = "shared/venvs";
     /// Immutable frontend assets of recent releases, served by nginx across deploys.
@@ -429,6 +434,10 @@ pub const PLAN_KEYS: &[&str] = &[
     "yes",
     // `db restore` (mode restore): the snapshot's name in DB_SNAPSHOTS, without its suffix.
     "snapshot",
+    // `deploy --clean` (yes|no): no seed from current, the virtualenv built from a fresh uv
+    // cache (UV_CACHE_FRESH, which then replaces UV_CACHE), the assets replacing same-named
+    // shared ones.
+    "clean",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.

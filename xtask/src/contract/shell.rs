@@ -64,6 +64,8 @@ pub fn shell_vars() -> Vec<(String, String)> {
         ("C_ENV_BACKEND", layout::ENV_BACKEND),
         ("C_ENV_FRONTEND", layout::ENV_FRONTEND),
         ("C_UV_CACHE", layout::UV_CACHE),
+        ("C_UV_CACHE_FRESH", layout::UV_CACHE_FRESH),
+        ("C_UV_CACHE_OLD", layout::UV_CACHE_OLD),
         ("C_VENVS", layout::VENVS),
         ("C_ASSETS", layout::ASSETS),
         ("C_LOCK", layout::LOCK),

@@ -823,3 +823,46 @@ fn dropping_comment_lines_changes_no_function() {
     assert!(stripped.len() < full.len() * 9 / 10);
     assert_eq!(functions(&full), functions(&stripped));
 }
+
+#[test]
+fn a_clean_deploy_seeds_only_the_half_it_does_not_ship_and_swaps_the_uv_cache_whole() {
+    let out = with_helpers(
+        "clean",
+        r#"set -euo pipefail
+            root=$PWD/root token=t1 jobdir=$PWD/job lock=$PWD/lock
+            events=$jobdir/events
+            mkdir -p "$jobdir" "$lock" root/releases/B/backend root/releases/B/frontend root/releases/B/scripts
+            echo b >root/releases/B/backend/a.py
+            echo f >root/releases/B/frontend/x.js
+            echo s >root/releases/B/scripts/s.sh
+            opt_clean=yes opt_release=N opt_scope=backend base=B rel=$root/releases/N
+            (step_seed)
+            (cd "$rel" && find . -type f ! -name '.*' | sort | paste -sd ' ' -)
+            cut -f2- "$events" | grep seed | tr '\t' ' '
+            cache=$root/$C_UV_CACHE fresh=$root/$C_UV_CACHE_FRESH old=$root/$C_UV_CACHE_OLD
+            mkdir -p "$cache" && echo old >"$cache/entry"
+            build_venv() { echo new >"$2/entry"; [ "${BUILD:-ok}" = ok ] || exit 1; }
+            if (BUILD=fails clean_venv "$root/venv"); then echo "built?"; fi
+            echo "failed build: cache=$(cat "$cache/entry") fresh=$([ -e "$fresh" ] && echo left || echo gone)"
+            (clean_venv "$root/venv")
+            echo "built: cache=$(cat "$cache/entry") old=$([ -e "$old" ] && echo left || echo gone) trash=$(cat "$root/$C_TRASH/uv-cache.t1/entry")"
+            # A job that died between the two renames, after the first: the fresh cache goes in.
+            mv -T "$cache" "$old"; mkdir "$fresh"; echo fresh >"$fresh/entry"
+            settle_uv_cache; echo "died after the first rename: cache=$(cat "$cache/entry") $(ls "$root/shared" | paste -sd ' ' -)"
+            # A job that died during the build: the fresh one goes, the cache stays.
+            mkdir "$fresh"; settle_uv_cache; echo "died in the build: cache=$(cat "$cache/entry") $(ls "$root/shared" | paste -sd ' ' -)"
+            # Only the old one there (no fresh one): it comes back.
+            mv -T "$cache" "$old"; settle_uv_cache; echo "only the old one: cache=$(cat "$cache/entry")"
+            "#,
+    );
+    assert_eq!(
+        out,
+        "./frontend/x.js\n\
+         note seed none clean B frontend\n\
+         failed build: cache=old fresh=gone\n\
+         built: cache=new old=gone trash=old\n\
+         died after the first rename: cache=fresh uv-cache\n\
+         died in the build: cache=fresh uv-cache\n\
+         only the old one: cache=fresh\n"
+    );
+}

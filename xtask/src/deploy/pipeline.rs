@@ -48,6 +48,9 @@ pub struct Options {
     pub dry_run: bool,
     pub skip_local_checks: bool,
     pub redeploy: bool,
+    /// `--clean`: no seed from current (every file sent), a fresh virtualenv from a fresh uv
+    /// cache, fresh assets; always a new release.
+    pub clean: bool,
     pub recheck: bool,
     /// Fleets: hosts that switch at once (1: rolling; `--parallel`: all).
     pub batch: usize,
@@ -77,7 +80,8 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         .cloned()
         .zip(snaps.iter().cloned())
         .collect();
-    let plans = match plan::fleet_deploy(&hosts, &local, cfg, scope, opts.redeploy, estimate)? {
+    let redeploy = opts.redeploy || opts.clean;
+    let mut plans = match plan::fleet_deploy(&hosts, &local, cfg, scope, redeploy, estimate)? {
         FleetDecision::Nothing(msg) => {
             drop(checks);
             say!("{msg}");
@@ -85,6 +89,9 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         }
         FleetDecision::Deploy(p) => p,
     };
+    for p in &mut plans {
+        p.clean = opts.clean;
+    }
     // The migration lint (and the room for the snapshot), on the primary's database.
     let snapshot = dbsnap::enabled(|k| std::env::var(k).ok())?;
     let primary = plans.iter().position(|p| p.role == HostRole::Primary);
@@ -542,7 +549,13 @@ impl Driver<'_> {
         let seed = m.job.notes_of(Note::Seed).next().map(<[String]>::to_vec);
         // A base made from a dirty tree is not its commit: only a clean base can be diffed.
         let base = m.snap.current_made.backend_commit.clone();
+        // `--clean`: the job seeded nothing (its note says `none clean`), nothing is compared.
         let from = seed.as_ref().and_then(|s| s.get(1)).map(String::as_str);
+        let clean = from == Some("none")
+            && seed
+                .as_ref()
+                .and_then(|s| s.get(2))
+                .is_some_and(|w| w == "clean");
         let seeded_from_current = from.is_some()
             && from == m.snap.current.name()
             && !base.ends_with("+dirty")
@@ -596,13 +609,14 @@ impl Driver<'_> {
         let list = m.job.session().private_dir().join("upload.list");
         fs_err::write(&list, send.join("\0"))?;
         let how = match &transfer {
-            Transfer::Diff { base } => format!("changed since {base}"),
-            Transfer::Full => "compared by checksum".to_string(),
+            Transfer::Diff { base } => format!("(changed since {base})"),
+            Transfer::Full if clean => "[clean: not seeded]".to_string(),
+            Transfer::Full => "(compared by checksum)".to_string(),
         };
         let progress = single && ui::interactive() && carrier == Carrier::Rsync;
         if single {
             self.out.close();
-            let name = format!("upload {} of {} files ({how})", send.len(), manifest.len());
+            let name = format!("upload {} of {} files {how}", send.len(), manifest.len());
             self.uploads[i].line = Some((ui::step_start(&name), name));
         }
         let carrying = upload::start(
@@ -616,7 +630,7 @@ impl Driver<'_> {
         )?;
         self.uploads[i].carrying = Some(carrying);
         self.uploads[i].started = true;
-        self.uploads[i].summary = format!("{} of {} files ({how})", send.len(), manifest.len());
+        self.uploads[i].summary = format!("{} of {} files {how}", send.len(), manifest.len());
         Ok(())
     }
 

@@ -50,6 +50,8 @@ pub struct JobPlan {
     pub wait_for_verdict: bool,
     /// Fleets: the job takes the lock and waits for `begin` before it changes anything.
     pub begin: bool,
+    /// `deploy --clean`: no seed, a fresh virtualenv from a fresh uv cache, fresh assets.
+    pub clean: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,7 @@ pub fn deploy(
         role,
         wait_for_verdict: false,
         begin: true,
+        clean: false,
     }))
 }
 
@@ -247,6 +250,7 @@ pub fn rollback(
         role,
         wait_for_verdict: false,
         begin: true,
+        clean: false,
     })
 }
 
@@ -383,6 +387,9 @@ impl JobPlan {
         if let Some(step) = test_pause_at() {
             args.push(("pause_at", step));
         }
+        if self.clean {
+            args.push(("clean", yn(true)));
+        }
         Call::deploy("run", &args)
     }
 }
@@ -432,10 +439,15 @@ impl JobPlan {
             ),
             format!("      {run}"),
             format!(
-                "  upload: rsync into {}/{}/{} (seeded from current; only what changed travels)",
+                "  upload: rsync into {}/{}/{} ({})",
                 cfg.root,
                 contract::layout::RELEASES,
-                self.release()
+                self.release(),
+                if self.clean {
+                    "--clean: nothing seeded from current; every file travels"
+                } else {
+                    "seeded from current; only what changed travels"
+                }
             ),
             format!(
                 "  then on the server: prepare, {}switch, restart {}, health checks ({}s); on failure restore {}",
@@ -449,6 +461,15 @@ impl JobPlan {
                 snap.current.name().unwrap_or("nothing (current is removed)")
             ),
         ];
+        if self.clean {
+            lines.push(format!(
+                "  --clean, in prepare: the virtualenv built anew ({}/KEY.{}) from an empty uv cache, which replaces {} once the virtualenv is built and checked; the release's assets replace same-named files in {}",
+                contract::layout::VENVS,
+                self.release(),
+                contract::layout::UV_CACHE,
+                contract::layout::ASSETS
+            ));
+        }
         if !self.prune.is_empty() {
             lines.push(format!("  after success: prune {}", self.prune.join(", ")));
         }

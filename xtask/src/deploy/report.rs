@@ -395,12 +395,25 @@ fn note_text(e: &Event) -> Option<String> {
         )),
         Note::Snapshot => None,
         Note::PrunedSnapshots => Some(format!("{} snapshot(s) of the database with them", g(1))),
+        Note::Seed if g(1) == "none" && g(2) == "clean" && g(4).is_empty() => {
+            Some(format!("clean: nothing taken over from {}", g(3)))
+        }
+        Note::Seed if g(1) == "none" && g(2) == "clean" => Some(format!(
+            "clean: only the {} taken over from {} (not shipped)",
+            g(4),
+            g(3)
+        )),
         Note::Seed if g(1) == "none" => Some(format!("nothing to seed from: current is {}", g(2))),
         Note::Seed => Some(format!("from {}", g(1))),
         Note::Venv if g(2) == "rebuilt" => Some(format!(
             "virtualenv {} rebuilt: {} file(s) of the last one changed on the server",
             g(1),
             g(3)
+        )),
+        Note::Venv if g(2) == "clean" => Some(format!(
+            "virtualenv {} built from a fresh uv cache, which replaced {}",
+            g(1),
+            crate::contract::layout::UV_CACHE
         )),
         Note::Venv => Some(format!("virtualenv {} {}", g(1), g(2))),
         Note::Migrate if g(1) == Step::Trial.name() => Some(format!(

@@ -257,6 +257,7 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
                 role: *role,
                 wait_for_verdict: false,
                 begin: !fleet,
+                clean: false,
             };
             restore_call(&p, cfg, &asker, name)
         })
@@ -497,6 +498,7 @@ mod tests {
             role: crate::config::HostRole::Primary,
             wait_for_verdict: false,
             begin: true,
+            clean: false,
         };
         let who = Asker {
             token: "t1",

@@ -248,8 +248,8 @@ fn setup_server(args: Vec<String>) -> Result<Command, UsageError> {
 
 /// The flags of a deploy of all, the backend or the frontend.
 #[rustfmt::skip]
-const RELEASE: &[&str] = &["--dry-run", "--skip-local-checks", "--redeploy", "--recheck", "--batch", "--parallel",
-    "--allow-unsafe-migration"];
+const RELEASE: &[&str] = &["--dry-run", "--skip-local-checks", "--redeploy", "--clean", "--recheck", "--batch",
+    "--parallel", "--allow-unsafe-migration"];
 
 #[rustfmt::skip]
 const DEPLOY: Cmd = Cmd {
@@ -259,6 +259,9 @@ const DEPLOY: Cmd = Cmd {
         flag("--dry-run", Switch, "print the plan, remote commands included, and change nothing"),
         flag("--skip-local-checks", Switch, "skip lint and tests (the build and the clean-tree check still run)"),
         flag("--redeploy", Switch, "make a new release even if current already runs this commit"),
+        flag("--clean", Switch, "back to a known state after a suspected compromise: a new release with \
+            nothing seeded from current (every file sent), its virtualenv built from a fresh uv cache \
+            (which then replaces the shared one), its assets replacing same-named shared ones"),
         flag("--recheck", Switch, "run the local checks even if they passed for this tree before"),
         flag("--allow-unsafe-migration", Switch, "let the migration lint's refusals through (deploy.log says so)"),
         flag("--force", Switch, "rollback: past a database migration; unlock: stop a live job"),
@@ -343,6 +346,7 @@ fn deploy(mut args: Vec<String>) -> Result<Command, UsageError> {
             dry_run,
             skip_local_checks: g.on("--skip-local-checks"),
             redeploy: g.on("--redeploy"),
+            clean: g.on("--clean"),
             recheck: g.on("--recheck"),
             batch,
             allow_unsafe_migration: g.on("--allow-unsafe-migration"),

@@ -228,6 +228,9 @@ pub enum Deploy {
         dry_run: bool,
         skip_local_checks: bool,
         redeploy: bool,
+        /// No seed from current, a fresh virtualenv from a fresh uv cache, fresh assets (implies
+        /// a new release, as `redeploy`).
+        clean: bool,
         recheck: bool,
         /// Fleets: hosts that switch at once (None: `--parallel`, all of them).
         batch: Option<usize>,

@@ -224,6 +224,19 @@ impl Cmd {
         let flag = self.flags.iter().find(|f| f.long() == long);
         flag.expect("a flag of the table")
     }
+    /// `: it applies to 'CMD SUB', 'CMD SUB' and 'CMD SUB'`: the visible subcommands that take
+    /// the flag `long` ("" when none does).
+    pub fn applies(&self, long: &str) -> String {
+        let subs = self.visible().filter(|s| s.flags.contains(&long));
+        let names: Vec<String> = subs
+            .map(|s| format!("'{} {}'", self.name, s.name))
+            .collect();
+        match names.split_last() {
+            None => String::new(),
+            Some((last, [])) => format!(": it applies to {last}"),
+            Some((last, rest)) => format!(": it applies to {} and {last}", rest.join(", ")),
+        }
+    }
     pub fn visible(&self) -> impl Iterator<Item = &'static Sub> {
         self.subs.iter().filter(|s| !s.doc.is_empty())
     }
@@ -391,7 +404,8 @@ pub(super) fn scan(args: Vec<String>, cmd: &Cmd, sub: Option<&Sub>) -> Result<Gi
             }
             None => g.words.push(arg),
             Some(f) if sub.is_some_and(|s| !s.flags.contains(&f.long())) => {
-                return Err(g.see(format!("flag '{arg}' does not apply to '{}'", g.label)));
+                let why = format!("flag '{arg}' does not apply to '{}'", g.label);
+                return Err(g.see(why + &cmd.applies(f.long())));
             }
             Some(f) => g.flags.push((f, f.read(&arg, &mut args)?)),
         }

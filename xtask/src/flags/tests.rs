@@ -74,6 +74,7 @@ fn deploy_defaults_to_all() {
             dry_run: false,
             skip_local_checks: false,
             redeploy: false,
+            clean: false,
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
@@ -86,6 +87,7 @@ fn deploy_defaults_to_all() {
             dry_run: true,
             skip_local_checks: false,
             redeploy: false,
+            clean: false,
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
@@ -98,6 +100,7 @@ fn deploy_defaults_to_all() {
             dry_run: true,
             skip_local_checks: false,
             redeploy: false,
+            clean: false,
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
@@ -652,7 +655,7 @@ fn testhost_asks_for_the_name_a_flag_took_the_place_of() {
     // A flag of another subcommand is named as such, as deploy does.
     assert_eq!(
         err(&["testhost", "up", "app", "--hard"]),
-        "flag '--hard' does not apply to 'testhost up' (see 'cargo xtask testhost --help')"
+        "flag '--hard' does not apply to 'testhost up': it applies to 'testhost poweroff' (see 'cargo xtask testhost --help')"
     );
 }
 

@@ -312,6 +312,10 @@ const SCENARIOS: &[Scenario] = &[
         SECURITY,
         security::file_names_with_control_characters_are_refused
     ),
+    scenario!(
+        SECURITY,
+        security::a_clean_deploy_leaves_nothing_of_a_compromise
+    ),
     // Last: on a setup-server that adopts any directory, it takes over /usr/local and the site.
     scenario!(
         SECURITY,

@@ -1231,3 +1231,111 @@ pub fn a_compromise_does_not_survive_a_redeploy(ctx: &mut Ctx) -> Result<()> {
     ))?;
     result
 }
+
+/// `deploy all --clean` is the way back to a known state (issue 26): as innercontext, a backend
+/// module of current changed in place, a `.pth` planted in current's virtualenv and one in an
+/// entry of the shared uv cache (uv hard-links those entries into every virtualenv it builds),
+/// and a shared frontend asset replaced. `deploy all --clean` then makes a release that is not
+/// seeded from current (its files are not current's hard links), whose module is the
+/// checkout's, whose virtualenv (built from an empty cache) has neither `.pth`, while the uv
+/// cache that replaced the old one holds no planted `.pth` and the shared asset is the
+/// release's again; the output says it was clean, and the site serves. One deploy after the
+/// group's first, and its dry run (the deploy took 37 s under load, 10 s of it the virtualenv
+/// from an empty cache).
+pub fn a_clean_deploy_leaves_nothing_of_a_compromise(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = crate::support::scratch("security-clean")?;
+    let module = "backend/innercontext/errors.py";
+    let (pth, cache_pth) = ("zz-e2e-clean.pth", "zz-e2e-cache.pth");
+    let before = site.current()?;
+    let planted = as_app(
+        &site,
+        &format!(
+            "set -e
+             sp=$(echo {ROOT}/current/backend/.venv/lib/python3*/site-packages)
+             printf '%s\\n' \"import os; os.environ.setdefault('E2E_PWNED', 'venv')\" >\"$sp/{pth}\"
+             entry=$(dirname \"$(ls -d {ROOT}/shared/uv-cache/archive-v0/*/fastapi | head -n 1)\")
+             printf '%s\\n' \"import os; os.environ.setdefault('E2E_PWNED', 'cache')\" >\"$entry/{cache_pth}\"
+             printf '\\nE2E_PWNED = True\\n' >>{ROOT}/current/{module}
+             asset=$(cd {ROOT}/current/frontend/build/client/_app/immutable && find . -type f -name '*.js' | head -n 1)
+             a={ROOT}/shared/assets/_app/immutable/$asset
+             rm -f \"$a\"; printf 'alert(\"pwned\")\\n' >\"$a\"
+             echo \"entry=$entry\"
+             echo \"asset=${{asset#./}}\""
+        ),
+    )?;
+    let field = |k: &str| {
+        planted
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+            .with_context(|| format!("no {k} in what the attack printed: {planted}"))
+    };
+    let (entry, asset) = (field("entry")?, field("asset")?);
+    let result = (|| -> Result<()> {
+        let dry = site.xtask(&s.dir, &["deploy", "all", "--clean", "--dry-run"])?;
+        let dry = dry.ok()?.all();
+        ensure!(
+            dry.contains("(--clean: nothing seeded from current; every file travels)")
+                && dry.contains("from an empty uv cache, which replaces shared/uv-cache"),
+            "deploy all --clean --dry-run does not say what --clean does:\n{dry}"
+        );
+        let started = Instant::now();
+        let run = site.xtask(&s.dir, &["deploy", "all", "--clean", "--skip-local-checks"])?;
+        let took = started.elapsed();
+        let out = run.all();
+        let said = out.lines().last().unwrap_or("").trim().to_string();
+        ensure!(
+            run.status.success(),
+            "deploy all --clean failed: {said}\n{out}"
+        );
+        let after = site.current()?;
+        ensure!(after != before, "no new release:\n{out}");
+        let new = format!("{ROOT}/releases/{after}");
+        let old = format!("{ROOT}/releases/{before}");
+        let state = site.sh(&format!(
+            "sp=$(readlink -f {new}/backend/.venv/lib/python3*/site-packages)
+             for f in {pth} {cache_pth}; do if [ -e \"$sp/$f\" ]; then echo \"venv-has=$f\"; fi; done
+             find {ROOT}/shared/uv-cache -name {cache_pth} -printf 'cache-has=%p\\n'
+             ls -d {ROOT}/shared/uv-cache?* 2>/dev/null | sed 's/^/leftover=/'
+             [ \"$(stat -c %i {new}/backend/innercontext/api.py)\" != \"$(stat -c %i {old}/backend/innercontext/api.py)\" ] || echo seeded=yes
+             [ \"$(stat -c %i {new}/frontend/build/client/_app/immutable/{asset})\" = \"$(stat -c %i {ROOT}/shared/assets/_app/immutable/{asset})\" ] || echo asset=kept",
+        ))?;
+        let shipped = site.sh(&format!("cat {new}/{module}"))?;
+        let state = if shipped == std::fs::read_to_string(s.dir.join(module))? {
+            state
+        } else {
+            format!("{state}module=not the checkout's\n")
+        };
+        ensure!(
+            state.trim().is_empty(),
+            "after deploy all --clean ({:.0}s) something of the compromise is left: {}\n{out}",
+            took.as_secs_f64(),
+            state.trim().replace('\n', "; ")
+        );
+        ensure!(
+            out.contains("[clean: not seeded]") && out.contains("fresh uv cache"),
+            "the deploy's output does not say it was clean (not seeded, a fresh uv cache):\n{out}"
+        );
+        let logged = site.last_log()?;
+        ensure!(
+            logged.split(' ').any(|w| w == "clean=yes"),
+            "the deploy.log line does not say clean=yes: {logged}"
+        );
+        println!("{out}deploy all --clean took {:.1}s", took.as_secs_f64());
+        site.assert_serving()
+    })();
+    // Whatever happened: nothing planted stays for the next scenarios (the old release keeps
+    // its changed module only as long as it is kept; its module is put back).
+    as_app(
+        &site,
+        &format!(
+        "rm -f {ROOT}/shared/venvs/*/lib/python3*/site-packages/{pth} {ROOT}/shared/venvs/*/lib/python3*/site-packages/{cache_pth}
+         find {ROOT}/shared/uv-cache -name {cache_pth} -delete 2>/dev/null || true
+         rm -f {entry}/{cache_pth}
+         sed -i '/^E2E_PWNED = True$/d' {ROOT}/releases/{before}/{module}
+         ln -f {ROOT}/current/frontend/build/client/_app/immutable/{asset} {ROOT}/shared/assets/_app/immutable/{asset}"
+        ),
+    )?;
+    result
+}

@@ -151,6 +151,50 @@ fn a_plan_names_the_release_on_the_servers_clock_and_prunes() {
 }
 
 #[test]
+fn a_clean_deploy_asks_for_it_and_says_what_it_does() {
+    let s = snap(
+        Current::Release("20261128T100005Z".into()),
+        &[("20261128T100005Z", State::Succeeded)],
+    );
+    let who = Asker {
+        token: "1-2",
+        deployer: "alice@laptop",
+        host: "laptop",
+        commit: "def",
+        dirty: false,
+    };
+    let Decision::Deploy(mut p) = deploy(
+        &s,
+        &local("def"),
+        &cfg(),
+        Scope::All,
+        true,
+        0,
+        HostRole::Primary,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert!(!p.run_call(&cfg(), &who).render().contains("clean="));
+    p.clean = true;
+    let r = p.run_call(&cfg(), &who).render();
+    assert!(r.ends_with(" clean=yes"), "{r}");
+    let lines = p.dry_run(&cfg(), "app", &s, false, &r);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("(--clean: nothing seeded from current; every file travels)")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l
+            .starts_with("  --clean, in prepare: the virtualenv built anew (shared/venvs/KEY.")
+            && l.contains("from an empty uv cache, which replaces shared/uv-cache once")),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn half_deploys_need_a_real_current() {
     for current in [
         Current::Missing,

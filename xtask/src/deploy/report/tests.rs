@@ -263,6 +263,18 @@ fn notes_read_well() {
         n(&["venv", "abc.20261128T101530Z", "rebuilt", "2"]).unwrap(),
         "virtualenv abc.20261128T101530Z rebuilt: 2 file(s) of the last one changed on the server"
     );
+    assert_eq!(
+        n(&["seed", "none", "clean", "20261128T101530Z"]).unwrap(),
+        "clean: nothing taken over from 20261128T101530Z"
+    );
+    assert_eq!(
+        n(&["seed", "none", "clean", "20261128T101530Z", "frontend"]).unwrap(),
+        "clean: only the frontend taken over from 20261128T101530Z (not shipped)"
+    );
+    assert_eq!(
+        n(&["venv", "abc.20261128T101530Z", "clean"]).unwrap(),
+        "virtualenv abc.20261128T101530Z built from a fresh uv cache, which replaced shared/uv-cache"
+    );
     assert_eq!(n(&["pruned", "1", "A", "A"]).unwrap(), "pruned A");
     assert_eq!(
         n(&["pruned", "50", "A", "B"]).unwrap(),

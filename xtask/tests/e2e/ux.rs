@@ -139,12 +139,17 @@ fn mask_line(line: &str) -> String {
                     continue;
                 }
             }
-            // A hex id of 7 or more characters with a letter (commits, venv keys, tokens).
+            // A hex id of 7 or more characters with a letter (commits, venv keys, tokens), or
+            // of exactly the length of a short commit (12) or a virtualenv key (16) even with
+            // none: one commit in about 280 is all digits (seen: 'backend N' in a full run).
             let mut j = i;
             while j < c.len() && c[j].is_ascii_hexdigit() && !c[j].is_ascii_uppercase() {
                 j += 1;
             }
-            if j - i >= 7 && boundary(j) && c[i..j].iter().any(char::is_ascii_alphabetic) {
+            if (j - i >= 7 && c[i..j].iter().any(char::is_ascii_alphabetic)
+                || matches!(j - i, 12 | 16))
+                && boundary(j)
+            {
                 out.push_str("<HEX>");
                 i = j;
                 continue;
@@ -860,12 +865,14 @@ pub fn masks_and_render(_ctx: &mut Ctx) -> Result<()> {
     let m = mask(
         "==> seed release 20261128T101530Z                 ok (0.1s) [from 20261128T101500Z]\n\
          ==> upload 3 of 1,234 files (changed since 3f2a9c1d0b7e) ok (0.3s) [1 files changed, 12,985 bytes sent]\n\
-         cannot use the database innercontext at 10.213.3.2:5432: refused; 5s ago; 0002_price_history\n",
+         cannot use the database innercontext at 10.213.3.2:5432: refused; 5s ago; 0002_price_history\n\
+         deploy of 20261128T101530Z (backend 405912033318) on x: success\n",
         &[],
     );
     let want = "==> seed release <RELEASE> ok (<N.N>s) [from <RELEASE>]\n\
                 ==> upload N of N files (changed since <HEX>) ok (<N.N>s) [N files changed, N bytes sent]\n\
-                cannot use the database innercontext at <IP>:N: refused; <AGE> ago; 0002_price_history\n";
+                cannot use the database innercontext at <IP>:N: refused; <AGE> ago; 0002_price_history\n\
+                deploy of <RELEASE> (backend <HEX>) on x: success\n";
     ensure!(m == want, "mask:\n{m}\nwant:\n{want}");
     let r =
         render("==> x   \r\x1b[K==> x   ⠋ 0.4s\r\x1b[K==> x   \x1b[32mok\x1b[0m (1.0s)\nnext\r\n");

@@ -135,6 +135,8 @@ impl Bencher {
                     }
                 }
                 self.seal(m, Key::Seal, &tag)?;
+                let secs = self.timed(m, &self.xtask, &Op::Verify, &tag)?;
+                m.push(Key::Verify, Kind::Xtask, secs)?;
             }
             if b.wants(BenchPhase::Load) {
                 change += 1;
@@ -221,6 +223,8 @@ impl Bencher {
                     m.push(Key::IncrementalFiles, side.kind, secs)?;
                 }
                 self.seal(m, Key::SealFiles, &tag)?;
+                let secs = self.timed(m, &self.xtask, &Op::Verify, &tag)?;
+                m.push(Key::VerifyFiles, Kind::Xtask, secs)?;
             }
         }
         if b.wants(BenchPhase::Crash) {

@@ -348,4 +348,92 @@ mod tests {
         assert_eq!(code, Some(2), "{out}");
         assert!(out.starts_with("error\treading "), "{out}");
     }
+
+    /// The checker's release and bytecode rules on a made-up release (the functions called
+    /// directly: no root, no uv): a changed, a missing, an unshipped file, a link and a FIFO
+    /// are named; the job's links are not; of the bytecode, the one holding another source's
+    /// code under a header that matches is named, a true one and a stale one are not.
+    #[test]
+    fn the_checker_names_what_differs_in_a_release() {
+        let test = r#"
+import importlib.util, py_compile
+d = tempfile.mkdtemp()
+rel = os.path.join(d, "releases", "20261206T120000Z")
+pkg = rel + "/backend/pkg"
+os.makedirs(pkg)
+for name, text in [("a.py", "X = 1\n"), ("b.py", "Y = 2\n"), ("c.py", "W = 4\n"), ("changed.py", "Z = 3\n"), ("../extra.py", "")]:
+    with open(pkg + "/" + name, "w") as fh:
+        fh.write(text)
+os.symlink("../../../shared/backend/.env", rel + "/backend/.env")
+os.symlink("../../../shared/venvs/0123abcd", rel + "/backend/.venv")
+os.symlink("/etc/passwd", pkg + "/link.py")
+os.mkfifo(pkg + "/fifo")
+with open(rel + "/.state", "w") as fh:
+    fh.write("succeeded\n")
+def pyc(src, text=None):
+    st = os.stat(src)
+    if text is not None:
+        with open(src) as fh:
+            good = fh.read()
+        with open(src, "w") as fh:
+            fh.write(text)
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    py_compile.compile(src, cfile=importlib.util.cache_from_source(src))
+    if text is not None:
+        with open(src, "w") as fh:
+            fh.write(good)
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+pyc(pkg + "/a.py")
+pyc(pkg + "/b.py", "Y = 9\n")  # another code, same size and time: Python would load it
+pyc(pkg + "/c.py", "W = 99\n")  # another size: stale, never loaded
+h = lambda t: hashlib.sha256(t.encode()).hexdigest()
+want = [("a.py", "X = 1\n"), ("b.py", "Y = 2\n"), ("c.py", "W = 4\n"), ("changed.py", "Z = 0\n"), ("missing.py", "")]
+f = facts(DATA.splitlines() + [f"want\t{h(t)}\tbackend/pkg/{n}" for n, t in want])
+f["root"] = d
+bc = Bytecode()
+rootfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+relfd = opendir(opendir(rootfd, "releases"), "20261206T120000Z")
+print("venv", check_release(f, rootfd, "20261206T120000Z", relfd, bc))
+bc.check()
+for path, why in sorted(FOUND):
+    print(path[len(d) + 1:] + ": " + why)
+shutil.rmtree(d)
+"#;
+        let facts = facts(Mode::Check, "/unused", "");
+        let prog = program(&facts).replace("sys.exit(main())\n", test);
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-I", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(prog.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r = "releases/20261206T120000Z/backend";
+        let want = [
+            "venv 0123abcd".to_string(),
+            format!("{r}/extra.py: not shipped by this checkout"),
+            format!("{r}/pkg/__pycache__/b.cpython-311.pyc: bytecode that is not its source's"),
+            format!("{r}/pkg/changed.py: differs from this checkout"),
+            format!(
+                "{r}/pkg/fifo: not a regular file, not shipped (a release ships regular files)"
+            ),
+            format!("{r}/pkg/link.py: a link, not shipped (a release ships regular files)"),
+            format!("{r}/pkg/missing.py: missing (this checkout ships it)"),
+        ];
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            want,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

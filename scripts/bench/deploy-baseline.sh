@@ -164,10 +164,11 @@ remote "ln -sfn ../../../shared/backend/.env $rel/backend/.env &&
     ln -sfn ../../../shared/frontend/.env.production $rel/frontend/.env.production"
 
 # The server's Python, never a downloaded one; the system's CA certificates (networks with a
-# TLS-inspecting proxy).
+# TLS-inspecting proxy); the deploy root's uv cache (the deploy user's home is root's, read-only
+# to it, so uv's default cache under ~/.cache cannot be made).
 if [ "$SCOPE" != frontend ]; then
     step "6. uv sync and migrations"
-    remote "cd $rel/backend && UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=1 uv sync --quiet --locked --no-dev --python /usr/bin/python3 &&
+    remote "cd $rel/backend && UV_CACHE_DIR=$ROOT/shared/uv-cache UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=1 uv sync --quiet --locked --no-dev --python /usr/bin/python3 &&
         .venv/bin/python -m alembic upgrade head"
 fi
 

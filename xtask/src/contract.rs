@@ -174,6 +174,12 @@ pub mod layout {
     pub const META_FILE: &str = ".release";
     /// Every file the release was made from, as uploaded (relative paths).
     pub const MANIFEST: &str = ".manifest";
+    /// The sizes and times of a release's files, written by the job once it is prepared.
+    pub const SEAL_FILE: &str = ".seal";
+    /// The release's link to its virtualenv (under [`VENVS`]), made by the job.
+    pub const VENV_LINK: &str = "backend/.venv";
+    /// The file the job writes into a virtualenv once uv built it and it passed its check.
+    pub const VENV_MARKER: &str = ".complete";
     /// The env links of a release, relative to the release, and where they point.
     pub const ENV_LINKS: [(&str, &str); 2] = [
         ("backend/.env", "../../../shared/backend/.env"),

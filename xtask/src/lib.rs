@@ -30,6 +30,7 @@ pub mod ssh;
 pub mod testhost;
 pub mod tools;
 pub mod ui;
+pub mod verify;
 pub mod wait;
 
 use camino::{Utf8Path, Utf8PathBuf};

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use xshell::Shell;
 use xtask::flags::{self, Command, Parsed};
-use xtask::{bench, check, ci, demo, deploy, logs, proc, project_root, setup_server, testhost};
+use xtask::{
+    bench, check, ci, demo, deploy, logs, proc, project_root, setup_server, testhost, verify,
+};
 
 fn main() -> ExitCode {
     let parsed = match flags::parse(std::env::args().skip(1)) {
@@ -51,5 +53,6 @@ fn run(cmd: Command) -> Result<()> {
         Command::Demo(d) => demo::run(d, &sh),
         Command::Bench(b) => bench::run(b, &sh),
         Command::Logs(l) => logs::run(l),
+        Command::Verify(v) => verify::run(v, &sh),
     }
 }

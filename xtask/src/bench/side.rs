@@ -57,6 +57,8 @@ pub enum Op {
     /// `db restore SNAPSHOT --yes` (xtask only: the database phase's restore).
     DbRestore(String),
     List,
+    /// `verify` (xtask only: what the tripwire of issue 26 takes on the side's current).
+    Verify,
 }
 
 impl Op {
@@ -75,6 +77,7 @@ impl Op {
             Op::RollbackMigrateDown => "rollback --migrate-down",
             Op::DbRestore(_) => "db restore",
             Op::List => "list",
+            Op::Verify => "verify",
         }
     }
 }
@@ -101,6 +104,7 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Xtask, Op::ParallelRollback) => vec!["deploy", "rollback", "--parallel"],
         (Kind::Xtask, Op::RollbackTo(r)) => vec!["deploy", "rollback", r.as_str()],
         (Kind::Xtask, Op::List) => vec!["deploy", "list"],
+        (Kind::Xtask | Kind::Baseline, Op::Verify) => vec!["verify"],
         (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks | Op::ParallelDeploy) => {
             vec![BASELINE, "all"]
         }

@@ -111,6 +111,8 @@ pub enum Key {
     Redeploy,
     Seal,
     SealFiles,
+    Verify,
+    VerifyFiles,
     ChecksAlone,
     ChecksFirst,
     ChecksAgain,
@@ -144,6 +146,8 @@ impl Key {
             Key::ChecksAlone
                 | Key::Seal
                 | Key::SealFiles
+                | Key::Verify
+                | Key::VerifyFiles
                 | Key::CrashNamed
                 | Key::DbDeployWithout
                 | Key::DbDeployWith
@@ -167,6 +171,8 @@ impl Key {
             Key::Redeploy => "redeploy",
             Key::Seal => "seal",
             Key::SealFiles => "seal, more files",
+            Key::Verify => "verify",
+            Key::VerifyFiles => "verify, more files",
             Key::ChecksAlone => "checks alone",
             Key::ChecksFirst => "with checks",
             Key::ChecksAgain => "with checks again",

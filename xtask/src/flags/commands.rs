@@ -6,7 +6,7 @@ use super::table::{sub, Cmd, Given, Section, Shape};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
-pub(super) const COMMANDS: [Cmd; 9] = [
+pub(super) const COMMANDS: [Cmd; 10] = [
     CI,
     CHECK,
     TESTHOST,
@@ -14,6 +14,7 @@ pub(super) const COMMANDS: [Cmd; 9] = [
     DEPLOY,
     DB,
     LOGS,
+    VERIFY,
     DEMO,
     BENCH,
 ];
@@ -478,6 +479,28 @@ fn logs(args: Vec<String>) -> Result<Command, UsageError> {
         host,
     }))
 }
+
+#[rustfmt::skip]
+const VERIFY: Cmd = Cmd {
+    name: "verify", title: "compare what the servers hold with what this checkout ships, as root",
+    about: "Check current's release, its virtualenv and the uv cache against this checkout",
+    flags: &[flag("--host", Text("HOST", None), "only this host of DEPLOY_SERVER")],
+    help: &[Section::Text("\
+A tripwire, read-only: on each host of DEPLOY_SERVER, through the admin login and as root (never
+as the app user it checks), compares current's release with this checkout's files (check out the
+commit current was deployed from), its virtualenv with one built afresh from current's uv.lock in
+a temp directory, and the uv cache's unpacked wheels with the same wheels unpacked afresh; lists
+every file that differs or should not be there, one line each (HOST: PATH: WHY, on stdout).
+Exit 0: all as shipped; 1: something differs, or a host could not be checked; 2: usage error.
+'cargo xtask deploy --clean' is the way back to a known state.")],
+    env: &[
+        ("DEPLOY_SERVER", "as for deploy"),
+        ("DEPLOY_ADMIN", "the admin login, as for setup-server (root, or passwordless sudo)"),
+        ("DEPLOY_SSH_CONFIG", "as for deploy"),
+    ],
+    parse: |args| Ok(Command::Verify(Verify { host: scan(args, &VERIFY, None)?.text("--host") })),
+    ..NONE
+};
 
 #[rustfmt::skip]
 const DEMO: Cmd = Cmd {

@@ -274,6 +274,12 @@ const CASES: &[(&str, &[&str])] = &[
             "--dry-run",
         ],
     ),
+    // verify
+    ("verify", &["verify", "--help"]),
+    ("verify", &["verify", "extra"]),
+    ("verify", &["verify", "--host"]),
+    ("verify", &["verify"]),
+    ("verify", &["verify", "--host", "app2"]),
     // logs
     ("logs", &["logs", "--help"]),
     ("logs", &["logs", "-h"]),

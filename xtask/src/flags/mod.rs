@@ -39,6 +39,7 @@ pub enum Command {
     Demo(Demo),
     Bench(Bench),
     Logs(Logs),
+    Verify(Verify),
 }
 
 /// A closed list of names (made by `choice!`): what an error calls one, the names in order,
@@ -282,6 +283,13 @@ pub struct Logs {
     pub lines: u32,
     /// journalctl's `--since`, validated (see [`validate_since`]).
     pub since: Option<String>,
+    /// Only this host of DEPLOY_SERVER (its destination or host name).
+    pub host: Option<String>,
+}
+
+/// `cargo xtask verify`: current, its virtualenv and the uv cache against this checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
     /// Only this host of DEPLOY_SERVER (its destination or host name).
     pub host: Option<String>,
 }

@@ -89,7 +89,7 @@ fn prepare(sh: &Shell, name: &str, role: Role) -> Result<Machine> {
     let used: Vec<u8> = std::fs::read_dir(machines_dir())
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|n| info(&n).map(|(_, s)| s))
+                .filter_map(|n| machine::subnet_in_use(&n))
                 .collect()
         })
         .unwrap_or_default();

@@ -154,6 +154,20 @@ fn parse_info(text: &str) -> Option<(Role, u8)> {
     Some((role?, subnet?))
 }
 
+/// The subnet recorded in an info file, whatever its role says (a machine booted by another
+/// checkout may carry a role this one does not know, and still holds its subnet).
+fn parse_subnet(text: &str) -> Option<u8> {
+    text.lines().find_map(|line| match line.split_once('=') {
+        Some(("subnet", n)) => n.parse().ok().filter(|n| (1..=254).contains(n)),
+        _ => None,
+    })
+}
+
+/// The subnet machine `name` holds, if its info file records one.
+pub fn subnet_in_use(name: &str) -> Option<u8> {
+    parse_subnet(&std::fs::read_to_string(machine_dir(name).join("info")).ok()?)
+}
+
 /// The role and subnet recorded for machine `name`.
 pub fn info(name: &str) -> Option<(Role, u8)> {
     parse_info(&std::fs::read_to_string(machine_dir(name).join("info")).ok()?)
@@ -447,5 +461,8 @@ mod tests {
         }
         assert_eq!(parse_info("role=app\nsubnet=0\n"), None);
         assert_eq!(parse_info("role=web\nsubnet=3\n"), None);
+        // Another checkout's role: not a machine this one runs, but its subnet is taken.
+        assert_eq!(parse_subnet("role=primed\nsubnet=3\n"), Some(3));
+        assert_eq!(parse_subnet("role=app\nsubnet=0\n"), None);
     }
 }

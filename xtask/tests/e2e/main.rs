@@ -298,6 +298,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(SECURITY, security::tls_with_a_self_signed_certificate),
     scenario!(SECURITY, security::env_files_never_travel),
     scenario!(SECURITY, security::a_compromise_does_not_survive_a_redeploy),
+    scenario!(SECURITY, security::verify_names_what_the_app_user_changed),
     scenario!(SECURITY, security::job_files_are_private),
     scenario!(SECURITY, security::host_keys_are_checked_strictly),
     scenario!(SECURITY, security::deploy_login_cannot_be_hooked),

@@ -7,6 +7,7 @@
 //! user's own files changed. The shared site is left as it was found.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -1229,6 +1230,122 @@ pub fn a_compromise_does_not_survive_a_redeploy(ctx: &mut Ctx) -> Result<()> {
     site.sh(&format!(
         "rm -f {ROOT}/shared/venvs/*/lib/python3*/site-packages/{pth}"
     ))?;
+    result
+}
+
+/// `cargo xtask verify` (issue 26): as innercontext, change a module of current, plant a `.pth`
+/// in current's virtualenv and one in an unpacked wheel of the uv cache; verify, run as root
+/// through the admin login from the checkout current was deployed from, exits 1 and names the
+/// three files and nothing else; on the untouched site it exits 0. What was changed is put back
+/// (the module's bytes and times, so its bytecode is valid again). Cost: one `deploy all` from a
+/// scratch checkout (its commit is the one verify compares with) and two verifies.
+pub fn verify_names_what_the_app_user_changed(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = crate::support::scratch("security-verify")?;
+    site.xtask(
+        &s.dir,
+        &["deploy", "all", "--redeploy", "--skip-local-checks"],
+    )?
+    .ok()
+    .context("the deploy verify compares with")?;
+    let clean = site.xtask(&s.dir, &["verify"])?;
+    eprintln!("verify on the untouched site:\n{}", clean.all());
+    ensure!(
+        clean.status.code() == Some(0),
+        "verify on the untouched site exited {:?}:\n{}",
+        clean.status.code(),
+        clean.all()
+    );
+    // Ctrl-C while the checker works: its temp directory and its uv go with it.
+    let mut cmd = site.command(&s.dir, &["verify"]);
+    cmd.process_group(0);
+    let mut bg = crate::support::Background::start(cmd, &s.sidecar("verify.log"))?;
+    let pgid = bg.child.id();
+    bg.wait_for(": current's release", Duration::from_secs(120))?;
+    crate::support::run_ok(
+        Command::new("kill").args(["-INT", "--", &format!("-{pgid}")]),
+        "kill",
+    )?;
+    let (status, out) = bg.wait(Duration::from_secs(60))?;
+    eprintln!("verify, interrupted:\n{out}");
+    ensure!(
+        status.code() == Some(130) && out.contains("nothing was changed on the server"),
+        "verify interrupted by Ctrl-C ended {status}:\n{out}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = site.sh(
+            "ls -d /var/tmp/innercontext-verify-* 2>/dev/null; pgrep -fa '[u]v sync --locked' || true",
+        )?;
+        if left.trim().is_empty() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "30 s after Ctrl-C the server still has what verify made:\n{left}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pth = "zz-e2e-verify.pth";
+    let module = "backend/innercontext/main.py";
+    let planted = as_app(
+        &site,
+        &format!(
+            "set -e
+             f={ROOT}/current/{module}
+             cp -p \"$f\" /tmp/e2e-verify-module
+             printf '\\n# changed by the app user\\n' >>\"$f\"
+             sp=$(echo {ROOT}/current/backend/.venv/lib/python3*/site-packages)
+             printf 'import os\\n' >\"$sp/{pth}\"
+             info=$(ls -d {ROOT}/shared/uv-cache/archive-v0/*/fastapi-*.dist-info | head -n 1)
+             printf 'import os\\n' >\"${{info%/*}}/{pth}\"
+             readlink -f \"$f\"; readlink -f \"$sp\"; echo \"${{info%/*}}\""
+        ),
+    )?;
+    let paths: Vec<String> = planted.lines().map(|l| l.trim().to_string()).collect();
+    let result = (|| -> Result<()> {
+        ensure!(paths.len() == 3, "planting printed:\n{planted}");
+        let run = site.xtask(&s.dir, &["verify"])?;
+        let out = run.all();
+        eprintln!("verify after the attack:\n{out}");
+        ensure!(
+            run.status.code() == Some(1),
+            "verify after the attack exited {:?}, not 1:\n{out}",
+            run.status.code()
+        );
+        let found: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains(&format!("{ROOT}/")))
+            .collect();
+        let want = [
+            format!("{}: differs from this checkout", paths[0]),
+            format!("{}/{pth}: installed by no package", paths[1]),
+            format!("{}/{pth}: in no wheel of fastapi", paths[2]),
+        ];
+        for w in &want {
+            ensure!(
+                found.iter().filter(|l| l.contains(w.as_str())).count() == 1,
+                "verify does not name '{w}' (once):\n{out}"
+            );
+        }
+        ensure!(
+            found.len() == want.len(),
+            "verify names more than the three planted files:\n{out}"
+        );
+        Ok(())
+    })();
+    as_app(
+        &site,
+        &format!(
+            "set -e
+             f={ROOT}/current/{module}
+             if [ -f /tmp/e2e-verify-module ]; then
+                 cat /tmp/e2e-verify-module >\"$f\"; touch -r /tmp/e2e-verify-module \"$f\"
+                 rm -f /tmp/e2e-verify-module
+             fi
+             rm -f {ROOT}/shared/venvs/*/lib/python3*/site-packages/{pth} {ROOT}/shared/uv-cache/archive-v0/*/{pth}"
+        ),
+    )?;
     result
 }
 

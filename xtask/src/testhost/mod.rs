@@ -388,12 +388,13 @@ mod tests {
             vec![
                 "-F",
                 "/var/lib/innercontext-testhost/machines/app/ssh_config",
+                "-oKexAlgorithms=curve25519-sha256",
                 "innercontext@app",
                 "--",
                 "echo 'a b'"
             ]
         );
-        assert_eq!(m.ssh_args(None, &[]).len(), 3);
+        assert_eq!(m.ssh_args(None, &[]).len(), 4);
     }
 
     #[test]

@@ -78,6 +78,33 @@ pub fn isolated(expr: duct::Expression) -> duct::Expression {
     })
 }
 
+/// Run `program args` in `dir` in its own process group (see [`isolate`]): its stdout, or an
+/// error with what it printed on stderr. For the short local commands a deploy runs (git),
+/// which a terminal's Ctrl-C or hang-up must not kill under the xtask: the xtask decides what
+/// a signal means (seen: a hang-up that killed `git ls-files` ended a deploy with "command was
+/// terminated by a signal" instead of "interrupted").
+pub fn read(dir: &camino::Utf8Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = isolate(&mut cmd)
+        .output()
+        .with_context(|| format!("running {program} in {dir}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{program} {} failed in {dir} ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Send `sig` to the process group led by `pid` (a child started with [`isolate`]); a group
 /// that is already gone is not an error.
 pub fn signal_group(pid: u32, sig: i32) {
@@ -177,6 +204,20 @@ mod tests {
         assert_eq!(
             ids[0], ids[1],
             "the child is not its own process group's leader"
+        );
+    }
+
+    #[test]
+    fn read_runs_its_command_in_a_group_of_its_own_and_names_a_failure() {
+        let dir = camino::Utf8Path::new("/");
+        let text = read(dir, "sh", &["-c", "echo $$ $(ps -o pgid= -p $$)"]).unwrap();
+        let ids: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(ids.len(), 2, "{text}");
+        assert_eq!(ids[0], ids[1], "read's child is not its own group's leader");
+        let e = read(dir, "sh", &["-c", "echo no >&2; exit 3"]).unwrap_err();
+        assert!(
+            e.to_string().contains("failed in / (exit status: 3): no"),
+            "{e}"
         );
     }
 

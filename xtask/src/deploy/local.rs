@@ -2,7 +2,7 @@
 //! is made of (never an env file), and which of them must travel.
 
 use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use crate::build_output;
 use crate::config::Config;
@@ -25,14 +25,16 @@ impl Local {
 }
 
 pub fn origin(sh: &Shell, cfg: &Config) -> Result<Local> {
-    let commit = cmd!(sh, "git rev-parse --short=12 HEAD")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .context("reading the commit: is this a git checkout with at least one commit?")?;
-    let status = cmd!(sh, "git status --porcelain --untracked-files=normal")
-        .quiet()
-        .read()?;
+    let dir = camino::Utf8PathBuf::try_from(sh.current_dir())?;
+    let commit = crate::proc::read(&dir, "git", &["rev-parse", "--short=12", "HEAD"])
+        .context("reading the commit: is this a git checkout with at least one commit?")?
+        .trim()
+        .to_string();
+    let status = crate::proc::read(
+        &dir,
+        "git",
+        &["status", "--porcelain", "--untracked-files=normal"],
+    )?;
     let dirty = !status.trim().is_empty();
     if dirty && !cfg.allow_dirty {
         let n = status.lines().count();
@@ -134,12 +136,25 @@ pub fn manifest(sh: &Shell, scope: Scope) -> Result<Vec<String>> {
 /// deploy asks this before it takes the lock.
 pub fn listed(sh: &Shell) -> Result<Vec<String>> {
     let root = crate::project_root();
-    let listed = cmd!(
-        sh,
-        "git ls-files -z --cached --others --exclude-standard -- backend scripts systemd nginx frontend/package.json frontend/static"
-    )
-    .quiet()
-    .read()?;
+    let dir = camino::Utf8PathBuf::try_from(sh.current_dir())?;
+    let listed = crate::proc::read(
+        &dir,
+        "git",
+        &[
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            "backend",
+            "scripts",
+            "systemd",
+            "nginx",
+            "frontend/package.json",
+            "frontend/static",
+        ],
+    )?;
     let paths: Vec<String> = listed
         .split('\0')
         .filter(|p| !p.is_empty())
@@ -264,27 +279,17 @@ pub fn changed_since(sh: &Shell, base: &str) -> Result<Option<Vec<String>>> {
         return Ok(None);
     }
     let spec = format!("{base}^{{commit}}");
-    if cmd!(sh, "git cat-file -e {spec}")
-        .quiet()
-        .ignore_stderr()
-        .run()
-        .is_err()
-    {
+    let dir = camino::Utf8PathBuf::try_from(sh.current_dir())?;
+    if crate::proc::read(&dir, "git", &["cat-file", "-e", &spec]).is_err() {
         return Ok(None);
     }
     let parts = ["backend", "scripts", "systemd", "nginx"];
-    let diff = cmd!(
-        sh,
-        "git diff -z --name-only --no-renames {base} -- {parts...}"
-    )
-    .quiet()
-    .read()?;
-    let untracked = cmd!(
-        sh,
-        "git ls-files -z --others --exclude-standard -- {parts...}"
-    )
-    .quiet()
-    .read()?;
+    let mut args = vec!["diff", "-z", "--name-only", "--no-renames", base, "--"];
+    args.extend(parts);
+    let diff = crate::proc::read(&dir, "git", &args)?;
+    let mut args = vec!["ls-files", "-z", "--others", "--exclude-standard", "--"];
+    args.extend(parts);
+    let untracked = crate::proc::read(&dir, "git", &args)?;
     let mut paths: Vec<String> = diff
         .split('\0')
         .chain(untracked.split('\0'))

@@ -83,12 +83,14 @@ fn recorded(text: &str) -> std::collections::HashMap<&str, (&str, &str)> {
 
 /// sha256sum's lines for `paths` (relative to `root`), by one `xargs sha256sum`.
 fn sha256sum(root: &Utf8Path, paths: &[&String]) -> Result<String> {
-    let mut child = Command::new("xargs")
-        .args(["-0", "-r", "sha256sum", "--"])
+    let mut cmd = Command::new("xargs");
+    cmd.args(["-0", "-r", "sha256sum", "--"])
         .current_dir(root)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Its own process group: a terminal's Ctrl-C reaches the xtask, which decides.
+    let mut child = crate::proc::isolate(&mut cmd)
         .spawn()
         .context("running xargs sha256sum (coreutils) to hash the release's files")?;
     let list: Vec<u8> = paths.iter().flat_map(|p| p.bytes().chain([0])).collect();

@@ -296,12 +296,17 @@ fn master_pid(deployer: u32) -> Result<u32> {
 
 /// Change the scratch checkout so the deploy spends time at `step`, and commit.
 fn prepare_change(s: &Scratch, step: Step, n: usize) -> Result<()> {
-    // Something new to ship, in the backend and outside the linted code (the sync cells run
-    // the local checks): a frontend change would cost each cell a build (about 6 CPU seconds,
-    // 35 cells) that no cell looks at.
-    let readme = "backend/README.md";
-    let text = s.read(readme)?;
-    s.write(readme, &format!("{text}\n<!-- fault {n} -->\n"))?;
+    // Something new to ship. At the lock, a frontend change: the deployer builds it after the
+    // seed, which is the window the cell strikes in (with nothing to build, the upload follows
+    // the seed at once). Elsewhere, a line in the backend outside the linted code (the sync
+    // cells run the local checks): a build there costs about 6 CPU seconds a cell for nothing.
+    let (file, line) = if step == Step::Lock {
+        ("frontend/src/app.css", format!("/* fault {n} */"))
+    } else {
+        ("backend/README.md", format!("<!-- fault {n} -->"))
+    };
+    let text = s.read(file)?;
+    s.write(file, &format!("{text}\n{line}\n"))?;
     let _ = fs_err::remove_file(s.dir.join("backend/big.bin"));
     match step {
         Step::Upload => {
@@ -362,8 +367,14 @@ fn wait_for_step(site: &Site, bg: &mut Background, step: Step) -> Result<()> {
             ))?,
             None => false,
         } || match step {
+            // The lock is held and its job has started the seed: the lock's directory alone
+            // is there a moment before (a full run struck 5 ms before the seed started).
             Step::Lock => {
-                !out.contains("==> upload") && server(&format!("test -d {ROOT}/.deploy.lock"))?
+                !out.contains("==> upload")
+                    && server(&format!(
+                        "t=$(sed -n 's/^token=//p' {ROOT}/.deploy.lock/info 2>/dev/null) && [ -n \"$t\" ] && \
+                         awk -F'\t' '$2 == \"step\" && $3 == \"seed\" && $4 == \"start\" {{ f = 1 }} END {{ exit !f }}' {ROOT}/jobs/\"$t\"/events"
+                    ))?
             }
             Step::Upload => out.contains("==> upload"),
             // Held by the pause point (above).

@@ -23,11 +23,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Lower layers of a role's root filesystem, topmost first.
 pub fn lower_layers(role: Role) -> Vec<Utf8PathBuf> {
-    match role {
-        Role::App => vec![image::base_dir()],
-        Role::Db => vec![image::db_layer_dir(), image::base_dir()],
-        Role::Primed => vec![image::primed_layer_dir(), image::base_dir()],
-    }
+    image::layer_of(role)
+        .into_iter()
+        .chain([image::base_dir()])
+        .collect()
 }
 
 /// The files of a new machine, written into its overlay's upper layer before its first boot:

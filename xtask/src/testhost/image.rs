@@ -2,8 +2,8 @@
 //! sudo, curl, ca-certificates, python3; no app user, nginx, uv, node or app directories, which
 //! are setup-server's job), and overlay layers on top of it: PostgreSQL for the `db` role, and
 //! setup-server's Debian packages and uv (installed by setup-server's own `packages` options
-//! and `uv` step) for the `primed` role, so the app image stays clean and the tests that are not about a fresh host skip the
-//! slowest part of provisioning.
+//! and `uv` step) for the `primed` role, so the app image stays clean and the tests that are
+//! not about a fresh host skip the slowest part of provisioning.
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -44,6 +44,15 @@ pub fn primed_layer_dir() -> Utf8PathBuf {
     images_dir().join("primed")
 }
 
+/// The layer a machine of `role` boots from over the base image (none for a fresh app host).
+pub fn layer_of(role: Role) -> Option<Utf8PathBuf> {
+    match role {
+        Role::App => None,
+        Role::Db => Some(db_layer_dir()),
+        Role::Primed => Some(primed_layer_dir()),
+    }
+}
+
 fn stamp(dir: &Utf8Path) -> Utf8PathBuf {
     Utf8PathBuf::from(format!("{dir}.done"))
 }
@@ -73,12 +82,8 @@ fn is_built(dir: &Utf8Path) -> bool {
 
 /// Fail unless the images a machine of `role` boots from are built and current.
 pub fn require(role: Role) -> Result<()> {
-    let layer = match role {
-        Role::App => None,
-        Role::Db => Some(db_layer_dir()),
-        Role::Primed => Some(primed_layer_dir()),
-    };
-    let ok = is_built(&base_dir()) && layer.is_none_or(|l| is_built(&l)) && key_path().exists();
+    let ok =
+        is_built(&base_dir()) && layer_of(role).is_none_or(|l| is_built(&l)) && key_path().exists();
     if !ok {
         bail!(
             "the test host image is not built or out of date: run 'cargo xtask testhost build' (about 2 minutes the first time)"

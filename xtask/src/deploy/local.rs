@@ -24,17 +24,19 @@ impl Local {
     }
 }
 
-pub fn origin(sh: &Shell, cfg: &Config) -> Result<Local> {
+/// `git ARGS` in the shell's directory, in a process group of its own ([`crate::proc::read`]:
+/// a terminal's Ctrl-C or hang-up is the deployer's to handle, not git's); its stdout.
+fn git(sh: &Shell, args: &[&str]) -> Result<String> {
     let dir = camino::Utf8PathBuf::try_from(sh.current_dir())?;
-    let commit = crate::proc::read(&dir, "git", &["rev-parse", "--short=12", "HEAD"])
+    crate::proc::read(&dir, "git", args)
+}
+
+pub fn origin(sh: &Shell, cfg: &Config) -> Result<Local> {
+    let commit = git(sh, &["rev-parse", "--short=12", "HEAD"])
         .context("reading the commit: is this a git checkout with at least one commit?")?
         .trim()
         .to_string();
-    let status = crate::proc::read(
-        &dir,
-        "git",
-        &["status", "--porcelain", "--untracked-files=normal"],
-    )?;
+    let status = git(sh, &["status", "--porcelain", "--untracked-files=normal"])?;
     let dirty = !status.trim().is_empty();
     if dirty && !cfg.allow_dirty {
         let n = status.lines().count();
@@ -136,10 +138,8 @@ pub fn manifest(sh: &Shell, scope: Scope) -> Result<Vec<String>> {
 /// deploy asks this before it takes the lock.
 pub fn listed(sh: &Shell) -> Result<Vec<String>> {
     let root = crate::project_root();
-    let dir = camino::Utf8PathBuf::try_from(sh.current_dir())?;
-    let listed = crate::proc::read(
-        &dir,
-        "git",
+    let listed = git(
+        sh,
         &[
             "ls-files",
             "-z",
@@ -279,17 +279,16 @@ pub fn changed_since(sh: &Shell, base: &str) -> Result<Option<Vec<String>>> {
         return Ok(None);
     }
     let spec = format!("{base}^{{commit}}");
-    let dir = camino::Utf8PathBuf::try_from(sh.current_dir())?;
-    if crate::proc::read(&dir, "git", &["cat-file", "-e", &spec]).is_err() {
+    if git(sh, &["cat-file", "-e", &spec]).is_err() {
         return Ok(None);
     }
     let parts = ["backend", "scripts", "systemd", "nginx"];
     let mut args = vec!["diff", "-z", "--name-only", "--no-renames", base, "--"];
     args.extend(parts);
-    let diff = crate::proc::read(&dir, "git", &args)?;
+    let diff = git(sh, &args)?;
     let mut args = vec!["ls-files", "-z", "--others", "--exclude-standard", "--"];
     args.extend(parts);
-    let untracked = crate::proc::read(&dir, "git", &args)?;
+    let untracked = git(sh, &args)?;
     let mut paths: Vec<String> = diff
         .split('\0')
         .chain(untracked.split('\0'))

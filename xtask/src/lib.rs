@@ -12,9 +12,11 @@ pub mod config;
 pub mod contract;
 pub mod demo;
 pub mod deploy;
+pub mod destination;
 #[cfg(test)]
 mod docs;
 pub mod e2e_verdict;
+pub mod envfile;
 pub mod flags;
 pub mod interrupt;
 pub mod logs;

@@ -188,6 +188,22 @@ pub const DATABASE: Group = Group {
     name: "database",
     tag: 'b',
 };
+/// Destinations: `deploy/<name>.env`, `--to`, two destinations from one checkout.
+pub const DESTINATIONS: Group = Group {
+    name: "destinations",
+    tag: 'a',
+};
+/// Hooks in `deploy/hooks/`, the drain hooks around a fleet's hosts behind the balancer.
+pub const HOOKS: Group = Group {
+    name: "hooks",
+    tag: 'v',
+};
+/// Living with the server: `exec`, `db psql`, `env` and `maintenance` (its browser check is in
+/// the web group).
+pub const SHELL: Group = Group {
+    name: "shell",
+    tag: 'z',
+};
 /// `cargo xtask demo`, under this run's own machine names.
 pub const DEMO: Group = Group {
     name: "demo",
@@ -215,6 +231,9 @@ pub const GROUPS: &[&Group] = &[
     &POWERCELLS,
     &FAULTS,
     &RESTARTS,
+    &HOOKS,
+    &SHELL,
+    &DESTINATIONS,
     &DATABASE,
     &DEPLOY,
     &UX,

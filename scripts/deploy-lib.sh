@@ -95,6 +95,11 @@ check_token() { # VALUE: a job's token, which names directories: letters, digits
     [ "${#1}" -le 64 ] || die "token is too long"
 }
 
+check_destination() { # NAME: a destination's name (deploy/NAME.env), or empty for none
+    case "$1" in *[!a-z0-9-]*) die "destination has characters other than a-z, 0-9 and -: '$1'" ;; esac
+    [ "${#1}" -le 32 ] || die "destination is too long"
+}
+
 check_one_of() { # NAME VALUE CHOICES
     in_list "$2" "$3" || die "$1 must be one of: $3 (not '$2')"
 }

@@ -178,9 +178,11 @@ job_record() {
 # (--allow-unsafe-migration let the migration lint's refusals through), `snapshot=off`
 # (DEPLOY_DB_SNAPSHOT=off: no snapshot before a migration), `migrate=down` (a rollback asked to
 # take the database down to its release's migrations), `from_snapshot=NAME` (a restore),
-# `clean=yes` (deploy --clean: no seed, a fresh virtualenv from a fresh uv cache, fresh assets).
+# `clean=yes` (deploy --clean: no seed, a fresh virtualenv from a fresh uv cache, fresh assets),
+# `destination=NAME` (the deployer's destination: --to or DEPLOY_TO).
 plan_marks() {
     local m=""
+    [ -z "${opt_destination:-}" ] || m+="destination=$opt_destination "
     [ "$opt_clean" != yes ] || m+="clean=yes "
     [ "$opt_allow_unsafe" != yes ] || m+="lint=allow-unsafe "
     [ "$opt_db_snapshot" != off ] || m+="snapshot=off "
@@ -209,7 +211,7 @@ revision_now() { # ROOT
 # unverified (current's release, which no job verified).
 settle_dead() {
     local root=$1 dead=$2 by=$3 token release mode phase cur marker result reason rev dur
-    local scope commit started relpath state when s0 s1 gone
+    local scope commit started relpath state when s0 s1 gone dest
     token=$(meta "$dead/info" token)
     release=$(meta "$dead/info" release)
     mode=$(meta "$dead/plan" mode)
@@ -291,8 +293,9 @@ settle_dead() {
     if [ "$token" != - ] && [ -d "$root/$C_JOBS/$token" ] && [ ! -f "$root/$C_JOBS/$token/result" ]; then
         write_result "$root/$C_JOBS/$token" "$result" "$reason" "$dur" "$rev" "$(current_link "$root")" || true
     fi
+    dest=$(meta "$dead/plan" destination)
     log_line "$root" "${started:--}" "$(meta "$dead/plan" deployer)" "$commit" "$scope" "$release" \
-        "$result" "$dur" "$rev" "$reason" || emit_later "could not append to $root/$C_LOG ($put_error)"
+        "$result" "$dur" "$rev" "$reason" "${dest:+destination=$(word_of "$dest" 32)}" || emit_later "could not append to $root/$C_LOG ($put_error)"
 }
 
 # A warning about the takeover, given once the new job's events exist.

@@ -364,7 +364,8 @@ refuse() {
     [ "${opt_mode:-}" != rollback ] || planned="planned rollback to ${opt_target:-}"
     [ "${opt_mode:-}" != restore ] || planned="planned restore of ${opt_snapshot:-}"
     log_line "$opt_root" "$(iso_now)" "${opt_deployer:-}" "${opt_commit:-}" \
-        "$(job_scope)" - refused 0.0 - "$planned: $1" 2>/dev/null || true
+        "$(job_scope)" - refused 0.0 - "$planned: $1" \
+        "${opt_destination:+destination=$opt_destination}" 2>/dev/null || true
     die "$1"
 }
 
@@ -417,6 +418,7 @@ validate_plan() {
     [ -z "$opt_yes" ] || check_one_of yes "$opt_yes" "yes no"
     [ -z "$opt_clean" ] || check_one_of clean "$opt_clean" "yes no"
     [ "$opt_clean" != yes ] || [ "$opt_mode" = deploy ] || die "clean is for mode deploy only"
+    check_destination "$opt_destination"
 }
 
 # The lock is ours: is the server still what the deployer planned against?
@@ -636,6 +638,7 @@ sub_unlock() {
     check_token "$opt_token"
     check_one_of force "$opt_force" "yes no"
     check_word deployer "$opt_deployer"
+    check_destination "$opt_destination"
     local root=$opt_root lock held pid i release commit holder gone
     local took_over="" unverified="" later_warnings=()
     lock=$(lock_dir "$root")
@@ -700,7 +703,8 @@ sub_unlock() {
     fi
     rm -rf -- "$gone"
     log_line "$root" "$(iso_now)" "$opt_deployer" "$commit" - "$release" unlocked 0.0 - \
-        "lock of $holder removed by deploy unlock (its job was not running)"
+        "lock of $holder removed by deploy unlock (its job was not running)" \
+        "${opt_destination:+destination=$opt_destination}"
 }
 
 # --- log -------------------------------------------------------------------------------------

@@ -36,8 +36,12 @@ pub fn run(c: Check, sh: &Shell) -> Result<()> {
     Ok(())
 }
 
-/// Whether the part ran (false: it passed before for this tree and these tools).
+/// Whether the part ran (false: it passed before for this tree and these tools). One part at a
+/// time per checkout: two deploys from one checkout (staging and production at once) share its
+/// `node_modules` and `frontend/build`, and vite refuses a second build beside a running one;
+/// the second waits (saying so), then finds the first's result in the cache.
 pub fn run_part(sh: &Shell, part: CheckPart, recheck: bool) -> Result<bool> {
+    let _turn = checkout_turn()?;
     let key = cache_key(sh, part)?;
     let marker = key
         .as_ref()
@@ -139,6 +143,30 @@ fn is_cache_file(name: &str, part: CheckPart) -> bool {
 
 fn cache_dir() -> Utf8PathBuf {
     cache_dir_of(&crate::project_root())
+}
+
+/// This checkout's checks to ourselves until the file is dropped (an exclusive lock on
+/// `target/checks/turn`, released by the kernel when the process ends, however it ends).
+fn checkout_turn() -> Result<std::fs::File> {
+    fs_err::create_dir_all(cache_dir())?;
+    let path = cache_dir().join("turn");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {path}"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            crate::say_part!("(waiting for another run's checks of this checkout) ");
+            file.lock().with_context(|| format!("locking {path}"))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {path}"));
+        }
+    }
+    Ok(file)
 }
 
 /// Where the checks of the checkout `root` remember what passed.

@@ -444,6 +444,9 @@ pub const PLAN_KEYS: &[&str] = &[
     // cache (UV_CACHE_FRESH, which then replaces UV_CACHE), the assets replacing same-named
     // shared ones.
     "clean",
+    // `--to NAME` / `DEPLOY_TO` (a destination name): the job's deploy.log line says
+    // `destination=NAME`.
+    "destination",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -464,7 +467,7 @@ pub const SUBS: &[Sub] = &[
     },
     Sub {
         name: "unlock",
-        keys: &["root", "token", "force", "deployer"],
+        keys: &["root", "token", "force", "deployer", "destination"],
     },
     Sub {
         name: "job",

@@ -182,6 +182,7 @@ impl Environment {
             .env("CI", "true")
             .env_remove("DEPLOY_ALLOW_DIRTY")
             .env_remove("DEPLOY_ROOT")
+            .env_remove(crate::destination::ENV)
             .stdin(std::process::Stdio::null());
         cmd
     }
@@ -204,6 +205,7 @@ impl Environment {
         cmd.env("DEPLOY_SSH_CONFIG", &self.ssh_config)
             .env("DEPLOY_SERVER", &self.server)
             .env("DEPLOY_ADMIN", &self.admin)
+            .env_remove(crate::destination::ENV)
     }
 }
 

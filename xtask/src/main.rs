@@ -6,11 +6,14 @@ use anyhow::Result;
 use xshell::Shell;
 use xtask::flags::{self, Command, Parsed};
 use xtask::{
-    bench, check, ci, demo, deploy, logs, proc, project_root, setup_server, testhost, verify,
+    bench, check, ci, demo, deploy, destination, logs, proc, project_root, setup_server, testhost,
+    verify,
 };
 
 fn main() -> ExitCode {
-    let parsed = match flags::parse(std::env::args().skip(1)) {
+    let parsed = flags::global(std::env::args().skip(1).collect())
+        .and_then(|(global, rest)| Ok((global, flags::parse(rest)?)));
+    let (global, parsed) = match parsed {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -24,7 +27,11 @@ fn main() -> ExitCode {
         }
         Parsed::Run(cmd) => cmd,
     };
-    match run(cmd) {
+    if global.to.is_some() && !cmd.takes_destination() {
+        eprintln!("error: --to names a destination for the commands that reach servers (setup-server, deploy, db, logs, verify, ...); this one does not");
+        return ExitCode::from(2);
+    }
+    match choose_destination(&cmd, global.to.as_deref()).and_then(|()| run(cmd)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             xtask::say!("error: {e:#}");
@@ -36,6 +43,19 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The destination of a command that reaches servers (`--to`, `DEPLOY_TO`, `deploy/default`),
+/// made the run's environment before anything runs.
+fn choose_destination(cmd: &Command, to: Option<&str>) -> Result<()> {
+    if !cmd.takes_destination() {
+        return Ok(());
+    }
+    let found = destination::load(&project_root(), to, |k| std::env::var(k).ok())?;
+    if let Some(d) = found {
+        destination::apply(&d);
+    }
+    Ok(())
 }
 
 /// Run one parsed command from the repository root.

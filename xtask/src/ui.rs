@@ -9,7 +9,7 @@
 
 use std::fmt::Arguments;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,9 @@ pub fn err(args: Arguments<'_>) {
     let text = args.to_string();
     let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
     let mut e = std::io::stderr().lock();
+    let at_start = ERR_AT_START.load(Ordering::Relaxed);
+    let (plain, next) = prefixed(&text, prefix(), at_start);
+    ERR_AT_START.store(next, Ordering::Relaxed);
     if let Some(o) = open.as_mut() {
         if o.drawn {
             let _ = write!(e, "\r\x1b[K{}", o.text);
@@ -108,18 +111,63 @@ pub fn err(args: Arguments<'_>) {
         if text.contains('\n') {
             *open = None;
         } else {
-            o.text.push_str(&text);
+            o.text.push_str(&plain);
         }
     }
-    let _ = e.write_all(paint(&text).as_bytes());
+    let (painted, _) = prefixed(&paint(&text), prefix(), at_start);
+    let _ = e.write_all(painted.as_bytes());
     let _ = e.flush();
 }
 
 /// Write to stdout, ignoring errors.
 pub fn out(args: Arguments<'_>) {
     let mut o = std::io::stdout().lock();
-    let _ = o.write_fmt(args);
+    let (text, next) = prefixed(
+        &args.to_string(),
+        prefix(),
+        OUT_AT_START.load(Ordering::Relaxed),
+    );
+    OUT_AT_START.store(next, Ordering::Relaxed);
+    let _ = o.write_all(text.as_bytes());
     let _ = o.flush();
+}
+
+/// What starts every line printed (`[staging] ` when a destination was chosen).
+static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Whether the next text written to stderr (stdout) starts a line.
+static ERR_AT_START: AtomicBool = AtomicBool::new(true);
+static OUT_AT_START: AtomicBool = AtomicBool::new(true);
+
+/// Start every line printed from now on with `prefix` (set once: the destination's).
+pub fn set_prefix(prefix: String) {
+    let _ = PREFIX.set(prefix);
+}
+
+fn prefix() -> &'static str {
+    PREFIX.get().map(String::as_str).unwrap_or("")
+}
+
+/// `text` with `prefix` at the start of each line it starts (the first only if `at_start`),
+/// and whether the text after it starts a line.
+pub fn prefixed(text: &str, prefix: &str, at_start: bool) -> (String, bool) {
+    let next = if text.is_empty() {
+        at_start
+    } else {
+        text.ends_with('\n')
+    };
+    if prefix.is_empty() {
+        return (text.to_string(), next);
+    }
+    let mut out = String::with_capacity(text.len() + prefix.len());
+    let mut start = at_start;
+    for piece in text.split_inclusive('\n') {
+        if start {
+            out.push_str(prefix);
+        }
+        out.push_str(piece);
+        start = piece.ends_with('\n');
+    }
+    (out, next)
 }
 
 /// `say!(...)`: a line on stderr that cannot fail.
@@ -169,18 +217,22 @@ pub fn secs(d: Duration) -> String {
 /// another's line is open (a step inside a step: an install inside a check) ends that line
 /// first; the outer step then prints its whole line again when it ends. Returns the step's id.
 pub fn step_start(name: &str) -> u64 {
-    let text = step_line(name, "");
     let id = NEXT_STEP.fetch_add(1, Ordering::SeqCst);
     {
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = std::io::stderr().lock();
         if let Some(o) = open.take() {
-            let mut e = std::io::stderr().lock();
             if o.drawn {
                 let _ = write!(e, "\r\x1b[K{}", o.text.trim_end());
             }
             let _ = writeln!(e);
+            ERR_AT_START.store(true, Ordering::Relaxed);
         }
-        let mut e = std::io::stderr().lock();
+        let (text, _) = prefixed(
+            &step_line(name, ""),
+            prefix(),
+            ERR_AT_START.swap(false, Ordering::Relaxed),
+        );
         let _ = e.write_all(text.as_bytes());
         let _ = e.flush();
         *open = Some(Open {
@@ -228,6 +280,7 @@ pub fn break_line() {
         }
         let _ = writeln!(e);
         let _ = e.flush();
+        ERR_AT_START.store(true, Ordering::Relaxed);
     }
 }
 
@@ -287,6 +340,24 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_destination_starts_every_line_once() {
+        let p = "[staging] ";
+        assert_eq!(
+            prefixed("a\nb\n", p, true),
+            ("[staging] a\n[staging] b\n".into(), true)
+        );
+        // A step line written in two parts gets one prefix.
+        let (first, next) = prefixed("==> upload ", p, true);
+        assert_eq!((first.as_str(), next), ("[staging] ==> upload ", false));
+        assert_eq!(
+            prefixed("ok (1.0s)\n", p, next),
+            ("ok (1.0s)\n".into(), true)
+        );
+        assert_eq!(prefixed("", p, false), (String::new(), false));
+        assert_eq!(prefixed("x\ny", "", true), ("x\ny".into(), false));
+    }
+
     use super::*;
 
     #[test]

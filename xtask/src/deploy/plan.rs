@@ -390,6 +390,9 @@ impl JobPlan {
         if self.clean {
             args.push(("clean", yn(true)));
         }
+        if let Some(name) = crate::destination::name() {
+            args.push(("destination", name.to_string()));
+        }
         Call::deploy("run", &args)
     }
 }

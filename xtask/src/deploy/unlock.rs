@@ -70,15 +70,16 @@ pub fn run(cfg: &Config, yes: bool, force: bool) -> Result<()> {
         return stopped(&snap.host);
     }
     let (user, host) = local::deployer();
-    let call = Call::deploy(
-        "unlock",
-        &[
-            ("root", cfg.root.clone()),
-            ("token", lock.token.clone()),
-            ("force", if force { "yes" } else { "no" }.to_string()),
-            ("deployer", format!("{user}@{host}")),
-        ],
-    );
+    let mut args = vec![
+        ("root", cfg.root.clone()),
+        ("token", lock.token.clone()),
+        ("force", if force { "yes" } else { "no" }.to_string()),
+        ("deployer", format!("{user}@{host}")),
+    ];
+    if let Some(name) = crate::destination::name() {
+        args.push(("destination", name.to_string()));
+    }
+    let call = Call::deploy("unlock", &args);
     let (out, reply) = session.call(&call)?;
     if !out.status.success() {
         bail!("{}", server::failure(&session, &call, &out.status, &reply));

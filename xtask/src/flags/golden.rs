@@ -16,6 +16,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("top", &["deplyo"]),
     ("top", &["--frobnicate"]),
     ("top", &[""]),
+    ("deploy", &["deploy", "list", "--to", "staging"]),
     // ci
     ("ci", &["ci", "--help"]),
     ("ci", &["ci", "-h"]),

@@ -421,6 +421,64 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The options given before the command (`cargo xtask --to staging deploy`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Global {
+    /// `--to NAME`: the destination (`deploy/NAME.env`), checked as a name here, as a file by
+    /// `destination::load`.
+    pub to: Option<String>,
+}
+
+impl Command {
+    /// Whether the command reaches the servers, and so acts on a destination (`--to`,
+    /// `DEPLOY_TO`, `deploy/default`). Every command says (no catch-all: a new one decides).
+    pub fn takes_destination(&self) -> bool {
+        match self {
+            Command::SetupServer(_)
+            | Command::Deploy(_)
+            | Command::Db(_)
+            | Command::Logs(_)
+            | Command::Verify(_) => true,
+            Command::Ci(_)
+            | Command::Check(_)
+            | Command::Testhost(_)
+            | Command::Demo(_)
+            | Command::Bench(_) => false,
+        }
+    }
+}
+
+/// Split the options that come before the command off `args`: `--to NAME` (or `--to=NAME`).
+pub fn global(mut args: Vec<String>) -> Result<(Global, Vec<String>), UsageError> {
+    let mut g = Global::default();
+    while let Some(first) = args.first() {
+        let value = if first == "--to" {
+            let v = args.get(1).cloned();
+            let v = v.ok_or_else(|| {
+                UsageError("--to needs a destination: cargo xtask --to NAME COMMAND".into())
+            })?;
+            args.drain(..2);
+            v
+        } else if let Some(v) = first.strip_prefix("--to=") {
+            let v = v.to_string();
+            args.remove(0);
+            v
+        } else {
+            break;
+        };
+        refuse(g.to.is_some(), "--to is given twice")?;
+        let why = "a destination is named by 1-32 lowercase letters, digits and -, starting \
+                   with a letter (deploy/NAME.env)";
+        let shown = value.escape_debug();
+        refuse(
+            !crate::destination::valid_name(&value),
+            &format!("invalid --to '{shown}': {why}"),
+        )?;
+        g.to = Some(value);
+    }
+    Ok((g, args))
+}
+
 /// Parse `cargo xtask` arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageError> {
     let mut args: Vec<String> = args.into_iter().collect();
@@ -434,6 +492,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
     let cmd = &commands::COMMANDS[table::pick("command", &args.remove(0), &names)?];
     // `-h` or `--help` anywhere before `--` wins over everything else.
     let flags = args.iter().take_while(|a| *a != "--");
+    let own_to = cmd.flags.iter().any(|f| f.long() == "--to");
+    let late_to = !own_to && flags.clone().any(|a| a == "--to" || a.starts_with("--to="));
+    let cmd_name = cmd.name;
+    let late = format!("--to goes before the command: cargo xtask --to NAME {cmd_name} ...");
+    refuse(late_to, &late)?;
     if flags.into_iter().any(|a| a == "-h" || a == "--help") {
         return Ok(Parsed::Help(cmd.help()));
     }

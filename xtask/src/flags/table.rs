@@ -328,11 +328,12 @@ impl Cmd {
 /// `cargo xtask` and its `--help`: the commands.
 pub(super) fn top_help(commands: &[Cmd]) -> String {
     let mut out = "cargo xtask: build, test and deploy the innercontext monorepo\n\n\
-                   Usage: cargo xtask <COMMAND> [ARGS]\n\nCommands:\n"
+                   Usage: cargo xtask [--to DESTINATION] <COMMAND> [ARGS]\n\nCommands:\n"
         .to_string();
     let names = commands.iter().map(|c| (c.name.to_string(), c.about));
     rows(&mut out, WORDS, names);
-    out + "\nRun 'cargo xtask <COMMAND> --help' for the arguments of one command.\n"
+    out + "\nOptions:\n  --to NAME      act on the destination deploy/NAME.env (or DEPLOY_TO=NAME; default:\n                 the name in deploy/default, else the environment alone)\n\n\
+           Run 'cargo xtask <COMMAND> --help' for the arguments of one command.\n"
 }
 
 /// What was given: the flags in order with their values (checked; "" for a switch), and the

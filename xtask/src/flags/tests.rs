@@ -728,3 +728,33 @@ fn every_help_has_the_one_layout() {
     let help = help_of("ci");
     assert_eq!(help.matches("--only STAGE[,STAGE...]").count(), 2, "{help}");
 }
+
+#[test]
+fn to_comes_before_the_command() {
+    let g = |args: &[&str]| global(args.iter().map(|s| s.to_string()).collect());
+    let (got, rest) = g(&["--to", "staging", "deploy", "list"]).unwrap();
+    assert_eq!(got.to.as_deref(), Some("staging"));
+    assert_eq!(rest, ["deploy", "list"]);
+    let (got, rest) = g(&["--to=eu-2", "logs"]).unwrap();
+    assert_eq!((got.to.as_deref(), rest.len()), (Some("eu-2"), 1));
+    let (got, rest) = g(&["deploy", "--to", "x"]).unwrap();
+    assert_eq!((got.to, rest.len()), (None, 3));
+    assert_eq!(
+        g(&["--to"]).unwrap_err().0,
+        "--to needs a destination: cargo xtask --to NAME COMMAND"
+    );
+    assert_eq!(
+        g(&["--to", "a", "--to", "b"]).unwrap_err().0,
+        "--to is given twice"
+    );
+    assert!(g(&["--to", "../x", "deploy"])
+        .unwrap_err()
+        .0
+        .starts_with("invalid --to '../x': a destination is named by"));
+    assert_eq!(
+        err(&["deploy", "list", "--to", "x"]),
+        "--to goes before the command: cargo xtask --to NAME deploy ..."
+    );
+    assert!(run(&["deploy", "list"]).takes_destination());
+    assert!(!run(&["ci"]).takes_destination());
+}

@@ -22,6 +22,7 @@ mod client;
 mod database;
 mod demo;
 mod deploy;
+mod destinations;
 mod faults;
 mod fleet;
 mod harness;
@@ -277,6 +278,10 @@ macro_rules! scenario {
 
 /// Every scenario; within a group, in the order they run.
 const SCENARIOS: &[Scenario] = &[
+    scenario!(
+        DESTINATIONS,
+        destinations::staging_and_production_from_one_checkout
+    ),
     scenario!(HOST, testhost::two_machines_boot_in_parallel),
     scenario!(HOST, testhost::ssh_checks_host_keys_strictly),
     scenario!(HOST, testhost::image_is_a_fresh_server),

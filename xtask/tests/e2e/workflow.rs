@@ -164,14 +164,18 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
         fs_err::remove_dir_all(&temp)?;
     }
     fs_err::create_dir_all(&temp)?;
-    // The secrets, as a maintainer stores them: the private key, the known_hosts line(s), and
-    // the server's address.
+    // The secrets, as a maintainer stores them: the private key and the known_hosts line(s).
+    // The server is the destination's, from the committed deploy/ci.env: the workflow sets no
+    // DEPLOY_* setting of its own.
     let key = fs_err::read_to_string(&site.app.key)?;
     let known_hosts = fs_err::read_to_string(&site.app.known_hosts)?;
     let server = format!("innercontext@{}", site.app.ip);
+    scratch.write(
+        "deploy/ci.env",
+        &format!("# The test host\nDEPLOY_SERVER={server}\n"),
+    )?;
+    scratch.commit("the workflow's destination")?;
     let mut env = base_env();
-    env.insert("DEPLOY_SERVER".into(), server);
-    env.insert("DEPLOY_ROOT".into(), "/opt/innercontext".into());
     env.insert("CI".into(), "true".into());
     // Like a deploy runner with its toolchains installed: the ones under target/tools are
     // already there. The xtask itself is built from the checkout, into a target directory of
@@ -213,8 +217,30 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     ensure!(ok, "{}:\n{out}", all[0].name);
     let mode = site_mode(&temp.join("deploy-ssh/key"))?;
     ensure!(mode == 0o600, "the key was written with mode {mode:o}");
-    let (ok, out) = runner.run(&all[1], &[("COMMAND", "all"), ("RELEASE", "")])?;
+    // No destination (and no deploy/default): one line, nothing run; a name that is none: the
+    // same.
+    for (to, want) in [
+        ("", "error: no destination"),
+        ("../x", "is not a destination name"),
+    ] {
+        let input = [("COMMAND", "all"), ("RELEASE", ""), ("DESTINATION", to)];
+        let (ok, out) = runner.run(&all[1], &input)?;
+        ensure!(
+            !ok && out.trim().lines().count() == 1 && out.contains(want),
+            "the destination input '{to}' was not refused in one line (exit ok: {ok}):\n{out}"
+        );
+    }
+    ensure!(
+        site.current_opt()? == before,
+        "a refused destination input deployed"
+    );
+    let input = [("COMMAND", "all"), ("RELEASE", ""), ("DESTINATION", "ci")];
+    let (ok, out) = runner.run(&all[1], &input)?;
     ensure!(ok, "Deploy:\n{out}");
+    ensure!(
+        out.lines().any(|l| l.starts_with("[ci] ==> ")),
+        "the destination's step lines do not start with [ci]:\n{out}"
+    );
     let (ok, out) = runner.run(&all[2], &[])?;
     ensure!(ok, "{}:\n{out}", all[2].name);
     ensure!(!temp.join("deploy-ssh").exists(), "the key was not removed");
@@ -234,7 +260,12 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     // flag, rolling back past any migration) is refused in one line, nothing run.
     let (ok, out) = runner.run(&all[0], &secrets)?;
     ensure!(ok, "{} (for --force):\n{out}", all[0].name);
-    let (ok, out) = runner.run(&all[1], &[("COMMAND", "rollback"), ("RELEASE", "--force")])?;
+    let input = [
+        ("COMMAND", "rollback"),
+        ("RELEASE", "--force"),
+        ("DESTINATION", "ci"),
+    ];
+    let (ok, out) = runner.run(&all[1], &input)?;
     ensure!(
         !ok && out.trim().lines().count() == 1 && out.contains("'--force' is not a release name"),
         "the release input --force was not refused in one line (exit ok: {ok}):\n{out}"
@@ -253,7 +284,12 @@ pub fn deploy_workflow_runs_against_the_test_host(ctx: &mut Ctx) -> Result<()> {
     ensure!(ok, "{} (second time):\n{out}", all[0].name);
     let mode = site_mode(&temp.join("deploy-ssh/key"))?;
     ensure!(mode == 0o600, "the key was written with mode {mode:o}");
-    let (ok, out) = runner.run(&all[1], &[("COMMAND", "everything"), ("RELEASE", "")])?;
+    let input = [
+        ("COMMAND", "everything"),
+        ("RELEASE", ""),
+        ("DESTINATION", "ci"),
+    ];
+    let (ok, out) = runner.run(&all[1], &input)?;
     ensure!(
         !ok && out.contains("unknown command"),
         "bad command:\n{out}"
@@ -348,6 +384,7 @@ fn cancel(
     let env = [
         ("COMMAND", "rollback"),
         ("RELEASE", release),
+        ("DESTINATION", "ci"),
         ("INNERCONTEXT_TEST_PAUSE_AT", "health"),
     ];
     let mut bg = runner.spawn(&all[1], &env, &log)?;
@@ -550,10 +587,22 @@ pub fn workflow_steps_parse(_ctx: &mut Ctx) -> Result<()> {
         all[1].script
     );
     ensure!(
-        all[1].script.contains("cargo xtask deploy \"${args[@]}\""),
-        "{}",
+        all[1]
+            .script
+            .contains("cargo xtask \"${to[@]}\" deploy \"${args[@]}\"")
+            && all[1].script.contains("to=(--to \"$DESTINATION\")"),
+        "the destination input must be checked and passed as --to:\n{}",
         all[1].script
     );
+    // The servers are the destination's: the workflow sets no DEPLOY_* setting of its own
+    // (DEPLOY_SSH_CONFIG, the ssh config of the key it installs, aside).
+    let own: Vec<&str> = yaml
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("DEPLOY_") && !l.starts_with("DEPLOY_SSH_KEY:"))
+        .filter(|l| !l.starts_with("DEPLOY_KNOWN_HOSTS:"))
+        .collect();
+    ensure!(own.is_empty(), "the deploy workflow sets {own:?}");
     ensure!(
         !all[1].script.contains("${{"),
         "a run block uses an expression; put it in env:"

@@ -728,3 +728,30 @@ fn every_help_has_the_one_layout() {
     let help = help_of("ci");
     assert_eq!(help.matches("--only STAGE[,STAGE...]").count(), 2, "{help}");
 }
+
+#[test]
+fn exec_takes_any_bytes_after_its_dashes_and_nothing_else_does() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let raw = |b: &[u8]| OsString::from_vec(b.to_vec());
+    let args = ["exec", "--host", "app", "--", "printf", "%s"].map(OsString::from);
+    let mut args = args.to_vec();
+    args.push(raw(b"\xff\xfe it's"));
+    let Ok(Parsed::Run(Command::Exec(e))) = parse_os(args) else {
+        panic!("exec refused a word of any bytes")
+    };
+    assert_eq!(e.host.as_deref(), Some("app"));
+    assert_eq!(e.command[2], raw(b"\xff\xfe it's"));
+    let e = parse_os([OsString::from("exec"), raw(b"--h\xffost")]).unwrap_err();
+    assert!(e.0.contains("is not UTF-8"), "{e}");
+    let e = parse_os(
+        ["testhost", "ssh", "app", "--"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([raw(b"\xff")]),
+    );
+    assert!(e.unwrap_err().0.contains("only exec's command"));
+    // Plain words parse as parse does.
+    let plain = ["db", "psql", "-c", "select 1"];
+    assert_eq!(parse_os(plain.map(OsString::from)), p(&plain));
+}

@@ -133,32 +133,38 @@ pgpass_fields() {
     done
 }
 
-exec_child=""
+exec_child="" exec_passed=""
 
-# Run the command as this shell's child and wait for it: a hang-up or TERM this shell gets is
-# passed on to it (the terminal's Ctrl-C reaches it directly: it is in the terminal's process
-# group), and this shell stays to record how it ended. Background children of a shell without
-# job control ignore INT and QUIT, and stdin is /dev/null: env restores both.
+# Run the command as this shell's child and wait for it. A terminal's Ctrl-C (and QUIT) reaches
+# it directly (it is in the terminal's process group) and not this shell, which ignores them; a
+# hang-up or TERM this shell gets (the session's end: the connection dropped) is passed on to
+# it, and this shell stays to record how it ended. Background children of a shell without job
+# control have INT and QUIT ignored and stdin from /dev/null: env restores both. The status:
+# 0-255, or `unknown` when bash lost it (the child ended while a trap ran: seen with bash 5.2).
 run_child() {
-    exec_status=0
+    exec_status=""
     trap 'pass_on HUP' HUP
     trap 'pass_on TERM' TERM
-    trap : INT QUIT
+    trap '' INT QUIT
     env --default-signal=INT,QUIT -- "$@" <&0 &
     exec_child=$!
-    # A trapped signal ends a wait early: wait again until the child is gone, then read its
-    # status (bash keeps it).
     while :; do
-        wait "$exec_child" 2>/dev/null || true
-        kill -0 "$exec_child" 2>/dev/null || break
+        exec_passed=""
+        wait "$exec_child" && exec_status=0 || exec_status=$?
+        # A passed-on signal ended the wait, not the child: wait again.
+        [ -n "$exec_passed" ] || break
     done
-    wait "$exec_child" && exec_status=0 || exec_status=$?
     trap - HUP TERM INT QUIT
+    case "$exec_status" in
+        [0-9] | [1-9][0-9] | 1[0-9][0-9] | 2[0-4][0-9] | 25[0-5]) ;;
+        *) exec_status=unknown ;;
+    esac
 }
 
 # shellcheck disable=SC2317 # called by the traps of run_child
 pass_on() {
-    [ -z "$exec_child" ] || kill "-$1" "$exec_child" 2>/dev/null || true
+    exec_passed=$1
+    kill "-$1" "$exec_child" 2>/dev/null || true
 }
 
 # The deploy.log line of a command that ran: who, what (cut at EXEC_TEXT_MAX), its exit code.
@@ -224,6 +230,7 @@ main() {
         set -- psql "$@"
     fi
     exec_log "$root" "$started" "$ms" "$mode" "$release" "$exec_status" "$@"
+    [ "$exec_status" != unknown ] || exit 129
     exit "$exec_status"
 }
 

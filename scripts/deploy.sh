@@ -80,11 +80,12 @@ sub_probe() {
 }
 
 # current.restored: deploy.log's last line when it is the boot check's restored-at-boot of
-# current (nothing was logged since: current is where the boot check put it).
+# current (nothing was logged since: current is where the boot check put it; a command run
+# in current, result=ran, changed nothing and does not count).
 restored_at_boot() { # ROOT CURRENT
     local last
     [ -n "$2" ] && [ -f "$1/$C_LOG" ] || return 0
-    last=$(tail -n 1 "$1/$C_LOG")
+    last=$({ grep -v ' result=ran ' "$1/$C_LOG" || true; } | tail -n 1)
     case "$last" in *" release=$2 result=restored-at-boot "*) out current.restored "$last" ;; esac
 }
 

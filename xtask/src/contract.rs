@@ -280,6 +280,9 @@ words! {
         RestoredAtBoot = "restored-at-boot",
         /// `db restore`: the database is the snapshot's, current its release, healthy.
         Restored = "restored",
+        /// `cargo xtask exec` (scope exec) or `db psql` (scope psql) ran a command in current:
+        /// no job, no change of release; its exit code in `exit=`, its words in `reason=`.
+        Ran = "ran",
     }
 }
 
@@ -562,6 +565,14 @@ pub const JOB_SH: &str = include_str!("../../scripts/deploy-job.sh");
 pub const RECORD_SH: &str = include_str!("../../scripts/deploy-record.sh");
 pub const DEPLOY_SH: &str = include_str!("../../scripts/deploy.sh");
 pub const BOOT_CHECK_SH: &str = include_str!("../../scripts/boot-check.sh");
+
+/// The text sent with every `exec` and `db psql` call: the contract, the helpers, then the
+/// wrapper; without its comment lines (see [`deploy_script`]).
+pub fn exec_script() -> String {
+    without_comment_lines(&[CONTRACT_SH, LIB_SH, EXEC_SH].concat())
+}
+
+pub const EXEC_SH: &str = include_str!("../../scripts/exec.sh");
 
 /// The text sent with every setup-server call (run as root, or re-run through sudo by itself):
 /// the contract, then the script.

@@ -17,6 +17,7 @@ pub mod destination;
 mod docs;
 pub mod e2e_verdict;
 pub mod envfile;
+pub mod exec;
 pub mod flags;
 pub mod interrupt;
 pub mod logs;

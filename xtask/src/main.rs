@@ -4,15 +4,16 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use xshell::Shell;
-use xtask::flags::{self, Command, Parsed};
+use xtask::flags::{self, Command, Db, Parsed};
 use xtask::{
-    bench, check, ci, demo, deploy, destination, logs, proc, project_root, setup_server, testhost,
-    verify,
+    bench, check, ci, demo, deploy, destination, exec, logs, proc, project_root, setup_server,
+    testhost, verify,
 };
 
 fn main() -> ExitCode {
-    let parsed = flags::global(std::env::args().skip(1).collect())
-        .and_then(|(global, rest)| Ok((global, flags::parse(rest)?)));
+    // As the OS gave them: exec's command may hold any bytes (flags::parse_os).
+    let parsed = flags::global(std::env::args_os().skip(1).collect())
+        .and_then(|(global, rest)| Ok((global, flags::parse_os(rest)?)));
     let (global, parsed) = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -69,10 +70,12 @@ fn run(cmd: Command) -> Result<()> {
         Command::Testhost(t) => testhost::run(t, &sh),
         Command::SetupServer(s) => setup_server::run(s, &sh),
         Command::Deploy(d) => deploy::run(d, &sh),
+        Command::Db(Db::Psql { args }) => exec::psql(&args),
         Command::Db(d) => deploy::db(d),
         Command::Demo(d) => demo::run(d, &sh),
         Command::Bench(b) => bench::run(b, &sh),
         Command::Logs(l) => logs::run(l),
         Command::Verify(v) => verify::run(v, &sh),
+        Command::Exec(e) => exec::run(&e),
     }
 }

@@ -53,9 +53,15 @@ extern "C" fn end_group(sig: i32) {
 /// death signal fires when the *thread* that spawned the child ends: spawn from the thread
 /// that waits for the child.
 pub fn isolate(cmd: &mut Command) -> &mut Command {
+    cmd.process_group(0);
+    dies_with_parent(cmd)
+}
+
+/// `cmd` gets SIGTERM when the xtask dies, even by SIGKILL (`PR_SET_PDEATHSIG`), and stays in
+/// the xtask's process group (a terminal's foreground group: `exec`'s ssh with a terminal).
+pub fn dies_with_parent(cmd: &mut Command) -> &mut Command {
     // SAFETY: getpid is async-signal-safe; it is read before the fork.
     let parent = unsafe { getpid() };
-    cmd.process_group(0);
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

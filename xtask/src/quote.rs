@@ -22,6 +22,26 @@ pub fn sh(word: &str) -> String {
     }
 }
 
+/// [`sh`] for a word of any bytes (`exec`'s command: what the user typed may be no UTF-8):
+/// the same rule, byte for byte.
+pub fn sh_os(word: &std::ffi::OsStr) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    match word.to_str() {
+        Some(text) => sh(text).into(),
+        None => {
+            let mut out = b"'".to_vec();
+            for &b in word.as_bytes() {
+                match b {
+                    b'\'' => out.extend_from_slice(br"'\''"),
+                    b => out.push(b),
+                }
+            }
+            out.push(b'\'');
+            std::ffi::OsString::from_vec(out)
+        }
+    }
+}
+
 /// Quote each word and join them with spaces: one remote command line.
 pub fn join<I, S>(words: I) -> String
 where
@@ -161,6 +181,24 @@ mod tests {
         ] {
             assert_eq!(roundtrip(w), w, "{w:?}");
         }
+    }
+
+    #[test]
+    fn any_bytes_survive_a_real_shell() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        for w in [&b"\xff\xfe it's"[..], b"a\x80\nb $(id)", b"plain", b"\xc3"] {
+            let word = OsStr::from_bytes(w);
+            let mut line = b"printf %s ".to_vec();
+            line.extend_from_slice(sh_os(word).as_bytes());
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(std::ffi::OsString::from_vec(line))
+                .output()
+                .expect("sh runs");
+            assert_eq!(out.stdout, w, "{w:?}");
+        }
+        assert_eq!(sh_os(OsStr::new("a b")), "'a b'");
     }
 
     #[test]

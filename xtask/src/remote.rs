@@ -57,6 +57,13 @@ pub static DEPLOY: Script = Script {
     packed: OnceLock::new(),
 };
 
+/// `scripts/exec.sh` with the contract and the helpers in front (`exec`, `db psql`).
+pub static EXEC: Script = Script {
+    name: "exec.sh",
+    text: crate::contract::exec_script,
+    packed: OnceLock::new(),
+};
+
 /// `scripts/setup-server.sh` with the contract in front (run as root, or re-run through sudo
 /// by itself).
 pub static SETUP: Script = Script {

@@ -293,6 +293,53 @@ impl Drop for Session {
     }
 }
 
+/// One ssh for one remote command line, without a master connection (`exec`, `db psql`: a
+/// handshake and one round trip is all they cost). The same checks as a session's calls
+/// (strict host keys, batch mode, keep-alives); `tty`: a terminal is allocated (`-t`), else
+/// none and no escape character (`-T -e none`: every byte of stdin is the command's). ssh's
+/// own messages go to `log` at DEBUG1 (`-E`), not to stderr, which carries the remote
+/// command's bytes: the log says whether the command's exit status came (`Exit status N`),
+/// which tells a remote 255 from ssh's own. Not in a process group of its own: with a
+/// terminal it must be in the terminal's foreground group (it reads it and sets it raw); it
+/// still ends when the xtask dies.
+pub fn direct_command(
+    dest: &str,
+    config: Option<&Utf8Path>,
+    tty: bool,
+    log: &Utf8Path,
+    line: std::ffi::OsString,
+) -> Command {
+    let mut cmd = Command::new("ssh");
+    if let Some(cfg) = config {
+        cmd.arg("-F").arg(cfg.as_str());
+    }
+    for opt in [
+        "ControlMaster=no",
+        "ControlPath=none",
+        "BatchMode=yes",
+        "StrictHostKeyChecking=yes",
+        "ConnectTimeout=10",
+        "ServerAliveInterval=5",
+        "ServerAliveCountMax=3",
+        "LogLevel=DEBUG1",
+    ] {
+        cmd.args(["-o", opt]);
+    }
+    cmd.arg("-E").arg(log.as_str());
+    match tty {
+        true => cmd.arg("-t"),
+        false => cmd.args(["-T", "-e", "none"]),
+    };
+    cmd.arg(dest).arg(line);
+    proc::dies_with_parent(&mut cmd);
+    cmd
+}
+
+/// A new private (0700) directory for a command's temporary files; the caller removes it.
+pub fn private_dir() -> Result<Utf8PathBuf> {
+    private_tempdir()
+}
+
 /// How the master ended, as its keeper thread saw it (None: it could not be waited for).
 type Ended = Option<Output>;
 

@@ -504,12 +504,12 @@ mod tests {
         );
         over.xtask = vec![1.6, 1.7, 1.9];
         let rows = vec![snap.clone(), over.clone()];
-        let v = judge(&rows[1], &rows);
+        let v = judge(&rows[1], &rows, None);
         assert_eq!(v.text, "<= [snapshot's own] + 0.50 s = 1.70 s");
         assert_eq!(v.met, Some(true), "{v:?}");
         over.xtask = vec![1.8, 1.71, 1.9];
         let rows = vec![snap, over];
-        assert_eq!(judge(&rows[1], &rows).met, Some(false));
+        assert_eq!(judge(&rows[1], &rows, None).met, Some(false));
         // Sizes read in MB.
         assert_eq!(with_unit(31_456_789.0, Unit::Bytes), "31.5 MB");
         assert_eq!(num(31_456_789.0, Unit::Bytes), "31.5");

@@ -138,6 +138,10 @@ impl Bencher {
                 let secs = self.timed(m, &self.xtask, &Op::Verify, &tag)?;
                 m.push(Key::Verify, Kind::Xtask, secs)?;
             }
+            if b.wants(BenchPhase::Exec) {
+                let secs = self.timed(m, &self.xtask, &Op::Exec, &tag)?;
+                m.push(Key::Exec, Kind::Xtask, secs)?;
+            }
             if b.wants(BenchPhase::Load) {
                 change += 1;
                 self.change_both(change)?;

@@ -293,6 +293,14 @@ const ROWS: &[RowSpec] = &[
         Target::EverySample(1.0),
         Floor::Exactly(1),
     ),
+    (
+        Key::Exec,
+        Some(BenchPhase::Exec),
+        "exec -- true (one ssh, one round trip)",
+        Unit::Secs,
+        Target::FloorPlus(0.15),
+        Floor::Look,
+    ),
 ];
 
 impl Measurements {
@@ -412,6 +420,7 @@ mod tests {
             BenchPhase::Files,
             BenchPhase::Crash,
             BenchPhase::Database,
+            BenchPhase::Exec,
         ]));
         assert_eq!(all.rows.len(), ROWS.len());
     }

@@ -59,6 +59,8 @@ pub enum Op {
     List,
     /// `verify` (xtask only: what the tripwire of issue 26 takes on the side's current).
     Verify,
+    /// `exec -- true` (xtask only: a command in the release, one ssh).
+    Exec,
 }
 
 impl Op {
@@ -78,6 +80,7 @@ impl Op {
             Op::DbRestore(_) => "db restore",
             Op::List => "list",
             Op::Verify => "verify",
+            Op::Exec => "exec -- true",
         }
     }
 }
@@ -105,6 +108,7 @@ pub fn argv(kind: Kind, op: &Op) -> Vec<String> {
         (Kind::Xtask, Op::RollbackTo(r)) => vec!["deploy", "rollback", r.as_str()],
         (Kind::Xtask, Op::List) => vec!["deploy", "list"],
         (Kind::Xtask | Kind::Baseline, Op::Verify) => vec!["verify"],
+        (Kind::Xtask | Kind::Baseline, Op::Exec) => vec!["exec", "--", "true"],
         (Kind::Baseline, Op::Incremental | Op::Noop | Op::WithChecks | Op::ParallelDeploy) => {
             vec![BASELINE, "all"]
         }

@@ -6,6 +6,7 @@
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::contract::JobResult;
 use crate::deploy::entry::Entry;
 use crate::deploy::server;
 use crate::remote::Call;
@@ -89,7 +90,11 @@ impl Entry {
             self.get("deployer").to_string(),
             self.get("scope").to_string(),
             self.get("release").to_string(),
-            self.result_word().to_string(),
+            match self.result() {
+                // A command run in current (exec, db psql): how it exited.
+                Some(JobResult::Ran) => format!("ran exit={}", self.get("exit")),
+                _ => self.result_word().to_string(),
+            },
             self.get("duration").to_string(),
             self.get("commit").to_string(),
             self.get("reason").to_string(),

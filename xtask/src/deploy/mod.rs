@@ -123,5 +123,7 @@ pub fn db(cmd: Db) -> Result<()> {
             yes,
             dry_run,
         } => restore::restore(&cfg, &snapshot, yes, dry_run),
+        // main runs it (crate::exec::psql): it is a command in the release, not a deploy's.
+        Db::Psql { .. } => anyhow::bail!("db psql runs through cargo xtask's exec module"),
     }
 }

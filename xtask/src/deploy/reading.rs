@@ -104,7 +104,10 @@ impl Reading {
             lock,
             after: lines
                 .into_iter()
-                .filter(|e| !own(e) && e.result() != Some(JobResult::Refused))
+                // Refusals changed nothing; neither did a command run in current (exec).
+                .filter(|e| {
+                    !own(e) && !matches!(e.result(), Some(JobResult::Refused | JobResult::Ran))
+                })
                 .collect(),
         }
     }

@@ -6,7 +6,7 @@ use super::table::{sub, Cmd, Given, Section, Shape};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
-pub(super) const COMMANDS: [Cmd; 10] = [
+pub(super) const COMMANDS: [Cmd; 11] = [
     CI,
     CHECK,
     TESTHOST,
@@ -14,6 +14,7 @@ pub(super) const COMMANDS: [Cmd; 10] = [
     DEPLOY,
     DB,
     LOGS,
+    EXEC,
     VERIFY,
     DEMO,
     BENCH,
@@ -368,6 +369,8 @@ const DB: Cmd = Cmd {
             whether their release is still kept"),
         sub("restore", "SNAPSHOT", &["--yes", "--dry-run"], "put the database back to SNAPSHOT (as listed) \
             and current on the release that ran on it; every change to the data since is lost"),
+        sub("psql", "[PSQL-ARG...]", &[], "psql to the app's database through the primary (a terminal: \
+            interactive; else stdin), the password in a 0600 file there, never on a command line"),
     ],
     help: &[
         Section::Subs,
@@ -388,6 +391,10 @@ fn db(mut args: Vec<String>) -> Result<Command, UsageError> {
     let none = format!("db needs a command (valid: {})", names.join(", "));
     refuse(args.is_empty(), &none)?;
     let sub = DB.sub(&args.remove(0))?;
+    if sub.name == "psql" {
+        // Every word is psql's (`db psql -c 'select 1'`), as `testhost ssh` takes its command.
+        return Ok(Command::Db(Db::Psql { args }));
+    }
     let g = scan(args, &DB, Some(sub))?;
     let (yes, dry_run) = (g.on("--yes"), g.on("--dry-run"));
     Ok(Command::Db(match sub.name {
@@ -477,6 +484,48 @@ fn logs(args: Vec<String>) -> Result<Command, UsageError> {
         lines,
         since,
         host,
+    }))
+}
+
+#[rustfmt::skip]
+const EXEC: Cmd = Cmd {
+    name: "exec", title: "a command on the server, in the current release, as the app runs",
+    about: "Run a command on the server in the current release, as the app runs",
+    args: "-- CMD [ARG...]",
+    flags: &[flag("--host", Text("HOST", None), "this host of DEPLOY_SERVER (default: the primary)")],
+    help: &[Section::Text("\
+Runs CMD as the app user in current/backend (where alembic.ini is), with the release's virtualenv
+first on PATH and shared/backend/.env in the environment: 'exec -- alembic current', 'exec --
+python -m innercontext.deploytool revision'. One ssh connection, no lock. With a terminal on both
+ends it gets one (a REPL, Ctrl-C reaches it); without, stdin, stdout, stderr and the exit code pass
+through byte for byte. Each exec is a line in deploy.log (who, the command, the exit code).
+See docs/exec.md.")],
+    env: &[("DEPLOY_SERVER", "as for deploy"), ("DEPLOY_ROOT", "as for deploy"),
+        ("DEPLOY_SSH_CONFIG", "as for deploy")],
+    parse: exec, ..NONE
+};
+
+/// Flags before `--`, the command after it, as given.
+fn exec(mut args: Vec<String>) -> Result<Command, UsageError> {
+    let cut = args.iter().position(|a| a == "--");
+    let command = cut
+        .map(|i| args.split_off(i).split_off(1))
+        .unwrap_or_default();
+    let g = scan(args, &EXEC, None)?;
+    let usage = "cargo xtask exec [--host HOST] -- CMD [ARG...]";
+    if let Some(w) = g.words.first() {
+        return Err(g.see(format!(
+            "put the command after --, as in {usage} (got '{w}' before it)"
+        )));
+    }
+    refuse(
+        command.is_empty(),
+        &format!("exec needs a command after --: {usage}"),
+    )?;
+    let command = command.into_iter().map(Into::into).collect();
+    Ok(Command::Exec(Exec {
+        host: g.text("--host"),
+        command,
     }))
 }
 

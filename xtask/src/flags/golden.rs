@@ -258,6 +258,23 @@ const CASES: &[(&str, &[&str])] = &[
     ("db", &["db", "dump"]),
     ("db", &["db", "restore"]),
     ("db", &["db", "restore", "a", "b"]),
+    ("db", &["db", "psql", "-c", "select 1"]),
+    ("db", &["db", "psql"]),
+    // exec
+    ("exec", &["exec", "--help"]),
+    ("exec", &["exec"]),
+    ("exec", &["exec", "--"]),
+    ("exec", &["exec", "ls", "-l"]),
+    ("exec", &["exec", "--frobnicate", "--", "true"]),
+    ("exec", &["exec", "--host"]),
+    (
+        "exec",
+        &["exec", "--host", "app2", "--", "alembic", "current"],
+    ),
+    (
+        "exec",
+        &["exec", "--", "sh", "-c", "echo \"$(id)\"\n", "--help", "--"],
+    ),
     ("db", &["db", "snapshots", "x"]),
     ("db", &["db", "snapshots", "--yes"]),
     ("db", &["db", "snapshots"]),
@@ -412,6 +429,7 @@ fn every_help_and_usage_error_is_its_golden_byte_for_byte() {
         "setup-server",
         "deploy",
         "logs",
+        "exec",
         "demo",
         "bench",
     ] {

@@ -40,6 +40,7 @@ pub enum Command {
     Bench(Bench),
     Logs(Logs),
     Verify(Verify),
+    Exec(Exec),
 }
 
 /// A closed list of names (made by `choice!`): what an error calls one, the names in order,
@@ -272,6 +273,19 @@ pub enum Db {
         yes: bool,
         dry_run: bool,
     },
+    /// psql to the app's database through the primary; its words go to psql as they are.
+    Psql {
+        args: Vec<String>,
+    },
+}
+
+/// `cargo xtask exec`: a command on the server, in the current release, as the app runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    /// Only this host of DEPLOY_SERVER (its destination or host name); default the primary.
+    pub host: Option<String>,
+    /// The command and its arguments, as the OS gave them (any bytes: see [`parse_os`]).
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `cargo xtask logs`: the units' journal on the server.
@@ -353,6 +367,7 @@ choice! {
             "a release whose API crashes at import: the job's restart to the named crash loop",
         Database = "database": "a database of 1,000,000 price rows: a backend deploy with a \
             migration against one without, the snapshot's time and size",
+        Exec = "exec": "exec -- true over the link: one handshake and one round trip",
         /// Deploy and rollback of fleets of `--hosts` app machines behind a load balancer.
         Hosts = "hosts": "fleets of app machines behind a load balancer on this host (nginx): \
             rolling deploy all and rollback, ssh handshakes per host, failed requests (own table)",
@@ -438,7 +453,8 @@ impl Command {
             | Command::Deploy(_)
             | Command::Db(_)
             | Command::Logs(_)
-            | Command::Verify(_) => true,
+            | Command::Verify(_)
+            | Command::Exec(_) => true,
             Command::Ci(_)
             | Command::Check(_)
             | Command::Testhost(_)
@@ -449,11 +465,14 @@ impl Command {
 }
 
 /// Split the options that come before the command off `args`: `--to NAME` (or `--to=NAME`).
-pub fn global(mut args: Vec<String>) -> Result<(Global, Vec<String>), UsageError> {
+pub fn global(
+    mut args: Vec<std::ffi::OsString>,
+) -> Result<(Global, Vec<std::ffi::OsString>), UsageError> {
     let mut g = Global::default();
-    while let Some(first) = args.first() {
+    let text = |a: &std::ffi::OsString| a.to_string_lossy().into_owned();
+    while let Some(first) = args.first().map(text) {
         let value = if first == "--to" {
-            let v = args.get(1).cloned();
+            let v = args.get(1).map(text);
             let v = v.ok_or_else(|| {
                 UsageError("--to needs a destination: cargo xtask --to NAME COMMAND".into())
             })?;
@@ -501,6 +520,39 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
         return Ok(Parsed::Help(cmd.help()));
     }
     (cmd.parse)(args).map(Parsed::Run)
+}
+
+/// Parse `cargo xtask` arguments as the OS gave them (without the program name): every word
+/// must be UTF-8 except those after the first `--`, which reach `exec`'s command byte for
+/// byte (any other command refuses them).
+pub fn parse_os(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parsed, UsageError> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let cut = args
+        .iter()
+        .position(|a| a == "--")
+        .map_or(args.len(), |i| i + 1);
+    let tail = args.split_off(cut);
+    let not_text = |a: &std::ffi::OsStr| {
+        UsageError(format!(
+            "the argument {:?} is not UTF-8 (only exec's command, after --, may hold any bytes)",
+            a.to_string_lossy()
+        ))
+    };
+    let mut words = Vec::with_capacity(args.len() + tail.len());
+    for a in args {
+        words.push(a.into_string().map_err(|a| not_text(&a))?);
+    }
+    words.extend(tail.iter().map(|a| a.to_string_lossy().into_owned()));
+    match parse(words)? {
+        Parsed::Run(Command::Exec(mut e)) => {
+            e.command = tail;
+            Ok(Parsed::Run(Command::Exec(e)))
+        }
+        parsed => match tail.iter().find(|a| a.to_str().is_none()) {
+            Some(a) => Err(not_text(a)),
+            None => Ok(parsed),
+        },
+    }
 }
 
 #[cfg(test)]

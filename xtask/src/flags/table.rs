@@ -257,8 +257,11 @@ impl Cmd {
         };
         let flags: Vec<String> = flags.iter().filter(|f| !paired(f)).map(word).collect();
         let start = format!("cargo xtask {}", self.name);
-        let words = once(start.as_str()).chain(words.iter().copied());
-        let words = words.chain(flags.iter().map(String::as_str));
+        // Words after a `--` (exec's command) come after the flags, as they are given.
+        let (after, words): (Vec<&str>, Vec<&str>) =
+            words.iter().partition(|w| w.starts_with("-- "));
+        let words = once(start.as_str()).chain(words);
+        let words = words.chain(flags.iter().map(String::as_str)).chain(after);
         fill(words, "Usage: ".len(), "Usage: ".len() + start.len() + 1)
     }
     /// A line for the command, and one for each flag that is a mode of its own; with

@@ -516,7 +516,7 @@ fn bench_flags() {
     }
     assert!(err(&["bench", "--runs", "0"]).contains("invalid --runs"));
     assert!(err(&["bench", "--only", "lan"]).contains("valid: deploys, load, checks"));
-    assert!(err(&["bench", "--only", "lan"]).contains("files, crash, database, hosts"));
+    assert!(err(&["bench", "--only", "lan"]).contains("files, crash, database, exec, hosts"));
     assert!(err(&["bench", "--lan-only"]).contains("--lan-only"));
 }
 
@@ -731,7 +731,7 @@ fn every_help_has_the_one_layout() {
 
 #[test]
 fn to_comes_before_the_command() {
-    let g = |args: &[&str]| global(args.iter().map(|s| s.to_string()).collect());
+    let g = |args: &[&str]| global(args.iter().map(|s| s.into()).collect());
     let (got, rest) = g(&["--to", "staging", "deploy", "list"]).unwrap();
     assert_eq!(got.to.as_deref(), Some("staging"));
     assert_eq!(rest, ["deploy", "list"]);
@@ -757,4 +757,31 @@ fn to_comes_before_the_command() {
     );
     assert!(run(&["deploy", "list"]).takes_destination());
     assert!(!run(&["ci"]).takes_destination());
+}
+
+#[test]
+fn exec_takes_any_bytes_after_its_dashes_and_nothing_else_does() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let raw = |b: &[u8]| OsString::from_vec(b.to_vec());
+    let args = ["exec", "--host", "app", "--", "printf", "%s"].map(OsString::from);
+    let mut args = args.to_vec();
+    args.push(raw(b"\xff\xfe it's"));
+    let Ok(Parsed::Run(Command::Exec(e))) = parse_os(args) else {
+        panic!("exec refused a word of any bytes")
+    };
+    assert_eq!(e.host.as_deref(), Some("app"));
+    assert_eq!(e.command[2], raw(b"\xff\xfe it's"));
+    let e = parse_os([OsString::from("exec"), raw(b"--h\xffost")]).unwrap_err();
+    assert!(e.0.contains("is not UTF-8"), "{e}");
+    let e = parse_os(
+        ["testhost", "ssh", "app", "--"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([raw(b"\xff")]),
+    );
+    assert!(e.unwrap_err().0.contains("only exec's command"));
+    // Plain words parse as parse does.
+    let plain = ["db", "psql", "-c", "select 1"];
+    assert_eq!(parse_os(plain.map(OsString::from)), p(&plain));
 }

@@ -23,6 +23,7 @@ mod database;
 mod demo;
 mod deploy;
 mod destinations;
+mod exec;
 mod faults;
 mod fleet;
 mod harness;
@@ -572,6 +573,26 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(
         DATABASE,
         database::a_restore_that_cannot_load_changes_nothing_and_starts_current_again
+    ),
+    scenario!(
+        SHELL,
+        exec::exec_passes_words_stdin_and_exit_codes_byte_for_byte
+    ),
+    scenario!(
+        SHELL,
+        exec::exec_runs_as_the_app_in_current_with_its_env_and_venv
+    ),
+    scenario!(
+        SHELL,
+        exec::exec_takes_no_lock_and_runs_while_a_deploy_holds_it
+    ),
+    scenario!(
+        SHELL,
+        exec::exec_with_a_terminal_passes_ctrl_c_to_the_command
+    ),
+    scenario!(
+        SHELL,
+        exec::db_psql_runs_sql_with_the_password_in_no_process_list
     ),
 ];
 

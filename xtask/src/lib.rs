@@ -18,6 +18,7 @@ mod docs;
 pub mod e2e_verdict;
 pub mod envfile;
 pub mod flags;
+pub mod hooks;
 pub mod interrupt;
 pub mod logs;
 pub mod pg;

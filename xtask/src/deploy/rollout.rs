@@ -6,6 +6,7 @@
 
 use crate::contract::{JobResult, Message, Phase};
 use crate::deploy::fleet::{Member, Output};
+use crate::hooks::{Facts, Hook, Hooks};
 use crate::ui;
 
 /// What the rollout knows of a host: enough to decide, nothing that talks to it.
@@ -91,6 +92,10 @@ pub struct Rollout {
     pub committed: bool,
     /// That it stands was said (once).
     stands_said: bool,
+    /// The per-host hooks (`pre-host-switch`, `post-host-healthy`) and the facts they get.
+    hooks: Option<(Hooks, Facts)>,
+    /// Per host: `post-host-healthy` ran for it on the new release, and on the previous one.
+    healthy: Vec<(bool, bool)>,
 }
 
 impl Rollout {
@@ -101,6 +106,65 @@ impl Rollout {
             failed: None,
             committed: false,
             stands_said: false,
+            hooks: None,
+            healthy: Vec::new(),
+        }
+    }
+
+    /// Call the per-host hooks around each host's switch (`facts`: the run's, before the lock).
+    pub fn with_hooks(mut self, hooks: Hooks, facts: Facts) -> Rollout {
+        self.hooks = Some((hooks, facts));
+        self
+    }
+
+    /// Run a per-host hook for `m` (`back`: the fleet goes back); its failure, if any.
+    fn hook(&self, hook: Hook, m: &Member, back: bool, out: &mut dyn Output) -> Result<(), String> {
+        let Some((hooks, facts)) = &self.hooks else {
+            return Ok(());
+        };
+        if !hooks.has(hook) {
+            return Ok(());
+        }
+        out.close();
+        let facts = Facts {
+            host: crate::config::host_of(&m.host.dest).to_string(),
+            direction: if back { "back" } else { "forward" }.into(),
+            ..facts.clone()
+        };
+        hooks
+            .run(hook, &facts, m.name())
+            .map_err(|e| format!("{e:#} for {}", m.name()))
+    }
+
+    /// `post-host-healthy` for each host that became healthy since: on the new release (it
+    /// waits for the verdict, or succeeded), or on the previous one (it went back and ended
+    /// `rolled-back`: restored and checked). A failure on the way forward fails the rollout like
+    /// an unhealthy host; on the way back it is said, and the fleet goes on back.
+    fn after_healthy(&mut self, members: &[Member], out: &mut dyn Output) {
+        self.healthy.resize(members.len(), (false, false));
+        for (i, m) in members.iter().enumerate() {
+            let ended = m.job.outcome.as_ref().map(|o| o.result.as_str());
+            let forward = m.activated
+                && !m.told_back
+                && !self.healthy[i].0
+                && (m.job.phase == Some(Phase::AwaitingVerdict)
+                    || ended == Some(JobResult::Success.name()));
+            if forward {
+                self.healthy[i].0 = true;
+                if let Err(e) = self.hook(Hook::PostHostHealthy, m, false, out) {
+                    if !self.committed && self.failed.is_none() {
+                        self.failed = Some(e);
+                    }
+                }
+            }
+            let back =
+                m.activated && !self.healthy[i].1 && ended == Some(JobResult::RolledBack.name());
+            if back {
+                self.healthy[i].1 = true;
+                if let Err(e) = self.hook(Hook::PostHostHealthy, m, true, out) {
+                    out.line(&ui::event_line(&format!("warning: {e}")));
+                }
+            }
         }
     }
 
@@ -179,6 +243,7 @@ impl Rollout {
 
     /// Send what [`Rollout::plan`] decides, and say what the fleet does.
     pub fn advance(&mut self, members: &mut [Member], out: &mut dyn Output) {
+        self.after_healthy(members, out);
         let was_committed = self.committed;
         let views: Vec<View> = members.iter().map(view).collect();
         let sends = self.plan(&views);
@@ -193,6 +258,18 @@ impl Rollout {
             // Once one `go` failed, the rest of its batch stays where it is (it goes back).
             if msg == Msg::Go && self.failed.is_some() {
                 continue;
+            }
+            // Before a host switches (forward, or back): a failure forward fails the rollout
+            // like an unhealthy host (it never switches); back, it is said and the host goes.
+            if matches!(msg, Msg::Go | Msg::Revert) {
+                let back = msg == Msg::Revert;
+                if let Err(e) = self.hook(Hook::PreHostSwitch, &members[i], back, out) {
+                    if !back {
+                        self.failed = Some(e);
+                        continue;
+                    }
+                    out.line(&ui::event_line(&format!("warning: {e}")));
+                }
             }
             let m = &mut members[i];
             match m.job.send_line(&msg.text()) {

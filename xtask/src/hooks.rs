@@ -239,6 +239,12 @@ impl Hooks {
     }
 }
 
+/// A line the hook printed, under its step line (which it ends: the outcome repeats the name).
+fn shown(line: &str) {
+    ui::break_line();
+    say!("    | {line}");
+}
+
 /// How a hook's run ended, when not by itself.
 enum Cut {
     Timeout,
@@ -314,7 +320,7 @@ fn run_one(
     let mark = interrupt::mark();
     let ended = loop {
         while let Ok(line) = rx.try_recv() {
-            say!("    | {line}");
+            shown(&line);
         }
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
@@ -343,7 +349,7 @@ fn run_one(
     let drain = Deadline::after(Duration::from_secs(1));
     loop {
         match rx.try_recv() {
-            Ok(line) => say!("    | {line}"),
+            Ok(line) => shown(&line),
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) if drain.passed() => break,
             Err(TryRecvError::Empty) => drain.nap(wait::TICK),

@@ -25,6 +25,7 @@ mod deploy;
 mod faults;
 mod fleet;
 mod harness;
+mod hooks;
 mod jobkill;
 mod lifecycle;
 mod outage;
@@ -568,6 +569,26 @@ const SCENARIOS: &[Scenario] = &[
         DATABASE,
         database::a_restore_that_cannot_load_changes_nothing_and_starts_current_again
     ),
+    scenario!(
+        HOOKS,
+        hooks::bad_hooks_and_a_bad_timeout_are_refused_before_any_change
+    ),
+    scenario!(
+        HOOKS,
+        hooks::a_failing_pre_deploy_leaves_the_server_untouched
+    ),
+    scenario!(
+        HOOKS,
+        hooks::a_hook_past_the_timeout_is_ended_with_its_group
+    ),
+    scenario!(
+        HOOKS,
+        hooks::every_hook_gets_its_facts_and_the_example_posts_them
+    ),
+    scenario!(
+        HOOKS,
+        hooks::the_drain_hooks_wrap_each_host_of_a_fleet_behind_the_balancer
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -598,6 +619,7 @@ pub struct Ctx {
     pub database_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
+    pub hooks_scratch: Option<xtask::scratch::Scratch>,
 }
 
 impl Ctx {
@@ -618,6 +640,7 @@ impl Ctx {
             database_scratch: None,
             fleet: None,
             web_scratch: None,
+            hooks_scratch: None,
         })
     }
 

@@ -10,6 +10,7 @@ pub enum Unit {
     Count,
     /// A size, shown in MB (10^6 bytes).
     Bytes,
+    Ratio,
 }
 
 /// What the xtask's figures must meet (baseline figures are never judged).
@@ -135,6 +136,7 @@ pub enum Key {
     DbDowngrade,
     DbRestore,
     DbLoad,
+    Hooked,
     Handshakes,
 }
 
@@ -159,6 +161,7 @@ impl Key {
                 | Key::DbDowngrade
                 | Key::DbRestore
                 | Key::DbLoad
+                | Key::Hooked
         )
     }
 
@@ -195,6 +198,7 @@ impl Key {
             Key::DbDowngrade => "downgrade",
             Key::DbRestore => "db restore",
             Key::DbLoad => "load",
+            Key::Hooked => "hooks",
             Key::Handshakes => "handshakes",
         }
     }
@@ -292,6 +296,7 @@ pub fn num(v: f64, unit: Unit) -> String {
         Unit::Secs => format!("{v:.2}"),
         Unit::Count => format!("{v:.0}"),
         Unit::Bytes => format!("{:.1}", v / 1e6),
+        Unit::Ratio => format!("{v:.2}"),
     }
 }
 
@@ -300,6 +305,7 @@ pub fn with_unit(v: f64, unit: Unit) -> String {
         Unit::Secs => format!("{v:.2} s"),
         Unit::Count => format!("{v:.0}"),
         Unit::Bytes => format!("{:.1} MB", v / 1e6),
+        Unit::Ratio => format!("{v:.2}x"),
     }
 }
 

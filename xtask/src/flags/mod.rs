@@ -353,6 +353,8 @@ choice! {
             "a release whose API crashes at import: the job's restart to the named crash loop",
         Database = "database": "a database of 1,000,000 price rows: a backend deploy with a \
             migration against one without, the snapshot's time and size",
+        Hooks = "hooks": "a backend redeploy with every hook in deploy/hooks/ (each `true`) \
+            against one without, interleaved, as a ratio",
         /// Deploy and rollback of fleets of `--hosts` app machines behind a load balancer.
         Hosts = "hosts": "fleets of app machines behind a load balancer on this host (nginx): \
             rolling deploy all and rollback, ssh handshakes per host, failed requests (own table)",

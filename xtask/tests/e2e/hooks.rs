@@ -623,3 +623,103 @@ pub fn the_drain_hooks_wrap_each_host_of_a_fleet_behind_the_balancer(ctx: &mut C
     }
     f.assert_serving()
 }
+
+/// A `pre-host-switch` that fails for the third host of the fleet: that host never switches,
+/// the rollout fails like for an unhealthy host, and the fleet's go-back runs the hooks too:
+/// `pre-host-switch` (back) before each switched host goes back, `post-host-healthy` (back)
+/// once it is healthy on the previous release. Every host ends on the release it had.
+pub fn a_failing_pre_host_switch_sends_the_fleet_back_through_the_hooks(
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let f = crate::fleet::serving(ctx)?;
+    let dir = &f.scratch.dir;
+    let exclude = dir.join(".git/info/exclude");
+    if !fs_err::read_to_string(&exclude)?.contains("deploy/hooks/") {
+        fs_err::write(&exclude, "deploy/hooks/\n")?;
+    }
+    let order = f.scratch.sidecar("hooks.back");
+    let _ = fs_err::remove_file(&order);
+    let third = f.apps[2].name.clone();
+    no_hooks(dir)?;
+    hook(
+        dir,
+        "pre-host-switch",
+        &format!(
+            "echo \"pre $INNERCONTEXT_HOST $INNERCONTEXT_DIRECTION\" >> {order}\n\
+             if [ \"$INNERCONTEXT_HOST\" = {third} ] && [ \"$INNERCONTEXT_DIRECTION\" = forward ]; then\n\
+             \x20   echo \"{third} cannot leave the balancer\" >&2; exit 4\n\
+             fi"
+        ),
+    )?;
+    hook(
+        dir,
+        "post-host-healthy",
+        &format!("echo \"post $INNERCONTEXT_HOST $INNERCONTEXT_DIRECTION\" >> {order}"),
+    )?;
+    let before = f.currents()?;
+    let run = Run::capture(f.command(&["deploy", "all", "--skip-local-checks", "--redeploy"]));
+    no_hooks(dir)?;
+    let run = run?;
+    let out = run.all();
+    let said: Vec<String> = fs_err::read_to_string(&order)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let [a, b, c] = [&f.apps[0].name, &f.apps[1].name, &third];
+    let forward: Vec<String> = [
+        format!("pre {a} forward"),
+        format!("post {a} forward"),
+        format!("pre {b} forward"),
+        format!("post {b} forward"),
+        format!("pre {c} forward"),
+    ]
+    .to_vec();
+    ensure!(
+        said.len() >= forward.len() && said[..forward.len()] == forward[..],
+        "the hooks ran {said:?}, want first {forward:?}:\n{out}"
+    );
+    let mut back: Vec<String> = said[forward.len()..].to_vec();
+    back.sort();
+    let mut want_back = vec![
+        format!("post {a} back"),
+        format!("post {b} back"),
+        format!("pre {a} back"),
+        format!("pre {b} back"),
+    ];
+    want_back.sort();
+    ensure!(
+        back == want_back,
+        "the go-back ran {:?}, want {want_back:?} (in any order):\n{out}",
+        &said[forward.len()..]
+    );
+    let pre_back_last = said
+        .iter()
+        .rposition(|l| l.starts_with("pre "))
+        .unwrap_or(0);
+    let post_back_first = said
+        .iter()
+        .position(|l| l.starts_with("post ") && l.ends_with(" back"))
+        .unwrap_or(0);
+    ensure!(
+        pre_back_last < post_back_first,
+        "a host was healthy on the previous release before its pre-host-switch: {said:?}"
+    );
+    ensure!(!run.status.success(), "the deploy succeeded:\n{out}");
+    ensure!(
+        out.contains(&format!(
+            "pre-host-switch hook (deploy/hooks/pre-host-switch): exited with 4 for {c}"
+        )),
+        "the failing hook is not named:\n{out}"
+    );
+    ensure!(
+        out.contains(&format!("    | {c} cannot leave the balancer")),
+        "the hook's output is not shown:\n{out}"
+    );
+    let after = f.currents()?;
+    ensure!(
+        after == before,
+        "the fleet is on {after:?}, was on {before:?}:\n{out}"
+    );
+    f.assert_serving()
+}

@@ -589,6 +589,10 @@ const SCENARIOS: &[Scenario] = &[
         HOOKS,
         hooks::the_drain_hooks_wrap_each_host_of_a_fleet_behind_the_balancer
     ),
+    scenario!(
+        HOOKS,
+        hooks::a_failing_pre_host_switch_sends_the_fleet_back_through_the_hooks
+    ),
 ];
 
 fn main() -> ExitCode {

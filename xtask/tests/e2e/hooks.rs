@@ -11,6 +11,8 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -242,15 +244,17 @@ pub fn a_hook_past_the_timeout_is_ended_with_its_group(ctx: &mut Ctx) -> Result<
     Ok(())
 }
 
-/// One HTTP request on a loopback listener: its body (the listener answers 200).
-fn receive_one(listener: TcpListener, timeout: Duration) -> Result<String> {
+/// One HTTP request on a loopback listener: its body (the listener answers 200). It waits until
+/// `done` is set (the command that posts it ended: its hook ran before) and no request is
+/// pending.
+fn receive_one(listener: TcpListener, done: Arc<AtomicBool>) -> Result<String> {
     listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + timeout;
     let (mut conn, _) = loop {
+        let ended = done.load(Ordering::SeqCst);
         match listener.accept() {
             Ok(c) => break c,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                ensure!(Instant::now() < deadline, "no request came");
+                ensure!(!ended, "no request came to the webhook's listener");
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(e.into()),
@@ -338,7 +342,11 @@ pub fn every_hook_gets_its_facts_and_the_example_posts_them(ctx: &mut Ctx) -> Re
         .to_string();
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}/hook", listener.local_addr()?);
-    let got = std::thread::spawn(move || receive_one(listener, Duration::from_secs(600)));
+    let done = Arc::new(AtomicBool::new(false));
+    let got = {
+        let done = done.clone();
+        std::thread::spawn(move || receive_one(listener, done))
+    };
     let mut cmd = site.command(
         &s.dir,
         &["deploy", "all", "--skip-local-checks", "--redeploy"],
@@ -346,12 +354,12 @@ pub fn every_hook_gets_its_facts_and_the_example_posts_them(ctx: &mut Ctx) -> Re
     cmd.env("DEPLOY_WEBHOOK_URL", &url)
         .env("HOOKS_E2E_FROM_THE_DEPLOYER", "kept")
         .env("INNERCONTEXT_HOOKS_E2E_INHERITED", "dropped");
-    let run = Run::capture(cmd)?.ok()?;
+    let run = Run::capture(cmd);
+    done.store(true, Ordering::SeqCst);
+    let run = run?.ok()?;
     let release = site.current()?;
     let log_line = site.last_log()?;
-    let body = got
-        .join()
-        .map_err(|_| anyhow::anyhow!("listener panicked"))??;
+    let body = got.join().map_err(|_| anyhow::anyhow!("listener panicked"));
     let host = site.env.server.rsplit('@').next().unwrap_or("").to_string();
     for (name, after) in [("pre-deploy", false), ("post-deploy", true)] {
         let text = fs_err::read_to_string(out_dir.join(format!("{name}.env")))
@@ -397,6 +405,7 @@ pub fn every_hook_gets_its_facts_and_the_example_posts_them(ctx: &mut Ctx) -> Re
         );
     }
     // The example's JSON, parsed by Python's json module.
+    let body = body??;
     let parsed = {
         let mut py = Command::new("python3")
             .args([

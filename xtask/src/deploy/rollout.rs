@@ -50,6 +50,19 @@ fn view(m: &Member) -> View {
     }
 }
 
+/// Whether `post-host-healthy` is due for a host (pure), `(forward, back)`, given whether it ran
+/// for it already: forward once a switched host waits for the verdict (or succeeded) and was
+/// not told back; back once a switched host ended `rolled-back` (restored and checked).
+fn healthy_due(h: &View, (ran_forward, ran_back): (bool, bool)) -> (bool, bool) {
+    let result = h.ended.as_ref().and_then(|(_, how)| how.split(':').next());
+    let forward = h.activated
+        && !h.told_back
+        && !ran_forward
+        && (h.phase == Some(Phase::AwaitingVerdict) || result == Some(JobResult::Success.name()));
+    let back = h.activated && !ran_back && result == Some(JobResult::RolledBack.name());
+    (forward, back)
+}
+
 /// A message of the rollout to a host's job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
@@ -143,12 +156,7 @@ impl Rollout {
     fn after_healthy(&mut self, members: &[Member], out: &mut dyn Output) {
         self.healthy.resize(members.len(), (false, false));
         for (i, m) in members.iter().enumerate() {
-            let ended = m.job.outcome.as_ref().map(|o| o.result.as_str());
-            let forward = m.activated
-                && !m.told_back
-                && !self.healthy[i].0
-                && (m.job.phase == Some(Phase::AwaitingVerdict)
-                    || ended == Some(JobResult::Success.name()));
+            let (forward, back) = healthy_due(&view(m), self.healthy[i]);
             if forward {
                 self.healthy[i].0 = true;
                 if let Err(e) = self.hook(Hook::PostHostHealthy, m, false, out) {
@@ -157,8 +165,6 @@ impl Rollout {
                     }
                 }
             }
-            let back =
-                m.activated && !self.healthy[i].1 && ended == Some(JobResult::RolledBack.name());
             if back {
                 self.healthy[i].1 = true;
                 if let Err(e) = self.hook(Hook::PostHostHealthy, m, true, out) {
@@ -411,6 +417,41 @@ mod tests {
         // b re-attached: it gets the verdict again, never a revert.
         h[1].reachable = true;
         assert_eq!(r.plan(&h), vec![(1, Msg::Commit)]);
+    }
+
+    #[test]
+    fn post_host_healthy_is_due_once_each_way() {
+        let mut h = host("a", "health");
+        assert_eq!(
+            healthy_due(&h, (false, false)),
+            (false, false),
+            "not switched"
+        );
+        h.activated = true;
+        assert_eq!(
+            healthy_due(&h, (false, false)),
+            (false, false),
+            "not healthy yet"
+        );
+        h.phase = Phase::parse("awaiting-verdict");
+        assert_eq!(healthy_due(&h, (false, false)), (true, false));
+        assert_eq!(healthy_due(&h, (true, false)), (false, false), "once");
+        // Told back: it restores; once it ended rolled-back, it is healthy there.
+        h.told_back = true;
+        assert_eq!(healthy_due(&h, (true, false)), (false, false));
+        h.ended = Some((false, "rolled-back: the fleet went back".into()));
+        assert_eq!(healthy_due(&h, (true, false)), (false, true));
+        assert_eq!(healthy_due(&h, (true, true)), (false, false));
+        // A host that failed its health checks and restored by itself: back only.
+        let mut f = host("b", "restore");
+        f.activated = true;
+        f.ended = Some((false, "rolled-back: not healthy".into()));
+        assert_eq!(healthy_due(&f, (false, false)), (false, true));
+        // The last host of a committed fleet that already succeeded.
+        let mut s = host("c", "record");
+        s.activated = true;
+        s.ended = Some((true, "success: ".into()));
+        assert_eq!(healthy_due(&s, (false, false)), (true, false));
     }
 
     #[test]

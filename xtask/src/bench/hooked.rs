@@ -10,12 +10,16 @@ use anyhow::Result;
 use super::side::{Done, Op, Side};
 use crate::hooks::{Hook, DIR};
 
-/// Write every hook (`exit 0`) into the side's checkout (kept out of git), or remove them.
+/// Write every hook (`exec true`) into the side's checkout (kept out of git), or remove them.
 fn hooks(side: &Side, present: bool) -> Result<()> {
     let dir = side.scratch.dir.join(DIR);
     if !present {
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
+        // The hooks only: the directory holds the example, which the checkout tracks.
+        for h in Hook::ALL {
+            let p = dir.join(h.name());
+            if p.exists() {
+                fs_err::remove_file(p)?;
+            }
         }
         return Ok(());
     }

@@ -193,6 +193,8 @@ fn config(sh: &Shell) -> Result<()> {
     // scripts/** : the deployer's and setup-server's halves and the benchmark's baseline.
     let mut shell_files = shell_scripts(&crate::project_root().join("scripts"))?;
     shell_files.push(".ci/run".into());
+    // The example hook users copy (docs/hooks.md).
+    shell_files.push("deploy/hooks/post-deploy.example".into());
     cmd!(sh, "shellcheck --severity=style {shell_files...}")
         .run()
         .context("shellcheck")?;

@@ -70,6 +70,8 @@ pub struct Config {
     pub health_timeout: u64,
     pub health_stable_ms: u64,
     pub keep: usize,
+    /// Seconds a hook in deploy/hooks/ may run (`DEPLOY_HOOK_TIMEOUT`).
+    pub hook_timeout: u64,
 }
 
 impl Config {
@@ -127,6 +129,13 @@ impl Config {
             60_000,
         )?;
         let keep = number(&get, "DEPLOY_KEEP", DEFAULT_KEEP as u64, 1, 100)? as usize;
+        let hook_timeout = number(
+            &get,
+            crate::hooks::TIMEOUT_VAR,
+            crate::hooks::DEFAULT_TIMEOUT,
+            1,
+            3600,
+        )?;
         Ok(Config {
             hosts,
             server,
@@ -136,6 +145,7 @@ impl Config {
             health_timeout,
             health_stable_ms,
             keep,
+            hook_timeout,
         })
     }
 
@@ -438,5 +448,17 @@ mod tests {
             5
         );
         assert!(cfg(&[("DEPLOY_SSH_CONFIG", "/nonexistent/cfg")]).is_err());
+        assert_eq!(cfg(&[]).unwrap().hook_timeout, 60);
+        assert_eq!(
+            cfg(&[("DEPLOY_HOOK_TIMEOUT", "2")]).unwrap().hook_timeout,
+            2
+        );
+        assert_eq!(
+            cfg(&[("DEPLOY_HOOK_TIMEOUT", "1m")])
+                .unwrap_err()
+                .to_string(),
+            "DEPLOY_HOOK_TIMEOUT must be a whole number from 1 to 3600, not '1m'"
+        );
+        assert!(cfg(&[("DEPLOY_HOOK_TIMEOUT", "0")]).is_err());
     }
 }

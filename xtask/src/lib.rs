@@ -19,6 +19,7 @@ pub mod e2e_verdict;
 pub mod envfile;
 pub mod exec;
 pub mod flags;
+pub mod hooks;
 pub mod interrupt;
 pub mod logs;
 pub mod pg;

@@ -12,7 +12,7 @@
 //! The rooms: [`side`] (a side, its machines and commands), [`rounds`] (the interleaved
 //! rounds), [`rows`] (the table's rows and the samples), [`floor`] (the floors' parts),
 //! [`checks`] (the local checks alone), [`seal`] (what the seal costs), [`load`], [`crash`],
-//! [`database`], and the pure tables [`table`], [`fleet_table`].
+//! [`database`], [`hooked`] (what the hooks cost), and the pure tables [`table`], [`fleet_table`].
 //!
 //! Fleets are the hosts phase ([`fleet`], `--hosts`): machines of their own, booted after the
 //! other phases' machines are down, and a table of their own.
@@ -23,6 +23,7 @@ mod database;
 mod fleet;
 mod fleet_table;
 mod floor;
+mod hooked;
 mod load;
 mod rounds;
 mod rows;

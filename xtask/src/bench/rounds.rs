@@ -12,7 +12,7 @@ use super::floor::{self, Restart};
 use super::rows::Measurements;
 use super::side::{Kind, Op, Side, DELAY_MS};
 use super::table::{self, FloorParts, Key};
-use super::{checks, crash, database, load, seal, side};
+use super::{checks, crash, database, hooked, load, seal, side};
 use crate::contract::{layout, Half, APP_USER, DEFAULT_ROOT};
 use crate::demo::Environment;
 use crate::deploy::release::{self, State};
@@ -241,6 +241,17 @@ impl Bencher {
                 let (secs, done) = ui::step(&what, || crash::measure(&self.xtask, round))?;
                 m.push_handshakes(Kind::Xtask, &done, self.xtask.hosts.len())?;
                 m.push(Key::CrashNamed, Kind::Xtask, secs)?;
+            }
+        }
+        if b.wants(BenchPhase::Hooks) {
+            for round in 1..=b.runs {
+                interrupt::check()?;
+                let what = format!("hooks {round}/{}: redeploy with and without", b.runs);
+                let (ratio, done) = ui::step(&what, || hooked::measure(&self.xtask, round))?;
+                for d in &done {
+                    m.push_handshakes(Kind::Xtask, d, self.xtask.hosts.len())?;
+                }
+                m.push(Key::Hooked, Kind::Xtask, ratio)?;
             }
         }
         if b.wants(BenchPhase::Database) {

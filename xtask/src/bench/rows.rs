@@ -286,6 +286,14 @@ const ROWS: &[RowSpec] = &[
         Floor::PgDump,
     ),
     (
+        Key::Hooked,
+        Some(BenchPhase::Hooks),
+        "backend redeploy with every hook (each `true`) / without",
+        Unit::Ratio,
+        Target::Max(1.1),
+        Floor::None,
+    ),
+    (
         Key::Handshakes,
         None,
         "ssh handshakes per command",
@@ -421,6 +429,7 @@ mod tests {
             BenchPhase::Crash,
             BenchPhase::Database,
             BenchPhase::Exec,
+            BenchPhase::Hooks,
         ]));
         assert_eq!(all.rows.len(), ROWS.len());
     }

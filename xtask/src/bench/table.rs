@@ -10,6 +10,7 @@ pub enum Unit {
     Count,
     /// A size, shown in MB (10^6 bytes).
     Bytes,
+    Ratio,
 }
 
 /// What the xtask's figures must meet (baseline figures are never judged).
@@ -139,6 +140,8 @@ pub enum Key {
     DbLoad,
     /// `exec -- true`: one ssh, one round trip.
     Exec,
+    /// A redeploy with every hook over one without (a ratio).
+    Hooked,
     Handshakes,
 }
 
@@ -164,6 +167,7 @@ impl Key {
                 | Key::DbRestore
                 | Key::DbLoad
                 | Key::Exec
+                | Key::Hooked
         )
     }
 
@@ -201,6 +205,7 @@ impl Key {
             Key::DbRestore => "db restore",
             Key::DbLoad => "load",
             Key::Exec => "exec",
+            Key::Hooked => "hooks",
             Key::Handshakes => "handshakes",
         }
     }
@@ -298,6 +303,7 @@ pub fn num(v: f64, unit: Unit) -> String {
         Unit::Secs => format!("{v:.2}"),
         Unit::Count => format!("{v:.0}"),
         Unit::Bytes => format!("{:.1}", v / 1e6),
+        Unit::Ratio => format!("{v:.2}"),
     }
 }
 
@@ -306,6 +312,7 @@ pub fn with_unit(v: f64, unit: Unit) -> String {
         Unit::Secs => format!("{v:.2} s"),
         Unit::Count => format!("{v:.0}"),
         Unit::Bytes => format!("{:.1} MB", v / 1e6),
+        Unit::Ratio => format!("{v:.2}x"),
     }
 }
 

@@ -31,6 +31,7 @@ pub mod entry;
 pub mod event;
 pub mod fleet;
 pub mod follower;
+pub mod hooked;
 pub mod job;
 pub mod list;
 pub mod local;

@@ -28,6 +28,7 @@ use crate::contract::{JobResult, Message, Note, Phase};
 use crate::deploy::checks::Checks;
 use crate::deploy::dbsnap;
 use crate::deploy::fleet::{self, Member, Output};
+use crate::deploy::hooked;
 use crate::deploy::job::Wait;
 use crate::deploy::local::{self, Carrier, Transfer};
 use crate::deploy::migration;
@@ -39,6 +40,7 @@ use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
 use crate::deploy::upload::{self, Upload};
 use crate::flags::{CheckPart, Scope};
+use crate::hooks::Hooks;
 use crate::interrupt;
 use crate::{say, say_event, ui};
 
@@ -63,6 +65,7 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     let local = local::origin(sh, cfg)?;
     // A file name the upload will not carry is refused before anything else.
     local::listed(sh)?;
+    let hooks = Hooks::find(&crate::project_root(), cfg.hook_timeout)?;
     // The checks (and the frontend build the upload needs) run while we connect.
     let checks = if opts.dry_run {
         None
@@ -156,6 +159,10 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         return lint.as_ref().map_or(Ok(()), migration::dry_run_verdict);
     }
     let mut checks = checks.expect("started unless dry run");
+    let release = plans[0].release().to_string();
+    let said = [&*release, &local.commit, scope.name(), &local.deployer];
+    let mut facts = hooked::facts("deploy", cfg, &snaps, said);
+    hooked::before(&hooks, &facts).inspect_err(|_| checks.abort())?;
     test_pause_before_lock();
     // A signal so far (during connect, the probe, the plan) stops here: no job was asked yet.
     server::stop_before_the_lock(cfg)?;
@@ -177,10 +184,10 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         Ok(m) => m,
         Err(e) => {
             checks.abort();
-            return Err(e);
+            let hook = hooked::after(&hooks, &mut facts, &[], started.elapsed());
+            return hooked::verdict(Err(e), hook);
         }
     };
-    let release = plans[0].release().to_string();
     let n = members.len();
     let what = format!("deploy of {release} ({} {})", scope.name(), local.made());
     let mut d = Driver {
@@ -193,27 +200,31 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
         members,
         checks,
         out,
-        rollout: Rollout::new(opts.batch),
+        rollout: Rollout::new(opts.batch).with_hooks(hooks.clone(), facts.clone()),
         aborted: None,
         checked: false,
         signals_seen: 0,
         seed_hashes: None,
     };
-    d.run()?;
+    let ran = d.run();
     d.out.close();
-    if n == 1 {
-        let (line, ok) = report::last_words(&what, &mut d.members[0])?;
-        if ok {
-            say!("{line} ({} in all)", ui::secs(started.elapsed()));
-            return Ok(());
+    let hook = hooked::after(&hooks, &mut facts, &d.members, started.elapsed());
+    let outcome = ran.and_then(|()| {
+        if n == 1 {
+            let (line, ok) = report::last_words(&what, &mut d.members[0])?;
+            if ok {
+                say!("{line} ({} in all)", ui::secs(started.elapsed()));
+                return Ok(());
+            }
+            return Err(anyhow!("{line}"));
         }
-        return Err(anyhow!("{line}"));
-    }
-    report::fleet_summary(
-        &what,
-        report::summary_rows(&mut d.members),
-        started.elapsed(),
-    )
+        report::fleet_summary(
+            &what,
+            report::summary_rows(&mut d.members),
+            started.elapsed(),
+        )
+    });
+    hooked::verdict(outcome, hook)
 }
 
 /// Test hook (`INNERCONTEXT_TEST_PAUSE_BEFORE_LOCK=FILE`): wait while FILE exists, between

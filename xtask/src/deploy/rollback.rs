@@ -14,6 +14,7 @@ use crate::config::{Config, Host, HostRole};
 use crate::contract::Message;
 use crate::deploy::downgrade::{self, Plan as DownPlan};
 use crate::deploy::fleet::{self, Output};
+use crate::deploy::hooked;
 use crate::deploy::job::{Wait, RECONNECT_FOR};
 use crate::deploy::local;
 use crate::deploy::plan::{self, Asker};
@@ -21,6 +22,7 @@ use crate::deploy::report::{self, FleetPrinter, Printer};
 use crate::deploy::rollout::Rollout;
 use crate::deploy::server::{self, Look};
 use crate::deploy::snapshot::Snapshot;
+use crate::hooks::Hooks;
 use crate::{interrupt, say, say_event, show, ui};
 
 /// What `deploy rollback` was asked besides the release.
@@ -44,6 +46,7 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
         crate::deploy::release::validate_user_name(name)?;
     }
     let started = Instant::now();
+    let hooks = Hooks::find(&crate::project_root(), cfg.hook_timeout)?;
     let sessions = server::connect_all(cfg)?;
     let snaps = server::probe_all(&sessions, cfg, Look::default())?;
     let hosts: Vec<(Host, Snapshot)> = cfg
@@ -124,6 +127,9 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
         }
         return Ok(());
     }
+    let said = [&*target, &commit, "all", &deployer];
+    let mut facts = hooked::facts("rollback", cfg, &snaps, said);
+    hooked::before(&hooks, &facts)?;
     // A signal so far (during connect, the probe) stops here: no job was asked yet.
     server::stop_before_the_lock(cfg)?;
     let mut out: Box<dyn Output> = if plans.len() == 1 {
@@ -139,7 +145,13 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
         .zip(calls)
         .map(|(((h, s), session), call)| (h, s, session, call))
         .collect();
-    let mut members = fleet::start_all(starts, out.as_mut(), cfg.ssh_config.as_deref())?;
+    let mut members = match fleet::start_all(starts, out.as_mut(), cfg.ssh_config.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            let hook = hooked::after(&hooks, &mut facts, &[], started.elapsed());
+            return hooked::verdict(Err(e), hook);
+        }
+    };
     let fleet = members.len() > 1;
     if fleet {
         for m in &mut members {
@@ -147,7 +159,7 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
             let _ = m.job.send(Message::Begin);
         }
     }
-    let mut rollout = Rollout::new(batch);
+    let mut rollout = Rollout::new(batch).with_hooks(hooks.clone(), facts.clone());
     let mut seen = 0;
     let what = format!("rollback to {target}");
     loop {
@@ -235,19 +247,19 @@ pub fn run(cfg: &Config, requested: Option<&str>, o: Options) -> Result<()> {
         }
     }
     out.close();
-    if !fleet {
-        let (line, ok) = report::last_words(&what, &mut members[0])?;
-        if ok {
-            say!("{line} ({} in all)", ui::secs(started.elapsed()));
-            return Ok(());
+    let hook = hooked::after(&hooks, &mut facts, &members, started.elapsed());
+    let outcome = (|| {
+        if !fleet {
+            let (line, ok) = report::last_words(&what, &mut members[0])?;
+            if ok {
+                say!("{line} ({} in all)", ui::secs(started.elapsed()));
+                return Ok(());
+            }
+            return Err(anyhow!("{line}"));
         }
-        return Err(anyhow!("{line}"));
-    }
-    report::fleet_summary(
-        &format!("rollback to {target}"),
-        report::summary_rows(&mut members),
-        started.elapsed(),
-    )
+        report::fleet_summary(&what, report::summary_rows(&mut members), started.elapsed())
+    })();
+    hooked::verdict(outcome, hook)
 }
 
 /// Whether the member's job is gone without a result, as its server's files say now.

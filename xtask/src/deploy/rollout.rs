@@ -6,6 +6,7 @@
 
 use crate::contract::{JobResult, Message, Phase};
 use crate::deploy::fleet::{Member, Output};
+use crate::hooks::{Facts, Hook, Hooks};
 use crate::ui;
 
 /// What the rollout knows of a host: enough to decide, nothing that talks to it.
@@ -47,6 +48,19 @@ fn view(m: &Member) -> View {
         told_back: m.told_back,
         told_commit: m.told_commit,
     }
+}
+
+/// Whether `post-host-healthy` is due for a host (pure), `(forward, back)`, given whether it ran
+/// for it already: forward once a switched host waits for the verdict (or succeeded) and was
+/// not told back; back once a switched host ended `rolled-back` (restored and checked).
+fn healthy_due(h: &View, (ran_forward, ran_back): (bool, bool)) -> (bool, bool) {
+    let result = h.ended.as_ref().and_then(|(_, how)| how.split(':').next());
+    let forward = h.activated
+        && !h.told_back
+        && !ran_forward
+        && (h.phase == Some(Phase::AwaitingVerdict) || result == Some(JobResult::Success.name()));
+    let back = h.activated && !ran_back && result == Some(JobResult::RolledBack.name());
+    (forward, back)
 }
 
 /// A message of the rollout to a host's job.
@@ -91,6 +105,10 @@ pub struct Rollout {
     pub committed: bool,
     /// That it stands was said (once).
     stands_said: bool,
+    /// The per-host hooks (`pre-host-switch`, `post-host-healthy`) and the facts they get.
+    hooks: Option<(Hooks, Facts)>,
+    /// Per host: `post-host-healthy` ran for it on the new release, and on the previous one.
+    healthy: Vec<(bool, bool)>,
 }
 
 impl Rollout {
@@ -101,6 +119,58 @@ impl Rollout {
             failed: None,
             committed: false,
             stands_said: false,
+            hooks: None,
+            healthy: Vec::new(),
+        }
+    }
+
+    /// Call the per-host hooks around each host's switch (`facts`: the run's, before the lock).
+    pub fn with_hooks(mut self, hooks: Hooks, facts: Facts) -> Rollout {
+        self.hooks = Some((hooks, facts));
+        self
+    }
+
+    /// Run a per-host hook for `m` (`back`: the fleet goes back); its failure, if any.
+    fn hook(&self, hook: Hook, m: &Member, back: bool, out: &mut dyn Output) -> Result<(), String> {
+        let Some((hooks, facts)) = &self.hooks else {
+            return Ok(());
+        };
+        if !hooks.has(hook) {
+            return Ok(());
+        }
+        out.close();
+        let facts = Facts {
+            host: crate::config::host_of(&m.host.dest).to_string(),
+            direction: if back { "back" } else { "forward" }.into(),
+            ..facts.clone()
+        };
+        hooks
+            .run(hook, &facts, m.name())
+            .map_err(|e| format!("{e:#} for {}", m.name()))
+    }
+
+    /// `post-host-healthy` for each host that became healthy since: on the new release (it
+    /// waits for the verdict, or succeeded), or on the previous one (it went back and ended
+    /// `rolled-back`: restored and checked). A failure on the way forward fails the rollout like
+    /// an unhealthy host; on the way back it is said, and the fleet goes on back.
+    fn after_healthy(&mut self, members: &[Member], out: &mut dyn Output) {
+        self.healthy.resize(members.len(), (false, false));
+        for (i, m) in members.iter().enumerate() {
+            let (forward, back) = healthy_due(&view(m), self.healthy[i]);
+            if forward {
+                self.healthy[i].0 = true;
+                if let Err(e) = self.hook(Hook::PostHostHealthy, m, false, out) {
+                    if !self.committed && self.failed.is_none() {
+                        self.failed = Some(e);
+                    }
+                }
+            }
+            if back {
+                self.healthy[i].1 = true;
+                if let Err(e) = self.hook(Hook::PostHostHealthy, m, true, out) {
+                    out.line(&ui::event_line(&format!("warning: {e}")));
+                }
+            }
         }
     }
 
@@ -179,6 +249,7 @@ impl Rollout {
 
     /// Send what [`Rollout::plan`] decides, and say what the fleet does.
     pub fn advance(&mut self, members: &mut [Member], out: &mut dyn Output) {
+        self.after_healthy(members, out);
         let was_committed = self.committed;
         let views: Vec<View> = members.iter().map(view).collect();
         let sends = self.plan(&views);
@@ -193,6 +264,18 @@ impl Rollout {
             // Once one `go` failed, the rest of its batch stays where it is (it goes back).
             if msg == Msg::Go && self.failed.is_some() {
                 continue;
+            }
+            // Before a host switches (forward, or back): a failure forward fails the rollout
+            // like an unhealthy host (it never switches); back, it is said and the host goes.
+            if matches!(msg, Msg::Go | Msg::Revert) {
+                let back = msg == Msg::Revert;
+                if let Err(e) = self.hook(Hook::PreHostSwitch, &members[i], back, out) {
+                    if !back {
+                        self.failed = Some(e);
+                        continue;
+                    }
+                    out.line(&ui::event_line(&format!("warning: {e}")));
+                }
             }
             let m = &mut members[i];
             match m.job.send_line(&msg.text()) {
@@ -334,6 +417,41 @@ mod tests {
         // b re-attached: it gets the verdict again, never a revert.
         h[1].reachable = true;
         assert_eq!(r.plan(&h), vec![(1, Msg::Commit)]);
+    }
+
+    #[test]
+    fn post_host_healthy_is_due_once_each_way() {
+        let mut h = host("a", "health");
+        assert_eq!(
+            healthy_due(&h, (false, false)),
+            (false, false),
+            "not switched"
+        );
+        h.activated = true;
+        assert_eq!(
+            healthy_due(&h, (false, false)),
+            (false, false),
+            "not healthy yet"
+        );
+        h.phase = Phase::parse("awaiting-verdict");
+        assert_eq!(healthy_due(&h, (false, false)), (true, false));
+        assert_eq!(healthy_due(&h, (true, false)), (false, false), "once");
+        // Told back: it restores; once it ended rolled-back, it is healthy there.
+        h.told_back = true;
+        assert_eq!(healthy_due(&h, (true, false)), (false, false));
+        h.ended = Some((false, "rolled-back: the fleet went back".into()));
+        assert_eq!(healthy_due(&h, (true, false)), (false, true));
+        assert_eq!(healthy_due(&h, (true, true)), (false, false));
+        // A host that failed its health checks and restored by itself: back only.
+        let mut f = host("b", "restore");
+        f.activated = true;
+        f.ended = Some((false, "rolled-back: not healthy".into()));
+        assert_eq!(healthy_due(&f, (false, false)), (false, true));
+        // The last host of a committed fleet that already succeeded.
+        let mut s = host("c", "record");
+        s.activated = true;
+        s.ended = Some((true, "success: ".into()));
+        assert_eq!(healthy_due(&s, (false, false)), (true, false));
     }
 
     #[test]

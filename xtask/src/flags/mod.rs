@@ -368,6 +368,8 @@ choice! {
         Database = "database": "a database of 1,000,000 price rows: a backend deploy with a \
             migration against one without, the snapshot's time and size",
         Exec = "exec": "exec -- true over the link: one handshake and one round trip",
+        Hooks = "hooks": "a backend redeploy with every hook in deploy/hooks/ (each `true`) \
+            against one without, interleaved, as a ratio",
         /// Deploy and rollback of fleets of `--hosts` app machines behind a load balancer.
         Hosts = "hosts": "fleets of app machines behind a load balancer on this host (nginx): \
             rolling deploy all and rollback, ssh handshakes per host, failed requests (own table)",

@@ -516,7 +516,7 @@ fn bench_flags() {
     }
     assert!(err(&["bench", "--runs", "0"]).contains("invalid --runs"));
     assert!(err(&["bench", "--only", "lan"]).contains("valid: deploys, load, checks"));
-    assert!(err(&["bench", "--only", "lan"]).contains("files, crash, database, exec, hosts"));
+    assert!(err(&["bench", "--only", "lan"]).contains("files, crash, database, exec, hooks, hosts"));
     assert!(err(&["bench", "--lan-only"]).contains("--lan-only"));
 }
 

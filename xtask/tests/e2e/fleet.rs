@@ -32,7 +32,7 @@ pub struct FleetSite {
 }
 
 impl FleetSite {
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(crate::support::xtask_bin());
         cmd.args(args)
             .current_dir(&self.scratch.dir)
@@ -117,7 +117,7 @@ impl FleetSite {
             .collect()
     }
 
-    fn currents(&self) -> Result<Vec<String>> {
+    pub(crate) fn currents(&self) -> Result<Vec<String>> {
         self.apps
             .iter()
             .map(|m| {
@@ -144,7 +144,7 @@ impl FleetSite {
     }
 
     /// Each app machine serves through its own nginx, and the load balancer answers.
-    fn assert_serving(&self) -> Result<()> {
+    pub(crate) fn assert_serving(&self) -> Result<()> {
         for m in &self.apps {
             let (s, _) = crate::support::http_get(&m.ip, 80, "/api/health-check")?;
             ensure!(s == 200, "{} answered {s}", m.name);
@@ -867,7 +867,7 @@ fn worker_only_on(f: &FleetSite, primary: usize) -> Result<()> {
 }
 
 /// The fleet, serving a release (deployed now when this scenario runs alone).
-fn serving(ctx: &mut Ctx) -> Result<&FleetSite> {
+pub(crate) fn serving(ctx: &mut Ctx) -> Result<&FleetSite> {
     let f = fleet(ctx)?;
     if f.assert_serving().is_err() {
         f.xtask(&["deploy", "all", "--skip-local-checks"])?.ok()?;

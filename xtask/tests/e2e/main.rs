@@ -27,6 +27,7 @@ mod exec;
 mod faults;
 mod fleet;
 mod harness;
+mod hooks;
 mod jobkill;
 mod lifecycle;
 mod outage;
@@ -594,6 +595,30 @@ const SCENARIOS: &[Scenario] = &[
         SHELL,
         exec::db_psql_runs_sql_with_the_password_in_no_process_list
     ),
+    scenario!(
+        HOOKS,
+        hooks::bad_hooks_and_a_bad_timeout_are_refused_before_any_change
+    ),
+    scenario!(
+        HOOKS,
+        hooks::a_failing_pre_deploy_leaves_the_server_untouched
+    ),
+    scenario!(
+        HOOKS,
+        hooks::a_hook_past_the_timeout_is_ended_with_its_group
+    ),
+    scenario!(
+        HOOKS,
+        hooks::every_hook_gets_its_facts_and_the_example_posts_them
+    ),
+    scenario!(
+        HOOKS,
+        hooks::the_drain_hooks_wrap_each_host_of_a_fleet_behind_the_balancer
+    ),
+    scenario!(
+        HOOKS,
+        hooks::a_failing_pre_host_switch_sends_the_fleet_back_through_the_hooks
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -624,6 +649,7 @@ pub struct Ctx {
     pub database_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
+    pub hooks_scratch: Option<xtask::scratch::Scratch>,
 }
 
 impl Ctx {
@@ -644,6 +670,7 @@ impl Ctx {
             database_scratch: None,
             fleet: None,
             web_scratch: None,
+            hooks_scratch: None,
         })
     }
 

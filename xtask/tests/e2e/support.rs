@@ -356,6 +356,11 @@ pub struct Wrk {
 
 impl Wrk {
     pub fn start(url: &str) -> Result<Wrk> {
+        Wrk::start_with(url, &[])
+    }
+
+    /// The same with more of wrk's arguments (`-H`, `Connection: close`).
+    pub fn start_with(url: &str, more: &[&str]) -> Result<Wrk> {
         let log = Utf8PathBuf::from(format!(
             "/tmp/innercontext-wrk-{}-{}.log",
             crate::run_id(),
@@ -365,17 +370,9 @@ impl Wrk {
         let err = file.try_clone()?;
         // Line-buffered, so its "Running" line shows as soon as it starts.
         let child = Command::new("stdbuf")
-            .args([
-                "-oL",
-                "wrk",
-                "-t1",
-                "-c8",
-                "-d",
-                "600s",
-                "--timeout",
-                "10s",
-                url,
-            ])
+            .args(["-oL", "wrk", "-t1", "-c8", "-d", "600s", "--timeout", "10s"])
+            .args(more)
+            .arg(url)
             .stdout(Stdio::from(file.into_parts().0))
             .stderr(Stdio::from(err.into_parts().0))
             .spawn()

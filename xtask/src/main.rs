@@ -54,5 +54,6 @@ fn run(cmd: Command) -> Result<()> {
         Command::Bench(b) => bench::run(b, &sh),
         Command::Logs(l) => logs::run(l),
         Command::Verify(v) => verify::run(v, &sh),
+        Command::Maintenance(m) => deploy::maintenance::run(m),
     }
 }

@@ -52,6 +52,8 @@ pub struct JobPlan {
     pub begin: bool,
     /// `deploy --clean`: no seed, a fresh virtualenv from a fresh uv cache, fresh assets.
     pub clean: bool,
+    /// `deploy --maintenance`: maintenance mode on before the migration, off in the record step.
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,7 @@ pub fn deploy(
         wait_for_verdict: false,
         begin: true,
         clean: false,
+        maintenance: false,
     }))
 }
 
@@ -251,6 +254,7 @@ pub fn rollback(
         wait_for_verdict: false,
         begin: true,
         clean: false,
+        maintenance: false,
     })
 }
 
@@ -389,6 +393,9 @@ impl JobPlan {
         }
         if self.clean {
             args.push(("clean", yn(true)));
+        }
+        if self.maintenance {
+            args.push(("maintenance", yn(true)));
         }
         Call::deploy("run", &args)
     }

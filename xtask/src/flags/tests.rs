@@ -78,6 +78,7 @@ fn deploy_defaults_to_all() {
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
+            maintenance: false,
         })
     );
     assert_eq!(
@@ -91,6 +92,7 @@ fn deploy_defaults_to_all() {
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
+            maintenance: false,
         })
     );
     assert_eq!(
@@ -104,6 +106,7 @@ fn deploy_defaults_to_all() {
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
+            maintenance: false,
         })
     );
 }
@@ -727,4 +730,32 @@ fn every_help_has_the_one_layout() {
     // A value repeated in a list is spelled one way, in the usage and under Options alike.
     let help = help_of("ci");
     assert_eq!(help.matches("--only STAGE[,STAGE...]").count(), 2, "{help}");
+}
+
+#[test]
+fn a_maintenance_message_is_one_line_of_at_most_500_bytes() {
+    let long = "é".repeat(251);
+    assert_eq!(
+        err(&["maintenance", "on", "--message", &long]),
+        "the maintenance message is 502 bytes, more than 500: shorten it"
+    );
+    let fits = "x".repeat(500);
+    assert_eq!(
+        run(&["maintenance", "on", "--message", &fits]),
+        Command::Maintenance(Maintenance::On {
+            message: Some(fits.clone())
+        })
+    );
+    assert!(err(&["maintenance", "on", "--message", "a\u{1b}[31m"]).contains("control character"));
+    assert_eq!(
+        run(&["maintenance", "status"]),
+        Command::Maintenance(Maintenance::Status)
+    );
+    assert!(matches!(
+        run(&["deploy", "--maintenance"]),
+        Command::Deploy(Deploy::Release {
+            maintenance: true,
+            ..
+        })
+    ));
 }

@@ -33,6 +33,7 @@ fn snap(current: Current, releases: &[(&str, State)]) -> Snapshot {
         db: Err("not asked".into()),
         sizes: vec![],
         dumps: vec![],
+        maintenance: Default::default(),
     }
 }
 

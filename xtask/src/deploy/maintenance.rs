@@ -190,7 +190,7 @@ mod tests {
         assert!(site.contains(&format!("if (!-f {root}/{}) {{", layout::MAINTENANCE_FLAG)));
         assert!(site.contains(&format!("alias {root}/{};", layout::MAINTENANCE_PAGE)));
         assert!(site.contains(&format!(
-            "/innercontext-maintenance.html {MAINTENANCE_RETRY_AFTER_SECS};"
+            "set $innercontext_retry_after {MAINTENANCE_RETRY_AFTER_SECS};"
         )));
     }
 }

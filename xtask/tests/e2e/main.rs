@@ -27,6 +27,7 @@ mod fleet;
 mod harness;
 mod jobkill;
 mod lifecycle;
+mod maintenance;
 mod outage;
 mod power;
 mod restarts;
@@ -362,6 +363,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(WEB, web::security_headers),
     scenario!(WEB, web::old_assets_survive_a_deploy),
     scenario!(WEB, web::open_page_survives_a_deploy),
+    scenario!(WEB, web::a_browser_sees_maintenance_during_a_deploy),
     // PENDING(lead): passes once the deployer prunes shared/assets (see web.rs).
     scenario!(WEB, web::old_assets_pruned_after_keep_and_grace),
     scenario!(MATRIX, faults::kill_at_lock),
@@ -568,6 +570,15 @@ const SCENARIOS: &[Scenario] = &[
         DATABASE,
         database::a_restore_that_cannot_load_changes_nothing_and_starts_current_again
     ),
+    // Maintenance mode (tests/e2e/maintenance.rs); each leaves it off.
+    scenario!(
+        SHELL,
+        maintenance::on_off_and_status_from_outside_and_inside
+    ),
+    scenario!(
+        SHELL,
+        maintenance::a_failing_deploy_with_maintenance_leaves_it_as_it_was
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -598,6 +609,7 @@ pub struct Ctx {
     pub database_scratch: Option<xtask::scratch::Scratch>,
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
+    pub maintenance_scratch: Option<xtask::scratch::Scratch>,
 }
 
 impl Ctx {
@@ -618,6 +630,7 @@ impl Ctx {
             database_scratch: None,
             fleet: None,
             web_scratch: None,
+            maintenance_scratch: None,
         })
     }
 

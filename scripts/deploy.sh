@@ -420,6 +420,7 @@ validate_plan() {
     [ -z "$opt_clean" ] || check_one_of clean "$opt_clean" "yes no"
     [ "$opt_clean" != yes ] || [ "$opt_mode" = deploy ] || die "clean is for mode deploy only"
     [ -z "$opt_maintenance" ] || check_one_of maintenance "$opt_maintenance" "yes no"
+    [ "$opt_maintenance" != yes ] || [ "$opt_mode" = deploy ] || die "maintenance is for mode deploy only"
 }
 
 # The lock is ours: is the server still what the deployer planned against?

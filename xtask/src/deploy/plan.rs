@@ -477,6 +477,13 @@ impl JobPlan {
                 contract::layout::ASSETS
             ));
         }
+        if self.maintenance {
+            lines.push(format!(
+                "  --maintenance: {}/{} written before the migration (nginx answers 503 with the page), removed in the record step whatever the result (left on if it was on)",
+                cfg.root,
+                contract::layout::MAINTENANCE_FLAG
+            ));
+        }
         if !self.prune.is_empty() {
             lines.push(format!("  after success: prune {}", self.prune.join(", ")));
         }

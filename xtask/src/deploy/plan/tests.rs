@@ -193,6 +193,16 @@ fn a_clean_deploy_asks_for_it_and_says_what_it_does() {
             && l.contains("from an empty uv cache, which replaces shared/uv-cache once")),
         "{lines:?}"
     );
+    assert!(!lines.iter().any(|l| l.contains("--maintenance")));
+    p.maintenance = true;
+    let r = p.run_call(&cfg(), &who).render();
+    assert!(r.ends_with(" clean=yes maintenance=yes"), "{r}");
+    let lines = p.dry_run(&cfg(), "app", &s, false, &r);
+    assert!(
+        lines.iter().any(|l| l.starts_with("  --maintenance: ")
+            && l.contains("/maintenance.on written before the migration")),
+        "{lines:?}"
+    );
 }
 
 #[test]

@@ -697,6 +697,8 @@ sub_unlock() {
     mv -T -- "$lock" "$gone"
     guard_off
     out unlocked yes
+    # deploy --maintenance: what its job turned on goes off with its lock.
+    maint_off "$root" "$opt_token" || true
     if unrecorded_marker "$gone" >/dev/null; then
         settle_dead "$root" "$gone" "deploy unlock ($opt_deployer)"
     elif c_is_release "$release" && [ "$(state_of "$root/$C_RELEASES/$release")" = "$C_STATE_PREPARING" ]; then

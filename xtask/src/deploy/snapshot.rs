@@ -323,7 +323,7 @@ impl Maintenance {
         }
         let mut s = format!("ON since {} by {}", self.since, self.by);
         if !self.token.is_empty() {
-            s += &format!(" (deploy job {}: off when it ends)", self.token);
+            s += &format!(" (turned on by deploy job {})", self.token);
         }
         if !self.message.is_empty() {
             s += &format!(": \"{}\"", self.message);

@@ -4,6 +4,8 @@
 //! through the page's path; and `deploy --maintenance` around a deploy that fails (off after it,
 //! left on when it was on before).
 
+use std::time::Duration;
+
 use anyhow::{ensure, Context, Result};
 
 use crate::support::{Scratch, Site, ROOT};
@@ -189,7 +191,7 @@ fn on_off_and_status(site: &Site, s: &Scratch) -> Result<()> {
 
 /// `deploy --maintenance` whose migration fails: with maintenance on before, the deploy leaves it
 /// on; without, the job turns it on for the migration and off again in its record step, and
-/// deploy.log says maintenance=yes.
+/// deploy.log says maintenance=yes; a job killed outright leaves it to `deploy unlock`.
 pub fn a_failing_deploy_with_maintenance_leaves_it_as_it_was(ctx: &mut Ctx) -> Result<()> {
     let site = deployed_site(ctx)?;
     let s = scratch(ctx)?;
@@ -233,6 +235,24 @@ pub fn a_failing_deploy_with_maintenance_leaves_it_as_it_was(ctx: &mut Ctx) -> R
         ensure!(
             last.contains("result=failed") && last.contains("maintenance=yes"),
             "deploy.log does not say maintenance=yes: {last}"
+        );
+        ensure!(site.current()? == before, "current moved");
+        site.assert_serving()?;
+
+        // A job killed outright with maintenance on (held before its migration): its flag
+        // stays until its lock is settled, here by `deploy unlock`, which turns it off.
+        let held = crate::support::paused(&site, s, "migrate", &deploy)?;
+        ensure!(
+            flag_exists(&site)?,
+            "maintenance is not on while the deploy is held before its migration"
+        );
+        crate::support::kill_job(&site, &held)?;
+        let (status, out) = held.bg.wait(Duration::from_secs(120))?;
+        ensure!(!status.success(), "the deployer succeeded:\n{out}");
+        site.xtask(&s.dir, &["deploy", "unlock", "--yes"])?.ok()?;
+        ensure!(
+            !flag_exists(&site)?,
+            "maintenance is still on after the killed job's lock was settled"
         );
         ensure!(site.current()? == before, "current moved");
         site.assert_serving()

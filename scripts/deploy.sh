@@ -793,7 +793,7 @@ sub_maintenance() {
             check_word deployer "$opt_deployer"
             maint_check_message "$opt_message"
             maint_on "$root" "$opt_message" "$opt_deployer" "" ||
-                die "could not turn maintenance on under $root on $(hostname) ($put_error): nothing was served differently"
+                die "could not turn maintenance on under $root on $(hostname) ($put_error): 'cargo xtask maintenance status' shows what is on"
             ;;
         off)
             maint_off "$root" ||

@@ -636,6 +636,19 @@ step_migrate() {
     emit note migrate "$(printf '%s\n' "$tool_out" | sed -n 's/^action=//p')" "$(getv revision)"
 }
 
+# deploy --maintenance, before the snapshot and the migration: the page, then the flag, with
+# this job's token (the record step turns off only that). Maintenance that was on before the
+# job stays on, and the record step leaves it on.
+step_maintenance() {
+    local f=$root/$C_MAINTENANCE_FLAG
+    if [ -e "$f" ] || [ -L "$f" ]; then
+        emit info "maintenance was already on (since $(meta "$f" since), by $(meta "$f" by)): this deploy leaves it on"
+        return 0
+    fi
+    maint_on "$root" "$C_MAINTENANCE_DEPLOY_MESSAGE" "$opt_deployer" "$token" ||
+        fail "could not turn maintenance on under $root on $(hostname) ($put_error)"
+}
+
 # --- activation ------------------------------------------------------------------------------
 
 step_sync() { # RELEASE_DIR
@@ -888,6 +901,11 @@ job_deploy() {
     emit phase awaiting-checks
     if ! await_msg checked; then
         finish_with "$stop_result" "$stop_reason; stopped before the migration; current was not touched"
+        return
+    fi
+    if [ "$opt_maintenance" = yes ] &&
+        ! run_step maintenance-on "maintenance on (nginx answers 503)" step_maintenance; then
+        finish_with failed "$step_error; current was not touched"
         return
     fi
     if [ "$opt_scope" != frontend ] && [ "$opt_role" = primary ]; then

@@ -580,3 +580,71 @@ monotonic_offset_ms() {
 journal_tail() {
     sudo -n "$C_JOURNAL_READER" -n "$2" -o short-iso "$1" 2>&1 </dev/null
 }
+
+# --- maintenance mode ------------------------------------------------------------------------
+# While C_MAINTENANCE_FLAG exists in the deploy root, nginx answers requests from outside with
+# 503 and C_MAINTENANCE_PAGE (nginx/innercontext.conf). The app user writes both, the page
+# first, each whole (put); the flag's lines say since, by, message and, when a deploy job
+# turned it on, that job's token (the job turns off only what it turned on).
+
+# maint_check_message MESSAGE: what the deployer refuses too (at most C_MAINTENANCE_MESSAGE_MAX
+# bytes, no control characters), refused here again.
+maint_check_message() { # MESSAGE
+    local LC_ALL=C
+    [ "${#1}" -le "$C_MAINTENANCE_MESSAGE_MAX" ] ||
+        die "the maintenance message is ${#1} bytes, more than $C_MAINTENANCE_MESSAGE_MAX"
+    case "$1" in *[[:cntrl:]]*) die "the maintenance message holds a control character" ;; esac
+}
+
+# TEXT with & < > " ' as HTML entities (the replacements quoted: bash 5.2 reads a bare & in
+# one as the match).
+html_escape() { # TEXT
+    local v=$1
+    v=${v//&/"&amp;"}
+    v=${v//</"&lt;"}
+    v=${v//>/"&gt;"}
+    v=${v//\"/"&quot;"}
+    v=${v//\'/"&#39;"}
+    printf '%s' "$v"
+}
+
+# The maintenance page: a small static HTML document with MESSAGE, escaped (no script, no
+# style: the site's Content-Security-Policy allows neither inline).
+maint_page() { # MESSAGE
+    printf '%s\n' '<!doctype html>' '<html lang="en">' '<head>' '<meta charset="utf-8">' \
+        '<meta name="viewport" content="width=device-width, initial-scale=1">' \
+        '<title>Down for maintenance</title>' '</head>' '<body>' '<h1>Down for maintenance</h1>'
+    [ -z "$1" ] || printf '<p id="message">%s</p>\n' "$(html_escape "$1")"
+    printf '%s\n' '</body>' '</html>'
+}
+
+# maint_on ROOT MESSAGE BY TOKEN: the page, then the flag (0644: nginx reads the page); put_error
+# says what failed.
+maint_on() {
+    local old rc=0
+    old=$(umask)
+    umask 022
+    put "$1/$C_MAINTENANCE_PAGE" "$(maint_page "$2")" &&
+        put "$1/$C_MAINTENANCE_FLAG" "$(printf 'since=%s\nby=%s\nmessage=%s\ntoken=%s' "$(iso_now)" "$3" "$(one_line "$2")" "$4")" ||
+        rc=1
+    umask "$old"
+    return "$rc"
+}
+
+# maint_off ROOT [TOKEN]: the flag removed (with TOKEN: only when that job turned it on).
+maint_off() {
+    [ -e "$1/$C_MAINTENANCE_FLAG" ] || [ -L "$1/$C_MAINTENANCE_FLAG" ] || return 0
+    [ -z "${2:-}" ] || [ "$(meta "$1/$C_MAINTENANCE_FLAG" token)" = "$2" ] || return 0
+    put_error=$(rm -f -- "$1/$C_MAINTENANCE_FLAG" 2>&1) || return 1
+}
+
+# The state as reply lines: maintenance=on|off, and when on, since, by, message, token.
+maint_info() { # ROOT
+    local f=$1/$C_MAINTENANCE_FLAG k
+    if [ ! -e "$f" ] && [ ! -L "$f" ]; then
+        out maintenance off
+        return 0
+    fi
+    out maintenance on
+    for k in since by message token; do out "maintenance.$k" "$(meta "$f" "$k")"; done
+}

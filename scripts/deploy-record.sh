@@ -130,6 +130,14 @@ job_record() {
     test_pause record
     start=$(now_ms)
     emit step record start "record the result and unlock"
+    # deploy --maintenance: off again, whatever the result (only what this job turned on).
+    if [ "${opt_maintenance:-}" = yes ] && [ "$(meta "$root/$C_MAINTENANCE_FLAG" token)" = "$token" ]; then
+        if maint_off "$root" "$token"; then
+            emit info "maintenance off: nginx serves the site again"
+        else
+            emit warn "could not turn maintenance off ($put_error): run cargo xtask maintenance off"
+        fi
+    fi
     revision=$(getv revision -)
     if [ "$opt_mode" = deploy ] && [ "${made_release:-}" = yes ] && [ -d "$rel" ]; then
         if [ "$result" = success ]; then
@@ -180,6 +188,7 @@ job_record() {
 # take the database down to its release's migrations), `from_snapshot=NAME` (a restore),
 # `clean=yes` (deploy --clean: no seed, a fresh virtualenv from a fresh uv cache, fresh assets),
 # `destination=NAME` (the deployer's destination: --to or DEPLOY_TO).
+# `maintenance=yes` (deploy --maintenance: maintenance on for the migration, off in the record).
 plan_marks() {
     local m=""
     [ -z "${opt_destination:-}" ] || m+="destination=$opt_destination "
@@ -187,6 +196,7 @@ plan_marks() {
     [ "$opt_allow_unsafe" != yes ] || m+="lint=allow-unsafe "
     [ "$opt_db_snapshot" != off ] || m+="snapshot=off "
     [ "$opt_migrate_down" != yes ] || m+="migrate=down "
+    [ "${opt_maintenance:-}" != yes ] || m+="maintenance=yes "
     [ -z "${opt_snapshot:-}" ] || m+="from_snapshot=$opt_snapshot"
     printf '%s' "${m% }"
 }
@@ -227,6 +237,8 @@ settle_dead() {
     case "$token" in '' | *[!A-Za-z0-9_-]*) token=- ;; esac
     # What a job killed during its snapshot left: pg_dump's password file and its partial dump.
     [ "$token" = - ] || rm -f -- "$root/$C_JOBS/$token/pgpass"
+    # What a job killed with maintenance on left: the flag it set (deploy --maintenance).
+    [ "$token" = - ] || maint_off "$root" "$token" || emit_later "could not turn off the maintenance its job turned on ($put_error)"
     if [ -d "$root/$C_DB_SNAPSHOTS" ] && [ ! -L "$root/$C_DB_SNAPSHOTS" ]; then
         find "$root/$C_DB_SNAPSHOTS" -maxdepth 1 -type f -name ".*$C_DB_DUMP.tmp.*" -delete 2>/dev/null || true
     fi

@@ -14,6 +14,7 @@
 #   log     the last lines of deploy.log
 #   db      read-only, before the lock: the database's revision; with size=yes what a snapshot
 #           before the migration needs (the database's size, the room under shared/db)
+#   maintenance  maintenance mode on (the page, then the flag), off, or its state
 #   job     the job itself (internal)
 #
 # Replies are key=value lines; a refusal prints one `error=...` line and exits non-zero.
@@ -61,6 +62,7 @@ sub_probe() {
     list_snapshots "$root"
     lock_info "$root"
     last_job "$root"
+    maint_info "$root"
     if [ "${opt_db:-no}" = yes ]; then
         probe_units
         out disk "$(df -Ph "$root" | awk 'NR==2 {print $4 " free of " $2 " (" $5 " used)"}')"
@@ -420,6 +422,8 @@ validate_plan() {
     [ -z "$opt_clean" ] || check_one_of clean "$opt_clean" "yes no"
     [ "$opt_clean" != yes ] || [ "$opt_mode" = deploy ] || die "clean is for mode deploy only"
     check_destination "$opt_destination"
+    [ -z "$opt_maintenance" ] || check_one_of maintenance "$opt_maintenance" "yes no"
+    [ "$opt_maintenance" != yes ] || [ "$opt_mode" = deploy ] || die "maintenance is for mode deploy only"
 }
 
 # The lock is ours: is the server still what the deployer planned against?
@@ -697,6 +701,8 @@ sub_unlock() {
     mv -T -- "$lock" "$gone"
     guard_off
     out unlocked yes
+    # deploy --maintenance: what its job turned on goes off with its lock.
+    maint_off "$root" "$opt_token" || true
     if unrecorded_marker "$gone" >/dev/null; then
         settle_dead "$root" "$gone" "deploy unlock ($opt_deployer)"
     elif c_is_release "$release" && [ "$(state_of "$root/$C_RELEASES/$release")" = "$C_STATE_PREPARING" ]; then
@@ -774,6 +780,32 @@ sub_compare() {
     while IFS= read -r f; do
         [ -z "$f" ] || out differs "$f"
     done <<<"$differs"
+}
+
+# --- maintenance -------------------------------------------------------------------------------
+
+# `cargo xtask maintenance on|off|status` (no lock: the flag and the page are the app user's
+# own, nginx reads them on every request; a deploy --maintenance job turns off only what it
+# turned on).
+sub_maintenance() {
+    parse_opts maintenance "$@"
+    check_root "$opt_root"
+    check_one_of action "$opt_action" "on off status"
+    local root=$opt_root
+    [ "$opt_action" = on ] || [ -z "$opt_message" ] || die "message is for action on only"
+    case "$opt_action" in
+        on)
+            check_word deployer "$opt_deployer"
+            maint_check_message "$opt_message"
+            maint_on "$root" "$opt_message" "$opt_deployer" "" ||
+                die "could not turn maintenance on under $root on $(hostname) ($put_error): 'cargo xtask maintenance status' shows what is on"
+            ;;
+        off)
+            maint_off "$root" ||
+                die "could not remove $root/$C_MAINTENANCE_FLAG on $(hostname) ($put_error): maintenance is still on"
+            ;;
+    esac
+    maint_info "$root"
 }
 
 main() {

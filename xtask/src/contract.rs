@@ -195,7 +195,22 @@ pub mod layout {
     pub const NGINX_SITE: &str = "/etc/nginx/sites-available/innercontext";
     /// The link in sites-enabled that turns the site on.
     pub const NGINX_SITE_ENABLED: &str = "/etc/nginx/sites-enabled/innercontext";
+    /// Maintenance mode (`cargo xtask maintenance`, `deploy --maintenance`): while this file
+    /// exists nginx answers requests from outside with 503 and [`MAINTENANCE_PAGE`]. The app
+    /// user writes both (whole: temp file + rename), the page first; the flag holds
+    /// `since=`, `by=`, `message=` and, when a deploy job turned it on, `token=`.
+    pub const MAINTENANCE_FLAG: &str = "maintenance.on";
+    /// The static page nginx sends while the flag exists (the message, HTML-escaped).
+    pub const MAINTENANCE_PAGE: &str = "maintenance.html";
 }
+
+/// A maintenance message: at most this many bytes, no control characters.
+pub const MAINTENANCE_MESSAGE_MAX: usize = 500;
+/// The message `deploy --maintenance` puts on the page.
+pub const MAINTENANCE_DEPLOY_MESSAGE: &str =
+    "A new version is being deployed. We will be back in a few minutes.";
+/// The `Retry-After` nginx sends with the maintenance page (seconds; nginx/innercontext.conf).
+pub const MAINTENANCE_RETRY_AFTER_SECS: u32 = 120;
 
 /// `date -u +FORMAT` of a release name (`20261128T101530Z`); [`crate::deploy::release`] parses it.
 pub const NAME_DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
@@ -300,6 +315,9 @@ words! {
         LoadSnapshot = "load-snapshot",
         Seed = "seed",
         Prepare = "prepare",
+        /// `deploy --maintenance`: maintenance mode turned on before the snapshot and the
+        /// migration (the record step turns it off again, whatever the result).
+        MaintenanceOn = "maintenance-on",
         Snapshot = "snapshot",
         Migrate = "migrate",
         /// `rollback --migrate-down`, under the lock before the switch: the downgrade's plan and
@@ -450,6 +468,9 @@ pub const PLAN_KEYS: &[&str] = &[
     // `--to NAME` / `DEPLOY_TO` (a destination name): the job's deploy.log line says
     // `destination=NAME`.
     "destination",
+    // `deploy --maintenance` (yes|no): maintenance on before the migration, off in the record
+    // step (left on when it was on before the job).
+    "maintenance",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -493,6 +514,11 @@ pub const SUBS: &[Sub] = &[
     Sub {
         name: "db",
         keys: &["root", "size", "down"],
+    },
+    // `cargo xtask maintenance on|off|status`: the flag and the page in the deploy root.
+    Sub {
+        name: "maintenance",
+        keys: &["root", "action", "message", "deployer"],
     },
 ];
 

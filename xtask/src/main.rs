@@ -77,5 +77,6 @@ fn run(cmd: Command) -> Result<()> {
         Command::Logs(l) => logs::run(l),
         Command::Verify(v) => verify::run(v, &sh),
         Command::Exec(e) => exec::run(&e),
+        Command::Maintenance(m) => deploy::maintenance::run(m),
     }
 }

@@ -178,6 +178,7 @@ impl Call {
             "unlock" => "removing the deploy lock",
             "log" => "reading deploy.log",
             "db" => "reading the database's revision",
+            "maintenance" => "reading or changing maintenance mode",
             _ => "the server job",
         }
         .to_string()

@@ -84,6 +84,9 @@ pub fn shell_vars() -> Vec<(String, String)> {
         ("C_NGINX_SITE_SOURCE", layout::NGINX_SITE_SOURCE),
         ("C_NGINX_SITE", layout::NGINX_SITE),
         ("C_NGINX_SITE_ENABLED", layout::NGINX_SITE_ENABLED),
+        ("C_MAINTENANCE_FLAG", layout::MAINTENANCE_FLAG),
+        ("C_MAINTENANCE_PAGE", layout::MAINTENANCE_PAGE),
+        ("C_MAINTENANCE_DEPLOY_MESSAGE", MAINTENANCE_DEPLOY_MESSAGE),
         ("C_NAME_DATE_FORMAT", NAME_DATE_FORMAT),
     ] {
         var(&mut s, name, value);
@@ -104,6 +107,7 @@ pub fn shell_vars() -> Vec<(String, String)> {
         ("C_ASSET_GRACE_SECS", ASSET_GRACE_SECS),
         ("C_CLIENT_GRACE_SECS", CLIENT_GRACE_SECS as i64),
         ("C_PROBE_TIMEOUT_SECS", PROBE_TIMEOUT_SECS as i64),
+        ("C_MAINTENANCE_MESSAGE_MAX", MAINTENANCE_MESSAGE_MAX as i64),
         ("C_JOBS_KEPT", JOBS_KEPT as i64),
         ("C_CRASH_LOOP_RESTARTS", CRASH_LOOP_RESTARTS as i64),
     ] {

@@ -21,7 +21,8 @@
 //! - [`entry`]: one deploy.log line, parsed
 //! - [`report`]: step lines and the final line
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands; [`restore`]:
-//!   `cargo xtask db snapshots` and `db restore` ([`restore_order`]: a fleet's order, pure)
+//!   `cargo xtask db snapshots` and `db restore` ([`restore_order`]: a fleet's order, pure);
+//!   [`maintenance`]: `cargo xtask maintenance`
 
 pub mod checks;
 pub mod dbsnap;
@@ -37,6 +38,7 @@ pub mod list;
 pub mod local;
 pub mod lock;
 pub mod log;
+pub mod maintenance;
 pub mod migration;
 pub mod pipeline;
 pub mod plan;
@@ -74,6 +76,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
             recheck,
             batch,
             allow_unsafe_migration,
+            maintenance,
         } => pipeline::deploy(
             sh,
             &cfg,
@@ -86,6 +89,7 @@ pub fn run(cmd: Deploy, sh: &Shell) -> Result<()> {
                 recheck,
                 batch: batch.unwrap_or(usize::MAX),
                 allow_unsafe_migration,
+                maintenance,
             },
         ),
         Deploy::List => list::run(&cfg),

@@ -58,6 +58,8 @@ pub struct Options {
     pub batch: usize,
     /// The migration lint's refusals become warnings (deploy.log says so).
     pub allow_unsafe_migration: bool,
+    /// Maintenance mode on for the migration, off in the job's record step.
+    pub maintenance: bool,
 }
 
 pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<()> {
@@ -94,6 +96,7 @@ pub fn deploy(sh: &Shell, cfg: &Config, scope: Scope, opts: Options) -> Result<(
     };
     for p in &mut plans {
         p.clean = opts.clean;
+        p.maintenance = opts.maintenance;
     }
     // The migration lint (and the room for the snapshot), on the primary's database.
     let snapshot = dbsnap::enabled(|k| std::env::var(k).ok())?;

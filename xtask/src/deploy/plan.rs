@@ -52,6 +52,8 @@ pub struct JobPlan {
     pub begin: bool,
     /// `deploy --clean`: no seed, a fresh virtualenv from a fresh uv cache, fresh assets.
     pub clean: bool,
+    /// `deploy --maintenance`: maintenance mode on before the migration, off in the record step.
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,7 @@ pub fn deploy(
         wait_for_verdict: false,
         begin: true,
         clean: false,
+        maintenance: false,
     }))
 }
 
@@ -251,6 +254,7 @@ pub fn rollback(
         wait_for_verdict: false,
         begin: true,
         clean: false,
+        maintenance: false,
     })
 }
 
@@ -393,6 +397,9 @@ impl JobPlan {
         if let Some(name) = crate::destination::name() {
             args.push(("destination", name.to_string()));
         }
+        if self.maintenance {
+            args.push(("maintenance", yn(true)));
+        }
         Call::deploy("run", &args)
     }
 }
@@ -471,6 +478,13 @@ impl JobPlan {
                 self.release(),
                 contract::layout::UV_CACHE,
                 contract::layout::ASSETS
+            ));
+        }
+        if self.maintenance {
+            lines.push(format!(
+                "  --maintenance: {}/{} written before the migration (nginx answers 503 with the page), removed in the record step whatever the result (left on if it was on)",
+                cfg.root,
+                contract::layout::MAINTENANCE_FLAG
             ));
         }
         if !self.prune.is_empty() {

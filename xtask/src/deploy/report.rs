@@ -120,7 +120,7 @@ impl Output for Printer {
 }
 
 /// The steps every host of a fleet runs before it switches: one line each for the fleet.
-const SHARED_STEPS: [Step; 3] = [Step::Seed, Step::Prepare, Step::Record];
+const SHARED_STEPS: [Step; 4] = [Step::Seed, Step::Prepare, Step::MaintenanceOn, Step::Record];
 
 /// Renders a fleet's events: one line per shared step once every host that runs it ended it
 /// (with a per-host summary), one line per host for its activation, and a failing host's

@@ -258,6 +258,7 @@ pub fn restore(cfg: &Config, name: &str, yes: bool, dry_run: bool) -> Result<()>
                 wait_for_verdict: false,
                 begin: !fleet,
                 clean: false,
+                maintenance: false,
             };
             restore_call(&p, cfg, &asker, name)
         })
@@ -499,6 +500,7 @@ mod tests {
             wait_for_verdict: false,
             begin: true,
             clean: false,
+            maintenance: false,
         };
         let who = Asker {
             token: "t1",

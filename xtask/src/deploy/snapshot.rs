@@ -150,6 +150,8 @@ pub struct Snapshot {
     pub sizes: Vec<(String, u64)>,
     /// The snapshots of the database (`shared/db`), each by the release that ran on its data.
     pub dumps: Vec<crate::deploy::dbsnap::Dump>,
+    /// Maintenance mode (`cargo xtask maintenance`), as its flag file says.
+    pub maintenance: Maintenance,
 }
 
 impl Snapshot {
@@ -226,6 +228,7 @@ impl Snapshot {
                 .collect(),
             junk: reply.all("junk").into_iter().map(str::to_string).collect(),
             lock: LockInfo::from_reply(reply),
+            maintenance: Maintenance::from_reply(reply),
             last_job,
             units,
             disk: reply.get("disk").map(str::to_string),
@@ -286,6 +289,46 @@ impl Snapshot {
             ));
         }
         w
+    }
+}
+
+/// Maintenance mode on one host, as its flag file says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Maintenance {
+    pub on: bool,
+    pub since: String,
+    pub by: String,
+    pub message: String,
+    /// The deploy job that turned it on (it turns it off in its record step); empty: a person.
+    pub token: String,
+}
+
+impl Maintenance {
+    /// From a reply's `maintenance*` lines (the `maintenance` call, or the probe).
+    pub fn from_reply(reply: &Reply) -> Maintenance {
+        let get = |k: &str| reply.get(k).filter(|v| *v != "-").unwrap_or("").to_string();
+        Maintenance {
+            on: reply.get("maintenance") == Some("on"),
+            since: get("maintenance.since"),
+            by: get("maintenance.by"),
+            message: get("maintenance.message"),
+            token: get("maintenance.token"),
+        }
+    }
+
+    /// `on since T by WHO (deploy job TOKEN): "MESSAGE"`, or `off`.
+    pub fn describe(&self) -> String {
+        if !self.on {
+            return "off".to_string();
+        }
+        let mut s = format!("ON since {} by {}", self.since, self.by);
+        if !self.token.is_empty() {
+            s += &format!(" (turned on by deploy job {})", self.token);
+        }
+        if !self.message.is_empty() {
+            s += &format!(": \"{}\"", self.message);
+        }
+        s
     }
 }
 

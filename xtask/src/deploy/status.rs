@@ -1,6 +1,6 @@
 //! `cargo xtask deploy status [--follow]`: current (and exactly what is wrong with it), the
 //! units, the lock (live or stale), the disk, the database revision (or why it cannot be
-//! read), the newest snapshot of the database, and the last deploy job; `--follow` re-attaches to the running job's events.
+//! read), the newest snapshot of the database, maintenance mode, and the last deploy job; `--follow` re-attaches to the running job's events.
 
 use anyhow::Result;
 
@@ -32,6 +32,14 @@ pub fn run(cfg: &Config, follow: bool) -> Result<()> {
             .into_iter()
             .filter(|l| l.starts_with("DRIFT") || l.starts_with("ROLES"))
         {
+            show!("{line}");
+        }
+        let maintenance: Vec<(String, bool)> = reads
+            .ok
+            .iter()
+            .map(|(_, s)| (s.host.clone(), s.maintenance.on))
+            .collect();
+        if let Some(line) = super::maintenance::disagreement(&maintenance) {
             show!("{line}");
         }
         if follow {
@@ -83,6 +91,7 @@ fn print(dest: &str, root: &str, snap: &crate::deploy::snapshot::Snapshot) {
         Some(l) => show!("lock:     {}", l.describe(snap.now)),
         None => show!("lock:     free"),
     }
+    show!("maintenance: {}", snap.maintenance.describe());
     show!("disk:     {}", snap.disk.as_deref().unwrap_or("?"));
     match &snap.db {
         Ok(rev) => show!("database: alembic revision {rev}"),

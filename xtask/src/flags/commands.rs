@@ -6,7 +6,7 @@ use super::table::{sub, Cmd, Given, Section, Shape};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
-pub(super) const COMMANDS: [Cmd; 11] = [
+pub(super) const COMMANDS: [Cmd; 12] = [
     CI,
     CHECK,
     TESTHOST,
@@ -15,6 +15,7 @@ pub(super) const COMMANDS: [Cmd; 11] = [
     DB,
     LOGS,
     EXEC,
+    MAINTENANCE,
     VERIFY,
     DEMO,
     BENCH,
@@ -251,7 +252,7 @@ fn setup_server(args: Vec<String>) -> Result<Command, UsageError> {
 /// The flags of a deploy of all, the backend or the frontend.
 #[rustfmt::skip]
 const RELEASE: &[&str] = &["--dry-run", "--skip-local-checks", "--redeploy", "--clean", "--recheck", "--batch",
-    "--parallel", "--allow-unsafe-migration"];
+    "--parallel", "--allow-unsafe-migration", "--maintenance"];
 
 #[rustfmt::skip]
 const DEPLOY: Cmd = Cmd {
@@ -266,6 +267,8 @@ const DEPLOY: Cmd = Cmd {
             (which then replaces the shared one), its assets replacing same-named shared ones"),
         flag("--recheck", Switch, "run the local checks even if they passed for this tree before"),
         flag("--allow-unsafe-migration", Switch, "let the migration lint's refusals through (deploy.log says so)"),
+        flag("--maintenance", Switch, "maintenance mode on before the migration, off after health or a failure \
+            (left on if it was on)"),
         flag("--force", Switch, "rollback: past a database migration; unlock: stop a live job"),
         flag("--migrate-down", Switch, "rollback: take the database down to the release's migrations after the \
             switch (a snapshot first)"),
@@ -352,6 +355,7 @@ fn deploy(mut args: Vec<String>) -> Result<Command, UsageError> {
             recheck: g.on("--recheck"),
             batch,
             allow_unsafe_migration: g.on("--allow-unsafe-migration"),
+            maintenance: g.on("--maintenance"),
         },
     }))
 }
@@ -526,6 +530,49 @@ fn exec(mut args: Vec<String>) -> Result<Command, UsageError> {
     Ok(Command::Exec(Exec {
         host: g.text("--host"),
         command,
+    }))
+}
+
+#[rustfmt::skip]
+const MAINTENANCE: Cmd = Cmd {
+    name: "maintenance", title: "a maintenance page instead of the site, on every host",
+    about: "Turn maintenance mode on or off on every host, or show it",
+    flags: &[
+        flag("--message", Text("TEXT", Some(validate_maintenance_message)), "on: the page's message (one line, \
+            at most 500 bytes; HTML-escaped)"),
+    ],
+    subs: &[
+        sub("on", "", &["--message"], "write the page, then the flag: nginx answers every request from outside \
+            with 503, Retry-After and the page"),
+        sub("off", "", &[], "remove the flag: nginx serves the site again"),
+        sub("status", "", &[], "on or off on each host, since when, by whom, the message"),
+    ],
+    help: &[
+        Section::Subs,
+        Section::Text("\
+The flag and the page are files in the deploy root, written by the deploy user: no sudo, no nginx
+reload. Requests from the server itself (loopback) and the deployer's probes still reach the app.
+'cargo xtask deploy --maintenance' turns it on for a deploy. See docs/site.md#maintenance-mode."),
+    ],
+    env: &[("DEPLOY_SERVER", "as for deploy (every host)"), ("DEPLOY_SSH_CONFIG", "as for deploy")],
+    parse: maintenance, ..NONE
+};
+
+fn maintenance(mut args: Vec<String>) -> Result<Command, UsageError> {
+    let names: Vec<&str> = MAINTENANCE.visible().map(|s| s.name).collect();
+    let none = format!("maintenance needs a command (valid: {})", names.join(", "));
+    refuse(args.is_empty(), &none)?;
+    let sub = MAINTENANCE.sub(&args.remove(0))?;
+    let g = scan(args, &MAINTENANCE, Some(sub))?;
+    if let Some(w) = g.words.first() {
+        return Err(g.see(format!("unexpected argument '{w}' for '{}'", g.label)));
+    }
+    Ok(Command::Maintenance(match sub.name {
+        "on" => Maintenance::On {
+            message: g.text("--message"),
+        },
+        "off" => Maintenance::Off,
+        _ => Maintenance::Status,
     }))
 }
 

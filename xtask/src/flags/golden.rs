@@ -292,6 +292,28 @@ const CASES: &[(&str, &[&str])] = &[
             "--dry-run",
         ],
     ),
+    // maintenance
+    ("maintenance", &["maintenance", "--help"]),
+    ("maintenance", &["maintenance"]),
+    ("maintenance", &["maintenance", "pause"]),
+    ("maintenance", &["maintenance", "on"]),
+    (
+        "maintenance",
+        &["maintenance", "on", "--message", "back at 5 <b>&</b>"],
+    ),
+    (
+        "maintenance",
+        &["maintenance", "on", "--message", "two\nlines"],
+    ),
+    (
+        "maintenance",
+        &["maintenance", "on", "--message", "tab\there"],
+    ),
+    ("maintenance", &["maintenance", "off", "--message", "x"]),
+    ("maintenance", &["maintenance", "off", "now"]),
+    ("maintenance", &["maintenance", "status"]),
+    ("deploy", &["deploy", "--maintenance"]),
+    ("deploy", &["deploy", "rollback", "--maintenance"]),
     // verify
     ("verify", &["verify", "--help"]),
     ("verify", &["verify", "extra"]),

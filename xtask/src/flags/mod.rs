@@ -41,6 +41,7 @@ pub enum Command {
     Logs(Logs),
     Verify(Verify),
     Exec(Exec),
+    Maintenance(Maintenance),
 }
 
 /// A closed list of names (made by `choice!`): what an error calls one, the names in order,
@@ -238,6 +239,8 @@ pub enum Deploy {
         batch: Option<usize>,
         /// The migration lint's refusals become warnings (deploy.log says so).
         allow_unsafe_migration: bool,
+        /// Maintenance mode on for the migration, off after health (also on failure).
+        maintenance: bool,
     },
     List,
     Rollback {
@@ -299,6 +302,35 @@ pub struct Logs {
     pub since: Option<String>,
     /// Only this host of DEPLOY_SERVER (its destination or host name).
     pub host: Option<String>,
+}
+
+/// `cargo xtask maintenance`: nginx's maintenance page on every host, off again, or its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Maintenance {
+    /// The message is checked ([`validate_maintenance_message`]); None: the page's heading only.
+    On {
+        message: Option<String>,
+    },
+    Off,
+    Status,
+}
+
+/// A maintenance message: at most 500 bytes, no control characters (a line of the flag file
+/// and of the page).
+pub fn validate_maintenance_message(m: &str) -> Result<(), UsageError> {
+    let max = crate::contract::MAINTENANCE_MESSAGE_MAX;
+    refuse(
+        m.len() > max,
+        &format!(
+            "the maintenance message is {} bytes, more than {max}: shorten it",
+            m.len()
+        ),
+    )?;
+    refuse(
+        m.chars().any(char::is_control),
+        "the maintenance message holds a control character (a newline, a tab, an escape…): \
+         give it as one line of plain text",
+    )
 }
 
 /// `cargo xtask verify`: current, its virtualenv and the uv cache against this checkout.
@@ -456,7 +488,8 @@ impl Command {
             | Command::Db(_)
             | Command::Logs(_)
             | Command::Verify(_)
-            | Command::Exec(_) => true,
+            | Command::Exec(_)
+            | Command::Maintenance(_) => true,
             Command::Ci(_)
             | Command::Check(_)
             | Command::Testhost(_)

@@ -78,6 +78,7 @@ fn deploy_defaults_to_all() {
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
+            maintenance: false,
         })
     );
     assert_eq!(
@@ -91,6 +92,7 @@ fn deploy_defaults_to_all() {
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
+            maintenance: false,
         })
     );
     assert_eq!(
@@ -104,6 +106,7 @@ fn deploy_defaults_to_all() {
             recheck: false,
             batch: Some(1),
             allow_unsafe_migration: false,
+            maintenance: false,
         })
     );
 }
@@ -784,4 +787,32 @@ fn exec_takes_any_bytes_after_its_dashes_and_nothing_else_does() {
     // Plain words parse as parse does.
     let plain = ["db", "psql", "-c", "select 1"];
     assert_eq!(parse_os(plain.map(OsString::from)), p(&plain));
+}
+
+#[test]
+fn a_maintenance_message_is_one_line_of_at_most_500_bytes() {
+    let long = "é".repeat(251);
+    assert_eq!(
+        err(&["maintenance", "on", "--message", &long]),
+        "the maintenance message is 502 bytes, more than 500: shorten it"
+    );
+    let fits = "x".repeat(500);
+    assert_eq!(
+        run(&["maintenance", "on", "--message", &fits]),
+        Command::Maintenance(Maintenance::On {
+            message: Some(fits.clone())
+        })
+    );
+    assert!(err(&["maintenance", "on", "--message", "a\u{1b}[31m"]).contains("control character"));
+    assert_eq!(
+        run(&["maintenance", "status"]),
+        Command::Maintenance(Maintenance::Status)
+    );
+    assert!(matches!(
+        run(&["deploy", "--maintenance"]),
+        Command::Deploy(Deploy::Release {
+            maintenance: true,
+            ..
+        })
+    ));
 }

@@ -30,6 +30,7 @@ mod harness;
 mod hooks;
 mod jobkill;
 mod lifecycle;
+mod maintenance;
 mod outage;
 mod power;
 mod restarts;
@@ -369,6 +370,7 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(WEB, web::security_headers),
     scenario!(WEB, web::old_assets_survive_a_deploy),
     scenario!(WEB, web::open_page_survives_a_deploy),
+    scenario!(WEB, web::a_browser_sees_maintenance_during_a_deploy),
     // PENDING(lead): passes once the deployer prunes shared/assets (see web.rs).
     scenario!(WEB, web::old_assets_pruned_after_keep_and_grace),
     scenario!(MATRIX, faults::kill_at_lock),
@@ -619,6 +621,15 @@ const SCENARIOS: &[Scenario] = &[
         HOOKS,
         hooks::a_failing_pre_host_switch_sends_the_fleet_back_through_the_hooks
     ),
+    // Maintenance mode (tests/e2e/maintenance.rs); each leaves it off.
+    scenario!(
+        SHELL,
+        maintenance::on_off_and_status_from_outside_and_inside
+    ),
+    scenario!(
+        SHELL,
+        maintenance::a_failing_deploy_with_maintenance_leaves_it_as_it_was
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -650,6 +661,7 @@ pub struct Ctx {
     pub fleet: Option<fleet::FleetSite>,
     pub web_scratch: Option<xtask::scratch::Scratch>,
     pub hooks_scratch: Option<xtask::scratch::Scratch>,
+    pub maintenance_scratch: Option<xtask::scratch::Scratch>,
 }
 
 impl Ctx {
@@ -671,6 +683,7 @@ impl Ctx {
             fleet: None,
             web_scratch: None,
             hooks_scratch: None,
+            maintenance_scratch: None,
         })
     }
 

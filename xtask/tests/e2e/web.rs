@@ -593,6 +593,66 @@ pub fn open_page_survives_a_deploy(ctx: &mut Ctx) -> Result<()> {
     browser.quit()
 }
 
+/// `deploy --maintenance` held by the job's test pause before its switch (maintenance on since
+/// before the migration): a browser opening the site gets the maintenance page (503, the
+/// deploy's message); once the job goes on and the deploy ends, the same browser gets the app.
+pub fn a_browser_sees_maintenance_during_a_deploy(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed_site(ctx)?;
+    let ip = site.app.ip.clone();
+    let modules = xtask::tools::ensure_browser(&ctx.sh)?;
+    let log = scratch(ctx)?.sidecar("browser-maintenance.log");
+    let s = scratch(ctx)?;
+    let text = s.read(PRODUCT_PAGE)?;
+    s.write(
+        PRODUCT_PAGE,
+        &format!("{text}\n<p hidden>maintenance</p>\n"),
+    )?;
+    s.commit("product page: maintenance")?;
+    let args = ["deploy", "frontend", "--skip-local-checks", "--maintenance"];
+    let held = crate::support::paused(&site, s, "switch", &args)?;
+    let mut browser = Browser::start(&format!("http://{ip}/"), &modules, &log)?;
+    let during = (|| -> Result<()> {
+        browser.cmd("open /")?;
+        let page = browser.cmd("report")?;
+        ensure!(
+            page.get("h1") == Some("Down for maintenance")
+                && page.all("document").contains(&"503 /"),
+            "the browser does not see the maintenance page during the deploy:\n{}",
+            page.text()
+        );
+        let r = fetch(&ip, "/", &[])?;
+        ensure!(
+            r.status == 503
+                && r.text()
+                    .contains(xtask::contract::MAINTENANCE_DEPLOY_MESSAGE),
+            "GET / during the deploy: {}\n{}",
+            r.status,
+            r.text()
+        );
+        Ok(())
+    })();
+    crate::support::resume(&site)?;
+    let (status, out) = held.bg.wait(Duration::from_secs(240))?;
+    during?;
+    ensure!(status.success(), "the deploy --maintenance failed:\n{out}");
+    ensure!(
+        site.last_log()?.contains("maintenance=yes"),
+        "deploy.log does not say maintenance=yes: {}",
+        site.last_log()?
+    );
+    browser.cmd("reset")?;
+    browser.cmd("open /")?;
+    let after = browser.cmd("report")?;
+    ensure!(
+        after.get("h1") == Some("Products") && after.all("document").contains(&"200 /"),
+        "the browser does not see the app after the deploy:\n{}",
+        after.text()
+    );
+    after.clean("the app after the deploy --maintenance")?;
+    browser.quit()?;
+    site.assert_serving()
+}
+
 /// With DEPLOY_KEEP=2, two further deploys leave the oldest release out of the kept ones, but
 /// its assets stay (it stopped being current minutes ago: the 24 h rule); then with the grace
 /// time set to 0 (test hook INNERCONTEXT_ASSET_GRACE, seconds), one more deploy removes every

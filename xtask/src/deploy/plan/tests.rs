@@ -33,6 +33,7 @@ fn snap(current: Current, releases: &[(&str, State)]) -> Snapshot {
         db: Err("not asked".into()),
         sizes: vec![],
         dumps: vec![],
+        maintenance: Default::default(),
     }
 }
 
@@ -190,6 +191,16 @@ fn a_clean_deploy_asks_for_it_and_says_what_it_does() {
         lines.iter().any(|l| l
             .starts_with("  --clean, in prepare: the virtualenv built anew (shared/venvs/KEY.")
             && l.contains("from an empty uv cache, which replaces shared/uv-cache once")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("--maintenance")));
+    p.maintenance = true;
+    let r = p.run_call(&cfg(), &who).render();
+    assert!(r.ends_with(" clean=yes maintenance=yes"), "{r}");
+    let lines = p.dry_run(&cfg(), "app", &s, false, &r);
+    assert!(
+        lines.iter().any(|l| l.starts_with("  --maintenance: ")
+            && l.contains("/maintenance.on written before the migration")),
         "{lines:?}"
     );
 }

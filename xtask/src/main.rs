@@ -6,7 +6,8 @@ use anyhow::Result;
 use xshell::Shell;
 use xtask::flags::{self, Command, Parsed};
 use xtask::{
-    bench, check, ci, demo, deploy, logs, proc, project_root, setup_server, testhost, verify,
+    bench, check, ci, demo, deploy, envcmd, logs, proc, project_root, setup_server, testhost,
+    verify,
 };
 
 fn main() -> ExitCode {
@@ -50,6 +51,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::SetupServer(s) => setup_server::run(s, &sh),
         Command::Deploy(d) => deploy::run(d, &sh),
         Command::Db(d) => deploy::db(d),
+        Command::Env(e) => envcmd::run(e),
         Command::Demo(d) => demo::run(d, &sh),
         Command::Bench(b) => bench::run(b, &sh),
         Command::Logs(l) => logs::run(l),

@@ -21,13 +21,15 @@
 //! - [`entry`]: one deploy.log line, parsed
 //! - [`report`]: step lines and the final line
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands; [`restore`]:
-//!   `cargo xtask db snapshots` and `db restore` ([`restore_order`]: a fleet's order, pure)
+//!   `cargo xtask db snapshots` and `db restore` ([`restore_order`]: a fleet's order, pure);
+//!   [`envjob`]: `cargo xtask env push` and `env rollback`
 
 pub mod checks;
 pub mod dbsnap;
 pub mod downgrade;
 pub mod drift;
 pub mod entry;
+pub mod envjob;
 pub mod event;
 pub mod fleet;
 pub mod follower;

@@ -6,13 +6,14 @@ use super::table::{sub, Cmd, Given, Section, Shape};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
-pub(super) const COMMANDS: [Cmd; 10] = [
+pub(super) const COMMANDS: [Cmd; 11] = [
     CI,
     CHECK,
     TESTHOST,
     SETUP_SERVER,
     DEPLOY,
     DB,
+    ENV,
     LOGS,
     VERIFY,
     DEMO,
@@ -410,6 +411,99 @@ fn db(mut args: Vec<String>) -> Result<Command, UsageError> {
             }
         }
     }))
+}
+
+#[rustfmt::skip]
+const ENV: Cmd = Cmd {
+    name: "env", title: "the server's env files, without ssh",
+    about: "Show, compare, replace the server's env files; put the last one back",
+    flags: &[
+        flag("--reveal", Switch, "show: print the values too (else each is masked)"),
+    ],
+    subs: &[
+        sub("show", "backend|frontend", &["--reveal"], "the file's keys on each host, values masked"),
+        sub("diff", "[backend|frontend] FILE", &[], "the keys FILE adds, removes and changes against the \
+            server's, values masked"),
+        sub("push", "[backend|frontend] FILE", &[], "FILE replaces the server's file under the deploy lock \
+            (a backup kept), the units that read it restart, health-checked; if they are not healthy \
+            the backup goes back (host by host)"),
+        sub("rollback", "backend|frontend", &[], "the newest backup goes back the same way"),
+    ],
+    help: &[
+        Section::Subs,
+        Section::Text("\
+Without the kind, FILE's basename says it: .env is the backend's, .env.production the frontend's.
+FILE must pass the env-file format (KEY=value, blank lines, # comments; no CRLF, no key twice):
+a file that does not is refused before anything changes. Values never appear in the output, in
+deploy.log or in the job's events. See docs/env-files.md."),
+    ],
+    env: &[("DEPLOY_SERVER", "as for deploy (a fleet: every host, one after the other)"),
+        ("DEPLOY_SSH_CONFIG", "as for deploy")],
+    parse: env, ..NONE
+};
+
+fn env(mut args: Vec<String>) -> Result<Command, UsageError> {
+    let names: Vec<&str> = ENV.visible().map(|s| s.name).collect();
+    let none = format!("env needs a command (valid: {})", names.join(", "));
+    refuse(args.is_empty(), &none)?;
+    let sub = ENV.sub(&args.remove(0))?;
+    let g = scan(args, &ENV, Some(sub))?;
+    let kinds: Vec<&str> = EnvKind::ALL.iter().map(|k| k.name()).collect();
+    let kind_of = |w: &str| EnvKind::ALL.iter().copied().find(|k| k.name() == w);
+    let too_many = |i: usize| match g.words.get(i) {
+        Some(w) => Err(g.see(format!("unexpected argument '{w}' for '{}'", g.label))),
+        None => Ok(()),
+    };
+    Ok(Command::Env(match sub.name {
+        "show" | "rollback" => {
+            let w = g
+                .words
+                .first()
+                .ok_or_else(|| g.needs(&kinds.join(" or ")))?;
+            let kind = EnvKind::ALL[pick(EnvKind::WHAT, w, EnvKind::NAMES)?];
+            too_many(1)?;
+            if sub.name == "show" {
+                Env::Show {
+                    kind,
+                    reveal: g.on("--reveal"),
+                }
+            } else {
+                Env::Rollback { kind }
+            }
+        }
+        _ => {
+            let (kind, file) = match g.words.as_slice() {
+                [k, f, ..] if kind_of(k).is_some() => (kind_of(k), f.clone()),
+                [k] if kind_of(k).is_some() => return Err(g.needs("a FILE")),
+                [f, ..] => (None, f.clone()),
+                [] => return Err(g.needs("a FILE")),
+            };
+            too_many(if kind.is_some() { 2 } else { 1 })?;
+            let kind = match kind.or_else(|| env_kind_of_file(&file)) {
+                Some(k) => k,
+                None => return Err(g.see(format!(
+                    "which env file is {file} for? say it: 'env {} backend {file}' or 'env {} frontend {file}' \
+                     (only a file named .env or .env.production says it by itself)",
+                    sub.name, sub.name
+                ))),
+            };
+            if sub.name == "diff" {
+                Env::Diff { kind, file }
+            } else {
+                Env::Push { kind, file }
+            }
+        }
+    }))
+}
+
+/// The env file a FILE is for when its basename says it: `.env` the backend's,
+/// `.env.production` the frontend's.
+pub fn env_kind_of_file(file: &str) -> Option<EnvKind> {
+    match file.rsplit('/').next() {
+        Some(".env") => Some(EnvKind::Backend),
+        Some(".env.production") => Some(EnvKind::Frontend),
+        _ => None,
+    }
 }
 
 /// The words `logs` takes: a unit by its short name, or all of them.

@@ -36,6 +36,7 @@ pub enum Command {
     SetupServer(SetupServer),
     Deploy(Deploy),
     Db(Db),
+    Env(Env),
     Demo(Demo),
     Bench(Bench),
     Logs(Logs),
@@ -272,6 +273,24 @@ pub enum Db {
         yes: bool,
         dry_run: bool,
     },
+}
+
+choice! {
+    /// Which env file of the server (`cargo xtask env`).
+    EnvKind: "env file" {
+        Backend = "backend": "shared/backend/.env (the API and the worker read it)",
+        Frontend = "frontend": "shared/frontend/.env.production (the web server reads it)",
+    }
+}
+
+/// `cargo xtask env`: the server's env files. A FILE's kind, when not given, is its basename's
+/// (`.env`: backend, `.env.production`: frontend), else a usage error asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Env {
+    Show { kind: EnvKind, reveal: bool },
+    Diff { kind: EnvKind, file: String },
+    Push { kind: EnvKind, file: String },
+    Rollback { kind: EnvKind },
 }
 
 /// `cargo xtask logs`: the units' journal on the server.

@@ -778,7 +778,7 @@ sub_envstage() {
     check_one_of env "$opt_env" "backend frontend"
     local lock p dest tmp size
     lock=$(lock_dir "$opt_root")
-    [ "$(meta "$lock/info" token)" = "$opt_token" ] && [ "$(meta "$lock/plan" mode)" = env ] ||
+    { [ "$(meta "$lock/info" token)" = "$opt_token" ] && [ "$(meta "$lock/plan" mode)" = env ]; } ||
         die "the deploy lock on $(hostname) is not this env push's (token $opt_token): nothing received"
     p=$opt_root/$(env_rel "$opt_env")
     dest=$p$C_ENV_STAGED$opt_token
@@ -794,7 +794,7 @@ sub_envstage() {
         rm -f -- "$tmp"
         die "the env file sent is over $C_ENV_MAX_BYTES bytes: nothing was changed"
     fi
-    sync -- "$tmp" && mv -fT -- "$tmp" "$dest" || {
+    { sync -- "$tmp" && mv -fT -- "$tmp" "$dest"; } || {
         rm -f -- "$tmp"
         die "could not put $dest in place on $(hostname): nothing was changed"
     }

@@ -22,6 +22,7 @@ mod client;
 mod database;
 mod demo;
 mod deploy;
+mod envfiles;
 mod faults;
 mod fleet;
 mod harness;
@@ -567,6 +568,12 @@ const SCENARIOS: &[Scenario] = &[
     scenario!(
         DATABASE,
         database::a_restore_that_cannot_load_changes_nothing_and_starts_current_again
+    ),
+    scenario!(SHELL, envfiles::show_diff_and_bad_files_change_nothing),
+    scenario!(SHELL, envfiles::push_takes_effect_and_rollback_puts_it_back),
+    scenario!(
+        SHELL,
+        envfiles::a_broken_value_is_put_back_and_the_site_keeps_serving
     ),
 ];
 

@@ -115,19 +115,26 @@ pub fn show_diff_and_bad_files_change_nothing(ctx: &mut Ctx) -> Result<()> {
         revealed.contains(&format!("DATABASE_URL={url}")),
         "env show backend --reveal:\n{revealed}"
     );
-    let changed = with(&with(&text, "DOCS_ENABLED", "true"), "E2E_NEW_KEY", "x1");
-    let changed: String = changed
-        .lines()
-        .filter(|l| !l.starts_with("PRICE_MAX_AGE_SECONDS="))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    // The site's file holds DATABASE_URL and PRICING_INTERVAL_SECONDS: drop the one, change
+    // the other, add a key.
+    let changed: String = with(
+        &with(&text, "PRICING_INTERVAL_SECONDS", "31"),
+        "E2E_NEW_KEY",
+        "x1",
+    )
+    .lines()
+    .filter(|l| !l.starts_with("DATABASE_URL="))
+    .map(|l| format!("{l}\n"))
+    .collect();
     let f = local_file(".env", &changed)?;
     let before = untouched(&site)?;
     let d = env(&site, &["diff", f.as_str()], &[])?.ok()?.all();
     ensure!(
-        d.contains("~ DOCS_ENABLED (changed)")
+        d.contains("~ PRICING_INTERVAL_SECONDS (changed)")
             && d.contains("+ E2E_NEW_KEY (added)")
-            && !d.contains("x1")
+            && d.contains("- DATABASE_URL (removed)")
+            && !d.contains("=x1")
+            && !d.contains("=31")
             && !d.contains(&url),
         "env diff:\n{d}"
     );
@@ -140,10 +147,10 @@ pub fn show_diff_and_bad_files_change_nothing(ctx: &mut Ctx) -> Result<()> {
         "push of a CRLF file:\n{}",
         r.all()
     );
-    let twice = local_file("prod.env", &format!("{text}DOCS_ENABLED=true\n"))?;
+    let twice = local_file("prod.env", &format!("{text}DATABASE_URL={url}\n"))?;
     let r = env(&site, &["push", "backend", twice.as_str()], &[])?.failed()?;
     ensure!(
-        r.all().contains("DOCS_ENABLED is set twice"),
+        r.all().contains("DATABASE_URL is set twice") && !r.all().contains(&url),
         "push of a key set twice:\n{}",
         r.all()
     );

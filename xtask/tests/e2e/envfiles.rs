@@ -57,7 +57,9 @@ fn untouched(site: &Site) -> Result<String> {
 fn local_file(name: &str, text: &str) -> Result<Utf8PathBuf> {
     let dir = Utf8PathBuf::from(format!("/tmp/{}-envfiles", crate::run_id()));
     std::fs::create_dir_all(&dir)?;
-    let sub = dir.join(format!("{}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let sub = dir.join(format!("{}-{n}", std::process::id()));
     std::fs::create_dir_all(&sub)?;
     let p = sub.join(name);
     std::fs::write(&p, text)?;
@@ -90,6 +92,34 @@ fn docs_status(site: &Site) -> Result<String> {
         .sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/docs")?
         .trim()
         .to_string())
+}
+
+/// setup-server checks the env files it is given against the format before it changes anything:
+/// a CRLF --backend-env, even with --force-env, is refused in one line and the server's file
+/// stays as it was.
+pub fn setup_server_refuses_an_env_file_out_of_format(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let text = server_env(&site)?;
+    let crlf = local_file(".env", &text.replace('\n', "\r\n"))?;
+    let before = untouched(&site)?;
+    let mut args = site.env.setup_server_args();
+    let i = args.iter().position(|a| *a == "--backend-env").unwrap() + 1;
+    args[i] = crlf.as_str();
+    args.push("--force-env");
+    let r = site.xtask(&repo(), &args)?.failed()?;
+    ensure!(
+        r.all().contains(&format!(
+            "--backend-env {crlf} is not in the env-file format: line 1: the line ends in CR"
+        )) && r.all().trim().lines().count() == 1,
+        "setup-server with a CRLF --backend-env:\n{}",
+        r.all()
+    );
+    ensure!(
+        untouched(&site)? == before,
+        "the server changed:\nbefore: {before}\nafter: {}",
+        untouched(&site)?
+    );
+    Ok(())
 }
 
 /// show masks every value unless --reveal; diff names the keys a file adds, removes and changes,

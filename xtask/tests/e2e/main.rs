@@ -569,6 +569,10 @@ const SCENARIOS: &[Scenario] = &[
         DATABASE,
         database::a_restore_that_cannot_load_changes_nothing_and_starts_current_again
     ),
+    scenario!(
+        SHELL,
+        envfiles::setup_server_refuses_an_env_file_out_of_format
+    ),
     scenario!(SHELL, envfiles::show_diff_and_bad_files_change_nothing),
     scenario!(SHELL, envfiles::push_takes_effect_and_rollback_puts_it_back),
     scenario!(

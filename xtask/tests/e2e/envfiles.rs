@@ -196,7 +196,37 @@ pub fn show_diff_and_bad_files_change_nothing(ctx: &mut Ctx) -> Result<()> {
         "the server changed:\nbefore: {before}\nafter: {}",
         untouched(&site)?
     );
+    // A host without the env file: show and push say so in one line, and push changes nothing.
+    let listed = site.sh(&format!(
+        "ls -1A {ROOT}/shared/backend/ && mv {ROOT}/{ENV} {ROOT}/{ENV}.e2e-away"
+    ))?;
+    let shown = env(&site, &["show", "backend"], &[])?.failed()?.all();
+    let pushed = env(&site, &["push", f.as_str()], &[])?.failed()?.all();
+    let now = site.sh(&format!(
+        "ls -1A {ROOT}/shared/backend/ | sed 's/^.env.e2e-away$/.env/' | LC_ALL=C sort; \
+         mv {ROOT}/{ENV}.e2e-away {ROOT}/{ENV}"
+    ))?;
+    for (what, out) in [("show", &shown), ("push", &pushed)] {
+        ensure!(
+            out.contains(&format!("env file {ROOT}/{ENV} is missing: install it with cargo xtask setup-server --backend-env FILE")),
+            "env {what} without the env file:\n{out}"
+        );
+    }
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort();
+    ensure!(
+        now.lines().collect::<Vec<_>>() == listed,
+        "env push without the env file changed shared/backend: {listed:?} -> {now}"
+    );
     Ok(())
+}
+
+/// The main pid of each unit (which the env change restarts).
+fn pids(site: &Site) -> Result<Vec<String>> {
+    let out = site.sh(
+        "systemctl show -p MainPID --value innercontext innercontext-pricing-worker innercontext-node",
+    )?;
+    Ok(out.split_whitespace().map(str::to_string).collect())
 }
 
 /// A push of DOCS_ENABLED=true: the API restarts with it (/docs answers on the server), the old
@@ -259,6 +289,28 @@ pub fn push_takes_effect_and_rollback_puts_it_back(ctx: &mut Ctx) -> Result<()> 
     ensure!(
         log.contains("result=env-pushed") && log.contains("env=rollback"),
         "deploy.log after the rollback: {log}"
+    );
+    // The frontend's file: only the web server restarts; its rollback puts the file back.
+    let front = site.sh(&format!("cat {ROOT}/shared/frontend/.env.production"))?;
+    let g = local_file(".env.production", &format!("{front}# pushed by the e2e\n"))?;
+    let p2 = pids(&site)?;
+    env(&site, &["push", g.as_str()], &[])?.ok()?;
+    let p3 = pids(&site)?;
+    ensure!(
+        p3[0] == p2[0] && p3[1] == p2[1] && p3[2] != p2[2],
+        "a frontend push restarts the web server only: {p2:?} -> {p3:?}"
+    );
+    ensure!(
+        site.last_log()?
+            .contains("scope=env-frontend result=env-pushed")
+            || site.last_log()?.contains("scope=env-frontend"),
+        "deploy.log after the frontend push: {}",
+        site.last_log()?
+    );
+    env(&site, &["rollback", "frontend"], &[])?.ok()?;
+    ensure!(
+        site.sh(&format!("cat {ROOT}/shared/frontend/.env.production"))? == front,
+        "the frontend env file after its rollback"
     );
     site.assert_serving()?;
     Ok(())

@@ -163,14 +163,14 @@ await_msg() {
 # about to start, write $lock/paused (holding the step) and wait while it exists. Before the
 # checks passed (seed, prepare) an abort or a silent client still stops the job (returns 1); so
 # it does in the snapshot, which pauses inside its step, once its dump is written beside its
-# final name (a test strikes while that file exists).
+# final name (a test strikes while that file exists), and before an env file is written.
 test_pause() { # STEP
     [ -n "$opt_pause_at" ] && [ "$opt_pause_at" = "$1" ] || return 0
     put "$lock/paused" "$1" || return 0
     emit info "paused before $1 (test hook): remove $lock/paused to go on"
     while [ -e "$lock/paused" ]; do
         case "$1" in
-            seed | prepare | snapshot) ! stop_asked || return 1 ;;
+            seed | prepare | snapshot | env-write) ! stop_asked || return 1 ;;
         esac
         nap
     done
@@ -868,11 +868,16 @@ finish_with() { # RESULT REASON
 # healthy, the file before goes back, they restart and are checked again (env-restored). The
 # file's values never reach an event, a log or the job's directory: only its name does.
 job_env() {
-    local file staged
+    local file
     file=$root/$(env_rel "$opt_env")
-    staged=$file$C_ENV_STAGED$token
-    env_change "$file" "$staged"
-    rm -f -- "$staged"
+    env_change "$file" "$file$C_ENV_STAGED$token"
+}
+
+# What an env job leaves, on every way out (job_record): the staged file gone, the backups pruned.
+env_cleanup() {
+    local file
+    file=$root/$(env_rel "$opt_env")
+    rm -f -- "$file$C_ENV_STAGED$token"
     prune_env_backups "$file"
 }
 
@@ -894,6 +899,11 @@ env_change() { # FILE STAGED
             finish_with refused "there is no backup of $file on $(hostname) to go back to (env push makes one); nothing was changed"
             return
         fi
+    fi
+    # The last moment the deployer can stop it: nothing is changed yet.
+    if stop_asked; then
+        finish_with "$stop_result" "$stop_reason; stopped before it changed anything"
+        return
     fi
     backup=$file$C_ENV_BACKUP$(date -u +"$C_NAME_DATE_FORMAT")
     setv env_backup "${backup##*/}"
@@ -1369,7 +1379,6 @@ on_term() {
         else
             finish_with interrupted "$why after the new env file was written, and putting ${env_written##*/} back failed: 'cargo xtask env rollback $opt_env' puts it back"
         fi
-        rm -f -- "$root/$(env_rel "$opt_env")$C_ENV_STAGED$token"
         exit 143
     fi
     cur=$(current_link "$root")

@@ -126,6 +126,7 @@ job_record() {
         result=failed
         reason="the deploy job stopped unexpectedly (exit $status${job_line:+, line $job_line}); current is $(current_link "$root")"
     fi
+    [ "$opt_mode" != env ] || env_cleanup
     put "$lock/phase" record
     test_pause record
     start=$(now_ms)

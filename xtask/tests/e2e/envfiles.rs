@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use camino::Utf8PathBuf;
 
-use crate::support::{http_get, repo, Run, Site, ROOT};
+use crate::support::{http_get, paused, repo, resume, run_ok, Run, Scratch, Site, ROOT};
 use crate::Ctx;
 
 const ENV: &str = "shared/backend/.env";
@@ -20,12 +20,20 @@ const ENV: &str = "shared/backend/.env";
 fn deployed(ctx: &mut Ctx) -> Result<Site> {
     let site = ctx.site()?;
     if site.current_opt()?.is_none() {
-        let s = crate::support::scratch("envfiles")?;
+        let s = scratch(ctx)?;
         site.xtask(&s.dir, &["deploy", "all", "--skip-local-checks"])?
             .ok()
             .context("the first deploy of the env-file scenarios")?;
     }
     Ok(site)
+}
+
+/// The group's scratch checkout, made on first use.
+fn scratch(ctx: &mut Ctx) -> Result<&Scratch> {
+    if ctx.scratch.is_none() {
+        ctx.scratch = Some(crate::support::scratch("shell")?);
+    }
+    Ok(ctx.scratch.as_ref().expect("made above"))
 }
 
 /// `cargo xtask env ARGS` from the repository, with `extra` environment.
@@ -373,6 +381,64 @@ pub fn a_broken_value_is_put_back_and_the_site_keeps_serving(ctx: &mut Ctx) -> R
         n > 0 && bad.is_empty(),
         "{} of {n} requests failed during the push: {bad:?}",
         bad.len()
+    );
+    site.assert_serving()?;
+    Ok(())
+}
+
+/// Ctrl-C (SIGINT to the deployer's process group) while the job waits before it writes the file:
+/// it stops, nothing changed (the file, its backups, no staged copy left), deploy.log says
+/// interrupted. Ctrl-C once the file is written: the job runs to its end (env-pushed) and the
+/// deployer reports it; the file is then rolled back.
+pub fn ctrl_c_before_the_write_changes_nothing_and_after_it_the_job_finishes(
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = scratch(ctx)?;
+    let text = server_env(&site)?;
+    let f = local_file(".env", &with(&text, "DOCS_ENABLED", "true"))?;
+    let args = ["env", "push", f.as_str()];
+    let listing = format!("sha256sum {ROOT}/{ENV}; ls -1A {ROOT}/shared/backend/");
+    let before = site.sh(&listing)?;
+    let p = paused(&site, s, "env-write", &args)?;
+    let pgid = p.bg.child.id().to_string();
+    run_ok(
+        std::process::Command::new("kill").args(["-s", "INT", "--", &format!("-{pgid}")]),
+        "kill",
+    )?;
+    let (status, out) = p.bg.wait(Duration::from_secs(60))?;
+    ensure!(
+        !status.success() && out.contains("interrupted"),
+        "Ctrl-C before the write ({status}):\n{out}"
+    );
+    ensure!(
+        site.sh(&listing)? == before,
+        "Ctrl-C before the write changed shared/backend"
+    );
+    let log = site.last_log()?;
+    ensure!(
+        log.contains("scope=env-backend") && log.contains("result=interrupted"),
+        "deploy.log: {log}"
+    );
+    let p = paused(&site, s, "restart", &args)?;
+    let pgid = p.bg.child.id().to_string();
+    run_ok(
+        std::process::Command::new("kill").args(["-s", "INT", "--", &format!("-{pgid}")]),
+        "kill",
+    )?;
+    let mut bg = p.bg;
+    bg.wait_for("runs to its end", Duration::from_secs(30))?;
+    resume(&site)?;
+    let (status, out) = bg.wait(Duration::from_secs(120))?;
+    ensure!(
+        status.success() && out.contains("env-pushed"),
+        "Ctrl-C after the write ({status}):\n{out}"
+    );
+    ensure!(docs_status(&site)? == "200", "/docs after the push");
+    env(&site, &["rollback", "backend"], &[])?.ok()?;
+    ensure!(
+        server_env(&site)? == text,
+        "the env file after the rollback"
     );
     site.assert_serving()?;
     Ok(())

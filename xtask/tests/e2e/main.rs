@@ -579,6 +579,10 @@ const SCENARIOS: &[Scenario] = &[
         SHELL,
         envfiles::a_broken_value_is_put_back_and_the_site_keeps_serving
     ),
+    scenario!(
+        SHELL,
+        envfiles::ctrl_c_before_the_write_changes_nothing_and_after_it_the_job_finishes
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -298,6 +298,14 @@ pub fn push_takes_effect_and_rollback_puts_it_back(ctx: &mut Ctx) -> Result<()> 
         log.contains("result=env-pushed") && log.contains("env=rollback"),
         "deploy.log after the rollback: {log}"
     );
+    let table = site
+        .xtask(&repo(), &["deploy", "log", "-n", "3"])?
+        .ok()?
+        .all();
+    ensure!(
+        table.contains("env-pushed") && !table.contains("DOCS_ENABLED"),
+        "deploy log:\n{table}"
+    );
     // The frontend's file: only the web server restarts; its rollback puts the file back.
     let front = site.sh(&format!("cat {ROOT}/shared/frontend/.env.production"))?;
     let g = local_file(".env.production", &format!("{front}# pushed by the e2e\n"))?;

@@ -959,12 +959,6 @@ step_env_back() { # FILE BACKUP
     step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"
 }
 
-# Keep the newest C_ENV_BACKUPS_KEPT backups of FILE.
-prune_env_backups() { # FILE
-    local b
-    env_backups "$1" | head -n "-$C_ENV_BACKUPS_KEPT" | while IFS= read -r b; do rm -f -- "$b"; done
-}
-
 # --- the job ---------------------------------------------------------------------------------
 
 job_deploy() {

@@ -427,6 +427,12 @@ env_backups() { # PATH
     done | LC_ALL=C sort
 }
 
+# Keep the newest C_ENV_BACKUPS_KEPT backups of the env file PATH.
+prune_env_backups() { # PATH
+    local b
+    env_backups "$1" | head -n "-$C_ENV_BACKUPS_KEPT" | while IFS= read -r b; do rm -f -- "$b"; done
+}
+
 # Every revision a release's migrations know.
 release_revisions() { # BACKEND_DIR
     cat "$1"/alembic/versions/*.py 2>/dev/null |

@@ -292,6 +292,28 @@ mod tests {
     }
 
     #[test]
+    fn backups_are_listed_oldest_first_and_pruned_to_the_newest() {
+        let make: String = (1..=7)
+            .map(|d| format!("touch s/.env.backup-2026120{d}T100000Z; "))
+            .collect();
+        let out = crate::contract::run_with_lib(
+            "envbackups",
+            &["s", "s/.env.backup-20261208T100000Z"],
+            &format!(
+                "touch s/.env s/.env.backup-bad s/.env.push-t1; ln -s x s/.env.backup-20261209T100000Z; \
+                 {make} env_backups s/.env | head -n 2; echo --; prune_env_backups s/.env; ls -1A s"
+            ),
+        );
+        assert_eq!(
+            out,
+            "s/.env.backup-20261201T100000Z\ns/.env.backup-20261202T100000Z\n--\n.env\n\
+             .env.backup-20261203T100000Z\n.env.backup-20261204T100000Z\n.env.backup-20261205T100000Z\n\
+             .env.backup-20261206T100000Z\n.env.backup-20261207T100000Z\n.env.backup-20261208T100000Z\n\
+             .env.backup-20261209T100000Z\n.env.backup-bad\n.env.push-t1\n"
+        );
+    }
+
+    #[test]
     fn no_current_release_is_refused() {
         let s = Snapshot::from_reply(&Reply::parse("host=app\nnow=1\ncurrent.status=missing\n"));
         let e = env_plan(EnvKind::Backend, HostRole::Primary, &s)

@@ -63,8 +63,10 @@ fn untouched(site: &Site) -> Result<String> {
 
 /// A local file `name` in a fresh directory, holding `text`.
 fn local_file(name: &str, text: &str) -> Result<Utf8PathBuf> {
+    // Private: the files hold the test site's database password.
     let dir = Utf8PathBuf::from(format!("/tmp/{}-envfiles", crate::run_id()));
     std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
     let sub = dir.join(format!("{}-{n}", std::process::id()));

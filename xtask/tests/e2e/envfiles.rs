@@ -453,3 +453,40 @@ pub fn ctrl_c_before_the_write_changes_nothing_and_after_it_the_job_finishes(
     site.assert_serving()?;
     Ok(())
 }
+
+/// A shutdown's SIGTERM to the job once the new file is written (held before its health checks):
+/// the job puts the file before it back (the units are not restarted: they start with it at
+/// boot) and records `interrupted`; the deployer reports it. A push of that same file then
+/// restarts the units on it, so the site is left as it was found.
+pub fn sigterm_after_the_write_puts_the_file_back(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let s = scratch(ctx)?;
+    let text = server_env(&site)?;
+    let f = local_file(".env", &with(&text, "DOCS_ENABLED", "true"))?;
+    let p = paused(&site, s, "health", &["env", "push", f.as_str()])?;
+    ensure!(
+        server_env(&site)? != text,
+        "the job is held before its health checks but the new file is not in place"
+    );
+    site.sh(&format!("kill -TERM {}", p.pid))?;
+    let (status, out) = p.bg.wait(Duration::from_secs(60))?;
+    ensure!(
+        !status.success() && out.contains("interrupted") && out.contains("was put back"),
+        "SIGTERM after the write ({status}):\n{out}"
+    );
+    ensure!(server_env(&site)? == text, "the env file was not put back");
+    let log = site.last_log()?;
+    ensure!(
+        log.contains("scope=env-backend") && log.contains("result=interrupted"),
+        "deploy.log: {log}"
+    );
+    // The API still runs with the pushed file: pushing the file it has restarts it on it.
+    let back = local_file(".env", &text)?;
+    env(&site, &["push", back.as_str()], &[])?.ok()?;
+    ensure!(
+        docs_status(&site)? == "404",
+        "/docs after the push of the old file"
+    );
+    site.assert_serving()?;
+    Ok(())
+}

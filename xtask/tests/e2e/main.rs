@@ -583,6 +583,7 @@ const SCENARIOS: &[Scenario] = &[
         SHELL,
         envfiles::ctrl_c_before_the_write_changes_nothing_and_after_it_the_job_finishes
     ),
+    scenario!(SHELL, envfiles::sigterm_after_the_write_puts_the_file_back),
 ];
 
 fn main() -> ExitCode {

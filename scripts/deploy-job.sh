@@ -163,14 +163,14 @@ await_msg() {
 # about to start, write $lock/paused (holding the step) and wait while it exists. Before the
 # checks passed (seed, prepare) an abort or a silent client still stops the job (returns 1); so
 # it does in the snapshot, which pauses inside its step, once its dump is written beside its
-# final name (a test strikes while that file exists).
+# final name (a test strikes while that file exists), and before an env file is written.
 test_pause() { # STEP
     [ -n "$opt_pause_at" ] && [ "$opt_pause_at" = "$1" ] || return 0
     put "$lock/paused" "$1" || return 0
     emit info "paused before $1 (test hook): remove $lock/paused to go on"
     while [ -e "$lock/paused" ]; do
         case "$1" in
-            seed | prepare | snapshot) ! stop_asked || return 1 ;;
+            seed | prepare | snapshot | env-write) ! stop_asked || return 1 ;;
         esac
         nap
     done
@@ -873,6 +873,105 @@ finish_with() { # RESULT REASON
     reason=$2
 }
 
+# --- env files (mode env) ---------------------------------------------------------------------
+
+# `env push` and `env rollback`, under the lock: the env file of opt_env is kept as a backup and
+# replaced (push: by the bytes `envstage` left beside it; rollback: by its newest backup), the
+# units that read it (opt_restart) restart and are checked like a deploy's. If they are not
+# healthy, the file before goes back, they restart and are checked again (env-restored). The
+# file's values never reach an event, a log or the job's directory: only its name does.
+job_env() {
+    local file
+    file=$root/$(env_rel "$opt_env")
+    env_change "$file" "$file$C_ENV_STAGED$token"
+}
+
+# What an env job leaves, on every way out (job_record): the staged file gone, the backups pruned.
+env_cleanup() {
+    local file
+    file=$root/$(env_rel "$opt_env")
+    rm -f -- "$file$C_ENV_STAGED$token"
+    prune_env_backups "$file"
+}
+
+env_change() { # FILE STAGED
+    local file=$1 src=$2 backup why
+    if [ "$opt_env_action" = push ]; then
+        emit phase awaiting-upload
+        if ! await_msg uploaded; then
+            finish_with "$stop_result" "$stop_reason; stopped before it changed anything"
+            return
+        fi
+        if [ ! -f "$src" ] || [ -L "$src" ]; then
+            finish_with failed "the new env file did not arrive on $(hostname); nothing was changed"
+            return
+        fi
+    else
+        src=$(env_backups "$file" | tail -n 1)
+        if [ -z "$src" ]; then
+            finish_with refused "there is no backup of $file on $(hostname) to go back to (env push makes one); nothing was changed"
+            return
+        fi
+    fi
+    # The last moment the deployer can stop it: nothing is changed yet.
+    if stop_asked; then
+        finish_with "$stop_result" "$stop_reason; stopped before it changed anything"
+        return
+    fi
+    backup=$file$C_ENV_BACKUP$(date -u +"$C_NAME_DATE_FORMAT")
+    setv env_backup "${backup##*/}"
+    if ! run_step env-write "keep ${file##*/} as ${backup##*/}; put the new one in place" step_env_write "$file" "$src" "$backup"; then
+        finish_with failed "$step_error; the env file is unchanged"
+        return
+    fi
+    env_written=$backup
+    # shellcheck disable=SC2086 # validated unit names
+    if run_step restart "restart ${opt_restart//,/, }" step_restart ${opt_restart//,/ } &&
+        run_step health "health checks" step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"; then
+        env_written=""
+        finish_with env-pushed ""
+        return
+    fi
+    why=$step_error
+    restoring=yes
+    if run_step restore "put back ${backup##*/}, restart ${opt_restart//,/, }" step_env_back "$file" "$backup"; then
+        finish_with env-restored "with the new env file: $why; the file before it ($(basename -- "$backup")) is back and healthy"
+    else
+        finish_with failed "with the new env file: $why; then putting back ${backup##*/} failed: $step_error"
+    fi
+    env_written=""
+}
+
+# copy SRC DEST: SRC's bytes as DEST, written whole (0600 temporary beside it, flushed, renamed).
+env_copy() { # SRC DEST
+    local tmp=$2.tmp.$$
+    umask 077
+    rm -f -- "$tmp"
+    if cp -- "$1" "$tmp" && chmod 600 -- "$tmp" && sync -- "$tmp" && mv -fT -- "$tmp" "$2"; then
+        sync -f -- "$2" 2>/dev/null || true
+        return 0
+    fi
+    rm -f -- "$tmp"
+    return 1
+}
+
+step_env_write() { # FILE SRC BACKUP
+    local file=$1 src=$2 backup=$3
+    { [ -f "$file" ] && [ ! -L "$file" ]; } || fail "env file $file on $(hostname) is not a plain file: nothing was changed"
+    { [ ! -e "$backup" ] && [ ! -L "$backup" ]; } ||
+        fail "$backup exists already on $(hostname) (two env changes within one second): run the command again"
+    env_copy "$file" "$backup" 2>>"$toollog" || fail "could not keep $file as $backup on $(hostname) (see $toollog; is the disk full?)"
+    env_copy "$src" "$file" 2>>"$toollog" || fail "could not write $file on $(hostname) (see $toollog; is the disk full?)"
+}
+
+# Put BACKUP back as FILE, restart the units, check them.
+step_env_back() { # FILE BACKUP
+    env_copy "$2" "$1" 2>>"$toollog" || fail "could not write $1 from $2 on $(hostname)"
+    # shellcheck disable=SC2086 # validated unit names
+    step_restart ${opt_restart//,/ }
+    step_health "$opt_timeout" "$opt_stable_ms" "$opt_check" "$opt_probe"
+}
+
 # --- the job ---------------------------------------------------------------------------------
 
 job_deploy() {
@@ -1284,6 +1383,16 @@ on_term() {
         restore_stopped "$why"
         exit 143
     fi
+    if [ "$opt_mode" = env ]; then
+        if [ -z "$env_written" ]; then
+            finish_with interrupted "$why; the env file is unchanged"
+        elif env_copy "$env_written" "$root/$(env_rel "$opt_env")"; then
+            finish_with interrupted "$why after the new env file was written: the file before it (${env_written##*/}) was put back (the units were not restarted: they start with it at boot)"
+        else
+            finish_with interrupted "$why after the new env file was written, and putting ${env_written##*/} back failed: 'cargo xtask env rollback $opt_env' puts it back"
+        fi
+        exit 143
+    fi
     cur=$(current_link "$root")
     if [ -z "$activating" ] || [ "$activated_from" = "$C_RELEASES/$activating" ]; then
         finish_with interrupted "$why before the switch; current was not touched"
@@ -1359,7 +1468,7 @@ sub_job() {
     while IFS= read -r kv; do parse_opts plan "$kv"; done <"$lock/plan"
     rel=$root/$C_RELEASES/${opt_release:-none}
     # shellcheck disable=SC2034 # reason and made_release are read by job_record (deploy-record.sh)
-    result="" reason="" made_release="" base="" step_pid="" step_stopped="" activating="" activated_from="" restoring="" downgrading="" migrate_down="" restore_at=""
+    result="" reason="" made_release="" base="" env_written="" step_pid="" step_stopped="" activating="" activated_from="" restoring="" downgrading="" migrate_down="" restore_at=""
     trap job_record EXIT
     trap 'job_line=$LINENO' ERR
     trap '' HUP INT
@@ -1368,6 +1477,7 @@ sub_job() {
     case "$opt_mode" in
         rollback) job_rollback ;;
         restore) job_restore ;;
+        env) job_env ;;
         *) job_deploy ;;
     esac
 }

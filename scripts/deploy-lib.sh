@@ -402,12 +402,40 @@ release_heads() { # BACKEND_DIR
         END { for (r in rev) if (!(r in down)) print r }' | LC_ALL=C sort | paste -sd, - || true
 }
 
-# The scope word of a job's deploy.log line: a deploy's scope, else the mode (rollback, restore).
+# The scope word of a job's deploy.log line: a deploy's scope, else the mode (rollback, restore,
+# env-backend, env-frontend).
 job_scope() {
     case "${opt_mode:-}" in
         rollback | restore) printf '%s' "$opt_mode" ;;
+        env) printf 'env-%s' "${opt_env:-}" ;;
         *) printf '%s' "${opt_scope:-}" ;;
     esac
+}
+
+# The env file of KIND (backend|frontend), relative to the root.
+env_rel() { # KIND
+    case "$1" in
+        backend) printf '%s' "$C_ENV_BACKEND" ;;
+        frontend) printf '%s' "$C_ENV_FRONTEND" ;;
+        *) die "unknown env file '$1'" ;;
+    esac
+}
+
+# The backups of the env file PATH (plain files named PATH + C_ENV_BACKUP + a release-style
+# time), oldest first, one path a line.
+env_backups() { # PATH
+    local b
+    for b in "$1$C_ENV_BACKUP"*; do
+        if [ -f "$b" ] && [ ! -L "$b" ] && c_is_release "${b##*"$C_ENV_BACKUP"}"; then
+            printf '%s\n' "$b"
+        fi
+    done | LC_ALL=C sort
+}
+
+# Keep the newest C_ENV_BACKUPS_KEPT backups of the env file PATH.
+prune_env_backups() { # PATH
+    local b
+    env_backups "$1" | head -n "-$C_ENV_BACKUPS_KEPT" | while IFS= read -r b; do rm -f -- "$b"; done
 }
 
 # Every revision a release's migrations know.

@@ -126,6 +126,7 @@ job_record() {
         result=failed
         reason="the deploy job stopped unexpectedly (exit $status${job_line:+, line $job_line}); current is $(current_link "$root")"
     fi
+    [ "$opt_mode" != env ] || env_cleanup
     put "$lock/phase" record
     test_pause record
     start=$(now_ms)
@@ -187,11 +188,14 @@ job_record() {
 # (DEPLOY_DB_SNAPSHOT=off: no snapshot before a migration), `migrate=down` (a rollback asked to
 # take the database down to its release's migrations), `from_snapshot=NAME` (a restore),
 # `clean=yes` (deploy --clean: no seed, a fresh virtualenv from a fresh uv cache, fresh assets),
-# `destination=NAME` (the deployer's destination: --to or DEPLOY_TO).
-# `maintenance=yes` (deploy --maintenance: maintenance on for the migration, off in the record).
+# `destination=NAME` (the deployer's destination: --to or DEPLOY_TO),
+# `maintenance=yes` (deploy --maintenance: maintenance on for the migration, off in the record),
+# `env=push|rollback backup=NAME` (env push or rollback: the backup of the file it replaced;
+# never a value).
 plan_marks() {
     local m=""
     [ -z "${opt_destination:-}" ] || m+="destination=$opt_destination "
+    [ "$opt_mode" != env ] || m+="env=$opt_env_action backup=$(getv env_backup -) "
     [ "$opt_clean" != yes ] || m+="clean=yes "
     [ "$opt_allow_unsafe" != yes ] || m+="lint=allow-unsafe "
     [ "$opt_db_snapshot" != off ] || m+="snapshot=off "
@@ -226,7 +230,10 @@ settle_dead() {
     release=$(meta "$dead/info" release)
     mode=$(meta "$dead/plan" mode)
     scope=$(meta "$dead/plan" scope)
-    case "$mode" in rollback | restore) scope=$mode ;; esac
+    case "$mode" in
+        rollback | restore) scope=$mode ;;
+        env) scope=env-$(meta "$dead/plan" env) ;;
+    esac
     commit=$(meta "$dead/info" commit)
     started=$(meta "$dead/info" started)
     when="$(meta "$dead/info" user)@$(meta "$dead/info" host)'s '$(meta "$dead/info" command)' ($token, since $started)"
@@ -236,7 +243,8 @@ settle_dead() {
     c_is_release "$release" && [ -d "$relpath" ] && [ ! -L "$relpath" ] || relpath=""
     case "$token" in '' | *[!A-Za-z0-9_-]*) token=- ;; esac
     # What a job killed during its snapshot left: pg_dump's password file and its partial dump.
-    [ "$token" = - ] || rm -f -- "$root/$C_JOBS/$token/pgpass"
+    [ "$token" = - ] || rm -f -- "$root/$C_JOBS/$token/pgpass" "$root/$C_ENV_BACKEND$C_ENV_STAGED$token" \
+        "$root/$C_ENV_FRONTEND$C_ENV_STAGED$token"
     # What a job killed with maintenance on left: the flag it set (deploy --maintenance).
     [ "$token" = - ] || maint_off "$root" "$token" || emit_later "could not turn off the maintenance its job turned on ($put_error)"
     if [ -d "$root/$C_DB_SNAPSHOTS" ] && [ ! -L "$root/$C_DB_SNAPSHOTS" ]; then

@@ -15,6 +15,8 @@
 #   db      read-only, before the lock: the database's revision; with size=yes what a snapshot
 #           before the migration needs (the database's size, the room under shared/db)
 #   maintenance  maintenance mode on (the page, then the flag), off, or its state
+#   envread read-only: an env file (hex) and the names of its backups (`env show`, `env diff`)
+#   envstage under this job's lock: the new env file on stdin, staged beside the old one (`env push`)
 #   job     the job itself (internal)
 #
 # Replies are key=value lines; a refusal prints one `error=...` line and exits non-zero.
@@ -366,6 +368,7 @@ refuse() {
     local planned="planned release ${opt_release:-}"
     [ "${opt_mode:-}" != rollback ] || planned="planned rollback to ${opt_target:-}"
     [ "${opt_mode:-}" != restore ] || planned="planned restore of ${opt_snapshot:-}"
+    [ "${opt_mode:-}" != env ] || planned="planned env ${opt_env_action:-} of the ${opt_env:-} env file"
     log_line "$opt_root" "$(iso_now)" "${opt_deployer:-}" "${opt_commit:-}" \
         "$(job_scope)" - refused 0.0 - "$planned: $1" \
         "${opt_destination:+destination=$opt_destination}" 2>/dev/null || true
@@ -377,7 +380,13 @@ refuse() {
 validate_plan() {
     check_root "$opt_root"
     check_token "$opt_token"
-    check_one_of mode "$opt_mode" "deploy rollback restore"
+    check_one_of mode "$opt_mode" "deploy rollback restore env"
+    if [ "$opt_mode" = env ]; then
+        check_one_of env "$opt_env" "backend frontend"
+        check_one_of env_action "$opt_env_action" "push rollback"
+    else
+        [ -z "$opt_env$opt_env_action" ] || die "env and env_action are for mode env only"
+    fi
     if [ "$opt_mode" = deploy ]; then
         check_release "$opt_release"
         check_one_of scope "$opt_scope" "all backend frontend"
@@ -748,6 +757,59 @@ sub_receive() {
     err=$(tar -x -f - -C "$rel" --no-same-owner --no-same-permissions --unlink-first --touch 2>&1) ||
         die "unpacking the upload into $rel failed on $(hostname): $(one_line "$err" 300)"
     out received yes
+}
+
+# --- env files ---------------------------------------------------------------------------------
+
+# An env file as it is (`env.error` when it is not the app user's 0600 plain file), as hex
+# (its bytes never pass through a shell variable), and the names of its backups, oldest first.
+sub_envread() {
+    parse_opts envread "$@"
+    check_root "$opt_root"
+    check_one_of env "$opt_env" "backend frontend"
+    local p problem b
+    p=$opt_root/$(env_rel "$opt_env")
+    problem=$(env_problem "$p" "--${opt_env}-env")
+    if [ -n "$problem" ]; then
+        out env.error "$problem"
+        return 0
+    fi
+    out env.path "$p"
+    out env.hex "$(od -An -v -tx1 -- "$p" | tr -d ' \n')"
+    for b in $(env_backups "$p"); do out env.backup "${b##*/}"; done
+}
+
+# The pushed file (stdin, at most C_ENV_MAX_BYTES) written whole beside the env file, 0600, as
+# ENV_STAGED + the job's token, only while this job holds the lock; its sha256 is the reply, for
+# the deployer to compare with what it sent. Never in the job's directory, never in a log.
+sub_envstage() {
+    parse_opts envstage "$@"
+    check_root "$opt_root"
+    check_token "$opt_token"
+    check_one_of env "$opt_env" "backend frontend"
+    local lock p dest tmp size
+    lock=$(lock_dir "$opt_root")
+    { [ "$(meta "$lock/info" token)" = "$opt_token" ] && [ "$(meta "$lock/plan" mode)" = env ]; } ||
+        die "the deploy lock on $(hostname) is not this env push's (token $opt_token): nothing received"
+    p=$opt_root/$(env_rel "$opt_env")
+    dest=$p$C_ENV_STAGED$opt_token
+    tmp=$dest.tmp
+    umask 077
+    rm -f -- "$tmp"
+    head -c "$((C_ENV_MAX_BYTES + 1))" >"$tmp" || {
+        rm -f -- "$tmp"
+        die "could not write $tmp on $(hostname) (is the disk full?): nothing was changed"
+    }
+    size=$(stat -c %s -- "$tmp")
+    if [ "$size" -gt "$C_ENV_MAX_BYTES" ]; then
+        rm -f -- "$tmp"
+        die "the env file sent is over $C_ENV_MAX_BYTES bytes: nothing was changed"
+    fi
+    { sync -- "$tmp" && mv -fT -- "$tmp" "$dest"; } || {
+        rm -f -- "$tmp"
+        die "could not put $dest in place on $(hostname): nothing was changed"
+    }
+    out staged.sha256 "$(sha256sum -- "$dest" | cut -d' ' -f1)"
 }
 
 # --- compare ---------------------------------------------------------------------------------

@@ -139,6 +139,12 @@ pub mod layout {
     pub const SHARED: &str = "shared";
     pub const ENV_BACKEND: &str = "shared/backend/.env";
     pub const ENV_FRONTEND: &str = "shared/frontend/.env.production";
+    /// `env push` and `env rollback`: the file they replace is kept beside it first, 0600, as
+    /// `<file><ENV_BACKUP><release-style UTC time>` (`shared/backend/.env.backup-20261206T172000Z`).
+    pub const ENV_BACKUP: &str = ".backup-";
+    /// `env push`: the pushed bytes, written beside the env file (0600) under the lock until the
+    /// job puts them in place: `<file><ENV_STAGED><job token>`.
+    pub const ENV_STAGED: &str = ".push-";
     pub const UV_CACHE: &str = "shared/uv-cache";
     /// `deploy --clean`: the uv cache being filled from empty, and the one it replaces while
     /// they swap (two renames; a job that died between them leaves UV_CACHE_OLD, which the next
@@ -234,6 +240,10 @@ pub const CLIENT_GRACE_SECS: u64 = 10;
 pub const PROBE_TIMEOUT_SECS: u64 = 5;
 /// Job directories kept for `deploy status` and `deploy log`.
 pub const JOBS_KEPT: usize = 20;
+/// Backups of each env file kept by `env push` and `env rollback` (the newest).
+pub const ENV_BACKUPS_KEPT: usize = 5;
+/// The largest env file `env push` sends (bytes).
+pub const ENV_MAX_BYTES: usize = 65536;
 
 /// An enum of the protocol's words: each variant's word, [`name`](State::name) and
 /// [`parse`](State::parse) between the two, and `ALL` in the contract's order (what
@@ -298,6 +308,12 @@ words! {
         /// `cargo xtask exec` (scope exec) or `db psql` (scope psql) ran a command in current:
         /// no job, no change of release; its exit code in `exit=`, its words in `reason=`.
         Ran = "ran",
+        /// `env push` or `env rollback`: the new env file is in place, the units that read it
+        /// restarted and healthy.
+        EnvPushed = "env-pushed",
+        /// `env push` or `env rollback`: with the new file the units were not healthy; the file
+        /// before it went back, and they are healthy again on it.
+        EnvRestored = "env-restored",
     }
 }
 
@@ -313,6 +329,8 @@ words! {
         StopUnits = "stop-units",
         /// `db restore`: the database replaced by the snapshot, in one transaction.
         LoadSnapshot = "load-snapshot",
+        /// `env push`/`env rollback`: the env file kept as a backup, the new one put in place.
+        EnvWrite = "env-write",
         Seed = "seed",
         Prepare = "prepare",
         /// `deploy --maintenance`: maintenance mode turned on before the snapshot and the
@@ -471,6 +489,9 @@ pub const PLAN_KEYS: &[&str] = &[
     // `deploy --maintenance` (yes|no): maintenance on before the migration, off in the record
     // step (left on when it was on before the job).
     "maintenance",
+    // `env push`/`env rollback` (mode env): which file (backend|frontend) and what (push|rollback).
+    "env",
+    "env_action",
 ];
 
 /// What the job's plan file holds besides the plan: set by the server when it took the lock.
@@ -519,6 +540,16 @@ pub const SUBS: &[Sub] = &[
     Sub {
         name: "maintenance",
         keys: &["root", "action", "message", "deployer"],
+    },
+    // `env show`/`env diff`: an env file as it is on the server, and its backups (read-only).
+    Sub {
+        name: "envread",
+        keys: &["root", "env"],
+    },
+    // `env push`: the new file on stdin, staged beside the env file under this job's lock.
+    Sub {
+        name: "envstage",
+        keys: &["root", "token", "env"],
     },
 ];
 

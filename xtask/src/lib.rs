@@ -16,6 +16,7 @@ pub mod destination;
 #[cfg(test)]
 mod docs;
 pub mod e2e_verdict;
+pub mod envcmd;
 pub mod envfile;
 pub mod exec;
 pub mod flags;

@@ -6,8 +6,8 @@ use anyhow::Result;
 use xshell::Shell;
 use xtask::flags::{self, Command, Db, Parsed};
 use xtask::{
-    bench, check, ci, demo, deploy, destination, exec, logs, proc, project_root, setup_server,
-    testhost, verify,
+    bench, check, ci, demo, deploy, destination, envcmd, exec, logs, proc, project_root,
+    setup_server, testhost, verify,
 };
 
 fn main() -> ExitCode {
@@ -72,6 +72,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Deploy(d) => deploy::run(d, &sh),
         Command::Db(Db::Psql { args }) => exec::psql(&args),
         Command::Db(d) => deploy::db(d),
+        Command::Env(e) => envcmd::run(e),
         Command::Demo(d) => demo::run(d, &sh),
         Command::Bench(b) => bench::run(b, &sh),
         Command::Logs(l) => logs::run(l),

@@ -9,7 +9,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 /// Circles allowed for now, each a set of modules: `flags/` is shaped by its own work (its
 /// tables and its types refer to each other).
-const ALLOWED: &[&[&str]] = &[&["flags", "flags::commands", "flags::table"]];
+const ALLOWED: &[&[&str]] = &[&["flags", "flags::commands", "flags::operate", "flags::table"]];
 
 /// Every `.rs` file under `dir`.
 fn files(dir: &Utf8Path) -> Vec<Utf8PathBuf> {

@@ -63,6 +63,8 @@ pub fn shell_vars() -> Vec<(String, String)> {
         ("C_SHARED", layout::SHARED),
         ("C_ENV_BACKEND", layout::ENV_BACKEND),
         ("C_ENV_FRONTEND", layout::ENV_FRONTEND),
+        ("C_ENV_BACKUP", layout::ENV_BACKUP),
+        ("C_ENV_STAGED", layout::ENV_STAGED),
         ("C_UV_CACHE", layout::UV_CACHE),
         ("C_UV_CACHE_FRESH", layout::UV_CACHE_FRESH),
         ("C_UV_CACHE_OLD", layout::UV_CACHE_OLD),
@@ -109,6 +111,8 @@ pub fn shell_vars() -> Vec<(String, String)> {
         ("C_PROBE_TIMEOUT_SECS", PROBE_TIMEOUT_SECS as i64),
         ("C_MAINTENANCE_MESSAGE_MAX", MAINTENANCE_MESSAGE_MAX as i64),
         ("C_JOBS_KEPT", JOBS_KEPT as i64),
+        ("C_ENV_BACKUPS_KEPT", ENV_BACKUPS_KEPT as i64),
+        ("C_ENV_MAX_BYTES", ENV_MAX_BYTES as i64),
         ("C_CRASH_LOOP_RESTARTS", CRASH_LOOP_RESTARTS as i64),
     ] {
         var(&mut s, name, &value.to_string());

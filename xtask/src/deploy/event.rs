@@ -90,10 +90,13 @@ impl Outcome {
         JobResult::parse(&self.result)
     }
 
-    /// Whether the job did what it was asked: `success` (a deploy, a rollback) or `restored`
-    /// (`db restore`).
+    /// Whether the job did what it was asked: `success` (a deploy, a rollback), `restored`
+    /// (`db restore`) or `env-pushed` (`env push`, `env rollback`).
     pub fn success(&self) -> bool {
-        matches!(self.kind(), Some(JobResult::Success | JobResult::Restored))
+        matches!(
+            self.kind(),
+            Some(JobResult::Success | JobResult::Restored | JobResult::EnvPushed)
+        )
     }
 }
 

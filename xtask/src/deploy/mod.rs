@@ -23,12 +23,14 @@
 //! - [`pipeline`], [`rollback`], [`list`], [`status`], [`unlock`]: the subcommands; [`restore`]:
 //!   `cargo xtask db snapshots` and `db restore` ([`restore_order`]: a fleet's order, pure);
 //!   [`maintenance`]: `cargo xtask maintenance`
+//!   [`envjob`]: `cargo xtask env push` and `env rollback`
 
 pub mod checks;
 pub mod dbsnap;
 pub mod downgrade;
 pub mod drift;
 pub mod entry;
+pub mod envjob;
 pub mod event;
 pub mod fleet;
 pub mod follower;

@@ -451,6 +451,13 @@ pub fn final_line(what: &str, host: &str, o: &Outcome) -> String {
         Some(JobResult::RolledBack) => format!(
             "{what} on {host}: rolled-back (it failed after the switch; the previous release was restored and is healthy){reason}; current is {current} again"
         ),
+        Some(JobResult::EnvPushed) => format!(
+            "{what} on {host}: env-pushed in {}s: the units that read it restarted and are healthy",
+            o.duration
+        ),
+        Some(JobResult::EnvRestored) => format!(
+            "{what} on {host}: env-restored (the units were not healthy with it; the file before it is back){reason}"
+        ),
         Some(JobResult::RollbackFailed) => format!(
             "{what} on {host}: rollback-failed (it failed, and so did restoring the previous release){reason}; current is {current}: check 'cargo xtask deploy status'"
         ),

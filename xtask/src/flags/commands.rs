@@ -1,18 +1,20 @@
 //! One table per command (its flags, subcommands and help prose), each followed by the
 //! function that makes the [`Command`] from what was given. The rest is derived (`table.rs`).
 
+use super::operate::{ENV, EXEC, MAINTENANCE};
 use super::table::{flag, list, number, one, pick, scan, Value::*, NONE};
 use super::table::{sub, Cmd, Given, Section, Shape};
 use super::*;
 
 /// Every command, in the order `cargo xtask --help` lists them.
-pub(super) const COMMANDS: [Cmd; 12] = [
+pub(super) const COMMANDS: [Cmd; 13] = [
     CI,
     CHECK,
     TESTHOST,
     SETUP_SERVER,
     DEPLOY,
     DB,
+    ENV,
     LOGS,
     EXEC,
     MAINTENANCE,
@@ -488,91 +490,6 @@ fn logs(args: Vec<String>) -> Result<Command, UsageError> {
         lines,
         since,
         host,
-    }))
-}
-
-#[rustfmt::skip]
-const EXEC: Cmd = Cmd {
-    name: "exec", title: "a command on the server, in the current release, as the app runs",
-    about: "Run a command on the server in the current release, as the app runs",
-    args: "-- CMD [ARG...]",
-    flags: &[flag("--host", Text("HOST", None), "this host of DEPLOY_SERVER (default: the primary)")],
-    help: &[Section::Text("\
-Runs CMD as the app user in current/backend (where alembic.ini is), with the release's virtualenv
-first on PATH and shared/backend/.env in the environment: 'exec -- alembic current', 'exec --
-python -m innercontext.deploytool revision'. One ssh connection, no lock. With a terminal on both
-ends it gets one (a REPL, Ctrl-C reaches it); without, stdin, stdout, stderr and the exit code pass
-through byte for byte. Each exec is a line in deploy.log (who, the command, the exit code).
-See docs/exec.md.")],
-    env: &[("DEPLOY_SERVER", "as for deploy"), ("DEPLOY_ROOT", "as for deploy"),
-        ("DEPLOY_SSH_CONFIG", "as for deploy")],
-    parse: exec, ..NONE
-};
-
-/// Flags before `--`, the command after it, as given.
-fn exec(mut args: Vec<String>) -> Result<Command, UsageError> {
-    let cut = args.iter().position(|a| a == "--");
-    let command = cut
-        .map(|i| args.split_off(i).split_off(1))
-        .unwrap_or_default();
-    let g = scan(args, &EXEC, None)?;
-    let usage = "cargo xtask exec [--host HOST] -- CMD [ARG...]";
-    if let Some(w) = g.words.first() {
-        return Err(g.see(format!(
-            "put the command after --, as in {usage} (got '{w}' before it)"
-        )));
-    }
-    refuse(
-        command.is_empty(),
-        &format!("exec needs a command after --: {usage}"),
-    )?;
-    let command = command.into_iter().map(Into::into).collect();
-    Ok(Command::Exec(Exec {
-        host: g.text("--host"),
-        command,
-    }))
-}
-
-#[rustfmt::skip]
-const MAINTENANCE: Cmd = Cmd {
-    name: "maintenance", title: "a maintenance page instead of the site, on every host",
-    about: "Turn maintenance mode on or off on every host, or show it",
-    flags: &[
-        flag("--message", Text("TEXT", Some(validate_maintenance_message)), "on: the page's message (one line, \
-            at most 500 bytes; HTML-escaped)"),
-    ],
-    subs: &[
-        sub("on", "", &["--message"], "write the page, then the flag: nginx answers every request from outside \
-            with 503, Retry-After and the page"),
-        sub("off", "", &[], "remove the flag: nginx serves the site again"),
-        sub("status", "", &[], "on or off on each host, since when, by whom, the message"),
-    ],
-    help: &[
-        Section::Subs,
-        Section::Text("\
-The flag and the page are files in the deploy root, written by the deploy user: no sudo, no nginx
-reload. Requests from the server itself (loopback) and the deployer's probes still reach the app.
-'cargo xtask deploy --maintenance' turns it on for a deploy. See docs/site.md#maintenance-mode."),
-    ],
-    env: &[("DEPLOY_SERVER", "as for deploy (every host)"), ("DEPLOY_SSH_CONFIG", "as for deploy")],
-    parse: maintenance, ..NONE
-};
-
-fn maintenance(mut args: Vec<String>) -> Result<Command, UsageError> {
-    let names: Vec<&str> = MAINTENANCE.visible().map(|s| s.name).collect();
-    let none = format!("maintenance needs a command (valid: {})", names.join(", "));
-    refuse(args.is_empty(), &none)?;
-    let sub = MAINTENANCE.sub(&args.remove(0))?;
-    let g = scan(args, &MAINTENANCE, Some(sub))?;
-    if let Some(w) = g.words.first() {
-        return Err(g.see(format!("unexpected argument '{w}' for '{}'", g.label)));
-    }
-    Ok(Command::Maintenance(match sub.name {
-        "on" => Maintenance::On {
-            message: g.text("--message"),
-        },
-        "off" => Maintenance::Off,
-        _ => Maintenance::Status,
     }))
 }
 

@@ -16,6 +16,7 @@
 //! goldens and review the diff.
 
 mod commands;
+mod operate;
 mod table;
 
 use std::fmt;
@@ -36,6 +37,7 @@ pub enum Command {
     SetupServer(SetupServer),
     Deploy(Deploy),
     Db(Db),
+    Env(Env),
     Demo(Demo),
     Bench(Bench),
     Logs(Logs),
@@ -291,6 +293,24 @@ pub struct Exec {
     pub command: Vec<std::ffi::OsString>,
 }
 
+choice! {
+    /// Which env file of the server (`cargo xtask env`).
+    EnvKind: "env file" {
+        Backend = "backend": "shared/backend/.env (the API and the worker read it)",
+        Frontend = "frontend": "shared/frontend/.env.production (the web server reads it)",
+    }
+}
+
+/// `cargo xtask env`: the server's env files. A FILE's kind, when not given, is its basename's
+/// (`.env`: backend, `.env.production`: frontend), else a usage error asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Env {
+    Show { kind: EnvKind, reveal: bool },
+    Diff { kind: EnvKind, file: String },
+    Push { kind: EnvKind, file: String },
+    Rollback { kind: EnvKind },
+}
+
 /// `cargo xtask logs`: the units' journal on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logs {
@@ -489,7 +509,8 @@ impl Command {
             | Command::Logs(_)
             | Command::Verify(_)
             | Command::Exec(_)
-            | Command::Maintenance(_) => true,
+            | Command::Maintenance(_)
+            | Command::Env(_) => true,
             Command::Ci(_)
             | Command::Check(_)
             | Command::Testhost(_)

@@ -62,6 +62,20 @@ impl EnvKind {
     }
 }
 
+/// That an env file given to setup-server is in the env-file format ([`crate::envfile`]): one
+/// line naming the file and the line that is not, before anything is sent.
+pub fn check_env_file(flag: &str, path: &Utf8Path) -> Result<()> {
+    let text = fs_err::read(path).with_context(|| format!("reading {flag} {path}"))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("{flag} {path} is not UTF-8 text: nothing was changed"))?;
+    crate::envfile::parse(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{flag} {path} is not in the env-file format: {e}; nothing was changed (see docs/env-files.md)"
+        )
+    })?;
+    Ok(())
+}
+
 /// `--tls-cert`/`--tls-key`: the certificate (public: it travels as an argument) and the key's
 /// path and sha256 (its contents travel only on ssh's stdin, and only when the server's differs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +144,7 @@ impl Inputs {
             if !path.is_file() {
                 bail!("{flag} {path}: no such file");
             }
+            check_env_file(flag, &path)?;
             let sha256 = sha256(sh, &path)?;
             Ok(Some(EnvFile { path, sha256 }))
         };
@@ -397,6 +412,24 @@ pub(super) fn sha256(sh: &Shell, path: &Utf8Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_files_are_checked_against_the_format() {
+        let dir = std::env::temp_dir().join(format!("envcheck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Utf8PathBuf::try_from(dir.join(".env")).unwrap();
+        std::fs::write(&p, "A=1\nA=2\n").unwrap();
+        let e = check_env_file("--backend-env", &p).unwrap_err().to_string();
+        assert!(
+            e.contains("--backend-env") && e.contains("line 2: A is set twice"),
+            "{e}"
+        );
+        std::fs::write(&p, "A=1\r\n").unwrap();
+        assert!(check_env_file("--backend-env", &p).is_err());
+        std::fs::write(&p, "# ok\nA=1\n").unwrap();
+        check_env_file("--backend-env", &p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn keys_are_checked_locally() {

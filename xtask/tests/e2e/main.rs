@@ -23,6 +23,7 @@ mod database;
 mod demo;
 mod deploy;
 mod destinations;
+mod envfiles;
 mod exec;
 mod faults;
 mod fleet;
@@ -630,6 +631,21 @@ const SCENARIOS: &[Scenario] = &[
         SHELL,
         maintenance::a_failing_deploy_with_maintenance_leaves_it_as_it_was
     ),
+    scenario!(
+        SHELL,
+        envfiles::setup_server_refuses_an_env_file_out_of_format
+    ),
+    scenario!(SHELL, envfiles::show_diff_and_bad_files_change_nothing),
+    scenario!(SHELL, envfiles::push_takes_effect_and_rollback_puts_it_back),
+    scenario!(
+        SHELL,
+        envfiles::a_broken_value_is_put_back_and_the_site_keeps_serving
+    ),
+    scenario!(
+        SHELL,
+        envfiles::ctrl_c_before_the_write_changes_nothing_and_after_it_the_job_finishes
+    ),
+    scenario!(SHELL, envfiles::sigterm_after_the_write_puts_the_file_back),
 ];
 
 fn main() -> ExitCode {

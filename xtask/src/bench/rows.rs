@@ -290,7 +290,7 @@ const ROWS: &[RowSpec] = &[
         Some(BenchPhase::Hooks),
         "backend redeploy with every hook (each `true`) / without",
         Unit::Ratio,
-        Target::Max(1.1),
+        Target::None,
         Floor::None,
     ),
     (

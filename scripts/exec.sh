@@ -36,19 +36,24 @@ exec_fail() {
 # the readers changes); else only `line N: WHY` on stdout and status 1. A unit test runs it against
 # envfile::parse.
 env_pairs() {
-    local file=$1 n=0 line key value rest seen=' ' ws pairs=""
+    local file=$1 n=0 line key value rest seen=' ' ws pairs="" utf8=""
     local LC_ALL=C
-    if ! iconv -f UTF-8 -t UTF-8 <"$file" >/dev/null 2>&1; then
-        echo "line 1: the file is not UTF-8"
-        return 1
-    fi
-    # read drops NUL bytes: find them first (as \001, which grep reads).
-    n=$({ tr '\000' '\001' <"$file" | grep -n $'\001' || true; } | head -n 1 | cut -d: -f1)
-    if [ -n "$n" ]; then
-        echo "line $n: a control character"
+    # read drops NUL bytes: when the bytes read fall short of the file's size, find the line
+    # of the first one (as \001, which grep reads). Forks only then, or for non-ASCII text.
+    nul_free_size "$file"
+    if [ "$exec_read_bytes" != "$(wc -c <"$file")" ]; then
+        n=$({ tr '\000' '\001' <"$file" | grep -n $'\001' || true; } | head -n 1 | cut -d: -f1)
+        echo "line ${n:-1}: a control character"
         return 1
     fi
     while IFS= read -r line || [ -n "$line" ]; do
+        if [ -z "$utf8" ] && [[ "$line" == *[$'\x80'-$'\xff']* ]]; then
+            if ! iconv -f UTF-8 -t UTF-8 <"$file" >/dev/null 2>&1; then
+                echo "line 1: the file is not UTF-8"
+                return 1
+            fi
+            utf8=checked
+        fi
         n=$((n + 1))
         if [ "${line%$'\r'}" != "$line" ]; then
             echo "line $n: the line ends in CR (a Windows line end): save it with LF line ends"
@@ -101,6 +106,16 @@ env_pairs() {
     done <"$file"
     # Only a whole file in the format gives its pairs (an error never shows a value).
     printf '%s' "$pairs"
+}
+
+# nul_free_size FILE: exec_read_bytes, how many bytes bash's read gives of FILE (its size when
+# it holds no NUL). No fork.
+nul_free_size() {
+    local LC_ALL=C line bytes=0
+    while IFS= read -r line; do
+        bytes=$((bytes + ${#line} + 1))
+    done <"$1" 2>/dev/null
+    exec_read_bytes=$((bytes + ${#line}))
 }
 
 # has_control TEXT: whether TEXT (UTF-8, read as bytes) holds a C0 or C1 control or DEL.
@@ -168,16 +183,17 @@ pass_on() {
 }
 
 # The deploy.log line of a command that ran: who, what (cut at EXEC_TEXT_MAX), its exit code.
-exec_log() { # ROOT STARTED_ISO STARTED_MS SCOPE RELEASE STATUS WORDS...
-    local root=$1 started=$2 ms=$3 scope=$4 release=$5 status=$6 text
+exec_log() { # ROOT STARTED_ISO STARTED_US SCOPE RELEASE STATUS WORDS...
+    local root=$1 started=$2 us=$3 scope=$4 release=$5 status=$6 text tenths
     shift 6
+    tenths=$(((${EPOCHREALTIME/./} - us) / 100000))
     text=$(LC_ALL=C printf '%q ' "$@")
     text=${text% }
     if [ "${#text}" -gt "$EXEC_TEXT_MAX" ]; then
         text="${text:0:$((EXEC_TEXT_MAX - 3))}..."
     fi
     log_line "$root" "$started" "$opt_deployer" - "$scope" "$release" ran \
-        "$(secs_between "$ms" "$(now_ms)")" - "$text" \
+        "$((tenths / 10)).$((tenths % 10))" - "$text" \
         "exit=$status${opt_destination:+ destination=$opt_destination}" ||
         printf 'exec: the command ended with exit %s, but %s on %s could not record it (%s)\n' \
             "$status" "$root/$C_LOG" "$(hostname)" "$put_error" >&2
@@ -210,8 +226,9 @@ main() {
     venv=$backend/.venv
     cd -P -- "$backend" || exec_fail "cannot enter $backend on $(hostname)"
     [ -x "$venv/bin/python" ] || exec_fail "the release $release has no virtualenv ($venv/bin/python) on $(hostname): deploy again"
-    started=$(iso_now)
-    ms=$(now_ms)
+    # Builtins only (a fork is a millisecond or more): the time as iso_now writes it.
+    TZ=UTC printf -v started '%(%Y-%m-%dT%H:%M:%SZ)T' -1
+    ms=${EPOCHREALTIME/./}
     if [ "$mode" = exec ]; then
         [ -f "$root/$C_ENV_BACKEND" ] || exec_fail "$root/$C_ENV_BACKEND is missing on $(hostname): run cargo xtask setup-server --backend-env FILE"
         pairs=$(env_pairs "$root/$C_ENV_BACKEND") ||

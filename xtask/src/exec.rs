@@ -258,6 +258,51 @@ mod tests {
         assert!(loader(b"A=\xff\n").is_err());
     }
 
+    #[test]
+    fn the_deploy_log_line_says_who_what_and_the_exit_code_printably_and_cut() {
+        let dir = std::env::temp_dir().join(format!("ic-exec-log-{}", std::process::id()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let (functions, _) = crate::contract::EXEC_SH
+            .rsplit_once("\nmain \"$@\"")
+            .unwrap();
+        let test = "\nopt_deployer=alice@laptop\n\
+            exec_log \"$1\" 2026-12-06T10:00:00Z \"${EPOCHREALTIME/./}\" exec 20261206T095900Z 3 \
+            printf $'it\\'s a\\nline \\xff\\x1b[2J' \"$(printf 'x%.0s' {1..300})\"\n";
+        let script = [
+            crate::contract::CONTRACT_SH,
+            crate::contract::LIB_SH,
+            functions,
+            test,
+        ]
+        .concat();
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script, "t"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = fs_err::read_to_string(dir.join("deploy.log")).unwrap();
+        let _ = fs_err::remove_dir_all(&dir);
+        let line = log.strip_suffix('\n').unwrap();
+        assert!(
+            !line.contains('\n') && line.is_ascii() && !line.contains('\u{1b}'),
+            "{line:?}"
+        );
+        let head = "2026-12-06T10:00:00Z deployer=alice@laptop commit=- scope=exec \
+            release=20261206T095900Z result=ran duration=0.0s alembic=- exit=3 reason=";
+        let reason = line.strip_prefix(head).unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            reason.starts_with("printf $'it\\'s a\\nline \\377\\E[2J' xxx"),
+            "{reason}"
+        );
+        assert_eq!(reason.len(), 200, "{reason}");
+        assert!(reason.ends_with("x..."), "{reason}");
+    }
+
     /// exec.sh travels without its comment lines: bash defines every function as from the files.
     #[test]
     fn dropping_comment_lines_changes_no_function_of_exec_sh() {

@@ -286,6 +286,14 @@ const ROWS: &[RowSpec] = &[
         Floor::PgDump,
     ),
     (
+        Key::Exec,
+        Some(BenchPhase::Exec),
+        "exec -- true (one ssh, one round trip)",
+        Unit::Secs,
+        Target::FloorPlus(0.15),
+        Floor::Look,
+    ),
+    (
         Key::Hooked,
         Some(BenchPhase::Hooks),
         "backend redeploy with every hook (each `true`) / without",
@@ -300,14 +308,6 @@ const ROWS: &[RowSpec] = &[
         Unit::Count,
         Target::EverySample(1.0),
         Floor::Exactly(1),
-    ),
-    (
-        Key::Exec,
-        Some(BenchPhase::Exec),
-        "exec -- true (one ssh, one round trip)",
-        Unit::Secs,
-        Target::FloorPlus(0.15),
-        Floor::Look,
     ),
 ];
 

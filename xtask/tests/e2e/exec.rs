@@ -349,3 +349,82 @@ pub fn db_psql_runs_sql_with_the_password_in_no_process_list(ctx: &mut Ctx) -> R
     );
     Ok(())
 }
+
+/// The connection of an exec with a terminal drops (its ssh is killed): the server's session
+/// ends with a hang-up, the wrapper passes it on, the command ends, and its deploy.log line is
+/// still written (exit=129, SIGHUP); nothing is left running.
+pub fn exec_whose_connection_drops_still_leaves_its_line(ctx: &mut Ctx) -> Result<()> {
+    let site = deployed(ctx)?;
+    let before = log_len(&site)?;
+    let xtask = site.command(&repo(), &["exec", "--", "sleep", "317"]);
+    let mut line = xtask::quote::sh(xtask.get_program().to_str().context("program")?);
+    for a in xtask.get_args() {
+        line += &format!(" {}", xtask::quote::sh(a.to_str().context("argument")?));
+    }
+    let log = camino::Utf8PathBuf::from(format!("/tmp/{}-exec-drop.log", crate::run_id()));
+    let mut cmd = Command::new("script");
+    cmd.args(["-qefc", &line, "/dev/null"])
+        .current_dir(repo())
+        .stdin(Stdio::piped());
+    for (k, v) in xtask.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut bg = Background::start(cmd, &log)?;
+    let keyboard = bg.child.stdin.take().expect("piped");
+    let running = "pgrep -u innercontext -x sleep -a | grep -c ' 317$' || true";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.sh(running)?.trim() != "1" {
+        if let Some(status) = bg.child.try_wait()? {
+            bail!(
+                "the exec ended ({status}) before its command ran:\n{}",
+                bg.output()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no remote sleep within 60 s:\n{}",
+            bg.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The connection drops: this exec's ssh (a child of the xtask under script) is killed.
+    let ssh = Command::new("pgrep")
+        .args(["-f", "ssh .*ControlPath=none.* -t .* sleep 317"])
+        .output()?;
+    let pids = String::from_utf8_lossy(&ssh.stdout).trim().to_string();
+    ensure!(
+        !pids.is_empty() && !pids.contains('\n'),
+        "this exec's ssh: {pids:?}"
+    );
+    crate::support::run_ok(Command::new("kill").args(["-KILL", &pids]), "kill")?;
+    let (status, out) = bg.wait(Duration::from_secs(60))?;
+    drop(keyboard);
+    let _ = fs_err::remove_file(&log);
+    ensure!(
+        !status.success(),
+        "the exec succeeded with its connection gone:\n{out}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = log_from(&site, before + 1)?;
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        lines.len() == 1
+            && lines[0].contains(" result=ran ")
+            && lines[0].contains(" exit=129 reason=sleep 317"),
+        "deploy.log after the connection dropped:\n{}",
+        lines.join("\n")
+    );
+    ensure!(
+        site.sh(running)?.trim() == "0",
+        "the command still runs on the server"
+    );
+    Ok(())
+}

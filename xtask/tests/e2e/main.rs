@@ -596,6 +596,10 @@ const SCENARIOS: &[Scenario] = &[
     ),
     scenario!(
         SHELL,
+        exec::exec_whose_connection_drops_still_leaves_its_line
+    ),
+    scenario!(
+        SHELL,
         exec::db_psql_runs_sql_with_the_password_in_no_process_list
     ),
     scenario!(

@@ -434,3 +434,73 @@ pub fn exec_whose_connection_drops_still_leaves_its_line(ctx: &mut Ctx) -> Resul
     );
     Ok(())
 }
+
+/// Without a terminal a Ctrl-C (SIGINT to the whole process group, as a terminal sends it) ends
+/// the local side: exit 130 and one line that says the connection was closed. The remote
+/// command is not signalled (as with a plain ssh): the scenario ends it as root, and its
+/// deploy.log line comes then.
+pub fn exec_without_a_terminal_stops_on_ctrl_c_and_says_so(ctx: &mut Ctx) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let site = deployed(ctx)?;
+    let before = log_len(&site)?;
+    let log = camino::Utf8PathBuf::from(format!("/tmp/{}-exec-int.log", crate::run_id()));
+    let _removed = Removed(log.clone());
+    let mut cmd = site.command(&repo(), &["exec", "--", "sleep", "318"]);
+    cmd.stdin(Stdio::null()).process_group(0);
+    let mut bg = Background::start(cmd, &log)?;
+    let running = "pgrep -u innercontext -x sleep -a | grep -c ' 318$' || true";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.sh(running)?.trim() != "1" {
+        if let Some(status) = bg.child.try_wait()? {
+            bail!(
+                "the exec ended ({status}) before its command ran:\n{}",
+                bg.output()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no remote sleep within 60 s:\n{}",
+            bg.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let group = format!("-{}", bg.child.id());
+    crate::support::run_ok(Command::new("kill").args(["-INT", "--", &group]), "kill")?;
+    let (status, out) = bg.wait(Duration::from_secs(60))?;
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    ensure!(
+        status.code() == Some(130),
+        "exit {status} after a Ctrl-C (want 130):\n{out}"
+    );
+    ensure!(
+        last.contains("interrupted by")
+            && last.contains("the ssh connection to")
+            && last.contains("was closed"),
+        "the last line after a Ctrl-C: {last}"
+    );
+    // Ended by its pid, as root.
+    let pid = site.sh("pgrep -u innercontext -x sleep -a | awk '$3 == 318 { print $1 }'")?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .with_context(|| format!("the remote sleep's pid: {pid:?}"))?;
+    site.sh(&format!("kill -TERM {pid}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = log_from(&site, before + 1)?;
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        lines.len() == 1 && lines[0].contains(" exit=143 reason=sleep 318"),
+        "deploy.log once the command was ended:\n{}",
+        lines.join("\n")
+    );
+    Ok(())
+}

@@ -63,6 +63,45 @@ fn log_len(site: &Site) -> Result<usize> {
         .parse()?)
 }
 
+/// A file removed when dropped (a scenario's log, whether it passes or not).
+struct Removed(camino::Utf8PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_file(&self.0);
+    }
+}
+
+/// `cargo xtask exec -- WORDS` on a pty (util-linux `script`), its keyboard script's stdin, its
+/// output in `log`.
+fn on_a_terminal(
+    site: &Site,
+    words: &[&str],
+    log: &camino::Utf8Path,
+) -> Result<(Background, std::process::ChildStdin)> {
+    let mut args = vec!["exec", "--"];
+    args.extend_from_slice(words);
+    let xtask = site.command(&repo(), &args);
+    let mut line = xtask::quote::sh(xtask.get_program().to_str().context("program")?);
+    for a in xtask.get_args() {
+        line += &format!(" {}", xtask::quote::sh(a.to_str().context("argument")?));
+    }
+    // `script` runs it on a pty whose keyboard is script's stdin, with the site's environment.
+    let mut cmd = Command::new("script");
+    cmd.args(["-qefc", &line, "/dev/null"])
+        .current_dir(repo())
+        .stdin(Stdio::piped());
+    for (k, v) in xtask.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut bg = Background::start(cmd, log)?;
+    let keyboard = bg.child.stdin.take().expect("piped");
+    Ok((bg, keyboard))
+}
+
 pub fn exec_passes_words_stdin_and_exit_codes_byte_for_byte(ctx: &mut Ctx) -> Result<()> {
     let site = deployed(ctx)?;
     let before = log_len(&site)?;
@@ -229,31 +268,14 @@ pub fn exec_with_a_terminal_passes_ctrl_c_to_the_command(ctx: &mut Ctx) -> Resul
     let before = log_len(&site)?;
     // The command says whether it has a terminal, then waits for a SIGINT.
     let remote = "test -t 0 && test -t 1 && echo has-a-tty; trap 'echo got-INT; exit 7' INT; echo ready; while :; do sleep 0.1; done";
-    let xtask = site.command(&repo(), &["exec", "--", "sh", "-c", remote]);
-    let mut line = xtask::quote::sh(xtask.get_program().to_str().context("program")?);
-    for a in xtask.get_args() {
-        line += &format!(" {}", xtask::quote::sh(a.to_str().context("argument")?));
-    }
     let log = camino::Utf8PathBuf::from(format!("/tmp/{}-exec-tty.log", crate::run_id()));
-    // `script` runs it on a pty whose keyboard is script's stdin, with the site's environment.
-    let mut cmd = Command::new("script");
-    cmd.args(["-qefc", &line, "/dev/null"])
-        .current_dir(repo())
-        .stdin(Stdio::piped());
-    for (k, v) in xtask.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let mut bg = Background::start(cmd, &log)?;
-    let mut keyboard = bg.child.stdin.take().expect("piped");
+    let _removed = Removed(log.clone());
+    let (mut bg, mut keyboard) = on_a_terminal(&site, &["sh", "-c", remote], &log)?;
     bg.wait_for("ready", Duration::from_secs(60))?;
     keyboard.write_all(b"\x03")?;
     keyboard.flush()?;
     let (status, out) = bg.wait(Duration::from_secs(60))?;
     drop(keyboard);
-    let _ = fs_err::remove_file(&log);
     ensure!(
         out.contains("has-a-tty"),
         "the command had no terminal:\n{out}"
@@ -356,24 +378,9 @@ pub fn db_psql_runs_sql_with_the_password_in_no_process_list(ctx: &mut Ctx) -> R
 pub fn exec_whose_connection_drops_still_leaves_its_line(ctx: &mut Ctx) -> Result<()> {
     let site = deployed(ctx)?;
     let before = log_len(&site)?;
-    let xtask = site.command(&repo(), &["exec", "--", "sleep", "317"]);
-    let mut line = xtask::quote::sh(xtask.get_program().to_str().context("program")?);
-    for a in xtask.get_args() {
-        line += &format!(" {}", xtask::quote::sh(a.to_str().context("argument")?));
-    }
     let log = camino::Utf8PathBuf::from(format!("/tmp/{}-exec-drop.log", crate::run_id()));
-    let mut cmd = Command::new("script");
-    cmd.args(["-qefc", &line, "/dev/null"])
-        .current_dir(repo())
-        .stdin(Stdio::piped());
-    for (k, v) in xtask.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let mut bg = Background::start(cmd, &log)?;
-    let keyboard = bg.child.stdin.take().expect("piped");
+    let _removed = Removed(log.clone());
+    let (mut bg, keyboard) = on_a_terminal(&site, &["sleep", "317"], &log)?;
     let running = "pgrep -u innercontext -x sleep -a | grep -c ' 317$' || true";
     let deadline = Instant::now() + Duration::from_secs(60);
     while site.sh(running)?.trim() != "1" {
@@ -402,7 +409,6 @@ pub fn exec_whose_connection_drops_still_leaves_its_line(ctx: &mut Ctx) -> Resul
     crate::support::run_ok(Command::new("kill").args(["-KILL", &pids]), "kill")?;
     let (status, out) = bg.wait(Duration::from_secs(60))?;
     drop(keyboard);
-    let _ = fs_err::remove_file(&log);
     ensure!(
         !status.success(),
         "the exec succeeded with its connection gone:\n{out}"
@@ -425,6 +431,76 @@ pub fn exec_whose_connection_drops_still_leaves_its_line(ctx: &mut Ctx) -> Resul
     ensure!(
         site.sh(running)?.trim() == "0",
         "the command still runs on the server"
+    );
+    Ok(())
+}
+
+/// Without a terminal a Ctrl-C (SIGINT to the whole process group, as a terminal sends it) ends
+/// the local side: exit 130 and one line that says the connection was closed. The remote
+/// command is not signalled (as with a plain ssh): the scenario ends it as root, and its
+/// deploy.log line comes then.
+pub fn exec_without_a_terminal_stops_on_ctrl_c_and_says_so(ctx: &mut Ctx) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let site = deployed(ctx)?;
+    let before = log_len(&site)?;
+    let log = camino::Utf8PathBuf::from(format!("/tmp/{}-exec-int.log", crate::run_id()));
+    let _removed = Removed(log.clone());
+    let mut cmd = site.command(&repo(), &["exec", "--", "sleep", "318"]);
+    cmd.stdin(Stdio::null()).process_group(0);
+    let mut bg = Background::start(cmd, &log)?;
+    let running = "pgrep -u innercontext -x sleep -a | grep -c ' 318$' || true";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.sh(running)?.trim() != "1" {
+        if let Some(status) = bg.child.try_wait()? {
+            bail!(
+                "the exec ended ({status}) before its command ran:\n{}",
+                bg.output()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no remote sleep within 60 s:\n{}",
+            bg.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let group = format!("-{}", bg.child.id());
+    crate::support::run_ok(Command::new("kill").args(["-INT", "--", &group]), "kill")?;
+    let (status, out) = bg.wait(Duration::from_secs(60))?;
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    ensure!(
+        status.code() == Some(130),
+        "exit {status} after a Ctrl-C (want 130):\n{out}"
+    );
+    ensure!(
+        last.contains("interrupted by")
+            && last.contains("the ssh connection to")
+            && last.contains("was closed"),
+        "the last line after a Ctrl-C: {last}"
+    );
+    // Ended by its pid, as root.
+    let pid = site.sh("pgrep -u innercontext -x sleep -a | awk '$3 == 318 { print $1 }'")?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .with_context(|| format!("the remote sleep's pid: {pid:?}"))?;
+    site.sh(&format!("kill -TERM {pid}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = log_from(&site, before + 1)?;
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        lines.len() == 1 && lines[0].contains(" exit=143 reason=sleep 318"),
+        "deploy.log once the command was ended:\n{}",
+        lines.join("\n")
     );
     Ok(())
 }

@@ -600,6 +600,10 @@ const SCENARIOS: &[Scenario] = &[
     ),
     scenario!(
         SHELL,
+        exec::exec_without_a_terminal_stops_on_ctrl_c_and_says_so
+    ),
+    scenario!(
+        SHELL,
         exec::db_psql_runs_sql_with_the_password_in_no_process_list
     ),
     scenario!(

@@ -36,12 +36,13 @@ pub fn run(c: Check, sh: &Shell) -> Result<()> {
     Ok(())
 }
 
-/// Whether the part ran (false: it passed before for this tree and these tools). One part at a
-/// time per checkout: two deploys from one checkout (staging and production at once) share its
-/// `node_modules` and `frontend/build`, and vite refuses a second build beside a running one;
-/// the second waits (saying so), then finds the first's result in the cache.
+/// Whether the part ran (false: it passed before for this tree and these tools). Each part runs
+/// once at a time per checkout (the parts of one deploy still run side by side): two deploys
+/// from one checkout (staging and production at once) share its `frontend/build`, and vite
+/// refuses a second build beside a running one; the second waits (saying so), then finds the
+/// first's result in the cache.
 pub fn run_part(sh: &Shell, part: CheckPart, recheck: bool) -> Result<bool> {
-    let _turn = checkout_turn()?;
+    let _turn = part_turn(part)?;
     let key = cache_key(sh, part)?;
     let marker = key
         .as_ref()
@@ -145,11 +146,11 @@ fn cache_dir() -> Utf8PathBuf {
     cache_dir_of(&crate::project_root())
 }
 
-/// This checkout's checks to ourselves until the file is dropped (an exclusive lock on
-/// `target/checks/turn`, released by the kernel when the process ends, however it ends).
-fn checkout_turn() -> Result<std::fs::File> {
+/// This checkout's `part` to ourselves until the file is dropped (an exclusive lock on
+/// `target/checks/PART.turn`, released by the kernel when the process ends, however it ends).
+fn part_turn(part: CheckPart) -> Result<std::fs::File> {
     fs_err::create_dir_all(cache_dir())?;
-    let path = cache_dir().join("turn");
+    let path = cache_dir().join(format!("{}.turn", part.name()));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -159,7 +160,10 @@ fn checkout_turn() -> Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            crate::say_part!("(waiting for another run's checks of this checkout) ");
+            crate::say_part!(
+                "(waiting for another run's {} check of this checkout) ",
+                part.name()
+            );
             file.lock().with_context(|| format!("locking {path}"))?;
         }
         Err(std::fs::TryLockError::Error(e)) => {

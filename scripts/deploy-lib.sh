@@ -368,6 +368,9 @@ log_line() {
     fi
     line=$(printf '%s' "$line" | LC_ALL=C tr -c '[:print:]' '?')
     append_line "$1/$C_LOG" "$line" || return 1
+    # The line as written: the job's result event carries it (the deployer's post- hooks).
+    # shellcheck disable=SC2034 # read by deploy-record.sh
+    logged_line=$line
     chmod 0640 "$1/$C_LOG" 2>/dev/null || true
 }
 

@@ -160,6 +160,7 @@ job_record() {
     if [ -z "$why" ] && ! write_result "$jobdir" "$result" "$reason" "$duration" "$revision" "$current"; then
         why=$put_error
     fi
+    logged_line=""
     if [ -z "$why" ] && ! log_line "$root" "$opt_started" "$opt_deployer" "$opt_commit$([ "$opt_dirty" = yes ] && echo +dirty)" \
         "$(job_scope)" "$([ "$opt_mode" = deploy ] && echo "$opt_release" || echo "$opt_target")" \
         "$result" "$duration" "$revision" "$reason" "$(plan_marks)"; then
@@ -178,7 +179,7 @@ job_record() {
     fi
     emit step record ok "$(secs_between "$start" "$(now_ms)")"
     release_lock "$root" "$token" >/dev/null
-    emit result "$result" "$reason" "$duration" "$revision" "$current"
+    emit result "$result" "$reason" "$duration" "$revision" "$current" "$logged_line"
     emit phase "done"
     empty_trash
 }

@@ -413,6 +413,8 @@ words! {
         /// only when asked for (`DEPLOY_JOURNAL=1`: it can hold client addresses).
         Journal = "journal-line",
         Note = "note",
+        /// How the job ended: result, reason, duration, revision, current, and the deploy.log
+        /// line it wrote (empty when it could not write one).
         Result = "result",
     }
 }

@@ -62,6 +62,9 @@ pub struct Outcome {
     pub revision: String,
     /// What `current` is after the job, read by the job itself.
     pub current: String,
+    /// The deploy.log line the job wrote, as its result event carried it (empty: not known
+    /// here, read from a result file, or none was written).
+    pub logged: String,
 }
 
 impl Outcome {
@@ -72,6 +75,7 @@ impl Outcome {
             duration: e.field(2).to_string(),
             revision: e.field(3).to_string(),
             current: e.field(4).to_string(),
+            logged: e.field(5).to_string(),
         }
     }
 
@@ -82,6 +86,7 @@ impl Outcome {
             duration: r.get("job.duration").unwrap_or("").to_string(),
             revision: r.get("job.revision").unwrap_or("").to_string(),
             current: r.get("job.current").unwrap_or("").to_string(),
+            logged: String::new(),
         })
     }
 
@@ -132,6 +137,12 @@ mod tests {
         assert_eq!(o.current, "releases/20261128T101530Z");
         assert!(!o.success());
         assert_eq!(o.kind(), Some(JobResult::RolledBack));
+        assert_eq!(o.logged, "", "an event without the line (an older job's)");
+        let line = "2026-11-28T10:15:30Z deployer=a@b commit=c scope=all release=r result=success";
+        let r = Event::parse(&format!(
+            "1\tresult\tsuccess\t\t3.4\t0002\treleases/r\t{line}"
+        ));
+        assert_eq!(Outcome::from_event(&r.unwrap()).logged, line);
         let n = Event::parse("2\tnote\tseed\t20261128T101530Z\tlinked").unwrap();
         assert_eq!(n.note(), Some(Note::Seed));
         assert_eq!(n.step(), None);

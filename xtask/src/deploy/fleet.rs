@@ -169,6 +169,7 @@ pub fn follow_to_end(
                     duration: String::new(),
                     revision: String::new(),
                     current: String::new(),
+                    logged: String::new(),
                 });
             }
         }

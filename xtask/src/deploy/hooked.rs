@@ -90,9 +90,16 @@ pub fn after(hooks: &Hooks, facts: &mut Facts, members: &[Member], took: Duratio
         result_word(&results)
     };
     facts.duration = Some(took);
+    // The job's result event carries its line; read from deploy.log only when it did not
+    // (a job followed after a reconnect, a result read from its file).
     facts.log_lines = members
         .iter()
-        .filter_map(|m| log_line(m, &facts.release, &facts.deployer))
+        .filter_map(
+            |m| match m.job.outcome.as_ref().map(|o| o.logged.as_str()) {
+                Some(line) if !line.is_empty() => Some(line.to_string()),
+                _ => log_line(m, &facts.release, &facts.deployer),
+            },
+        )
         .collect();
     hooks.run(hook, facts, "")
 }

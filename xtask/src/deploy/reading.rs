@@ -80,6 +80,7 @@ impl Reading {
                 duration: e.get("duration").trim_end_matches('s').to_string(),
                 revision: e.get("alembic").to_string(),
                 current: String::new(),
+                logged: String::new(),
             })
         };
         let lock = match &snap.lock {

@@ -214,6 +214,7 @@ fn outcome(result: &str, reason: &str) -> Outcome {
         duration: "3.1".into(),
         revision: "0002_price_history".into(),
         current: "releases/20261128T101530Z".into(),
+        logged: String::new(),
     }
 }
 

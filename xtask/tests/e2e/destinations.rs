@@ -102,8 +102,19 @@ pub fn staging_and_production_from_one_checkout(_ctx: &mut Ctx) -> Result<()> {
         };
         (join(stg), join(prd), join(db))
     });
-    let (stg, prd, db) = (stg?, prd?, db?);
+    let machines = [&stg, &prd, &db].map(|m| m.as_ref().ok().map(|m| m.name.clone()));
+    let result = match (stg, prd, db) {
+        (Ok(stg), Ok(prd), Ok(db)) => two_destinations(&stg, &prd, &db),
+        (stg, prd, db) => stg.and(prd).and(db).map(|_| ()),
+    };
+    // Its machines go down with it (the group's harness fails a group that leaves any).
+    for name in machines.into_iter().flatten() {
+        th::down(&sh, &name)?;
+    }
+    result
+}
 
+fn two_destinations(stg: &Machine, prd: &Machine, db: &Machine) -> Result<()> {
     // The checkout: two committed destination files; the user's ssh config names both hosts.
     let s = scratch("destinations")?;
     let files = [
@@ -127,9 +138,9 @@ pub fn staging_and_production_from_one_checkout(_ctx: &mut Ctx) -> Result<()> {
     };
 
     // setup-server on each, one by --to, one by DEPLOY_TO, at once.
-    let stg_env = xtask::demo::Environment::for_machines(&stg, &db)?;
-    let prd_env = xtask::demo::Environment::for_machines(&prd, &db)?;
-    let url = add_staging_database(&db)?;
+    let stg_env = xtask::demo::Environment::for_machines(stg, db)?;
+    let prd_env = xtask::demo::Environment::for_machines(prd, db)?;
+    let url = add_staging_database(db)?;
     fs_err::write(
         &stg_env.backend_env,
         format!("DATABASE_URL={url}\nPRICING_INTERVAL_SECONDS=30\n"),
@@ -254,7 +265,7 @@ pub fn staging_and_production_from_one_checkout(_ctx: &mut Ctx) -> Result<()> {
     fs_err::remove_file(s.dir.join("deploy/default"))?;
 
     // Bad input, one line each, nothing changed on either host.
-    let before = (log_len(&stg)?, log_len(&prd)?);
+    let before = (log_len(stg)?, log_len(prd)?);
     let typo = run(&["--to", "stagin", "deploy", "all"], &[])?.failed()?;
     ensure!(
         typo.all().trim()
@@ -290,7 +301,7 @@ pub fn staging_and_production_from_one_checkout(_ctx: &mut Ctx) -> Result<()> {
         "the secret's error:\n{}",
         secret.all()
     );
-    let after = (log_len(&stg)?, log_len(&prd)?);
+    let after = (log_len(stg)?, log_len(prd)?);
     ensure!(
         before == after,
         "bad input changed deploy.log: {before:?} -> {after:?}"

@@ -281,7 +281,13 @@ pub fn env_file_is_never_read_by_root(ctx: &mut Ctx) -> Result<()> {
         Ok(())
     })();
     as_app(&site, &format!("ln -sfn {} {link}", quote::sh(&original)))?;
-    site.sh("rm -f /root/e2e-secret.env; systemctl reset-failed innercontext-node.service")?;
+    // Stopped first: node may be waiting for its next automatic restart (RestartSec), which
+    // would come after reset-failed cleared the count and leave NRestarts at 1 for the next
+    // scenario (units_are_hardened failed so in a full run: `innercontext-node active 1`).
+    site.sh(
+        "rm -f /root/e2e-secret.env; systemctl stop innercontext-node.service; \
+         systemctl reset-failed innercontext-node.service",
+    )?;
     as_app(
         &site,
         "sudo -n /usr/bin/systemctl restart innercontext-node",

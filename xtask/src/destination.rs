@@ -274,8 +274,19 @@ pub fn load(
         file: Utf8PathBuf::from(DIR).join(format!("{name}.env")),
         name,
         source,
-        settings,
+        settings: anchored(root, settings),
     }))
+}
+
+/// The settings with a relative `DEPLOY_SSH_CONFIG` taken from the checkout (`root`), where the
+/// file that names it is, not from wherever the command was started.
+pub fn anchored(root: &Utf8Path, mut settings: Vec<Entry>) -> Vec<Entry> {
+    for e in settings.iter_mut() {
+        if e.key == "DEPLOY_SSH_CONFIG" && !e.value.is_empty() && !e.value.starts_with('/') {
+            e.value = root.join(&e.value).to_string();
+        }
+    }
+    settings
 }
 
 /// Which of [`SETTINGS`] the environment sets (not empty), given its lookup.
@@ -422,6 +433,19 @@ mod tests {
             "destination staging (deploy/staging.env, chosen by DEPLOY_TO); from the \
              environment: DEPLOY_SSH_CONFIG, DEPLOY_KEEP (over the file's)"
         );
+    }
+
+    #[test]
+    fn a_relative_ssh_config_is_the_checkouts() {
+        let e = entries("DEPLOY_SSH_CONFIG=deploy/ssh_config\nDEPLOY_ROOT=/srv/ic\n");
+        let got = anchored(Utf8Path::new("/home/a/ic"), e);
+        assert_eq!(got[0].value, "/home/a/ic/deploy/ssh_config");
+        assert_eq!(got[1].value, "/srv/ic");
+        let abs = anchored(
+            Utf8Path::new("/x"),
+            entries("DEPLOY_SSH_CONFIG=/etc/ssh/c\n"),
+        );
+        assert_eq!(abs[0].value, "/etc/ssh/c");
     }
 
     #[test]
